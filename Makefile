@@ -1,0 +1,128 @@
+# calendar reservation store: plain Makefile.
+#   make            build every program into bin/
+#   make run        install missing packages, build, run the local stack (Ctrl-C stops it)
+#   make test       install missing packages, build, unit + integration tests on a private stack
+#   make SANITIZER=address,undefined test   the same under sanitizers
+
+CC        ?= cc
+PKGS      := libmariadb libmicrohttpd jansson inih libcurl check libmemcached rdkafka
+WARN      ?= -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Werror
+OPT       ?= -O2 -g
+CFLAGS    ?= $(OPT)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -MMD -MP -I. \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+ifneq ($(SANITIZER),)
+ALL_CFLAGS += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS    += -fsanitize=$(SANITIZER)
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+BUILD := build
+
+is_main = $(filter %/main.c %_main.c,$(1))
+lib_srcs = $(filter-out $(call is_main,$(1)),$(1))
+
+COMMON_SRC    := $(wildcard common/*.c)
+SHARDING_SRC  := $(call lib_srcs,$(wildcard sharding/*.c))
+CALENDARD_SRC := $(call lib_srcs,$(wildcard calendard/*.c))
+CDC_SRC       := $(call lib_srcs,$(wildcard cdc/*.c))
+TESTLIB_SRC   := $(wildcard tests/lib/*.c)
+STRESS_SRC    := $(wildcard tests/stress/*.c)
+UNIT_SRC      := $(wildcard tests/unit/check_*.c)
+INTEG_SRC     := $(wildcard tests/integration/check_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+LIBCOMMON    := $(BUILD)/libcommon.a
+LIBSHARDING  := $(BUILD)/libsharding.a
+LIBCALENDARD := $(BUILD)/libcalendard.a
+LIBCDC       := $(BUILD)/libcdc.a
+LIBTEST      := $(BUILD)/libtest.a
+# Link order: dependents before what they depend on.
+PROJECT_LIBS := $(LIBCALENDARD) $(LIBCDC) $(LIBSHARDING) $(LIBTEST) $(LIBCOMMON)
+
+PROGRAMS := bin/calendard bin/calendar-admin bin/calendar-stress
+PROGRAMS += $(patsubst cdc/%_main.c,bin/calendar-%,$(wildcard cdc/*_main.c))
+PROGRAMS += $(if $(wildcard sharding/rebalance_main.c),bin/calendar-rebalance)
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
+
+.PHONY: all deps run test unit integration stress-smoke stack-up stack-down \
+        format format-check clean tests-build
+all: $(PROGRAMS) tests-build
+
+tests-build: $(UNIT_BINS) $(INTEG_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+define make_lib
+$(1): $(call obj,$(2))
+	@mkdir -p $$(dir $$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+endef
+$(eval $(call make_lib,$(LIBCOMMON),$(COMMON_SRC)))
+$(eval $(call make_lib,$(LIBSHARDING),$(SHARDING_SRC)))
+$(eval $(call make_lib,$(LIBCALENDARD),$(CALENDARD_SRC)))
+$(eval $(call make_lib,$(LIBCDC),$(CDC_SRC)))
+$(eval $(call make_lib,$(LIBTEST),$(TESTLIB_SRC)))
+
+LINK = @mkdir -p $(dir $@); $(if $(Q),echo "  LD      $@";) \
+       $(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(PROJECT_LIBS) $(LDLIBS)
+
+bin/calendard: $(call obj,calendard/main.c) $(PROJECT_LIBS)
+	$(Q)$(LINK)
+bin/calendar-admin: $(call obj,sharding/admin_main.c) $(PROJECT_LIBS)
+	$(Q)$(LINK)
+bin/calendar-rebalance: $(call obj,sharding/rebalance_main.c) $(PROJECT_LIBS)
+	$(Q)$(LINK)
+bin/calendar-stress: $(call obj,$(STRESS_SRC)) $(PROJECT_LIBS)
+	$(Q)$(LINK)
+bin/calendar-%: $(BUILD)/cdc/%_main.o $(PROJECT_LIBS)
+	$(Q)$(LINK)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROJECT_LIBS)
+	$(Q)$(LINK)
+
+# Installs only what is missing (dpkg -s), with sudo when not root.
+deps:
+	$(Q)tests/stack/install-deps.sh
+
+unit: $(UNIT_BINS)
+	$(Q)tests/run-tests.sh unit
+
+integration: all
+	$(Q)tests/run-tests.sh integration
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tests/run-tests.sh all
+
+stack-up: all
+	$(Q)tests/stack/stack.sh up --dir var
+
+stack-down:
+	$(Q)tests/stack/stack.sh down --dir var
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tests/stack/stack.sh run --dir var
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	$(Q)clang-format -i $(FORMAT_FILES)
+format-check:
+	$(Q)clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD) bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,27 @@
+/* The HTTP front (libmicrohttpd): one thread per connection, body and
+ * header limits, idle timeouts, an in-flight limit answered with 503. */
+#ifndef CAL_HTTP_H
+#define CAL_HTTP_H
+
+#include <stddef.h>
+
+#include "calendard/service.h"
+
+struct http_conf {
+    char listen[64];
+    int port;
+    int max_connections;
+    int max_inflight;
+    int max_body_bytes;
+    int max_header_bytes;
+    int idle_timeout_s;
+};
+
+struct http_server;
+
+/* Borrows svc. NULL and err filled when the port cannot be bound. */
+struct http_server *http_start(const struct http_conf *conf, struct service *svc, char *err,
+                               size_t errlen);
+void http_stop(struct http_server *srv); /* http_stop(NULL) is a no-op */
+
+#endif

@@ -1,0 +1,43 @@
+/* Prometheus text metrics: requests and latency histograms per endpoint,
+ * conflicts, retries, moves and errors per shard. Lock-free counters. */
+#ifndef CAL_METRICS_H
+#define CAL_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum endpoint {
+    EP_PUT_LISTING = 0,
+    EP_GET_LISTING,
+    EP_CREATE_RESERVATION,
+    EP_GET_RESERVATION,
+    EP_CANCEL_RESERVATION,
+    EP_CALENDAR,
+    EP_AVAILABILITY,
+    EP_HEALTHZ,
+    EP_READYZ,
+    EP_METRICS,
+    EP_OTHER,
+    EP_COUNT
+};
+
+enum shard_event {
+    SHARD_OPS = 0,  /* operations run on the shard */
+    SHARD_CONFLICT, /* optimistic check failed, deadlock or lock wait */
+    SHARD_MOVED,    /* "not owner" answers */
+    SHARD_RETRY,    /* operations run again */
+    SHARD_ERROR,    /* failures other than the above */
+    SHARD_EVENT_COUNT
+};
+
+#define METRICS_MAX_SHARDS 256
+
+const char *metrics_endpoint_name(enum endpoint ep);
+void metrics_request(enum endpoint ep, int http_status, uint64_t latency_us);
+void metrics_shard(unsigned shard_index, enum shard_event ev);
+void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
+
+/* Renders everything; shard_ids[i] labels shard index i. Caller frees. */
+char *metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len);
+
+#endif

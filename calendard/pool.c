@@ -1,0 +1,114 @@
+/* A bounded pool of connections to one database. */
+#include "calendard/pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "common/util.h"
+
+struct pool {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    struct db_conf conf;
+    unsigned max;
+    unsigned wait_ms;
+    unsigned open; /* idle + in use + being connected */
+    unsigned nidle;
+    struct db **idle;
+};
+
+struct pool *
+pool_create(const struct db_conf *conf, unsigned max, unsigned wait_ms)
+{
+    struct pool *pool = cal_calloc(1, sizeof(*pool));
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->freed, &ca);
+    pthread_condattr_destroy(&ca);
+    pool->conf = *conf;
+    pool->max = max ? max : 1;
+    pool->wait_ms = wait_ms;
+    pool->idle = cal_calloc(pool->max, sizeof(*pool->idle));
+    return pool;
+}
+
+void
+pool_destroy(struct pool *pool)
+{
+    if (pool == NULL)
+        return;
+    for (unsigned i = 0; i < pool->nidle; i++)
+        db_close(pool->idle[i]);
+    free(pool->idle);
+    pthread_cond_destroy(&pool->freed);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}
+
+cal_status
+pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += pool->wait_ms / 1000;
+    deadline.tv_nsec += (long)(pool->wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        if (pool->nidle > 0) {
+            *db = pool->idle[--pool->nidle];
+            pthread_mutex_unlock(&pool->lock);
+            return CAL_OK;
+        }
+        if (pool->open < pool->max)
+            break;
+        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&pool->lock);
+            snprintf(err, errlen, "all %u connections busy for %u ms", pool->max, pool->wait_ms);
+            return CAL_EAGAIN;
+        }
+    }
+    pool->open++;
+    pthread_mutex_unlock(&pool->lock);
+    /* Connect outside the lock: a slow server must not stall the other callers. */
+    *db = db_connect(&pool->conf, err, errlen);
+    if (*db != NULL)
+        return CAL_OK;
+    pthread_mutex_lock(&pool->lock);
+    pool->open--;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+    return CAL_EUNAVAIL;
+}
+
+void
+pool_put(struct pool *pool, struct db *db)
+{
+    bool broken = db_broken(db);
+    if (broken)
+        db_close(db);
+    pthread_mutex_lock(&pool->lock);
+    if (broken)
+        pool->open--;
+    else
+        pool->idle[pool->nidle++] = db;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+unsigned
+pool_size(struct pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    unsigned n = pool->open;
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}

@@ -1,0 +1,28 @@
+/* A bounded pool of connections to one database: at most `max` open, callers
+ * wait at most `wait_ms` for one, then get CAL_EAGAIN (back-pressure, not a
+ * queue without bound). */
+#ifndef CAL_POOL_H
+#define CAL_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/db.h"
+
+struct pool;
+
+/* Copies conf. Connects lazily. Caller frees with pool_destroy(). */
+struct pool *pool_create(const struct db_conf *conf, unsigned max, unsigned wait_ms);
+void pool_destroy(struct pool *pool); /* pool_destroy(NULL) is a no-op */
+
+/* CAL_OK with *db, CAL_EAGAIN when none freed up in time, CAL_EUNAVAIL when
+ * connecting failed (err says why). */
+cal_status pool_get(struct pool *pool, struct db **db, char *err, size_t errlen);
+
+/* Returns db to the pool, or closes it when it is broken. */
+void pool_put(struct pool *pool, struct db *db);
+
+/* Open connections now (idle and in use). */
+unsigned pool_size(struct pool *pool);
+
+#endif

@@ -1,0 +1,62 @@
+/* Decoding and validation of API inputs (JSON bodies, path ids, query
+ * strings) into plain structs, with a stable error code for every refusal.
+ * Pure: no sockets, no SQL. */
+#ifndef CAL_REQUEST_H
+#define CAL_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calendard/booking.h"
+
+struct api_error {
+    int http;         /* HTTP status */
+    const char *code; /* stable machine-readable code */
+    char message[256];
+};
+
+/* Fills e and returns false: for one-line refusals. */
+bool request_fail(struct api_error *e, int http, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+struct listing_settings {
+    int64_t default_price;
+    char currency[4];
+    int min_nights;
+    int max_nights;
+};
+
+struct booking_request {
+    int32_t check_in;
+    int32_t check_out;
+    uint64_t guest_id;
+};
+
+enum calendar_action { CALENDAR_BLOCK, CALENDAR_UNBLOCK, CALENDAR_SET_PRICE };
+
+struct calendar_request {
+    int32_t from;
+    int32_t to;
+    enum calendar_action action;
+    int64_t price; /* set_price only */
+};
+
+/* A positive decimal id of at most 19 digits with no sign or spaces. */
+bool request_parse_id(const char *s, size_t len, uint64_t *id);
+
+bool request_parse_listing(const char *body, size_t len, struct listing_settings *out,
+                           struct api_error *e);
+bool request_parse_booking(const char *body, size_t len, struct booking_request *out,
+                           struct api_error *e);
+bool request_parse_calendar(const char *body, size_t len, int32_t today,
+                            struct calendar_request *out, struct api_error *e);
+
+/* from/to query values (NULL when absent) of an availability read. */
+bool request_parse_range(const char *from, const char *to, int32_t *dfrom, int32_t *dto,
+                         struct api_error *e);
+
+/* If-Match: "<version>" (quotes optional); false on anything else. */
+bool request_parse_if_match(const char *s, uint64_t *version);
+
+#endif

@@ -1,0 +1,254 @@
+/* Routing through the catalog's vbucket map, one pool per shard. */
+#include "calendard/router.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "sharding/shardmap.h"
+
+#define REFRESH_MIN_GAP_US 20000 /* on-demand reloads at most every 20 ms */
+
+struct router {
+    struct router_conf conf;
+    pthread_rwlock_t map_lock; /* guards map */
+    struct shardmap *map;
+    pthread_mutex_t refresh_lock; /* one reload at a time; guards catalog, last_load_us, pools */
+    struct db *catalog;
+    uint64_t last_load_us;
+    size_t nshards;
+    uint32_t shard_ids[ROUTER_MAX_SHARDS];
+    struct pool *pools[ROUTER_MAX_SHARDS]; /* never freed before router_destroy */
+    pthread_t thread;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
+};
+
+/* Needs refresh_lock held. */
+static struct pool *
+pool_for_locked(struct router *router, const struct shard_info *s, unsigned *index)
+{
+    for (size_t i = 0; i < router->nshards; i++) {
+        if (router->shard_ids[i] == s->shard_id) {
+            *index = (unsigned)i;
+            return router->pools[i];
+        }
+    }
+    if (router->nshards == ROUTER_MAX_SHARDS)
+        return NULL;
+    struct db_conf conf = router->conf.shard;
+    cal_strlcpy(conf.host, s->host, sizeof(conf.host));
+    conf.port = s->port;
+    cal_strlcpy(conf.database, s->db_name, sizeof(conf.database));
+    size_t i = router->nshards;
+    router->pools[i] = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);
+    router->shard_ids[i] = s->shard_id;
+    *index = (unsigned)i;
+    /* Publish the slot after it is filled: readers scan up to nshards. */
+    __atomic_store_n(&router->nshards, i + 1, __ATOMIC_RELEASE);
+    log_info("shard added", "shard=%u host=%s port=%u db=%s", s->shard_id, s->host, s->port,
+             s->db_name);
+    return router->pools[i];
+}
+
+static cal_status
+reload_locked(struct router *router, char *err, size_t errlen)
+{
+    if (router->catalog == NULL || db_broken(router->catalog)) {
+        db_close(router->catalog);
+        router->catalog = db_connect(&router->conf.catalog, err, errlen);
+        if (router->catalog == NULL)
+            return CAL_EUNAVAIL;
+    }
+    struct shardmap *map;
+    cal_status rc = shardmap_load(router->catalog, &map, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    for (size_t i = 0; i < map->nshards; i++) {
+        unsigned index;
+        if (pool_for_locked(router, &map->shards[i], &index) == NULL) {
+            snprintf(err, errlen, "more than %d shards", ROUTER_MAX_SHARDS);
+            shardmap_destroy(map);
+            return CAL_ERR;
+        }
+    }
+    pthread_rwlock_wrlock(&router->map_lock);
+    struct shardmap *old = router->map;
+    router->map = map;
+    pthread_rwlock_unlock(&router->map_lock);
+    shardmap_destroy(old);
+    router->last_load_us = cal_mono_us();
+    return CAL_OK;
+}
+
+cal_status
+router_refresh(struct router *router, char *err, size_t errlen)
+{
+    uint64_t asked = cal_mono_us();
+    pthread_mutex_lock(&router->refresh_lock);
+    cal_status rc = CAL_OK;
+    /* Someone reloaded while we waited for the lock, or very recently. */
+    if (router->last_load_us + REFRESH_MIN_GAP_US < asked || router->map == NULL)
+        rc = reload_locked(router, err, errlen);
+    pthread_mutex_unlock(&router->refresh_lock);
+    return rc;
+}
+
+static void *
+refresher(void *arg)
+{
+    struct router *router = arg;
+    char err[512];
+    bool failing = false;
+    pthread_mutex_lock(&router->stop_lock);
+    while (!router->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        unsigned ms = router->map ? router->conf.refresh_interval_ms : 500;
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&router->stop_cond, &router->stop_lock, &ts);
+        if (router->stopping)
+            break;
+        pthread_mutex_unlock(&router->stop_lock);
+        pthread_mutex_lock(&router->refresh_lock);
+        cal_status rc = reload_locked(router, err, sizeof(err));
+        pthread_mutex_unlock(&router->refresh_lock);
+        if (rc != CAL_OK && !failing)
+            log_warn("shard map refresh failed", "error=\"%s\"", err);
+        else if (rc == CAL_OK && failing)
+            log_info("shard map refresh recovered", "%s", "");
+        failing = rc != CAL_OK;
+        pthread_mutex_lock(&router->stop_lock);
+    }
+    pthread_mutex_unlock(&router->stop_lock);
+    return NULL;
+}
+
+struct router *
+router_create(const struct router_conf *conf)
+{
+    struct router *router = cal_calloc(1, sizeof(*router));
+    char err[512];
+    router->conf = *conf;
+    pthread_rwlock_init(&router->map_lock, NULL);
+    pthread_mutex_init(&router->refresh_lock, NULL);
+    pthread_mutex_init(&router->stop_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&router->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&router->refresh_lock);
+    if (reload_locked(router, err, sizeof(err)) != CAL_OK)
+        log_warn("shard map not loaded; retrying in the background", "error=\"%s\"", err);
+    else
+        log_info("shard map loaded", "vbuckets=%u shards=%zu", router->map->num_vbuckets,
+                 router->map->nshards);
+    pthread_mutex_unlock(&router->refresh_lock);
+    pthread_create(&router->thread, NULL, refresher, router);
+    return router;
+}
+
+void
+router_destroy(struct router *router)
+{
+    if (router == NULL)
+        return;
+    pthread_mutex_lock(&router->stop_lock);
+    router->stopping = true;
+    pthread_cond_signal(&router->stop_cond);
+    pthread_mutex_unlock(&router->stop_lock);
+    pthread_join(router->thread, NULL);
+    for (size_t i = 0; i < router->nshards; i++)
+        pool_destroy(router->pools[i]);
+    shardmap_destroy(router->map);
+    db_close(router->catalog);
+    pthread_cond_destroy(&router->stop_cond);
+    pthread_mutex_destroy(&router->stop_lock);
+    pthread_mutex_destroy(&router->refresh_lock);
+    pthread_rwlock_destroy(&router->map_lock);
+    free(router);
+}
+
+cal_status
+router_route(struct router *router, uint64_t listing_id, struct route *out, char *err,
+             size_t errlen)
+{
+    pthread_rwlock_rdlock(&router->map_lock);
+    const struct shardmap *map = router->map;
+    if (map == NULL) {
+        pthread_rwlock_unlock(&router->map_lock);
+        snprintf(err, errlen, "no shard map yet: catalog unreachable");
+        return CAL_EUNAVAIL;
+    }
+    out->vbucket = shardmap_vbucket(listing_id, map->num_vbuckets);
+    out->shard_id = map->owner[out->vbucket];
+    out->epoch = map->epoch[out->vbucket];
+    pthread_rwlock_unlock(&router->map_lock);
+    size_t n = __atomic_load_n(&router->nshards, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < n; i++) {
+        if (router->shard_ids[i] == out->shard_id) {
+            out->shard_index = (unsigned)i;
+            out->pool = router->pools[i];
+            return CAL_OK;
+        }
+    }
+    snprintf(err, errlen, "shard %u has no pool", out->shard_id);
+    return CAL_ERR;
+}
+
+cal_status
+router_check_ready(struct router *router, char *err, size_t errlen)
+{
+    cal_status rc;
+    pthread_mutex_lock(&router->refresh_lock);
+    rc = router->map == NULL ? reload_locked(router, err, errlen) : CAL_OK;
+    if (rc == CAL_OK) {
+        struct db_stmt *st;
+        struct db_val c[1];
+        if (router->catalog == NULL || db_broken(router->catalog))
+            rc = reload_locked(router, err, errlen);
+        if (rc == CAL_OK && (rc = db_query(router->catalog, "SELECT 1", NULL, 0, &st, err,
+                                           errlen)) == CAL_OK)
+            while (db_fetch(st, c, 1, err, errlen) > 0)
+                ;
+    }
+    size_t n = router->nshards;
+    pthread_mutex_unlock(&router->refresh_lock);
+    for (size_t i = 0; rc == CAL_OK && i < n; i++) {
+        struct db *db;
+        char e2[256];
+        rc = pool_get(router->pools[i], &db, e2, sizeof(e2));
+        if (rc == CAL_OK) {
+            struct db_stmt *st;
+            struct db_val c[1];
+            rc = db_query(db, "SELECT 1", NULL, 0, &st, e2, sizeof(e2));
+            if (rc == CAL_OK)
+                while (db_fetch(st, c, 1, e2, sizeof(e2)) > 0)
+                    ;
+            pool_put(router->pools[i], db);
+        }
+        if (rc != CAL_OK)
+            snprintf(err, errlen, "shard %u: %s", router->shard_ids[i], e2);
+    }
+    return rc;
+}
+
+size_t
+router_shard_ids(struct router *router, uint32_t *ids, size_t max)
+{
+    size_t n = __atomic_load_n(&router->nshards, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < n && i < max; i++)
+        ids[i] = router->shard_ids[i];
+    return n < max ? n : max;
+}

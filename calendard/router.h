@@ -1,0 +1,51 @@
+/* Routing: listing -> vbucket -> shard through the catalog's map, with one
+ * connection pool per shard. The map is refreshed periodically and at once
+ * when a shard answers "not owner" (CAL_EMOVED). */
+#ifndef CAL_ROUTER_H
+#define CAL_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calendard/pool.h"
+#include "common/db.h"
+
+#define ROUTER_MAX_SHARDS 256
+
+struct router_conf {
+    struct db_conf catalog;
+    struct db_conf shard; /* credentials and timeouts; address comes from the catalog */
+    unsigned pool_size;
+    unsigned pool_wait_ms;
+    unsigned refresh_interval_ms;
+};
+
+struct route {
+    uint32_t vbucket;
+    uint32_t shard_id;
+    uint64_t epoch;
+    unsigned shard_index; /* 0..ROUTER_MAX_SHARDS-1, stable for a shard: metrics */
+    struct pool *pool;
+};
+
+/* Loads the map once; when the catalog is unreachable the router still
+ * starts, answers CAL_EUNAVAIL and keeps retrying in the background.
+ * Caller frees with router_destroy(). */
+struct router *router_create(const struct router_conf *conf);
+void router_destroy(struct router *router);
+
+cal_status router_route(struct router *router, uint64_t listing_id, struct route *out, char *err,
+                        size_t errlen);
+
+/* Reloads the map now unless one was loaded after `seen_epoch_us` (so a burst
+ * of "moved" answers costs one catalog read). Returns the load's status. */
+cal_status router_refresh(struct router *router, char *err, size_t errlen);
+
+/* Catalog and every shard answer a query. */
+cal_status router_check_ready(struct router *router, char *err, size_t errlen);
+
+/* Shard ids by index for metrics; returns how many shards are known. */
+size_t router_shard_ids(struct router *router, uint32_t *ids, size_t max);
+
+#endif

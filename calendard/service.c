@@ -1,0 +1,684 @@
+/* The API endpoints: validation, retries on the owning shard, JSON answers. */
+#include "calendard/service.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calendard/booking.h"
+#include "calendard/request.h"
+#include "calendard/store.h"
+#include "common/date.h"
+#include "common/log.h"
+#include "common/util.h"
+
+struct service {
+    struct service_conf conf;
+    struct router *router;
+    uint64_t id_counter;
+};
+
+/* One operation on the shard that owns a listing. Returns CAL_OK, or a
+ * status run_on_shard() retries (CAL_ECONFLICT, CAL_EMOVED, CAL_EUNAVAIL) or
+ * turns into an answer; an op that decided the answer itself fills e and
+ * returns CAL_EINVAL. */
+typedef cal_status (*shard_op)(struct service *svc, struct db *db, const struct route *rt,
+                               void *ctx, struct api_error *e, char *err, size_t errlen);
+
+struct service *
+service_create(const struct service_conf *conf, struct router *router)
+{
+    struct service *svc = cal_calloc(1, sizeof(*svc));
+    svc->conf = *conf;
+    svc->router = router;
+    svc->id_counter = cal_rand64();
+    return svc;
+}
+
+void
+service_destroy(struct service *svc)
+{
+    free(svc);
+}
+
+static void
+set_json(struct api_response *resp, int status, json_t *obj)
+{
+    resp->status = status;
+    resp->body = json_dumps(obj, JSON_COMPACT);
+    resp->body_len = strlen(resp->body);
+    resp->content_type = "application/json";
+    json_decref(obj);
+}
+
+void
+service_error(struct api_response *resp, int status, const char *code, const char *message)
+{
+    set_json(resp, status,
+             json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+    if (status == 503 && resp->retry_after == 0)
+        resp->retry_after = 1;
+}
+
+static void
+api_error_answer(struct api_response *resp, const struct api_error *e)
+{
+    service_error(resp, e->http, e->code, e->message);
+}
+
+static json_t *
+dates_json(const int32_t *nights, size_t n)
+{
+    json_t *arr = json_array();
+    char d[11];
+    for (size_t i = 0; i < n; i++) {
+        date_format(nights[i], d);
+        json_array_append_new(arr, json_string(d));
+    }
+    return arr;
+}
+
+static void
+unavailable_answer(struct api_response *resp, const int32_t *nights, size_t n)
+{
+    char msg[128];
+    snprintf(msg, sizeof(msg), "%zu night%s of the range %s booked or blocked", n,
+             n == 1 ? "" : "s", n == 1 ? "is" : "are");
+    set_json(resp, 409,
+             json_pack("{s:{s:s,s:s,s:o}}", "error", "code", "nights_unavailable", "message", msg,
+                       "nights", dates_json(nights, n)));
+}
+
+static json_t *
+listing_json(const struct listing *l)
+{
+    return json_pack("{s:I,s:I,s:s,s:i,s:i,s:I}", "listing_id", (json_int_t)l->listing_id,
+                     "default_price", (json_int_t)l->default_price, "currency", l->currency,
+                     "min_nights", l->min_nights, "max_nights", l->max_nights, "version",
+                     (json_int_t)l->version);
+}
+
+static json_t *
+reservation_json(const struct reservation *r)
+{
+    char in[11], out[11];
+    date_format(r->check_in, in);
+    date_format(r->check_out, out);
+    return json_pack("{s:I,s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:I}", "reservation_id",
+                     (json_int_t)r->reservation_id, "listing_id", (json_int_t)r->listing_id,
+                     "check_in", in, "check_out", out, "guest_id", (json_int_t)r->guest_id,
+                     "total_price", (json_int_t)r->total_price, "currency", r->currency, "status",
+                     booking_reservation_status_name(r->status), "version",
+                     (json_int_t)r->version);
+}
+
+/* Runs op on the listing's shard: routes, takes a pooled connection, and
+ * retries conflicts, "moved" answers (after reloading the map) and lost
+ * connections, at most max_attempts times with jittered backoff. */
+static cal_status
+run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, struct api_error *e)
+{
+    char err[512] = "";
+    cal_status rc = CAL_ERR;
+    struct route rt = {0};
+    for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
+        if (attempt > 0) {
+            metrics_shard(rt.shard_index, SHARD_RETRY);
+            cal_sleep_ms(booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
+                                            svc->conf.backoff_max_ms, cal_rand64()));
+        }
+        if ((rc = router_route(svc->router, listing_id, &rt, err, sizeof(err))) != CAL_OK)
+            break;
+        struct db *db;
+        if ((rc = pool_get(rt.pool, &db, err, sizeof(err))) != CAL_OK)
+            break;
+        metrics_shard(rt.shard_index, SHARD_OPS);
+        rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
+        pool_put(rt.pool, db);
+        if (rc == CAL_ECONFLICT) {
+            metrics_shard(rt.shard_index, SHARD_CONFLICT);
+            continue;
+        }
+        if (rc == CAL_EMOVED) {
+            metrics_shard(rt.shard_index, SHARD_MOVED);
+            char e2[256];
+            if (router_refresh(svc->router, e2, sizeof(e2)) != CAL_OK)
+                log_warn("shard map reload failed", "error=\"%s\"", e2);
+            continue;
+        }
+        if (rc == CAL_EUNAVAIL) {
+            /* The connection broke before COMMIT: the transaction rolled back. */
+            metrics_shard(rt.shard_index, SHARD_ERROR);
+            log_warn("shard connection lost", "shard=%u error=\"%s\"", rt.shard_id, err);
+            continue;
+        }
+        break;
+    }
+    switch (rc) {
+    case CAL_OK:
+    case CAL_EINVAL: /* e already filled by the op */
+        break;
+    case CAL_ENOTFOUND:
+        if (e->code == NULL)
+            request_fail(e, 404, "listing_not_found", "no listing %llu",
+                         (unsigned long long)listing_id);
+        break;
+    case CAL_ECONFLICT:
+        request_fail(e, 503, "contention", "gave up after %u conflicting attempts",
+                     svc->conf.max_attempts);
+        break;
+    case CAL_EMOVED:
+        request_fail(e, 503, "vbucket_moving", "vbucket %u is moving between shards", rt.vbucket);
+        break;
+    case CAL_EAGAIN:
+        request_fail(e, 503, "overloaded", "%s", err);
+        break;
+    case CAL_EUNAVAIL:
+        request_fail(e, 503, "shard_unavailable", "%s", err);
+        break;
+    case CAL_EUNKNOWN:
+        request_fail(e, 503, "outcome_unknown",
+                     "connection lost during COMMIT; replay with the same Idempotency-Key");
+        break;
+    default:
+        metrics_shard(rt.shard_index, SHARD_ERROR);
+        log_error("shard operation failed", "shard=%u status=%s error=\"%s\"", rt.shard_id,
+                  cal_status_name(rc), err);
+        request_fail(e, 500, "internal_error", "internal error");
+        break;
+    }
+    return rc;
+}
+
+/* ---- listings ---------------------------------------------------------- */
+
+struct listing_ctx {
+    uint64_t listing_id;
+    const struct listing_settings *set;
+    int created;
+    struct listing listing;
+};
+
+static cal_status
+op_put_listing(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+               struct api_error *e, char *err, size_t errlen)
+{
+    struct listing_ctx *c = ctx;
+    (void)svc;
+    (void)e;
+    return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing,
+                             err, errlen);
+}
+
+static cal_status
+op_get_listing(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+               struct api_error *e, char *err, size_t errlen)
+{
+    struct listing_ctx *c = ctx;
+    (void)svc;
+    (void)e;
+    return store_get_listing(db, rt->vbucket, c->listing_id, &c->listing, err, errlen);
+}
+
+static void
+handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_request *req,
+                   struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct listing_settings set;
+    struct listing_ctx c = {.listing_id = listing_id, .set = &set};
+    if (!request_parse_listing(req->body, req->body_len, &set, &e) ||
+        run_on_shard(svc, listing_id, op_put_listing, &c, &e) != CAL_OK) {
+        api_error_answer(resp, &e);
+        return;
+    }
+    set_json(resp, c.created ? 201 : 200, listing_json(&c.listing));
+}
+
+static void
+handle_get_listing(struct service *svc, uint64_t listing_id, struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct listing_ctx c = {.listing_id = listing_id};
+    if (run_on_shard(svc, listing_id, op_get_listing, &c, &e) != CAL_OK) {
+        api_error_answer(resp, &e);
+        return;
+    }
+    set_json(resp, 200, listing_json(&c.listing));
+}
+
+/* ---- reservations ------------------------------------------------------ */
+
+struct booking_ctx {
+    uint64_t listing_id;
+    const struct booking_request *req;
+    const char *key;
+    size_t keylen;
+    char request_hash[17];
+    struct reservation res;
+    bool replayed;
+    struct calendar_read read; /* large: lives in the request's heap context */
+    struct booking_plan plan;
+};
+
+/* The key was used before: the original answer, or 422 for another body. */
+static cal_status
+replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *err,
+               size_t errlen)
+{
+    cal_status rc = store_find_by_key(db, c->listing_id, c->key, c->keylen, &c->res, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (strcmp(c->res.request_hash, c->request_hash) != 0) {
+        request_fail(e, 422, "idempotency_key_reused",
+                     "this Idempotency-Key was used with another request body");
+        return CAL_EINVAL;
+    }
+    c->replayed = true;
+    return CAL_OK;
+}
+
+static cal_status
+op_book(struct service *svc, struct db *db, const struct route *rt, void *ctx, struct api_error *e,
+        char *err, size_t errlen)
+{
+    struct booking_ctx *c = ctx;
+    const struct booking_request *req = c->req;
+    cal_status rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in,
+                                        req->check_out, &c->read, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    const struct listing *l = &c->read.listing;
+    enum stay_verdict v = booking_check_stay(l, req->check_in, req->check_out, date_today());
+    booking_plan_make(l, c->read.rows, c->read.nrows, req->check_in, req->check_out, &c->plan);
+    if (v != STAY_OK || c->plan.nunavailable > 0) {
+        /* A replay of a request that succeeded sees its own nights booked. */
+        rc = replay_or_fail(db, c, e, err, errlen);
+        if (rc != CAL_ENOTFOUND)
+            return rc;
+        switch (v) {
+        case STAY_OK:
+            request_fail(e, 409, "nights_unavailable", "nights unavailable");
+            break;
+        case STAY_PAST:
+            request_fail(e, 400, "past_date", "check_in is in the past");
+            break;
+        case STAY_RANGE:
+            request_fail(e, 400, "invalid_range", "check_out must be after check_in");
+            break;
+        case STAY_TOO_SHORT:
+            request_fail(e, 400, "stay_too_short", "the listing requires at least %d nights",
+                         l->min_nights);
+            break;
+        case STAY_TOO_LONG:
+            request_fail(e, 400, "stay_too_long", "the listing allows at most %d nights",
+                         l->max_nights);
+            break;
+        }
+        return CAL_EINVAL;
+    }
+    struct reservation *r = &c->res;
+    memset(r, 0, sizeof(*r));
+    r->reservation_id = booking_reservation_id(cal_now_ms(), &svc->id_counter);
+    r->listing_id = c->listing_id;
+    r->check_in = req->check_in;
+    r->check_out = req->check_out;
+    r->guest_id = req->guest_id;
+    r->status = RESERVATION_CONFIRMED;
+    r->total_price = c->plan.total_price;
+    memcpy(r->currency, l->currency, sizeof(r->currency));
+    memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
+    rc = store_book(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
+    if (rc == CAL_EDUP) {
+        /* The key raced with a concurrent replay, or (rarely) the id collided. */
+        rc = replay_or_fail(db, c, e, err, errlen);
+        if (rc == CAL_ENOTFOUND)
+            rc = CAL_ECONFLICT;
+    }
+    return rc;
+}
+
+static void
+handle_create_reservation(struct service *svc, uint64_t listing_id,
+                          const struct api_request *req, struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct booking_request breq;
+    if (req->idempotency_key == NULL) {
+        service_error(resp, 400, "missing_idempotency_key",
+                      "the Idempotency-Key header is required");
+        return;
+    }
+    size_t keylen = strlen(req->idempotency_key);
+    if (!booking_key_valid(req->idempotency_key, keylen)) {
+        service_error(resp, 400, "invalid_idempotency_key",
+                      "Idempotency-Key must be 1 to 255 printable ASCII characters");
+        return;
+    }
+    if (!request_parse_booking(req->body, req->body_len, &breq, &e)) {
+        api_error_answer(resp, &e);
+        return;
+    }
+    if (breq.check_out <= breq.check_in) {
+        service_error(resp, 400, "invalid_range", "check_out must be after check_in");
+        return;
+    }
+    if (breq.check_out - breq.check_in > BOOKING_MAX_NIGHTS) {
+        service_error(resp, 400, "stay_too_long", "a stay is at most 366 nights");
+        return;
+    }
+    if (breq.check_in < date_today()) {
+        service_error(resp, 400, "past_date", "check_in is in the past");
+        return;
+    }
+    struct booking_ctx *c = cal_calloc(1, sizeof(*c));
+    c->listing_id = listing_id;
+    c->req = &breq;
+    c->key = req->idempotency_key;
+    c->keylen = keylen;
+    booking_request_hash(breq.check_in, breq.check_out, breq.guest_id, c->request_hash);
+    if (run_on_shard(svc, listing_id, op_book, c, &e) != CAL_OK) {
+        if (e.http == 409)
+            unavailable_answer(resp, c->plan.unavailable, c->plan.nunavailable);
+        else
+            api_error_answer(resp, &e);
+    } else {
+        set_json(resp, c->replayed ? 200 : 201, reservation_json(&c->res));
+    }
+    free(c);
+}
+
+struct reservation_ctx {
+    uint64_t listing_id;
+    uint64_t reservation_id;
+    struct reservation res;
+};
+
+static cal_status
+op_get_reservation(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+                   struct api_error *e, char *err, size_t errlen)
+{
+    struct reservation_ctx *c = ctx;
+    (void)svc;
+    (void)e;
+    return store_get_reservation(db, rt->vbucket, c->listing_id, c->reservation_id, &c->res, err,
+                                 errlen);
+}
+
+static cal_status
+op_cancel(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+          struct api_error *e, char *err, size_t errlen)
+{
+    struct reservation_ctx *c = ctx;
+    (void)svc;
+    (void)e;
+    return store_cancel(db, rt->vbucket, c->listing_id, c->reservation_id, &c->res, err, errlen);
+}
+
+static void
+handle_reservation(struct service *svc, uint64_t listing_id, uint64_t reservation_id, shard_op op,
+                   struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct reservation_ctx c = {.listing_id = listing_id, .reservation_id = reservation_id};
+    cal_status rc = run_on_shard(svc, listing_id, op, &c, &e);
+    if (rc == CAL_ENOTFOUND) {
+        service_error(resp, 404, "reservation_not_found", "no such reservation on this listing");
+        return;
+    }
+    if (rc != CAL_OK) {
+        api_error_answer(resp, &e);
+        return;
+    }
+    set_json(resp, 200, reservation_json(&c.res));
+}
+
+/* ---- calendar and availability ------------------------------------------ */
+
+struct calendar_ctx {
+    uint64_t listing_id;
+    const struct calendar_request *req;
+    uint64_t if_match;
+    uint64_t version;
+    size_t nbooked;
+    int32_t booked[BOOKING_MAX_NIGHTS];
+};
+
+static cal_status
+op_calendar(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+            struct api_error *e, char *err, size_t errlen)
+{
+    struct calendar_ctx *c = ctx;
+    (void)svc;
+    cal_status rc = store_calendar(db, rt->vbucket, c->listing_id, c->req, c->if_match,
+                                   &c->version, c->booked, &c->nbooked, err, errlen);
+    if (rc == CAL_EINVAL && c->nbooked > 0)
+        request_fail(e, 409, "nights_unavailable", "booked nights cannot be blocked");
+    else if (rc == CAL_EINVAL)
+        request_fail(e, 412, "version_mismatch", "the calendar version is not the If-Match one");
+    return rc;
+}
+
+static void
+handle_calendar(struct service *svc, uint64_t listing_id, const struct api_request *req,
+                struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct calendar_request creq;
+    struct calendar_ctx *c = cal_calloc(1, sizeof(*c));
+    c->listing_id = listing_id;
+    c->req = &creq;
+    if (req->if_match != NULL && !request_parse_if_match(req->if_match, &c->if_match)) {
+        service_error(resp, 400, "invalid_if_match", "If-Match must be a quoted version number");
+    } else if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
+               run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
+        if (e.http == 409)
+            unavailable_answer(resp, c->booked, c->nbooked);
+        else
+            api_error_answer(resp, &e);
+    } else {
+        set_json(resp, 200,
+                 json_pack("{s:I,s:I}", "listing_id", (json_int_t)listing_id, "version",
+                           (json_int_t)c->version));
+        snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)c->version);
+    }
+    free(c);
+}
+
+struct availability_ctx {
+    uint64_t listing_id;
+    int32_t from, to;
+    struct calendar_read read;
+};
+
+static cal_status
+op_availability(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+                struct api_error *e, char *err, size_t errlen)
+{
+    struct availability_ctx *c = ctx;
+    (void)svc;
+    (void)e;
+    return store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, &c->read, err,
+                               errlen);
+}
+
+static void
+handle_availability(struct service *svc, uint64_t listing_id, const struct api_request *req,
+                    struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct availability_ctx *c = cal_calloc(1, sizeof(*c));
+    c->listing_id = listing_id;
+    if (!request_parse_range(req->query_from, req->query_to, &c->from, &c->to, &e) ||
+        run_on_shard(svc, listing_id, op_availability, c, &e) != CAL_OK) {
+        api_error_answer(resp, &e);
+        free(c);
+        return;
+    }
+    struct night_state nights[BOOKING_MAX_NIGHTS];
+    booking_expand(&c->read.listing, c->read.rows, c->read.nrows, c->from, c->to, nights);
+    json_t *arr = json_array();
+    for (int32_t i = 0; i < c->to - c->from; i++) {
+        char d[11];
+        date_format(nights[i].night, d);
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "date", d, "status",
+                                             booking_night_status_name(nights[i].status), "price",
+                                             (json_int_t)nights[i].price));
+    }
+    uint64_t version = c->read.listing.version;
+    set_json(resp, 200,
+             json_pack("{s:I,s:I,s:s,s:o}", "listing_id", (json_int_t)listing_id, "version",
+                       (json_int_t)version, "currency", c->read.listing.currency, "nights", arr));
+    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)version);
+    free(c);
+}
+
+/* ---- routing of paths ---------------------------------------------------- */
+
+#define MAX_SEGMENTS 8
+
+struct segment {
+    const char *p;
+    size_t len;
+};
+
+static size_t
+split_path(const char *path, struct segment *seg)
+{
+    size_t n = 0;
+    const char *p = path;
+    while (*p == '/' && n < MAX_SEGMENTS) {
+        const char *s = ++p;
+        while (*p != '\0' && *p != '/')
+            p++;
+        seg[n].p = s;
+        seg[n].len = (size_t)(p - s);
+        n++;
+    }
+    if (*p != '\0')
+        return MAX_SEGMENTS + 1; /* too deep, or not starting with '/' */
+    return n;
+}
+
+static bool
+seg_is(const struct segment *s, const char *lit)
+{
+    return s->len == strlen(lit) && memcmp(s->p, lit, s->len) == 0;
+}
+
+static bool
+method_is(const struct api_request *req, const char *m, struct api_response *resp)
+{
+    if (strcmp(req->method, m) == 0)
+        return true;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "use %s on this path", m);
+    service_error(resp, 405, "method_not_allowed", msg);
+    return false;
+}
+
+static void
+handle_readyz(struct service *svc, struct api_response *resp)
+{
+    char err[512];
+    if (router_check_ready(svc->router, err, sizeof(err)) != CAL_OK) {
+        service_error(resp, 503, "not_ready", err);
+        return;
+    }
+    set_json(resp, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+static void
+handle_metrics(struct service *svc, struct api_response *resp)
+{
+    uint32_t ids[METRICS_MAX_SHARDS];
+    size_t n = router_shard_ids(svc->router, ids, METRICS_MAX_SHARDS);
+    resp->status = 200;
+    resp->body = metrics_render(ids, n, &resp->body_len);
+    resp->content_type = "text/plain; version=0.0.4";
+}
+
+void
+service_handle(struct service *svc, const struct api_request *req, struct api_response *resp)
+{
+    struct segment seg[MAX_SEGMENTS];
+    size_t n = split_path(req->path, seg);
+    uint64_t listing_id, reservation_id;
+    resp->endpoint = EP_OTHER;
+
+    if (n == 1 && seg_is(&seg[0], "healthz")) {
+        resp->endpoint = EP_HEALTHZ;
+        if (method_is(req, "GET", resp))
+            set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (n == 1 && seg_is(&seg[0], "readyz")) {
+        resp->endpoint = EP_READYZ;
+        if (method_is(req, "GET", resp))
+            handle_readyz(svc, resp);
+        return;
+    }
+    if (n == 1 && seg_is(&seg[0], "metrics")) {
+        resp->endpoint = EP_METRICS;
+        if (method_is(req, "GET", resp))
+            handle_metrics(svc, resp);
+        return;
+    }
+    if (n < 3 || n > 6 || !seg_is(&seg[0], "v1") || !seg_is(&seg[1], "listings")) {
+        service_error(resp, 404, "not_found", "no such endpoint");
+        return;
+    }
+    if (!request_parse_id(seg[2].p, seg[2].len, &listing_id)) {
+        service_error(resp, 400, "invalid_listing_id",
+                      "listing id must be a positive integer below 2^63");
+        return;
+    }
+    if (n == 3) {
+        if (strcmp(req->method, "PUT") == 0) {
+            resp->endpoint = EP_PUT_LISTING;
+            handle_put_listing(svc, listing_id, req, resp);
+        } else {
+            resp->endpoint = EP_GET_LISTING;
+            if (method_is(req, "GET", resp))
+                handle_get_listing(svc, listing_id, resp);
+        }
+        return;
+    }
+    if (n == 4 && seg_is(&seg[3], "reservations")) {
+        resp->endpoint = EP_CREATE_RESERVATION;
+        if (method_is(req, "POST", resp))
+            handle_create_reservation(svc, listing_id, req, resp);
+        return;
+    }
+    if (n == 4 && seg_is(&seg[3], "calendar")) {
+        resp->endpoint = EP_CALENDAR;
+        if (method_is(req, "POST", resp))
+            handle_calendar(svc, listing_id, req, resp);
+        return;
+    }
+    if (n == 4 && seg_is(&seg[3], "availability")) {
+        resp->endpoint = EP_AVAILABILITY;
+        if (method_is(req, "GET", resp))
+            handle_availability(svc, listing_id, req, resp);
+        return;
+    }
+    if ((n == 5 || (n == 6 && seg_is(&seg[5], "cancel"))) && seg_is(&seg[3], "reservations")) {
+        if (!request_parse_id(seg[4].p, seg[4].len, &reservation_id)) {
+            service_error(resp, 400, "invalid_reservation_id",
+                          "reservation id must be a positive integer");
+            return;
+        }
+        if (n == 5) {
+            resp->endpoint = EP_GET_RESERVATION;
+            if (method_is(req, "GET", resp))
+                handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
+        } else {
+            resp->endpoint = EP_CANCEL_RESERVATION;
+            if (method_is(req, "POST", resp))
+                handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
+        }
+        return;
+    }
+    service_error(resp, 404, "not_found", "no such endpoint");
+}

@@ -1,0 +1,52 @@
+/* The API: routes a parsed HTTP request to its endpoint, validates it, runs
+ * it on the owning shard with bounded retries, and renders the JSON answer.
+ * Knows nothing of sockets; http.c feeds it. */
+#ifndef CAL_SERVICE_H
+#define CAL_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calendard/metrics.h"
+#include "calendard/router.h"
+
+struct service_conf {
+    unsigned max_attempts;    /* tries of one operation (conflicts, moves) */
+    unsigned backoff_base_ms; /* full-jitter backoff between tries */
+    unsigned backoff_max_ms;
+};
+
+struct api_request {
+    const char *method;
+    const char *path;
+    const char *body;
+    size_t body_len;
+    const char *idempotency_key; /* NULL when absent */
+    const char *if_match;        /* NULL when absent */
+    const char *query_from;      /* NULL when absent */
+    const char *query_to;
+};
+
+struct api_response {
+    int status;
+    char *body; /* malloc'd JSON or text; caller frees */
+    size_t body_len;
+    const char *content_type;
+    char etag[32];   /* empty when none */
+    int retry_after; /* seconds; 0 when none */
+    enum endpoint endpoint;
+};
+
+struct service;
+
+/* Borrows router; caller frees with service_destroy(). */
+struct service *service_create(const struct service_conf *conf, struct router *router);
+void service_destroy(struct service *svc);
+
+void service_handle(struct service *svc, const struct api_request *req, struct api_response *resp);
+
+/* The error answer for refusals made before a request reaches the service
+ * (413, 503 overloaded, ...). */
+void service_error(struct api_response *resp, int status, const char *code, const char *message);
+
+#endif

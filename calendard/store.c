@@ -1,0 +1,500 @@
+/* Calendar operations on one shard connection: the SQL of the read and write
+ * paths. Dates cross SQL as day numbers: TO_DAYS(d) - 719528 out, FROM_DAYS(n) in. */
+#include "calendard/store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+
+#define E DB_TO_DAYS_EPOCH
+
+static const char SQL_OWNER_LOCK[] =
+    "SELECT epoch FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE MODE";
+static const char SQL_GET_LISTING[] =
+    "SELECT o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
+    " l.max_nights FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
+    " WHERE o.vbucket = ?";
+static const char SQL_READ_CALENDAR[] =
+    "SELECT o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
+    " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version"
+    " FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
+    " LEFT JOIN nights n ON n.listing_id = l.listing_id"
+    "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
+    " WHERE o.vbucket = ?";
+static const char SQL_PUT_LISTING[] =
+    "INSERT INTO listings (listing_id, vbucket, version, rules_version, default_price, currency,"
+    " min_nights, max_nights) VALUES (?, ?, 1, 1, ?, ?, ?, ?)"
+    " ON DUPLICATE KEY UPDATE version = LAST_INSERT_ID(version + 1),"
+    " rules_version = rules_version + 1, default_price = VALUES(default_price),"
+    " currency = VALUES(currency), min_nights = VALUES(min_nights),"
+    " max_nights = VALUES(max_nights)";
+static const char SQL_BUMP_IF_RULES[] =
+    "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
+    " WHERE listing_id = ? AND rules_version = ?";
+static const char SQL_BUMP_IF_VERSION[] =
+    "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
+    " WHERE listing_id = ? AND (? = 0 OR version = ?)";
+static const char SQL_LISTING_EXISTS[] = "SELECT 1 FROM listings WHERE listing_id = ?";
+static const char SQL_INSERT_RESERVATION[] =
+    "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
+    " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+    " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, ?)";
+#define RES_COLS                                                                                   \
+    "r.reservation_id, r.listing_id, TO_DAYS(r.check_in) - 719528,"                              \
+    " TO_DAYS(r.check_out) - 719528, r.guest_id, r.status, r.total_price, r.currency,"           \
+    " r.version, r.request_hash"
+static const char SQL_FIND_BY_KEY[] = "SELECT " RES_COLS " FROM reservations r"
+                                      " WHERE r.listing_id = ? AND r.idempotency_key = ?";
+static const char SQL_GET_RESERVATION[] =
+    "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
+    " ON r.reservation_id = ? AND r.listing_id = ? WHERE o.vbucket = ?";
+static const char SQL_CANCEL_RESERVATION[] =
+    "UPDATE reservations SET status = 'cancelled'"
+    " WHERE reservation_id = ? AND listing_id = ? AND status = 'confirmed'";
+static const char SQL_RESERVATION_VERSION[] =
+    "UPDATE reservations SET version = ? WHERE reservation_id = ?";
+static const char SQL_FREE_NIGHTS[] =
+    "UPDATE nights SET status = 'available', reservation_id = NULL, version = version + 1"
+    " WHERE listing_id = ? AND reservation_id = ?";
+static const char SQL_BLOCK[] =
+    "INSERT INTO nights (listing_id, night, status, version, vbucket)"
+    " SELECT ?, FROM_DAYS(? + seq), 'blocked', 1, ? FROM seq_0_to_366 WHERE seq < ?"
+    " ON DUPLICATE KEY UPDATE status = IF(status = 'booked', 'booked', 'blocked'),"
+    " version = version + 1";
+static const char SQL_BOOKED_IN_RANGE[] =
+    "SELECT TO_DAYS(night) - 719528 FROM nights WHERE listing_id = ?"
+    " AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?) AND status = 'booked' ORDER BY night";
+static const char SQL_UNBLOCK[] =
+    "UPDATE nights SET status = 'available', version = version + 1 WHERE listing_id = ?"
+    " AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?) AND status = 'blocked'";
+static const char SQL_SET_PRICE[] =
+    "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+    " SELECT ?, FROM_DAYS(? + seq), 'available', ?, 1, ? FROM seq_0_to_366 WHERE seq < ?"
+    " ON DUPLICATE KEY UPDATE price = VALUES(price), version = version + 1";
+
+/* Reads the remaining rows so the statement can run again. */
+static void
+drain(struct db_stmt *st)
+{
+    struct db_val c[1];
+    char e[64];
+    while (db_fetch(st, c, 1, e, sizeof(e)) > 0)
+        ;
+}
+
+static void
+copy_text(char *dst, size_t size, const struct db_val *v)
+{
+    cal_strlcpy(dst, v->type == DB_STR ? v->s : "", size);
+}
+
+/* Columns 1..6 of SQL_GET_LISTING / SQL_READ_CALENDAR. */
+static void
+listing_from_row(struct listing *l, const struct db_val *c, uint64_t listing_id, uint32_t vbucket)
+{
+    l->listing_id = listing_id;
+    l->vbucket = vbucket;
+    l->version = (uint64_t)c[0].i;
+    l->rules_version = (uint64_t)c[1].i;
+    l->default_price = c[2].i;
+    copy_text(l->currency, sizeof(l->currency), &c[3]);
+    l->min_nights = (int)c[4].i;
+    l->max_nights = (int)c[5].i;
+}
+
+static void
+reservation_from_row(struct reservation *r, const struct db_val *c)
+{
+    r->reservation_id = (uint64_t)c[0].i;
+    r->listing_id = (uint64_t)c[1].i;
+    r->check_in = (int32_t)c[2].i;
+    r->check_out = (int32_t)c[3].i;
+    r->guest_id = (uint64_t)c[4].i;
+    if (c[5].type != DB_STR || !booking_reservation_status_parse(c[5].s, &r->status))
+        r->status = RESERVATION_CONFIRMED;
+    r->total_price = c[6].i;
+    copy_text(r->currency, sizeof(r->currency), &c[7]);
+    r->version = (uint64_t)c[8].i;
+    copy_text(r->request_hash, sizeof(r->request_hash), &c[9]);
+}
+
+/* Takes the fence row in share mode: a move's exclusive lock waits for us,
+ * and without the row this shard no longer owns the vbucket. */
+static cal_status
+lock_owner(struct db *db, uint32_t vbucket, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
+    cal_status rc = db_query(db, SQL_OWNER_LOCK, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 1, err, errlen);
+    drain(st);
+    if (r < 0)
+        return CAL_ERR;
+    if (r == 0) {
+        snprintf(err, errlen, "vbucket %u is not owned by this shard", vbucket);
+        return CAL_EMOVED;
+    }
+    return CAL_OK;
+}
+
+static cal_status
+begin_fenced(struct db *db, uint32_t vbucket, char *err, size_t errlen)
+{
+    cal_status rc = db_begin(db, err, errlen);
+    if (rc == CAL_OK && (rc = lock_owner(db, vbucket, err, errlen)) != CAL_OK)
+        db_rollback(db);
+    return rc;
+}
+
+cal_status
+store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id, struct listing *out,
+                  char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[2] = {DB_INT_V(listing_id), DB_INT_V(vbucket)}, c[7];
+    cal_status rc = db_query(db, SQL_GET_LISTING, p, 2, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 7, err, errlen);
+    drain(st);
+    if (r < 0)
+        return CAL_ERR;
+    if (r == 0)
+        return CAL_EMOVED;
+    if (c[1].type == DB_NULL)
+        return CAL_ENOTFOUND;
+    listing_from_row(out, c + 1, listing_id, vbucket);
+    return CAL_OK;
+}
+
+cal_status
+store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                  const struct listing_settings *set, int *created, struct listing *out,
+                  char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[6] = {DB_INT_V(listing_id),     DB_INT_V(vbucket),
+                          DB_INT_V(set->default_price), DB_CSTR_V(set->currency),
+                          DB_INT_V(set->min_nights),    DB_INT_V(set->max_nights)};
+    cal_status rc = begin_fenced(db, vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if ((rc = db_query(db, SQL_PUT_LISTING, p, 6, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    *created = db_affected_rows(st) == 1;
+    memset(out, 0, sizeof(*out));
+    out->listing_id = listing_id;
+    out->vbucket = vbucket;
+    out->version = *created ? 1 : db_insert_id(st);
+    out->default_price = set->default_price;
+    memcpy(out->currency, set->currency, sizeof(out->currency));
+    out->min_nights = set->min_nights;
+    out->max_nights = set->max_nights;
+    return db_commit(db, err, errlen);
+fail:
+    db_rollback(db);
+    return rc;
+}
+
+cal_status
+store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from, int32_t to,
+                    struct calendar_read *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[4] = {DB_INT_V(listing_id), DB_INT_V(from + E), DB_INT_V(to + E),
+                          DB_INT_V(vbucket)};
+    struct db_val c[12];
+    cal_status rc = db_query(db, SQL_READ_CALENDAR, p, 4, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r, rows = 0;
+    out->nrows = 0;
+    rc = CAL_OK;
+    while ((r = db_fetch(st, c, 12, err, errlen)) > 0) {
+        if (rows++ == 0) {
+            if (c[1].type == DB_NULL) {
+                rc = CAL_ENOTFOUND;
+                continue;
+            }
+            listing_from_row(&out->listing, c + 1, listing_id, vbucket);
+        }
+        if (c[7].type == DB_NULL || out->nrows == BOOKING_MAX_NIGHTS)
+            continue;
+        struct night_row *row = &out->rows[out->nrows++];
+        row->night = (int32_t)c[7].i;
+        if (c[8].type != DB_STR || !booking_night_status_parse(c[8].s, &row->status))
+            row->status = NIGHT_BLOCKED; /* unknown status: never sell it */
+        row->reservation_id = c[9].type == DB_INT ? (uint64_t)c[9].i : 0;
+        row->has_price = c[10].type == DB_INT;
+        row->price = c[10].i;
+        row->version = (uint64_t)c[11].i;
+    }
+    if (r < 0)
+        return CAL_ERR;
+    if (rows == 0)
+        return CAL_EMOVED;
+    return rc;
+}
+
+/* "UPDATE ... AND (night, version) IN ((FROM_DAYS(?), ?), ...)" for n rows. */
+static void
+sql_update_nights(char *buf, size_t size, size_t n)
+{
+    size_t off = (size_t)snprintf(
+        buf, size,
+        "UPDATE nights SET status = 'booked', reservation_id = ?, version = version + 1"
+        " WHERE listing_id = ? AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?)"
+        " AND status = 'available' AND (night, version) IN (");
+    for (size_t i = 0; i < n && off < size; i++)
+        off += (size_t)snprintf(buf + off, size - off, "%s(FROM_DAYS(?), ?)", i ? "," : "");
+    if (off < size)
+        snprintf(buf + off, size - off, ")");
+}
+
+static void
+sql_insert_nights(char *buf, size_t size, size_t n)
+{
+    size_t off = (size_t)snprintf(
+        buf, size,
+        "INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket) VALUES ");
+    for (size_t i = 0; i < n && off < size; i++)
+        off += (size_t)snprintf(buf + off, size - off, "%s(?, FROM_DAYS(?), 'booked', ?, 1, ?)",
+                                i ? "," : "");
+}
+
+cal_status
+store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+{
+    char sql[BOOKING_MAX_NIGHTS * 44 + 512];
+    struct db_val p[BOOKING_MAX_NIGHTS * 4 + 8];
+    struct db_stmt *st;
+    size_t n;
+    cal_status rc = begin_fenced(db, listing->vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    /* Nights that had rows: still available, at the version that was read. */
+    if (plan->nexisting > 0) {
+        sql_update_nights(sql, sizeof(sql), plan->nexisting);
+        n = 0;
+        p[n++] = DB_INT_V(res->reservation_id);
+        p[n++] = DB_INT_V(listing->listing_id);
+        p[n++] = DB_INT_V(res->check_in + E);
+        p[n++] = DB_INT_V(res->check_out + E);
+        for (size_t i = 0; i < plan->nexisting; i++) {
+            p[n++] = DB_INT_V(plan->existing_night[i] + E);
+            p[n++] = DB_INT_V(plan->existing_version[i]);
+        }
+        if ((rc = db_query(db, sql, p, n, &st, err, errlen)) != CAL_OK)
+            goto fail;
+        if (db_affected_rows(st) != plan->nexisting) {
+            snprintf(err, errlen, "a night changed since it was read");
+            rc = CAL_ECONFLICT;
+            goto fail;
+        }
+    }
+    /* Nights without rows: the primary key makes a concurrent insert lose. */
+    if (plan->nmissing > 0) {
+        sql_insert_nights(sql, sizeof(sql), plan->nmissing);
+        n = 0;
+        for (size_t i = 0; i < plan->nmissing; i++) {
+            p[n++] = DB_INT_V(listing->listing_id);
+            p[n++] = DB_INT_V(plan->missing[i] + E);
+            p[n++] = DB_INT_V(res->reservation_id);
+            p[n++] = DB_INT_V(listing->vbucket);
+        }
+        rc = db_query(db, sql, p, n, NULL, err, errlen);
+        if (rc == CAL_EDUP)
+            rc = CAL_ECONFLICT;
+        if (rc != CAL_OK)
+            goto fail;
+    }
+    /* The rules the price and stay length were checked against; bumping the
+     * calendar version here also serializes bookings of one listing. */
+    p[0] = DB_INT_V(listing->listing_id);
+    p[1] = DB_INT_V(listing->rules_version);
+    if ((rc = db_query(db, SQL_BUMP_IF_RULES, p, 2, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    if (db_affected_rows(st) != 1) {
+        snprintf(err, errlen, "listing settings changed since they were read");
+        rc = CAL_ECONFLICT;
+        goto fail;
+    }
+    res->version = db_insert_id(st);
+    n = 0;
+    p[n++] = DB_INT_V(res->reservation_id);
+    p[n++] = DB_INT_V(listing->listing_id);
+    p[n++] = DB_INT_V(listing->vbucket);
+    p[n++] = DB_INT_V(res->check_in + E);
+    p[n++] = DB_INT_V(res->check_out + E);
+    p[n++] = DB_INT_V(res->guest_id);
+    p[n++] = DB_INT_V(res->total_price);
+    p[n++] = DB_CSTR_V(res->currency);
+    p[n++] = DB_STR_V(key, keylen);
+    p[n++] = DB_CSTR_V(res->request_hash);
+    p[n++] = DB_INT_V(res->version);
+    if ((rc = db_query(db, SQL_INSERT_RESERVATION, p, n, NULL, err, errlen)) != CAL_OK)
+        goto fail;
+    return db_commit(db, err, errlen);
+fail:
+    db_rollback(db);
+    return rc;
+}
+
+static cal_status
+fetch_reservation(struct db_stmt *st, int skip, struct reservation *out, char *err, size_t errlen)
+{
+    struct db_val c[11];
+    int r = db_fetch(st, c, 11, err, errlen);
+    drain(st);
+    if (r < 0)
+        return CAL_ERR;
+    if (r == 0)
+        return skip ? CAL_EMOVED : CAL_ENOTFOUND;
+    if (c[skip].type == DB_NULL)
+        return CAL_ENOTFOUND;
+    reservation_from_row(out, c + skip);
+    return CAL_OK;
+}
+
+cal_status
+store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t keylen,
+                  struct reservation *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[2] = {DB_INT_V(listing_id), DB_STR_V(key, keylen)};
+    cal_status rc = db_query(db, SQL_FIND_BY_KEY, p, 2, &st, err, errlen);
+    return rc != CAL_OK ? rc : fetch_reservation(st, 0, out, err, errlen);
+}
+
+cal_status
+store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                      uint64_t reservation_id, struct reservation *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[3] = {DB_INT_V(reservation_id), DB_INT_V(listing_id), DB_INT_V(vbucket)};
+    cal_status rc = db_query(db, SQL_GET_RESERVATION, p, 3, &st, err, errlen);
+    return rc != CAL_OK ? rc : fetch_reservation(st, 1, out, err, errlen);
+}
+
+cal_status
+store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id, uint64_t reservation_id,
+             struct reservation *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[3] = {DB_INT_V(reservation_id), DB_INT_V(listing_id), DB_INT_V(0)};
+    cal_status rc = begin_fenced(db, vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if ((rc = db_query(db, SQL_CANCEL_RESERVATION, p, 2, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    if (db_affected_rows(st) == 0) {
+        /* Unknown, or cancelled already: cancelling is idempotent. */
+        db_rollback(db);
+        return store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen);
+    }
+    p[0] = DB_INT_V(listing_id);
+    p[1] = DB_INT_V(reservation_id);
+    if ((rc = db_query(db, SQL_FREE_NIGHTS, p, 2, NULL, err, errlen)) != CAL_OK)
+        goto fail;
+    p[1] = DB_INT_V(0);
+    p[2] = DB_INT_V(0);
+    if ((rc = db_query(db, SQL_BUMP_IF_VERSION, p, 3, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    /* The reservation's version is the calendar version of its last change. */
+    p[0] = DB_INT_V(db_insert_id(st));
+    p[1] = DB_INT_V(reservation_id);
+    if ((rc = db_query(db, SQL_RESERVATION_VERSION, p, 2, NULL, err, errlen)) != CAL_OK)
+        goto fail;
+    if ((rc = db_commit(db, err, errlen)) != CAL_OK)
+        return rc;
+    return store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen);
+fail:
+    db_rollback(db);
+    return rc;
+}
+
+cal_status
+store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
+               const struct calendar_request *req, uint64_t if_match, uint64_t *version,
+               int32_t *booked, size_t *nbooked, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[5], c[1];
+    int64_t nights = req->to - req->from;
+    *nbooked = 0;
+    cal_status rc = begin_fenced(db, vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    switch (req->action) {
+    case CALENDAR_BLOCK:
+        p[0] = DB_INT_V(listing_id);
+        p[1] = DB_INT_V(req->from + E);
+        p[2] = DB_INT_V(vbucket);
+        p[3] = DB_INT_V(nights);
+        if ((rc = db_query(db, SQL_BLOCK, p, 4, NULL, err, errlen)) != CAL_OK)
+            goto fail;
+        /* Our upsert holds every row of the range now: the check is final. */
+        p[1] = DB_INT_V(req->from + E);
+        p[2] = DB_INT_V(req->to + E);
+        if ((rc = db_query(db, SQL_BOOKED_IN_RANGE, p, 3, &st, err, errlen)) != CAL_OK)
+            goto fail;
+        while (db_fetch(st, c, 1, err, errlen) > 0)
+            if (*nbooked < BOOKING_MAX_NIGHTS)
+                booked[(*nbooked)++] = (int32_t)c[0].i;
+        if (*nbooked > 0) {
+            snprintf(err, errlen, "%zu nights of the range are booked", *nbooked);
+            rc = CAL_EINVAL;
+            goto fail;
+        }
+        break;
+    case CALENDAR_UNBLOCK:
+        p[0] = DB_INT_V(listing_id);
+        p[1] = DB_INT_V(req->from + E);
+        p[2] = DB_INT_V(req->to + E);
+        if ((rc = db_query(db, SQL_UNBLOCK, p, 3, NULL, err, errlen)) != CAL_OK)
+            goto fail;
+        break;
+    case CALENDAR_SET_PRICE:
+        p[0] = DB_INT_V(listing_id);
+        p[1] = DB_INT_V(req->from + E);
+        p[2] = DB_INT_V(req->price);
+        p[3] = DB_INT_V(vbucket);
+        p[4] = DB_INT_V(nights);
+        if ((rc = db_query(db, SQL_SET_PRICE, p, 5, NULL, err, errlen)) != CAL_OK)
+            goto fail;
+        break;
+    }
+    p[0] = DB_INT_V(listing_id);
+    p[1] = DB_INT_V(if_match);
+    p[2] = DB_INT_V(if_match);
+    if ((rc = db_query(db, SQL_BUMP_IF_VERSION, p, 3, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    if (db_affected_rows(st) != 1) {
+        if ((rc = db_query(db, SQL_LISTING_EXISTS, p, 1, &st, err, errlen)) != CAL_OK)
+            goto fail;
+        int r = db_fetch(st, c, 1, err, errlen);
+        drain(st);
+        rc = r > 0 ? CAL_EINVAL : CAL_ENOTFOUND;
+        snprintf(err, errlen, r > 0 ? "calendar version differs from If-Match" : "no listing");
+        goto fail;
+    }
+    *version = db_insert_id(st);
+    return db_commit(db, err, errlen);
+fail:
+    db_rollback(db);
+    return rc;
+}
+
+cal_status
+store_ping(struct db *db, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    cal_status rc = db_query(db, "SELECT 1", NULL, 0, &st, err, errlen);
+    if (rc == CAL_OK)
+        drain(st);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* Calendar operations on one shard connection: the SQL of the read and
+ * write paths. Every write transaction first reads its vbucket's fence row
+ * in share mode (DESIGN.md invariant 4) and answers CAL_EMOVED without it. */
+#ifndef CAL_STORE_H
+#define CAL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calendard/booking.h"
+#include "calendard/request.h"
+#include "common/db.h"
+
+/* Rows of one calendar read: the listing and its night rows in a range. */
+struct calendar_read {
+    struct listing listing;
+    size_t nrows;
+    struct night_row rows[BOOKING_MAX_NIGHTS];
+};
+
+/* Listing settings and versions. CAL_ENOTFOUND, CAL_EMOVED. */
+cal_status store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                             struct listing *out, char *err, size_t errlen);
+
+/* Creates or replaces settings; *created tells which. out gets the result. */
+cal_status store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                             const struct listing_settings *set, int *created, struct listing *out,
+                             char *err, size_t errlen);
+
+/* The listing and its rows in [from, to), in one statement (one snapshot). */
+cal_status store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from,
+                               int32_t to, struct calendar_read *out, char *err, size_t errlen);
+
+/* Commits a booking planned on a read at listing->rules_version:
+ * CAL_ECONFLICT when anything the plan depended on changed (retry from a new
+ * read), CAL_EDUP when the idempotency key or the id exists already, CAL_OK
+ * with res->version set after COMMIT returned. */
+cal_status store_book(struct db *db, const struct listing *listing,
+                      const struct booking_plan *plan, struct reservation *res, const char *key,
+                      size_t keylen, char *err, size_t errlen);
+
+/* The reservation recorded under an idempotency key. CAL_ENOTFOUND. */
+cal_status store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t keylen,
+                             struct reservation *out, char *err, size_t errlen);
+
+cal_status store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                                 uint64_t reservation_id, struct reservation *out, char *err,
+                                 size_t errlen);
+
+/* Cancels and frees the nights; cancelling a cancelled reservation is CAL_OK. */
+cal_status store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                        uint64_t reservation_id, struct reservation *out, char *err,
+                        size_t errlen);
+
+/* Host change over [from, to). if_match 0 = unconditional. CAL_ECONFLICT with
+ * booked nights listed in booked[] (at most BOOKING_MAX_NIGHTS) when blocking
+ * a booked night; CAL_EINVAL when if_match differs (precondition failed). */
+cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                          const struct calendar_request *req, uint64_t if_match,
+                          uint64_t *version, int32_t *booked, size_t *nbooked, char *err,
+                          size_t errlen);
+
+/* SELECT 1: readiness probe. */
+cal_status store_ping(struct db *db, char *err, size_t errlen);
+
+#endif

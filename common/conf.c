@@ -1,0 +1,152 @@
+/* Table-driven INI configuration on top of libinih. */
+#include "common/conf.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+static cal_status
+set_item(const struct conf_item *it, void *target, const char *value, char *err, size_t errlen)
+{
+    char *field = (char *)target + it->offset;
+    switch (it->type) {
+    case CONF_STR:
+        if (strlen(value) >= it->size) {
+            snprintf(err, errlen, "[%s] %s: value longer than %zu bytes", it->section, it->key,
+                     it->size - 1);
+            return CAL_EINVAL;
+        }
+        cal_strlcpy(field, value, it->size);
+        return CAL_OK;
+    case CONF_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0') {
+            snprintf(err, errlen, "[%s] %s: '%s' is not an integer", it->section, it->key, value);
+            return CAL_EINVAL;
+        }
+        if (v < it->min || v > it->max) {
+            snprintf(err, errlen, "[%s] %s: %lld is outside %lld..%lld", it->section, it->key, v,
+                     it->min, it->max);
+            return CAL_EINVAL;
+        }
+        if (it->size == sizeof(int64_t))
+            *(int64_t *)field = v;
+        else
+            *(int *)field = (int)v;
+        return CAL_OK;
+    }
+    case CONF_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+                 strcmp(value, "0") == 0)
+            *(bool *)field = false;
+        else {
+            snprintf(err, errlen, "[%s] %s: '%s' is not true/false", it->section, it->key, value);
+            return CAL_EINVAL;
+        }
+        return CAL_OK;
+    }
+    return CAL_EINVAL;
+}
+
+void
+conf_defaults(const struct conf_item *items, size_t n, void *target)
+{
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        cal_status st = set_item(&items[i], target, items[i].dflt, err, sizeof(err));
+        (void)st;
+    }
+}
+
+cal_status
+conf_set(const struct conf_item *items, size_t n, void *target, const char *section,
+         const char *key, const char *value, char *err, size_t errlen)
+{
+    bool section_known = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(items[i].section, section) != 0)
+            continue;
+        section_known = true;
+        if (strcmp(items[i].key, key) == 0)
+            return set_item(&items[i], target, value, err, errlen);
+    }
+    if (!section_known)
+        snprintf(err, errlen, "unknown section [%s]", section);
+    else
+        snprintf(err, errlen, "unknown key '%s' in [%s]", key, section);
+    return CAL_EINVAL;
+}
+
+struct load_ctx {
+    const struct conf_item *items;
+    size_t n;
+    void *target;
+    char err[256];
+    bool failed;
+};
+
+static int
+on_ini_value(void *user, const char *section, const char *key, const char *value)
+{
+    struct load_ctx *ctx = user;
+    if (ctx->failed)
+        return 0;
+    if (conf_set(ctx->items, ctx->n, ctx->target, section, key, value, ctx->err,
+                 sizeof(ctx->err)) != CAL_OK) {
+        ctx->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+cal_status
+conf_load(const struct conf_item *items, size_t n, void *target, const char *path, char *err,
+          size_t errlen)
+{
+    struct load_ctx ctx = {.items = items, .n = n, .target = target};
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open config %s: %s", path, strerror(errno));
+        return CAL_EINVAL;
+    }
+    int rc = ini_parse_file(f, on_ini_value, &ctx);
+    fclose(f);
+    if (ctx.failed) {
+        /* inih returns the line of the first value the handler refused. */
+        snprintf(err, errlen, "%s:%d: %s", path, rc, ctx.err);
+        return CAL_EINVAL;
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "%s:%d: syntax error", path, rc);
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
+}
+
+void
+conf_print_sample(const struct conf_item *items, size_t n, FILE *out)
+{
+    const char *section = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_item *it = &items[i];
+        if (section == NULL || strcmp(section, it->section) != 0) {
+            fprintf(out, "%s[%s]\n", section ? "\n" : "", it->section);
+            section = it->section;
+        }
+        fprintf(out, "# %s", it->help);
+        if (it->type == CONF_INT)
+            fprintf(out, " (%lld..%lld)", it->min, it->max);
+        else if (it->type == CONF_BOOL)
+            fprintf(out, " (true|false)");
+        fprintf(out, "\n%s = %s\n", it->key, it->dflt);
+    }
+}

@@ -1,0 +1,20 @@
+/* One logfmt line per event on stderr: level=... msg="..." key=value. Thread-safe. */
+#ifndef CAL_LOG_H
+#define CAL_LOG_H
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+void log_set_level(enum log_level level);
+/* Parses "debug|info|warn|error"; returns -1 when unknown. */
+int log_level_parse(const char *s);
+
+/* fmt continues the line after msg: log_write(LOG_INFO, "listening", "port=%d", port). */
+void log_write(enum log_level level, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(msg, ...) log_write(LOG_DEBUG, msg, __VA_ARGS__)
+#define log_info(msg, ...) log_write(LOG_INFO, msg, __VA_ARGS__)
+#define log_warn(msg, ...) log_write(LOG_WARN, msg, __VA_ARGS__)
+#define log_error(msg, ...) log_write(LOG_ERROR, msg, __VA_ARGS__)
+
+#endif

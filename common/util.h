@@ -1,0 +1,27 @@
+/* Small shared helpers: allocation that aborts on OOM, time, random, strings. */
+#ifndef CAL_UTIL_H
+#define CAL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CAL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Out of memory aborts the process: there is no sane recovery for a daemon
+ * that cannot allocate a request arena. */
+void *cal_malloc(size_t size);
+void *cal_calloc(size_t n, size_t size);
+void *cal_realloc(void *p, size_t size);
+char *cal_strndup(const char *s, size_t len);
+
+uint64_t cal_now_ms(void);      /* CLOCK_REALTIME, ms since epoch */
+uint64_t cal_mono_us(void);     /* CLOCK_MONOTONIC, microseconds */
+void cal_sleep_ms(unsigned ms);
+
+/* Thread-safe fast PRNG (per-thread xorshift seeded from getrandom). */
+uint64_t cal_rand64(void);
+
+/* Copies src into dst[size], always NUL-terminates; returns src length. */
+size_t cal_strlcpy(char *dst, const char *src, size_t size);
+
+#endif

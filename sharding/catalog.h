@@ -1,0 +1,30 @@
+/* Catalog writes done by operators: registering shards and the initial
+ * vbucket assignment. Reads of the map are in shardmap.c. */
+#ifndef CAL_CATALOG_H
+#define CAL_CATALOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/db.h"
+
+/* Sets cluster.num_vbuckets, or checks that it already has this value. */
+cal_status catalog_set_num_vbuckets(struct db *catalog, uint32_t num_vbuckets, char *err,
+                                    size_t errlen);
+
+/* Registers shard_id at host:port/db_name; a no-op when registered with the
+ * same address, an error when registered with another. */
+cal_status catalog_register_shard(struct db *catalog, uint32_t shard_id, const char *host,
+                                  unsigned port, const char *db_name, char *err, size_t errlen);
+
+/* Number of vbuckets rows in the catalog. */
+cal_status catalog_count_vbuckets(struct db *catalog, uint64_t *count, char *err, size_t errlen);
+
+/* Initial assignment, vbucket v to shard (v mod nshards) at epoch 1: first the
+ * fence rows on shard i (shard_db), then the catalog rows. Both idempotent. */
+cal_status catalog_assign_owner_rows(struct db *shard_db, uint32_t num_vbuckets, uint32_t nshards,
+                                     uint32_t shard_index, char *err, size_t errlen);
+cal_status catalog_assign_vbuckets(struct db *catalog, uint32_t num_vbuckets, uint32_t nshards,
+                                   char *err, size_t errlen);
+
+#endif

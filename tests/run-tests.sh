@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Test orchestrator behind `make test`: runs the Check unit test binaries, and
+# the integration test binaries plus a stress smoke against a private stack of
+# real servers that is always torn down. Last line: "N passed, M failed".
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+STACK_SH=$ROOT/tests/stack/stack.sh
+TEST_STACK_DIR=${TEST_STACK_DIR:-var/test-stack}
+UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
+INTEGRATION_TIMEOUT=${INTEGRATION_TIMEOUT:-900}
+STRESS_TIMEOUT=${STRESS_TIMEOUT:-120}
+
+usage() {
+    cat <<EOF
+Usage: ${0##*/} [unit|integration|all]   (default: all)
+
+unit         run every build/tests/unit/check_* binary (Check, fork mode)
+integration  start a private stack with '$STACK_SH up --dir $TEST_STACK_DIR
+             --free-ports' (wiped first), export STACK_ENV, run every
+             build/tests/integration/check_* binary, then a 10 s smoke of
+             bin/calendar-stress when it is built; the stack is stopped at the
+             end, on failure and on Ctrl-C
+all          unit, then integration
+
+Each binary (and the stack start and the stress smoke) is one step; the last
+line is "N passed, M failed" and the exit status is non-zero if any failed.
+Environment: TEST_STACK_DIR (default var/test-stack), UNIT_TIMEOUT,
+INTEGRATION_TIMEOUT, STRESS_TIMEOUT (seconds per step).
+EOF
+}
+
+PASSED=0
+FAILED=0
+FAILED_STEPS=()
+
+# step NAME TIMEOUT CMD...: runs one step with its output shown as it comes.
+# --foreground keeps CMD in our process group so Ctrl-C reaches it (Check's
+# runner then kills its forked test); -k escalates to KILL after a TERM.
+# Steps do not inherit the lock fd, so servers never hold the lock.
+step() {
+    local name=$1 limit=$2 start rc=0
+    shift 2
+    printf '=== %s\n' "$name"
+    start=$SECONDS
+    timeout --foreground -k 10 "$limit" "$@" 9>&- || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        PASSED=$((PASSED + 1))
+        printf -- '--- PASS %s (%ds)\n' "$name" $((SECONDS - start))
+    else
+        FAILED=$((FAILED + 1))
+        FAILED_STEPS+=("$name")
+        [ "$rc" -eq 124 ] && printf 'timed out after %ss\n' "$limit"
+        printf -- '--- FAIL %s (exit %d, %ds)\n' "$name" "$rc" $((SECONDS - start))
+    fi
+    return 0
+}
+
+# Test binaries in DIR: executables named check_* without an extension (the
+# .o and .d files of the build live next to them).
+test_bins() {
+    local f
+    for f in "$1"/check_*; do
+        [ -f "$f" ] && [ -x "$f" ] && [[ ${f##*/} != *.* ]] && printf '%s\n' "$f"
+    done
+    return 0
+}
+
+run_unit() {
+    local bin found=0
+    while IFS= read -r bin; do
+        found=1
+        step "unit ${bin##*/}" "$UNIT_TIMEOUT" "$bin"
+    done < <(test_bins build/tests/unit)
+    [ "$found" -eq 1 ] || echo "no unit test binaries in build/tests/unit"
+}
+
+STACK_STARTED=0
+print_stack_logs() {
+    local f
+    for f in "$TEST_STACK_DIR"/logs/*; do
+        [ -f "$f" ] || continue
+        printf -- '----- tail of %s\n' "$f"
+        tail -n 40 "$f"
+    done
+}
+
+teardown_stack() {
+    [ "$STACK_STARTED" -eq 1 ] || return 0
+    STACK_STARTED=0
+    "$STACK_SH" down --dir "$TEST_STACK_DIR" || true
+}
+
+on_signal() {
+    echo "interrupted; stopping the test stack"
+    teardown_stack
+    echo "$PASSED passed, $((FAILED + 1)) failed"
+    exit 130
+}
+
+run_integration() {
+    local bin failed_before=$FAILED
+    case "$TEST_STACK_DIR" in
+    "" | / | . | ..) echo "refusing TEST_STACK_DIR='$TEST_STACK_DIR'" >&2 && exit 2 ;;
+    esac
+    # Two runs in one checkout would share the stack directory: the second
+    # waits (bounded) for the first instead of stopping its servers.
+    mkdir -p "$(dirname "$TEST_STACK_DIR")"
+    exec 9>"$TEST_STACK_DIR.lock"
+    if ! flock -n 9; then
+        echo "waiting for another test run that holds $TEST_STACK_DIR.lock"
+        flock -w 1800 9 || { echo "gave up waiting for $TEST_STACK_DIR.lock" >&2; exit 2; }
+    fi
+    # A stack left by a run that was killed hard would keep its ports and
+    # files; stop it by its PID files, then start from an empty directory.
+    if [ -d "$TEST_STACK_DIR" ]; then
+        "$STACK_SH" down --dir "$TEST_STACK_DIR" >/dev/null 2>&1 || true
+        rm -rf "$TEST_STACK_DIR"
+    fi
+
+    STACK_STARTED=1
+    trap teardown_stack EXIT
+    trap on_signal INT TERM
+    step "stack up" 300 "$STACK_SH" up --dir "$TEST_STACK_DIR" --free-ports
+    if [ "$FAILED" -eq "$failed_before" ]; then
+        STACK_ENV=$(cd "$TEST_STACK_DIR" && pwd)/stack.env
+        export STACK_ENV
+        while IFS= read -r bin; do
+            step "integration ${bin##*/}" "$INTEGRATION_TIMEOUT" "$bin"
+        done < <(test_bins build/tests/integration)
+        if [ -x bin/calendar-stress ]; then
+            step "stress smoke" "$STRESS_TIMEOUT" bin/calendar-stress \
+                --stack-env "$STACK_ENV" --clients 8 --listings 20 --duration 10
+        else
+            echo "bin/calendar-stress not built; skipping the stress smoke"
+        fi
+    fi
+    if [ "$FAILED" -ne "$failed_before" ]; then
+        print_stack_logs
+    fi
+    teardown_stack
+    trap - EXIT INT TERM
+}
+
+mode=${1:-all}
+case "$mode" in
+-h | --help)
+    usage
+    exit 0
+    ;;
+unit) run_unit ;;
+integration) run_integration ;;
+all)
+    run_unit
+    run_integration
+    ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac
+
+if [ "$FAILED" -gt 0 ]; then
+    echo "failed: ${FAILED_STEPS[*]}"
+fi
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

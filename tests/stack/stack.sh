@@ -1,0 +1,681 @@
+#!/usr/bin/env bash
+# The local stack of real servers (MariaDB shards, memcached, calendard) for
+# development (`make run`, `make stack-up`) and for the integration tests.
+# Every server listens on 127.0.0.1 and is stopped by the PID this script wrote.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ME=${0##*/}
+
+NUM_VBUCKETS=${NUM_VBUCKETS:-4096}
+DB_READY_TIMEOUT=${DB_READY_TIMEOUT:-60}
+CALENDARD_READY_TIMEOUT=${CALENDARD_READY_TIMEOUT:-20}
+STOP_TIMEOUT=10
+OS_USER=$(id -un)
+
+usage() {
+    cat <<EOF
+Usage: $ME COMMAND --dir DIR [options]
+
+Runs the local stack under DIR: one mariadbd per shard (the catalog database
+lives on shard 0), memcached and calendard, all on 127.0.0.1.
+
+Commands:
+  up --dir DIR [--free-ports] [--shards N]
+        Start everything in the background, wait until each server is ready,
+        create the databases, users and schema (bin/calendar-admin bootstrap),
+        write DIR/stack.env and print a summary. Data under DIR is kept
+        between runs. Refuses (exit 3) when processes from an earlier 'up' in
+        DIR are still alive: run 'down' first. If a step fails, 'up' stops
+        what it started and exits non-zero (logs stay in DIR/logs/).
+  down --dir DIR
+        Stop exactly the processes 'up' started (DIR/run/*.pid): TERM, up to
+        ${STOP_TIMEOUT} s, then KILL. Never looks processes up by name.
+  run --dir DIR [--shards N]
+        'up' on the fixed ports, print the URL and a curl example, then wait;
+        Ctrl-C (SIGINT/SIGTERM) runs 'down' and exits 0.
+
+Options:
+  --dir DIR      state directory (created; no whitespace in the path)
+  --free-ports   pick free loopback ports in 20000-60000 instead of the fixed ones
+  --shards N     number of MariaDB shards, 1-16 (default 2)
+  -h, --help     this text
+
+Fixed ports (environment overrides):
+  CALENDARD_PORT=${CALENDARD_PORT:-8080}  SHARD_BASE_PORT=${SHARD_BASE_PORT:-3307} (shard i: base+i)
+  MEMCACHED_PORT=${MEMCACHED_PORT:-11212}
+
+Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
+ports (the ports of the last up; --free-ports keeps them while they are free),
+secrets/{admin,app,repl}.password and .cnf (mode 0600; the .cnf files are for
+'mariadb --defaults-extra-file=DIR/secrets/app.cnf -P PORT'), admin.ini,
+calendard.ini, stack.env (sourceable KEY=VALUE lines).
+
+Development only (not for CI): STACK_NO_CALENDARD=1 skips calendard;
+STACK_NO_ADMIN=1 applies schema/*/*.sql with the mariadb client instead of
+running bin/calendar-admin bootstrap.
+EOF
+}
+
+log() { printf '%s: %s\n' "$ME" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------- processes
+
+# Start time of a process in clock ticks since boot (field 22 of stat), so a
+# PID file never makes us signal an unrelated process that reused the PID.
+proc_start_time() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) } # comm may contain spaces and parentheses
+    # shellcheck disable=SC2086 # split the remaining fields on purpose
+    set -- $stat
+    printf '%s\n' "${20}"
+}
+
+# A zombie (state Z) counts as gone: in 'run' the servers are our children
+# and stay zombies until this shell exits.
+proc_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# Prints the PID recorded for NAME if that process is still the one we started.
+owned_pid() {
+    local name=$1 pid start
+    pid=$(cat "$RUN_DIR/$name.pid" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    start=$(cat "$RUN_DIR/$name.start" 2>/dev/null) || return 1
+    proc_alive "$pid" || return 1
+    [ "$(proc_start_time "$pid")" = "$start" ] || return 1
+    printf '%s\n' "$pid"
+}
+
+# start_bg NAME CMD...: runs CMD in the background in its own session (so a
+# Ctrl-C on the terminal reaches only this script, which then stops it in
+# order), stdout/stderr to DIR/logs/NAME.log, PID in DIR/run/NAME.pid.
+start_bg() {
+    local name=$1 pid
+    shift
+    setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$RUN_DIR/$name.pid"
+    proc_start_time "$pid" >"$RUN_DIR/$name.start" || true
+    printf '%s\n' "$name" >>"$RUN_DIR/order"
+    STARTED+=("$name")
+}
+
+# Last lines of every log that belongs to NAME.
+show_logs() {
+    local f
+    for f in "$LOG_DIR/$1".*; do
+        [ -s "$f" ] || continue
+        printf -- '--- tail of %s\n' "$f" >&2
+        tail -n 30 "$f" >&2
+    done
+}
+
+# wait_ready NAME TIMEOUT CMD...: polls CMD until it succeeds; fails early if
+# NAME's process exited, and after TIMEOUT seconds.
+wait_ready() {
+    local name=$1 timeout=$2 deadline
+    shift 2
+    deadline=$((SECONDS + timeout))
+    while :; do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! owned_pid "$name" >/dev/null; then
+            log "$name exited during startup"
+            show_logs "$name"
+            return 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "$name not ready after ${timeout}s"
+            show_logs "$name"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# Stops NAME if it is still ours: TERM, bounded wait, KILL.
+stop_one() {
+    local name=$1 pid deadline
+    if pid=$(owned_pid "$name"); then
+        kill -TERM "$pid" 2>/dev/null || true
+        deadline=$((SECONDS + STOP_TIMEOUT))
+        while proc_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.1
+        done
+        if proc_alive "$pid"; then
+            log "$name (pid $pid) still running after ${STOP_TIMEOUT}s, sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$((SECONDS + 5))
+            while proc_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do
+                sleep 0.1
+            done
+        fi
+        log "stopped $name (pid $pid)"
+    fi
+    rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.start"
+}
+
+# Every NAME with a PID file, latest started first (the order file), then any
+# PID file the order file does not know.
+recorded_names() {
+    local name f
+    local -a names=()
+    if [ -f "$RUN_DIR/order" ]; then
+        while IFS= read -r name; do
+            [ -n "$name" ] && [ -f "$RUN_DIR/$name.pid" ] && names=("$name" "${names[@]}")
+        done <"$RUN_DIR/order"
+    fi
+    for f in "$RUN_DIR"/*.pid; do
+        [ -e "$f" ] || continue
+        name=${f##*/}
+        name=${name%.pid}
+        [[ " ${names[*]} " == *" $name "* ]] || names+=("$name")
+    done
+    printf '%s\n' "${names[@]}" | awk 'NF && !seen[$0]++'
+}
+
+stack_down() {
+    local name
+    [ -d "$RUN_DIR" ] || return 0
+    while IFS= read -r name; do
+        stop_one "$name"
+    done < <(recorded_names)
+    rm -f "$RUN_DIR/order"
+}
+
+# ---------------------------------------------------------------- ports
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Both helpers set PORT (not print it) so USED_PORTS survives: no subshell.
+USED_PORTS=" "
+pick_free_port() {
+    local tries
+    for ((tries = 0; tries < 200; tries++)); do
+        PORT=$((((RANDOM << 15) | RANDOM) % 40001 + 20000))
+        [[ $USED_PORTS == *" $PORT "* ]] && continue
+        port_in_use "$PORT" && continue
+        USED_PORTS+="$PORT "
+        return 0
+    done
+    die "no free loopback port found in 20000-60000"
+}
+
+fixed_port() {
+    PORT=$1
+    if port_in_use "$PORT"; then
+        die "port $PORT on 127.0.0.1 is in use (override the *_PORT variables or use --free-ports)"
+    fi
+    USED_PORTS+="$PORT "
+}
+
+# choose_port NAME FIXED: sets PORT for NAME. With --free-ports, the port NAME
+# had in the last 'up' in DIR (DIR/ports) is kept when it is still free, so a
+# reused datadir keeps the addresses the catalog registered.
+choose_port() {
+    local name=$1 fixed=$2 prev
+    if [ "$FREE_PORTS" != 1 ]; then
+        fixed_port "$fixed"
+        return 0
+    fi
+    prev=$(sed -n "s/^$name=\([0-9][0-9]*\)\$/\1/p" "$DIR/ports" 2>/dev/null || true)
+    if [ -n "$prev" ] && [[ $USED_PORTS != *" $prev "* ]] && ! port_in_use "$prev"; then
+        PORT=$prev
+        USED_PORTS+="$PORT "
+        return 0
+    fi
+    pick_free_port
+}
+
+# ---------------------------------------------------------------- secrets
+
+gen_password() {
+    local pw=""
+    while [ "${#pw}" -lt 24 ]; do
+        pw+=$(LC_ALL=C tr -dc 'A-Za-z0-9' < <(head -c 256 /dev/urandom))
+    done
+    printf '%s\n' "${pw:0:24}"
+}
+
+# Creates DIR/secrets/ROLE.password once, and a client option file for it.
+ensure_secret() {
+    local role=$1 user=$2 file="$SECRETS_DIR/$1.password" pw
+    if [ ! -s "$file" ]; then
+        gen_password >"$file"
+    fi
+    pw=$(cat "$file")
+    [[ $pw =~ ^[A-Za-z0-9]{24}$ ]] || die "$file: not a 24-character alphanumeric password"
+    printf '[client]\nuser=%s\npassword=%s\nhost=127.0.0.1\nprotocol=tcp\n' \
+        "$user" "$pw" >"$SECRETS_DIR/$role.cnf"
+    chmod 600 "$file" "$SECRETS_DIR/$role.cnf"
+    printf '%s\n' "$pw"
+}
+
+# ---------------------------------------------------------------- MariaDB
+
+shard_sock() { printf '%s\n' "$DIR/shard$1/mysqld.sock"; }
+
+# SQL as the OS user's unix_socket account (root, or the account
+# mariadb-install-db created for a non-root user). SQL comes on stdin, so
+# passwords never appear on a command line.
+shard_sql() {
+    mariadb --no-defaults --socket="$(shard_sock "$1")" -u"$OS_USER" \
+        --batch --skip-column-names "${@:2}"
+}
+
+shard_ping() {
+    mariadb-admin --no-defaults --socket="$(shard_sock "$1")" -uroot \
+        --connect-timeout=2 ping
+}
+
+install_shard() {
+    local i=$1 sdir="$DIR/shard$1"
+    local -a as_user=()
+    [ -f "$sdir/.installed" ] && return 0
+    # A datadir without the marker is a half-finished install: start over.
+    rm -rf "$sdir/data"
+    mkdir -p "$sdir/data" "$sdir/tmp"
+    [ "$(id -u)" -eq 0 ] && as_user=(--user="$OS_USER")
+    log "initialising shard$i datadir"
+    if ! mariadb-install-db --no-defaults --datadir="$sdir/data" \
+        --auth-root-authentication-method=socket \
+        --auth-root-socket-user="$OS_USER" "${as_user[@]}" \
+        --skip-test-db --skip-name-resolve \
+        >>"$LOG_DIR/shard$i.install.log" 2>&1; then
+        show_logs "shard$i"
+        die "mariadb-install-db failed for shard$i"
+    fi
+    touch "$sdir/.installed"
+}
+
+start_shard() {
+    local i=$1 port=$2 sdir="$DIR/shard$1"
+    mkdir -p "$sdir/tmp"
+    start_bg "shard$i" mariadbd --no-defaults --user="$OS_USER" \
+        --datadir="$sdir/data" --socket="$sdir/mysqld.sock" \
+        --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+        --server-id=$((i + 1)) \
+        --log-bin="$sdir/binlog" --binlog-format=ROW \
+        --binlog-row-metadata=FULL --binlog-row-image=FULL \
+        --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 \
+        --pid-file="$sdir/mysqld.pid" --log-error="$LOG_DIR/shard$i.err" \
+        --tmpdir="$sdir/tmp" --secure-file-priv="$sdir/tmp" \
+        --innodb-buffer-pool-size=256M --innodb-log-file-size=64M \
+        --max-connections=500 --performance-schema=OFF \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
+}
+
+# Databases and users of shard i; idempotent. ALTER USER keeps the server's
+# passwords equal to the secrets files. '\_' stops GRANT from reading the
+# underscore in a database name as a wildcard.
+setup_shard_sql() {
+    local i=$1 host db="calendar_shard$1"
+    local gdb="calendar\\_shard$1" gcat='calendar\_catalog'
+    printf "CREATE DATABASE IF NOT EXISTS \`%s\`;\n" "$db"
+    if [ "$i" -eq 0 ]; then
+        printf "CREATE DATABASE IF NOT EXISTS \`calendar_catalog\`;\n"
+    fi
+    for host in 127.0.0.1 localhost; do
+        printf "CREATE USER IF NOT EXISTS 'cal_admin'@'%s' IDENTIFIED BY '%s';\n" "$host" "$ADMIN_PW"
+        printf "ALTER USER 'cal_admin'@'%s' IDENTIFIED BY '%s';\n" "$host" "$ADMIN_PW"
+        printf "GRANT ALL PRIVILEGES ON \`%s\`.* TO 'cal_admin'@'%s';\n" "$gdb" "$host"
+        printf "CREATE USER IF NOT EXISTS 'cal_app'@'%s' IDENTIFIED BY '%s';\n" "$host" "$APP_PW"
+        printf "ALTER USER 'cal_app'@'%s' IDENTIFIED BY '%s';\n" "$host" "$APP_PW"
+        printf "GRANT SELECT, INSERT, UPDATE, DELETE ON \`%s\`.* TO 'cal_app'@'%s';\n" "$gdb" "$host"
+        printf "CREATE USER IF NOT EXISTS 'cal_repl'@'%s' IDENTIFIED BY '%s';\n" "$host" "$REPL_PW"
+        printf "ALTER USER 'cal_repl'@'%s' IDENTIFIED BY '%s';\n" "$host" "$REPL_PW"
+        printf "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'cal_repl'@'%s';\n" "$host"
+        printf "GRANT SELECT ON \`%s\`.* TO 'cal_repl'@'%s';\n" "$gdb" "$host"
+        if [ "$i" -eq 0 ]; then
+            printf "GRANT ALL PRIVILEGES ON \`%s\`.* TO 'cal_admin'@'%s';\n" "$gcat" "$host"
+            printf "GRANT SELECT ON \`%s\`.* TO 'cal_app'@'%s';\n" "$gcat" "$host"
+        fi
+    done
+}
+
+# Development fallback while bin/calendar-admin does not exist.
+apply_schema_files() {
+    local i f
+    for ((i = 0; i < NSHARDS; i++)); do
+        if [ -z "$(shard_sql "$i" -e "SHOW TABLES FROM calendar_shard$i LIKE 'listings'")" ]; then
+            for f in "$ROOT"/schema/shard/*.sql; do
+                shard_sql "$i" "calendar_shard$i" <"$f"
+            done
+        fi
+    done
+    if [ -z "$(shard_sql 0 -e "SHOW TABLES FROM calendar_catalog LIKE 'shards'")" ]; then
+        for f in "$ROOT"/schema/catalog/*.sql; do
+            shard_sql 0 calendar_catalog <"$f"
+        done
+    fi
+}
+
+bootstrap_schema() {
+    local i
+    local -a shards=()
+    if [ "${STACK_NO_ADMIN:-0}" = 1 ]; then
+        log "STACK_NO_ADMIN=1: applying schema/*.sql directly (development only)"
+        apply_schema_files
+        return 0
+    fi
+    [ -x "$ROOT/bin/calendar-admin" ] ||
+        die "$ROOT/bin/calendar-admin not built (run make; STACK_NO_ADMIN=1 skips it for development)"
+    for ((i = 0; i < NSHARDS; i++)); do
+        shards+=(--shard "127.0.0.1:${SHARD_PORTS[i]}/calendar_shard$i")
+    done
+    log "bootstrapping schema with calendar-admin"
+    if ! timeout 120 "$ROOT/bin/calendar-admin" --config "$DIR/admin.ini" \
+        bootstrap --vbuckets "$NUM_VBUCKETS" "${shards[@]}" \
+        >>"$LOG_DIR/admin.log" 2>&1; then
+        show_logs admin
+        die "calendar-admin bootstrap failed"
+    fi
+}
+
+# ---------------------------------------------------------------- memcached
+
+memcached_ping() {
+    local line
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'version\r\n' >&3
+        IFS= read -r -t 2 line <&3 || exit 1
+        [[ $line == VERSION* ]]
+    ) 2>/dev/null
+}
+
+# ---------------------------------------------------------------- configs
+
+write_configs() {
+    cat >"$DIR/admin.ini" <<EOF
+[catalog]
+host = 127.0.0.1
+port = ${SHARD_PORTS[0]}
+database = calendar_catalog
+user = cal_admin
+password_file = $SECRETS_DIR/admin.password
+[shards]
+user = cal_admin
+password_file = $SECRETS_DIR/admin.password
+EOF
+    cat >"$DIR/calendard.ini" <<EOF
+[server]
+listen = 127.0.0.1
+port = $CAL_PORT
+[catalog]
+host = 127.0.0.1
+port = ${SHARD_PORTS[0]}
+database = calendar_catalog
+user = cal_app
+password_file = $SECRETS_DIR/app.password
+[shards]
+user = cal_app
+password_file = $SECRETS_DIR/app.password
+[log]
+level = info
+EOF
+    chmod 600 "$DIR/admin.ini" "$DIR/calendard.ini"
+}
+
+write_env() {
+    local i dsns="" socks="" ports=""
+    for ((i = 0; i < NSHARDS; i++)); do
+        dsns+="${dsns:+ }mysql://cal_admin:$ADMIN_PW@127.0.0.1:${SHARD_PORTS[i]}/calendar_shard$i"
+        socks+="${socks:+ }$(shard_sock "$i")"
+        ports+="${ports:+ }${SHARD_PORTS[i]}"
+    done
+    {
+        echo "# Written by tests/stack/stack.sh up; sourceable. Contains passwords."
+        echo "STACK_DIR=$DIR"
+        echo "CALENDARD_URL=http://127.0.0.1:$CAL_PORT"
+        echo "CATALOG_DSN=mysql://cal_admin:$ADMIN_PW@127.0.0.1:${SHARD_PORTS[0]}/calendar_catalog"
+        echo "SHARD_DSNS=\"$dsns\""
+        echo "APP_SHARD_USER=cal_app"
+        echo "MEMCACHED_SERVERS=127.0.0.1:$MC_PORT"
+        echo "CALENDARD_CONFIG=$DIR/calendard.ini"
+        echo "ADMIN_CONFIG=$DIR/admin.ini"
+        echo "SHARD_SOCKETS=\"$socks\""
+        echo "SHARD_PORTS=\"$ports\""
+        echo "SHARD_COUNT=$NSHARDS"
+        echo "NUM_VBUCKETS=$NUM_VBUCKETS"
+        echo "CALENDARD_PORT=$CAL_PORT"
+        echo "MEMCACHED_PORT=$MC_PORT"
+        echo "ADMIN_USER=cal_admin"
+        echo "ADMIN_PASSWORD_FILE=$SECRETS_DIR/admin.password"
+        echo "APP_USER=cal_app"
+        echo "APP_PASSWORD_FILE=$SECRETS_DIR/app.password"
+        echo "REPL_USER=cal_repl"
+        echo "REPL_PASSWORD_FILE=$SECRETS_DIR/repl.password"
+    } >"$DIR/stack.env"
+    chmod 600 "$DIR/stack.env"
+}
+
+# ---------------------------------------------------------------- commands
+
+set_dir() {
+    [ -n "$1" ] || die "--dir is required"
+    [[ $1 =~ [[:space:]] ]] && die "--dir must not contain whitespace"
+    if [ "$2" = down ] && [ ! -d "$1" ]; then
+        echo "stack: $1 does not exist, nothing to stop"
+        exit 0
+    fi
+    mkdir -p "$1"
+    DIR=$(cd "$1" && pwd)
+    RUN_DIR=$DIR/run
+    LOG_DIR=$DIR/logs
+    SECRETS_DIR=$DIR/secrets
+}
+
+# On a failed 'up', stop what this invocation started.
+UP_OK=0
+STARTED=()
+on_up_exit() {
+    local rc=$?
+    if [ "$UP_OK" -ne 1 ] && [ "${#STARTED[@]}" -gt 0 ]; then
+        log "startup failed; stopping what was started (logs in $LOG_DIR)"
+        stack_down
+    fi
+    exit "$rc"
+}
+
+stack_up() {
+    local i name pid alive=() mc_user=()
+    umask 077
+    mkdir -p "$RUN_DIR" "$LOG_DIR" "$SECRETS_DIR" "$DIR/memcached"
+    chmod 700 "$SECRETS_DIR"
+
+    while IFS= read -r name; do
+        if owned_pid "$name" >/dev/null; then
+            alive+=("$name")
+        else
+            rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.start"
+        fi
+    done < <(recorded_names)
+    if [ "${#alive[@]}" -gt 0 ]; then
+        log "a stack is already running in $DIR (${alive[*]}); run '$ME down --dir $DIR' first"
+        exit 3
+    fi
+    rm -f "$RUN_DIR/order"
+
+    SHARD_PORTS=()
+    for ((i = 0; i < NSHARDS; i++)); do
+        choose_port "shard$i" $((${SHARD_BASE_PORT:-3307} + i))
+        SHARD_PORTS+=("$PORT")
+    done
+    choose_port memcached "${MEMCACHED_PORT:-11212}"
+    MC_PORT=$PORT
+    choose_port calendard "${CALENDARD_PORT:-8080}"
+    CAL_PORT=$PORT
+    {
+        for ((i = 0; i < NSHARDS; i++)); do echo "shard$i=${SHARD_PORTS[i]}"; done
+        echo "memcached=$MC_PORT"
+        echo "calendard=$CAL_PORT"
+    } >"$DIR/ports"
+    # sun_path holds 108 bytes including the terminating NUL.
+    [ "${#DIR}" -le 80 ] || die "--dir path too long for a unix socket: $DIR"
+
+    ADMIN_PW=$(ensure_secret admin cal_admin)
+    APP_PW=$(ensure_secret app cal_app)
+    REPL_PW=$(ensure_secret repl cal_repl)
+    write_configs
+
+    trap on_up_exit EXIT
+    trap 'exit 130' INT TERM
+
+    for ((i = 0; i < NSHARDS; i++)); do
+        install_shard "$i"
+        start_shard "$i" "${SHARD_PORTS[i]}"
+    done
+    mc_user=()
+    [ "$(id -u)" -eq 0 ] && mc_user=(-u root)
+    start_bg memcached memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 -c 1024 -t 2 \
+        "${mc_user[@]}"
+
+    for ((i = 0; i < NSHARDS; i++)); do
+        wait_ready "shard$i" "$DB_READY_TIMEOUT" shard_ping "$i" ||
+            die "shard$i did not start"
+        setup_shard_sql "$i" | shard_sql "$i" ||
+            die "creating databases and users on shard$i failed"
+    done
+    wait_ready memcached 10 memcached_ping "$MC_PORT" || die "memcached did not start"
+
+    bootstrap_schema
+    write_env
+
+    if [ "${STACK_NO_CALENDARD:-0}" = 1 ]; then
+        log "STACK_NO_CALENDARD=1: not starting calendard (development only)"
+    else
+        [ -x "$ROOT/bin/calendard" ] ||
+            die "$ROOT/bin/calendard not built (run make; STACK_NO_CALENDARD=1 skips it for development)"
+        start_bg calendard "$ROOT/bin/calendard" --config "$DIR/calendard.ini"
+        wait_ready calendard "$CALENDARD_READY_TIMEOUT" \
+            curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$CAL_PORT/readyz" ||
+            die "calendard did not become ready"
+    fi
+
+    UP_OK=1
+    trap - EXIT INT TERM
+
+    echo "stack up in $DIR"
+    for ((i = 0; i < NSHARDS; i++)); do
+        echo "  shard$i     127.0.0.1:${SHARD_PORTS[i]}  calendar_shard$i$([ "$i" -eq 0 ] && echo ' + calendar_catalog')  (pid $(owned_pid "shard$i"))"
+    done
+    echo "  memcached  127.0.0.1:$MC_PORT  (pid $(owned_pid memcached))"
+    if pid=$(owned_pid calendard); then
+        echo "  calendard  http://127.0.0.1:$CAL_PORT  (pid $pid)"
+    fi
+    echo "  env        $DIR/stack.env"
+}
+
+stack_run() {
+    local name
+    stack_up
+    cat <<EOF
+
+calendard: http://127.0.0.1:$CAL_PORT
+Try:
+  curl -sS -X PUT http://127.0.0.1:$CAL_PORT/v1/listings/42 \\
+       -H 'Content-Type: application/json' \\
+       -d '{"default_price": 12000, "currency": "EUR", "min_nights": 1, "max_nights": 30}'
+  curl -sS 'http://127.0.0.1:$CAL_PORT/v1/listings/42/availability?from=2030-01-01&to=2030-01-08'
+SQL (app user): mariadb --defaults-extra-file=$SECRETS_DIR/app.cnf -P ${SHARD_PORTS[0]} calendar_shard0
+Ctrl-C stops the stack.
+EOF
+    trap 'log "stopping"; stack_down; exit 0' INT TERM
+    while :; do
+        while IFS= read -r name; do
+            if ! owned_pid "$name" >/dev/null; then
+                log "$name exited unexpectedly"
+                show_logs "$name"
+                stack_down
+                exit 1
+            fi
+        done < <(recorded_names)
+        # sleep in the background so the trap runs as soon as a signal comes.
+        sleep 2 &
+        wait $! || true
+    done
+}
+
+main() {
+    local cmd="" dir=""
+    FREE_PORTS=0
+    NSHARDS=2
+    [ $# -gt 0 ] || {
+        usage >&2
+        exit 2
+    }
+    case "$1" in
+    -h | --help | help)
+        usage
+        exit 0
+        ;;
+    up | down | run) cmd=$1 ;;
+    *)
+        log "unknown command: $1"
+        usage >&2
+        exit 2
+        ;;
+    esac
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --dir)
+            [ $# -ge 2 ] || die "--dir needs a value"
+            dir=$2
+            shift 2
+            ;;
+        --dir=*)
+            dir=${1#--dir=}
+            shift
+            ;;
+        --free-ports)
+            FREE_PORTS=1
+            shift
+            ;;
+        --shards)
+            [ $# -ge 2 ] || die "--shards needs a value"
+            NSHARDS=$2
+            shift 2
+            ;;
+        --shards=*)
+            NSHARDS=${1#--shards=}
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *) die "unknown option: $1 (see --help)" ;;
+        esac
+    done
+    if ! [[ $NSHARDS =~ ^[0-9]+$ ]] || [ "$NSHARDS" -lt 1 ] || [ "$NSHARDS" -gt 16 ]; then
+        die "--shards must be 1-16"
+    fi
+    [ "$cmd" = down ] && [ "$FREE_PORTS" = 1 ] && die "--free-ports applies to up/run"
+    set_dir "$dir" "$cmd"
+
+    case "$cmd" in
+    up) stack_up ;;
+    down)
+        stack_down
+        echo "stack down in $DIR"
+        ;;
+    run) stack_run ;;
+    esac
+}
+
+main "$@"
