@@ -26,6 +26,8 @@ struct calendard_conf {
     int max_attempts;
     int backoff_base_ms;
     int backoff_max_ms;
+    int max_search_listings;
+    struct avail_conf avail;
     char log_level[16];
 };
 
@@ -58,6 +60,16 @@ static const struct conf_item conf_items[] = {
                   "first retry waits up to this long (full jitter, doubling)"),
     CONF_INT_ITEM("routing", "backoff_max_ms", C, backoff_max_ms, 0, 60000, "50",
                   "longest wait between two tries"),
+    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
+                  "listing_ids of one availability search at most"),
+    CONF_STR_ITEM("cache", "servers", C, avail.cache.servers, "",
+                  "memcached servers host:port[,host:port]; empty = no cache"),
+    CONF_INT_ITEM("cache", "timeout_ms", C, avail.cache.timeout_ms, 1, 10000, "50",
+                  "connect/send/receive timeout; a slow cache falls back to the shards"),
+    CONF_INT_ITEM("cache", "ttl_s", C, avail.ttl_s, 1, 2592000, "3600",
+                  "lifetime of a cached value (invalidations delete sooner)"),
+    CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
+                  "lifetime of a fill lease whose reader died"),
     CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
 };
 #undef C
@@ -165,15 +177,22 @@ main(int argc, char **argv)
         .max_attempts = (unsigned)conf.max_attempts,
         .backoff_base_ms = (unsigned)conf.backoff_base_ms,
         .backoff_max_ms = (unsigned)conf.backoff_max_ms,
+        .max_search_listings = (unsigned)conf.max_search_listings,
     };
-    struct router *router = router_create(&rconf);
-    struct service *svc = service_create(&sconf, router);
     char err[512];
+    struct avail *avail = avail_create(&conf.avail, err, sizeof(err));
+    if (avail == NULL) {
+        log_error("cannot start", "error=\"%s\"", err);
+        return 2;
+    }
+    struct router *router = router_create(&rconf);
+    struct service *svc = service_create(&sconf, router, avail);
     struct http_server *srv = http_start(&conf.http, svc, err, sizeof(err));
     if (srv == NULL) {
         log_error("cannot start", "error=\"%s\"", err);
         service_destroy(svc);
         router_destroy(router);
+        avail_destroy(avail);
         return 1;
     }
     log_info("listening", "addr=%s port=%d pid=%d", conf.http.listen, conf.http.port,
@@ -184,6 +203,7 @@ main(int argc, char **argv)
     http_stop(srv);
     service_destroy(svc);
     router_destroy(router);
+    avail_destroy(avail);
     explicit_bzero(&conf, sizeof(conf));
     log_info("stopped", "%s", "");
     return 0;

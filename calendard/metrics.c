@@ -11,8 +11,8 @@
 
 static const char *const endpoint_names[EP_COUNT] = {
     "put_listing", "get_listing", "create_reservation", "get_reservation", "cancel_reservation",
-    "calendar",    "availability", "healthz",           "readyz",          "metrics",
-    "other"};
+    "calendar",    "availability", "search",            "healthz",         "readyz",
+    "metrics",     "other"};
 static const char *const shard_event_names[SHARD_EVENT_COUNT] = {"ops", "conflicts", "moved",
                                                                  "retries", "errors"};
 /* Upper bounds in microseconds; the last bucket is +Inf. */
@@ -27,6 +27,9 @@ static atomic_ullong latency_buckets[EP_COUNT][NBUCKETS + 1];
 static atomic_ullong latency_sum_us[EP_COUNT];
 static atomic_ullong shard_events[METRICS_MAX_SHARDS][SHARD_EVENT_COUNT];
 static atomic_ullong overloads;
+static atomic_ullong cache_events[CACHE_EVENT_COUNT];
+static const char *const cache_event_names[CACHE_EVENT_COUNT] = {
+    "hits", "misses", "fills", "stale_fills_rejected", "errors", "invalidations"};
 
 const char *
 metrics_endpoint_name(enum endpoint ep)
@@ -64,6 +67,12 @@ void
 metrics_overload(void)
 {
     atomic_fetch_add_explicit(&overloads, 1, memory_order_relaxed);
+}
+
+void
+metrics_cache(enum cache_event ev, unsigned count)
+{
+    atomic_fetch_add_explicit(&cache_events[ev], count, memory_order_relaxed);
 }
 
 struct buf {
@@ -140,6 +149,9 @@ metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len)
     emit(&b, "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
              "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
+    for (int ev = 0; ev < CACHE_EVENT_COUNT; ev++)
+        emit(&b, "# TYPE calendard_cache_%s_total counter\ncalendard_cache_%s_total %llu\n",
+             cache_event_names[ev], cache_event_names[ev], load(&cache_events[ev]));
     *len = b.len;
     return b.p;
 }

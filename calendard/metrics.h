@@ -14,6 +14,7 @@ enum endpoint {
     EP_CANCEL_RESERVATION,
     EP_CALENDAR,
     EP_AVAILABILITY,
+    EP_SEARCH,
     EP_HEALTHZ,
     EP_READYZ,
     EP_METRICS,
@@ -30,12 +31,23 @@ enum shard_event {
     SHARD_EVENT_COUNT
 };
 
+enum cache_event {
+    CACHE_HIT = 0,     /* keys found */
+    CACHE_MISS,        /* keys missing (or leased by another reader) */
+    CACHE_FILL,        /* keys stored after a shard read */
+    CACHE_STALE_FILL,  /* fills refused because the key changed (invalidated) meanwhile */
+    CACHE_ERROR,       /* memcached calls that failed (reads fell back to the shards) */
+    CACHE_INVALIDATION, /* keys deleted after a write */
+    CACHE_EVENT_COUNT
+};
+
 #define METRICS_MAX_SHARDS 256
 
 const char *metrics_endpoint_name(enum endpoint ep);
 void metrics_request(enum endpoint ep, int http_status, uint64_t latency_us);
 void metrics_shard(unsigned shard_index, enum shard_event ev);
-void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
+void metrics_overload(void);
+void metrics_cache(enum cache_event ev, unsigned count); /* requests refused with 503 by the in-flight limit */
 
 /* Renders everything; shard_ids[i] labels shard index i. Caller frees. */
 char *metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len);

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/date.h"
@@ -40,7 +41,12 @@ request_parse_id(const char *s, size_t len, uint64_t *id)
 /* A field of a request object: its JSON name, whether it is required, and
  * where the decoded value goes. Decoding is table-driven so every body gets
  * the same checks for unknown fields, missing fields and wrong types. */
-enum field_kind { F_INT, F_DATE, F_STRING };
+enum field_kind { F_INT, F_DATE, F_STRING, F_IDS };
+
+struct id_list {
+    uint64_t *ids;
+    size_t n, max;
+};
 
 struct field {
     const char *name;
@@ -102,6 +108,29 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
                 goto out;
             }
             break;
+        case F_IDS: {
+            struct id_list *list = f->out;
+            size_t i;
+            json_t *elem;
+            if (!json_is_array(val) || json_array_size(val) == 0 ||
+                json_array_size(val) > list->max) {
+                request_fail(e, 400, "invalid_field", "'%s' must be an array of 1 to %zu ids",
+                             f->name, list->max);
+                goto out;
+            }
+            list->ids = malloc(json_array_size(val) * sizeof(*list->ids));
+            json_array_foreach(val, i, elem)
+            {
+                if (!json_is_integer(elem) || json_integer_value(elem) <= 0) {
+                    request_fail(e, 400, "invalid_field",
+                                 "'%s' must hold positive integer ids", f->name);
+                    goto out;
+                }
+                list->ids[i] = (uint64_t)json_integer_value(elem);
+            }
+            list->n = json_array_size(val);
+            break;
+        }
         case F_STRING:
             if (!json_is_string(val) || json_string_length(val) >= f->out_size) {
                 request_fail(e, 400, "invalid_field", "'%s' must be a string of at most %zu bytes",
@@ -203,6 +232,34 @@ request_parse_calendar(const char *body, size_t len, int32_t today, struct calen
                             BOOKING_MAX_NIGHTS);
     if (out->from < today)
         return request_fail(e, 400, "past_date", "'from' is in the past");
+    return true;
+}
+
+bool
+request_parse_search(const char *body, size_t len, size_t max, int32_t today,
+                     struct search_request *out, struct api_error *e)
+{
+    struct id_list list = {.max = max};
+    struct field fields[] = {
+        {"listing_ids", F_IDS, true, 0, 0, &list, 0, false},
+        {"check_in", F_DATE, true, 0, 0, &out->check_in, 0, false},
+        {"check_out", F_DATE, true, 0, 0, &out->check_out, 0, false},
+    };
+    out->listing_ids = NULL;
+    out->n = 0;
+    bool ok = decode_object(body, len, fields, 3, e);
+    if (ok && out->check_out <= out->check_in)
+        ok = request_fail(e, 400, "invalid_range", "check_out must be after check_in");
+    if (ok && out->check_out - out->check_in > BOOKING_MAX_NIGHTS)
+        ok = request_fail(e, 400, "invalid_range", "at most %d nights", BOOKING_MAX_NIGHTS);
+    if (ok && out->check_in < today)
+        ok = request_fail(e, 400, "past_date", "check_in is in the past");
+    if (!ok) {
+        free(list.ids);
+        return false;
+    }
+    out->listing_ids = list.ids;
+    out->n = list.n;
     return true;
 }
 

@@ -42,6 +42,17 @@ struct calendar_request {
     int64_t price; /* set_price only */
 };
 
+struct search_request {
+    int32_t check_in;
+    int32_t check_out;
+    size_t n;
+    uint64_t *listing_ids; /* malloc'd; caller frees */
+};
+
+/* {"listing_ids":[...],"check_in":..,"check_out":..} with 1..max ids. */
+bool request_parse_search(const char *body, size_t len, size_t max, int32_t today,
+                          struct search_request *out, struct api_error *e);
+
 /* A positive decimal id of at most 19 digits with no sign or spaces. */
 bool request_parse_id(const char *s, size_t len, uint64_t *id);
 

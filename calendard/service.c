@@ -16,6 +16,7 @@
 struct service {
     struct service_conf conf;
     struct router *router;
+    struct avail *avail;
     uint64_t id_counter;
 };
 
@@ -27,11 +28,12 @@ typedef cal_status (*shard_op)(struct service *svc, struct db *db, const struct 
                                void *ctx, struct api_error *e, char *err, size_t errlen);
 
 struct service *
-service_create(const struct service_conf *conf, struct router *router)
+service_create(const struct service_conf *conf, struct router *router, struct avail *avail)
 {
     struct service *svc = cal_calloc(1, sizeof(*svc));
     svc->conf = *conf;
     svc->router = router;
+    svc->avail = avail;
     svc->id_counter = cal_rand64();
     return svc;
 }
@@ -233,6 +235,7 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
         api_error_answer(resp, &e);
         return;
     }
+    avail_invalidate(svc->avail, listing_id, 0, 0);
     set_json(resp, c.created ? 201 : 200, listing_json(&c.listing));
 }
 
@@ -258,7 +261,7 @@ struct booking_ctx {
     char request_hash[17];
     struct reservation res;
     bool replayed;
-    struct calendar_read read; /* large: lives in the request's heap context */
+    struct calendar_read read;
     struct booking_plan plan;
 };
 
@@ -384,8 +387,11 @@ handle_create_reservation(struct service *svc, uint64_t listing_id,
         else
             api_error_answer(resp, &e);
     } else {
+        if (!c->replayed)
+            avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
         set_json(resp, c->replayed ? 200 : 201, reservation_json(&c->res));
     }
+    calendar_read_clear(&c->read);
     free(c);
 }
 
@@ -431,6 +437,8 @@ handle_reservation(struct service *svc, uint64_t listing_id, uint64_t reservatio
         api_error_answer(resp, &e);
         return;
     }
+    if (op == op_cancel)
+        avail_invalidate(svc->avail, listing_id, c.res.check_in, c.res.check_out);
     set_json(resp, 200, reservation_json(&c.res));
 }
 
@@ -478,6 +486,7 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
         else
             api_error_answer(resp, &e);
     } else {
+        avail_invalidate(svc->avail, listing_id, creq.from, creq.to);
         set_json(resp, 200,
                  json_pack("{s:I,s:I}", "listing_id", (json_int_t)listing_id, "version",
                            (json_int_t)c->version));
@@ -488,8 +497,8 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
 
 struct availability_ctx {
     uint64_t listing_id;
-    int32_t from, to;
-    struct calendar_read read;
+    int32_t from, to; /* the whole months of the request: what a fill needs */
+    struct calendar_read *read;
 };
 
 static cal_status
@@ -499,7 +508,7 @@ op_availability(struct service *svc, struct db *db, const struct route *rt, void
     struct availability_ctx *c = ctx;
     (void)svc;
     (void)e;
-    return store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, &c->read, err,
+    return store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, c->read, err,
                                errlen);
 }
 
@@ -508,30 +517,186 @@ handle_availability(struct service *svc, uint64_t listing_id, const struct api_r
                     struct api_response *resp)
 {
     struct api_error e = {0};
-    struct availability_ctx *c = cal_calloc(1, sizeof(*c));
-    c->listing_id = listing_id;
-    if (!request_parse_range(req->query_from, req->query_to, &c->from, &c->to, &e) ||
-        run_on_shard(svc, listing_id, op_availability, c, &e) != CAL_OK) {
+    int32_t from, to;
+    if (!request_parse_range(req->query_from, req->query_to, &from, &to, &e)) {
         api_error_answer(resp, &e);
-        free(c);
         return;
     }
+    struct avail_item item = {.listing_id = listing_id};
+    avail_lookup(svc->avail, &item, 1, from, to);
+    if (!item.hit) {
+        struct availability_ctx c = {.listing_id = listing_id, .read = &item.read};
+        avail_span(from, to, &c.from, &c.to);
+        cal_status rc = run_on_shard(svc, listing_id, op_availability, &c, &e);
+        if (rc != CAL_OK) {
+            api_error_answer(resp, &e);
+            calendar_read_clear(&item.read);
+            return;
+        }
+        avail_fill(svc->avail, &item, 1, from, to);
+    }
     struct night_state nights[BOOKING_MAX_NIGHTS];
-    booking_expand(&c->read.listing, c->read.rows, c->read.nrows, c->from, c->to, nights);
+    const struct listing *l = &item.read.listing;
+    booking_expand(l, item.read.rows, item.read.nrows, from, to, nights);
     json_t *arr = json_array();
-    for (int32_t i = 0; i < c->to - c->from; i++) {
+    for (int32_t i = 0; i < to - from; i++) {
         char d[11];
         date_format(nights[i].night, d);
         json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "date", d, "status",
                                              booking_night_status_name(nights[i].status), "price",
                                              (json_int_t)nights[i].price));
     }
-    uint64_t version = c->read.listing.version;
     set_json(resp, 200,
              json_pack("{s:I,s:I,s:s,s:o}", "listing_id", (json_int_t)listing_id, "version",
-                       (json_int_t)version, "currency", c->read.listing.currency, "nights", arr));
-    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)version);
-    free(c);
+                       (json_int_t)l->version, "currency", l->currency, "nights", arr));
+    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
+    calendar_read_clear(&item.read);
+}
+
+/* Reads the misses of a search from their shards: one statement per shard.
+ * Listings a shard no longer owns are read again after one map reload. */
+static cal_status
+read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t from, int32_t to,
+            struct api_error *e)
+{
+    size_t *todo = cal_malloc(n * sizeof(*todo)), ntodo = 0;
+    uint64_t *ids = cal_malloc(n * sizeof(*ids));
+    size_t *pick = cal_malloc(n * sizeof(*pick));
+    struct calendar_read *reads = cal_calloc(n, sizeof(*reads));
+    unsigned *shard = cal_malloc(n * sizeof(*shard));
+    struct route *routes = cal_malloc(n * sizeof(*routes));
+    cal_status rc = CAL_OK;
+    char err[512];
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].hit)
+            todo[ntodo++] = i;
+    for (int pass = 0; pass < 2 && ntodo > 0 && rc == CAL_OK; pass++) {
+        bool moved = false;
+        for (size_t t = 0; t < ntodo; t++) {
+            if ((rc = router_route(svc->router, items[todo[t]].listing_id, &routes[t], err,
+                                   sizeof(err))) != CAL_OK)
+                break;
+            shard[t] = routes[t].shard_index;
+        }
+        /* Each shard once: its misses in one IN (...) statement. */
+        for (size_t t = 0; rc == CAL_OK && t < ntodo; t++) {
+            if (shard[t] == UINT32_MAX)
+                continue;
+            unsigned s = shard[t];
+            size_t k = 0;
+            for (size_t u = t; u < ntodo; u++) {
+                if (shard[u] == s) {
+                    pick[k] = todo[u];
+                    ids[k++] = items[todo[u]].listing_id;
+                    shard[u] = UINT32_MAX;
+                }
+            }
+            struct db *db;
+            size_t not_owned = 0;
+            if ((rc = pool_get(routes[t].pool, &db, err, sizeof(err))) != CAL_OK)
+                break;
+            metrics_shard(s, SHARD_OPS);
+            rc = store_read_many(db, ids, k, from, to, reads, &not_owned, err, sizeof(err));
+            pool_put(routes[t].pool, db);
+            if (rc != CAL_OK)
+                break;
+            for (size_t q = 0; q < k; q++) {
+                struct calendar_read *dst = &items[pick[q]].read;
+                calendar_read_clear(dst);
+                *dst = reads[q];
+                memset(&reads[q], 0, sizeof(reads[q]));
+            }
+            if (not_owned > 0) {
+                metrics_shard(s, SHARD_MOVED);
+                moved = true;
+            }
+        }
+        if (rc != CAL_OK || !moved || pass == 1)
+            break;
+        /* Another pass for what was not found: it may live on a new owner now. */
+        if (router_refresh(svc->router, err, sizeof(err)) != CAL_OK)
+            break;
+        size_t again = 0;
+        for (size_t t = 0; t < ntodo; t++)
+            if (!items[todo[t]].read.found)
+                todo[again++] = todo[t];
+        ntodo = again;
+    }
+    if (rc == CAL_EAGAIN)
+        request_fail(e, 503, "overloaded", "%s", err);
+    else if (rc != CAL_OK)
+        request_fail(e, 503, "shard_unavailable", "%s", err);
+    for (size_t i = 0; i < n; i++)
+        calendar_read_clear(&reads[i]);
+    free(reads);
+    free(todo);
+    free(ids);
+    free(pick);
+    free(shard);
+    free(routes);
+    return rc;
+}
+
+static json_t *
+search_result(const struct avail_item *it, int32_t in, int32_t out)
+{
+    if (!it->read.found)
+        return json_pack("{s:I,s:s}", "listing_id", (json_int_t)it->listing_id, "error",
+                         "listing_not_found");
+    const struct listing *l = &it->read.listing;
+    struct booking_plan plan;
+    booking_plan_make(l, it->read.rows, it->read.nrows, in, out, &plan);
+    const char *reason = NULL;
+    if (plan.nunavailable > 0)
+        reason = "nights_unavailable";
+    else if (out - in < l->min_nights)
+        reason = "stay_too_short";
+    else if (out - in > l->max_nights)
+        reason = "stay_too_long";
+    json_t *r = json_pack("{s:I,s:b,s:I,s:s,s:I}", "listing_id", (json_int_t)it->listing_id,
+                          "available", reason == NULL, "total_price",
+                          (json_int_t)plan.total_price, "currency", l->currency, "version",
+                          (json_int_t)l->version);
+    if (reason != NULL)
+        json_object_set_new(r, "reason", json_string(reason));
+    return r;
+}
+
+static void
+handle_search(struct service *svc, const struct api_request *req, struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct search_request sreq;
+    if (!request_parse_search(req->body, req->body_len, svc->conf.max_search_listings,
+                              date_today(), &sreq, &e)) {
+        api_error_answer(resp, &e);
+        return;
+    }
+    struct avail_item *items = cal_calloc(sreq.n, sizeof(*items));
+    for (size_t i = 0; i < sreq.n; i++)
+        items[i].listing_id = sreq.listing_ids[i];
+    avail_lookup(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
+    int32_t span_from, span_to;
+    avail_span(sreq.check_in, sreq.check_out, &span_from, &span_to);
+    if (read_misses(svc, items, sreq.n, span_from, span_to, &e) != CAL_OK) {
+        api_error_answer(resp, &e);
+    } else {
+        avail_fill(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
+        json_t *results = json_array();
+        for (size_t i = 0; i < sreq.n; i++)
+            json_array_append_new(results, search_result(&items[i], sreq.check_in,
+                                                         sreq.check_out));
+        char in[11], out[11];
+        date_format(sreq.check_in, in);
+        date_format(sreq.check_out, out);
+        set_json(resp, 200,
+                 json_pack("{s:s,s:s,s:o}", "check_in", in, "check_out", out, "results",
+                           results));
+    }
+    for (size_t i = 0; i < sreq.n; i++)
+        calendar_read_clear(&items[i].read);
+    free(items);
+    free(sreq.listing_ids);
 }
 
 /* ---- routing of paths ---------------------------------------------------- */
@@ -623,6 +788,13 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         resp->endpoint = EP_METRICS;
         if (method_is(req, "GET", resp))
             handle_metrics(svc, resp);
+        return;
+    }
+    if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
+        seg_is(&seg[2], "search")) {
+        resp->endpoint = EP_SEARCH;
+        if (method_is(req, "POST", resp))
+            handle_search(svc, req, resp);
         return;
     }
     if (n < 3 || n > 6 || !seg_is(&seg[0], "v1") || !seg_is(&seg[1], "listings")) {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calendard/avail.h"
 #include "calendard/metrics.h"
 #include "calendard/router.h"
 
@@ -14,6 +15,7 @@ struct service_conf {
     unsigned max_attempts;    /* tries of one operation (conflicts, moves) */
     unsigned backoff_base_ms; /* full-jitter backoff between tries */
     unsigned backoff_max_ms;
+    unsigned max_search_listings; /* listing_ids of one search at most */
 };
 
 struct api_request {
@@ -39,8 +41,9 @@ struct api_response {
 
 struct service;
 
-/* Borrows router; caller frees with service_destroy(). */
-struct service *service_create(const struct service_conf *conf, struct router *router);
+/* Borrows router and avail; caller frees with service_destroy(). */
+struct service *service_create(const struct service_conf *conf, struct router *router,
+                               struct avail *avail);
 void service_destroy(struct service *svc);
 
 void service_handle(struct service *svc, const struct api_request *req, struct api_response *resp);

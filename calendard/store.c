@@ -3,6 +3,7 @@
 #include "calendard/store.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/util.h"
@@ -72,6 +73,36 @@ static const char SQL_SET_PRICE[] =
     "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
     " SELECT ?, FROM_DAYS(? + seq), 'available', ?, 1, ? FROM seq_0_to_366 WHERE seq < ?"
     " ON DUPLICATE KEY UPDATE price = VALUES(price), version = version + 1";
+
+void
+calendar_read_clear(struct calendar_read *read)
+{
+    free(read->rows);
+    memset(read, 0, sizeof(*read));
+}
+
+struct night_row *
+calendar_read_add(struct calendar_read *read)
+{
+    if (read->nrows == read->cap) {
+        read->cap = read->cap ? read->cap * 2 : 32;
+        read->rows = cal_realloc(read->rows, read->cap * sizeof(*read->rows));
+    }
+    return &read->rows[read->nrows++];
+}
+
+/* Columns: TO_DAYS(night) - 719528, status, reservation_id, price, version. */
+static void
+night_from_row(struct night_row *row, const struct db_val *c)
+{
+    row->night = (int32_t)c[0].i;
+    if (c[1].type != DB_STR || !booking_night_status_parse(c[1].s, &row->status))
+        row->status = NIGHT_BLOCKED; /* unknown status: never sell it */
+    row->reservation_id = c[2].type == DB_INT ? (uint64_t)c[2].i : 0;
+    row->has_price = c[3].type == DB_INT;
+    row->price = c[3].i;
+    row->version = (uint64_t)c[4].i;
+}
 
 /* Reads the remaining rows so the statement can run again. */
 static void
@@ -212,6 +243,7 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
         return rc;
     int r, rows = 0;
     out->nrows = 0;
+    out->found = false;
     rc = CAL_OK;
     while ((r = db_fetch(st, c, 12, err, errlen)) > 0) {
         if (rows++ == 0) {
@@ -220,17 +252,10 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
                 continue;
             }
             listing_from_row(&out->listing, c + 1, listing_id, vbucket);
+            out->found = true;
         }
-        if (c[7].type == DB_NULL || out->nrows == BOOKING_MAX_NIGHTS)
-            continue;
-        struct night_row *row = &out->rows[out->nrows++];
-        row->night = (int32_t)c[7].i;
-        if (c[8].type != DB_STR || !booking_night_status_parse(c[8].s, &row->status))
-            row->status = NIGHT_BLOCKED; /* unknown status: never sell it */
-        row->reservation_id = c[9].type == DB_INT ? (uint64_t)c[9].i : 0;
-        row->has_price = c[10].type == DB_INT;
-        row->price = c[10].i;
-        row->version = (uint64_t)c[11].i;
+        if (c[7].type != DB_NULL)
+            night_from_row(calendar_read_add(out), c + 7);
     }
     if (r < 0)
         return CAL_ERR;
@@ -486,6 +511,91 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
     return db_commit(db, err, errlen);
 fail:
     db_rollback(db);
+    return rc;
+}
+
+/* "... WHERE l.listing_id IN (?, ...)" for n ids. */
+static void
+sql_read_many(char *buf, size_t size, size_t n)
+{
+    size_t off = (size_t)snprintf(
+        buf, size,
+        "SELECT l.listing_id, o.epoch, l.vbucket, l.version, l.rules_version, l.default_price,"
+        " l.currency, l.min_nights, l.max_nights, TO_DAYS(n.night) - 719528, n.status,"
+        " n.reservation_id, n.price, n.version"
+        " FROM listings l LEFT JOIN vbucket_owner o ON o.vbucket = l.vbucket"
+        " LEFT JOIN nights n ON n.listing_id = l.listing_id"
+        "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
+        " WHERE l.listing_id IN (");
+    for (size_t i = 0; i < n && off < size; i++)
+        off += (size_t)snprintf(buf + off, size - off, "%s?", i ? "," : "");
+    if (off < size)
+        snprintf(buf + off, size - off, ") ORDER BY l.listing_id");
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = **(const uint64_t *const *)a, y = **(const uint64_t *const *)b;
+    return (x > y) - (x < y);
+}
+
+cal_status
+store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int32_t to,
+                struct calendar_read *reads, size_t *not_owned, char *err, size_t errlen)
+{
+    size_t sqlsize = 512 + n * 2;
+    char *sql = cal_malloc(sqlsize);
+    struct db_val *p = cal_malloc((n + 2) * sizeof(*p));
+    const uint64_t **order = cal_malloc(n * sizeof(*order));
+    struct db_stmt *st;
+    struct db_val c[14];
+    cal_status rc;
+    int r;
+    *not_owned = 0;
+    sql_read_many(sql, sqlsize, n);
+    p[0] = DB_INT_V(from + E);
+    p[1] = DB_INT_V(to + E);
+    for (size_t i = 0; i < n; i++) {
+        p[i + 2] = DB_INT_V(ids[i]);
+        order[i] = &ids[i];
+        reads[i].found = false;
+        reads[i].nrows = 0;
+    }
+    /* Rows come ordered by listing_id: find each listing's slot by bsearch. */
+    qsort(order, n, sizeof(*order), cmp_u64);
+    if ((rc = db_query(db, sql, p, n + 2, &st, err, errlen)) != CAL_OK)
+        goto out;
+    uint64_t current = 0;
+    bool owned = false;
+    struct calendar_read *read = NULL;
+    while ((r = db_fetch(st, c, 14, err, errlen)) > 0) {
+        uint64_t id = (uint64_t)c[0].i;
+        if (id != current || read == NULL) {
+            current = id;
+            uint64_t key = id;
+            const uint64_t *kp = &key;
+            const uint64_t **hit = bsearch(&kp, order, n, sizeof(*order), cmp_u64);
+            read = hit ? &reads[*hit - ids] : NULL;
+            owned = c[1].type != DB_NULL;
+            if (read == NULL)
+                continue;
+            if (!owned) {
+                (*not_owned)++;
+                read = NULL;
+                continue;
+            }
+            listing_from_row(&read->listing, c + 3, id, (uint32_t)c[2].i);
+            read->found = true;
+        }
+        if (read != NULL && c[9].type != DB_NULL)
+            night_from_row(calendar_read_add(read), c + 9);
+    }
+    rc = r < 0 ? CAL_ERR : CAL_OK;
+out:
+    free(sql);
+    free(p);
+    free(order);
     return rc;
 }
 

@@ -11,12 +11,17 @@
 #include "calendard/request.h"
 #include "common/db.h"
 
-/* Rows of one calendar read: the listing and its night rows in a range. */
+/* Rows of one calendar read: the listing and its night rows in a range.
+ * rows grows as needed; free with calendar_read_clear(). */
 struct calendar_read {
     struct listing listing;
-    size_t nrows;
-    struct night_row rows[BOOKING_MAX_NIGHTS];
+    bool found;
+    size_t nrows, cap;
+    struct night_row *rows;
 };
+
+void calendar_read_clear(struct calendar_read *read);
+struct night_row *calendar_read_add(struct calendar_read *read);
 
 /* Listing settings and versions. CAL_ENOTFOUND, CAL_EMOVED. */
 cal_status store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
@@ -59,6 +64,14 @@ cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                           const struct calendar_request *req, uint64_t if_match,
                           uint64_t *version, int32_t *booked, size_t *nbooked, char *err,
                           size_t errlen);
+
+/* Many listings of one shard and one range in one statement. reads[i]
+ * belongs to ids[i]: found false when the listing does not exist here;
+ * *not_owned counts listings whose vbucket this shard does not own (their
+ * reads stay not found). */
+cal_status store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int32_t to,
+                           struct calendar_read *reads, size_t *not_owned, char *err,
+                           size_t errlen);
 
 /* SELECT 1: readiness probe. */
 cal_status store_ping(struct db *db, char *err, size_t errlen);

@@ -1,0 +1,323 @@
+/* The availability read cache with lease-guarded fills. */
+#include "calendard/avail.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calendard/cacheval.h"
+#include "calendard/metrics.h"
+#include "common/cachekey.h"
+#include "common/date.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define POOL_MAX 256
+
+struct avail {
+    struct avail_conf conf;
+    bool enabled;
+    pthread_mutex_t lock; /* guards pool */
+    size_t npool;
+    struct cache *pool[POOL_MAX];
+};
+
+struct avail *
+avail_create(const struct avail_conf *conf, char *err, size_t errlen)
+{
+    struct avail *avail = cal_calloc(1, sizeof(*avail));
+    avail->conf = *conf;
+    avail->enabled = conf->cache.servers[0] != '\0';
+    pthread_mutex_init(&avail->lock, NULL);
+    if (avail->enabled) {
+        /* Validate the server list now, so a typo fails at start. */
+        struct cache *c = cache_create(&conf->cache, err, errlen);
+        if (c == NULL) {
+            avail_destroy(avail);
+            return NULL;
+        }
+        avail->pool[avail->npool++] = c;
+    }
+    return avail;
+}
+
+void
+avail_destroy(struct avail *avail)
+{
+    if (avail == NULL)
+        return;
+    for (size_t i = 0; i < avail->npool; i++)
+        cache_destroy(avail->pool[i]);
+    pthread_mutex_destroy(&avail->lock);
+    free(avail);
+}
+
+/* libmemcached handles are not thread-safe: each caller borrows one. */
+static struct cache *
+cache_borrow(struct avail *avail)
+{
+    char err[256];
+    struct cache *c = NULL;
+    pthread_mutex_lock(&avail->lock);
+    if (avail->npool > 0)
+        c = avail->pool[--avail->npool];
+    pthread_mutex_unlock(&avail->lock);
+    if (c == NULL)
+        c = cache_create(&avail->conf.cache, err, sizeof(err));
+    return c;
+}
+
+static void
+cache_return(struct avail *avail, struct cache *c)
+{
+    pthread_mutex_lock(&avail->lock);
+    if (avail->npool < POOL_MAX) {
+        avail->pool[avail->npool++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&avail->lock);
+    cache_destroy(c);
+}
+
+static int32_t
+month_first(int32_t day)
+{
+    int y;
+    unsigned m, d;
+    date_to_ymd(day, &y, &m, &d);
+    return date_from_ymd(y, m, 1);
+}
+
+static int32_t
+month_next(int32_t first)
+{
+    int y;
+    unsigned m, d;
+    date_to_ymd(first, &y, &m, &d);
+    return m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
+}
+
+/* First days of the months covering [from, to); returns how many. */
+static size_t
+months_of(int32_t from, int32_t to, int32_t *firsts)
+{
+    size_t n = 0;
+    for (int32_t f = month_first(from); f < to && n < AVAIL_MAX_MONTHS; f = month_next(f))
+        firsts[n++] = f;
+    return n;
+}
+
+void
+avail_span(int32_t from, int32_t to, int32_t *span_from, int32_t *span_to)
+{
+    int32_t firsts[AVAIL_MAX_MONTHS];
+    size_t n = months_of(from, to, firsts);
+    *span_from = firsts[0];
+    *span_to = month_next(firsts[n - 1]);
+}
+
+/* Keys of one item: [0] listing, [1..] months. Returns how many. */
+static size_t
+item_keys(uint64_t listing_id, const int32_t *firsts, size_t nmonths,
+          char keys[][CACHEKEY_MAX], size_t *lens)
+{
+    lens[0] = cachekey_listing(listing_id, keys[0]);
+    for (size_t m = 0; m < nmonths; m++)
+        lens[m + 1] = cachekey_month_of(listing_id, firsts[m], keys[m + 1]);
+    return nmonths + 1;
+}
+
+static bool
+decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts, size_t nk)
+{
+    struct calendar_read *read = &item->read;
+    if (!cacheval_decode_listing(ci[0].value, ci[0].len, &read->listing))
+        return false;
+    read->listing.listing_id = item->listing_id;
+    read->nrows = 0;
+    for (size_t k = 1; k < nk; k++) {
+        struct night_row tmp[31];
+        size_t n = 0;
+        if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31))
+            return false;
+        for (size_t i = 0; i < n; i++)
+            *calendar_read_add(read) = tmp[i];
+    }
+    read->found = true;
+    return true;
+}
+
+void
+avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to)
+{
+    int32_t firsts[AVAIL_MAX_MONTHS];
+    size_t nmonths = months_of(from, to, firsts), nk = nmonths + 1;
+    for (size_t i = 0; i < n; i++) {
+        items[i].hit = false;
+        items[i].owned = 0;
+        items[i].token = 0;
+    }
+    if (!avail->enabled || n == 0)
+        return;
+    struct cache *c = cache_borrow(avail);
+    if (c == NULL) {
+        metrics_cache(CACHE_ERROR, 1);
+        return;
+    }
+    char (*keys)[CACHEKEY_MAX] = cal_malloc(n * nk * CACHEKEY_MAX);
+    size_t *lens = cal_malloc(n * nk * sizeof(*lens));
+    struct cache_item *ci = cal_calloc(n * nk, sizeof(*ci));
+    char err[256], lease[32];
+    for (size_t i = 0; i < n; i++) {
+        item_keys(items[i].listing_id, firsts, nmonths, keys + i * nk, lens + i * nk);
+        for (size_t k = 0; k < nk; k++) {
+            ci[i * nk + k].key = keys[i * nk + k];
+            ci[i * nk + k].keylen = lens[i * nk + k];
+        }
+    }
+    if (cache_get_multi(c, ci, n * nk, err, sizeof(err)) != CAL_OK) {
+        metrics_cache(CACHE_ERROR, 1);
+        goto out; /* every item is a miss without leases: the shards answer */
+    }
+    unsigned hits = 0, misses = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct cache_item *row = ci + i * nk;
+        bool complete = true;
+        for (size_t k = 0; k < nk; k++)
+            complete = complete && row[k].found && !cacheval_is_lease(row[k].value, row[k].len);
+        if (complete && decode_hit(&items[i], row, firsts, nk)) {
+            items[i].hit = true;
+            hits += (unsigned)nk;
+            continue;
+        }
+        items[i].token = cal_rand64() | 1;
+        size_t llen = cacheval_lease(items[i].token, lease, sizeof(lease));
+        for (size_t k = 0; k < nk; k++) {
+            if (row[k].found && !cacheval_is_lease(row[k].value, row[k].len)) {
+                hits++;
+                continue; /* present and valid: nothing to fill */
+            }
+            misses++;
+            /* Someone else's lease: read the shard without filling. */
+            if (row[k].found)
+                continue;
+            cal_status st = cache_add(c, row[k].key, row[k].keylen, lease, llen,
+                                      avail->conf.lease_ttl_s, err, sizeof(err));
+            if (st == CAL_OK)
+                items[i].owned |= 1u << k;
+            else if (st != CAL_EDUP)
+                metrics_cache(CACHE_ERROR, 1);
+        }
+    }
+    metrics_cache(CACHE_HIT, hits);
+    metrics_cache(CACHE_MISS, misses);
+out:
+    cache_results_free(ci, n * nk);
+    free(ci);
+    free(keys);
+    free(lens);
+    cache_return(avail, c);
+}
+
+void
+avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to)
+{
+    int32_t firsts[AVAIL_MAX_MONTHS];
+    size_t nmonths = months_of(from, to, firsts), nk = nmonths + 1;
+    size_t nowned = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].owned != 0 && items[i].read.found)
+            nowned += (size_t)__builtin_popcount(items[i].owned);
+    if (!avail->enabled || nowned == 0)
+        return;
+    struct cache *c = cache_borrow(avail);
+    if (c == NULL)
+        return;
+    struct cache_item *ci = cal_calloc(nowned, sizeof(*ci));
+    char(*keys)[CACHEKEY_MAX] = cal_malloc(nowned * CACHEKEY_MAX);
+    size_t *owner = cal_malloc(nowned * sizeof(*owner)), *slot = cal_malloc(nowned * sizeof(*slot));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].owned == 0 || !items[i].read.found)
+            continue;
+        char ikeys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
+        size_t ilens[AVAIL_MAX_MONTHS + 1];
+        item_keys(items[i].listing_id, firsts, nmonths, ikeys, ilens);
+        for (size_t k = 0; k < nk; k++) {
+            if (!(items[i].owned & (1u << k)))
+                continue;
+            memcpy(keys[m], ikeys[k], CACHEKEY_MAX);
+            ci[m].key = keys[m];
+            ci[m].keylen = ilens[k];
+            owner[m] = i;
+            slot[m] = k;
+            m++;
+        }
+    }
+    char err[256], lease[32], val[CACHEVAL_MAX];
+    unsigned fills = 0, stale = 0;
+    if (cache_get_multi(c, ci, m, err, sizeof(err)) != CAL_OK) {
+        metrics_cache(CACHE_ERROR, 1);
+        goto out;
+    }
+    for (size_t j = 0; j < m; j++) {
+        struct avail_item *it = &items[owner[j]];
+        size_t llen = cacheval_lease(it->token, lease, sizeof(lease));
+        /* Gone (deleted by an invalidation) or replaced: our read may be stale. */
+        if (!ci[j].found || ci[j].len != llen || memcmp(ci[j].value, lease, llen) != 0) {
+            stale++;
+            continue;
+        }
+        size_t vlen = slot[j] == 0
+                          ? cacheval_encode_listing(&it->read.listing, val, sizeof(val))
+                          : cacheval_encode_month(it->read.listing.version, firsts[slot[j] - 1],
+                                                  it->read.rows, it->read.nrows, val, sizeof(val));
+        if (vlen == 0)
+            continue;
+        cal_status st = cache_cas(c, ci[j].key, ci[j].keylen, val, vlen, avail->conf.ttl_s,
+                                  ci[j].cas, err, sizeof(err));
+        if (st == CAL_OK)
+            fills++;
+        else if (st == CAL_ECONFLICT)
+            stale++;
+        else
+            metrics_cache(CACHE_ERROR, 1);
+    }
+    metrics_cache(CACHE_FILL, fills);
+    metrics_cache(CACHE_STALE_FILL, stale);
+out:
+    cache_results_free(ci, m);
+    free(ci);
+    free(keys);
+    free(owner);
+    free(slot);
+    cache_return(avail, c);
+}
+
+void
+avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t to)
+{
+    if (!avail->enabled)
+        return;
+    int32_t firsts[AVAIL_MAX_MONTHS];
+    size_t nmonths = from < to ? months_of(from, to, firsts) : 0;
+    char keys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
+    size_t lens[AVAIL_MAX_MONTHS + 1];
+    size_t nk = item_keys(listing_id, firsts, nmonths, keys, lens);
+    struct cache *c = cache_borrow(avail);
+    if (c == NULL)
+        return;
+    char err[256];
+    for (size_t k = 0; k < nk; k++) {
+        if (cache_delete(c, keys[k], lens[k], err, sizeof(err)) == CAL_OK) {
+            metrics_cache(CACHE_INVALIDATION, 1);
+        } else {
+            /* The CDC invalidator deletes it too; the TTL bounds the rest. */
+            metrics_cache(CACHE_ERROR, 1);
+            log_warn("cache invalidation failed", "listing=%llu error=\"%s\"",
+                     (unsigned long long)listing_id, err);
+        }
+    }
+    cache_return(avail, c);
+}

@@ -1,0 +1,55 @@
+/* The availability read cache: memcached first (one multi-get for every key
+ * of a request), fills guarded by leases so a reader that read the shard
+ * before an invalidation can never store its stale copy afterwards:
+ *   miss -> add(key, LEASE token) -> read the shard -> gets(key) -> cas only
+ *   if the key still holds our token. An invalidation is a plain delete, which
+ *   removes a value or a lease alike. (libmemcached 1.1: no meta protocol.) */
+#ifndef CAL_AVAIL_H
+#define CAL_AVAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "calendard/store.h"
+#include "common/cache.h"
+
+#define AVAIL_MAX_MONTHS 14 /* 366 nights touch at most 14 months */
+
+struct avail_conf {
+    struct cache_conf cache; /* servers empty: no cache, every read goes to the shards */
+    unsigned ttl_s;          /* lifetime of a cached value (a safety net; deletes do the work) */
+    unsigned lease_ttl_s;    /* lifetime of a lease whose owner died */
+};
+
+/* One listing of a lookup. */
+struct avail_item {
+    uint64_t listing_id;
+    bool hit;                  /* read filled from the cache */
+    struct calendar_read read; /* hit: from the cache; miss: the caller fills it */
+    uint64_t token;            /* our lease token */
+    uint32_t owned;            /* leases we hold: bit 0 listing key, bit 1+i month i */
+};
+
+struct avail;
+
+struct avail *avail_create(const struct avail_conf *conf, char *err, size_t errlen);
+void avail_destroy(struct avail *avail); /* avail_destroy(NULL) is a no-op */
+
+/* The whole months covering [from, to): what a miss must read to fill. */
+void avail_span(int32_t from, int32_t to, int32_t *span_from, int32_t *span_to);
+
+/* Looks every item up over [from, to); for misses takes the leases it can. */
+void avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t from,
+                  int32_t to);
+
+/* After the caller read the misses from the shards over avail_span(), stores
+ * the keys whose leases are still ours. Items whose read is not found only
+ * give their leases up to expiry. */
+void avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to);
+
+/* Deletes the listing key and the month keys of [from, to) (none when
+ * from == to): read-your-writes for this daemon; CDC covers other writers. */
+void avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t to);
+
+#endif

@@ -1,0 +1,176 @@
+/* The memcached adapter on libmemcached 1.1. */
+#include "common/cache.h"
+
+#include <libmemcached/memcached.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+struct cache {
+    memcached_st *mc;
+};
+
+struct cache *
+cache_create(const struct cache_conf *conf, char *err, size_t errlen)
+{
+    memcached_server_list_st servers = memcached_servers_parse(conf->servers);
+    if (servers == NULL || conf->servers[0] == '\0') {
+        snprintf(err, errlen, "cache servers '%s' are not host:port[,host:port]", conf->servers);
+        memcached_server_list_free(servers);
+        return NULL;
+    }
+    memcached_st *mc = memcached_create(NULL);
+    memcached_server_push(mc, servers);
+    memcached_server_list_free(servers);
+    uint64_t ms = conf->timeout_ms ? conf->timeout_ms : 50;
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms * 1000);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms * 1000);
+    /* A dead server is retried after 1 s; keys are never moved to another
+     * server (no auto-eject), so a flapping server cannot serve stale copies. */
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, 0);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT);
+    struct cache *cache = cal_calloc(1, sizeof(*cache));
+    cache->mc = mc;
+    return cache;
+}
+
+void
+cache_destroy(struct cache *cache)
+{
+    if (cache == NULL)
+        return;
+    memcached_free(cache->mc);
+    free(cache);
+}
+
+static cal_status
+fail(struct cache *cache, memcached_return_t rc, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "memcached: %s", memcached_strerror(cache->mc, rc));
+    return CAL_EUNAVAIL;
+}
+
+static int
+cmp_item_key(const void *a, const void *b)
+{
+    const struct cache_item *x = *(const struct cache_item *const *)a;
+    const struct cache_item *y = *(const struct cache_item *const *)b;
+    size_t n = x->keylen < y->keylen ? x->keylen : y->keylen;
+    int c = memcmp(x->key, y->key, n);
+    return c != 0 ? c : (x->keylen > y->keylen) - (x->keylen < y->keylen);
+}
+
+cal_status
+cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *err, size_t errlen)
+{
+    if (n == 0)
+        return CAL_OK;
+    const char **keys = cal_malloc(n * sizeof(*keys));
+    size_t *lens = cal_malloc(n * sizeof(*lens));
+    struct cache_item **sorted = cal_malloc(n * sizeof(*sorted));
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = items[i].key;
+        lens[i] = items[i].keylen;
+        items[i].found = false;
+        items[i].value = NULL;
+        sorted[i] = &items[i];
+    }
+    qsort(sorted, n, sizeof(*sorted), cmp_item_key);
+    cal_status st = CAL_OK;
+    memcached_return_t rc = memcached_mget(cache->mc, keys, lens, n);
+    if (rc != MEMCACHED_SUCCESS) {
+        st = fail(cache, rc, err, errlen);
+        goto out;
+    }
+    memcached_result_st *res;
+    while ((res = memcached_fetch_result(cache->mc, NULL, &rc)) != NULL) {
+        struct cache_item probe = {.key = memcached_result_key_value(res),
+                                   .keylen = memcached_result_key_length(res)};
+        struct cache_item *pp = &probe;
+        struct cache_item **hit = bsearch(&pp, sorted, n, sizeof(*sorted), cmp_item_key);
+        /* Duplicate keys in one batch share the first answer. */
+        for (; hit != NULL && hit < sorted + n && cmp_item_key(hit, &pp) == 0; hit++) {
+            struct cache_item *it = *hit;
+            if (it->found)
+                continue;
+            it->found = true;
+            it->len = memcached_result_length(res);
+            it->value = cal_strndup(memcached_result_value(res), it->len);
+            it->cas = memcached_result_cas(res);
+        }
+        memcached_result_free(res);
+    }
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
+        st = fail(cache, rc, err, errlen);
+out:
+    free(keys);
+    free(lens);
+    free(sorted);
+    return st;
+}
+
+void
+cache_results_free(struct cache_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].value);
+        items[i].value = NULL;
+    }
+}
+
+cal_status
+cache_add(struct cache *cache, const char *key, size_t keylen, const char *value, size_t len,
+          unsigned ttl_s, char *err, size_t errlen)
+{
+    memcached_return_t rc = memcached_add(cache->mc, key, keylen, value, len, (time_t)ttl_s, 0);
+    if (rc == MEMCACHED_SUCCESS)
+        return CAL_OK;
+    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS)
+        return CAL_EDUP;
+    return fail(cache, rc, err, errlen);
+}
+
+cal_status
+cache_cas(struct cache *cache, const char *key, size_t keylen, const char *value, size_t len,
+          unsigned ttl_s, uint64_t cas, char *err, size_t errlen)
+{
+    memcached_return_t rc =
+        memcached_cas(cache->mc, key, keylen, value, len, (time_t)ttl_s, 0, cas);
+    if (rc == MEMCACHED_SUCCESS)
+        return CAL_OK;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND || rc == MEMCACHED_NOTSTORED)
+        return CAL_ECONFLICT;
+    return fail(cache, rc, err, errlen);
+}
+
+cal_status
+cache_set(struct cache *cache, const char *key, size_t keylen, const char *value, size_t len,
+          unsigned ttl_s, char *err, size_t errlen)
+{
+    memcached_return_t rc = memcached_set(cache->mc, key, keylen, value, len, (time_t)ttl_s, 0);
+    return rc == MEMCACHED_SUCCESS ? CAL_OK : fail(cache, rc, err, errlen);
+}
+
+cal_status
+cache_delete(struct cache *cache, const char *key, size_t keylen, char *err, size_t errlen)
+{
+    memcached_return_t rc = memcached_delete(cache->mc, key, keylen, 0);
+    if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND)
+        return CAL_OK;
+    return fail(cache, rc, err, errlen);
+}
+
+cal_status
+cache_flush(struct cache *cache, char *err, size_t errlen)
+{
+    memcached_return_t rc = memcached_flush(cache->mc, 0);
+    return rc == MEMCACHED_SUCCESS ? CAL_OK : fail(cache, rc, err, errlen);
+}

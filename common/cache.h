@@ -1,0 +1,56 @@
+/* The memcached adapter (libmemcached 1.1): the only module that includes
+ * libmemcached. Tight timeouts, no auto-eject; every failure becomes a
+ * cal_status so callers fall back to the database. Not thread-safe: one
+ * struct cache per thread (cache_create is cheap) or a pool of them. */
+#ifndef CAL_CACHE_H
+#define CAL_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+struct cache_conf {
+    char servers[512];      /* "host:port[,host:port...]" */
+    unsigned timeout_ms;    /* connect, send and receive timeouts; 0 = 50 */
+};
+
+struct cache;
+
+/* NULL and err filled when servers cannot be parsed. Connects lazily. */
+struct cache *cache_create(const struct cache_conf *conf, char *err, size_t errlen);
+void cache_destroy(struct cache *cache); /* cache_destroy(NULL) is a no-op */
+
+/* One value of a multi-get: found is false on a miss. value is malloc'd
+ * (caller frees with cache_results_free). cas is the CAS id. */
+struct cache_item {
+    const char *key; /* the caller's key */
+    size_t keylen;
+    bool found;
+    char *value;
+    size_t len;
+    uint64_t cas;
+};
+
+/* Fetches every key in one round trip; items[i].key/keylen set by the caller. */
+cal_status cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *err,
+                           size_t errlen);
+void cache_results_free(struct cache_item *items, size_t n);
+
+/* add: CAL_OK when stored, CAL_EDUP when the key exists. */
+cal_status cache_add(struct cache *cache, const char *key, size_t keylen, const char *value,
+                     size_t len, unsigned ttl_s, char *err, size_t errlen);
+/* cas: CAL_OK when stored, CAL_ECONFLICT when the key changed or vanished. */
+cal_status cache_cas(struct cache *cache, const char *key, size_t keylen, const char *value,
+                     size_t len, unsigned ttl_s, uint64_t cas, char *err, size_t errlen);
+/* set: unconditional store (tests and tools). */
+cal_status cache_set(struct cache *cache, const char *key, size_t keylen, const char *value,
+                     size_t len, unsigned ttl_s, char *err, size_t errlen);
+/* delete: CAL_OK when deleted or absent (an invalidation either way). */
+cal_status cache_delete(struct cache *cache, const char *key, size_t keylen, char *err,
+                        size_t errlen);
+/* flush_all: empties every server (the invalidator after lost offsets). */
+cal_status cache_flush(struct cache *cache, char *err, size_t errlen);
+
+#endif

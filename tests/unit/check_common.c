@@ -1,0 +1,178 @@
+/* Unit tests of common/: dates, config tables, DSNs, routing hash, cache keys. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cachekey.h"
+#include "common/conf.h"
+#include "common/date.h"
+#include "common/db.h"
+#include "sharding/shardmap.h"
+#include "tests/lib/unit.h"
+
+START_TEST(dates_round_trip)
+{
+    char buf[11];
+    ck_assert_int_eq(date_from_ymd(1970, 1, 1), 0);
+    ck_assert_int_eq(date_from_ymd(2000, 3, 1), 11017);
+    for (int32_t d = 0; d < 200000; d += 13) {
+        int32_t back;
+        date_format(d, buf);
+        ck_assert(date_parse(buf, 10, &back));
+        ck_assert_int_eq(back, d);
+    }
+    int32_t d;
+    ck_assert(date_parse("2028-02-29", 10, &d));
+    ck_assert(!date_parse("2027-02-29", 10, &d));
+    ck_assert(!date_parse("2100-02-29", 10, &d));
+    ck_assert(date_parse("2000-02-29", 10, &d));
+    ck_assert(!date_parse("2030-04-31", 10, &d));
+    ck_assert(!date_parse("2030-04-3", 9, &d));
+    ck_assert(!date_parse("2030/04/03", 10, &d));
+    ck_assert(!date_parse("1969-12-31", 10, &d));
+    ck_assert(!date_parse("+030-04-03", 10, &d));
+}
+END_TEST
+
+struct sample_conf {
+    char name[8];
+    int port;
+    int64_t big;
+    bool on;
+};
+
+static const struct conf_item items[] = {
+    CONF_STR_ITEM("a", "name", struct sample_conf, name, "x", "a name"),
+    CONF_INT_ITEM("a", "port", struct sample_conf, port, 1, 65535, "80", "a port"),
+    CONF_INT_ITEM("b", "big", struct sample_conf, big, 0, 10000000000LL, "5", "a big number"),
+    CONF_BOOL_ITEM("b", "on", struct sample_conf, on, "false", "a switch"),
+};
+
+static cal_status
+load_text(const char *text, struct sample_conf *conf, char *err, size_t errlen)
+{
+    char path[] = "/tmp/check_conf_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    memset(conf, 0, sizeof(*conf));
+    conf_defaults(items, 4, conf);
+    cal_status st = conf_load(items, 4, conf, path, err, errlen);
+    unlink(path);
+    return st;
+}
+
+START_TEST(config_table)
+{
+    struct sample_conf c;
+    char err[256];
+    ck_assert_int_eq(load_text("[a]\nport = 8080\n[b]\nbig = 9000000000\non = yes\n", &c, err,
+                               sizeof(err)),
+                     CAL_OK);
+    ck_assert_str_eq(c.name, "x");
+    ck_assert_int_eq(c.port, 8080);
+    ck_assert_int_eq(c.big, 9000000000LL);
+    ck_assert(c.on);
+    ck_assert_int_eq(load_text("[a]\nport = 0\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, ":2: [a] port: 0 is outside 1..65535"));
+    ck_assert_int_eq(load_text("[a]\nport = 80x\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_int_eq(load_text("[a]\nnmae = y\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "unknown key 'nmae'"));
+    ck_assert_int_eq(load_text("[z]\nname = y\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "unknown section [z]"));
+    ck_assert_int_eq(load_text("[a]\nname = toolongvalue\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_int_eq(load_text("[b]\non = maybe\n", &c, err, sizeof(err)), CAL_EINVAL);
+}
+END_TEST
+
+START_TEST(dsn_parsing)
+{
+    struct db_conf c;
+    char err[128];
+    memset(&c, 0, sizeof(c));
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://app:s3cret@127.0.0.1:3307/calendar_shard0",
+                                       err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_str_eq(c.user, "app");
+    ck_assert_str_eq(c.password, "s3cret");
+    ck_assert_str_eq(c.host, "127.0.0.1");
+    ck_assert_uint_eq(c.port, 3307);
+    ck_assert_str_eq(c.database, "calendar_shard0");
+    memset(&c, 0, sizeof(c));
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://app@db.example/x", err, sizeof(err)), CAL_OK);
+    ck_assert_uint_eq(c.port, 3306);
+    ck_assert_str_eq(c.password, "");
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "postgres://a@b/c", err, sizeof(err)), CAL_EINVAL);
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://a@b:99999/c", err, sizeof(err)), CAL_EINVAL);
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://a@:1/c", err, sizeof(err)), CAL_EINVAL);
+}
+END_TEST
+
+START_TEST(password_file_mode)
+{
+    struct db_conf c;
+    char err[256];
+    char path[] = "/tmp/check_pw_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "hunter2\n", 8), 8);
+    close(fd);
+    memset(&c, 0, sizeof(c));
+    snprintf(c.password_file, sizeof(c.password_file), "%s", path);
+    chmod(path, 0600);
+    ck_assert_int_eq(db_conf_read_password(&c, err, sizeof(err)), CAL_OK);
+    ck_assert_str_eq(c.password, "hunter2");
+    chmod(path, 0644);
+    ck_assert_int_eq(db_conf_read_password(&c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "chmod 600"));
+    unlink(path);
+}
+END_TEST
+
+START_TEST(routing_hash_is_stable)
+{
+    /* Published values: changing the hash would strand every listing. */
+    ck_assert_uint_eq(shardmap_fmix64(0), 0);
+    ck_assert_uint_eq(shardmap_fmix64(1), 0x48a926f357cfb187ULL);
+    ck_assert_uint_eq(shardmap_vbucket(42, 4096), 740);
+    ck_assert_uint_eq(shardmap_vbucket(42, 4096), (uint32_t)(shardmap_fmix64(42) % 4096));
+    /* Spread: 4096 vbuckets over 100k sequential ids, none empty or hot. */
+    static unsigned counts[4096];
+    memset(counts, 0, sizeof(counts));
+    for (uint64_t id = 1; id <= 409600; id++)
+        counts[shardmap_vbucket(id, 4096)]++;
+    for (int v = 0; v < 4096; v++) {
+        ck_assert_uint_gt(counts[v], 50);
+        ck_assert_uint_lt(counts[v], 170);
+    }
+}
+END_TEST
+
+START_TEST(cache_keys)
+{
+    char buf[CACHEKEY_MAX];
+    ck_assert_uint_eq(cachekey_listing(42, buf), strlen("cal:v1:L:42"));
+    ck_assert_str_eq(buf, "cal:v1:L:42");
+    cachekey_month(42, 2031, 2, buf);
+    ck_assert_str_eq(buf, "cal:v1:M:42:203102");
+    cachekey_month_of(9223372036854775807ULL, date_from_ymd(2031, 12, 31), buf);
+    ck_assert_str_eq(buf, "cal:v1:M:9223372036854775807:203112");
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("common");
+    UNIT_CASE(s, dates_round_trip);
+    UNIT_CASE(s, config_table);
+    UNIT_CASE(s, dsn_parsing);
+    UNIT_CASE(s, password_file_mode);
+    UNIT_CASE(s, routing_hash_is_stable);
+    UNIT_CASE(s, cache_keys);
+    return unit_run(s);
+}

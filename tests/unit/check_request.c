@@ -1,0 +1,180 @@
+/* Unit tests of calendard/request.c: every refusal has its stable code. */
+#include <string.h>
+
+#include "calendard/request.h"
+#include "common/date.h"
+#include "tests/lib/unit.h"
+
+#define BODY(s) s, strlen(s)
+
+START_TEST(listing_ok)
+{
+    struct listing_settings set;
+    struct api_error e = {0};
+    ck_assert(request_parse_listing(
+        BODY("{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}"),
+        &set, &e));
+    ck_assert_int_eq(set.default_price, 10000);
+    ck_assert_str_eq(set.currency, "USD");
+    ck_assert_int_eq(set.min_nights, 1);
+    ck_assert_int_eq(set.max_nights, 30);
+}
+END_TEST
+
+static void
+expect_listing_error(const char *body, const char *code)
+{
+    struct listing_settings set;
+    struct api_error e = {0};
+    ck_assert_msg(!request_parse_listing(body, strlen(body), &set, &e), "accepted %s", body);
+    ck_assert_int_eq(e.http, 400);
+    ck_assert_str_eq(e.code, code);
+}
+
+START_TEST(listing_refusals)
+{
+    expect_listing_error("", "invalid_json");
+    expect_listing_error("[1]", "invalid_json");
+    expect_listing_error("{\"default_price\":1", "invalid_json");
+    expect_listing_error("{\"default_price\":1,\"default_price\":2}", "invalid_json");
+    expect_listing_error("{\"currency\":\"\xff\xfe\"}", "invalid_json");
+    expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1}",
+                         "missing_field");
+    expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,"
+                         "\"max_nights\":3,\"colour\":1}",
+                         "unknown_field");
+    expect_listing_error("{\"default_price\":\"1\",\"currency\":\"USD\",\"min_nights\":1,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+    expect_listing_error("{\"default_price\":1.5,\"currency\":\"USD\",\"min_nights\":1,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+    expect_listing_error("{\"default_price\":-1,\"currency\":\"USD\",\"min_nights\":1,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+    expect_listing_error("{\"default_price\":1,\"currency\":\"usd\",\"min_nights\":1,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+    expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":4,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+    expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":0,"
+                         "\"max_nights\":3}",
+                         "invalid_field");
+}
+END_TEST
+
+START_TEST(booking_dates)
+{
+    struct booking_request r;
+    struct api_error e = {0};
+    ck_assert(request_parse_booking(
+        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":7}"), &r,
+        &e));
+    ck_assert_int_eq(r.check_out - r.check_in, 2);
+    ck_assert_uint_eq(r.guest_id, 7);
+    const char *bad[] = {
+        "{\"check_in\":\"2030-02-30\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
+        "{\"check_in\":\"2030-2-28\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
+        "{\"check_in\":20300228,\"check_out\":\"2030-03-02\",\"guest_id\":7}",
+        "{\"check_in\":\"2030-13-01\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert(!request_parse_booking(bad[i], strlen(bad[i]), &r, &e));
+        ck_assert_str_eq(e.code, "invalid_date");
+    }
+    ck_assert(!request_parse_booking(
+        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":0}"), &r,
+        &e));
+    ck_assert_str_eq(e.code, "invalid_field");
+    ck_assert(!request_parse_booking(BODY("{\"check_in\":\"2030-02-28\",\"guest_id\":1}"), &r, &e));
+    ck_assert_str_eq(e.code, "missing_field");
+}
+END_TEST
+
+START_TEST(calendar_actions)
+{
+    struct calendar_request c;
+    struct api_error e = {0};
+    int32_t today = date_from_ymd(2030, 1, 1);
+    ck_assert(request_parse_calendar(
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"set_price\","
+             "\"price\":900}"),
+        today, &c, &e));
+    ck_assert_int_eq(c.action, CALENDAR_SET_PRICE);
+    ck_assert_int_eq(c.price, 900);
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"set_price\"}"), today,
+        &c, &e));
+    ck_assert_str_eq(e.code, "missing_field");
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"block\",\"price\":1}"),
+        today, &c, &e));
+    ck_assert_str_eq(e.code, "invalid_field");
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"paint\"}"), today, &c,
+        &e));
+    ck_assert_str_eq(e.code, "invalid_field");
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-02-03\",\"to\":\"2030-02-03\",\"action\":\"block\"}"), today, &c,
+        &e));
+    ck_assert_str_eq(e.code, "invalid_range");
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2029-12-31\",\"to\":\"2030-01-03\",\"action\":\"block\"}"), today, &c,
+        &e));
+    ck_assert_str_eq(e.code, "past_date");
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-01-01\",\"to\":\"2031-06-01\",\"action\":\"block\"}"), today, &c,
+        &e));
+    ck_assert_str_eq(e.code, "invalid_range");
+}
+END_TEST
+
+START_TEST(ids_and_headers)
+{
+    uint64_t id, v;
+    ck_assert(request_parse_id("42", 2, &id));
+    ck_assert_uint_eq(id, 42);
+    ck_assert(request_parse_id("9223372036854775807", 19, &id));
+    ck_assert(!request_parse_id("9223372036854775808", 19, &id));
+    ck_assert(!request_parse_id("0", 1, &id));
+    ck_assert(!request_parse_id("-1", 2, &id));
+    ck_assert(!request_parse_id("4 2", 3, &id));
+    ck_assert(!request_parse_id("", 0, &id));
+    ck_assert(request_parse_if_match("\"17\"", &v));
+    ck_assert_uint_eq(v, 17);
+    ck_assert(request_parse_if_match("17", &v));
+    ck_assert(!request_parse_if_match("W/\"17\"", &v));
+    ck_assert(!request_parse_if_match("\"\"", &v));
+}
+END_TEST
+
+START_TEST(ranges)
+{
+    int32_t f, t;
+    struct api_error e = {0};
+    ck_assert(request_parse_range("2030-01-01", "2030-01-31", &f, &t, &e));
+    ck_assert_int_eq(t - f, 30);
+    ck_assert(!request_parse_range(NULL, "2030-01-31", &f, &t, &e));
+    ck_assert_str_eq(e.code, "invalid_query");
+    ck_assert(!request_parse_range("2030-01-01", "tomorrow", &f, &t, &e));
+    ck_assert_str_eq(e.code, "invalid_query");
+    ck_assert(!request_parse_range("2030-01-02", "2030-01-01", &f, &t, &e));
+    ck_assert_str_eq(e.code, "invalid_range");
+    ck_assert(!request_parse_range("2030-01-01", "2031-01-03", &f, &t, &e));
+    ck_assert_str_eq(e.code, "invalid_range");
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("request");
+    UNIT_CASE(s, listing_ok);
+    UNIT_CASE(s, listing_refusals);
+    UNIT_CASE(s, booking_dates);
+    UNIT_CASE(s, calendar_actions);
+    UNIT_CASE(s, ids_and_headers);
+    UNIT_CASE(s, ranges);
+    return unit_run(s);
+}
