@@ -424,6 +424,8 @@ password_file = $SECRETS_DIR/app.password
 [shards]
 user = cal_app
 password_file = $SECRETS_DIR/app.password
+[cache]
+servers = 127.0.0.1:$MC_PORT
 [log]
 level = info
 EOF
