@@ -1,0 +1,339 @@
+/* Integration tests of the availability cache against the stack's real
+ * memcached and calendard: lease-guarded fills, invalidation after writes,
+ * fallback when memcached is unreachable. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calendard/avail.h"
+#include "calendard/cacheval.h"
+#include "common/cache.h"
+#include "common/cachekey.h"
+#include "common/date.h"
+#include "tests/lib/http.h"
+#include "tests/lib/testenv.h"
+#include "tests/lib/unit.h"
+
+static struct testenv env;
+
+static void
+load_env(void)
+{
+    char err[256];
+    ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(env.memcached_servers[0] != '\0', "stack.env has no MEMCACHED_SERVERS");
+}
+
+static struct avail *
+make_avail(const char *servers)
+{
+    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2};
+    char err[256];
+    snprintf(conf.cache.servers, sizeof(conf.cache.servers), "%s", servers);
+    conf.cache.timeout_ms = 50;
+    struct avail *avail = avail_create(&conf, err, sizeof(err));
+    ck_assert_msg(avail != NULL, "%s", err);
+    return avail;
+}
+
+static struct cache *
+make_cache(void)
+{
+    struct cache_conf conf = {.timeout_ms = 200};
+    char err[256];
+    snprintf(conf.servers, sizeof(conf.servers), "%s", env.memcached_servers);
+    struct cache *c = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    return c;
+}
+
+/* A shard read as the database would give it: one booked night. */
+static void
+fake_db_read(struct avail_item *item, int32_t booked_night, uint64_t version)
+{
+    struct calendar_read *r = &item->read;
+    r->found = true;
+    r->listing.listing_id = item->listing_id;
+    r->listing.version = version;
+    r->listing.rules_version = 1;
+    r->listing.default_price = 100;
+    memcpy(r->listing.currency, "EUR", 4);
+    r->listing.min_nights = 1;
+    r->listing.max_nights = 10;
+    struct night_row *row = calendar_read_add(r);
+    memset(row, 0, sizeof(*row));
+    row->night = booked_night;
+    row->status = NIGHT_BOOKED;
+    row->version = 1;
+}
+
+static bool
+key_present(struct cache *c, const char *key)
+{
+    struct cache_item it = {.key = key, .keylen = strlen(key)};
+    char err[256];
+    ck_assert_msg(cache_get_multi(c, &it, 1, err, sizeof(err)) == CAL_OK, "%s", err);
+    bool found = it.found && !cacheval_is_lease(it.value, it.len);
+    cache_results_free(&it, 1);
+    return found;
+}
+
+START_TEST(fill_then_hit)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    int32_t from = date_today() + 40, to = from + 5;
+    struct avail_item item = {.listing_id = testenv_random48()};
+    avail_lookup(avail, &item, 1, from, to);
+    ck_assert(!item.hit);
+    ck_assert_uint_ne(item.owned, 0);
+    fake_db_read(&item, from + 1, 7);
+    avail_fill(avail, &item, 1, from, to);
+    calendar_read_clear(&item.read);
+
+    struct avail_item again = {.listing_id = item.listing_id};
+    avail_lookup(avail, &again, 1, from, to);
+    ck_assert(again.hit);
+    ck_assert_uint_eq(again.read.listing.version, 7);
+    ck_assert_str_eq(again.read.listing.currency, "EUR");
+    ck_assert_uint_eq(again.read.nrows, 1);
+    ck_assert_int_eq(again.read.rows[0].night, from + 1);
+    ck_assert_int_eq(again.read.rows[0].status, NIGHT_BOOKED);
+    calendar_read_clear(&again.read);
+    avail_destroy(avail);
+}
+END_TEST
+
+/* The interleaving the lease exists for: a reader takes its leases and reads
+ * the shard, a write commits and its invalidation deletes the keys, then the
+ * reader tries to fill with what it read before. Nothing may be stored. */
+START_TEST(stale_fill_after_invalidation_is_dropped)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    struct cache *c = make_cache();
+    int32_t from = date_today() + 40, to = from + 3;
+    uint64_t id = testenv_random48();
+    struct avail_item item = {.listing_id = id};
+    avail_lookup(avail, &item, 1, from, to);
+    ck_assert(!item.hit);
+    fake_db_read(&item, from, 3); /* read before the write */
+    avail_invalidate(avail, id, from, to); /* the write's delete lands first */
+    avail_fill(avail, &item, 1, from, to);
+    calendar_read_clear(&item.read);
+    char key[CACHEKEY_MAX];
+    cachekey_listing(id, key);
+    ck_assert_msg(!key_present(c, key), "stale listing value stored after invalidation");
+    cachekey_month_of(id, from, key);
+    ck_assert_msg(!key_present(c, key), "stale month value stored after invalidation");
+    cache_destroy(c);
+    avail_destroy(avail);
+}
+END_TEST
+
+/* A second reader that finds the first reader's lease reads the shard but
+ * must not fill: only the lease owner stores. */
+START_TEST(only_the_lease_owner_fills)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    int32_t from = date_today() + 40, to = from + 3;
+    uint64_t id = testenv_random48();
+    struct avail_item first = {.listing_id = id}, second = {.listing_id = id};
+    avail_lookup(avail, &first, 1, from, to);
+    avail_lookup(avail, &second, 1, from, to);
+    ck_assert_uint_ne(first.owned, 0);
+    ck_assert_uint_eq(second.owned, 0);
+    fake_db_read(&second, from, 9);
+    avail_fill(avail, &second, 1, from, to);
+    fake_db_read(&first, from + 1, 8);
+    avail_fill(avail, &first, 1, from, to);
+    struct avail_item check = {.listing_id = id};
+    avail_lookup(avail, &check, 1, from, to);
+    ck_assert(check.hit);
+    ck_assert_uint_eq(check.read.listing.version, 8);
+    calendar_read_clear(&first.read);
+    calendar_read_clear(&second.read);
+    calendar_read_clear(&check.read);
+    avail_destroy(avail);
+}
+END_TEST
+
+START_TEST(unreachable_cache_is_a_miss)
+{
+    load_env();
+    /* Port 9 (discard) on loopback: nothing listens there. */
+    struct avail *avail = make_avail("127.0.0.1:9");
+    int32_t from = date_today() + 40;
+    struct avail_item item = {.listing_id = 1};
+    avail_lookup(avail, &item, 1, from, from + 2);
+    ck_assert(!item.hit);
+    ck_assert_uint_eq(item.owned, 0);
+    fake_db_read(&item, from, 1);
+    avail_fill(avail, &item, 1, from, from + 2); /* must not crash or block */
+    avail_invalidate(avail, 1, from, from + 2);
+    calendar_read_clear(&item.read);
+    avail_destroy(avail);
+}
+END_TEST
+
+static long
+request(struct http_client *h, const char *method, const char *url, const char *key,
+        const char *body, struct http_response *resp)
+{
+    char err[256], hdr[300];
+    const char *headers[2] = {NULL, NULL};
+    if (key != NULL) {
+        snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", key);
+        headers[0] = hdr;
+    }
+    http_response_init(resp);
+    ck_assert_msg(http_request(h, method, url, headers, body, body ? strlen(body) : 0, 10000,
+                               resp, err, sizeof(err)) == CAL_OK,
+                  "%s %s: %s", method, url, err);
+    return resp->status;
+}
+
+/* Through calendard: a cached availability answer changes after a booking
+ * and after a host block, with the version growing. */
+START_TEST(writes_invalidate_cached_availability)
+{
+    load_env();
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    uint64_t id = testenv_random48();
+    char url[512], body[256], d1[11], d2[11], d3[11];
+    testenv_format_date(testenv_today() + 60, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 62, d2, sizeof(d2));
+    testenv_format_date(testenv_today() + 64, d3, sizeof(d3));
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
+    ck_assert_int_eq(request(h, "PUT", url,
+                             NULL,
+                             "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
+                             "\"max_nights\":9}",
+                             &r),
+                     201);
+    http_response_deinit(&r);
+    char avail_url[600];
+    snprintf(avail_url, sizeof(avail_url), "%s/availability?from=%s&to=%s", url, d1, d3);
+    for (int i = 0; i < 2; i++) { /* miss + fill, then hit */
+        ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
+        ck_assert_ptr_null(strstr(r.body, "booked"));
+        ck_assert_str_eq(r.etag, "\"1\"");
+        http_response_deinit(&r);
+    }
+    char res_url[600];
+    snprintf(res_url, sizeof(res_url), "%s/reservations", url);
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":5}", d1,
+             d2);
+    ck_assert_int_eq(request(h, "POST", res_url, "cache-1", body, &r), 201);
+    http_response_deinit(&r);
+    ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
+    ck_assert_str_eq(r.etag, "\"2\"");
+    json_t *doc = http_response_json(&r);
+    json_t *nights = json_object_get(doc, "nights");
+    ck_assert_uint_eq(json_array_size(nights), 4);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nights, 0), "status")),
+                     "booked");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nights, 2), "status")),
+                     "available");
+    json_decref(doc);
+    http_response_deinit(&r);
+    char cal_url[600];
+    snprintf(cal_url, sizeof(cal_url), "%s/calendar", url);
+    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d2, d3);
+    ck_assert_int_eq(request(h, "POST", cal_url, NULL, body, &r), 200);
+    http_response_deinit(&r);
+    ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
+    ck_assert_str_eq(r.etag, "\"3\"");
+    doc = http_response_json(&r);
+    nights = json_object_get(doc, "nights");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nights, 3), "status")),
+                     "blocked");
+    json_decref(doc);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+}
+END_TEST
+
+/* The batch search answers from one multi-get plus one query per shard and
+ * agrees with single reads: availability, price and not-found listings. */
+START_TEST(search_matches_single_reads)
+{
+    load_env();
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    uint64_t base = testenv_random48();
+    char url[512], body[1024], d1[11], d2[11];
+    testenv_format_date(testenv_today() + 80, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 83, d2, sizeof(d2));
+    for (uint64_t i = 0; i < 6; i++) {
+        snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url,
+                 (unsigned long long)(base + i));
+        snprintf(body, sizeof(body),
+                 "{\"default_price\":%llu,\"currency\":\"USD\",\"min_nights\":%d,"
+                 "\"max_nights\":9}",
+                 (unsigned long long)(100 + i), i == 5 ? 4 : 1);
+        ck_assert_int_eq(request(h, "PUT", url, NULL, body, &r), 201);
+        http_response_deinit(&r);
+    }
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu/reservations", env.calendard_url,
+             (unsigned long long)(base + 2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":5}", d1,
+             d2);
+    ck_assert_int_eq(request(h, "POST", url, "search-1", body, &r), 201);
+    http_response_deinit(&r);
+    snprintf(url, sizeof(url), "%s/v1/availability/search", env.calendard_url);
+    snprintf(body, sizeof(body),
+             "{\"listing_ids\":[%llu,%llu,%llu,%llu,%llu,%llu,%llu],\"check_in\":\"%s\","
+             "\"check_out\":\"%s\"}",
+             (unsigned long long)base, (unsigned long long)base + 1, (unsigned long long)base + 2,
+             (unsigned long long)base + 3, (unsigned long long)base + 4,
+             (unsigned long long)base + 5, (unsigned long long)base + 1000, d1, d2);
+    for (int round = 0; round < 2; round++) { /* cold, then warm */
+        ck_assert_int_eq(request(h, "POST", url, NULL, body, &r), 200);
+        json_t *doc = http_response_json(&r);
+        json_t *res = json_object_get(doc, "results");
+        ck_assert_uint_eq(json_array_size(res), 7);
+        for (size_t i = 0; i < 7; i++) {
+            json_t *it = json_array_get(res, i);
+            ck_assert_uint_eq(json_integer_value(json_object_get(it, "listing_id")),
+                              i < 6 ? base + i : base + 1000);
+            if (i == 6) {
+                ck_assert_str_eq(json_string_value(json_object_get(it, "error")),
+                                 "listing_not_found");
+                continue;
+            }
+            bool want = i != 2 && i != 5;
+            ck_assert_msg(json_is_true(json_object_get(it, "available")) == want,
+                          "round %d listing %zu", round, i);
+            ck_assert_int_eq(json_integer_value(json_object_get(it, "total_price")),
+                             3 * (100 + (long long)i));
+        }
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(res, 2), "reason")),
+                         "nights_unavailable");
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(res, 5), "reason")),
+                         "stay_too_short");
+        json_decref(doc);
+        http_response_deinit(&r);
+    }
+    ck_assert_int_eq(request(h, "POST", url, NULL, "{\"listing_ids\":[],\"check_in\":\"x\"}", &r),
+                     400);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+}
+END_TEST
+
+int
+main(void)
+{
+    http_global_init();
+    Suite *s = suite_create("cache");
+    UNIT_CASE(s, fill_then_hit);
+    UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
+    UNIT_CASE(s, only_the_lease_owner_fills);
+    UNIT_CASE(s, unreachable_cache_is_a_miss);
+    UNIT_CASE(s, writes_invalidate_cached_availability);
+    UNIT_CASE(s, search_matches_single_reads);
+    return unit_run(s);
+}
