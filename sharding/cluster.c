@@ -1,0 +1,82 @@
+/* An operator's view of the cluster: catalog, map, shard connections. */
+#include "sharding/cluster.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+
+cal_status
+cluster_open(struct cluster *c, const struct db_conf *catalog_conf, const struct db_conf *shard_conf,
+             char *err, size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    c->catalog_conf = *catalog_conf;
+    c->shard_conf = *shard_conf;
+    c->catalog = db_connect(catalog_conf, err, errlen);
+    if (c->catalog == NULL)
+        return CAL_EUNAVAIL;
+    return cluster_reload(c, err, errlen);
+}
+
+void
+cluster_close(struct cluster *c)
+{
+    for (size_t i = 0; i < CAL_ARRAY_LEN(c->shard_db); i++)
+        db_close(c->shard_db[i]);
+    db_close(c->catalog);
+    shardmap_destroy(c->map);
+    memset(c, 0, sizeof(*c));
+}
+
+cal_status
+cluster_reload(struct cluster *c, char *err, size_t errlen)
+{
+    struct shardmap *map;
+    cal_status rc = shardmap_load(c->catalog, &map, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (c->map != NULL && map->nshards != c->map->nshards) {
+        /* Shard indexes may have shifted: reconnect lazily. */
+        for (size_t i = 0; i < CAL_ARRAY_LEN(c->shard_db); i++) {
+            db_close(c->shard_db[i]);
+            c->shard_db[i] = NULL;
+        }
+    }
+    shardmap_destroy(c->map);
+    c->map = map;
+    return CAL_OK;
+}
+
+struct db *
+cluster_shard(struct cluster *c, uint32_t shard_id, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < c->map->nshards && i < CAL_ARRAY_LEN(c->shard_db); i++) {
+        const struct shard_info *s = &c->map->shards[i];
+        if (s->shard_id != shard_id)
+            continue;
+        if (c->shard_db[i] != NULL && db_broken(c->shard_db[i])) {
+            db_close(c->shard_db[i]);
+            c->shard_db[i] = NULL;
+        }
+        if (c->shard_db[i] == NULL) {
+            struct db_conf conf = c->shard_conf;
+            cal_strlcpy(conf.host, s->host, sizeof(conf.host));
+            conf.port = s->port;
+            cal_strlcpy(conf.database, s->db_name, sizeof(conf.database));
+            c->shard_db[i] = db_connect(&conf, err, errlen);
+        }
+        return c->shard_db[i];
+    }
+    snprintf(err, errlen, "no shard %u in the catalog", shard_id);
+    return NULL;
+}
+
+void
+cluster_drain(struct db_stmt *st)
+{
+    struct db_val v[1];
+    char e[64];
+    while (db_fetch(st, v, 1, e, sizeof(e)) > 0)
+        ;
+}

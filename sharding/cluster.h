@@ -1,0 +1,35 @@
+/* An operator's view of the cluster: a catalog connection, the shard map,
+ * and lazily opened admin connections to every shard. For tools, not the
+ * daemon (which has its own pools). */
+#ifndef CAL_CLUSTER_H
+#define CAL_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/db.h"
+#include "sharding/shardmap.h"
+
+struct cluster {
+    struct db_conf catalog_conf;
+    struct db_conf shard_conf; /* credentials; address from the catalog */
+    struct db *catalog;
+    struct shardmap *map;
+    struct db *shard_db[256]; /* by index into map->shards */
+};
+
+/* Connects to the catalog and loads the map. Caller frees with cluster_close(). */
+cal_status cluster_open(struct cluster *c, const struct db_conf *catalog_conf,
+                        const struct db_conf *shard_conf, char *err, size_t errlen);
+void cluster_close(struct cluster *c);
+
+/* Reloads the map (after a move changed it). */
+cal_status cluster_reload(struct cluster *c, char *err, size_t errlen);
+
+/* Admin connection to a shard by id; NULL and err when unknown or down. */
+struct db *cluster_shard(struct cluster *c, uint32_t shard_id, char *err, size_t errlen);
+
+/* Drains the rest of a result set. */
+void cluster_drain(struct db_stmt *st);
+
+#endif

@@ -1,0 +1,563 @@
+/* Online move of one vbucket between shards; see move.h for the phases. */
+#include "sharding/move.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define LISTING_CHUNK 200    /* listings read per statement */
+#define INSERT_CHUNK 400     /* rows written per statement */
+#define CATCHUP_PASSES 8     /* delta passes before a cutover at most */
+#define CUTOVER_DELTA_MAX 64 /* listings the locked cutover may still copy */
+#define CUTOVER_TRIES 5
+
+struct table_spec {
+    const char *name;
+    const char *cols;
+    size_t ncols;
+};
+
+/* Copy order matters only for readers of the target, which have none until
+ * the cutover; listings is read first (see copy_listings). */
+static const struct table_spec TABLES[] = {
+    {"listings",
+     "listing_id, vbucket, version, rules_version, default_price, currency, min_nights,"
+     " max_nights, updated_at",
+     9},
+    {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7},
+    {"reservations",
+     "reservation_id, listing_id, vbucket, check_in, check_out, guest_id, status, total_price,"
+     " currency, idempotency_key, request_hash, version, created_at, updated_at",
+     14},
+};
+#define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
+
+struct move_rec {
+    uint64_t move_id;
+    uint32_t vbucket, source, target;
+    uint64_t old_epoch;
+    char phase[17];
+    uint64_t rows_copied;
+    double freeze_ms;
+    uint64_t start_us;
+    uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
+};
+
+/* Rows of one table held between a read on the source and a write on the target. */
+struct rows {
+    size_t n, cap, ncols;
+    struct db_val *v;
+};
+
+static void
+rows_clear(struct rows *r)
+{
+    for (size_t i = 0; i < r->n * r->ncols; i++)
+        if (r->v[i].type == DB_STR)
+            free((char *)r->v[i].s);
+    r->n = 0;
+}
+
+static void
+rows_free(struct rows *r)
+{
+    rows_clear(r);
+    free(r->v);
+    memset(r, 0, sizeof(*r));
+}
+
+static void
+report(const struct move_opts *o, const struct move_rec *m)
+{
+    if (o->progress == NULL)
+        return;
+    struct move_progress p = {.move_id = m->move_id, .vbucket = m->vbucket, .source = m->source,
+                              .target = m->target, .phase = m->phase,
+                              .rows_copied = m->rows_copied,
+                              .elapsed_s = (double)(cal_mono_us() - m->start_us) / 1e6,
+                              .freeze_ms = m->freeze_ms};
+    o->progress(&p);
+}
+
+static void
+crash_point(const struct move_opts *o, const char *phase)
+{
+    if (o->crash_after != NULL && strcmp(o->crash_after, phase) == 0) {
+        log_warn("crashing on purpose", "after=%s", phase);
+        raise(SIGKILL);
+    }
+}
+
+static const char SQL_JOURNAL_PHASE[] =
+    "UPDATE moves SET phase = ?, rows_copied = ?, freeze_ms = ? WHERE move_id = ?";
+
+static cal_status
+journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, size_t errlen)
+{
+    cal_strlcpy(m->phase, phase, sizeof(m->phase));
+    struct db_val p[4] = {DB_CSTR_V(phase), DB_INT_V(m->rows_copied),
+                          m->freeze_ms >= 0 ? DB_INT_V((int64_t)m->freeze_ms) : DB_NULL_V,
+                          DB_INT_V(m->move_id)};
+    return db_query(c->catalog, SQL_JOURNAL_PHASE, p, 4, NULL, err, errlen);
+}
+
+/* listing_id and version of every listing of the vbucket, by listing_id. */
+struct versions {
+    size_t n, cap;
+    uint64_t *id, *version;
+};
+
+static const char SQL_VERSIONS[] =
+    "SELECT listing_id, version FROM listings WHERE vbucket = ? ORDER BY listing_id";
+
+static cal_status
+read_versions(struct db *db, uint32_t vbucket, struct versions *v, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[2];
+    v->n = 0;
+    cal_status rc = db_query(db, SQL_VERSIONS, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r;
+    while ((r = db_fetch(st, c, 2, err, errlen)) > 0) {
+        if (v->n == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 1024;
+            v->id = cal_realloc(v->id, v->cap * sizeof(*v->id));
+            v->version = cal_realloc(v->version, v->cap * sizeof(*v->version));
+        }
+        v->id[v->n] = (uint64_t)c[0].i;
+        v->version[v->n++] = (uint64_t)c[1].i;
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* Listings whose source version the target does not have (new or changed). */
+static size_t
+changed_listings(const struct versions *src, const struct versions *dst, uint64_t **out)
+{
+    size_t n = 0, j = 0;
+    *out = cal_malloc((src->n + 1) * sizeof(**out));
+    for (size_t i = 0; i < src->n; i++) {
+        while (j < dst->n && dst->id[j] < src->id[i])
+            j++;
+        if (j == dst->n || dst->id[j] != src->id[i] || dst->version[j] != src->version[i])
+            (*out)[n++] = src->id[i];
+    }
+    return n;
+}
+
+static cal_status
+read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t n,
+          struct rows *out, char *err, size_t errlen)
+{
+    char sql[512 + LISTING_CHUNK * 2];
+    size_t off = (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE listing_id IN (",
+                                  t->cols, t->name);
+    struct db_val p[LISTING_CHUNK], c[16];
+    for (size_t i = 0; i < n; i++) {
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off, "%s?", i ? "," : "");
+        p[i] = DB_INT_V(ids[i]);
+    }
+    snprintf(sql + off, sizeof(sql) - off, ")");
+    struct db_stmt *st;
+    cal_status rc = db_query(db, sql, p, n, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    out->ncols = t->ncols;
+    int r;
+    while ((r = db_fetch(st, c, t->ncols, err, errlen)) > 0) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? out->cap * 2 : 256;
+            out->v = cal_realloc(out->v, out->cap * t->ncols * sizeof(*out->v));
+        }
+        struct db_val *row = out->v + out->n++ * t->ncols;
+        for (size_t k = 0; k < t->ncols; k++) {
+            row[k] = c[k];
+            if (c[k].type == DB_STR)
+                row[k].s = cal_strndup(c[k].s, c[k].len);
+        }
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* Upserts rows into the target, INSERT_CHUNK rows per statement. */
+static cal_status
+write_rows(struct db *db, const struct table_spec *t, const struct rows *rows, char *err,
+           size_t errlen)
+{
+    size_t cols = t->ncols;
+    char *sql = cal_malloc(1024 + INSERT_CHUNK * (cols * 2 + 4));
+    cal_status rc = CAL_OK;
+    for (size_t start = 0; start < rows->n && rc == CAL_OK; start += INSERT_CHUNK) {
+        size_t n = rows->n - start < INSERT_CHUNK ? rows->n - start : INSERT_CHUNK;
+        size_t off = (size_t)sprintf(sql, "INSERT INTO %s (%s) VALUES ", t->name, t->cols);
+        for (size_t i = 0; i < n; i++) {
+            sql[off++] = i ? ',' : ' ';
+            sql[off++] = '(';
+            for (size_t k = 0; k < cols; k++) {
+                if (k)
+                    sql[off++] = ',';
+                sql[off++] = '?';
+            }
+            sql[off++] = ')';
+        }
+        off += (size_t)sprintf(sql + off, " ON DUPLICATE KEY UPDATE ");
+        /* Every column takes the source's value. */
+        const char *p = t->cols;
+        bool first = true;
+        while (*p) {
+            while (*p == ' ' || *p == ',')
+                p++;
+            const char *e = p;
+            while (*e && *e != ',')
+                e++;
+            off += (size_t)sprintf(sql + off, "%s%.*s = VALUES(%.*s)", first ? "" : ", ",
+                                   (int)(e - p), p, (int)(e - p), p);
+            first = false;
+            p = e;
+        }
+        rc = db_query(db, sql, rows->v + start * cols, n * cols, NULL, err, errlen);
+    }
+    free(sql);
+    return rc;
+}
+
+/* Copies the listed listings with all their rows. Listings rows are read
+ * first: their version then never claims more than the nights and
+ * reservations copied after it, so a change made meanwhile shows up as a
+ * version difference in the next pass. */
+static cal_status
+copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uint64_t *copied,
+              char *err, size_t errlen)
+{
+    struct rows rows[NTABLES];
+    cal_status rc = CAL_OK;
+    memset(rows, 0, sizeof(rows));
+    for (size_t start = 0; start < n && rc == CAL_OK; start += LISTING_CHUNK) {
+        size_t k = n - start < LISTING_CHUNK ? n - start : LISTING_CHUNK;
+        for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++)
+            rc = read_rows(src, &TABLES[t], ids + start, k, &rows[t], err, errlen);
+        for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++) {
+            rc = write_rows(dst, &TABLES[t], &rows[t], err, errlen);
+            *copied += rows[t].n;
+        }
+        for (size_t t = 0; t < NTABLES; t++)
+            rows_clear(&rows[t]);
+    }
+    for (size_t t = 0; t < NTABLES; t++)
+        rows_free(&rows[t]);
+    return rc;
+}
+
+/* One catch-up pass: copies what changed; *nchanged says how much. */
+static cal_status
+catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, size_t *nchanged,
+         size_t limit, char *err, size_t errlen)
+{
+    struct versions sv = {0}, dv = {0};
+    uint64_t *ids = NULL;
+    cal_status rc = read_versions(src, vbucket, &sv, err, errlen);
+    if (rc == CAL_OK)
+        rc = read_versions(dst, vbucket, &dv, err, errlen);
+    if (rc == CAL_OK) {
+        *nchanged = changed_listings(&sv, &dv, &ids);
+        if (*nchanged <= limit)
+            rc = copy_listings(src, dst, ids, *nchanged, copied, err, errlen);
+    }
+    free(ids);
+    free(sv.id);
+    free(sv.version);
+    free(dv.id);
+    free(dv.version);
+    return rc;
+}
+
+static const char SQL_OWNS[] = "SELECT epoch FROM vbucket_owner WHERE vbucket = ?";
+static const char SQL_OWNS_LOCK[] = "SELECT epoch FROM vbucket_owner WHERE vbucket = ? FOR UPDATE";
+static const char SQL_DISOWN[] = "DELETE FROM vbucket_owner WHERE vbucket = ?";
+static const char SQL_OWN[] = "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)"
+                              " ON DUPLICATE KEY UPDATE epoch = VALUES(epoch)";
+static const char SQL_CATALOG_FLIP[] =
+    "UPDATE vbuckets SET shard_id = ?, epoch = ?, state = 'active' WHERE vbucket = ?";
+static const char SQL_VB_STATE[] = "UPDATE vbuckets SET state = ? WHERE vbucket = ?";
+
+static cal_status
+owns(struct db *db, const char *sql, uint32_t vbucket, bool *owned, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
+    cal_status rc = db_query(db, sql, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 1, err, errlen);
+    cluster_drain(st);
+    *owned = r > 0;
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+static cal_status
+delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
+{
+    static const char *const sql[] = {
+        "DELETE FROM nights WHERE vbucket = ? LIMIT 2000",
+        "DELETE FROM reservations WHERE vbucket = ? LIMIT 2000",
+        "DELETE FROM listings WHERE vbucket = ? LIMIT 2000",
+    };
+    struct db_val p[1] = {DB_INT_V(vbucket)};
+    for (size_t t = 0; t < 3; t++) {
+        for (;;) {
+            struct db_stmt *st;
+            cal_status rc = db_query(db, sql[t], p, 1, &st, err, errlen);
+            if (rc != CAL_OK)
+                return rc;
+            if (db_affected_rows(st) == 0)
+                break;
+        }
+    }
+    return CAL_OK;
+}
+
+static cal_status
+phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
+           const struct move_opts *o, char *err, size_t errlen)
+{
+    bool owned;
+    cal_status rc = owns(dst, SQL_OWNS, m->vbucket, &owned, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (owned) {
+        snprintf(err, errlen, "target shard %u already owns vbucket %u", m->target, m->vbucket);
+        return CAL_EINVAL;
+    }
+    /* Leftovers of an earlier, abandoned copy would never be overwritten. */
+    if ((rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
+        return rc;
+    struct db_val p[2] = {DB_CSTR_V("moving"), DB_INT_V(m->vbucket)};
+    if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK)
+        return rc;
+    size_t nchanged = SIZE_MAX;
+    for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
+        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, err, errlen);
+        if (rc != CAL_OK)
+            return rc;
+        report(o, m);
+    }
+    return journal(c, m, "cutover", err, errlen);
+}
+
+/* The fenced cutover on the source; see move.h. */
+static cal_status
+phase_cutover(struct move_rec *m, struct db *src, struct db *dst,
+              const struct move_opts *o, char *err, size_t errlen)
+{
+    bool owned;
+    cal_status rc = owns(src, SQL_OWNS, m->vbucket, &owned, err, errlen);
+    if (rc != CAL_OK || !owned)
+        return rc; /* done before a crash: the source let go already */
+    for (int attempt = 0; attempt < CUTOVER_TRIES; attempt++) {
+        size_t nchanged = 0;
+        if ((rc = db_begin(src, err, errlen)) != CAL_OK)
+            return rc;
+        /* Waits for in-flight writes (they hold the row in share mode) and
+         * holds every new write of the vbucket until COMMIT. */
+        if ((rc = owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, err, errlen)) != CAL_OK)
+            goto fail;
+        uint64_t frozen_at = cal_mono_us();
+        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, err,
+                      errlen);
+        if (rc != CAL_OK)
+            goto fail;
+        if (nchanged > CUTOVER_DELTA_MAX ||
+            (o->max_freeze_ms > 0 && cal_mono_us() - frozen_at > o->max_freeze_ms * 1000ULL)) {
+            /* Too much changed while we waited: release, catch up, try again. */
+            db_rollback(src);
+            log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
+            rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, err, errlen);
+            if (rc != CAL_OK)
+                return rc;
+            continue;
+        }
+        struct db_val p[1] = {DB_INT_V(m->vbucket)};
+        if ((rc = db_query(src, SQL_DISOWN, p, 1, NULL, err, errlen)) != CAL_OK)
+            goto fail;
+        if ((rc = db_commit(src, err, errlen)) != CAL_OK)
+            return rc;
+        m->frozen_at_us = frozen_at;
+        crash_point(o, "cutover");
+        return CAL_OK;
+    fail:
+        db_rollback(src);
+        return rc;
+    }
+    snprintf(err, errlen, "vbucket %u kept changing: no cutover after %d tries", m->vbucket,
+             CUTOVER_TRIES);
+    return CAL_EAGAIN;
+}
+
+static cal_status
+phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
+                         const struct move_opts *o, char *err, size_t errlen)
+{
+    uint64_t epoch = m->old_epoch + 1;
+    struct db_val p[3] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
+    cal_status rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    crash_point(o, "target");
+    /* The catalog flip and the journal in one transaction. */
+    if ((rc = db_begin(c->catalog, err, errlen)) != CAL_OK)
+        return rc;
+    p[0] = DB_INT_V(m->target);
+    p[1] = DB_INT_V(epoch);
+    p[2] = DB_INT_V(m->vbucket);
+    if ((rc = db_query(c->catalog, SQL_CATALOG_FLIP, p, 3, NULL, err, errlen)) != CAL_OK)
+        goto fail;
+    /* The write pause ends here: the catalog names an owner again. After a
+     * crash it lasted until this resume and is not measured. */
+    m->freeze_ms = m->frozen_at_us ? (double)(cal_mono_us() - m->frozen_at_us) / 1000.0 : -1;
+    if ((rc = journal(c, m, "cleanup", err, errlen)) != CAL_OK)
+        goto fail;
+    rc = db_commit(c->catalog, err, errlen);
+    crash_point(o, "catalog");
+    return rc;
+fail:
+    db_rollback(c->catalog);
+    return rc;
+}
+
+static cal_status
+run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err,
+         size_t errlen)
+{
+    struct db *src = cluster_shard(c, m->source, err, errlen);
+    struct db *dst = src ? cluster_shard(c, m->target, err, errlen) : NULL;
+    cal_status rc = CAL_OK;
+    if (src == NULL || dst == NULL)
+        return CAL_EUNAVAIL;
+    if (strcmp(m->phase, "copy") == 0) {
+        report(o, m);
+        if ((rc = phase_copy(c, m, src, dst, o, err, errlen)) != CAL_OK)
+            return rc;
+        crash_point(o, "copy");
+    }
+    if (strcmp(m->phase, "cutover") == 0) {
+        report(o, m);
+        if ((rc = phase_cutover(m, src, dst, o, err, errlen)) != CAL_OK)
+            return rc;
+        if ((rc = phase_target_and_catalog(c, m, dst, o, err, errlen)) != CAL_OK)
+            return rc;
+    }
+    if (strcmp(m->phase, "cleanup") == 0) {
+        report(o, m);
+        if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
+        if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)
+            return rc;
+        crash_point(o, "cleanup");
+        report(o, m);
+    }
+    return cluster_reload(c, err, errlen);
+}
+
+static const char SQL_OPEN_MOVES[] =
+    "SELECT move_id, vbucket, source_shard, target_shard, old_epoch, phase, rows_copied"
+    " FROM moves WHERE phase <> 'done' ORDER BY move_id";
+static const char SQL_OPEN_MOVE_OF[] =
+    "SELECT move_id FROM moves WHERE phase <> 'done' AND vbucket = ?";
+static const char SQL_NEW_MOVE[] =
+    "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
+    " VALUES (?, ?, ?, ?, 'copy')";
+
+cal_status
+move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct move_opts *o,
+             struct move_progress *out, char *err, size_t errlen)
+{
+    cal_status rc = cluster_reload(c, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (vbucket >= c->map->num_vbuckets || shardmap_shard(c->map, target) == NULL) {
+        snprintf(err, errlen, "no vbucket %u or no shard %u", vbucket, target);
+        return CAL_EINVAL;
+    }
+    struct move_rec m = {.vbucket = vbucket, .source = c->map->owner[vbucket], .target = target,
+                         .old_epoch = c->map->epoch[vbucket], .freeze_ms = -1,
+                         .start_us = cal_mono_us()};
+    if (m.source == target) {
+        snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);
+        return CAL_EINVAL;
+    }
+    struct db_stmt *st;
+    struct db_val p[4] = {DB_INT_V(vbucket), DB_INT_V(m.source), DB_INT_V(target),
+                          DB_INT_V(m.old_epoch)},
+                  col[1];
+    if ((rc = db_query(c->catalog, SQL_OPEN_MOVE_OF, p, 1, &st, err, errlen)) != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 1, err, errlen);
+    cluster_drain(st);
+    if (r != 0) {
+        snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", vbucket);
+        return r < 0 ? CAL_ERR : CAL_EINVAL;
+    }
+    if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 4, &st, err, errlen)) != CAL_OK)
+        return rc;
+    m.move_id = db_insert_id(st);
+    cal_strlcpy(m.phase, "copy", sizeof(m.phase));
+    rc = run_move(c, &m, o, err, errlen);
+    if (out != NULL) {
+        out->move_id = m.move_id;
+        out->vbucket = vbucket;
+        out->source = m.source;
+        out->target = target;
+        out->phase = rc == CAL_OK ? "done" : "failed";
+        out->rows_copied = m.rows_copied;
+        out->elapsed_s = (double)(cal_mono_us() - m.start_us) / 1e6;
+        out->freeze_ms = m.freeze_ms;
+    }
+    return rc;
+}
+
+cal_status
+move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, char *err,
+            size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val col[7];
+    struct move_rec *recs = NULL;
+    size_t n = 0, cap = 0;
+    *resumed = 0;
+    cal_status rc = db_query(c->catalog, SQL_OPEN_MOVES, NULL, 0, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r;
+    while ((r = db_fetch(st, col, 7, err, errlen)) > 0) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            recs = cal_realloc(recs, cap * sizeof(*recs));
+        }
+        struct move_rec *m = &recs[n++];
+        memset(m, 0, sizeof(*m));
+        m->move_id = (uint64_t)col[0].i;
+        m->vbucket = (uint32_t)col[1].i;
+        m->source = (uint32_t)col[2].i;
+        m->target = (uint32_t)col[3].i;
+        m->old_epoch = (uint64_t)col[4].i;
+        cal_strlcpy(m->phase, col[5].type == DB_STR ? col[5].s : "", sizeof(m->phase));
+        m->rows_copied = (uint64_t)col[6].i;
+        m->freeze_ms = -1;
+        m->start_us = cal_mono_us();
+    }
+    for (size_t i = 0; r >= 0 && i < n && rc == CAL_OK; i++) {
+        log_info("resuming move", "move=%llu vbucket=%u phase=%s",
+                 (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
+        rc = run_move(c, &recs[i], o, err, errlen);
+        if (rc == CAL_OK)
+            (*resumed)++;
+    }
+    free(recs);
+    return r < 0 ? CAL_ERR : rc;
+}

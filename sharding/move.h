@@ -1,0 +1,48 @@
+/* Online move of one vbucket between shards (DESIGN.md, "Rebalancing"):
+ *   copy     copy the vbucket's rows to the target while writes go on, then
+ *            catch up by listing version (every calendar change bumps it)
+ *   cutover  on the source, take the fence row FOR UPDATE (in-flight writes
+ *            finish, new ones wait), copy the last delta, delete the fence
+ *            row, COMMIT: from here no shard owns the vbucket
+ *   target   give the fence row to the target at epoch + 1
+ *   catalog  point the catalog at the target (same epoch), journal it
+ *   cleanup  delete the vbucket's rows from the source
+ * Each phase is journaled in the catalog's moves table first, and every
+ * phase is safe to run again, so a crash anywhere is finished by resume and
+ * two shards never own a vbucket at once. */
+#ifndef CAL_MOVE_H
+#define CAL_MOVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sharding/cluster.h"
+
+struct move_progress {
+    uint64_t move_id;
+    uint32_t vbucket;
+    uint32_t source;
+    uint32_t target;
+    const char *phase;
+    uint64_t rows_copied;
+    double elapsed_s;
+    double freeze_ms; /* write pause of the vbucket; < 0 until cutover */
+};
+
+struct move_opts {
+    unsigned max_freeze_ms; /* a cutover whose last delta would take longer catches up first */
+    const char *crash_after; /* tests: SIGKILL ourselves after this phase is durable */
+    void (*progress)(const struct move_progress *p);
+};
+
+/* Moves vbucket to shard target. CAL_EINVAL when it is there already or a
+ * move of it is unfinished (run move_resume). out gets the final figures. */
+cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
+                        const struct move_opts *opts, struct move_progress *out, char *err,
+                        size_t errlen);
+
+/* Finishes every unfinished move of the journal; *resumed counts them. */
+cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned *resumed,
+                       char *err, size_t errlen);
+
+#endif

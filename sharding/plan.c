@@ -1,0 +1,113 @@
+/* Planning vbucket moves. */
+#include "sharding/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+void
+plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
+             const uint64_t *listings, uint32_t num_vbuckets, struct plan_move **moves,
+             size_t *nmoves)
+{
+    uint32_t *where = cal_malloc(num_vbuckets * sizeof(*where));
+    int64_t *load = cal_calloc(nshards, sizeof(*load));
+    size_t nactive = 0, n = 0, cap = 0;
+    int64_t total = 0;
+    memcpy(where, owner, num_vbuckets * sizeof(*where));
+    *moves = NULL;
+    for (size_t s = 0; s < nshards; s++)
+        nactive += !shards[s].draining;
+    for (uint32_t v = 0; v < num_vbuckets; v++) {
+        for (size_t s = 0; s < nshards; s++) {
+            if (shards[s].shard_id == where[v]) {
+                load[s] += 1 + (int64_t)listings[v];
+                total += 1 + (int64_t)listings[v];
+            }
+        }
+    }
+    for (size_t iter = 0; nactive > 0 && iter < num_vbuckets; iter++) {
+        /* Excess over the fair share: a draining shard's share is 0. */
+        size_t donor = SIZE_MAX, recv = SIZE_MAX;
+        int64_t fair = total / (int64_t)nactive, best_excess = 0, low = INT64_MAX;
+        for (size_t s = 0; s < nshards; s++) {
+            int64_t excess = load[s] - (shards[s].draining ? 0 : fair);
+            if (excess > best_excess && (shards[s].draining || load[s] > 0)) {
+                best_excess = excess;
+                donor = s;
+            }
+            if (!shards[s].draining && load[s] < low) {
+                low = load[s];
+                recv = s;
+            }
+        }
+        if (donor == SIZE_MAX || recv == SIZE_MAX || donor == recv)
+            break;
+        int64_t gap = shards[donor].draining ? load[donor] : (load[donor] - load[recv]) / 2;
+        uint32_t pick = UINT32_MAX;
+        int64_t pick_w = 0;
+        for (uint32_t v = 0; v < num_vbuckets; v++) {
+            if (where[v] != shards[donor].shard_id)
+                continue;
+            int64_t w = 1 + (int64_t)listings[v];
+            /* Largest vbucket that does not overshoot; any one when draining. */
+            if ((w <= gap || shards[donor].draining) && w > pick_w) {
+                pick = v;
+                pick_w = w;
+            }
+        }
+        if (pick == UINT32_MAX)
+            break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            *moves = cal_realloc(*moves, cap * sizeof(**moves));
+        }
+        (*moves)[n++] = (struct plan_move){pick, shards[donor].shard_id, shards[recv].shard_id,
+                                           listings[pick]};
+        where[pick] = shards[recv].shard_id;
+        load[donor] -= pick_w;
+        load[recv] += pick_w;
+    }
+    *nmoves = n;
+    free(where);
+    free(load);
+}
+
+static const char SQL_LOADS[] =
+    "SELECT l.vbucket, COUNT(*) FROM listings l JOIN vbucket_owner o ON o.vbucket = l.vbucket"
+    " GROUP BY l.vbucket";
+
+cal_status
+plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err, size_t errlen)
+{
+    const struct shardmap *map = c->map;
+    uint64_t *listings = cal_calloc(map->num_vbuckets, sizeof(*listings));
+    struct plan_shard *shards = cal_calloc(map->nshards, sizeof(*shards));
+    cal_status rc = CAL_OK;
+    for (size_t s = 0; s < map->nshards && rc == CAL_OK; s++) {
+        shards[s].shard_id = map->shards[s].shard_id;
+        shards[s].draining = strcmp(map->shards[s].state, "draining") == 0;
+        struct db *db = cluster_shard(c, shards[s].shard_id, err, errlen);
+        struct db_stmt *st;
+        struct db_val col[2];
+        if (db == NULL) {
+            rc = CAL_EUNAVAIL;
+            break;
+        }
+        if ((rc = db_query(db, SQL_LOADS, NULL, 0, &st, err, errlen)) != CAL_OK)
+            break;
+        int r;
+        while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
+            if (col[0].i >= 0 && col[0].i < map->num_vbuckets)
+                listings[col[0].i] = (uint64_t)col[1].i;
+        if (r < 0)
+            rc = CAL_ERR;
+    }
+    if (rc == CAL_OK)
+        plan_compute(shards, map->nshards, map->owner, listings, map->num_vbuckets, moves, nmoves);
+    free(listings);
+    free(shards);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/* Planning vbucket moves: even out listings across active shards, and empty
+ * draining ones. Pure over the loads; plan_load reads them from the shards. */
+#ifndef CAL_PLAN_H
+#define CAL_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sharding/cluster.h"
+
+struct plan_move {
+    uint32_t vbucket;
+    uint32_t source;
+    uint32_t target;
+    uint64_t weight; /* listings moved */
+};
+
+/* Per-shard input of the planner. */
+struct plan_shard {
+    uint32_t shard_id;
+    bool draining;
+};
+
+/* Greedy: repeatedly moves from the most loaded shard (a draining shard's
+ * fair share is zero) to the least loaded active shard the vbucket that best
+ * halves their difference; weight of a vbucket = 1 + its listings, so empty
+ * vbuckets spread too. Caller frees *moves. */
+void plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
+                  const uint64_t *listings, uint32_t num_vbuckets, struct plan_move **moves,
+                  size_t *nmoves);
+
+/* Reads the loads from the cluster and plans. Caller frees *moves. */
+cal_status plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err,
+                     size_t errlen);
+
+#endif

@@ -1,0 +1,447 @@
+/* calendar-rebalance: the operator's tool that moves vbuckets between shards
+ * online (status, add-shard, drain-shard, plan, move, rebalance, verify,
+ * resume). The move protocol itself is in move.c. */
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/conf.h"
+#include "common/dbconf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "sharding/catalog.h"
+#include "sharding/cluster.h"
+#include "sharding/migrate.h"
+#include "sharding/move.h"
+#include "sharding/plan.h"
+#include "sharding/verify.h"
+
+struct tool_conf {
+    struct db_conf catalog;
+    struct db_conf shard;
+};
+
+static const struct conf_item items[] = {
+    DBCONF_ADDRESS_ITEMS("catalog", struct tool_conf, catalog),
+    DBCONF_SESSION_ITEMS("catalog", struct tool_conf, catalog),
+    DBCONF_SESSION_ITEMS("shards", struct tool_conf, shard),
+};
+
+struct opts {
+    const char *config;
+    char schema[PATH_MAX];
+    int64_t vbucket;
+    int64_t to;
+    const char *shard;
+    int parallel;
+    unsigned max_freeze_ms;
+    bool dry_run;
+    const char *crash_after;
+};
+
+static struct tool_conf conf;
+static struct opts opt = {.vbucket = -1, .to = -1, .parallel = 1, .max_freeze_ms = 100};
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: calendar-rebalance --config FILE COMMAND [OPTIONS]\n"
+            "\n"
+            "Moves vbuckets between MariaDB shards while calendard keeps serving.\n"
+            "\n"
+            "Commands:\n"
+            "  status                         shards, vbuckets, listings and rows per shard,\n"
+            "                                 unfinished moves\n"
+            "  add-shard --shard HOST:PORT/DB register a new, empty shard (schema applied)\n"
+            "  drain-shard --shard ID         mark a shard to be emptied by the next rebalance\n"
+            "  plan                           print the moves that would even the listings\n"
+            "                                 across active shards and empty draining ones\n"
+            "  move --vbucket N --to ID       move one vbucket now\n"
+            "  rebalance [--dry-run]          plan, then execute the moves\n"
+            "  verify [--vbucket N]           check the fence and compare every row of a vbucket\n"
+            "                                 on its owner with any other shard holding it\n"
+            "  resume                         finish moves interrupted by a crash\n"
+            "\n"
+            "Options:\n"
+            "  --config FILE        INI with [catalog] and [shards] of an admin user\n"
+            "  --parallel N         moves at once for rebalance (default 1)\n"
+            "  --max-freeze-ms N    a cutover whose final delta would pause writes longer than\n"
+            "                       this catches up first and tries again (default 100)\n"
+            "  --schema-dir DIR     schema folder for add-shard (default: beside bin/)\n"
+            "  --crash-after PHASE  testing only: SIGKILL the tool once PHASE (copy, cutover,\n"
+            "                       target, catalog, cleanup) is durable\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"
+            "differences.\n");
+}
+
+static void
+progress(const struct move_progress *p)
+{
+    pthread_mutex_lock(&out_lock);
+    printf("vbucket %u: shard %u -> %u phase=%s rows_copied=%llu elapsed=%.2fs", p->vbucket,
+           p->source, p->target, p->phase, (unsigned long long)p->rows_copied, p->elapsed_s);
+    if (p->freeze_ms >= 0)
+        printf(" write_pause_ms=%.1f", p->freeze_ms);
+    printf("\n");
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+}
+
+static int
+open_cluster(struct cluster *c)
+{
+    char err[512];
+    if (cluster_open(c, &conf.catalog, &conf.shard, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static const char SQL_COUNTS[] =
+    "SELECT (SELECT COUNT(*) FROM vbucket_owner), (SELECT COUNT(*) FROM listings),"
+    " (SELECT COUNT(*) FROM nights), (SELECT COUNT(*) FROM reservations)";
+static const char SQL_MOVES_OPEN[] =
+    "SELECT move_id, vbucket, source_shard, target_shard, phase, rows_copied FROM moves"
+    " WHERE phase <> 'done' ORDER BY move_id";
+
+static int
+cmd_status(struct cluster *c)
+{
+    char err[512];
+    printf("%-6s %-9s %-28s %9s %9s %9s %13s\n", "shard", "state", "address", "vbuckets",
+           "owned", "listings", "nights+resv");
+    for (size_t s = 0; s < c->map->nshards; s++) {
+        const struct shard_info *si = &c->map->shards[s];
+        unsigned mapped = 0;
+        for (uint32_t v = 0; v < c->map->num_vbuckets; v++)
+            mapped += c->map->owner[v] == si->shard_id;
+        char addr[340];
+        snprintf(addr, sizeof(addr), "%s:%u/%s", si->host, si->port, si->db_name);
+        struct db *db = cluster_shard(c, si->shard_id, err, sizeof(err));
+        struct db_stmt *st;
+        struct db_val col[4];
+        if (db == NULL || db_query(db, SQL_COUNTS, NULL, 0, &st, err, sizeof(err)) != CAL_OK ||
+            db_fetch(st, col, 4, err, sizeof(err)) <= 0) {
+            printf("%-6u %-9s %-28s %9u  unreachable: %s\n", si->shard_id, si->state, addr,
+                   mapped, err);
+            continue;
+        }
+        cluster_drain(st);
+        printf("%-6u %-9s %-28s %9u %9lld %9lld %13lld\n", si->shard_id, si->state, addr, mapped,
+               (long long)col[0].i, (long long)col[1].i, (long long)(col[2].i + col[3].i));
+    }
+    struct db_stmt *st;
+    struct db_val col[6];
+    int open = 0;
+    if (db_query(c->catalog, SQL_MOVES_OPEN, NULL, 0, &st, err, sizeof(err)) == CAL_OK) {
+        while (db_fetch(st, col, 6, err, sizeof(err)) > 0) {
+            printf("move %lld: vbucket %lld shard %lld -> %lld phase=%s rows_copied=%lld\n",
+                   (long long)col[0].i, (long long)col[1].i, (long long)col[2].i,
+                   (long long)col[3].i, col[4].s ? col[4].s : "?", (long long)col[5].i);
+            open++;
+        }
+    }
+    printf("%d unfinished move%s%s\n", open, open == 1 ? "" : "s",
+           open ? " (run: calendar-rebalance resume)" : "");
+    return 0;
+}
+
+static int
+cmd_add_shard(struct cluster *c)
+{
+    char err[512], dir[PATH_MAX + 16], dsn[600];
+    struct db_conf sc = conf.shard;
+    if (opt.shard == NULL) {
+        fprintf(stderr, "calendar-rebalance: add-shard needs --shard HOST:PORT/DB\n");
+        return 2;
+    }
+    snprintf(dsn, sizeof(dsn), "mysql://%s", opt.shard);
+    if (db_conf_parse_dsn(&sc, dsn, err, sizeof(err)) != CAL_OK || sc.database[0] == '\0') {
+        fprintf(stderr, "calendar-rebalance: --shard %s: want HOST:PORT/DB\n", opt.shard);
+        return 2;
+    }
+    struct db *db = db_connect(&sc, err, sizeof(err));
+    int applied = 0;
+    snprintf(dir, sizeof(dir), "%s/shard", opt.schema);
+    if (db == NULL || migrate_apply(db, dir, &applied, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: %s\n", err);
+        db_close(db);
+        return 1;
+    }
+    db_close(db);
+    uint32_t id = 0;
+    for (size_t s = 0; s < c->map->nshards; s++) {
+        const struct shard_info *si = &c->map->shards[s];
+        if (strcmp(si->host, sc.host) == 0 && si->port == sc.port &&
+            strcmp(si->db_name, sc.database) == 0) {
+            printf("shard %u is %s already\n", si->shard_id, opt.shard);
+            return 0;
+        }
+        if (si->shard_id >= id)
+            id = si->shard_id + 1;
+    }
+    if (catalog_register_shard(c->catalog, id, sc.host, sc.port, sc.database, err,
+                               sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: %s\n", err);
+        return 1;
+    }
+    printf("shard %u added: %s (no vbuckets yet; run plan / rebalance)\n", id, opt.shard);
+    return 0;
+}
+
+static int
+cmd_drain_shard(struct cluster *c)
+{
+    char err[512], *end;
+    long id = opt.shard ? strtol(opt.shard, &end, 10) : -1;
+    if (opt.shard == NULL || *end != '\0' || shardmap_shard(c->map, (uint32_t)id) == NULL) {
+        fprintf(stderr, "calendar-rebalance: drain-shard needs --shard ID of a known shard\n");
+        return 2;
+    }
+    struct db_val p[1] = {DB_INT_V(id)};
+    if (db_query(c->catalog, "UPDATE shards SET state = 'draining' WHERE shard_id = ?", p, 1, NULL,
+                 err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: %s\n", err);
+        return 1;
+    }
+    printf("shard %ld marked draining: the next rebalance moves all its vbuckets away\n", id);
+    return 0;
+}
+
+static int
+cmd_move(struct cluster *c)
+{
+    char err[512];
+    if (opt.vbucket < 0 || opt.to < 0) {
+        fprintf(stderr, "calendar-rebalance: move needs --vbucket N --to SHARD\n");
+        return 2;
+    }
+    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
+                           .progress = progress};
+    struct move_progress res;
+    if (move_vbucket(c, (uint32_t)opt.vbucket, (uint32_t)opt.to, &mo, &res, err, sizeof(err)) !=
+        CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: move: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+struct worker {
+    struct plan_move *moves;
+    size_t n;
+    size_t *next;
+    int failed;
+    double max_pause_ms, sum_pause_ms;
+    unsigned done;
+};
+
+static void *
+run_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct cluster c;
+    char err[512];
+    if (open_cluster(&c) != 0) {
+        w->failed++;
+        return NULL;
+    }
+    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
+                           .progress = progress};
+    for (;;) {
+        pthread_mutex_lock(&out_lock);
+        size_t i = (*w->next)++;
+        pthread_mutex_unlock(&out_lock);
+        if (i >= w->n)
+            break;
+        struct move_progress res;
+        if (move_vbucket(&c, w->moves[i].vbucket, w->moves[i].target, &mo, &res, err,
+                         sizeof(err)) != CAL_OK) {
+            fprintf(stderr, "calendar-rebalance: vbucket %u: %s\n", w->moves[i].vbucket, err);
+            w->failed++;
+            break;
+        }
+        w->done++;
+        w->sum_pause_ms += res.freeze_ms;
+        if (res.freeze_ms > w->max_pause_ms)
+            w->max_pause_ms = res.freeze_ms;
+    }
+    cluster_close(&c);
+    return NULL;
+}
+
+static int
+cmd_plan(struct cluster *c, bool execute)
+{
+    char err[512];
+    struct plan_move *moves;
+    size_t n;
+    if (plan_load(c, &moves, &n, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: plan: %s\n", err);
+        return 1;
+    }
+    uint64_t listings = 0;
+    for (size_t i = 0; i < n; i++) {
+        listings += moves[i].weight;
+        if (!execute)
+            printf("move vbucket %u: shard %u -> %u (%llu listings)\n", moves[i].vbucket,
+                   moves[i].source, moves[i].target, (unsigned long long)moves[i].weight);
+    }
+    printf("plan: %zu moves, %llu listings\n", n, (unsigned long long)listings);
+    if (!execute || n == 0) {
+        free(moves);
+        return 0;
+    }
+    int nthreads = opt.parallel < 1 ? 1 : opt.parallel > 16 ? 16 : opt.parallel;
+    pthread_t th[16];
+    struct worker w[16];
+    size_t next = 0;
+    uint64_t t0 = cal_mono_us();
+    for (int i = 0; i < nthreads; i++) {
+        w[i] = (struct worker){.moves = moves, .n = n, .next = &next};
+        pthread_create(&th[i], NULL, run_worker, &w[i]);
+    }
+    int failed = 0;
+    unsigned done = 0;
+    double max_pause = 0, sum_pause = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        failed += w[i].failed;
+        done += w[i].done;
+        sum_pause += w[i].sum_pause_ms;
+        if (w[i].max_pause_ms > max_pause)
+            max_pause = w[i].max_pause_ms;
+    }
+    printf("rebalance: %u of %zu moves done in %.1fs, write pause per vbucket avg %.1f ms max "
+           "%.1f ms%s\n",
+           done, n, (double)(cal_mono_us() - t0) / 1e6, done ? sum_pause / done : 0.0, max_pause,
+           failed ? " (failures above; run resume)" : "");
+    free(moves);
+    return failed ? 1 : 0;
+}
+
+static int
+cmd_verify(struct cluster *c)
+{
+    char err[512];
+    struct verify_report rep;
+    if (verify_run(c, opt.vbucket, &rep, stdout, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: verify: %s\n", err);
+        return 1;
+    }
+    printf("verify: vbuckets=%llu compared=%llu missing=%llu extra=%llu different=%llu "
+           "fence_errors=%llu\n",
+           (unsigned long long)rep.vbuckets, (unsigned long long)rep.compared,
+           (unsigned long long)rep.missing, (unsigned long long)rep.extra,
+           (unsigned long long)rep.different, (unsigned long long)rep.fence_errors);
+    return rep.missing || rep.extra || rep.different || rep.fence_errors ? 3 : 0;
+}
+
+static int
+cmd_resume(struct cluster *c)
+{
+    char err[512];
+    unsigned resumed;
+    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
+                           .progress = progress};
+    if (move_resume(c, &mo, &resumed, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: resume: %s\n", err);
+        return 1;
+    }
+    printf("resume: %u move%s finished\n", resumed, resumed == 1 ? "" : "s");
+    return 0;
+}
+
+static void
+default_schema_dir(char *out, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        cal_strlcpy(out, "schema", len);
+        return;
+    }
+    exe[n] = '\0';
+    snprintf(out, len, "%s/../schema", dirname(exe));
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        {"config", required_argument, NULL, 'c'},  {"schema-dir", required_argument, NULL, 'S'},
+        {"vbucket", required_argument, NULL, 'v'}, {"to", required_argument, NULL, 't'},
+        {"shard", required_argument, NULL, 's'},   {"parallel", required_argument, NULL, 'p'},
+        {"max-freeze-ms", required_argument, NULL, 'f'},
+        {"dry-run", no_argument, NULL, 'n'},       {"crash-after", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    char err[512];
+    int ch;
+    default_schema_dir(opt.schema, sizeof(opt.schema));
+    while ((ch = getopt_long(argc, argv, "hc:", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': opt.config = optarg; break;
+        case 'S': cal_strlcpy(opt.schema, optarg, sizeof(opt.schema)); break;
+        case 'v': opt.vbucket = strtoll(optarg, NULL, 10); break;
+        case 't': opt.to = strtoll(optarg, NULL, 10); break;
+        case 's': opt.shard = optarg; break;
+        case 'p': opt.parallel = atoi(optarg); break;
+        case 'f': opt.max_freeze_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'n': opt.dry_run = true; break;
+        case 'K': opt.crash_after = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc - 1 || opt.config == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[optind];
+    conf_defaults(items, CAL_ARRAY_LEN(items), &conf);
+    if (conf_load(items, CAL_ARRAY_LEN(items), &conf, opt.config, err, sizeof(err)) != CAL_OK ||
+        db_conf_read_password(&conf.catalog, err, sizeof(err)) != CAL_OK ||
+        db_conf_read_password(&conf.shard, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: %s\n", err);
+        return 2;
+    }
+    /* Moves wait on the fence row behind in-flight writes: allow them time. */
+    conf.shard.lock_wait_timeout_s = 10;
+    struct cluster c;
+    if (open_cluster(&c) != 0)
+        return 1;
+    int rc;
+    if (strcmp(cmd, "status") == 0)
+        rc = cmd_status(&c);
+    else if (strcmp(cmd, "add-shard") == 0)
+        rc = cmd_add_shard(&c);
+    else if (strcmp(cmd, "drain-shard") == 0)
+        rc = cmd_drain_shard(&c);
+    else if (strcmp(cmd, "plan") == 0)
+        rc = cmd_plan(&c, false);
+    else if (strcmp(cmd, "rebalance") == 0)
+        rc = cmd_plan(&c, !opt.dry_run);
+    else if (strcmp(cmd, "move") == 0)
+        rc = cmd_move(&c);
+    else if (strcmp(cmd, "verify") == 0)
+        rc = cmd_verify(&c);
+    else if (strcmp(cmd, "resume") == 0)
+        rc = cmd_resume(&c);
+    else {
+        fprintf(stderr, "calendar-rebalance: unknown command '%s'\n", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    cluster_close(&c);
+    return rc;
+}

@@ -1,0 +1,188 @@
+/* Verification of vbuckets across shards. */
+#include "sharding/verify.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+struct vtable {
+    const char *name;
+    const char *select; /* pk text, row text for one vbucket, ordered by pk */
+};
+
+static const struct vtable VTABLES[] = {
+    {"listings",
+     "SELECT CAST(listing_id AS CHAR), CONCAT_WS('|', version, rules_version, default_price,"
+     " currency, min_nights, max_nights) FROM listings WHERE vbucket = ? ORDER BY listing_id"},
+    {"nights",
+     "SELECT CONCAT(listing_id, '/', night), CONCAT_WS('|', status, IFNULL(reservation_id, '-'),"
+     " IFNULL(price, '-'), version) FROM nights WHERE vbucket = ? ORDER BY listing_id, night"},
+    {"reservations",
+     "SELECT CAST(reservation_id AS CHAR), CONCAT_WS('|', listing_id, check_in, check_out,"
+     " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+     " FROM reservations WHERE vbucket = ? ORDER BY reservation_id"},
+};
+
+struct kv {
+    size_t n, cap;
+    char **pk, **row;
+};
+
+static void
+kv_free(struct kv *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->pk[i]);
+        free(t->row[i]);
+    }
+    free(t->pk);
+    free(t->row);
+    memset(t, 0, sizeof(*t));
+}
+
+static cal_status
+load(struct db *db, const char *sql, uint32_t vbucket, struct kv *t, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[2];
+    cal_status rc = db_query(db, sql, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r;
+    while ((r = db_fetch(st, c, 2, err, errlen)) > 0) {
+        if (t->n == t->cap) {
+            t->cap = t->cap ? t->cap * 2 : 256;
+            t->pk = cal_realloc(t->pk, t->cap * sizeof(*t->pk));
+            t->row = cal_realloc(t->row, t->cap * sizeof(*t->row));
+        }
+        t->pk[t->n] = cal_strndup(c[0].s ? c[0].s : "", c[0].len);
+        t->row[t->n++] = cal_strndup(c[1].s ? c[1].s : "", c[1].len);
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* Primary keys sort as text here only within one listing; compare numerically
+ * where it matters by comparing length first (ids are decimal, no leading 0). */
+static int
+pk_cmp(const char *a, const char *b)
+{
+    size_t la = strcspn(a, "/"), lb = strcspn(b, "/");
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static cal_status
+compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32_t vbucket,
+              uint32_t other_id, struct verify_report *rep, FILE *out, char *err, size_t errlen)
+{
+    struct kv a = {0}, b = {0};
+    cal_status rc = load(owner, t->select, vbucket, &a, err, errlen);
+    if (rc == CAL_OK)
+        rc = load(other, t->select, vbucket, &b, err, errlen);
+    if (rc == CAL_OK) {
+        /* Both sides come ordered by primary key; pk_cmp follows that order. */
+        size_t i = 0, j = 0;
+        while (i < a.n || j < b.n) {
+            int cmp = i == a.n ? 1 : j == b.n ? -1 : pk_cmp(a.pk[i], b.pk[j]);
+            if (cmp == 0) {
+                if (strcmp(a.row[i], b.row[j]) != 0) {
+                    rep->different++;
+                    fprintf(out, "vbucket %u %s %s: owner has %s, shard %u has %s\n", vbucket,
+                            t->name, a.pk[i], a.row[i], other_id, b.row[j]);
+                }
+                i++;
+                j++;
+            } else if (cmp < 0) {
+                rep->missing++;
+                fprintf(out, "vbucket %u %s %s: missing on shard %u\n", vbucket, t->name, a.pk[i],
+                        other_id);
+                i++;
+            } else {
+                rep->extra++;
+                fprintf(out, "vbucket %u %s %s: extra on shard %u\n", vbucket, t->name, b.pk[j],
+                        other_id);
+                j++;
+            }
+        }
+    }
+    kv_free(&a);
+    kv_free(&b);
+    return rc;
+}
+
+static const char SQL_OWNER_ROWS[] = "SELECT vbucket, epoch FROM vbucket_owner";
+static const char SQL_HOLDS[] =
+    "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
+    " UNION SELECT vbucket FROM reservations";
+
+cal_status
+verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out, char *err,
+           size_t errlen)
+{
+    const struct shardmap *map = c->map;
+    uint32_t nvb = map->num_vbuckets;
+    size_t ns = map->nshards;
+    /* Per shard: which vbuckets it owns (epoch+1, 0 = not) and holds rows of. */
+    uint64_t *owned = cal_calloc((size_t)nvb * ns, sizeof(*owned));
+    unsigned char *holds = cal_calloc((size_t)nvb * ns, 1);
+    cal_status rc = CAL_OK;
+    memset(rep, 0, sizeof(*rep));
+    for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
+        struct db *db = cluster_shard(c, map->shards[s].shard_id, err, errlen);
+        struct db_stmt *st;
+        struct db_val col[2];
+        int r;
+        if (db == NULL) {
+            rc = CAL_EUNAVAIL;
+            break;
+        }
+        if ((rc = db_query(db, SQL_OWNER_ROWS, NULL, 0, &st, err, errlen)) != CAL_OK)
+            break;
+        while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
+            if (col[0].i >= 0 && col[0].i < nvb)
+                owned[(size_t)col[0].i * ns + s] = (uint64_t)col[1].i + 1;
+        if ((rc = db_query(db, SQL_HOLDS, NULL, 0, &st, err, errlen)) != CAL_OK)
+            break;
+        while ((r = db_fetch(st, col, 1, err, errlen)) > 0)
+            if (col[0].i >= 0 && col[0].i < nvb)
+                holds[(size_t)col[0].i * ns + s] = 1;
+    }
+    for (uint32_t v = 0; v < nvb && rc == CAL_OK; v++) {
+        if (vbucket >= 0 && v != (uint32_t)vbucket)
+            continue;
+        rep->vbuckets++;
+        size_t owners = 0, owner_idx = SIZE_MAX;
+        for (size_t s = 0; s < ns; s++) {
+            if (owned[(size_t)v * ns + s] == 0)
+                continue;
+            owners++;
+            if (map->shards[s].shard_id == map->owner[v])
+                owner_idx = s;
+        }
+        if (owners != 1 || owner_idx == SIZE_MAX ||
+            owned[(size_t)v * ns + owner_idx] - 1 != map->epoch[v]) {
+            rep->fence_errors++;
+            fprintf(out, "vbucket %u: %zu owner rows; catalog says shard %u epoch %llu\n", v,
+                    owners, map->owner[v], (unsigned long long)map->epoch[v]);
+        }
+        struct db *owner_db = cluster_shard(c, map->owner[v], err, errlen);
+        for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
+            uint32_t sid = map->shards[s].shard_id;
+            if (sid == map->owner[v] || !holds[(size_t)v * ns + s])
+                continue;
+            struct db *other = cluster_shard(c, sid, err, errlen);
+            if (owner_db == NULL || other == NULL) {
+                rc = CAL_EUNAVAIL;
+                break;
+            }
+            rep->compared++;
+            for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
+                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, rep, out, err, errlen);
+        }
+    }
+    free(owned);
+    free(holds);
+    return rc;
+}

@@ -1,0 +1,26 @@
+/* Verification of vbuckets across shards: the fence (exactly one shard owns
+ * each vbucket, the catalog's owner, at the catalog's epoch) and, for every
+ * shard other than the owner that holds rows of a vbucket, a row-by-row
+ * comparison with the owner. */
+#ifndef CAL_VERIFY_H
+#define CAL_VERIFY_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sharding/cluster.h"
+
+struct verify_report {
+    uint64_t vbuckets;     /* vbuckets checked */
+    uint64_t compared;     /* (vbucket, other shard) pairs compared row by row */
+    uint64_t missing;      /* rows the owner has and the other shard lacks */
+    uint64_t extra;        /* rows the other shard has and the owner lacks */
+    uint64_t different;    /* same primary key, different values */
+    uint64_t fence_errors; /* vbuckets with no owner row, two, or a wrong one */
+};
+
+/* vbucket < 0: every vbucket. Details of each problem go to out. */
+cal_status verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out,
+                      char *err, size_t errlen);
+
+#endif
