@@ -134,10 +134,10 @@ booking_request_hash(int32_t check_in, int32_t check_out, uint64_t guest_id, cha
 bool
 booking_key_valid(const char *key, size_t len)
 {
-    if (len == 0 || len > BOOKING_KEY_MAX)
+    if (len == 0 || len > BOOKING_KEY_MAX || key[0] == ' ' || key[len - 1] == ' ')
         return false;
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)key[i] < 0x21 || (unsigned char)key[i] > 0x7e)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
             return false;
     return true;
 }

@@ -98,7 +98,8 @@ void booking_expand(const struct listing *listing, const struct night_row *rows,
 /* FNV-1a 64 over the canonical request, as 16 hex digits + NUL in out[17]. */
 void booking_request_hash(int32_t check_in, int32_t check_out, uint64_t guest_id, char *out);
 
-/* Idempotency keys: 1..255 bytes of printable ASCII (0x21..0x7e). */
+/* Idempotency keys: 1..255 bytes of printable ASCII (0x20..0x7e), no
+ * leading or trailing space (HTTP strips those). */
 bool booking_key_valid(const char *key, size_t len);
 
 /* Time-ordered 53-bit id (exact as a JSON number everywhere): ms since

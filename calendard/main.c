@@ -26,6 +26,7 @@ struct calendard_conf {
     int max_attempts;
     int backoff_base_ms;
     int backoff_max_ms;
+    int deadline_ms;
     int max_search_listings;
     struct avail_conf avail;
     char log_level[16];
@@ -70,6 +71,8 @@ static const struct conf_item conf_items[] = {
                   "lifetime of a cached value (invalidations delete sooner)"),
     CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
                   "lifetime of a fill lease whose reader died"),
+    CONF_INT_ITEM("routing", "request_deadline_ms", C, deadline_ms, 100, 600000, "8000",
+                  "start no new attempt of a request after this long"),
     CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
 };
 #undef C
@@ -178,6 +181,7 @@ main(int argc, char **argv)
         .backoff_base_ms = (unsigned)conf.backoff_base_ms,
         .backoff_max_ms = (unsigned)conf.backoff_max_ms,
         .max_search_listings = (unsigned)conf.max_search_listings,
+        .deadline_ms = (unsigned)conf.deadline_ms,
     };
     char err[512];
     struct avail *avail = avail_create(&conf.avail, err, sizeof(err));

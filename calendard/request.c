@@ -101,8 +101,12 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
             break;
         }
         case F_DATE:
-            if (!json_is_string(val) ||
-                !date_parse(json_string_value(val), json_string_length(val), f->out)) {
+            if (!json_is_string(val)) {
+                request_fail(e, 400, "invalid_field", "'%s' must be a date string YYYY-MM-DD",
+                             f->name);
+                goto out;
+            }
+            if (!date_parse(json_string_value(val), json_string_length(val), f->out)) {
                 request_fail(e, 400, "invalid_date", "'%s' must be a real date YYYY-MM-DD",
                              f->name);
                 goto out;
@@ -283,6 +287,10 @@ bool
 request_parse_if_match(const char *s, uint64_t *version)
 {
     size_t len = strlen(s);
+    if (len == 1 && s[0] == '*') {
+        *version = 0; /* any version: unconditional */
+        return true;
+    }
     if (len >= 2 && s[0] == '"' && s[len - 1] == '"') {
         s++;
         len -= 2;

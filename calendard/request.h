@@ -67,7 +67,8 @@ bool request_parse_calendar(const char *body, size_t len, int32_t today,
 bool request_parse_range(const char *from, const char *to, int32_t *dfrom, int32_t *dto,
                          struct api_error *e);
 
-/* If-Match: "<version>" (quotes optional); false on anything else. */
+/* If-Match: "<version>" (quotes optional) or * (any version: *version = 0);
+ * false on anything else. */
 bool request_parse_if_match(const char *s, uint64_t *version);
 
 #endif

@@ -124,7 +124,12 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     char err[512] = "";
     cal_status rc = CAL_ERR;
     struct route rt = {0};
+    uint64_t deadline = cal_mono_us() + (uint64_t)svc->conf.deadline_ms * 1000;
+    unsigned lost = 0;
     for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
+        /* A hung shard costs one timeout per attempt: bound the whole request. */
+        if (attempt > 0 && cal_mono_us() > deadline)
+            break;
         if (attempt > 0) {
             metrics_shard(rt.shard_index, SHARD_RETRY);
             cal_sleep_ms(booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
@@ -150,10 +155,13 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             continue;
         }
         if (rc == CAL_EUNAVAIL) {
-            /* The connection broke before COMMIT: the transaction rolled back. */
+            /* The connection broke before COMMIT: the transaction rolled back.
+             * One retry on a fresh connection; a second loss means the shard
+             * is down or hung, not that a pooled connection went stale. */
             metrics_shard(rt.shard_index, SHARD_ERROR);
             log_warn("shard connection lost", "shard=%u error=\"%s\"", rt.shard_id, err);
-            continue;
+            if (++lost < 2)
+                continue;
         }
         break;
     }

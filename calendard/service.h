@@ -16,6 +16,7 @@ struct service_conf {
     unsigned backoff_base_ms; /* full-jitter backoff between tries */
     unsigned backoff_max_ms;
     unsigned max_search_listings; /* listing_ids of one search at most */
+    unsigned deadline_ms;         /* no new attempt starts after this much of a request */
 };
 
 struct api_request {

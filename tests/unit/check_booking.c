@@ -108,7 +108,9 @@ START_TEST(keys)
 {
     ck_assert(booking_key_valid("abc-123_X", 9));
     ck_assert(!booking_key_valid("", 0));
-    ck_assert(!booking_key_valid("a b", 3));
+    ck_assert(booking_key_valid("a b", 3));
+    ck_assert(!booking_key_valid(" ab", 3));
+    ck_assert(!booking_key_valid("a\tb", 3));
     ck_assert(!booking_key_valid("a\x80", 2));
     char big[257];
     memset(big, 'k', sizeof(big));

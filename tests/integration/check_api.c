@@ -1,0 +1,1836 @@
+/* Integration suite for calendard's HTTP API against a running stack ($STACK_ENV):
+ * every endpoint and error code, booking races, idempotent replays under
+ * concurrency, and the ownership fence during a simulated vbucket move,
+ * each checked on the answers and on the shards' SQL state. */
+#include <check.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/db.h"
+#include "tests/lib/http.h"
+#include "tests/lib/testenv.h"
+
+#define RACE_THREADS 16
+#define FIRST_DAY 30 /* every stay starts at least this many days from today */
+
+static struct testenv env;
+static int64_t today; /* fixed at start: a run across midnight UTC keeps its dates */
+
+/* ---- HTTP helpers (one client per forked test process) ---- */
+
+static struct http_client *
+cli(void)
+{
+    static struct http_client *client;
+
+    if (client == NULL) {
+        client = http_client_create();
+        ck_assert_ptr_nonnull(client);
+    }
+    return client;
+}
+
+static void call(struct http_response *resp, const char *method, const char *const *headers,
+                 const char *body, const char *pathfmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Sends one request to calendard; a transport failure fails the test. */
+static void
+call(struct http_response *resp, const char *method, const char *const *headers, const char *body,
+     const char *pathfmt, ...)
+{
+    char path[1024], url[1400], err[512];
+    va_list ap;
+    cal_status st;
+
+    va_start(ap, pathfmt);
+    vsnprintf(path, sizeof(path), pathfmt, ap);
+    va_end(ap);
+    snprintf(url, sizeof(url), "%s%s", env.calendard_url, path);
+    st = http_request(cli(), method, url, headers, body, body != NULL ? strlen(body) : 0, 0, resp,
+                      err, sizeof(err));
+    ck_assert_msg(st == CAL_OK, "%s %s: %s", method, path, err);
+}
+
+/* Asserts the status and returns the parsed JSON body (caller decrefs). */
+static json_t *
+expect_json(const struct http_response *resp, long status)
+{
+    json_t *root;
+
+    ck_assert_msg(resp->status == status, "status %ld, want %ld; body: %s", resp->status, status,
+                  resp->body);
+    root = http_response_json(resp);
+    ck_assert_msg(root != NULL && json_is_object(root), "body is not a JSON object: %s",
+                  resp->body);
+    ck_assert_msg(strstr(resp->content_type, "application/json") != NULL,
+                  "content-type %s, want application/json", resp->content_type);
+    return root;
+}
+
+/* Asserts {"error":{"code":code,"message":"..."}} with the given status;
+ * returns the error object's parent (caller decrefs). */
+static json_t *
+expect_error_json(const struct http_response *resp, long status, const char *code)
+{
+    json_t *root = expect_json(resp, status);
+    json_t *error = json_object_get(root, "error");
+    const char *got = json_string_value(json_object_get(error, "code"));
+    const char *msg = json_string_value(json_object_get(error, "message"));
+
+    ck_assert_msg(got != NULL && strcmp(got, code) == 0, "error code %s, want %s; body: %s",
+                  got ? got : "(none)", code, resp->body);
+    ck_assert_msg(msg != NULL && msg[0] != '\0', "error without message: %s", resp->body);
+    return root;
+}
+
+static void
+expect_error(const struct http_response *resp, long status, const char *code)
+{
+    json_decref(expect_error_json(resp, status, code));
+}
+
+static int64_t
+jint(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+
+    ck_assert_msg(json_is_integer(v), "field %s is not an integer", key);
+    return (int64_t)json_integer_value(v);
+}
+
+static const char *
+jstr(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+
+    ck_assert_msg(s != NULL, "field %s is not a string", key);
+    return s;
+}
+
+/* "YYYY-MM-DD" of today + offset days; rotating static buffers. */
+static const char *
+day(int64_t offset)
+{
+    static char bufs[32][11];
+    static unsigned next;
+    char *buf = bufs[next++ % 32];
+
+    testenv_format_date(today + offset, buf, 11);
+    return buf;
+}
+
+static uint64_t
+create_listing_with(int64_t price, int min_nights, int max_nights)
+{
+    struct http_response resp;
+    uint64_t id = testenv_random48();
+    char body[256];
+    json_t *root;
+
+    snprintf(body, sizeof(body),
+             "{\"default_price\":%" PRId64
+             ",\"currency\":\"USD\",\"min_nights\":%d,\"max_nights\":%d}",
+             price, min_nights, max_nights);
+    call(&resp, "PUT", NULL, body, "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 201);
+    ck_assert_int_eq(jint(root, "listing_id"), (int64_t)id);
+    json_decref(root);
+    http_response_deinit(&resp);
+    return id;
+}
+
+static uint64_t
+create_listing(void)
+{
+    return create_listing_with(10000, 1, 30);
+}
+
+/* POST a booking of [today+ci, today+co) and return the response. */
+static void
+book_raw(struct http_response *resp, uint64_t id, const char *key, int64_t ci, int64_t co,
+         int64_t guest)
+{
+    char body[256], hdr[400];
+    const char *headers[] = {hdr, NULL};
+
+    snprintf(body, sizeof(body),
+             "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%" PRId64 "}", day(ci),
+             day(co), guest);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", key);
+    call(resp, "POST", headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+}
+
+/* Books and asserts 201 with a well-formed reservation; returns it. */
+static json_t *
+book_ok(uint64_t id, const char *key, int64_t ci, int64_t co, int64_t guest, int64_t total)
+{
+    struct http_response resp;
+    json_t *r;
+
+    book_raw(&resp, id, key, ci, co, guest);
+    r = expect_json(&resp, 201);
+    ck_assert_int_gt(jint(r, "reservation_id"), 0);
+    ck_assert_int_eq(jint(r, "listing_id"), (int64_t)id);
+    ck_assert_str_eq(jstr(r, "check_in"), day(ci));
+    ck_assert_str_eq(jstr(r, "check_out"), day(co));
+    ck_assert_int_eq(jint(r, "guest_id"), guest);
+    ck_assert_int_eq(jint(r, "total_price"), total);
+    ck_assert_str_eq(jstr(r, "currency"), "USD");
+    ck_assert_str_eq(jstr(r, "status"), "confirmed");
+    ck_assert_int_gt(jint(r, "version"), 0);
+    http_response_deinit(&resp);
+    return r;
+}
+
+/* GET availability [today+from, today+to); asserts 200 and ETag == version. */
+static json_t *
+availability(uint64_t id, int64_t from, int64_t to)
+{
+    struct http_response resp;
+    char etag[64];
+    json_t *root;
+    int64_t version;
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+         day(from), day(to));
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "listing_id"), (int64_t)id);
+    version = jint(root, "version");
+    snprintf(etag, sizeof(etag), "\"%" PRId64 "\"", version);
+    ck_assert_msg(strcmp(resp.etag, etag) == 0, "ETag %s, want %s", resp.etag, etag);
+    ck_assert_int_eq((int64_t)json_array_size(json_object_get(root, "nights")), to - from);
+    http_response_deinit(&resp);
+    return root;
+}
+
+/* Asserts night today+offset of an availability answer starting at from. */
+static void
+expect_night(const json_t *avail, int64_t from, int64_t offset, const char *status, int64_t price)
+{
+    json_t *night = json_array_get(json_object_get(avail, "nights"), (size_t)(offset - from));
+
+    ck_assert_ptr_nonnull(night);
+    ck_assert_str_eq(jstr(night, "date"), day(offset));
+    ck_assert_msg(strcmp(jstr(night, "status"), status) == 0, "night %s is %s, want %s",
+                  day(offset), jstr(night, "status"), status);
+    ck_assert_int_eq(jint(night, "price"), price);
+}
+
+/* Asserts a 409 nights_unavailable naming exactly nights today+[first, last]. */
+static void
+expect_unavailable(const struct http_response *resp, int64_t first, int64_t last)
+{
+    json_t *root = expect_error_json(resp, 409, "nights_unavailable");
+    json_t *nights = json_object_get(json_object_get(root, "error"), "nights");
+
+    ck_assert_msg(json_is_array(nights), "409 without error.nights: %s", resp->body);
+    ck_assert_int_eq((int64_t)json_array_size(nights), last - first + 1);
+    for (int64_t d = first; d <= last; d++) {
+        const char *s = json_string_value(json_array_get(nights, (size_t)(d - first)));
+
+        ck_assert_msg(s != NULL && strcmp(s, day(d)) == 0, "nights[%" PRId64 "] = %s, want %s",
+                      d - first, s ? s : "(null)", day(d));
+    }
+    json_decref(root);
+}
+
+/* Table-driven tests note every mismatching case and fail once at the end,
+ * so one deviation does not hide the others. */
+static char failures[8192];
+
+static void note_failure(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+note_failure(const char *fmt, ...)
+{
+    size_t len = strlen(failures);
+    va_list ap;
+
+    if (len + 2 >= sizeof(failures)) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(failures + len, sizeof(failures) - len - 1, fmt, ap);
+    va_end(ap);
+    strcat(failures, "\n");
+}
+
+static void
+expect_no_failures(void)
+{
+    ck_assert_msg(failures[0] == '\0', "mismatching cases:\n%s", failures);
+}
+
+static void
+unique_key(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "%s-%" PRIx64, tag, testenv_random48());
+}
+
+/* ---- SQL helpers ---- */
+
+static struct db *
+shard(size_t idx)
+{
+    static struct db *dbs[TESTENV_MAX_SHARDS];
+    char err[512];
+
+    ck_assert_uint_lt(idx, env.nshards);
+    if (dbs[idx] == NULL) {
+        dbs[idx] = testenv_connect_shard(&env, idx, err, sizeof(err));
+        ck_assert_msg(dbs[idx] != NULL, "shard %zu: %s", idx, err);
+    }
+    return dbs[idx];
+}
+
+static struct db *
+catalog(void)
+{
+    static struct db *db;
+    char err[512];
+
+    if (db == NULL) {
+        db = testenv_connect_catalog(&env, err, sizeof(err));
+        ck_assert_msg(db != NULL, "catalog: %s", err);
+    }
+    return db;
+}
+
+/* One integer from a one-row query. */
+static int64_t
+sql_int(struct db *db, const char *sql, const struct db_val *params, size_t nparams)
+{
+    struct db_stmt *stmt = NULL;
+    struct db_val col;
+    char err[512];
+    int rc;
+    cal_status st = db_query(db, sql, params, nparams, &stmt, err, sizeof(err));
+
+    ck_assert_msg(st == CAL_OK, "%s: %s", sql, err);
+    rc = db_fetch(stmt, &col, 1, err, sizeof(err));
+    ck_assert_msg(rc == 1, "%s: no row (%s)", sql, rc < 0 ? err : "empty");
+    ck_assert_msg(col.type == DB_INT, "%s: not an integer", sql);
+    while (db_fetch(stmt, &col, 1, err, sizeof(err)) == 1) {
+    }
+    return col.i;
+}
+
+/* Runs a query and returns its statement, ready for db_fetch(). */
+static struct db_stmt *
+sql_select(struct db *db, const char *sql, const struct db_val *params, size_t nparams)
+{
+    struct db_stmt *stmt = NULL;
+    char err[512];
+    cal_status st = db_query(db, sql, params, nparams, &stmt, err, sizeof(err));
+
+    ck_assert_msg(st == CAL_OK, "%s: %s", sql, err);
+    return stmt;
+}
+
+static void
+sql_exec(struct db *db, const char *sql, const struct db_val *params, size_t nparams)
+{
+    char err[512];
+    cal_status st = db_query(db, sql, params, nparams, NULL, err, sizeof(err));
+
+    ck_assert_msg(st == CAL_OK, "%s: %s", sql, err);
+}
+
+/* Sum of a COUNT(*) query over every shard. */
+static int64_t
+count_all_shards(const char *sql, const struct db_val *params, size_t nparams)
+{
+    int64_t n = 0;
+
+    for (size_t i = 0; i < env.nshards; i++) {
+        n += sql_int(shard(i), sql, params, nparams);
+    }
+    return n;
+}
+
+/* The shard index (into env.shard_dsns) the catalog maps listing_id to. */
+static int
+owner_shard(uint64_t listing_id, int64_t *epoch)
+{
+    struct db_stmt *stmt = NULL;
+    struct db_val cols[3];
+    struct db_val params[] = {DB_INT_V(testenv_vbucket(listing_id))};
+    char err[512], dbname[80];
+    int idx;
+
+    stmt = sql_select(catalog(),
+                      "SELECT v.epoch, s.port, s.db_name FROM vbuckets v "
+                      "JOIN shards s ON s.shard_id = v.shard_id WHERE v.vbucket = ?",
+                      params, 1);
+    ck_assert_msg(db_fetch(stmt, cols, 3, err, sizeof(err)) == 1, "vbucket %u not in catalog",
+                  testenv_vbucket(listing_id));
+    *epoch = cols[0].i;
+    snprintf(dbname, sizeof(dbname), "%s", cols[2].s);
+    idx = testenv_find_shard(&env, (unsigned)cols[1].i, dbname);
+    ck_assert_msg(idx >= 0, "catalog shard port %" PRId64 " db %s not in SHARD_DSNS", cols[1].i,
+                  dbname);
+    while (db_fetch(stmt, cols, 3, err, sizeof(err)) == 1) {
+    }
+    return idx;
+}
+
+/* Asserts SQL: reservation rid is confirmed on exactly one shard with
+ * nights today+[ci, co) booked by it, and no other booked nights. */
+static void
+expect_sql_booking(uint64_t id, int64_t rid, int64_t ci, int64_t co)
+{
+    struct db_val p2[] = {DB_INT_V(id), DB_INT_V(rid)};
+    struct db_val p1[] = {DB_INT_V(id)};
+
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                      "reservation_id = ? AND status = 'confirmed'",
+                                      p2, 2),
+                     1);
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                      "reservation_id = ? AND status = 'booked'",
+                                      p2, 2),
+                     co - ci);
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                      "status = 'booked'",
+                                      p1, 1),
+                     co - ci);
+}
+
+/* ---- health, routing, metrics ---- */
+
+START_TEST(test_health_endpoints)
+{
+    struct http_response resp;
+
+    call(&resp, "GET", NULL, NULL, "/healthz");
+    ck_assert_int_eq(resp.status, 200);
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/readyz");
+    ck_assert_msg(resp.status == 200, "readyz %ld: %s", resp.status, resp.body);
+    http_response_deinit(&resp);
+}
+END_TEST
+
+START_TEST(test_metrics)
+{
+    struct http_response resp;
+
+    /* At least one request before, so the counter has a sample. */
+    call(&resp, "GET", NULL, NULL, "/healthz");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/metrics");
+    ck_assert_int_eq(resp.status, 200);
+    ck_assert_msg(strstr(resp.body, "calendard_requests_total") != NULL,
+                  "no calendard_requests_total in /metrics");
+    ck_assert_msg(strstr(resp.content_type, "text/plain") != NULL, "metrics content-type %s",
+                  resp.content_type);
+    http_response_deinit(&resp);
+}
+END_TEST
+
+START_TEST(test_unknown_path_and_method)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+
+    call(&resp, "GET", NULL, NULL, "/v1/nothing");
+    expect_error(&resp, 404, "not_found");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/");
+    expect_error(&resp, 404, "not_found");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/nothing", id);
+    expect_error(&resp, 404, "not_found");
+    http_response_deinit(&resp);
+    call(&resp, "DELETE", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    expect_error(&resp, 405, "method_not_allowed");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations", id);
+    expect_error(&resp, 405, "method_not_allowed");
+    http_response_deinit(&resp);
+    call(&resp, "PUT", NULL, "{}", "/v1/listings/%" PRIu64 "/availability", id);
+    expect_error(&resp, 405, "method_not_allowed");
+    http_response_deinit(&resp);
+}
+END_TEST
+
+/* ---- listings ---- */
+
+START_TEST(test_listing_create_update_get)
+{
+    struct http_response resp;
+    uint64_t id = testenv_random48();
+    json_t *root;
+    int64_t v1, v2;
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+
+    call(&resp, "PUT", NULL,
+         "{\"default_price\":12500,\"currency\":\"EUR\",\"min_nights\":2,\"max_nights\":14}",
+         "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 201);
+    ck_assert_int_eq(jint(root, "listing_id"), (int64_t)id);
+    ck_assert_int_eq(jint(root, "default_price"), 12500);
+    ck_assert_str_eq(jstr(root, "currency"), "EUR");
+    ck_assert_int_eq(jint(root, "min_nights"), 2);
+    ck_assert_int_eq(jint(root, "max_nights"), 14);
+    v1 = jint(root, "version");
+    ck_assert_int_gt(v1, 0);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "listing_id"), (int64_t)id);
+    ck_assert_int_eq(jint(root, "default_price"), 12500);
+    ck_assert_str_eq(jstr(root, "currency"), "EUR");
+    ck_assert_int_eq(jint(root, "min_nights"), 2);
+    ck_assert_int_eq(jint(root, "max_nights"), 14);
+    ck_assert_int_eq(jint(root, "version"), v1);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    /* Update: 200, new settings visible, calendar version moves (ETag changes). */
+    call(&resp, "PUT", NULL,
+         "{\"default_price\":9900,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+         "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "default_price"), 9900);
+    ck_assert_str_eq(jstr(root, "currency"), "USD");
+    v2 = jint(root, "version");
+    ck_assert_int_gt(v2, v1);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "default_price"), 9900);
+    ck_assert_int_eq(jint(root, "min_nights"), 1);
+    ck_assert_int_eq(jint(root, "max_nights"), 30);
+    ck_assert_int_eq(jint(root, "version"), v2);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    /* The new default price shows in availability. */
+    root = availability(id, FIRST_DAY, FIRST_DAY + 2);
+    expect_night(root, FIRST_DAY, FIRST_DAY, "available", 9900);
+    json_decref(root);
+
+    /* SQL: one listings row on the shard the catalog names, with the routed vbucket. */
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+        int64_t epoch;
+        int idx = owner_shard(id, &epoch);
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM listings WHERE listing_id = ?", p, 1), 1);
+        ck_assert_int_eq(
+            sql_int(shard((size_t)idx), "SELECT vbucket FROM listings WHERE listing_id = ?", p, 1),
+            testenv_vbucket(id));
+    }
+}
+END_TEST
+
+struct bad_case {
+    const char *body;
+    const char *code;
+};
+
+START_TEST(test_listing_validation)
+{
+    static const struct bad_case cases[] = {
+        {"{\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}", "missing_field"},
+        {"{\"default_price\":1,\"min_nights\":1,\"max_nights\":30}", "missing_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"max_nights\":30}", "missing_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1}", "missing_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30,"
+         "\"color\":\"red\"}",
+         "unknown_field"},
+        {"{\"default_price\":-1,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":\"100\",\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1.5,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"usd\",\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"USDX\",\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":7,\"min_nights\":1,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":0,\"max_nights\":30}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":366}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":5,\"max_nights\":4}",
+         "invalid_field"},
+        {"{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":true,\"max_nights\":4}",
+         "invalid_field"},
+        {"{\"default_price\":1,", "invalid_json"},
+        {"", "invalid_json"},
+        {"{\"default_price\":1,\"currency\":\"\xff\xfe\",\"min_nights\":1,\"max_nights\":3}",
+         "invalid_json"},
+    };
+    struct http_response resp;
+    uint64_t id = testenv_random48();
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char code[64];
+
+        call(&resp, "PUT", NULL, cases[i].body, "/v1/listings/%" PRIu64, id);
+        http_response_error_code(&resp, code, sizeof(code));
+        if (resp.status == 400 && strcmp(code, cases[i].code) == 0) {
+            expect_error(&resp, 400, cases[i].code);
+        } else {
+            note_failure("case %zu %s: got %ld %s, want 400 %s", i, cases[i].body, resp.status,
+                         code, cases[i].code);
+        }
+        http_response_deinit(&resp);
+    }
+    /* Nothing was created by the rejected requests. */
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+    expect_no_failures();
+}
+END_TEST
+
+START_TEST(test_invalid_listing_id)
+{
+    static const char *const ids[] = {
+        "abc", "0", "-5", "12abc", "18446744073709551616", "99999999999999999999999"};
+    static const char body[] =
+        "{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":3}";
+    struct http_response resp;
+
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        call(&resp, "GET", NULL, NULL, "/v1/listings/%s", ids[i]);
+        expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+        call(&resp, "PUT", NULL, body, "/v1/listings/%s", ids[i]);
+        expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+        call(&resp, "GET", NULL, NULL, "/v1/listings/%s/availability?from=%s&to=%s", ids[i],
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+        expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+    }
+    {
+        const char *headers[] = {"Idempotency-Key: bad-id", NULL};
+        char b[200];
+
+        snprintf(b, sizeof(b), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
+                 day(FIRST_DAY), day(FIRST_DAY + 1));
+        call(&resp, "POST", headers, b, "/v1/listings/0/reservations");
+        expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+    }
+}
+END_TEST
+
+/* ---- bookings ---- */
+
+START_TEST(test_booking_create_and_get)
+{
+    struct http_response resp;
+    uint64_t id = create_listing_with(10000, 1, 30), other = create_listing();
+    json_t *r, *g;
+    int64_t rid, v;
+
+    r = book_ok(id, "create-1", FIRST_DAY, FIRST_DAY + 3, 42, 30000);
+    rid = jint(r, "reservation_id");
+    v = jint(r, "version");
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id, rid);
+    g = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(g, "reservation_id"), rid);
+    ck_assert_int_eq(jint(g, "listing_id"), (int64_t)id);
+    ck_assert_str_eq(jstr(g, "check_in"), day(FIRST_DAY));
+    ck_assert_str_eq(jstr(g, "check_out"), day(FIRST_DAY + 3));
+    ck_assert_int_eq(jint(g, "guest_id"), 42);
+    ck_assert_int_eq(jint(g, "total_price"), 30000);
+    ck_assert_str_eq(jstr(g, "currency"), "USD");
+    ck_assert_str_eq(jstr(g, "status"), "confirmed");
+    ck_assert_int_eq(jint(g, "version"), v);
+    json_decref(g);
+    http_response_deinit(&resp);
+
+    /* A reservation id is only found under its own listing. */
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, other, rid);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id,
+         rid + 1000003);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+
+    /* Checkout night stays free: the adjacent stay books. */
+    json_decref(book_ok(id, "create-2", FIRST_DAY + 3, FIRST_DAY + 5, 43, 20000));
+
+    /* SQL: the contract columns hold what the API said. */
+    {
+        struct db_val p[] = {DB_INT_V(rid)};
+        int64_t epoch;
+        struct db *db = shard((size_t)owner_shard(id, &epoch));
+
+        ck_assert_int_eq(sql_int(db,
+                                 "SELECT TO_DAYS(check_in) - 719528 FROM reservations "
+                                 "WHERE reservation_id = ?",
+                                 p, 1),
+                         today + FIRST_DAY);
+        ck_assert_int_eq(sql_int(db,
+                                 "SELECT TO_DAYS(check_out) - 719528 FROM reservations "
+                                 "WHERE reservation_id = ?",
+                                 p, 1),
+                         today + FIRST_DAY + 3);
+        ck_assert_int_eq(sql_int(db,
+                                 "SELECT COUNT(*) FROM reservations WHERE reservation_id = ? "
+                                 "AND status = 'confirmed' AND total_price = 30000",
+                                 p, 1),
+                         1);
+    }
+    {
+        struct db_val p[] = {DB_INT_V(id), DB_INT_V(rid)};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                          "reservation_id = ? AND status = 'booked'",
+                                          p, 2),
+                         3);
+    }
+    json_decref(r);
+}
+END_TEST
+
+START_TEST(test_booking_unknown_listing)
+{
+    struct http_response resp;
+
+    book_raw(&resp, testenv_random48(), "nolisting", FIRST_DAY, FIRST_DAY + 2, 1);
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+}
+END_TEST
+
+struct booking_case {
+    const char *key; /* header line, or NULL for none */
+    const char *body;
+    long status;
+    const char *code;
+};
+
+START_TEST(test_booking_validation)
+{
+    uint64_t id = create_listing_with(10000, 2, 5);
+    char d0[11], d1[11], d2[11], d3[11], d6[11], past[11], d1p[11], y2[5];
+    char bodies[24][256], longkey[300];
+    struct booking_case cases[32];
+    size_t n = 0;
+    struct http_response resp;
+
+    snprintf(d0, sizeof(d0), "%s", day(FIRST_DAY));
+    snprintf(d1, sizeof(d1), "%s", day(FIRST_DAY + 1));
+    snprintf(d2, sizeof(d2), "%s", day(FIRST_DAY + 2));
+    snprintf(d3, sizeof(d3), "%s", day(FIRST_DAY + 3));
+    snprintf(d6, sizeof(d6), "%s", day(FIRST_DAY + 6));
+    snprintf(past, sizeof(past), "%s", day(-1));
+    snprintf(d1p, sizeof(d1p), "%s", day(1));
+    snprintf(y2, sizeof(y2), "%.4s", day(800)); /* a year surely in the future */
+
+#define BODY(...) (snprintf(bodies[n], sizeof(bodies[n]), __VA_ARGS__), bodies[n])
+#define CASE(k, st, c, ...)                                                                        \
+    do {                                                                                           \
+        cases[n].key = (k);                                                                        \
+        cases[n].body = BODY(__VA_ARGS__);                                                         \
+        cases[n].status = (st);                                                                    \
+        cases[n].code = (c);                                                                       \
+        n++;                                                                                       \
+    } while (0)
+    static const char *const key = "Idempotency-Key: valid-key";
+
+    CASE(NULL, 400, "missing_idempotency_key",
+         "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d0, d2);
+    snprintf(longkey, sizeof(longkey), "Idempotency-Key: %0256d", 7);
+    CASE(longkey, 400, "invalid_idempotency_key",
+         "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d0, d2);
+    CASE("Idempotency-Key: cl\xc3\xa9", 400, "invalid_idempotency_key",
+         "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d0, d2);
+    CASE(key, 400, "invalid_json", "{\"check_in\":\"%s\",", d0);
+    CASE(key, 400, "invalid_json", "%s", "not json");
+    CASE(key, 400, "invalid_json",
+         "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1,"
+         "\"note\":\"\xc3\x28\"}",
+         d0, d2);
+    CASE(key, 400, "unknown_field",
+         "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1,\"pets\":2}", d0, d2);
+    CASE(key, 400, "missing_field", "{\"check_out\":\"%s\",\"guest_id\":1}", d2);
+    CASE(key, 400, "missing_field", "{\"check_in\":\"%s\",\"guest_id\":1}", d0);
+    CASE(key, 400, "missing_field", "{\"check_in\":\"%s\",\"check_out\":\"%s\"}", d0, d2);
+    CASE(key, 400, "invalid_field", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":\"7\"}",
+         d0, d2);
+    CASE(key, 400, "invalid_field", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":-1}",
+         d0, d2);
+    CASE(key, 400, "invalid_field", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1.5}",
+         d0, d2);
+    CASE(key, 400, "invalid_field", "{\"check_in\":20270101,\"check_out\":\"%s\",\"guest_id\":1}",
+         d2);
+    CASE(key, 400, "invalid_date",
+         "{\"check_in\":\"%s-02-30\",\"check_out\":\"%s-03-02\",\"guest_id\":1}", y2, y2);
+    CASE(key, 400, "invalid_date",
+         "{\"check_in\":\"%s-13-01\",\"check_out\":\"%s-12-03\",\"guest_id\":1}", y2, y2);
+    CASE(key, 400, "invalid_date",
+         "{\"check_in\":\"%s-1-05\",\"check_out\":\"%s-01-08\",\"guest_id\":1}", y2, y2);
+    CASE(key, 400, "invalid_date", "{\"check_in\":\"%s\",\"check_out\":\"soon\",\"guest_id\":1}",
+         d0);
+    CASE(key, 400, "past_date", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", past,
+         d1p);
+    CASE(key, 400, "invalid_range", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d2,
+         d2);
+    CASE(key, 400, "invalid_range", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d3,
+         d0);
+    CASE(key, 400, "stay_too_short", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
+         d0, d1);
+    CASE(key, 400, "stay_too_long", "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}", d0,
+         d6);
+#undef CASE
+#undef BODY
+
+    for (size_t i = 0; i < n; i++) {
+        const char *headers[] = {cases[i].key, NULL};
+        char code[64];
+
+        call(&resp, "POST", headers, cases[i].body, "/v1/listings/%" PRIu64 "/reservations", id);
+        http_response_error_code(&resp, code, sizeof(code));
+        if (resp.status == cases[i].status && strcmp(code, cases[i].code) == 0) {
+            expect_error(&resp, cases[i].status, cases[i].code);
+        } else {
+            note_failure("case %zu (%.40s) %s: got %ld %s, want %ld %s", i,
+                         cases[i].key ? cases[i].key : "no key", cases[i].body, resp.status, code,
+                         cases[i].status, cases[i].code);
+        }
+        http_response_deinit(&resp);
+    }
+
+    /* Nothing was booked by the rejected requests, and the key is still free. */
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 0);
+    }
+    json_decref(book_ok(id, "valid-key", FIRST_DAY, FIRST_DAY + 2, 1, 20000));
+    json_decref(book_ok(id, "max-stay", FIRST_DAY + 10, FIRST_DAY + 15, 1, 50000));
+    {
+        char key255[256];
+
+        /* 255 printable characters is the longest valid key. */
+        memset(key255, '~', 255);
+        key255[0] = '!';
+        key255[255] = '\0';
+        json_decref(book_ok(id, key255, FIRST_DAY + 20, FIRST_DAY + 22, 1, 20000));
+    }
+    expect_no_failures();
+}
+END_TEST
+
+START_TEST(test_body_too_large)
+{
+    size_t size = 70 * 1024;
+    char *body = malloc(size + 1);
+    const char *headers[] = {"Idempotency-Key: big-body", NULL};
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int k;
+
+    ck_assert_ptr_nonnull(body);
+    k = snprintf(body, size, "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1,\"x\":\"",
+                 day(FIRST_DAY), day(FIRST_DAY + 1));
+    memset(body + k, 'a', size - (size_t)k - 2);
+    body[size - 2] = '"';
+    body[size - 1] = '}';
+    body[size] = '\0';
+    call(&resp, "POST", headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+    expect_error(&resp, 413, "body_too_large");
+    http_response_deinit(&resp);
+    free(body);
+}
+END_TEST
+
+START_TEST(test_booking_conflict)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *a = book_ok(id, "conf-a", FIRST_DAY + 2, FIRST_DAY + 5, 1, 30000);
+
+    /* Overlap on [d+2, d+4): 409 names exactly those nights. */
+    book_raw(&resp, id, "conf-b", FIRST_DAY, FIRST_DAY + 4, 2);
+    expect_unavailable(&resp, FIRST_DAY + 2, FIRST_DAY + 3);
+    http_response_deinit(&resp);
+    book_raw(&resp, id, "conf-c", FIRST_DAY + 4, FIRST_DAY + 7, 3);
+    expect_unavailable(&resp, FIRST_DAY + 4, FIRST_DAY + 4);
+    http_response_deinit(&resp);
+    expect_sql_booking(id, jint(a, "reservation_id"), FIRST_DAY + 2, FIRST_DAY + 5);
+    json_decref(a);
+}
+END_TEST
+
+START_TEST(test_idempotent_replay)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *a = book_ok(id, "idem-1", FIRST_DAY, FIRST_DAY + 2, 9, 20000), *b;
+    int64_t rid = jint(a, "reservation_id");
+    struct db_val p[] = {DB_INT_V(id)};
+
+    /* Same key, same body: 200 with the same reservation. */
+    book_raw(&resp, id, "idem-1", FIRST_DAY, FIRST_DAY + 2, 9);
+    b = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(b, "reservation_id"), rid);
+    ck_assert_str_eq(jstr(b, "status"), "confirmed");
+    ck_assert_int_eq(jint(b, "total_price"), 20000);
+    ck_assert_str_eq(jstr(b, "check_in"), day(FIRST_DAY));
+    json_decref(b);
+    http_response_deinit(&resp);
+
+    /* Same key, different body: 422, nothing booked. */
+    book_raw(&resp, id, "idem-1", FIRST_DAY + 5, FIRST_DAY + 7, 9);
+    expect_error(&resp, 422, "idempotency_key_reused");
+    http_response_deinit(&resp);
+    book_raw(&resp, id, "idem-1", FIRST_DAY, FIRST_DAY + 2, 10);
+    expect_error(&resp, 422, "idempotency_key_reused");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(
+        count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+
+    /* Keys are per listing: the same key books on another listing. */
+    {
+        uint64_t other = create_listing();
+
+        json_decref(book_ok(other, "idem-1", FIRST_DAY, FIRST_DAY + 2, 9, 20000));
+    }
+
+    /* After a cancel the replay answers the current status. */
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         rid);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    book_raw(&resp, id, "idem-1", FIRST_DAY, FIRST_DAY + 2, 9);
+    b = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(b, "reservation_id"), rid);
+    ck_assert_str_eq(jstr(b, "status"), "cancelled");
+    json_decref(b);
+    http_response_deinit(&resp);
+    ck_assert_int_eq(
+        count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+    json_decref(a);
+}
+END_TEST
+
+START_TEST(test_cancel_frees_nights)
+{
+    struct http_response resp;
+    uint64_t id = create_listing(), other = create_listing();
+    json_t *a = book_ok(id, "cancel-1", FIRST_DAY, FIRST_DAY + 3, 5, 30000), *c, *av;
+    int64_t rid = jint(a, "reservation_id"), v_booked;
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 4);
+    for (int64_t d = FIRST_DAY; d < FIRST_DAY + 3; d++) {
+        expect_night(av, FIRST_DAY, d, "booked", 10000);
+    }
+    expect_night(av, FIRST_DAY, FIRST_DAY + 3, "available", 10000);
+    v_booked = jint(av, "version");
+    json_decref(av);
+
+    /* Cancel under the wrong listing or an unknown id: 404, nothing changes. */
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel",
+         other, rid);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         rid + 1000003);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel",
+         testenv_random48(), rid);
+    ck_assert_msg(resp.status == 404, "cancel on unknown listing: %ld %s", resp.status, resp.body);
+    http_response_deinit(&resp);
+
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         rid);
+    c = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(c, "reservation_id"), rid);
+    ck_assert_str_eq(jstr(c, "status"), "cancelled");
+    ck_assert_str_eq(jstr(c, "check_in"), day(FIRST_DAY));
+    json_decref(c);
+    http_response_deinit(&resp);
+
+    /* Again: still 200 cancelled. */
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         rid);
+    c = expect_json(&resp, 200);
+    ck_assert_str_eq(jstr(c, "status"), "cancelled");
+    json_decref(c);
+    http_response_deinit(&resp);
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id, rid);
+    c = expect_json(&resp, 200);
+    ck_assert_str_eq(jstr(c, "status"), "cancelled");
+    json_decref(c);
+    http_response_deinit(&resp);
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 4);
+    for (int64_t d = FIRST_DAY; d < FIRST_DAY + 4; d++) {
+        expect_night(av, FIRST_DAY, d, "available", 10000);
+    }
+    ck_assert_int_gt(jint(av, "version"), v_booked);
+    json_decref(av);
+
+    {
+        struct db_val p[] = {DB_INT_V(id), DB_INT_V(rid)};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? "
+                                          "AND reservation_id = ? AND status = 'cancelled'",
+                                          p, 2),
+                         1);
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                          "status = 'booked' AND reservation_id = ?",
+                                          p, 2),
+                         0);
+    }
+
+    /* Rebooking the freed nights works and makes a new reservation. */
+    c = book_ok(id, "cancel-2", FIRST_DAY + 1, FIRST_DAY + 3, 6, 20000);
+    ck_assert_int_ne(jint(c, "reservation_id"), rid);
+    expect_sql_booking(id, jint(c, "reservation_id"), FIRST_DAY + 1, FIRST_DAY + 3);
+    json_decref(c);
+    json_decref(a);
+}
+END_TEST
+
+/* ---- host calendar ---- */
+
+static void calendar(struct http_response *resp, uint64_t id, const char *if_match,
+                     const char *bodyfmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+calendar(struct http_response *resp, uint64_t id, const char *if_match, const char *bodyfmt, ...)
+{
+    char body[512], hdr[128];
+    const char *headers[] = {hdr, NULL};
+    va_list ap;
+
+    va_start(ap, bodyfmt);
+    vsnprintf(body, sizeof(body), bodyfmt, ap);
+    va_end(ap);
+    if (if_match != NULL) {
+        snprintf(hdr, sizeof(hdr), "If-Match: %s", if_match);
+    }
+    call(resp, "POST", if_match != NULL ? headers : NULL, body, "/v1/listings/%" PRIu64 "/calendar",
+         id);
+}
+
+START_TEST(test_block_then_book)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *root, *av;
+    int64_t v0, v1;
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 5);
+    v0 = jint(av, "version");
+    json_decref(av);
+
+    calendar(&resp, id, NULL, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY + 1), day(FIRST_DAY + 3));
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "listing_id"), (int64_t)id);
+    v1 = jint(root, "version");
+    ck_assert_int_gt(v1, v0);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 5);
+    ck_assert_int_eq(jint(av, "version"), v1);
+    expect_night(av, FIRST_DAY, FIRST_DAY, "available", 10000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 1, "blocked", 10000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 2, "blocked", 10000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 3, "available", 10000);
+    json_decref(av);
+
+    book_raw(&resp, id, "blocked-1", FIRST_DAY, FIRST_DAY + 4, 1);
+    expect_unavailable(&resp, FIRST_DAY + 1, FIRST_DAY + 2);
+    http_response_deinit(&resp);
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 0);
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                          "status = 'blocked'",
+                                          p, 1),
+                         2);
+    }
+
+    /* Unblock one night: a stay over it books, the other stays blocked. */
+    calendar(&resp, id, NULL, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\"}",
+             day(FIRST_DAY + 1), day(FIRST_DAY + 2));
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    json_decref(book_ok(id, "blocked-2", FIRST_DAY, FIRST_DAY + 2, 1, 20000));
+    book_raw(&resp, id, "blocked-3", FIRST_DAY + 2, FIRST_DAY + 4, 1);
+    expect_unavailable(&resp, FIRST_DAY + 2, FIRST_DAY + 2);
+    http_response_deinit(&resp);
+
+    /* Blocking booked nights is refused, naming them; nothing changes. */
+    calendar(&resp, id, NULL, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY - 1), day(FIRST_DAY + 2));
+    expect_unavailable(&resp, FIRST_DAY, FIRST_DAY + 1);
+    http_response_deinit(&resp);
+    av = availability(id, FIRST_DAY - 1, FIRST_DAY + 3);
+    expect_night(av, FIRST_DAY - 1, FIRST_DAY - 1, "available", 10000);
+    expect_night(av, FIRST_DAY - 1, FIRST_DAY, "booked", 10000);
+    expect_night(av, FIRST_DAY - 1, FIRST_DAY + 2, "blocked", 10000);
+    json_decref(av);
+}
+END_TEST
+
+START_TEST(test_set_price)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *av, *r;
+
+    calendar(&resp, id, NULL,
+             "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"set_price\",\"price\":15000}",
+             day(FIRST_DAY), day(FIRST_DAY + 3));
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 4);
+    expect_night(av, FIRST_DAY, FIRST_DAY, "available", 15000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 2, "available", 15000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 3, "available", 10000);
+    json_decref(av);
+
+    /* The booking's total sums the nightly prices. */
+    r = book_ok(id, "price-1", FIRST_DAY + 2, FIRST_DAY + 4, 1, 25000);
+    json_decref(r);
+    av = availability(id, FIRST_DAY + 2, FIRST_DAY + 4);
+    expect_night(av, FIRST_DAY + 2, FIRST_DAY + 2, "booked", 15000);
+    expect_night(av, FIRST_DAY + 2, FIRST_DAY + 3, "booked", 10000);
+    json_decref(av);
+}
+END_TEST
+
+START_TEST(test_calendar_validation)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    char d0[11], d2[11], y2[5];
+    char body[20][256];
+    const char *codes[20];
+    size_t n = 0;
+
+    snprintf(d0, sizeof(d0), "%s", day(FIRST_DAY));
+    snprintf(d2, sizeof(d2), "%s", day(FIRST_DAY + 2));
+    snprintf(y2, sizeof(y2), "%.4s", day(800));
+#define BAD(c, ...) (snprintf(body[n], sizeof(body[n]), __VA_ARGS__), codes[n++] = (c))
+    BAD("invalid_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"paint\"}", d0, d2);
+    BAD("invalid_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\",\"price\":5}", d0,
+        d2);
+    BAD("invalid_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\",\"price\":5}", d0,
+        d2);
+    BAD("invalid_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"set_price\",\"price\":-5}",
+        d0, d2);
+    BAD("invalid_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"set_price\",\"price\":\"5\"}",
+        d0, d2);
+    BAD("missing_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"set_price\"}", d0, d2);
+    BAD("missing_field", "{\"from\":\"%s\",\"to\":\"%s\"}", d0, d2);
+    BAD("missing_field", "{\"to\":\"%s\",\"action\":\"block\"}", d2);
+    BAD("unknown_field", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\",\"why\":1}", d0, d2);
+    BAD("invalid_date", "{\"from\":\"%s-02-30\",\"to\":\"%s-03-03\",\"action\":\"block\"}", y2, y2);
+    BAD("invalid_range", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d2, d0);
+    BAD("invalid_range", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d0, d0);
+    BAD("invalid_json", "{\"from\":\"%s\",", d0);
+#undef BAD
+    for (size_t i = 0; i < n; i++) {
+        char code[64];
+
+        calendar(&resp, id, NULL, "%s", body[i]);
+        http_response_error_code(&resp, code, sizeof(code));
+        if (resp.status == 400 && strcmp(code, codes[i]) == 0) {
+            expect_error(&resp, 400, codes[i]);
+        } else {
+            note_failure("case %zu %s: got %ld %s, want 400 %s", i, body[i], resp.status, code,
+                         codes[i]);
+        }
+        http_response_deinit(&resp);
+    }
+    calendar(&resp, testenv_random48(), NULL,
+             "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d0, d2);
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+
+    /* Nothing changed: the first nights are still bookable. */
+    json_decref(book_ok(id, "after-bad-calendar", FIRST_DAY, FIRST_DAY + 2, 1, 20000));
+    expect_no_failures();
+}
+END_TEST
+
+START_TEST(test_if_match)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *av, *root;
+    char etag[64], stale[64];
+    int64_t v0, v1;
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 3);
+    v0 = jint(av, "version");
+    json_decref(av);
+    snprintf(etag, sizeof(etag), "\"%" PRId64 "\"", v0);
+
+    calendar(&resp, id, etag, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    root = expect_json(&resp, 200);
+    v1 = jint(root, "version");
+    ck_assert_int_gt(v1, v0);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    /* The old ETag is now stale: 412 and no change. */
+    snprintf(stale, sizeof(stale), "%s", etag);
+    calendar(&resp, id, stale, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY + 1), day(FIRST_DAY + 2));
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    calendar(&resp, id, "\"999999999\"", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 3);
+    ck_assert_int_eq(jint(av, "version"), v1);
+    expect_night(av, FIRST_DAY, FIRST_DAY, "blocked", 10000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 1, "available", 10000);
+    json_decref(av);
+
+    /* The current ETag passes. */
+    snprintf(etag, sizeof(etag), "\"%" PRId64 "\"", v1);
+    calendar(&resp, id, etag, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+}
+END_TEST
+
+/* ---- availability ---- */
+
+START_TEST(test_availability)
+{
+    struct http_response resp;
+    uint64_t id = create_listing_with(7000, 1, 30);
+    json_t *av, *r;
+    int64_t v0, v1;
+
+    av = availability(id, FIRST_DAY, FIRST_DAY + 10);
+    v0 = jint(av, "version");
+    for (int64_t d = FIRST_DAY; d < FIRST_DAY + 10; d++) {
+        expect_night(av, FIRST_DAY, d, "available", 7000);
+    }
+    json_decref(av);
+
+    r = book_ok(id, "avail-1", FIRST_DAY + 4, FIRST_DAY + 6, 1, 14000);
+    v1 = jint(r, "version");
+    json_decref(r);
+    av = availability(id, FIRST_DAY, FIRST_DAY + 10);
+    ck_assert_int_gt(jint(av, "version"), v0);
+    ck_assert_int_eq(jint(av, "version"), v1);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 3, "available", 7000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 4, "booked", 7000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 5, "booked", 7000);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 6, "available", 7000);
+    json_decref(av);
+
+    /* 366 nights is the maximum range. */
+    json_decref(availability(id, FIRST_DAY, FIRST_DAY + 366));
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+         day(FIRST_DAY), day(FIRST_DAY + 367));
+    expect_error(&resp, 400, "invalid_range");
+    http_response_deinit(&resp);
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s", id,
+         day(FIRST_DAY));
+    expect_error(&resp, 400, "invalid_query");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?to=%s", id,
+         day(FIRST_DAY));
+    expect_error(&resp, 400, "invalid_query");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability", id);
+    expect_error(&resp, 400, "invalid_query");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=yesterday&to=%s", id,
+         day(FIRST_DAY));
+    expect_error(&resp, 400, "invalid_query");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=2027-02-30",
+         id, day(FIRST_DAY));
+    expect_error(&resp, 400, "invalid_query");
+    http_response_deinit(&resp);
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s",
+         testenv_random48(), day(FIRST_DAY), day(FIRST_DAY + 2));
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+}
+END_TEST
+
+/* ---- concurrency ---- */
+
+struct racer {
+    pthread_barrier_t *barrier;
+    const char *method;
+    char url[512];
+    char hdr[320]; /* one request header, or "" */
+    char key[64];
+    char body[256];
+    long status;
+    int64_t reservation_id;
+    int64_t version;
+    char code[64];
+    char err[256];
+};
+
+static void *
+racer_run(void *arg)
+{
+    struct racer *r = arg;
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    const char *headers[] = {r->hdr[0] != '\0' ? r->hdr : NULL, NULL};
+    json_t *root;
+
+    pthread_barrier_wait(r->barrier);
+    if (client == NULL || http_request(client, r->method, r->url, headers, r->body, strlen(r->body),
+                                       30000, &resp, r->err, sizeof(r->err)) != CAL_OK) {
+        r->status = -1;
+        http_client_destroy(client);
+        return NULL;
+    }
+    r->status = resp.status;
+    root = http_response_json(&resp);
+    if (root != NULL) {
+        r->reservation_id = (int64_t)json_integer_value(json_object_get(root, "reservation_id"));
+        r->version = (int64_t)json_integer_value(json_object_get(root, "version"));
+        json_decref(root);
+    }
+    http_response_error_code(&resp, r->code, sizeof(r->code));
+    http_response_deinit(&resp);
+    http_client_destroy(client);
+    return NULL;
+}
+
+/* Starts every prepared racer at once (a barrier) and waits for all. */
+static void
+race_run(struct racer *racers)
+{
+    pthread_t threads[RACE_THREADS];
+    pthread_barrier_t barrier;
+
+    pthread_barrier_init(&barrier, NULL, RACE_THREADS);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        racers[i].barrier = &barrier;
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, racer_run, &racers[i]), 0);
+    }
+    for (int i = 0; i < RACE_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        ck_assert_msg(racers[i].status > 0, "racer %d: %s", i, racers[i].err);
+    }
+}
+
+/* Runs RACE_THREADS concurrent bookings of [ci, co); same key for all when
+ * same_key, else one key each. shift: racer i books [ci + i, co + i). */
+static void
+race(struct racer *racers, uint64_t id, int same_key, int shift, int64_t ci, int64_t co)
+{
+    char base[32];
+
+    unique_key(base, sizeof(base), "race");
+    for (int i = 0; i < RACE_THREADS; i++) {
+        struct racer *r = &racers[i];
+
+        memset(r, 0, sizeof(*r));
+        r->method = "POST";
+        snprintf(r->url, sizeof(r->url), "%s/v1/listings/%" PRIu64 "/reservations",
+                 env.calendard_url, id);
+        if (same_key) {
+            snprintf(r->key, sizeof(r->key), "%s", base);
+        } else {
+            snprintf(r->key, sizeof(r->key), "%s-%d", base, i);
+        }
+        snprintf(r->hdr, sizeof(r->hdr), "Idempotency-Key: %s", r->key);
+        snprintf(r->body, sizeof(r->body),
+                 "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":77}",
+                 day(ci + (shift ? i : 0)), day(co + (shift ? i : 0)));
+    }
+    race_run(racers);
+}
+
+START_TEST(test_booking_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = create_listing();
+    int created = 0, conflicts = 0;
+    int64_t rid = 0;
+
+    race(racers, id, 0, 0, FIRST_DAY + 1, FIRST_DAY + 4);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        if (racers[i].status == 201) {
+            created++;
+            rid = racers[i].reservation_id;
+        } else if (racers[i].status == 409 && strcmp(racers[i].code, "nights_unavailable") == 0) {
+            conflicts++;
+        } else {
+            ck_abort_msg("racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        }
+    }
+    ck_assert_int_eq(created, 1);
+    ck_assert_int_eq(conflicts, RACE_THREADS - 1);
+    ck_assert_int_gt(rid, 0);
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? "
+                                          "AND status = 'confirmed'",
+                                          p, 1),
+                         1);
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+    }
+    expect_sql_booking(id, rid, FIRST_DAY + 1, FIRST_DAY + 4);
+}
+END_TEST
+
+START_TEST(test_idempotent_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = create_listing();
+    int created = 0;
+    int64_t rid = 0;
+
+    race(racers, id, 1, 0, FIRST_DAY, FIRST_DAY + 2);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        ck_assert_msg(racers[i].status == 201 || racers[i].status == 200,
+                      "racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        created += racers[i].status == 201;
+        if (rid == 0) {
+            rid = racers[i].reservation_id;
+        }
+        ck_assert_msg(racers[i].reservation_id == rid,
+                      "racer %d got reservation %" PRId64 ", racer 0 got %" PRId64, i,
+                      racers[i].reservation_id, rid);
+    }
+    ck_assert_int_eq(created, 1);
+    ck_assert_int_gt(rid, 0);
+    {
+        struct db_val p[] = {DB_INT_V(id), DB_STR_V(racers[0].key, strlen(racers[0].key))};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? "
+                                          "AND idempotency_key = ?",
+                                          p, 2),
+                         1);
+    }
+    expect_sql_booking(id, rid, FIRST_DAY, FIRST_DAY + 2);
+}
+END_TEST
+
+START_TEST(test_key_reuse_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = create_listing();
+    int created = 0, reused = 0, winner = -1;
+
+    /* One key, sixteen different stays at once: one takes effect, the rest 422. */
+    race(racers, id, 1, 1, FIRST_DAY, FIRST_DAY + 1);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        if (racers[i].status == 201) {
+            created++;
+            winner = i;
+        } else if (racers[i].status == 422 &&
+                   strcmp(racers[i].code, "idempotency_key_reused") == 0) {
+            reused++;
+        } else {
+            ck_abort_msg("racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        }
+    }
+    ck_assert_int_eq(created, 1);
+    ck_assert_int_eq(reused, RACE_THREADS - 1);
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+    }
+    expect_sql_booking(id, racers[winner].reservation_id, FIRST_DAY + winner,
+                       FIRST_DAY + winner + 1);
+}
+END_TEST
+
+START_TEST(test_if_match_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = create_listing();
+    json_t *av = availability(id, FIRST_DAY, FIRST_DAY + RACE_THREADS);
+    int64_t v0 = jint(av, "version");
+    int ok = 0, stale = 0, winner = -1;
+
+    json_decref(av);
+    /* Sixteen hosts edit different nights from the same calendar version:
+     * the version is the lock, so exactly one edit lands. */
+    for (int i = 0; i < RACE_THREADS; i++) {
+        struct racer *r = &racers[i];
+
+        memset(r, 0, sizeof(*r));
+        r->method = "POST";
+        snprintf(r->url, sizeof(r->url), "%s/v1/listings/%" PRIu64 "/calendar", env.calendard_url,
+                 id);
+        snprintf(r->hdr, sizeof(r->hdr), "If-Match: \"%" PRId64 "\"", v0);
+        snprintf(r->body, sizeof(r->body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+                 day(FIRST_DAY + i), day(FIRST_DAY + i + 1));
+    }
+    race_run(racers);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        if (racers[i].status == 200) {
+            ok++;
+            winner = i;
+        } else if (racers[i].status == 412 && strcmp(racers[i].code, "version_mismatch") == 0) {
+            stale++;
+        } else {
+            ck_abort_msg("racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        }
+    }
+    ck_assert_int_eq(ok, 1);
+    ck_assert_int_eq(stale, RACE_THREADS - 1);
+    av = availability(id, FIRST_DAY, FIRST_DAY + RACE_THREADS);
+    ck_assert_int_eq(jint(av, "version"), racers[winner].version);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        expect_night(av, FIRST_DAY, FIRST_DAY + i, i == winner ? "blocked" : "available", 10000);
+    }
+    json_decref(av);
+}
+END_TEST
+
+START_TEST(test_listing_create_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = testenv_random48();
+    int created = 0, updated = 0;
+
+    for (int i = 0; i < RACE_THREADS; i++) {
+        struct racer *r = &racers[i];
+
+        memset(r, 0, sizeof(*r));
+        r->method = "PUT";
+        snprintf(r->url, sizeof(r->url), "%s/v1/listings/%" PRIu64, env.calendard_url, id);
+        snprintf(r->body, sizeof(r->body),
+                 "{\"default_price\":%d,\"currency\":\"USD\",\"min_nights\":1,"
+                 "\"max_nights\":30}",
+                 1000 + i);
+    }
+    race_run(racers);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        ck_assert_msg(racers[i].status == 201 || racers[i].status == 200,
+                      "racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        created += racers[i].status == 201;
+        updated += racers[i].status == 200;
+    }
+    ck_assert_int_eq(created, 1);
+    ck_assert_int_eq(updated, RACE_THREADS - 1);
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM listings WHERE listing_id = ?", p, 1), 1);
+    }
+}
+END_TEST
+
+/* ---- fencing ---- */
+
+/* Copies every row of vbucket vb from shard src to dst, as a move would
+ * before its cutover. Returns the number of listings copied. */
+static int64_t
+copy_vbucket_rows(struct db *src, struct db *dst, unsigned vb)
+{
+    struct db_val p[] = {DB_INT_V(vb)};
+    struct db_stmt *stmt = NULL;
+    struct db_val c[12];
+    char err[512];
+    int64_t listings = 0;
+
+    stmt = sql_select(src,
+                      "SELECT listing_id, vbucket, version, rules_version, default_price, "
+                      "currency, min_nights, max_nights FROM listings WHERE vbucket = ?",
+                      p, 1);
+    while (db_fetch(stmt, c, 8, err, sizeof(err)) == 1) {
+        sql_exec(dst,
+                 "INSERT INTO listings (listing_id, vbucket, version, rules_version, "
+                 "default_price, currency, min_nights, max_nights) VALUES (?,?,?,?,?,?,?,?)",
+                 c, 8);
+        listings++;
+    }
+    stmt = sql_select(src,
+                      "SELECT listing_id, TO_DAYS(night), status, reservation_id, price, "
+                      "version, vbucket FROM nights WHERE vbucket = ?",
+                      p, 1);
+    while (db_fetch(stmt, c, 7, err, sizeof(err)) == 1) {
+        sql_exec(dst,
+                 "INSERT INTO nights (listing_id, night, status, reservation_id, price, version, "
+                 "vbucket) VALUES (?, FROM_DAYS(?), ?, ?, ?, ?, ?)",
+                 c, 7);
+    }
+    stmt = sql_select(src,
+                      "SELECT reservation_id, listing_id, vbucket, TO_DAYS(check_in), "
+                      "TO_DAYS(check_out), guest_id, status, total_price, currency, "
+                      "idempotency_key, request_hash, version FROM reservations "
+                      "WHERE vbucket = ?",
+                      p, 1);
+    while (db_fetch(stmt, c, 12, err, sizeof(err)) == 1) {
+        sql_exec(dst,
+                 "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
+                 "check_out, guest_id, status, total_price, currency, idempotency_key, "
+                 "request_hash, version) VALUES (?,?,?,FROM_DAYS(?),FROM_DAYS(?),?,?,?,?,?,?,?)",
+                 c, 12);
+    }
+    return listings;
+}
+
+START_TEST(test_fencing_moved_vbucket)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    unsigned vb = testenv_vbucket(id);
+    int64_t epoch, epoch2, rid1, rid2, new_shard_id;
+    int old_idx, new_idx;
+    struct db *src, *dst;
+    json_t *r;
+    char err[512];
+
+    ck_assert_msg(env.nshards >= 2, "the fencing test needs two shards, stack has %zu",
+                  env.nshards);
+    old_idx = owner_shard(id, &epoch);
+    new_idx = (old_idx + 1) % (int)env.nshards;
+    src = shard((size_t)old_idx);
+    dst = shard((size_t)new_idx);
+    {
+        struct db_val p[] = {DB_INT_V(vb)};
+
+        ck_assert_int_eq(sql_int(src, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", p, 1),
+                         epoch);
+        ck_assert_int_eq(sql_int(dst, "SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1),
+                         0);
+    }
+
+    /* Warm the daemon's shard map on the old owner with a real write. */
+    r = book_ok(id, "fence-1", FIRST_DAY, FIRST_DAY + 2, 1, 20000);
+    rid1 = jint(r, "reservation_id");
+    json_decref(r);
+
+    /* The move: the source's owner row is held exclusively while rows are
+     * copied and ownership passes to the target with epoch + 1. */
+    ck_assert_msg(db_begin(src, err, sizeof(err)) == CAL_OK, "BEGIN: %s", err);
+    {
+        struct db_val p[] = {DB_INT_V(vb)};
+
+        ck_assert_int_eq(
+            sql_int(src, "SELECT epoch FROM vbucket_owner WHERE vbucket = ? FOR UPDATE", p, 1),
+            epoch);
+        ck_assert_int_ge(copy_vbucket_rows(src, dst, vb), 1);
+        sql_exec(src, "DELETE FROM vbucket_owner WHERE vbucket = ?", p, 1);
+    }
+    {
+        struct db_val p[] = {DB_INT_V(vb), DB_INT_V(epoch + 1)};
+
+        sql_exec(dst, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)", p, 2);
+    }
+    ck_assert_msg(db_commit(src, err, sizeof(err)) == CAL_OK, "commit: %s", err);
+
+    /* Mid-move: the shards moved ownership, the catalog still names the old
+     * shard. The daemon is fenced off on the old shard and cannot find a
+     * new owner: it must refuse (503, retry later) and write nowhere. */
+    book_raw(&resp, id, "fence-2", FIRST_DAY + 3, FIRST_DAY + 5, 1);
+    {
+        char code[64];
+
+        /* The contract names shard_unavailable; calendard says vbucket_moving. */
+        http_response_error_code(&resp, code, sizeof(code));
+        ck_assert_msg(strcmp(code, "shard_unavailable") == 0 || strcmp(code, "vbucket_moving") == 0,
+                      "mid-move booking: %ld %s", resp.status, resp.body);
+        expect_error(&resp, 503, code);
+        ck_assert_msg(resp.retry_after[0] != '\0', "503 without Retry-After");
+    }
+    http_response_deinit(&resp);
+    {
+        struct db_val p[] = {DB_INT_V(id), DB_CSTR_V("fence-2")};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? "
+                                          "AND idempotency_key = ?",
+                                          p, 2),
+                         0);
+    }
+    {
+        struct db_conf conf;
+        struct db_val q[2];
+
+        /* The target's shard_id in the catalog, by its port and database. */
+        memset(&conf, 0, sizeof(conf));
+        ck_assert_msg(db_conf_parse_dsn(&conf, env.shard_dsns[new_idx], err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+        q[0] = DB_INT_V(conf.port);
+        q[1] = DB_CSTR_V(conf.database);
+        new_shard_id =
+            sql_int(catalog(), "SELECT shard_id FROM shards WHERE port = ? AND db_name = ?", q, 2);
+    }
+    {
+        struct db_val p[] = {DB_INT_V(new_shard_id), DB_INT_V(epoch + 1), DB_INT_V(vb),
+                             DB_INT_V(epoch)};
+        struct db_stmt *stmt = NULL;
+
+        stmt = sql_select(catalog(),
+                          "UPDATE vbuckets SET shard_id = ?, epoch = ? WHERE vbucket = ? AND "
+                          "epoch = ?",
+                          p, 4);
+        ck_assert_int_eq((int64_t)db_affected_rows(stmt), 1);
+    }
+    ck_assert_int_eq(owner_shard(id, &epoch2), new_idx);
+    ck_assert_int_eq(epoch2, epoch + 1);
+
+    /* The daemon may still route to the old shard: fenced off, it refreshes
+     * its map and retries on the new owner. The refused key is still free. */
+    r = book_ok(id, "fence-2", FIRST_DAY + 3, FIRST_DAY + 5, 1, 20000);
+    rid2 = jint(r, "reservation_id");
+    json_decref(r);
+    {
+        struct db_val p[] = {DB_INT_V(id), DB_INT_V(rid2)};
+
+        ck_assert_int_eq(sql_int(dst,
+                                 "SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                 "reservation_id = ? AND status = 'confirmed'",
+                                 p, 2),
+                         1);
+        ck_assert_int_eq(sql_int(src,
+                                 "SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                 "reservation_id = ?",
+                                 p, 2),
+                         0);
+        ck_assert_int_eq(sql_int(dst,
+                                 "SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                 "reservation_id = ? AND status = 'booked'",
+                                 p, 2),
+                         2);
+        ck_assert_int_eq(sql_int(src,
+                                 "SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
+                                 "reservation_id = ?",
+                                 p, 2),
+                         0);
+    }
+    {
+        struct db_val p[] = {DB_INT_V(id)};
+
+        /* The old shard kept only what it had before the move. */
+        ck_assert_int_eq(
+            sql_int(src, "SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+    }
+
+    /* Reads and the earlier booking follow the move too. */
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id, rid1);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    r = availability(id, FIRST_DAY, FIRST_DAY + 5);
+    expect_night(r, FIRST_DAY, FIRST_DAY, "booked", 10000);
+    expect_night(r, FIRST_DAY, FIRST_DAY + 4, "booked", 10000);
+    expect_night(r, FIRST_DAY, FIRST_DAY + 2, "available", 10000);
+    json_decref(r);
+    /* A conflicting booking is judged on the new owner. */
+    book_raw(&resp, id, "fence-3", FIRST_DAY + 1, FIRST_DAY + 3, 1);
+    expect_unavailable(&resp, FIRST_DAY + 1, FIRST_DAY + 1);
+    http_response_deinit(&resp);
+}
+END_TEST
+
+static Suite *
+api_suite(void)
+{
+    Suite *s = suite_create("api");
+    struct {
+        const char *name;
+        const TTest *test;
+        int timeout;
+    } cases[] = {
+        {"health", test_health_endpoints, 30},
+        {"metrics", test_metrics, 30},
+        {"unknown_path_and_method", test_unknown_path_and_method, 30},
+        {"listing_create_update_get", test_listing_create_update_get, 30},
+        {"listing_validation", test_listing_validation, 30},
+        {"invalid_listing_id", test_invalid_listing_id, 30},
+        {"booking_create_and_get", test_booking_create_and_get, 30},
+        {"booking_unknown_listing", test_booking_unknown_listing, 30},
+        {"booking_validation", test_booking_validation, 30},
+        {"body_too_large", test_body_too_large, 30},
+        {"booking_conflict", test_booking_conflict, 30},
+        {"idempotent_replay", test_idempotent_replay, 30},
+        {"cancel_frees_nights", test_cancel_frees_nights, 30},
+        {"block_then_book", test_block_then_book, 30},
+        {"set_price", test_set_price, 30},
+        {"calendar_validation", test_calendar_validation, 30},
+        {"if_match", test_if_match, 30},
+        {"availability", test_availability, 30},
+        {"booking_race", test_booking_race, 60},
+        {"idempotent_race", test_idempotent_race, 60},
+        {"key_reuse_race", test_key_reuse_race, 60},
+        {"if_match_race", test_if_match_race, 60},
+        {"listing_create_race", test_listing_create_race, 60},
+        {"fencing_moved_vbucket", test_fencing_moved_vbucket, 60},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tc = tcase_create(cases[i].name);
+
+        tcase_set_timeout(tc, cases[i].timeout);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return s;
+}
+
+int
+main(void)
+{
+    char err[512];
+    SRunner *sr;
+    int failed;
+
+    if (testenv_load(&env, NULL, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "check_api: %s\n", err);
+        return EXIT_FAILURE;
+    }
+    today = testenv_today();
+    http_global_init();
+    sr = srunner_create(api_suite());
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

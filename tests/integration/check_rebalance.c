@@ -1,0 +1,397 @@
+/* Integration tests of calendar-rebalance on the real stack: single moves
+ * under bookings, a crash after every phase finished by resume, stress
+ * traffic while vbuckets move back and forth, and adding then draining a
+ * spare shard. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/lib/http.h"
+#include "tests/lib/proc.h"
+#include "tests/lib/testenv.h"
+#include "tests/lib/unit.h"
+
+static struct testenv env;
+static char admin_ini[600];
+static char tool[600];
+
+static void
+setup(void)
+{
+    char err[256];
+    ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(env.stack_dir[0] != '\0', "stack.env has no STACK_DIR");
+    snprintf(admin_ini, sizeof(admin_ini), "%s/admin.ini", env.stack_dir);
+    snprintf(tool, sizeof(tool), "bin/calendar-rebalance");
+    ck_assert_msg(access(tool, X_OK) == 0, "run from the repository root after make");
+}
+
+/* Value of KEY in the stack env file, "" when absent. */
+static void
+env_value(const char *key, char *out, size_t outlen)
+{
+    FILE *f = fopen(env.path, "r");
+    char line[1024];
+    size_t klen = strlen(key);
+    out[0] = '\0';
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, key, klen) != 0 || line[klen] != '=')
+            continue;
+        char *v = line + klen + 1;
+        v[strcspn(v, "\r\n")] = '\0';
+        if (*v == '"' && v[strlen(v) - 1] == '"') {
+            v[strlen(v) - 1] = '\0';
+            v++;
+        }
+        size_t n = strlen(v) < outlen - 1 ? strlen(v) : outlen - 1;
+        memcpy(out, v, n);
+        out[n] = '\0';
+    }
+    fclose(f);
+}
+
+static int
+rebalance(char *out, size_t outlen, const char *a1, const char *a2, const char *a3, const char *a4,
+          const char *a5, const char *a6)
+{
+    char *argv[12] = {tool,       "--config", admin_ini,  (char *)a1, (char *)a2,
+                      (char *)a3, (char *)a4, (char *)a5, (char *)a6, NULL};
+    return proc_run(argv, out, outlen, 300);
+}
+
+static long api(struct http_client *h, const char *method, const char *key, const char *body,
+                struct http_response *r, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static long
+api(struct http_client *h, const char *method, const char *key, const char *body,
+    struct http_response *r, const char *fmt, ...)
+{
+    char url[512], path[256], hdr[300], err[256];
+    const char *headers[2] = {NULL, NULL};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
+    snprintf(url, sizeof(url), "%s%s", env.calendard_url, path);
+    if (key != NULL) {
+        snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", key);
+        headers[0] = hdr;
+    }
+    http_response_init(r);
+    ck_assert_msg(http_request(h, method, url, headers, body, body ? strlen(body) : 0, 15000, r,
+                               err, sizeof(err)) == CAL_OK,
+                  "%s %s: %s", method, url, err);
+    return r->status;
+}
+
+/* The shard id currently owning vbucket v, from the catalog. */
+static long
+owner_of(unsigned v)
+{
+    char err[256];
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(v)}, c[1];
+    ck_assert(db_query(cat, "SELECT shard_id FROM vbuckets WHERE vbucket = ?", p, 1, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    long id = (long)c[0].i;
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    db_close(cat);
+    return id;
+}
+
+/* Rows of table for a listing on shard index idx of SHARD_DSNS. */
+static long
+rows_on(size_t idx, const char *table, uint64_t listing_id)
+{
+    char err[256], sql[128];
+    struct db *db = testenv_connect_shard(&env, idx, err, sizeof(err));
+    ck_assert_msg(db != NULL, "%s", err);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s WHERE listing_id = ?", table);
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(listing_id)}, c[1];
+    ck_assert(db_query(db, sql, p, 1, &st, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    long n = (long)c[0].i;
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    db_close(db);
+    return n;
+}
+
+/* A listing with one booking; returns its id and the reservation id. */
+static uint64_t
+booked_listing(struct http_client *h, const char *key, uint64_t *rid)
+{
+    struct http_response r;
+    uint64_t id = testenv_random48();
+    char body[256], d1[11], d2[11];
+    ck_assert_int_eq(api(h, "PUT", NULL,
+                         "{\"default_price\":700,\"currency\":\"USD\",\"min_nights\":1,"
+                         "\"max_nights\":9}",
+                         &r, "/v1/listings/%llu", (unsigned long long)id),
+                     201);
+    http_response_deinit(&r);
+    testenv_format_date(testenv_today() + 90, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 93, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":3}", d1,
+             d2);
+    ck_assert_int_eq(
+        api(h, "POST", key, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
+        201);
+    json_t *doc = http_response_json(&r);
+    *rid = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
+    json_decref(doc);
+    http_response_deinit(&r);
+    return id;
+}
+
+/* After a move: the reservation reads back, a replay answers the original,
+ * a new booking succeeds, and every row lives on the new owner only. */
+static void
+check_after_move(struct http_client *h, uint64_t id, uint64_t rid, const char *key, long to)
+{
+    struct http_response r;
+    char body[256], d1[11], d2[11];
+    ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                         (unsigned long long)id, (unsigned long long)rid),
+                     200);
+    http_response_deinit(&r);
+    testenv_format_date(testenv_today() + 90, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 93, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":3}", d1,
+             d2);
+    ck_assert_int_eq(
+        api(h, "POST", key, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
+        200);
+    json_t *doc = http_response_json(&r);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "reservation_id")), rid);
+    json_decref(doc);
+    http_response_deinit(&r);
+    testenv_format_date(testenv_today() + 95, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 96, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":4}", d1,
+             d2);
+    char key2[300];
+    snprintf(key2, sizeof(key2), "%s-after", key);
+    ck_assert_int_eq(
+        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
+        201);
+    http_response_deinit(&r);
+    ck_assert_int_eq(owner_of(testenv_vbucket(id)), to);
+    size_t from_idx = to == 0 ? 1 : 0, to_idx = (size_t)to;
+    ck_assert_int_eq(rows_on(to_idx, "reservations", id), 2);
+    ck_assert_int_eq(rows_on(to_idx, "listings", id), 1);
+    ck_assert_int_eq(rows_on(from_idx, "reservations", id), 0);
+    ck_assert_int_eq(rows_on(from_idx, "nights", id), 0);
+    ck_assert_int_eq(rows_on(from_idx, "listings", id), 0);
+}
+
+static void
+expect_verify_clean(void)
+{
+    char out[8192];
+    int rc = rebalance(out, sizeof(out), "verify", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "verify exit %d:\n%s", rc, out);
+    ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0"));
+}
+
+START_TEST(move_one_vbucket_under_bookings)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    uint64_t rid;
+    char key[64], vb[16], to[16], out[8192];
+    snprintf(key, sizeof(key), "rb-one-%llu", (unsigned long long)testenv_random48());
+    uint64_t id = booked_listing(h, key, &rid);
+    unsigned v = testenv_vbucket(id);
+    long from = owner_of(v), target = from == 0 ? 1 : 0;
+    snprintf(vb, sizeof(vb), "%u", v);
+    snprintf(to, sizeof(to), "%ld", target);
+    int rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+    ck_assert_msg(rc == 0, "move exit %d:\n%s", rc, out);
+    ck_assert_ptr_nonnull(strstr(out, "phase=done"));
+    ck_assert_ptr_nonnull(strstr(out, "write_pause_ms="));
+    check_after_move(h, id, rid, key, target);
+    /* Moving it where it is now is refused, and changes nothing. */
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_ptr_nonnull(strstr(out, "already"));
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
+START_TEST(crash_after_each_phase_then_resume)
+{
+    static const char *const phases[] = {"copy", "cutover", "target", "catalog", "cleanup"};
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        uint64_t rid;
+        char key[64], vb[16], to[16], out[8192];
+        snprintf(key, sizeof(key), "rb-crash-%s-%llu", phases[i],
+                 (unsigned long long)testenv_random48());
+        uint64_t id = booked_listing(h, key, &rid);
+        unsigned v = testenv_vbucket(id);
+        long from = owner_of(v), target = from == 0 ? 1 : 0;
+        snprintf(vb, sizeof(vb), "%u", v);
+        snprintf(to, sizeof(to), "%ld", target);
+        char *argv[] = {tool,   "--config",  admin_ini, "--crash-after", (char *)phases[i],
+                        "move", "--vbucket", vb,        "--to",          to,
+                        NULL};
+        int rc = proc_run(argv, out, sizeof(out), 120);
+        ck_assert_msg(rc == 128 + 9, "phase %s: exit %d, want SIGKILL:\n%s", phases[i], rc, out);
+        rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+        ck_assert_int_eq(rc, 0);
+        if (strcmp(phases[i], "cleanup") != 0)
+            ck_assert_msg(strstr(out, "1 unfinished move") != NULL, "phase %s:\n%s", phases[i],
+                          out);
+        rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+        ck_assert_msg(rc == 0, "resume after %s: exit %d:\n%s", phases[i], rc, out);
+        rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+        ck_assert_msg(strstr(out, "0 unfinished moves") != NULL, "after resume:\n%s", out);
+        check_after_move(h, id, rid, key, target);
+        expect_verify_clean();
+    }
+    http_client_destroy(h);
+}
+END_TEST
+
+/* The headline: calendar-stress books, cancels, blocks and replays while its
+ * listings' vbuckets move back and forth between the shards; then every
+ * invariant it checks with SQL must be zero and verify must be clean. */
+START_TEST(stress_while_vbuckets_move)
+{
+    setup();
+    char log[] = "/tmp/calendar-stress-rebalance-XXXXXX";
+    int fd = mkstemp(log);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    char *sargv[] = {"bin/calendar-stress", "--stack-env", env.path,     "--clients", "8",
+                     "--listings",          "24",          "--duration", "20",        NULL};
+    pid_t stress = proc_start(sargv, log);
+    ck_assert_int_gt(stress, 0);
+    sleep(3); /* its listings exist now */
+    char err[256];
+    unsigned vbs[64];
+    size_t nvb = 0;
+    for (size_t s = 0; s < env.nshards && s < 2; s++) {
+        struct db *db = testenv_connect_shard(&env, s, err, sizeof(err));
+        ck_assert_msg(db != NULL, "%s", err);
+        struct db_stmt *st;
+        struct db_val c[1];
+        ck_assert(db_query(db,
+                           "SELECT DISTINCT vbucket FROM listings"
+                           " WHERE updated_at > NOW(6) - INTERVAL 5 SECOND",
+                           NULL, 0, &st, err, sizeof(err)) == CAL_OK);
+        while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+            if (nvb < 64)
+                vbs[nvb++] = (unsigned)c[0].i;
+        db_close(db);
+    }
+    ck_assert_uint_gt(nvb, 5);
+    unsigned moves = 0;
+    char out[8192];
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < nvb; i++) {
+            char vb[16], to[16];
+            long target = owner_of(vbs[i]) == 0 ? 1 : 0;
+            snprintf(vb, sizeof(vb), "%u", vbs[i]);
+            snprintf(to, sizeof(to), "%ld", target);
+            int rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+            ck_assert_msg(rc == 0, "move exit %d:\n%s", rc, out);
+            moves++;
+        }
+    }
+    int rc = proc_wait(stress, 120);
+    FILE *f = fopen(log, "r");
+    char line[4096], last[4096] = "";
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (line[0] == '{')
+            snprintf(last, sizeof(last), "%s", line);
+    if (f != NULL)
+        fclose(f);
+    unlink(log);
+    fprintf(stderr, "stress during %u moves: %s", moves, last);
+    ck_assert_msg(rc == 0, "calendar-stress exit %d: %s", rc, last);
+    json_error_t jerr;
+    json_t *doc = json_loads(last, 0, &jerr);
+    ck_assert_msg(doc != NULL, "no JSON line from calendar-stress");
+    static const char *const zero[] = {"double_bookings", "lost_acknowledged", "phantom_bookings",
+                                       "duplicate_idempotent"};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *v = json_object_get(doc, zero[i]);
+        ck_assert_msg(json_is_integer(v) && json_integer_value(v) == 0, "%s: %s", zero[i], last);
+    }
+    ck_assert_int_gt(json_integer_value(json_object_get(doc, "confirmed")), 0);
+    json_decref(doc);
+    expect_verify_clean();
+}
+END_TEST
+
+START_TEST(add_then_drain_spare_shard)
+{
+    setup();
+    char spare[256], out[16384];
+    env_value("SPARE_SHARD", spare, sizeof(spare));
+    ck_assert_msg(spare[0] != '\0', "stack.env has no SPARE_SHARD: start the stack with a spare");
+    int rc = rebalance(out, sizeof(out), "add-shard", "--shard", spare, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "add-shard exit %d:\n%s", rc, out);
+    const char *p = strstr(out, "shard ");
+    ck_assert_ptr_nonnull(p);
+    long spare_id = strtol(p + 6, NULL, 10);
+    ck_assert_int_ge(spare_id, 2);
+    rc = rebalance(out, sizeof(out), "plan", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    char want[64];
+    snprintf(want, sizeof(want), "-> %ld (", spare_id);
+    ck_assert_msg(strstr(out, want) != NULL, "plan moves nothing to the new shard:\n%.2000s", out);
+    /* Put a few vbuckets on the spare, then drain it with one rebalance. */
+    char to[24];
+    snprintf(to, sizeof(to), "%ld", spare_id);
+    for (unsigned v = 100; v < 112; v++) {
+        char vb[16];
+        snprintf(vb, sizeof(vb), "%u", v);
+        rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+        ck_assert_msg(rc == 0, "move exit %d:\n%s", rc, out);
+    }
+    rc = rebalance(out, sizeof(out), "drain-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    rc = rebalance(out, sizeof(out), "rebalance", "--parallel", "3", NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "rebalance exit %d:\n%s", rc, out);
+    ck_assert_msg(strstr(out, "12 of 12 moves done") != NULL, "%s", out);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    char line[64];
+    snprintf(line, sizeof(line), "\n%-6ld draining", spare_id);
+    p = strstr(out, line);
+    ck_assert_msg(p != NULL, "%s", out);
+    long mapped = -1;
+    ck_assert_int_eq(sscanf(p + 1, "%*s %*s %*s %ld", &mapped), 1);
+    ck_assert_int_eq(mapped, 0);
+    expect_verify_clean();
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("rebalance");
+    TCase *tc = tcase_create("rebalance");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, move_one_vbucket_under_bookings);
+    tcase_add_test(tc, crash_after_each_phase_then_resume);
+    tcase_add_test(tc, stress_while_vbuckets_move);
+    tcase_add_test(tc, add_then_drain_spare_shard);
+    suite_add_tcase(s, tc);
+    return unit_run(s);
+}

@@ -1,0 +1,78 @@
+/* Running the project's programs from tests. */
+#include "tests/lib/proc.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int
+decode(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+int
+proc_wait(pid_t pid, unsigned timeout_s)
+{
+    struct timespec tick = {0, 20 * 1000000L};
+    for (unsigned long waited = 0; waited < timeout_s * 50UL; waited++) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return decode(status);
+        if (r < 0)
+            return -1;
+        nanosleep(&tick, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+pid_t
+proc_start(char *const argv[], const char *out_path)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return rc == 0 ? pid : -1;
+}
+
+int
+proc_run(char *const argv[], char *out, size_t outlen, unsigned timeout_s)
+{
+    char path[] = "/tmp/calendar-proc-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    pid_t pid = proc_start(argv, path);
+    int rc = pid < 0 ? -1 : proc_wait(pid, timeout_s);
+    if (out != NULL && outlen > 0) {
+        out[0] = '\0';
+        FILE *f = fopen(path, "r");
+        if (f != NULL) {
+            size_t n = fread(out, 1, outlen - 1, f);
+            out[n] = '\0';
+            fclose(f);
+        }
+    }
+    unlink(path);
+    return rc;
+}

@@ -1,0 +1,19 @@
+/* Running the project's programs from tests: capture output and exit status,
+ * or start one in the background and wait for it later. Bounded in time. */
+#ifndef CAL_TEST_PROC_H
+#define CAL_TEST_PROC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Exit code, or 128+signal when killed, or -1 when it could not run or
+ * outlived timeout_s (then it is killed). out gets stdout+stderr (may be NULL). */
+int proc_run(char *const argv[], char *out, size_t outlen, unsigned timeout_s);
+
+/* Starts argv with stdout (and stderr) into out_path; returns the pid or -1. */
+pid_t proc_start(char *const argv[], const char *out_path);
+
+/* Waits at most timeout_s for pid; same result convention as proc_run. */
+int proc_wait(pid_t pid, unsigned timeout_s);
+
+#endif

@@ -1,0 +1,59 @@
+/* What the integration tests and the stress tool know about a running stack:
+ * the KEY=VALUE file named by $STACK_ENV, SQL connections to it, and the
+ * listing -> vbucket routing rule that the tests check the daemon against. */
+#ifndef CAL_TESTENV_H
+#define CAL_TESTENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/db.h"
+#include "common/status.h"
+
+#define TESTENV_MAX_SHARDS 16
+#define TESTENV_NUM_VBUCKETS 4096
+
+struct testenv {
+    char path[512];
+    char calendard_url[256]; /* "http://127.0.0.1:PORT", no trailing slash */
+    char catalog_dsn[512];
+    char shard_dsns[TESTENV_MAX_SHARDS][512];
+    size_t nshards;
+    char memcached_servers[256];
+    char stack_dir[512];
+};
+
+/* Loads a sourceable KEY=VALUE file (values may be double- or single-quoted,
+ * "export " prefixes and # comments are allowed). path NULL or "" means
+ * $STACK_ENV, then "var/stack.env". Fails when CALENDARD_URL, CATALOG_DSN or
+ * SHARD_DSNS is missing, or the URL does not point at 127.0.0.1. */
+cal_status testenv_load(struct testenv *env, const char *path, char *err, size_t errlen);
+
+/* True when url is plain http on 127.0.0.1: the only targets the tests and
+ * the stress tool ever talk to. */
+int testenv_url_is_loopback(const char *url);
+
+/* Connects to a DSN of the env file. Caller frees with db_close(). */
+struct db *testenv_connect_dsn(const char *dsn, char *err, size_t errlen);
+struct db *testenv_connect_catalog(const struct testenv *env, char *err, size_t errlen);
+struct db *testenv_connect_shard(const struct testenv *env, size_t idx, char *err, size_t errlen);
+
+/* Index into env->shard_dsns of the DSN naming port and database db_name,
+ * or -1. Used to turn a catalog shards row into a connection. */
+int testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name);
+
+/* MurmurHash3 fmix64 and the routing rule vbucket = fmix64(id) % 4096. */
+uint64_t testenv_fmix64(uint64_t k);
+unsigned testenv_vbucket(uint64_t listing_id);
+
+/* Days since 1970-01-01 of today in UTC, and conversions to and from
+ * "YYYY-MM-DD" (buf needs 11 bytes). testenv_parse_date returns -1 on error. */
+int64_t testenv_today(void);
+void testenv_format_date(int64_t days, char *buf, size_t buflen);
+int testenv_parse_date(const char *s, int64_t *days);
+
+/* A random nonzero 48-bit number from getrandom(), falling back to time and
+ * pid: listing ids unique per run. */
+uint64_t testenv_random48(void);
+
+#endif

@@ -1,0 +1,85 @@
+/* The stress workload: client threads that book, cancel, block, replay and
+ * drop replies against calendard, and remember what every idempotency key
+ * was finally answered so stress_verify can hold SQL against it. */
+#ifndef CAL_STRESS_LOAD_H
+#define CAL_STRESS_LOAD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct stress_conf {
+    char url[256];         /* calendard base url, 127.0.0.1 only */
+    uint64_t listing_base; /* listings are [listing_base, listing_base + nlistings) */
+    size_t nlistings;
+    int64_t first_day; /* days since epoch of the first night of the window */
+    int window;        /* nights in the booking window */
+    unsigned clients;
+    uint64_t max_ops; /* 0 = bounded by time only */
+    double start;     /* monotonic seconds when the load starts */
+    double deadline;  /* monotonic seconds when clients stop starting ops */
+    uint64_t seed;
+    char tag[24]; /* prefix of every idempotency key of this run */
+};
+
+/* What the stress saw for one idempotency key. */
+struct stress_record {
+    uint64_t listing_id;
+    int64_t reservation_id; /* from the first 200/201 answer; 0 if none */
+    int32_t check_in;       /* days since epoch */
+    int32_t check_out;
+    uint32_t guest_id;
+    int16_t final_status; /* last definitive HTTP status; 0 = never definitive */
+    uint8_t acked;        /* answered 200/201 with status "confirmed" at some point */
+    uint8_t cancel_sent;  /* a cancel went out (whatever its outcome) */
+    uint8_t cancel_acked; /* a cancel was answered 200 "cancelled" */
+    char key[48];
+};
+
+struct stress_stats {
+    atomic_uint_fast64_t attempts;  /* operations started */
+    atomic_uint_fast64_t requests;  /* HTTP requests sent */
+    atomic_uint_fast64_t confirmed; /* keys acknowledged as confirmed bookings */
+    atomic_uint_fast64_t conflicts; /* 409 answers */
+    atomic_uint_fast64_t cancelled; /* cancels acknowledged */
+    atomic_uint_fast64_t errors;    /* transport errors, 5xx, unexpected answers */
+    atomic_uint_fast64_t replays;
+    atomic_uint_fast64_t drops;             /* replies deliberately lost by a tiny timeout */
+    atomic_uint_fast64_t drops_processed;   /* ... whose replay found the booking made (200) */
+    atomic_uint_fast64_t reads;             /* availability reads answered 200 */
+    atomic_uint_fast64_t host_ops;          /* block/unblock answered 200 */
+    atomic_uint_fast64_t overloaded;        /* 503 answers */
+    atomic_uint_fast64_t unresolved;        /* keys never answered definitively */
+    atomic_uint_fast64_t replay_mismatches; /* replay answered another reservation / 201 / 409 */
+    atomic_uint_fast64_t cache_checks;      /* availability reads right after an own booking */
+    atomic_uint_fast64_t cache_mismatches;  /* ... that did not show it (stale read) */
+    atomic_uint_fast64_t clients_done;
+};
+
+struct stress_client {
+    const struct stress_conf *conf;
+    struct stress_stats *stats;
+    unsigned index;
+    struct stress_record *records; /* owned; freed by stress_load_client_deinit() */
+    size_t nrecords;
+    size_t cap;
+    uint64_t rng;
+    int setup_failed;
+};
+
+/* Prepares client storage for up to cap keys. Returns 0, or -1 on ENOMEM. */
+int stress_load_client_init(struct stress_client *client, const struct stress_conf *conf,
+                            struct stress_stats *stats, unsigned index, size_t cap);
+void stress_load_client_deinit(struct stress_client *client);
+
+/* Creates (PUT) the listings with index % clients == client->index; sets
+ * client->setup_failed on any failure. Thread entry point. */
+void *stress_load_create_listings(void *arg);
+
+/* Runs the mix until conf->deadline or conf->max_ops; thread entry point. */
+void *stress_load_client_run(void *arg);
+
+/* Monotonic clock in seconds. */
+double stress_load_now(void);
+
+#endif

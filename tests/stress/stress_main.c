@@ -1,0 +1,399 @@
+/* calendar-stress: drives calendard with concurrent bookings, cancels, host
+ * blocks, replays and dropped replies, then verifies every shard with SQL.
+ * Exit 0 clean, 1 when an invariant broke, 2 on usage or setup errors. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "tests/lib/http.h"
+#include "tests/lib/testenv.h"
+#include "tests/stress/stress_load.h"
+#include "tests/stress/stress_verify.h"
+
+#define EXIT_BROKEN 1
+#define EXIT_USAGE 2
+#define MAX_RECORDS 400000 /* keys remembered per run, over all clients */
+#define WINDOW_OFFSET 30   /* the booking window starts this many days from today */
+
+struct options {
+    unsigned clients;
+    size_t listings;
+    unsigned duration_s; /* 0 = not given */
+    uint64_t requests;   /* 0 = not given */
+    uint64_t seed;
+    int window;
+    const char *url;
+    const char *stack_env;
+    const char *inject;
+};
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: calendar-stress [options]\n"
+            "  --clients N      concurrent client threads (default 16, 1..1024)\n"
+            "  --listings M     listings to create and book (default 50, 1..100000)\n"
+            "  --duration S     run for S seconds (default 20; 300 as a cap with --requests)\n"
+            "  --requests R     stop after R operations in total\n"
+            "  --seed N         random seed of the operation mix (default: time)\n"
+            "  --window D       nights in the booking window (default 14, 2..300)\n"
+            "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
+            "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
+            "  --inject FAULT   testing the verifier only: corrupt this run's own rows in SQL\n"
+            "                   before verifying (double_booking, lost_ack, phantom,\n"
+            "                   night_mismatch); the run must then exit 1\n"
+            "  --help           this text\n"
+            "Prints progress to stderr every second and one JSON line on stdout.\n"
+            "After the run every shard is read with SQL. Exit 1 when any of double_bookings,\n"
+            "lost_acknowledged, phantom_bookings, duplicate_idempotent, night_mismatches,\n"
+            "routing_mismatches or cache_mismatches (an availability read right after an own\n"
+            "booking not showing it) is above zero; 2 on usage or setup errors; else 0.\n");
+}
+
+static int
+parse_u64(const char *name, const char *arg, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || arg[0] == '-' || v < min || v > max) {
+        fprintf(stderr,
+                "calendar-stress: --%s wants an integer in [%" PRIu64 ", %" PRIu64 "], got '%s'\n",
+                name, min, max, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+parse_options(int argc, char **argv, struct options *opt)
+{
+    static const struct option longopts[] = {
+        {"clients", required_argument, NULL, 'c'},
+        {"listings", required_argument, NULL, 'l'},
+        {"duration", required_argument, NULL, 'd'},
+        {"requests", required_argument, NULL, 'r'},
+        {"seed", required_argument, NULL, 's'},
+        {"window", required_argument, NULL, 'w'},
+        {"url", required_argument, NULL, 'u'},
+        {"stack-env", required_argument, NULL, 'e'},
+        {"inject", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t v;
+    int ch;
+
+    memset(opt, 0, sizeof(*opt));
+    opt->clients = 16;
+    opt->listings = 50;
+    opt->window = 14;
+    opt->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            if (parse_u64("clients", optarg, 1, 1024, &v) != 0) {
+                return -1;
+            }
+            opt->clients = (unsigned)v;
+            break;
+        case 'l':
+            if (parse_u64("listings", optarg, 1, 100000, &v) != 0) {
+                return -1;
+            }
+            opt->listings = (size_t)v;
+            break;
+        case 'd':
+            if (parse_u64("duration", optarg, 1, 3600, &v) != 0) {
+                return -1;
+            }
+            opt->duration_s = (unsigned)v;
+            break;
+        case 'r':
+            if (parse_u64("requests", optarg, 1, 100000000, &v) != 0) {
+                return -1;
+            }
+            opt->requests = v;
+            break;
+        case 's':
+            if (parse_u64("seed", optarg, 0, UINT64_MAX, &v) != 0) {
+                return -1;
+            }
+            opt->seed = v;
+            break;
+        case 'w':
+            if (parse_u64("window", optarg, 2, 300, &v) != 0) {
+                return -1;
+            }
+            opt->window = (int)v;
+            break;
+        case 'u':
+            opt->url = optarg;
+            break;
+        case 'e':
+            opt->stack_env = optarg;
+            break;
+        case 'i':
+            opt->inject = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "calendar-stress: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (opt->duration_s == 0) {
+        opt->duration_s = opt->requests != 0 ? 300 : 20;
+    }
+    return 0;
+}
+
+static void
+progress(const struct stress_stats *stats, double t)
+{
+    fprintf(stderr,
+            "t=%.0fs attempts=%" PRIu64 " confirmed=%" PRIu64 " conflicts=%" PRIu64
+            " cancelled=%" PRIu64 " replays=%" PRIu64 " drops=%" PRIu64 " errors=%" PRIu64 "\n",
+            t, (uint64_t)atomic_load(&stats->attempts), (uint64_t)atomic_load(&stats->confirmed),
+            (uint64_t)atomic_load(&stats->conflicts), (uint64_t)atomic_load(&stats->cancelled),
+            (uint64_t)atomic_load(&stats->replays), (uint64_t)atomic_load(&stats->drops),
+            (uint64_t)atomic_load(&stats->errors));
+}
+
+/* Runs fn on every client thread and waits; returns -1 if a thread failed to start. */
+static int
+run_threads(struct stress_client *clients, unsigned n, void *(*fn)(void *), int with_progress,
+            const struct stress_stats *stats, double start)
+{
+    pthread_t *threads = calloc(n, sizeof(*threads));
+    unsigned started = 0;
+    int rc = 0;
+
+    if (threads == NULL) {
+        return -1;
+    }
+    for (; started < n; started++) {
+        if (pthread_create(&threads[started], NULL, fn, &clients[started]) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (with_progress && rc == 0) {
+        double next = start + 1.0;
+
+        /* Bounded: clients stop at the deadline plus their retry grace. */
+        while (atomic_load(&stats->clients_done) < n) {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+
+            nanosleep(&ts, NULL);
+            if (stress_load_now() >= next) {
+                progress(stats, next - start);
+                next += 1.0;
+            }
+        }
+    }
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    free(threads);
+    return rc;
+}
+
+static void
+print_result(const struct stress_conf *conf, const struct stress_stats *stats,
+             const struct stress_verdict *verdict, double duration)
+{
+    json_t *out = json_object();
+    uint64_t confirmed = atomic_load(&stats->confirmed);
+    uint64_t attempts = atomic_load(&stats->attempts);
+    char *line;
+
+#define SET_U(name, v) json_object_set_new(out, name, json_integer((json_int_t)(v)))
+    SET_U("attempts", attempts);
+    SET_U("requests", atomic_load(&stats->requests));
+    SET_U("confirmed", confirmed);
+    SET_U("conflicts", atomic_load(&stats->conflicts));
+    SET_U("cancelled", atomic_load(&stats->cancelled));
+    SET_U("errors", atomic_load(&stats->errors));
+    SET_U("overloaded", atomic_load(&stats->overloaded));
+    SET_U("replays", atomic_load(&stats->replays));
+    SET_U("drops", atomic_load(&stats->drops));
+    SET_U("drops_processed", atomic_load(&stats->drops_processed));
+    SET_U("host_ops", atomic_load(&stats->host_ops));
+    SET_U("reads", atomic_load(&stats->reads));
+    SET_U("unresolved", atomic_load(&stats->unresolved));
+    SET_U("double_bookings", verdict->double_bookings);
+    SET_U("lost_acknowledged", verdict->lost_acknowledged);
+    SET_U("phantom_bookings", verdict->phantom_bookings);
+    SET_U("duplicate_idempotent", verdict->duplicate_idempotent);
+    SET_U("replay_mismatches", atomic_load(&stats->replay_mismatches)); /* included above */
+    SET_U("night_mismatches", verdict->night_mismatches);
+    SET_U("routing_mismatches", verdict->routing_mismatches);
+    SET_U("unowned_rows", verdict->unowned_rows);
+    SET_U("sql_reservations", verdict->sql_reservations);
+    SET_U("sql_confirmed", verdict->sql_confirmed);
+    SET_U("sql_booked_nights", verdict->sql_booked_nights);
+    SET_U("cache_checks", atomic_load(&stats->cache_checks));
+    json_object_set_new(out, "cache_mismatches",
+                        verdict->cache_mismatches < 0 ? json_null()
+                                                      : json_integer(verdict->cache_mismatches));
+    json_object_set_new(out, "duration_s", json_real(duration));
+    json_object_set_new(out, "bookings_per_s",
+                        json_real(duration > 0 ? (double)confirmed / duration : 0));
+    json_object_set_new(out, "attempts_per_s",
+                        json_real(duration > 0 ? (double)attempts / duration : 0));
+    SET_U("clients", conf->clients);
+    SET_U("listings", conf->nlistings);
+    SET_U("listing_base", conf->listing_base);
+    json_object_set_new(out, "seed", json_integer((json_int_t)(conf->seed & INT64_MAX)));
+    json_object_set_new(out, "ok", json_boolean(!stress_verify_failed(verdict)));
+#undef SET_U
+    line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    if (line != NULL) {
+        printf("%s\n", line);
+        fflush(stdout);
+        free(line);
+    }
+    json_decref(out);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct options opt;
+    struct testenv env;
+    struct stress_conf conf;
+    static struct stress_stats stats;
+    struct stress_client *clients = NULL;
+    struct stress_record *all = NULL;
+    struct stress_verdict verdict;
+    size_t cap, total = 0;
+    double duration;
+    char err[512];
+    int rc = EXIT_USAGE;
+
+    if (parse_options(argc, argv, &opt) != 0) {
+        return EXIT_USAGE;
+    }
+    if (testenv_load(&env, opt.stack_env, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-stress: %s\n", err);
+        return EXIT_USAGE;
+    }
+    memset(&conf, 0, sizeof(conf));
+    snprintf(conf.url, sizeof(conf.url), "%s", opt.url != NULL ? opt.url : env.calendard_url);
+    if (!testenv_url_is_loopback(conf.url)) {
+        fprintf(stderr, "calendar-stress: --url must be http://127.0.0.1[:port], got %s\n",
+                conf.url);
+        return EXIT_USAGE;
+    }
+    for (size_t n = strlen(conf.url); n > 0 && conf.url[n - 1] == '/'; n--) {
+        conf.url[n - 1] = '\0';
+    }
+    http_global_init();
+    /* Listing ids from a random base so concurrent and later runs never share. */
+    conf.listing_base = testenv_random48() & ~0xfffffULL;
+    if (conf.listing_base == 0) {
+        conf.listing_base = 1ULL << 20;
+    }
+    conf.nlistings = opt.listings;
+    conf.first_day = testenv_today() + WINDOW_OFFSET;
+    conf.window = opt.window;
+    conf.clients = opt.clients;
+    conf.max_ops = opt.requests;
+    conf.seed = opt.seed;
+    snprintf(conf.tag, sizeof(conf.tag), "st%" PRIx64, conf.listing_base >> 20);
+
+    cap = (opt.requests != 0 && opt.requests < MAX_RECORDS ? opt.requests : MAX_RECORDS) /
+              opt.clients +
+          1;
+    clients = calloc(opt.clients, sizeof(*clients));
+    if (clients == NULL) {
+        fprintf(stderr, "calendar-stress: out of memory\n");
+        return EXIT_USAGE;
+    }
+    for (unsigned i = 0; i < opt.clients; i++) {
+        if (stress_load_client_init(&clients[i], &conf, &stats, i, cap) != 0) {
+            fprintf(stderr, "calendar-stress: out of memory\n");
+            goto out;
+        }
+    }
+    fprintf(stderr,
+            "calendar-stress: url=%s clients=%u listings=%zu [%" PRIu64 "..] duration=%us "
+            "requests=%" PRIu64 " seed=%" PRIu64 " window=%d\n",
+            conf.url, conf.clients, conf.nlistings, conf.listing_base, opt.duration_s, opt.requests,
+            conf.seed, conf.window);
+
+    if (run_threads(clients, opt.clients, stress_load_create_listings, 0, &stats, 0) != 0) {
+        fprintf(stderr, "calendar-stress: cannot start threads\n");
+        goto out;
+    }
+    for (unsigned i = 0; i < opt.clients; i++) {
+        if (clients[i].setup_failed) {
+            fprintf(stderr, "calendar-stress: creating listings failed\n");
+            goto out;
+        }
+    }
+
+    conf.start = stress_load_now();
+    conf.deadline = conf.start + opt.duration_s;
+    if (run_threads(clients, opt.clients, stress_load_client_run, 1, &stats, conf.start) != 0) {
+        fprintf(stderr, "calendar-stress: cannot start threads\n");
+        goto out;
+    }
+    duration = stress_load_now() - conf.start;
+    progress(&stats, duration);
+
+    for (unsigned i = 0; i < opt.clients; i++) {
+        total += clients[i].nrecords;
+    }
+    all = calloc(total + 1, sizeof(*all));
+    if (all == NULL) {
+        fprintf(stderr, "calendar-stress: out of memory\n");
+        goto out;
+    }
+    total = 0;
+    for (unsigned i = 0; i < opt.clients; i++) {
+        memcpy(all + total, clients[i].records, clients[i].nrecords * sizeof(*all));
+        total += clients[i].nrecords;
+    }
+    if (opt.inject != NULL &&
+        stress_verify_inject(&env, opt.inject, all, total, err, sizeof(err)) != 0) {
+        fprintf(stderr, "calendar-stress: --inject: %s\n", err);
+        goto out;
+    }
+    if (stress_verify_run(&env, &conf, all, total, atomic_load(&stats.replay_mismatches), &verdict,
+                          err, sizeof(err)) != 0) {
+        fprintf(stderr, "calendar-stress: verification could not read SQL: %s\n", err);
+        goto out;
+    }
+    if (atomic_load(&stats.cache_checks) > 0) {
+        verdict.cache_mismatches = (int64_t)atomic_load(&stats.cache_mismatches);
+    }
+    print_result(&conf, &stats, &verdict, duration);
+    rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
+out:
+    for (unsigned i = 0; i < opt.clients; i++) {
+        stress_load_client_deinit(&clients[i]);
+    }
+    free(clients);
+    free(all);
+    return rc;
+}

@@ -1,0 +1,45 @@
+/* After a stress run: reads every shard with SQL and holds the rows of the
+ * run's listings against each other and against what the clients were told. */
+#ifndef CAL_STRESS_VERIFY_H
+#define CAL_STRESS_VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tests/lib/testenv.h"
+#include "tests/stress/stress_load.h"
+
+struct stress_verdict {
+    uint64_t double_bookings;      /* pairs of overlapping confirmed reservations of one listing */
+    uint64_t night_mismatches;     /* booked nights rows disagreeing with confirmed reservations */
+    uint64_t lost_acknowledged;    /* acknowledged effects missing or undone in SQL */
+    uint64_t phantom_bookings;     /* rows for keys finally refused or never sent */
+    uint64_t duplicate_idempotent; /* keys with more than one row, plus replay mismatches */
+    uint64_t routing_mismatches;   /* rows whose vbucket is not fmix64(listing_id) % 4096 */
+    uint64_t unowned_rows;         /* rows on a shard that does not own their vbucket (info) */
+    uint64_t sql_reservations;     /* rows read, for the report */
+    uint64_t sql_confirmed;
+    uint64_t sql_booked_nights;
+    int64_t cache_mismatches; /* stale availability reads; -1: not checked */
+};
+
+/* Verifies the listings [conf->listing_base, + conf->nlistings) on every
+ * shard of env against records[0..nrecords) (sorted in place) and the
+ * run's replay mismatches. Returns 0, or -1 when SQL could not be read
+ * (err says why): then nothing was verified. */
+int stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
+                      struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
+                      struct stress_verdict *verdict, char *err, size_t errlen);
+
+/* Testing the verifier: corrupts this run's own rows in SQL the way a bug
+ * would, so the following stress_verify_run() must count it. fault is one of
+ * "double_booking", "lost_ack", "phantom", "night_mismatch". Returns 0, or -1
+ * with err filled (no suitable row, SQL error, unknown fault). */
+int stress_verify_inject(const struct testenv *env, const char *fault,
+                         const struct stress_record *records, size_t nrecords, char *err,
+                         size_t errlen);
+
+/* True when the verdict shows an invariant broken. */
+int stress_verify_failed(const struct stress_verdict *verdict);
+
+#endif
