@@ -27,6 +27,8 @@ struct calendard_conf {
     int backoff_base_ms;
     int backoff_max_ms;
     int deadline_ms;
+    int breaker_threshold;
+    int breaker_cooldown_ms;
     int max_search_listings;
     struct avail_conf avail;
     char log_level[16];
@@ -46,6 +48,8 @@ static const struct conf_item conf_items[] = {
                   "memory for one connection's request line and headers"),
     CONF_INT_ITEM("server", "idle_timeout_s", C, http.idle_timeout_s, 1, 3600, "30",
                   "close a connection idle this long"),
+    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
+                  "listing_ids of one availability search at most"),
     DBCONF_ADDRESS_ITEMS("catalog", C, catalog),
     DBCONF_SESSION_ITEMS("catalog", C, catalog),
     DBCONF_SESSION_ITEMS("shards", C, shard),
@@ -53,6 +57,10 @@ static const struct conf_item conf_items[] = {
                   "connections per shard at most"),
     CONF_INT_ITEM("shards", "pool_wait_ms", C, pool_wait_ms, 0, 60000, "1000",
                   "wait this long for a free connection, then answer 503 overloaded"),
+    CONF_INT_ITEM("shards", "breaker_threshold", C, breaker_threshold, 1, 1000, "5",
+                  "consecutive connection failures or timeouts that open a shard's breaker"),
+    CONF_INT_ITEM("shards", "breaker_cooldown_ms", C, breaker_cooldown_ms, 10, 600000, "2000",
+                  "an open breaker answers 503 at once this long, then lets one probe through"),
     CONF_INT_ITEM("routing", "refresh_interval_ms", C, refresh_interval_ms, 100, 3600000, "5000",
                   "reload the shard map this often (and at once on a 'moved' answer)"),
     CONF_INT_ITEM("routing", "max_attempts", C, max_attempts, 1, 100, "10",
@@ -61,8 +69,8 @@ static const struct conf_item conf_items[] = {
                   "first retry waits up to this long (full jitter, doubling)"),
     CONF_INT_ITEM("routing", "backoff_max_ms", C, backoff_max_ms, 0, 60000, "50",
                   "longest wait between two tries"),
-    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
-                  "listing_ids of one availability search at most"),
+    CONF_INT_ITEM("routing", "request_deadline_ms", C, deadline_ms, 100, 600000, "8000",
+                  "start no new attempt of a request after this long"),
     CONF_STR_ITEM("cache", "servers", C, avail.cache.servers, "",
                   "memcached servers host:port[,host:port]; empty = no cache"),
     CONF_INT_ITEM("cache", "timeout_ms", C, avail.cache.timeout_ms, 1, 10000, "50",
@@ -71,8 +79,6 @@ static const struct conf_item conf_items[] = {
                   "lifetime of a cached value (invalidations delete sooner)"),
     CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
                   "lifetime of a fill lease whose reader died"),
-    CONF_INT_ITEM("routing", "request_deadline_ms", C, deadline_ms, 100, 600000, "8000",
-                  "start no new attempt of a request after this long"),
     CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
 };
 #undef C
@@ -175,6 +181,8 @@ main(int argc, char **argv)
         .pool_size = (unsigned)conf.pool_size,
         .pool_wait_ms = (unsigned)conf.pool_wait_ms,
         .refresh_interval_ms = (unsigned)conf.refresh_interval_ms,
+        .breaker_threshold = (unsigned)conf.breaker_threshold,
+        .breaker_cooldown_ms = (unsigned)conf.breaker_cooldown_ms,
     };
     struct service_conf sconf = {
         .max_attempts = (unsigned)conf.max_attempts,

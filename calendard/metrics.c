@@ -104,7 +104,7 @@ load(atomic_ullong *v)
 }
 
 char *
-metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len)
+metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshards, size_t *len)
 {
     struct buf b = {cal_malloc(16384), 0, 16384};
     emit(&b, "# HELP calendard_requests_total HTTP requests by endpoint and status.\n"
@@ -146,6 +146,10 @@ metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len)
             emit(&b, "calendard_shard_%s_total{shard=\"%u\"} %llu\n", shard_event_names[ev],
                  shard_ids[s], load(&shard_events[s][ev]));
     }
+    emit(&b, "# HELP calendard_shard_breaker_open 1 while the shard's circuit breaker is open.\n"
+             "# TYPE calendard_shard_breaker_open gauge\n");
+    for (size_t s = 0; s < nshards && s < METRICS_MAX_SHARDS; s++)
+        emit(&b, "calendard_shard_breaker_open{shard=\"%u\"} %d\n", shard_ids[s], breaker_open[s]);
     emit(&b, "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
              "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));

@@ -49,7 +49,9 @@ void metrics_shard(unsigned shard_index, enum shard_event ev);
 void metrics_overload(void);
 void metrics_cache(enum cache_event ev, unsigned count); /* requests refused with 503 by the in-flight limit */
 
-/* Renders everything; shard_ids[i] labels shard index i. Caller frees. */
-char *metrics_render(const uint32_t *shard_ids, size_t nshards, size_t *len);
+/* Renders everything; shard_ids[i] labels shard index i, breaker_open[i]
+ * is 1 while its circuit breaker is open or half-open. Caller frees. */
+char *metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshards,
+                     size_t *len);
 
 #endif

@@ -23,6 +23,7 @@ struct router {
     size_t nshards;
     uint32_t shard_ids[ROUTER_MAX_SHARDS];
     struct pool *pools[ROUTER_MAX_SHARDS]; /* never freed before router_destroy */
+    struct breaker breakers[ROUTER_MAX_SHARDS];
     pthread_t thread;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
@@ -47,6 +48,8 @@ pool_for_locked(struct router *router, const struct shard_info *s, unsigned *ind
     cal_strlcpy(conf.database, s->db_name, sizeof(conf.database));
     size_t i = router->nshards;
     router->pools[i] = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);
+    breaker_init(&router->breakers[i], router->conf.breaker_threshold,
+                 router->conf.breaker_cooldown_ms);
     router->shard_ids[i] = s->shard_id;
     *index = (unsigned)i;
     /* Publish the slot after it is filled: readers scan up to nshards. */
@@ -109,7 +112,9 @@ refresher(void *arg)
     while (!router->stopping) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
+        pthread_rwlock_rdlock(&router->map_lock);
         unsigned ms = router->map ? router->conf.refresh_interval_ms : 500;
+        pthread_rwlock_unlock(&router->map_lock);
         ts.tv_sec += ms / 1000;
         ts.tv_nsec += (long)(ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
@@ -169,8 +174,10 @@ router_destroy(struct router *router)
     pthread_cond_signal(&router->stop_cond);
     pthread_mutex_unlock(&router->stop_lock);
     pthread_join(router->thread, NULL);
-    for (size_t i = 0; i < router->nshards; i++)
+    for (size_t i = 0; i < router->nshards; i++) {
         pool_destroy(router->pools[i]);
+        breaker_deinit(&router->breakers[i]);
+    }
     shardmap_destroy(router->map);
     db_close(router->catalog);
     pthread_cond_destroy(&router->stop_cond);
@@ -200,6 +207,7 @@ router_route(struct router *router, uint64_t listing_id, struct route *out, char
         if (router->shard_ids[i] == out->shard_id) {
             out->shard_index = (unsigned)i;
             out->pool = router->pools[i];
+            out->breaker = &router->breakers[i];
             return CAL_OK;
         }
     }
@@ -245,10 +253,12 @@ router_check_ready(struct router *router, char *err, size_t errlen)
 }
 
 size_t
-router_shard_ids(struct router *router, uint32_t *ids, size_t max)
+router_shard_ids(struct router *router, uint32_t *ids, enum breaker_state *states, size_t max)
 {
     size_t n = __atomic_load_n(&router->nshards, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; i < n && i < max; i++)
+    for (size_t i = 0; i < n && i < max; i++) {
         ids[i] = router->shard_ids[i];
+        states[i] = breaker_state(&router->breakers[i]);
+    }
     return n < max ? n : max;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calendard/breaker.h"
 #include "calendard/pool.h"
 #include "common/db.h"
 
@@ -19,6 +20,8 @@ struct router_conf {
     unsigned pool_size;
     unsigned pool_wait_ms;
     unsigned refresh_interval_ms;
+    unsigned breaker_threshold;   /* consecutive shard failures that open its breaker */
+    unsigned breaker_cooldown_ms; /* how long an open breaker fails fast */
 };
 
 struct route {
@@ -27,6 +30,7 @@ struct route {
     uint64_t epoch;
     unsigned shard_index; /* 0..ROUTER_MAX_SHARDS-1, stable for a shard: metrics */
     struct pool *pool;
+    struct breaker *breaker;
 };
 
 /* Loads the map once; when the catalog is unreachable the router still
@@ -45,7 +49,8 @@ cal_status router_refresh(struct router *router, char *err, size_t errlen);
 /* Catalog and every shard answer a query. */
 cal_status router_check_ready(struct router *router, char *err, size_t errlen);
 
-/* Shard ids by index for metrics; returns how many shards are known. */
-size_t router_shard_ids(struct router *router, uint32_t *ids, size_t max);
+/* Shard ids and breaker states by index for metrics; returns how many. */
+size_t router_shard_ids(struct router *router, uint32_t *ids, enum breaker_state *states,
+                        size_t max);
 
 #endif

@@ -137,12 +137,24 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         }
         if ((rc = router_route(svc->router, listing_id, &rt, err, sizeof(err))) != CAL_OK)
             break;
-        struct db *db;
-        if ((rc = pool_get(rt.pool, &db, err, sizeof(err))) != CAL_OK)
+        /* A shard that keeps failing answers 503 at once instead of a timeout each. */
+        if (!breaker_allow(rt.breaker, cal_mono_us())) {
+            snprintf(err, sizeof(err), "shard %u is failing; circuit breaker open", rt.shard_id);
+            rc = CAL_EUNAVAIL;
             break;
+        }
+        struct db *db;
+        if ((rc = pool_get(rt.pool, &db, err, sizeof(err))) != CAL_OK) {
+            if (rc == CAL_EUNAVAIL)
+                breaker_record(rt.breaker, false, cal_mono_us());
+            else
+                breaker_cancel(rt.breaker);
+            break;
+        }
         metrics_shard(rt.shard_index, SHARD_OPS);
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
         pool_put(rt.pool, db);
+        breaker_record(rt.breaker, rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN, cal_mono_us());
         if (rc == CAL_ECONFLICT) {
             metrics_shard(rt.shard_index, SHARD_CONFLICT);
             continue;
@@ -601,11 +613,23 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             }
             struct db *db;
             size_t not_owned = 0;
-            if ((rc = pool_get(routes[t].pool, &db, err, sizeof(err))) != CAL_OK)
+            if (!breaker_allow(routes[t].breaker, cal_mono_us())) {
+                snprintf(err, sizeof(err), "shard %u is failing; circuit breaker open",
+                         routes[t].shard_id);
+                rc = CAL_EUNAVAIL;
                 break;
+            }
+            if ((rc = pool_get(routes[t].pool, &db, err, sizeof(err))) != CAL_OK) {
+                if (rc == CAL_EUNAVAIL)
+                    breaker_record(routes[t].breaker, false, cal_mono_us());
+                else
+                    breaker_cancel(routes[t].breaker);
+                break;
+            }
             metrics_shard(s, SHARD_OPS);
             rc = store_read_many(db, ids, k, from, to, reads, &not_owned, err, sizeof(err));
             pool_put(routes[t].pool, db);
+            breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
             if (rc != CAL_OK)
                 break;
             for (size_t q = 0; q < k; q++) {
@@ -766,9 +790,13 @@ static void
 handle_metrics(struct service *svc, struct api_response *resp)
 {
     uint32_t ids[METRICS_MAX_SHARDS];
-    size_t n = router_shard_ids(svc->router, ids, METRICS_MAX_SHARDS);
+    enum breaker_state states[METRICS_MAX_SHARDS];
+    int open[METRICS_MAX_SHARDS];
+    size_t n = router_shard_ids(svc->router, ids, states, METRICS_MAX_SHARDS);
+    for (size_t i = 0; i < n; i++)
+        open[i] = states[i] != BREAKER_CLOSED;
     resp->status = 200;
-    resp->body = metrics_render(ids, n, &resp->body_len);
+    resp->body = metrics_render(ids, open, n, &resp->body_len);
     resp->content_type = "text/plain; version=0.0.4";
 }
 
