@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "calendard/booking.h"
+#include "calendard/jsonout.h"
 #include "calendard/request.h"
 #include "calendard/store.h"
 #include "common/date.h"
@@ -558,17 +559,30 @@ handle_availability(struct service *svc, uint64_t listing_id, const struct api_r
     struct night_state nights[BOOKING_MAX_NIGHTS];
     const struct listing *l = &item.read.listing;
     booking_expand(l, item.read.rows, item.read.nrows, from, to, nights);
-    json_t *arr = json_array();
+    /* Written directly: dates, status names and the validated currency code
+     * need no escaping, and this is the hottest answer of the API. */
+    struct jsonout j;
+    jsonout_init(&j, 96 + (size_t)(to - from) * 64);
+    jsonout_lit(&j, "{\"listing_id\":");
+    jsonout_int(&j, (int64_t)listing_id);
+    jsonout_lit(&j, ",\"version\":");
+    jsonout_int(&j, (int64_t)l->version);
+    jsonout_lit(&j, ",\"currency\":\"");
+    jsonout_raw(&j, l->currency, strlen(l->currency));
+    jsonout_lit(&j, "\",\"nights\":[");
     for (int32_t i = 0; i < to - from; i++) {
-        char d[11];
-        date_format(nights[i].night, d);
-        json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "date", d, "status",
-                                             booking_night_status_name(nights[i].status), "price",
-                                             (json_int_t)nights[i].price));
+        jsonout_lit(&j, i ? ",{\"date\":" : "{\"date\":");
+        jsonout_date(&j, nights[i].night);
+        jsonout_lit(&j, ",\"status\":\"");
+        jsonout_lit(&j, booking_night_status_name(nights[i].status));
+        jsonout_lit(&j, "\",\"price\":");
+        jsonout_int(&j, nights[i].price);
+        jsonout_lit(&j, "}");
     }
-    set_json(resp, 200,
-             json_pack("{s:I,s:I,s:s,s:o}", "listing_id", (json_int_t)listing_id, "version",
-                       (json_int_t)l->version, "currency", l->currency, "nights", arr));
+    jsonout_lit(&j, "]}");
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->body = jsonout_finish(&j, &resp->body_len);
     snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
     calendar_read_clear(&item.read);
 }

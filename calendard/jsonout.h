@@ -1,0 +1,25 @@
+/* A small JSON writer for the hot read answers (availability, search): they
+ * hold only integers and known-safe ASCII (dates, status names, currency
+ * codes), so they are written straight into one buffer instead of building
+ * a jansson tree per night. */
+#ifndef CAL_JSONOUT_H
+#define CAL_JSONOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct jsonout {
+    char *p;
+    size_t len, cap;
+};
+
+void jsonout_init(struct jsonout *j, size_t cap);
+/* Appends text as is: the caller guarantees it is valid JSON syntax. */
+void jsonout_raw(struct jsonout *j, const char *s, size_t len);
+void jsonout_lit(struct jsonout *j, const char *s); /* NUL-terminated raw text */
+void jsonout_int(struct jsonout *j, int64_t v);
+void jsonout_date(struct jsonout *j, int32_t days); /* "YYYY-MM-DD" with quotes */
+/* The buffer, NUL-terminated, malloc'd; the caller frees it. */
+char *jsonout_finish(struct jsonout *j, size_t *len);
+
+#endif
