@@ -57,7 +57,7 @@ UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
 
 .PHONY: all deps run test unit integration stress-smoke stack-up stack-down \
-        format format-check clean tests-build
+        format format-check clean tests-build fuzz fuzz-build
 all: $(PROGRAMS) tests-build
 
 tests-build: $(UNIT_BINS) $(INTEG_BINS)
@@ -97,6 +97,31 @@ bin/calendar-cdc-invalidator: $(call obj,cdc/invalidator_main.c) $(PROJECT_LIBS)
 	$(Q)$(LINK)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROJECT_LIBS)
 	$(Q)$(LINK)
+
+# libFuzzer targets (clang): every library rebuilt with the fuzzer's coverage
+# and ASan+UBSan under build/fuzz, each run for FUZZ_SECONDS on a copy of its
+# seed corpus in tests/fuzz/corpus/<target>/.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -O1 -g -fsanitize=fuzzer-no-link -Wno-format-nonliteral
+$(BUILD)/tests/fuzz/%: $(BUILD)/tests/fuzz/%.o $(PROJECT_LIBS)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $< $(PROJECT_LIBS) $(LDLIBS)
+
+fuzz-build:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang SANITIZER=address,undefined \
+	    CFLAGS="$(FUZZ_CFLAGS)" $(FUZZ_TARGETS:%=build/fuzz/tests/fuzz/%)
+
+fuzz: fuzz-build
+	$(Q)for t in $(FUZZ_TARGETS); do \
+	    rm -rf build/fuzz/corpus/$$t && mkdir -p build/fuzz/corpus/$$t && \
+	    cp tests/fuzz/corpus/$$t/* build/fuzz/corpus/$$t/ && \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS)s" && \
+	    build/fuzz/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -print_final_stats=1 build/fuzz/corpus/$$t > build/fuzz/$$t.log 2>&1 || \
+	        { tail -40 build/fuzz/$$t.log; exit 1; }; \
+	    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units)" build/fuzz/$$t.log | tail -2; \
+	done
 
 # Installs only what is missing (dpkg -s), with sudo when not root.
 deps:

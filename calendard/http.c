@@ -134,6 +134,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
+/* MHD's own log lines; the format comes from the library. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {

@@ -80,6 +80,8 @@ struct buf {
     size_t len, cap;
 };
 
+static void emit(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 emit(struct buf *b, const char *fmt, ...)
 {

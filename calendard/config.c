@@ -1,0 +1,86 @@
+/* calendard's configuration table and loading. */
+#include "calendard/config.h"
+
+#include <string.h>
+
+#include "common/conf.h"
+#include "common/dbconf.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define C struct calendard_conf
+static const struct conf_item conf_items[] = {
+    CONF_STR_ITEM("server", "listen", C, http.listen, "127.0.0.1", "IPv4 address to listen on"),
+    CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
+    CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",
+                  "open client connections at most (one thread each)"),
+    CONF_INT_ITEM("server", "max_inflight", C, http.max_inflight, 1, 100000, "512",
+                  "requests being processed at most; more get 503 overloaded"),
+    CONF_INT_ITEM("server", "max_body_bytes", C, http.max_body_bytes, 256, 16777216, "65536",
+                  "largest request body; larger gets 413"),
+    CONF_INT_ITEM("server", "max_header_bytes", C, http.max_header_bytes, 4096, 1048576, "32768",
+                  "memory for one connection's request line and headers"),
+    CONF_INT_ITEM("server", "idle_timeout_s", C, http.idle_timeout_s, 1, 3600, "30",
+                  "close a connection idle this long"),
+    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
+                  "listing_ids of one availability search at most"),
+    DBCONF_ADDRESS_ITEMS("catalog", C, catalog),
+    DBCONF_SESSION_ITEMS("catalog", C, catalog),
+    DBCONF_SESSION_ITEMS("shards", C, shard),
+    CONF_INT_ITEM("shards", "pool_size", C, pool_size, 1, 1024, "32",
+                  "connections per shard at most"),
+    CONF_INT_ITEM("shards", "pool_wait_ms", C, pool_wait_ms, 0, 60000, "1000",
+                  "wait this long for a free connection, then answer 503 overloaded"),
+    CONF_INT_ITEM("shards", "breaker_threshold", C, breaker_threshold, 1, 1000, "5",
+                  "consecutive connection failures or timeouts that open a shard's breaker"),
+    CONF_INT_ITEM("shards", "breaker_cooldown_ms", C, breaker_cooldown_ms, 10, 600000, "2000",
+                  "an open breaker answers 503 at once this long, then lets one probe through"),
+    CONF_INT_ITEM("routing", "refresh_interval_ms", C, refresh_interval_ms, 100, 3600000, "5000",
+                  "reload the shard map this often (and at once on a 'moved' answer)"),
+    CONF_INT_ITEM("routing", "max_attempts", C, max_attempts, 1, 100, "10",
+                  "tries of one operation across conflicts and moves"),
+    CONF_INT_ITEM("routing", "backoff_base_ms", C, backoff_base_ms, 0, 10000, "1",
+                  "first retry waits up to this long (full jitter, doubling)"),
+    CONF_INT_ITEM("routing", "backoff_max_ms", C, backoff_max_ms, 0, 60000, "50",
+                  "longest wait between two tries"),
+    CONF_INT_ITEM("routing", "request_deadline_ms", C, deadline_ms, 100, 600000, "8000",
+                  "start no new attempt of a request after this long"),
+    CONF_STR_ITEM("cache", "servers", C, avail.cache.servers, "",
+                  "memcached servers host:port[,host:port]; empty = no cache"),
+    CONF_INT_ITEM("cache", "timeout_ms", C, avail.cache.timeout_ms, 1, 10000, "50",
+                  "connect/send/receive timeout; a slow cache falls back to the shards"),
+    CONF_INT_ITEM("cache", "ttl_s", C, avail.ttl_s, 1, 2592000, "3600",
+                  "lifetime of a cached value (invalidations delete sooner)"),
+    CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
+                  "lifetime of a fill lease whose reader died"),
+    CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
+};
+#undef C
+
+
+cal_status
+config_load(const char *path, struct calendard_conf *conf, char *err, size_t errlen)
+{
+    memset(conf, 0, sizeof(*conf));
+    conf_defaults(conf_items, CAL_ARRAY_LEN(conf_items), conf);
+    cal_status rc = conf_load(conf_items, CAL_ARRAY_LEN(conf_items), conf, path, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (log_level_parse(conf->log_level) < 0) {
+        snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+        return CAL_EINVAL;
+    }
+    if (conf->backoff_max_ms < conf->backoff_base_ms) {
+        snprintf(err, errlen, "%s: [routing] backoff_max_ms is below backoff_base_ms", path);
+        return CAL_EINVAL;
+    }
+    if ((rc = db_conf_read_password(&conf->catalog, err, errlen)) != CAL_OK)
+        return rc;
+    return db_conf_read_password(&conf->shard, err, errlen);
+}
+
+void
+config_print_sample(FILE *out)
+{
+    conf_print_sample(conf_items, CAL_ARRAY_LEN(conf_items), out);
+}
