@@ -31,6 +31,8 @@ static const struct conf_item conf_items[] = {
                   "connections per shard at most"),
     CONF_INT_ITEM("shards", "pool_wait_ms", C, pool_wait_ms, 0, 60000, "1000",
                   "wait this long for a free connection, then answer 503 overloaded"),
+    CONF_INT_ITEM("shards", "batch_max", C, batch_max, 0, 1000, "32",
+                  "bookings of one shard committed together (group commit); 0 = one each"),
     CONF_INT_ITEM("shards", "breaker_threshold", C, breaker_threshold, 1, 1000, "5",
                   "consecutive connection failures or timeouts that open a shard's breaker"),
     CONF_INT_ITEM("shards", "breaker_cooldown_ms", C, breaker_cooldown_ms, 10, 600000, "2000",

@@ -24,6 +24,7 @@ struct calendard_conf {
     int breaker_threshold;
     int breaker_cooldown_ms;
     int max_search_listings;
+    int batch_max;
     struct avail_conf avail;
     char log_level[16];
 };

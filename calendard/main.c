@@ -100,6 +100,7 @@ main(int argc, char **argv)
         .backoff_max_ms = (unsigned)conf.backoff_max_ms,
         .max_search_listings = (unsigned)conf.max_search_listings,
         .deadline_ms = (unsigned)conf.deadline_ms,
+        .batch_max = (unsigned)conf.batch_max,
     };
     struct avail *avail = avail_create(&conf.avail, err, sizeof(err));
     if (avail == NULL) {

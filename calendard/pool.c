@@ -112,3 +112,9 @@ pool_size(struct pool *pool)
     pthread_mutex_unlock(&pool->lock);
     return n;
 }
+
+const struct db_conf *
+pool_conf(const struct pool *pool)
+{
+    return &pool->conf;
+}

@@ -22,6 +22,9 @@ cal_status pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
 /* Returns db to the pool, or closes it when it is broken. */
 void pool_put(struct pool *pool, struct db *db);
 
+/* The connection settings the pool connects with. */
+const struct db_conf *pool_conf(const struct pool *pool);
+
 /* Open connections now (idle and in use). */
 unsigned pool_size(struct pool *pool);
 

@@ -2,10 +2,12 @@
 #include "calendard/service.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/batch.h"
 #include "calendard/booking.h"
 #include "calendard/jsonout.h"
 #include "calendard/request.h"
@@ -18,6 +20,8 @@ struct service {
     struct service_conf conf;
     struct router *router;
     struct avail *avail;
+    pthread_mutex_t batch_lock; /* guards creation of batchers */
+    struct batcher *batchers[ROUTER_MAX_SHARDS]; /* by shard index, created on first use */
     uint64_t id_counter;
 };
 
@@ -35,6 +39,7 @@ service_create(const struct service_conf *conf, struct router *router, struct av
     svc->conf = *conf;
     svc->router = router;
     svc->avail = avail;
+    pthread_mutex_init(&svc->batch_lock, NULL);
     svc->id_counter = cal_rand64();
     return svc;
 }
@@ -42,7 +47,28 @@ service_create(const struct service_conf *conf, struct router *router, struct av
 void
 service_destroy(struct service *svc)
 {
+    if (svc == NULL)
+        return;
+    for (size_t i = 0; i < ROUTER_MAX_SHARDS; i++)
+        batcher_destroy(svc->batchers[i]);
+    pthread_mutex_destroy(&svc->batch_lock);
     free(svc);
+}
+
+static struct batcher *
+batcher_for(struct service *svc, const struct route *rt)
+{
+    struct batcher *b = __atomic_load_n(&svc->batchers[rt->shard_index], __ATOMIC_ACQUIRE);
+    if (b != NULL)
+        return b;
+    pthread_mutex_lock(&svc->batch_lock);
+    b = svc->batchers[rt->shard_index];
+    if (b == NULL) {
+        b = batcher_create(pool_conf(rt->pool), svc->conf.batch_max);
+        __atomic_store_n(&svc->batchers[rt->shard_index], b, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&svc->batch_lock);
+    return b;
 }
 
 static void
@@ -353,7 +379,10 @@ op_book(struct service *svc, struct db *db, const struct route *rt, void *ctx, s
     r->total_price = c->plan.total_price;
     memcpy(r->currency, l->currency, sizeof(r->currency));
     memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
-    rc = store_book(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
+    if (svc->conf.batch_max > 0)
+        rc = batcher_book(batcher_for(svc, rt), l, &c->plan, r, c->key, c->keylen, err, errlen);
+    else
+        rc = store_book(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or (rarely) the id collided. */
         rc = replay_or_fail(db, c, e, err, errlen);

@@ -17,6 +17,7 @@ struct service_conf {
     unsigned backoff_max_ms;
     unsigned max_search_listings; /* listing_ids of one search at most */
     unsigned deadline_ms;         /* no new attempt starts after this much of a request */
+    unsigned batch_max;           /* bookings per group commit; 0 = one transaction each */
 };
 
 struct api_request {

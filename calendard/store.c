@@ -290,17 +290,17 @@ sql_insert_nights(char *buf, size_t size, size_t n)
                                 i ? "," : "");
 }
 
-cal_status
-store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
-           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+/* The statements of one booking inside an open transaction that holds the
+ * fence row of its vbucket. See store_book() for the statuses. */
+static cal_status
+book_statements(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+                struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
 {
     char sql[BOOKING_MAX_NIGHTS * 44 + 512];
     struct db_val p[BOOKING_MAX_NIGHTS * 4 + 8];
     struct db_stmt *st;
     size_t n;
-    cal_status rc = begin_fenced(db, listing->vbucket, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
+    cal_status rc;
     /* Nights that had rows: still available, at the version that was read. */
     if (plan->nexisting > 0) {
         sql_update_nights(sql, sizeof(sql), plan->nexisting);
@@ -314,11 +314,10 @@ store_book(struct db *db, const struct listing *listing, const struct booking_pl
             p[n++] = DB_INT_V(plan->existing_version[i]);
         }
         if ((rc = db_query(db, sql, p, n, &st, err, errlen)) != CAL_OK)
-            goto fail;
+            return rc;
         if (db_affected_rows(st) != plan->nexisting) {
             snprintf(err, errlen, "a night changed since it was read");
-            rc = CAL_ECONFLICT;
-            goto fail;
+            return CAL_ECONFLICT;
         }
     }
     /* Nights without rows: the primary key makes a concurrent insert lose. */
@@ -332,21 +331,18 @@ store_book(struct db *db, const struct listing *listing, const struct booking_pl
             p[n++] = DB_INT_V(listing->vbucket);
         }
         rc = db_query(db, sql, p, n, NULL, err, errlen);
-        if (rc == CAL_EDUP)
-            rc = CAL_ECONFLICT;
         if (rc != CAL_OK)
-            goto fail;
+            return rc == CAL_EDUP ? CAL_ECONFLICT : rc;
     }
     /* The rules the price and stay length were checked against; bumping the
      * calendar version here also serializes bookings of one listing. */
     p[0] = DB_INT_V(listing->listing_id);
     p[1] = DB_INT_V(listing->rules_version);
     if ((rc = db_query(db, SQL_BUMP_IF_RULES, p, 2, &st, err, errlen)) != CAL_OK)
-        goto fail;
+        return rc;
     if (db_affected_rows(st) != 1) {
         snprintf(err, errlen, "listing settings changed since they were read");
-        rc = CAL_ECONFLICT;
-        goto fail;
+        return CAL_ECONFLICT;
     }
     res->version = db_insert_id(st);
     n = 0;
@@ -361,12 +357,243 @@ store_book(struct db *db, const struct listing *listing, const struct booking_pl
     p[n++] = DB_STR_V(key, keylen);
     p[n++] = DB_CSTR_V(res->request_hash);
     p[n++] = DB_INT_V(res->version);
-    if ((rc = db_query(db, SQL_INSERT_RESERVATION, p, n, NULL, err, errlen)) != CAL_OK)
-        goto fail;
+    return db_query(db, SQL_INSERT_RESERVATION, p, n, NULL, err, errlen);
+}
+
+cal_status
+store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+{
+    cal_status rc = begin_fenced(db, listing->vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if ((rc = book_statements(db, listing, plan, res, key, keylen, err, errlen)) != CAL_OK) {
+        db_rollback(db);
+        return rc;
+    }
     return db_commit(db, err, errlen);
-fail:
-    db_rollback(db);
+}
+
+/* ---- many bookings of one shard in one transaction ----------------------- */
+
+static void
+sql_list(char *buf, size_t size, size_t *off, size_t n, const char *item)
+{
+    for (size_t i = 0; i < n && *off < size; i++)
+        *off += (size_t)snprintf(buf + *off, size - *off, "%s%s", i ? "," : "", item);
+}
+
+/* The optimistic combined form: every booking's statements merged into one
+ * statement per kind. Any failure rolls the whole batch back (CAL_ECONFLICT
+ * etc.) and the caller falls back to one savepoint per booking. */
+static cal_status
+book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_t errlen)
+{
+    size_t nexisting = 0, nmissing = 0, nvb = 0, off;
+    for (size_t i = 0; i < n; i++) {
+        nexisting += b[i].plan->nexisting;
+        nmissing += b[i].plan->nmissing;
+    }
+    size_t cap = 4096 + (nexisting + nmissing) * 48 + n * 160;
+    char *sql = cal_malloc(cap);
+    size_t pcap = 16 + nexisting * 3 + nmissing * 4 + n * 12;
+    struct db_val *p = cal_malloc(pcap * sizeof(*p));
+    uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
+    struct db_stmt *st;
+    struct db_val c[2];
+    cal_status rc;
+    size_t k;
+
+    /* Fence rows of every vbucket involved, in share mode, in one statement. */
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < nvb && !seen; j++)
+            seen = vbs[j] == b[i].listing->vbucket;
+        if (!seen)
+            vbs[nvb++] = b[i].listing->vbucket;
+    }
+    off = (size_t)snprintf(sql, cap, "SELECT vbucket FROM vbucket_owner WHERE vbucket IN (");
+    sql_list(sql, cap, &off, nvb, "?");
+    snprintf(sql + off, cap - off, ") LOCK IN SHARE MODE");
+    for (k = 0; k < nvb; k++)
+        p[k] = DB_INT_V(vbs[k]);
+    if ((rc = db_query(db, sql, p, k, &st, err, errlen)) != CAL_OK)
+        goto out;
+    size_t owned = 0;
+    while (db_fetch(st, c, 1, err, errlen) > 0)
+        owned++;
+    if (owned != nvb) {
+        snprintf(err, errlen, "a vbucket of the batch moved");
+        rc = CAL_EMOVED;
+        goto out;
+    }
+    if (nexisting > 0) {
+        off = (size_t)snprintf(sql, cap,
+                               "UPDATE nights SET status = 'booked', version = version + 1,"
+                               " reservation_id = CASE listing_id");
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (b[i].plan->nexisting == 0)
+                continue;
+            off += (size_t)snprintf(sql + off, cap - off, " WHEN ? THEN ?");
+            p[k++] = DB_INT_V(b[i].listing->listing_id);
+            p[k++] = DB_INT_V(b[i].res->reservation_id);
+        }
+        /* The plain IN on the key lets the optimizer use the primary key. */
+        off += (size_t)snprintf(sql + off, cap - off,
+                                " END WHERE status = 'available' AND listing_id IN (");
+        size_t nlist = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (b[i].plan->nexisting == 0)
+                continue;
+            off += (size_t)snprintf(sql + off, cap - off, "%s?", nlist++ ? "," : "");
+            p[k++] = DB_INT_V(b[i].listing->listing_id);
+        }
+        off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, night, version) IN (");
+        sql_list(sql, cap, &off, nexisting, "(?, FROM_DAYS(?), ?)");
+        snprintf(sql + off, cap - off, ")");
+        for (size_t i = 0; i < n; i++) {
+            for (size_t x = 0; x < b[i].plan->nexisting; x++) {
+                p[k++] = DB_INT_V(b[i].listing->listing_id);
+                p[k++] = DB_INT_V(b[i].plan->existing_night[x] + E);
+                p[k++] = DB_INT_V(b[i].plan->existing_version[x]);
+            }
+        }
+        if ((rc = db_query(db, sql, p, k, &st, err, errlen)) != CAL_OK)
+            goto out;
+        if (db_affected_rows(st) != nexisting) {
+            snprintf(err, errlen, "a night changed since it was read");
+            rc = CAL_ECONFLICT;
+            goto out;
+        }
+    }
+    if (nmissing > 0) {
+        off = (size_t)snprintf(sql, cap,
+                               "INSERT INTO nights (listing_id, night, status, reservation_id,"
+                               " version, vbucket) VALUES ");
+        sql_list(sql, cap, &off, nmissing, "(?, FROM_DAYS(?), 'booked', ?, 1, ?)");
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+            for (size_t x = 0; x < b[i].plan->nmissing; x++) {
+                p[k++] = DB_INT_V(b[i].listing->listing_id);
+                p[k++] = DB_INT_V(b[i].plan->missing[x] + E);
+                p[k++] = DB_INT_V(b[i].res->reservation_id);
+                p[k++] = DB_INT_V(b[i].listing->vbucket);
+            }
+        }
+        if ((rc = db_query(db, sql, p, k, NULL, err, errlen)) != CAL_OK) {
+            rc = rc == CAL_EDUP ? CAL_ECONFLICT : rc;
+            goto out;
+        }
+    }
+    /* One booking per listing in a batch: each row gains exactly one version. */
+    off = (size_t)snprintf(sql, cap,
+                           "UPDATE listings SET version = version + 1 WHERE listing_id IN (");
+    sql_list(sql, cap, &off, n, "?");
+    off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, rules_version) IN (");
+    sql_list(sql, cap, &off, n, "(?, ?)");
+    snprintf(sql + off, cap - off, ")");
+    for (size_t i = 0; i < n; i++) {
+        p[i] = DB_INT_V(b[i].listing->listing_id);
+        p[n + 2 * i] = DB_INT_V(b[i].listing->listing_id);
+        p[n + 2 * i + 1] = DB_INT_V(b[i].listing->rules_version);
+    }
+    if ((rc = db_query(db, sql, p, 3 * n, &st, err, errlen)) != CAL_OK)
+        goto out;
+    if (db_affected_rows(st) != n) {
+        snprintf(err, errlen, "listing settings changed since they were read");
+        rc = CAL_ECONFLICT;
+        goto out;
+    }
+    /* The rows are ours (X-locked) until COMMIT: this read is exact. */
+    off = (size_t)snprintf(sql, cap, "SELECT listing_id, version FROM listings WHERE listing_id IN (");
+    sql_list(sql, cap, &off, n, "?");
+    snprintf(sql + off, cap - off, ")");
+    for (size_t i = 0; i < n; i++)
+        p[i] = DB_INT_V(b[i].listing->listing_id);
+    if ((rc = db_query(db, sql, p, n, &st, err, errlen)) != CAL_OK)
+        goto out;
+    while (db_fetch(st, c, 2, err, errlen) > 0)
+        for (size_t i = 0; i < n; i++)
+            if (b[i].listing->listing_id == (uint64_t)c[0].i)
+                b[i].res->version = (uint64_t)c[1].i;
+    off = (size_t)snprintf(sql, cap,
+                           "INSERT INTO reservations (reservation_id, listing_id, vbucket,"
+                           " check_in, check_out, guest_id, status, total_price, currency,"
+                           " idempotency_key, request_hash, version) VALUES ");
+    sql_list(sql, cap, &off, n,
+             "(?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, ?)");
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct reservation *r = b[i].res;
+        p[k++] = DB_INT_V(r->reservation_id);
+        p[k++] = DB_INT_V(b[i].listing->listing_id);
+        p[k++] = DB_INT_V(b[i].listing->vbucket);
+        p[k++] = DB_INT_V(r->check_in + E);
+        p[k++] = DB_INT_V(r->check_out + E);
+        p[k++] = DB_INT_V(r->guest_id);
+        p[k++] = DB_INT_V(r->total_price);
+        p[k++] = DB_CSTR_V(r->currency);
+        p[k++] = DB_STR_V(b[i].key, b[i].keylen);
+        p[k++] = DB_CSTR_V(r->request_hash);
+        p[k++] = DB_INT_V(r->version);
+    }
+    rc = db_query(db, sql, p, k, NULL, err, errlen);
+out:
+    free(sql);
+    free(p);
+    free(vbs);
     return rc;
+}
+
+void
+store_book_many(struct db *db, struct store_booking *b, size_t n)
+{
+    char err[256];
+    cal_status rc = db_begin(db, err, sizeof(err));
+    if (rc == CAL_OK && (rc = book_combined(db, b, n, err, sizeof(err))) == CAL_OK) {
+        rc = db_commit(db, err, sizeof(err));
+        for (size_t i = 0; i < n; i++)
+            b[i].rc = rc;
+        return;
+    }
+    if (db_broken(db)) {
+        for (size_t i = 0; i < n; i++) {
+            b[i].rc = rc;
+            snprintf(b[i].err, sizeof(b[i].err), "%s", err);
+        }
+        return;
+    }
+    db_rollback(db);
+    /* Something in the batch failed: one savepoint per booking, so one
+     * booking's conflict never fails another; the COMMIT is still shared. */
+    if ((rc = db_begin(db, err, sizeof(err))) != CAL_OK)
+        goto all_failed;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = db_exec(db, "SAVEPOINT b", err, sizeof(err))) != CAL_OK)
+            goto all_failed;
+        b[i].rc = lock_owner(db, b[i].listing->vbucket, b[i].err, sizeof(b[i].err));
+        if (b[i].rc == CAL_OK)
+            b[i].rc = book_statements(db, b[i].listing, b[i].plan, b[i].res, b[i].key,
+                                      b[i].keylen, b[i].err, sizeof(b[i].err));
+        if (b[i].rc != CAL_OK && (db_broken(db) ||
+                                  db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) !=
+                                      CAL_OK)) {
+            rc = CAL_EUNAVAIL;
+            goto all_failed;
+        }
+    }
+    rc = db_commit(db, err, sizeof(err));
+    for (size_t i = 0; i < n; i++)
+        if (b[i].rc == CAL_OK)
+            b[i].rc = rc;
+    return;
+all_failed:
+    db_rollback(db);
+    for (size_t i = 0; i < n; i++) {
+        b[i].rc = rc == CAL_OK ? CAL_ERR : rc;
+        snprintf(b[i].err, sizeof(b[i].err), "%s", err);
+    }
 }
 
 static cal_status

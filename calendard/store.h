@@ -44,6 +44,25 @@ cal_status store_book(struct db *db, const struct listing *listing,
                       const struct booking_plan *plan, struct reservation *res, const char *key,
                       size_t keylen, char *err, size_t errlen);
 
+/* One booking of a batch: inputs as for store_book(), rc/err the outcome. */
+struct store_booking {
+    const struct listing *listing;
+    const struct booking_plan *plan;
+    struct reservation *res;
+    const char *key;
+    size_t keylen;
+    cal_status rc;
+    char err[256];
+};
+
+/* Commits bookings of distinct listings of one shard in one transaction,
+ * so they share one COMMIT (one durable flush). First all in combined
+ * statements (a handful of round trips for the whole batch); if anything
+ * fails, again with one savepoint per booking, so a conflict fails only its
+ * own booking. Each b[i].rc is what store_book() would have answered;
+ * CAL_OK only after the shared COMMIT returned. */
+void store_book_many(struct db *db, struct store_booking *b, size_t n);
+
 /* The reservation recorded under an idempotency key. CAL_ENOTFOUND. */
 cal_status store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t keylen,
                              struct reservation *out, char *err, size_t errlen);
