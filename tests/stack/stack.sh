@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The local stack of real servers (MariaDB shards, memcached, calendard) for
+# The local stack of real servers (MariaDB shards, memcached, the Kafka
+# devbroker, one CDC relay per shard, calendard) for
 # development (`make run`, `make stack-up`) and for the integration tests.
 # Every server listens on 127.0.0.1 and is stopped by the PID this script wrote.
 set -euo pipefail
@@ -10,6 +11,9 @@ ME=${0##*/}
 NUM_VBUCKETS=${NUM_VBUCKETS:-4096}
 DB_READY_TIMEOUT=${DB_READY_TIMEOUT:-60}
 CALENDARD_READY_TIMEOUT=${CALENDARD_READY_TIMEOUT:-20}
+CDC_READY_TIMEOUT=${CDC_READY_TIMEOUT:-15}
+CDC_TOPIC_PREFIX=calendar
+CDC_PARTITIONS=${CDC_PARTITIONS:-8}
 STOP_TIMEOUT=10
 OS_USER=$(id -un)
 
@@ -18,7 +22,9 @@ usage() {
 Usage: $ME COMMAND --dir DIR [options]
 
 Runs the local stack under DIR: one mariadbd per shard (the catalog database
-lives on shard 0), memcached and calendard, all on 127.0.0.1.
+lives on shard 0), memcached, calendar-devbroker (an in-memory Kafka: its data
+is lost when it stops), one calendar-cdc-relay per shard (binlog -> Kafka,
+checkpoints in DIR/cdc/shard<i>/) and calendard, all on 127.0.0.1.
 
 Commands:
   up --dir DIR [--free-ports] [--shards N]
@@ -34,24 +40,37 @@ Commands:
   run --dir DIR [--shards N]
         'up' on the fixed ports, print the URL and a curl example, then wait;
         Ctrl-C (SIGINT/SIGTERM) runs 'down' and exits 0.
+  restart NAME --dir DIR
+        Stop NAME of a running stack (as 'down' does; a process that already
+        died is fine) and start it again with the command 'up' recorded in
+        DIR/run/NAME.cmd, then wait until it is ready. NAME is a file name of
+        DIR/run/*.pid, e.g. cdc-relay-shard0, calendard, memcached, shard1.
+        The devbroker cannot be restarted alone (new port, empty memory).
 
 Options:
   --dir DIR      state directory (created; no whitespace in the path)
   --free-ports   pick free loopback ports in 20000-60000 instead of the fixed ones
   --shards N     number of MariaDB shards, 1-16 (default 2)
+  --spare-shards K  also start K more MariaDB instances with databases and users
+                 but outside the cluster (stack.env: SPARE_SHARD), for add-shard
   -h, --help     this text
 
 Fixed ports (environment overrides):
   CALENDARD_PORT=${CALENDARD_PORT:-8080}  SHARD_BASE_PORT=${SHARD_BASE_PORT:-3307} (shard i: base+i)
   MEMCACHED_PORT=${MEMCACHED_PORT:-11212}
+  The devbroker always listens on a port the system picks (librdkafka 2.0);
+  stack.env has it as KAFKA_BOOTSTRAP.
+  CDC_PARTITIONS=${CDC_PARTITIONS:-8} partitions per CDC topic (<prefix>.<db>.<table>).
 
 Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
 ports (the ports of the last up; --free-ports keeps them while they are free),
 secrets/{admin,app,repl}.password and .cnf (mode 0600; the .cnf files are for
 'mariadb --defaults-extra-file=DIR/secrets/app.cnf -P PORT'), admin.ini,
-calendard.ini, stack.env (sourceable KEY=VALUE lines).
+calendard.ini, cdc-relay-shard<i>.ini, cdc/shard<i>/ (relay checkpoints),
+run/kafka.bootstrap, stack.env (sourceable KEY=VALUE lines).
 
 Development only (not for CI): STACK_NO_CALENDARD=1 skips calendard;
+STACK_NO_CDC=1 skips the devbroker and the relays;
 STACK_NO_ADMIN=1 applies schema/*/*.sql with the mariadb client instead of
 running bin/calendar-admin bootstrap.
 EOF
@@ -102,6 +121,8 @@ owned_pid() {
 start_bg() {
     local name=$1 pid
     shift
+    # The command, shell-quoted, for 'restart NAME'.
+    printf '%q ' "$@" >"$RUN_DIR/$name.cmd"
     setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
     pid=$!
     printf '%s\n' "$pid" >"$RUN_DIR/$name.pid"
@@ -164,6 +185,16 @@ stop_one() {
         log "stopped $name (pid $pid)"
     fi
     rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.start"
+}
+
+# log_has_since NAME OFFSET PATTERN: PATTERN appears in NAME's log after byte
+# OFFSET (the log is appended to across restarts).
+log_has_since() {
+    tail -c +"$(($2 + 1))" "$LOG_DIR/$1.log" 2>/dev/null | grep -qF -- "$3"
+}
+
+log_size() {
+    stat -c %s "$LOG_DIR/$1.log" 2>/dev/null || echo 0
 }
 
 # Every NAME with a PID file, latest started first (the order file), then any
@@ -461,8 +492,115 @@ write_env() {
         echo "APP_PASSWORD_FILE=$SECRETS_DIR/app.password"
         echo "REPL_USER=cal_repl"
         echo "REPL_PASSWORD_FILE=$SECRETS_DIR/repl.password"
+        echo "KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP"
+        echo "CDC_TOPIC_PREFIX=$CDC_TOPIC_PREFIX"
+        echo "CDC_PARTITIONS=$CDC_PARTITIONS"
+        echo "STACK_SH=$ROOT/tests/stack/stack.sh"
+        if [ "$NSPARE" -gt 0 ]; then
+            # Running, with users and databases, but not in the catalog:
+            # for calendar-rebalance add-shard.
+            echo "SPARE_SHARD=127.0.0.1:${SHARD_PORTS[NSHARDS]}/calendar_shard$NSHARDS"
+        fi
+        if [ -n "${INV_METRICS_PORT:-}" ] && [ -n "$KAFKA_BOOTSTRAP" ]; then
+            echo "INVALIDATOR_METRICS_URL=http://127.0.0.1:$INV_METRICS_PORT/metrics"
+        fi
     } >"$DIR/stack.env"
     chmod 600 "$DIR/stack.env"
+}
+
+# ---------------------------------------------------------------- CDC
+
+cdc_topics() {
+    local i t topics=""
+    for ((i = 0; i < NINST; i++)); do
+        for t in listings nights reservations; do
+            topics+="${topics:+,}$CDC_TOPIC_PREFIX.calendar_shard$i.$t"
+        done
+    done
+    printf '%s\n' "$topics"
+}
+
+# One relay per shard, presenting replica server id 1000+i, checkpointing
+# under DIR/cdc/shard<i>/.
+write_relay_config() {
+    local i=$1 f="$DIR/cdc-relay-shard$1.ini"
+    cat >"$f" <<EOF
+[source]
+host = 127.0.0.1
+port = ${SHARD_PORTS[i]}
+database = calendar_shard$i
+user = cal_repl
+password_file = $SECRETS_DIR/repl.password
+server_id = $((1000 + i))
+[kafka]
+bootstrap_servers = $KAFKA_BOOTSTRAP
+topic_prefix = $CDC_TOPIC_PREFIX
+linger_ms = 5
+[relay]
+state_dir = $DIR/cdc/shard$i
+[log]
+level = info
+EOF
+    chmod 600 "$f"
+}
+
+start_cdc() {
+    local i name size
+    KAFKA_BOOTSTRAP=""
+    if [ "${STACK_NO_CDC:-0}" = 1 ]; then
+        log "STACK_NO_CDC=1: not starting the devbroker and the relays (development only)"
+        return 0
+    fi
+    for name in calendar-devbroker calendar-cdc-relay; do
+        [ -x "$ROOT/bin/$name" ] ||
+            die "$ROOT/bin/$name not built (run make; STACK_NO_CDC=1 skips it for development)"
+    done
+    rm -f "$RUN_DIR/kafka.bootstrap"
+    start_bg devbroker "$ROOT/bin/calendar-devbroker" --brokers 1 --topics "$(cdc_topics)" \
+        --partitions "$CDC_PARTITIONS" --bootstrap-file "$RUN_DIR/kafka.bootstrap"
+    wait_ready devbroker 10 test -s "$RUN_DIR/kafka.bootstrap" || die "devbroker did not start"
+    KAFKA_BOOTSTRAP=$(head -n 1 "$RUN_DIR/kafka.bootstrap")
+    [[ $KAFKA_BOOTSTRAP =~ ^127\.0\.0\.1:[0-9]+(,127\.0\.0\.1:[0-9]+)*$ ]] ||
+        die "devbroker wrote an unexpected bootstrap address: $KAFKA_BOOTSTRAP"
+    mkdir -p "$DIR/cdc"
+    for ((i = 0; i < NINST; i++)); do
+        write_relay_config "$i"
+        name=cdc-relay-shard$i
+        size=$(log_size "$name")
+        start_bg "$name" "$ROOT/bin/calendar-cdc-relay" --config "$DIR/$name.ini"
+        wait_ready "$name" "$CDC_READY_TIMEOUT" log_has_since "$name" "$size" 'msg="streaming"' ||
+            die "$name did not start streaming"
+    done
+}
+
+write_invalidator_config() {
+    cat >"$DIR/invalidator.ini" <<EOF
+[kafka]
+bootstrap_servers = $KAFKA_BOOTSTRAP
+group_id = calendar-invalidator
+session_timeout_ms = 6000
+[cache]
+servers = 127.0.0.1:$MC_PORT
+[invalidator]
+metrics_listen = 127.0.0.1
+metrics_port = $INV_METRICS_PORT
+[log]
+level = info
+EOF
+    chmod 600 "$DIR/invalidator.ini"
+}
+
+# The invalidator follows every relay's topics (its default topic pattern).
+# Ready once the consumer group has assigned it partitions.
+start_invalidator() {
+    [ -n "$KAFKA_BOOTSTRAP" ] || return 0
+    [ -x "$ROOT/bin/calendar-cdc-invalidator" ] ||
+        die "$ROOT/bin/calendar-cdc-invalidator not built (run make; STACK_NO_CDC=1 skips CDC)"
+    write_invalidator_config
+    start_bg invalidator "$ROOT/bin/calendar-cdc-invalidator" --config "$DIR/invalidator.ini"
+    wait_ready invalidator 30 \
+        curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$INV_METRICS_PORT/readyz" ||
+        die "the invalidator did not join its consumer group"
 }
 
 # ---------------------------------------------------------------- commands
@@ -513,7 +651,7 @@ stack_up() {
     rm -f "$RUN_DIR/order"
 
     SHARD_PORTS=()
-    for ((i = 0; i < NSHARDS; i++)); do
+    for ((i = 0; i < NINST; i++)); do
         choose_port "shard$i" $((${SHARD_BASE_PORT:-3307} + i))
         SHARD_PORTS+=("$PORT")
     done
@@ -521,10 +659,13 @@ stack_up() {
     MC_PORT=$PORT
     choose_port calendard "${CALENDARD_PORT:-8080}"
     CAL_PORT=$PORT
+    choose_port invalidator "${INVALIDATOR_METRICS_PORT:-9464}"
+    INV_METRICS_PORT=$PORT
     {
-        for ((i = 0; i < NSHARDS; i++)); do echo "shard$i=${SHARD_PORTS[i]}"; done
+        for ((i = 0; i < NINST; i++)); do echo "shard$i=${SHARD_PORTS[i]}"; done
         echo "memcached=$MC_PORT"
         echo "calendard=$CAL_PORT"
+        echo "invalidator=$INV_METRICS_PORT"
     } >"$DIR/ports"
     # sun_path holds 108 bytes including the terminating NUL.
     [ "${#DIR}" -le 80 ] || die "--dir path too long for a unix socket: $DIR"
@@ -537,7 +678,7 @@ stack_up() {
     trap on_up_exit EXIT
     trap 'exit 130' INT TERM
 
-    for ((i = 0; i < NSHARDS; i++)); do
+    for ((i = 0; i < NINST; i++)); do
         install_shard "$i"
         start_shard "$i" "${SHARD_PORTS[i]}"
     done
@@ -546,7 +687,7 @@ stack_up() {
     start_bg memcached memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 -c 1024 -t 2 \
         "${mc_user[@]}"
 
-    for ((i = 0; i < NSHARDS; i++)); do
+    for ((i = 0; i < NINST; i++)); do
         wait_ready "shard$i" "$DB_READY_TIMEOUT" shard_ping "$i" ||
             die "shard$i did not start"
         setup_shard_sql "$i" | shard_sql "$i" ||
@@ -555,6 +696,8 @@ stack_up() {
     wait_ready memcached 10 memcached_ping "$MC_PORT" || die "memcached did not start"
 
     bootstrap_schema
+    start_cdc
+    start_invalidator
     write_env
 
     if [ "${STACK_NO_CALENDARD:-0}" = 1 ]; then
@@ -572,14 +715,58 @@ stack_up() {
     trap - EXIT INT TERM
 
     echo "stack up in $DIR"
-    for ((i = 0; i < NSHARDS; i++)); do
+    for ((i = 0; i < NINST; i++)); do
         echo "  shard$i     127.0.0.1:${SHARD_PORTS[i]}  calendar_shard$i$([ "$i" -eq 0 ] && echo ' + calendar_catalog')  (pid $(owned_pid "shard$i"))"
     done
     echo "  memcached  127.0.0.1:$MC_PORT  (pid $(owned_pid memcached))"
+    if pid=$(owned_pid devbroker); then
+        echo "  devbroker  $KAFKA_BOOTSTRAP  (pid $pid; in-memory Kafka, topics $CDC_TOPIC_PREFIX.<db>.<table>)"
+        for ((i = 0; i < NINST; i++)); do
+            echo "  cdc-relay-shard$i  calendar_shard$i -> Kafka  (pid $(owned_pid "cdc-relay-shard$i"))"
+        done
+        echo "  invalidator  Kafka -> memcached, metrics http://127.0.0.1:$INV_METRICS_PORT/metrics  (pid $(owned_pid invalidator))"
+    fi
     if pid=$(owned_pid calendard); then
         echo "  calendard  http://127.0.0.1:$CAL_PORT  (pid $pid)"
     fi
     echo "  env        $DIR/stack.env"
+}
+
+stack_restart() {
+    local name=$1 cmd size port
+    [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad process name: $name"
+    [ "$name" != devbroker ] ||
+        die "the devbroker keeps data in memory and gets a new port: restart the whole stack"
+    [ -s "$RUN_DIR/$name.cmd" ] || die "no recorded command for $name in $RUN_DIR"
+    cmd=$(cat "$RUN_DIR/$name.cmd")
+    stop_one "$name"
+    size=$(log_size "$name")
+    eval "start_bg \"\$name\" $cmd"
+    case "$name" in
+    cdc-relay-*)
+        wait_ready "$name" "$CDC_READY_TIMEOUT" log_has_since "$name" "$size" 'msg="streaming"' ||
+            die "$name did not start streaming"
+        ;;
+    shard[0-9]*)
+        wait_ready "$name" "$DB_READY_TIMEOUT" shard_ping "${name#shard}" || die "$name did not start"
+        ;;
+    invalidator)
+        port=$(sed -n 's/^invalidator=\([0-9][0-9]*\)$/\1/p' "$DIR/ports")
+        wait_ready "$name" 30 curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/readyz" ||
+            die "the invalidator did not join its consumer group"
+        ;;
+    memcached)
+        port=$(sed -n 's/^memcached=\([0-9][0-9]*\)$/\1/p' "$DIR/ports")
+        wait_ready "$name" 10 memcached_ping "$port" || die "memcached did not start"
+        ;;
+    calendard)
+        port=$(sed -n 's/^calendard=\([0-9][0-9]*\)$/\1/p' "$DIR/ports")
+        wait_ready "$name" "$CALENDARD_READY_TIMEOUT" \
+            curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/readyz" ||
+            die "calendard did not become ready"
+        ;;
+    esac
+    echo "restarted $name (pid $(owned_pid "$name"))"
 }
 
 stack_run() {
@@ -613,9 +800,10 @@ EOF
 }
 
 main() {
-    local cmd="" dir=""
+    local cmd="" dir="" name=""
     FREE_PORTS=0
     NSHARDS=2
+    NSPARE=0
     [ $# -gt 0 ] || {
         usage >&2
         exit 2
@@ -626,6 +814,12 @@ main() {
         exit 0
         ;;
     up | down | run) cmd=$1 ;;
+    restart)
+        cmd=$1
+        [ $# -ge 2 ] || die "restart needs a NAME"
+        name=$2
+        shift
+        ;;
     *)
         log "unknown command: $1"
         usage >&2
@@ -657,6 +851,11 @@ main() {
             NSHARDS=${1#--shards=}
             shift
             ;;
+        --spare-shards)
+            [ $# -ge 2 ] || die "--spare-shards needs a value"
+            NSPARE=$2
+            shift 2
+            ;;
         -h | --help)
             usage
             exit 0
@@ -667,7 +866,13 @@ main() {
     if ! [[ $NSHARDS =~ ^[0-9]+$ ]] || [ "$NSHARDS" -lt 1 ] || [ "$NSHARDS" -gt 16 ]; then
         die "--shards must be 1-16"
     fi
-    [ "$cmd" = down ] && [ "$FREE_PORTS" = 1 ] && die "--free-ports applies to up/run"
+    if ! [[ $NSPARE =~ ^[0-9]+$ ]] || [ $((NSHARDS + NSPARE)) -gt 16 ]; then
+        die "--spare-shards must be 0-$((16 - NSHARDS))"
+    fi
+    NINST=$((NSHARDS + NSPARE))
+    case "$cmd" in
+    down | restart) [ "$FREE_PORTS" = 1 ] && die "--free-ports applies to up/run" ;;
+    esac
     set_dir "$dir" "$cmd"
 
     case "$cmd" in
@@ -677,6 +882,7 @@ main() {
         echo "stack down in $DIR"
         ;;
     run) stack_run ;;
+    restart) stack_restart "$name" ;;
     esac
 }
 

@@ -1,0 +1,75 @@
+/* The binlog adapter: connects to a MariaDB primary as a replica (MariaDB
+ * Connector/C's mariadb_rpl.h), GTID-based, and hands out raw events with
+ * their header decoded. The only module besides common/db.c that includes
+ * mysql.h, and the only one that includes mariadb_rpl.h. */
+#ifndef CAL_BINLOG_H
+#define CAL_BINLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdc/gtid.h"
+#include "common/db.h"
+#include "common/status.h"
+
+struct binlog_conf {
+    struct db_conf db;     /* host, port, user, password (database unused here) */
+    uint32_t server_id;    /* the replica id this connection presents; unique per relay */
+    unsigned heartbeat_ms; /* the primary sends a heartbeat when idle this long */
+};
+
+enum binlog_kind {
+    BINLOG_OTHER = 0,
+    BINLOG_HEARTBEAT,
+    BINLOG_ROTATE,
+    BINLOG_GTID, /* starts a transaction (event group) */
+    BINLOG_TABLE_MAP,
+    BINLOG_ROWS,
+    BINLOG_XID, /* commits a transaction */
+    BINLOG_QUERY,
+};
+
+struct binlog_event {
+    enum binlog_kind kind;
+    uint8_t type;       /* binlog event type code */
+    uint32_t timestamp; /* seconds since epoch, 0 for artificial events */
+    uint32_t server_id;
+    uint32_t length;   /* whole event including header and checksum */
+    uint32_t next_pos; /* position after this event in the current file; 0 if artificial */
+    uint16_t flags;
+    const uint8_t *body; /* after the 19-byte header, checksum removed */
+    size_t body_len;
+    /* BINLOG_GTID */
+    struct gtid gtid;
+    bool standalone; /* no terminating XID/COMMIT: the group is one statement */
+    /* BINLOG_ROTATE */
+    char file[256];
+    uint64_t file_pos;
+    /* BINLOG_QUERY */
+    const char *query;
+    size_t query_len;
+};
+
+struct binlog;
+
+/* Connects and starts a GTID-based binlog dump after position start (the
+ * GTID position of the last transaction already processed). start NULL means
+ * "from now": the server's @@gtid_binlog_pos, which is copied to
+ * start_out. Needs the REPLICATION SLAVE privilege. Returns NULL and fills err
+ * on failure; caller frees with binlog_close(). */
+struct binlog *binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
+                           struct gtid_pos *start_out, char *err, size_t errlen);
+
+/* Blocks for the next event (heartbeats included, so at least once per
+ * heartbeat period). ev stays valid until the next call or binlog_close().
+ * CAL_EUNAVAIL when the connection is lost or the server ended the stream,
+ * CAL_ERR for a malformed event or a server-side replication error. */
+cal_status binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen);
+
+/* Current binlog file name ("" until the first rotate event). */
+const char *binlog_file(const struct binlog *b);
+
+void binlog_close(struct binlog *b); /* binlog_close(NULL) is a no-op */
+
+#endif

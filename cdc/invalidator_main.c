@@ -1,0 +1,233 @@
+/* calendar-cdc-invalidator: parses arguments, loads the config, wires the
+ * Kafka consumer, memcached and the metrics endpoint, runs until SIGINT or
+ * SIGTERM, then commits stored offsets and leaves the consumer group. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cdc/invalidator.h"
+#include "cdc/invstats.h"
+#include "cdc/promhttp.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/util.h"
+
+struct invalidator_main_conf {
+    struct invalidator_conf inv;
+    int fetch_wait_max_ms;
+    int metadata_refresh_ms;
+    int session_timeout_ms;
+    int cache_timeout_ms;
+    int retry_base_ms;
+    int retry_max_ms;
+    int report_interval_s;
+    int metrics_port;
+    char metrics_listen[64];
+    char log_level[16];
+};
+
+#define C struct invalidator_main_conf
+static const struct conf_item conf_items[] = {
+    CONF_STR_ITEM("kafka", "bootstrap_servers", C, inv.kafka.bootstrap_servers, "",
+                  "Kafka brokers host:port[,host:port] (required)"),
+    CONF_STR_ITEM("kafka", "group_id", C, inv.kafka.group_id, "calendar-invalidator",
+                  "consumer group; every invalidator of one cache shares it"),
+    CONF_STR_ITEM("kafka", "topics", C, inv.kafka.topics, "^calendar\\..*\\.(listings|nights)$",
+                  "comma list of topics; an entry starting with ^ is a regex"),
+    CONF_INT_ITEM("kafka", "fetch_wait_max_ms", C, fetch_wait_max_ms, 0, 10000, "5",
+                  "broker waits at most this long to fill a fetch (latency vs. requests)"),
+    CONF_INT_ITEM("kafka", "metadata_refresh_ms", C, metadata_refresh_ms, 1000, 3600000, "5000",
+                  "how soon a new topic matching a regex is picked up"),
+    CONF_INT_ITEM("kafka", "session_timeout_ms", C, session_timeout_ms, 1000, 3600000, "10000",
+                  "a dead member's partitions move after this long (invalidations wait)"),
+    CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
+                  "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),
+    CONF_STR_ITEM("cache", "servers", C, inv.cache.servers, "",
+                  "memcached servers host:port[,host:port] (required; same list as calendard)"),
+    CONF_INT_ITEM("cache", "timeout_ms", C, cache_timeout_ms, 1, 10000, "200",
+                  "connect/send/receive timeout of one delete"),
+    CONF_INT_ITEM("invalidator", "retry_base_ms", C, retry_base_ms, 1, 60000, "50",
+                  "first retry of a failed invalidation after up to this (doubling, jitter)"),
+    CONF_INT_ITEM("invalidator", "retry_max_ms", C, retry_max_ms, 1, 600000, "5000",
+                  "longest wait between two tries; a failed event is retried forever"),
+    CONF_INT_ITEM("invalidator", "report_interval_s", C, report_interval_s, 1, 3600, "10",
+                  "progress/lag log line and lag metrics refresh interval"),
+    CONF_INT_ITEM("invalidator", "metrics_port", C, metrics_port, 0, 65535, "0",
+                  "HTTP port of /metrics, /healthz, /readyz; 0 = off"),
+    CONF_STR_ITEM("invalidator", "metrics_listen", C, metrics_listen, "127.0.0.1",
+                  "IPv4 address of the metrics endpoint"),
+    CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
+};
+#undef C
+
+static void
+usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: calendar-cdc-invalidator --config FILE [--check-config]\n"
+        "       calendar-cdc-invalidator --sample-config\n"
+        "\n"
+        "Consumes the calendar's change events (Debezium-style JSON, with or without the\n"
+        "schemas.enable envelope) from Kafka as a consumer group member and deletes the\n"
+        "memcached keys each change makes stale: the listing key for a listings row; the\n"
+        "month keys of the before and after images and the listing key for a nights row.\n"
+        "An offset is stored only after memcached acted on its event; while memcached\n"
+        "fails, the event is retried with bounded backoff, never skipped. Undecodable\n"
+        "events are logged and skipped. SIGINT/SIGTERM commit offsets and leave the group.\n"
+        "\n"
+        "  -c, --config FILE   INI configuration (see --sample-config)\n"
+        "      --check-config  validate the configuration, then exit\n"
+        "      --sample-config print an annotated configuration with every default\n"
+        "  -h, --help          this text\n"
+        "\n"
+        "Exit status: 0 after a signal, 1 when it cannot start, 2 on usage or config errors.\n");
+}
+
+static int
+load_config(const char *path, struct invalidator_main_conf *conf)
+{
+    char err[512];
+    memset(conf, 0, sizeof(*conf));
+    conf_defaults(conf_items, CAL_ARRAY_LEN(conf_items), conf);
+    if (conf_load(conf_items, CAL_ARRAY_LEN(conf_items), conf, path, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-cdc-invalidator: %s\n", err);
+        return -1;
+    }
+    const char *bad = NULL;
+    int level = log_level_parse(conf->log_level);
+    if (level < 0)
+        bad = "[log] level must be debug, info, warn or error";
+    else if (conf->inv.kafka.bootstrap_servers[0] == '\0')
+        bad = "[kafka] bootstrap_servers is required";
+    else if (conf->inv.kafka.group_id[0] == '\0')
+        bad = "[kafka] group_id must not be empty";
+    else if (strspn(conf->inv.kafka.topics, " ,\t") == strlen(conf->inv.kafka.topics))
+        bad = "[kafka] topics must name at least one topic or ^regex";
+    else if (conf->inv.cache.servers[0] == '\0')
+        bad = "[cache] servers is required";
+    else if (conf->retry_max_ms < conf->retry_base_ms)
+        bad = "[invalidator] retry_max_ms is below retry_base_ms";
+    if (bad != NULL) {
+        fprintf(stderr, "calendar-cdc-invalidator: %s: %s\n", path, bad);
+        return -1;
+    }
+    log_set_level((enum log_level)level);
+    conf->inv.kafka.fetch_wait_max_ms = (unsigned)conf->fetch_wait_max_ms;
+    conf->inv.kafka.metadata_refresh_ms = (unsigned)conf->metadata_refresh_ms;
+    conf->inv.kafka.session_timeout_ms = (unsigned)conf->session_timeout_ms;
+    conf->inv.cache.timeout_ms = (unsigned)conf->cache_timeout_ms;
+    conf->inv.retry_base_ms = (unsigned)conf->retry_base_ms;
+    conf->inv.retry_max_ms = (unsigned)conf->retry_max_ms;
+    conf->inv.report_interval_ms = (unsigned)conf->report_interval_s * 1000;
+    return 0;
+}
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static char *
+render_metrics(void *opaque, size_t *len)
+{
+    return invstats_render(opaque, len);
+}
+
+static struct invalidator *ready_inv; /* set before the endpoint starts, cleared after it stops */
+
+static bool
+is_ready(void *opaque)
+{
+    (void)opaque;
+    return ready_inv != NULL && invalidator_ready(ready_inv);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *config = NULL;
+    bool check_only = false;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check-config", no_argument, NULL, 'k'},
+                                         {"sample-config", no_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'k':
+            check_only = true;
+            break;
+        case 's':
+            conf_print_sample(conf_items, CAL_ARRAY_LEN(conf_items), stdout);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (config == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    struct invalidator_main_conf conf;
+    if (load_config(config, &conf) != 0)
+        return 2;
+    if (check_only) {
+        printf("calendar-cdc-invalidator: %s is valid\n", config);
+        return 0;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal; /* no SA_RESTART: the consume loop polls in 100 ms steps */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[512];
+    struct invstats *stats = invstats_create();
+    struct invalidator *inv = invalidator_create(&conf.inv, stats, err, sizeof(err));
+    if (inv == NULL) {
+        log_error("cannot start", "error=\"%s\"", err);
+        invstats_destroy(stats);
+        return 1;
+    }
+    ready_inv = inv;
+    struct promhttp *http = NULL;
+    if (conf.metrics_port > 0) {
+        http = promhttp_start(conf.metrics_listen, (unsigned)conf.metrics_port, render_metrics,
+                              is_ready, stats, err, sizeof(err));
+        if (http == NULL) {
+            log_error("cannot start", "error=\"%s\"", err);
+            invalidator_destroy(inv);
+            invstats_destroy(stats);
+            return 1;
+        }
+    }
+    log_info("started", "pid=%d bootstrap=%s group=%s topics=\"%s\" cache=%s metrics=%s:%d",
+             (int)getpid(), conf.inv.kafka.bootstrap_servers, conf.inv.kafka.group_id,
+             conf.inv.kafka.topics, conf.inv.cache.servers, conf.metrics_listen, conf.metrics_port);
+    invalidator_run(inv, &stop_signal);
+    log_info("stopping", "signal=%d", (int)stop_signal);
+    promhttp_stop(http);
+    ready_inv = NULL;
+    invalidator_destroy(inv);
+    invstats_destroy(stats);
+    log_info("stopped", "%s", "");
+    return 0;
+}

@@ -1,0 +1,244 @@
+/* Invalidator metrics (see invstats.h). One mutex: events arrive at most at
+ * memcached speed and a render takes microseconds. */
+#include "cdc/invstats.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+/* Upper bounds of the latency histogram in ms; the last bucket is +Inf. */
+static const uint64_t bucket_ms[] = {1,   2,    5,    10,   25,    50,    100,  250,
+                                     500, 1000, 2500, 5000, 10000, 30000, 60000};
+#define NBUCKETS CAL_ARRAY_LEN(bucket_ms)
+#define WINDOW_CAP 8192 /* samples kept per window; beyond, a uniform reservoir */
+
+static const char *const error_names[INVSTATS_ERR_COUNT] = {"undecodable", "cache", "kafka",
+                                                            "store"};
+
+struct invstats {
+    pthread_mutex_t lock;
+    uint64_t events[INVALIDATE_TABLE_COUNT];
+    uint64_t invalidations;
+    uint64_t flushes;
+    uint64_t errors[INVSTATS_ERR_COUNT];
+    uint64_t buckets[NBUCKETS + 1];
+    uint64_t latency_sum_ms;
+    uint64_t latency_count;
+    struct kconsumer_lag *lags;
+    size_t nlags;
+    /* the current window */
+    uint64_t win_events, win_invalidations, win_errors, win_seen;
+    uint64_t *win;
+    size_t nwin;
+};
+
+struct invstats *
+invstats_create(void)
+{
+    struct invstats *stats = cal_calloc(1, sizeof(*stats));
+    pthread_mutex_init(&stats->lock, NULL);
+    stats->win = cal_malloc(WINDOW_CAP * sizeof(*stats->win));
+    return stats;
+}
+
+void
+invstats_destroy(struct invstats *stats)
+{
+    if (stats == NULL)
+        return;
+    pthread_mutex_destroy(&stats->lock);
+    free(stats->lags);
+    free(stats->win);
+    free(stats);
+}
+
+void
+invstats_event(struct invstats *stats, enum invalidate_table table)
+{
+    pthread_mutex_lock(&stats->lock);
+    stats->events[table < INVALIDATE_TABLE_COUNT ? table : INVALIDATE_TABLE_OTHER]++;
+    stats->win_events++;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_invalidations(struct invstats *stats, size_t nkeys)
+{
+    pthread_mutex_lock(&stats->lock);
+    stats->invalidations += nkeys;
+    stats->win_invalidations += nkeys;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_flush(struct invstats *stats)
+{
+    pthread_mutex_lock(&stats->lock);
+    stats->flushes++;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_error(struct invstats *stats, enum invstats_error kind)
+{
+    pthread_mutex_lock(&stats->lock);
+    stats->errors[kind < INVSTATS_ERR_COUNT ? kind : INVSTATS_ERR_KAFKA]++;
+    stats->win_errors++;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_latency(struct invstats *stats, uint64_t latency_ms)
+{
+    size_t b = NBUCKETS;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        if (latency_ms <= bucket_ms[i]) {
+            b = i;
+            break;
+        }
+    }
+    pthread_mutex_lock(&stats->lock);
+    stats->buckets[b]++;
+    stats->latency_sum_ms += latency_ms;
+    stats->latency_count++;
+    stats->win_seen++;
+    if (stats->nwin < WINDOW_CAP) {
+        stats->win[stats->nwin++] = latency_ms;
+    } else {
+        uint64_t j = cal_rand64() % stats->win_seen;
+        if (j < WINDOW_CAP)
+            stats->win[j] = latency_ms;
+    }
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_set_lag(struct invstats *stats, const struct kconsumer_lag *lags, size_t n)
+{
+    struct kconsumer_lag *copy = n > 0 ? cal_malloc(n * sizeof(*copy)) : NULL;
+    if (n > 0)
+        memcpy(copy, lags, n * sizeof(*copy));
+    pthread_mutex_lock(&stats->lock);
+    struct kconsumer_lag *old = stats->lags;
+    stats->lags = copy;
+    stats->nlags = n;
+    pthread_mutex_unlock(&stats->lock);
+    free(old);
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static uint64_t
+percentile(const uint64_t *v, size_t n, unsigned pct)
+{
+    size_t rank = (n * pct + 99) / 100;
+    return v[rank > 0 ? rank - 1 : 0];
+}
+
+void
+invstats_take_window(struct invstats *stats, struct invstats_window *win)
+{
+    uint64_t *samples = cal_malloc(WINDOW_CAP * sizeof(*samples));
+    pthread_mutex_lock(&stats->lock);
+    win->events = stats->win_events;
+    win->invalidations = stats->win_invalidations;
+    win->errors = stats->win_errors;
+    win->samples = stats->nwin;
+    memcpy(samples, stats->win, stats->nwin * sizeof(*samples));
+    stats->win_events = stats->win_invalidations = stats->win_errors = stats->win_seen = 0;
+    stats->nwin = 0;
+    pthread_mutex_unlock(&stats->lock);
+    win->p50_ms = win->p99_ms = win->max_ms = 0;
+    if (win->samples > 0) {
+        qsort(samples, win->samples, sizeof(*samples), cmp_u64);
+        win->p50_ms = percentile(samples, win->samples, 50);
+        win->p99_ms = percentile(samples, win->samples, 99);
+        win->max_ms = samples[win->samples - 1];
+    }
+    free(samples);
+}
+
+/* Topic names come from the broker: keep label values printable and escaped. */
+static void
+put_label(FILE *f, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        fputc((unsigned char)*s >= 0x20 ? *s : '?', f);
+    }
+}
+
+char *
+invstats_render(struct invstats *stats, size_t *len)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (f == NULL)
+        abort(); /* out of memory */
+    pthread_mutex_lock(&stats->lock);
+    fputs("# HELP calendar_invalidator_events_total Change events consumed, by table "
+          "(none = tombstone).\n# TYPE calendar_invalidator_events_total counter\n",
+          f);
+    for (int t = 0; t < INVALIDATE_TABLE_COUNT; t++)
+        fprintf(f, "calendar_invalidator_events_total{table=\"%s\"} %llu\n",
+                invalidate_table_name((enum invalidate_table)t),
+                (unsigned long long)stats->events[t]);
+    fprintf(f,
+            "# HELP calendar_invalidator_invalidations_total Cache keys deleted.\n"
+            "# TYPE calendar_invalidator_invalidations_total counter\n"
+            "calendar_invalidator_invalidations_total %llu\n"
+            "# HELP calendar_invalidator_flushes_total Whole-cache flushes (truncate events).\n"
+            "# TYPE calendar_invalidator_flushes_total counter\n"
+            "calendar_invalidator_flushes_total %llu\n",
+            (unsigned long long)stats->invalidations, (unsigned long long)stats->flushes);
+    fputs("# HELP calendar_invalidator_errors_total Errors by kind: undecodable events (skipped), "
+          "cache failures (retried), kafka and offset store errors.\n"
+          "# TYPE calendar_invalidator_errors_total counter\n",
+          f);
+    for (int k = 0; k < INVSTATS_ERR_COUNT; k++)
+        fprintf(f, "calendar_invalidator_errors_total{kind=\"%s\"} %llu\n", error_names[k],
+                (unsigned long long)stats->errors[k]);
+    fputs("# HELP calendar_invalidator_lag_messages Consumer lag per assigned partition "
+          "(high watermark - position).\n# TYPE calendar_invalidator_lag_messages gauge\n",
+          f);
+    for (size_t i = 0; i < stats->nlags; i++) {
+        if (stats->lags[i].lag < 0)
+            continue;
+        fputs("calendar_invalidator_lag_messages{topic=\"", f);
+        put_label(f, stats->lags[i].topic);
+        fprintf(f, "\",partition=\"%d\"} %lld\n", (int)stats->lags[i].partition,
+                (long long)stats->lags[i].lag);
+    }
+    fputs("# HELP calendar_invalidator_commit_to_invalidation_seconds Time from the database "
+          "commit (source.ts_ms) to the cache keys being deleted.\n"
+          "# TYPE calendar_invalidator_commit_to_invalidation_seconds histogram\n",
+          f);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += stats->buckets[i];
+        fprintf(f, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"%g\"} %llu\n",
+                (double)bucket_ms[i] / 1000.0, (unsigned long long)cum);
+    }
+    cum += stats->buckets[NBUCKETS];
+    fprintf(f,
+            "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"+Inf\"} %llu\n"
+            "calendar_invalidator_commit_to_invalidation_seconds_sum %.3f\n"
+            "calendar_invalidator_commit_to_invalidation_seconds_count %llu\n",
+            (unsigned long long)cum, (double)stats->latency_sum_ms / 1000.0,
+            (unsigned long long)stats->latency_count);
+    pthread_mutex_unlock(&stats->lock);
+    fclose(f);
+    *len = size;
+    return buf;
+}

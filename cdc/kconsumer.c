@@ -1,0 +1,497 @@
+/* The Kafka consumer adapter on librdkafka (see kconsumer.h). */
+#include "cdc/kconsumer.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+/* A message the caller could not act on yet; its partition is paused. */
+struct held {
+    rd_kafka_message_t *rkm;
+    uint64_t due_ms;  /* monotonic */
+    bool redelivered; /* handed back to the caller, awaiting store or retry */
+};
+
+struct kconsumer {
+    rd_kafka_t *rk;
+    struct held *held;
+    size_t nheld, capheld;
+    atomic_size_t assigned;
+    atomic_bool joined;
+};
+
+static uint64_t
+mono_ms(void)
+{
+    return cal_mono_us() / 1000;
+}
+
+static void
+on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    enum log_level lvl = level <= 3   ? LOG_ERROR
+                         : level == 4 ? LOG_WARN
+                         : level <= 6 ? LOG_INFO
+                                      : LOG_DEBUG;
+    log_write(lvl, "kafka", "facility=%s detail=\"%s\"", fac, buf);
+}
+
+static void
+on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    log_warn("kafka error", "code=%s detail=\"%s\"", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+             reason);
+}
+
+static bool
+same_partition(const rd_kafka_message_t *rkm, const char *topic, int32_t partition)
+{
+    return rkm->partition == partition && strcmp(rd_kafka_topic_name(rkm->rkt), topic) == 0;
+}
+
+static struct held *
+find_held(struct kconsumer *kc, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < kc->nheld; i++)
+        if (same_partition(kc->held[i].rkm, topic, partition))
+            return &kc->held[i];
+    return NULL;
+}
+
+static void
+set_partition_paused(struct kconsumer *kc, const char *topic, int32_t partition, bool pause)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    rd_kafka_resp_err_t rerr =
+        pause ? rd_kafka_pause_partitions(kc->rk, list) : rd_kafka_resume_partitions(kc->rk, list);
+    if (rerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rerr = list->elems[0].err;
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_warn(pause ? "pause failed" : "resume failed", "topic=%s partition=%d error=\"%s\"",
+                 topic, (int)partition, rd_kafka_err2str(rerr));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Drops the held message of (topic, partition), resuming the partition. */
+static void
+release_held(struct kconsumer *kc, struct held *h, bool resume)
+{
+    rd_kafka_message_t *rkm = h->rkm;
+    if (resume)
+        set_partition_paused(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition, false);
+    rd_kafka_message_destroy(rkm);
+    *h = kc->held[--kc->nheld];
+}
+
+static void
+count_assignment(struct kconsumer *kc)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    size_t n = 0;
+    if (rd_kafka_assignment(kc->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts != NULL)
+        n = (size_t)parts->cnt;
+    if (parts != NULL)
+        rd_kafka_topic_partition_list_destroy(parts);
+    atomic_store(&kc->assigned, n);
+}
+
+/* Eager (assign/unassign everything) or cooperative (incremental) protocol,
+ * whichever partition.assignment.strategy negotiated. Before partitions go,
+ * their stored offsets are committed so the next owner starts after what we
+ * invalidated, and messages held for retry are dropped unstored. */
+static void
+on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+             void *opaque)
+{
+    struct kconsumer *kc = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, parts);
+        if (error != NULL) {
+            log_error("assign failed", "error=\"%s\"", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        } else if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            log_error("assign failed", "error=\"%s\"", rd_kafka_err2str(rerr));
+        }
+        /* A partition paused by an earlier owner-ship of ours starts fresh. */
+        rd_kafka_resume_partitions(rk, parts);
+        atomic_store(&kc->joined, true);
+        count_assignment(kc);
+        log_info("partitions assigned", "count=%d protocol=%s total=%zu", parts->cnt,
+                 cooperative ? "cooperative" : "eager", atomic_load(&kc->assigned));
+        return;
+    }
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        log_error("rebalance error", "error=\"%s\"", rd_kafka_err2str(err));
+    bool lost = rd_kafka_assignment_lost(rk) != 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        struct held *h = find_held(kc, parts->elems[i].topic, parts->elems[i].partition);
+        if (h != NULL)
+            release_held(kc, h, true);
+    }
+    if (!lost) {
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, parts, 0);
+        if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            log_warn("commit on revoke failed", "error=\"%s\"", rd_kafka_err2str(cerr));
+    }
+    if (cooperative) {
+        rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
+        if (error != NULL) {
+            log_error("unassign failed", "error=\"%s\"", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+    count_assignment(kc);
+    log_info("partitions revoked", "count=%d lost=%d total=%zu", parts->cnt, (int)lost,
+             atomic_load(&kc->assigned));
+}
+
+static bool
+set_conf(rd_kafka_conf_t *rconf, const char *name, const char *value, char *err, size_t errlen)
+{
+    char why[256];
+    if (rd_kafka_conf_set(rconf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "kafka %s=%s: %s", name, value, why);
+        return false;
+    }
+    return true;
+}
+
+/* Splits the comma list into a subscription; empty entries are ignored. */
+static rd_kafka_topic_partition_list_t *
+parse_topics(const char *topics, char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(4);
+    const char *p = topics;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        if (end == NULL)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            char *name = cal_strndup(a, (size_t)(b - a));
+            rd_kafka_topic_partition_list_add(list, name, RD_KAFKA_PARTITION_UA);
+            free(name);
+        }
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (list->cnt == 0) {
+        snprintf(err, errlen, "no topics to subscribe to");
+        rd_kafka_topic_partition_list_destroy(list);
+        return NULL;
+    }
+    return list;
+}
+
+struct kconsumer *
+kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
+{
+    char num[32];
+    if (conf->bootstrap_servers[0] == '\0') {
+        snprintf(err, errlen, "kafka bootstrap_servers is empty");
+        return NULL;
+    }
+    rd_kafka_topic_partition_list_t *topics = parse_topics(conf->topics, err, errlen);
+    if (topics == NULL)
+        return NULL;
+    struct kconsumer *kc = cal_calloc(1, sizeof(*kc));
+    rd_kafka_conf_t *rconf = rd_kafka_conf_new();
+    bool ok = set_conf(rconf, "bootstrap.servers", conf->bootstrap_servers, err, errlen) &&
+              set_conf(rconf, "group.id", conf->group_id, err, errlen) &&
+              set_conf(rconf, "client.id", "calendar-cdc-invalidator", err, errlen) &&
+              /* Offsets are stored by the caller after memcached acted. */
+              set_conf(rconf, "enable.auto.offset.store", "false", err, errlen) &&
+              set_conf(rconf, "enable.auto.commit", "true", err, errlen) &&
+              set_conf(rconf, "auto.commit.interval.ms", "1000", err, errlen) &&
+              /* A new group or a lost offset replays from the start: extra
+               * deletes are harmless, skipped ones are stale reads. */
+              set_conf(rconf, "auto.offset.reset", "earliest", err, errlen) &&
+              set_conf(rconf, "enable.partition.eof", "false", err, errlen);
+    snprintf(num, sizeof(num), "%u", conf->fetch_wait_max_ms);
+    ok = ok && set_conf(rconf, "fetch.wait.max.ms", num, err, errlen);
+    if (ok && conf->metadata_refresh_ms > 0) {
+        snprintf(num, sizeof(num), "%u", conf->metadata_refresh_ms);
+        ok = set_conf(rconf, "topic.metadata.refresh.interval.ms", num, err, errlen);
+    }
+    if (ok && conf->session_timeout_ms > 0) {
+        snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
+        ok = set_conf(rconf, "session.timeout.ms", num, err, errlen);
+    }
+    if (ok && conf->debug[0] != '\0')
+        ok = set_conf(rconf, "debug", conf->debug, err, errlen);
+    if (!ok) {
+        rd_kafka_conf_destroy(rconf);
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(rconf, kc);
+    rd_kafka_conf_set_log_cb(rconf, on_log);
+    rd_kafka_conf_set_error_cb(rconf, on_error);
+    rd_kafka_conf_set_rebalance_cb(rconf, on_rebalance);
+
+    char why[512];
+    kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rconf, why, sizeof(why));
+    if (kc->rk == NULL) {
+        snprintf(err, errlen, "kafka consumer: %s", why);
+        rd_kafka_conf_destroy(rconf);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(kc->rk); /* one queue: messages, rebalances, errors, logs */
+    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(kc->rk, topics);
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "kafka subscribe to '%s': %s", conf->topics, rd_kafka_err2str(rerr));
+        rd_kafka_destroy(kc->rk);
+        kc->rk = NULL;
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(topics);
+    return kc;
+fail:
+    rd_kafka_topic_partition_list_destroy(topics);
+    free(kc);
+    return NULL;
+}
+
+static void
+fill_msg(struct kconsumer_msg *msg, rd_kafka_message_t *rkm)
+{
+    msg->topic = rd_kafka_topic_name(rkm->rkt);
+    msg->partition = rkm->partition;
+    msg->offset = rkm->offset;
+    msg->key = rkm->key;
+    msg->keylen = rkm->key_len;
+    msg->value = rkm->payload;
+    msg->len = rkm->payload != NULL ? rkm->len : 0;
+    rd_kafka_timestamp_type_t tstype;
+    msg->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
+    msg->handle = rkm;
+}
+
+cal_status
+kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, char *err,
+               size_t errlen)
+{
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < kc->nheld; i++) {
+        struct held *h = &kc->held[i];
+        if (!h->redelivered && h->due_ms <= now) {
+            h->redelivered = true;
+            fill_msg(msg, h->rkm);
+            return CAL_OK;
+        }
+        if (!h->redelivered && h->due_ms - now < (uint64_t)timeout_ms)
+            timeout_ms = (int)(h->due_ms - now);
+    }
+    /* Bounded: each pass either returns or drops one stray message. */
+    for (int pass = 0; pass < 64; pass++) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, pass == 0 ? timeout_ms : 0);
+        if (rkm == NULL)
+            return CAL_EAGAIN;
+        if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            snprintf(err, errlen, "%s%s%s [%d]: %s", rd_kafka_err2name(rkm->err),
+                     rkm->rkt != NULL ? " topic " : "",
+                     rkm->rkt != NULL ? rd_kafka_topic_name(rkm->rkt) : "", (int)rkm->partition,
+                     rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            return CAL_ERR;
+        }
+        struct held *h = find_held(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+        if (h != NULL) {
+            /* Pausing purges what was prefetched, so this should not happen;
+             * if it does, the message was not acted on and the partition
+             * resumes at the held message, so dropping it loses nothing
+             * that a rewind does not bring back. */
+            log_warn("message of a paused partition dropped", "topic=%s partition=%d offset=%lld",
+                     rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, (long long)rkm->offset);
+            rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+                ->offset = h->rkm->offset + 1;
+            rd_kafka_error_t *error = rd_kafka_seek_partitions(kc->rk, list, 0);
+            if (error != NULL)
+                rd_kafka_error_destroy(error);
+            rd_kafka_topic_partition_list_destroy(list);
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        fill_msg(msg, rkm);
+        return CAL_OK;
+    }
+    return CAL_EAGAIN;
+}
+
+void
+kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg)
+{
+    (void)kc;
+    if (msg->handle == NULL)
+        return;
+    rd_kafka_message_t *rkm = msg->handle;
+    /* A redelivered held message stays owned by its hold until stored. */
+    for (size_t i = 0; i < kc->nheld; i++)
+        if (kc->held[i].rkm == rkm) {
+            msg->handle = NULL;
+            return;
+        }
+    rd_kafka_message_destroy(rkm);
+    msg->handle = NULL;
+}
+
+cal_status
+kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size_t errlen)
+{
+    cal_status st = CAL_OK;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, msg->topic, msg->partition)->offset = msg->offset + 1;
+    rd_kafka_resp_err_t rerr = rd_kafka_offsets_store(kc->rk, list);
+    if (rerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rerr = list->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(list);
+    if (rerr == RD_KAFKA_RESP_ERR__STATE || rerr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION) {
+        snprintf(err, errlen, "partition %s [%d] is no longer assigned", msg->topic,
+                 (int)msg->partition);
+        st = CAL_ENOTFOUND;
+    } else if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "offset store %s [%d] %lld: %s", msg->topic, (int)msg->partition,
+                 (long long)msg->offset, rd_kafka_err2str(rerr));
+        st = CAL_ERR;
+    }
+    struct held *h = find_held(kc, msg->topic, msg->partition);
+    if (h != NULL && h->rkm == msg->handle) {
+        release_held(kc, h, true); /* acted on: the partition goes on */
+        msg->handle = NULL;
+    }
+    return st;
+}
+
+cal_status
+kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_ms, char *err,
+                size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    rd_kafka_message_t *rkm = msg->handle;
+    struct held *h = find_held(kc, msg->topic, msg->partition);
+    if (h != NULL && h->rkm != rkm)
+        release_held(kc, h, false); /* cannot happen: one held message per partition */
+    if (h == NULL || h->rkm != rkm) {
+        if (kc->nheld == kc->capheld) {
+            kc->capheld = kc->capheld ? 2 * kc->capheld : 8;
+            kc->held = cal_realloc(kc->held, kc->capheld * sizeof(*kc->held));
+        }
+        h = &kc->held[kc->nheld++];
+        h->rkm = rkm;
+        set_partition_paused(kc, msg->topic, msg->partition, true);
+    }
+    h->due_ms = mono_ms() + delay_ms;
+    h->redelivered = false;
+    msg->handle = NULL; /* owned by the hold now */
+    return CAL_OK;
+}
+
+size_t
+kconsumer_lag(struct kconsumer *kc, struct kconsumer_lag *lags, size_t max)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(kc->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || parts == NULL)
+        return 0;
+    rd_kafka_position(kc->rk, parts);
+    /* Nothing consumed since the assignment: the committed offset is where
+     * we stand (one bounded round trip, only for those partitions). */
+    rd_kafka_topic_partition_list_t *unknown = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        if (parts->elems[i].offset < 0)
+            rd_kafka_topic_partition_list_add(unknown, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    if (unknown->cnt > 0)
+        rd_kafka_committed(kc->rk, unknown, 500);
+    size_t n = 0;
+    for (int i = 0; i < parts->cnt && n < max; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        struct kconsumer_lag *l = &lags[n++];
+        cal_strlcpy(l->topic, tp->topic, sizeof(l->topic));
+        l->partition = tp->partition;
+        l->position = tp->offset >= 0 ? tp->offset : -1;
+        if (l->position < 0) {
+            rd_kafka_topic_partition_t *c =
+                rd_kafka_topic_partition_list_find(unknown, tp->topic, tp->partition);
+            if (c != NULL && c->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->offset >= 0)
+                l->position = c->offset;
+        }
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(kc->rk, tp->topic, tp->partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            hi = -1;
+        l->high_watermark = hi >= 0 ? hi : -1;
+        if (l->high_watermark >= 0 && l->position < 0 && lo >= 0 && lo == hi)
+            l->position = hi; /* empty partition */
+        l->lag = l->high_watermark >= 0 && l->position >= 0
+                     ? (l->high_watermark > l->position ? l->high_watermark - l->position : 0)
+                     : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(unknown);
+    rd_kafka_topic_partition_list_destroy(parts);
+    return n;
+}
+
+size_t
+kconsumer_assigned(const struct kconsumer *kc)
+{
+    return atomic_load(&((struct kconsumer *)kc)->assigned);
+}
+
+bool
+kconsumer_joined(const struct kconsumer *kc)
+{
+    return atomic_load(&((struct kconsumer *)kc)->joined);
+}
+
+cal_status
+kconsumer_close(struct kconsumer *kc, char *err, size_t errlen)
+{
+    cal_status st = CAL_OK;
+    while (kc->nheld > 0)
+        release_held(kc, &kc->held[0], false);
+    rd_kafka_resp_err_t rerr = rd_kafka_commit(kc->rk, NULL, 0);
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR && rerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        snprintf(err, errlen, "final commit: %s", rd_kafka_err2str(rerr));
+        st = CAL_ERR;
+    }
+    rerr = rd_kafka_consumer_close(kc->rk);
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR && st == CAL_OK) {
+        snprintf(err, errlen, "close: %s", rd_kafka_err2str(rerr));
+        st = CAL_ERR;
+    }
+    return st;
+}
+
+void
+kconsumer_destroy(struct kconsumer *kc)
+{
+    if (kc == NULL)
+        return;
+    while (kc->nheld > 0)
+        release_held(kc, &kc->held[0], false);
+    free(kc->held);
+    if (kc->rk != NULL)
+        rd_kafka_destroy(kc->rk);
+    free(kc);
+}

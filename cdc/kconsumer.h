@@ -1,0 +1,90 @@
+/* The Kafka consumer adapter (librdkafka): the only module of the invalidator
+ * that includes librdkafka. A consumer group member that never stores an
+ * offset on its own: the caller stores one after it acted on the message, or
+ * asks for the message again later (kconsumer_retry), so nothing is skipped.
+ * Single-threaded: every call from the thread that polls. */
+#ifndef CAL_KCONSUMER_H
+#define CAL_KCONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+struct kconsumer_conf {
+    char bootstrap_servers[512];
+    char group_id[128];
+    char topics[1024];            /* comma list; an entry starting with '^' is a regex */
+    unsigned fetch_wait_max_ms;   /* broker waits this long for data to fill a fetch */
+    unsigned metadata_refresh_ms; /* how soon a new topic matching a regex is found */
+    unsigned session_timeout_ms;  /* 0: librdkafka's default */
+    char debug[128];              /* librdkafka debug contexts ("cgrp,fetch"); empty: none */
+};
+
+/* One message; valid until kconsumer_release(), kconsumer_store() or
+ * kconsumer_retry(). kconsumer_release() is always safe to call afterwards
+ * (those calls clear handle). value NULL for a tombstone. */
+struct kconsumer_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key;
+    size_t keylen;
+    const char *value;
+    size_t len;
+    int64_t timestamp_ms; /* the message's timestamp, -1 if none */
+    void *handle;         /* private */
+};
+
+/* Consumer lag of one assigned partition. lag -1: not known yet. */
+struct kconsumer_lag {
+    char topic[256];
+    int32_t partition;
+    int64_t position;       /* next offset the application gets, -1 if none yet */
+    int64_t high_watermark; /* -1 if not fetched yet */
+    int64_t lag;
+};
+
+struct kconsumer;
+
+/* Creates the consumer and subscribes. NULL and err filled on a bad config. */
+struct kconsumer *kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen);
+
+/* Waits up to timeout_ms for a message. CAL_OK: msg filled, release it with
+ * kconsumer_release(). CAL_EAGAIN: nothing this time. CAL_ERR: a consumer
+ * error to log (err filled; the consumer keeps trying on its own). Resumes
+ * partitions whose retry delay has passed. */
+cal_status kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg,
+                          char *err, size_t errlen);
+void kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg);
+
+/* The caller acted on msg: stores offset+1 (committed in the background and
+ * on close). CAL_ENOTFOUND when the partition was revoked meanwhile (its new
+ * owner will see the message again). */
+cal_status kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err,
+                           size_t errlen);
+
+/* The caller could not act on msg: takes ownership of msg (do not release it),
+ * pauses its partition and delivers the same msg again from kconsumer_poll
+ * after delay_ms. Later messages of the partition wait behind it (the
+ * partition resumes when msg is stored); other partitions go on. If the
+ * partition is revoked meanwhile, msg is dropped unstored: its new owner
+ * reads it from the committed offset. Never fails today; CAL_OK. */
+cal_status kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_ms,
+                           char *err, size_t errlen);
+
+/* Fills up to max entries, one per assigned partition; returns how many. */
+size_t kconsumer_lag(struct kconsumer *kc, struct kconsumer_lag *lags, size_t max);
+
+/* Partitions assigned now, and whether the group assigned us anything yet
+ * (an empty assignment counts). */
+size_t kconsumer_assigned(const struct kconsumer *kc);
+bool kconsumer_joined(const struct kconsumer *kc);
+
+/* Commits the stored offsets and leaves the group (revoking our partitions).
+ * Then destroy. */
+cal_status kconsumer_close(struct kconsumer *kc, char *err, size_t errlen);
+void kconsumer_destroy(struct kconsumer *kc); /* kconsumer_destroy(NULL) is a no-op */
+
+#endif

@@ -1,0 +1,763 @@
+/* Relay engine. Two threads: the reader (caller of relay_run) follows the
+ * binlog and produces; the poller serves Kafka delivery reports, advances
+ * the acknowledged position in binlog order and writes the checkpoint.
+ *
+ * Invariant: `acked` is the GTID position after the longest prefix of read
+ * transactions that are complete (commit event seen) and whose every message
+ * was acknowledged. Only `acked` is ever written to the checkpoint, and every
+ * rewind (reconnect, delivery failure) restarts the binlog from `acked`. */
+#include "cdc/relay.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cdc/checkpoint.h"
+#include "cdc/event.h"
+#include "cdc/gtid.h"
+#include "cdc/rowimage.h"
+#include "common/log.h"
+#include "common/util.h"
+
+const char *const relay_tables[] = {"listings", "nights", "reservations", NULL};
+
+#define MAX_MAPS 16
+#define MAX_TOPICS 8
+
+struct txn {
+    struct txn *next;
+    struct gtid gtid;
+    char file[128];
+    uint64_t end_pos;
+    uint32_t outstanding; /* messages sent, not yet reported */
+    bool standalone;
+    bool closed; /* commit seen */
+    bool failed; /* a message was not delivered */
+    uint64_t first_send_us;
+};
+
+struct table_slot {
+    uint64_t table_id;
+    bool used;
+    bool wanted;
+    struct rowimage_table *t; /* wanted only */
+};
+
+struct topic_slot {
+    char table[ROWIMAGE_NAME_MAX];
+    char name[256];
+    int32_t partitions;
+};
+
+struct relay {
+    const struct relay_conf *conf;
+    volatile sig_atomic_t *stop;
+
+    pthread_mutex_t mu; /* guards everything down to the stats */
+    pthread_cond_t cv;  /* signalled when a transaction leaves the queue */
+    struct txn *head, *tail;
+    size_t ntxns;
+    struct gtid_pos acked;
+    char acked_file[128];
+    uint64_t acked_pos;
+    uint64_t acked_txns_total;
+    bool delivery_failed;
+    char fail_msg[256];
+    uint64_t rows_sent, rows_acked, events_read;
+    uint32_t last_event_ts;
+    bool caught_up;
+    struct gtid last_read;
+    uint64_t lat_sum_us, lat_max_us, lat_count;
+
+    struct kproducer *kp;
+    pthread_t poller;
+    bool poller_running;
+    atomic_bool poller_stop;
+
+    pthread_mutex_t cp_mu; /* one checkpoint writer at a time (poller, or reader on rewind) */
+    char cp_path[1024];
+    struct gtid_pos written; /* guarded by cp_mu */
+    bool written_valid;
+    uint64_t written_ms;
+    uint64_t written_txns;
+    uint64_t progress_ms;
+    uint64_t progress_rows;
+
+    struct table_slot maps[MAX_MAPS];
+    size_t next_map;
+    struct topic_slot topics[MAX_TOPICS];
+    size_t ntopics;
+};
+
+static bool
+stopping(const struct relay *r)
+{
+    return *r->stop != 0;
+}
+
+static void
+sleep_interruptible(struct relay *r, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms && !stopping(r); waited += 50)
+        cal_sleep_ms(ms - waited < 50 ? ms - waited : 50);
+}
+
+/* ------------------------------------------------------------ acked state */
+
+static void
+advance_locked(struct relay *r)
+{
+    uint64_t now = cal_mono_us();
+    while (r->head != NULL && r->head->closed && r->head->outstanding == 0 && !r->head->failed) {
+        struct txn *t = r->head;
+        gtid_pos_update(&r->acked, &t->gtid);
+        cal_strlcpy(r->acked_file, t->file, sizeof(r->acked_file));
+        r->acked_pos = t->end_pos;
+        r->acked_txns_total++;
+        if (t->first_send_us != 0) {
+            uint64_t lat = now - t->first_send_us;
+            r->lat_sum_us += lat;
+            r->lat_count++;
+            if (lat > r->lat_max_us)
+                r->lat_max_us = lat;
+        }
+        r->head = t->next;
+        if (r->head == NULL)
+            r->tail = NULL;
+        r->ntxns--;
+        free(t);
+        pthread_cond_broadcast(&r->cv);
+    }
+}
+
+static void
+on_delivery(void *msg_opaque, cal_status st, const char *errstr, void *arg)
+{
+    struct relay *r = arg;
+    struct txn *t = msg_opaque;
+    pthread_mutex_lock(&r->mu);
+    t->outstanding--;
+    if (st == CAL_OK) {
+        r->rows_acked++;
+    } else {
+        t->failed = true;
+        if (!r->delivery_failed)
+            snprintf(r->fail_msg, sizeof(r->fail_msg), "%s", errstr ? errstr : "unknown");
+        r->delivery_failed = true;
+    }
+    advance_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Drops every queued transaction: after a rewind they are read again. */
+static void
+drop_queue(struct relay *r)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->head != NULL) {
+        struct txn *t = r->head;
+        r->head = t->next;
+        free(t);
+    }
+    r->tail = NULL;
+    r->ntxns = 0;
+    r->delivery_failed = false;
+    r->fail_msg[0] = '\0';
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------ checkpoint */
+
+static void write_checkpoint_locked(struct relay *r, bool force);
+
+static void
+write_checkpoint(struct relay *r, bool force)
+{
+    pthread_mutex_lock(&r->cp_mu);
+    write_checkpoint_locked(r, force);
+    pthread_mutex_unlock(&r->cp_mu);
+}
+
+static void
+write_checkpoint_locked(struct relay *r, bool force)
+{
+    struct checkpoint cp = {0};
+    struct gtid_pos acked;
+    uint64_t now = cal_now_ms();
+    pthread_mutex_lock(&r->mu);
+    acked = r->acked;
+    uint64_t txns = r->acked_txns_total;
+    cal_strlcpy(cp.file, r->acked_file, sizeof(cp.file));
+    cp.pos = r->acked_pos;
+    pthread_mutex_unlock(&r->mu);
+    if (r->written_valid && gtid_pos_equal(&acked, &r->written))
+        return;
+    if (!force && now - r->written_ms < (uint64_t)r->conf->checkpoint_interval_ms &&
+        txns - r->written_txns < (uint64_t)r->conf->checkpoint_events)
+        return;
+    char err[256];
+    if (gtid_pos_format(&acked, cp.gtid, sizeof(cp.gtid)) != CAL_OK) {
+        log_error("checkpoint not written", "error=\"GTID position too long\"");
+        return;
+    }
+    cp.updated_ms = now;
+    if (checkpoint_store(r->cp_path, &cp, err, sizeof(err)) != CAL_OK) {
+        log_error("checkpoint not written", "path=%s error=\"%s\"", r->cp_path, err);
+        r->written_ms = now; /* retry at the next interval, not in a tight loop */
+        return;
+    }
+    r->written = acked;
+    r->written_valid = true;
+    r->written_ms = now;
+    r->written_txns = txns;
+    log_debug("checkpoint written", "gtid=%s", cp.gtid);
+}
+
+/* ------------------------------------------------------------ progress */
+
+static void
+log_progress(struct relay *r)
+{
+    uint64_t now = cal_now_ms();
+    if (r->progress_ms == 0) {
+        r->progress_ms = now;
+        return;
+    }
+    if (now - r->progress_ms < (uint64_t)r->conf->progress_interval_s * 1000)
+        return;
+    char acked[GTID_POS_TEXT_MAX];
+    pthread_mutex_lock(&r->mu);
+    gtid_pos_format(&r->acked, acked, sizeof(acked));
+    uint64_t rows = r->rows_sent, rows_acked = r->rows_acked, events = r->events_read;
+    size_t pending = r->ntxns;
+    struct gtid last = r->last_read;
+    uint32_t last_ts = r->last_event_ts;
+    bool caught_up = r->caught_up;
+    uint64_t lat_avg = r->lat_count ? r->lat_sum_us / r->lat_count : 0, lat_max = r->lat_max_us;
+    r->lat_sum_us = r->lat_count = r->lat_max_us = 0;
+    pthread_mutex_unlock(&r->mu);
+    double secs = (double)(now - r->progress_ms) / 1000.0;
+    long behind = caught_up || last_ts == 0 ? 0 : (long)(now / 1000) - (long)last_ts;
+    if (behind < 0)
+        behind = 0;
+    log_info("progress",
+             "db=%s events=%" PRIu64 " rows_sent=%" PRIu64 " rows_acked=%" PRIu64
+             " rows_per_s=%.1f last_gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
+             " acked_gtid=%s seconds_behind=%ld pending_txns=%zu ack_latency_avg_ms=%.2f"
+             " ack_latency_max_ms=%.2f",
+             r->conf->source.db.database, events, rows, rows_acked,
+             (double)(rows - r->progress_rows) / secs, last.domain_id, last.server_id, last.seq,
+             acked[0] ? acked : "-", behind, pending, (double)lat_avg / 1000.0,
+             (double)lat_max / 1000.0);
+    r->progress_ms = now;
+    r->progress_rows = rows;
+}
+
+static void *
+poller_main(void *arg)
+{
+    struct relay *r = arg;
+    while (!atomic_load(&r->poller_stop)) {
+        kproducer_poll(r->kp, 50);
+        char err[256];
+        if (kproducer_fatal(r->kp, err, sizeof(err)) != CAL_OK) {
+            pthread_mutex_lock(&r->mu);
+            if (!r->delivery_failed)
+                snprintf(r->fail_msg, sizeof(r->fail_msg), "%s", err);
+            r->delivery_failed = true;
+            pthread_mutex_unlock(&r->mu);
+        }
+        write_checkpoint(r, false);
+        log_progress(r);
+    }
+    return NULL;
+}
+
+static bool
+producer_start(struct relay *r)
+{
+    char err[256];
+    r->kp = kproducer_create(&r->conf->kafka, on_delivery, r, err, sizeof(err));
+    if (r->kp == NULL) {
+        log_error("kafka producer not created", "error=\"%s\"", err);
+        return false;
+    }
+    atomic_store(&r->poller_stop, false);
+    if (pthread_create(&r->poller, NULL, poller_main, r) != 0) {
+        log_error("poller thread not started", "error=\"%s\"", strerror(errno));
+        kproducer_destroy(r->kp);
+        r->kp = NULL;
+        return false;
+    }
+    r->poller_running = true;
+    return true;
+}
+
+static void
+producer_stop(struct relay *r)
+{
+    if (r->poller_running) {
+        atomic_store(&r->poller_stop, true);
+        pthread_join(r->poller, NULL);
+        r->poller_running = false;
+    }
+    kproducer_destroy(r->kp);
+    r->kp = NULL;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static struct table_slot *
+find_map(struct relay *r, uint64_t table_id)
+{
+    for (size_t i = 0; i < MAX_MAPS; i++)
+        if (r->maps[i].used && r->maps[i].table_id == table_id)
+            return &r->maps[i];
+    return NULL;
+}
+
+static void
+clear_maps(struct relay *r)
+{
+    for (size_t i = 0; i < MAX_MAPS; i++) {
+        free(r->maps[i].t);
+        memset(&r->maps[i], 0, sizeof(r->maps[i]));
+    }
+    r->next_map = 0;
+}
+
+static bool
+wanted_table(const struct relay *r, const char *db, const char *table)
+{
+    if (strcmp(db, r->conf->source.db.database) != 0)
+        return false;
+    for (size_t i = 0; relay_tables[i] != NULL; i++)
+        if (strcmp(table, relay_tables[i]) == 0)
+            return true;
+    return false;
+}
+
+static cal_status
+on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t errlen)
+{
+    uint64_t id;
+    char db[ROWIMAGE_NAME_MAX], table[ROWIMAGE_NAME_MAX];
+    if (rowimage_table_peek(ev->body, ev->body_len, &id, db, table, err, errlen) != CAL_OK)
+        return CAL_ERR;
+    struct table_slot *slot = find_map(r, id);
+    if (slot == NULL) {
+        slot = &r->maps[r->next_map];
+        r->next_map = (r->next_map + 1) % MAX_MAPS;
+    }
+    free(slot->t);
+    memset(slot, 0, sizeof(*slot));
+    slot->used = true;
+    slot->table_id = id;
+    if (!wanted_table(r, db, table))
+        return CAL_OK;
+    struct rowimage_table *t = cal_malloc(sizeof(*t));
+    if (rowimage_table_parse(ev->body, ev->body_len, t, err, errlen) != CAL_OK) {
+        free(t);
+        return CAL_ERR;
+    }
+    if (!t->has_names || !t->has_pk) {
+        snprintf(err, errlen,
+                 "%s.%s: table map carries no column names or primary key; the shard must run "
+                 "with binlog_row_metadata=FULL",
+                 db, table);
+        free(t);
+        return CAL_ERR;
+    }
+    slot->wanted = true;
+    slot->t = t;
+    return CAL_OK;
+}
+
+static struct topic_slot *
+topic_for(struct relay *r, const char *table, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < r->ntopics; i++)
+        if (strcmp(r->topics[i].table, table) == 0)
+            return &r->topics[i];
+    if (r->ntopics == MAX_TOPICS) {
+        snprintf(err, errlen, "too many topics");
+        return NULL;
+    }
+    struct topic_slot *ts = &r->topics[r->ntopics];
+    if (event_topic(ts->name, sizeof(ts->name), r->conf->topic_prefix, r->conf->source.db.database,
+                    table) != CAL_OK) {
+        snprintf(err, errlen, "invalid topic name %s.%s.%s", r->conf->topic_prefix,
+                 r->conf->source.db.database, table);
+        return NULL;
+    }
+    if (kproducer_partition_count(r->kp, ts->name, r->conf->metadata_timeout_ms, &ts->partitions,
+                                  err, errlen) != CAL_OK)
+        return NULL;
+    cal_strlcpy(ts->table, table, sizeof(ts->table));
+    log_info("topic ready", "topic=%s partitions=%d", ts->name, (int)ts->partitions);
+    r->ntopics++;
+    return ts;
+}
+
+/* Sends one message of txn t, waiting (bounded by stop and delivery
+ * failure) while the local queue is full. */
+static cal_status
+send_message(struct relay *r, struct txn *t, const char *topic, int32_t partition, const char *key,
+             size_t keylen, const char *value, size_t valuelen, char *err, size_t errlen)
+{
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        t->outstanding++;
+        if (t->first_send_us == 0)
+            t->first_send_us = cal_mono_us();
+        pthread_mutex_unlock(&r->mu);
+        cal_status st =
+            kproducer_send(r->kp, topic, partition, key, keylen, value, valuelen, t, err, errlen);
+        if (st == CAL_OK) {
+            pthread_mutex_lock(&r->mu);
+            r->rows_sent++;
+            pthread_mutex_unlock(&r->mu);
+            return CAL_OK;
+        }
+        pthread_mutex_lock(&r->mu);
+        t->outstanding--;
+        bool failed = r->delivery_failed;
+        pthread_mutex_unlock(&r->mu);
+        if (st != CAL_EAGAIN)
+            return st;
+        if (stopping(r) || failed)
+            return CAL_EAGAIN;
+        cal_sleep_ms(5); /* the poller thread drains the queue meanwhile */
+    }
+}
+
+static cal_status
+on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t, char *err,
+        size_t errlen)
+{
+    struct rowimage_rows rows;
+    if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
+        return CAL_ERR;
+    struct table_slot *slot = find_map(r, rows.table_id);
+    if (slot == NULL || !slot->wanted)
+        return CAL_OK;
+    if (t == NULL) {
+        snprintf(err, errlen, "rows event outside a GTID event group");
+        return CAL_ERR;
+    }
+    const struct rowimage_table *tm = slot->t;
+    struct topic_slot *ts = topic_for(r, tm->table, err, errlen);
+    if (ts == NULL)
+        return CAL_EUNAVAIL;
+    struct event_value before[ROWIMAGE_MAX_COLS], after[ROWIMAGE_MAX_COLS];
+    struct event_source src = {
+        .name = r->conf->topic_prefix,
+        .ts_ms = (uint64_t)ev->timestamp * 1000,
+        .server_id = ev->server_id,
+        .domain_id = t->gtid.domain_id,
+        .seq = t->gtid.seq,
+        .file = binlog_file(b),
+        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
+    };
+    for (uint32_t row = 0;; row++) {
+        int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);
+        if (n < 0)
+            return CAL_ERR;
+        if (n == 0)
+            break;
+        src.row = row;
+        const struct event_value *bv = rows.op == EVENT_OP_CREATE ? NULL : before;
+        const struct event_value *av = rows.op == EVENT_OP_DELETE ? NULL : after;
+        const struct event_value *keyrow = av != NULL ? av : bv;
+        uint64_t listing_id;
+        if (event_listing_id(&tm->ev, keyrow, &listing_id) != CAL_OK) {
+            snprintf(err, errlen, "%s.%s: row without a usable listing_id", tm->db, tm->table);
+            return CAL_ERR;
+        }
+        char *key = NULL, *value = NULL;
+        size_t keylen, valuelen;
+        cal_status st = event_encode_key(&tm->ev, keyrow, &key, &keylen, err, errlen);
+        if (st == CAL_OK)
+            st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
+                                    err, errlen);
+        if (st == CAL_OK)
+            st = send_message(r, t, ts->name, event_partition(listing_id, ts->partitions), key,
+                              keylen, value, valuelen, err, errlen);
+        free(key);
+        free(value);
+        if (st != CAL_OK)
+            return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+    }
+    return CAL_OK;
+}
+
+static void
+close_txn(struct relay *r, struct binlog *b, struct txn *t, const struct binlog_event *ev)
+{
+    pthread_mutex_lock(&r->mu);
+    t->closed = true;
+    cal_strlcpy(t->file, binlog_file(b), sizeof(t->file));
+    t->end_pos = ev->next_pos;
+    advance_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Queues a new open transaction, waiting while too many are pending. */
+static struct txn *
+open_txn(struct relay *r, const struct binlog_event *ev)
+{
+    pthread_mutex_lock(&r->mu);
+    while (r->ntxns >= (size_t)r->conf->max_pending_txns && !stopping(r) && !r->delivery_failed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+    }
+    struct txn *t = cal_calloc(1, sizeof(*t));
+    t->gtid = ev->gtid;
+    t->standalone = ev->standalone;
+    if (r->tail != NULL)
+        r->tail->next = t;
+    else
+        r->head = t;
+    r->tail = t;
+    r->ntxns++;
+    r->last_read = ev->gtid;
+    pthread_mutex_unlock(&r->mu);
+    return t;
+}
+
+static bool
+query_ends_group(const struct binlog_event *ev)
+{
+    return (ev->query_len == 6 && strncasecmp(ev->query, "COMMIT", 6) == 0) ||
+           (ev->query_len == 8 && strncasecmp(ev->query, "ROLLBACK", 8) == 0);
+}
+
+/* Follows the stream until an error, a delivery failure or stop. */
+static cal_status
+stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
+{
+    struct txn *cur = NULL;
+    struct binlog_event ev;
+    cal_status st = CAL_OK;
+    clear_maps(r);
+    while (!stopping(r)) {
+        pthread_mutex_lock(&r->mu);
+        bool failed = r->delivery_failed;
+        if (failed)
+            snprintf(err, errlen, "delivery failed: %s", r->fail_msg);
+        pthread_mutex_unlock(&r->mu);
+        if (failed) {
+            st = CAL_ERR;
+            break;
+        }
+        st = binlog_next(b, &ev, err, errlen);
+        if (st != CAL_OK)
+            break;
+        pthread_mutex_lock(&r->mu);
+        r->events_read++;
+        if (ev.kind == BINLOG_HEARTBEAT) {
+            r->caught_up = true;
+        } else if (ev.timestamp != 0) {
+            r->last_event_ts = ev.timestamp;
+            r->caught_up = false;
+        }
+        pthread_mutex_unlock(&r->mu);
+        switch (ev.kind) {
+        case BINLOG_GTID:
+            if (cur != NULL) /* group without a commit event: treat as ended */
+                close_txn(r, b, cur, &ev);
+            clear_maps(r);
+            cur = open_txn(r, &ev);
+            break;
+        case BINLOG_TABLE_MAP:
+            st = on_table_map(r, &ev, err, errlen);
+            break;
+        case BINLOG_ROWS:
+            st = on_rows(r, b, &ev, cur, err, errlen);
+            break;
+        case BINLOG_XID:
+            if (cur != NULL)
+                close_txn(r, b, cur, &ev);
+            cur = NULL;
+            break;
+        case BINLOG_QUERY:
+            if (cur != NULL && (cur->standalone || query_ends_group(&ev))) {
+                close_txn(r, b, cur, &ev);
+                cur = NULL;
+            }
+            break;
+        default:
+            break;
+        }
+        if (st != CAL_OK)
+            break;
+    }
+    clear_maps(r);
+    return st;
+}
+
+/* ------------------------------------------------------------ run */
+
+static cal_status
+persist_start(struct relay *r, const struct gtid_pos *pos)
+{
+    pthread_mutex_lock(&r->mu);
+    r->acked = *pos;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&r->cp_mu);
+    write_checkpoint_locked(r, true);
+    bool ok = r->written_valid && gtid_pos_equal(&r->written, pos);
+    pthread_mutex_unlock(&r->cp_mu);
+    return ok ? CAL_OK : CAL_ERR;
+}
+
+int
+relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
+{
+    struct relay *r = cal_calloc(1, sizeof(*r));
+    r->conf = conf;
+    r->stop = stop;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->cp_mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    char err[512];
+    int rc = 1;
+    int lock_fd = checkpoint_lock_dir(conf->state_dir, err, sizeof(err));
+    if (lock_fd < 0) {
+        log_error("relay not started", "error=\"%s\"", err);
+        goto out;
+    }
+    snprintf(r->cp_path, sizeof(r->cp_path), "%s/checkpoint", conf->state_dir);
+    struct checkpoint cp;
+    bool have_start = false;
+    struct gtid_pos start;
+    cal_status st = checkpoint_load(r->cp_path, &cp, err, sizeof(err));
+    if (st == CAL_OK) {
+        if (gtid_pos_parse(&start, cp.gtid, err, sizeof(err)) != CAL_OK) {
+            log_error("relay not started", "error=\"%s\"", err);
+            goto out;
+        }
+        have_start = true;
+        r->acked = start;
+        r->written = start;
+        r->written_valid = true;
+        log_info("checkpoint loaded", "path=%s gtid=%s file=%s pos=%" PRIu64, r->cp_path,
+                 cp.gtid[0] ? cp.gtid : "-", cp.file, cp.pos);
+    } else if (st == CAL_ENOTFOUND) {
+        log_info("no checkpoint", "path=%s start=\"current @@gtid_binlog_pos of the shard\"",
+                 r->cp_path);
+    } else {
+        log_error("relay not started", "error=\"%s\"", err);
+        goto out;
+    }
+
+    unsigned backoff = 100;
+    while (!stopping(r)) {
+        if (r->kp == NULL && !producer_start(r)) {
+            sleep_interruptible(r, backoff);
+            backoff = backoff * 2 > (unsigned)conf->reconnect_max_ms
+                          ? (unsigned)conf->reconnect_max_ms
+                          : backoff * 2;
+            continue;
+        }
+        struct gtid_pos actual;
+        struct binlog *b =
+            binlog_open(&conf->source, have_start ? &start : NULL, &actual, err, sizeof(err));
+        if (b == NULL) {
+            log_warn("binlog connect failed", "host=%s port=%u retry_ms=%u error=\"%s\"",
+                     conf->source.db.host, conf->source.db.port, backoff, err);
+            sleep_interruptible(r, backoff);
+            backoff = backoff * 2 > (unsigned)conf->reconnect_max_ms
+                          ? (unsigned)conf->reconnect_max_ms
+                          : backoff * 2;
+            continue;
+        }
+        if (!have_start) {
+            /* The "from now" position must be durable before anything is
+             * read, or a crash would restart "from now" again and skip. */
+            if (persist_start(r, &actual) != CAL_OK) {
+                binlog_close(b);
+                sleep_interruptible(r, backoff);
+                continue;
+            }
+            start = actual;
+            have_start = true;
+        }
+        char text[GTID_POS_TEXT_MAX];
+        gtid_pos_format(&start, text, sizeof(text));
+        log_info("streaming", "db=%s source=%s:%u server_id=%u from_gtid=%s topic_prefix=%s",
+                 conf->source.db.database, conf->source.db.host, conf->source.db.port,
+                 conf->source.server_id, text[0] ? text : "-", conf->topic_prefix);
+        backoff = 100;
+        st = stream(r, b, err, sizeof(err));
+        binlog_close(b);
+        if (stopping(r))
+            break;
+        log_warn("stream interrupted", "status=%s error=\"%s\" retry_ms=%u", cal_status_name(st),
+                 err, backoff);
+
+        /* Rewind to the acknowledged position: let what was sent finish,
+         * then drop the rest (it is read again). */
+        pthread_mutex_lock(&r->mu);
+        bool failed = r->delivery_failed;
+        pthread_mutex_unlock(&r->mu);
+        if (!failed && kproducer_flush(r->kp, conf->kafka.message_timeout_ms + 1000, err,
+                                       sizeof(err)) != CAL_OK)
+            failed = true;
+        pthread_mutex_lock(&r->mu);
+        failed = failed || r->delivery_failed;
+        start = r->acked;
+        pthread_mutex_unlock(&r->mu);
+        if (failed) {
+            log_warn("kafka delivery failed; recreating the producer", "error=\"%s\"",
+                     r->fail_msg[0] ? r->fail_msg : err);
+            producer_stop(r);
+        }
+        drop_queue(r);
+        r->ntopics = 0; /* partition counts are read again */
+        write_checkpoint(r, true);
+        sleep_interruptible(r, backoff);
+        backoff = backoff * 2 > (unsigned)conf->reconnect_max_ms ? (unsigned)conf->reconnect_max_ms
+                                                                 : backoff * 2;
+    }
+
+    /* Clean stop: deliver what was sent, then record how far it got. */
+    if (r->kp != NULL) {
+        if (kproducer_flush(r->kp, 10000, err, sizeof(err)) != CAL_OK)
+            log_warn("flush at shutdown incomplete", "error=\"%s\"", err);
+        producer_stop(r);
+    }
+    write_checkpoint(r, true);
+    {
+        char text[GTID_POS_TEXT_MAX];
+        pthread_mutex_lock(&r->mu);
+        gtid_pos_format(&r->acked, text, sizeof(text));
+        pthread_mutex_unlock(&r->mu);
+        log_info("stopped", "db=%s checkpoint_gtid=%s", conf->source.db.database,
+                 text[0] ? text : "-");
+    }
+    drop_queue(r);
+    rc = 0;
+out:
+    if (lock_fd >= 0)
+        close(lock_fd);
+    clear_maps(r);
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->cp_mu);
+    free(r);
+    return rc;
+}

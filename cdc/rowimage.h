@@ -1,0 +1,85 @@
+/* Decoding of MariaDB binlog TABLE_MAP and ROWS event bodies into typed
+ * column values (cdc/event.h). Pure byte parsing, no library: the binlog
+ * module hands over the event body (after the 19-byte header, without the
+ * checksum). Needs binlog_row_metadata=FULL for column names and keys. */
+#ifndef CAL_ROWIMAGE_H
+#define CAL_ROWIMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdc/event.h"
+#include "common/status.h"
+
+#define ROWIMAGE_MAX_COLS 128
+#define ROWIMAGE_NAME_MAX 65
+
+/* Binlog event type codes (protocol constants). */
+enum rowimage_event_type {
+    ROWIMAGE_WRITE_V1 = 23,
+    ROWIMAGE_UPDATE_V1 = 24,
+    ROWIMAGE_DELETE_V1 = 25,
+    ROWIMAGE_WRITE_V2 = 30,
+    ROWIMAGE_UPDATE_V2 = 31,
+    ROWIMAGE_DELETE_V2 = 32,
+};
+
+struct rowimage_column {
+    char name[ROWIMAGE_NAME_MAX];
+    uint8_t type;  /* binlog column type (MYSQL_TYPE_* number) */
+    uint16_t meta; /* type metadata from the table map */
+    bool is_unsigned;
+    bool pk;
+};
+
+/* A parsed table map. ev points into the struct itself: do not copy it. */
+struct rowimage_table {
+    uint64_t table_id;
+    char db[ROWIMAGE_NAME_MAX];
+    char table[ROWIMAGE_NAME_MAX];
+    size_t ncols;
+    bool has_names; /* COLUMN_NAME metadata present (else names are "col<i>") */
+    bool has_pk;    /* primary key metadata present */
+    struct rowimage_column cols[ROWIMAGE_MAX_COLS];
+    struct event_column evcols[ROWIMAGE_MAX_COLS];
+    struct event_table ev;
+};
+
+/* Only the table id and names of a TABLE_MAP body: cheap, to decide whether
+ * the table matters before parsing the rest. */
+cal_status rowimage_table_peek(const uint8_t *body, size_t len, uint64_t *table_id, char *db,
+                               char *table, char *err, size_t errlen);
+
+/* Parses a whole TABLE_MAP body into *t (caller storage). */
+cal_status rowimage_table_parse(const uint8_t *body, size_t len, struct rowimage_table *t,
+                                char *err, size_t errlen);
+
+/* Cursor over the rows of one ROWS event body. */
+struct rowimage_rows {
+    uint64_t table_id;
+    uint16_t flags;
+    enum event_op op;
+    size_t ncols;
+    const uint8_t *present;       /* columns in the (before) image */
+    const uint8_t *present_after; /* UPDATE: columns in the after image */
+    const uint8_t *data;
+    size_t len;
+    size_t off;
+};
+
+/* true for the six ROWS event types above. */
+bool rowimage_is_rows_event(uint8_t event_type);
+
+cal_status rowimage_rows_begin(const uint8_t *body, size_t len, uint8_t event_type,
+                               struct rowimage_rows *rows, char *err, size_t errlen);
+
+/* Decodes the next row of rows for table t into before/after (t->ncols values
+ * each; the one an op does not have is left untouched). Strings point into
+ * the event body. Returns 1 for a row, 0 at the end, -1 on a malformed or
+ * unsupported image (err filled). */
+int rowimage_rows_next(struct rowimage_rows *rows, const struct rowimage_table *t,
+                       struct event_value *before, struct event_value *after, char *err,
+                       size_t errlen);
+
+#endif

@@ -1,0 +1,625 @@
+/* Integration tests of calendar-cdc-invalidator running in the stack: change
+ * events produced to Kafka (relay format, Debezium with schemas.enable via
+ * kcat) delete exactly their cache keys in the stack's memcached, and no
+ * invalidation is lost while the invalidator is killed and restarted.
+ * Needs STACK_ENV with MEMCACHED_SERVERS, KAFKA_BOOTSTRAP and STACK_DIR, and
+ * the invalidator's PID in STACK_DIR/run/invalidator.pid. */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cache.h"
+#include "common/cachekey.h"
+#include "common/date.h"
+#include "common/util.h"
+#include "tests/lib/kafka_produce.h"
+#include "tests/lib/testenv.h"
+#include "tests/lib/unit.h"
+
+/* Match the invalidator's default subscription ^calendar\..*\.(listings|nights)$
+ * without touching the relays' own topics. */
+#define TOPIC_NIGHTS "calendar.invtest.nights"
+#define TOPIC_LISTINGS "calendar.invtest.listings"
+/* A new topic is found within [kafka] metadata_refresh_ms (5 s); a restarted
+ * member may wait for the group to drop its dead predecessor (session
+ * timeout). Both fit well inside these bounds. */
+#define DELETE_TIMEOUT_MS 30000
+#define RESTART_DELETE_TIMEOUT_MS 90000
+
+struct stack {
+    char memcached[256];
+    char kafka[512];
+    char dir[512];
+    char stack_sh[512];
+};
+
+static struct stack stack;
+
+/* Value of KEY in a sourceable KEY=VALUE file (quotes and "export " allowed). */
+static bool
+env_value(const char *path, const char *key, char *out, size_t outlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    char line[2048];
+    bool found = false;
+    size_t klen = strlen(key);
+    for (int n = 0; n < 10000 && fgets(line, sizeof(line), f) != NULL; n++) {
+        char *p = line;
+        if (strncmp(p, "export ", 7) == 0)
+            p += 7;
+        if (strncmp(p, key, klen) != 0 || p[klen] != '=')
+            continue;
+        p += klen + 1;
+        p[strcspn(p, "\r\n")] = '\0';
+        size_t len = strlen(p);
+        if (len >= 2 && (p[0] == '"' || p[0] == '\'') && p[len - 1] == p[0]) {
+            p[len - 1] = '\0';
+            p++;
+        }
+        cal_strlcpy(out, p, outlen);
+        found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+static void
+load_stack(void)
+{
+    const char *path = getenv("STACK_ENV");
+    if (path == NULL || path[0] == '\0')
+        path = "var/stack.env";
+    ck_assert_msg(access(path, R_OK) == 0, "cannot read the stack env file %s (set STACK_ENV)",
+                  path);
+    ck_assert_msg(env_value(path, "MEMCACHED_SERVERS", stack.memcached, sizeof(stack.memcached)) &&
+                      stack.memcached[0] != '\0',
+                  "%s has no MEMCACHED_SERVERS", path);
+    ck_assert_msg(env_value(path, "KAFKA_BOOTSTRAP", stack.kafka, sizeof(stack.kafka)) &&
+                      stack.kafka[0] != '\0',
+                  "%s has no KAFKA_BOOTSTRAP: the stack runs no Kafka broker, so the "
+                  "invalidator cannot be tested (this test fails rather than pass vacuously)",
+                  path);
+    ck_assert_msg(env_value(path, "STACK_DIR", stack.dir, sizeof(stack.dir)) &&
+                      stack.dir[0] != '\0',
+                  "%s has no STACK_DIR", path);
+    if (!env_value(path, "STACK_SH", stack.stack_sh, sizeof(stack.stack_sh)) ||
+        stack.stack_sh[0] == '\0')
+        cal_strlcpy(stack.stack_sh, "tests/stack/stack.sh", sizeof(stack.stack_sh));
+}
+
+static pid_t
+invalidator_pid(void)
+{
+    char path[600], buf[32] = "";
+    snprintf(path, sizeof(path), "%s/run/invalidator.pid", stack.dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s missing: the stack does not run calendar-cdc-invalidator", path);
+    char *line = fgets(buf, sizeof(buf), f);
+    fclose(f);
+    long pid = line != NULL ? strtol(buf, NULL, 10) : 0;
+    ck_assert_msg(pid > 1, "%s holds no PID", path);
+    return (pid_t)pid;
+}
+
+static bool
+pid_alive(pid_t pid)
+{
+    char path[64], stat[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *p = strrchr(stat, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z'; /* a zombie is gone */
+}
+
+static void
+assert_invalidator_running(void)
+{
+    pid_t pid = invalidator_pid();
+    ck_assert_msg(pid_alive(pid), "calendar-cdc-invalidator (pid %d) is not running", (int)pid);
+}
+
+static struct cache *
+make_cache(void)
+{
+    struct cache_conf conf = {.timeout_ms = 500};
+    char err[256];
+    cal_strlcpy(conf.servers, stack.memcached, sizeof(conf.servers));
+    struct cache *c = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    return c;
+}
+
+static struct kafka_produce *
+make_producer(void)
+{
+    char err[512];
+    struct kafka_produce *kp = kafka_produce_create(stack.kafka, err, sizeof(err));
+    ck_assert_msg(kp != NULL, "%s", err);
+    return kp;
+}
+
+static void
+set_key(struct cache *c, const char *key)
+{
+    char err[256];
+    ck_assert_msg(cache_set(c, key, strlen(key), "v", 1, 600, err, sizeof(err)) == CAL_OK,
+                  "set %s: %s", key, err);
+}
+
+static bool
+key_present(struct cache *c, const char *key)
+{
+    struct cache_item it = {.key = key, .keylen = strlen(key)};
+    char err[256];
+    ck_assert_msg(cache_get_multi(c, &it, 1, err, sizeof(err)) == CAL_OK, "get %s: %s", key, err);
+    bool found = it.found;
+    cache_results_free(&it, 1);
+    return found;
+}
+
+/* Waits until none of keys is present; returns the ms it took, -1 on timeout. */
+static long
+wait_deleted(struct cache *c, char (*keys)[CACHEKEY_MAX], size_t n, unsigned timeout_ms)
+{
+    uint64_t start = cal_mono_us(), deadline = start + (uint64_t)timeout_ms * 1000;
+    for (;;) {
+        size_t left = 0;
+        for (size_t i = 0; i < n; i++)
+            if (key_present(c, keys[i]))
+                left++;
+        if (left == 0)
+            return (long)((cal_mono_us() - start) / 1000);
+        if (cal_mono_us() >= deadline)
+            return -1;
+        cal_sleep_ms(20);
+    }
+}
+
+static void
+produce(struct kafka_produce *kp, const char *topic, uint64_t listing_id, const char *json)
+{
+    char key[32], err[512];
+    snprintf(key, sizeof(key), "{\"listing_id\":%llu}", (unsigned long long)listing_id);
+    ck_assert_msg(kafka_produce_send(kp, topic, key, json, strlen(json), 15000, err, sizeof(err)) ==
+                      CAL_OK,
+                  "%s", err);
+}
+
+/* The relay's format: plain envelope, DATE as days since 1970-01-01. */
+static void
+relay_nights_event(char *buf, size_t size, uint64_t id, int32_t before, int32_t after)
+{
+    snprintf(buf, size,
+             "{\"before\":{\"listing_id\":%llu,\"night\":%d,\"status\":\"available\","
+             "\"reservation_id\":null,\"price\":null,\"version\":1,\"vbucket\":1},"
+             "\"after\":{\"listing_id\":%llu,\"night\":%d,\"status\":\"booked\","
+             "\"reservation_id\":5,\"price\":null,\"version\":2,\"vbucket\":1},"
+             "\"source\":{\"db\":\"calendar_shard0\",\"table\":\"nights\",\"ts_ms\":%llu},"
+             "\"op\":\"u\",\"ts_ms\":%llu}",
+             (unsigned long long)id, (int)before, (unsigned long long)id, (int)after,
+             (unsigned long long)cal_now_ms(), (unsigned long long)cal_now_ms());
+}
+
+/* Debezium's JSON converter with schemas.enable=true; listing_id as a
+ * string, as BIGINT UNSIGNED comes in some modes. One line (kcat -P splits
+ * messages on newlines). */
+static void
+debezium_listing_event(char *buf, size_t size, uint64_t id)
+{
+    snprintf(
+        buf, size,
+        "{\"schema\":{\"type\":\"struct\",\"fields\":[{\"type\":\"struct\",\"fields\":["
+        "{\"type\":\"string\",\"optional\":false,\"field\":\"listing_id\"},"
+        "{\"type\":\"int64\",\"optional\":false,\"field\":\"version\"}],"
+        "\"optional\":true,\"name\":\"calendar.invtest.listings.Value\",\"field\":\"after\"}],"
+        "\"optional\":false,\"name\":\"calendar.invtest.listings.Envelope\"},"
+        "\"payload\":{\"before\":null,\"after\":{\"listing_id\":\"%llu\",\"version\":8},"
+        "\"source\":{\"version\":\"2.5.0.Final\",\"connector\":\"mysql\",\"name\":\"calendar\","
+        "\"ts_ms\":%llu,\"db\":\"calendar_shard0\",\"table\":\"listings\",\"server_id\":1,"
+        "\"file\":\"mysql-bin.000001\",\"pos\":4,\"row\":0},\"op\":\"u\",\"ts_ms\":%llu,"
+        "\"transaction\":null}}",
+        (unsigned long long)id, (unsigned long long)cal_now_ms(), (unsigned long long)cal_now_ms());
+}
+
+/* Runs `kcat -P -b BOOTSTRAP -t TOPIC -k KEY` with line on stdin; returns
+ * its exit status (-1: could not run or timed out, then killed). */
+static int
+kcat_produce(const char *topic, const char *key, const char *line)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(fds[0], 0);
+        close(fds[0]);
+        close(fds[1]);
+        execlp("kcat", "kcat", "-P", "-b", stack.kafka, "-t", topic, "-k", key, "-X",
+               "message.timeout.ms=15000", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[0]);
+    signal(SIGPIPE, SIG_IGN);
+    size_t len = strlen(line);
+    bool ok = write(fds[1], line, len) == (ssize_t)len && write(fds[1], "\n", 1) == 1;
+    close(fds[1]);
+    int status = 0;
+    for (int i = 0; i < 300; i++) { /* 30 s */
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return ok && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        cal_sleep_ms(100);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* Runs the stack script's restart of the invalidator; returns its status. */
+static int
+restart_invalidator(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execl(stack.stack_sh, stack.stack_sh, "restart", "invalidator", "--dir", stack.dir,
+              (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    for (int i = 0; i < 1200; i++) { /* 120 s */
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        cal_sleep_ms(100);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+START_TEST(stack_has_kafka_and_invalidator)
+{
+    load_stack();
+    assert_invalidator_running();
+}
+END_TEST
+
+/* A relay-format nights update across a month boundary deletes both month
+ * keys and the listing key, and nothing else of that listing. */
+START_TEST(relay_event_deletes_its_keys)
+{
+    load_stack();
+    assert_invalidator_running();
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    uint64_t id = testenv_random48();
+    int32_t before = date_from_ymd(2031, 1, 31), after = date_from_ymd(2031, 2, 1);
+    int32_t other = date_from_ymd(2031, 5, 10);
+    char keys[3][CACHEKEY_MAX], untouched[CACHEKEY_MAX];
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, before, keys[1]);
+    cachekey_month_of(id, after, keys[2]);
+    cachekey_month_of(id, other, untouched);
+    for (size_t i = 0; i < 3; i++)
+        set_key(c, keys[i]);
+    set_key(c, untouched);
+
+    char json[1024];
+    relay_nights_event(json, sizeof(json), id, before, after);
+    produce(kp, TOPIC_NIGHTS, id, json);
+    long ms = wait_deleted(c, keys, 3, DELETE_TIMEOUT_MS);
+    ck_assert_msg(ms >= 0, "keys of listing %llu still cached %d ms after the event",
+                  (unsigned long long)id, DELETE_TIMEOUT_MS);
+    ck_assert_msg(key_present(c, untouched), "%s was deleted but no event touched it", untouched);
+
+    /* Once the topic is known: time from acknowledged produce to delete. */
+    uint64_t id2 = testenv_random48();
+    char keys2[2][CACHEKEY_MAX];
+    cachekey_listing(id2, keys2[0]);
+    cachekey_month_of(id2, before, keys2[1]);
+    set_key(c, keys2[0]);
+    set_key(c, keys2[1]);
+    relay_nights_event(json, sizeof(json), id2, before, before);
+    uint64_t t0 = cal_mono_us();
+    produce(kp, TOPIC_NIGHTS, id2, json);
+    ms = wait_deleted(c, keys2, 2, DELETE_TIMEOUT_MS);
+    ck_assert_msg(ms >= 0, "second event not applied");
+    printf("invalidator: first event applied after topic discovery; produce-to-delete of the "
+           "next one %.1f ms (incl. ack)\n",
+           (double)(cal_mono_us() - t0) / 1000.0);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+}
+END_TEST
+
+START_TEST(debezium_schemas_event_via_kcat)
+{
+    load_stack();
+    assert_invalidator_running();
+    struct cache *c = make_cache();
+    uint64_t id = testenv_random48();
+    char keys[1][CACHEKEY_MAX], month[CACHEKEY_MAX];
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, date_from_ymd(2031, 3, 1), month);
+    set_key(c, keys[0]);
+    set_key(c, month);
+    char json[2048], key[64];
+    debezium_listing_event(json, sizeof(json), id);
+    snprintf(key, sizeof(key), "{\"listing_id\":\"%llu\"}", (unsigned long long)id);
+    int rc = kcat_produce(TOPIC_LISTINGS, key, json);
+    ck_assert_msg(rc == 0, "kcat -P -b %s -t %s exited %d", stack.kafka, TOPIC_LISTINGS, rc);
+    ck_assert_msg(wait_deleted(c, keys, 1, DELETE_TIMEOUT_MS) >= 0,
+                  "%s still cached after a Debezium schemas.enable event", keys[0]);
+    /* a listings row says nothing about nights: month keys stay */
+    ck_assert_msg(key_present(c, month), "%s deleted by a listings event", month);
+    cache_destroy(c);
+}
+END_TEST
+
+#define DOWN_EVENTS 40
+
+/* SIGKILL the invalidator (no clean commit), produce while it is down,
+ * restart it: every key of those events ends up deleted. */
+START_TEST(no_lost_invalidation_across_kill)
+{
+    load_stack();
+    pid_t pid = invalidator_pid();
+    ck_assert_msg(pid_alive(pid), "calendar-cdc-invalidator (pid %d) is not running", (int)pid);
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    for (int i = 0; i < 100 && pid_alive(pid); i++)
+        cal_sleep_ms(50);
+    ck_assert_msg(!pid_alive(pid), "invalidator (pid %d) survived SIGKILL", (int)pid);
+
+    static char keys[2 * DOWN_EVENTS][CACHEKEY_MAX];
+    size_t nkeys = 0;
+    char json[2048];
+    int32_t night = date_from_ymd(2032, 7, 14);
+    for (int i = 0; i < DOWN_EVENTS; i++) {
+        uint64_t id = testenv_random48();
+        char *lkey = keys[nkeys++];
+        cachekey_listing(id, lkey);
+        set_key(c, lkey);
+        if (i % 2 == 0) {
+            char *mkey = keys[nkeys++];
+            cachekey_month_of(id, night + i, mkey);
+            set_key(c, mkey);
+            relay_nights_event(json, sizeof(json), id, night + i, night + i);
+            produce(kp, TOPIC_NIGHTS, id, json);
+        } else {
+            debezium_listing_event(json, sizeof(json), id);
+            produce(kp, TOPIC_LISTINGS, id, json);
+        }
+    }
+    /* Nobody else deletes these keys: they are all still there. */
+    for (size_t i = 0; i < nkeys; i++)
+        ck_assert_msg(key_present(c, keys[i]), "%s gone while the invalidator was down", keys[i]);
+
+    int rc = restart_invalidator();
+    ck_assert_msg(rc == 0, "'%s restart invalidator --dir %s' exited %d", stack.stack_sh, stack.dir,
+                  rc);
+    pid_t pid2 = invalidator_pid();
+    ck_assert_msg(pid2 != pid && pid_alive(pid2), "no new invalidator after the restart");
+
+    uint64_t t0 = cal_mono_us();
+    long ms = wait_deleted(c, keys, nkeys, RESTART_DELETE_TIMEOUT_MS);
+    if (ms < 0) {
+        size_t left = 0;
+        for (size_t i = 0; i < nkeys; i++)
+            left += key_present(c, keys[i]);
+        ck_abort_msg("%zu of %zu keys still cached %d ms after the restart (lost invalidations)",
+                     left, nkeys, RESTART_DELETE_TIMEOUT_MS);
+    }
+    printf("invalidator: %d events produced while down applied %.1f s after the restart\n",
+           DOWN_EVENTS, (double)(cal_mono_us() - t0) / 1e6);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+}
+END_TEST
+
+/* ---- memcached outage: a private memcached and invalidator (own group and
+ * topic) next to the stack's broker; both die with this test process. */
+
+static unsigned
+free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(addr);
+    ck_assert(bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+    ck_assert(getsockname(fd, (struct sockaddr *)&addr, &len) == 0);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+/* Starts argv with output to log_path; the child is killed when we exit. */
+static pid_t
+spawn(char *const argv[], const char *log_path)
+{
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void
+stop_child(pid_t pid)
+{
+    int status;
+    kill(pid, SIGCONT);
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return;
+        cal_sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+}
+
+#define OUTAGE_EVENTS 60
+
+START_TEST(memcached_outage_retried_not_skipped)
+{
+    load_stack();
+    char dir[] = "/tmp/check_invalidator.XXXXXX";
+    ck_assert(mkdtemp(dir) != NULL);
+    char topic[64], group[64], ini[600], mc_log[600], inv_log[600], port_s[16], servers[64];
+    uint64_t tag = testenv_random48();
+    snprintf(topic, sizeof(topic), "calendar.invoutage%llu.listings", (unsigned long long)tag);
+    snprintf(group, sizeof(group), "invoutage-%llu", (unsigned long long)tag);
+    unsigned port = free_port();
+    snprintf(port_s, sizeof(port_s), "%u", port);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u", port);
+    snprintf(mc_log, sizeof(mc_log), "%s/memcached.log", dir);
+    snprintf(inv_log, sizeof(inv_log), "%s/invalidator.log", dir);
+    snprintf(ini, sizeof(ini), "%s/invalidator.ini", dir);
+    FILE *f = fopen(ini, "w");
+    ck_assert(f != NULL);
+    fprintf(f,
+            "[kafka]\nbootstrap_servers = %s\ngroup_id = %s\ntopics = %s\n"
+            "session_timeout_ms = 6000\n[cache]\nservers = %s\ntimeout_ms = 100\n"
+            "[invalidator]\nretry_base_ms = 20\nretry_max_ms = 300\n[log]\nlevel = info\n",
+            stack.kafka, group, topic, servers);
+    fclose(f);
+
+    char *mc_argv[] = {"memcached", "-l", "127.0.0.1", "-p", port_s,
+                       "-U",        "0",  "-m",        "16", getuid() == 0 ? "-u" : NULL,
+                       "root",      NULL};
+    pid_t mc = spawn(mc_argv, mc_log);
+    strcpy(stack.memcached, servers); /* make_cache() talks to the private memcached */
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    char err[256];
+    bool up = false;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = cache_set(c, "probe", 5, "v", 1, 60, err, sizeof(err)) == CAL_OK;
+        if (!up)
+            cal_sleep_ms(50);
+    }
+    ck_assert_msg(up, "private memcached on %s did not start: %s", servers, err);
+
+    /* The topic exists before the invalidator subscribes to it by name. */
+    char json[1024];
+    uint64_t probe = testenv_random48();
+    char probe_key[1][CACHEKEY_MAX];
+    cachekey_listing(probe, probe_key[0]);
+    set_key(c, probe_key[0]);
+    snprintf(json, sizeof(json),
+             "{\"before\":null,\"after\":{\"listing_id\":%llu},\"source\":{\"table\":\"listings\","
+             "\"ts_ms\":%llu},\"op\":\"c\"}",
+             (unsigned long long)probe, (unsigned long long)cal_now_ms());
+    produce(kp, topic, probe, json);
+    char *inv_argv[] = {"bin/calendar-cdc-invalidator", "--config", ini, NULL};
+    pid_t inv = spawn(inv_argv, inv_log);
+    ck_assert_msg(wait_deleted(c, probe_key, 1, DELETE_TIMEOUT_MS) >= 0,
+                  "private invalidator never applied the probe event (log: %s)", inv_log);
+
+    static char keys[OUTAGE_EVENTS][CACHEKEY_MAX];
+    uint64_t base = testenv_random48();
+    for (int i = 0; i < OUTAGE_EVENTS; i++) {
+        cachekey_listing(base + (uint64_t)i, keys[i]);
+        set_key(c, keys[i]);
+    }
+    ck_assert_int_eq(kill(mc, SIGSTOP), 0); /* requests now time out; data is kept */
+    for (int i = 0; i < OUTAGE_EVENTS; i++) {
+        uint64_t id = base + (uint64_t)i;
+        snprintf(json, sizeof(json),
+                 "{\"before\":{\"listing_id\":%llu},\"after\":{\"listing_id\":%llu},"
+                 "\"source\":{\"table\":\"listings\",\"ts_ms\":%llu},\"op\":\"u\"}",
+                 (unsigned long long)id, (unsigned long long)id, (unsigned long long)cal_now_ms());
+        produce(kp, topic, id, json);
+    }
+    cal_sleep_ms(2000); /* the invalidator fails and backs off meanwhile */
+    ck_assert_int_eq(kill(mc, SIGCONT), 0);
+    long ms = wait_deleted(c, keys, OUTAGE_EVENTS, DELETE_TIMEOUT_MS);
+    if (ms < 0) {
+        size_t left = 0;
+        for (int i = 0; i < OUTAGE_EVENTS; i++)
+            left += key_present(c, keys[i]);
+        ck_abort_msg("%zu of %d keys still cached after memcached came back (log: %s)", left,
+                     OUTAGE_EVENTS, inv_log);
+    }
+    ck_assert_msg(pid_alive(inv), "private invalidator died (log: %s)", inv_log);
+    /* The outage really was one: deletes failed, were retried, then went on. */
+    static char logbuf[1 << 16];
+    f = fopen(inv_log, "r");
+    ck_assert(f != NULL);
+    size_t n = fread(logbuf, 1, sizeof(logbuf) - 1, f);
+    fclose(f);
+    logbuf[n] = '\0';
+    ck_assert_msg(strstr(logbuf, "invalidation failed, retrying") != NULL &&
+                      strstr(logbuf, "invalidations resumed") != NULL,
+                  "no failed-then-resumed invalidation in %s", inv_log);
+    stop_child(inv);
+    stop_child(mc);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+    unlink(ini);
+    unlink(mc_log);
+    unlink(inv_log);
+    rmdir(dir);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("invalidator");
+    TCase *tc = tcase_create("stack_has_kafka_and_invalidator");
+    tcase_add_test(tc, stack_has_kafka_and_invalidator);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("relay_event_deletes_its_keys");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, relay_event_deletes_its_keys);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("debezium_schemas_event_via_kcat");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, debezium_schemas_event_via_kcat);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("memcached_outage_retried_not_skipped");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, memcached_outage_retried_not_skipped);
+    suite_add_tcase(s, tc);
+    /* Last: it restarts the invalidator. */
+    tc = tcase_create("no_lost_invalidation_across_kill");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, no_lost_invalidation_across_kill);
+    suite_add_tcase(s, tc);
+    return unit_run(s);
+}
