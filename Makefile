@@ -62,7 +62,15 @@ all: $(PROGRAMS) tests-build
 
 tests-build: $(UNIT_BINS) $(INTEG_BINS)
 
-$(BUILD)/%.o: %.c
+# Objects depend on the flags they were built with: switching SANITIZER (or
+# CFLAGS) rebuilds everything instead of linking stale objects.
+FLAGS_STAMP := $(BUILD)/.flags-$(shell echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' | md5sum | cut -c1-12)
+$(FLAGS_STAMP):
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/.flags-*
+	@touch $@
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<

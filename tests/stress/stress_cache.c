@@ -1,0 +1,210 @@
+/* The cache check of calendar-stress: memcached against the shards. */
+#include "tests/stress/stress_cache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calendard/cacheval.h"
+#include "common/cache.h"
+#include "common/cachekey.h"
+#include "common/date.h"
+#include "common/util.h"
+
+#define MAX_MONTHS 16
+
+/* What the owning shards hold for one listing of the run. */
+struct truth {
+    bool found;
+    struct listing listing;
+    size_t nrows, cap;
+    struct night_row *rows;
+};
+
+static const char SQL_LISTINGS[] =
+    "SELECT l.listing_id, l.version, l.rules_version, l.default_price, l.currency,"
+    " l.min_nights, l.max_nights FROM listings l JOIN vbucket_owner o ON o.vbucket = l.vbucket"
+    " WHERE l.listing_id BETWEEN ? AND ?";
+static const char SQL_NIGHTS[] =
+    "SELECT n.listing_id, TO_DAYS(n.night) - 719528, n.status, n.price FROM nights n"
+    " JOIN vbucket_owner o ON o.vbucket = n.vbucket WHERE n.listing_id BETWEEN ? AND ?";
+
+static int
+read_truth(const struct testenv *env, const struct stress_conf *conf, struct truth *t, char *err,
+           size_t errlen)
+{
+    for (size_t s = 0; s < env->nshards; s++) {
+        struct db *db = testenv_connect_shard(env, s, err, errlen);
+        struct db_stmt *st;
+        struct db_val p[2] = {DB_INT_V(conf->listing_base),
+                              DB_INT_V(conf->listing_base + conf->nlistings - 1)},
+                      c[7];
+        int r;
+        if (db == NULL)
+            return -1;
+        if (db_query(db, SQL_LISTINGS, p, 2, &st, err, errlen) != CAL_OK) {
+            db_close(db);
+            return -1;
+        }
+        while ((r = db_fetch(st, c, 7, err, errlen)) > 0) {
+            struct truth *x = &t[(uint64_t)c[0].i - conf->listing_base];
+            x->found = true;
+            x->listing.version = (uint64_t)c[1].i;
+            x->listing.rules_version = (uint64_t)c[2].i;
+            x->listing.default_price = c[3].i;
+            cal_strlcpy(x->listing.currency, c[4].type == DB_STR ? c[4].s : "", 4);
+            x->listing.min_nights = (int)c[5].i;
+            x->listing.max_nights = (int)c[6].i;
+        }
+        if (r == 0 && db_query(db, SQL_NIGHTS, p, 2, &st, err, errlen) == CAL_OK) {
+            while ((r = db_fetch(st, c, 4, err, errlen)) > 0) {
+                struct truth *x = &t[(uint64_t)c[0].i - conf->listing_base];
+                if (x->nrows == x->cap) {
+                    x->cap = x->cap ? x->cap * 2 : 32;
+                    x->rows = cal_realloc(x->rows, x->cap * sizeof(*x->rows));
+                }
+                struct night_row *row = &x->rows[x->nrows++];
+                memset(row, 0, sizeof(*row));
+                row->night = (int32_t)c[1].i;
+                if (c[2].type != DB_STR || !booking_night_status_parse(c[2].s, &row->status))
+                    row->status = NIGHT_BLOCKED;
+                row->has_price = c[3].type == DB_INT;
+                row->price = c[3].i;
+            }
+        }
+        db_close(db);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int32_t
+next_month(int32_t first)
+{
+    int y;
+    unsigned m, d;
+    date_to_ymd(first, &y, &m, &d);
+    return m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
+}
+
+/* Does a cached month equal the shard's rows of that month? */
+static bool
+month_matches(const struct truth *t, const struct cache_item *ci, int32_t first)
+{
+    struct night_row cached[31];
+    size_t n = 0;
+    int32_t next = next_month(first);
+    if (!cacheval_decode_month(ci->value, ci->len, first, cached, &n, 31))
+        return false;
+    size_t expect = 0;
+    for (size_t i = 0; i < t->nrows; i++) {
+        const struct night_row *r = &t->rows[i];
+        if (r->night < first || r->night >= next)
+            continue;
+        expect++;
+        bool same = false;
+        for (size_t j = 0; j < n && !same; j++)
+            same = cached[j].night == r->night && cached[j].status == r->status &&
+                   cached[j].has_price == r->has_price &&
+                   (!r->has_price || cached[j].price == r->price);
+        if (!same)
+            return false;
+    }
+    return expect == n;
+}
+
+static int
+one_pass(const struct testenv *env, const struct stress_conf *conf, struct cache *cache,
+         int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+{
+    int32_t firsts[MAX_MONTHS];
+    size_t nmonths = 0;
+    int y;
+    unsigned m, d;
+    date_to_ymd((int32_t)conf->first_day, &y, &m, &d);
+    for (int32_t f = date_from_ymd(y, m, 1);
+         f < conf->first_day + conf->window && nmonths < MAX_MONTHS; f = next_month(f))
+        firsts[nmonths++] = f;
+    size_t nk = nmonths + 1, n = conf->nlistings * nk;
+    struct truth *t = cal_calloc(conf->nlistings, sizeof(*t));
+    struct cache_item *ci = cal_calloc(n, sizeof(*ci));
+    char (*keys)[CACHEKEY_MAX] = cal_malloc(n * CACHEKEY_MAX);
+    int rc = -1;
+    /* Cache first, then SQL: a value that was right when read and changed
+     * since is then still compared with a newer truth only if the
+     * invalidation has not landed yet, which the retry loop absorbs. */
+    for (size_t i = 0; i < conf->nlistings; i++) {
+        uint64_t id = conf->listing_base + i;
+        ci[i * nk].keylen = cachekey_listing(id, keys[i * nk]);
+        ci[i * nk].key = keys[i * nk];
+        for (size_t k = 0; k < nmonths; k++) {
+            ci[i * nk + 1 + k].keylen = cachekey_month_of(id, firsts[k], keys[i * nk + 1 + k]);
+            ci[i * nk + 1 + k].key = keys[i * nk + 1 + k];
+        }
+    }
+    if (cache_get_multi(cache, ci, n, err, errlen) != CAL_OK ||
+        read_truth(env, conf, t, err, errlen) != 0)
+        goto out;
+    *mismatches = 0;
+    *checked = 0;
+    for (size_t i = 0; i < conf->nlistings; i++) {
+        for (size_t k = 0; k < nk; k++) {
+            const struct cache_item *it = &ci[i * nk + k];
+            if (!it->found || cacheval_is_lease(it->value, it->len))
+                continue;
+            (*checked)++;
+            bool ok;
+            if (k == 0) {
+                struct listing l;
+                ok = t[i].found && cacheval_decode_listing(it->value, it->len, &l) &&
+                     l.version == t[i].listing.version &&
+                     l.default_price == t[i].listing.default_price &&
+                     strcmp(l.currency, t[i].listing.currency) == 0 &&
+                     l.min_nights == t[i].listing.min_nights &&
+                     l.max_nights == t[i].listing.max_nights;
+            } else {
+                ok = t[i].found && month_matches(&t[i], it, firsts[k - 1]);
+            }
+            if (!ok) {
+                (*mismatches)++;
+                if (*mismatches <= 5)
+                    fprintf(stderr, "calendar-stress: cache_mismatch %.*s = %.*s\n",
+                            (int)it->keylen, it->key, (int)(it->len > 200 ? 200 : it->len),
+                            it->value);
+            }
+        }
+    }
+    rc = 0;
+out:
+    cache_results_free(ci, n);
+    for (size_t i = 0; i < conf->nlistings; i++)
+        free(t[i].rows);
+    free(t);
+    free(ci);
+    free(keys);
+    return rc;
+}
+
+int
+stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
+                   int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+{
+    struct cache_conf cc = {.timeout_ms = 500};
+    cal_strlcpy(cc.servers, env->memcached_servers, sizeof(cc.servers));
+    struct cache *cache = cache_create(&cc, err, errlen);
+    if (cache == NULL)
+        return -1;
+    int rc = 0;
+    struct timespec tick = {0, 200 * 1000000L};
+    for (unsigned waited = 0;; waited += 200) {
+        if ((rc = one_pass(env, conf, cache, mismatches, checked, err, errlen)) != 0)
+            break;
+        if (*mismatches == 0 || waited >= wait_ms)
+            break;
+        nanosleep(&tick, NULL);
+    }
+    cache_destroy(cache);
+    return rc;
+}
