@@ -46,7 +46,7 @@ LIBCALENDARD := $(BUILD)/libcalendard.a
 LIBCDC       := $(BUILD)/libcdc.a
 LIBTEST      := $(BUILD)/libtest.a
 # Link order: dependents before what they depend on.
-PROJECT_LIBS := $(LIBCALENDARD) $(LIBCDC) $(LIBSHARDING) $(LIBTEST) $(LIBCOMMON)
+PROJECT_LIBS := $(LIBTEST) $(LIBCALENDARD) $(LIBCDC) $(LIBSHARDING) $(LIBCOMMON)
 
 PROGRAMS := bin/calendard bin/calendar-admin bin/calendar-stress
 PROGRAMS += $(if $(wildcard cdc/devbroker_main.c),bin/calendar-devbroker)

@@ -80,30 +80,12 @@ cache_return(struct avail *avail, struct cache *c)
     cache_destroy(c);
 }
 
-static int32_t
-month_first(int32_t day)
-{
-    int y;
-    unsigned m, d;
-    date_to_ymd(day, &y, &m, &d);
-    return date_from_ymd(y, m, 1);
-}
-
-static int32_t
-month_next(int32_t first)
-{
-    int y;
-    unsigned m, d;
-    date_to_ymd(first, &y, &m, &d);
-    return m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
-}
-
 /* First days of the months covering [from, to); returns how many. */
 static size_t
 months_of(int32_t from, int32_t to, int32_t *firsts)
 {
     size_t n = 0;
-    for (int32_t f = month_first(from); f < to && n < AVAIL_MAX_MONTHS; f = month_next(f))
+    for (int32_t f = date_month_first(from); f < to && n < AVAIL_MAX_MONTHS; f = date_next_month(f))
         firsts[n++] = f;
     return n;
 }
@@ -114,7 +96,7 @@ avail_span(int32_t from, int32_t to, int32_t *span_from, int32_t *span_to)
     int32_t firsts[AVAIL_MAX_MONTHS];
     size_t n = months_of(from, to, firsts);
     *span_from = firsts[0];
-    *span_to = month_next(firsts[n - 1]);
+    *span_to = date_next_month(firsts[n - 1]);
 }
 
 /* Keys of one item: [0] listing, [1..] months. Returns how many. */

@@ -41,10 +41,7 @@ size_t
 cacheval_encode_month(uint64_t version, int32_t first_day, const struct night_row *rows,
                       size_t nrows, char *buf, size_t size)
 {
-    int y;
-    unsigned m, d;
-    date_to_ymd(first_day, &y, &m, &d);
-    int32_t next = m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
+    int32_t next = date_next_month(first_day);
     int n = snprintf(buf, size, "M1 %" PRIu64, version);
     size_t off = n > 0 ? (size_t)n : 0;
     for (size_t i = 0; i < nrows && off < size; i++) {

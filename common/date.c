@@ -91,6 +91,24 @@ date_format(int32_t days, char *buf)
 }
 
 int32_t
+date_month_first(int32_t day)
+{
+    int y;
+    unsigned m, d;
+    date_to_ymd(day, &y, &m, &d);
+    return date_from_ymd(y, m, 1);
+}
+
+int32_t
+date_next_month(int32_t day)
+{
+    int y;
+    unsigned m, d;
+    date_to_ymd(day, &y, &m, &d);
+    return m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
+}
+
+int32_t
 date_today(void)
 {
     return (int32_t)(time(NULL) / 86400);

@@ -16,6 +16,10 @@ void date_format(int32_t days, char *buf);
 int32_t date_from_ymd(int y, unsigned m, unsigned d);
 void date_to_ymd(int32_t days, int *y, unsigned *m, unsigned *d);
 
+/* The first day of the month containing day, and of the month after it. */
+int32_t date_month_first(int32_t day);
+int32_t date_next_month(int32_t day);
+
 /* Today in UTC. */
 int32_t date_today(void);
 

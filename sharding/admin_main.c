@@ -1,7 +1,6 @@
 /* calendar-admin: schema migrations and cluster bootstrap (catalog, shards,
  * initial vbucket map). Moving vbuckets later is calendar-rebalance's job. */
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,19 +50,6 @@ usage(FILE *out)
             "  --schema-dir DIR   folder with catalog/ and shard/ SQL (default: the schema/\n"
             "                     folder beside bin/)\n"
             "  -h, --help         this text\n");
-}
-
-static void
-default_schema_dir(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0) {
-        cal_strlcpy(out, "schema", len);
-        return;
-    }
-    exe[n] = '\0';
-    snprintf(out, len, "%s/../schema", dirname(exe));
 }
 
 static struct db *
@@ -210,7 +196,7 @@ main(int argc, char **argv)
     const char *config = NULL;
     char schema[PATH_MAX];
     char err[512] = "";
-    default_schema_dir(schema, sizeof(schema));
+    migrate_default_dir(schema, sizeof(schema));
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"schema-dir", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},

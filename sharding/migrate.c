@@ -2,6 +2,8 @@
 #include "sharding/migrate.h"
 
 #include <dirent.h>
+#include <libgen.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,19 @@ list_files(const char *dir, struct mfile *files, char *err, size_t errlen)
         }
     }
     return n;
+}
+
+void
+migrate_default_dir(char *out, size_t len)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        cal_strlcpy(out, "schema", len);
+        return;
+    }
+    exe[n] = '\0';
+    snprintf(out, len, "%s/../schema", dirname(exe));
 }
 
 cal_status

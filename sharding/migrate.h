@@ -13,6 +13,9 @@
  * how many were applied (may be NULL). */
 cal_status migrate_apply(struct db *db, const char *dir, int *applied, char *err, size_t errlen);
 
+/* The schema/ folder beside the running program's bin/ folder. */
+void migrate_default_dir(char *out, size_t len);
+
 /* Highest applied version, 0 for a fresh database. */
 cal_status migrate_version(struct db *db, int *version, char *err, size_t errlen);
 

@@ -2,7 +2,6 @@
  * online (status, add-shard, drain-shard, plan, move, rebalance, verify,
  * resume). The move protocol itself is in move.c. */
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -362,19 +361,6 @@ cmd_resume(struct cluster *c)
     return 0;
 }
 
-static void
-default_schema_dir(char *out, size_t len)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0) {
-        cal_strlcpy(out, "schema", len);
-        return;
-    }
-    exe[n] = '\0';
-    snprintf(out, len, "%s/../schema", dirname(exe));
-}
-
 int
 main(int argc, char **argv)
 {
@@ -387,7 +373,7 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     char err[512];
     int ch;
-    default_schema_dir(opt.schema, sizeof(opt.schema));
+    migrate_default_dir(opt.schema, sizeof(opt.schema));
     while ((ch = getopt_long(argc, argv, "hc:", lopts, NULL)) != -1) {
         switch (ch) {
         case 'c': opt.config = optarg; break;

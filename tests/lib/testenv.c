@@ -2,6 +2,8 @@
  * small shared facts (routing, dates, SQL connections) tests check against. */
 #include "tests/lib/testenv.h"
 
+#include "sharding/shardmap.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -212,12 +214,7 @@ testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name
 uint64_t
 testenv_fmix64(uint64_t k)
 {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb93e185a9fe5ULL;
-    k ^= k >> 33;
-    return k;
+    return shardmap_fmix64(k);
 }
 
 unsigned

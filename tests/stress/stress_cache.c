@@ -80,22 +80,13 @@ read_truth(const struct testenv *env, const struct stress_conf *conf, struct tru
     return 0;
 }
 
-static int32_t
-next_month(int32_t first)
-{
-    int y;
-    unsigned m, d;
-    date_to_ymd(first, &y, &m, &d);
-    return m == 12 ? date_from_ymd(y + 1, 1, 1) : date_from_ymd(y, m + 1, 1);
-}
-
 /* Does a cached month equal the shard's rows of that month? */
 static bool
 month_matches(const struct truth *t, const struct cache_item *ci, int32_t first)
 {
     struct night_row cached[31];
     size_t n = 0;
-    int32_t next = next_month(first);
+    int32_t next = date_next_month(first);
     if (!cacheval_decode_month(ci->value, ci->len, first, cached, &n, 31))
         return false;
     size_t expect = 0;
@@ -121,11 +112,8 @@ one_pass(const struct testenv *env, const struct stress_conf *conf, struct cache
 {
     int32_t firsts[MAX_MONTHS];
     size_t nmonths = 0;
-    int y;
-    unsigned m, d;
-    date_to_ymd((int32_t)conf->first_day, &y, &m, &d);
-    for (int32_t f = date_from_ymd(y, m, 1);
-         f < conf->first_day + conf->window && nmonths < MAX_MONTHS; f = next_month(f))
+    for (int32_t f = date_month_first((int32_t)conf->first_day);
+         f < conf->first_day + conf->window && nmonths < MAX_MONTHS; f = date_next_month(f))
         firsts[nmonths++] = f;
     size_t nk = nmonths + 1, n = conf->nlistings * nk;
     struct truth *t = cal_calloc(conf->nlistings, sizeof(*t));
