@@ -96,7 +96,9 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
                                    .keylen = memcached_result_key_length(res)};
         struct cache_item *pp = &probe;
         struct cache_item **hit = bsearch(&pp, sorted, n, sizeof(*sorted), cmp_item_key);
-        /* Duplicate keys in one batch share the first answer. */
+        /* A key asked twice: bsearch lands on any copy; every copy gets the value. */
+        while (hit != NULL && hit > sorted && cmp_item_key(hit - 1, &pp) == 0)
+            hit--;
         for (; hit != NULL && hit < sorted + n && cmp_item_key(hit, &pp) == 0; hit++) {
             struct cache_item *it = *hit;
             if (it->found)

@@ -177,6 +177,31 @@ START_TEST(unreachable_cache_is_a_miss)
 }
 END_TEST
 
+/* A multi-get naming a key more than once answers every copy (a search may
+ * name a listing twice). */
+START_TEST(multi_get_answers_repeated_keys)
+{
+    load_env();
+    struct cache *c = make_cache();
+    char err[256], key[CACHEKEY_MAX], other[CACHEKEY_MAX];
+    cachekey_listing(testenv_random48(), key);
+    cachekey_listing(testenv_random48(), other);
+    ck_assert(cache_set(c, key, strlen(key), "v1", 2, 60, err, sizeof(err)) == CAL_OK);
+    ck_assert(cache_set(c, other, strlen(other), "v2", 2, 60, err, sizeof(err)) == CAL_OK);
+    struct cache_item it[5] = {{.key = key}, {.key = other}, {.key = key}, {.key = key},
+                               {.key = other}};
+    for (int i = 0; i < 5; i++)
+        it[i].keylen = strlen(it[i].key);
+    ck_assert(cache_get_multi(c, it, 5, err, sizeof(err)) == CAL_OK);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_msg(it[i].found, "copy %d of a repeated key reported missing", i);
+        ck_assert_str_eq(it[i].value, it[i].key == key ? "v1" : "v2");
+    }
+    cache_results_free(it, 5);
+    cache_destroy(c);
+}
+END_TEST
+
 static long
 request(struct http_client *h, const char *method, const char *url, const char *key,
         const char *body, struct http_response *resp)
@@ -330,6 +355,7 @@ main(void)
     http_global_init();
     Suite *s = suite_create("cache");
     UNIT_CASE(s, fill_then_hit);
+    UNIT_CASE(s, multi_get_answers_repeated_keys);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
