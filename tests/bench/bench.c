@@ -1,0 +1,284 @@
+/* Shared pieces of the benchmark driver: random numbers, latency samples,
+ * stays, routes from the catalog, CPU sampling and the run's JSON line. */
+#include "tests/bench/bench.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/db.h"
+#include "common/util.h"
+
+void
+bench_rng_init(struct bench_rng *rng, uint64_t seed)
+{
+    /* splitmix64 of the seed: xorshift streams from nearby seeds (thread
+     * 1, 2, 3...) would otherwise start correlated and book the same stays. */
+    uint64_t z = seed + 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    rng->s = z ? z : 0x9e3779b97f4a7c15ULL; /* xorshift is stuck at 0 */
+}
+
+uint64_t
+bench_rng_next(struct bench_rng *rng)
+{
+    uint64_t x = rng->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng->s = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+uint64_t
+bench_rng_below(struct bench_rng *rng, uint64_t n)
+{
+    return (bench_rng_next(rng) >> 11) % n;
+}
+
+void
+bench_pick_distinct(struct bench_rng *rng, uint64_t first, uint64_t count, size_t n, uint64_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool dup;
+        do {
+            out[i] = first + bench_rng_below(rng, count);
+            dup = false;
+            for (size_t j = 0; j < i && !dup; j++)
+                dup = out[j] == out[i];
+        } while (dup);
+    }
+}
+
+void
+bench_lat_init(struct bench_lat *lat, size_t cap)
+{
+    memset(lat, 0, sizeof(*lat));
+    lat->cap = cap;
+    lat->us = cal_malloc((cap ? cap : 1) * sizeof(*lat->us));
+}
+
+void
+bench_lat_deinit(struct bench_lat *lat)
+{
+    free(lat->us);
+    memset(lat, 0, sizeof(*lat));
+}
+
+void
+bench_lat_add(struct bench_lat *lat, uint64_t us)
+{
+    if (lat->n == lat->cap) {
+        lat->dropped++;
+        return;
+    }
+    lat->us[lat->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+void
+bench_lat_merge(struct bench_lat *dst, const struct bench_lat *src)
+{
+    size_t room = dst->cap - dst->n, n = src->n < room ? src->n : room;
+    memcpy(dst->us + dst->n, src->us, n * sizeof(*src->us));
+    dst->n += n;
+    dst->dropped += src->dropped + (src->n - n);
+}
+
+static int
+cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+double
+bench_lat_quantile_ms(struct bench_lat *lat, double q)
+{
+    if (lat->n == 0)
+        return 0;
+    qsort(lat->us, lat->n, sizeof(*lat->us), cmp_u32);
+    /* Nearest rank: the p99 of 100 samples is the 99th, not an interpolation. */
+    size_t rank = (size_t)(q * (double)lat->n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > lat->n)
+        rank = lat->n;
+    return lat->us[rank - 1] / 1000.0;
+}
+
+void
+bench_stay_next(const struct bench_stays *stays, struct bench_rng *rng, uint64_t *listing_id,
+                int32_t *check_in, int32_t *check_out)
+{
+    *listing_id = stays->first_id + bench_rng_below(rng, stays->nlistings);
+    *check_in = stays->first_day + (int32_t)bench_rng_below(rng, (uint64_t)stays->horizon);
+    *check_out = *check_in + 1 + (int32_t)bench_rng_below(rng, (uint64_t)stays->max_nights);
+}
+
+cal_status
+bench_routes_load(const struct testenv *env, struct bench_routes *routes, char *err, size_t errlen)
+{
+    static const char sql[] = "SELECT v.vbucket, s.port, s.db_name FROM vbuckets v"
+                              " JOIN shards s ON s.shard_id = v.shard_id";
+    struct db_stmt *st;
+    struct db_val c[3];
+    size_t seen = 0;
+    int r;
+    cal_status rc;
+    struct db *db = testenv_connect_catalog(env, err, errlen);
+    if (db == NULL)
+        return CAL_EUNAVAIL;
+    for (size_t v = 0; v < TESTENV_NUM_VBUCKETS; v++)
+        routes->shard_of[v] = -1;
+    routes->nshards = env->nshards;
+    if ((rc = db_query(db, sql, NULL, 0, &st, err, errlen)) != CAL_OK)
+        goto out;
+    while ((r = db_fetch(st, c, 3, err, errlen)) > 0) {
+        int idx = testenv_find_shard(env, (unsigned)c[1].i, c[2].type == DB_STR ? c[2].s : "");
+        if (c[0].i < 0 || c[0].i >= TESTENV_NUM_VBUCKETS || idx < 0) {
+            snprintf(err, errlen, "catalog names a shard %s:%lld the stack env does not know",
+                     c[2].type == DB_STR ? c[2].s : "?", (long long)c[1].i);
+            rc = CAL_EINVAL;
+            goto out;
+        }
+        routes->shard_of[c[0].i] = (int16_t)idx;
+        seen++;
+    }
+    if (r < 0) {
+        rc = CAL_ERR;
+        goto out;
+    }
+    if (seen != TESTENV_NUM_VBUCKETS) {
+        snprintf(err, errlen, "catalog maps %zu vbuckets, expected %d", seen, TESTENV_NUM_VBUCKETS);
+        rc = CAL_EINVAL;
+    }
+out:
+    db_close(db);
+    return rc;
+}
+
+size_t
+bench_routes_shard(const struct bench_routes *routes, uint64_t listing_id)
+{
+    return (size_t)routes->shard_of[testenv_vbucket(listing_id)];
+}
+
+cal_status
+bench_cpu_parse(struct bench_cpu *cpu, const char *spec, char *err, size_t errlen)
+{
+    memset(cpu, 0, sizeof(*cpu));
+    while (spec != NULL && *spec != '\0') {
+        const char *eq = strchr(spec, '='), *end = strchr(spec, ',');
+        if (end == NULL)
+            end = spec + strlen(spec);
+        if (eq == NULL || eq > end || eq == spec || (size_t)(eq - spec) >= sizeof(cpu->name[0]) ||
+            cpu->nprocs == BENCH_MAX_PROCS) {
+            snprintf(err, errlen, "--pids: expected name=pid[,name=pid...] (at most %d)",
+                     BENCH_MAX_PROCS);
+            return CAL_EINVAL;
+        }
+        memcpy(cpu->name[cpu->nprocs], spec, (size_t)(eq - spec));
+        cpu->name[cpu->nprocs][eq - spec] = '\0';
+        cpu->pid[cpu->nprocs++] = atoi(eq + 1);
+        spec = *end ? end + 1 : end;
+    }
+    return CAL_OK;
+}
+
+/* utime + stime of every thread of pid, in clock ticks; 0 when gone. */
+static uint64_t
+proc_ticks(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* comm may hold spaces and parentheses: fields start after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    unsigned long ut = 0, stt = 0;
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt) != 2)
+        return 0;
+    return (uint64_t)ut + stt;
+}
+
+void
+bench_cpu_sample(struct bench_cpu *cpu)
+{
+    struct rusage ru;
+    for (size_t i = 0; i < cpu->nprocs; i++)
+        cpu->ticks[i] = proc_ticks(cpu->pid[i]);
+    getrusage(RUSAGE_SELF, &ru);
+    cpu->self_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                  (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    cpu->mono_us = cal_mono_us();
+}
+
+void
+bench_cpu_print(FILE *out, const struct bench_cpu *a, const struct bench_cpu *b)
+{
+    double wall = (double)(b->mono_us - a->mono_us) / 1e6, hz = (double)sysconf(_SC_CLK_TCK);
+    if (wall <= 0)
+        wall = 1e-9;
+    fputc('{', out);
+    for (size_t i = 0; i < a->nprocs; i++) {
+        bool first = true;
+        for (size_t j = 0; j < i; j++)
+            first = first && strcmp(a->name[j], a->name[i]) != 0;
+        if (!first)
+            continue; /* summed with the first of its name */
+        double ticks = 0;
+        for (size_t j = i; j < a->nprocs; j++)
+            if (strcmp(a->name[j], a->name[i]) == 0 && b->ticks[j] >= a->ticks[j])
+                ticks += (double)(b->ticks[j] - a->ticks[j]);
+        fprintf(out, "\"%s\":%.2f,", a->name[i], ticks / hz / wall);
+    }
+    fprintf(out, "\"client\":%.2f}", (b->self_s - a->self_s) / wall);
+}
+
+double
+bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void
+bench_sleep_until(double t)
+{
+    for (double now = bench_now(); now < t; now = bench_now()) {
+        double d = t - now;
+        struct timespec ts = {.tv_sec = (time_t)d,
+                              .tv_nsec = (long)((d - (double)(time_t)d) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void
+bench_run_print(FILE *out, struct bench_run *run)
+{
+    double secs = run->secs > 0 ? run->secs : 1e-9;
+    double p50 = bench_lat_quantile_ms(run->lat, 0.50), p99 = bench_lat_quantile_ms(run->lat, 0.99);
+    double max = bench_lat_quantile_ms(run->lat, 1.0);
+    fprintf(out,
+            "{\"phase\":\"%s\",\"workload\":\"%s\",\"target\":\"%s\",\"conc\":%u,"
+            "\"secs\":%.3f,\"ok\":%llu,\"attempts\":%llu,\"ok_per_s\":%.1f,"
+            "\"attempts_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+            "\"unavailable\":%llu,\"gave_up\":%llu,\"errors\":%llu,\"retries\":%llu,"
+            "\"conflicts\":%llu",
+            run->phase, run->workload, run->target, run->conc, run->secs,
+            (unsigned long long)run->ok, (unsigned long long)run->attempts, (double)run->ok / secs,
+            (double)run->attempts / secs, p50, p99, max, (unsigned long long)run->unavailable,
+            (unsigned long long)run->gave_up, (unsigned long long)run->errors,
+            (unsigned long long)run->retries, (unsigned long long)run->conflicts);
+}

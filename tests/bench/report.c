@@ -1,0 +1,502 @@
+/* The benchmark report: medians of interleaved runs, ratios, targets. */
+#include "tests/bench/report.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+#define MAX_CONC 16
+#define MAX_REPS 64
+
+/* A figure over the runs of one configuration. */
+struct fig {
+    size_t n;
+    double med, min, max;
+};
+
+/* A metric of a run: a JSON field, optionally divided by the run's secs. */
+struct metric {
+    const char *name; /* as printed in the final JSON */
+    const char *field;
+    bool per_s;
+};
+
+static const struct metric book_metrics[] = {
+    {"ok_per_s", "ok_per_s", false},
+    {"attempts_per_s", "attempts_per_s", false},
+    {"p50_ms", "p50_ms", false},
+    {"p99_ms", "p99_ms", false},
+    {"unavailable_per_s", "unavailable", true},
+    {"gave_up_per_s", "gave_up", true},
+    {"retries_per_s", "retries", true},
+    {"conflicts_per_s", "conflicts", true},
+    {"errors", "errors", false},
+    {"cpu_calendard", "cpu.calendard", false},
+    {"cpu_mariadbd", "cpu.mariadbd", false},
+    {"cpu_memcached", "cpu.memcached", false},
+    {"cpu_client", "cpu.client", false},
+};
+
+static const struct metric read_metrics[] = {
+    {"ok_per_s", "ok_per_s", false},
+    {"p50_ms", "p50_ms", false},
+    {"p99_ms", "p99_ms", false},
+    {"errors", "errors", false},
+    {"cache_hit_ratio", "cache_hit_ratio", false},
+    {"cpu_calendard", "cpu.calendard", false},
+    {"cpu_mariadbd", "cpu.mariadbd", false},
+    {"cpu_memcached", "cpu.memcached", false},
+    {"cpu_client", "cpu.client", false},
+};
+
+static const char *const book_workloads[] = {"low", "high"};
+static const char *const read_workloads[] = {"single", "search50"};
+static const char *const targets[] = {"calendard", "raw"};
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static struct fig
+fig_of(const double *v, size_t n)
+{
+    struct fig f = {.n = n};
+    double s[MAX_REPS];
+    if (n == 0)
+        return f;
+    memcpy(s, v, n * sizeof(*v));
+    qsort(s, n, sizeof(*s), cmp_double);
+    f.min = s[0];
+    f.max = s[n - 1];
+    f.med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    return f;
+}
+
+/* A number at "a" or "a.b" in obj; NAN when absent or null. */
+static double
+num_at(const json_t *obj, const char *path)
+{
+    char head[64];
+    const char *dot = strchr(path, '.');
+    if (dot != NULL) {
+        size_t n =
+            (size_t)(dot - path) < sizeof(head) - 1 ? (size_t)(dot - path) : sizeof(head) - 1;
+        memcpy(head, path, n);
+        head[n] = '\0';
+        return num_at(json_object_get(obj, head), dot + 1);
+    }
+    const json_t *v = json_object_get(obj, path);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static bool
+run_is(const json_t *run, const char *phase, const char *workload, const char *target, double conc)
+{
+    return strcmp(json_string_value(json_object_get(run, "phase")) ?: "", phase) == 0 &&
+           strcmp(json_string_value(json_object_get(run, "workload")) ?: "", workload) == 0 &&
+           strcmp(json_string_value(json_object_get(run, "target")) ?: "", target) == 0 &&
+           num_at(run, "conc") == conc;
+}
+
+/* Values of a metric over the matching runs, in the order they ran. */
+static size_t
+collect(const json_t *runs, const char *phase, const char *workload, const char *target,
+        double conc, const struct metric *m, double *out)
+{
+    size_t i, n = 0;
+    const json_t *run;
+    json_array_foreach(runs, i, run)
+    {
+        if (n == MAX_REPS || !run_is(run, phase, workload, target, conc))
+            continue;
+        double v = num_at(run, m->field);
+        if (m->per_s && !isnan(v))
+            v /= num_at(run, "secs");
+        if (!isnan(v))
+            out[n++] = v;
+    }
+    return n;
+}
+
+static struct fig
+fig_for(const json_t *runs, const char *phase, const char *workload, const char *target,
+        double conc, const struct metric *m)
+{
+    double v[MAX_REPS];
+    return fig_of(v, collect(runs, phase, workload, target, conc, m, v));
+}
+
+/* calendard / raw of ok_per_s, pairing the k-th runs of each. */
+static struct fig
+ratio_for(const json_t *runs, const char *phase, const char *workload, double conc)
+{
+    double a[MAX_REPS], b[MAX_REPS], r[MAX_REPS];
+    size_t na = collect(runs, phase, workload, "calendard", conc, &book_metrics[0], a);
+    size_t nb = collect(runs, phase, workload, "raw", conc, &book_metrics[0], b);
+    size_t n = na < nb ? na : nb, k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] > 0)
+            r[k++] = a[i] / b[i];
+    return fig_of(r, k);
+}
+
+/* Sorted distinct concurrencies of a phase. */
+static size_t
+concurrencies(const json_t *runs, const char *phase, double *conc)
+{
+    size_t i, n = 0;
+    const json_t *run;
+    json_array_foreach(runs, i, run)
+    {
+        if (strcmp(json_string_value(json_object_get(run, "phase")) ?: "", phase) != 0)
+            continue;
+        double c = num_at(run, "conc");
+        bool seen = false;
+        for (size_t j = 0; j < n; j++)
+            seen = seen || conc[j] == c;
+        if (!seen && n < MAX_CONC && !isnan(c))
+            conc[n++] = c;
+    }
+    qsort(conc, n, sizeof(*conc), cmp_double);
+    return n;
+}
+
+static json_t *
+fig_json(struct fig f)
+{
+    if (f.n == 0)
+        return json_null();
+    return json_pack("[f,f,f]", round(f.med * 1000) / 1000, round(f.min * 1000) / 1000,
+                     round(f.max * 1000) / 1000);
+}
+
+static void
+print_fig(FILE *out, struct fig f, int width, int prec, bool range)
+{
+    char buf[96];
+    if (f.n == 0)
+        snprintf(buf, sizeof(buf), "-");
+    else if (range)
+        snprintf(buf, sizeof(buf), "%.*f [%.*f..%.*f]", prec, f.med, prec, f.min, prec, f.max);
+    else
+        snprintf(buf, sizeof(buf), "%.*f", prec, f.med);
+    fprintf(out, " %*s", width, buf);
+}
+
+static json_t *
+target_json(const json_t *runs, const char *phase, const char *workload, const char *target,
+            double conc, const struct metric *metrics, size_t nmetrics)
+{
+    json_t *obj = json_object();
+    json_object_set_new(
+        obj, "runs",
+        json_integer((json_int_t)fig_for(runs, phase, workload, target, conc, &metrics[0]).n));
+    for (size_t m = 0; m < nmetrics; m++)
+        json_object_set_new(obj, metrics[m].name,
+                            fig_json(fig_for(runs, phase, workload, target, conc, &metrics[m])));
+    return obj;
+}
+
+/* One table (bookings or reads), its gnuplot data files and JSON rows. */
+static void
+report_phase(const json_t *runs, const char *phase, const char *const *workloads, size_t nworkloads,
+             const struct metric *metrics, size_t nmetrics, const char *out_dir, FILE *out,
+             json_t *rows)
+{
+    double conc[MAX_CONC];
+    size_t nconc = concurrencies(runs, phase, conc);
+    bool book = strcmp(phase, "book") == 0;
+    /* Indexes into metrics of the printed columns. */
+    const struct metric *ok = &metrics[0], *p50 = NULL, *p99 = NULL;
+    for (size_t m = 0; m < nmetrics; m++) {
+        if (strcmp(metrics[m].name, "p50_ms") == 0)
+            p50 = &metrics[m];
+        if (strcmp(metrics[m].name, "p99_ms") == 0)
+            p99 = &metrics[m];
+    }
+    fprintf(out, "\n%s: median [min..max] of the runs; latency of successful %s\n",
+            book ? "bookings" : "availability reads (warm cache)", book ? "bookings" : "reads");
+    if (book)
+        fprintf(out, "%-8s %4s %-9s %24s %10s %7s %7s %8s %8s %8s %8s  %s\n", "workload", "conc",
+                "target", "booked/s", "attempt/s", "p50ms", "p99ms", "409/s", "503/s", "retry/s",
+                "confl/s", "cpu cal/db/mc/cli");
+    else
+        fprintf(out, "%-8s %4s %-9s %24s %7s %7s %6s  %s\n", "workload", "conc", "target",
+                "requests/s", "p50ms", "p99ms", "hit%", "cpu cal/db/mc/cli");
+    for (size_t w = 0; w < nworkloads; w++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s-%s.dat", out_dir, phase, workloads[w]);
+        FILE *dat = fopen(path, "w");
+        if (dat != NULL)
+            fprintf(dat, "# conc, then per target (calendard, raw): ok/s med min max, p99 ms med "
+                         "min max\n");
+        for (size_t c = 0; c < nconc; c++) {
+            if (fig_for(runs, phase, workloads[w], "calendard", conc[c], ok).n == 0 &&
+                fig_for(runs, phase, workloads[w], "raw", conc[c], ok).n == 0)
+                continue;
+            json_t *row = json_pack("{s:s,s:s,s:i}", "phase", phase, "workload", workloads[w],
+                                    "conc", (int)conc[c]);
+            if (dat != NULL)
+                fprintf(dat, "%g", conc[c]);
+            for (size_t t = 0; t < CAL_ARRAY_LEN(targets); t++) {
+                const char *tg = targets[t];
+                struct fig fok = fig_for(runs, phase, workloads[w], tg, conc[c], ok);
+                struct fig f99 = fig_for(runs, phase, workloads[w], tg, conc[c], p99);
+                if (dat != NULL)
+                    fprintf(dat, " %.3f %.3f %.3f %.3f %.3f %.3f", fok.med, fok.min, fok.max,
+                            f99.med, f99.min, f99.max);
+                json_object_set_new(
+                    row, tg,
+                    target_json(runs, phase, workloads[w], tg, conc[c], metrics, nmetrics));
+                fprintf(out, "%-8s %4g %-9s", workloads[w], conc[c], tg);
+                print_fig(out, fok, 24, 0, true);
+                for (size_t m = 1; m < nmetrics; m++) {
+                    const struct metric *mt = &metrics[m];
+                    if (strncmp(mt->name, "cpu_", 4) == 0 || strcmp(mt->name, "errors") == 0)
+                        continue;
+                    bool ms = mt == p50 || mt == p99;
+                    bool hit = strcmp(mt->name, "cache_hit_ratio") == 0;
+                    struct fig f = fig_for(runs, phase, workloads[w], tg, conc[c], mt);
+                    if (hit) {
+                        f.med *= 100;
+                        print_fig(out, f, 6, 1, false);
+                    } else {
+                        print_fig(out, f,
+                                  strcmp(mt->name, "attempts_per_s") == 0 ? 10
+                                  : ms                                    ? 7
+                                                                          : 8,
+                                  ms ? 2 : 0, false);
+                    }
+                }
+                fprintf(
+                    out, "  %.2f/%.2f/%.2f/%.2f\n",
+                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 4]).med,
+                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 3]).med,
+                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 2]).med,
+                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 1]).med);
+            }
+            struct fig ratio = ratio_for(runs, phase, workloads[w], conc[c]);
+            json_object_set_new(row, "ratio", fig_json(ratio));
+            fprintf(out, "%-8s %4g %-9s", workloads[w], conc[c], "ratio");
+            print_fig(out, ratio, 24, 2, true);
+            fprintf(out, "   (calendard / raw, paired runs)\n");
+            if (dat != NULL)
+                fprintf(dat, "\n");
+            json_array_append_new(rows, row);
+        }
+        if (dat != NULL)
+            fclose(dat);
+    }
+}
+
+static double
+quantile_of(double *v, size_t n, double q)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    size_t rank = (size_t)ceil(q * (double)n);
+    return v[(rank < 1 ? 1 : rank > n ? n : rank) - 1];
+}
+
+/* The CDC figures: every probe sample of every booking run, pooled. */
+static json_t *
+report_cdc(const json_t *runs, FILE *out)
+{
+    size_t i, nruns = 0, running = 0, n = 0, cap = 1024, nh50 = 0, nh99 = 0;
+    double *v = cal_malloc(cap * sizeof(*v)), h50[MAX_REPS], h99[MAX_REPS], timeouts = 0;
+    const json_t *run;
+    json_t *obj = json_object();
+    json_array_foreach(runs, i, run)
+    {
+        const json_t *cdc = json_object_get(run, "cdc"), *s;
+        size_t k;
+        if (cdc == NULL)
+            continue;
+        nruns++;
+        if (!json_is_true(json_object_get(cdc, "running")))
+            continue;
+        running++;
+        timeouts += num_at(cdc, "timeouts");
+        json_array_foreach(json_object_get(cdc, "samples_ms"), k, s)
+        {
+            if (n == cap)
+                v = cal_realloc(v, (cap *= 2) * sizeof(*v));
+            v[n++] = json_number_value(s);
+        }
+        double h;
+        if (nh50 < MAX_REPS && !isnan(h = num_at(cdc, "hist_p50_ms")))
+            h50[nh50++] = h;
+        if (nh99 < MAX_REPS && !isnan(h = num_at(cdc, "hist_p99_ms")))
+            h99[nh99++] = h;
+    }
+    fprintf(out, "\n");
+    if (running == 0 || n == 0) {
+        fprintf(out, "cdc: not running\n");
+        json_object_set_new(obj, "running", json_false());
+        json_object_set_new(obj, "samples", json_integer(0));
+        json_object_set_new(obj, "p50_ms", json_null());
+        json_object_set_new(obj, "p99_ms", json_null());
+        json_object_set_new(obj, "max_ms", json_null());
+        free(v);
+        return obj;
+    }
+    double p50 = quantile_of(v, n, 0.5), p99 = quantile_of(v, n, 0.99), max = v[n - 1];
+    fprintf(out,
+            "cdc: commit-to-invalidation, end-to-end probe while bookings run (c=64): %zu "
+            "samples over %zu runs, p50 %.2f ms, p99 %.2f ms, max %.2f ms, %.0f lost (>2 s)\n",
+            n, running, p50, p99, max, timeouts);
+    struct fig g50 = fig_of(h50, nh50), g99 = fig_of(h99, nh99);
+    if (nh50 > 0)
+        fprintf(out,
+                "cdc: invalidator's own histogram over the same runs: p50 %.1f ms, p99 %.1f ms "
+                "(from source.ts_ms, which MariaDB's binlog stamps in whole seconds)\n",
+                g50.med, g99.med);
+    json_object_set_new(obj, "running", json_true());
+    json_object_set_new(obj, "samples", json_integer((json_int_t)n));
+    json_object_set_new(obj, "lost", json_integer((json_int_t)timeouts));
+    json_object_set_new(obj, "p50_ms", json_real(round(p50 * 1000) / 1000));
+    json_object_set_new(obj, "p99_ms", json_real(round(p99 * 1000) / 1000));
+    json_object_set_new(obj, "max_ms", json_real(round(max * 1000) / 1000));
+    json_object_set_new(obj, "invalidator_hist_p50_ms", fig_json(g50));
+    json_object_set_new(obj, "invalidator_hist_p99_ms", fig_json(g99));
+    free(v);
+    return obj;
+}
+
+/* The median at c = 64 (or the highest concurrency measured). */
+static double
+headline(const json_t *runs, const char *phase, const char *workload, const char *target,
+         const struct metric *m, double *conc_used)
+{
+    double conc[MAX_CONC];
+    size_t n = concurrencies(runs, phase, conc);
+    double c = n ? conc[n - 1] : 64;
+    for (size_t i = 0; i < n; i++)
+        if (conc[i] == 64)
+            c = 64;
+    *conc_used = c;
+    if (target == NULL)
+        return ratio_for(runs, phase, workload, c).med;
+    struct fig f = fig_for(runs, phase, workload, target, c, m);
+    return f.n ? f.med : NAN;
+}
+
+static json_t *
+num_or_null(double v)
+{
+    return isnan(v) ? json_null() : json_real(round(v * 1000) / 1000);
+}
+
+static void
+print_target(FILE *out, const char *what, double v, const char *cmp, double goal)
+{
+    bool met = !isnan(v) && (strcmp(cmp, ">=") == 0 ? v >= goal : v < goal);
+    if (isnan(v))
+        fprintf(out, "  %-44s       n/a  (target %s %g)  NOT MEASURED\n", what, cmp, goal);
+    else
+        fprintf(out, "  %-44s %9.3f  (target %s %g)  %s\n", what, v, cmp, goal,
+                met ? "met" : "MISSED");
+}
+
+static void
+machine(char *buf, size_t size)
+{
+    char line[256], model[128] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+            cal_strlcpy(model, colon + 2, sizeof(model));
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    snprintf(buf, size, "%ld cores, %s", sysconf(_SC_NPROCESSORS_ONLN), model);
+}
+
+cal_status
+report_run(const char *runs_path, const char *out_dir, FILE *out)
+{
+    json_t *runs = json_array();
+    char line[65536], mach[256];
+    FILE *f = fopen(runs_path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "report: cannot open %s\n", runs_path);
+        json_decref(runs);
+        return CAL_EINVAL;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        json_t *run = json_loads(line, 0, NULL);
+        if (json_is_object(run) && json_object_get(run, "target") != NULL)
+            json_array_append(runs, run);
+        json_decref(run);
+    }
+    fclose(f);
+    machine(mach, sizeof(mach));
+    json_t *rows = json_array();
+    fprintf(out, "machine: %s\n", mach);
+    report_phase(runs, "book", book_workloads, CAL_ARRAY_LEN(book_workloads), book_metrics,
+                 CAL_ARRAY_LEN(book_metrics), out_dir, out, rows);
+    report_phase(runs, "read", read_workloads, CAL_ARRAY_LEN(read_workloads), read_metrics,
+                 CAL_ARRAY_LEN(read_metrics), out_dir, out, rows);
+    json_t *cdc = report_cdc(runs, out);
+
+    double c1, c2, c3, c4, c5;
+    double booking_ratio = headline(runs, "book", "low", NULL, NULL, &c1);
+    double low = headline(runs, "book", "low", "calendard", &book_metrics[0], &c2);
+    double high = headline(runs, "book", "high", "calendard", &book_metrics[0], &c2);
+    double read_ratio = headline(runs, "read", "single", NULL, NULL, &c3);
+    double search_ratio = headline(runs, "read", "search50", NULL, NULL, &c4);
+    double search_p99 = headline(runs, "read", "search50", "calendard", &read_metrics[2], &c5);
+    double cdc_p99 = NAN;
+    const json_t *p99 = json_object_get(cdc, "p99_ms");
+    if (json_is_number(p99))
+        cdc_p99 = json_number_value(p99);
+    double high_low = low > 0 ? high / low : NAN;
+    fprintf(out, "\ntargets (at concurrency %g):\n", c1);
+    print_target(out, "booking_ratio (low contention, calendard/raw)", booking_ratio, ">=", 0.9);
+    print_target(out, "high / low contention successful bookings", high_low, ">=", 0.8);
+    print_target(out, "read_ratio (single reads, calendard/raw)", read_ratio, ">=", 0.5);
+    print_target(out, "search_read_ratio (search-50, calendard/raw)", search_ratio, ">=", 0.5);
+    print_target(out, "search-50 p99 ms (calendard)", search_p99, "<", 5);
+    print_target(out, "cdc commit-to-invalidation p99 ms", cdc_p99, "<", 50);
+    /* A closed loop of c clients at X requests/s waits c / X on average
+     * (Little's law): the p99 target only means something per concurrency. */
+    double conc[MAX_CONC];
+    size_t nconc = concurrencies(runs, "read", conc);
+    json_t *by_conc = json_object();
+    fprintf(out, "  search-50 p99 ms (calendard) by concurrency:");
+    for (size_t i = 0; i < nconc; i++) {
+        struct fig sf = fig_for(runs, "read", "search50", "calendard", conc[i], &read_metrics[2]);
+        char key[16];
+        snprintf(key, sizeof(key), "%g", conc[i]);
+        fprintf(out, " c=%g %.2f%s", conc[i], sf.med, sf.n && sf.med < 5 ? " (met)" : "");
+        json_object_set_new(by_conc, key,
+                            sf.n ? json_real(round(sf.med * 1000) / 1000) : json_null());
+    }
+    fprintf(out, "\n");
+
+    json_t *all =
+        json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:i,s:o}", "machine", mach, "booking_ratio",
+                  num_or_null(booking_ratio), "read_ratio", num_or_null(read_ratio),
+                  "search_read_ratio", num_or_null(search_ratio), "high_low_booking_ratio",
+                  num_or_null(high_low), "search50_p99_ms", num_or_null(search_p99), "cdc_p99_ms",
+                  num_or_null(cdc_p99), "rows", rows, "cdc", cdc, "headline_conc", (int)c1,
+                  "figures", json_string("[median, min, max] over the runs of a row"));
+    json_object_set_new(all, "search50_p99_ms_by_conc", by_conc);
+    char *text = json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    fprintf(out, "\n%s\n", text);
+    free(text);
+    json_decref(all);
+    json_decref(runs);
+    return CAL_OK;
+}

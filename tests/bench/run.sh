@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# The benchmark behind `make bench` and `make bench-quick`: starts a private
+# stack, seeds listings straight into the shards, then measures bookings and
+# availability reads through calendard beside their raw ceilings (raw SQL
+# transactions, raw memcached multi-gets), interleaved run by run so machine
+# noise hits both, plus CDC commit-to-invalidation latency while bookings run.
+# Prints a progress line per step, the table, and last one JSON line; charts
+# go to docs/bench-*.png. The stack is always torn down.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+BENCH=$ROOT/bin/calendar-bench
+STACK_SH=$ROOT/tests/stack/stack.sh
+STACK_DIR=${BENCH_STACK_DIR:-var/bench-stack}
+OUT_DIR=${BENCH_OUT_DIR:-var/bench}
+DOCS_DIR=${BENCH_DOCS_DIR:-docs}
+
+# Listing id ranges: each kind of run writes only its own listings or dates,
+# so calendard and raw runs never conflict with each other's data.
+LOW_FIRST=1000000      # 100,000 low-contention listings, shared by both targets:
+LOW_COUNT=100000       #   calendard books days [1, 366), raw days [400, 765)
+HIGH_FIRST=2000000     # 10 fresh listings per high-contention run
+HIGH_COUNT=10
+READ_FIRST=3000000     # the read set, never booked (so CDC never invalidates it)
+CDC_FIRST=4000000      # one listing per CDC probe
+CDC_PER_RUN=400
+
+usage() {
+    cat <<EOF
+Usage: ${0##*/} [--quick]
+
+  (default)  concurrency 1 4 16 64, 3 runs of 3 s per figure and target (< 10 min)
+  --quick    concurrency 1 16 64, 3 runs of 0.7 s (< 2 min); same output format
+
+Environment: BENCH_STACK_DIR (default var/bench-stack, wiped first), BENCH_OUT_DIR
+(default var/bench: runs.jsonl, report.txt, gnuplot data), BENCH_DOCS_DIR (charts,
+default docs), BENCH_REPS, BENCH_SECS, BENCH_CONCS, BENCH_CLIENT_THREADS (HTTP load
+threads, default 1). See docs/benchmarks.md.
+EOF
+}
+
+QUICK=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    CONCS=${BENCH_CONCS:-"1 16 64"}
+    REPS=${BENCH_REPS:-3}
+    SECS=${BENCH_SECS:-0.7}
+    WARMUP=0.25
+    READ_COUNT=2000
+    MODE=quick
+else
+    CONCS=${BENCH_CONCS:-"1 4 16 64"}
+    REPS=${BENCH_REPS:-3}
+    SECS=${BENCH_SECS:-3}
+    WARMUP=0.5
+    READ_COUNT=10000
+    MODE=full
+fi
+CLIENT_THREADS=${BENCH_CLIENT_THREADS:-1}
+# 10 listings x 3650 nights: a run's few thousand 1-3 night stays leave most
+# nights free, so 409s stay a measure of real overlap rather than of a full
+# calendar, and the contention is on the listing row, as in production.
+HIGH_HORIZON=3650
+READ_DAY=30 # reads: the 30 nights [today+30, today+60)
+READ_NIGHTS=30
+
+[ -x "$BENCH" ] || {
+    echo "bench: $BENCH not built (make bench builds it)" >&2
+    exit 2
+}
+command -v gnuplot >/dev/null || echo "bench: gnuplot not found; charts are skipped" >&2
+
+START=$SECONDS
+progress() { printf '[%4ds] %s\n' $((SECONDS - START)) "$*"; }
+
+mkdir -p "$OUT_DIR"
+RUNS=$OUT_DIR/runs.jsonl
+: >"$RUNS"
+STACK_LOG=$OUT_DIR/stack.log
+: >"$STACK_LOG"
+
+STACK_STARTED=0
+teardown() {
+    if [ "$STACK_STARTED" = 1 ]; then
+        "$STACK_SH" down --dir "$STACK_DIR" >>"$STACK_LOG" 2>&1 || true
+        STACK_STARTED=0
+    fi
+}
+trap 'teardown' EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ stack
+progress "stack: fresh private stack in $STACK_DIR ($MODE run)"
+"$STACK_SH" down --dir "$STACK_DIR" >>"$STACK_LOG" 2>&1 || true
+rm -rf "$STACK_DIR"
+STACK_STARTED=1
+# A free port can be taken by someone else between the check and the bind.
+for attempt in 1 2 3; do
+    if "$STACK_SH" up --dir "$STACK_DIR" --free-ports >>"$STACK_LOG" 2>&1; then
+        break
+    fi
+    if [ "$attempt" = 3 ]; then
+        tail -n 30 "$STACK_LOG" >&2
+        echo "bench: the stack did not start (log: $STACK_LOG)" >&2
+        exit 1
+    fi
+    progress "stack: start failed, retrying"
+    "$STACK_SH" down --dir "$STACK_DIR" >>"$STACK_LOG" 2>&1 || true
+done
+export STACK_ENV=$ROOT/$STACK_DIR/stack.env
+# shellcheck disable=SC1090
+. "$STACK_ENV"
+
+pid_of() { cat "$STACK_DIR/run/$1.pid" 2>/dev/null || true; }
+PIDS="calendard=$(pid_of calendard),memcached=$(pid_of memcached)"
+for ((i = 0; i < SHARD_COUNT; i++)); do
+    PIDS+=",mariadbd=$(pid_of "shard$i")"
+done
+# Whatever else the stack runs is the CDC pipeline (relays, broker, invalidator).
+CDC_PROCS=""
+for f in "$STACK_DIR"/run/*.pid; do
+    name=${f##*/}
+    name=${name%.pid}
+    case "$name" in
+    calendard | memcached | shard[0-9]*) continue ;;
+    esac
+    PIDS+=",cdc=$(cat "$f")"
+    CDC_PROCS+=" $name"
+done
+INV_METRICS=${INVALIDATOR_METRICS_URL:-${CDC_INVALIDATOR_METRICS_URL:-}}
+[ -n "$INV_METRICS" ] && [[ $INV_METRICS != */metrics ]] && INV_METRICS=$INV_METRICS/metrics
+progress "stack: up, calendard $CALENDARD_URL, $SHARD_COUNT shards, memcached $MEMCACHED_SERVERS, cdc:${CDC_PROCS:- none}"
+
+bench() { "$BENCH" "$@" --pids "$PIDS" --threads "$CLIENT_THREADS"; }
+
+# ------------------------------------------------------------------ seed
+NCONC=$(wc -w <<<"$CONCS")
+HIGH_RUNS=$((NCONC * REPS * 2))
+progress "seed: $LOW_COUNT low-contention listings, $((HIGH_RUNS * HIGH_COUNT)) high-contention, $READ_COUNT read-set, $((REPS * CDC_PER_RUN + 1)) cdc probe listings (SQL multi-row INSERTs per shard)"
+bench seed --first $LOW_FIRST --count $LOW_COUNT >>"$RUNS"
+bench seed --first $HIGH_FIRST --count $((HIGH_RUNS * HIGH_COUNT)) >>"$RUNS"
+bench seed --first $READ_FIRST --count "$READ_COUNT" --blocked 4 \
+    --day $READ_DAY --horizon $READ_NIGHTS >>"$RUNS"
+bench seed --first $CDC_FIRST --count $((REPS * CDC_PER_RUN + 1)) >>"$RUNS"
+
+# ------------------------------------------------------------------ bookings
+TOTAL=$(((NCONC * REPS * 2) * 4))
+STEP=0
+run_one() {
+    STEP=$((STEP + 1))
+    progress "[$STEP/$TOTAL] $*"
+    bench "$@" --secs "$SECS" --warmup "$WARMUP" --seed $((STEP * 7919)) >>"$RUNS"
+}
+
+HIGH_RUN=0
+CDC_PROBE=1
+for workload in low high; do
+    for c in $CONCS; do
+        for ((rep = 0; rep < REPS; rep++)); do
+            # Alternate which target goes first, so drift favours neither.
+            if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
+            for target in $order; do
+                if [ "$workload" = low ]; then
+                    day=1
+                    [ "$target" = raw ] && day=400
+                    args=(--first $LOW_FIRST --count $LOW_COUNT --day $day --horizon 365)
+                    if [ "$c" = 64 ] && [ "$target" = calendard ] && [ "$CDC_PROBE" = 1 ]; then
+                        args+=(--cdc-first $((CDC_FIRST + rep * CDC_PER_RUN)) --cdc-count $CDC_PER_RUN)
+                        [ -n "$INV_METRICS" ] && args+=(--invalidator-metrics "$INV_METRICS")
+                    fi
+                else
+                    args=(--first $((HIGH_FIRST + HIGH_RUN * HIGH_COUNT)) --count $HIGH_COUNT
+                        --day 1 --horizon $HIGH_HORIZON)
+                    HIGH_RUN=$((HIGH_RUN + 1))
+                fi
+                run_one book --target "$target" --workload "$workload" --conc "$c" "${args[@]}"
+                # One probe that found no pipeline is enough: later runs skip the 2 s wait.
+                if tail -n 1 "$RUNS" | grep -q '"cdc":{"running":false'; then CDC_PROBE=0; fi
+            done
+        done
+    done
+done
+
+# ------------------------------------------------------------------ reads
+progress "warm: reading the $READ_COUNT read-set listings through calendard (search batches)"
+bench warm --first $READ_FIRST --count "$READ_COUNT" --day $READ_DAY --horizon $READ_NIGHTS \
+    --batch 50 >>"$RUNS"
+for workload in single search50; do
+    for c in $CONCS; do
+        for ((rep = 0; rep < REPS; rep++)); do
+            if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
+            for target in $order; do
+                run_one read --target "$target" --workload "$workload" --conc "$c" \
+                    --first $READ_FIRST --count "$READ_COUNT" --day $READ_DAY \
+                    --horizon $READ_NIGHTS --batch 50
+            done
+        done
+    done
+done
+
+progress "stack: tearing down"
+teardown
+
+# ------------------------------------------------------------------ report
+REPORT=$OUT_DIR/report.txt
+"$BENCH" report --runs "$RUNS" --out "$OUT_DIR" >"$REPORT"
+
+if command -v gnuplot >/dev/null; then
+    progress "charts: $DOCS_DIR/bench-bookings.png, $DOCS_DIR/bench-reads.png"
+    mkdir -p "$DOCS_DIR"
+    gnuplot -e "datadir='$OUT_DIR'; outdir='$DOCS_DIR'" "$ROOT/tests/bench/plot.gp" \
+        >>"$OUT_DIR/gnuplot.log" 2>&1 || echo "bench: gnuplot failed (see $OUT_DIR/gnuplot.log)" >&2
+fi
+progress "done in $((SECONDS - START)) s; runs in $RUNS"
+cat "$REPORT"
