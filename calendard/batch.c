@@ -27,26 +27,42 @@ struct batcher {
     struct db *db; /* the batcher thread's own */
 };
 
-/* Takes up to max_batch jobs of distinct listings off the queue (needs lock). */
+/* May job j join a batch that already holds out[0..n)? Bookings of one
+ * listing share its version bump, so they must have been planned on the same
+ * rules and must not overlap (an overlap is a sure conflict: it waits for the
+ * next batch, where it fails alone). */
+static bool
+fits(struct job *const *out, size_t n, const struct job *j)
+{
+    const struct store_booking *b = &j->sb;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_booking *a = &out[i]->sb;
+        if (a->listing->listing_id != b->listing->listing_id)
+            continue;
+        if (a->listing->rules_version != b->listing->rules_version)
+            return false;
+        if (a->res->check_in < b->res->check_out && b->res->check_in < a->res->check_out)
+            return false;
+    }
+    return true;
+}
+
+/* Takes up to max_batch jobs off the queue (needs lock). */
 static size_t
 take_locked(struct batcher *b, struct job **out)
 {
     size_t n = 0;
-    struct job **pp = &b->head, *last = NULL;
+    struct job **pp = &b->head;
     while (*pp != NULL && n < b->max_batch) {
         struct job *j = *pp;
-        bool clash = false;
-        for (size_t i = 0; i < n && !clash; i++)
-            clash = out[i]->sb.listing->listing_id == j->sb.listing->listing_id;
-        if (clash) { /* the same listing waits for the next batch */
-            last = j;
+        if (!fits(out, n, j)) {
             pp = &j->next;
             continue;
         }
         *pp = j->next;
         out[n++] = j;
     }
-    b->tail = last;
+    b->tail = NULL;
     for (struct job *j = b->head; j != NULL; j = j->next)
         b->tail = j;
     return n;

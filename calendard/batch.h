@@ -1,6 +1,7 @@
 /* Group commit of bookings per shard: request threads hand their planned
  * booking to the shard's batcher and wait; the batcher thread commits
- * whatever has gathered (one booking per listing per batch) in one
+ * whatever has gathered (bookings of one listing only if they do not
+ * overlap) in one
  * transaction on its own connection, and wakes each request with its own
  * outcome after the shared COMMIT. While one batch commits, the next one
  * gathers, so a busy shard commits many bookings per durable flush. */

@@ -9,6 +9,7 @@
 
 #include "calendard/batch.h"
 #include "calendard/booking.h"
+#include "calendard/inflight.h"
 #include "calendard/jsonout.h"
 #include "calendard/request.h"
 #include "calendard/store.h"
@@ -20,6 +21,7 @@ struct service {
     struct service_conf conf;
     struct router *router;
     struct avail *avail;
+    struct inflight *inflight; /* idempotency keys being processed */
     pthread_mutex_t batch_lock; /* guards creation of batchers */
     struct batcher *batchers[ROUTER_MAX_SHARDS]; /* by shard index, created on first use */
     uint64_t id_counter;
@@ -40,6 +42,7 @@ service_create(const struct service_conf *conf, struct router *router, struct av
     svc->router = router;
     svc->avail = avail;
     pthread_mutex_init(&svc->batch_lock, NULL);
+    svc->inflight = inflight_create();
     svc->id_counter = cal_rand64();
     return svc;
 }
@@ -52,6 +55,7 @@ service_destroy(struct service *svc)
     for (size_t i = 0; i < ROUTER_MAX_SHARDS; i++)
         batcher_destroy(svc->batchers[i]);
     pthread_mutex_destroy(&svc->batch_lock);
+    inflight_destroy(svc->inflight);
     free(svc);
 }
 
@@ -431,7 +435,16 @@ handle_create_reservation(struct service *svc, uint64_t listing_id,
     c->key = req->idempotency_key;
     c->keylen = keylen;
     booking_request_hash(breq.check_in, breq.check_out, breq.guest_id, c->request_hash);
-    if (run_on_shard(svc, listing_id, op_book, c, &e) != CAL_OK) {
+    /* One request per key at a time: a replay waits for the original. */
+    if (!inflight_acquire(svc->inflight, listing_id, c->key, keylen, svc->conf.deadline_ms)) {
+        service_error(resp, 409, "idempotency_key_in_use",
+                      "a request with this Idempotency-Key is still being processed");
+        free(c);
+        return;
+    }
+    cal_status rc = run_on_shard(svc, listing_id, op_book, c, &e);
+    inflight_release(svc->inflight, listing_id, c->key, keylen);
+    if (rc != CAL_OK) {
         if (e.http == 409)
             unavailable_answer(resp, c->plan.unavailable, c->plan.nunavailable);
         else

@@ -396,7 +396,7 @@ book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_
     }
     size_t cap = 4096 + (nexisting + nmissing) * 48 + n * 160;
     char *sql = cal_malloc(cap);
-    size_t pcap = 16 + nexisting * 3 + nmissing * 4 + n * 12;
+    size_t pcap = 16 + nexisting * 3 + nmissing * 4 + n * 14;
     struct db_val *p = cal_malloc(pcap * sizeof(*p));
     uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
     struct db_stmt *st;
@@ -428,15 +428,21 @@ book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_
         goto out;
     }
     if (nexisting > 0) {
+        /* Each booking's rows by its stay: a listing may have several
+         * (non-overlapping) bookings in one batch. */
         off = (size_t)snprintf(sql, cap,
                                "UPDATE nights SET status = 'booked', version = version + 1,"
-                               " reservation_id = CASE listing_id");
+                               " reservation_id = CASE");
         k = 0;
         for (size_t i = 0; i < n; i++) {
             if (b[i].plan->nexisting == 0)
                 continue;
-            off += (size_t)snprintf(sql + off, cap - off, " WHEN ? THEN ?");
+            off += (size_t)snprintf(sql + off, cap - off,
+                                    " WHEN listing_id = ? AND night >= FROM_DAYS(?) AND"
+                                    " night < FROM_DAYS(?) THEN ?");
             p[k++] = DB_INT_V(b[i].listing->listing_id);
+            p[k++] = DB_INT_V(b[i].res->check_in + E);
+            p[k++] = DB_INT_V(b[i].res->check_out + E);
             p[k++] = DB_INT_V(b[i].res->reservation_id);
         }
         /* The plain IN on the key lets the optimizer use the primary key. */
@@ -486,37 +492,73 @@ book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_
             goto out;
         }
     }
-    /* One booking per listing in a batch: each row gains exactly one version. */
-    off = (size_t)snprintf(sql, cap,
-                           "UPDATE listings SET version = version + 1 WHERE listing_id IN (");
-    sql_list(sql, cap, &off, n, "?");
-    off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, rules_version) IN (");
-    sql_list(sql, cap, &off, n, "(?, ?)");
-    snprintf(sql + off, cap - off, ")");
+    /* Each listing gains one version per booking of it in the batch; all of
+     * them were planned on the same rules_version (the batcher sees to it). */
+    size_t nl = 0;
+    uint64_t *lid = cal_malloc(n * sizeof(*lid)), *lrules = cal_malloc(n * sizeof(*lrules));
+    unsigned *lcount = cal_calloc(n, sizeof(*lcount));
     for (size_t i = 0; i < n; i++) {
-        p[i] = DB_INT_V(b[i].listing->listing_id);
-        p[n + 2 * i] = DB_INT_V(b[i].listing->listing_id);
-        p[n + 2 * i + 1] = DB_INT_V(b[i].listing->rules_version);
+        size_t x = 0;
+        while (x < nl && lid[x] != b[i].listing->listing_id)
+            x++;
+        if (x == nl) {
+            lid[nl] = b[i].listing->listing_id;
+            lrules[nl++] = b[i].listing->rules_version;
+        }
+        lcount[x]++;
     }
-    if ((rc = db_query(db, sql, p, 3 * n, &st, err, errlen)) != CAL_OK)
-        goto out;
-    if (db_affected_rows(st) != n) {
+    off = (size_t)snprintf(sql, cap, "UPDATE listings SET version = version + CASE listing_id");
+    k = 0;
+    for (size_t x = 0; x < nl; x++) {
+        off += (size_t)snprintf(sql + off, cap - off, " WHEN ? THEN ?");
+        p[k++] = DB_INT_V(lid[x]);
+        p[k++] = DB_INT_V(lcount[x]);
+    }
+    off += (size_t)snprintf(sql + off, cap - off, " END WHERE listing_id IN (");
+    sql_list(sql, cap, &off, nl, "?");
+    off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, rules_version) IN (");
+    sql_list(sql, cap, &off, nl, "(?, ?)");
+    snprintf(sql + off, cap - off, ")");
+    for (size_t x = 0; x < nl; x++)
+        p[k++] = DB_INT_V(lid[x]);
+    for (size_t x = 0; x < nl; x++) {
+        p[k++] = DB_INT_V(lid[x]);
+        p[k++] = DB_INT_V(lrules[x]);
+    }
+    rc = db_query(db, sql, p, k, &st, err, errlen);
+    if (rc == CAL_OK && db_affected_rows(st) != nl) {
         snprintf(err, errlen, "listing settings changed since they were read");
         rc = CAL_ECONFLICT;
-        goto out;
     }
-    /* The rows are ours (X-locked) until COMMIT: this read is exact. */
-    off = (size_t)snprintf(sql, cap, "SELECT listing_id, version FROM listings WHERE listing_id IN (");
-    sql_list(sql, cap, &off, n, "?");
-    snprintf(sql + off, cap - off, ")");
-    for (size_t i = 0; i < n; i++)
-        p[i] = DB_INT_V(b[i].listing->listing_id);
-    if ((rc = db_query(db, sql, p, n, &st, err, errlen)) != CAL_OK)
+    /* The rows are ours (X-locked) until COMMIT: this read is exact. The
+     * bookings of a listing take its new versions in batch order. */
+    if (rc == CAL_OK) {
+        off = (size_t)snprintf(sql, cap,
+                               "SELECT listing_id, version FROM listings WHERE listing_id IN (");
+        sql_list(sql, cap, &off, nl, "?");
+        snprintf(sql + off, cap - off, ")");
+        for (size_t x = 0; x < nl; x++)
+            p[x] = DB_INT_V(lid[x]);
+        rc = db_query(db, sql, p, nl, &st, err, errlen);
+    }
+    if (rc == CAL_OK) {
+        while (db_fetch(st, c, 2, err, errlen) > 0) {
+            size_t x = 0;
+            while (x < nl && lid[x] != (uint64_t)c[0].i)
+                x++;
+            if (x == nl)
+                continue;
+            uint64_t v = (uint64_t)c[1].i - lcount[x];
+            for (size_t i = 0; i < n; i++)
+                if (b[i].listing->listing_id == lid[x])
+                    b[i].res->version = ++v;
+        }
+    }
+    free(lid);
+    free(lrules);
+    free(lcount);
+    if (rc != CAL_OK)
         goto out;
-    while (db_fetch(st, c, 2, err, errlen) > 0)
-        for (size_t i = 0; i < n; i++)
-            if (b[i].listing->listing_id == (uint64_t)c[0].i)
-                b[i].res->version = (uint64_t)c[1].i;
     off = (size_t)snprintf(sql, cap,
                            "INSERT INTO reservations (reservation_id, listing_id, vbucket,"
                            " check_in, check_out, guest_id, status, total_price, currency,"
