@@ -19,6 +19,7 @@
 #include "tests/bench/raw_reads.h"
 #include "tests/bench/report.h"
 #include "tests/bench/seed.h"
+#include "tests/bench/vbseed.h"
 #include "tests/lib/http.h"
 
 #define EXIT_FAILED 1
@@ -724,6 +725,31 @@ run_seed(const struct options *o, const struct testenv *env, const struct bench_
     return 0;
 }
 
+/* seed-vbucket: --count listings with history into vbucket --first
+ * (listing ids from --seed up), for timing a move of that vbucket. */
+static int
+run_seed_vbucket(const struct options *o, const struct testenv *env,
+                 const struct bench_routes *routes)
+{
+    char err[512];
+    uint64_t lo, hi;
+    uint64_t t0 = cal_mono_us();
+    if (o->first >= TESTENV_NUM_VBUCKETS) {
+        fprintf(stderr, "calendar-bench: seed-vbucket: --first is the vbucket, 0..4095\n");
+        return EXIT_USAGE;
+    }
+    if (vbseed_run(env, routes, (uint32_t)o->first, o->seed, o->count,
+                   (int32_t)(testenv_today() + o->day), &lo, &hi, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-bench: seed-vbucket: %s\n", err);
+        return EXIT_FAILED;
+    }
+    printf("seed-vbucket: %llu listings (ids %llu..%llu) with 12 nights and 2 reservations each"
+           " in vbucket %llu, %.1fs\n",
+           (unsigned long long)o->count, (unsigned long long)lo, (unsigned long long)hi,
+           (unsigned long long)o->first, (double)(cal_mono_us() - t0) / 1e6);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -774,6 +800,8 @@ main(int argc, char **argv)
         rc = run_warm(&o, &env);
     else if (strcmp(o.mode, "read") == 0)
         rc = run_read(&o, &env, &s);
+    else if (strcmp(o.mode, "seed-vbucket") == 0)
+        rc = run_seed_vbucket(&o, &env, routes);
     else {
         usage(stderr);
         rc = EXIT_USAGE;
