@@ -101,8 +101,8 @@ avail_span(int32_t from, int32_t to, int32_t *span_from, int32_t *span_to)
 
 /* Keys of one item: [0] listing, [1..] months. Returns how many. */
 static size_t
-item_keys(uint64_t listing_id, const int32_t *firsts, size_t nmonths,
-          char keys[][CACHEKEY_MAX], size_t *lens)
+item_keys(uint64_t listing_id, const int32_t *firsts, size_t nmonths, char keys[][CACHEKEY_MAX],
+          size_t *lens)
 {
     lens[0] = cachekey_listing(listing_id, keys[0]);
     for (size_t m = 0; m < nmonths; m++)
@@ -147,7 +147,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
         metrics_cache(CACHE_ERROR, 1);
         return;
     }
-    char (*keys)[CACHEKEY_MAX] = cal_malloc(n * nk * CACHEKEY_MAX);
+    char(*keys)[CACHEKEY_MAX] = cal_malloc(n * nk * CACHEKEY_MAX);
     size_t *lens = cal_malloc(n * nk * sizeof(*lens));
     struct cache_item *ci = cal_calloc(n * nk, sizeof(*ci));
     char err[256], lease[32];

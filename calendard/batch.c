@@ -147,8 +147,8 @@ cal_status
 batcher_book(struct batcher *b, const struct listing *listing, const struct booking_plan *plan,
              struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
 {
-    struct job job = {.sb = {.listing = listing, .plan = plan, .res = res, .key = key,
-                             .keylen = keylen}};
+    struct job job = {
+        .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen}};
     pthread_mutex_lock(&b->lock);
     if (b->tail != NULL)
         b->tail->next = &job;

@@ -22,7 +22,7 @@ void batcher_destroy(struct batcher *b); /* NULL is a no-op; fails what is queue
 
 /* Commits one booking through the batcher; returns what store_book() would. */
 cal_status batcher_book(struct batcher *b, const struct listing *listing,
-                        const struct booking_plan *plan, struct reservation *res,
-                        const char *key, size_t keylen, char *err, size_t errlen);
+                        const struct booking_plan *plan, struct reservation *res, const char *key,
+                        size_t keylen, char *err, size_t errlen);
 
 #endif

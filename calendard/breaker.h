@@ -14,7 +14,7 @@ enum breaker_state { BREAKER_CLOSED = 0, BREAKER_OPEN, BREAKER_HALF_OPEN };
 struct breaker {
     pthread_mutex_t lock;
     enum breaker_state state;
-    unsigned failures;  /* consecutive */
+    unsigned failures; /* consecutive */
     unsigned threshold;
     unsigned cooldown_ms;
     uint64_t opened_at_us;

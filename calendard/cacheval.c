@@ -14,8 +14,7 @@ size_t
 cacheval_encode_listing(const struct listing *l, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "L1 %" PRIu64 " %" PRIu64 " %" PRId64 " %s %d %d", l->version,
-                     l->rules_version, l->default_price, l->currency, l->min_nights,
-                     l->max_nights);
+                     l->rules_version, l->default_price, l->currency, l->min_nights, l->max_nights);
     return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 

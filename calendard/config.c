@@ -59,7 +59,6 @@ static const struct conf_item conf_items[] = {
 };
 #undef C
 
-
 cal_status
 config_load(const char *path, struct calendard_conf *conf, char *err, size_t errlen)
 {

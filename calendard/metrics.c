@@ -9,14 +9,22 @@
 
 #include "common/util.h"
 
-static const char *const endpoint_names[EP_COUNT] = {
-    "put_listing", "get_listing", "create_reservation", "get_reservation", "cancel_reservation",
-    "calendar",    "availability", "search",            "healthz",         "readyz",
-    "metrics",     "other"};
+static const char *const endpoint_names[EP_COUNT] = {"put_listing",
+                                                     "get_listing",
+                                                     "create_reservation",
+                                                     "get_reservation",
+                                                     "cancel_reservation",
+                                                     "calendar",
+                                                     "availability",
+                                                     "search",
+                                                     "healthz",
+                                                     "readyz",
+                                                     "metrics",
+                                                     "other"};
 static const char *const shard_event_names[SHARD_EVENT_COUNT] = {"ops", "conflicts", "moved",
                                                                  "retries", "errors"};
 /* Upper bounds in microseconds; the last bucket is +Inf. */
-static const uint64_t buckets_us[] = {250,   500,    1000,   2500,   5000,   10000,
+static const uint64_t buckets_us[] = {250,   500,   1000,   2500,   5000,    10000,
                                       25000, 50000, 100000, 250000, 1000000, 5000000};
 #define NBUCKETS (sizeof(buckets_us) / sizeof(buckets_us[0]))
 static const int codes[] = {200, 201, 400, 404, 405, 409, 412, 413, 422, 500, 503};
@@ -131,11 +139,14 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
         for (size_t i = 0; i <= NBUCKETS; i++) {
             cum += load(&latency_buckets[ep][i]);
             if (i < NBUCKETS)
-                emit(&b, "calendard_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n",
+                emit(&b,
+                     "calendard_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n",
                      endpoint_names[ep], (double)buckets_us[i] / 1e6, cum);
             else
-                emit(&b, "calendard_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
-                     endpoint_names[ep], cum);
+                emit(
+                    &b,
+                    "calendard_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
+                    endpoint_names[ep], cum);
         }
         emit(&b, "calendard_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n",
              endpoint_names[ep], (double)load(&latency_sum_us[ep]) / 1e6);
@@ -152,8 +163,9 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
              "# TYPE calendard_shard_breaker_open gauge\n");
     for (size_t s = 0; s < nshards && s < METRICS_MAX_SHARDS; s++)
         emit(&b, "calendard_shard_breaker_open{shard=\"%u\"} %d\n", shard_ids[s], breaker_open[s]);
-    emit(&b, "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
-             "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
+    emit(&b,
+         "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
+         "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
     for (int ev = 0; ev < CACHE_EVENT_COUNT; ev++)
         emit(&b, "# TYPE calendard_cache_%s_total counter\ncalendard_cache_%s_total %llu\n",

@@ -32,11 +32,11 @@ enum shard_event {
 };
 
 enum cache_event {
-    CACHE_HIT = 0,     /* keys found */
-    CACHE_MISS,        /* keys missing (or leased by another reader) */
-    CACHE_FILL,        /* keys stored after a shard read */
-    CACHE_STALE_FILL,  /* fills refused because the key changed (invalidated) meanwhile */
-    CACHE_ERROR,       /* memcached calls that failed (reads fell back to the shards) */
+    CACHE_HIT = 0,      /* keys found */
+    CACHE_MISS,         /* keys missing (or leased by another reader) */
+    CACHE_FILL,         /* keys stored after a shard read */
+    CACHE_STALE_FILL,   /* fills refused because the key changed (invalidated) meanwhile */
+    CACHE_ERROR,        /* memcached calls that failed (reads fell back to the shards) */
     CACHE_INVALIDATION, /* keys deleted after a write */
     CACHE_EVENT_COUNT
 };
@@ -46,8 +46,8 @@ enum cache_event {
 const char *metrics_endpoint_name(enum endpoint ep);
 void metrics_request(enum endpoint ep, int http_status, uint64_t latency_us);
 void metrics_shard(unsigned shard_index, enum shard_event ev);
-void metrics_overload(void);
-void metrics_cache(enum cache_event ev, unsigned count); /* requests refused with 503 by the in-flight limit */
+void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
+void metrics_cache(enum cache_event ev, unsigned count);
 
 /* Renders everything; shard_ids[i] labels shard index i, breaker_open[i]
  * is 1 while its circuit breaker is open or half-open. Caller frees. */

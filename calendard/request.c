@@ -52,9 +52,9 @@ struct field {
     const char *name;
     enum field_kind kind;
     bool required;
-    long long min, max;    /* F_INT */
-    void *out;             /* int64_t*, int32_t* (date) or char* (string) */
-    size_t out_size;       /* F_STRING buffer */
+    long long min, max; /* F_INT */
+    void *out;          /* int64_t*, int32_t* (date) or char* (string) */
+    size_t out_size;    /* F_STRING buffer */
     bool present;
 };
 
@@ -93,8 +93,8 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
             }
             json_int_t v = json_integer_value(val);
             if (v < f->min || v > f->max) {
-                request_fail(e, 400, "invalid_field", "'%s' must be in %lld..%lld", f->name,
-                             f->min, f->max);
+                request_fail(e, 400, "invalid_field", "'%s' must be in %lld..%lld", f->name, f->min,
+                             f->max);
                 goto out;
             }
             *(int64_t *)f->out = v;
@@ -126,8 +126,8 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
             json_array_foreach(val, i, elem)
             {
                 if (!json_is_integer(elem) || json_integer_value(elem) <= 0) {
-                    request_fail(e, 400, "invalid_field",
-                                 "'%s' must hold positive integer ids", f->name);
+                    request_fail(e, 400, "invalid_field", "'%s' must hold positive integer ids",
+                                 f->name);
                     goto out;
                 }
                 list->ids[i] = (uint64_t)json_integer_value(elem);

@@ -226,8 +226,8 @@ router_check_ready(struct router *router, char *err, size_t errlen)
         struct db_val c[1];
         if (router->catalog == NULL || db_broken(router->catalog))
             rc = reload_locked(router, err, errlen);
-        if (rc == CAL_OK && (rc = db_query(router->catalog, "SELECT 1", NULL, 0, &st, err,
-                                           errlen)) == CAL_OK)
+        if (rc == CAL_OK &&
+            (rc = db_query(router->catalog, "SELECT 1", NULL, 0, &st, err, errlen)) == CAL_OK)
             while (db_fetch(st, c, 1, err, errlen) > 0)
                 ;
     }

@@ -21,8 +21,8 @@ struct service {
     struct service_conf conf;
     struct router *router;
     struct avail *avail;
-    struct inflight *inflight; /* idempotency keys being processed */
-    pthread_mutex_t batch_lock; /* guards creation of batchers */
+    struct inflight *inflight;                   /* idempotency keys being processed */
+    pthread_mutex_t batch_lock;                  /* guards creation of batchers */
     struct batcher *batchers[ROUTER_MAX_SHARDS]; /* by shard index, created on first use */
     uint64_t id_counter;
 };
@@ -88,8 +88,7 @@ set_json(struct api_response *resp, int status, json_t *obj)
 void
 service_error(struct api_response *resp, int status, const char *code, const char *message)
 {
-    set_json(resp, status,
-             json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+    set_json(resp, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
     if (status == 503 && resp->retry_after == 0)
         resp->retry_after = 1;
 }
@@ -142,8 +141,7 @@ reservation_json(const struct reservation *r)
                      (json_int_t)r->reservation_id, "listing_id", (json_int_t)r->listing_id,
                      "check_in", in, "check_out", out, "guest_id", (json_int_t)r->guest_id,
                      "total_price", (json_int_t)r->total_price, "currency", r->currency, "status",
-                     booking_reservation_status_name(r->status), "version",
-                     (json_int_t)r->version);
+                     booking_reservation_status_name(r->status), "version", (json_int_t)r->version);
 }
 
 /* Runs op on the listing's shard: routes, takes a pooled connection, and
@@ -260,8 +258,8 @@ op_put_listing(struct service *svc, struct db *db, const struct route *rt, void 
     struct listing_ctx *c = ctx;
     (void)svc;
     (void)e;
-    return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing,
-                             err, errlen);
+    return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing, err,
+                             errlen);
 }
 
 static cal_status
@@ -318,8 +316,7 @@ struct booking_ctx {
 
 /* The key was used before: the original answer, or 422 for another body. */
 static cal_status
-replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *err,
-               size_t errlen)
+replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *err, size_t errlen)
 {
     cal_status rc = store_find_by_key(db, c->listing_id, c->key, c->keylen, &c->res, err, errlen);
     if (rc != CAL_OK)
@@ -397,8 +394,8 @@ op_book(struct service *svc, struct db *db, const struct route *rt, void *ctx, s
 }
 
 static void
-handle_create_reservation(struct service *svc, uint64_t listing_id,
-                          const struct api_request *req, struct api_response *resp)
+handle_create_reservation(struct service *svc, uint64_t listing_id, const struct api_request *req,
+                          struct api_response *resp)
 {
     struct api_error e = {0};
     struct booking_request breq;
@@ -522,8 +519,8 @@ op_calendar(struct service *svc, struct db *db, const struct route *rt, void *ct
 {
     struct calendar_ctx *c = ctx;
     (void)svc;
-    cal_status rc = store_calendar(db, rt->vbucket, c->listing_id, c->req, c->if_match,
-                                   &c->version, c->booked, &c->nbooked, err, errlen);
+    cal_status rc = store_calendar(db, rt->vbucket, c->listing_id, c->req, c->if_match, &c->version,
+                                   c->booked, &c->nbooked, err, errlen);
     if (rc == CAL_EINVAL && c->nbooked > 0)
         request_fail(e, 409, "nights_unavailable", "booked nights cannot be blocked");
     else if (rc == CAL_EINVAL)
@@ -742,9 +739,8 @@ search_result(const struct avail_item *it, int32_t in, int32_t out)
     else if (out - in > l->max_nights)
         reason = "stay_too_long";
     json_t *r = json_pack("{s:I,s:b,s:I,s:s,s:I}", "listing_id", (json_int_t)it->listing_id,
-                          "available", reason == NULL, "total_price",
-                          (json_int_t)plan.total_price, "currency", l->currency, "version",
-                          (json_int_t)l->version);
+                          "available", reason == NULL, "total_price", (json_int_t)plan.total_price,
+                          "currency", l->currency, "version", (json_int_t)l->version);
     if (reason != NULL)
         json_object_set_new(r, "reason", json_string(reason));
     return r;
@@ -755,8 +751,8 @@ handle_search(struct service *svc, const struct api_request *req, struct api_res
 {
     struct api_error e = {0};
     struct search_request sreq;
-    if (!request_parse_search(req->body, req->body_len, svc->conf.max_search_listings,
-                              date_today(), &sreq, &e)) {
+    if (!request_parse_search(req->body, req->body_len, svc->conf.max_search_listings, date_today(),
+                              &sreq, &e)) {
         api_error_answer(resp, &e);
         return;
     }
@@ -772,14 +768,12 @@ handle_search(struct service *svc, const struct api_request *req, struct api_res
         avail_fill(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
         json_t *results = json_array();
         for (size_t i = 0; i < sreq.n; i++)
-            json_array_append_new(results, search_result(&items[i], sreq.check_in,
-                                                         sreq.check_out));
+            json_array_append_new(results, search_result(&items[i], sreq.check_in, sreq.check_out));
         char in[11], out[11];
         date_format(sreq.check_in, in);
         date_format(sreq.check_out, out);
         set_json(resp, 200,
-                 json_pack("{s:s,s:s,s:o}", "check_in", in, "check_out", out, "results",
-                           results));
+                 json_pack("{s:s,s:s,s:o}", "check_in", in, "check_out", out, "results", results));
     }
     for (size_t i = 0; i < sreq.n; i++)
         calendar_read_clear(&items[i].read);

@@ -30,9 +30,8 @@ static const char SQL_PUT_LISTING[] =
     " rules_version = rules_version + 1, default_price = VALUES(default_price),"
     " currency = VALUES(currency), min_nights = VALUES(min_nights),"
     " max_nights = VALUES(max_nights)";
-static const char SQL_BUMP_IF_RULES[] =
-    "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
-    " WHERE listing_id = ? AND rules_version = ?";
+static const char SQL_BUMP_IF_RULES[] = "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
+                                        " WHERE listing_id = ? AND rules_version = ?";
 static const char SQL_BUMP_IF_VERSION[] =
     "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
     " WHERE listing_id = ? AND (? = 0 OR version = ?)";
@@ -42,8 +41,8 @@ static const char SQL_INSERT_RESERVATION[] =
     " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
     " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, ?)";
 #define RES_COLS                                                                                   \
-    "r.reservation_id, r.listing_id, TO_DAYS(r.check_in) - 719528,"                              \
-    " TO_DAYS(r.check_out) - 719528, r.guest_id, r.status, r.total_price, r.currency,"           \
+    "r.reservation_id, r.listing_id, TO_DAYS(r.check_in) - 719528,"                                \
+    " TO_DAYS(r.check_out) - 719528, r.guest_id, r.status, r.total_price, r.currency,"             \
     " r.version, r.request_hash"
 static const char SQL_FIND_BY_KEY[] = "SELECT " RES_COLS " FROM reservations r"
                                       " WHERE r.listing_id = ? AND r.idempotency_key = ?";
@@ -203,11 +202,11 @@ store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id, struct l
 
 cal_status
 store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
-                  const struct listing_settings *set, int *created, struct listing *out,
-                  char *err, size_t errlen)
+                  const struct listing_settings *set, int *created, struct listing *out, char *err,
+                  size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[6] = {DB_INT_V(listing_id),     DB_INT_V(vbucket),
+    struct db_val p[6] = {DB_INT_V(listing_id),         DB_INT_V(vbucket),
                           DB_INT_V(set->default_price), DB_CSTR_V(set->currency),
                           DB_INT_V(set->min_nights),    DB_INT_V(set->max_nights)};
     cal_status rc = begin_fenced(db, vbucket, err, errlen);
@@ -616,11 +615,10 @@ store_book_many(struct db *db, struct store_booking *b, size_t n)
             goto all_failed;
         b[i].rc = lock_owner(db, b[i].listing->vbucket, b[i].err, sizeof(b[i].err));
         if (b[i].rc == CAL_OK)
-            b[i].rc = book_statements(db, b[i].listing, b[i].plan, b[i].res, b[i].key,
-                                      b[i].keylen, b[i].err, sizeof(b[i].err));
-        if (b[i].rc != CAL_OK && (db_broken(db) ||
-                                  db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) !=
-                                      CAL_OK)) {
+            b[i].rc = book_statements(db, b[i].listing, b[i].plan, b[i].res, b[i].key, b[i].keylen,
+                                      b[i].err, sizeof(b[i].err));
+        if (b[i].rc != CAL_OK &&
+            (db_broken(db) || db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) != CAL_OK)) {
             rc = CAL_EUNAVAIL;
             goto all_failed;
         }
@@ -665,8 +663,8 @@ store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t ke
 }
 
 cal_status
-store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id,
-                      uint64_t reservation_id, struct reservation *out, char *err, size_t errlen)
+store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id, uint64_t reservation_id,
+                      struct reservation *out, char *err, size_t errlen)
 {
     struct db_stmt *st;
     struct db_val p[3] = {DB_INT_V(reservation_id), DB_INT_V(listing_id), DB_INT_V(vbucket)};

@@ -40,9 +40,9 @@ cal_status store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing
  * CAL_ECONFLICT when anything the plan depended on changed (retry from a new
  * read), CAL_EDUP when the idempotency key or the id exists already, CAL_OK
  * with res->version set after COMMIT returned. */
-cal_status store_book(struct db *db, const struct listing *listing,
-                      const struct booking_plan *plan, struct reservation *res, const char *key,
-                      size_t keylen, char *err, size_t errlen);
+cal_status store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+                      struct reservation *res, const char *key, size_t keylen, char *err,
+                      size_t errlen);
 
 /* One booking of a batch: inputs as for store_book(), rc/err the outcome. */
 struct store_booking {
@@ -73,16 +73,14 @@ cal_status store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listi
 
 /* Cancels and frees the nights; cancelling a cancelled reservation is CAL_OK. */
 cal_status store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id,
-                        uint64_t reservation_id, struct reservation *out, char *err,
-                        size_t errlen);
+                        uint64_t reservation_id, struct reservation *out, char *err, size_t errlen);
 
 /* Host change over [from, to). if_match 0 = unconditional. CAL_ECONFLICT with
  * booked nights listed in booked[] (at most BOOKING_MAX_NIGHTS) when blocking
  * a booked night; CAL_EINVAL when if_match differs (precondition failed). */
 cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
-                          const struct calendar_request *req, uint64_t if_match,
-                          uint64_t *version, int32_t *booked, size_t *nbooked, char *err,
-                          size_t errlen);
+                          const struct calendar_request *req, uint64_t if_match, uint64_t *version,
+                          int32_t *booked, size_t *nbooked, char *err, size_t errlen);
 
 /* Many listings of one shard and one range in one statement. reads[i]
  * belongs to ids[i]: found false when the listing does not exist here;

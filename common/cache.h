@@ -12,8 +12,8 @@
 #include "common/status.h"
 
 struct cache_conf {
-    char servers[512];      /* "host:port[,host:port...]" */
-    unsigned timeout_ms;    /* connect, send and receive timeouts; 0 = 50 */
+    char servers[512];   /* "host:port[,host:port...]" */
+    unsigned timeout_ms; /* connect, send and receive timeouts; 0 = 50 */
 };
 
 struct cache;

@@ -45,8 +45,7 @@ set_item(const struct conf_item *it, void *target, const char *value, char *err,
     case CONF_BOOL:
         if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
             *(bool *)field = true;
-        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
-                 strcmp(value, "0") == 0)
+        else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "0") == 0)
             *(bool *)field = false;
         else {
             snprintf(err, errlen, "[%s] %s: '%s' is not true/false", it->section, it->key, value);

@@ -22,11 +22,17 @@ struct conf_item {
 };
 
 #define CONF_STR_ITEM(sec, k, type_, field, dflt, help)                                            \
-    {sec, k, CONF_STR, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 0, dflt, help}
+    {                                                                                              \
+        sec, k, CONF_STR, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 0, dflt, help    \
+    }
 #define CONF_INT_ITEM(sec, k, type_, field, lo, hi, dflt, help)                                    \
-    {sec, k, CONF_INT, offsetof(type_, field), sizeof(((type_ *)0)->field), lo, hi, dflt, help}
+    {                                                                                              \
+        sec, k, CONF_INT, offsetof(type_, field), sizeof(((type_ *)0)->field), lo, hi, dflt, help  \
+    }
 #define CONF_BOOL_ITEM(sec, k, type_, field, dflt, help)                                           \
-    {sec, k, CONF_BOOL, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 1, dflt, help}
+    {                                                                                              \
+        sec, k, CONF_BOOL, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 1, dflt, help   \
+    }
 
 /* Sets every item of target to its default. */
 void conf_defaults(const struct conf_item *items, size_t n, void *target);

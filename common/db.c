@@ -161,7 +161,8 @@ db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
     struct stat st;
     cal_status rc = CAL_OK;
     if (fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
-        snprintf(err, errlen, "password_file %s must not be readable by group or others (chmod 600)",
+        snprintf(err, errlen,
+                 "password_file %s must not be readable by group or others (chmod 600)",
                  conf->password_file);
         rc = CAL_EINVAL;
         goto out;

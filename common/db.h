@@ -14,15 +14,15 @@ struct db_conf {
     char host[256];
     unsigned port;
     char user[64];
-    char password[128];      /* filled from password_file by db_conf_read_password() */
+    char password[128]; /* filled from password_file by db_conf_read_password() */
     char password_file[512];
     char database[65];
-    unsigned connect_timeout_ms; /* 0 = 2000 */
-    unsigned read_timeout_ms;    /* 0 = 5000 */
-    unsigned write_timeout_ms;   /* 0 = 5000 */
+    unsigned connect_timeout_ms;  /* 0 = 2000 */
+    unsigned read_timeout_ms;     /* 0 = 5000 */
+    unsigned write_timeout_ms;    /* 0 = 5000 */
     unsigned lock_wait_timeout_s; /* innodb_lock_wait_timeout of the session; 0 = 5 */
-    bool tls;                /* require TLS to the server */
-    bool tls_verify;         /* verify the server certificate against tls_ca */
+    bool tls;                     /* require TLS to the server */
+    bool tls_verify;              /* verify the server certificate against tls_ca */
     char tls_ca[512];
 };
 

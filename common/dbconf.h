@@ -17,17 +17,18 @@
     CONF_STR_ITEM(sec, "user", T, f.user, "cal_app", "database user"),                             \
         CONF_STR_ITEM(sec, "password_file", T, f.password_file, "",                                \
                       "file holding the password (mode 0600); never put it on a command line"),    \
-        CONF_INT_ITEM(sec, "connect_timeout_ms", T, f.connect_timeout_ms, 100, 60000, "2000",     \
+        CONF_INT_ITEM(sec, "connect_timeout_ms", T, f.connect_timeout_ms, 100, 60000, "2000",      \
                       "connect timeout"),                                                          \
-        CONF_INT_ITEM(sec, "read_timeout_ms", T, f.read_timeout_ms, 1000, 600000, "5000",         \
+        CONF_INT_ITEM(sec, "read_timeout_ms", T, f.read_timeout_ms, 1000, 600000, "5000",          \
                       "timeout of every read from the server (whole seconds, rounded up)"),        \
-        CONF_INT_ITEM(sec, "write_timeout_ms", T, f.write_timeout_ms, 1000, 600000, "5000",       \
+        CONF_INT_ITEM(sec, "write_timeout_ms", T, f.write_timeout_ms, 1000, 600000, "5000",        \
                       "timeout of every write to the server (whole seconds, rounded up)"),         \
         CONF_INT_ITEM(sec, "lock_wait_timeout_s", T, f.lock_wait_timeout_s, 1, 3600, "5",          \
                       "innodb_lock_wait_timeout of each session"),                                 \
         CONF_BOOL_ITEM(sec, "tls", T, f.tls, "false", "require TLS to the server"),                \
         CONF_BOOL_ITEM(sec, "tls_verify", T, f.tls_verify, "true",                                 \
                        "verify the server certificate against tls_ca when tls is on"),             \
-        CONF_STR_ITEM(sec, "tls_ca", T, f.tls_ca, "", "CA bundle that signed the server certificate")
+        CONF_STR_ITEM(sec, "tls_ca", T, f.tls_ca, "",                                              \
+                      "CA bundle that signed the server certificate")
 
 #endif

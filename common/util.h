@@ -14,8 +14,8 @@ void *cal_calloc(size_t n, size_t size);
 void *cal_realloc(void *p, size_t size);
 char *cal_strndup(const char *s, size_t len);
 
-uint64_t cal_now_ms(void);      /* CLOCK_REALTIME, ms since epoch */
-uint64_t cal_mono_us(void);     /* CLOCK_MONOTONIC, microseconds */
+uint64_t cal_now_ms(void);  /* CLOCK_REALTIME, ms since epoch */
+uint64_t cal_mono_us(void); /* CLOCK_MONOTONIC, microseconds */
 void cal_sleep_ms(unsigned ms);
 
 /* Thread-safe fast PRNG (per-thread xorshift seeded from getrandom). */

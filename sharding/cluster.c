@@ -7,8 +7,8 @@
 #include "common/util.h"
 
 cal_status
-cluster_open(struct cluster *c, const struct db_conf *catalog_conf, const struct db_conf *shard_conf,
-             char *err, size_t errlen)
+cluster_open(struct cluster *c, const struct db_conf *catalog_conf,
+             const struct db_conf *shard_conf, char *err, size_t errlen)
 {
     memset(c, 0, sizeof(*c));
     c->catalog_conf = *catalog_conf;

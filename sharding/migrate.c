@@ -14,12 +14,11 @@
 
 #define MAX_FILES 256
 
-static const char SQL_CREATE[] =
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    " version INT UNSIGNED NOT NULL PRIMARY KEY,"
-    " name VARCHAR(255) NOT NULL,"
-    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
-    ") ENGINE=InnoDB";
+static const char SQL_CREATE[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                 " version INT UNSIGNED NOT NULL PRIMARY KEY,"
+                                 " name VARCHAR(255) NOT NULL,"
+                                 " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                                 ") ENGINE=InnoDB";
 static const char SQL_VERSION[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations";
 static const char SQL_HAS[] = "SELECT 1 FROM schema_migrations WHERE version = ?";
 static const char SQL_RECORD[] = "INSERT INTO schema_migrations (version, name) VALUES (?, ?)";

@@ -75,8 +75,11 @@ report(const struct move_opts *o, const struct move_rec *m)
 {
     if (o->progress == NULL)
         return;
-    struct move_progress p = {.move_id = m->move_id, .vbucket = m->vbucket, .source = m->source,
-                              .target = m->target, .phase = m->phase,
+    struct move_progress p = {.move_id = m->move_id,
+                              .vbucket = m->vbucket,
+                              .source = m->source,
+                              .target = m->target,
+                              .phase = m->phase,
                               .rows_copied = m->rows_copied,
                               .elapsed_s = (double)(cal_mono_us() - m->start_us) / 1e6,
                               .freeze_ms = m->freeze_ms};
@@ -352,8 +355,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
 
 /* The fenced cutover on the source; see move.h. */
 static cal_status
-phase_cutover(struct move_rec *m, struct db *src, struct db *dst,
-              const struct move_opts *o, char *err, size_t errlen)
+phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct move_opts *o,
+              char *err, size_t errlen)
 {
     bool owned;
     cal_status rc = owns(src, SQL_OWNS, m->vbucket, &owned, err, errlen);
@@ -431,8 +434,7 @@ fail:
 }
 
 static cal_status
-run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err,
-         size_t errlen)
+run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err, size_t errlen)
 {
     struct db *src = cluster_shard(c, m->source, err, errlen);
     struct db *dst = src ? cluster_shard(c, m->target, err, errlen) : NULL;
@@ -484,8 +486,11 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
         snprintf(err, errlen, "no vbucket %u or no shard %u", vbucket, target);
         return CAL_EINVAL;
     }
-    struct move_rec m = {.vbucket = vbucket, .source = c->map->owner[vbucket], .target = target,
-                         .old_epoch = c->map->epoch[vbucket], .freeze_ms = -1,
+    struct move_rec m = {.vbucket = vbucket,
+                         .source = c->map->owner[vbucket],
+                         .target = target,
+                         .old_epoch = c->map->epoch[vbucket],
+                         .freeze_ms = -1,
                          .start_us = cal_mono_us()};
     if (m.source == target) {
         snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);

@@ -30,7 +30,7 @@ struct move_progress {
 };
 
 struct move_opts {
-    unsigned max_freeze_ms; /* a cutover whose last delta would take longer catches up first */
+    unsigned max_freeze_ms;  /* a cutover whose last delta would take longer catches up first */
     const char *crash_after; /* tests: SIGKILL ourselves after this phase is durable */
     void (*progress)(const struct move_progress *p);
 };

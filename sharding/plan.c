@@ -64,8 +64,8 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
             cap = cap ? cap * 2 : 64;
             *moves = cal_realloc(*moves, cap * sizeof(**moves));
         }
-        (*moves)[n++] = (struct plan_move){pick, shards[donor].shard_id, shards[recv].shard_id,
-                                           listings[pick]};
+        (*moves)[n++] =
+            (struct plan_move){pick, shards[donor].shard_id, shards[recv].shard_id, listings[pick]};
         where[pick] = shards[recv].shard_id;
         load[donor] -= pick_w;
         load[recv] += pick_w;

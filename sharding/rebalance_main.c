@@ -117,8 +117,8 @@ static int
 cmd_status(struct cluster *c)
 {
     char err[512];
-    printf("%-6s %-9s %-28s %9s %9s %9s %13s\n", "shard", "state", "address", "vbuckets",
-           "owned", "listings", "nights+resv");
+    printf("%-6s %-9s %-28s %9s %9s %9s %13s\n", "shard", "state", "address", "vbuckets", "owned",
+           "listings", "nights+resv");
     for (size_t s = 0; s < c->map->nshards; s++) {
         const struct shard_info *si = &c->map->shards[s];
         unsigned mapped = 0;
@@ -131,8 +131,8 @@ cmd_status(struct cluster *c)
         struct db_val col[4];
         if (db == NULL || db_query(db, SQL_COUNTS, NULL, 0, &st, err, sizeof(err)) != CAL_OK ||
             db_fetch(st, col, 4, err, sizeof(err)) <= 0) {
-            printf("%-6u %-9s %-28s %9u  unreachable: %s\n", si->shard_id, si->state, addr,
-                   mapped, err);
+            printf("%-6u %-9s %-28s %9u  unreachable: %s\n", si->shard_id, si->state, addr, mapped,
+                   err);
             continue;
         }
         cluster_drain(st);
@@ -189,8 +189,8 @@ cmd_add_shard(struct cluster *c)
         if (si->shard_id >= id)
             id = si->shard_id + 1;
     }
-    if (catalog_register_shard(c->catalog, id, sc.host, sc.port, sc.database, err,
-                               sizeof(err)) != CAL_OK) {
+    if (catalog_register_shard(c->catalog, id, sc.host, sc.port, sc.database, err, sizeof(err)) !=
+        CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         return 1;
     }
@@ -225,8 +225,8 @@ cmd_move(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: move needs --vbucket N --to SHARD\n");
         return 2;
     }
-    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
-                           .progress = progress};
+    struct move_opts mo = {
+        .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
     struct move_progress res;
     if (move_vbucket(c, (uint32_t)opt.vbucket, (uint32_t)opt.to, &mo, &res, err, sizeof(err)) !=
         CAL_OK) {
@@ -255,8 +255,8 @@ run_worker(void *arg)
         w->failed++;
         return NULL;
     }
-    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
-                           .progress = progress};
+    struct move_opts mo = {
+        .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
     for (;;) {
         pthread_mutex_lock(&out_lock);
         size_t i = (*w->next)++;
@@ -351,8 +351,8 @@ cmd_resume(struct cluster *c)
 {
     char err[512];
     unsigned resumed;
-    struct move_opts mo = {.max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after,
-                           .progress = progress};
+    struct move_opts mo = {
+        .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
     if (move_resume(c, &mo, &resumed, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: resume: %s\n", err);
         return 1;
@@ -364,29 +364,55 @@ cmd_resume(struct cluster *c)
 int
 main(int argc, char **argv)
 {
-    static const struct option lopts[] = {
-        {"config", required_argument, NULL, 'c'},  {"schema-dir", required_argument, NULL, 'S'},
-        {"vbucket", required_argument, NULL, 'v'}, {"to", required_argument, NULL, 't'},
-        {"shard", required_argument, NULL, 's'},   {"parallel", required_argument, NULL, 'p'},
-        {"max-freeze-ms", required_argument, NULL, 'f'},
-        {"dry-run", no_argument, NULL, 'n'},       {"crash-after", required_argument, NULL, 'K'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option lopts[] = {{"config", required_argument, NULL, 'c'},
+                                          {"schema-dir", required_argument, NULL, 'S'},
+                                          {"vbucket", required_argument, NULL, 'v'},
+                                          {"to", required_argument, NULL, 't'},
+                                          {"shard", required_argument, NULL, 's'},
+                                          {"parallel", required_argument, NULL, 'p'},
+                                          {"max-freeze-ms", required_argument, NULL, 'f'},
+                                          {"dry-run", no_argument, NULL, 'n'},
+                                          {"crash-after", required_argument, NULL, 'K'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     char err[512];
     int ch;
     migrate_default_dir(opt.schema, sizeof(opt.schema));
     while ((ch = getopt_long(argc, argv, "hc:", lopts, NULL)) != -1) {
         switch (ch) {
-        case 'c': opt.config = optarg; break;
-        case 'S': cal_strlcpy(opt.schema, optarg, sizeof(opt.schema)); break;
-        case 'v': opt.vbucket = strtoll(optarg, NULL, 10); break;
-        case 't': opt.to = strtoll(optarg, NULL, 10); break;
-        case 's': opt.shard = optarg; break;
-        case 'p': opt.parallel = atoi(optarg); break;
-        case 'f': opt.max_freeze_ms = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'n': opt.dry_run = true; break;
-        case 'K': opt.crash_after = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            opt.config = optarg;
+            break;
+        case 'S':
+            cal_strlcpy(opt.schema, optarg, sizeof(opt.schema));
+            break;
+        case 'v':
+            opt.vbucket = strtoll(optarg, NULL, 10);
+            break;
+        case 't':
+            opt.to = strtoll(optarg, NULL, 10);
+            break;
+        case 's':
+            opt.shard = optarg;
+            break;
+        case 'p':
+            opt.parallel = atoi(optarg);
+            break;
+        case 'f':
+            opt.max_freeze_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'n':
+            opt.dry_run = true;
+            break;
+        case 'K':
+            opt.crash_after = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1 || opt.config == NULL) {

@@ -19,8 +19,8 @@ struct shard_info {
 
 struct shardmap {
     uint32_t num_vbuckets;
-    uint32_t *owner;  /* [num_vbuckets] shard_id */
-    uint64_t *epoch;  /* [num_vbuckets] */
+    uint32_t *owner; /* [num_vbuckets] shard_id */
+    uint64_t *epoch; /* [num_vbuckets] */
     size_t nshards;
     struct shard_info *shards;
 };

@@ -113,9 +113,8 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
 }
 
 static const char SQL_OWNER_ROWS[] = "SELECT vbucket, epoch FROM vbucket_owner";
-static const char SQL_HOLDS[] =
-    "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
-    " UNION SELECT vbucket FROM reservations";
+static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
+                                " UNION SELECT vbucket FROM reservations";
 
 cal_status
 verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out, char *err,

@@ -27,8 +27,8 @@ insert_rows(struct db *db, const char *head, const char *row, size_t nrows, size
 
 cal_status
 vbseed_run(const struct testenv *env, const struct bench_routes *routes, uint32_t vbucket,
-           uint64_t first_id, uint64_t count, int32_t day0, uint64_t *lo, uint64_t *hi,
-           char *err, size_t errlen)
+           uint64_t first_id, uint64_t count, int32_t day0, uint64_t *lo, uint64_t *hi, char *err,
+           size_t errlen)
 {
     uint64_t *ids = cal_malloc(CHUNK * sizeof(*ids));
     struct db_val *p = cal_malloc(CHUNK * 12 * 8 * sizeof(*p));

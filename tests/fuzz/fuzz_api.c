@@ -15,14 +15,20 @@ static struct service *svc;
 static void
 setup(void)
 {
-    struct router_conf rc = {.pool_size = 1, .pool_wait_ms = 1, .refresh_interval_ms = 600000,
-                             .breaker_threshold = 1, .breaker_cooldown_ms = 1};
+    struct router_conf rc = {.pool_size = 1,
+                             .pool_wait_ms = 1,
+                             .refresh_interval_ms = 600000,
+                             .breaker_threshold = 1,
+                             .breaker_cooldown_ms = 1};
     strcpy(rc.catalog.host, "127.0.0.1");
     rc.catalog.port = 1; /* nothing listens: connect is refused at once */
     rc.catalog.connect_timeout_ms = 100;
     struct avail_conf ac = {.ttl_s = 1, .lease_ttl_s = 1};
-    struct service_conf sc = {.max_attempts = 2, .backoff_base_ms = 0, .backoff_max_ms = 0,
-                              .max_search_listings = 1000, .deadline_ms = 100};
+    struct service_conf sc = {.max_attempts = 2,
+                              .backoff_base_ms = 0,
+                              .backoff_max_ms = 0,
+                              .max_search_listings = 1000,
+                              .deadline_ms = 100};
     char err[256];
     log_set_level(LOG_ERROR);
     svc = service_create(&sc, router_create(&rc), avail_create(&ac, err, sizeof(err)));

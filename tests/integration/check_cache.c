@@ -117,7 +117,7 @@ START_TEST(stale_fill_after_invalidation_is_dropped)
     struct avail_item item = {.listing_id = id};
     avail_lookup(avail, &item, 1, from, to);
     ck_assert(!item.hit);
-    fake_db_read(&item, from, 3); /* read before the write */
+    fake_db_read(&item, from, 3);          /* read before the write */
     avail_invalidate(avail, id, from, to); /* the write's delete lands first */
     avail_fill(avail, &item, 1, from, to);
     calendar_read_clear(&item.read);
@@ -188,8 +188,8 @@ START_TEST(multi_get_answers_repeated_keys)
     cachekey_listing(testenv_random48(), other);
     ck_assert(cache_set(c, key, strlen(key), "v1", 2, 60, err, sizeof(err)) == CAL_OK);
     ck_assert(cache_set(c, other, strlen(other), "v2", 2, 60, err, sizeof(err)) == CAL_OK);
-    struct cache_item it[5] = {{.key = key}, {.key = other}, {.key = key}, {.key = key},
-                               {.key = other}};
+    struct cache_item it[5] = {
+        {.key = key}, {.key = other}, {.key = key}, {.key = key}, {.key = other}};
     for (int i = 0; i < 5; i++)
         it[i].keylen = strlen(it[i].key);
     ck_assert(cache_get_multi(c, it, 5, err, sizeof(err)) == CAL_OK);
@@ -213,8 +213,8 @@ request(struct http_client *h, const char *method, const char *url, const char *
         headers[0] = hdr;
     }
     http_response_init(resp);
-    ck_assert_msg(http_request(h, method, url, headers, body, body ? strlen(body) : 0, 10000,
-                               resp, err, sizeof(err)) == CAL_OK,
+    ck_assert_msg(http_request(h, method, url, headers, body, body ? strlen(body) : 0, 10000, resp,
+                               err, sizeof(err)) == CAL_OK,
                   "%s %s: %s", method, url, err);
     return resp->status;
 }
@@ -232,8 +232,7 @@ START_TEST(writes_invalidate_cached_availability)
     testenv_format_date(testenv_today() + 62, d2, sizeof(d2));
     testenv_format_date(testenv_today() + 64, d3, sizeof(d3));
     snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
-    ck_assert_int_eq(request(h, "PUT", url,
-                             NULL,
+    ck_assert_int_eq(request(h, "PUT", url, NULL,
                              "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
                              "\"max_nights\":9}",
                              &r),

@@ -30,8 +30,8 @@ setup(void)
     h = http_client_create();
 }
 
-static long api(struct http_response *r, const char *method, const char *body, const char *fmt,
-                ...) __attribute__((format(printf, 4, 5)));
+static long api(struct http_response *r, const char *method, const char *body, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static long
 api(struct http_response *r, const char *method, const char *body, const char *fmt, ...)
@@ -92,8 +92,8 @@ owner_index(uint64_t id)
         ck_assert_msg(db != NULL, "%s", err);
         struct db_stmt *st;
         struct db_val p[1] = {DB_INT_V(vb)}, c[1];
-        ck_assert(db_query(db, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", p, 1, &st,
-                           err, sizeof(err)) == CAL_OK);
+        ck_assert(db_query(db, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", p, 1, &st, err,
+                           sizeof(err)) == CAL_OK);
         int found = db_fetch(st, c, 1, err, sizeof(err));
         while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
             ;
@@ -233,8 +233,9 @@ START_TEST(sigkill_relay_and_invalidator_loses_nothing)
     stack_restart("invalidator");
     for (int i = 0; i < N; i++) {
         long ms = wait_status(ids[i], from, from + 1, "blocked", 30000);
-        ck_assert_msg(ms >= 0, "listing %d: the change made around the kill never reached the "
-                               "cache",
+        ck_assert_msg(ms >= 0,
+                      "listing %d: the change made around the kill never reached the "
+                      "cache",
                       i);
     }
     http_client_destroy(h);
@@ -256,8 +257,7 @@ START_TEST(stalled_memcached_keeps_reads_correct)
     struct http_response r;
     testenv_format_date(from + 3, d1, sizeof(d1));
     testenv_format_date(from + 4, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d1,
-             d2);
+    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d1, d2);
     long code = api(&r, "POST", body, "/v1/listings/%llu/calendar", (unsigned long long)id);
     http_response_deinit(&r);
     struct timespec t0, t1;

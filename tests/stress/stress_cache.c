@@ -118,7 +118,7 @@ one_pass(const struct testenv *env, const struct stress_conf *conf, struct cache
     size_t nk = nmonths + 1, n = conf->nlistings * nk;
     struct truth *t = cal_calloc(conf->nlistings, sizeof(*t));
     struct cache_item *ci = cal_calloc(n, sizeof(*ci));
-    char (*keys)[CACHEKEY_MAX] = cal_malloc(n * CACHEKEY_MAX);
+    char(*keys)[CACHEKEY_MAX] = cal_malloc(n * CACHEKEY_MAX);
     int rc = -1;
     /* Cache first, then SQL: a value that was right when read and changed
      * since is then still compared with a newer truth only if the

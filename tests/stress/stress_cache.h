@@ -14,8 +14,7 @@
  * 200 ms while anything differs, at most wait_ms (the CDC lag draining).
  * *mismatches gets the count of the last pass; *checked the values compared.
  * Returns 0, or -1 with err when memcached or SQL could not be read. */
-int stress_cache_check(const struct testenv *env, const struct stress_conf *conf,
-                       unsigned wait_ms, int64_t *mismatches, uint64_t *checked, char *err,
-                       size_t errlen);
+int stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
+                       int64_t *mismatches, uint64_t *checked, char *err, size_t errlen);
 
 #endif

@@ -398,8 +398,8 @@ main(int argc, char **argv)
         }
         fprintf(stderr, "calendar-stress: cache check: %llu cached values compared, %lld stale\n",
                 (unsigned long long)compared, (long long)stale);
-        verdict.cache_mismatches = (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) +
-                                   stale;
+        verdict.cache_mismatches =
+            (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
     }
     print_result(&conf, &stats, &verdict, duration);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;

@@ -9,8 +9,12 @@
 static struct listing
 make_listing(void)
 {
-    struct listing l = {.listing_id = 42, .default_price = 10000, .min_nights = 2,
-                        .max_nights = 5, .rules_version = 3, .version = 9};
+    struct listing l = {.listing_id = 42,
+                        .default_price = 10000,
+                        .min_nights = 2,
+                        .max_nights = 5,
+                        .rules_version = 3,
+                        .version = 9};
     memcpy(l.currency, "USD", 4);
     return l;
 }

@@ -70,9 +70,9 @@ START_TEST(config_table)
 {
     struct sample_conf c;
     char err[256];
-    ck_assert_int_eq(load_text("[a]\nport = 8080\n[b]\nbig = 9000000000\non = yes\n", &c, err,
-                               sizeof(err)),
-                     CAL_OK);
+    ck_assert_int_eq(
+        load_text("[a]\nport = 8080\n[b]\nbig = 9000000000\non = yes\n", &c, err, sizeof(err)),
+        CAL_OK);
     ck_assert_str_eq(c.name, "x");
     ck_assert_int_eq(c.port, 8080);
     ck_assert_int_eq(c.big, 9000000000LL);
@@ -94,8 +94,8 @@ START_TEST(dsn_parsing)
     struct db_conf c;
     char err[128];
     memset(&c, 0, sizeof(c));
-    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://app:s3cret@127.0.0.1:3307/calendar_shard0",
-                                       err, sizeof(err)),
+    ck_assert_int_eq(db_conf_parse_dsn(&c, "mysql://app:s3cret@127.0.0.1:3307/calendar_shard0", err,
+                                       sizeof(err)),
                      CAL_OK);
     ck_assert_str_eq(c.user, "app");
     ck_assert_str_eq(c.password, "s3cret");

@@ -69,8 +69,7 @@ START_TEST(booking_dates)
     struct booking_request r;
     struct api_error e = {0};
     ck_assert(request_parse_booking(
-        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":7}"), &r,
-        &e));
+        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":7}"), &r, &e));
     ck_assert_int_eq(r.check_out - r.check_in, 2);
     ck_assert_uint_eq(r.guest_id, 7);
     const char *bad[] = {
@@ -86,8 +85,7 @@ START_TEST(booking_dates)
         BODY("{\"check_in\":20300228,\"check_out\":\"2030-03-02\",\"guest_id\":7}"), &r, &e));
     ck_assert_str_eq(e.code, "invalid_field");
     ck_assert(!request_parse_booking(
-        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":0}"), &r,
-        &e));
+        BODY("{\"check_in\":\"2030-02-28\",\"check_out\":\"2030-03-02\",\"guest_id\":0}"), &r, &e));
     ck_assert_str_eq(e.code, "invalid_field");
     ck_assert(!request_parse_booking(BODY("{\"check_in\":\"2030-02-28\",\"guest_id\":1}"), &r, &e));
     ck_assert_str_eq(e.code, "missing_field");
@@ -106,8 +104,8 @@ START_TEST(calendar_actions)
     ck_assert_int_eq(c.action, CALENDAR_SET_PRICE);
     ck_assert_int_eq(c.price, 900);
     ck_assert(!request_parse_calendar(
-        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"set_price\"}"), today,
-        &c, &e));
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"set_price\"}"), today, &c,
+        &e));
     ck_assert_str_eq(e.code, "missing_field");
     ck_assert(!request_parse_calendar(
         BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"block\",\"price\":1}"),
