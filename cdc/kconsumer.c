@@ -226,7 +226,8 @@ kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
               /* A new group or a lost offset replays from the start: extra
                * deletes are harmless, skipped ones are stale reads. */
               set_conf(rconf, "auto.offset.reset", "earliest", err, errlen) &&
-              set_conf(rconf, "enable.partition.eof", "false", err, errlen);
+              set_conf(rconf, "enable.partition.eof", "false", err, errlen) &&
+              set_conf(rconf, "socket.nagle.disable", "true", err, errlen);
     snprintf(num, sizeof(num), "%u", conf->fetch_wait_max_ms);
     ok = ok && set_conf(rconf, "fetch.wait.max.ms", num, err, errlen);
     if (ok && conf->metadata_refresh_ms > 0) {

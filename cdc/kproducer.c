@@ -74,6 +74,9 @@ kproducer_create(const struct kproducer_conf *c, kproducer_delivery_fn fn, void 
               set(conf, "client.id", c->client_id, err, errlen) &&
               set(conf, "enable.idempotence", "true", err, errlen) &&
               set(conf, "acks", "all", err, errlen) &&
+              /* Small latency-bound batches: Nagle plus delayed ACKs would
+               * add tens of milliseconds to every one. */
+              set(conf, "socket.nagle.disable", "true", err, errlen) &&
               set(conf, "compression.codec", c->compression, err, errlen);
     snprintf(num, sizeof(num), "%d", c->linger_ms);
     ok = ok && set(conf, "linger.ms", num, err, errlen);
