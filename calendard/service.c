@@ -722,12 +722,17 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
     return rc;
 }
 
-static json_t *
-search_result(const struct avail_item *it, int32_t in, int32_t out)
+/* One result of a search, written straight into j (ids, integers, fixed
+ * words and a validated currency code: nothing to escape). */
+static void
+search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_t out)
 {
-    if (!it->read.found)
-        return json_pack("{s:I,s:s}", "listing_id", (json_int_t)it->listing_id, "error",
-                         "listing_not_found");
+    jsonout_lit(j, "{\"listing_id\":");
+    jsonout_int(j, (int64_t)it->listing_id);
+    if (!it->read.found) {
+        jsonout_lit(j, ",\"error\":\"listing_not_found\"}");
+        return;
+    }
     const struct listing *l = &it->read.listing;
     struct booking_plan plan;
     booking_plan_make(l, it->read.rows, it->read.nrows, in, out, &plan);
@@ -738,12 +743,19 @@ search_result(const struct avail_item *it, int32_t in, int32_t out)
         reason = "stay_too_short";
     else if (out - in > l->max_nights)
         reason = "stay_too_long";
-    json_t *r = json_pack("{s:I,s:b,s:I,s:s,s:I}", "listing_id", (json_int_t)it->listing_id,
-                          "available", reason == NULL, "total_price", (json_int_t)plan.total_price,
-                          "currency", l->currency, "version", (json_int_t)l->version);
-    if (reason != NULL)
-        json_object_set_new(r, "reason", json_string(reason));
-    return r;
+    jsonout_lit(j, reason == NULL ? ",\"available\":true" : ",\"available\":false");
+    jsonout_lit(j, ",\"total_price\":");
+    jsonout_int(j, plan.total_price);
+    jsonout_lit(j, ",\"currency\":\"");
+    jsonout_lit(j, l->currency);
+    jsonout_lit(j, "\",\"version\":");
+    jsonout_int(j, (int64_t)l->version);
+    if (reason != NULL) {
+        jsonout_lit(j, ",\"reason\":\"");
+        jsonout_lit(j, reason);
+        jsonout_lit(j, "\"");
+    }
+    jsonout_lit(j, "}");
 }
 
 static void
@@ -766,14 +778,22 @@ handle_search(struct service *svc, const struct api_request *req, struct api_res
         api_error_answer(resp, &e);
     } else {
         avail_fill(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
-        json_t *results = json_array();
-        for (size_t i = 0; i < sreq.n; i++)
-            json_array_append_new(results, search_result(&items[i], sreq.check_in, sreq.check_out));
-        char in[11], out[11];
-        date_format(sreq.check_in, in);
-        date_format(sreq.check_out, out);
-        set_json(resp, 200,
-                 json_pack("{s:s,s:s,s:o}", "check_in", in, "check_out", out, "results", results));
+        struct jsonout j;
+        jsonout_init(&j, 64 + sreq.n * 128);
+        jsonout_lit(&j, "{\"check_in\":");
+        jsonout_date(&j, sreq.check_in);
+        jsonout_lit(&j, ",\"check_out\":");
+        jsonout_date(&j, sreq.check_out);
+        jsonout_lit(&j, ",\"results\":[");
+        for (size_t i = 0; i < sreq.n; i++) {
+            if (i > 0)
+                jsonout_lit(&j, ",");
+            search_result(&j, &items[i], sreq.check_in, sreq.check_out);
+        }
+        jsonout_lit(&j, "]}");
+        resp->status = 200;
+        resp->content_type = "application/json";
+        resp->body = jsonout_finish(&j, &resp->body_len);
     }
     for (size_t i = 0; i < sreq.n; i++)
         calendar_read_clear(&items[i].read);
