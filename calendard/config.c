@@ -9,7 +9,7 @@
 #include "common/util.h"
 
 #define C struct calendard_conf
-static const struct conf_item conf_items[] = {
+const struct conf_item config_items[] = {
     CONF_STR_ITEM("server", "listen", C, http.listen, "127.0.0.1", "IPv4 address to listen on"),
     CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
     CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",
@@ -58,13 +58,14 @@ static const struct conf_item conf_items[] = {
     CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
 };
 #undef C
+const size_t config_nitems = sizeof(config_items) / sizeof(config_items[0]);
 
 cal_status
 config_load(const char *path, struct calendard_conf *conf, char *err, size_t errlen)
 {
     memset(conf, 0, sizeof(*conf));
-    conf_defaults(conf_items, CAL_ARRAY_LEN(conf_items), conf);
-    cal_status rc = conf_load(conf_items, CAL_ARRAY_LEN(conf_items), conf, path, err, errlen);
+    conf_defaults(config_items, config_nitems, conf);
+    cal_status rc = conf_load(config_items, config_nitems, conf, path, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (log_level_parse(conf->log_level) < 0) {
@@ -78,10 +79,4 @@ config_load(const char *path, struct calendard_conf *conf, char *err, size_t err
     if ((rc = db_conf_read_password(&conf->catalog, err, errlen)) != CAL_OK)
         return rc;
     return db_conf_read_password(&conf->shard, err, errlen);
-}
-
-void
-config_print_sample(FILE *out)
-{
-    conf_print_sample(conf_items, CAL_ARRAY_LEN(conf_items), out);
 }

@@ -8,6 +8,7 @@
 
 #include "calendard/avail.h"
 #include "calendard/http.h"
+#include "common/conf.h"
 #include "common/db.h"
 
 struct calendard_conf {
@@ -33,7 +34,8 @@ struct calendard_conf {
  * value is an error naming the file and line. */
 cal_status config_load(const char *path, struct calendard_conf *conf, char *err, size_t errlen);
 
-/* Annotated sample configuration with every default. */
-void config_print_sample(FILE *out);
+/* The table of every key, for --sample-config. */
+extern const struct conf_item config_items[];
+extern const size_t config_nitems;
 
 #endif

@@ -1,6 +1,5 @@
 /* calendard: parses arguments, loads the config, wires router, service and
  * HTTP front, and runs until SIGINT or SIGTERM. */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 
 #include "calendard/config.h"
+#include "common/cli.h"
 #include "calendard/http.h"
 #include "calendard/router.h"
 #include "calendard/service.h"
@@ -34,37 +34,13 @@ usage(FILE *out)
 int
 main(int argc, char **argv)
 {
-    const char *config = NULL;
-    bool check_only = false;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check-config", no_argument, NULL, 'k'},
-                                         {"sample-config", no_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'k':
-            check_only = true;
-            break;
-        case 's':
-            config_print_sample(stdout);
-            return 0;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (config == NULL || optind != argc) {
-        usage(stderr);
+    const char *config;
+    enum cli_action action = cli_parse(argc, argv, usage, config_items, config_nitems, &config);
+    if (action == CLI_EXIT_OK)
+        return 0;
+    if (action == CLI_EXIT_USAGE)
         return 2;
-    }
+    bool check_only = action == CLI_CHECK;
     struct calendard_conf conf;
     char err[512];
     if (config_load(config, &conf, err, sizeof(err)) != CAL_OK) {

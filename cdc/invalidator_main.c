@@ -1,7 +1,6 @@
 /* calendar-cdc-invalidator: parses arguments, loads the config, wires the
  * Kafka consumer, memcached and the metrics endpoint, runs until SIGINT or
  * SIGTERM, then commits stored offsets and leaves the consumer group. */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "cdc/invalidator.h"
 #include "cdc/invstats.h"
 #include "cdc/promhttp.h"
+#include "common/cli.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -152,37 +152,14 @@ is_ready(void *opaque)
 int
 main(int argc, char **argv)
 {
-    const char *config = NULL;
-    bool check_only = false;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check-config", no_argument, NULL, 'k'},
-                                         {"sample-config", no_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'k':
-            check_only = true;
-            break;
-        case 's':
-            conf_print_sample(conf_items, CAL_ARRAY_LEN(conf_items), stdout);
-            return 0;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (config == NULL || optind != argc) {
-        usage(stderr);
+    const char *config;
+    enum cli_action action =
+        cli_parse(argc, argv, usage, conf_items, CAL_ARRAY_LEN(conf_items), &config);
+    if (action == CLI_EXIT_OK)
+        return 0;
+    if (action == CLI_EXIT_USAGE)
         return 2;
-    }
+    bool check_only = action == CLI_CHECK;
     struct invalidator_main_conf conf;
     if (load_config(config, &conf) != 0)
         return 2;

@@ -1,6 +1,5 @@
 /* calendar-cdc-relay: streams one shard's binlog to Kafka (see cdc/relay.h).
  * Parses arguments, loads the config table, wires signals, runs. */
-#include <getopt.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,6 +8,7 @@
 
 #include "cdc/event.h"
 #include "cdc/relay.h"
+#include "common/cli.h"
 #include "common/conf.h"
 #include "common/dbconf.h"
 #include "common/log.h"
@@ -125,36 +125,14 @@ usage(FILE *out)
 int
 main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check-config", no_argument, NULL, 'k'},
-                                         {"sample-config", no_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *path = NULL;
-    int check = 0, c;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'k':
-            check = 1;
-            break;
-        case 's':
-            conf_print_sample(conf_items, CAL_ARRAY_LEN(conf_items), stdout);
-            return 0;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (path == NULL || optind != argc) {
-        usage(stderr);
+    const char *path;
+    enum cli_action action =
+        cli_parse(argc, argv, usage, conf_items, CAL_ARRAY_LEN(conf_items), &path);
+    if (action == CLI_EXIT_OK)
+        return 0;
+    if (action == CLI_EXIT_USAGE)
         return 2;
-    }
+    int check = action == CLI_CHECK;
     struct relay_main_conf *conf = cal_calloc(1, sizeof(*conf));
     char err[512];
     conf_defaults(conf_items, CAL_ARRAY_LEN(conf_items), conf);
