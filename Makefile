@@ -190,5 +190,6 @@ clean:
 	rm -rf $(BUILD) bin
 
 include tests/bench/bench.mk
+include tests/faults/faults.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

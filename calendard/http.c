@@ -141,8 +141,17 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void
 on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char msg[512];
+    /* A connection flood makes MHD log one line per refused connection:
+     * at most one line a second, with how many were suppressed. */
+    static atomic_ullong last_s, suppressed;
     (void)cls;
+    unsigned long long now = cal_mono_us() / 1000000;
+    unsigned long long prev = atomic_load(&last_s);
+    if (prev == now || !atomic_compare_exchange_strong(&last_s, &prev, now)) {
+        atomic_fetch_add(&suppressed, 1);
+        return;
+    }
+    char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
@@ -150,7 +159,8 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
     for (char *p = msg; *p; p++)
         if (*p == '"')
             *p = '\'';
-    log_warn("http", "detail=\"%s\"", msg);
+    log_warn("http", "detail=\"%s\" suppressed_since_last=%llu", msg,
+             atomic_exchange(&suppressed, 0));
 }
 
 struct http_server *

@@ -93,15 +93,27 @@ void
 pool_put(struct pool *pool, struct db *db)
 {
     bool broken = db_broken(db);
+    struct db *stale[64];
+    size_t nstale = 0;
+    pthread_mutex_lock(&pool->lock);
+    if (broken) {
+        pool->open--;
+        /* A lost connection usually means the server restarted: every idle
+         * connection to it is dead too. Handing them out one by one would
+         * fail that many requests (and half-open breaker probes) in a row. */
+        while (pool->nidle > 0 && nstale < CAL_ARRAY_LEN(stale)) {
+            stale[nstale++] = pool->idle[--pool->nidle];
+            pool->open--;
+        }
+    } else {
+        pool->idle[pool->nidle++] = db;
+    }
+    pthread_cond_broadcast(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
     if (broken)
         db_close(db);
-    pthread_mutex_lock(&pool->lock);
-    if (broken)
-        pool->open--;
-    else
-        pool->idle[pool->nidle++] = db;
-    pthread_cond_signal(&pool->freed);
-    pthread_mutex_unlock(&pool->lock);
+    for (size_t i = 0; i < nstale; i++)
+        db_close(stale[i]);
 }
 
 unsigned

@@ -19,7 +19,8 @@ void pool_destroy(struct pool *pool); /* pool_destroy(NULL) is a no-op */
  * connecting failed (err says why). */
 cal_status pool_get(struct pool *pool, struct db **db, char *err, size_t errlen);
 
-/* Returns db to the pool, or closes it when it is broken. */
+/* Returns db to the pool; a broken db is closed together with every idle
+ * connection (after a server restart they are all dead). */
 void pool_put(struct pool *pool, struct db *db);
 
 /* The connection settings the pool connects with. */

@@ -183,6 +183,17 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         metrics_shard(rt.shard_index, SHARD_OPS);
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
         pool_put(rt.pool, db);
+        if (rc == CAL_EUNAVAIL && lost == 0) {
+            /* A pooled connection found dead (the pool dropped its idle
+             * ones with it): retry at once on a fresh connection before it
+             * counts against the shard, keeping a half-open probe slot. */
+            lost++;
+            metrics_shard(rt.shard_index, SHARD_ERROR);
+            log_warn("shard connection lost", "shard=%u error=\"%s\"", rt.shard_id, err);
+            breaker_cancel(rt.breaker);
+            attempt--; /* not a try of its own */
+            continue;
+        }
         breaker_record(rt.breaker, rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN, cal_mono_us());
         if (rc == CAL_ECONFLICT) {
             metrics_shard(rt.shard_index, SHARD_CONFLICT);
@@ -195,15 +206,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
                 log_warn("shard map reload failed", "error=\"%s\"", e2);
             continue;
         }
-        if (rc == CAL_EUNAVAIL) {
-            /* The connection broke before COMMIT: the transaction rolled back.
-             * One retry on a fresh connection; a second loss means the shard
-             * is down or hung, not that a pooled connection went stale. */
-            metrics_shard(rt.shard_index, SHARD_ERROR);
-            log_warn("shard connection lost", "shard=%u error=\"%s\"", rt.shard_id, err);
-            if (++lost < 2)
-                continue;
-        }
+        /* A second lost connection in one request: the shard is down or
+         * hung, not merely a stale pooled connection; give up. */
         break;
     }
     switch (rc) {

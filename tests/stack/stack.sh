@@ -49,7 +49,8 @@ Commands:
 
 Options:
   --dir DIR      state directory (created; no whitespace in the path)
-  --free-ports   pick free loopback ports in 20000-60000 instead of the fixed ones
+  --free-ports   pick free loopback ports in 20000-32767 (below the kernel's ephemeral
+                 range, so an outgoing connection cannot take one first)
   --shards N     number of MariaDB shards, 1-16 (default 2)
   --spare-shards K  also start K more MariaDB instances with databases and users
                  but outside the cluster (stack.env: SPARE_SHARD), for add-shard
@@ -236,13 +237,13 @@ USED_PORTS=" "
 pick_free_port() {
     local tries
     for ((tries = 0; tries < 200; tries++)); do
-        PORT=$((((RANDOM << 15) | RANDOM) % 40001 + 20000))
+        PORT=$((((RANDOM << 15) | RANDOM) % 12768 + 20000))
         [[ $USED_PORTS == *" $PORT "* ]] && continue
         port_in_use "$PORT" && continue
         USED_PORTS+="$PORT "
         return 0
     done
-    die "no free loopback port found in 20000-60000"
+    die "no free loopback port found in 20000-32767"
 }
 
 fixed_port() {
