@@ -591,7 +591,14 @@ void
 store_book_many(struct db *db, struct store_booking *b, size_t n)
 {
     char err[256];
-    cal_status rc = db_begin(db, err, sizeof(err));
+    cal_status rc;
+    if (n == 1) {
+        /* Alone: the plain transaction is the shortest (no version read). */
+        b[0].rc = store_book(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen, b[0].err,
+                             sizeof(b[0].err));
+        return;
+    }
+    rc = db_begin(db, err, sizeof(err));
     if (rc == CAL_OK && (rc = book_combined(db, b, n, err, sizeof(err))) == CAL_OK) {
         rc = db_commit(db, err, sizeof(err));
         for (size_t i = 0; i < n; i++)
@@ -619,7 +626,9 @@ store_book_many(struct db *db, struct store_booking *b, size_t n)
                                       b[i].err, sizeof(b[i].err));
         if (b[i].rc != CAL_OK &&
             (db_broken(db) || db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) != CAL_OK)) {
-            rc = CAL_EUNAVAIL;
+            /* A deadlock rolls the whole transaction back, savepoints and
+             * all: every booking of the batch retries, none is lost. */
+            rc = db_broken(db) ? CAL_EUNAVAIL : CAL_ECONFLICT;
             goto all_failed;
         }
     }

@@ -55,12 +55,12 @@ struct store_booking {
     char err[256];
 };
 
-/* Commits bookings of distinct listings of one shard in one transaction,
- * so they share one COMMIT (one durable flush). First all in combined
- * statements (a handful of round trips for the whole batch); if anything
- * fails, again with one savepoint per booking, so a conflict fails only its
- * own booking. Each b[i].rc is what store_book() would have answered;
- * CAL_OK only after the shared COMMIT returned. */
+/* Commits bookings of one shard in one transaction, so they share one
+ * COMMIT (one durable flush). First all in combined statements (a handful
+ * of round trips for the whole batch); if anything fails, again with one
+ * savepoint per booking, so a conflict fails only its own booking. A batch
+ * of one is a plain store_book(). Each b[i].rc is what store_book() would
+ * have answered; CAL_OK only after the shared COMMIT returned. */
 void store_book_many(struct db *db, struct store_booking *b, size_t n);
 
 /* The reservation recorded under an idempotency key. CAL_ENOTFOUND. */
