@@ -8,6 +8,7 @@ PACKAGES=(
     libmemcached-dev memcached librdkafka-dev check libsubunit-dev
     libmicrohttpd-dev libjansson-dev libinih-dev libcurl4-openssl-dev
     pkg-config gcc make kcat wrk gnuplot-nox
+    clang libfuzzer-14-dev clang-format
 )
 
 usage() {
