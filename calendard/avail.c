@@ -2,6 +2,8 @@
 #include "calendard/avail.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,13 +17,127 @@
 
 #define POOL_MAX 256
 
+#define PENDING_MAX 65536
+#define PENDING_RETRY_MS 50
+
+/* A key whose invalidation after a write failed (memcached down or slow):
+ * until a retried delete succeeds, reads of it bypass the cache and fills of
+ * it are dropped, so this daemon still reads its own writes. */
+struct pending {
+    struct pending *next;
+    size_t len;
+    char key[CACHEKEY_MAX];
+};
+
 struct avail {
     struct avail_conf conf;
     bool enabled;
     pthread_mutex_t lock; /* guards pool */
     size_t npool;
     struct cache *pool[POOL_MAX];
+    pthread_mutex_t pending_lock; /* guards pending, overflow */
+    struct pending *pending;
+    size_t npending_list;
+    bool overflow;          /* too many pending keys: every read bypasses the cache */
+    atomic_size_t npending; /* fast path: 0 means nothing to check */
+    pthread_t retrier;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
 };
+
+static struct cache *cache_borrow(struct avail *avail);
+static void cache_return(struct avail *avail, struct cache *c);
+
+static void
+pending_add(struct avail *avail, const char *key, size_t len)
+{
+    pthread_mutex_lock(&avail->pending_lock);
+    bool known = false;
+    for (struct pending *p = avail->pending; p != NULL && !known; p = p->next)
+        known = p->len == len && memcmp(p->key, key, len) == 0;
+    if (!known) {
+        if (avail->npending_list >= PENDING_MAX) {
+            avail->overflow = true;
+        } else {
+            struct pending *p = cal_malloc(sizeof(*p));
+            p->len = len;
+            memcpy(p->key, key, len);
+            p->next = avail->pending;
+            avail->pending = p;
+            avail->npending_list++;
+        }
+        atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
+    }
+    pthread_mutex_unlock(&avail->pending_lock);
+}
+
+/* Is key (or everything, after an overflow) waiting for its delete? */
+static bool
+pending_has(struct avail *avail, const char *key, size_t len)
+{
+    if (atomic_load(&avail->npending) == 0)
+        return false;
+    pthread_mutex_lock(&avail->pending_lock);
+    bool found = avail->overflow;
+    for (struct pending *p = avail->pending; p != NULL && !found; p = p->next)
+        found = p->len == len && memcmp(p->key, key, len) == 0;
+    pthread_mutex_unlock(&avail->pending_lock);
+    return found;
+}
+
+/* Retries the failed invalidations until memcached takes them. After an
+ * overflow the lost keys are unknown, so the whole cache is flushed. */
+static void
+pending_retry(struct avail *avail)
+{
+    struct cache *c = cache_borrow(avail);
+    char err[256];
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&avail->pending_lock);
+    if (avail->overflow && cache_flush(c, err, sizeof(err)) == CAL_OK) {
+        avail->overflow = false;
+        log_info("cache flushed after too many failed invalidations", "%s", "");
+    }
+    struct pending **pp = &avail->pending;
+    while (*pp != NULL) {
+        struct pending *p = *pp;
+        if (cache_delete(c, p->key, p->len, err, sizeof(err)) != CAL_OK)
+            break; /* still down: try again later */
+        *pp = p->next;
+        free(p);
+        avail->npending_list--;
+        metrics_cache(CACHE_INVALIDATION, 1);
+    }
+    atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
+    pthread_mutex_unlock(&avail->pending_lock);
+    cache_return(avail, c);
+}
+
+static void *
+retrier(void *arg)
+{
+    struct avail *avail = arg;
+    pthread_mutex_lock(&avail->stop_lock);
+    while (!avail->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += PENDING_RETRY_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&avail->stop_cond, &avail->stop_lock, &ts);
+        if (avail->stopping || atomic_load(&avail->npending) == 0)
+            continue;
+        pthread_mutex_unlock(&avail->stop_lock);
+        pending_retry(avail);
+        pthread_mutex_lock(&avail->stop_lock);
+    }
+    pthread_mutex_unlock(&avail->stop_lock);
+    return NULL;
+}
 
 struct avail *
 avail_create(const struct avail_conf *conf, char *err, size_t errlen)
@@ -30,6 +146,13 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
     avail->conf = *conf;
     avail->enabled = conf->cache.servers[0] != '\0';
     pthread_mutex_init(&avail->lock, NULL);
+    pthread_mutex_init(&avail->pending_lock, NULL);
+    pthread_mutex_init(&avail->stop_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&avail->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
     if (avail->enabled) {
         /* Validate the server list now, so a typo fails at start. */
         struct cache *c = cache_create(&conf->cache, err, errlen);
@@ -38,6 +161,7 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
             return NULL;
         }
         avail->pool[avail->npool++] = c;
+        pthread_create(&avail->retrier, NULL, retrier, avail);
     }
     return avail;
 }
@@ -47,8 +171,23 @@ avail_destroy(struct avail *avail)
 {
     if (avail == NULL)
         return;
+    if (avail->enabled && avail->npool > 0) {
+        pthread_mutex_lock(&avail->stop_lock);
+        avail->stopping = true;
+        pthread_cond_signal(&avail->stop_cond);
+        pthread_mutex_unlock(&avail->stop_lock);
+        pthread_join(avail->retrier, NULL);
+    }
     for (size_t i = 0; i < avail->npool; i++)
         cache_destroy(avail->pool[i]);
+    while (avail->pending != NULL) {
+        struct pending *p = avail->pending;
+        avail->pending = p->next;
+        free(p);
+    }
+    pthread_cond_destroy(&avail->stop_cond);
+    pthread_mutex_destroy(&avail->stop_lock);
+    pthread_mutex_destroy(&avail->pending_lock);
     pthread_mutex_destroy(&avail->lock);
     free(avail);
 }
@@ -165,6 +304,15 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     unsigned hits = 0, misses = 0;
     for (size_t i = 0; i < n; i++) {
         struct cache_item *row = ci + i * nk;
+        /* A key whose invalidation is still pending may hold a value older
+         * than this daemon's own write: read the shard, fill nothing. */
+        bool bypass = false;
+        for (size_t k = 0; k < nk && !bypass; k++)
+            bypass = pending_has(avail, row[k].key, row[k].keylen);
+        if (bypass) {
+            misses += (unsigned)nk;
+            continue;
+        }
         bool complete = true;
         for (size_t k = 0; k < nk; k++)
             complete = complete && row[k].found && !cacheval_is_lease(row[k].value, row[k].len);
@@ -246,8 +394,10 @@ avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from
     for (size_t j = 0; j < m; j++) {
         struct avail_item *it = &items[owner[j]];
         size_t llen = cacheval_lease(it->token, lease, sizeof(lease));
-        /* Gone (deleted by an invalidation) or replaced: our read may be stale. */
-        if (!ci[j].found || ci[j].len != llen || memcmp(ci[j].value, lease, llen) != 0) {
+        /* Gone (deleted by an invalidation) or replaced, or its
+         * invalidation still pending: our read may be stale. */
+        if (!ci[j].found || ci[j].len != llen || memcmp(ci[j].value, lease, llen) != 0 ||
+            pending_has(avail, ci[j].key, ci[j].keylen)) {
             stale++;
             continue;
         }
@@ -288,18 +438,19 @@ avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t
     size_t lens[AVAIL_MAX_MONTHS + 1];
     size_t nk = item_keys(listing_id, firsts, nmonths, keys, lens);
     struct cache *c = cache_borrow(avail);
-    if (c == NULL)
-        return;
-    char err[256];
+    char err[256] = "no cache handle";
     for (size_t k = 0; k < nk; k++) {
-        if (cache_delete(c, keys[k], lens[k], err, sizeof(err)) == CAL_OK) {
+        if (c != NULL && cache_delete(c, keys[k], lens[k], err, sizeof(err)) == CAL_OK) {
             metrics_cache(CACHE_INVALIDATION, 1);
         } else {
-            /* The CDC invalidator deletes it too; the TTL bounds the rest. */
+            /* Retried in the background (and deleted by the CDC invalidator
+             * too); until then this daemon reads the key from the shard. */
             metrics_cache(CACHE_ERROR, 1);
-            log_warn("cache invalidation failed", "listing=%llu error=\"%s\"",
+            pending_add(avail, keys[k], lens[k]);
+            log_warn("cache invalidation failed, retrying", "listing=%llu error=\"%s\"",
                      (unsigned long long)listing_id, err);
         }
     }
-    cache_return(avail, c);
+    if (c != NULL)
+        cache_return(avail, c);
 }

@@ -1,9 +1,11 @@
 /* Integration tests of the availability cache against the stack's real
  * memcached and calendard: lease-guarded fills, invalidation after writes,
  * fallback when memcached is unreachable. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calendard/avail.h"
 #include "calendard/cacheval.h"
@@ -202,6 +204,57 @@ START_TEST(multi_get_answers_repeated_keys)
 }
 END_TEST
 
+static pid_t
+memcached_pid(void)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/run/memcached.pid", env.stack_dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", path);
+    long pid = 0;
+    ck_assert_int_eq(fscanf(f, "%ld", &pid), 1);
+    fclose(f);
+    return (pid_t)pid;
+}
+
+/* A write whose invalidation fails (memcached stalled) must still be read
+ * back by this daemon once memcached answers again: the key is read from the
+ * shard until a background retry has deleted it. */
+START_TEST(failed_invalidation_still_reads_own_write)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    struct cache *c = make_cache();
+    int32_t from = date_today() + 40, to = from + 3;
+    uint64_t id = testenv_random48();
+    struct avail_item item = {.listing_id = id};
+    avail_lookup(avail, &item, 1, from, to);
+    fake_db_read(&item, from, 4);
+    avail_fill(avail, &item, 1, from, to); /* cached: version 4 */
+    calendar_read_clear(&item.read);
+    pid_t mc = memcached_pid();
+    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    avail_invalidate(avail, id, from, to); /* the write's delete times out */
+    kill(mc, SIGCONT);
+    struct avail_item again = {.listing_id = id};
+    avail_lookup(avail, &again, 1, from, to);
+    ck_assert_msg(!again.hit, "served the value the failed invalidation should have deleted");
+    ck_assert_uint_eq(again.owned, 0); /* and no fill of it either */
+    calendar_read_clear(&again.read);
+    char key[CACHEKEY_MAX];
+    cachekey_listing(id, key);
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; i++) { /* the retry lands within seconds */
+        gone = !key_present(c, key);
+        if (!gone)
+            usleep(50 * 1000);
+    }
+    ck_assert_msg(gone, "the failed invalidation was never retried");
+    cache_destroy(c);
+    avail_destroy(avail);
+}
+END_TEST
+
 static long
 request(struct http_client *h, const char *method, const char *url, const char *key,
         const char *body, struct http_response *resp)
@@ -358,6 +411,7 @@ main(void)
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
+    UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, search_matches_single_reads);
     return unit_run(s);
