@@ -263,6 +263,18 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
     return rc;
 }
 
+/* Appends n comma-separated copies of item at *off. */
+static void
+sql_list(char *buf, size_t size, size_t *off, size_t n, const char *item)
+{
+    for (size_t i = 0; i < n && *off < size; i++)
+        *off += (size_t)snprintf(buf + *off, size - *off, "%s%s", i ? "," : "", item);
+}
+
+#define SQL_NIGHTS_INSERT                                                                          \
+    "INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket) VALUES "
+#define SQL_NIGHTS_INSERT_ROW "(?, FROM_DAYS(?), 'booked', ?, 1, ?)"
+
 /* "UPDATE ... AND (night, version) IN ((FROM_DAYS(?), ?), ...)" for n rows. */
 static void
 sql_update_nights(char *buf, size_t size, size_t n)
@@ -272,8 +284,7 @@ sql_update_nights(char *buf, size_t size, size_t n)
         "UPDATE nights SET status = 'booked', reservation_id = ?, version = version + 1"
         " WHERE listing_id = ? AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?)"
         " AND status = 'available' AND (night, version) IN (");
-    for (size_t i = 0; i < n && off < size; i++)
-        off += (size_t)snprintf(buf + off, size - off, "%s(FROM_DAYS(?), ?)", i ? "," : "");
+    sql_list(buf, size, &off, n, "(FROM_DAYS(?), ?)");
     if (off < size)
         snprintf(buf + off, size - off, ")");
 }
@@ -281,12 +292,8 @@ sql_update_nights(char *buf, size_t size, size_t n)
 static void
 sql_insert_nights(char *buf, size_t size, size_t n)
 {
-    size_t off = (size_t)snprintf(
-        buf, size,
-        "INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket) VALUES ");
-    for (size_t i = 0; i < n && off < size; i++)
-        off += (size_t)snprintf(buf + off, size - off, "%s(?, FROM_DAYS(?), 'booked', ?, 1, ?)",
-                                i ? "," : "");
+    size_t off = (size_t)snprintf(buf, size, "%s", SQL_NIGHTS_INSERT);
+    sql_list(buf, size, &off, n, SQL_NIGHTS_INSERT_ROW);
 }
 
 /* The statements of one booking inside an open transaction that holds the
@@ -374,13 +381,6 @@ store_book(struct db *db, const struct listing *listing, const struct booking_pl
 }
 
 /* ---- many bookings of one shard in one transaction ----------------------- */
-
-static void
-sql_list(char *buf, size_t size, size_t *off, size_t n, const char *item)
-{
-    for (size_t i = 0; i < n && *off < size; i++)
-        *off += (size_t)snprintf(buf + *off, size - *off, "%s%s", i ? "," : "", item);
-}
 
 /* The optimistic combined form: every booking's statements merged into one
  * statement per kind. Any failure rolls the whole batch back (CAL_ECONFLICT
@@ -473,10 +473,7 @@ book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_
         }
     }
     if (nmissing > 0) {
-        off = (size_t)snprintf(sql, cap,
-                               "INSERT INTO nights (listing_id, night, status, reservation_id,"
-                               " version, vbucket) VALUES ");
-        sql_list(sql, cap, &off, nmissing, "(?, FROM_DAYS(?), 'booked', ?, 1, ?)");
+        sql_insert_nights(sql, cap, nmissing);
         k = 0;
         for (size_t i = 0; i < n; i++) {
             for (size_t x = 0; x < b[i].plan->nmissing; x++) {
@@ -803,8 +800,7 @@ sql_read_many(char *buf, size_t size, size_t n)
         " LEFT JOIN nights n ON n.listing_id = l.listing_id"
         "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
         " WHERE l.listing_id IN (");
-    for (size_t i = 0; i < n && off < size; i++)
-        off += (size_t)snprintf(buf + off, size - off, "%s?", i ? "," : "");
+    sql_list(buf, size, &off, n, "?");
     if (off < size)
         snprintf(buf + off, size - off, ") ORDER BY l.listing_id");
 }

@@ -94,10 +94,7 @@ on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
     (void)rk;
     if (strcmp(fac, "CONFWARN") == 0)
         return; /* "no bootstrap.servers": expected, this handle only hosts the cluster */
-    enum log_level lv = level <= 3   ? LOG_ERROR
-                        : level <= 4 ? LOG_WARN
-                        : level <= 6 ? LOG_INFO
-                                     : LOG_DEBUG;
+    enum log_level lv = log_level_from_syslog(level);
     log_write(lv, "kafka mock", "facility=%s detail=\"%s\"", fac, buf);
 }
 

@@ -33,10 +33,7 @@ static void
 on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    enum log_level lv = level <= 3   ? LOG_ERROR
-                        : level <= 4 ? LOG_WARN
-                        : level <= 6 ? LOG_INFO
-                                     : LOG_DEBUG;
+    enum log_level lv = log_level_from_syslog(level);
     log_write(lv, "kafka client", "facility=%s detail=\"%s\"", fac, buf);
 }
 

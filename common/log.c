@@ -18,6 +18,15 @@ log_set_level(enum log_level level)
     atomic_store(&min_level, (int)level);
 }
 
+enum log_level
+log_level_from_syslog(int severity)
+{
+    return severity <= 3   ? LOG_ERROR
+           : severity == 4 ? LOG_WARN
+           : severity <= 6 ? LOG_INFO
+                           : LOG_DEBUG;
+}
+
 int
 log_level_parse(const char *s)
 {

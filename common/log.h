@@ -5,6 +5,9 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
+/* Maps a syslog severity (0 emerg .. 7 debug), as libraries report it. */
+enum log_level log_level_from_syslog(int severity);
+
 /* Parses "debug|info|warn|error"; returns -1 when unknown. */
 int log_level_parse(const char *s);
 

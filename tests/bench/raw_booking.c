@@ -1,6 +1,7 @@
-/* The raw booking transaction, statement for statement what calendard's
- * store_read_calendar + store_book send (minus HTTP, JSON, the pool and the
- * cache invalidation), so calendard / raw is the daemon's own cost. */
+/* The raw booking transaction: calendard's own store_read_calendar and
+ * store_book called straight from client threads, one transaction per
+ * booking (no HTTP, JSON, pool, group commit or cache invalidation), so
+ * calendard / raw is the daemon's own cost or gain. */
 #include "tests/bench/raw_booking.h"
 
 #include <pthread.h>
@@ -10,28 +11,9 @@
 #include <string.h>
 
 #include "calendard/booking.h"
+#include "calendard/store.h"
 #include "common/db.h"
 #include "common/util.h"
-
-#define E DB_TO_DAYS_EPOCH
-#define MAX_STAY 8 /* the workload books 1..3 nights */
-
-/* The same texts as calendard/store.c, so the server runs the same plans. */
-static const char SQL_READ_CALENDAR[] =
-    "SELECT o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
-    " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version"
-    " FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
-    " LEFT JOIN nights n ON n.listing_id = l.listing_id"
-    "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
-    " WHERE o.vbucket = ?";
-static const char SQL_OWNER_LOCK[] =
-    "SELECT epoch FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE MODE";
-static const char SQL_BUMP_IF_RULES[] = "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
-                                        " WHERE listing_id = ? AND rules_version = ?";
-static const char SQL_INSERT_RESERVATION[] =
-    "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
-    " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
-    " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, ?)";
 
 enum outcome { BOOKED, UNAVAILABLE, CONFLICT, FAILED };
 
@@ -62,138 +44,35 @@ struct stay {
     char hash[17];
 };
 
-static void
-drain(struct db_stmt *st)
-{
-    struct db_val c[1];
-    char e[64];
-    while (db_fetch(st, c, 1, e, sizeof(e)) > 0)
-        ;
-}
-
-/* The read phase: listing rules and the nights of the stay, no locks. */
-static enum outcome
-read_phase(struct db *db, const struct stay *s, uint64_t *rules_version, int64_t *price,
-           char *currency, char *err, size_t errlen)
-{
-    struct db_stmt *st;
-    struct db_val c[12];
-    struct db_val p[4] = {DB_INT_V(s->listing_id), DB_INT_V(s->check_in + E),
-                          DB_INT_V(s->check_out + E), DB_INT_V(s->vbucket)};
-    int r, rows = 0;
-    bool found = false, taken = false;
-    if (db_query(db, SQL_READ_CALENDAR, p, 4, &st, err, errlen) != CAL_OK)
-        return FAILED;
-    while ((r = db_fetch(st, c, 12, err, errlen)) > 0) {
-        if (rows++ == 0 && c[1].type == DB_INT) {
-            found = true;
-            *rules_version = (uint64_t)c[2].i;
-            *price = c[3].i;
-            cal_strlcpy(currency, c[4].type == DB_STR ? c[4].s : "USD", 4);
-        }
-        /* The workload never cancels: any night row is a taken night. */
-        if (c[7].type != DB_NULL)
-            taken = true;
-    }
-    if (r < 0)
-        return FAILED;
-    if (!found) {
-        snprintf(err, errlen, "listing %llu not found on its shard",
-                 (unsigned long long)s->listing_id);
-        return FAILED;
-    }
-    return taken ? UNAVAILABLE : BOOKED;
-}
-
-static cal_status
-lock_owner(struct db *db, uint32_t vbucket, char *err, size_t errlen)
-{
-    struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
-    cal_status rc = db_query(db, SQL_OWNER_LOCK, p, 1, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, c, 1, err, errlen);
-    drain(st);
-    if (r <= 0) {
-        if (r == 0)
-            snprintf(err, errlen, "vbucket %u not owned by this shard", vbucket);
-        return r == 0 ? CAL_EMOVED : CAL_ERR;
-    }
-    return CAL_OK;
-}
-
-static void
-sql_insert_nights(char *buf, size_t size, size_t n)
-{
-    size_t off = (size_t)snprintf(
-        buf, size,
-        "INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket) VALUES ");
-    for (size_t i = 0; i < n && off < size; i++)
-        off += (size_t)snprintf(buf + off, size - off, "%s(?, FROM_DAYS(?), 'booked', ?, 1, ?)",
-                                i ? "," : "");
-}
-
-/* One try: read, then the fenced transaction. */
+/* One try: calendard's read, plan and fenced transaction. */
 static enum outcome
 book_once(struct shared *sh, struct db *db, const struct stay *s, char *err, size_t errlen)
 {
-    uint64_t rules_version = 0;
-    int64_t price = 0;
-    char currency[4] = "", sql[512];
-    struct db_val p[MAX_STAY * 4 + 12];
-    struct db_stmt *st;
-    size_t n = 0, nights = (size_t)(s->check_out - s->check_in);
-    enum outcome out = read_phase(db, s, &rules_version, &price, currency, err, errlen);
-    cal_status rc;
-    if (out != BOOKED)
-        return out;
-    uint64_t reservation_id = atomic_fetch_add(&sh->next_id, 1);
-    if ((rc = db_begin(db, err, errlen)) != CAL_OK)
-        return FAILED;
-    if ((rc = lock_owner(db, s->vbucket, err, errlen)) != CAL_OK)
-        goto fail;
-    sql_insert_nights(sql, sizeof(sql), nights);
-    for (size_t i = 0; i < nights; i++) {
-        p[n++] = DB_INT_V(s->listing_id);
-        p[n++] = DB_INT_V(s->check_in + (int32_t)i + E);
-        p[n++] = DB_INT_V(reservation_id);
-        p[n++] = DB_INT_V(s->vbucket);
+    struct calendar_read read = {0};
+    struct booking_plan plan;
+    enum outcome out = FAILED;
+    cal_status rc = store_read_calendar(db, s->vbucket, s->listing_id, s->check_in, s->check_out,
+                                        &read, err, errlen);
+    if (rc != CAL_OK)
+        goto out;
+    booking_plan_make(&read.listing, read.rows, read.nrows, s->check_in, s->check_out, &plan);
+    if (plan.nunavailable > 0) {
+        out = UNAVAILABLE;
+        goto out;
     }
-    if ((rc = db_query(db, sql, p, n, NULL, err, errlen)) != CAL_OK) {
-        if (rc == CAL_EDUP)
-            rc = CAL_ECONFLICT; /* a concurrent booking inserted the night first */
-        goto fail;
-    }
-    p[0] = DB_INT_V(s->listing_id);
-    p[1] = DB_INT_V(rules_version);
-    if ((rc = db_query(db, SQL_BUMP_IF_RULES, p, 2, &st, err, errlen)) != CAL_OK)
-        goto fail;
-    if (db_affected_rows(st) != 1) {
-        rc = CAL_ECONFLICT;
-        goto fail;
-    }
-    uint64_t version = db_insert_id(st);
-    n = 0;
-    p[n++] = DB_INT_V(reservation_id);
-    p[n++] = DB_INT_V(s->listing_id);
-    p[n++] = DB_INT_V(s->vbucket);
-    p[n++] = DB_INT_V(s->check_in + E);
-    p[n++] = DB_INT_V(s->check_out + E);
-    p[n++] = DB_INT_V(7);
-    p[n++] = DB_INT_V(price * (int64_t)nights);
-    p[n++] = DB_CSTR_V(currency);
-    p[n++] = DB_CSTR_V(s->key);
-    p[n++] = DB_CSTR_V(s->hash);
-    p[n++] = DB_INT_V(version);
-    if ((rc = db_query(db, SQL_INSERT_RESERVATION, p, n, NULL, err, errlen)) != CAL_OK)
-        goto fail;
-    if ((rc = db_commit(db, err, errlen)) != CAL_OK)
-        return rc == CAL_ECONFLICT ? CONFLICT : FAILED;
-    return BOOKED;
-fail:
-    db_rollback(db);
-    return rc == CAL_ECONFLICT ? CONFLICT : FAILED;
+    struct reservation res = {.reservation_id = atomic_fetch_add(&sh->next_id, 1),
+                              .listing_id = s->listing_id,
+                              .check_in = s->check_in,
+                              .check_out = s->check_out,
+                              .guest_id = 7,
+                              .total_price = plan.total_price};
+    memcpy(res.currency, read.listing.currency, sizeof(res.currency));
+    memcpy(res.request_hash, s->hash, sizeof(res.request_hash));
+    rc = store_book(db, &read.listing, &plan, &res, s->key, strlen(s->key), err, errlen);
+    out = rc == CAL_OK ? BOOKED : rc == CAL_ECONFLICT ? CONFLICT : FAILED;
+out:
+    calendar_read_clear(&read);
+    return out;
 }
 
 /* One booking with calendard's retry policy: bounded tries, full jitter. */

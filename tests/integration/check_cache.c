@@ -1,6 +1,7 @@
 /* Integration tests of the availability cache against the stack's real
  * memcached and calendard: lease-guarded fills, invalidation after writes,
  * fallback when memcached is unreachable. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +256,88 @@ START_TEST(failed_invalidation_still_reads_own_write)
 }
 END_TEST
 
+struct stay_thread {
+    uint64_t listing_id;
+    int index;
+    long status;
+    uint64_t version;
+};
+
+static void *
+book_one_night(void *arg)
+{
+    struct stay_thread *t = arg;
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    char url[512], body[256], hdr[64], err[256], d1[11], d2[11];
+    const char *headers[2] = {hdr, NULL};
+    testenv_format_date(testenv_today() + 100 + 2 * t->index, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 101 + 2 * t->index, d2, sizeof(d2));
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu/reservations", env.calendard_url,
+             (unsigned long long)t->listing_id);
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":9}", d1,
+             d2);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: same-listing-%d", t->index);
+    http_response_init(&r);
+    if (http_request(h, "POST", url, headers, body, strlen(body), 15000, &r, err, sizeof(err)) ==
+        CAL_OK) {
+        t->status = r.status;
+        json_t *doc = http_response_json(&r);
+        t->version = (uint64_t)json_integer_value(json_object_get(doc, "version"));
+        json_decref(doc);
+    }
+    http_response_deinit(&r);
+    http_client_destroy(h);
+    return NULL;
+}
+
+/* Non-overlapping bookings of one listing may share a group commit: each
+ * must succeed, get its own calendar version, and the listing must end at
+ * exactly one version per booking. */
+START_TEST(concurrent_bookings_of_one_listing_get_distinct_versions)
+{
+    enum { N = 16 };
+    load_env();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    char url[512];
+    uint64_t id = testenv_random48();
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
+    http_response_init(&r);
+    char err[256];
+    const char *body = "{\"default_price\":100,\"currency\":\"USD\",\"min_nights\":1,"
+                       "\"max_nights\":9}";
+    ck_assert(http_request(h, "PUT", url, NULL, body, strlen(body), 15000, &r, err, sizeof(err)) ==
+              CAL_OK);
+    ck_assert_int_eq(r.status, 201);
+    http_response_deinit(&r);
+    struct stay_thread t[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        t[i] = (struct stay_thread){.listing_id = id, .index = i};
+        pthread_create(&th[i], NULL, book_one_night, &t[i]);
+    }
+    bool seen[N + 2] = {false};
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(t[i].status, 201);
+        ck_assert_uint_ge(t[i].version, 2);
+        ck_assert_uint_le(t[i].version, N + 1);
+        ck_assert_msg(!seen[t[i].version], "version %llu handed out twice",
+                      (unsigned long long)t[i].version);
+        seen[t[i].version] = true;
+    }
+    http_response_init(&r);
+    ck_assert(http_request(h, "GET", url, NULL, NULL, 0, 15000, &r, err, sizeof(err)) == CAL_OK);
+    json_t *doc = http_response_json(&r);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "version")), N + 1);
+    json_decref(doc);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+}
+END_TEST
+
 static long
 request(struct http_client *h, const char *method, const char *url, const char *key,
         const char *body, struct http_response *resp)
@@ -414,5 +497,6 @@ main(void)
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, search_matches_single_reads);
+    UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
     return unit_run(s);
 }
