@@ -283,5 +283,8 @@ int32_t
 event_partition(uint64_t listing_id, int32_t partition_cnt)
 {
     assert(partition_cnt > 0);
-    return (int32_t)(shardmap_fmix64(listing_id) % (uint64_t)partition_cnt);
+    /* The high half: the vbucket is the low bits of the same hash, and a
+     * shard owns vbuckets by those bits, so the low bits would leave most
+     * partitions of a shard's topics empty (8 partitions, 2 shards: 4). */
+    return (int32_t)((shardmap_fmix64(listing_id) >> 32) % (uint64_t)partition_cnt);
 }

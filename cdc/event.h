@@ -100,8 +100,10 @@ cal_status event_topic(char *buf, size_t size, const char *prefix, const char *d
 cal_status event_listing_id(const struct event_table *table, const struct event_value *row,
                             uint64_t *listing_id);
 
-/* The partition of a listing's changes: fmix64(listing_id) % partition_cnt,
- * so one listing's changes stay ordered in one partition. partition_cnt > 0. */
+/* The partition of a listing's changes: (fmix64(listing_id) >> 32) %
+ * partition_cnt, so one listing's changes stay ordered in one partition, and
+ * a shard's listings (a set of vbuckets, fmix64 % 4096) still spread over all
+ * the partitions. partition_cnt > 0. */
 int32_t event_partition(uint64_t listing_id, int32_t partition_cnt);
 
 #endif

@@ -220,8 +220,21 @@ END_TEST
 
 START_TEST(partition_follows_listing)
 {
-    ck_assert_int_eq(event_partition(42, 8), (int32_t)(shardmap_fmix64(42) % 8));
-    ck_assert_int_eq(event_partition(42, 8), 4); /* stable across releases */
+    ck_assert_int_eq(event_partition(42, 8), (int32_t)((shardmap_fmix64(42) >> 32) % 8));
+    ck_assert_int_eq(event_partition(42, 8), 1); /* stable across releases */
+    /* The listings of one shard (here: even vbuckets, as with two shards)
+     * reach every partition, about evenly. */
+    int per_partition[8] = {0};
+    int listed = 0;
+    for (uint64_t id = 1; listed < 8000; id++) {
+        if (shardmap_fmix64(id) % 4096 % 2 != 0)
+            continue;
+        per_partition[event_partition(id, 8)]++;
+        listed++;
+    }
+    for (int p = 0; p < 8; p++)
+        ck_assert_msg(per_partition[p] > 800 && per_partition[p] < 1200,
+                      "partition %d got %d of 8000 listings of one shard", p, per_partition[p]);
     for (uint64_t id = 1; id < 2000; id += 7) {
         int32_t p = event_partition(id, 12);
         ck_assert(p >= 0 && p < 12);
