@@ -12,6 +12,8 @@
 #define MAX_LAG_PARTITIONS 1024
 #define LOG_LAG_PARTITIONS 16 /* listed in the progress line; the rest only counted */
 #define POLL_MS 100
+#define BATCH_MAX 256                                      /* messages acted on together */
+#define KEYSET_SLOTS (4 * BATCH_MAX * INVALIDATE_MAX_KEYS) /* power of two, load <= 1/4 */
 
 struct invalidator {
     struct invalidator_conf conf;
@@ -22,6 +24,12 @@ struct invalidator {
     uint64_t failing_since_us;            /* monotonic; 0 when memcached answers */
     bool seen[INVALIDATE_TABLE_COUNT][6]; /* event types already logged at info */
     struct kconsumer_lag *lags;
+    struct kconsumer_msg *batch;  /* BATCH_MAX */
+    struct invalidate_event *evs; /* BATCH_MAX, decoded from batch */
+    bool *decoded;                /* BATCH_MAX */
+    const char **keyset;          /* KEYSET_SLOTS: distinct keys of a batch */
+    const char **keys;            /* the same keys, in first-seen order */
+    size_t *keylens;
 };
 
 struct invalidator *
@@ -42,6 +50,12 @@ invalidator_create(const struct invalidator_conf *conf, struct invstats *stats, 
     inv->cache = cache;
     inv->stats = stats;
     inv->lags = cal_malloc(MAX_LAG_PARTITIONS * sizeof(*inv->lags));
+    inv->batch = cal_calloc(BATCH_MAX, sizeof(*inv->batch));
+    inv->evs = cal_malloc(BATCH_MAX * sizeof(*inv->evs));
+    inv->decoded = cal_malloc(BATCH_MAX * sizeof(*inv->decoded));
+    inv->keyset = cal_calloc(KEYSET_SLOTS, sizeof(*inv->keyset));
+    inv->keys = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keys));
+    inv->keylens = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keylens));
     return inv;
 }
 
@@ -58,6 +72,12 @@ invalidator_destroy(struct invalidator *inv)
     kconsumer_destroy(inv->kc);
     cache_destroy(inv->cache);
     free(inv->lags);
+    free(inv->batch);
+    free(inv->evs);
+    free(inv->decoded);
+    free(inv->keyset);
+    free(inv->keys);
+    free(inv->keylens);
     free(inv);
 }
 
@@ -120,19 +140,66 @@ store(struct invalidator *inv, struct kconsumer_msg *msg)
     }
 }
 
+/* memcached answered again after failures: log how long it failed. */
+static void
+cache_recovered(struct invalidator *inv)
+{
+    if (inv->failing_since_us != 0) {
+        log_info("invalidations resumed", "failed_for_ms=%llu attempts=%u",
+                 (unsigned long long)((cal_mono_us() - inv->failing_since_us) / 1000),
+                 inv->failures);
+        inv->failing_since_us = 0;
+    }
+    inv->failures = 0;
+}
+
+/* ev's keys are gone: counts it, logs it, stores msg's offset. */
+static void
+account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalidate_event *ev)
+{
+    invstats_event(inv->stats, ev->table);
+    uint64_t latency_ms = 0;
+    if (ev->source_ts_ms >= 0) {
+        uint64_t now = cal_now_ms();
+        latency_ms = now > (uint64_t)ev->source_ts_ms ? now - (uint64_t)ev->source_ts_ms : 0;
+        if (ev->nkeys > 0 || ev->flush_all)
+            invstats_latency(inv->stats, latency_ms);
+    }
+    int oi = op_index(ev->op);
+    if (!inv->seen[ev->table][oi]) {
+        inv->seen[ev->table][oi] = true;
+        log_info("first event of this type",
+                 "table=%s op=%c keys=%zu topic=%s partition=%d "
+                 "offset=%lld",
+                 invalidate_table_name(ev->table), ev->op != 0 ? ev->op : '-', ev->nkeys,
+                 msg->topic, (int)msg->partition, (long long)msg->offset);
+    }
+    log_debug("event", "table=%s op=%c keys=%zu topic=%s partition=%d offset=%lld latency_ms=%llu",
+              invalidate_table_name(ev->table), ev->op != 0 ? ev->op : '-', ev->nkeys, msg->topic,
+              (int)msg->partition, (long long)msg->offset, (unsigned long long)latency_ms);
+    store(inv, msg);
+}
+
+/* A message that cannot be decoded is skipped, not retried: no later attempt
+ * can decode it, and retrying would stall every event behind it on its
+ * partition. It is logged with its coordinates for a manual replay. */
+static void
+skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char *why)
+{
+    invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
+    log_warn("undecodable event skipped", "topic=%s partition=%d offset=%lld reason=\"%s\"",
+             msg->topic, (int)msg->partition, (long long)msg->offset, why);
+    store(inv, msg);
+}
+
+/* Acts on one message: deletes its keys, or holds it for a retry. */
 static void
 handle(struct invalidator *inv, struct kconsumer_msg *msg)
 {
     char err[256];
     struct invalidate_event ev;
     if (invalidate_decode(msg->topic, msg->value, msg->len, &ev, err, sizeof(err)) != CAL_OK) {
-        /* A poison message is skipped, not retried: no later attempt can
-         * decode it, and retrying would stall every event behind it on its
-         * partition. It is logged with its coordinates for a manual replay. */
-        invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
-        log_warn("undecodable event skipped", "topic=%s partition=%d offset=%lld reason=\"%s\"",
-                 msg->topic, (int)msg->partition, (long long)msg->offset, err);
-        store(inv, msg);
+        skip_undecodable(inv, msg, err);
         return;
     }
     cal_status st = apply(inv, &ev, err, sizeof(err));
@@ -153,35 +220,88 @@ handle(struct invalidator *inv, struct kconsumer_msg *msg)
         kconsumer_retry(inv->kc, msg, delay, err, sizeof(err));
         return;
     }
-    if (inv->failing_since_us != 0) {
-        log_info("invalidations resumed", "failed_for_ms=%llu attempts=%u",
-                 (unsigned long long)((cal_mono_us() - inv->failing_since_us) / 1000),
-                 inv->failures);
-        inv->failing_since_us = 0;
-    }
-    inv->failures = 0;
-    invstats_event(inv->stats, ev.table);
+    cache_recovered(inv);
     invstats_invalidations(inv->stats, ev.nkeys);
-    uint64_t latency_ms = 0;
-    if (ev.source_ts_ms >= 0) {
-        uint64_t now = cal_now_ms();
-        latency_ms = now > (uint64_t)ev.source_ts_ms ? now - (uint64_t)ev.source_ts_ms : 0;
-        if (ev.nkeys > 0 || ev.flush_all)
-            invstats_latency(inv->stats, latency_ms);
+    account(inv, msg, &ev);
+}
+
+/* FNV-1a: spreads the keys of one batch over the key set. */
+static uint64_t
+key_hash(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Adds ev's keys to the batch's distinct keys; returns how many there are. */
+static size_t
+collect_keys(struct invalidator *inv, const struct invalidate_event *ev, size_t nkeys)
+{
+    for (size_t k = 0; k < ev->nkeys; k++) {
+        const char *key = ev->keys[k];
+        size_t len = ev->keylens[k];
+        size_t slot = (size_t)key_hash(key, len) & (KEYSET_SLOTS - 1);
+        while (inv->keyset[slot] != NULL &&
+               !(strlen(inv->keyset[slot]) == len && memcmp(inv->keyset[slot], key, len) == 0))
+            slot = (slot + 1) & (KEYSET_SLOTS - 1);
+        if (inv->keyset[slot] == NULL) {
+            inv->keyset[slot] = key;
+            inv->keys[nkeys] = key;
+            inv->keylens[nkeys++] = len;
+        }
     }
-    int oi = op_index(ev.op);
-    if (!inv->seen[ev.table][oi]) {
-        inv->seen[ev.table][oi] = true;
-        log_info("first event of this type",
-                 "table=%s op=%c keys=%zu topic=%s partition=%d "
-                 "offset=%lld",
-                 invalidate_table_name(ev.table), ev.op != 0 ? ev.op : '-', ev.nkeys, msg->topic,
-                 (int)msg->partition, (long long)msg->offset);
+    return nkeys;
+}
+
+/* Acts on a batch of messages together: one delete per distinct key (a
+ * booking's listing, nights and reservation events share their keys), then
+ * every offset is stored. If memcached fails, nothing of the batch is stored
+ * and each message goes the one-at-a-time way of handle(), with its retries
+ * and backoff; the messages of a partition behind a held one wait behind it. */
+static void
+handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
+{
+    char err[256];
+    size_t nkeys = 0;
+    bool flush = false;
+    for (size_t i = 0; i < n; i++) {
+        inv->decoded[i] = invalidate_decode(msgs[i].topic, msgs[i].value, msgs[i].len, &inv->evs[i],
+                                            err, sizeof(err)) == CAL_OK;
+        if (inv->decoded[i]) {
+            flush = flush || inv->evs[i].flush_all;
+            nkeys = collect_keys(inv, &inv->evs[i], nkeys);
+        }
     }
-    log_debug("event", "table=%s op=%c keys=%zu topic=%s partition=%d offset=%lld latency_ms=%llu",
-              invalidate_table_name(ev.table), ev.op != 0 ? ev.op : '-', ev.nkeys, msg->topic,
-              (int)msg->partition, (long long)msg->offset, (unsigned long long)latency_ms);
-    store(inv, msg);
+    memset(inv->keyset, 0, KEYSET_SLOTS * sizeof(*inv->keyset));
+    cal_status st = flush ? cache_flush(inv->cache, err, sizeof(err)) : CAL_OK;
+    if (st == CAL_OK && flush)
+        invstats_flush(inv->stats);
+    if (st == CAL_OK)
+        st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys, err, sizeof(err));
+    if (st != CAL_OK) {
+        log_debug("batch invalidation failed, one by one now", "messages=%zu error=\"%s\"", n, err);
+        for (size_t i = 0; i < n; i++) {
+            if (kconsumer_behind_held(inv->kc, &msgs[i]))
+                kconsumer_retry(inv->kc, &msgs[i], 0, err, sizeof(err));
+            else
+                handle(inv, &msgs[i]);
+        }
+        return;
+    }
+    cache_recovered(inv);
+    invstats_invalidations(inv->stats, nkeys);
+    for (size_t i = 0; i < n; i++) {
+        if (!inv->decoded[i]) {
+            /* decode again for the reason: rare, and keeps evs small */
+            struct invalidate_event ev;
+            invalidate_decode(msgs[i].topic, msgs[i].value, msgs[i].len, &ev, err, sizeof(err));
+            skip_undecodable(inv, &msgs[i], err);
+        } else {
+            account(inv, &msgs[i], &inv->evs[i]);
+        }
+    }
 }
 
 /* The periodic progress line: window counters, latency percentiles, lag. */
@@ -226,15 +346,23 @@ invalidator_run(struct invalidator *inv, const volatile sig_atomic_t *stop)
     uint64_t next_report = cal_mono_us() + (uint64_t)inv->conf.report_interval_ms * 1000;
     char err[512];
     while (!*stop) {
-        struct kconsumer_msg msg = {0};
-        cal_status st = kconsumer_poll(inv->kc, POLL_MS, &msg, err, sizeof(err));
-        if (st == CAL_OK) {
-            handle(inv, &msg);
-            kconsumer_release(inv->kc, &msg);
-        } else if (st == CAL_ERR) {
+        /* Whatever is ready, up to BATCH_MAX messages, is acted on together. */
+        size_t n = 0;
+        cal_status st = CAL_OK;
+        while (n < BATCH_MAX && st == CAL_OK) {
+            inv->batch[n] = (struct kconsumer_msg){0};
+            st = kconsumer_poll(inv->kc, n == 0 ? POLL_MS : 0, &inv->batch[n], err, sizeof(err));
+            if (st == CAL_OK)
+                n++;
+        }
+        if (st == CAL_ERR) {
             invstats_error(inv->stats, INVSTATS_ERR_KAFKA);
             log_warn("consumer error", "error=\"%s\"", err);
         }
+        if (n > 0)
+            handle_batch(inv, inv->batch, n);
+        for (size_t i = 0; i < n; i++)
+            kconsumer_release(inv->kc, &inv->batch[i]);
         uint64_t now = cal_mono_us();
         if (now >= next_report) {
             report(inv);

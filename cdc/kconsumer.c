@@ -10,11 +10,14 @@
 #include "common/log.h"
 #include "common/util.h"
 
-/* A message the caller could not act on yet; its partition is paused. */
+/* The messages of one partition that the caller could not act on yet, in
+ * offset order; the partition is paused while any is held. Only the first is
+ * handed out again (when due); the others wait behind it. */
 struct held {
-    rd_kafka_message_t *rkm;
-    uint64_t due_ms;  /* monotonic */
-    bool redelivered; /* handed back to the caller, awaiting store or retry */
+    rd_kafka_message_t **q;
+    size_t n, cap;
+    uint64_t due_ms;  /* when q[0] is handed out again; monotonic */
+    bool redelivered; /* q[0] handed back to the caller, awaiting store or retry */
 };
 
 struct kconsumer {
@@ -58,7 +61,7 @@ static struct held *
 find_held(struct kconsumer *kc, const char *topic, int32_t partition)
 {
     for (size_t i = 0; i < kc->nheld; i++)
-        if (same_partition(kc->held[i].rkm, topic, partition))
+        if (same_partition(kc->held[i].q[0], topic, partition))
             return &kc->held[i];
     return NULL;
 }
@@ -78,14 +81,41 @@ set_partition_paused(struct kconsumer *kc, const char *topic, int32_t partition,
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* Drops the held message of (topic, partition), resuming the partition. */
+/* Queues rkm behind the messages h holds (its partition's order). */
+static void
+held_push(struct held *h, rd_kafka_message_t *rkm)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? 2 * h->cap : 4;
+        h->q = cal_realloc(h->q, h->cap * sizeof(*h->q));
+    }
+    h->q[h->n++] = rkm;
+}
+
+/* Starts holding rkm, the first held message of its partition: pauses it. */
+static struct held *
+held_new(struct kconsumer *kc, rd_kafka_message_t *rkm)
+{
+    if (kc->nheld == kc->capheld) {
+        kc->capheld = kc->capheld ? 2 * kc->capheld : 8;
+        kc->held = cal_realloc(kc->held, kc->capheld * sizeof(*kc->held));
+    }
+    struct held *h = &kc->held[kc->nheld++];
+    *h = (struct held){0};
+    held_push(h, rkm);
+    set_partition_paused(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition, true);
+    return h;
+}
+
+/* Drops every held message of h's partition, resuming it if asked. */
 static void
 release_held(struct kconsumer *kc, struct held *h, bool resume)
 {
-    rd_kafka_message_t *rkm = h->rkm;
     if (resume)
-        set_partition_paused(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition, false);
-    rd_kafka_message_destroy(rkm);
+        set_partition_paused(kc, rd_kafka_topic_name(h->q[0]->rkt), h->q[0]->partition, false);
+    for (size_t i = 0; i < h->n; i++)
+        rd_kafka_message_destroy(h->q[i]);
+    free(h->q);
     *h = kc->held[--kc->nheld];
 }
 
@@ -293,7 +323,7 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
         struct held *h = &kc->held[i];
         if (!h->redelivered && h->due_ms <= now) {
             h->redelivered = true;
-            fill_msg(msg, h->rkm);
+            fill_msg(msg, h->q[0]);
             return CAL_OK;
         }
         if (!h->redelivered && h->due_ms - now < (uint64_t)timeout_ms)
@@ -315,19 +345,10 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
         struct held *h = find_held(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
         if (h != NULL) {
             /* Pausing purges what was prefetched, so this should not happen;
-             * if it does, the message was not acted on and the partition
-             * resumes at the held message, so dropping it loses nothing
-             * that a rewind does not bring back. */
-            log_warn("message of a paused partition dropped", "topic=%s partition=%d offset=%lld",
-                     rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, (long long)rkm->offset);
-            rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(rkm->rkt), rkm->partition)
-                ->offset = h->rkm->offset + 1;
-            rd_kafka_error_t *error = rd_kafka_seek_partitions(kc->rk, list, 0);
-            if (error != NULL)
-                rd_kafka_error_destroy(error);
-            rd_kafka_topic_partition_list_destroy(list);
-            rd_kafka_message_destroy(rkm);
+             * if it does, the message waits behind the held ones, in order. */
+            log_debug("message of a paused partition queued", "topic=%s partition=%d offset=%lld",
+                      rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, (long long)rkm->offset);
+            held_push(h, rkm);
             continue;
         }
         fill_msg(msg, rkm);
@@ -345,7 +366,7 @@ kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg)
     rd_kafka_message_t *rkm = msg->handle;
     /* A redelivered held message stays owned by its hold until stored. */
     for (size_t i = 0; i < kc->nheld; i++)
-        if (kc->held[i].rkm == rkm) {
+        if (kc->held[i].q[0] == rkm) {
             msg->handle = NULL;
             return;
         }
@@ -373,9 +394,17 @@ kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size
         st = CAL_ERR;
     }
     struct held *h = find_held(kc, msg->topic, msg->partition);
-    if (h != NULL && h->rkm == msg->handle) {
-        release_held(kc, h, true); /* acted on: the partition goes on */
+    if (h != NULL && h->q[0] == msg->handle) {
         msg->handle = NULL;
+        if (h->n == 1) {
+            release_held(kc, h, true); /* acted on: the partition goes on */
+        } else {
+            rd_kafka_message_destroy(h->q[0]); /* the next held one is due now */
+            memmove(h->q, h->q + 1, (h->n - 1) * sizeof(*h->q));
+            h->n--;
+            h->due_ms = 0;
+            h->redelivered = false;
+        }
     }
     return st;
 }
@@ -387,22 +416,24 @@ kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_
     (void)err;
     (void)errlen;
     rd_kafka_message_t *rkm = msg->handle;
+    msg->handle = NULL; /* owned by the hold now */
     struct held *h = find_held(kc, msg->topic, msg->partition);
-    if (h != NULL && h->rkm != rkm)
-        release_held(kc, h, false); /* cannot happen: one held message per partition */
-    if (h == NULL || h->rkm != rkm) {
-        if (kc->nheld == kc->capheld) {
-            kc->capheld = kc->capheld ? 2 * kc->capheld : 8;
-            kc->held = cal_realloc(kc->held, kc->capheld * sizeof(*kc->held));
-        }
-        h = &kc->held[kc->nheld++];
-        h->rkm = rkm;
-        set_partition_paused(kc, msg->topic, msg->partition, true);
+    if (h == NULL) {
+        h = held_new(kc, rkm);
+    } else if (h->q[0] != rkm) {
+        held_push(h, rkm); /* behind the held ones; their retry timing stands */
+        return CAL_OK;
     }
     h->due_ms = mono_ms() + delay_ms;
     h->redelivered = false;
-    msg->handle = NULL; /* owned by the hold now */
     return CAL_OK;
+}
+
+bool
+kconsumer_behind_held(struct kconsumer *kc, const struct kconsumer_msg *msg)
+{
+    const struct held *h = find_held(kc, msg->topic, msg->partition);
+    return h != NULL && h->q[0] != msg->handle;
 }
 
 size_t

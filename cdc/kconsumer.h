@@ -68,11 +68,18 @@ cal_status kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char
 /* The caller could not act on msg: takes ownership of msg (do not release it),
  * pauses its partition and delivers the same msg again from kconsumer_poll
  * after delay_ms. Later messages of the partition wait behind it (the
- * partition resumes when msg is stored); other partitions go on. If the
- * partition is revoked meanwhile, msg is dropped unstored: its new owner
- * reads it from the committed offset. Never fails today; CAL_OK. */
+ * partition resumes when the last held message is stored); other partitions
+ * go on. A msg behind an already held one (kconsumer_behind_held) joins the
+ * queue instead, in order, and comes right after the ones before it are
+ * stored. If the partition is revoked meanwhile, its held messages are dropped
+ * unstored: its new owner reads them from the committed offset. Never fails
+ * today; CAL_OK. */
 cal_status kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_ms,
                            char *err, size_t errlen);
+
+/* True when an earlier message of msg's partition is held for retry: msg must
+ * not be acted on (or stored) before it, so hand it to kconsumer_retry. */
+bool kconsumer_behind_held(struct kconsumer *kc, const struct kconsumer_msg *msg);
 
 /* Fills up to max entries, one per assigned partition; returns how many. */
 size_t kconsumer_lag(struct kconsumer *kc, struct kconsumer_lag *lags, size_t max);

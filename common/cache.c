@@ -171,6 +171,43 @@ cache_delete(struct cache *cache, const char *key, size_t keylen, char *err, siz
 }
 
 cal_status
+cache_delete_many(struct cache *cache, const char *const *keys, const size_t *keylens, size_t n,
+                  char *err, size_t errlen)
+{
+    if (n == 0)
+        return CAL_OK;
+    if (n == 1)
+        return cache_delete(cache, keys[0], keylens[0], err, errlen);
+    /* Pipelined: every delete is written without waiting for its answer
+     * (noreply) but the last one of each server, which waits. A server
+     * answers a connection's requests in order, so that answer means it
+     * executed every delete written to it before. */
+    uint32_t nservers = memcached_server_count(cache->mc);
+    uint32_t stack_last[8], *last = nservers <= 8 ? stack_last : cal_malloc(nservers * 4);
+    for (uint32_t s = 0; s < nservers; s++)
+        last[s] = UINT32_MAX;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t s = memcached_generate_hash(cache->mc, keys[i], keylens[i]);
+        if (s < nservers)
+            last[s] = (uint32_t)i;
+    }
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    for (size_t i = 0; i < n && (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND); i++) {
+        uint32_t s = memcached_generate_hash(cache->mc, keys[i], keylens[i]);
+        bool confirm = s >= nservers || last[s] == (uint32_t)i;
+        rc = memcached_behavior_set(cache->mc, MEMCACHED_BEHAVIOR_NOREPLY, confirm ? 0 : 1);
+        if (rc == MEMCACHED_SUCCESS)
+            rc = memcached_delete(cache->mc, keys[i], keylens[i], 0);
+    }
+    memcached_behavior_set(cache->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
+    if (last != stack_last)
+        free(last);
+    if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND)
+        return CAL_OK;
+    return fail(cache, rc, err, errlen);
+}
+
+cal_status
 cache_flush(struct cache *cache, char *err, size_t errlen)
 {
     memcached_return_t rc = memcached_flush(cache->mc, 0);

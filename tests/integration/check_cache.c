@@ -205,6 +205,53 @@ START_TEST(multi_get_answers_repeated_keys)
 }
 END_TEST
 
+/* Pipelined deletes: every named key is gone when the call returns (the
+ * confirming round trip came after them), the others are untouched; an
+ * unreachable server is an error, not a silent success. */
+START_TEST(delete_many_deletes_exactly_the_named_keys)
+{
+    load_env();
+    struct cache *c = make_cache();
+    char err[256];
+    enum { N = 300, DELETED = 250 };
+    static char keys[N][CACHEKEY_MAX];
+    const char *names[N];
+    size_t lens[N];
+    uint64_t base = testenv_random48();
+    for (int i = 0; i < N; i++) {
+        cachekey_listing(base + (uint64_t)i, keys[i]);
+        names[i] = keys[i];
+        lens[i] = strlen(keys[i]);
+        ck_assert(cache_set(c, keys[i], lens[i], "v", 1, 60, err, sizeof(err)) == CAL_OK);
+    }
+    /* Absent keys and repeats are fine in the list. */
+    names[DELETED - 1] = keys[0];
+    lens[DELETED - 1] = lens[0];
+    ck_assert_msg(cache_delete_many(c, names, lens, DELETED, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    /* Checked on another connection: the call returns only once memcached
+     * executed the deletes, not when they were merely written. */
+    struct cache *other = make_cache();
+    for (int i = 0; i < N; i++) {
+        bool named = i < DELETED - 1;
+        ck_assert_msg(key_present(other, keys[i]) != named, "key %d: %s after the pipeline", i,
+                      named ? "still there" : "deleted although not named");
+    }
+    cache_destroy(other);
+    /* The connection still answers normally afterwards (no reply left over). */
+    ck_assert(cache_set(c, keys[0], lens[0], "w", 1, 60, err, sizeof(err)) == CAL_OK);
+    ck_assert(key_present(c, keys[0]));
+    cache_destroy(c);
+
+    struct cache_conf dead = {.timeout_ms = 100};
+    snprintf(dead.servers, sizeof(dead.servers), "127.0.0.1:9");
+    c = cache_create(&dead, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert(cache_delete_many(c, names, lens, 10, err, sizeof(err)) != CAL_OK);
+    cache_destroy(c);
+}
+END_TEST
+
 static pid_t
 memcached_pid(void)
 {
@@ -491,6 +538,7 @@ main(void)
     Suite *s = suite_create("cache");
     UNIT_CASE(s, fill_then_hit);
     UNIT_CASE(s, multi_get_answers_repeated_keys);
+    UNIT_CASE(s, delete_many_deletes_exactly_the_named_keys);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
