@@ -437,19 +437,21 @@ avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t
     char keys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
     size_t lens[AVAIL_MAX_MONTHS + 1];
     size_t nk = item_keys(listing_id, firsts, nmonths, keys, lens);
+    const char *names[AVAIL_MAX_MONTHS + 1];
+    for (size_t k = 0; k < nk; k++)
+        names[k] = keys[k];
     struct cache *c = cache_borrow(avail);
     char err[256] = "no cache handle";
-    for (size_t k = 0; k < nk; k++) {
-        if (c != NULL && cache_delete(c, keys[k], lens[k], err, sizeof(err)) == CAL_OK) {
-            metrics_cache(CACHE_INVALIDATION, 1);
-        } else {
-            /* Retried in the background (and deleted by the CDC invalidator
-             * too); until then this daemon reads the key from the shard. */
-            metrics_cache(CACHE_ERROR, 1);
+    if (c != NULL && cache_delete_many(c, names, lens, nk, err, sizeof(err)) == CAL_OK) {
+        metrics_cache(CACHE_INVALIDATION, nk);
+    } else {
+        /* Retried in the background (and deleted by the CDC invalidator
+         * too); until then this daemon reads the keys from the shard. */
+        metrics_cache(CACHE_ERROR, 1);
+        for (size_t k = 0; k < nk; k++)
             pending_add(avail, keys[k], lens[k]);
-            log_warn("cache invalidation failed, retrying", "listing=%llu error=\"%s\"",
-                     (unsigned long long)listing_id, err);
-        }
+        log_warn("cache invalidation failed, retrying", "listing=%llu keys=%zu error=\"%s\"",
+                 (unsigned long long)listing_id, nk, err);
     }
     if (c != NULL)
         cache_return(avail, c);
