@@ -123,7 +123,9 @@ run_integration() {
     STACK_STARTED=1
     trap teardown_stack EXIT
     trap on_signal INT TERM
-    step "stack up" 300 "$STACK_SH" up --dir "$TEST_STACK_DIR" --free-ports --spare-shards 1
+    # Several partitions per topic, so the tests see listings routed to them.
+    step "stack up" 300 env CDC_PARTITIONS=4 "$STACK_SH" up --dir "$TEST_STACK_DIR" --free-ports \
+        --spare-shards 1
     if [ "$FAILED" -eq "$failed_before" ]; then
         STACK_ENV=$(cd "$TEST_STACK_DIR" && pwd)/stack.env
         export STACK_ENV

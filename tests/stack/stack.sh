@@ -13,7 +13,14 @@ DB_READY_TIMEOUT=${DB_READY_TIMEOUT:-60}
 CALENDARD_READY_TIMEOUT=${CALENDARD_READY_TIMEOUT:-20}
 CDC_READY_TIMEOUT=${CDC_READY_TIMEOUT:-15}
 CDC_TOPIC_PREFIX=calendar
-CDC_PARTITIONS=${CDC_PARTITIONS:-8}
+# One partition per topic by default: the devbroker (librdkafka's mock) serves
+# one message set per partition per fetch and finds it by walking the
+# partition's log, so many small partitions make the invalidator fall behind
+# under load; a real Kafka cluster has neither limit (docs/benchmarks.md).
+CDC_PARTITIONS=${CDC_PARTITIONS:-1}
+CDC_BROKERS=${CDC_BROKERS:-1}
+CDC_LINGER_MS=${CDC_LINGER_MS:-5}
+CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5}
 STOP_TIMEOUT=10
 OS_USER=$(id -un)
 
@@ -61,7 +68,9 @@ Fixed ports (environment overrides):
   MEMCACHED_PORT=${MEMCACHED_PORT:-11212}
   The devbroker always listens on a port the system picks (librdkafka 2.0);
   stack.env has it as KAFKA_BOOTSTRAP.
-  CDC_PARTITIONS=${CDC_PARTITIONS:-8} partitions per CDC topic (<prefix>.<db>.<table>).
+  CDC_PARTITIONS=${CDC_PARTITIONS:-1} partitions per CDC topic (<prefix>.<db>.<table>),
+  CDC_BROKERS=${CDC_BROKERS:-1} devbroker brokers, CDC_LINGER_MS=${CDC_LINGER_MS:-5} (relay linger.ms),
+  CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5} (invalidator fetch.wait.max.ms).
 
 Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
 ports (the ports of the last up; --free-ports keeps them while they are free),
@@ -536,7 +545,7 @@ server_id = $((1000 + i))
 [kafka]
 bootstrap_servers = $KAFKA_BOOTSTRAP
 topic_prefix = $CDC_TOPIC_PREFIX
-linger_ms = 5
+linger_ms = $CDC_LINGER_MS
 [relay]
 state_dir = $DIR/cdc/shard$i
 [log]
@@ -557,7 +566,7 @@ start_cdc() {
             die "$ROOT/bin/$name not built (run make; STACK_NO_CDC=1 skips it for development)"
     done
     rm -f "$RUN_DIR/kafka.bootstrap"
-    start_bg devbroker "$ROOT/bin/calendar-devbroker" --brokers 1 --topics "$(cdc_topics)" \
+    start_bg devbroker "$ROOT/bin/calendar-devbroker" --brokers "$CDC_BROKERS" --topics "$(cdc_topics)" \
         --partitions "$CDC_PARTITIONS" --bootstrap-file "$RUN_DIR/kafka.bootstrap"
     wait_ready devbroker 10 test -s "$RUN_DIR/kafka.bootstrap" || die "devbroker did not start"
     KAFKA_BOOTSTRAP=$(head -n 1 "$RUN_DIR/kafka.bootstrap")
@@ -580,6 +589,7 @@ write_invalidator_config() {
 bootstrap_servers = $KAFKA_BOOTSTRAP
 group_id = calendar-invalidator
 session_timeout_ms = 6000
+fetch_wait_max_ms = $CDC_FETCH_WAIT_MS
 [cache]
 servers = 127.0.0.1:$MC_PORT
 [invalidator]
