@@ -22,6 +22,8 @@ struct batcher {
     pthread_cond_t work;
     pthread_cond_t finished;
     struct job *head, *tail;
+    bool busy;       /* the batcher thread is committing a batch */
+    unsigned direct; /* bookings committed by their own request thread now */
     bool stopping;
     pthread_t thread;
     struct db *db; /* the batcher thread's own */
@@ -82,6 +84,7 @@ run(void *arg)
         if (b->head == NULL && b->stopping)
             break;
         size_t n = take_locked(b, jobs);
+        b->busy = true;
         pthread_mutex_unlock(&b->lock);
         if (b->db != NULL && db_broken(b->db)) {
             db_close(b->db);
@@ -105,6 +108,7 @@ run(void *arg)
             memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
             jobs[i]->done = true;
         }
+        b->busy = false;
         pthread_cond_broadcast(&b->finished);
     }
     pthread_mutex_unlock(&b->lock);
@@ -144,12 +148,25 @@ batcher_destroy(struct batcher *b)
 }
 
 cal_status
-batcher_book(struct batcher *b, const struct listing *listing, const struct booking_plan *plan,
-             struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
+             const struct booking_plan *plan, struct reservation *res, const char *key,
+             size_t keylen, char *err, size_t errlen)
 {
     struct job job = {
         .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen}};
     pthread_mutex_lock(&b->lock);
+    if (!b->busy && b->head == NULL && b->direct == 0) {
+        /* Nothing to group with: commit on the caller's connection rather
+         * than pay two thread hand-offs. Bookings that arrive meanwhile queue
+         * for the batcher. */
+        b->direct++;
+        pthread_mutex_unlock(&b->lock);
+        cal_status rc = store_book(db, listing, plan, res, key, keylen, err, errlen);
+        pthread_mutex_lock(&b->lock);
+        b->direct--;
+        pthread_mutex_unlock(&b->lock);
+        return rc;
+    }
     if (b->tail != NULL)
         b->tail->next = &job;
     else

@@ -385,7 +385,7 @@ op_book(struct service *svc, struct db *db, const struct route *rt, void *ctx, s
     memcpy(r->currency, l->currency, sizeof(r->currency));
     memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
     if (svc->conf.batch_max > 0)
-        rc = batcher_book(batcher_for(svc, rt), l, &c->plan, r, c->key, c->keylen, err, errlen);
+        rc = batcher_book(batcher_for(svc, rt), db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     else
         rc = store_book(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     if (rc == CAL_EDUP) {
