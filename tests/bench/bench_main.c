@@ -244,7 +244,7 @@ parse_args(int argc, char **argv, struct options *o)
     /* Every load loop is bounded in time and count. */
     if (o->conc < 1 || o->conc > 1024 || o->threads < 1 || o->threads > 64 || o->secs <= 0 ||
         o->secs > 600 || o->warmup < 0 || o->warmup > 60 || o->max_requests == 0 ||
-        o->max_nights < 1 || o->max_nights > 8 || o->horizon < 1 || o->horizon > 3660 ||
+        o->max_nights < 1 || o->max_nights > 8 || o->horizon < 1 || o->horizon > 100000 ||
         o->day < 1 || o->batch < 1 || o->batch > MAX_SEARCH ||
         (o->count > 0 && o->batch > o->count && strcmp(o->mode, "read") == 0)) {
         fprintf(stderr, "calendar-bench: an option is out of range\n");
