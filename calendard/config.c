@@ -22,6 +22,9 @@ const struct conf_item config_items[] = {
                   "memory for one connection's request line and headers"),
     CONF_INT_ITEM("server", "idle_timeout_s", C, http.idle_timeout_s, 1, 3600, "30",
                   "close a connection idle this long"),
+    CONF_INT_ITEM("server", "worker_threads", C, http.worker_threads, 1, 4096, "128",
+                  "threads for requests that may wait on a shard (writes, cache misses, "
+                  "searches); cache-hit reads are answered by the event loop"),
     CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
                   "listing_ids of one availability search at most"),
     DBCONF_ADDRESS_ITEMS("catalog", C, catalog),

@@ -1,23 +1,32 @@
-/* The HTTP front on libmicrohttpd. */
+/* The HTTP front on libmicrohttpd: one event-loop thread runs MHD for every
+ * connection and answers cache-hit availability reads itself, looking up all
+ * the reads that arrived together in one memcached multi-get; every other
+ * request (and a read that missed) is suspended and runs on a worker thread,
+ * which may block on a shard, then resumes its connection. */
 #include "calendard/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
 
-struct http_server {
-    struct http_conf conf;
-    struct service *svc;
-    struct MHD_Daemon *daemon;
-    atomic_int inflight;
-};
+#define LOOP_WAIT_MS 100    /* the loop checks for a stop at least this often */
+#define STOP_DRAIN_MS 10000 /* what a stop waits for requests being processed */
+/* A lookup this slow (memcached stalled or timing out) stalls every
+ * connection of the loop, so the loop hands reads to the workers for a while. */
+#define LOOKUP_SLOW_US 10000
+#define LOOKUP_BYPASS_US 1000000
 
 /* Per-request state, freed when MHD reports the request completed. */
 struct http_request {
@@ -25,7 +34,37 @@ struct http_request {
     char *body;
     size_t len;
     bool too_large;
-    bool answered;
+    bool answered;  /* the response is queued */
+    bool suspended; /* waiting for a lookup or a worker */
+    bool miss;      /* a read the cache did not answer: the worker reads the shard */
+    bool counted;   /* in the server's in-flight count until completed */
+    struct MHD_Connection *conn;
+    struct api_request req;   /* points into the connection's memory and body */
+    struct api_response resp; /* filled by the loop or a worker before the resume */
+    struct service_read read;
+    atomic_bool ready; /* resp is filled: the next call of the handler sends it */
+    struct http_request *next;
+};
+
+struct http_server {
+    struct http_conf conf;
+    struct service *svc;
+    struct MHD_Daemon *daemon;
+    atomic_int inflight;
+    atomic_bool stopping;
+    pthread_t loop;
+    int epfd, wakefd; /* the loop waits on MHD's epoll fd and wakefd */
+    /* reads waiting for the loop's next multi-get (loop thread only) */
+    struct http_request **reads;
+    size_t nreads, capreads;
+    unsigned nsuspended;   /* loop thread only */
+    uint64_t bypass_until; /* loop thread only: reads go to the workers until then */
+    /* the workers and their queue */
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    struct http_request *qhead, *qtail;
+    pthread_t *workers;
+    unsigned nworkers, running; /* running: workers not yet exited (lock) */
 };
 
 static enum MHD_Result
@@ -61,6 +100,121 @@ refuse(struct MHD_Connection *conn, struct http_request *hr, int status, const c
     return send_answer(conn, &resp, hr->start_us);
 }
 
+static void
+enqueue(struct http_server *srv, struct http_request *hr)
+{
+    pthread_mutex_lock(&srv->lock);
+    hr->next = NULL;
+    if (srv->qtail != NULL)
+        srv->qtail->next = hr;
+    else
+        srv->qhead = hr;
+    srv->qtail = hr;
+    pthread_cond_signal(&srv->work);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Hands a request to the loop's next lookup or to a worker, suspended until
+ * its answer is ready. */
+static enum MHD_Result
+park(struct http_server *srv, struct http_request *hr, bool lookup)
+{
+    MHD_suspend_connection(hr->conn);
+    hr->suspended = true;
+    srv->nsuspended++;
+    if (!lookup) {
+        enqueue(srv, hr);
+        return MHD_YES;
+    }
+    if (srv->nreads == srv->capreads) {
+        srv->capreads = srv->capreads ? 2 * srv->capreads : 64;
+        srv->reads = cal_realloc(srv->reads, srv->capreads * sizeof(*srv->reads));
+    }
+    srv->reads[srv->nreads++] = hr;
+    return MHD_YES;
+}
+
+/* Its answer is ready: the handler sends it when MHD calls it again. */
+static void
+finish(struct http_request *hr)
+{
+    atomic_store(&hr->ready, true);
+    MHD_resume_connection(hr->conn); /* hr may be gone after this */
+}
+
+/* A worker resumed a connection: MHD takes it up only in the loop's next
+ * MHD_run, and with an external event loop it does not wake the loop itself. */
+static void
+wake_loop(struct http_server *srv)
+{
+    uint64_t one = 1;
+    if (write(srv->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("http", "detail=\"wake write: %s\"", strerror(errno));
+}
+
+/* Runs on the loop thread after MHD_run: one multi-get for every read that
+ * arrived; hits are answered here, misses go to a worker. */
+static void
+lookup_reads(struct http_server *srv)
+{
+    size_t n = srv->nreads;
+    if (n == 0)
+        return;
+    struct service_read **rs = cal_malloc(n * sizeof(*rs));
+    for (size_t i = 0; i < n; i++)
+        rs[i] = &srv->reads[i]->read;
+    uint64_t t0 = cal_mono_us();
+    service_read_lookup(srv->svc, rs, n);
+    uint64_t took = cal_mono_us() - t0;
+    free(rs);
+    if (took > LOOKUP_SLOW_US) {
+        if (srv->bypass_until < t0)
+            log_warn("slow cache lookup: reads go to the workers for a while",
+                     "took_ms=%llu reads=%zu bypass_ms=%d", (unsigned long long)(took / 1000), n,
+                     LOOKUP_BYPASS_US / 1000);
+        srv->bypass_until = cal_mono_us() + LOOKUP_BYPASS_US;
+    }
+    srv->nreads = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct http_request *hr = srv->reads[i];
+        if (hr->read.item.hit) {
+            service_read_finish(srv->svc, &hr->read, &hr->resp);
+            finish(hr);
+        } else {
+            hr->miss = true;
+            enqueue(srv, hr);
+        }
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct http_server *srv = arg;
+    pthread_mutex_lock(&srv->lock);
+    for (;;) {
+        while (srv->qhead == NULL && !atomic_load(&srv->stopping))
+            pthread_cond_wait(&srv->work, &srv->lock);
+        struct http_request *hr = srv->qhead;
+        if (hr == NULL)
+            break; /* stopping and nothing left */
+        srv->qhead = hr->next;
+        if (srv->qhead == NULL)
+            srv->qtail = NULL;
+        pthread_mutex_unlock(&srv->lock);
+        if (hr->miss)
+            service_read_finish(srv->svc, &hr->read, &hr->resp);
+        else
+            service_handle(srv->svc, &hr->req, &hr->resp);
+        finish(hr);
+        wake_loop(srv);
+        pthread_mutex_lock(&srv->lock);
+    }
+    srv->running--;
+    pthread_mutex_unlock(&srv->lock);
+    return NULL;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
            const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -71,6 +225,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     if (hr == NULL) {
         hr = cal_calloc(1, sizeof(*hr));
         hr->start_us = cal_mono_us();
+        hr->conn = conn;
         *con_cls = hr;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -80,6 +235,14 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     }
     if (hr->answered)
         return MHD_YES;
+    if (hr->suspended) {
+        if (!atomic_load(&hr->ready))
+            return MHD_YES; /* cannot happen: resumed only once ready */
+        hr->suspended = false;
+        srv->nsuspended--;
+        hr->answered = true;
+        return send_answer(conn, &hr->resp, hr->start_us);
+    }
     if (*upload_data_size > 0) {
         if (!hr->too_large) {
             if (hr->len + *upload_data_size > (size_t)srv->conf.max_body_bytes) {
@@ -97,12 +260,15 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     }
     if (hr->too_large)
         return refuse(conn, hr, 413, "body_too_large", "request body over the limit");
+    if (atomic_load(&srv->stopping))
+        return refuse(conn, hr, 503, "shutting_down", "the server is stopping");
     if (atomic_fetch_add(&srv->inflight, 1) >= srv->conf.max_inflight) {
         atomic_fetch_sub(&srv->inflight, 1);
         metrics_overload();
         return refuse(conn, hr, 503, "overloaded", "too many requests in flight");
     }
-    struct api_request req = {
+    hr->counted = true;
+    hr->req = (struct api_request){
         .method = method,
         .path = url,
         .body = hr->body ? hr->body : "",
@@ -112,22 +278,32 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         .query_from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from"),
         .query_to = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "to"),
     };
-    struct api_response resp = {0};
-    service_handle(srv->svc, &req, &resp);
-    atomic_fetch_sub(&srv->inflight, 1);
-    hr->answered = true;
-    return send_answer(conn, &resp, hr->start_us);
+    bool answered = false;
+    if (cal_mono_us() >= srv->bypass_until &&
+        service_read_begin(srv->svc, &hr->req, &hr->read, &hr->resp, &answered)) {
+        if (!answered)
+            return park(srv, hr, true);
+        hr->answered = true;
+        return send_answer(conn, &hr->resp, hr->start_us);
+    }
+    return park(srv, hr, false);
 }
 
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
+    struct http_server *srv = cls;
     struct http_request *hr = *con_cls;
-    (void)cls;
     (void)conn;
     (void)toe;
     if (hr != NULL) {
+        if (hr->counted)
+            atomic_fetch_sub(&srv->inflight, 1);
+        if (hr->suspended) /* a resumed request whose connection broke */
+            srv->nsuspended--;
+        if (!hr->answered && atomic_load(&hr->ready))
+            free(hr->resp.body);
         free(hr->body);
         free(hr);
         *con_cls = NULL;
@@ -163,6 +339,59 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
              atomic_exchange(&suppressed, 0));
 }
 
+static int
+wait_ms(struct http_server *srv)
+{
+    MHD_UNSIGNED_LONG_LONG t;
+    if (MHD_get_timeout(srv->daemon, &t) == MHD_YES && t < LOOP_WAIT_MS)
+        return (int)t;
+    return LOOP_WAIT_MS;
+}
+
+static void *
+loop_main(void *arg)
+{
+    struct http_server *srv = arg;
+    uint64_t stop_deadline = 0;
+    for (;;) {
+        struct epoll_event ev[2];
+        int n = epoll_wait(srv->epfd, ev, 2, srv->nreads > 0 ? 0 : wait_ms(srv));
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.fd == srv->wakefd) {
+                uint64_t v;
+                if (read(srv->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                    log_warn("http loop", "detail=\"wake read: %s\"", strerror(errno));
+            }
+        MHD_run(srv->daemon);
+        if (srv->nreads > 0) {
+            lookup_reads(srv);
+            MHD_run(srv->daemon); /* sends the answers just made */
+        }
+        if (atomic_load(&srv->stopping)) {
+            /* Stop once every parked request was answered (MHD_stop_daemon
+             * refuses suspended connections) or the drain took too long. */
+            if (stop_deadline == 0)
+                stop_deadline = cal_mono_us() + STOP_DRAIN_MS * 1000ULL;
+            pthread_mutex_lock(&srv->lock);
+            bool workers_done = srv->running == 0;
+            struct http_request *left = workers_done ? srv->qhead : NULL;
+            if (workers_done)
+                srv->qhead = srv->qtail = NULL;
+            pthread_mutex_unlock(&srv->lock);
+            while (left != NULL) { /* parked after the workers had gone */
+                struct http_request *next = left->next;
+                service_error(&left->resp, 503, "shutting_down", "the server is stopping");
+                finish(left);
+                left = next;
+            }
+            if ((workers_done && srv->nsuspended == 0 && srv->nreads == 0) ||
+                cal_mono_us() > stop_deadline)
+                break;
+        }
+    }
+    return NULL;
+}
+
 struct http_server *
 http_start(const struct http_conf *conf, struct service *svc, char *err, size_t errlen)
 {
@@ -176,19 +405,44 @@ http_start(const struct http_conf *conf, struct service *svc, char *err, size_t 
         return NULL;
     }
     srv->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG,
-        (uint16_t)conf->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        srv, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)conf->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)conf->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)conf->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)conf->port, NULL,
+        NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR,
+        &addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)conf->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)conf->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)conf->max_header_bytes,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_END);
     if (srv->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted)", conf->listen,
                  conf->port);
         free(srv);
         return NULL;
     }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+    srv->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.fd = info != NULL ? info->epoll_fd : -1};
+    struct epoll_event wake_ev = {.events = EPOLLIN, .data.fd = srv->wakefd};
+    if (info == NULL || srv->epfd < 0 || srv->wakefd < 0 ||
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, info->epoll_fd, &mhd_ev) != 0 ||
+        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->wakefd, &wake_ev) != 0) {
+        snprintf(err, errlen, "http event loop: %s", strerror(errno));
+        MHD_stop_daemon(srv->daemon);
+        if (srv->epfd >= 0)
+            close(srv->epfd);
+        if (srv->wakefd >= 0)
+            close(srv->wakefd);
+        free(srv);
+        return NULL;
+    }
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->work, NULL);
+    srv->nworkers = (unsigned)conf->worker_threads;
+    srv->workers = cal_calloc(srv->nworkers, sizeof(*srv->workers));
+    srv->running = srv->nworkers;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        pthread_create(&srv->workers[i], NULL, worker_main, srv);
+    pthread_create(&srv->loop, NULL, loop_main, srv);
     return srv;
 }
 
@@ -197,6 +451,22 @@ http_stop(struct http_server *srv)
 {
     if (srv == NULL)
         return;
+    /* New requests get 503; queued and running ones are answered first. */
+    atomic_store(&srv->stopping, true);
+    pthread_mutex_lock(&srv->lock);
+    pthread_cond_broadcast(&srv->work);
+    pthread_mutex_unlock(&srv->lock);
+    wake_loop(srv);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i], NULL);
+    wake_loop(srv);
+    pthread_join(srv->loop, NULL);
     MHD_stop_daemon(srv->daemon);
+    close(srv->epfd);
+    close(srv->wakefd);
+    pthread_cond_destroy(&srv->work);
+    pthread_mutex_destroy(&srv->lock);
+    free(srv->workers);
+    free(srv->reads);
     free(srv);
 }

@@ -576,34 +576,16 @@ op_availability(struct service *svc, struct db *db, const struct route *rt, void
                                errlen);
 }
 
+/* The availability answer. Written directly: dates, status names and the
+ * validated currency code need no escaping, and this is the hottest answer of
+ * the API. */
 static void
-handle_availability(struct service *svc, uint64_t listing_id, const struct api_request *req,
+render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct calendar_read *read,
                     struct api_response *resp)
 {
-    struct api_error e = {0};
-    int32_t from, to;
-    if (!request_parse_range(req->query_from, req->query_to, &from, &to, &e)) {
-        api_error_answer(resp, &e);
-        return;
-    }
-    struct avail_item item = {.listing_id = listing_id};
-    avail_lookup(svc->avail, &item, 1, from, to);
-    if (!item.hit) {
-        struct availability_ctx c = {.listing_id = listing_id, .read = &item.read};
-        avail_span(from, to, &c.from, &c.to);
-        cal_status rc = run_on_shard(svc, listing_id, op_availability, &c, &e);
-        if (rc != CAL_OK) {
-            api_error_answer(resp, &e);
-            calendar_read_clear(&item.read);
-            return;
-        }
-        avail_fill(svc->avail, &item, 1, from, to);
-    }
     struct night_state nights[BOOKING_MAX_NIGHTS];
-    const struct listing *l = &item.read.listing;
-    booking_expand(l, item.read.rows, item.read.nrows, from, to, nights);
-    /* Written directly: dates, status names and the validated currency code
-     * need no escaping, and this is the hottest answer of the API. */
+    const struct listing *l = &read->listing;
+    booking_expand(l, read->rows, read->nrows, from, to, nights);
     struct jsonout j;
     jsonout_init(&j, 96 + (size_t)(to - from) * 64);
     jsonout_lit(&j, "{\"listing_id\":");
@@ -627,7 +609,80 @@ handle_availability(struct service *svc, uint64_t listing_id, const struct api_r
     resp->content_type = "application/json";
     resp->body = jsonout_finish(&j, &resp->body_len);
     snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
-    calendar_read_clear(&item.read);
+}
+
+void
+service_read_finish(struct service *svc, struct service_read *r, struct api_response *resp)
+{
+    struct api_error e = {0};
+    resp->endpoint = EP_AVAILABILITY;
+    if (!r->item.hit) {
+        struct availability_ctx c = {.listing_id = r->listing_id, .read = &r->item.read};
+        avail_span(r->from, r->to, &c.from, &c.to);
+        cal_status rc = run_on_shard(svc, r->listing_id, op_availability, &c, &e);
+        if (rc != CAL_OK) {
+            api_error_answer(resp, &e);
+            calendar_read_clear(&r->item.read);
+            return;
+        }
+        avail_fill(svc->avail, &r->item, 1, r->from, r->to);
+    }
+    render_availability(r->listing_id, r->from, r->to, &r->item.read, resp);
+    calendar_read_clear(&r->item.read);
+}
+
+/* false (resp answered) when the range is invalid. */
+static bool
+read_start(uint64_t listing_id, const struct api_request *req, struct service_read *r,
+           struct api_response *resp)
+{
+    struct api_error e = {0};
+    memset(r, 0, sizeof(*r));
+    r->listing_id = listing_id;
+    r->item.listing_id = listing_id;
+    if (!request_parse_range(req->query_from, req->query_to, &r->from, &r->to, &e)) {
+        api_error_answer(resp, &e);
+        return false;
+    }
+    return true;
+}
+
+static void
+handle_availability(struct service *svc, uint64_t listing_id, const struct api_request *req,
+                    struct api_response *resp)
+{
+    struct service_read r;
+    if (!read_start(listing_id, req, &r, resp))
+        return;
+    avail_lookup(svc->avail, &r.item, 1, r.from, r.to);
+    service_read_finish(svc, &r, resp);
+}
+
+void
+service_read_lookup(struct service *svc, struct service_read *const *rs, size_t n)
+{
+    /* One multi-get per distinct range (usually one for all). */
+    struct avail_item *items = cal_malloc(n * sizeof(*items));
+    bool *taken = cal_calloc(n, sizeof(*taken));
+    size_t *idx = cal_malloc(n * sizeof(*idx));
+    for (size_t i = 0; i < n; i++) {
+        if (taken[i])
+            continue;
+        size_t m = 0;
+        for (size_t k = i; k < n; k++) {
+            if (taken[k] || rs[k]->from != rs[i]->from || rs[k]->to != rs[i]->to)
+                continue;
+            taken[k] = true;
+            idx[m] = k;
+            items[m++] = rs[k]->item;
+        }
+        avail_lookup(svc->avail, items, m, rs[i]->from, rs[i]->to);
+        for (size_t t = 0; t < m; t++)
+            rs[idx[t]]->item = items[t];
+    }
+    free(items);
+    free(taken);
+    free(idx);
 }
 
 /* Reads the misses of a search from their shards: one statement per shard.
@@ -963,4 +1018,24 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         return;
     }
     service_error(resp, 404, "not_found", "no such endpoint");
+}
+
+bool
+service_read_begin(struct service *svc, const struct api_request *req, struct service_read *r,
+                   struct api_response *resp, bool *answered)
+{
+    (void)svc;
+    *answered = false;
+    if (strcmp(req->method, "GET") != 0)
+        return false;
+    struct segment seg[MAX_SEGMENTS];
+    size_t n = split_path(req->path, seg);
+    uint64_t listing_id;
+    if (n != 4 || !seg_is(&seg[0], "v1") || !seg_is(&seg[1], "listings") ||
+        !seg_is(&seg[3], "availability") || !request_parse_id(seg[2].p, seg[2].len, &listing_id))
+        return false; /* service_handle answers it, errors included */
+    resp->endpoint = EP_AVAILABILITY;
+    if (!read_start(listing_id, req, r, resp))
+        *answered = true;
+    return true;
 }

@@ -4,6 +4,7 @@
 #ifndef CAL_SERVICE_H
 #define CAL_SERVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,29 @@ struct service *service_create(const struct service_conf *conf, struct router *r
 void service_destroy(struct service *svc);
 
 void service_handle(struct service *svc, const struct api_request *req, struct api_response *resp);
+
+/* GET /v1/listings/{id}/availability in halves, so that an event loop can
+ * look the reads of many requests up in one memcached multi-get and hand
+ * only the misses to a thread that may block on a shard. */
+struct service_read {
+    uint64_t listing_id;
+    int32_t from, to;
+    struct avail_item item;
+};
+
+/* false: req is not an availability read (give it to service_handle).
+ * true: it is; *answered says resp already holds the answer (a bad range),
+ * else r is ready for service_read_lookup. */
+bool service_read_begin(struct service *svc, const struct api_request *req, struct service_read *r,
+                        struct api_response *resp, bool *answered);
+
+/* Looks the reads up in the cache: rs[i]->item.hit tells which are answered
+ * by service_read_finish without a shard. Does not block on a shard. */
+void service_read_lookup(struct service *svc, struct service_read *const *rs, size_t n);
+
+/* Answers a read that went through service_read_lookup: from the cache
+ * (hit), or from its shard, filling the cache (miss: blocks). */
+void service_read_finish(struct service *svc, struct service_read *r, struct api_response *resp);
 
 /* The error answer for refusals made before a request reaches the service
  * (413, 503 overloaded, ...). */
