@@ -24,7 +24,9 @@ const struct conf_item config_items[] = {
                   "close a connection idle this long"),
     CONF_INT_ITEM("server", "worker_threads", C, http.worker_threads, 1, 4096, "128",
                   "threads for requests that may wait on a shard (writes, cache misses, "
-                  "searches); cache-hit reads are answered by the event loop"),
+                  "searches); cache-hit reads are answered by the event loops"),
+    CONF_INT_ITEM("server", "event_loops", C, http.event_loops, 1, 64, "2",
+                  "event-loop threads serving the connections (about one per core)"),
     CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
                   "listing_ids of one availability search at most"),
     DBCONF_ADDRESS_ITEMS("catalog", C, catalog),

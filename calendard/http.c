@@ -1,8 +1,9 @@
-/* The HTTP front on libmicrohttpd: one event-loop thread runs MHD for every
- * connection and answers cache-hit availability reads itself, looking up all
- * the reads that arrived together in one memcached multi-get; every other
- * request (and a read that missed) is suspended and runs on a worker thread,
- * which may block on a shard, then resumes its connection. */
+/* The HTTP front on libmicrohttpd: event-loop threads, each running its own
+ * MHD daemon on the shared port (SO_REUSEPORT), answer cache-hit availability
+ * reads themselves, looking up all the reads that arrived together in one
+ * memcached multi-get; every other request (and a read that missed) is
+ * suspended and runs on a worker thread, which may block on a shard, then
+ * resumes its connection. */
 #include "calendard/http.h"
 
 #include <arpa/inet.h>
@@ -43,23 +44,32 @@ struct http_request {
     struct api_response resp; /* filled by the loop or a worker before the resume */
     struct service_read read;
     atomic_bool ready; /* resp is filled: the next call of the handler sends it */
+    struct loop *loop; /* whose MHD daemon has the connection */
     struct http_request *next;
 };
 
-struct http_server {
-    struct http_conf conf;
-    struct service *svc;
+/* One event loop: its own MHD daemon on the shared port (SO_REUSEPORT: the
+ * kernel spreads connections over the loops) and its own thread. */
+struct loop {
+    struct http_server *srv;
     struct MHD_Daemon *daemon;
-    atomic_int inflight;
-    atomic_bool stopping;
-    pthread_t loop;
+    pthread_t thread;
     int epfd, wakefd; /* the loop waits on MHD's epoll fd and wakefd */
     /* reads waiting for the loop's next multi-get (loop thread only) */
     struct http_request **reads;
     size_t nreads, capreads;
     unsigned nsuspended;   /* loop thread only */
     uint64_t bypass_until; /* loop thread only: reads go to the workers until then */
-    /* the workers and their queue */
+};
+
+struct http_server {
+    struct http_conf conf;
+    struct service *svc;
+    atomic_int inflight;
+    atomic_bool stopping;
+    struct loop *loops;
+    unsigned nloops;
+    /* the workers and their queue (shared by the loops) */
     pthread_mutex_t lock;
     pthread_cond_t work;
     struct http_request *qhead, *qtail;
@@ -117,20 +127,20 @@ enqueue(struct http_server *srv, struct http_request *hr)
 /* Hands a request to the loop's next lookup or to a worker, suspended until
  * its answer is ready. */
 static enum MHD_Result
-park(struct http_server *srv, struct http_request *hr, bool lookup)
+park(struct loop *lp, struct http_request *hr, bool lookup)
 {
     MHD_suspend_connection(hr->conn);
     hr->suspended = true;
-    srv->nsuspended++;
+    lp->nsuspended++;
     if (!lookup) {
-        enqueue(srv, hr);
+        enqueue(lp->srv, hr);
         return MHD_YES;
     }
-    if (srv->nreads == srv->capreads) {
-        srv->capreads = srv->capreads ? 2 * srv->capreads : 64;
-        srv->reads = cal_realloc(srv->reads, srv->capreads * sizeof(*srv->reads));
+    if (lp->nreads == lp->capreads) {
+        lp->capreads = lp->capreads ? 2 * lp->capreads : 64;
+        lp->reads = cal_realloc(lp->reads, lp->capreads * sizeof(*lp->reads));
     }
-    srv->reads[srv->nreads++] = hr;
+    lp->reads[lp->nreads++] = hr;
     return MHD_YES;
 }
 
@@ -145,44 +155,44 @@ finish(struct http_request *hr)
 /* A worker resumed a connection: MHD takes it up only in the loop's next
  * MHD_run, and with an external event loop it does not wake the loop itself. */
 static void
-wake_loop(struct http_server *srv)
+wake_loop(struct loop *lp)
 {
     uint64_t one = 1;
-    if (write(srv->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    if (write(lp->wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_warn("http", "detail=\"wake write: %s\"", strerror(errno));
 }
 
 /* Runs on the loop thread after MHD_run: one multi-get for every read that
  * arrived; hits are answered here, misses go to a worker. */
 static void
-lookup_reads(struct http_server *srv)
+lookup_reads(struct loop *lp)
 {
-    size_t n = srv->nreads;
+    size_t n = lp->nreads;
     if (n == 0)
         return;
     struct service_read **rs = cal_malloc(n * sizeof(*rs));
     for (size_t i = 0; i < n; i++)
-        rs[i] = &srv->reads[i]->read;
+        rs[i] = &lp->reads[i]->read;
     uint64_t t0 = cal_mono_us();
-    service_read_lookup(srv->svc, rs, n);
+    service_read_lookup(lp->srv->svc, rs, n);
     uint64_t took = cal_mono_us() - t0;
     free(rs);
     if (took > LOOKUP_SLOW_US) {
-        if (srv->bypass_until < t0)
+        if (lp->bypass_until < t0)
             log_warn("slow cache lookup: reads go to the workers for a while",
                      "took_ms=%llu reads=%zu bypass_ms=%d", (unsigned long long)(took / 1000), n,
                      LOOKUP_BYPASS_US / 1000);
-        srv->bypass_until = cal_mono_us() + LOOKUP_BYPASS_US;
+        lp->bypass_until = cal_mono_us() + LOOKUP_BYPASS_US;
     }
-    srv->nreads = 0;
+    lp->nreads = 0;
     for (size_t i = 0; i < n; i++) {
-        struct http_request *hr = srv->reads[i];
+        struct http_request *hr = lp->reads[i];
         if (hr->read.item.hit) {
-            service_read_finish(srv->svc, &hr->read, &hr->resp);
+            service_read_finish(lp->srv->svc, &hr->read, &hr->resp);
             finish(hr);
         } else {
             hr->miss = true;
-            enqueue(srv, hr);
+            enqueue(lp->srv, hr);
         }
     }
 }
@@ -206,8 +216,9 @@ worker_main(void *arg)
             service_read_finish(srv->svc, &hr->read, &hr->resp);
         else
             service_handle(srv->svc, &hr->req, &hr->resp);
-        finish(hr);
-        wake_loop(srv);
+        struct loop *lp = hr->loop;
+        finish(hr); /* hr may be gone after this */
+        wake_loop(lp);
         pthread_mutex_lock(&srv->lock);
     }
     srv->running--;
@@ -219,13 +230,15 @@ static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
            const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
-    struct http_server *srv = cls;
+    struct loop *lp = cls;
+    struct http_server *srv = lp->srv;
     struct http_request *hr = *con_cls;
     (void)version;
     if (hr == NULL) {
         hr = cal_calloc(1, sizeof(*hr));
         hr->start_us = cal_mono_us();
         hr->conn = conn;
+        hr->loop = lp;
         *con_cls = hr;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -239,7 +252,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         if (!atomic_load(&hr->ready))
             return MHD_YES; /* cannot happen: resumed only once ready */
         hr->suspended = false;
-        srv->nsuspended--;
+        lp->nsuspended--;
         hr->answered = true;
         return send_answer(conn, &hr->resp, hr->start_us);
     }
@@ -279,29 +292,29 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         .query_to = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "to"),
     };
     bool answered = false;
-    if (cal_mono_us() >= srv->bypass_until &&
+    if (cal_mono_us() >= lp->bypass_until &&
         service_read_begin(srv->svc, &hr->req, &hr->read, &hr->resp, &answered)) {
         if (!answered)
-            return park(srv, hr, true);
+            return park(lp, hr, true);
         hr->answered = true;
         return send_answer(conn, &hr->resp, hr->start_us);
     }
-    return park(srv, hr, false);
+    return park(lp, hr, false);
 }
 
 static void
 on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              enum MHD_RequestTerminationCode toe)
 {
-    struct http_server *srv = cls;
+    struct loop *lp = cls;
     struct http_request *hr = *con_cls;
     (void)conn;
     (void)toe;
     if (hr != NULL) {
         if (hr->counted)
-            atomic_fetch_sub(&srv->inflight, 1);
+            atomic_fetch_sub(&lp->srv->inflight, 1);
         if (hr->suspended) /* a resumed request whose connection broke */
-            srv->nsuspended--;
+            lp->nsuspended--;
         if (!hr->answered && atomic_load(&hr->ready))
             free(hr->resp.body);
         free(hr->body);
@@ -340,10 +353,10 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 static int
-wait_ms(struct http_server *srv)
+wait_ms(struct loop *lp)
 {
     MHD_UNSIGNED_LONG_LONG t;
-    if (MHD_get_timeout(srv->daemon, &t) == MHD_YES && t < LOOP_WAIT_MS)
+    if (MHD_get_timeout(lp->daemon, &t) == MHD_YES && t < LOOP_WAIT_MS)
         return (int)t;
     return LOOP_WAIT_MS;
 }
@@ -351,21 +364,22 @@ wait_ms(struct http_server *srv)
 static void *
 loop_main(void *arg)
 {
-    struct http_server *srv = arg;
+    struct loop *lp = arg;
+    struct http_server *srv = lp->srv;
     uint64_t stop_deadline = 0;
     for (;;) {
         struct epoll_event ev[2];
-        int n = epoll_wait(srv->epfd, ev, 2, srv->nreads > 0 ? 0 : wait_ms(srv));
+        int n = epoll_wait(lp->epfd, ev, 2, lp->nreads > 0 ? 0 : wait_ms(lp));
         for (int i = 0; i < n; i++)
-            if (ev[i].data.fd == srv->wakefd) {
+            if (ev[i].data.fd == lp->wakefd) {
                 uint64_t v;
-                if (read(srv->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                if (read(lp->wakefd, &v, sizeof(v)) < 0 && errno != EAGAIN)
                     log_warn("http loop", "detail=\"wake read: %s\"", strerror(errno));
             }
-        MHD_run(srv->daemon);
-        if (srv->nreads > 0) {
-            lookup_reads(srv);
-            MHD_run(srv->daemon); /* sends the answers just made */
+        MHD_run(lp->daemon);
+        if (lp->nreads > 0) {
+            lookup_reads(lp);
+            MHD_run(lp->daemon); /* sends the answers just made */
         }
         if (atomic_load(&srv->stopping)) {
             /* Stop once every parked request was answered (MHD_stop_daemon
@@ -380,16 +394,65 @@ loop_main(void *arg)
             pthread_mutex_unlock(&srv->lock);
             while (left != NULL) { /* parked after the workers had gone */
                 struct http_request *next = left->next;
+                struct loop *owner = left->loop;
                 service_error(&left->resp, 503, "shutting_down", "the server is stopping");
                 finish(left);
+                wake_loop(owner);
                 left = next;
             }
-            if ((workers_done && srv->nsuspended == 0 && srv->nreads == 0) ||
+            if ((workers_done && lp->nsuspended == 0 && lp->nreads == 0) ||
                 cal_mono_us() > stop_deadline)
                 break;
         }
     }
     return NULL;
+}
+
+/* Starts loop i's daemon, epoll set and thread. false and err filled. */
+static bool
+loop_start(struct http_server *srv, struct loop *lp, const struct sockaddr_in *addr, char *err,
+           size_t errlen)
+{
+    const struct http_conf *conf = &srv->conf;
+    unsigned limit = ((unsigned)conf->max_connections + srv->nloops - 1) / srv->nloops;
+    lp->srv = srv;
+    lp->epfd = lp->wakefd = -1;
+    lp->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)conf->port, NULL,
+        NULL, on_request, lp, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR,
+        addr, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)conf->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)conf->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, lp,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (lp->daemon == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted)", conf->listen,
+                 conf->port);
+        return false;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(lp->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    lp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    lp->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.fd = info != NULL ? info->epoll_fd : -1};
+    struct epoll_event wake_ev = {.events = EPOLLIN, .data.fd = lp->wakefd};
+    if (info == NULL || lp->epfd < 0 || lp->wakefd < 0 ||
+        epoll_ctl(lp->epfd, EPOLL_CTL_ADD, info->epoll_fd, &mhd_ev) != 0 ||
+        epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->wakefd, &wake_ev) != 0) {
+        snprintf(err, errlen, "http event loop: %s", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void
+loop_close(struct loop *lp)
+{
+    if (lp->daemon != NULL)
+        MHD_stop_daemon(lp->daemon);
+    if (lp->epfd >= 0)
+        close(lp->epfd);
+    if (lp->wakefd >= 0)
+        close(lp->wakefd);
+    free(lp->reads);
 }
 
 struct http_server *
@@ -404,36 +467,16 @@ http_start(const struct http_conf *conf, struct service *svc, char *err, size_t 
         free(srv);
         return NULL;
     }
-    srv->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)conf->port, NULL,
-        NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_SOCK_ADDR,
-        &addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)conf->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)conf->idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)conf->max_header_bytes,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
-        MHD_OPTION_END);
-    if (srv->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted)", conf->listen,
-                 conf->port);
-        free(srv);
-        return NULL;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    srv->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct epoll_event mhd_ev = {.events = EPOLLIN, .data.fd = info != NULL ? info->epoll_fd : -1};
-    struct epoll_event wake_ev = {.events = EPOLLIN, .data.fd = srv->wakefd};
-    if (info == NULL || srv->epfd < 0 || srv->wakefd < 0 ||
-        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, info->epoll_fd, &mhd_ev) != 0 ||
-        epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->wakefd, &wake_ev) != 0) {
-        snprintf(err, errlen, "http event loop: %s", strerror(errno));
-        MHD_stop_daemon(srv->daemon);
-        if (srv->epfd >= 0)
-            close(srv->epfd);
-        if (srv->wakefd >= 0)
-            close(srv->wakefd);
-        free(srv);
-        return NULL;
+    srv->nloops = (unsigned)conf->event_loops;
+    srv->loops = cal_calloc(srv->nloops, sizeof(*srv->loops));
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        if (!loop_start(srv, &srv->loops[i], &addr, err, errlen)) {
+            for (unsigned k = 0; k <= i; k++)
+                loop_close(&srv->loops[k]);
+            free(srv->loops);
+            free(srv);
+            return NULL;
+        }
     }
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->work, NULL);
@@ -442,7 +485,8 @@ http_start(const struct http_conf *conf, struct service *svc, char *err, size_t 
     srv->running = srv->nworkers;
     for (unsigned i = 0; i < srv->nworkers; i++)
         pthread_create(&srv->workers[i], NULL, worker_main, srv);
-    pthread_create(&srv->loop, NULL, loop_main, srv);
+    for (unsigned i = 0; i < srv->nloops; i++)
+        pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]);
     return srv;
 }
 
@@ -456,17 +500,19 @@ http_stop(struct http_server *srv)
     pthread_mutex_lock(&srv->lock);
     pthread_cond_broadcast(&srv->work);
     pthread_mutex_unlock(&srv->lock);
-    wake_loop(srv);
+    for (unsigned i = 0; i < srv->nloops; i++)
+        wake_loop(&srv->loops[i]);
     for (unsigned i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i], NULL);
-    wake_loop(srv);
-    pthread_join(srv->loop, NULL);
-    MHD_stop_daemon(srv->daemon);
-    close(srv->epfd);
-    close(srv->wakefd);
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        wake_loop(&srv->loops[i]);
+        pthread_join(srv->loops[i].thread, NULL);
+    }
+    for (unsigned i = 0; i < srv->nloops; i++)
+        loop_close(&srv->loops[i]);
     pthread_cond_destroy(&srv->work);
     pthread_mutex_destroy(&srv->lock);
     free(srv->workers);
-    free(srv->reads);
+    free(srv->loops);
     free(srv);
 }

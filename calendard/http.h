@@ -1,8 +1,7 @@
-/* The HTTP front (libmicrohttpd): an event-loop thread for every connection
- * that answers cache-hit availability reads itself (one memcached multi-get
- * for all the reads that arrived together), worker threads for every request
- * that may block on a shard; body and header limits, idle timeouts, an
- * in-flight limit answered with 503. */
+/* The HTTP front (libmicrohttpd): event-loop threads (SO_REUSEPORT spreads
+ * the connections over them) that answer cache-hit availability reads itself (one memcached
+ * multi-get for all the reads that arrived together), worker threads for every request that may
+ * block on a shard; body and header limits, idle timeouts, an in-flight limit answered with 503. */
 #ifndef CAL_HTTP_H
 #define CAL_HTTP_H
 
@@ -19,6 +18,7 @@ struct http_conf {
     int max_header_bytes;
     int idle_timeout_s;
     int worker_threads; /* requests that may block on a shard run on these */
+    int event_loops;    /* event-loop threads, each with its own listening socket */
 };
 
 struct http_server;
