@@ -35,9 +35,15 @@ struct db_stmt {
     uint64_t insert_id;
 };
 
+/* Prepared statements kept per connection, most recently used first: SQL
+ * built for n items (IN lists, multi-row inserts) must not pile up towards
+ * the server's max_prepared_stmt_count. */
+#define DB_STMT_CACHE_MAX 64
+
 struct db {
     MYSQL *mysql;
     struct db_stmt *stmts;
+    unsigned nstmts;
     bool broken;
     bool in_txn;
     unsigned last_errno;
@@ -291,9 +297,23 @@ struct db_stmt *
 db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
 {
     /* Keyed by text, not pointer: callers may build SQL in reused buffers. */
-    for (struct db_stmt *st = db->stmts; st != NULL; st = st->next)
-        if (strcmp(st->sql, sql) == 0)
+    for (struct db_stmt **pp = &db->stmts; *pp != NULL; pp = &(*pp)->next) {
+        struct db_stmt *st = *pp;
+        if (strcmp(st->sql, sql) == 0) {
+            *pp = st->next;
+            st->next = db->stmts;
+            db->stmts = st;
             return st;
+        }
+    }
+    if (db->nstmts >= DB_STMT_CACHE_MAX) {
+        struct db_stmt **pp = &db->stmts;
+        while ((*pp)->next != NULL)
+            pp = &(*pp)->next;
+        stmt_destroy(*pp);
+        *pp = NULL;
+        db->nstmts--;
+    }
     struct db_stmt *st = cal_calloc(1, sizeof(*st));
     st->db = db;
     st->sql = cal_strndup(sql, strlen(sql));
@@ -354,6 +374,7 @@ db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
     }
     st->next = db->stmts;
     db->stmts = st;
+    db->nstmts++;
     return st;
 }
 
@@ -432,6 +453,68 @@ db_query(struct db *db, const char *sql, const struct db_val *params, size_t npa
     if (out != NULL)
         *out = st;
     return db_stmt_exec(st, params, nparams, err, errlen);
+}
+
+/* The rows of the result set the block just produced, if any. */
+static cal_status
+block_rows(struct db_stmt *st, db_row_fn fn, void *ctx, char *err, size_t errlen)
+{
+    unsigned nf = mysql_stmt_field_count(st->stmt);
+    if (nf == 0)
+        return CAL_OK;
+    if (nf > DB_BLOCK_MAX_COLS) {
+        snprintf(err, errlen, "block returns %u columns, max %d", nf, DB_BLOCK_MAX_COLS);
+        return CAL_ERR;
+    }
+    MYSQL_BIND bind[DB_BLOCK_MAX_COLS];
+    int64_t vals[DB_BLOCK_MAX_COLS];
+    my_bool nulls[DB_BLOCK_MAX_COLS];
+    memset(bind, 0, sizeof(bind));
+    for (unsigned i = 0; i < nf; i++) {
+        bind[i].buffer_type = MYSQL_TYPE_LONGLONG;
+        bind[i].buffer = &vals[i];
+        bind[i].is_null = &nulls[i];
+    }
+    if (mysql_stmt_bind_result(st->stmt, bind) != 0 || mysql_stmt_store_result(st->stmt) != 0)
+        return stmt_error(st, err, errlen);
+    int r;
+    while ((r = mysql_stmt_fetch(st->stmt)) == 0 || r == MYSQL_DATA_TRUNCATED) {
+        for (unsigned i = 0; i < nf; i++)
+            if (nulls[i])
+                vals[i] = 0;
+        if (fn != NULL)
+            fn(ctx, vals, nf);
+    }
+    cal_status rc = r == MYSQL_NO_DATA ? CAL_OK : stmt_error(st, err, errlen);
+    mysql_stmt_free_result(st->stmt);
+    return rc;
+}
+
+cal_status
+db_block(struct db *db, const char *sql, const struct db_val *params, size_t nparams, db_row_fn fn,
+         void *ctx, char *err, size_t errlen)
+{
+    struct db_stmt *st = db_prepare(db, sql, err, errlen);
+    if (st == NULL)
+        return db->broken ? CAL_EUNAVAIL : CAL_ERR;
+    db->in_txn = true;
+    cal_status rc = db_stmt_exec(st, params, nparams, err, errlen);
+    for (;;) {
+        if (rc == CAL_OK)
+            rc = block_rows(st, fn, ctx, err, errlen);
+        /* Read every result, even after an error, so the connection stays usable. */
+        int more = mysql_stmt_next_result(st->stmt);
+        if (more == -1)
+            break;
+        if (more > 0) {
+            if (rc == CAL_OK)
+                rc = stmt_error(st, err, errlen);
+            break;
+        }
+    }
+    if (rc == CAL_OK)
+        db->in_txn = false;
+    return rc == CAL_EUNAVAIL ? CAL_EUNKNOWN : rc;
 }
 
 int
@@ -517,6 +600,12 @@ bool
 db_broken(const struct db *db)
 {
     return db->broken;
+}
+
+unsigned
+db_cached_statements(const struct db *db)
+{
+    return db->nstmts;
 }
 
 unsigned

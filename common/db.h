@@ -63,7 +63,9 @@ struct db_val {
 struct db_stmt;
 
 /* Prepares sql once per connection: the statement is cached on db keyed by
- * the sql text. The db owns the stmt. */
+ * the sql text, the 64 most recently used ones (the least recently used is
+ * closed). The db owns the stmt; a pointer to it stays valid until 64 other
+ * statements have been used on db. */
 struct db_stmt *db_prepare(struct db *db, const char *sql, char *err, size_t errlen);
 
 /* Binds params and executes; a statement with a result set is ready for
@@ -81,6 +83,18 @@ cal_status db_query(struct db *db, const char *sql, const struct db_val *params,
  * -1 on error (err filled). */
 int db_fetch(struct db_stmt *stmt, struct db_val *cols, size_t ncols, char *err, size_t errlen);
 
+/* A compound statement (BEGIN NOT ATOMIC ... END), prepared once per
+ * connection like any other, that runs a whole transaction in one round
+ * trip and reports through result sets of integer columns (at most
+ * DB_BLOCK_MAX_COLS): fn gets every row of every result set, in order.
+ * CAL_OK only when the server finished the block. A server error leaves the
+ * transaction as the block left it: the caller rolls back. A connection lost
+ * after the block was sent is CAL_EUNKNOWN: it may have committed. */
+#define DB_BLOCK_MAX_COLS 8
+typedef void (*db_row_fn)(void *ctx, const int64_t *cols, size_t ncols);
+cal_status db_block(struct db *db, const char *sql, const struct db_val *params, size_t nparams,
+                    db_row_fn fn, void *ctx, char *err, size_t errlen);
+
 uint64_t db_affected_rows(const struct db_stmt *stmt);
 uint64_t db_insert_id(const struct db_stmt *stmt); /* LAST_INSERT_ID() of the last exec */
 
@@ -92,6 +106,9 @@ void db_rollback(struct db *db);
 
 /* True once a connection-level error was seen: the caller must not reuse it. */
 bool db_broken(const struct db *db);
+
+/* Prepared statements cached on db now; for tests. */
+unsigned db_cached_statements(const struct db *db);
 
 /* Server error number of the last failure (0 if none); for tests and logs. */
 unsigned db_last_errno(const struct db *db);
