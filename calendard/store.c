@@ -2,6 +2,8 @@
  * paths. Dates cross SQL as day numbers: TO_DAYS(d) - 719528 out, FROM_DAYS(n) in. */
 #include "calendard/store.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ static const char SQL_READ_CALENDAR[] =
     "SELECT o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
     " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version"
     " FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
-    " LEFT JOIN nights n ON n.listing_id = l.listing_id"
+    " LEFT JOIN nights n ON n.listing_id = ? AND l.listing_id IS NOT NULL"
     "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
     " WHERE o.vbucket = ?";
 static const char SQL_PUT_LISTING[] =
@@ -234,10 +236,10 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
                     struct calendar_read *out, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[4] = {DB_INT_V(listing_id), DB_INT_V(from + E), DB_INT_V(to + E),
-                          DB_INT_V(vbucket)};
+    struct db_val p[] = {DB_INT_V(listing_id), DB_INT_V(listing_id), DB_INT_V(from + E),
+                         DB_INT_V(to + E), DB_INT_V(vbucket)};
     struct db_val c[12];
-    cal_status rc = db_query(db, SQL_READ_CALENDAR, p, 4, &st, err, errlen);
+    cal_status rc = db_query(db, SQL_READ_CALENDAR, p, CAL_ARRAY_LEN(p), &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r, rows = 0;
@@ -367,8 +369,9 @@ book_statements(struct db *db, const struct listing *listing, const struct booki
 }
 
 cal_status
-store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
-           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+store_book_stepwise(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+                    struct reservation *res, const char *key, size_t keylen, char *err,
+                    size_t errlen)
 {
     cal_status rc = begin_fenced(db, listing->vbucket, err, errlen);
     if (rc != CAL_OK)
@@ -382,234 +385,293 @@ store_book(struct db *db, const struct listing *listing, const struct booking_pl
 
 /* ---- many bookings of one shard in one transaction ----------------------- */
 
-/* The optimistic combined form: every booking's statements merged into one
- * statement per kind. Any failure rolls the whole batch back (CAL_ECONFLICT
- * etc.) and the caller falls back to one savepoint per booking. */
-static cal_status
-book_combined(struct db *db, struct store_booking *b, size_t n, char *err, size_t errlen)
-{
-    size_t nexisting = 0, nmissing = 0, nvb = 0, off;
-    for (size_t i = 0; i < n; i++) {
-        nexisting += b[i].plan->nexisting;
-        nmissing += b[i].plan->nmissing;
-    }
-    size_t cap = 4096 + (nexisting + nmissing) * 48 + n * 160;
-    char *sql = cal_malloc(cap);
-    size_t pcap = 16 + nexisting * 3 + nmissing * 4 + n * 14;
-    struct db_val *p = cal_malloc(pcap * sizeof(*p));
-    uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
-    struct db_stmt *st;
-    struct db_val c[2];
-    cal_status rc;
-    size_t k;
+/* The whole booking transaction of one or many bookings in one round trip:
+ * a compound statement with the batch as JSON arrays (JSON_TABLE), so its
+ * text, and the statement prepared from it, are the same for any batch.
+ * It takes the fence rows in share mode, checks the versions of the nights
+ * that have rows, inserts the others (a duplicate key is a conflict),
+ * bumps each listing's version once per booking if its rules are still
+ * those the bookings were planned on, inserts the reservations, and
+ * commits. Every check that fails rolls back inside the block, which then
+ * answers the step that failed (BOOK_*); on success it answers each
+ * listing's new version, read under its row lock, and then commits. */
+enum {
+    BOOK_OK = 0,
+    BOOK_MOVED = 1,     /* a fence row is missing */
+    BOOK_NIGHTS = 2,    /* a night changed since it was read */
+    BOOK_NIGHT_DUP = 3, /* a night was inserted since it was read */
+    BOOK_RULES = 4,     /* the listing's rules changed */
+    BOOK_RES_DUP = 5,   /* the idempotency key or the reservation id exists */
+};
+static const char SQL_BOOK_BLOCK[] =
+    "BEGIN NOT ATOMIC"
+    " DECLARE s INT DEFAULT 1;"
+    " DECLARE n BIGINT DEFAULT 0;"
+    " DECLARE jv LONGTEXT DEFAULT ?;"
+    " DECLARE nv INT DEFAULT ?;"
+    " DECLARE je LONGTEXT DEFAULT ?;"
+    " DECLARE ne INT DEFAULT ?;"
+    " DECLARE jm LONGTEXT DEFAULT ?;"
+    " DECLARE nm INT DEFAULT ?;"
+    " DECLARE jl LONGTEXT DEFAULT ?;"
+    " DECLARE nl INT DEFAULT ?;"
+    " DECLARE jr LONGTEXT DEFAULT ?;"
+    " DECLARE EXIT HANDLER FOR 1062 BEGIN ROLLBACK; SELECT s, 0, 0; END;"
+    " START TRANSACTION;"
+    " b: BEGIN"
+    "  SELECT COUNT(*) INTO n FROM JSON_TABLE(jv, '$[*]' COLUMNS (vb INT UNSIGNED PATH '$')) j"
+    "   JOIN vbucket_owner o ON o.vbucket = j.vb LOCK IN SHARE MODE;"
+    "  IF n <> nv THEN LEAVE b; END IF;"
+    "  SET s = 2;"
+    "  IF ne > 0 THEN"
+    "   UPDATE nights t JOIN JSON_TABLE(je, '$[*]' COLUMNS (l BIGINT UNSIGNED PATH '$[0]',"
+    "     d INT PATH '$[1]', v BIGINT UNSIGNED PATH '$[2]', r BIGINT UNSIGNED PATH '$[3]')) j"
+    "    ON t.listing_id = j.l AND t.night = FROM_DAYS(j.d) AND t.version = j.v"
+    "    SET t.status = 'booked', t.reservation_id = j.r, t.version = t.version + 1"
+    "    WHERE t.status = 'available';"
+    "   IF ROW_COUNT() <> ne THEN LEAVE b; END IF;"
+    "  END IF;"
+    "  SET s = 3;"
+    "  IF nm > 0 THEN"
+    "   INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket)"
+    "    SELECT j.l, FROM_DAYS(j.d), 'booked', j.r, 1, j.vb FROM JSON_TABLE(jm, '$[*]' COLUMNS ("
+    "     l BIGINT UNSIGNED PATH '$[0]', d INT PATH '$[1]', r BIGINT UNSIGNED PATH '$[2]',"
+    "     vb INT UNSIGNED PATH '$[3]')) j;"
+    "  END IF;"
+    "  SET s = 4;"
+    "  UPDATE listings t JOIN JSON_TABLE(jl, '$[*]' COLUMNS (l BIGINT UNSIGNED PATH '$[0]',"
+    "    rv BIGINT UNSIGNED PATH '$[1]', c INT PATH '$[2]')) j"
+    "   ON t.listing_id = j.l AND t.rules_version = j.rv SET t.version = t.version + j.c;"
+    "  IF ROW_COUNT() <> nl THEN LEAVE b; END IF;"
+    "  SET s = 5;"
+    "  INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
+    "    guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+    "   SELECT j.r, j.l, t.vbucket, FROM_DAYS(j.ci), FROM_DAYS(j.co), j.g, 'confirmed', j.p,"
+    "    j.cur, j.k, j.h, t.version - j.c + j.o FROM JSON_TABLE(jr, '$[*]' COLUMNS ("
+    "     r BIGINT UNSIGNED PATH '$[0]', l BIGINT UNSIGNED PATH '$[1]', ci INT PATH '$[2]',"
+    "     co INT PATH '$[3]', g BIGINT UNSIGNED PATH '$[4]', p BIGINT PATH '$[5]',"
+    "     cur VARCHAR(3) PATH '$[6]', k VARCHAR(255) PATH '$[7]', h VARCHAR(16) PATH '$[8]',"
+    "     c INT PATH '$[9]', o INT PATH '$[10]')) j"
+    "   JOIN listings t ON t.listing_id = j.l;"
+    "  SET s = 0;"
+    " END b;"
+    " IF s <> 0 THEN ROLLBACK; SELECT s, 0, 0;"
+    " ELSE"
+    "  SELECT 0, t.listing_id, t.version FROM JSON_TABLE(jl, '$[*]' COLUMNS ("
+    "   l BIGINT UNSIGNED PATH '$[0]')) j JOIN listings t ON t.listing_id = j.l;"
+    "  COMMIT;"
+    " END IF;"
+    "END";
 
-    /* Fence rows of every vbucket involved, in share mode, in one statement. */
-    for (size_t i = 0; i < n; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < nvb && !seen; j++)
-            seen = vbs[j] == b[i].listing->vbucket;
-        if (!seen)
-            vbs[nvb++] = b[i].listing->vbucket;
+/* A growing text buffer for the block's JSON arguments. */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void jb_printf(struct jbuf *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+jb_printf(struct jbuf *j, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(j->p + j->len, j->cap - j->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < j->cap - j->len) {
+            j->len += (size_t)n;
+            return;
+        }
+        j->cap = j->cap * 2 + (n > 0 ? (size_t)n : 0) + 64;
+        j->p = cal_realloc(j->p, j->cap);
     }
-    off = (size_t)snprintf(sql, cap, "SELECT vbucket FROM vbucket_owner WHERE vbucket IN (");
-    sql_list(sql, cap, &off, nvb, "?");
-    snprintf(sql + off, cap - off, ") LOCK IN SHARE MODE");
-    for (k = 0; k < nvb; k++)
-        p[k] = DB_INT_V(vbs[k]);
-    if ((rc = db_query(db, sql, p, k, &st, err, errlen)) != CAL_OK)
-        goto out;
-    size_t owned = 0;
-    while (db_fetch(st, c, 1, err, errlen) > 0)
-        owned++;
-    if (owned != nvb) {
-        snprintf(err, errlen, "a vbucket of the batch moved");
-        rc = CAL_EMOVED;
-        goto out;
+}
+
+/* A JSON string of printable ASCII (idempotency keys, currencies, hashes). */
+static void
+jb_string(struct jbuf *j, const char *s, size_t len)
+{
+    jb_printf(j, "\"");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            jb_printf(j, "\\%c", ch);
+        else if (ch < 0x20 || ch > 0x7e)
+            jb_printf(j, "\\u%04x", ch);
+        else
+            jb_printf(j, "%c", ch);
     }
-    if (nexisting > 0) {
-        /* Each booking's rows by its stay: a listing may have several
-         * (non-overlapping) bookings in one batch. */
-        off = (size_t)snprintf(sql, cap,
-                               "UPDATE nights SET status = 'booked', version = version + 1,"
-                               " reservation_id = CASE");
-        k = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (b[i].plan->nexisting == 0)
-                continue;
-            off += (size_t)snprintf(sql + off, cap - off,
-                                    " WHEN listing_id = ? AND night >= FROM_DAYS(?) AND"
-                                    " night < FROM_DAYS(?) THEN ?");
-            p[k++] = DB_INT_V(b[i].listing->listing_id);
-            p[k++] = DB_INT_V(b[i].res->check_in + E);
-            p[k++] = DB_INT_V(b[i].res->check_out + E);
-            p[k++] = DB_INT_V(b[i].res->reservation_id);
-        }
-        /* The plain IN on the key lets the optimizer use the primary key. */
-        off += (size_t)snprintf(sql + off, cap - off,
-                                " END WHERE status = 'available' AND listing_id IN (");
-        size_t nlist = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (b[i].plan->nexisting == 0)
-                continue;
-            off += (size_t)snprintf(sql + off, cap - off, "%s?", nlist++ ? "," : "");
-            p[k++] = DB_INT_V(b[i].listing->listing_id);
-        }
-        off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, night, version) IN (");
-        sql_list(sql, cap, &off, nexisting, "(?, FROM_DAYS(?), ?)");
-        snprintf(sql + off, cap - off, ")");
-        for (size_t i = 0; i < n; i++) {
-            for (size_t x = 0; x < b[i].plan->nexisting; x++) {
-                p[k++] = DB_INT_V(b[i].listing->listing_id);
-                p[k++] = DB_INT_V(b[i].plan->existing_night[x] + E);
-                p[k++] = DB_INT_V(b[i].plan->existing_version[x]);
-            }
-        }
-        if ((rc = db_query(db, sql, p, k, &st, err, errlen)) != CAL_OK)
-            goto out;
-        if (db_affected_rows(st) != nexisting) {
-            snprintf(err, errlen, "a night changed since it was read");
-            rc = CAL_ECONFLICT;
-            goto out;
-        }
-    }
-    if (nmissing > 0) {
-        sql_insert_nights(sql, cap, nmissing);
-        k = 0;
-        for (size_t i = 0; i < n; i++) {
-            for (size_t x = 0; x < b[i].plan->nmissing; x++) {
-                p[k++] = DB_INT_V(b[i].listing->listing_id);
-                p[k++] = DB_INT_V(b[i].plan->missing[x] + E);
-                p[k++] = DB_INT_V(b[i].res->reservation_id);
-                p[k++] = DB_INT_V(b[i].listing->vbucket);
-            }
-        }
-        if ((rc = db_query(db, sql, p, k, NULL, err, errlen)) != CAL_OK) {
-            rc = rc == CAL_EDUP ? CAL_ECONFLICT : rc;
-            goto out;
-        }
-    }
-    /* Each listing gains one version per booking of it in the batch; all of
-     * them were planned on the same rules_version (the batcher sees to it). */
-    size_t nl = 0;
+    jb_printf(j, "\"");
+}
+
+/* Each listing's version after the batch, as the block answered it. */
+struct block_answer {
+    int64_t step;
+    size_t nl;
+    const uint64_t *lid;
+    uint64_t *version; /* [nl] */
+};
+
+static void
+block_row(void *ctx, const int64_t *cols, size_t ncols)
+{
+    struct block_answer *a = ctx;
+    if (ncols < 3)
+        return;
+    a->step = cols[0];
+    for (size_t x = 0; x < a->nl; x++)
+        if (a->lid[x] == (uint64_t)cols[1])
+            a->version[x] = (uint64_t)cols[2];
+}
+
+/* Runs the block for b[0..n). Returns CAL_OK with every res->version set
+ * after COMMIT; otherwise the transaction is rolled back and the status
+ * says why (for one booking exactly what store_book() answers). */
+static cal_status
+book_block(struct db *db, struct store_booking *b, size_t n, char *err, size_t errlen)
+{
+    struct jbuf jv = {0}, je = {0}, jm = {0}, jl = {0}, jr = {0};
+    size_t nv = 0, ne = 0, nm = 0, nl = 0;
+    uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
     uint64_t *lid = cal_malloc(n * sizeof(*lid)), *lrules = cal_malloc(n * sizeof(*lrules));
+    uint64_t *lversion = cal_calloc(n, sizeof(*lversion));
     unsigned *lcount = cal_calloc(n, sizeof(*lcount));
+    unsigned *ord = cal_malloc(n * sizeof(*ord)); /* 1-based rank in its listing */
+    size_t *lof = cal_malloc(n * sizeof(*lof));   /* b[i]'s listing index */
+    cal_status rc;
+
     for (size_t i = 0; i < n; i++) {
+        const struct listing *l = b[i].listing;
         size_t x = 0;
-        while (x < nl && lid[x] != b[i].listing->listing_id)
+        while (x < nv && vbs[x] != l->vbucket)
             x++;
+        if (x == nv)
+            vbs[nv++] = l->vbucket;
+        for (x = 0; x < nl && lid[x] != l->listing_id; x++)
+            ;
         if (x == nl) {
-            lid[nl] = b[i].listing->listing_id;
-            lrules[nl++] = b[i].listing->rules_version;
+            lid[nl] = l->listing_id;
+            lrules[nl++] = l->rules_version;
         }
-        lcount[x]++;
+        ord[i] = ++lcount[x];
+        lof[i] = x;
     }
-    off = (size_t)snprintf(sql, cap, "UPDATE listings SET version = version + CASE listing_id");
-    k = 0;
-    for (size_t x = 0; x < nl; x++) {
-        off += (size_t)snprintf(sql + off, cap - off, " WHEN ? THEN ?");
-        p[k++] = DB_INT_V(lid[x]);
-        p[k++] = DB_INT_V(lcount[x]);
+    jb_printf(&jv, "[");
+    for (size_t x = 0; x < nv; x++)
+        jb_printf(&jv, "%s%u", x ? "," : "", vbs[x]);
+    jb_printf(&jv, "]");
+    jb_printf(&je, "[");
+    jb_printf(&jm, "[");
+    jb_printf(&jr, "[");
+    for (size_t i = 0; i < n; i++) {
+        const struct listing *l = b[i].listing;
+        const struct booking_plan *plan = b[i].plan;
+        const struct reservation *r = b[i].res;
+        for (size_t k = 0; k < plan->nexisting; k++)
+            jb_printf(&je, "%s[%" PRIu64 ",%d,%" PRIu64 ",%" PRIu64 "]", ne++ ? "," : "",
+                      l->listing_id, plan->existing_night[k] + E, plan->existing_version[k],
+                      r->reservation_id);
+        for (size_t k = 0; k < plan->nmissing; k++)
+            jb_printf(&jm, "%s[%" PRIu64 ",%d,%" PRIu64 ",%u]", nm++ ? "," : "", l->listing_id,
+                      plan->missing[k] + E, r->reservation_id, l->vbucket);
+        jb_printf(&jr, "%s[%" PRIu64 ",%" PRIu64 ",%d,%d,%" PRIu64 ",%" PRId64 ",", i ? "," : "",
+                  r->reservation_id, l->listing_id, r->check_in + E, r->check_out + E, r->guest_id,
+                  r->total_price);
+        jb_string(&jr, r->currency, strlen(r->currency));
+        jb_printf(&jr, ",");
+        jb_string(&jr, b[i].key, b[i].keylen);
+        jb_printf(&jr, ",");
+        jb_string(&jr, r->request_hash, strlen(r->request_hash));
+        jb_printf(&jr, ",%u,%u]", lcount[lof[i]], ord[i]);
     }
-    off += (size_t)snprintf(sql + off, cap - off, " END WHERE listing_id IN (");
-    sql_list(sql, cap, &off, nl, "?");
-    off += (size_t)snprintf(sql + off, cap - off, ") AND (listing_id, rules_version) IN (");
-    sql_list(sql, cap, &off, nl, "(?, ?)");
-    snprintf(sql + off, cap - off, ")");
+    jb_printf(&je, "]");
+    jb_printf(&jm, "]");
+    jb_printf(&jr, "]");
+    jb_printf(&jl, "[");
     for (size_t x = 0; x < nl; x++)
-        p[k++] = DB_INT_V(lid[x]);
-    for (size_t x = 0; x < nl; x++) {
-        p[k++] = DB_INT_V(lid[x]);
-        p[k++] = DB_INT_V(lrules[x]);
+        jb_printf(&jl, "%s[%" PRIu64 ",%" PRIu64 ",%u]", x ? "," : "", lid[x], lrules[x],
+                  lcount[x]);
+    jb_printf(&jl, "]");
+
+    struct db_val p[] = {
+        DB_STR_V(jv.p, jv.len), DB_INT_V(nv),           DB_STR_V(je.p, je.len),
+        DB_INT_V(ne),           DB_STR_V(jm.p, jm.len), DB_INT_V(nm),
+        DB_STR_V(jl.p, jl.len), DB_INT_V(nl),           DB_STR_V(jr.p, jr.len),
+    };
+    struct block_answer a = {.step = -1, .nl = nl, .lid = lid, .version = lversion};
+    rc = db_block(db, SQL_BOOK_BLOCK, p, CAL_ARRAY_LEN(p), block_row, &a, err, errlen);
+    if (rc != CAL_OK) {
+        db_rollback(db);
+        goto out;
     }
-    rc = db_query(db, sql, p, k, &st, err, errlen);
-    if (rc == CAL_OK && db_affected_rows(st) != nl) {
+    switch (a.step) {
+    case BOOK_OK:
+        for (size_t i = 0; i < n; i++)
+            b[i].res->version = lversion[lof[i]] - lcount[lof[i]] + ord[i];
+        break;
+    case BOOK_MOVED:
+        if (n == 1)
+            snprintf(err, errlen, "vbucket %u is not owned by this shard", b[0].listing->vbucket);
+        else
+            snprintf(err, errlen, "a vbucket of the batch is not owned by this shard");
+        rc = CAL_EMOVED;
+        break;
+    case BOOK_NIGHTS:
+    case BOOK_NIGHT_DUP:
+        snprintf(err, errlen, "a night changed since it was read");
+        rc = CAL_ECONFLICT;
+        break;
+    case BOOK_RULES:
         snprintf(err, errlen, "listing settings changed since they were read");
         rc = CAL_ECONFLICT;
+        break;
+    case BOOK_RES_DUP:
+        snprintf(err, errlen, "the idempotency key or the reservation id exists");
+        rc = CAL_EDUP;
+        break;
+    default:
+        snprintf(err, errlen, "booking block answered step %" PRId64, a.step);
+        rc = CAL_ERR;
+        break;
     }
-    /* The rows are ours (X-locked) until COMMIT: this read is exact. The
-     * bookings of a listing take its new versions in batch order. */
-    if (rc == CAL_OK) {
-        off = (size_t)snprintf(sql, cap,
-                               "SELECT listing_id, version FROM listings WHERE listing_id IN (");
-        sql_list(sql, cap, &off, nl, "?");
-        snprintf(sql + off, cap - off, ")");
-        for (size_t x = 0; x < nl; x++)
-            p[x] = DB_INT_V(lid[x]);
-        rc = db_query(db, sql, p, nl, &st, err, errlen);
-    }
-    if (rc == CAL_OK) {
-        while (db_fetch(st, c, 2, err, errlen) > 0) {
-            size_t x = 0;
-            while (x < nl && lid[x] != (uint64_t)c[0].i)
-                x++;
-            if (x == nl)
-                continue;
-            uint64_t v = (uint64_t)c[1].i - lcount[x];
-            for (size_t i = 0; i < n; i++)
-                if (b[i].listing->listing_id == lid[x])
-                    b[i].res->version = ++v;
-        }
-    }
+out:
+    free(jv.p);
+    free(je.p);
+    free(jm.p);
+    free(jl.p);
+    free(jr.p);
+    free(vbs);
     free(lid);
     free(lrules);
+    free(lversion);
     free(lcount);
-    if (rc != CAL_OK)
-        goto out;
-    off = (size_t)snprintf(sql, cap,
-                           "INSERT INTO reservations (reservation_id, listing_id, vbucket,"
-                           " check_in, check_out, guest_id, status, total_price, currency,"
-                           " idempotency_key, request_hash, version) VALUES ");
-    sql_list(sql, cap, &off, n,
-             "(?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, ?)");
-    k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const struct reservation *r = b[i].res;
-        p[k++] = DB_INT_V(r->reservation_id);
-        p[k++] = DB_INT_V(b[i].listing->listing_id);
-        p[k++] = DB_INT_V(b[i].listing->vbucket);
-        p[k++] = DB_INT_V(r->check_in + E);
-        p[k++] = DB_INT_V(r->check_out + E);
-        p[k++] = DB_INT_V(r->guest_id);
-        p[k++] = DB_INT_V(r->total_price);
-        p[k++] = DB_CSTR_V(r->currency);
-        p[k++] = DB_STR_V(b[i].key, b[i].keylen);
-        p[k++] = DB_CSTR_V(r->request_hash);
-        p[k++] = DB_INT_V(r->version);
-    }
-    rc = db_query(db, sql, p, k, NULL, err, errlen);
-out:
-    free(sql);
-    free(p);
-    free(vbs);
+    free(ord);
+    free(lof);
     return rc;
+}
+
+cal_status
+store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+{
+    struct store_booking b = {
+        .listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen};
+    return book_block(db, &b, 1, err, errlen);
 }
 
 void
 store_book_many(struct db *db, struct store_booking *b, size_t n)
 {
-    char err[256];
-    cal_status rc;
-    if (n == 1) {
-        /* Alone: the plain transaction is the shortest (no version read). */
-        b[0].rc = store_book(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen, b[0].err,
-                             sizeof(b[0].err));
-        return;
-    }
-    rc = db_begin(db, err, sizeof(err));
-    if (rc == CAL_OK && (rc = book_combined(db, b, n, err, sizeof(err))) == CAL_OK) {
-        rc = db_commit(db, err, sizeof(err));
-        for (size_t i = 0; i < n; i++)
-            b[i].rc = rc;
-        return;
-    }
-    if (db_broken(db)) {
+    char err[256] = "";
+    cal_status rc = book_block(db, b, n, err, sizeof(err));
+    if (rc == CAL_OK || n == 1 || db_broken(db) || rc == CAL_EUNKNOWN) {
         for (size_t i = 0; i < n; i++) {
             b[i].rc = rc;
             snprintf(b[i].err, sizeof(b[i].err), "%s", err);
         }
         return;
     }
-    db_rollback(db);
     /* Something in the batch failed: one savepoint per booking, so one
      * booking's conflict never fails another; the COMMIT is still shared. */
     if ((rc = db_begin(db, err, sizeof(err))) != CAL_OK)
@@ -798,8 +860,9 @@ sql_read_many(char *buf, size_t size, size_t n)
         " n.reservation_id, n.price, n.version"
         " FROM listings l LEFT JOIN vbucket_owner o ON o.vbucket = l.vbucket"
         " LEFT JOIN nights n ON n.listing_id = l.listing_id"
-        "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
-        " WHERE l.listing_id IN (");
+        "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?) AND n.listing_id IN (");
+    sql_list(buf, size, &off, n, "?");
+    off += (size_t)snprintf(buf + off, size - off, ") WHERE l.listing_id IN (");
     sql_list(buf, size, &off, n, "?");
     if (off < size)
         snprintf(buf + off, size - off, ") ORDER BY l.listing_id");
@@ -816,9 +879,9 @@ cal_status
 store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int32_t to,
                 struct calendar_read *reads, size_t *not_owned, char *err, size_t errlen)
 {
-    size_t sqlsize = 512 + n * 2;
+    size_t sqlsize = 600 + n * 4;
     char *sql = cal_malloc(sqlsize);
-    struct db_val *p = cal_malloc((n + 2) * sizeof(*p));
+    struct db_val *p = cal_malloc((2 * n + 2) * sizeof(*p));
     const uint64_t **order = cal_malloc(n * sizeof(*order));
     struct db_stmt *st;
     struct db_val c[14];
@@ -830,13 +893,14 @@ store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int3
     p[1] = DB_INT_V(to + E);
     for (size_t i = 0; i < n; i++) {
         p[i + 2] = DB_INT_V(ids[i]);
+        p[n + i + 2] = DB_INT_V(ids[i]);
         order[i] = &ids[i];
         reads[i].found = false;
         reads[i].nrows = 0;
     }
     /* Rows come ordered by listing_id: find each listing's slot by bsearch. */
     qsort(order, n, sizeof(*order), cmp_u64);
-    if ((rc = db_query(db, sql, p, n + 2, &st, err, errlen)) != CAL_OK)
+    if ((rc = db_query(db, sql, p, 2 * n + 2, &st, err, errlen)) != CAL_OK)
         goto out;
     uint64_t current = 0;
     bool owned = false;

@@ -1,0 +1,356 @@
+/* Integration tests of calendard's shard SQL against a real shard of the
+ * stack: the one-round-trip booking block, alone and in batches (versions,
+ * every failure status, one conflict never failing another booking), the
+ * calendar read touching only the nights of its range, and the bounded
+ * prepared-statement cache. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calendard/booking.h"
+#include "calendard/store.h"
+#include "common/db.h"
+#include "common/util.h"
+#include "tests/lib/testenv.h"
+#include "tests/lib/unit.h"
+
+static struct testenv env;
+static struct db *db; /* shard 0 */
+static int32_t today;
+
+static void
+setup(void)
+{
+    char err[256];
+    ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+    db = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(db != NULL, "%s", err);
+    today = (int32_t)testenv_today();
+}
+
+static void
+teardown(void)
+{
+    db_close(db);
+    db = NULL;
+}
+
+static int64_t
+query_int(const char *sql, const struct db_val *p, size_t np)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert_msg(db_query(db, sql, p, np, &st, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    int64_t v = c[0].type == DB_INT ? c[0].i : c[0].type == DB_STR ? atoll(c[0].s) : -1;
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    return v;
+}
+
+/* A fresh listing whose vbucket shard 0 owns, priced 100 a night. */
+static struct listing
+new_listing(void)
+{
+    char err[256];
+    for (;;) {
+        uint64_t id = testenv_random48();
+        uint32_t vb = testenv_vbucket(id);
+        struct db_val p[1] = {DB_INT_V(vb)};
+        if (query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1) == 0)
+            continue;
+        struct listing_settings set = {.default_price = 100, .min_nights = 1, .max_nights = 30};
+        memcpy(set.currency, "EUR", 4);
+        struct listing l;
+        int created;
+        ck_assert_msg(store_put_listing(db, vb, id, &set, &created, &l, err, sizeof(err)) ==
+                          CAL_OK,
+                      "%s", err);
+        ck_assert_int_eq(created, 1);
+        return l;
+    }
+}
+
+/* A planned booking of [in, out), as calendard plans it: read, then plan. */
+struct planned {
+    struct calendar_read read;
+    struct booking_plan plan;
+    struct reservation res;
+    char key[32];
+};
+
+static void
+plan(struct planned *pl, const struct listing *l, int32_t in, int32_t out)
+{
+    static uint64_t next_id;
+    char err[256];
+    memset(pl, 0, sizeof(*pl));
+    ck_assert_msg(store_read_calendar(db, l->vbucket, l->listing_id, in, out, &pl->read, err,
+                                      sizeof(err)) == CAL_OK,
+                  "%s", err);
+    ck_assert(pl->read.found);
+    booking_plan_make(&pl->read.listing, pl->read.rows, pl->read.nrows, in, out, &pl->plan);
+    ck_assert_uint_eq(pl->plan.nunavailable, 0);
+    if (next_id == 0)
+        next_id = testenv_random48() << 4;
+    pl->res = (struct reservation){.reservation_id = ++next_id,
+                                   .listing_id = l->listing_id,
+                                   .check_in = in,
+                                   .check_out = out,
+                                   .guest_id = 9,
+                                   .total_price = pl->plan.total_price};
+    memcpy(pl->res.currency, "EUR", 4);
+    memcpy(pl->res.request_hash, "00112233aabbccdd", 17);
+    snprintf(pl->key, sizeof(pl->key), "k-%llu", (unsigned long long)pl->res.reservation_id);
+}
+
+static struct store_booking
+booking_of(struct planned *pl)
+{
+    return (struct store_booking){.listing = &pl->read.listing,
+                                  .plan = &pl->plan,
+                                  .res = &pl->res,
+                                  .key = pl->key,
+                                  .keylen = strlen(pl->key)};
+}
+
+static cal_status
+book_alone(struct planned *pl)
+{
+    char err[256];
+    return store_book(db, &pl->read.listing, &pl->plan, &pl->res, pl->key, strlen(pl->key), err,
+                      sizeof(err));
+}
+
+static int64_t
+booked_nights(uint64_t reservation_id)
+{
+    struct db_val p[1] = {DB_INT_V(reservation_id)};
+    return query_int("SELECT COUNT(*) FROM nights WHERE reservation_id = ? AND status = 'booked'",
+                     p, 1);
+}
+
+static int64_t
+reservation_version(uint64_t reservation_id)
+{
+    struct db_val p[1] = {DB_INT_V(reservation_id)};
+    return query_int("SELECT IFNULL(MAX(version), -1) FROM reservations WHERE reservation_id = ?",
+                     p, 1);
+}
+
+static void
+plan_clear(struct planned *pl)
+{
+    calendar_read_clear(&pl->read);
+}
+
+START_TEST(a_batch_commits_every_booking_with_its_own_version)
+{
+    struct listing a = new_listing(), b = new_listing();
+    struct planned pl[3];
+    plan(&pl[0], &a, today + 10, today + 12);
+    plan(&pl[1], &a, today + 12, today + 15); /* same listing, adjacent */
+    plan(&pl[2], &b, today + 10, today + 11);
+    struct store_booking sb[3] = {booking_of(&pl[0]), booking_of(&pl[1]), booking_of(&pl[2])};
+    store_book_many(db, sb, 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(sb[i].rc == CAL_OK, "booking %d: %s %s", i, cal_status_name(sb[i].rc),
+                      sb[i].err);
+    /* Each booking of a listing takes the next calendar version, in batch order. */
+    ck_assert_uint_eq(pl[0].res.version, a.version + 1);
+    ck_assert_uint_eq(pl[1].res.version, a.version + 2);
+    ck_assert_uint_eq(pl[2].res.version, b.version + 1);
+    struct db_val p[1] = {DB_INT_V(a.listing_id)};
+    ck_assert_int_eq(query_int("SELECT version FROM listings WHERE listing_id = ?", p, 1),
+                     (int64_t)a.version + 2);
+    ck_assert_int_eq(booked_nights(pl[0].res.reservation_id), 2);
+    ck_assert_int_eq(booked_nights(pl[1].res.reservation_id), 3);
+    ck_assert_int_eq(booked_nights(pl[2].res.reservation_id), 1);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(reservation_version(pl[i].res.reservation_id), (int64_t)pl[i].res.version);
+        plan_clear(&pl[i]);
+    }
+}
+END_TEST
+
+START_TEST(a_conflict_fails_only_its_own_booking_of_the_batch)
+{
+    struct listing a = new_listing(), b = new_listing();
+    struct planned stale, other, thief;
+    plan(&stale, &a, today + 20, today + 23);
+    plan(&other, &b, today + 20, today + 23);
+    /* Someone books a night of the stale plan after it was read. */
+    plan(&thief, &a, today + 22, today + 24);
+    ck_assert_int_eq(book_alone(&thief), CAL_OK);
+    struct store_booking sb[2] = {booking_of(&stale), booking_of(&other)};
+    store_book_many(db, sb, 2);
+    ck_assert_msg(sb[0].rc == CAL_ECONFLICT, "stale: %s", cal_status_name(sb[0].rc));
+    ck_assert_msg(sb[1].rc == CAL_OK, "other: %s %s", cal_status_name(sb[1].rc), sb[1].err);
+    ck_assert_int_eq(booked_nights(stale.res.reservation_id), 0);
+    ck_assert_int_eq(reservation_version(stale.res.reservation_id), -1);
+    ck_assert_int_eq(booked_nights(other.res.reservation_id), 3);
+    ck_assert_int_eq(reservation_version(other.res.reservation_id), (int64_t)b.version + 1);
+    plan_clear(&stale);
+    plan_clear(&other);
+    plan_clear(&thief);
+}
+END_TEST
+
+START_TEST(a_lone_booking_answers_every_failure_status)
+{
+    char err[256];
+    struct listing a = new_listing();
+    struct db_val p[3];
+
+    /* A night that had a row changed version since it was read. */
+    p[0] = DB_INT_V(a.listing_id);
+    p[1] = DB_INT_V(today + 30 + DB_TO_DAYS_EPOCH);
+    p[2] = DB_INT_V(a.vbucket);
+    ck_assert(db_query(db,
+                       "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+                       " VALUES (?, FROM_DAYS(?), 'available', 120, 1, ?)",
+                       p, 3, NULL, err, sizeof(err)) == CAL_OK);
+    struct planned pl;
+    plan(&pl, &a, today + 30, today + 32);
+    ck_assert_uint_eq(pl.plan.nexisting, 1);
+    ck_assert_uint_eq(pl.plan.nmissing, 1);
+    ck_assert(db_query(db, "UPDATE nights SET version = version + 1 WHERE listing_id = ?", p, 1,
+                       NULL, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(book_alone(&pl), CAL_ECONFLICT);
+    ck_assert_int_eq(reservation_version(pl.res.reservation_id), -1);
+    plan_clear(&pl);
+
+    /* Read again: the existing night's new version books (price kept). */
+    plan(&pl, &a, today + 30, today + 32);
+    ck_assert_int_eq(pl.plan.total_price, 220);
+    ck_assert_int_eq(book_alone(&pl), CAL_OK);
+    ck_assert_int_eq(booked_nights(pl.res.reservation_id), 2);
+
+    /* The same idempotency key again, on other nights. */
+    struct planned again;
+    plan(&again, &a, today + 40, today + 41);
+    snprintf(again.key, sizeof(again.key), "%s", pl.key);
+    ck_assert_int_eq(book_alone(&again), CAL_EDUP);
+    ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
+    plan_clear(&again);
+
+    /* The rules changed since the read. */
+    plan(&again, &a, today + 50, today + 51);
+    struct listing_settings set = {.default_price = 90, .min_nights = 1, .max_nights = 30};
+    memcpy(set.currency, "EUR", 4);
+    struct listing l2;
+    int created;
+    ck_assert(store_put_listing(db, a.vbucket, a.listing_id, &set, &created, &l2, err,
+                                sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(book_alone(&again), CAL_ECONFLICT);
+    ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
+    plan_clear(&again);
+
+    /* A vbucket this shard does not own: no fence row. */
+    plan(&again, &a, today + 60, today + 61);
+    uint32_t vb = 0;
+    for (;; vb++) {
+        struct db_val q[1] = {DB_INT_V(vb)};
+        if (query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", q, 1) == 0)
+            break;
+    }
+    again.read.listing.vbucket = vb;
+    ck_assert_int_eq(book_alone(&again), CAL_EMOVED);
+    ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
+    plan_clear(&again);
+    plan_clear(&pl);
+}
+END_TEST
+
+START_TEST(keys_with_quotes_and_backslashes_are_stored_as_sent)
+{
+    struct listing a = new_listing();
+    struct planned pl;
+    plan(&pl, &a, today + 5, today + 6);
+    snprintf(pl.key, sizeof(pl.key), "a\"b\\c'd");
+    ck_assert_int_eq(book_alone(&pl), CAL_OK);
+    struct reservation r;
+    char err[256];
+    ck_assert(store_find_by_key(db, a.listing_id, "a\"b\\c'd", 7, &r, err, sizeof(err)) == CAL_OK);
+    ck_assert_uint_eq(r.reservation_id, pl.res.reservation_id);
+    plan_clear(&pl);
+}
+END_TEST
+
+START_TEST(the_calendar_read_touches_only_its_range)
+{
+    char err[256];
+    struct listing a = new_listing();
+    struct db_val p[3] = {DB_INT_V(a.listing_id), DB_INT_V(today + DB_TO_DAYS_EPOCH),
+                          DB_INT_V(a.vbucket)};
+    ck_assert_msg(db_query(db,
+                           "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+                           " SELECT ?, FROM_DAYS(? + seq), 'available', 80, 1, ?"
+                           " FROM seq_0_to_366",
+                           p, 3, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    const char *next = "SHOW SESSION STATUS LIKE 'Handler_read_next'";
+    struct db_stmt *st;
+    struct db_val c[2];
+    int64_t before, after;
+    ck_assert(db_query(db, next, NULL, 0, &st, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
+    before = atoll(c[1].s);
+    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
+        ;
+    struct calendar_read read = {0};
+    ck_assert(store_read_calendar(db, a.vbucket, a.listing_id, today + 100, today + 103, &read, err,
+                                  sizeof(err)) == CAL_OK);
+    ck_assert_uint_eq(read.nrows, 3);
+    ck_assert(db_query(db, next, NULL, 0, &st, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
+    after = atoll(c[1].s);
+    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
+        ;
+    /* A scan of the listing's 367 rows would read ~367. */
+    ck_assert_msg(after - before <= 10, "the read walked %lld rows", (long long)(after - before));
+    calendar_read_clear(&read);
+}
+END_TEST
+
+START_TEST(the_statement_cache_keeps_the_most_recent_64)
+{
+    char err[256], sql[64];
+    struct db_stmt *st;
+    struct db_val c[1];
+    for (int i = 0; i < 100; i++) {
+        snprintf(sql, sizeof(sql), "SELECT %d", i);
+        ck_assert_msg(db_query(db, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
+        ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+        ck_assert_int_eq(c[0].i, i);
+        while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+            ;
+    }
+    ck_assert_uint_le(db_cached_statements(db), 64);
+    /* An evicted statement prepares again. */
+    ck_assert(db_query(db, "SELECT 0", NULL, 0, &st, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].i, 0);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    ck_assert_uint_le(db_cached_statements(db), 64);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("shard");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, a_batch_commits_every_booking_with_its_own_version);
+    tcase_add_test(tc, a_conflict_fails_only_its_own_booking_of_the_batch);
+    tcase_add_test(tc, a_lone_booking_answers_every_failure_status);
+    tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
+    tcase_add_test(tc, the_calendar_read_touches_only_its_range);
+    tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
+    suite_add_tcase(s, tc);
+    return unit_run(s);
+}
