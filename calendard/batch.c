@@ -1,4 +1,4 @@
-/* Group commit of bookings per shard. */
+/* Group commit of bookings per shard, leader/follower: no thread of its own. */
 #include "calendard/batch.h"
 
 #include <pthread.h>
@@ -6,27 +6,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/log.h"
 #include "common/util.h"
 
 struct job {
     struct store_booking sb;
-    bool done;
+    bool taken; /* a leader is committing it */
+    bool done;  /* sb.rc and sb.err are final */
     struct job *next;
 };
 
 struct batcher {
-    struct db_conf conf;
     unsigned max_batch;
-    pthread_mutex_t lock; /* guards queue, stopping, done flags */
-    pthread_cond_t work;
+    unsigned lanes;       /* transactions of this shard's bookings in flight at most */
+    pthread_mutex_t lock; /* guards everything below and the jobs' flags */
     pthread_cond_t finished;
     struct job *head, *tail;
-    bool busy;       /* the batcher thread is committing a batch */
-    unsigned direct; /* bookings committed by their own request thread now */
-    bool stopping;
-    pthread_t thread;
-    struct db *db; /* the batcher thread's own */
+    unsigned active; /* leaders committing now */
 };
 
 /* May job j join a batch that already holds out[0..n)? Bookings of one
@@ -49,7 +44,7 @@ fits(struct job *const *out, size_t n, const struct job *j)
     return true;
 }
 
-/* Takes up to max_batch jobs off the queue (needs lock). */
+/* Takes up to max_batch jobs off the queue, oldest first (needs lock). */
 static size_t
 take_locked(struct batcher *b, struct job **out)
 {
@@ -62,6 +57,7 @@ take_locked(struct batcher *b, struct job **out)
             continue;
         }
         *pp = j->next;
+        j->taken = true;
         out[n++] = j;
     }
     b->tail = NULL;
@@ -70,63 +66,14 @@ take_locked(struct batcher *b, struct job **out)
     return n;
 }
 
-static void *
-run(void *arg)
-{
-    struct batcher *b = arg;
-    struct job **jobs = cal_malloc(b->max_batch * sizeof(*jobs));
-    struct store_booking *sb = cal_malloc(b->max_batch * sizeof(*sb));
-    char err[256];
-    pthread_mutex_lock(&b->lock);
-    for (;;) {
-        while (b->head == NULL && !b->stopping)
-            pthread_cond_wait(&b->work, &b->lock);
-        if (b->head == NULL && b->stopping)
-            break;
-        size_t n = take_locked(b, jobs);
-        b->busy = true;
-        pthread_mutex_unlock(&b->lock);
-        if (b->db != NULL && db_broken(b->db)) {
-            db_close(b->db);
-            b->db = NULL;
-        }
-        if (b->db == NULL)
-            b->db = db_connect(&b->conf, err, sizeof(err));
-        for (size_t i = 0; i < n; i++)
-            sb[i] = jobs[i]->sb;
-        if (b->db != NULL) {
-            store_book_many(b->db, sb, n);
-        } else {
-            for (size_t i = 0; i < n; i++) {
-                sb[i].rc = CAL_EUNAVAIL;
-                snprintf(sb[i].err, sizeof(sb[i].err), "%s", err);
-            }
-        }
-        pthread_mutex_lock(&b->lock);
-        for (size_t i = 0; i < n; i++) {
-            jobs[i]->sb.rc = sb[i].rc;
-            memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
-            jobs[i]->done = true;
-        }
-        b->busy = false;
-        pthread_cond_broadcast(&b->finished);
-    }
-    pthread_mutex_unlock(&b->lock);
-    free(jobs);
-    free(sb);
-    return NULL;
-}
-
 struct batcher *
-batcher_create(const struct db_conf *conf, unsigned max_batch)
+batcher_create(unsigned max_batch, unsigned lanes)
 {
     struct batcher *b = cal_calloc(1, sizeof(*b));
-    b->conf = *conf;
     b->max_batch = max_batch ? max_batch : 1;
+    b->lanes = lanes ? lanes : 1;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->work, NULL);
     pthread_cond_init(&b->finished, NULL);
-    pthread_create(&b->thread, NULL, run, b);
     return b;
 }
 
@@ -135,16 +82,29 @@ batcher_destroy(struct batcher *b)
 {
     if (b == NULL)
         return;
-    pthread_mutex_lock(&b->lock);
-    b->stopping = true;
-    pthread_cond_signal(&b->work);
-    pthread_mutex_unlock(&b->lock);
-    pthread_join(b->thread, NULL); /* drains the queue first */
-    db_close(b->db);
     pthread_cond_destroy(&b->finished);
-    pthread_cond_destroy(&b->work);
     pthread_mutex_destroy(&b->lock);
     free(b);
+}
+
+/* Commits jobs[0..n) on db as one transaction and hands out the outcomes. */
+static void
+lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
+{
+    struct store_booking small[8];
+    struct store_booking *sb = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sb));
+    for (size_t i = 0; i < n; i++)
+        sb[i] = jobs[i]->sb;
+    pthread_mutex_unlock(&b->lock);
+    store_book_many(db, sb, n);
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->sb.rc = sb[i].rc;
+        memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
+        jobs[i]->done = true;
+    }
+    if (sb != small)
+        free(sb);
 }
 
 cal_status
@@ -154,29 +114,33 @@ batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
 {
     struct job job = {
         .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen}};
+    struct job *small[32];
+    struct job **jobs =
+        b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
     pthread_mutex_lock(&b->lock);
-    if (!b->busy && b->head == NULL && b->direct == 0) {
-        /* Nothing to group with: commit on the caller's connection rather
-         * than pay two thread hand-offs. Bookings that arrive meanwhile queue
-         * for the batcher. */
-        b->direct++;
-        pthread_mutex_unlock(&b->lock);
-        cal_status rc = store_book(db, listing, plan, res, key, keylen, err, errlen);
-        pthread_mutex_lock(&b->lock);
-        b->direct--;
-        pthread_mutex_unlock(&b->lock);
-        return rc;
-    }
     if (b->tail != NULL)
         b->tail->next = &job;
     else
         b->head = &job;
     b->tail = &job;
-    pthread_cond_signal(&b->work);
-    /* Bounded: every statement of the batcher has the connection's timeouts. */
-    while (!job.done)
-        pthread_cond_wait(&b->finished, &b->lock);
+    while (!job.done) {
+        if (job.taken || b->active >= b->lanes) {
+            /* Bounded: every statement of a leader has its connection's timeouts. */
+            pthread_cond_wait(&b->finished, &b->lock);
+            continue;
+        }
+        /* A lane is free and this booking still waits: commit it, and
+         * whatever gathered behind the busy lanes, on this request's own
+         * connection. */
+        size_t n = take_locked(b, jobs);
+        b->active++;
+        lead(b, db, jobs, n);
+        b->active--;
+        pthread_cond_broadcast(&b->finished);
+    }
     pthread_mutex_unlock(&b->lock);
+    if (jobs != small)
+        free(jobs);
     if (job.sb.rc != CAL_OK)
         snprintf(err, errlen, "%s", job.sb.err);
     return job.sb.rc;

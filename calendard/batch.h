@@ -1,9 +1,12 @@
-/* Group commit of bookings per shard: request threads hand their planned
- * booking to the shard's batcher and wait (unless it is the shard's only one); the batcher thread
- * commits whatever has gathered (bookings of one listing only if they do not overlap) in one
- * transaction on its own connection, and wakes each request with its own
- * outcome after the shared COMMIT. While one batch commits, the next one
- * gathers, so a busy shard commits many bookings per durable flush. */
+/* Group commit of bookings per shard, without a thread of its own: a
+ * request with a planned booking queues it; if fewer than `lanes`
+ * transactions of the shard are in flight, it becomes a leader and commits,
+ * on its own connection and in one transaction, its booking and whatever
+ * else has queued (bookings of one listing only if they do not overlap);
+ * otherwise it waits, and a later leader takes it. Each request gets its
+ * own outcome after the shared COMMIT. At low load every booking commits at
+ * once on its own connection, as without batching; under load the bookings
+ * that queue behind busy lanes share one durable flush. */
 #ifndef CAL_BATCH_H
 #define CAL_BATCH_H
 
@@ -14,15 +17,13 @@
 
 struct batcher;
 
-/* conf: the shard's connection settings (a dedicated connection, outside the
- * request pool, so waiting requests can never starve the batcher). */
-struct batcher *batcher_create(const struct db_conf *conf, unsigned max_batch);
-void batcher_destroy(struct batcher *b); /* NULL is a no-op; fails what is queued */
+/* max_batch: bookings per transaction at most; lanes: transactions in flight
+ * at most. */
+struct batcher *batcher_create(unsigned max_batch, unsigned lanes);
+void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queued */
 
-/* Commits one booking through the batcher; returns what store_book() would.
- * When the shard has no other booking being committed, the booking commits
- * at once on the caller's db (store_book) instead: a lone booking gains
- * nothing from the hand-off to the batcher thread and back. */
+/* Commits one booking of db's shard through the batcher; returns what
+ * store_book() would. db is the caller's connection, used if it leads. */
 cal_status batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
                         const struct booking_plan *plan, struct reservation *res, const char *key,
                         size_t keylen, char *err, size_t errlen);

@@ -26,6 +26,7 @@ struct calendard_conf {
     int breaker_cooldown_ms;
     int max_search_listings;
     int batch_max;
+    int batch_lanes;
     struct avail_conf avail;
     char log_level[16];
 };

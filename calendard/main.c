@@ -77,6 +77,7 @@ main(int argc, char **argv)
         .max_search_listings = (unsigned)conf.max_search_listings,
         .deadline_ms = (unsigned)conf.deadline_ms,
         .batch_max = (unsigned)conf.batch_max,
+        .batch_lanes = (unsigned)conf.batch_lanes,
     };
     struct avail *avail = avail_create(&conf.avail, err, sizeof(err));
     if (avail == NULL) {

@@ -68,7 +68,7 @@ batcher_for(struct service *svc, const struct route *rt)
     pthread_mutex_lock(&svc->batch_lock);
     b = svc->batchers[rt->shard_index];
     if (b == NULL) {
-        b = batcher_create(pool_conf(rt->pool), svc->conf.batch_max);
+        b = batcher_create(svc->conf.batch_max, svc->conf.batch_lanes);
         __atomic_store_n(&svc->batchers[rt->shard_index], b, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&svc->batch_lock);
