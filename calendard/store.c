@@ -369,9 +369,8 @@ book_statements(struct db *db, const struct listing *listing, const struct booki
 }
 
 cal_status
-store_book_stepwise(struct db *db, const struct listing *listing, const struct booking_plan *plan,
-                    struct reservation *res, const char *key, size_t keylen, char *err,
-                    size_t errlen)
+store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
 {
     cal_status rc = begin_fenced(db, listing->vbucket, err, errlen);
     if (rc != CAL_OK)
@@ -385,7 +384,7 @@ store_book_stepwise(struct db *db, const struct listing *listing, const struct b
 
 /* ---- many bookings of one shard in one transaction ----------------------- */
 
-/* The whole booking transaction of one or many bookings in one round trip:
+/* The whole booking transaction of many bookings in one round trip:
  * a compound statement with the batch as JSON arrays (JSON_TABLE), so its
  * text, and the statement prepared from it, are the same for any batch.
  * It takes the fence rows in share mode, checks the versions of the nights
@@ -527,7 +526,7 @@ block_row(void *ctx, const int64_t *cols, size_t ncols)
 
 /* Runs the block for b[0..n). Returns CAL_OK with every res->version set
  * after COMMIT; otherwise the transaction is rolled back and the status
- * says why (for one booking exactly what store_book() answers). */
+ * says why (for a batch of one exactly what store_book() answers). */
 static cal_status
 book_block(struct db *db, struct store_booking *b, size_t n, char *err, size_t errlen)
 {
@@ -651,21 +650,18 @@ out:
     return rc;
 }
 
-cal_status
-store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
-           struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
-{
-    struct store_booking b = {
-        .listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen};
-    return book_block(db, &b, 1, err, errlen);
-}
-
 void
 store_book_many(struct db *db, struct store_booking *b, size_t n)
 {
     char err[256] = "";
+    if (n == 1) {
+        /* Alone: the plain transaction costs the server less than the block. */
+        b[0].rc = store_book(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen, b[0].err,
+                             sizeof(b[0].err));
+        return;
+    }
     cal_status rc = book_block(db, b, n, err, sizeof(err));
-    if (rc == CAL_OK || n == 1 || db_broken(db) || rc == CAL_EUNKNOWN) {
+    if (rc == CAL_OK || db_broken(db) || rc == CAL_EUNKNOWN) {
         for (size_t i = 0; i < n; i++) {
             b[i].rc = rc;
             snprintf(b[i].err, sizeof(b[i].err), "%s", err);

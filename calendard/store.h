@@ -36,23 +36,17 @@ cal_status store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_i
 cal_status store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from,
                                int32_t to, struct calendar_read *out, char *err, size_t errlen);
 
-/* Commits a booking planned on a read at listing->rules_version, the whole
- * transaction in one round trip (a compound statement, see store.c):
+/* Commits a booking planned on a read at listing->rules_version, one
+ * statement per step: BEGIN, the fence row in share mode, the nights
+ * (version-checked updates, inserts), the listing's version bump under its
+ * rules_version, the reservation, COMMIT (seven round trips with the read).
  * CAL_ECONFLICT when anything the plan depended on changed (retry from a new
  * read), CAL_EDUP when the idempotency key or the id exists already,
  * CAL_EMOVED without the fence row, CAL_EUNKNOWN when the connection broke
- * while the transaction ran (it may have committed), CAL_OK with
- * res->version set after COMMIT returned. */
+ * during COMMIT, CAL_OK with res->version set after COMMIT returned. */
 cal_status store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
                       struct reservation *res, const char *key, size_t keylen, char *err,
                       size_t errlen);
-
-/* The same booking as the plain transaction of the raw benchmark and of the
- * savepoint fallback: BEGIN, fence, one statement per step, COMMIT (seven
- * round trips with the read). Same statuses as store_book(). */
-cal_status store_book_stepwise(struct db *db, const struct listing *listing,
-                               const struct booking_plan *plan, struct reservation *res,
-                               const char *key, size_t keylen, char *err, size_t errlen);
 
 /* One booking of a batch: inputs as for store_book(), rc/err the outcome. */
 struct store_booking {
@@ -66,10 +60,12 @@ struct store_booking {
 };
 
 /* Commits bookings of one shard in one transaction, so they share one
- * COMMIT (one durable flush). First all together in store_book()'s one
- * round trip; if anything fails, again with one savepoint per booking, so a
- * conflict fails only its own booking. Each b[i].rc is what store_book()
- * would have answered; CAL_OK only after the shared COMMIT returned. */
+ * COMMIT (one durable flush). First all together in one round trip (a
+ * compound statement, see store.c); if anything fails, again with one
+ * savepoint per booking, so a conflict fails only its own booking. A batch
+ * of one is a plain store_book(). Each b[i].rc is what store_book() would
+ * have answered (CAL_EUNKNOWN for all when the connection broke while the
+ * block ran); CAL_OK only after the shared COMMIT returned. */
 void store_book_many(struct db *db, struct store_booking *b, size_t n);
 
 /* The reservation recorded under an idempotency key. CAL_ENOTFOUND. */

@@ -1,5 +1,5 @@
 /* The raw booking transaction: calendard's own store_read_calendar and
- * store_book_stepwise called straight from client threads, one transaction per
+ * store_book called straight from client threads, one transaction per
  * booking (no HTTP, JSON, pool, group commit or cache invalidation), so
  * calendard / raw is the daemon's own cost or gain. */
 #include "tests/bench/raw_booking.h"
@@ -68,7 +68,7 @@ book_once(struct shared *sh, struct db *db, const struct stay *s, char *err, siz
                               .total_price = plan.total_price};
     memcpy(res.currency, read.listing.currency, sizeof(res.currency));
     memcpy(res.request_hash, s->hash, sizeof(res.request_hash));
-    rc = store_book_stepwise(db, &read.listing, &plan, &res, s->key, strlen(s->key), err, errlen);
+    rc = store_book(db, &read.listing, &plan, &res, s->key, strlen(s->key), err, errlen);
     out = rc == CAL_OK ? BOOKED : rc == CAL_ECONFLICT ? CONFLICT : FAILED;
 out:
     calendar_read_clear(&read);

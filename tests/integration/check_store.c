@@ -1,6 +1,6 @@
 /* Integration tests of calendard's shard SQL against a real shard of the
- * stack: the one-round-trip booking block, alone and in batches (versions,
- * every failure status, one conflict never failing another booking), the
+ * stack: the plain booking transaction and the one-round-trip batch block
+ * (versions, every failure status, one failure never failing another), the
  * calendar read touching only the nights of its range, and the bounded
  * prepared-statement cache. */
 #include <stdio.h>
@@ -49,6 +49,33 @@ query_int(const char *sql, const struct db_val *p, size_t np)
     return v;
 }
 
+/* A counter of SHOW SESSION STATUS on the test's connection. */
+static int64_t
+session_status(const char *name)
+{
+    char err[256], sql[128];
+    struct db_stmt *st;
+    struct db_val c[2];
+    snprintf(sql, sizeof(sql), "SHOW SESSION STATUS LIKE '%s'", name);
+    ck_assert_msg(db_query(db, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
+    int64_t v = atoll(c[1].s);
+    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
+        ;
+    return v;
+}
+
+/* A vbucket that shard 0 does not own. */
+static uint32_t
+foreign_vbucket(void)
+{
+    for (uint32_t vb = 0;; vb++) {
+        struct db_val q[1] = {DB_INT_V(vb)};
+        if (query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", q, 1) == 0)
+            return vb;
+    }
+}
+
 /* A fresh listing whose vbucket shard 0 owns, priced 100 a night. */
 static struct listing
 new_listing(void)
@@ -64,8 +91,7 @@ new_listing(void)
         memcpy(set.currency, "EUR", 4);
         struct listing l;
         int created;
-        ck_assert_msg(store_put_listing(db, vb, id, &set, &created, &l, err, sizeof(err)) ==
-                          CAL_OK,
+        ck_assert_msg(store_put_listing(db, vb, id, &set, &created, &l, err, sizeof(err)) == CAL_OK,
                       "%s", err);
         ck_assert_int_eq(created, 1);
         return l;
@@ -147,13 +173,25 @@ plan_clear(struct planned *pl)
 
 START_TEST(a_batch_commits_every_booking_with_its_own_version)
 {
+    char err[256];
     struct listing a = new_listing(), b = new_listing();
+    /* b's night has a row (a price): the block version-checks it. */
+    struct db_val p3[3] = {DB_INT_V(b.listing_id), DB_INT_V(today + 10 + DB_TO_DAYS_EPOCH),
+                           DB_INT_V(b.vbucket)};
+    ck_assert(db_query(db,
+                       "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+                       " VALUES (?, FROM_DAYS(?), 'available', 120, 4, ?)",
+                       p3, 3, NULL, err, sizeof(err)) == CAL_OK);
     struct planned pl[3];
     plan(&pl[0], &a, today + 10, today + 12);
     plan(&pl[1], &a, today + 12, today + 15); /* same listing, adjacent */
     plan(&pl[2], &b, today + 10, today + 11);
+    ck_assert_uint_eq(pl[2].plan.nexisting, 1);
     struct store_booking sb[3] = {booking_of(&pl[0]), booking_of(&pl[1]), booking_of(&pl[2])};
+    int64_t executed = session_status("Com_stmt_execute");
     store_book_many(db, sb, 3);
+    /* One execution for the whole batch (the other is the SHOW). */
+    ck_assert_int_eq(session_status("Com_stmt_execute") - executed, 2);
     for (int i = 0; i < 3; i++)
         ck_assert_msg(sb[i].rc == CAL_OK, "booking %d: %s %s", i, cal_status_name(sb[i].rc),
                       sb[i].err);
@@ -194,6 +232,57 @@ START_TEST(a_conflict_fails_only_its_own_booking_of_the_batch)
     plan_clear(&stale);
     plan_clear(&other);
     plan_clear(&thief);
+}
+END_TEST
+
+START_TEST(a_moved_or_replayed_booking_fails_alone_in_its_batch)
+{
+    struct listing a = new_listing(), b = new_listing(), c = new_listing();
+    struct planned ok, moved, replay, first;
+    plan(&first, &c, today + 70, today + 71);
+    ck_assert_int_eq(book_alone(&first), CAL_OK);
+    plan(&ok, &a, today + 70, today + 72);
+    plan(&moved, &b, today + 70, today + 72);
+    moved.read.listing.vbucket = foreign_vbucket();
+    plan(&replay, &c, today + 80, today + 81);
+    snprintf(replay.key, sizeof(replay.key), "%s", first.key);
+    struct store_booking sb[3] = {booking_of(&ok), booking_of(&moved), booking_of(&replay)};
+    store_book_many(db, sb, 3);
+    ck_assert_msg(sb[0].rc == CAL_OK, "ok: %s %s", cal_status_name(sb[0].rc), sb[0].err);
+    ck_assert_msg(sb[1].rc == CAL_EMOVED, "moved: %s", cal_status_name(sb[1].rc));
+    ck_assert_msg(sb[2].rc == CAL_EDUP, "replay: %s", cal_status_name(sb[2].rc));
+    ck_assert_int_eq(booked_nights(ok.res.reservation_id), 2);
+    ck_assert_int_eq(booked_nights(moved.res.reservation_id), 0);
+    ck_assert_int_eq(booked_nights(replay.res.reservation_id), 0);
+    ck_assert_int_eq(reservation_version(ok.res.reservation_id), (int64_t)a.version + 1);
+    plan_clear(&ok);
+    plan_clear(&moved);
+    plan_clear(&replay);
+    plan_clear(&first);
+}
+END_TEST
+
+START_TEST(a_rules_change_fails_only_the_bookings_planned_on_the_old_rules)
+{
+    char err[256];
+    struct listing a = new_listing(), b = new_listing();
+    struct planned stale, fine;
+    plan(&stale, &a, today + 90, today + 92);
+    plan(&fine, &b, today + 90, today + 92);
+    struct listing_settings set = {.default_price = 90, .min_nights = 1, .max_nights = 30};
+    memcpy(set.currency, "EUR", 4);
+    struct listing l2;
+    int created;
+    ck_assert(store_put_listing(db, a.vbucket, a.listing_id, &set, &created, &l2, err,
+                                sizeof(err)) == CAL_OK);
+    struct store_booking sb[2] = {booking_of(&stale), booking_of(&fine)};
+    store_book_many(db, sb, 2);
+    ck_assert_msg(sb[0].rc == CAL_ECONFLICT, "stale: %s", cal_status_name(sb[0].rc));
+    ck_assert_msg(sb[1].rc == CAL_OK, "fine: %s %s", cal_status_name(sb[1].rc), sb[1].err);
+    ck_assert_int_eq(booked_nights(stale.res.reservation_id), 0);
+    ck_assert_int_eq(booked_nights(fine.res.reservation_id), 2);
+    plan_clear(&stale);
+    plan_clear(&fine);
 }
 END_TEST
 
@@ -249,13 +338,7 @@ START_TEST(a_lone_booking_answers_every_failure_status)
 
     /* A vbucket this shard does not own: no fence row. */
     plan(&again, &a, today + 60, today + 61);
-    uint32_t vb = 0;
-    for (;; vb++) {
-        struct db_val q[1] = {DB_INT_V(vb)};
-        if (query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", q, 1) == 0)
-            break;
-    }
-    again.read.listing.vbucket = vb;
+    again.read.listing.vbucket = foreign_vbucket();
     ck_assert_int_eq(book_alone(&again), CAL_EMOVED);
     ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
     plan_clear(&again);
@@ -290,24 +373,12 @@ START_TEST(the_calendar_read_touches_only_its_range)
                            " FROM seq_0_to_366",
                            p, 3, NULL, err, sizeof(err)) == CAL_OK,
                   "%s", err);
-    const char *next = "SHOW SESSION STATUS LIKE 'Handler_read_next'";
-    struct db_stmt *st;
-    struct db_val c[2];
-    int64_t before, after;
-    ck_assert(db_query(db, next, NULL, 0, &st, err, sizeof(err)) == CAL_OK);
-    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
-    before = atoll(c[1].s);
-    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
-        ;
+    int64_t before = session_status("Handler_read_next");
     struct calendar_read read = {0};
     ck_assert(store_read_calendar(db, a.vbucket, a.listing_id, today + 100, today + 103, &read, err,
                                   sizeof(err)) == CAL_OK);
     ck_assert_uint_eq(read.nrows, 3);
-    ck_assert(db_query(db, next, NULL, 0, &st, err, sizeof(err)) == CAL_OK);
-    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
-    after = atoll(c[1].s);
-    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
-        ;
+    int64_t after = session_status("Handler_read_next");
     /* A scan of the listing's 367 rows would read ~367. */
     ck_assert_msg(after - before <= 10, "the read walked %lld rows", (long long)(after - before));
     calendar_read_clear(&read);
@@ -347,6 +418,8 @@ main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, a_batch_commits_every_booking_with_its_own_version);
     tcase_add_test(tc, a_conflict_fails_only_its_own_booking_of_the_batch);
+    tcase_add_test(tc, a_moved_or_replayed_booking_fails_alone_in_its_batch);
+    tcase_add_test(tc, a_rules_change_fails_only_the_bookings_planned_on_the_old_rules);
     tcase_add_test(tc, a_lone_booking_answers_every_failure_status);
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
