@@ -187,7 +187,7 @@ lookup_reads(struct loop *lp)
     lp->nreads = 0;
     for (size_t i = 0; i < n; i++) {
         struct http_request *hr = lp->reads[i];
-        if (hr->read.item.hit) {
+        if (service_read_hit(&hr->read)) {
             service_read_finish(lp->srv->svc, &hr->read, &hr->resp);
             finish(hr);
         } else {

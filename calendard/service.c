@@ -611,10 +611,16 @@ render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct 
     snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
 }
 
+static void search_finish(struct service *svc, struct service_read *r, struct api_response *resp);
+
 void
 service_read_finish(struct service *svc, struct service_read *r, struct api_response *resp)
 {
     struct api_error e = {0};
+    if (r->search) {
+        search_finish(svc, r, resp);
+        return;
+    }
     resp->endpoint = EP_AVAILABILITY;
     if (!r->item.hit) {
         struct availability_ctx c = {.listing_id = r->listing_id, .read = &r->item.read};
@@ -640,6 +646,8 @@ read_start(uint64_t listing_id, const struct api_request *req, struct service_re
     memset(r, 0, sizeof(*r));
     r->listing_id = listing_id;
     r->item.listing_id = listing_id;
+    r->items = &r->item;
+    r->n = 1;
     if (!request_parse_range(req->query_from, req->query_to, &r->from, &r->to, &e)) {
         api_error_answer(resp, &e);
         return false;
@@ -662,27 +670,44 @@ void
 service_read_lookup(struct service *svc, struct service_read *const *rs, size_t n)
 {
     /* One multi-get per distinct range (usually one for all). */
-    struct avail_item *items = cal_malloc(n * sizeof(*items));
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += rs[i]->n;
+    struct avail_item *items = cal_malloc(total * sizeof(*items));
     bool *taken = cal_calloc(n, sizeof(*taken));
     size_t *idx = cal_malloc(n * sizeof(*idx));
     for (size_t i = 0; i < n; i++) {
         if (taken[i])
             continue;
-        size_t m = 0;
+        size_t m = 0, nidx = 0;
         for (size_t k = i; k < n; k++) {
             if (taken[k] || rs[k]->from != rs[i]->from || rs[k]->to != rs[i]->to)
                 continue;
             taken[k] = true;
-            idx[m] = k;
-            items[m++] = rs[k]->item;
+            idx[nidx++] = k;
+            memcpy(&items[m], rs[k]->items, rs[k]->n * sizeof(*items));
+            m += rs[k]->n;
         }
         avail_lookup(svc->avail, items, m, rs[i]->from, rs[i]->to);
-        for (size_t t = 0; t < m; t++)
-            rs[idx[t]]->item = items[t];
+        m = 0;
+        for (size_t t = 0; t < nidx; t++) {
+            struct service_read *r = rs[idx[t]];
+            memcpy(r->items, &items[m], r->n * sizeof(*items));
+            m += r->n;
+        }
     }
     free(items);
     free(taken);
     free(idx);
+}
+
+bool
+service_read_hit(const struct service_read *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (!r->items[i].hit)
+            return false;
+    return true;
 }
 
 /* Reads the misses of a search from their shards: one statement per shard.
@@ -817,47 +842,79 @@ search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_
     jsonout_lit(j, "}");
 }
 
-static void
-handle_search(struct service *svc, const struct api_request *req, struct api_response *resp)
+/* Searches of more listings go to the workers even when cached. */
+#define SEARCH_ON_LOOP_MAX 100
+
+/* false (resp answered) when the body is not a valid search. */
+static bool
+search_start(struct service *svc, const struct api_request *req, struct service_read *r,
+             struct api_response *resp)
 {
     struct api_error e = {0};
     struct search_request sreq;
+    memset(r, 0, sizeof(*r));
+    resp->endpoint = EP_SEARCH;
     if (!request_parse_search(req->body, req->body_len, svc->conf.max_search_listings, date_today(),
                               &sreq, &e)) {
         api_error_answer(resp, &e);
-        return;
+        return false;
     }
-    struct avail_item *items = cal_calloc(sreq.n, sizeof(*items));
+    r->search = true;
+    r->from = sreq.check_in;
+    r->to = sreq.check_out;
+    r->n = sreq.n;
+    r->items = cal_calloc(sreq.n, sizeof(*r->items));
     for (size_t i = 0; i < sreq.n; i++)
-        items[i].listing_id = sreq.listing_ids[i];
-    avail_lookup(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
+        r->items[i].listing_id = sreq.listing_ids[i];
+    free(sreq.listing_ids);
+    return true;
+}
+
+static void
+search_finish(struct service *svc, struct service_read *r, struct api_response *resp)
+{
+    struct api_error e = {0};
+    struct avail_item *items = r->items;
+    resp->endpoint = EP_SEARCH;
     int32_t span_from, span_to;
-    avail_span(sreq.check_in, sreq.check_out, &span_from, &span_to);
-    if (read_misses(svc, items, sreq.n, span_from, span_to, &e) != CAL_OK) {
+    avail_span(r->from, r->to, &span_from, &span_to);
+    if (!service_read_hit(r) && read_misses(svc, items, r->n, span_from, span_to, &e) != CAL_OK) {
         api_error_answer(resp, &e);
     } else {
-        avail_fill(svc->avail, items, sreq.n, sreq.check_in, sreq.check_out);
+        if (!service_read_hit(r))
+            avail_fill(svc->avail, items, r->n, r->from, r->to);
         struct jsonout j;
-        jsonout_init(&j, 64 + sreq.n * 128);
+        jsonout_init(&j, 64 + r->n * 128);
         jsonout_lit(&j, "{\"check_in\":");
-        jsonout_date(&j, sreq.check_in);
+        jsonout_date(&j, r->from);
         jsonout_lit(&j, ",\"check_out\":");
-        jsonout_date(&j, sreq.check_out);
+        jsonout_date(&j, r->to);
         jsonout_lit(&j, ",\"results\":[");
-        for (size_t i = 0; i < sreq.n; i++) {
+        for (size_t i = 0; i < r->n; i++) {
             if (i > 0)
                 jsonout_lit(&j, ",");
-            search_result(&j, &items[i], sreq.check_in, sreq.check_out);
+            search_result(&j, &items[i], r->from, r->to);
         }
         jsonout_lit(&j, "]}");
         resp->status = 200;
         resp->content_type = "application/json";
         resp->body = jsonout_finish(&j, &resp->body_len);
     }
-    for (size_t i = 0; i < sreq.n; i++)
+    for (size_t i = 0; i < r->n; i++)
         calendar_read_clear(&items[i].read);
     free(items);
-    free(sreq.listing_ids);
+    r->items = NULL;
+    r->n = 0;
+}
+
+static void
+handle_search(struct service *svc, const struct api_request *req, struct api_response *resp)
+{
+    struct service_read r;
+    if (!search_start(svc, req, &r, resp))
+        return;
+    avail_lookup(svc->avail, r.items, r.n, r.from, r.to);
+    search_finish(svc, &r, resp);
 }
 
 /* ---- routing of paths ---------------------------------------------------- */
@@ -1024,12 +1081,25 @@ bool
 service_read_begin(struct service *svc, const struct api_request *req, struct service_read *r,
                    struct api_response *resp, bool *answered)
 {
-    (void)svc;
     *answered = false;
-    if (strcmp(req->method, "GET") != 0)
-        return false;
     struct segment seg[MAX_SEGMENTS];
     size_t n = split_path(req->path, seg);
+    if (strcmp(req->method, "POST") == 0 && n == 3 && seg_is(&seg[0], "v1") &&
+        seg_is(&seg[1], "availability") && seg_is(&seg[2], "search")) {
+        if (!search_start(svc, req, r, resp)) {
+            *answered = true;
+            return true;
+        }
+        if (r->n > SEARCH_ON_LOOP_MAX) {
+            /* Too much to look up and render without stalling the loop. */
+            free(r->items);
+            r->items = NULL;
+            return false;
+        }
+        return true;
+    }
+    if (strcmp(req->method, "GET") != 0)
+        return false;
     uint64_t listing_id;
     if (n != 4 || !seg_is(&seg[0], "v1") || !seg_is(&seg[1], "listings") ||
         !seg_is(&seg[3], "availability") || !request_parse_id(seg[2].p, seg[2].len, &listing_id))

@@ -55,24 +55,34 @@ void service_handle(struct service *svc, const struct api_request *req, struct a
 /* GET /v1/listings/{id}/availability in halves, so that an event loop can
  * look the reads of many requests up in one memcached multi-get and hand
  * only the misses to a thread that may block on a shard. */
+/* An availability read (GET /v1/listings/{id}/availability) or a search
+ * (POST /v1/availability/search): n listings over one range. */
 struct service_read {
-    uint64_t listing_id;
-    int32_t from, to;
+    uint64_t listing_id; /* a single read's */
+    int32_t from, to;    /* the range; a search's check_in, check_out */
+    bool search;
+    size_t n;
+    struct avail_item *items; /* &item, or a search's n (malloc'd) */
     struct avail_item item;
 };
 
-/* false: req is not an availability read (give it to service_handle).
- * true: it is; *answered says resp already holds the answer (a bad range),
- * else r is ready for service_read_lookup. */
+/* false: req is not an availability read or search (give it to
+ * service_handle). true: it is; *answered says resp already holds the
+ * answer (a bad range or body), else r is ready for service_read_lookup. */
 bool service_read_begin(struct service *svc, const struct api_request *req, struct service_read *r,
                         struct api_response *resp, bool *answered);
 
-/* Looks the reads up in the cache: rs[i]->item.hit tells which are answered
- * by service_read_finish without a shard. Does not block on a shard. */
+/* Looks the reads up in the cache, one multi-get per range for all of them;
+ * service_read_hit() tells which are answered by service_read_finish
+ * without a shard. Does not block on a shard. */
 void service_read_lookup(struct service *svc, struct service_read *const *rs, size_t n);
 
+/* Every listing of r was in the cache. */
+bool service_read_hit(const struct service_read *r);
+
 /* Answers a read that went through service_read_lookup: from the cache
- * (hit), or from its shard, filling the cache (miss: blocks). */
+ * (hit), or from the shards, filling the cache (miss: blocks). Frees what
+ * r holds; every r that began must be finished. */
 void service_read_finish(struct service *svc, struct service_read *r, struct api_response *resp);
 
 /* The error answer for refusals made before a request reaches the service
