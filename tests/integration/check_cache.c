@@ -287,7 +287,9 @@ START_TEST(failed_invalidation_still_reads_own_write)
     struct avail_item again = {.listing_id = id};
     avail_lookup(avail, &again, 1, from, to);
     ck_assert_msg(!again.hit, "served the value the failed invalidation should have deleted");
-    ck_assert_uint_eq(again.owned, 0); /* and no fill of it either */
+    /* No assertion on again.owned: the background retry can fire while
+     * memcached is stopped and land once it runs, before this lookup; a
+     * lease taken (an add) then proves the old value was already gone. */
     calendar_read_clear(&again.read);
     char key[CACHEKEY_MAX];
     cachekey_listing(id, key);
