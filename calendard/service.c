@@ -842,8 +842,10 @@ search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_
     jsonout_lit(j, "}");
 }
 
-/* Searches of more listings go to the workers even when cached. */
+/* Searches of more listings, or with larger bodies (parsed before the
+ * listings are counted), go to the workers even when cached. */
 #define SEARCH_ON_LOOP_MAX 100
+#define SEARCH_ON_LOOP_MAX_BODY 8192
 
 /* false (resp answered) when the body is not a valid search. */
 static bool
@@ -1085,7 +1087,8 @@ service_read_begin(struct service *svc, const struct api_request *req, struct se
     struct segment seg[MAX_SEGMENTS];
     size_t n = split_path(req->path, seg);
     if (strcmp(req->method, "POST") == 0 && n == 3 && seg_is(&seg[0], "v1") &&
-        seg_is(&seg[1], "availability") && seg_is(&seg[2], "search")) {
+        seg_is(&seg[1], "availability") && seg_is(&seg[2], "search") &&
+        req->body_len <= SEARCH_ON_LOOP_MAX_BODY) {
         if (!search_start(svc, req, r, resp)) {
             *answered = true;
             return true;
