@@ -387,7 +387,7 @@ op_book(struct service *svc, struct db *db, const struct route *rt, void *ctx, s
     if (svc->conf.batch_max > 0)
         rc = batcher_book(batcher_for(svc, rt), db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     else
-        rc = store_book(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
+        rc = store_book_one(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or (rarely) the id collided. */
         rc = replay_or_fail(db, c, e, err, errlen);

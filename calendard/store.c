@@ -368,6 +368,112 @@ book_statements(struct db *db, const struct listing *listing, const struct booki
     return db_query(db, SQL_INSERT_RESERVATION, p, n, NULL, err, errlen);
 }
 
+/* The answer of a one-booking block: the failed step, or 0 and the version. */
+struct one_answer {
+    int64_t step, version;
+};
+
+static void
+one_row(void *ctx, const int64_t *cols, size_t ncols)
+{
+    struct one_answer *a = ctx;
+    if (ncols >= 2) {
+        a->step = cols[0];
+        a->version = cols[1];
+    }
+}
+
+cal_status
+store_book_one(struct db *db, const struct listing *listing, const struct booking_plan *plan,
+               struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
+{
+    char sql[BOOKING_MAX_NIGHTS * 88 + 2048], part[BOOKING_MAX_NIGHTS * 44 + 512];
+    struct db_val p[BOOKING_MAX_NIGHTS * 6 + 24];
+    size_t n = 0, off = 0;
+    off +=
+        (size_t)snprintf(sql + off, sizeof(sql) - off, "%s",
+                         "BEGIN NOT ATOMIC DECLARE s INT DEFAULT 1; DECLARE e BIGINT DEFAULT NULL;"
+                         " DECLARE v BIGINT DEFAULT 0;"
+                         " DECLARE EXIT HANDLER FOR 1062 BEGIN ROLLBACK; SELECT s, 0; END;"
+                         " START TRANSACTION; b: BEGIN SELECT epoch INTO e FROM vbucket_owner"
+                         " WHERE vbucket = ? LOCK IN SHARE MODE; IF e IS NULL THEN LEAVE b; END IF;"
+                         " SET s = 2;");
+    p[n++] = DB_INT_V(listing->vbucket);
+    if (plan->nexisting > 0) {
+        sql_update_nights(part, sizeof(part), plan->nexisting);
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off,
+                                " %s; IF ROW_COUNT() <> %zu THEN LEAVE b; END IF;", part,
+                                plan->nexisting);
+        p[n++] = DB_INT_V(res->reservation_id);
+        p[n++] = DB_INT_V(listing->listing_id);
+        p[n++] = DB_INT_V(res->check_in + E);
+        p[n++] = DB_INT_V(res->check_out + E);
+        for (size_t i = 0; i < plan->nexisting; i++) {
+            p[n++] = DB_INT_V(plan->existing_night[i] + E);
+            p[n++] = DB_INT_V(plan->existing_version[i]);
+        }
+    }
+    off += (size_t)snprintf(sql + off, sizeof(sql) - off, " SET s = 3;");
+    if (plan->nmissing > 0) {
+        sql_insert_nights(part, sizeof(part), plan->nmissing);
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off, " %s;", part);
+        for (size_t i = 0; i < plan->nmissing; i++) {
+            p[n++] = DB_INT_V(listing->listing_id);
+            p[n++] = DB_INT_V(plan->missing[i] + E);
+            p[n++] = DB_INT_V(res->reservation_id);
+            p[n++] = DB_INT_V(listing->vbucket);
+        }
+    }
+    off += (size_t)snprintf(
+        sql + off, sizeof(sql) - off,
+        " SET s = 4; %s; IF ROW_COUNT() <> 1 THEN LEAVE b; END IF; SET v = LAST_INSERT_ID();"
+        " SET s = 5; INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in,"
+        " check_out, guest_id, status, total_price, currency, idempotency_key, request_hash,"
+        " version) VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'confirmed', ?, ?, ?, ?, v);"
+        " SET s = 0; END b;"
+        " IF s <> 0 THEN ROLLBACK; SELECT s, 0; ELSE COMMIT; SELECT 0, v; END IF; END",
+        SQL_BUMP_IF_RULES);
+    p[n++] = DB_INT_V(listing->listing_id);
+    p[n++] = DB_INT_V(listing->rules_version);
+    p[n++] = DB_INT_V(res->reservation_id);
+    p[n++] = DB_INT_V(listing->listing_id);
+    p[n++] = DB_INT_V(listing->vbucket);
+    p[n++] = DB_INT_V(res->check_in + E);
+    p[n++] = DB_INT_V(res->check_out + E);
+    p[n++] = DB_INT_V(res->guest_id);
+    p[n++] = DB_INT_V(res->total_price);
+    p[n++] = DB_CSTR_V(res->currency);
+    p[n++] = DB_STR_V(key, keylen);
+    p[n++] = DB_CSTR_V(res->request_hash);
+    struct one_answer a = {.step = -1};
+    cal_status rc = db_block(db, sql, p, n, one_row, &a, err, errlen);
+    if (rc != CAL_OK) {
+        db_rollback(db);
+        return rc;
+    }
+    switch (a.step) {
+    case 0:
+        res->version = (uint64_t)a.version;
+        return CAL_OK;
+    case 1:
+        snprintf(err, errlen, "vbucket %u is not owned by this shard", listing->vbucket);
+        return CAL_EMOVED;
+    case 2:
+    case 3:
+        snprintf(err, errlen, "a night changed since it was read");
+        return CAL_ECONFLICT;
+    case 4:
+        snprintf(err, errlen, "listing settings changed since they were read");
+        return CAL_ECONFLICT;
+    case 5:
+        snprintf(err, errlen, "the idempotency key or the reservation id exists");
+        return CAL_EDUP;
+    default:
+        snprintf(err, errlen, "booking block answered step %" PRId64, a.step);
+        return CAL_ERR;
+    }
+}
+
 cal_status
 store_book(struct db *db, const struct listing *listing, const struct booking_plan *plan,
            struct reservation *res, const char *key, size_t keylen, char *err, size_t errlen)
@@ -655,9 +761,8 @@ store_book_many(struct db *db, struct store_booking *b, size_t n)
 {
     char err[256] = "";
     if (n == 1) {
-        /* Alone: the plain transaction costs the server less than the block. */
-        b[0].rc = store_book(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen, b[0].err,
-                             sizeof(b[0].err));
+        b[0].rc = store_book_one(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen,
+                                 b[0].err, sizeof(b[0].err));
         return;
     }
     cal_status rc = book_block(db, b, n, err, sizeof(err));

@@ -141,10 +141,16 @@ booking_of(struct planned *pl)
                                   .keylen = strlen(pl->key)};
 }
 
+/* Which form book_alone() uses: the plain statements or the one-round-trip block. */
+static bool alone_as_block;
+
 static cal_status
 book_alone(struct planned *pl)
 {
     char err[256];
+    if (alone_as_block)
+        return store_book_one(db, &pl->read.listing, &pl->plan, &pl->res, pl->key, strlen(pl->key),
+                              err, sizeof(err));
     return store_book(db, &pl->read.listing, &pl->plan, &pl->res, pl->key, strlen(pl->key), err,
                       sizeof(err));
 }
@@ -286,7 +292,8 @@ START_TEST(a_rules_change_fails_only_the_bookings_planned_on_the_old_rules)
 }
 END_TEST
 
-START_TEST(a_lone_booking_answers_every_failure_status)
+static void
+lone_booking_statuses(void)
 {
     char err[256];
     struct listing a = new_listing();
@@ -343,6 +350,33 @@ START_TEST(a_lone_booking_answers_every_failure_status)
     ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
     plan_clear(&again);
     plan_clear(&pl);
+}
+
+START_TEST(a_lone_booking_answers_every_failure_status)
+{
+    alone_as_block = false;
+    lone_booking_statuses();
+}
+END_TEST
+
+START_TEST(a_lone_booking_block_answers_every_failure_status)
+{
+    alone_as_block = true;
+    char err[256];
+    struct listing a = new_listing();
+    struct planned pl;
+    plan(&pl, &a, today + 3, today + 5);
+    int64_t executed = session_status("Com_stmt_execute");
+    ck_assert_int_eq(store_book_one(db, &pl.read.listing, &pl.plan, &pl.res, pl.key, strlen(pl.key),
+                                    err, sizeof(err)),
+                     CAL_OK);
+    /* One execution for the whole transaction (the other is the SHOW). */
+    ck_assert_int_eq(session_status("Com_stmt_execute") - executed, 2);
+    ck_assert_uint_eq(pl.res.version, a.version + 1);
+    ck_assert_int_eq(reservation_version(pl.res.reservation_id), (int64_t)a.version + 1);
+    ck_assert_int_eq(booked_nights(pl.res.reservation_id), 2);
+    plan_clear(&pl);
+    lone_booking_statuses();
 }
 END_TEST
 
@@ -421,6 +455,7 @@ main(void)
     tcase_add_test(tc, a_moved_or_replayed_booking_fails_alone_in_its_batch);
     tcase_add_test(tc, a_rules_change_fails_only_the_bookings_planned_on_the_old_rules);
     tcase_add_test(tc, a_lone_booking_answers_every_failure_status);
+    tcase_add_test(tc, a_lone_booking_block_answers_every_failure_status);
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
