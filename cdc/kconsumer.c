@@ -24,6 +24,10 @@ struct kconsumer {
     rd_kafka_t *rk;
     struct held *held;
     size_t nheld, capheld;
+    /* Redelivered held messages whose partition was revoked while the caller
+     * still had them: freed when the caller stores, retries or releases. */
+    rd_kafka_message_t **orphans;
+    size_t norphans, caporphans;
     atomic_size_t assigned;
     atomic_bool joined;
 };
@@ -107,13 +111,36 @@ held_new(struct kconsumer *kc, rd_kafka_message_t *rkm)
     return h;
 }
 
-/* Drops every held message of h's partition, resuming it if asked. */
+/* Takes rkm off the orphans if it is one; true if it was. */
+static bool
+orphan_take(struct kconsumer *kc, const rd_kafka_message_t *rkm)
+{
+    for (size_t i = 0; i < kc->norphans; i++)
+        if (kc->orphans[i] == rkm) {
+            kc->orphans[i] = kc->orphans[--kc->norphans];
+            return true;
+        }
+    return false;
+}
+
+/* Drops every held message of h's partition, resuming it if asked. A
+ * message handed back to the caller (redelivered) is the caller's to free
+ * from now on: it becomes an orphan. */
 static void
 release_held(struct kconsumer *kc, struct held *h, bool resume)
 {
     if (resume)
         set_partition_paused(kc, rd_kafka_topic_name(h->q[0]->rkt), h->q[0]->partition, false);
-    for (size_t i = 0; i < h->n; i++)
+    size_t first = 0;
+    if (h->redelivered) {
+        if (kc->norphans == kc->caporphans) {
+            kc->caporphans = kc->caporphans ? 2 * kc->caporphans : 4;
+            kc->orphans = cal_realloc(kc->orphans, kc->caporphans * sizeof(*kc->orphans));
+        }
+        kc->orphans[kc->norphans++] = h->q[0];
+        first = 1;
+    }
+    for (size_t i = first; i < h->n; i++)
         rd_kafka_message_destroy(h->q[i]);
     free(h->q);
     *h = kc->held[--kc->nheld];
@@ -171,7 +198,10 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
             release_held(kc, h, true);
     }
     if (!lost) {
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, parts, 0);
+        /* NULL: the stored offsets of the current assignment (parts holds
+         * only invalid offsets in a revoke); asynchronous, so a callback
+         * served inside close or poll never waits on the coordinator. */
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 1);
         if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             log_warn("commit on revoke failed", "error=\"%s\"", rd_kafka_err2str(cerr));
     }
@@ -360,10 +390,14 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
 void
 kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg)
 {
-    (void)kc;
     if (msg->handle == NULL)
         return;
     rd_kafka_message_t *rkm = msg->handle;
+    if (orphan_take(kc, rkm)) {
+        rd_kafka_message_destroy(rkm);
+        msg->handle = NULL;
+        return;
+    }
     /* A redelivered held message stays owned by its hold until stored. */
     for (size_t i = 0; i < kc->nheld; i++)
         if (kc->held[i].q[0] == rkm) {
@@ -393,6 +427,11 @@ kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size
                  (long long)msg->offset, rd_kafka_err2str(rerr));
         st = CAL_ERR;
     }
+    if (msg->handle != NULL && orphan_take(kc, msg->handle)) {
+        rd_kafka_message_destroy(msg->handle);
+        msg->handle = NULL;
+        return st;
+    }
     struct held *h = find_held(kc, msg->topic, msg->partition);
     if (h != NULL && h->q[0] == msg->handle) {
         msg->handle = NULL;
@@ -417,6 +456,11 @@ kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_
     (void)errlen;
     rd_kafka_message_t *rkm = msg->handle;
     msg->handle = NULL; /* owned by the hold now */
+    if (orphan_take(kc, rkm)) {
+        /* Its partition was revoked: the next owner delivers it again. */
+        rd_kafka_message_destroy(rkm);
+        return CAL_OK;
+    }
     struct held *h = find_held(kc, msg->topic, msg->partition);
     if (h == NULL) {
         h = held_new(kc, rkm);
@@ -519,6 +563,9 @@ kconsumer_destroy(struct kconsumer *kc)
         return;
     while (kc->nheld > 0)
         release_held(kc, &kc->held[0], false);
+    for (size_t i = 0; i < kc->norphans; i++)
+        rd_kafka_message_destroy(kc->orphans[i]);
+    free(kc->orphans);
     free(kc->held);
     if (kc->rk != NULL)
         rd_kafka_destroy(kc->rk);

@@ -5,6 +5,8 @@
  * Needs STACK_ENV with MEMCACHED_SERVERS, KAFKA_BOOTSTRAP and STACK_DIR, and
  * the invalidator's PID in STACK_DIR/run/invalidator.pid. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +26,7 @@
 #include "common/cachekey.h"
 #include "common/date.h"
 #include "common/util.h"
+#include "cdc/kconsumer.h"
 #include "tests/lib/kafka_produce.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
@@ -298,6 +301,95 @@ restart_invalidator(void)
     waitpid(pid, &status, 0);
     return -1;
 }
+
+static struct kconsumer *
+make_consumer(const char *group, const char *topic)
+{
+    struct kconsumer_conf conf = {
+        .fetch_wait_max_ms = 10, .metadata_refresh_ms = 1000, .session_timeout_ms = 6000};
+    cal_strlcpy(conf.bootstrap_servers, stack.kafka, sizeof(conf.bootstrap_servers));
+    cal_strlcpy(conf.group_id, group, sizeof(conf.group_id));
+    cal_strlcpy(conf.topics, topic, sizeof(conf.topics));
+    char err[512];
+    struct kconsumer *kc = kconsumer_create(&conf, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    return kc;
+}
+
+static atomic_bool closed;
+
+static void *
+close_consumer(void *arg)
+{
+    char err[512];
+    kconsumer_close(arg, err, sizeof(err));
+    atomic_store(&closed, true);
+    return NULL;
+}
+
+/* A held message handed back for its retry stays the caller's while a
+ * rebalance revokes its partition: its bytes stay readable, and storing and
+ * releasing it frees it once (AddressSanitizer in CI sees a use after free
+ * or a double free). The test's own consumers and topic, outside the
+ * invalidator's subscription. */
+START_TEST(revoke_while_retry_handed_out)
+{
+    load_stack();
+    char topic[96], group[128], err[512];
+    snprintf(topic, sizeof(topic), "kctest.%d.%llu", (int)getpid(),
+             (unsigned long long)testenv_random48());
+    snprintf(group, sizeof(group), "kctest-%s", topic);
+    struct kafka_produce *kp = make_producer();
+    const char *payload = "{\"held\":\"for a retry while its partition is revoked\"}";
+    for (int i = 0; i < 4; i++)
+        produce(kp, topic, (uint64_t)i, payload);
+    kafka_produce_destroy(kp);
+
+    struct kconsumer *a = make_consumer(group, topic);
+    struct kconsumer_msg m = {0};
+    uint64_t deadline = cal_mono_us() + 30000000;
+    while (kconsumer_poll(a, 100, &m, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "no message of %s within 30 s", topic);
+    ck_assert_uint_eq(m.len, strlen(payload));
+    ck_assert_int_eq(kconsumer_retry(a, &m, 0, err, sizeof(err)), CAL_OK);
+    struct kconsumer_msg again = {0};
+    while (kconsumer_poll(a, 100, &again, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+    ck_assert_int_eq(again.offset, m.offset);
+
+    /* A second member joins: the group rebalances, and a's next polls
+     * revoke its partitions while `again` is still out. */
+    struct kconsumer *b = make_consumer(group, topic);
+    deadline = cal_mono_us() + 60000000;
+    while (!kconsumer_joined(b)) {
+        ck_assert_msg(cal_mono_us() < deadline, "the second member did not join within 60 s");
+        struct kconsumer_msg other = {0};
+        if (kconsumer_poll(a, 20, &other, err, sizeof(err)) == CAL_OK)
+            kconsumer_release(a, &other);
+        if (kconsumer_poll(b, 20, &other, err, sizeof(err)) == CAL_OK)
+            kconsumer_release(b, &other);
+    }
+    ck_assert_msg(again.len == strlen(payload) && memcmp(again.value, payload, again.len) == 0,
+                  "the handed-out message changed under the caller");
+    kconsumer_store(a, &again, err, sizeof(err)); /* CAL_ENOTFOUND if its partition went to b */
+    kconsumer_release(a, &again);
+    ck_assert_ptr_null(again.handle);
+    /* b leaves while a keeps polling: the group's rebalance needs both. */
+    pthread_t closer;
+    ck_assert_int_eq(pthread_create(&closer, NULL, close_consumer, b), 0);
+    deadline = cal_mono_us() + 60000000;
+    while (!atomic_load(&closed) && cal_mono_us() < deadline) {
+        struct kconsumer_msg other = {0};
+        if (kconsumer_poll(a, 20, &other, err, sizeof(err)) == CAL_OK)
+            kconsumer_release(a, &other);
+    }
+    ck_assert_msg(atomic_load(&closed), "the second member did not leave within 60 s");
+    pthread_join(closer, NULL);
+    kconsumer_destroy(b);
+    kconsumer_close(a, err, sizeof(err));
+    kconsumer_destroy(a);
+}
+END_TEST
 
 START_TEST(stack_has_kafka_and_invalidator)
 {
@@ -615,6 +707,10 @@ main(void)
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, memcached_outage_retried_not_skipped);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("revoke_while_retry_handed_out");
+    tcase_set_timeout(tc, 150);
+    tcase_add_test(tc, revoke_while_retry_handed_out);
     suite_add_tcase(s, tc);
     /* Last: it restarts the invalidator. */
     tc = tcase_create("no_lost_invalidation_across_kill");
