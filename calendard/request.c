@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/date.h"
+#include "common/util.h"
 
 bool
 request_fail(struct api_error *e, int http, const char *code, const char *fmt, ...)
@@ -122,7 +123,7 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
                              f->name, list->max);
                 goto out;
             }
-            list->ids = malloc(json_array_size(val) * sizeof(*list->ids));
+            list->ids = cal_malloc(json_array_size(val) * sizeof(*list->ids));
             json_array_foreach(val, i, elem)
             {
                 if (!json_is_integer(elem) || json_integer_value(elem) <= 0) {

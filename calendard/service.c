@@ -718,6 +718,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
 {
     size_t *todo = cal_malloc(n * sizeof(*todo)), ntodo = 0;
     uint64_t *ids = cal_malloc(n * sizeof(*ids));
+    uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
     size_t *pick = cal_malloc(n * sizeof(*pick));
     struct calendar_read *reads = cal_calloc(n, sizeof(*reads));
     unsigned *shard = cal_malloc(n * sizeof(*shard));
@@ -744,6 +745,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             for (size_t u = t; u < ntodo; u++) {
                 if (shard[u] == s) {
                     pick[k] = todo[u];
+                    vbs[k] = routes[u].vbucket;
                     ids[k++] = items[todo[u]].listing_id;
                     shard[u] = UINT32_MAX;
                 }
@@ -764,7 +766,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                 break;
             }
             metrics_shard(s, SHARD_OPS);
-            rc = store_read_many(db, ids, k, from, to, reads, &not_owned, err, sizeof(err));
+            rc = store_read_many(db, ids, vbs, k, from, to, reads, &not_owned, err, sizeof(err));
             pool_put(routes[t].pool, db);
             breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
             if (rc != CAL_OK)
@@ -782,12 +784,16 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
         }
         if (rc != CAL_OK || !moved || pass == 1)
             break;
-        /* Another pass for what was not found: it may live on a new owner now. */
-        if (router_refresh(svc->router, err, sizeof(err)) != CAL_OK)
+        /* Another pass for what moved: it lives on a new owner now. Left
+         * moved (answered vbucket_moving) if the map cannot be reloaded. */
+        char e2[256];
+        if (router_refresh(svc->router, e2, sizeof(e2)) != CAL_OK) {
+            log_warn("shard map reload failed", "error=\"%s\"", e2);
             break;
+        }
         size_t again = 0;
         for (size_t t = 0; t < ntodo; t++)
-            if (!items[todo[t]].read.found)
+            if (items[todo[t]].read.moved)
                 todo[again++] = todo[t];
         ntodo = again;
     }
@@ -800,6 +806,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
     free(reads);
     free(todo);
     free(ids);
+    free(vbs);
     free(pick);
     free(shard);
     free(routes);
@@ -814,7 +821,8 @@ search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_
     jsonout_lit(j, "{\"listing_id\":");
     jsonout_int(j, (int64_t)it->listing_id);
     if (!it->read.found) {
-        jsonout_lit(j, ",\"error\":\"listing_not_found\"}");
+        jsonout_lit(j, it->read.moved ? ",\"error\":\"vbucket_moving\"}"
+                                      : ",\"error\":\"listing_not_found\"}");
         return;
     }
     const struct listing *l = &it->read.listing;

@@ -976,9 +976,61 @@ cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Of the listings no row answered for, those whose routed vbucket has no
+ * fence row here moved away (their rows may be gone already): marks them. */
+static cal_status
+mark_moved(struct db *db, const uint32_t *vbuckets, struct calendar_read *reads, size_t n,
+           size_t *not_owned, char *err, size_t errlen)
+{
+    size_t k = 0;
+    uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
+    for (size_t i = 0; i < n; i++)
+        if (!reads[i].found && !reads[i].moved)
+            vbs[k++] = vbuckets[i];
+    if (k == 0) {
+        free(vbs);
+        return CAL_OK;
+    }
+    size_t sqlsize = 80 + k * 3, off;
+    char *sql = cal_malloc(sqlsize);
+    struct db_val *p = cal_malloc(k * sizeof(*p));
+    off = (size_t)snprintf(sql, sqlsize, "SELECT vbucket FROM vbucket_owner WHERE vbucket IN (");
+    sql_list(sql, sqlsize, &off, k, "?");
+    if (off < sqlsize)
+        snprintf(sql + off, sqlsize - off, ")");
+    for (size_t i = 0; i < k; i++)
+        p[i] = DB_INT_V(vbs[i]);
+    size_t nowned = 0;
+    struct db_stmt *st;
+    struct db_val c[1];
+    int r = 0;
+    cal_status rc = db_query(db, sql, p, k, &st, err, errlen);
+    if (rc == CAL_OK) {
+        while ((r = db_fetch(st, c, 1, err, errlen)) > 0)
+            vbs[nowned++] = (uint32_t)c[0].i; /* at most k distinct rows */
+        rc = r < 0 ? CAL_ERR : CAL_OK;
+    }
+    for (size_t i = 0; rc == CAL_OK && i < n; i++) {
+        if (reads[i].found || reads[i].moved)
+            continue;
+        bool owned = false;
+        for (size_t x = 0; x < nowned && !owned; x++)
+            owned = vbs[x] == vbuckets[i];
+        if (!owned) {
+            reads[i].moved = true;
+            (*not_owned)++;
+        }
+    }
+    free(sql);
+    free(p);
+    free(vbs);
+    return rc;
+}
+
 cal_status
-store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int32_t to,
-                struct calendar_read *reads, size_t *not_owned, char *err, size_t errlen)
+store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, size_t n,
+                int32_t from, int32_t to, struct calendar_read *reads, size_t *not_owned, char *err,
+                size_t errlen)
 {
     size_t sqlsize = 600 + n * 4;
     char *sql = cal_malloc(sqlsize);
@@ -997,38 +1049,55 @@ store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int3
         p[n + i + 2] = DB_INT_V(ids[i]);
         order[i] = &ids[i];
         reads[i].found = false;
+        reads[i].moved = false;
         reads[i].nrows = 0;
     }
-    /* Rows come ordered by listing_id: find each listing's slot by bsearch. */
+    /* Rows come ordered by listing_id: find each listing's slots (an id
+     * may be asked more than once) by bsearch. */
     qsort(order, n, sizeof(*order), cmp_u64);
     if ((rc = db_query(db, sql, p, 2 * n + 2, &st, err, errlen)) != CAL_OK)
         goto out;
     uint64_t current = 0;
-    bool owned = false;
-    struct calendar_read *read = NULL;
+    size_t lo = 0, hi = 0; /* order[lo..hi) are the current listing's slots */
+    bool have = false;
     while ((r = db_fetch(st, c, 14, err, errlen)) > 0) {
         uint64_t id = (uint64_t)c[0].i;
-        if (id != current || read == NULL) {
+        if (id != current || !have) {
             current = id;
+            have = true;
             uint64_t key = id;
             const uint64_t *kp = &key;
             const uint64_t **hit = bsearch(&kp, order, n, sizeof(*order), cmp_u64);
-            read = hit ? &reads[*hit - ids] : NULL;
-            owned = c[1].type != DB_NULL;
-            if (read == NULL)
+            lo = hi = 0;
+            if (hit == NULL)
                 continue;
-            if (!owned) {
-                (*not_owned)++;
-                read = NULL;
-                continue;
+            lo = hi = (size_t)(hit - order);
+            while (lo > 0 && *order[lo - 1] == id)
+                lo--;
+            while (hi < n && *order[hi] == id)
+                hi++;
+            bool owned = c[1].type != DB_NULL;
+            for (size_t x = lo; x < hi; x++) {
+                struct calendar_read *read = &reads[order[x] - ids];
+                if (!owned) {
+                    read->moved = true;
+                    (*not_owned)++;
+                    continue;
+                }
+                listing_from_row(&read->listing, c + 3, id, (uint32_t)c[2].i);
+                read->found = true;
             }
-            listing_from_row(&read->listing, c + 3, id, (uint32_t)c[2].i);
-            read->found = true;
+            if (!owned)
+                lo = hi = 0;
         }
-        if (read != NULL && c[9].type != DB_NULL)
-            night_from_row(calendar_read_add(read), c + 9);
+        if (c[9].type == DB_NULL)
+            continue;
+        for (size_t x = lo; x < hi; x++)
+            night_from_row(calendar_read_add(&reads[order[x] - ids]), c + 9);
     }
     rc = r < 0 ? CAL_ERR : CAL_OK;
+    if (rc == CAL_OK)
+        rc = mark_moved(db, vbuckets, reads, n, not_owned, err, errlen);
 out:
     free(sql);
     free(p);

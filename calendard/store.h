@@ -16,6 +16,7 @@
 struct calendar_read {
     struct listing listing;
     bool found;
+    bool moved; /* store_read_many: its vbucket is not owned by the shard read */
     size_t nrows, cap;
     struct night_row *rows;
 };
@@ -97,12 +98,12 @@ cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                           int32_t *booked, size_t *nbooked, char *err, size_t errlen);
 
 /* Many listings of one shard and one range in one statement. reads[i]
- * belongs to ids[i]: found false when the listing does not exist here;
- * *not_owned counts listings whose vbucket this shard does not own (their
- * reads stay not found). */
-cal_status store_read_many(struct db *db, const uint64_t *ids, size_t n, int32_t from, int32_t to,
-                           struct calendar_read *reads, size_t *not_owned, char *err,
-                           size_t errlen);
+ * belongs to ids[i] (routed to vbuckets[i]; an id may repeat): found false
+ * when the listing does not exist here; moved when this shard does not own
+ * its vbucket (its rows may be gone already), counted in *not_owned. */
+cal_status store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, size_t n,
+                           int32_t from, int32_t to, struct calendar_read *reads, size_t *not_owned,
+                           char *err, size_t errlen);
 
 /* SELECT 1: readiness probe. */
 cal_status store_ping(struct db *db, char *err, size_t errlen);

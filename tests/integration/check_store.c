@@ -419,6 +419,54 @@ START_TEST(the_calendar_read_touches_only_its_range)
 }
 END_TEST
 
+/* A random id without a listing, whose vbucket shard 0 owns or not. */
+static uint64_t
+id_without_listing(bool owned)
+{
+    for (;;) {
+        uint64_t id = testenv_random48();
+        struct db_val p[1] = {DB_INT_V(testenv_vbucket(id))};
+        if ((query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1) > 0) == owned)
+            return id;
+    }
+}
+
+/* A search's shard read: an id asked twice is answered twice, a listing
+ * that does not exist is not found, and one whose vbucket the shard does not
+ * own (its rows gone after a move) is moved, not "not found". */
+START_TEST(the_search_read_answers_repeats_and_tells_moved_from_missing)
+{
+    char err[256];
+    struct listing l = new_listing();
+    struct planned pl;
+    plan(&pl, &l, today + 10, today + 12);
+    ck_assert_msg(store_book(db, &pl.read.listing, &pl.plan, &pl.res, pl.key, strlen(pl.key), err,
+                             sizeof(err)) == CAL_OK,
+                  "%s", err);
+    uint64_t missing = id_without_listing(true), moved = id_without_listing(false);
+    uint64_t ids[4] = {l.listing_id, missing, l.listing_id, moved};
+    uint32_t vbs[4] = {l.vbucket, testenv_vbucket(missing), l.vbucket, testenv_vbucket(moved)};
+    struct calendar_read reads[4] = {0};
+    size_t not_owned = 99;
+    ck_assert_msg(store_read_many(db, ids, vbs, 4, today + 5, today + 20, reads, &not_owned, err,
+                                  sizeof(err)) == CAL_OK,
+                  "%s", err);
+    for (size_t i = 0; i < 4; i += 2) {
+        ck_assert_msg(reads[i].found && !reads[i].moved, "slot %zu of the listing", i);
+        ck_assert_uint_eq(reads[i].listing.listing_id, l.listing_id);
+        ck_assert_uint_eq(reads[i].nrows, 2);
+        ck_assert_int_eq(reads[i].rows[0].night, today + 10);
+        ck_assert_int_eq(reads[i].rows[1].status, NIGHT_BOOKED);
+    }
+    ck_assert_msg(!reads[1].found && !reads[1].moved, "a missing listing of an owned vbucket");
+    ck_assert_msg(!reads[3].found && reads[3].moved, "a listing of a vbucket owned elsewhere");
+    ck_assert_uint_eq(not_owned, 1);
+    for (size_t i = 0; i < 4; i++)
+        calendar_read_clear(&reads[i]);
+    plan_clear(&pl);
+}
+END_TEST
+
 START_TEST(the_statement_cache_keeps_the_most_recent_64)
 {
     char err[256], sql[64];
@@ -458,6 +506,7 @@ main(void)
     tcase_add_test(tc, a_lone_booking_block_answers_every_failure_status);
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
+    tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
     suite_add_tcase(s, tc);
     return unit_run(s);
