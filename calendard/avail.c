@@ -277,6 +277,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     for (size_t i = 0; i < n; i++) {
         items[i].hit = false;
         items[i].owned = 0;
+        items[i].absent = 0;
         items[i].token = 0;
     }
     if (!avail->enabled || n == 0)
@@ -289,7 +290,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     char(*keys)[CACHEKEY_MAX] = cal_malloc(n * nk * CACHEKEY_MAX);
     size_t *lens = cal_malloc(n * nk * sizeof(*lens));
     struct cache_item *ci = cal_calloc(n * nk, sizeof(*ci));
-    char err[256], lease[32];
+    char err[256];
     for (size_t i = 0; i < n; i++) {
         item_keys(items[i].listing_id, firsts, nmonths, keys + i * nk, lens + i * nk);
         for (size_t k = 0; k < nk; k++) {
@@ -321,8 +322,6 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             hits += (unsigned)nk;
             continue;
         }
-        items[i].token = cal_rand64() | 1;
-        size_t llen = cacheval_lease(items[i].token, lease, sizeof(lease));
         for (size_t k = 0; k < nk; k++) {
             if (row[k].found && !cacheval_is_lease(row[k].value, row[k].len)) {
                 hits++;
@@ -330,14 +329,8 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             }
             misses++;
             /* Someone else's lease: read the shard without filling. */
-            if (row[k].found)
-                continue;
-            cal_status st = cache_add(c, row[k].key, row[k].keylen, lease, llen,
-                                      avail->conf.lease_ttl_s, err, sizeof(err));
-            if (st == CAL_OK)
-                items[i].owned |= 1u << k;
-            else if (st != CAL_EDUP)
-                metrics_cache(CACHE_ERROR, 1);
+            if (!row[k].found)
+                items[i].absent |= 1u << k;
         }
     }
     metrics_cache(CACHE_HIT, hits);
@@ -347,6 +340,45 @@ out:
     free(ci);
     free(keys);
     free(lens);
+    cache_return(avail, c);
+}
+
+void
+avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to)
+{
+    int32_t firsts[AVAIL_MAX_MONTHS];
+    size_t nmonths = months_of(from, to, firsts);
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = !items[i].hit && items[i].absent != 0;
+    if (!avail->enabled || !any)
+        return;
+    struct cache *c = cache_borrow(avail);
+    if (c == NULL) {
+        metrics_cache(CACHE_ERROR, 1);
+        return;
+    }
+    char err[256], lease[32];
+    for (size_t i = 0; i < n; i++) {
+        struct avail_item *it = &items[i];
+        if (it->hit || it->absent == 0)
+            continue;
+        char keys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
+        size_t lens[AVAIL_MAX_MONTHS + 1];
+        size_t nk = item_keys(it->listing_id, firsts, nmonths, keys, lens);
+        it->token = cal_rand64() | 1;
+        size_t llen = cacheval_lease(it->token, lease, sizeof(lease));
+        for (size_t k = 0; k < nk; k++) {
+            if (!(it->absent & (1u << k)))
+                continue;
+            cal_status st = cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s,
+                                      err, sizeof(err));
+            if (st == CAL_OK)
+                it->owned |= 1u << k;
+            else if (st != CAL_EDUP)
+                metrics_cache(CACHE_ERROR, 1);
+        }
+    }
     cache_return(avail, c);
 }
 

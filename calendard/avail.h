@@ -29,6 +29,7 @@ struct avail_item {
     struct calendar_read read; /* hit: from the cache; miss: the caller fills it */
     uint64_t token;            /* our lease token */
     uint32_t owned;            /* leases we hold: bit 0 listing key, bit 1+i month i */
+    uint32_t absent;           /* keys the lookup found in no form (same bits): to lease */
 };
 
 struct avail;
@@ -39,9 +40,14 @@ void avail_destroy(struct avail *avail); /* avail_destroy(NULL) is a no-op */
 /* The whole months covering [from, to): what a miss must read to fill. */
 void avail_span(int32_t from, int32_t to, int32_t *span_from, int32_t *span_to);
 
-/* Looks every item up over [from, to); for misses takes the leases it can. */
+/* Looks every item up over [from, to) in one multi-get, and nothing else:
+ * it runs on the event loop. */
 void avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t from,
                   int32_t to);
+
+/* For the misses, before they are read from the shards (on a worker): takes
+ * the leases it can on the keys the lookup found absent. */
+void avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to);
 
 /* After the caller read the misses from the shards over avail_span(), stores
  * the keys whose leases are still ours. Items whose read is not found only

@@ -624,6 +624,7 @@ service_read_finish(struct service *svc, struct service_read *r, struct api_resp
     resp->endpoint = EP_AVAILABILITY;
     if (!r->item.hit) {
         struct availability_ctx c = {.listing_id = r->listing_id, .read = &r->item.read};
+        avail_lease(svc->avail, &r->item, 1, r->from, r->to);
         avail_span(r->from, r->to, &c.from, &c.to);
         cal_status rc = run_on_shard(svc, r->listing_id, op_availability, &c, &e);
         if (rc != CAL_OK) {
@@ -888,6 +889,8 @@ search_finish(struct service *svc, struct service_read *r, struct api_response *
     resp->endpoint = EP_SEARCH;
     int32_t span_from, span_to;
     avail_span(r->from, r->to, &span_from, &span_to);
+    if (!service_read_hit(r))
+        avail_lease(svc->avail, items, r->n, r->from, r->to);
     if (!service_read_hit(r) && read_misses(svc, items, r->n, span_from, span_to, &e) != CAL_OK) {
         api_error_answer(resp, &e);
     } else {

@@ -81,6 +81,15 @@ key_present(struct cache *c, const char *key)
     return found;
 }
 
+/* The daemon's read path: the lookup (on the event loop), then for a miss
+ * the leases (on a worker) before the shard read. */
+static void
+lookup(struct avail *avail, struct avail_item *item, int32_t from, int32_t to)
+{
+    avail_lookup(avail, item, 1, from, to);
+    avail_lease(avail, item, 1, from, to);
+}
+
 START_TEST(fill_then_hit)
 {
     load_env();
@@ -89,13 +98,19 @@ START_TEST(fill_then_hit)
     struct avail_item item = {.listing_id = testenv_random48()};
     avail_lookup(avail, &item, 1, from, to);
     ck_assert(!item.hit);
-    ck_assert_uint_ne(item.owned, 0);
+    /* The lookup only looks: the listing key (bit 0) and its months are
+     * absent, and only the lease step takes them. */
+    ck_assert_uint_eq(item.owned, 0);
+    ck_assert_uint_eq(item.absent & 1u, 1u);
+    ck_assert_uint_ge(item.absent, 3);
+    avail_lease(avail, &item, 1, from, to);
+    ck_assert_uint_eq(item.owned, item.absent);
     fake_db_read(&item, from + 1, 7);
     avail_fill(avail, &item, 1, from, to);
     calendar_read_clear(&item.read);
 
     struct avail_item again = {.listing_id = item.listing_id};
-    avail_lookup(avail, &again, 1, from, to);
+    lookup(avail, &again, from, to);
     ck_assert(again.hit);
     ck_assert_uint_eq(again.read.listing.version, 7);
     ck_assert_str_eq(again.read.listing.currency, "EUR");
@@ -118,7 +133,7 @@ START_TEST(stale_fill_after_invalidation_is_dropped)
     int32_t from = date_today() + 40, to = from + 3;
     uint64_t id = testenv_random48();
     struct avail_item item = {.listing_id = id};
-    avail_lookup(avail, &item, 1, from, to);
+    lookup(avail, &item, from, to);
     ck_assert(!item.hit);
     fake_db_read(&item, from, 3);          /* read before the write */
     avail_invalidate(avail, id, from, to); /* the write's delete lands first */
@@ -143,8 +158,8 @@ START_TEST(only_the_lease_owner_fills)
     int32_t from = date_today() + 40, to = from + 3;
     uint64_t id = testenv_random48();
     struct avail_item first = {.listing_id = id}, second = {.listing_id = id};
-    avail_lookup(avail, &first, 1, from, to);
-    avail_lookup(avail, &second, 1, from, to);
+    lookup(avail, &first, from, to);
+    lookup(avail, &second, from, to);
     ck_assert_uint_ne(first.owned, 0);
     ck_assert_uint_eq(second.owned, 0);
     fake_db_read(&second, from, 9);
@@ -152,7 +167,7 @@ START_TEST(only_the_lease_owner_fills)
     fake_db_read(&first, from + 1, 8);
     avail_fill(avail, &first, 1, from, to);
     struct avail_item check = {.listing_id = id};
-    avail_lookup(avail, &check, 1, from, to);
+    lookup(avail, &check, from, to);
     ck_assert(check.hit);
     ck_assert_uint_eq(check.read.listing.version, 8);
     calendar_read_clear(&first.read);
@@ -169,7 +184,7 @@ START_TEST(unreachable_cache_is_a_miss)
     struct avail *avail = make_avail("127.0.0.1:9");
     int32_t from = date_today() + 40;
     struct avail_item item = {.listing_id = 1};
-    avail_lookup(avail, &item, 1, from, from + 2);
+    lookup(avail, &item, from, from + 2);
     ck_assert(!item.hit);
     ck_assert_uint_eq(item.owned, 0);
     fake_db_read(&item, from, 1);
@@ -276,7 +291,7 @@ START_TEST(failed_invalidation_still_reads_own_write)
     int32_t from = date_today() + 40, to = from + 3;
     uint64_t id = testenv_random48();
     struct avail_item item = {.listing_id = id};
-    avail_lookup(avail, &item, 1, from, to);
+    lookup(avail, &item, from, to);
     fake_db_read(&item, from, 4);
     avail_fill(avail, &item, 1, from, to); /* cached: version 4 */
     calendar_read_clear(&item.read);
@@ -285,7 +300,7 @@ START_TEST(failed_invalidation_still_reads_own_write)
     avail_invalidate(avail, id, from, to); /* the write's delete times out */
     kill(mc, SIGCONT);
     struct avail_item again = {.listing_id = id};
-    avail_lookup(avail, &again, 1, from, to);
+    lookup(avail, &again, from, to);
     ck_assert_msg(!again.hit, "served the value the failed invalidation should have deleted");
     /* No assertion on again.owned: the background retry can fire while
      * memcached is stopped and land once it runs, before this lookup; a
