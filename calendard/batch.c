@@ -10,18 +10,18 @@
 
 struct job {
     struct store_booking sb;
-    bool taken; /* a leader is committing it */
-    bool done;  /* sb.rc and sb.err are final */
+    bool taken;          /* a leader is committing it */
+    bool done;           /* sb.rc and sb.err are final */
+    pthread_cond_t wake; /* signalled when done, or to lead */
     struct job *next;
 };
 
 struct batcher {
     unsigned max_batch;
-    unsigned lanes;       /* transactions of this shard's bookings in flight at most */
-    pthread_mutex_t lock; /* guards everything below and the jobs' flags */
-    pthread_cond_t finished;
-    struct job *head, *tail;
-    unsigned active; /* leaders committing now */
+    unsigned lanes;          /* transactions of this shard's bookings in flight at most */
+    pthread_mutex_t lock;    /* guards everything below and the jobs' flags */
+    struct job *head, *tail; /* waiting, not taken, oldest first */
+    unsigned active;         /* leaders committing now */
 };
 
 /* May job j join a batch that already holds out[0..n)? Bookings of one
@@ -73,7 +73,6 @@ batcher_create(unsigned max_batch, unsigned lanes)
     b->max_batch = max_batch ? max_batch : 1;
     b->lanes = lanes ? lanes : 1;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->finished, NULL);
     return b;
 }
 
@@ -82,12 +81,12 @@ batcher_destroy(struct batcher *b)
 {
     if (b == NULL)
         return;
-    pthread_cond_destroy(&b->finished);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
-/* Commits jobs[0..n) on db as one transaction and hands out the outcomes. */
+/* Commits jobs[0..n) on db as one transaction and hands out the outcomes,
+ * waking each of their requests, and no other. */
 static void
 lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
 {
@@ -102,6 +101,7 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
         jobs[i]->sb.rc = sb[i].rc;
         memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
         jobs[i]->done = true;
+        pthread_cond_signal(&jobs[i]->wake);
     }
     if (sb != small)
         free(sb);
@@ -114,6 +114,7 @@ batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
 {
     struct job job = {
         .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen}};
+    pthread_cond_init(&job.wake, NULL);
     struct job *small[32];
     struct job **jobs =
         b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
@@ -125,8 +126,10 @@ batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
     b->tail = &job;
     while (!job.done) {
         if (job.taken || b->active >= b->lanes) {
-            /* Bounded: every statement of a leader has its connection's timeouts. */
-            pthread_cond_wait(&b->finished, &b->lock);
+            /* Bounded: every statement of a leader has its connection's
+             * timeouts. Only this job's leader, or a leader handing its
+             * lane on, wakes it: no herd of waiters on each commit. */
+            pthread_cond_wait(&job.wake, &b->lock);
             continue;
         }
         /* A lane is free and this booking still waits: commit it, and
@@ -134,11 +137,18 @@ batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
          * connection. */
         size_t n = take_locked(b, jobs);
         b->active++;
+        /* Bookings left behind (overlapping, or past max_batch) may take
+         * another free lane at once. */
+        if (b->head != NULL && b->active < b->lanes)
+            pthread_cond_signal(&b->head->wake);
         lead(b, db, jobs, n);
         b->active--;
-        pthread_cond_broadcast(&b->finished);
+        /* Hand the lane to the oldest booking still waiting. */
+        if (b->head != NULL)
+            pthread_cond_signal(&b->head->wake);
     }
     pthread_mutex_unlock(&b->lock);
+    pthread_cond_destroy(&job.wake);
     if (jobs != small)
         free(jobs);
     if (job.sb.rc != CAL_OK)
