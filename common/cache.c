@@ -85,8 +85,10 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
     }
     qsort(sorted, n, sizeof(*sorted), cmp_item_key);
     cal_status st = CAL_OK;
+    size_t nfound = 0;
     memcached_return_t rc = memcached_mget(cache->mc, keys, lens, n);
-    if (rc != MEMCACHED_SUCCESS) {
+    /* SOME_ERRORS: a server of the pool failed; the others still answer. */
+    if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_SOME_ERRORS) {
         st = fail(cache, rc, err, errlen);
         goto out;
     }
@@ -107,10 +109,13 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
             it->len = memcached_result_length(res);
             it->value = cal_strndup(memcached_result_value(res), it->len);
             it->cas = memcached_result_cas(res);
+            nfound++;
         }
         memcached_result_free(res);
     }
-    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND)
+    /* A server that failed or timed out while others answered costs only its
+     * own keys (misses); a failure with nothing found is the cache's. */
+    if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND && nfound == 0)
         st = fail(cache, rc, err, errlen);
 out:
     free(keys);

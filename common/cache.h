@@ -33,7 +33,9 @@ struct cache_item {
     uint64_t cas;
 };
 
-/* Fetches every key in one round trip; items[i].key/keylen set by the caller. */
+/* Fetches every key in one round trip; items[i].key/keylen set by the caller.
+ * A server of the pool that fails while another answers only leaves its own
+ * keys not found (CAL_OK); a failure with no key found is an error. */
 cal_status cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *err,
                            size_t errlen);
 void cache_results_free(struct cache_item *items, size_t n);

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "calendard/avail.h"
 #include "calendard/cacheval.h"
@@ -174,6 +177,60 @@ START_TEST(only_the_lease_owner_fills)
     calendar_read_clear(&second.read);
     calendar_read_clear(&check.read);
     avail_destroy(avail);
+}
+END_TEST
+
+/* A loopback port whose connections the kernel completes but nobody
+ * answers: a hung server. */
+static int
+silent_listener(unsigned *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(fd, 64), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* One hung server of a pool costs only its own keys: the keys of the live
+ * server are still answered by a multi-get over both. */
+START_TEST(a_dead_server_of_the_pool_misses_only_its_keys)
+{
+    load_env();
+    struct cache_conf conf = {.timeout_ms = 100};
+    char err[256];
+    unsigned port;
+    int hung = silent_listener(&port);
+    snprintf(conf.servers, sizeof(conf.servers), "%s,127.0.0.1:%u", env.memcached_servers, port);
+    struct cache *pool = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(pool != NULL, "%s", err);
+    enum { N = 16 };
+    char keys[N][CACHEKEY_MAX];
+    struct cache_item items[N] = {{0}};
+    bool stored[N];
+    size_t nstored = 0;
+    uint64_t base = testenv_random48();
+    for (size_t i = 0; i < N; i++) {
+        cachekey_listing(base + i, keys[i]);
+        items[i].key = keys[i];
+        items[i].keylen = strlen(keys[i]);
+        stored[i] =
+            cache_set(pool, keys[i], items[i].keylen, "v", 1, 600, err, sizeof(err)) == CAL_OK;
+        nstored += stored[i];
+    }
+    ck_assert_msg(nstored > 0 && nstored < N, "%zu of %d keys stored: not spread over both",
+                  nstored, N);
+    ck_assert_msg(cache_get_multi(pool, items, N, err, sizeof(err)) == CAL_OK, "%s", err);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_msg(items[i].found == stored[i], "key %zu: found %d, stored %d", i,
+                      (int)items[i].found, (int)stored[i]);
+    cache_results_free(items, N);
+    cache_destroy(pool);
+    close(hung);
 }
 END_TEST
 
@@ -559,6 +616,7 @@ main(void)
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
+    UNIT_CASE(s, a_dead_server_of_the_pool_misses_only_its_keys);
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, search_matches_single_reads);
