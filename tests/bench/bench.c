@@ -211,10 +211,30 @@ proc_ticks(int pid)
     return (uint64_t)ut + stt;
 }
 
+/* The machine's busy and stolen ticks, from the first line of /proc/stat. */
+static void
+machine_ticks(uint64_t *busy, uint64_t *steal)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    *busy = *steal = 0;
+    if (f == NULL)
+        return;
+    /* cpu user nice system idle iowait irq softirq steal */
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n != 8)
+        return;
+    *busy = v[0] + v[1] + v[2] + v[5] + v[6];
+    *steal = v[7];
+}
+
 void
 bench_cpu_sample(struct bench_cpu *cpu)
 {
     struct rusage ru;
+    machine_ticks(&cpu->busy, &cpu->steal);
     for (size_t i = 0; i < cpu->nprocs; i++)
         cpu->ticks[i] = proc_ticks(cpu->pid[i]);
     getrusage(RUSAGE_SELF, &ru);
@@ -242,7 +262,8 @@ bench_cpu_print(FILE *out, const struct bench_cpu *a, const struct bench_cpu *b)
                 ticks += (double)(b->ticks[j] - a->ticks[j]);
         fprintf(out, "\"%s\":%.2f,", a->name[i], ticks / hz / wall);
     }
-    fprintf(out, "\"client\":%.2f}", (b->self_s - a->self_s) / wall);
+    fprintf(out, "\"client\":%.2f,\"machine\":%.2f,\"steal\":%.2f}", (b->self_s - a->self_s) / wall,
+            (double)(b->busy - a->busy) / hz / wall, (double)(b->steal - a->steal) / hz / wall);
 }
 
 double

@@ -78,12 +78,14 @@ struct bench_cpu {
     uint64_t ticks[BENCH_MAX_PROCS]; /* utime + stime at the last sample */
     double self_s;                   /* user + system seconds of this process */
     uint64_t mono_us;
+    uint64_t busy, steal; /* /proc/stat, all CPUs: ticks busy, stolen by the hypervisor */
 };
 
 cal_status bench_cpu_parse(struct bench_cpu *cpu, const char *spec, char *err, size_t errlen);
 void bench_cpu_sample(struct bench_cpu *cpu);
-/* {"calendard":0.93,"mariadbd":0.61,...,"client":0.12}: cores used between
- * the samples a and b (same spec), written to out. */
+/* {"calendard":0.93,"mariadbd":0.61,...,"client":0.12,"machine":1.81,
+ * "steal":0.05}: cores used between the samples a and b (same spec) by each
+ * process, by the whole machine, and taken by the hypervisor, written to out. */
 void bench_cpu_print(FILE *out, const struct bench_cpu *a, const struct bench_cpu *b);
 
 /* Monotonic seconds, and a sleep until such a moment. */

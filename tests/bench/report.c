@@ -40,6 +40,8 @@ static const struct metric book_metrics[] = {
     {"cpu_mariadbd", "cpu.mariadbd", false},
     {"cpu_memcached", "cpu.memcached", false},
     {"cpu_client", "cpu.client", false},
+    {"cpu_machine", "cpu.machine", false},
+    {"cpu_steal", "cpu.steal", false},
 };
 
 static const struct metric read_metrics[] = {
@@ -52,6 +54,8 @@ static const struct metric read_metrics[] = {
     {"cpu_mariadbd", "cpu.mariadbd", false},
     {"cpu_memcached", "cpu.memcached", false},
     {"cpu_client", "cpu.client", false},
+    {"cpu_machine", "cpu.machine", false},
+    {"cpu_steal", "cpu.steal", false},
 };
 
 static const char *const book_workloads[] = {"low", "high"};
@@ -227,10 +231,10 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
     if (book)
         fprintf(out, "%-8s %4s %-9s %24s %10s %7s %7s %8s %8s %8s %8s  %s\n", "workload", "conc",
                 "target", "booked/s", "attempt/s", "p50ms", "p99ms", "409/s", "503/s", "retry/s",
-                "confl/s", "cpu cal/db/mc/cli");
+                "confl/s", "cpu cal/db/mc/cli/all/steal");
     else
         fprintf(out, "%-8s %4s %-9s %24s %7s %7s %6s  %s\n", "workload", "conc", "target",
-                "requests/s", "p50ms", "p99ms", "hit%", "cpu cal/db/mc/cli");
+                "requests/s", "p50ms", "p99ms", "hit%", "cpu cal/db/mc/cli/all/steal");
     for (size_t w = 0; w < nworkloads; w++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s-%s.dat", out_dir, phase, workloads[w]);
@@ -276,12 +280,15 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
                                   ms ? 2 : 0, false);
                     }
                 }
-                fprintf(
-                    out, "  %.2f/%.2f/%.2f/%.2f\n",
-                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 4]).med,
-                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 3]).med,
-                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 2]).med,
-                    fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[nmetrics - 1]).med);
+                const char *sep = "  ";
+                for (size_t m = 1; m < nmetrics; m++) {
+                    if (strncmp(metrics[m].name, "cpu_", 4) != 0)
+                        continue;
+                    fprintf(out, "%s%.2f", sep,
+                            fig_for(runs, phase, workloads[w], tg, conc[c], &metrics[m]).med);
+                    sep = "/";
+                }
+                fprintf(out, "\n");
             }
             struct fig ratio = ratio_for(runs, phase, workloads[w], conc[c]);
             json_object_set_new(row, "ratio", fig_json(ratio));
@@ -434,6 +441,35 @@ print_target(FILE *out, const char *what, double v, const char *cmp, double goal
                 met ? "met" : "MISSED");
 }
 
+/* How much of the machine the hypervisor took during the measured runs
+ * (steal): the noise the figures carry. [median, min, max] cores, or null
+ * when no run sampled it. */
+static json_t *
+report_noise(const json_t *runs, FILE *out)
+{
+    size_t n = 0, i;
+    double *v = cal_malloc((json_array_size(runs) + 1) * sizeof(*v));
+    const json_t *run;
+    json_array_foreach(runs, i, run)
+    {
+        const json_t *s = json_object_get(json_object_get(run, "cpu"), "steal");
+        if (json_is_number(s))
+            v[n++] = json_number_value(s);
+    }
+    json_t *fig = json_null();
+    if (n > 0) {
+        qsort(v, n, sizeof(*v), cmp_double);
+        double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+        fprintf(out,
+                "noise: CPU taken by the hypervisor (steal) during the %zu runs: median %.2f, "
+                "min %.2f, max %.2f cores\n",
+                n, med, v[0], v[n - 1]);
+        fig = json_pack("[f,f,f]", med, v[0], v[n - 1]);
+    }
+    free(v);
+    return fig;
+}
+
 static void
 machine(char *buf, size_t size)
 {
@@ -473,6 +509,7 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     machine(mach, sizeof(mach));
     json_t *rows = json_array();
     fprintf(out, "machine: %s\n", mach);
+    json_t *noise = report_noise(runs, out);
     report_phase(runs, "book", book_workloads, CAL_ARRAY_LEN(book_workloads), book_metrics,
                  CAL_ARRAY_LEN(book_metrics), out_dir, out, rows);
     report_phase(runs, "read", read_workloads, CAL_ARRAY_LEN(read_workloads), read_metrics,
@@ -531,6 +568,7 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
                   num_or_null(cdc_p99), "rows", rows, "cdc", cdc, "headline_conc", (int)c1,
                   "figures", json_string("[median, min, max] over the runs of a row"));
     json_object_set_new(all, "search50_p99_ms_by_conc", by_conc);
+    json_object_set_new(all, "steal_cores", noise);
     char *text = json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     fprintf(out, "\n%s\n", text);
     free(text);
