@@ -395,6 +395,8 @@ loop_main(void *arg)
             while (left != NULL) { /* parked after the workers had gone */
                 struct http_request *next = left->next;
                 struct loop *owner = left->loop;
+                if (left->miss)
+                    service_read_discard(&left->read);
                 service_error(&left->resp, 503, "shutting_down", "the server is stopping");
                 finish(left);
                 wake_loop(owner);

@@ -638,6 +638,17 @@ service_read_finish(struct service *svc, struct service_read *r, struct api_resp
     calendar_read_clear(&r->item.read);
 }
 
+void
+service_read_discard(struct service_read *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        calendar_read_clear(&r->items[i].read);
+    if (r->items != &r->item)
+        free(r->items);
+    r->items = NULL;
+    r->n = 0;
+}
+
 /* false (resp answered) when the range is invalid. */
 static bool
 read_start(uint64_t listing_id, const struct api_request *req, struct service_read *r,

@@ -85,6 +85,10 @@ bool service_read_hit(const struct service_read *r);
  * r holds; every r that began must be finished. */
 void service_read_finish(struct service *svc, struct service_read *r, struct api_response *resp);
 
+/* Frees what r holds without answering it (a read left over at shutdown);
+ * its leases, if any, expire on their own. */
+void service_read_discard(struct service_read *r);
+
 /* The error answer for refusals made before a request reaches the service
  * (413, 503 overloaded, ...). */
 void service_error(struct api_response *resp, int status, const char *code, const char *message);
