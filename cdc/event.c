@@ -1,10 +1,11 @@
-/* Debezium-style JSON encoding of row changes (jansson), keys, topics and
- * partitions. Pure: the relay feeds it decoded row images. */
+/* Debezium-style JSON encoding of row changes, keys, topics and partitions,
+ * written straight into a buffer. Pure: the relay feeds it decoded row
+ * images. */
 #include "cdc/event.h"
 
 #include <assert.h>
 #include <inttypes.h>
-#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,42 +63,142 @@ utf8_seq_len(const unsigned char *s, size_t len)
     return n;
 }
 
-/* A JSON string of (s, len); bytes that are not valid UTF-8 become '?' so
- * one bad value cannot stop the stream. */
-static json_t *
-string_value(const char *s, size_t len)
+/* The JSON text being written: values go straight into one buffer (no
+ * tree per event: the relay encodes every row change it reads). */
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void
+out_reserve(struct out *o, size_t n)
 {
-    json_t *j = json_stringn(s, len);
-    if (j != NULL)
-        return j;
-    char *copy = cal_malloc(len + 1);
-    size_t i = 0;
-    while (i < len) {
-        size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
-        if (n == 0) {
-            copy[i] = '?';
-            i++;
-            continue;
-        }
-        memcpy(copy + i, s + i, n);
-        i += n;
-    }
-    j = json_stringn(copy, len);
-    free(copy);
-    return j;
+    if (o->len + n + 1 <= o->cap)
+        return;
+    while (o->len + n + 1 > o->cap)
+        o->cap = o->cap ? 2 * o->cap : 512;
+    o->p = cal_realloc(o->p, o->cap);
 }
 
-static json_t *
-timestamp_value(const struct event_value *v)
+static void
+out_raw(struct out *o, const char *s, size_t n)
 {
-    if (v->i == 0 && v->usec == 0)
-        return json_null(); /* MariaDB's zero timestamp "0000-00-00 00:00:00" */
+    out_reserve(o, n);
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static void
+out_lit(struct out *o, const char *s)
+{
+    out_raw(o, s, strlen(s));
+}
+
+static void
+out_u64(struct out *o, uint64_t v)
+{
+    char buf[24];
+    size_t n = sizeof(buf);
+    do {
+        buf[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out_raw(o, buf + n, sizeof(buf) - n);
+}
+
+static void
+out_i64(struct out *o, int64_t v)
+{
+    if (v < 0) {
+        out_raw(o, "-", 1);
+        out_u64(o, (uint64_t)0 - (uint64_t)v);
+    } else {
+        out_u64(o, (uint64_t)v);
+    }
+}
+
+/* A JSON string of (s, len): quotes, backslashes and control characters
+ * escaped, UTF-8 kept; bytes that are not valid UTF-8 become '?' so one bad
+ * value cannot stop the stream. */
+static void
+out_str(struct out *o, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    out_reserve(o, len + 2);
+    o->p[o->len++] = '"';
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i; /* printable ASCII other than '"' and '\\': as is */
+        while (run < len && s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i) {
+            out_raw(o, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
+            if (n == 0) {
+                out_raw(o, "?", 1);
+                i++;
+            } else {
+                out_raw(o, s + i, n);
+                i += n;
+            }
+            continue;
+        }
+        char esc[7] = {'\\', 0};
+        size_t elen = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            esc[1] = (char)c;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            if (c >= 0x20) {
+                out_raw(o, (const char *)&s[i], 1);
+                i++;
+                continue;
+            }
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            elen = 6;
+        }
+        out_raw(o, esc, elen);
+        i++;
+    }
+    out_raw(o, "\"", 1);
+}
+
+static void
+out_timestamp(struct out *o, const struct event_value *v)
+{
     time_t t = (time_t)v->i;
     struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL)
-        return json_null();
+    if ((v->i == 0 && v->usec == 0) || gmtime_r(&t, &tm) == NULL) {
+        out_lit(o, "null"); /* MariaDB's zero timestamp "0000-00-00 00:00:00" */
+        return;
+    }
     char buf[48];
-    int n = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+    int n = snprintf(buf, sizeof(buf), "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
     unsigned prec = v->precision > 6 ? 6 : v->precision;
     if (prec > 0) {
@@ -105,68 +206,96 @@ timestamp_value(const struct event_value *v)
         snprintf(frac, sizeof(frac), "%06u", v->usec % 1000000u);
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".%.*s", (int)prec, frac);
     }
-    snprintf(buf + n, sizeof(buf) - (size_t)n, "Z");
-    return json_string(buf);
+    snprintf(buf + n, sizeof(buf) - (size_t)n, "Z\"");
+    out_lit(o, buf);
 }
 
-/* NULL for EVENT_ABSENT (the caller omits the key). */
-static json_t *
-value_json(const struct event_value *v)
+static void
+out_real(struct out *o, double d)
 {
-    char num[24];
+    if (!isfinite(d)) {
+        out_lit(o, "null"); /* JSON has no NaN or infinity */
+        return;
+    }
+    char buf[40];
+    int n = snprintf(buf, sizeof(buf), "%.17g", d);
+    /* A real stays a real when read back: 2 is written 2.0. */
+    if (strpbrk(buf, ".eEn") == NULL && n > 0 && (size_t)n + 2 < sizeof(buf))
+        memcpy(buf + n, ".0", 3);
+    out_lit(o, buf);
+}
+
+/* One value; the caller leaves EVENT_ABSENT out. */
+static void
+out_value(struct out *o, const struct event_value *v)
+{
     switch (v->type) {
     case EVENT_ABSENT:
-        return NULL;
     case EVENT_NULL:
-        return json_null();
+        out_lit(o, "null");
+        return;
     case EVENT_INT:
-        return json_integer((json_int_t)v->i);
+        out_i64(o, v->i);
+        return;
     case EVENT_UINT:
-        if (v->u <= (uint64_t)INT64_MAX)
-            return json_integer((json_int_t)v->u);
-        /* jansson integers are signed 64-bit: keep the exact digits. */
-        snprintf(num, sizeof(num), "%" PRIu64, v->u);
-        return json_string(num);
+        if (v->u <= (uint64_t)INT64_MAX) {
+            out_u64(o, v->u);
+        } else {
+            /* Beyond signed 64 bits many JSON readers lose digits: a string. */
+            out_raw(o, "\"", 1);
+            out_u64(o, v->u);
+            out_raw(o, "\"", 1);
+        }
+        return;
     case EVENT_REAL:
-        return json_real(v->d);
+        out_real(o, v->d);
+        return;
     case EVENT_STR:
-        return string_value(v->s != NULL ? v->s : "", v->s != NULL ? v->len : 0);
+        out_str(o, v->s != NULL ? v->s : "", v->s != NULL ? v->len : 0);
+        return;
     case EVENT_DATE:
         if (v->invalid)
-            return json_null();
-        return json_integer((json_int_t)v->i);
+            out_lit(o, "null");
+        else
+            out_i64(o, v->i);
+        return;
     case EVENT_TIMESTAMP:
-        return timestamp_value(v);
+        out_timestamp(o, v);
+        return;
     }
-    return json_null();
+    out_lit(o, "null");
 }
 
-static json_t *
-row_json(const struct event_table *table, const struct event_value *row)
+/* "name": as a key, then ':'. Column, table and source names are
+ * identifiers, but go through the same escaping. */
+static void
+out_key(struct out *o, const char *name)
 {
-    if (row == NULL)
-        return json_null();
-    json_t *obj = json_object();
+    out_str(o, name, strlen(name));
+    out_raw(o, ":", 1);
+}
+
+/* {"col":value,...} of the columns present, or null for no image. */
+static void
+out_row(struct out *o, const struct event_table *table, const struct event_value *row,
+        bool key_only)
+{
+    if (row == NULL) {
+        out_lit(o, "null");
+        return;
+    }
+    out_raw(o, "{", 1);
+    bool first = true;
     for (size_t i = 0; i < table->ncols; i++) {
-        json_t *j = value_json(&row[i]);
-        if (j != NULL)
-            json_object_set_new(obj, table->cols[i].name, j);
+        if (row[i].type == EVENT_ABSENT || (key_only && !table->cols[i].pk))
+            continue;
+        if (!first)
+            out_raw(o, ",", 1);
+        first = false;
+        out_key(o, table->cols[i].name);
+        out_value(o, &row[i]);
     }
-    return obj;
-}
-
-static cal_status
-dump(json_t *root, char **out, size_t *outlen, char *err, size_t errlen)
-{
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    if (text == NULL) {
-        snprintf(err, errlen, "JSON encoding failed");
-        return CAL_ERR;
-    }
-    *out = text;
-    *outlen = strlen(text);
-    return CAL_OK;
+    out_raw(o, "}", 1);
 }
 
 cal_status
@@ -181,37 +310,50 @@ event_encode_value(const struct event_table *table, enum event_op op,
         snprintf(err, errlen, "op %s does not match the row images", event_op_name(op));
         return CAL_EINVAL;
     }
-    char gtid[64];
-    snprintf(gtid, sizeof(gtid), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, src->domain_id, src->server_id,
-             src->seq);
-    json_t *source = json_object();
-    json_object_set_new(source, "version", json_string(EVENT_VERSION));
-    json_object_set_new(source, "connector", json_string(EVENT_CONNECTOR));
-    json_object_set_new(source, "name", json_string(src->name));
-    json_object_set_new(source, "ts_ms", json_integer((json_int_t)src->ts_ms));
-    json_object_set_new(source, "db", string_value(table->db, strlen(table->db)));
-    json_object_set_new(source, "table", string_value(table->table, strlen(table->table)));
-    json_object_set_new(source, "server_id", json_integer((json_int_t)src->server_id));
-    json_object_set_new(source, "gtid", json_string(gtid));
-    json_object_set_new(source, "file", string_value(src->file, strlen(src->file)));
-    json_object_set_new(source, "pos", json_integer((json_int_t)src->pos));
-    json_object_set_new(source, "row", json_integer((json_int_t)src->row));
-    json_object_set_new(source, "snapshot", json_string("false"));
-
-    json_t *root = json_object();
-    json_object_set_new(root, "before", row_json(table, before));
-    json_object_set_new(root, "after", row_json(table, after));
-    json_object_set_new(root, "source", source);
-    json_object_set_new(root, "op", json_string(event_op_name(op)));
-    json_object_set_new(root, "ts_ms", json_integer((json_int_t)relay_ts_ms));
-    return dump(root, out, outlen, err, errlen);
+    struct out o = {0};
+    out_reserve(&o, 640);
+    out_lit(&o, "{\"before\":");
+    out_row(&o, table, before, false);
+    out_lit(&o, ",\"after\":");
+    out_row(&o, table, after, false);
+    out_lit(&o, ",\"source\":{\"version\":");
+    out_str(&o, EVENT_VERSION, strlen(EVENT_VERSION));
+    out_lit(&o, ",\"connector\":");
+    out_str(&o, EVENT_CONNECTOR, strlen(EVENT_CONNECTOR));
+    out_lit(&o, ",\"name\":");
+    out_str(&o, src->name, strlen(src->name));
+    out_lit(&o, ",\"ts_ms\":");
+    out_u64(&o, src->ts_ms);
+    out_lit(&o, ",\"db\":");
+    out_str(&o, table->db, strlen(table->db));
+    out_lit(&o, ",\"table\":");
+    out_str(&o, table->table, strlen(table->table));
+    out_lit(&o, ",\"server_id\":");
+    out_u64(&o, src->server_id);
+    char gtid[80];
+    snprintf(gtid, sizeof(gtid),
+             ",\"gtid\":\"%" PRIu32 "-%" PRIu32 "-%" PRIu64 "\",\"file\":", src->domain_id,
+             src->server_id, src->seq);
+    out_lit(&o, gtid);
+    out_str(&o, src->file, strlen(src->file));
+    out_lit(&o, ",\"pos\":");
+    out_u64(&o, src->pos);
+    out_lit(&o, ",\"row\":");
+    out_u64(&o, src->row);
+    out_lit(&o, ",\"snapshot\":\"false\"},\"op\":\"");
+    out_lit(&o, event_op_name(op));
+    out_lit(&o, "\",\"ts_ms\":");
+    out_u64(&o, relay_ts_ms);
+    out_raw(&o, "}", 1);
+    *out = o.p;
+    *outlen = o.len;
+    return CAL_OK;
 }
 
 cal_status
 event_encode_key(const struct event_table *table, const struct event_value *row, char **out,
                  size_t *outlen, char *err, size_t errlen)
 {
-    json_t *key = json_object();
     size_t nkey = 0;
     for (size_t i = 0; i < table->ncols; i++) {
         if (!table->cols[i].pk)
@@ -219,18 +361,19 @@ event_encode_key(const struct event_table *table, const struct event_value *row,
         if (row[i].type == EVENT_ABSENT || row[i].type == EVENT_NULL) {
             snprintf(err, errlen, "%s.%s: key column %s is missing from the row image", table->db,
                      table->table, table->cols[i].name);
-            json_decref(key);
             return CAL_EINVAL;
         }
-        json_object_set_new(key, table->cols[i].name, value_json(&row[i]));
         nkey++;
     }
     if (nkey == 0) {
         snprintf(err, errlen, "%s.%s has no primary key", table->db, table->table);
-        json_decref(key);
         return CAL_EINVAL;
     }
-    return dump(key, out, outlen, err, errlen);
+    struct out o = {0};
+    out_row(&o, table, row, true);
+    *out = o.p;
+    *outlen = o.len;
+    return CAL_OK;
 }
 
 /* Kafka topic names: [a-zA-Z0-9._-], at most 249 characters. */

@@ -169,6 +169,21 @@ START_TEST(value_types)
                .type = EVENT_TIMESTAMP, .i = 2147483647, .usec = 999999, .precision = 6}),
            "{\"v\":\"2038-01-19T03:14:07.999999Z\"}");
     ONE_EQ(((struct event_value){.type = EVENT_TIMESTAMP, .i = 0, .precision = 6}), "{\"v\":null}");
+    /* control characters escaped, DEL and UTF-8 as they are */
+    ONE_EQ(((struct event_value){.type = EVENT_STR, .s = "\n\t\r\b\f\x01\x1f\x7f", .len = 8}),
+           "{\"v\":\"\\n\\t\\r\\b\\f\\u0001\\u001f\x7f\"}");
+    ONE_EQ(((struct event_value){.type = EVENT_STR, .s = "a\0b", .len = 3}),
+           "{\"v\":\"a\\u0000b\"}");
+    ONE_EQ(((struct event_value){.type = EVENT_STR, .s = "\xe2\x82\xac\xc3", .len = 4}),
+           "{\"v\":\"\xe2\x82\xac?\"}"); /* a cut sequence at the end */
+    ONE_EQ(((struct event_value){.type = EVENT_REAL, .d = 2}), "{\"v\":2.0}");
+    ONE_EQ(((struct event_value){.type = EVENT_REAL, .d = 0.1}), "{\"v\":0.10000000000000001}");
+    ONE_EQ(((struct event_value){.type = EVENT_REAL, .d = -1e300}),
+           "{\"v\":-1.0000000000000001e+300}");
+    ONE_EQ(((struct event_value){.type = EVENT_REAL, .d = NAN}), "{\"v\":null}");
+    ONE_EQ(((struct event_value){.type = EVENT_REAL, .d = -INFINITY}), "{\"v\":null}");
+    ONE_EQ(((struct event_value){.type = EVENT_INT, .i = -7}), "{\"v\":-7}");
+    ONE_EQ(((struct event_value){.type = EVENT_UINT, .u = 0}), "{\"v\":0}");
 }
 END_TEST
 
