@@ -376,6 +376,43 @@ event_encode_key(const struct event_table *table, const struct event_value *row,
     return CAL_OK;
 }
 
+/* One image of a hint: false when it cannot be written. */
+static bool
+hint_image(const struct event_table *table, bool nights, const struct event_value *row, char *buf,
+           size_t size)
+{
+    if (row == NULL)
+        return snprintf(buf, size, "-") > 0;
+    uint64_t id;
+    if (event_listing_id(table, row, &id) != CAL_OK)
+        return false;
+    if (!nights)
+        return snprintf(buf, size, "%" PRIu64, id) > 0;
+    for (size_t i = 0; i < table->ncols; i++) {
+        if (strcmp(table->cols[i].name, "night") != 0)
+            continue;
+        if (row[i].type != EVENT_DATE || row[i].invalid)
+            return false;
+        return snprintf(buf, size, "%" PRIu64 ":%" PRId64, id, row[i].i) > 0;
+    }
+    return false;
+}
+
+size_t
+event_hint(const struct event_table *table, enum event_op op, const struct event_value *before,
+           const struct event_value *after, const struct event_source *src, char *buf, size_t size)
+{
+    bool nights = strcmp(table->table, "nights") == 0;
+    bool keyed = nights || strcmp(table->table, "listings") == 0;
+    char b[48] = "-", a[48] = "-";
+    if (keyed && (!hint_image(table, nights, before, b, sizeof(b)) ||
+                  !hint_image(table, nights, after, a, sizeof(a))))
+        return 0;
+    int n = snprintf(buf, size, "%s %s %" PRIu64 " %s %s", table->table, event_op_name(op),
+                     src->ts_ms, b, a);
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
 /* Kafka topic names: [a-zA-Z0-9._-], at most 249 characters. */
 static bool
 topic_part_ok(const char *s)

@@ -72,6 +72,19 @@ struct event_source {
     uint32_t row;     /* index of the row in the rows event */
 };
 
+/* The invalidation hint of a change, sent beside the value as the Kafka
+ * header EVENT_HINT_HEADER so that the invalidator need not parse the JSON:
+ * "<table> <op> <source ts_ms> <before> <after>", an image written
+ * "<listing_id>:<night>" for nights (days since 1970-01-01),
+ * "<listing_id>" for listings, "-" when absent (and for other tables).
+ * Returns its length, or 0 when the change has no usable hint (a missing
+ * listing_id or an invalid night: the invalidator decodes the value and
+ * reports it). invalidate_decode_hint() reads it. */
+#define EVENT_HINT_HEADER "calendar-invalidate"
+size_t event_hint(const struct event_table *table, enum event_op op,
+                  const struct event_value *before, const struct event_value *after,
+                  const struct event_source *src, char *buf, size_t size);
+
 /* "c", "u" or "d". */
 const char *event_op_name(enum event_op op);
 

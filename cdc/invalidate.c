@@ -27,6 +27,14 @@ table_from_name(const char *name, size_t len)
     return INVALIDATE_TABLE_OTHER;
 }
 
+/* No table, no keys, source time unknown. */
+static void
+ev_reset(struct invalidate_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->source_ts_ms = -1;
+}
+
 static void
 add_key(struct invalidate_event *ev, const char *key, size_t len)
 {
@@ -102,27 +110,31 @@ get_night(const json_t *row, int32_t *night, char *err, size_t errlen)
     return false;
 }
 
+/* The keys of one image: a nights row makes its month and its listing
+ * stale, a listings row its listing. */
+static void
+add_keys(struct invalidate_event *ev, uint64_t id, int32_t night)
+{
+    char key[CACHEKEY_MAX];
+    if (ev->table == INVALIDATE_TABLE_NIGHTS)
+        add_key(ev, key, cachekey_month_of(id, night, key));
+    add_key(ev, key, cachekey_listing(id, key));
+}
+
 /* Adds the keys one row image makes stale. */
 static bool
 add_image_keys(struct invalidate_event *ev, const json_t *row, const char *which, char *err,
                size_t errlen)
 {
     char why[160];
-    char key[CACHEKEY_MAX];
     uint64_t id;
-    if (!get_listing_id(row, &id, why, sizeof(why))) {
+    int32_t night = 0;
+    if (!get_listing_id(row, &id, why, sizeof(why)) ||
+        (ev->table == INVALIDATE_TABLE_NIGHTS && !get_night(row, &night, why, sizeof(why)))) {
         snprintf(err, errlen, "%s image: %s", which, why);
         return false;
     }
-    if (ev->table == INVALIDATE_TABLE_NIGHTS) {
-        int32_t night;
-        if (!get_night(row, &night, why, sizeof(why))) {
-            snprintf(err, errlen, "%s image: %s", which, why);
-            return false;
-        }
-        add_key(ev, key, cachekey_month_of(id, night, key));
-    }
-    add_key(ev, key, cachekey_listing(id, key));
+    add_keys(ev, id, night);
     return true;
 }
 
@@ -192,12 +204,108 @@ decode_payload(const json_t *payload, const char *topic, struct invalidate_event
     return CAL_OK;
 }
 
+/* One image of a hint, at *p: "-", "<id>" or "<id>:<night>". */
+static bool
+hint_image(const char **p, const char *end, bool nights, bool *present, uint64_t *id,
+           int32_t *night)
+{
+    const char *s = *p;
+    const char *stop = memchr(s, ' ', (size_t)(end - s));
+    if (stop == NULL)
+        stop = end;
+    *p = stop < end ? stop + 1 : end;
+    *present = !(stop - s == 1 && *s == '-');
+    if (!*present)
+        return true;
+    char tok[48];
+    if (stop - s <= 0 || (size_t)(stop - s) >= sizeof(tok))
+        return false;
+    memcpy(tok, s, (size_t)(stop - s));
+    tok[stop - s] = '\0';
+    char *colon = strchr(tok, ':');
+    if ((colon != NULL) != nights)
+        return false;
+    if (colon != NULL)
+        *colon = '\0';
+    size_t idlen = strlen(tok);
+    if (idlen == 0 || idlen > 20 || strspn(tok, "0123456789") != idlen)
+        return false;
+    errno = 0;
+    *id = strtoull(tok, NULL, 10);
+    if (errno == ERANGE)
+        return false;
+    if (!nights)
+        return true;
+    const char *d = colon + 1;
+    size_t dlen = strlen(d);
+    if (dlen == 0 || dlen > 7 || strspn(d, "0123456789") != dlen)
+        return false;
+    long v = strtol(d, NULL, 10);
+    if (v > date_from_ymd(9999, 12, 31))
+        return false;
+    *night = (int32_t)v;
+    return true;
+}
+
+cal_status
+invalidate_decode_hint(const char *hint, size_t len, struct invalidate_event *ev, char *err,
+                       size_t errlen)
+{
+    ev_reset(ev);
+    const char *p = hint, *end = hint + len;
+    /* table */
+    const char *sp = hint != NULL ? memchr(p, ' ', len) : NULL;
+    if (sp == NULL || sp == p)
+        goto bad;
+    ev->table = table_from_name(p, (size_t)(sp - p));
+    p = sp + 1;
+    /* op and source ts_ms */
+    if (end - p < 3 || strchr("cudrt", *p) == NULL || *p == '\0' || p[1] != ' ')
+        goto bad;
+    ev->op = *p;
+    p += 2;
+    sp = memchr(p, ' ', (size_t)(end - p));
+    if (sp == NULL || sp == p || sp - p > 19 || strspn(p, "0123456789") < (size_t)(sp - p))
+        goto bad;
+    long long ts = strtoll(p, NULL, 10);
+    if (ts > 0)
+        ev->source_ts_ms = ts;
+    p = sp + 1;
+    bool keyed = ev->table == INVALIDATE_TABLE_LISTINGS || ev->table == INVALIDATE_TABLE_NIGHTS;
+    bool nights = ev->table == INVALIDATE_TABLE_NIGHTS;
+    bool present[2];
+    uint64_t id[2] = {0, 0};
+    int32_t night[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        if (p > end || !hint_image(&p, end, nights && keyed, &present[i], &id[i], &night[i]) ||
+            (!keyed && present[i]))
+            goto bad;
+    if (p != end)
+        goto bad;
+    if (!keyed)
+        return CAL_OK;
+    if (ev->op == 't') {
+        ev->flush_all = true;
+        return CAL_OK;
+    }
+    if (!present[0] && !present[1])
+        goto bad;
+    for (int i = 0; i < 2; i++)
+        if (present[i])
+            add_keys(ev, id[i], night[i]);
+    return CAL_OK;
+bad:
+    snprintf(err, errlen, "malformed invalidation hint \"%.*s\"", (int)(len < 80 ? len : 80),
+             hint != NULL ? hint : "");
+    ev_reset(ev);
+    return CAL_EINVAL;
+}
+
 cal_status
 invalidate_decode(const char *topic, const char *value, size_t len, struct invalidate_event *ev,
                   char *err, size_t errlen)
 {
-    memset(ev, 0, sizeof(*ev));
-    ev->source_ts_ms = -1;
+    ev_reset(ev);
     if (value == NULL || len == 0)
         return CAL_OK; /* tombstone (log compaction marker after a delete) */
 
@@ -231,8 +339,7 @@ invalidate_decode(const char *topic, const char *value, size_t len, struct inval
 out:
     json_decref(root);
     if (st != CAL_OK) {
-        memset(ev, 0, sizeof(*ev));
-        ev->source_ts_ms = -1;
+        ev_reset(ev);
     }
     return st;
 }

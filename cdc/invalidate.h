@@ -49,6 +49,12 @@ struct invalidate_event {
 cal_status invalidate_decode(const char *topic, const char *value, size_t len,
                              struct invalidate_event *ev, char *err, size_t errlen);
 
+/* Decodes the relay's hint (see event_hint(), header "calendar-invalidate")
+ * into what invalidate_decode() finds in the value it came with, without
+ * parsing JSON. CAL_EINVAL when the hint is malformed: decode the value. */
+cal_status invalidate_decode_hint(const char *hint, size_t len, struct invalidate_event *ev,
+                                  char *err, size_t errlen);
+
 /* "listings", "nights", "reservations", "other", "none". */
 const char *invalidate_table_name(enum invalidate_table table);
 

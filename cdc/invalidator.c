@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/event.h"
 #include "cdc/invalidate.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -30,6 +31,7 @@ struct invalidator {
     const char **keyset;          /* KEYSET_SLOTS: distinct keys of a batch */
     const char **keys;            /* the same keys, in first-seen order */
     size_t *keylens;
+    uint64_t hinted, parsed; /* events decoded from the relay's hint / from JSON, this window */
 };
 
 struct invalidator *
@@ -127,6 +129,23 @@ apply(struct invalidator *inv, const struct invalidate_event *ev, char *err, siz
     return CAL_OK;
 }
 
+/* The relay's hint header when it has one (no JSON to parse), else the
+ * value. */
+static cal_status
+decode(struct invalidator *inv, const struct kconsumer_msg *msg, struct invalidate_event *ev,
+       char *err, size_t errlen)
+{
+    const void *hint;
+    size_t len;
+    if (kconsumer_header(msg, EVENT_HINT_HEADER, &hint, &len) &&
+        invalidate_decode_hint(hint, len, ev, err, errlen) == CAL_OK) {
+        inv->hinted++;
+        return CAL_OK;
+    }
+    inv->parsed++;
+    return invalidate_decode(msg->topic, msg->value, msg->len, ev, err, errlen);
+}
+
 static void
 store(struct invalidator *inv, struct kconsumer_msg *msg)
 {
@@ -198,7 +217,7 @@ handle(struct invalidator *inv, struct kconsumer_msg *msg)
 {
     char err[256];
     struct invalidate_event ev;
-    if (invalidate_decode(msg->topic, msg->value, msg->len, &ev, err, sizeof(err)) != CAL_OK) {
+    if (decode(inv, msg, &ev, err, sizeof(err)) != CAL_OK) {
         skip_undecodable(inv, msg, err);
         return;
     }
@@ -267,8 +286,7 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     size_t nkeys = 0;
     bool flush = false;
     for (size_t i = 0; i < n; i++) {
-        inv->decoded[i] = invalidate_decode(msgs[i].topic, msgs[i].value, msgs[i].len, &inv->evs[i],
-                                            err, sizeof(err)) == CAL_OK;
+        inv->decoded[i] = decode(inv, &msgs[i], &inv->evs[i], err, sizeof(err)) == CAL_OK;
         if (inv->decoded[i]) {
             flush = flush || inv->evs[i].flush_all;
             nkeys = collect_keys(inv, &inv->evs[i], nkeys);
@@ -332,12 +350,14 @@ report(struct invalidator *inv)
         list[sizeof(list) - 1] = '\0';
     log_info("progress",
              "events=%llu invalidations=%llu errors=%llu latency_samples=%zu p50_ms=%llu "
-             "p99_ms=%llu max_ms=%llu partitions=%zu lag_total=%lld lag_max=%lld lag=\"%s%s\"%s",
+             "p99_ms=%llu max_ms=%llu partitions=%zu lag_total=%lld lag_max=%lld lag=\"%s%s\" "
+             "decoded_hint=%llu decoded_json=%llu%s",
              (unsigned long long)win.events, (unsigned long long)win.invalidations,
              (unsigned long long)win.errors, win.samples, (unsigned long long)win.p50_ms,
              (unsigned long long)win.p99_ms, (unsigned long long)win.max_ms, n, total, max, list,
-             n > LOG_LAG_PARTITIONS ? ",..." : "",
-             inv->failing_since_us != 0 ? " cache=failing" : "");
+             n > LOG_LAG_PARTITIONS ? ",..." : "", (unsigned long long)inv->hinted,
+             (unsigned long long)inv->parsed, inv->failing_since_us != 0 ? " cache=failing" : "");
+    inv->hinted = inv->parsed = 0;
 }
 
 void

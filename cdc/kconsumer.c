@@ -387,6 +387,16 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
     return CAL_EAGAIN;
 }
 
+bool
+kconsumer_header(const struct kconsumer_msg *msg, const char *name, const void **value, size_t *len)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    if (msg->handle == NULL || rd_kafka_message_headers(msg->handle, &hdrs) != 0 || hdrs == NULL)
+        return false;
+    return rd_kafka_header_get_last(hdrs, name, value, len) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+           *value != NULL;
+}
+
 void
 kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg)
 {

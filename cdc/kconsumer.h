@@ -59,6 +59,11 @@ cal_status kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer
                           char *err, size_t errlen);
 void kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg);
 
+/* The last header called name of msg: true and *value, *len (not
+ * NUL-terminated, valid as long as msg) when it has one. */
+bool kconsumer_header(const struct kconsumer_msg *msg, const char *name, const void **value,
+                      size_t *len);
+
 /* The caller acted on msg: stores offset+1 (committed in the background and
  * on close). CAL_ENOTFOUND when the partition was revoked meanwhile (its new
  * owner will see the message again). */

@@ -152,13 +152,23 @@ kproducer_partition_count(struct kproducer *kp, const char *topic, int timeout_m
 
 cal_status
 kproducer_send(struct kproducer *kp, const char *topic, int32_t partition, const void *key,
-               size_t keylen, const void *value, size_t valuelen, void *msg_opaque, char *err,
-               size_t errlen)
+               size_t keylen, const void *value, size_t valuelen,
+               const struct kproducer_header *hdr, void *msg_opaque, char *err, size_t errlen)
 {
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        kp->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY((void *)key, keylen),
-        RD_KAFKA_V_VALUE((void *)value, valuelen), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e;
+    if (hdr != NULL)
+        e = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_KEY((void *)key, keylen),
+                              RD_KAFKA_V_VALUE((void *)value, valuelen),
+                              RD_KAFKA_V_HEADER(hdr->name, hdr->value, (ssize_t)hdr->len),
+                              RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
+    else
+        e = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_KEY((void *)key, keylen),
+                              RD_KAFKA_V_VALUE((void *)value, valuelen),
+                              RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         return CAL_OK;
     snprintf(err, errlen, "produce to %s [%d]: %s", topic, (int)partition, rd_kafka_err2str(e));

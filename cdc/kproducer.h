@@ -42,11 +42,20 @@ void kproducer_destroy(struct kproducer *kp);
 cal_status kproducer_partition_count(struct kproducer *kp, const char *topic, int timeout_ms,
                                      int32_t *count, char *err, size_t errlen);
 
-/* Queues one message (key and value are copied). CAL_EAGAIN when the local
- * queue is full: serve delivery reports and retry. */
+/* One Kafka header of a message. */
+struct kproducer_header {
+    const char *name;
+    const void *value;
+    size_t len;
+};
+
+/* Queues one message (key, value and the header, if hdr is not NULL, are
+ * copied). CAL_EAGAIN when the local queue is full: serve delivery reports
+ * and retry. */
 cal_status kproducer_send(struct kproducer *kp, const char *topic, int32_t partition,
                           const void *key, size_t keylen, const void *value, size_t valuelen,
-                          void *msg_opaque, char *err, size_t errlen);
+                          const struct kproducer_header *hdr, void *msg_opaque, char *err,
+                          size_t errlen);
 
 /* Serves delivery reports for up to timeout_ms; returns how many were served. */
 int kproducer_poll(struct kproducer *kp, int timeout_ms);

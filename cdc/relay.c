@@ -410,7 +410,8 @@ topic_for(struct relay *r, const char *table, char *err, size_t errlen)
  * failure) while the local queue is full. */
 static cal_status
 send_message(struct relay *r, struct txn *t, const char *topic, int32_t partition, const char *key,
-             size_t keylen, const char *value, size_t valuelen, char *err, size_t errlen)
+             size_t keylen, const char *value, size_t valuelen, const struct kproducer_header *hdr,
+             char *err, size_t errlen)
 {
     for (;;) {
         pthread_mutex_lock(&r->mu);
@@ -418,8 +419,8 @@ send_message(struct relay *r, struct txn *t, const char *topic, int32_t partitio
         if (t->first_send_us == 0)
             t->first_send_us = cal_mono_us();
         pthread_mutex_unlock(&r->mu);
-        cal_status st =
-            kproducer_send(r->kp, topic, partition, key, keylen, value, valuelen, t, err, errlen);
+        cal_status st = kproducer_send(r->kp, topic, partition, key, keylen, value, valuelen, hdr,
+                                       t, err, errlen);
         if (st == CAL_OK) {
             pthread_mutex_lock(&r->mu);
             r->rows_sent++;
@@ -487,9 +488,13 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         if (st == CAL_OK)
             st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
                                     err, errlen);
+        /* The invalidator's hint: the keys without parsing the value. */
+        char hint[160];
+        struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
+        hdr.len = event_hint(&tm->ev, rows.op, bv, av, &src, hint, sizeof(hint));
         if (st == CAL_OK)
             st = send_message(r, t, ts->name, event_partition(listing_id, ts->partitions), key,
-                              keylen, value, valuelen, err, errlen);
+                              keylen, value, valuelen, hdr.len > 0 ? &hdr : NULL, err, errlen);
         free(key);
         free(value);
         if (st != CAL_OK)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/event.h"
 #include "cdc/invalidate.h"
 #include "common/cachekey.h"
 #include "common/date.h"
@@ -333,6 +334,132 @@ START_TEST(table_names)
 }
 END_TEST
 
+/* ---- the relay's hint header ---------------------------------------- */
+
+static const struct event_column hint_night_cols[] = {
+    {"listing_id", true}, {"night", true}, {"status", false}, {"version", false}};
+static const struct event_column hint_listing_cols[] = {{"listing_id", true}, {"version", false}};
+static const struct event_column hint_res_cols[] = {{"reservation_id", true},
+                                                    {"listing_id", false}};
+static const struct event_table hint_tables[] = {
+    {"calendar_shard0", "nights", 4, hint_night_cols},
+    {"calendar_shard0", "listings", 2, hint_listing_cols},
+    {"calendar_shard0", "reservations", 2, hint_res_cols},
+};
+
+static void
+hint_row(struct event_value *v, size_t table, uint64_t id, int32_t night)
+{
+    memset(v, 0, 4 * sizeof(*v));
+    if (table == 2) {
+        v[0] = (struct event_value){.type = EVENT_UINT, .u = 77};
+        v[1] = (struct event_value){.type = EVENT_UINT, .u = id};
+        return;
+    }
+    v[0] = (struct event_value){.type = EVENT_UINT, .u = id};
+    if (table == 0) {
+        v[1] = (struct event_value){.type = EVENT_DATE, .i = night};
+        v[2] = (struct event_value){.type = EVENT_STR, .s = "booked", .len = 6};
+        v[3] = (struct event_value){.type = EVENT_UINT, .u = 3};
+    } else {
+        v[1] = (struct event_value){.type = EVENT_UINT, .u = 9};
+    }
+}
+
+/* For every table and op the relay sends, the hint decodes to exactly what
+ * the JSON value does: same table, op, source time and keys in order. */
+START_TEST(the_relays_hint_decodes_as_its_value)
+{
+    const struct event_source src = {.name = "calendar",
+                                     .ts_ms = 1700000001000ULL,
+                                     .server_id = 1,
+                                     .seq = 5,
+                                     .file = "binlog.000001",
+                                     .pos = 4,
+                                     .row = 0};
+    int32_t jan31 = date_from_ymd(2031, 1, 31), feb1 = date_from_ymd(2031, 2, 1);
+    enum event_op ops[] = {EVENT_OP_CREATE, EVENT_OP_UPDATE, EVENT_OP_DELETE};
+    for (size_t t = 0; t < 3; t++) {
+        for (size_t o = 0; o < 3; o++) {
+            struct event_value before[4], after[4];
+            hint_row(before, t, 1000 + t, jan31);
+            hint_row(after, t, 1000 + t, feb1);
+            const struct event_value *b = ops[o] == EVENT_OP_CREATE ? NULL : before;
+            const struct event_value *a = ops[o] == EVENT_OP_DELETE ? NULL : after;
+            char *value, hint[160];
+            size_t vlen;
+            ck_assert_int_eq(event_encode_value(&hint_tables[t], ops[o], b, a, &src, 1, &value,
+                                                &vlen, err, sizeof(err)),
+                             CAL_OK);
+            size_t hlen = event_hint(&hint_tables[t], ops[o], b, a, &src, hint, sizeof(hint));
+            ck_assert_uint_gt(hlen, 0);
+            struct invalidate_event fromjson, fromhint;
+            ck_assert_int_eq(invalidate_decode("calendar.calendar_shard0.x", value, vlen, &fromjson,
+                                               err, sizeof(err)),
+                             CAL_OK);
+            ck_assert_msg(invalidate_decode_hint(hint, hlen, &fromhint, err, sizeof(err)) == CAL_OK,
+                          "%s", err);
+            ck_assert_int_eq(fromhint.table, fromjson.table);
+            ck_assert_int_eq(fromhint.op, fromjson.op);
+            ck_assert_int_eq(fromhint.source_ts_ms, fromjson.source_ts_ms);
+            ck_assert_int_eq(fromhint.flush_all, fromjson.flush_all);
+            ck_assert_uint_eq(fromhint.nkeys, fromjson.nkeys);
+            for (size_t k = 0; k < fromjson.nkeys; k++)
+                ck_assert_str_eq(fromhint.keys[k], fromjson.keys[k]);
+            free(value);
+        }
+    }
+    /* an update across a month boundary: both months and the listing */
+    char hint[160];
+    struct event_value before[4], after[4];
+    hint_row(before, 0, 42, jan31);
+    hint_row(after, 0, 42, feb1);
+    size_t hlen =
+        event_hint(&hint_tables[0], EVENT_OP_UPDATE, before, after, &src, hint, sizeof(hint));
+    ck_assert_str_eq(hint, "nights u 1700000001000 42:22310 42:22311");
+    ck_assert_int_eq(invalidate_decode_hint(hint, hlen, &ev, err, sizeof(err)), CAL_OK);
+    ck_assert_uint_eq(ev.nkeys, 3);
+    /* no hint for a night the value cannot carry either */
+    after[1].invalid = true;
+    ck_assert_uint_eq(
+        event_hint(&hint_tables[0], EVENT_OP_UPDATE, before, after, &src, hint, sizeof(hint)), 0);
+}
+END_TEST
+
+START_TEST(malformed_hints_are_refused)
+{
+    static const char *const bad[] = {
+        "",
+        "nights",
+        "nights u",
+        "nights u 1",
+        "nights u 1 42:1",
+        "nights x 1 42:1 -",
+        "nights u 1 42 -",     /* a nights image without its night */
+        "listings u 1 42:1 -", /* a listings image with one */
+        "nights u 1 - -",      /* no image at all */
+        "nights u 1 42:1 - extra",
+        "nights u 1x 42:1 -",
+        "nights u 1 4a:1 -",
+        "nights u 1 42:99999999 -",
+        "nights u 1 123456789012345678901:1 -",
+        "reservations c 1 7 -", /* other tables carry no image */
+        "nights u 1 42:1  -",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(invalidate_decode_hint(bad[i], strlen(bad[i]), &ev, err, sizeof(err)) ==
+                          CAL_EINVAL,
+                      "accepted \"%s\"", bad[i]);
+        ck_assert_uint_eq(ev.nkeys, 0);
+    }
+    const char *ok = "reservations c 0 - -";
+    ck_assert_int_eq(invalidate_decode_hint(ok, strlen(ok), &ev, err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(ev.table, INVALIDATE_TABLE_RESERVATIONS);
+    ck_assert_int_eq(ev.source_ts_ms, -1);
+    ck_assert_uint_eq(ev.nkeys, 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -352,5 +479,7 @@ main(void)
     UNIT_CASE(s, truncate_flushes);
     UNIT_CASE(s, garbage_is_an_error);
     UNIT_CASE(s, table_names);
+    UNIT_CASE(s, the_relays_hint_decodes_as_its_value);
+    UNIT_CASE(s, malformed_hints_are_refused);
     return unit_run(s);
 }
