@@ -159,9 +159,10 @@ count_assignment(struct kconsumer *kc)
 }
 
 /* Eager (assign/unassign everything) or cooperative (incremental) protocol,
- * whichever partition.assignment.strategy negotiated. Before partitions go,
- * their stored offsets are committed so the next owner starts after what we
- * invalidated, and messages held for retry are dropped unstored. */
+ * whichever partition.assignment.strategy negotiated. When partitions go,
+ * their stored offsets are committed (by librdkafka, at the unassign) so the
+ * next owner starts after what we invalidated, and messages held for retry
+ * are dropped unstored. */
 static void
 on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
              void *opaque)
@@ -197,14 +198,9 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
         if (h != NULL)
             release_held(kc, h, true);
     }
-    if (!lost) {
-        /* NULL: the stored offsets of the current assignment (parts holds
-         * only invalid offsets in a revoke); asynchronous, so a callback
-         * served inside close or poll never waits on the coordinator. */
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 1);
-        if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            log_warn("commit on revoke failed", "error=\"%s\"", rd_kafka_err2str(cerr));
-    }
+    /* No commit here: with enable.auto.commit librdkafka commits the stored
+     * offsets of the partitions being unassigned itself (unless they were
+     * lost), and parts holds only invalid offsets in a revoke. */
     if (cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
         if (error != NULL) {
