@@ -24,9 +24,13 @@
 
 #define LOOP_WAIT_MS 100    /* the loop checks for a stop at least this often */
 #define STOP_DRAIN_MS 10000 /* what a stop waits for requests being processed */
-/* A lookup this slow (memcached stalled or timing out) stalls every
- * connection of the loop, so the loop hands reads to the workers for a while. */
-#define LOOKUP_SLOW_US 10000
+/* A lookup this slow (memcached stalled, or timing out after the default
+ * [cache] timeout_ms of 50) stalls every connection of the loop, so the loop hands
+ * reads to the workers for a while. Not lower: on a saturated machine a
+ * lookup waits 10-30 ms for a core now and then, and sending every read to
+ * the workers then only floods the run queue (memcached itself times out,
+ * the reads fall back to the shards). */
+#define LOOKUP_SLOW_US 40000
 #define LOOKUP_BYPASS_US 1000000
 
 /* Per-request state, freed when MHD reports the request completed. */
