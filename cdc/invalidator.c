@@ -299,12 +299,24 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     if (st == CAL_OK)
         st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys, err, sizeof(err));
     if (st != CAL_OK) {
+        /* One by one, until one fails: memcached is still failing then, and
+         * the rest wait for the same retry rather than each paying its own
+         * timeout and raising the backoff once more. */
         log_debug("batch invalidation failed, one by one now", "messages=%zu error=\"%s\"", n, err);
+        unsigned failures = inv->failures;
+        bool down = false;
+        unsigned delay = 0;
         for (size_t i = 0; i < n; i++) {
-            if (kconsumer_behind_held(inv->kc, &msgs[i]))
+            if (kconsumer_behind_held(inv->kc, &msgs[i])) {
                 kconsumer_retry(inv->kc, &msgs[i], 0, err, sizeof(err));
-            else
+            } else if (down) {
+                invstats_error(inv->stats, INVSTATS_ERR_CACHE);
+                kconsumer_retry(inv->kc, &msgs[i], delay, err, sizeof(err));
+            } else {
                 handle(inv, &msgs[i]);
+                down = inv->failures > failures;
+                delay = down ? backoff_ms(inv) : 0;
+            }
         }
         return;
     }
