@@ -1,6 +1,7 @@
 /* libFuzzer target: every decoder of outside input that needs no server —
  * request bodies of each endpoint, ids, If-Match, dates, cache values
- * (memcached is shared, its values are input too) and CDC change events. */
+ * (memcached is shared, its values are input too), CDC change events and their
+ * invalidation hint headers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     invalidate_decode("calendar.calendar_shard0.nights", s, size, &ev, err, sizeof(err));
     invalidate_decode(NULL, s, size, &ev, err, sizeof(err));
+    /* The relay's hint header: not NUL-terminated, as librdkafka hands it. */
+    invalidate_decode_hint(s, size, &ev, err, sizeof(err));
     free(z);
     return 0;
 }
