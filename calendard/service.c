@@ -10,7 +10,7 @@
 #include "calendard/batch.h"
 #include "calendard/booking.h"
 #include "calendard/inflight.h"
-#include "calendard/jsonout.h"
+#include "common/jsonout.h"
 #include "calendard/request.h"
 #include "calendard/store.h"
 #include "common/date.h"

@@ -1,5 +1,5 @@
-/* Debezium-style JSON encoding of row changes, keys, topics and partitions,
- * written straight into a buffer. Pure: the relay feeds it decoded row
+/* Debezium-style JSON encoding of row changes (written with jsonout, no
+ * tree), keys, topics and partitions. Pure: the relay feeds it decoded row
  * images. */
 #include "cdc/event.h"
 
@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/date.h"
+#include "common/jsonout.h"
 #include "common/util.h"
 #include "sharding/shardmap.h"
 
@@ -29,172 +30,13 @@ event_op_name(enum event_op op)
     return "?";
 }
 
-/* Length of the valid UTF-8 sequence at s[0..len), or 0 when invalid. */
-static size_t
-utf8_seq_len(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return n;
-}
-
-/* The JSON text being written: values go straight into one buffer (no
- * tree per event: the relay encodes every row change it reads). */
-struct out {
-    char *p;
-    size_t len, cap;
-};
-
 static void
-out_reserve(struct out *o, size_t n)
-{
-    if (o->len + n + 1 <= o->cap)
-        return;
-    while (o->len + n + 1 > o->cap)
-        o->cap = o->cap ? 2 * o->cap : 512;
-    o->p = cal_realloc(o->p, o->cap);
-}
-
-static void
-out_raw(struct out *o, const char *s, size_t n)
-{
-    out_reserve(o, n);
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    o->p[o->len] = '\0';
-}
-
-static void
-out_lit(struct out *o, const char *s)
-{
-    out_raw(o, s, strlen(s));
-}
-
-static void
-out_u64(struct out *o, uint64_t v)
-{
-    char buf[24];
-    size_t n = sizeof(buf);
-    do {
-        buf[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    out_raw(o, buf + n, sizeof(buf) - n);
-}
-
-static void
-out_i64(struct out *o, int64_t v)
-{
-    if (v < 0) {
-        out_raw(o, "-", 1);
-        out_u64(o, (uint64_t)0 - (uint64_t)v);
-    } else {
-        out_u64(o, (uint64_t)v);
-    }
-}
-
-/* A JSON string of (s, len): quotes, backslashes and control characters
- * escaped, UTF-8 kept; bytes that are not valid UTF-8 become '?' so one bad
- * value cannot stop the stream. */
-static void
-out_str(struct out *o, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    out_reserve(o, len + 2);
-    o->p[o->len++] = '"';
-    size_t i = 0;
-    while (i < len) {
-        size_t run = i; /* printable ASCII other than '"' and '\\': as is */
-        while (run < len && s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
-            run++;
-        if (run > i) {
-            out_raw(o, s + i, run - i);
-            i = run;
-            continue;
-        }
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x80) {
-            size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
-            if (n == 0) {
-                out_raw(o, "?", 1);
-                i++;
-            } else {
-                out_raw(o, s + i, n);
-                i += n;
-            }
-            continue;
-        }
-        char esc[7] = {'\\', 0};
-        size_t elen = 2;
-        switch (c) {
-        case '"':
-        case '\\':
-            esc[1] = (char)c;
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            if (c >= 0x20) {
-                out_raw(o, (const char *)&s[i], 1);
-                i++;
-                continue;
-            }
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            elen = 6;
-        }
-        out_raw(o, esc, elen);
-        i++;
-    }
-    out_raw(o, "\"", 1);
-}
-
-static void
-out_timestamp(struct out *o, const struct event_value *v)
+out_timestamp(struct jsonout *o, const struct event_value *v)
 {
     time_t t = (time_t)v->i;
     struct tm tm;
     if ((v->i == 0 && v->usec == 0) || gmtime_r(&t, &tm) == NULL) {
-        out_lit(o, "null"); /* MariaDB's zero timestamp "0000-00-00 00:00:00" */
+        jsonout_lit(o, "null"); /* MariaDB's zero timestamp "0000-00-00 00:00:00" */
         return;
     }
     char buf[48];
@@ -207,14 +49,14 @@ out_timestamp(struct out *o, const struct event_value *v)
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".%.*s", (int)prec, frac);
     }
     snprintf(buf + n, sizeof(buf) - (size_t)n, "Z\"");
-    out_lit(o, buf);
+    jsonout_lit(o, buf);
 }
 
 static void
-out_real(struct out *o, double d)
+out_real(struct jsonout *o, double d)
 {
     if (!isfinite(d)) {
-        out_lit(o, "null"); /* JSON has no NaN or infinity */
+        jsonout_lit(o, "null"); /* JSON has no NaN or infinity */
         return;
     }
     char buf[40];
@@ -222,80 +64,80 @@ out_real(struct out *o, double d)
     /* A real stays a real when read back: 2 is written 2.0. */
     if (strpbrk(buf, ".eEn") == NULL && n > 0 && (size_t)n + 2 < sizeof(buf))
         memcpy(buf + n, ".0", 3);
-    out_lit(o, buf);
+    jsonout_lit(o, buf);
 }
 
 /* One value; the caller leaves EVENT_ABSENT out. */
 static void
-out_value(struct out *o, const struct event_value *v)
+out_value(struct jsonout *o, const struct event_value *v)
 {
     switch (v->type) {
     case EVENT_ABSENT:
     case EVENT_NULL:
-        out_lit(o, "null");
+        jsonout_lit(o, "null");
         return;
     case EVENT_INT:
-        out_i64(o, v->i);
+        jsonout_int(o, v->i);
         return;
     case EVENT_UINT:
         if (v->u <= (uint64_t)INT64_MAX) {
-            out_u64(o, v->u);
+            jsonout_u64(o, v->u);
         } else {
             /* Beyond signed 64 bits many JSON readers lose digits: a string. */
-            out_raw(o, "\"", 1);
-            out_u64(o, v->u);
-            out_raw(o, "\"", 1);
+            jsonout_raw(o, "\"", 1);
+            jsonout_u64(o, v->u);
+            jsonout_raw(o, "\"", 1);
         }
         return;
     case EVENT_REAL:
         out_real(o, v->d);
         return;
     case EVENT_STR:
-        out_str(o, v->s != NULL ? v->s : "", v->s != NULL ? v->len : 0);
+        jsonout_str(o, v->s != NULL ? v->s : "", v->s != NULL ? v->len : 0);
         return;
     case EVENT_DATE:
         if (v->invalid)
-            out_lit(o, "null");
+            jsonout_lit(o, "null");
         else
-            out_i64(o, v->i);
+            jsonout_int(o, v->i);
         return;
     case EVENT_TIMESTAMP:
         out_timestamp(o, v);
         return;
     }
-    out_lit(o, "null");
+    jsonout_lit(o, "null");
 }
 
 /* "name": as a key, then ':'. Column, table and source names are
  * identifiers, but go through the same escaping. */
 static void
-out_key(struct out *o, const char *name)
+out_key(struct jsonout *o, const char *name)
 {
-    out_str(o, name, strlen(name));
-    out_raw(o, ":", 1);
+    jsonout_str(o, name, strlen(name));
+    jsonout_raw(o, ":", 1);
 }
 
 /* {"col":value,...} of the columns present, or null for no image. */
 static void
-out_row(struct out *o, const struct event_table *table, const struct event_value *row,
+out_row(struct jsonout *o, const struct event_table *table, const struct event_value *row,
         bool key_only)
 {
     if (row == NULL) {
-        out_lit(o, "null");
+        jsonout_lit(o, "null");
         return;
     }
-    out_raw(o, "{", 1);
+    jsonout_raw(o, "{", 1);
     bool first = true;
     for (size_t i = 0; i < table->ncols; i++) {
         if (row[i].type == EVENT_ABSENT || (key_only && !table->cols[i].pk))
             continue;
         if (!first)
-            out_raw(o, ",", 1);
+            jsonout_raw(o, ",", 1);
         first = false;
         out_key(o, table->cols[i].name);
         out_value(o, &row[i]);
     }
-    out_raw(o, "}", 1);
+    jsonout_raw(o, "}", 1);
 }
 
 cal_status
@@ -310,43 +152,42 @@ event_encode_value(const struct event_table *table, enum event_op op,
         snprintf(err, errlen, "op %s does not match the row images", event_op_name(op));
         return CAL_EINVAL;
     }
-    struct out o = {0};
-    out_reserve(&o, 640);
-    out_lit(&o, "{\"before\":");
+    struct jsonout o;
+    jsonout_init(&o, 640);
+    jsonout_lit(&o, "{\"before\":");
     out_row(&o, table, before, false);
-    out_lit(&o, ",\"after\":");
+    jsonout_lit(&o, ",\"after\":");
     out_row(&o, table, after, false);
-    out_lit(&o, ",\"source\":{\"version\":");
-    out_str(&o, EVENT_VERSION, strlen(EVENT_VERSION));
-    out_lit(&o, ",\"connector\":");
-    out_str(&o, EVENT_CONNECTOR, strlen(EVENT_CONNECTOR));
-    out_lit(&o, ",\"name\":");
-    out_str(&o, src->name, strlen(src->name));
-    out_lit(&o, ",\"ts_ms\":");
-    out_u64(&o, src->ts_ms);
-    out_lit(&o, ",\"db\":");
-    out_str(&o, table->db, strlen(table->db));
-    out_lit(&o, ",\"table\":");
-    out_str(&o, table->table, strlen(table->table));
-    out_lit(&o, ",\"server_id\":");
-    out_u64(&o, src->server_id);
+    jsonout_lit(&o, ",\"source\":{\"version\":");
+    jsonout_str(&o, EVENT_VERSION, strlen(EVENT_VERSION));
+    jsonout_lit(&o, ",\"connector\":");
+    jsonout_str(&o, EVENT_CONNECTOR, strlen(EVENT_CONNECTOR));
+    jsonout_lit(&o, ",\"name\":");
+    jsonout_str(&o, src->name, strlen(src->name));
+    jsonout_lit(&o, ",\"ts_ms\":");
+    jsonout_u64(&o, src->ts_ms);
+    jsonout_lit(&o, ",\"db\":");
+    jsonout_str(&o, table->db, strlen(table->db));
+    jsonout_lit(&o, ",\"table\":");
+    jsonout_str(&o, table->table, strlen(table->table));
+    jsonout_lit(&o, ",\"server_id\":");
+    jsonout_u64(&o, src->server_id);
     char gtid[80];
     snprintf(gtid, sizeof(gtid),
              ",\"gtid\":\"%" PRIu32 "-%" PRIu32 "-%" PRIu64 "\",\"file\":", src->domain_id,
              src->server_id, src->seq);
-    out_lit(&o, gtid);
-    out_str(&o, src->file, strlen(src->file));
-    out_lit(&o, ",\"pos\":");
-    out_u64(&o, src->pos);
-    out_lit(&o, ",\"row\":");
-    out_u64(&o, src->row);
-    out_lit(&o, ",\"snapshot\":\"false\"},\"op\":\"");
-    out_lit(&o, event_op_name(op));
-    out_lit(&o, "\",\"ts_ms\":");
-    out_u64(&o, relay_ts_ms);
-    out_raw(&o, "}", 1);
-    *out = o.p;
-    *outlen = o.len;
+    jsonout_lit(&o, gtid);
+    jsonout_str(&o, src->file, strlen(src->file));
+    jsonout_lit(&o, ",\"pos\":");
+    jsonout_u64(&o, src->pos);
+    jsonout_lit(&o, ",\"row\":");
+    jsonout_u64(&o, src->row);
+    jsonout_lit(&o, ",\"snapshot\":\"false\"},\"op\":\"");
+    jsonout_lit(&o, event_op_name(op));
+    jsonout_lit(&o, "\",\"ts_ms\":");
+    jsonout_u64(&o, relay_ts_ms);
+    jsonout_raw(&o, "}", 1);
+    *out = jsonout_finish(&o, outlen);
     return CAL_OK;
 }
 
@@ -369,10 +210,10 @@ event_encode_key(const struct event_table *table, const struct event_value *row,
         snprintf(err, errlen, "%s.%s has no primary key", table->db, table->table);
         return CAL_EINVAL;
     }
-    struct out o = {0};
+    struct jsonout o;
+    jsonout_init(&o, 64);
     out_row(&o, table, row, true);
-    *out = o.p;
-    *outlen = o.len;
+    *out = jsonout_finish(&o, outlen);
     return CAL_OK;
 }
 

@@ -1,7 +1,6 @@
-/* A small JSON writer for the hot read answers (availability, search): they
- * hold only integers and known-safe ASCII (dates, status names, currency
- * codes), so they are written straight into one buffer instead of building
- * a jansson tree per night. */
+/* A small JSON writer for hot paths: calendard's read answers (availability,
+ * search) and the relay's change events are written straight into one
+ * buffer instead of building a jansson tree per value. */
 #ifndef CAL_JSONOUT_H
 #define CAL_JSONOUT_H
 
@@ -18,6 +17,10 @@ void jsonout_init(struct jsonout *j, size_t cap);
 void jsonout_raw(struct jsonout *j, const char *s, size_t len);
 void jsonout_lit(struct jsonout *j, const char *s); /* NUL-terminated raw text */
 void jsonout_int(struct jsonout *j, int64_t v);
+void jsonout_u64(struct jsonout *j, uint64_t v);
+/* A JSON string of (s, len): quotes, backslashes and control characters
+ * escaped, UTF-8 kept; bytes that are not valid UTF-8 become '?'. */
+void jsonout_str(struct jsonout *j, const char *s, size_t len);
 void jsonout_date(struct jsonout *j, int32_t days); /* "YYYY-MM-DD" with quotes */
 /* The buffer, NUL-terminated, malloc'd; the caller frees it. */
 char *jsonout_finish(struct jsonout *j, size_t *len);
