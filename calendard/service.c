@@ -10,10 +10,10 @@
 #include "calendard/batch.h"
 #include "calendard/booking.h"
 #include "calendard/inflight.h"
-#include "common/jsonout.h"
 #include "calendard/request.h"
 #include "calendard/store.h"
 #include "common/date.h"
+#include "common/jsonout.h"
 #include "common/log.h"
 #include "common/util.h"
 
