@@ -111,13 +111,15 @@ held_new(struct kconsumer *kc, rd_kafka_message_t *rkm)
     return h;
 }
 
-/* Takes rkm off the orphans if it is one; true if it was. */
+/* If msg is an orphan: frees it, clears msg->handle and returns true. */
 static bool
-orphan_take(struct kconsumer *kc, const rd_kafka_message_t *rkm)
+orphan_free(struct kconsumer *kc, struct kconsumer_msg *msg)
 {
-    for (size_t i = 0; i < kc->norphans; i++)
-        if (kc->orphans[i] == rkm) {
+    for (size_t i = 0; msg->handle != NULL && i < kc->norphans; i++)
+        if (kc->orphans[i] == msg->handle) {
             kc->orphans[i] = kc->orphans[--kc->norphans];
+            rd_kafka_message_destroy(msg->handle);
+            msg->handle = NULL;
             return true;
         }
     return false;
@@ -398,12 +400,9 @@ kconsumer_release(struct kconsumer *kc, struct kconsumer_msg *msg)
 {
     if (msg->handle == NULL)
         return;
-    rd_kafka_message_t *rkm = msg->handle;
-    if (orphan_take(kc, rkm)) {
-        rd_kafka_message_destroy(rkm);
-        msg->handle = NULL;
+    if (orphan_free(kc, msg))
         return;
-    }
+    rd_kafka_message_t *rkm = msg->handle;
     /* A redelivered held message stays owned by its hold until stored. */
     for (size_t i = 0; i < kc->nheld; i++)
         if (kc->held[i].q[0] == rkm) {
@@ -433,11 +432,8 @@ kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size
                  (long long)msg->offset, rd_kafka_err2str(rerr));
         st = CAL_ERR;
     }
-    if (msg->handle != NULL && orphan_take(kc, msg->handle)) {
-        rd_kafka_message_destroy(msg->handle);
-        msg->handle = NULL;
+    if (orphan_free(kc, msg))
         return st;
-    }
     struct held *h = find_held(kc, msg->topic, msg->partition);
     if (h != NULL && h->q[0] == msg->handle) {
         msg->handle = NULL;
@@ -460,13 +456,10 @@ kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_
 {
     (void)err;
     (void)errlen;
+    if (orphan_free(kc, msg))
+        return CAL_OK; /* its partition was revoked: the next owner delivers it again */
     rd_kafka_message_t *rkm = msg->handle;
     msg->handle = NULL; /* owned by the hold now */
-    if (orphan_take(kc, rkm)) {
-        /* Its partition was revoked: the next owner delivers it again. */
-        rd_kafka_message_destroy(rkm);
-        return CAL_OK;
-    }
     struct held *h = find_held(kc, msg->topic, msg->partition);
     if (h == NULL) {
         h = held_new(kc, rkm);
