@@ -438,6 +438,8 @@ kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size
     if (h != NULL && h->q[0] == msg->handle) {
         msg->handle = NULL;
         if (h->n == 1) {
+            /* Stored, so no longer the caller's: freed here, not an orphan. */
+            h->redelivered = false;
             release_held(kc, h, true); /* acted on: the partition goes on */
         } else {
             rd_kafka_message_destroy(h->q[0]); /* the next held one is due now */
@@ -553,6 +555,12 @@ kconsumer_close(struct kconsumer *kc, char *err, size_t errlen)
         st = CAL_ERR;
     }
     return st;
+}
+
+size_t
+kconsumer_orphans(const struct kconsumer *kc)
+{
+    return kc->norphans;
 }
 
 void

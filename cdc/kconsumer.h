@@ -99,4 +99,9 @@ bool kconsumer_joined(const struct kconsumer *kc);
 cal_status kconsumer_close(struct kconsumer *kc, char *err, size_t errlen);
 void kconsumer_destroy(struct kconsumer *kc); /* kconsumer_destroy(NULL) is a no-op */
 
+/* Messages still out with the caller after a revoke took their hold; each
+ * is freed by the caller's kconsumer_store, kconsumer_retry or
+ * kconsumer_release (tests: a stored message must not stay counted). */
+size_t kconsumer_orphans(const struct kconsumer *kc);
+
 #endif

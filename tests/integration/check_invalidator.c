@@ -327,6 +327,20 @@ close_consumer(void *arg)
     return NULL;
 }
 
+/* A topic of the test's own (outside the invalidator's subscription) with
+ * n copies of payload, and a consumer group name for it. */
+static void
+own_topic(const char *prefix, char topic[96], char group[128], int n, const char *payload)
+{
+    snprintf(topic, 96, "%s.%d.%llu", prefix, (int)getpid(),
+             (unsigned long long)testenv_random48());
+    snprintf(group, 128, "%s-%s", prefix, topic);
+    struct kafka_produce *kp = make_producer();
+    for (int i = 0; i < n; i++)
+        produce(kp, topic, (uint64_t)i, payload);
+    kafka_produce_destroy(kp);
+}
+
 /* A held message handed back for its retry stays the caller's while a
  * rebalance revokes its partition: its bytes stay readable, and storing and
  * releasing it frees it once (AddressSanitizer in CI sees a use after free
@@ -336,14 +350,8 @@ START_TEST(revoke_while_retry_handed_out)
 {
     load_stack();
     char topic[96], group[128], err[512];
-    snprintf(topic, sizeof(topic), "kctest.%d.%llu", (int)getpid(),
-             (unsigned long long)testenv_random48());
-    snprintf(group, sizeof(group), "kctest-%s", topic);
-    struct kafka_produce *kp = make_producer();
     const char *payload = "{\"held\":\"for a retry while its partition is revoked\"}";
-    for (int i = 0; i < 4; i++)
-        produce(kp, topic, (uint64_t)i, payload);
-    kafka_produce_destroy(kp);
+    own_topic("kctest", topic, group, 4, payload);
 
     struct kconsumer *a = make_consumer(group, topic);
     struct kconsumer_msg m = {0};
@@ -386,6 +394,35 @@ START_TEST(revoke_while_retry_handed_out)
     ck_assert_msg(atomic_load(&closed), "the second member did not leave within 60 s");
     pthread_join(closer, NULL);
     kconsumer_destroy(b);
+    kconsumer_close(a, err, sizeof(err));
+    kconsumer_destroy(a);
+}
+END_TEST
+
+/* A message retried, handed back, then stored is freed by the store: it was
+ * acted on, so it must not stay behind as an orphan of a revoke (which would
+ * keep it, and librdkafka's fetch buffer under it, until the consumer is
+ * destroyed: one per memcached outage per partition). */
+START_TEST(stored_retry_is_freed)
+{
+    load_stack();
+    char topic[96], group[128], err[512];
+    own_topic("kcfree", topic, group, 2, "{\"retried\":\"then stored\"}");
+    struct kconsumer *a = make_consumer(group, topic);
+    uint64_t deadline = cal_mono_us() + 30000000;
+    for (int round = 0; round < 2; round++) {
+        struct kconsumer_msg m = {0}, again = {0};
+        while (kconsumer_poll(a, 100, &m, err, sizeof(err)) != CAL_OK)
+            ck_assert_msg(cal_mono_us() < deadline, "no message of %s within 30 s", topic);
+        ck_assert_int_eq(kconsumer_retry(a, &m, 0, err, sizeof(err)), CAL_OK);
+        while (kconsumer_poll(a, 100, &again, err, sizeof(err)) != CAL_OK)
+            ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+        ck_assert_int_eq(again.offset, m.offset);
+        ck_assert_int_eq(kconsumer_store(a, &again, err, sizeof(err)), CAL_OK);
+        kconsumer_release(a, &again);
+        ck_assert_ptr_null(again.handle);
+        ck_assert_uint_eq(kconsumer_orphans(a), 0);
+    }
     kconsumer_close(a, err, sizeof(err));
     kconsumer_destroy(a);
 }
@@ -707,6 +744,10 @@ main(void)
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, memcached_outage_retried_not_skipped);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("stored_retry_is_freed");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, stored_retry_is_freed);
     suite_add_tcase(s, tc);
     tc = tcase_create("revoke_while_retry_handed_out");
     tcase_set_timeout(tc, 150);
