@@ -218,7 +218,7 @@ hint_image(const char **p, const char *end, bool nights, bool *present, uint64_t
     if (!*present)
         return true;
     char tok[48];
-    if (stop - s <= 0 || (size_t)(stop - s) >= sizeof(tok))
+    if (stop - s <= 0 || (size_t)(stop - s) >= sizeof(tok) || memchr(s, '\0', (size_t)(stop - s)))
         return false;
     memcpy(tok, s, (size_t)(stop - s));
     tok[stop - s] = '\0';

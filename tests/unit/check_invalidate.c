@@ -452,6 +452,15 @@ START_TEST(malformed_hints_are_refused)
                       "accepted \"%s\"", bad[i]);
         ck_assert_uint_eq(ev.nkeys, 0);
     }
+    /* A header's bytes are taken as they are: a NUL inside an image. */
+    static const char nul_id[] = "listings u 1 7\0junk -";
+    static const char nul_night[] = "nights u 1 42:1\0 -";
+    ck_assert_int_eq(invalidate_decode_hint(nul_id, sizeof(nul_id) - 1, &ev, err, sizeof(err)),
+                     CAL_EINVAL);
+    ck_assert_int_eq(
+        invalidate_decode_hint(nul_night, sizeof(nul_night) - 1, &ev, err, sizeof(err)),
+        CAL_EINVAL);
+    ck_assert_uint_eq(ev.nkeys, 0);
     const char *ok = "reservations c 0 - -";
     ck_assert_int_eq(invalidate_decode_hint(ok, strlen(ok), &ev, err, sizeof(err)), CAL_OK);
     ck_assert_int_eq(ev.table, INVALIDATE_TABLE_RESERVATIONS);
