@@ -211,15 +211,16 @@ skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char 
     store(inv, msg);
 }
 
-/* Acts on one message: deletes its keys, or holds it for a retry. */
-static void
+/* Acts on one message: deletes its keys, or holds it for a retry. False
+ * when memcached failed it (it is held then). */
+static bool
 handle(struct invalidator *inv, struct kconsumer_msg *msg)
 {
     char err[256];
     struct invalidate_event ev;
     if (decode(inv, msg, &ev, err, sizeof(err)) != CAL_OK) {
         skip_undecodable(inv, msg, err);
-        return;
+        return true;
     }
     cal_status st = apply(inv, &ev, err, sizeof(err));
     if (st != CAL_OK) {
@@ -237,11 +238,12 @@ handle(struct invalidator *inv, struct kconsumer_msg *msg)
                       inv->failures, delay, err);
         }
         kconsumer_retry(inv->kc, msg, delay, err, sizeof(err));
-        return;
+        return false;
     }
     cache_recovered(inv);
     invstats_invalidations(inv->stats, ev.nkeys);
     account(inv, msg, &ev);
+    return true;
 }
 
 /* FNV-1a: spreads the keys of one batch over the key set. */
@@ -303,7 +305,6 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
          * the rest wait for the same retry rather than each paying its own
          * timeout and raising the backoff once more. */
         log_debug("batch invalidation failed, one by one now", "messages=%zu error=\"%s\"", n, err);
-        unsigned failures = inv->failures;
         bool down = false;
         unsigned delay = 0;
         for (size_t i = 0; i < n; i++) {
@@ -313,8 +314,8 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
                 invstats_error(inv->stats, INVSTATS_ERR_CACHE);
                 kconsumer_retry(inv->kc, &msgs[i], delay, err, sizeof(err));
             } else {
-                handle(inv, &msgs[i]);
-                down = inv->failures > failures;
+                /* Its own outcome: a success before it reset the count. */
+                down = !handle(inv, &msgs[i]);
                 delay = down ? backoff_ms(inv) : 0;
             }
         }
