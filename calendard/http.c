@@ -24,13 +24,14 @@
 
 #define LOOP_WAIT_MS 100    /* the loop checks for a stop at least this often */
 #define STOP_DRAIN_MS 10000 /* what a stop waits for requests being processed */
-/* A lookup this slow (memcached stalled, or timing out after the default
- * [cache] timeout_ms of 50) stalls every connection of the loop, so the loop hands
- * reads to the workers for a while. Not lower: on a saturated machine a
- * lookup waits 10-30 ms for a core now and then, and sending every read to
- * the workers then only floods the run queue (memcached itself times out,
- * the reads fall back to the shards). */
-#define LOOKUP_SLOW_US 40000
+/* A lookup that takes 4/5 of the cache timeout (memcached stalled, or
+ * timing out: 40 ms with the default [cache] timeout_ms of 50) stalls every
+ * connection of the loop, so the loop hands reads to the workers for a
+ * while. Not lower: on a saturated machine a lookup waits 10-30 ms for a
+ * core now and then, and sending every read to the workers then only floods
+ * the run queue (memcached itself times out, the reads fall back to the
+ * shards). */
+#define LOOKUP_SLOW_DEFAULT_MS 50
 #define LOOKUP_BYPASS_US 1000000
 
 /* Per-request state, freed when MHD reports the request completed. */
@@ -181,7 +182,9 @@ lookup_reads(struct loop *lp)
     service_read_lookup(lp->srv->svc, rs, n);
     uint64_t took = cal_mono_us() - t0;
     free(rs);
-    if (took > LOOKUP_SLOW_US) {
+    unsigned timeout_ms =
+        lp->srv->conf.cache_timeout_ms ? lp->srv->conf.cache_timeout_ms : LOOKUP_SLOW_DEFAULT_MS;
+    if (took > (uint64_t)timeout_ms * 800) {
         if (lp->bypass_until < t0)
             log_warn("slow cache lookup: reads go to the workers for a while",
                      "took_ms=%llu reads=%zu bypass_ms=%d", (unsigned long long)(took / 1000), n,

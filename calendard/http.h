@@ -17,8 +17,9 @@ struct http_conf {
     int max_body_bytes;
     int max_header_bytes;
     int idle_timeout_s;
-    int worker_threads; /* requests that may block on a shard run on these */
-    int event_loops;    /* event-loop threads, each with its own listening socket */
+    int worker_threads;        /* requests that may block on a shard run on these */
+    int event_loops;           /* event-loop threads, each with its own listening socket */
+    unsigned cache_timeout_ms; /* [cache] timeout_ms: a lookup near it diverts reads */
 };
 
 struct http_server;

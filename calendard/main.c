@@ -86,6 +86,7 @@ main(int argc, char **argv)
     }
     struct router *router = router_create(&rconf);
     struct service *svc = service_create(&sconf, router, avail);
+    conf.http.cache_timeout_ms = conf.avail.cache.timeout_ms;
     struct http_server *srv = http_start(&conf.http, svc, err, sizeof(err));
     if (srv == NULL) {
         log_error("cannot start", "error=\"%s\"", err);
