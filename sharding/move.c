@@ -231,12 +231,15 @@ write_rows(struct db *db, const struct table_spec *t, const struct rows *rows, c
 }
 
 /* Copies the listed listings with all their rows. Listings rows are read
- * first: their version then never claims more than the nights and
- * reservations copied after it, so a change made meanwhile shows up as a
- * version difference in the next pass. */
+ * first and written last, each table's write committing on its own: a
+ * version on the target then never claims more than the nights and
+ * reservations already there, so a change made meanwhile, or a chunk cut
+ * short by a crash or an error, shows up as a version difference in the
+ * next pass. crash_name: testing only, a crash point after a chunk's first
+ * write (NULL: none). */
 static cal_status
 copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uint64_t *copied,
-              char *err, size_t errlen)
+              const struct move_opts *o, const char *crash_name, char *err, size_t errlen)
 {
     struct rows rows[NTABLES];
     cal_status rc = CAL_OK;
@@ -245,9 +248,11 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uin
         size_t k = n - start < LISTING_CHUNK ? n - start : LISTING_CHUNK;
         for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++)
             rc = read_rows(src, &TABLES[t], ids + start, k, &rows[t], err, errlen);
-        for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++) {
+        for (size_t t = NTABLES; t-- > 0 && rc == CAL_OK;) {
             rc = write_rows(dst, &TABLES[t], &rows[t], err, errlen);
             *copied += rows[t].n;
+            if (rc == CAL_OK && t == NTABLES - 1 && crash_name != NULL)
+                crash_point(o, crash_name);
         }
         for (size_t t = 0; t < NTABLES; t++)
             rows_clear(&rows[t]);
@@ -260,7 +265,7 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uin
 /* One catch-up pass: copies what changed; *nchanged says how much. */
 static cal_status
 catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, size_t *nchanged,
-         size_t limit, char *err, size_t errlen)
+         size_t limit, const struct move_opts *o, const char *crash_name, char *err, size_t errlen)
 {
     struct versions sv = {0}, dv = {0};
     uint64_t *ids = NULL;
@@ -270,7 +275,7 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
     if (rc == CAL_OK) {
         *nchanged = changed_listings(&sv, &dv, &ids);
         if (*nchanged <= limit)
-            rc = copy_listings(src, dst, ids, *nchanged, copied, err, errlen);
+            rc = copy_listings(src, dst, ids, *nchanged, copied, o, crash_name, err, errlen);
     }
     free(ids);
     free(sv.id);
@@ -345,7 +350,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return rc;
     size_t nchanged = SIZE_MAX;
     for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
-        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, err, errlen);
+        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
+                      errlen);
         if (rc != CAL_OK)
             return rc;
         report(o, m);
@@ -371,8 +377,8 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
         if ((rc = owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, err, errlen)) != CAL_OK)
             goto fail;
         uint64_t frozen_at = cal_mono_us();
-        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, err,
-                      errlen);
+        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, o,
+                      "cutover-chunk", err, errlen);
         if (rc != CAL_OK)
             goto fail;
         if (nchanged > CUTOVER_DELTA_MAX ||
@@ -380,7 +386,8 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
             /* Too much changed while we waited: release, catch up, try again. */
             db_rollback(src);
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
-            rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, err, errlen);
+            rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
+                          errlen);
             if (rc != CAL_OK)
                 return rc;
             continue;

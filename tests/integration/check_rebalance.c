@@ -231,6 +231,70 @@ START_TEST(move_one_vbucket_under_bookings)
 }
 END_TEST
 
+/* A crash inside the cutover's last copy, after a chunk's first write, then
+ * resume: the rows written to the source between the copy and the cutover
+ * (a second booking) must all reach the new owner. A listings row written
+ * before its nights and reservations would claim them, and the resumed
+ * catch-up would skip them, then cleanup would delete the only copy. */
+START_TEST(crash_inside_the_cutover_copy_then_resume)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    uint64_t rid;
+    char key[64], key2[80], vb[16], to[16], out[8192], body[256], d1[11], d2[11];
+    snprintf(key, sizeof(key), "rb-chunk-%llu", (unsigned long long)testenv_random48());
+    uint64_t id = booked_listing(h, key, &rid);
+    unsigned v = testenv_vbucket(id);
+    long from = owner_of(v), target = from == 0 ? 1 : 0;
+    snprintf(vb, sizeof(vb), "%u", v);
+    snprintf(to, sizeof(to), "%ld", target);
+    char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
+                         "copy", "move",     "--vbucket", vb,
+                         "--to", to,         NULL};
+    int rc = proc_run(copy_argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    /* Between the copy and the cutover: a booking on the source. */
+    struct http_response r;
+    testenv_format_date(testenv_today() + 100, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 102, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":5}", d1,
+             d2);
+    snprintf(key2, sizeof(key2), "%s-mid", key);
+    ck_assert_int_eq(
+        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
+        201);
+    json_t *doc = http_response_json(&r);
+    uint64_t rid2 = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
+    json_decref(doc);
+    http_response_deinit(&r);
+    long nights = rows_on((size_t)from, "nights", id);
+    ck_assert_int_eq(nights, 5);
+    char *chunk_argv[] = {tool,     "--config", admin_ini, "--crash-after", "cutover-chunk",
+                          "resume", NULL};
+    rc = proc_run(chunk_argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "cutover-chunk: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(owner_of(v), target);
+    ck_assert_int_eq(rows_on((size_t)target, "reservations", id), 2);
+    ck_assert_int_eq(rows_on((size_t)target, "nights", id), nights);
+    ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                         (unsigned long long)id, (unsigned long long)rid2),
+                     200);
+    http_response_deinit(&r);
+    ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                         (unsigned long long)id, (unsigned long long)rid),
+                     200);
+    http_response_deinit(&r);
+    ck_assert_int_eq(rows_on((size_t)from, "reservations", id), 0);
+    ck_assert_int_eq(rows_on((size_t)from, "nights", id), 0);
+    ck_assert_int_eq(rows_on((size_t)from, "listings", id), 0);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
 START_TEST(crash_after_each_phase_then_resume)
 {
     static const char *const phases[] = {"copy", "cutover", "target", "catalog", "cleanup"};
@@ -406,6 +470,10 @@ main(void)
     tcase_add_test(tc, crash_after_each_phase_then_resume);
     tcase_add_test(tc, stress_while_vbuckets_move);
     tcase_add_test(tc, add_then_drain_spare_shard);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cutover_chunk");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, crash_inside_the_cutover_copy_then_resume);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
