@@ -204,26 +204,41 @@ expect_verify_clean(void)
     ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0"));
 }
 
+/* A booked listing about to move: its vbucket, owner and the other shard. */
+struct moving {
+    uint64_t id, rid;
+    unsigned v;
+    long from, target;
+    char key[64], vb[16], to[16];
+};
+
+static void
+moving_listing(struct http_client *h, const char *prefix, struct moving *m)
+{
+    snprintf(m->key, sizeof(m->key), "%s-%llu", prefix, (unsigned long long)testenv_random48());
+    m->id = booked_listing(h, m->key, &m->rid);
+    m->v = testenv_vbucket(m->id);
+    m->from = owner_of(m->v);
+    m->target = m->from == 0 ? 1 : 0;
+    snprintf(m->vb, sizeof(m->vb), "%u", m->v);
+    snprintf(m->to, sizeof(m->to), "%ld", m->target);
+}
+
 START_TEST(move_one_vbucket_under_bookings)
 {
     setup();
     http_global_init();
     struct http_client *h = http_client_create();
-    uint64_t rid;
-    char key[64], vb[16], to[16], out[8192];
-    snprintf(key, sizeof(key), "rb-one-%llu", (unsigned long long)testenv_random48());
-    uint64_t id = booked_listing(h, key, &rid);
-    unsigned v = testenv_vbucket(id);
-    long from = owner_of(v), target = from == 0 ? 1 : 0;
-    snprintf(vb, sizeof(vb), "%u", v);
-    snprintf(to, sizeof(to), "%ld", target);
-    int rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+    struct moving m;
+    char out[8192];
+    moving_listing(h, "rb-one", &m);
+    int rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
     ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
     ck_assert_ptr_nonnull(strstr(out, "phase=done"));
     ck_assert_ptr_nonnull(strstr(out, "write_pause_ms="));
-    check_after_move(h, id, rid, key, target);
+    check_after_move(h, m.id, m.rid, m.key, m.target);
     /* Moving it where it is now is refused, and changes nothing. */
-    rc = rebalance(out, sizeof(out), "move", "--vbucket", vb, "--to", to, NULL);
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_ptr_nonnull(strstr(out, "already"));
     expect_verify_clean();
@@ -241,14 +256,12 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     setup();
     http_global_init();
     struct http_client *h = http_client_create();
-    uint64_t rid;
-    char key[64], key2[80], vb[16], to[16], out[8192], body[256], d1[11], d2[11];
-    snprintf(key, sizeof(key), "rb-chunk-%llu", (unsigned long long)testenv_random48());
-    uint64_t id = booked_listing(h, key, &rid);
-    unsigned v = testenv_vbucket(id);
-    long from = owner_of(v), target = from == 0 ? 1 : 0;
-    snprintf(vb, sizeof(vb), "%u", v);
-    snprintf(to, sizeof(to), "%ld", target);
+    struct moving m;
+    char key2[80], out[8192], body[256], d1[11], d2[11];
+    moving_listing(h, "rb-chunk", &m);
+    uint64_t id = m.id;
+    long from = m.from, target = m.target;
+    char *vb = m.vb, *to = m.to;
     char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
                          "copy", "move",     "--vbucket", vb,
                          "--to", to,         NULL};
@@ -260,7 +273,7 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     testenv_format_date(testenv_today() + 102, d2, sizeof(d2));
     snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":5}", d1,
              d2);
-    snprintf(key2, sizeof(key2), "%s-mid", key);
+    snprintf(key2, sizeof(key2), "%s-mid", m.key);
     ck_assert_int_eq(
         api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
         201);
@@ -276,7 +289,7 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     ck_assert_msg(rc == 128 + 9, "cutover-chunk: exit %d, want SIGKILL:\n%.2000s", rc, out);
     rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
     ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
-    ck_assert_int_eq(owner_of(v), target);
+    ck_assert_int_eq(owner_of(m.v), target);
     ck_assert_int_eq(rows_on((size_t)target, "reservations", id), 2);
     ck_assert_int_eq(rows_on((size_t)target, "nights", id), nights);
     ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
@@ -284,7 +297,7 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
                      200);
     http_response_deinit(&r);
     ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
-                         (unsigned long long)id, (unsigned long long)rid),
+                         (unsigned long long)id, (unsigned long long)m.rid),
                      200);
     http_response_deinit(&r);
     ck_assert_int_eq(rows_on((size_t)from, "reservations", id), 0);
