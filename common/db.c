@@ -153,6 +153,22 @@ db_conf_parse_dsn(struct db_conf *conf, const char *dsn, char *err, size_t errle
     return CAL_OK;
 }
 
+static unsigned ms_to_s(unsigned ms, unsigned dflt_ms);
+
+cal_status
+db_conf_check_timeouts(const struct db_conf *conf, const char *section, char *err, size_t errlen)
+{
+    unsigned rt = ms_to_s(conf->read_timeout_ms, 5000);
+    unsigned lw = conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S;
+    if (rt >= lw + DB_LOCK_WAIT_MARGIN_S)
+        return CAL_OK;
+    snprintf(err, errlen,
+             "[%s] read_timeout_ms (%u s) must be at least lock_wait_timeout_s (%u s) + %d s:"
+             " a statement waiting on a row lock would time out as a lost connection",
+             section, rt, lw, DB_LOCK_WAIT_MARGIN_S);
+    return CAL_EINVAL;
+}
+
 cal_status
 db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
 {
@@ -215,7 +231,7 @@ db_connect(const struct db_conf *conf, char *err, size_t errlen)
     snprintf(init, sizeof(init),
              "SET SESSION tx_isolation='READ-COMMITTED', "
              "SESSION innodb_lock_wait_timeout=%u, SESSION time_zone='+00:00'",
-             conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : 5);
+             conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S);
     mysql_options(mysql, MYSQL_INIT_COMMAND, init);
     if (conf->tls) {
         my_bool on = 1;

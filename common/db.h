@@ -20,7 +20,7 @@ struct db_conf {
     unsigned connect_timeout_ms;  /* 0 = 2000 */
     unsigned read_timeout_ms;     /* 0 = 5000 */
     unsigned write_timeout_ms;    /* 0 = 5000 */
-    unsigned lock_wait_timeout_s; /* innodb_lock_wait_timeout of the session; 0 = 5 */
+    unsigned lock_wait_timeout_s; /* innodb_lock_wait_timeout of the session; 0 = 2 */
     bool tls;                     /* require TLS to the server */
     bool tls_verify;              /* verify the server certificate against tls_ca */
     char tls_ca[512];
@@ -33,6 +33,16 @@ cal_status db_conf_parse_dsn(struct db_conf *conf, const char *dsn, char *err, s
 /* Reads conf->password_file into conf->password. Refuses a file that group or
  * others can read. No-op when password_file is empty. */
 cal_status db_conf_read_password(struct db_conf *conf, char *err, size_t errlen);
+
+/* The lock wait must end well before the client's read timeout: a statement
+ * waiting on a row lock then fails as a lock wait (a conflict, retried), not
+ * as a lost connection (an unknown outcome, a breaker failure). Refuses a
+ * read_timeout_ms (in whole seconds, rounded up) that is not at least
+ * lock_wait_timeout_s + DB_LOCK_WAIT_MARGIN_S; section names the conf. */
+#define DB_LOCK_WAIT_MARGIN_S 2
+#define DB_LOCK_WAIT_DEFAULT_S 2
+cal_status db_conf_check_timeouts(const struct db_conf *conf, const char *section, char *err,
+                                  size_t errlen);
 
 struct db;
 

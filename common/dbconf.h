@@ -23,8 +23,9 @@
                       "timeout of every read from the server (whole seconds, rounded up)"),        \
         CONF_INT_ITEM(sec, "write_timeout_ms", T, f.write_timeout_ms, 1000, 600000, "5000",        \
                       "timeout of every write to the server (whole seconds, rounded up)"),         \
-        CONF_INT_ITEM(sec, "lock_wait_timeout_s", T, f.lock_wait_timeout_s, 1, 3600, "5",          \
-                      "innodb_lock_wait_timeout of each session"),                                 \
+        CONF_INT_ITEM(sec, "lock_wait_timeout_s", T, f.lock_wait_timeout_s, 1, 3600, "2",          \
+                      "innodb_lock_wait_timeout of each session; read_timeout_ms must exceed"      \
+                      " it by 2 s"),                                                               \
         CONF_BOOL_ITEM(sec, "tls", T, f.tls, "false", "require TLS to the server"),                \
         CONF_BOOL_ITEM(sec, "tls_verify", T, f.tls_verify, "true",                                 \
                        "verify the server certificate against tls_ca when tls is on"),             \

@@ -428,8 +428,11 @@ main(int argc, char **argv)
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         return 2;
     }
-    /* Moves wait on the fence row behind in-flight writes: allow them time. */
+    /* Moves wait on the fence row behind in-flight writes: allow them time,
+     * and the client longer still (db_conf_check_timeouts). */
     conf.shard.lock_wait_timeout_s = 10;
+    if (conf.shard.read_timeout_ms < (10 + DB_LOCK_WAIT_MARGIN_S) * 1000)
+        conf.shard.read_timeout_ms = (10 + DB_LOCK_WAIT_MARGIN_S) * 1000;
     struct cluster c;
     if (open_cluster(&c) != 0)
         return 1;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -878,6 +879,56 @@ START_TEST(test_booking_conflict)
     http_response_deinit(&resp);
     expect_sql_booking(id, jint(a, "reservation_id"), FIRST_DAY + 2, FIRST_DAY + 5);
     json_decref(a);
+}
+END_TEST
+
+/* Another session holds the listing's row for 6 s, longer than the lock
+ * wait (2 s by default) and than a read timeout of 5 s: the booking's
+ * statement must give up as a lock wait, a conflict that is retried, and the
+ * booking commits once the lock goes. Not 503 outcome_unknown (a lock wait
+ * outlived by the client's read timeout looks like a lost connection), and
+ * the shard's breaker stays closed. */
+static void *
+commit_after_6s(void *arg)
+{
+    char err[512];
+
+    sleep(6);
+    ck_assert_msg(db_commit(arg, err, sizeof(err)) == CAL_OK, "%s", err);
+    return NULL;
+}
+
+START_TEST(test_lock_wait_is_a_conflict)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int64_t epoch;
+    int idx = owner_shard(id, &epoch);
+    char err[512];
+    struct db *locker = testenv_connect_shard(&env, (size_t)idx, err, sizeof(err));
+    struct db_val p[] = {DB_INT_V(id)};
+    pthread_t th;
+
+    ck_assert_msg(locker != NULL, "%s", err);
+    ck_assert_msg(db_begin(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(
+        sql_int(locker, "SELECT COUNT(*) FROM listings WHERE listing_id = ? FOR UPDATE", p, 1), 1);
+    ck_assert_int_eq(pthread_create(&th, NULL, commit_after_6s, locker), 0);
+    json_decref(book_ok(id, "lockwait", FIRST_DAY + 1, FIRST_DAY + 3, 1, 20000));
+    pthread_join(th, NULL);
+    db_close(locker);
+    call(&resp, "GET", NULL, NULL, "/metrics");
+    ck_assert_int_eq(resp.status, 200);
+    int breakers = 0;
+    for (const char *l = strstr(resp.body, "\ncalendard_shard_breaker_open{"); l != NULL;
+         l = strstr(l + 1, "\ncalendard_shard_breaker_open{")) {
+        const char *sp = strchr(l, ' ');
+        ck_assert_ptr_nonnull(sp);
+        ck_assert_msg(sp[1] == '0', "a breaker opened: %.60s", l + 1);
+        breakers++;
+    }
+    ck_assert_int_eq(breakers, (int)env.nshards);
+    http_response_deinit(&resp);
 }
 END_TEST
 
@@ -1798,6 +1849,7 @@ api_suite(void)
         {"booking_validation", test_booking_validation, 30},
         {"body_too_large", test_body_too_large, 30},
         {"booking_conflict", test_booking_conflict, 30},
+        {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
         {"cancel_frees_nights", test_cancel_frees_nights, 30},
         {"block_then_book", test_block_then_book, 30},

@@ -133,6 +133,24 @@ START_TEST(password_file_mode)
 }
 END_TEST
 
+/* The client's read timeout must outlast the lock wait by 2 s. */
+START_TEST(lock_wait_below_read_timeout)
+{
+    char err[256];
+    struct db_conf c = {.read_timeout_ms = 5000, .lock_wait_timeout_s = 5};
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "[shards] read_timeout_ms"));
+    c.lock_wait_timeout_s = 4;
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_EINVAL);
+    c.lock_wait_timeout_s = 3;
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+    c = (struct db_conf){.read_timeout_ms = 4001, .lock_wait_timeout_s = 3}; /* 5 s, rounded up */
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+    c = (struct db_conf){0}; /* the defaults: 5 s and 2 s */
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+}
+END_TEST
+
 START_TEST(routing_hash_is_stable)
 {
     /* Published values: changing the hash would strand every listing. */
@@ -172,6 +190,7 @@ main(void)
     UNIT_CASE(s, config_table);
     UNIT_CASE(s, dsn_parsing);
     UNIT_CASE(s, password_file_mode);
+    UNIT_CASE(s, lock_wait_below_read_timeout);
     UNIT_CASE(s, routing_hash_is_stable);
     UNIT_CASE(s, cache_keys);
     return unit_run(s);
