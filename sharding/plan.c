@@ -14,6 +14,7 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
 {
     uint32_t *where = cal_malloc(num_vbuckets * sizeof(*where));
     int64_t *load = cal_calloc(nshards, sizeof(*load));
+    bool *stuck = cal_calloc(nshards, sizeof(*stuck)); /* a donor with nothing that fits */
     size_t nactive = 0, n = 0, cap = 0;
     int64_t total = 0;
     memcpy(where, owner, num_vbuckets * sizeof(*where));
@@ -29,14 +30,21 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
         }
     }
     for (size_t iter = 0; nactive > 0 && iter < num_vbuckets; iter++) {
-        /* Excess over the fair share: a draining shard's share is 0. */
+        /* Excess over the fair share: a draining shard's share is 0, and a
+         * draining shard with vbuckets left gives first, whatever the others'
+         * excess, so that it always ends empty. */
         size_t donor = SIZE_MAX, recv = SIZE_MAX;
         int64_t fair = total / (int64_t)nactive, best_excess = 0, low = INT64_MAX;
+        bool donor_drains = false;
         for (size_t s = 0; s < nshards; s++) {
             int64_t excess = load[s] - (shards[s].draining ? 0 : fair);
-            if (excess > best_excess && (shards[s].draining || load[s] > 0)) {
+            bool drains = shards[s].draining && load[s] > 0;
+            if (!stuck[s] &&
+                (drains > donor_drains ||
+                 (drains == donor_drains && excess > best_excess && (drains || load[s] > 0)))) {
                 best_excess = excess;
                 donor = s;
+                donor_drains = drains;
             }
             if (!shards[s].draining && load[s] < low) {
                 low = load[s];
@@ -58,8 +66,10 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
                 pick_w = w;
             }
         }
-        if (pick == UINT32_MAX)
-            break;
+        if (pick == UINT32_MAX) {
+            stuck[donor] = true; /* every vbucket of it would overshoot: try the next */
+            continue;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             *moves = cal_realloc(*moves, cap * sizeof(**moves));
@@ -69,8 +79,10 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
         where[pick] = shards[recv].shard_id;
         load[donor] -= pick_w;
         load[recv] += pick_w;
+        memset(stuck, 0, nshards * sizeof(*stuck)); /* the loads changed */
     }
     *nmoves = n;
+    free(stuck);
     free(where);
     free(load);
 }

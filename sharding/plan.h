@@ -23,9 +23,12 @@ struct plan_shard {
 };
 
 /* Greedy: repeatedly moves from the most loaded shard (a draining shard's
- * fair share is zero) to the least loaded active shard the vbucket that best
- * halves their difference; weight of a vbucket = 1 + its listings, so empty
- * vbuckets spread too. Caller frees *moves. */
+ * fair share is zero, and a draining shard with vbuckets left always gives
+ * first) to the least loaded active shard the vbucket that best halves
+ * their difference; a donor none of whose vbuckets fits is passed over
+ * until the loads change. Weight of a vbucket = 1 + its listings, so empty
+ * vbuckets spread too. A draining shard always ends empty. Caller frees
+ * *moves. */
 void plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
                   const uint64_t *listings, uint32_t num_vbuckets, struct plan_move **moves,
                   size_t *nmoves);
