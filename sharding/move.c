@@ -290,8 +290,11 @@ static const char SQL_OWNS_LOCK[] = "SELECT epoch FROM vbucket_owner WHERE vbuck
 static const char SQL_DISOWN[] = "DELETE FROM vbucket_owner WHERE vbucket = ?";
 static const char SQL_OWN[] = "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)"
                               " ON DUPLICATE KEY UPDATE epoch = VALUES(epoch)";
+/* Only from the mapping the move started from: a move of the same vbucket by
+ * another run (which the move lock should have kept out) is not undone. */
 static const char SQL_CATALOG_FLIP[] =
-    "UPDATE vbuckets SET shard_id = ?, epoch = ?, state = 'active' WHERE vbucket = ?";
+    "UPDATE vbuckets SET shard_id = ?, epoch = ?, state = 'active'"
+    " WHERE vbucket = ? AND shard_id = ? AND epoch = ?";
 static const char SQL_VB_STATE[] = "UPDATE vbuckets SET state = ? WHERE vbucket = ?";
 
 static cal_status
@@ -414,7 +417,7 @@ phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
                          const struct move_opts *o, char *err, size_t errlen)
 {
     uint64_t epoch = m->old_epoch + 1;
-    struct db_val p[3] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
+    struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
     cal_status rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen);
     if (rc != CAL_OK)
         return rc;
@@ -425,8 +428,19 @@ phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
     p[0] = DB_INT_V(m->target);
     p[1] = DB_INT_V(epoch);
     p[2] = DB_INT_V(m->vbucket);
-    if ((rc = db_query(c->catalog, SQL_CATALOG_FLIP, p, 3, NULL, err, errlen)) != CAL_OK)
+    p[3] = DB_INT_V(m->source);
+    p[4] = DB_INT_V(m->old_epoch);
+    struct db_stmt *st;
+    if ((rc = db_query(c->catalog, SQL_CATALOG_FLIP, p, 5, &st, err, errlen)) != CAL_OK)
         goto fail;
+    if (db_affected_rows(st) != 1) {
+        snprintf(err, errlen,
+                 "the catalog no longer maps vbucket %u to shard %u at epoch %llu: moved by"
+                 " another run",
+                 m->vbucket, m->source, (unsigned long long)m->old_epoch);
+        rc = CAL_ECONFLICT;
+        goto fail;
+    }
     /* The write pause ends here: the catalog names an owner again. After a
      * crash it lasted until this resume and is not measured. */
     m->freeze_ms = m->frozen_at_us ? (double)(cal_mono_us() - m->frozen_at_us) / 1000.0 : -1;
@@ -481,6 +495,74 @@ static const char SQL_OPEN_MOVE_OF[] =
 static const char SQL_NEW_MOVE[] =
     "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
     " VALUES (?, ?, ?, ?, 'copy')";
+static const char SQL_MOVE_PHASE[] = "SELECT phase FROM moves WHERE move_id = ?";
+/* One run at a time per vbucket, across processes: a named lock of the
+ * catalog session, held from before the open-move check to the end of the
+ * move (a lost session lets it go, like a crash). */
+static const char SQL_MOVE_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_move_', ?), 0)";
+static const char SQL_MOVE_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))";
+
+static cal_status
+lock_vbucket(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
+    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 1, err, errlen);
+    cluster_drain(st);
+    if (r < 0)
+        return CAL_ERR;
+    if (r == 0 || col[0].type != DB_INT || col[0].i != 1) {
+        snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance", vbucket);
+        return CAL_EAGAIN;
+    }
+    return CAL_OK;
+}
+
+static void
+unlock_vbucket(struct cluster *c, uint32_t vbucket)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)};
+    if (db_query(c->catalog, SQL_MOVE_UNLOCK, p, 1, &st, err, sizeof(err)) == CAL_OK)
+        cluster_drain(st);
+}
+
+/* Journals and runs a new move (the vbucket's move lock held). */
+static cal_status
+start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err,
+           size_t errlen)
+{
+    /* The map as of now, under the lock: an earlier run may have moved it. */
+    cal_status rc = cluster_reload(c, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (c->map->owner[m->vbucket] != m->source || c->map->epoch[m->vbucket] != m->old_epoch) {
+        snprintf(err, errlen, "vbucket %u moved meanwhile (now on shard %u)", m->vbucket,
+                 c->map->owner[m->vbucket]);
+        return CAL_EINVAL;
+    }
+    struct db_stmt *st;
+    struct db_val p[4] = {DB_INT_V(m->vbucket), DB_INT_V(m->source), DB_INT_V(m->target),
+                          DB_INT_V(m->old_epoch)},
+                  col[1];
+    if ((rc = db_query(c->catalog, SQL_OPEN_MOVE_OF, p, 1, &st, err, errlen)) != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 1, err, errlen);
+    cluster_drain(st);
+    if (r != 0) {
+        snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", m->vbucket);
+        return r < 0 ? CAL_ERR : CAL_EINVAL;
+    }
+    if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 4, &st, err, errlen)) != CAL_OK)
+        return rc;
+    m->move_id = db_insert_id(st);
+    cal_strlcpy(m->phase, "copy", sizeof(m->phase));
+    return run_move(c, m, o, err, errlen);
+}
 
 cal_status
 move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct move_opts *o,
@@ -503,23 +585,10 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
         snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);
         return CAL_EINVAL;
     }
-    struct db_stmt *st;
-    struct db_val p[4] = {DB_INT_V(vbucket), DB_INT_V(m.source), DB_INT_V(target),
-                          DB_INT_V(m.old_epoch)},
-                  col[1];
-    if ((rc = db_query(c->catalog, SQL_OPEN_MOVE_OF, p, 1, &st, err, errlen)) != CAL_OK)
+    if ((rc = lock_vbucket(c, vbucket, err, errlen)) != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 1, err, errlen);
-    cluster_drain(st);
-    if (r != 0) {
-        snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", vbucket);
-        return r < 0 ? CAL_ERR : CAL_EINVAL;
-    }
-    if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 4, &st, err, errlen)) != CAL_OK)
-        return rc;
-    m.move_id = db_insert_id(st);
-    cal_strlcpy(m.phase, "copy", sizeof(m.phase));
-    rc = run_move(c, &m, o, err, errlen);
+    rc = start_move(c, &m, o, err, errlen);
+    unlock_vbucket(c, vbucket);
     if (out != NULL) {
         out->move_id = m.move_id;
         out->vbucket = vbucket;
@@ -564,11 +633,26 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
         m->start_us = cal_mono_us();
     }
     for (size_t i = 0; r >= 0 && i < n && rc == CAL_OK; i++) {
-        log_info("resuming move", "move=%llu vbucket=%u phase=%s",
-                 (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
-        rc = run_move(c, &recs[i], o, err, errlen);
-        if (rc == CAL_OK)
-            (*resumed)++;
+        if ((rc = lock_vbucket(c, recs[i].vbucket, err, errlen)) != CAL_OK)
+            break;
+        /* Its phase again, under the lock: another run may have gone on. */
+        struct db_val p[1] = {DB_INT_V(recs[i].move_id)};
+        if ((rc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, err, errlen)) == CAL_OK) {
+            int f = db_fetch(st, col, 1, err, errlen);
+            if (f > 0 && col[0].type == DB_STR)
+                cal_strlcpy(recs[i].phase, col[0].s, sizeof(recs[i].phase));
+            cluster_drain(st);
+            if (f < 0)
+                rc = CAL_ERR;
+        }
+        if (rc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
+            log_info("resuming move", "move=%llu vbucket=%u phase=%s",
+                     (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
+            rc = run_move(c, &recs[i], o, err, errlen);
+            if (rc == CAL_OK)
+                (*resumed)++;
+        }
+        unlock_vbucket(c, recs[i].vbucket);
     }
     free(recs);
     return r < 0 ? CAL_ERR : rc;

@@ -246,6 +246,41 @@ START_TEST(move_one_vbucket_under_bookings)
 }
 END_TEST
 
+/* One run at a time per vbucket: while another session holds the vbucket's
+ * move lock (as a running calendar-rebalance does), a move of it is refused
+ * and changes nothing; once the lock is free, the move goes through. */
+START_TEST(a_vbucket_moves_in_one_run_at_a_time)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct moving m;
+    char out[8192], err[256];
+    moving_listing(h, "rb-lock", &m);
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(m.v)}, c[1];
+    ck_assert(db_query(cat, "SELECT GET_LOCK(CONCAT('calendar_move_', ?), 0)", p, 1, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].i, 1);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    int rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    ck_assert_msg(rc == 1, "move under another run's lock: exit %d:\n%.2000s", rc, out);
+    ck_assert_ptr_nonnull(strstr(out, "being moved by another calendar-rebalance"));
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(out, "0 unfinished moves") != NULL, "%.2000s", out);
+    db_close(cat); /* the lock goes with the session */
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
+    check_after_move(h, m.id, m.rid, m.key, m.target);
+    http_client_destroy(h);
+}
+END_TEST
+
 /* A crash inside the cutover's last copy, after a chunk's first write, then
  * resume: the rows written to the source between the copy and the cutover
  * (a second booking) must all reach the new owner. A listings row written
@@ -487,6 +522,7 @@ main(void)
     tc = tcase_create("cutover_chunk");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, crash_inside_the_cutover_copy_then_resume);
+    tcase_add_test(tc, a_vbucket_moves_in_one_run_at_a_time);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
