@@ -143,7 +143,7 @@ booking_key_valid(const char *key, size_t len)
 }
 
 #define ID_EPOCH_MS 1577836800000ULL /* 2020-01-01T00:00:00Z */
-#define ID_SEQ_BITS 15               /* ids stay below 2^53: exact in JavaScript clients */
+#define ID_SEQ_BITS 12 /* 41 bits of ms (to 2089) + 12 below 2^53: exact in JavaScript clients */
 
 uint64_t
 booking_reservation_id(uint64_t now_ms, uint64_t *counter)

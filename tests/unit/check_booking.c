@@ -136,6 +136,14 @@ START_TEST(reservation_ids_unique_ordered_and_json_safe)
     uint64_t a = booking_reservation_id(1800000000000ULL, &counter);
     uint64_t b = booking_reservation_id(1800000000000ULL, &counter);
     ck_assert_uint_ne(a, b);
+    /* Ordered and below 2^53 for decades: 2028-09-01 < 2028-10-01 (where 38
+     * bits of ms ran out) < 2088-12-31. */
+    uint64_t sep2028 = booking_reservation_id(1851379200000ULL, &counter);
+    uint64_t oct2028 = booking_reservation_id(1853971200000ULL, &counter);
+    uint64_t dec2088 = booking_reservation_id(3755289600000ULL, &counter);
+    ck_assert_uint_gt(oct2028, sep2028);
+    ck_assert_uint_gt(dec2088, oct2028);
+    ck_assert_uint_lt(dec2088, 1ULL << 53);
 }
 END_TEST
 
