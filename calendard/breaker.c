@@ -20,9 +20,9 @@ breaker_deinit(struct breaker *b)
 }
 
 bool
-breaker_allow(struct breaker *b, uint64_t now_us)
+breaker_allow(struct breaker *b, uint64_t now_us, bool *probe)
 {
-    bool ok;
+    bool ok, took = false;
     pthread_mutex_lock(&b->lock);
     if (b->state == BREAKER_OPEN && now_us - b->opened_at_us >= b->cooldown_ms * 1000ULL) {
         b->state = BREAKER_HALF_OPEN;
@@ -33,7 +33,7 @@ breaker_allow(struct breaker *b, uint64_t now_us)
         ok = true;
         break;
     case BREAKER_HALF_OPEN:
-        ok = !b->probing; /* one probe at a time */
+        ok = took = !b->probing; /* one probe at a time */
         b->probing = true;
         break;
     default:
@@ -41,6 +41,8 @@ breaker_allow(struct breaker *b, uint64_t now_us)
         break;
     }
     pthread_mutex_unlock(&b->lock);
+    if (probe != NULL)
+        *probe = took;
     return ok;
 }
 
@@ -70,10 +72,10 @@ breaker_state(struct breaker *b)
 }
 
 void
-breaker_cancel(struct breaker *b)
+breaker_cancel(struct breaker *b, bool probe)
 {
     pthread_mutex_lock(&b->lock);
-    if (b->state == BREAKER_HALF_OPEN)
+    if (probe && b->state == BREAKER_HALF_OPEN)
         b->probing = false;
     pthread_mutex_unlock(&b->lock);
 }

@@ -25,12 +25,13 @@ void breaker_init(struct breaker *b, unsigned threshold, unsigned cooldown_ms);
 void breaker_deinit(struct breaker *b);
 
 /* May a call go ahead at now_us? A true in half-open makes the caller the
- * probe, which must report its outcome. */
-bool breaker_allow(struct breaker *b, uint64_t now_us);
+ * probe (*probe set, if probe is not NULL), which must report its outcome. */
+bool breaker_allow(struct breaker *b, uint64_t now_us, bool *probe);
 void breaker_record(struct breaker *b, bool success, uint64_t now_us);
-/* The allowed call never reached the shard (e.g. no free connection): a
- * half-open probe slot is given back without a verdict. */
-void breaker_cancel(struct breaker *b);
+/* The allowed call never reached the shard (e.g. no free connection): if it
+ * was the half-open probe (probe from breaker_allow), its slot is given back
+ * without a verdict; any other caller's cancel changes nothing. */
+void breaker_cancel(struct breaker *b, bool probe);
 enum breaker_state breaker_state(struct breaker *b);
 
 #endif

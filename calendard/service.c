@@ -167,7 +167,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         if ((rc = router_route(svc->router, listing_id, &rt, err, sizeof(err))) != CAL_OK)
             break;
         /* A shard that keeps failing answers 503 at once instead of a timeout each. */
-        if (!breaker_allow(rt.breaker, cal_mono_us())) {
+        bool probe;
+        if (!breaker_allow(rt.breaker, cal_mono_us(), &probe)) {
             snprintf(err, sizeof(err), "shard %u is failing; circuit breaker open", rt.shard_id);
             rc = CAL_EUNAVAIL;
             break;
@@ -177,7 +178,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             if (rc == CAL_EUNAVAIL)
                 breaker_record(rt.breaker, false, cal_mono_us());
             else
-                breaker_cancel(rt.breaker);
+                breaker_cancel(rt.breaker, probe);
             break;
         }
         metrics_shard(rt.shard_index, SHARD_OPS);
@@ -190,7 +191,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             lost++;
             metrics_shard(rt.shard_index, SHARD_ERROR);
             log_warn("shard connection lost", "shard=%u error=\"%s\"", rt.shard_id, err);
-            breaker_cancel(rt.breaker);
+            breaker_cancel(rt.breaker, probe);
             attempt--; /* not a try of its own */
             continue;
         }
@@ -764,7 +765,8 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             }
             struct db *db;
             size_t not_owned = 0;
-            if (!breaker_allow(routes[t].breaker, cal_mono_us())) {
+            bool probe;
+            if (!breaker_allow(routes[t].breaker, cal_mono_us(), &probe)) {
                 snprintf(err, sizeof(err), "shard %u is failing; circuit breaker open",
                          routes[t].shard_id);
                 rc = CAL_EUNAVAIL;
@@ -774,7 +776,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                 if (rc == CAL_EUNAVAIL)
                     breaker_record(routes[t].breaker, false, cal_mono_us());
                 else
-                    breaker_cancel(routes[t].breaker);
+                    breaker_cancel(routes[t].breaker, probe);
                 break;
             }
             metrics_shard(s, SHARD_OPS);
