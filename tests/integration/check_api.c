@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "calendard/booking.h"
 #include "common/db.h"
 #include "tests/lib/http.h"
 #include "tests/lib/testenv.h"
@@ -928,6 +929,53 @@ START_TEST(test_lock_wait_is_a_conflict)
         breakers++;
     }
     ck_assert_int_eq(breakers, (int)env.nshards);
+    http_response_deinit(&resp);
+}
+END_TEST
+
+/* A booking made yesterday for a stay from yesterday, whose answer the
+ * client lost: a replay today (same key, same body) gets the original
+ * reservation, not 400 past_date. The reservation is written with SQL, as
+ * calendard would have written it yesterday. */
+START_TEST(test_replay_after_check_in_passed)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int64_t epoch, rid = (int64_t)testenv_random48();
+    int idx = owner_shard(id, &epoch);
+    char hash[17], body[256], hdr[128];
+    const char *headers[] = {hdr, NULL};
+
+    booking_request_hash((int32_t)(today - 1), (int32_t)(today + 1), 9, hash);
+    {
+        struct db_val p[] = {DB_INT_V(rid),
+                             DB_INT_V(id),
+                             DB_INT_V(testenv_vbucket(id)),
+                             DB_INT_V(today - 1 + 719528),
+                             DB_INT_V(today + 1 + 719528),
+                             DB_CSTR_V("late-replay"),
+                             DB_CSTR_V(hash)};
+        sql_exec(shard((size_t)idx),
+                 "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in,"
+                 " check_out, guest_id, status, total_price, currency, idempotency_key,"
+                 " request_hash, version) VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), 9,"
+                 " 'confirmed', 20000, 'USD', ?, ?, 2)",
+                 p, 7);
+    }
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":9}",
+             day(-1), day(1));
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: late-replay");
+    call(&resp, "POST", headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+    json_t *r = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(r, "reservation_id"), rid);
+    ck_assert_str_eq(jstr(r, "check_in"), day(-1));
+    json_decref(r);
+    http_response_deinit(&resp);
+    /* A new key for the same past stay is still refused. */
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: late-new");
+    call(&resp, "POST", headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+    ck_assert_int_eq(resp.status, 400);
+    ck_assert_ptr_nonnull(strstr(resp.body, "past_date"));
     http_response_deinit(&resp);
 }
 END_TEST
@@ -1851,6 +1899,7 @@ api_suite(void)
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
+        {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},
         {"cancel_frees_nights", test_cancel_frees_nights, 30},
         {"block_then_book", test_block_then_book, 30},
         {"set_price", test_set_price, 30},
