@@ -154,7 +154,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     cal_status rc = CAL_ERR;
     struct route rt = {0};
     uint64_t deadline = cal_mono_us() + (uint64_t)svc->conf.deadline_ms * 1000;
-    unsigned lost = 0;
+    unsigned lost = 0, tries = 0;
     for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
         /* A hung shard costs one timeout per attempt: bound the whole request. */
         if (attempt > 0 && cal_mono_us() > deadline)
@@ -182,6 +182,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             break;
         }
         metrics_shard(rt.shard_index, SHARD_OPS);
+        tries++;
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
         pool_put(rt.pool, db);
         if (rc == CAL_EUNAVAIL && lost == 0) {
@@ -221,8 +222,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
                          (unsigned long long)listing_id);
         break;
     case CAL_ECONFLICT:
-        request_fail(e, 503, "contention", "gave up after %u conflicting attempts",
-                     svc->conf.max_attempts);
+        request_fail(e, 503, "contention", "gave up after %u conflicting attempts", tries);
         break;
     case CAL_EMOVED:
         request_fail(e, 503, "vbucket_moving", "vbucket %u is moving between shards", rt.vbucket);
@@ -235,7 +235,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         break;
     case CAL_EUNKNOWN:
         request_fail(e, 503, "outcome_unknown",
-                     "connection lost during COMMIT; replay with the same Idempotency-Key");
+                     "connection lost while the write committed: read it back, or replay a"
+                     " booking with the same Idempotency-Key");
         break;
     default:
         metrics_shard(rt.shard_index, SHARD_ERROR);
