@@ -60,7 +60,12 @@ shardmap_load(struct db *catalog, struct shardmap **out, char *err, size_t errle
     size_t cap = 0, seen = 0;
     bool txn = false;
 
-    /* One snapshot, so a map never mixes two states of a move. */
+    /* One snapshot, so a map never mixes two states of a move: sessions are
+     * READ COMMITTED (where every statement reads anew), so this one
+     * transaction is REPEATABLE READ. */
+    rc = db_exec(catalog, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", err, errlen);
+    if (rc != CAL_OK)
+        goto out;
     rc = db_exec(catalog, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", err, errlen);
     if (rc != CAL_OK)
         goto out;
