@@ -27,7 +27,6 @@
 
 const char *const relay_tables[] = {"listings", "nights", "reservations", NULL};
 
-#define MAX_MAPS 16
 #define MAX_TOPICS 8
 
 struct txn {
@@ -44,7 +43,6 @@ struct txn {
 
 struct table_slot {
     uint64_t table_id;
-    bool used;
     bool wanted;
     struct rowimage_table *t; /* wanted only */
 };
@@ -89,8 +87,8 @@ struct relay {
     uint64_t progress_ms;
     uint64_t progress_rows;
 
-    struct table_slot maps[MAX_MAPS];
-    size_t next_map;
+    struct table_slot *maps; /* the table maps of the current event group */
+    size_t nmaps, capmaps;
     struct topic_slot topics[MAX_TOPICS];
     size_t ntopics;
 };
@@ -317,20 +315,19 @@ producer_stop(struct relay *r)
 static struct table_slot *
 find_map(struct relay *r, uint64_t table_id)
 {
-    for (size_t i = 0; i < MAX_MAPS; i++)
-        if (r->maps[i].used && r->maps[i].table_id == table_id)
+    for (size_t i = 0; i < r->nmaps; i++)
+        if (r->maps[i].table_id == table_id)
             return &r->maps[i];
     return NULL;
 }
 
+/* At each event group: a group maps every table its rows events use. */
 static void
 clear_maps(struct relay *r)
 {
-    for (size_t i = 0; i < MAX_MAPS; i++) {
+    for (size_t i = 0; i < r->nmaps; i++)
         free(r->maps[i].t);
-        memset(&r->maps[i], 0, sizeof(r->maps[i]));
-    }
-    r->next_map = 0;
+    r->nmaps = 0;
 }
 
 static bool
@@ -353,12 +350,15 @@ on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t e
         return CAL_ERR;
     struct table_slot *slot = find_map(r, id);
     if (slot == NULL) {
-        slot = &r->maps[r->next_map];
-        r->next_map = (r->next_map + 1) % MAX_MAPS;
+        if (r->nmaps == r->capmaps) {
+            r->capmaps = r->capmaps ? 2 * r->capmaps : 16;
+            r->maps = cal_realloc(r->maps, r->capmaps * sizeof(*r->maps));
+        }
+        slot = &r->maps[r->nmaps++];
+        slot->t = NULL;
     }
     free(slot->t);
     memset(slot, 0, sizeof(*slot));
-    slot->used = true;
     slot->table_id = id;
     if (!wanted_table(r, db, table))
         return CAL_OK;
@@ -447,7 +447,13 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
     if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
         return CAL_ERR;
     struct table_slot *slot = find_map(r, rows.table_id);
-    if (slot == NULL || !slot->wanted)
+    if (slot == NULL) {
+        /* Never skipped: it might be one of ours. */
+        snprintf(err, errlen, "rows event of table id %llu without its table map",
+                 (unsigned long long)rows.table_id);
+        return CAL_ERR;
+    }
+    if (!slot->wanted)
         return CAL_OK;
     if (t == NULL) {
         snprintf(err, errlen, "rows event outside a GTID event group");
@@ -760,6 +766,7 @@ out:
     if (lock_fd >= 0)
         close(lock_fd);
     clear_maps(r);
+    free(r->maps);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->cp_mu);
