@@ -142,11 +142,20 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
         while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
             if (col[0].i >= 0 && col[0].i < nvb)
                 owned[(size_t)col[0].i * ns + s] = (uint64_t)col[1].i + 1;
+        /* A read cut short must not pass for a clean shard. */
+        if (r < 0) {
+            rc = CAL_ERR;
+            break;
+        }
         if ((rc = db_query(db, SQL_HOLDS, NULL, 0, &st, err, errlen)) != CAL_OK)
             break;
         while ((r = db_fetch(st, col, 1, err, errlen)) > 0)
             if (col[0].i >= 0 && col[0].i < nvb)
                 holds[(size_t)col[0].i * ns + s] = 1;
+        if (r < 0) {
+            rc = CAL_ERR;
+            break;
+        }
     }
     for (uint32_t v = 0; v < nvb && rc == CAL_OK; v++) {
         if (vbucket >= 0 && v != (uint32_t)vbucket)
