@@ -376,10 +376,12 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
         if ((rc = db_begin(src, err, errlen)) != CAL_OK)
             return rc;
         /* Waits for in-flight writes (they hold the row in share mode) and
-         * holds every new write of the vbucket until COMMIT. */
+         * holds every new write of the vbucket until COMMIT. New writes
+         * queue behind the lock from the moment it is asked for: the pause
+         * starts there. */
+        uint64_t frozen_at = cal_mono_us();
         if ((rc = owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, err, errlen)) != CAL_OK)
             goto fail;
-        uint64_t frozen_at = cal_mono_us();
         rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, o,
                       "cutover-chunk", err, errlen);
         if (rc != CAL_OK)
