@@ -267,6 +267,7 @@ START_TEST(a_hung_cache_diverts_reads_at_any_timeout)
             status = r.status;
         else
             usleep(100000);
+        http_response_deinit(&r);
     }
     ck_assert_int_eq(status, 200);
     testenv_format_date(testenv_today() + 30, from, sizeof(from));
@@ -276,8 +277,8 @@ START_TEST(a_hung_cache_diverts_reads_at_any_timeout)
                                 "%s/v1/listings/%llu/availability?from=%s&to=%s", base,
                                 (unsigned long long)testenv_random48(), from, to) == CAL_OK);
         ck_assert_int_eq(r.status, 404); /* answered from the shard: no such listing */
+        http_response_deinit(&r);
     }
-    http_response_deinit(&r);
     http_client_destroy(h);
     kill(pid, SIGTERM);
     ck_assert_int_eq(proc_wait(pid, 30), 0);
