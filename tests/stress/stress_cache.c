@@ -57,7 +57,9 @@ read_truth(const struct testenv *env, const struct stress_conf *conf, struct tru
             x->listing.min_nights = (int)c[5].i;
             x->listing.max_nights = (int)c[6].i;
         }
-        if (r == 0 && db_query(db, SQL_NIGHTS, p, 2, &st, err, errlen) == CAL_OK) {
+        if (r == 0 && db_query(db, SQL_NIGHTS, p, 2, &st, err, errlen) != CAL_OK)
+            r = -1; /* a shard's nights unread must not pass for none */
+        if (r == 0) {
             while ((r = db_fetch(st, c, 4, err, errlen)) > 0) {
                 struct truth *x = &t[(uint64_t)c[0].i - conf->listing_base];
                 if (x->nrows == x->cap) {

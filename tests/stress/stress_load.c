@@ -195,6 +195,13 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             json_decref(root);
             return;
         }
+        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400) {
+            /* The server keeps no refusals: a replay answered with a booking
+             * after this key was refused means a row exists for it. */
+            atomic_fetch_add(&stats->replay_mismatches, 1);
+            log_anomaly("key %s: replay answered 200 (reservation %" PRId64 ") after %d", rec->key,
+                        rid, rec->final_status);
+        }
         if (rec->reservation_id != 0 && rid != rec->reservation_id) {
             atomic_fetch_add(&stats->replay_mismatches, 1);
             log_anomaly("key %s: replay answered reservation %" PRId64 ", first answer %" PRId64,
@@ -219,9 +226,6 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
         json_decref(root);
         break;
     case 409:
-        /* The original of this key is still running: no answer yet. */
-        if (strstr(resp->body, "\"idempotency_key_in_use\"") != NULL)
-            break;
         atomic_fetch_add(&stats->conflicts, 1);
         if (rec->acked) {
             atomic_fetch_add(&stats->replay_mismatches, 1);
@@ -235,6 +239,10 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
         atomic_fetch_add(&stats->errors, 1);
         log_anomaly("key %s: %s answered %ld: %s", rec->key, replay ? "replay" : "booking", status,
                     resp->body);
+        if (rec->acked || rec->reservation_id != 0) {
+            /* The body never changes: a booked key must replay as booked. */
+            atomic_fetch_add(&stats->replay_mismatches, 1);
+        }
         if (!rec->acked) {
             rec->final_status = (int16_t)status;
         }
@@ -325,7 +333,11 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
         atomic_fetch_add(&stats->requests, 1);
         st = http_request(http, "POST", url, headers, body, strlen(body), timeout, &resp, err,
                           sizeof(err));
-        if (st == CAL_OK && resp.status > 0 && resp.status < 500) {
+        if (st == CAL_OK && resp.status == 409 &&
+            strstr(resp.body, "\"idempotency_key_in_use\"") != NULL) {
+            /* The original of this key is still running: no answer yet. */
+            sleep_ms(retry_delay_ms(&resp, attempt));
+        } else if (st == CAL_OK && resp.status > 0 && resp.status < 500) {
             if (dropped && resp.status == 200) {
                 atomic_fetch_add(&stats->drops_processed, 1);
             }

@@ -315,6 +315,14 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
             continue;
         }
         seen[rec - records] = 1;
+        if (r->check_in != rec->check_in || r->check_out != rec->check_out) {
+            /* Right key and id, other nights: told one stay, sold another. */
+            uint64_t *count = rec->acked ? &verdict->lost_acknowledged : &verdict->phantom_bookings;
+            (*count)++;
+            report(*count, rec->acked ? "lost_acknowledged" : "phantom_bookings",
+                   "key %s asked days %d..%d, reservation %" PRId64 " holds days %d..%d", rec->key,
+                   rec->check_in, rec->check_out, r->reservation_id, r->check_in, r->check_out);
+        }
         if (r->confirmed && !rec->acked && rec->final_status >= 400) {
             verdict->phantom_bookings++;
             report(verdict->phantom_bookings, "phantom_bookings",
@@ -412,7 +420,7 @@ stress_verify_failed(const struct stress_verdict *verdict)
     return verdict->double_bookings > 0 || verdict->lost_acknowledged > 0 ||
            verdict->phantom_bookings > 0 || verdict->duplicate_idempotent > 0 ||
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
-           verdict->cache_mismatches > 0;
+           verdict->unowned_rows > 0 || verdict->cache_mismatches > 0;
 }
 
 /* The shard index owning listing_id's vbucket (per vbucket_owner), or -1. */
@@ -448,7 +456,8 @@ stress_verify_inject(const struct testenv *env, const char *fault,
     struct db_stmt *stmt = NULL;
 
     if (strcmp(fault, "double_booking") != 0 && strcmp(fault, "lost_ack") != 0 &&
-        strcmp(fault, "phantom") != 0 && strcmp(fault, "night_mismatch") != 0) {
+        strcmp(fault, "phantom") != 0 && strcmp(fault, "night_mismatch") != 0 &&
+        strcmp(fault, "shift_dates") != 0) {
         snprintf(err, errlen, "unknown fault '%s'", fault);
         return -1;
     }
@@ -490,6 +499,21 @@ stress_verify_inject(const struct testenv *env, const char *fault,
                       "request_hash, version) SELECT MAX(reservation_id) + 1, ?, ?, FROM_DAYS(?), "
                       "FROM_DAYS(?), 1, 'confirmed', 0, 'USD', ?, '0', 1 FROM reservations",
                       p, 5, &stmt, err, errlen);
+    } else if (strcmp(fault, "shift_dates") == 0) {
+        /* The acknowledged stay and its nights, 400 days on: consistent in
+         * SQL (nothing overlaps there), but not the stay the client was told. */
+        struct db_val p[] = {DB_INT_V(victim->reservation_id)};
+
+        st = db_query(dbs[idx],
+                      "UPDATE nights SET night = night + INTERVAL 400 DAY WHERE reservation_id = ?"
+                      " ORDER BY night DESC",
+                      p, 1, NULL, err, errlen);
+        if (st == CAL_OK) {
+            st = db_query(dbs[idx],
+                          "UPDATE reservations SET check_in = check_in + INTERVAL 400 DAY,"
+                          " check_out = check_out + INTERVAL 400 DAY WHERE reservation_id = ?",
+                          p, 1, &stmt, err, errlen);
+        }
     } else if (strcmp(fault, "lost_ack") == 0) {
         struct db_val p[] = {DB_INT_V(victim->reservation_id)};
 

@@ -16,7 +16,8 @@ struct stress_verdict {
     uint64_t phantom_bookings;     /* rows for keys finally refused or never sent */
     uint64_t duplicate_idempotent; /* keys with more than one row, plus replay mismatches */
     uint64_t routing_mismatches;   /* rows whose vbucket is not fmix64(listing_id) % 4096 */
-    uint64_t unowned_rows;         /* rows on a shard that does not own their vbucket (info) */
+    uint64_t unowned_rows;         /* rows on a shard that does not own their vbucket: a write past
+                                    * the fence, or a move's copy left behind (run no move meanwhile) */
     uint64_t sql_reservations;     /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_booked_nights;
