@@ -18,13 +18,17 @@
 #define POOL_MAX 256
 
 #define PENDING_MAX 65536
+#define PENDING_BUCKETS 4096 /* a power of two */
 #define PENDING_RETRY_MS 50
+#define PENDING_RETRY_BATCH 256 /* deletes between two takes of the lock */
 
 /* A key whose invalidation after a write failed (memcached down or slow):
  * until a retried delete succeeds, reads of it bypass the cache and fills of
- * it are dropped, so this daemon still reads its own writes. */
+ * it are dropped, so this daemon still reads its own writes. Only the
+ * retrier frees one. */
 struct pending {
-    struct pending *next;
+    struct pending *next; /* in its bucket */
+    uint64_t gen;         /* bumped when its delete fails again */
     size_t len;
     char key[CACHEKEY_MAX];
 };
@@ -35,10 +39,11 @@ struct avail {
     pthread_mutex_t lock; /* guards pool */
     size_t npool;
     struct cache *pool[POOL_MAX];
-    pthread_mutex_t pending_lock; /* guards pending, overflow */
-    struct pending *pending;
+    pthread_mutex_t pending_lock; /* guards pending, the counts and overflow */
+    struct pending *pending[PENDING_BUCKETS];
     size_t npending_list;
     bool overflow;          /* too many pending keys: every read bypasses the cache */
+    uint64_t overflows;     /* times it overflowed: a flush clears only those before it */
     atomic_size_t npending; /* fast path: 0 means nothing to check */
     pthread_t retrier;
     pthread_mutex_t stop_lock;
@@ -49,26 +54,53 @@ struct avail {
 static struct cache *cache_borrow(struct avail *avail);
 static void cache_return(struct avail *avail, struct cache *c);
 
+static struct pending **
+pending_bucket(struct avail *avail, const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    return &avail->pending[h & (PENDING_BUCKETS - 1)];
+}
+
+/* The entry of key (needs pending_lock), or NULL. */
+static struct pending *
+pending_find(struct avail *avail, const char *key, size_t len)
+{
+    for (struct pending *p = *pending_bucket(avail, key, len); p != NULL; p = p->next)
+        if (p->len == len && memcmp(p->key, key, len) == 0)
+            return p;
+    return NULL;
+}
+
+static void
+pending_count(struct avail *avail)
+{
+    atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
+}
+
 static void
 pending_add(struct avail *avail, const char *key, size_t len)
 {
     pthread_mutex_lock(&avail->pending_lock);
-    bool known = false;
-    for (struct pending *p = avail->pending; p != NULL && !known; p = p->next)
-        known = p->len == len && memcmp(p->key, key, len) == 0;
-    if (!known) {
-        if (avail->npending_list >= PENDING_MAX) {
-            avail->overflow = true;
-        } else {
-            struct pending *p = cal_malloc(sizeof(*p));
-            p->len = len;
-            memcpy(p->key, key, len);
-            p->next = avail->pending;
-            avail->pending = p;
-            avail->npending_list++;
-        }
-        atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
+    struct pending *p = pending_find(avail, key, len);
+    if (p != NULL) {
+        p->gen++; /* failed again: a retry already under way must not clear it */
+    } else if (avail->npending_list >= PENDING_MAX) {
+        if (!avail->overflow)
+            avail->overflows++;
+        avail->overflow = true;
+    } else {
+        struct pending **b = pending_bucket(avail, key, len);
+        p = cal_malloc(sizeof(*p));
+        p->gen = 0;
+        p->len = len;
+        memcpy(p->key, key, len);
+        p->next = *b;
+        *b = p;
+        avail->npending_list++;
     }
+    pending_count(avail);
     pthread_mutex_unlock(&avail->pending_lock);
 }
 
@@ -79,14 +111,31 @@ pending_has(struct avail *avail, const char *key, size_t len)
     if (atomic_load(&avail->npending) == 0)
         return false;
     pthread_mutex_lock(&avail->pending_lock);
-    bool found = avail->overflow;
-    for (struct pending *p = avail->pending; p != NULL && !found; p = p->next)
-        found = p->len == len && memcmp(p->key, key, len) == 0;
+    bool found = avail->overflow || pending_find(avail, key, len) != NULL;
     pthread_mutex_unlock(&avail->pending_lock);
     return found;
 }
 
-/* Retries the failed invalidations until memcached takes them. After an
+/* Drops p (needs pending_lock) unless it failed again since gen. */
+static void
+pending_done(struct avail *avail, struct pending *p, uint64_t gen)
+{
+    if (p->gen != gen)
+        return;
+    for (struct pending **pp = pending_bucket(avail, p->key, p->len); *pp != NULL;
+         pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            free(p);
+            avail->npending_list--;
+            return;
+        }
+    }
+}
+
+/* Retries the failed invalidations until memcached takes them, with no
+ * lock held over a network call: readers on the event loops check the set
+ * meanwhile. A key that failed again during its retry stays. After an
  * overflow the lost keys are unknown, so the whole cache is flushed. */
 static void
 pending_retry(struct avail *avail)
@@ -96,22 +145,50 @@ pending_retry(struct avail *avail)
     if (c == NULL)
         return;
     pthread_mutex_lock(&avail->pending_lock);
-    if (avail->overflow && cache_flush(c, err, sizeof(err)) == CAL_OK) {
-        avail->overflow = false;
+    uint64_t overflows = avail->overflows;
+    bool flush = avail->overflow;
+    pthread_mutex_unlock(&avail->pending_lock);
+    if (flush && cache_flush(c, err, sizeof(err)) == CAL_OK) {
+        pthread_mutex_lock(&avail->pending_lock);
+        if (avail->overflows == overflows) /* none lost since the flush began */
+            avail->overflow = false;
+        pending_count(avail);
+        pthread_mutex_unlock(&avail->pending_lock);
         log_info("cache flushed after too many failed invalidations", "%s", "");
     }
-    struct pending **pp = &avail->pending;
-    while (*pp != NULL) {
-        struct pending *p = *pp;
-        if (cache_delete(c, p->key, p->len, err, sizeof(err)) != CAL_OK)
-            break; /* still down: try again later */
-        *pp = p->next;
-        free(p);
-        avail->npending_list--;
-        metrics_cache(CACHE_INVALIDATION, 1);
+    struct {
+        struct pending *p;
+        uint64_t gen;
+        size_t len;
+        char key[CACHEKEY_MAX];
+    } *batch = cal_malloc(PENDING_RETRY_BATCH * sizeof(*batch));
+    bool down = false;
+    for (size_t b = 0; b < PENDING_BUCKETS && !down; b++) {
+        size_t n = 0;
+        pthread_mutex_lock(&avail->pending_lock);
+        for (struct pending *p = avail->pending[b]; p != NULL && n < PENDING_RETRY_BATCH;
+             p = p->next) {
+            batch[n].p = p;
+            batch[n].gen = p->gen;
+            batch[n].len = p->len;
+            memcpy(batch[n].key, p->key, p->len);
+            n++;
+        }
+        pthread_mutex_unlock(&avail->pending_lock);
+        size_t ok = 0;
+        while (ok < n && cache_delete(c, batch[ok].key, batch[ok].len, err, sizeof(err)) == CAL_OK)
+            ok++;
+        down = ok < n; /* still failing: try again later */
+        if (ok == 0)
+            continue;
+        pthread_mutex_lock(&avail->pending_lock);
+        for (size_t i = 0; i < ok; i++)
+            pending_done(avail, batch[i].p, batch[i].gen);
+        pending_count(avail);
+        pthread_mutex_unlock(&avail->pending_lock);
+        metrics_cache(CACHE_INVALIDATION, (unsigned)ok);
     }
-    atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
-    pthread_mutex_unlock(&avail->pending_lock);
+    free(batch);
     cache_return(avail, c);
 }
 
@@ -180,10 +257,12 @@ avail_destroy(struct avail *avail)
     }
     for (size_t i = 0; i < avail->npool; i++)
         cache_destroy(avail->pool[i]);
-    while (avail->pending != NULL) {
-        struct pending *p = avail->pending;
-        avail->pending = p->next;
-        free(p);
+    for (size_t b = 0; b < PENDING_BUCKETS; b++) {
+        while (avail->pending[b] != NULL) {
+            struct pending *p = avail->pending[b];
+            avail->pending[b] = p->next;
+            free(p);
+        }
     }
     pthread_cond_destroy(&avail->stop_cond);
     pthread_mutex_destroy(&avail->stop_lock);
