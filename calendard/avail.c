@@ -339,7 +339,12 @@ decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts
     for (size_t k = 1; k < nk; k++) {
         struct night_row tmp[31];
         size_t n = 0;
-        if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31))
+        uint64_t version;
+        if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31, &version))
+            return false;
+        /* A month filled after a change whose listing key is not deleted
+         * yet: the answer would carry an older version than its nights. */
+        if (version > read->listing.version)
             return false;
         for (size_t i = 0; i < n; i++)
             *calendar_read_add(read) = tmp[i];

@@ -18,21 +18,54 @@ cacheval_encode_listing(const struct listing *l, char *buf, size_t size)
     return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 
+/* Digits at *p, at most max, then a space (taken) or the end: memcached is
+ * not trusted to hold only what this daemon wrote. */
+static bool
+take_uint(const char **p, const char *end, uint64_t max, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    if (s == end || *s < '0' || *s > '9')
+        return false;
+    while (s < end && *s >= '0' && *s <= '9') {
+        unsigned d = (unsigned)(*s++ - '0');
+        if (v > (max - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (s < end && *s++ != ' ')
+        return false;
+    *p = s;
+    *out = v;
+    return true;
+}
+
 bool
 cacheval_decode_listing(const char *v, size_t len, struct listing *l)
 {
-    char tmp[128], cur[8];
-    int consumed = 0;
-    if (len >= sizeof(tmp) || len < 3 || memcmp(v, "L1 ", 3) != 0)
+    const char *p = v + 3, *end = v + len;
+    uint64_t version, rules, price, min, max;
+    if (len < 3 || memcmp(v, "L1 ", 3) != 0 || !take_uint(&p, end, INT64_MAX, &version) ||
+        !take_uint(&p, end, INT64_MAX, &rules) ||
+        !take_uint(&p, end, (uint64_t)BOOKING_MAX_PRICE, &price) || end - p < 4)
         return false;
-    memcpy(tmp, v, len);
-    tmp[len] = '\0';
-    if (sscanf(tmp, "L1 %" SCNu64 " %" SCNu64 " %" SCNd64 " %3s %d %d%n", &l->version,
-               &l->rules_version, &l->default_price, cur, &l->min_nights, &l->max_nights,
-               &consumed) != 6 ||
-        (size_t)consumed != len || strlen(cur) != 3)
+    for (int i = 0; i < 3; i++)
+        if (p[i] < 'A' || p[i] > 'Z')
+            return false;
+    if (p[3] != ' ')
         return false;
-    memcpy(l->currency, cur, 4);
+    memcpy(l->currency, p, 3);
+    l->currency[3] = '\0';
+    p += 4;
+    if (!take_uint(&p, end, BOOKING_MAX_NIGHTS - 1, &min) || min < 1 || p == end || p[-1] != ' ' ||
+        !take_uint(&p, end, BOOKING_MAX_NIGHTS - 1, &max) || max < min || p != end ||
+        end[-1] == ' ')
+        return false;
+    l->version = version;
+    l->rules_version = rules;
+    l->default_price = (int64_t)price;
+    l->min_nights = (int)min;
+    l->max_nights = (int)max;
     return true;
 }
 
@@ -60,7 +93,7 @@ cacheval_encode_month(uint64_t version, int32_t first_day, const struct night_ro
 
 bool
 cacheval_decode_month(const char *v, size_t len, int32_t first_day, struct night_row *rows,
-                      size_t *n, size_t max)
+                      size_t *n, size_t max, uint64_t *version_out)
 {
     const char *p = v, *end = v + len;
     if (len < 4 || memcmp(v, "M1 ", 3) != 0)
@@ -69,16 +102,22 @@ cacheval_decode_month(const char *v, size_t len, int32_t first_day, struct night
     uint64_t version = 0;
     if (p == end || *p < '0' || *p > '9')
         return false;
-    while (p < end && *p >= '0' && *p <= '9')
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (version > (INT64_MAX - 9) / 10)
+            return false;
         version = version * 10 + (uint64_t)(*p++ - '0');
+    }
+    unsigned days = (unsigned)(date_next_month(first_day) - first_day), last = 0;
     while (p < end) {
         if (*p++ != ' ' || p == end)
             return false;
         unsigned day = 0;
         while (p < end && *p >= '0' && *p <= '9' && day < 100)
             day = day * 10 + (unsigned)(*p++ - '0');
-        if (day < 1 || day > 31 || p == end)
+        /* A day of this month, after the previous row's. */
+        if (day <= last || day > days || p == end)
             return false;
+        last = day;
         enum night_status st;
         if (*p == 'a')
             st = NIGHT_AVAILABLE;
@@ -103,6 +142,8 @@ cacheval_decode_month(const char *v, size_t len, int32_t first_day, struct night
         r->price = price;
         r->version = version;
     }
+    if (version_out != NULL)
+        *version_out = version;
     return true;
 }
 

@@ -14,15 +14,19 @@
 #define CACHEVAL_MAX 1024 /* enough for 31 rows with prices */
 
 size_t cacheval_encode_listing(const struct listing *l, char *buf, size_t size);
-/* Fills every field but listing_id and vbucket. */
+/* Fills every field but listing_id and vbucket; false on a malformed value
+ * (a currency not of three letters A-Z, a number out of range, min_nights
+ * above max_nights). */
 bool cacheval_decode_listing(const char *v, size_t len, struct listing *l);
 
 /* rows: the rows of one month (others are skipped); first_day: its 1st. */
 size_t cacheval_encode_month(uint64_t version, int32_t first_day, const struct night_row *rows,
                              size_t nrows, char *buf, size_t size);
-/* Appends the month's rows to rows[*n..max); false on a malformed value. */
+/* Appends the month's rows to rows[*n..max) and sets *version (if not
+ * NULL); false on a malformed value (a day outside the month or out of
+ * order, a number out of range). */
 bool cacheval_decode_month(const char *v, size_t len, int32_t first_day, struct night_row *rows,
-                           size_t *n, size_t max);
+                           size_t *n, size_t max, uint64_t *version);
 
 size_t cacheval_lease(uint64_t token, char *buf, size_t size);
 bool cacheval_is_lease(const char *v, size_t len);

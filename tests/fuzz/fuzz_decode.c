@@ -39,7 +39,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cacheval_decode_listing(s, size, &l);
     struct night_row rows[31];
     size_t n = 0;
-    cacheval_decode_month(s, size, 20000, rows, &n, 31);
+    cacheval_decode_month(s, size, 20000, rows, &n, 31, NULL);
     struct invalidate_event ev;
     char err[256];
     invalidate_decode("calendar.calendar_shard0.nights", s, size, &ev, err, sizeof(err));

@@ -95,6 +95,37 @@ lookup(struct avail *avail, struct avail_item *item, int32_t from, int32_t to)
     avail_lease(avail, item, 1, from, to);
 }
 
+/* A month key filled after a change whose listing key is not deleted yet
+ * (the two deletes land apart): a hit would answer the listing key's older
+ * version with the newer month's nights, so it is no hit; a month older
+ * than the listing key is normal (only changed months are deleted). */
+START_TEST(a_month_newer_than_its_listing_key_is_no_hit)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    struct cache *c = make_cache();
+    int32_t from = date_from_ymd(2031, 3, 10), to = from + 3;
+    uint64_t id = testenv_random48();
+    char lkey[CACHEKEY_MAX], mkey[CACHEKEY_MAX], err[256];
+    cachekey_listing(id, lkey);
+    cachekey_month_of(id, from, mkey);
+    ck_assert(cache_set(c, lkey, strlen(lkey), "L1 5 1 100 EUR 1 9", 18, 60, err, sizeof(err)) ==
+              CAL_OK);
+    ck_assert(cache_set(c, mkey, strlen(mkey), "M1 6 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    struct avail_item item = {.listing_id = id};
+    avail_lookup(avail, &item, 1, from, to);
+    ck_assert_msg(!item.hit, "answered version 5 with the nights of version 6");
+    calendar_read_clear(&item.read);
+    ck_assert(cache_set(c, mkey, strlen(mkey), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    avail_lookup(avail, &item, 1, from, to);
+    ck_assert(item.hit);
+    ck_assert_uint_eq(item.read.listing.version, 5);
+    calendar_read_clear(&item.read);
+    cache_destroy(c);
+    avail_destroy(avail);
+}
+END_TEST
+
 START_TEST(fill_then_hit)
 {
     load_env();
@@ -712,6 +743,7 @@ main(void)
     http_global_init();
     Suite *s = suite_create("cache");
     UNIT_CASE(s, fill_then_hit);
+    UNIT_CASE(s, a_month_newer_than_its_listing_key_is_no_hit);
     UNIT_CASE(s, multi_get_answers_repeated_keys);
     UNIT_CASE(s, delete_many_deletes_exactly_the_named_keys);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);

@@ -89,7 +89,7 @@ month_matches(const struct truth *t, const struct cache_item *ci, int32_t first)
     struct night_row cached[31];
     size_t n = 0;
     int32_t next = date_next_month(first);
-    if (!cacheval_decode_month(ci->value, ci->len, first, cached, &n, 31))
+    if (!cacheval_decode_month(ci->value, ci->len, first, cached, &n, 31, NULL))
         return false;
     size_t expect = 0;
     for (size_t i = 0; i < t->nrows; i++) {
