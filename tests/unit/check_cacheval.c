@@ -25,8 +25,12 @@ month_ok(const char *v, int32_t first)
 
 START_TEST(listing_round_trip)
 {
-    struct listing l = {.version = 12, .rules_version = 3, .default_price = 25000,
-                        .currency = "EUR", .min_nights = 2, .max_nights = 30};
+    struct listing l = {.version = 12,
+                        .rules_version = 3,
+                        .default_price = 25000,
+                        .currency = "EUR",
+                        .min_nights = 2,
+                        .max_nights = 30};
     char buf[CACHEVAL_MAX];
     size_t len = cacheval_encode_listing(&l, buf, sizeof(buf));
     ck_assert_uint_gt(len, 0);
@@ -45,7 +49,7 @@ END_TEST
 START_TEST(malformed_listings_are_refused)
 {
     ck_assert(listing_ok("L1 5 1 100 USD 1 9"));
-    ck_assert(!listing_ok("L1 5 1 100 a\"b 1 9"));  /* a currency that would break JSON */
+    ck_assert(!listing_ok("L1 5 1 100 a\"b 1 9")); /* a currency that would break JSON */
     ck_assert(!listing_ok("L1 5 1 100 usd 1 9"));
     ck_assert(!listing_ok("L1 -1 1 100 USD 1 9")); /* read as UINT64_MAX by scanf */
     ck_assert(!listing_ok("L1 5 1 -100 USD 1 9"));
