@@ -7,8 +7,8 @@ PACKAGES=(
     mariadb-server mariadb-client libmariadb-dev libmariadb-dev-compat
     libmemcached-dev memcached librdkafka-dev check libsubunit-dev
     libmicrohttpd-dev libjansson-dev libinih-dev libcurl4-openssl-dev
-    pkg-config gcc make kcat wrk gnuplot-nox
-    clang libfuzzer-14-dev clang-format
+    pkg-config gcc make kcat wrk gnuplot-nox curl
+    clang libclang-rt-14-dev libfuzzer-14-dev clang-format
 )
 
 usage() {
