@@ -781,16 +781,20 @@ stack_restart() {
 }
 
 stack_run() {
-    local name
+    local name ci co to
     stack_up
+    ci=$(date -u -d '+30 days' +%F)
+    co=$(date -u -d '+33 days' +%F)
+    to=$(date -u -d '+37 days' +%F)
     cat <<EOF
 
 calendard: http://127.0.0.1:$CAL_PORT
 Try:
-  curl -sS -X PUT http://127.0.0.1:$CAL_PORT/v1/listings/42 \\
-       -H 'Content-Type: application/json' \\
-       -d '{"default_price": 12000, "currency": "EUR", "min_nights": 1, "max_nights": 30}'
-  curl -sS 'http://127.0.0.1:$CAL_PORT/v1/listings/42/availability?from=2030-01-01&to=2030-01-08'
+  curl -X PUT 127.0.0.1:$CAL_PORT/v1/listings/42 \\
+       -d '{"default_price":10000,"currency":"USD","min_nights":1,"max_nights":30}'
+  curl -X POST 127.0.0.1:$CAL_PORT/v1/listings/42/reservations -H 'Idempotency-Key: demo-1' \\
+       -d '{"check_in":"$ci","check_out":"$co","guest_id":7}'
+  curl '127.0.0.1:$CAL_PORT/v1/listings/42/availability?from=$ci&to=$to'
 SQL (app user): mariadb --defaults-extra-file=$SECRETS_DIR/app.cnf -P ${SHARD_PORTS[0]} calendar_shard0
 Ctrl-C stops the stack.
 EOF
