@@ -1,6 +1,7 @@
 /* calendard's configuration table and loading. */
 #include "calendard/config.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "common/conf.h"
@@ -13,7 +14,7 @@ const struct conf_item config_items[] = {
     CONF_STR_ITEM("server", "listen", C, http.listen, "127.0.0.1", "IPv4 address to listen on"),
     CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
     CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",
-                  "open client connections at most (one thread each)"),
+                  "open client connections at most (served by the event loops)"),
     CONF_INT_ITEM("server", "max_inflight", C, http.max_inflight, 1, 100000, "512",
                   "requests being processed at most; more get 503 overloaded"),
     CONF_INT_ITEM("server", "max_body_bytes", C, http.max_body_bytes, 256, 16777216, "65536",
@@ -30,8 +31,8 @@ const struct conf_item config_items[] = {
     CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
                   "listing_ids of one availability search at most"),
     DBCONF_ADDRESS_ITEMS("catalog", C, catalog),
-    DBCONF_SESSION_ITEMS("catalog", C, catalog),
-    DBCONF_SESSION_ITEMS("shards", C, shard),
+    DBCONF_SESSION_ITEMS("catalog", C, catalog, "cal_app"),
+    DBCONF_SESSION_ITEMS("shards", C, shard, "cal_app"),
     CONF_INT_ITEM("shards", "pool_size", C, pool_size, 1, 1024, "32",
                   "connections per shard at most"),
     CONF_INT_ITEM("shards", "pool_wait_ms", C, pool_wait_ms, 0, 60000, "1000",
@@ -78,6 +79,12 @@ config_load(const char *path, struct calendard_conf *conf, char *err, size_t err
         return rc;
     if (log_level_parse(conf->log_level) < 0) {
         snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+        return CAL_EINVAL;
+    }
+    struct in_addr addr;
+    if (inet_pton(AF_INET, conf->http.listen, &addr) != 1) {
+        snprintf(err, errlen, "%s: [server] listen must be an IPv4 address, not '%s'", path,
+                 conf->http.listen);
         return CAL_EINVAL;
     }
     if (conf->backoff_max_ms < conf->backoff_base_ms) {

@@ -89,6 +89,7 @@ struct load_ctx {
     const struct conf_item *items;
     size_t n;
     void *target;
+    bool *seen; /* [n]: keys set by the file */
     char err[256];
     bool failed;
 };
@@ -99,6 +100,18 @@ on_ini_value(void *user, const char *section, const char *key, const char *value
     struct load_ctx *ctx = user;
     if (ctx->failed)
         return 0;
+    for (size_t i = 0; i < ctx->n; i++) {
+        if (strcmp(ctx->items[i].section, section) != 0 || strcmp(ctx->items[i].key, key) != 0)
+            continue;
+        if (ctx->seen[i]) {
+            /* inih also hands an indented line on as more of the key above. */
+            snprintf(ctx->err, sizeof(ctx->err),
+                     "[%s] %s is set twice (or an indented line continues it)", section, key);
+            ctx->failed = true;
+            return 0;
+        }
+        ctx->seen[i] = true;
+    }
     if (conf_set(ctx->items, ctx->n, ctx->target, section, key, value, ctx->err,
                  sizeof(ctx->err)) != CAL_OK) {
         ctx->failed = true;
@@ -117,8 +130,10 @@ conf_load(const struct conf_item *items, size_t n, void *target, const char *pat
         snprintf(err, errlen, "cannot open config %s: %s", path, strerror(errno));
         return CAL_EINVAL;
     }
+    ctx.seen = cal_calloc(n ? n : 1, sizeof(*ctx.seen));
     int rc = ini_parse_file(f, on_ini_value, &ctx);
     fclose(f);
+    free(ctx.seen);
     if (ctx.failed) {
         /* inih returns the line of the first value the handler refused. */
         snprintf(err, errlen, "%s:%d: %s", path, rc, ctx.err);

@@ -12,9 +12,9 @@
         CONF_INT_ITEM(sec, "port", T, f.port, 1, 65535, "3306", "server port"),                    \
         CONF_STR_ITEM(sec, "database", T, f.database, "calendar_catalog", "database name")
 
-/* Who and how: credentials, timeouts, TLS. */
-#define DBCONF_SESSION_ITEMS(sec, T, f)                                                            \
-    CONF_STR_ITEM(sec, "user", T, f.user, "cal_app", "database user"),                             \
+/* Who and how: credentials, timeouts, TLS; dflt_user: the default database user. */
+#define DBCONF_SESSION_ITEMS(sec, T, f, dflt_user)                                                 \
+    CONF_STR_ITEM(sec, "user", T, f.user, dflt_user, "database user"),                             \
         CONF_STR_ITEM(sec, "password_file", T, f.password_file, "",                                \
                       "file holding the password (mode 0600); never put it on a command line"),    \
         CONF_INT_ITEM(sec, "connect_timeout_ms", T, f.connect_timeout_ms, 100, 60000, "2000",      \

@@ -24,8 +24,8 @@ struct admin_conf {
 
 static const struct conf_item admin_items[] = {
     DBCONF_ADDRESS_ITEMS("catalog", struct admin_conf, catalog),
-    DBCONF_SESSION_ITEMS("catalog", struct admin_conf, catalog),
-    DBCONF_SESSION_ITEMS("shards", struct admin_conf, shard),
+    DBCONF_SESSION_ITEMS("catalog", struct admin_conf, catalog, "cal_admin"),
+    DBCONF_SESSION_ITEMS("shards", struct admin_conf, shard, "cal_admin"),
 };
 
 static void

@@ -27,8 +27,8 @@ struct tool_conf {
 
 static const struct conf_item items[] = {
     DBCONF_ADDRESS_ITEMS("catalog", struct tool_conf, catalog),
-    DBCONF_SESSION_ITEMS("catalog", struct tool_conf, catalog),
-    DBCONF_SESSION_ITEMS("shards", struct tool_conf, shard),
+    DBCONF_SESSION_ITEMS("catalog", struct tool_conf, catalog, "cal_admin"),
+    DBCONF_SESSION_ITEMS("shards", struct tool_conf, shard, "cal_admin"),
 };
 
 struct opts {

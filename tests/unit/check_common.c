@@ -86,6 +86,12 @@ START_TEST(config_table)
     ck_assert_ptr_nonnull(strstr(err, "unknown section [z]"));
     ck_assert_int_eq(load_text("[a]\nname = toolongvalue\n", &c, err, sizeof(err)), CAL_EINVAL);
     ck_assert_int_eq(load_text("[b]\non = maybe\n", &c, err, sizeof(err)), CAL_EINVAL);
+    /* The last of two values used to win without a word. */
+    ck_assert_int_eq(load_text("[a]\nport = 80\nport = 81\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, ":3: [a] port is set twice"));
+    /* inih reads an indented line as more of the key above: name = "x port = 81". */
+    ck_assert_int_eq(load_text("[a]\n  name = x\n  port = 81\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "[a] name is set twice"));
 }
 END_TEST
 
