@@ -150,6 +150,27 @@ static void
 store(struct invalidator *inv, struct kconsumer_msg *msg)
 {
     char err[256];
+    /* Never past a message still held for its retry. */
+    if (kconsumer_behind_held(inv->kc, msg)) {
+        kconsumer_retry(inv->kc, msg, 0, err, sizeof(err));
+        return;
+    }
+    if (msg->gap_from >= 0) {
+        /* Events of this partition were dropped by the broker before we read
+         * them: what they changed is unknown, so everything goes, before any
+         * offset passes them. */
+        if (cache_flush(inv->cache, err, sizeof(err)) != CAL_OK) {
+            invstats_error(inv->stats, INVSTATS_ERR_CACHE);
+            inv->failures++;
+            kconsumer_retry(inv->kc, msg, backoff_ms(inv), err, sizeof(err));
+            return;
+        }
+        invstats_flush(inv->stats);
+        invstats_error(inv->stats, INVSTATS_ERR_GAP);
+        log_warn("cache flushed: events were lost before this one",
+                 "topic=%s partition=%d lost_offsets=%lld-%lld", msg->topic, (int)msg->partition,
+                 (long long)msg->gap_from, (long long)msg->offset - 1);
+    }
     cal_status st = kconsumer_store(inv->kc, msg, err, sizeof(err));
     if (st == CAL_ENOTFOUND) {
         log_debug("offset not stored", "reason=\"%s\"", err); /* revoked meanwhile */

@@ -16,7 +16,7 @@ static const uint64_t bucket_ms[] = {1,   2,    5,    10,   25,    50,    100,  
 #define WINDOW_CAP 8192 /* samples kept per window; beyond, a uniform reservoir */
 
 static const char *const error_names[INVSTATS_ERR_COUNT] = {"undecodable", "cache", "kafka",
-                                                            "store"};
+                                                            "store", "gap"};
 
 struct invstats {
     pthread_mutex_t lock;

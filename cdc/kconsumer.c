@@ -20,8 +20,21 @@ struct held {
     bool redelivered; /* q[0] handed back to the caller, awaiting store or retry */
 };
 
+/* Where an assigned partition's next message should be: a message further
+ * on means the broker no longer had the ones between (retention ran ahead
+ * of us), so the caller must act as if anything had changed. */
+struct track {
+    char topic[256];
+    int32_t partition;
+    int64_t next;     /* offset expected next: the committed one at assignment */
+    int64_t gap_at;   /* the first message after a gap, until it is stored; -1: none */
+    int64_t gap_from; /* the first offset that never came */
+};
+
 struct kconsumer {
     rd_kafka_t *rk;
+    struct track *tracks;
+    size_t ntracks, captracks;
     struct held *held;
     size_t nheld, capheld;
     /* Redelivered held messages whose partition was revoked while the caller
@@ -31,6 +44,71 @@ struct kconsumer {
     atomic_size_t assigned;
     atomic_bool joined;
 };
+
+static struct track *
+track_find(struct kconsumer *kc, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < kc->ntracks; i++)
+        if (kc->tracks[i].partition == partition && strcmp(kc->tracks[i].topic, topic) == 0)
+            return &kc->tracks[i];
+    return NULL;
+}
+
+/* Tracks parts from their committed offsets (a partition never committed
+ * starts at 0: its consumption starts at the beginning of the log). */
+static void
+track_assigned(struct kconsumer *kc, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t rerr = rd_kafka_committed(rk, committed, 10000);
+    for (int i = 0; i < committed->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &committed->elems[i];
+        struct track *t = track_find(kc, p->topic, p->partition);
+        if (t == NULL) {
+            if (kc->ntracks == kc->captracks) {
+                kc->captracks = kc->captracks ? 2 * kc->captracks : 16;
+                kc->tracks = cal_realloc(kc->tracks, kc->captracks * sizeof(*kc->tracks));
+            }
+            t = &kc->tracks[kc->ntracks++];
+            cal_strlcpy(t->topic, p->topic, sizeof(t->topic));
+            t->partition = p->partition;
+        }
+        /* Unknown when the lookup failed: no gap can be told then. */
+        t->next = rerr != RD_KAFKA_RESP_ERR_NO_ERROR || p->err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1
+                  : p->offset >= 0 ? p->offset
+                                   : 0;
+        t->gap_at = -1;
+        t->gap_from = -1;
+    }
+    rd_kafka_topic_partition_list_destroy(committed);
+}
+
+static void
+track_revoked(struct kconsumer *kc, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        struct track *t = track_find(kc, parts->elems[i].topic, parts->elems[i].partition);
+        if (t != NULL)
+            *t = kc->tracks[--kc->ntracks];
+    }
+}
+
+/* A message fresh from the broker: is it further on than expected? */
+static void
+track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
+{
+    struct track *t = track_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    if (t == NULL)
+        return;
+    if (t->next >= 0 && rkm->offset > t->next) {
+        t->gap_at = rkm->offset;
+        t->gap_from = t->next;
+        log_warn("messages the broker no longer has", "topic=%s partition=%d offsets=%lld-%lld",
+                 t->topic, (int)t->partition, (long long)t->next, (long long)rkm->offset - 1);
+    }
+    if (rkm->offset + 1 > t->next)
+        t->next = rkm->offset + 1;
+}
 
 static uint64_t
 mono_ms(void)
@@ -186,6 +264,9 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
         }
         /* A partition paused by an earlier owner-ship of ours starts fresh. */
         rd_kafka_resume_partitions(rk, parts);
+        if (!cooperative)
+            kc->ntracks = 0;
+        track_assigned(kc, rk, parts);
         atomic_store(&kc->joined, true);
         count_assignment(kc);
         log_info("partitions assigned", "count=%d protocol=%s total=%zu", parts->cnt,
@@ -200,6 +281,10 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
         if (h != NULL)
             release_held(kc, h, true);
     }
+    if (cooperative)
+        track_revoked(kc, parts);
+    else
+        kc->ntracks = 0;
     /* No commit here: with enable.auto.commit librdkafka commits the stored
      * offsets of the partitions being unassigned itself (unless they were
      * lost), and parts holds only invalid offsets in a revoke. */
@@ -279,7 +364,8 @@ kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
               set_conf(rconf, "enable.auto.commit", "true", err, errlen) &&
               set_conf(rconf, "auto.commit.interval.ms", "1000", err, errlen) &&
               /* A new group or a lost offset replays from the start: extra
-               * deletes are harmless, skipped ones are stale reads. */
+               * deletes are harmless. Messages the broker dropped before we
+               * read them are told to the caller (gap_from), which flushes. */
               set_conf(rconf, "auto.offset.reset", "earliest", err, errlen) &&
               set_conf(rconf, "enable.partition.eof", "false", err, errlen) &&
               set_conf(rconf, "socket.nagle.disable", "true", err, errlen);
@@ -328,8 +414,10 @@ fail:
 }
 
 static void
-fill_msg(struct kconsumer_msg *msg, rd_kafka_message_t *rkm)
+fill_msg(struct kconsumer *kc, struct kconsumer_msg *msg, rd_kafka_message_t *rkm)
 {
+    const struct track *t = track_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    msg->gap_from = t != NULL && t->gap_at == rkm->offset ? t->gap_from : -1;
     msg->topic = rd_kafka_topic_name(rkm->rkt);
     msg->partition = rkm->partition;
     msg->offset = rkm->offset;
@@ -351,7 +439,7 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
         struct held *h = &kc->held[i];
         if (!h->redelivered && h->due_ms <= now) {
             h->redelivered = true;
-            fill_msg(msg, h->q[0]);
+            fill_msg(kc, msg, h->q[0]);
             return CAL_OK;
         }
         if (!h->redelivered && h->due_ms - now < (uint64_t)timeout_ms)
@@ -379,7 +467,8 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
             held_push(h, rkm);
             continue;
         }
-        fill_msg(msg, rkm);
+        track_delivered(kc, rkm);
+        fill_msg(kc, msg, rkm);
         return CAL_OK;
     }
     return CAL_EAGAIN;
@@ -432,6 +521,9 @@ kconsumer_store(struct kconsumer *kc, struct kconsumer_msg *msg, char *err, size
                  (long long)msg->offset, rd_kafka_err2str(rerr));
         st = CAL_ERR;
     }
+    struct track *t = track_find(kc, msg->topic, msg->partition);
+    if (st == CAL_OK && t != NULL && t->gap_at >= 0 && msg->offset >= t->gap_at)
+        t->gap_at = -1; /* acted on */
     if (orphan_free(kc, msg))
         return st;
     struct held *h = find_held(kc, msg->topic, msg->partition);
@@ -574,6 +666,7 @@ kconsumer_destroy(struct kconsumer *kc)
         rd_kafka_message_destroy(kc->orphans[i]);
     free(kc->orphans);
     free(kc->held);
+    free(kc->tracks);
     if (kc->rk != NULL)
         rd_kafka_destroy(kc->rk);
     free(kc);

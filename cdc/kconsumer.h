@@ -34,7 +34,11 @@ struct kconsumer_msg {
     const char *value;
     size_t len;
     int64_t timestamp_ms; /* the message's timestamp, -1 if none */
-    void *handle;         /* private */
+    /* >= 0: the partition's offsets [gap_from, offset) never came (the broker
+     * dropped them before this consumer read them: retention); set on every
+     * delivery of this message until it is stored. -1: none. */
+    int64_t gap_from;
+    void *handle; /* private */
 };
 
 /* Consumer lag of one assigned partition. lag -1: not known yet. */

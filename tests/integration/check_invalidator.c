@@ -428,6 +428,70 @@ START_TEST(stored_retry_is_freed)
 }
 END_TEST
 
+/* The broker drops a partition's oldest messages once it holds more than it
+ * keeps (librdkafka's mock cluster: about 5 MB a partition; real Kafka: its
+ * retention). A consumer whose committed offset fell behind them must hear
+ * of the gap: the first message after it carries gap_from, on every
+ * delivery until it is stored (the invalidator flushes the cache before it
+ * stores that offset). A fresh group, or one that lost nothing, sees none. */
+START_TEST(a_gap_in_the_partition_is_told)
+{
+    load_stack();
+    char topic[96], group[128], err[512];
+    own_topic("kcgap", topic, group, 0, "");
+    struct kafka_produce *kp = make_producer();
+    for (int i = 0; i < 3; i++)
+        produce(kp, topic, 7, "{\"small\":1}");
+    struct kconsumer *a = make_consumer(group, topic);
+    uint64_t deadline = cal_mono_us() + 30000000;
+    for (int got = 0; got < 3;) {
+        struct kconsumer_msg m = {0};
+        if (kconsumer_poll(a, 100, &m, err, sizeof(err)) != CAL_OK) {
+            ck_assert_msg(cal_mono_us() < deadline, "3 messages of %s not read in 30 s", topic);
+            continue;
+        }
+        ck_assert_int_eq(m.gap_from, -1);
+        ck_assert_int_eq(kconsumer_store(a, &m, err, sizeof(err)), CAL_OK);
+        kconsumer_release(a, &m);
+        got++;
+    }
+    ck_assert_int_eq(kconsumer_close(a, err, sizeof(err)), CAL_OK); /* commits offset 3 */
+    kconsumer_destroy(a);
+    /* About 6.4 MB more on the same partition (same key): the first ones go. */
+    enum { PAD = 16000 };
+    char *big = cal_malloc(PAD + 32);
+    int off = snprintf(big, PAD + 32, "{\"pad\":\"");
+    memset(big + off, 'x', PAD);
+    snprintf(big + off + PAD, 32, "\"}");
+    for (int i = 0; i < 400; i++)
+        produce(kp, topic, 7, big);
+    free(big);
+    kafka_produce_destroy(kp);
+
+    struct kconsumer *b = make_consumer(group, topic);
+    struct kconsumer_msg m = {0}, again = {0}, next = {0};
+    deadline = cal_mono_us() + 60000000;
+    while (kconsumer_poll(b, 100, &m, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "nothing read again from %s in 60 s", topic);
+    ck_assert_msg(m.offset > 3, "offset %lld: the broker kept everything", (long long)m.offset);
+    ck_assert_int_eq(m.gap_from, 3);
+    ck_assert_int_eq(kconsumer_retry(b, &m, 0, err, sizeof(err)), CAL_OK);
+    while (kconsumer_poll(b, 100, &again, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+    ck_assert_int_eq(again.offset, m.offset);
+    ck_assert_int_eq(again.gap_from, 3);
+    ck_assert_int_eq(kconsumer_store(b, &again, err, sizeof(err)), CAL_OK);
+    kconsumer_release(b, &again);
+    while (kconsumer_poll(b, 100, &next, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "no message after the gap");
+    ck_assert_int_eq(next.offset, m.offset + 1);
+    ck_assert_int_eq(next.gap_from, -1);
+    kconsumer_release(b, &next);
+    kconsumer_close(b, err, sizeof(err));
+    kconsumer_destroy(b);
+}
+END_TEST
+
 START_TEST(stack_has_kafka_and_invalidator)
 {
     load_stack();
@@ -528,8 +592,11 @@ START_TEST(no_lost_invalidation_across_kill)
     size_t nkeys = 0;
     char json[2048];
     int32_t night = date_from_ymd(2032, 7, 14);
+    uint64_t first_id = 0;
     for (int i = 0; i < DOWN_EVENTS; i++) {
         uint64_t id = testenv_random48();
+        if (i == 0)
+            first_id = id;
         char *lkey = keys[nkeys++];
         cachekey_listing(id, lkey);
         set_key(c, lkey);
@@ -544,6 +611,21 @@ START_TEST(no_lost_invalidation_across_kill)
             produce(kp, TOPIC_LISTINGS, id, json);
         }
     }
+    /* Then about 6.4 MB more on the first listing's partition (its Kafka
+     * key), events of other listings: the broker keeps about 5 MB a
+     * partition and drops the oldest, so that listing's own event is gone
+     * before the invalidator reads it. Its keys must still go: the
+     * invalidator is told of the gap and flushes the cache. */
+    enum { PAD = 16000, FILLERS = 400 };
+    char *filler = cal_malloc(PAD + sizeof(json) + 32);
+    for (int i = 0; i < FILLERS; i++) {
+        relay_nights_event(json, sizeof(json), testenv_random48(), night, night);
+        int off = snprintf(filler, PAD + 32, "{\"pad\":\"");
+        memset(filler + off, 'x', PAD);
+        snprintf(filler + off + PAD, sizeof(json) + 32, "\",%s", json + 1);
+        produce(kp, TOPIC_NIGHTS, first_id, filler);
+    }
+    free(filler);
     /* Nobody else deletes these keys: they are all still there. */
     for (size_t i = 0; i < nkeys; i++)
         ck_assert_msg(key_present(c, keys[i]), "%s gone while the invalidator was down", keys[i]);
@@ -744,6 +826,10 @@ main(void)
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, memcached_outage_retried_not_skipped);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_gap_in_the_partition_is_told");
+    tcase_set_timeout(tc, 150);
+    tcase_add_test(tc, a_gap_in_the_partition_is_told);
     suite_add_tcase(s, tc);
     tc = tcase_create("stored_retry_is_freed");
     tcase_set_timeout(tc, 60);
