@@ -262,7 +262,13 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_l
         } else if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
             log_error("assign failed", "error=\"%s\"", rd_kafka_err2str(rerr));
         }
-        /* A partition paused by an earlier owner-ship of ours starts fresh. */
+        /* A partition paused by an earlier owner-ship of ours starts fresh,
+         * from its committed offset: a hold left from then goes. */
+        for (int i = 0; i < parts->cnt; i++) {
+            struct held *h = find_held(kc, parts->elems[i].topic, parts->elems[i].partition);
+            if (h != NULL)
+                release_held(kc, h, false);
+        }
         rd_kafka_resume_partitions(rk, parts);
         if (!cooperative)
             kc->ntracks = 0;
@@ -554,6 +560,13 @@ kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsigned delay_
         return CAL_OK; /* its partition was revoked: the next owner delivers it again */
     rd_kafka_message_t *rkm = msg->handle;
     msg->handle = NULL; /* owned by the hold now */
+    if (track_find(kc, msg->topic, msg->partition) == NULL) {
+        /* Revoked while the caller had it (a rebalance inside a batch's
+         * polls): no hold on a partition that is not ours; the next owner
+         * reads it again from the committed offset. */
+        rd_kafka_message_destroy(rkm);
+        return CAL_OK;
+    }
     struct held *h = find_held(kc, msg->topic, msg->partition);
     if (h == NULL) {
         h = held_new(kc, rkm);
