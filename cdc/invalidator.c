@@ -331,13 +331,15 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
         for (size_t i = 0; i < n; i++) {
             if (kconsumer_behind_held(inv->kc, &msgs[i])) {
                 kconsumer_retry(inv->kc, &msgs[i], 0, err, sizeof(err));
-            } else if (down) {
+            } else if (down && inv->decoded[i]) {
                 invstats_error(inv->stats, INVSTATS_ERR_CACHE);
                 kconsumer_retry(inv->kc, &msgs[i], delay, err, sizeof(err));
-            } else {
-                /* Its own outcome: a success before it reset the count. */
-                down = !handle(inv, &msgs[i]);
-                delay = down ? backoff_ms(inv) : 0;
+            } else if (!handle(inv, &msgs[i])) {
+                /* Its own outcome: a success before it reset the count. An
+                 * undecodable one is skipped (and counted so) whatever the
+                 * cache does. */
+                down = true;
+                delay = backoff_ms(inv);
             }
         }
         return;
