@@ -21,7 +21,7 @@ CDC_PARTITIONS=${CDC_PARTITIONS:-1}
 CDC_BROKERS=${CDC_BROKERS:-1}
 CDC_LINGER_MS=${CDC_LINGER_MS:-5}
 CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5}
-STOP_TIMEOUT=10
+STOP_TIMEOUT=15 # calendard answers what it runs for up to 10 s (http.c STOP_DRAIN_MS) after TERM
 OS_USER=$(id -un)
 
 usage() {
