@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,26 @@ own_topic(const char *prefix, char topic[96], char group[128], int n, const char
     kafka_produce_destroy(kp);
 }
 
+/* Polls kc until a message comes; past deadline the test fails with the
+ * printf-style message. */
+static void poll_until(struct kconsumer *kc, struct kconsumer_msg *m, uint64_t deadline,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+poll_until(struct kconsumer *kc, struct kconsumer_msg *m, uint64_t deadline, const char *fmt, ...)
+{
+    char err[512], why[256];
+    while (kconsumer_poll(kc, 100, m, err, sizeof(err)) != CAL_OK) {
+        if (cal_mono_us() >= deadline) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(why, sizeof(why), fmt, ap);
+            va_end(ap);
+            ck_abort_msg("%s (last poll: %s)", why, err);
+        }
+    }
+}
+
 /* A held message handed back for its retry stays the caller's while a
  * rebalance revokes its partition: its bytes stay readable, and storing and
  * releasing it frees it once (AddressSanitizer in CI sees a use after free
@@ -356,13 +377,11 @@ START_TEST(revoke_while_retry_handed_out)
     struct kconsumer *a = make_consumer(group, topic);
     struct kconsumer_msg m = {0};
     uint64_t deadline = cal_mono_us() + 30000000;
-    while (kconsumer_poll(a, 100, &m, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "no message of %s within 30 s", topic);
+    poll_until(a, &m, deadline, "no message of %s within 30 s", topic);
     ck_assert_uint_eq(m.len, strlen(payload));
     ck_assert_int_eq(kconsumer_retry(a, &m, 0, err, sizeof(err)), CAL_OK);
     struct kconsumer_msg again = {0};
-    while (kconsumer_poll(a, 100, &again, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+    poll_until(a, &again, deadline, "the held message was not handed back");
     ck_assert_int_eq(again.offset, m.offset);
 
     /* A second member joins: the group rebalances, and a's next polls
@@ -412,11 +431,9 @@ START_TEST(stored_retry_is_freed)
     uint64_t deadline = cal_mono_us() + 30000000;
     for (int round = 0; round < 2; round++) {
         struct kconsumer_msg m = {0}, again = {0};
-        while (kconsumer_poll(a, 100, &m, err, sizeof(err)) != CAL_OK)
-            ck_assert_msg(cal_mono_us() < deadline, "no message of %s within 30 s", topic);
+        poll_until(a, &m, deadline, "no message of %s within 30 s", topic);
         ck_assert_int_eq(kconsumer_retry(a, &m, 0, err, sizeof(err)), CAL_OK);
-        while (kconsumer_poll(a, 100, &again, err, sizeof(err)) != CAL_OK)
-            ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+        poll_until(a, &again, deadline, "the held message was not handed back");
         ck_assert_int_eq(again.offset, m.offset);
         ck_assert_int_eq(kconsumer_store(a, &again, err, sizeof(err)), CAL_OK);
         kconsumer_release(a, &again);
@@ -471,19 +488,16 @@ START_TEST(a_gap_in_the_partition_is_told)
     struct kconsumer *b = make_consumer(group, topic);
     struct kconsumer_msg m = {0}, again = {0}, next = {0};
     deadline = cal_mono_us() + 60000000;
-    while (kconsumer_poll(b, 100, &m, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "nothing read again from %s in 60 s", topic);
+    poll_until(b, &m, deadline, "nothing read again from %s in 60 s", topic);
     ck_assert_msg(m.offset > 3, "offset %lld: the broker kept everything", (long long)m.offset);
     ck_assert_int_eq(m.gap_from, 3);
     ck_assert_int_eq(kconsumer_retry(b, &m, 0, err, sizeof(err)), CAL_OK);
-    while (kconsumer_poll(b, 100, &again, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "the held message was not handed back");
+    poll_until(b, &again, deadline, "the held message was not handed back");
     ck_assert_int_eq(again.offset, m.offset);
     ck_assert_int_eq(again.gap_from, 3);
     ck_assert_int_eq(kconsumer_store(b, &again, err, sizeof(err)), CAL_OK);
     kconsumer_release(b, &again);
-    while (kconsumer_poll(b, 100, &next, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "no message after the gap");
+    poll_until(b, &next, deadline, "no message after the gap");
     ck_assert_int_eq(next.offset, m.offset + 1);
     ck_assert_int_eq(next.gap_from, -1);
     kconsumer_release(b, &next);
