@@ -93,13 +93,14 @@ track_revoked(struct kconsumer *kc, const rd_kafka_topic_partition_list_t *parts
     }
 }
 
-/* A message fresh from the broker: is it further on than expected? */
-static void
+/* A message fresh from the broker: is it further on than expected? Returns
+ * its partition's track (NULL: not assigned). */
+static struct track *
 track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
 {
     struct track *t = track_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
     if (t == NULL)
-        return;
+        return NULL;
     if (t->next >= 0 && rkm->offset > t->next) {
         t->gap_at = rkm->offset;
         t->gap_from = t->next;
@@ -108,6 +109,7 @@ track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
     }
     if (rkm->offset + 1 > t->next)
         t->next = rkm->offset + 1;
+    return t;
 }
 
 static uint64_t
@@ -419,10 +421,10 @@ fail:
     return NULL;
 }
 
+/* t: rkm's partition track, or NULL. */
 static void
-fill_msg(struct kconsumer *kc, struct kconsumer_msg *msg, rd_kafka_message_t *rkm)
+fill_msg(const struct track *t, struct kconsumer_msg *msg, rd_kafka_message_t *rkm)
 {
-    const struct track *t = track_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
     msg->gap_from = t != NULL && t->gap_at == rkm->offset ? t->gap_from : -1;
     msg->topic = rd_kafka_topic_name(rkm->rkt);
     msg->partition = rkm->partition;
@@ -445,7 +447,8 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
         struct held *h = &kc->held[i];
         if (!h->redelivered && h->due_ms <= now) {
             h->redelivered = true;
-            fill_msg(kc, msg, h->q[0]);
+            fill_msg(track_find(kc, rd_kafka_topic_name(h->q[0]->rkt), h->q[0]->partition), msg,
+                     h->q[0]);
             return CAL_OK;
         }
         if (!h->redelivered && h->due_ms - now < (uint64_t)timeout_ms)
@@ -473,8 +476,7 @@ kconsumer_poll(struct kconsumer *kc, int timeout_ms, struct kconsumer_msg *msg, 
             held_push(h, rkm);
             continue;
         }
-        track_delivered(kc, rkm);
-        fill_msg(kc, msg, rkm);
+        fill_msg(track_delivered(kc, rkm), msg, rkm);
         return CAL_OK;
     }
     return CAL_EAGAIN;
