@@ -51,13 +51,14 @@ usage(FILE *out)
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt this run's own rows in SQL\n"
             "                   before verifying (double_booking, lost_ack, phantom,\n"
-            "                   night_mismatch); the run must then exit 1\n"
+            "                   night_mismatch, shift_dates); the run must then exit 1\n"
             "  --help           this text\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
             "After the run every shard is read with SQL. Exit 1 when any of double_bookings,\n"
             "lost_acknowledged, phantom_bookings, duplicate_idempotent, night_mismatches,\n"
-            "routing_mismatches or cache_mismatches (an availability read right after an own\n"
-            "booking not showing it) is above zero; 2 on usage or setup errors; else 0.\n");
+            "routing_mismatches, unowned_rows (rows on a shard that does not own their vbucket:\n"
+            "run no move meanwhile) or cache_mismatches (an availability read right after an\n"
+            "own booking not showing it) is above zero; 2 on usage or setup errors; else 0.\n");
 }
 
 static int
