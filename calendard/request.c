@@ -19,6 +19,12 @@ request_fail(struct api_error *e, int http, const char *code, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    /* Messages may quote the client's bytes (a key, a JSON parser's token),
+     * cut anywhere by the precision or the buffer: printable ASCII only, so
+     * the error body is always valid JSON text. */
+    for (char *c = e->message; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = '?';
     return false;
 }
 

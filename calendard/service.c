@@ -79,7 +79,15 @@ static void
 set_json(struct api_response *resp, int status, json_t *obj)
 {
     resp->status = status;
-    resp->body = json_dumps(obj, JSON_COMPACT);
+    resp->body = obj != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+    if (resp->body == NULL) {
+        /* json_pack refuses a string that is not UTF-8: a bug, never a crash. */
+        log_error("answer could not be encoded", "status=%d", status);
+        resp->status = 500;
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal_error\",\"message\":\"internal error\"}}";
+        resp->body = cal_strndup(fallback, sizeof(fallback) - 1);
+    }
     resp->body_len = strlen(resp->body);
     resp->content_type = "application/json";
     json_decref(obj);

@@ -168,12 +168,39 @@ START_TEST(ranges)
 }
 END_TEST
 
+/* A refusal may quote the client's bytes (jansson's error text, a key cut
+ * at 64 bytes); the message stays printable ASCII, so the daemon can always
+ * put it in a JSON answer (found by fuzz_api: json_pack refused it, and the
+ * answer was a NULL body). */
+START_TEST(refusal_messages_are_printable_ascii)
+{
+    static const char *const bodies[] = {
+        "{\"de\\\xd3\xb3\",\"min_nights\":1,\"max_nights\"ggg:30}",
+        "{\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+        "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+        "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+        "\xc3\xa9x\":1}", /* an unknown key cut inside a character */
+        "{\"currency\":\"\xff\"}",
+    };
+    for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+        struct listing_settings out;
+        struct api_error e = {0};
+        ck_assert(!request_parse_listing(bodies[b], strlen(bodies[b]), &out, &e));
+        ck_assert_uint_gt(strlen(e.message), 0);
+        for (const char *c = e.message; *c != '\0'; c++)
+            ck_assert_msg((unsigned char)*c >= 0x20 && (unsigned char)*c <= 0x7e,
+                          "body %zu: byte 0x%02x in \"%s\"", b, (unsigned char)*c, e.message);
+    }
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("request");
     UNIT_CASE(s, listing_ok);
     UNIT_CASE(s, listing_refusals);
+    UNIT_CASE(s, refusal_messages_are_printable_ascii);
     UNIT_CASE(s, booking_dates);
     UNIT_CASE(s, calendar_actions);
     UNIT_CASE(s, ids_and_headers);
