@@ -1,12 +1,14 @@
 /* Group commit of bookings per shard, without a thread of its own: a
- * request with a planned booking queues it; if fewer than `lanes`
- * transactions of the shard are in flight, it becomes a leader and commits,
- * on its own connection and in one transaction, its booking and whatever
- * else has queued (bookings of one listing only if they do not overlap);
- * otherwise it waits, and a later leader takes it. Each request gets its
- * own outcome after the shared COMMIT. At low load every booking commits at
- * once on its own connection, as without batching; under load the bookings
- * that queue behind busy lanes share one durable flush. */
+ * request with a planned booking queues it; if a lane is free, it becomes a
+ * leader and commits, on its own connection and in one transaction, its
+ * booking and whatever else has queued (bookings of one listing only if they
+ * do not overlap); otherwise it waits, and a later leader takes it. Each
+ * request gets its own outcome after the shared COMMIT. `lanes`
+ * transactions may be in flight while the shard has at most that many
+ * bookings in progress (from batcher_enter to batcher_leave): at low load
+ * every booking commits at once on its own connection, as without batching.
+ * Under load one transaction is in flight, and the bookings that queue
+ * behind it share the next one and its durable flush. */
 #ifndef CAL_BATCH_H
 #define CAL_BATCH_H
 
@@ -18,7 +20,7 @@
 struct batcher;
 
 /* max_batch: bookings per transaction at most; lanes: transactions in flight
- * at most. */
+ * at most, at low load. */
 struct batcher *batcher_create(unsigned max_batch, unsigned lanes);
 void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queued */
 
@@ -27,5 +29,10 @@ void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queu
 cal_status batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
                         const struct booking_plan *plan, struct reservation *res, const char *key,
                         size_t keylen, char *err, size_t errlen);
+
+/* A booking of the shard is in progress (reading, planning, committing)
+ * between these two calls: the load that decides how many lanes are open. */
+void batcher_enter(struct batcher *b);
+void batcher_leave(struct batcher *b);
 
 #endif

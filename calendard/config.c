@@ -39,9 +39,10 @@ const struct conf_item config_items[] = {
                   "wait this long for a free connection, then answer 503 overloaded"),
     CONF_INT_ITEM("shards", "batch_max", C, batch_max, 0, 1000, "32",
                   "bookings of one shard committed together (group commit); 0 = one each"),
-    CONF_INT_ITEM("shards", "batch_lanes", C, batch_lanes, 1, 1024, "1",
-                  "transactions of one shard's bookings in flight at once; the bookings that"
-                  " arrive while all are busy wait and commit together in the next"),
+    CONF_INT_ITEM("shards", "batch_lanes", C, batch_lanes, 1, 1024, "4",
+                  "transactions of one shard's bookings in flight at once while the shard has"
+                  " at most this many bookings in progress; beyond, one, and the bookings that"
+                  " arrive while it is busy commit together in the next"),
     CONF_INT_ITEM("shards", "breaker_threshold", C, breaker_threshold, 1, 1000, "5",
                   "consecutive connection failures or timeouts that open a shard's breaker"),
     CONF_INT_ITEM("shards", "breaker_cooldown_ms", C, breaker_cooldown_ms, 10, 600000, "2000",

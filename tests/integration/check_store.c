@@ -1,12 +1,14 @@
 /* Integration tests of calendard's shard SQL against a real shard of the
  * stack: the plain booking transaction and the one-round-trip batch block
  * (versions, every failure status, one failure never failing another), the
- * calendar read touching only the nights of its range, and the bounded
- * prepared-statement cache. */
+ * calendar read touching only the nights of its range, the bounded
+ * prepared-statement cache, and the group commit's lanes. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/batch.h"
 #include "calendard/booking.h"
 #include "calendard/store.h"
 #include "common/db.h"
@@ -495,6 +497,129 @@ START_TEST(the_statement_cache_keeps_the_most_recent_64)
 }
 END_TEST
 
+/* One booking through a batcher, on its own connection and thread. */
+struct lane_booking {
+    struct batcher *b;
+    struct planned *pl;
+    struct db *db;
+    cal_status rc;
+    char err[256];
+    bool done; /* atomic */
+};
+
+static void *
+lane_book(void *arg)
+{
+    struct lane_booking *lb = arg;
+    lb->rc = batcher_book(lb->b, lb->db, &lb->pl->read.listing, &lb->pl->plan, &lb->pl->res,
+                          lb->pl->key, strlen(lb->pl->key), lb->err, sizeof(lb->err));
+    __atomic_store_n(&lb->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static bool
+done_within(struct lane_booking *lb, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms; waited += 10) {
+        if (__atomic_load_n(&lb->done, __ATOMIC_ACQUIRE))
+            return true;
+        cal_sleep_ms(10);
+    }
+    return __atomic_load_n(&lb->done, __ATOMIC_ACQUIRE);
+}
+
+/* Waits until connection `id` has been executing one statement for 200 ms:
+ * a booking block takes about a millisecond, unless it waits for a lock. */
+static void
+await_stuck(int64_t id)
+{
+    struct db_val p[1] = {DB_INT_V(id)};
+    for (int i = 0; i < 500; i++) {
+        if (query_int("SELECT COUNT(*) FROM information_schema.processlist"
+                      " WHERE id = ? AND command = 'Execute' AND time_ms > 200",
+                      p, 1) == 1)
+            return;
+        cal_sleep_ms(10);
+    }
+    ck_abort_msg("connection %lld never waited for the lock", (long long)id);
+}
+
+/* Booking first, whose transaction waits for a lock held elsewhere, and
+ * then second, with `extra` more bookings of the shard in progress. Answers
+ * whether second committed while first's transaction was still in flight. */
+static bool
+second_commits_beside_a_stuck_first(unsigned extra)
+{
+    char err[256];
+    struct listing a = new_listing(), b = new_listing();
+    struct planned first, second;
+    plan(&first, &a, today + 40, today + 42);
+    plan(&second, &b, today + 40, today + 42);
+    struct batcher *bt = batcher_create(32, 2);
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    struct db *d1 = testenv_connect_shard(&env, 0, err, sizeof(err));
+    struct db *d2 = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert(holder != NULL && d1 != NULL && d2 != NULL);
+    /* The holder locks first's listing row: first's transaction waits on it. */
+    struct db_val p[1] = {DB_INT_V(a.listing_id)};
+    struct db_stmt *st;
+    ck_assert(db_begin(holder, err, sizeof(err)) == CAL_OK);
+    ck_assert_msg(db_query(holder, "SELECT version FROM listings WHERE listing_id = ? FOR UPDATE",
+                           p, 1, &st, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    struct db_val c[1];
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    struct db_stmt *idst;
+    ck_assert(db_query(d1, "SELECT CONNECTION_ID()", NULL, 0, &idst, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(idst, c, 1, err, sizeof(err)), 1);
+    int64_t d1_id = c[0].i;
+    while (db_fetch(idst, c, 1, err, sizeof(err)) > 0)
+        ;
+    struct lane_booking l1 = {.b = bt, .pl = &first, .db = d1};
+    struct lane_booking l2 = {.b = bt, .pl = &second, .db = d2};
+    pthread_t t1, t2;
+    for (unsigned i = 0; i < extra + 2; i++)
+        batcher_enter(bt);
+    pthread_create(&t1, NULL, lane_book, &l1);
+    await_stuck(d1_id);
+    pthread_create(&t2, NULL, lane_book, &l2);
+    /* Ample for a lone commit; the holder keeps first waiting meanwhile. */
+    bool beside = done_within(&l2, 1000);
+    db_rollback(holder);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    for (unsigned i = 0; i < extra + 2; i++)
+        batcher_leave(bt);
+    ck_assert_msg(l1.rc == CAL_OK, "first: %s %s", cal_status_name(l1.rc), l1.err);
+    ck_assert_msg(l2.rc == CAL_OK, "second: %s %s", cal_status_name(l2.rc), l2.err);
+    ck_assert_int_eq(booked_nights(first.res.reservation_id), 2);
+    ck_assert_int_eq(booked_nights(second.res.reservation_id), 2);
+    batcher_destroy(bt);
+    db_close(holder);
+    db_close(d1);
+    db_close(d2);
+    plan_clear(&first);
+    plan_clear(&second);
+    return beside;
+}
+
+START_TEST(at_low_load_a_booking_takes_a_lane_of_its_own)
+{
+    /* 2 bookings in progress, 2 lanes: second does not wait for first. */
+    ck_assert_msg(second_commits_beside_a_stuck_first(0),
+                  "a booking waited for a busy lane while another lane was free");
+}
+END_TEST
+
+START_TEST(under_load_bookings_queue_behind_one_transaction)
+{
+    /* 3 bookings in progress, 2 lanes: one lane, second waits and commits next. */
+    ck_assert_msg(!second_commits_beside_a_stuck_first(1),
+                  "a second lane opened with more bookings in progress than lanes");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -512,6 +637,8 @@ main(void)
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
+    tcase_add_test(tc, at_low_load_a_booking_takes_a_lane_of_its_own);
+    tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
