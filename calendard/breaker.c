@@ -24,7 +24,9 @@ breaker_allow(struct breaker *b, uint64_t now_us, bool *probe)
 {
     bool ok, took = false;
     pthread_mutex_lock(&b->lock);
-    if (b->state == BREAKER_OPEN && now_us - b->opened_at_us >= b->cooldown_ms * 1000ULL) {
+    /* now_us may predate opened_at_us: read before the lock, by a caller that waited. */
+    if (b->state == BREAKER_OPEN && now_us >= b->opened_at_us &&
+        now_us - b->opened_at_us >= b->cooldown_ms * 1000ULL) {
         b->state = BREAKER_HALF_OPEN;
         b->probing = false;
     }

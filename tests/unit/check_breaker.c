@@ -36,6 +36,19 @@ START_TEST(half_open_lets_one_probe_through)
 }
 END_TEST
 
+START_TEST(a_clock_read_before_the_opening_stays_open)
+{
+    /* A caller reads the clock, then waits for the lock while another
+     * records the failure that opens the breaker a little later. */
+    struct breaker b;
+    breaker_init(&b, 1, 1000);
+    breaker_record(&b, false, 5000);
+    ck_assert(!breaker_allow(&b, 4999, NULL));
+    ck_assert_int_eq(breaker_state(&b), BREAKER_OPEN);
+    breaker_deinit(&b);
+}
+END_TEST
+
 START_TEST(failed_probe_opens_again)
 {
     struct breaker b;
@@ -79,6 +92,7 @@ main(void)
     Suite *s = suite_create("breaker");
     UNIT_CASE(s, opens_after_threshold_consecutive_failures);
     UNIT_CASE(s, half_open_lets_one_probe_through);
+    UNIT_CASE(s, a_clock_read_before_the_opening_stays_open);
     UNIT_CASE(s, failed_probe_opens_again);
     UNIT_CASE(s, only_the_probe_gives_its_slot_back);
     return unit_run(s);
