@@ -189,15 +189,25 @@ db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
         rc = CAL_EINVAL;
         goto out;
     }
-    ssize_t n = read(fd, conf->password, sizeof(conf->password) - 1);
+    /* Room for the longest password, a CRLF, and one byte more to tell a
+     * password that does not fit. */
+    char buf[sizeof(conf->password) + 2];
+    ssize_t n = read(fd, buf, sizeof(buf));
     if (n < 0) {
         snprintf(err, errlen, "cannot read password_file %s: %s", conf->password_file,
                  strerror(errno));
         rc = CAL_EINVAL;
         goto out;
     }
-    while (n > 0 && (conf->password[n - 1] == '\n' || conf->password[n - 1] == '\r'))
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
+    if ((size_t)n >= sizeof(conf->password)) {
+        snprintf(err, errlen, "password_file %s: the password is longer than %zu bytes",
+                 conf->password_file, sizeof(conf->password) - 1);
+        rc = CAL_EINVAL;
+        goto out;
+    }
+    memcpy(conf->password, buf, (size_t)n);
     conf->password[n] = '\0';
 out:
     close(fd);

@@ -139,6 +139,33 @@ START_TEST(password_file_mode)
 }
 END_TEST
 
+/* A password that does not fit is refused, not cut (which would fail
+ * later as a misleading "Access denied"). */
+START_TEST(password_file_too_long)
+{
+    struct db_conf c;
+    char err[256], pw[200];
+    char path[] = "/tmp/check_pw_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    fchmod(fd, 0600);
+    memset(pw, 'x', sizeof(pw));
+    /* 127 bytes and a CRLF still fit. */
+    ck_assert_int_eq(write(fd, pw, 127), 127);
+    ck_assert_int_eq(write(fd, "\r\n", 2), 2);
+    memset(&c, 0, sizeof(c));
+    snprintf(c.password_file, sizeof(c.password_file), "%s", path);
+    ck_assert_int_eq(db_conf_read_password(&c, err, sizeof(err)), CAL_OK);
+    ck_assert_uint_eq(strlen(c.password), 127);
+    ck_assert_int_eq(ftruncate(fd, 0), 0);
+    ck_assert_int_eq(pwrite(fd, pw, sizeof(pw), 0), (ssize_t)sizeof(pw));
+    close(fd);
+    ck_assert_int_eq(db_conf_read_password(&c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "longer than 127 bytes"));
+    unlink(path);
+}
+END_TEST
+
 /* The client's read timeout must outlast the lock wait by 2 s. */
 START_TEST(lock_wait_below_read_timeout)
 {
@@ -196,6 +223,7 @@ main(void)
     UNIT_CASE(s, config_table);
     UNIT_CASE(s, dsn_parsing);
     UNIT_CASE(s, password_file_mode);
+    UNIT_CASE(s, password_file_too_long);
     UNIT_CASE(s, lock_wait_below_read_timeout);
     UNIT_CASE(s, routing_hash_is_stable);
     UNIT_CASE(s, cache_keys);
