@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 
 #define DB_MAX_COLS 32
@@ -319,6 +320,32 @@ stmt_error(struct db_stmt *st, char *err, size_t errlen)
     return map_error(st->db, mysql_stmt_errno(st->stmt));
 }
 
+/* Closes the n least recently used statements of db's cache. */
+static void
+evict_oldest(struct db *db, unsigned n)
+{
+    for (; n > 0 && db->nstmts > 0; n--) {
+        struct db_stmt **pp = &db->stmts;
+        while ((*pp)->next != NULL)
+            pp = &(*pp)->next;
+        stmt_destroy(*pp);
+        *pp = NULL;
+        db->nstmts--;
+    }
+}
+
+/* What a failed db_prepare means for the caller. */
+static cal_status
+prepare_failed(const struct db *db)
+{
+    if (db->broken)
+        return CAL_EUNAVAIL;
+    /* Every statement slot of the server is taken: try again later. */
+    if (db->last_errno == ER_MAX_PREPARED_STMT_COUNT_REACHED)
+        return CAL_EAGAIN;
+    return CAL_ERR;
+}
+
 struct db_stmt *
 db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
 {
@@ -332,14 +359,8 @@ db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
             return st;
         }
     }
-    if (db->nstmts >= DB_STMT_CACHE_MAX) {
-        struct db_stmt **pp = &db->stmts;
-        while ((*pp)->next != NULL)
-            pp = &(*pp)->next;
-        stmt_destroy(*pp);
-        *pp = NULL;
-        db->nstmts--;
-    }
+    if (db->nstmts >= DB_STMT_CACHE_MAX)
+        evict_oldest(db, 1);
     struct db_stmt *st = cal_calloc(1, sizeof(*st));
     st->db = db;
     st->sql = cal_strndup(sql, strlen(sql));
@@ -351,7 +372,23 @@ db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
         free(st);
         return NULL;
     }
-    if (mysql_stmt_prepare(st->stmt, sql, strlen(sql)) != 0) {
+    int failed = mysql_stmt_prepare(st->stmt, sql, strlen(sql));
+    if (failed && mysql_stmt_errno(st->stmt) == ER_MAX_PREPARED_STMT_COUNT_REACHED &&
+        db->nstmts > 0) {
+        /* The server's max_prepared_stmt_count is shared by every
+         * connection of every instance: give back the older half of this
+         * connection's statements and try once more. */
+        static uint64_t warned_us; /* atomic: one warning per 10 s at most */
+        uint64_t now = cal_mono_us(), last = __atomic_load_n(&warned_us, __ATOMIC_RELAXED);
+        if ((last == 0 || now - last >= 10000000) &&
+            __atomic_compare_exchange_n(&warned_us, &last, now, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            log_warn("max_prepared_stmt_count reached; raise it on the server",
+                     "server=\"%s\" cached=%u", mysql_get_host_info(db->mysql), db->nstmts);
+        evict_oldest(db, (db->nstmts + 1) / 2);
+        failed = mysql_stmt_prepare(st->stmt, sql, strlen(sql));
+    }
+    if (failed) {
         stmt_error(st, err, errlen);
         mysql_stmt_close(st->stmt);
         free(st->sql);
@@ -475,7 +512,7 @@ db_query(struct db *db, const char *sql, const struct db_val *params, size_t npa
 {
     struct db_stmt *st = db_prepare(db, sql, err, errlen);
     if (st == NULL)
-        return db->broken ? CAL_EUNAVAIL : CAL_ERR;
+        return prepare_failed(db);
     if (out != NULL)
         *out = st;
     return db_stmt_exec(st, params, nparams, err, errlen);
@@ -522,7 +559,7 @@ db_block(struct db *db, const char *sql, const struct db_val *params, size_t npa
 {
     struct db_stmt *st = db_prepare(db, sql, err, errlen);
     if (st == NULL)
-        return db->broken ? CAL_EUNAVAIL : CAL_ERR;
+        return prepare_failed(db);
     db->in_txn = true;
     cal_status rc = db_stmt_exec(st, params, nparams, err, errlen);
     for (;;) {

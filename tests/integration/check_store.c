@@ -2,11 +2,14 @@
  * stack: the plain booking transaction and the one-round-trip batch block
  * (versions, every failure status, one failure never failing another), the
  * calendar read touching only the nights of its range, the bounded
- * prepared-statement cache, and the group commit's lanes. */
+ * prepared-statement cache (and the server's limit on statements), and the
+ * group commit's lanes. */
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calendard/batch.h"
 #include "calendard/booking.h"
@@ -497,6 +500,83 @@ START_TEST(the_statement_cache_keeps_the_most_recent_64)
 }
 END_TEST
 
+/* Sets a global variable of shard 0's server, as the OS user's unix_socket
+ * account (the stack's administrator; the test's SQL user may not). */
+static void
+set_shard0_global(const char *name, int64_t value)
+{
+    char cmd[1024];
+    struct passwd *pw = getpwuid(getuid());
+    ck_assert(pw != NULL);
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --socket='%s/shard0/mysqld.sock' -u'%s' -e"
+             " 'SET GLOBAL %s = %lld'",
+             env.stack_dir, pw->pw_name, name, (long long)value);
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+}
+
+static int64_t
+prepared_on_server(void)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[2];
+    ck_assert(db_query(db, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'", NULL, 0, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
+    int64_t v = atoll(c[1].s);
+    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
+        ;
+    return v;
+}
+
+static cal_status
+select_number(struct db *d, int n)
+{
+    char err[256], sql[64];
+    struct db_stmt *st;
+    struct db_val c[1];
+    snprintf(sql, sizeof(sql), "SELECT %d", n);
+    cal_status rc = db_query(d, sql, NULL, 0, &st, err, sizeof(err));
+    if (rc == CAL_OK && (db_fetch(st, c, 1, err, sizeof(err)) != 1 || c[0].i != n))
+        rc = CAL_ERR;
+    while (rc == CAL_OK && db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    return rc;
+}
+
+/* The server's max_prepared_stmt_count is shared by every connection of
+ * every calendard: when it is reached, a connection gives back its older
+ * statements and goes on; one with none to give back answers "try again",
+ * never an internal error. */
+START_TEST(a_full_statement_count_gives_back_statements)
+{
+    char err[256];
+    struct db *d = testenv_connect_shard(&env, 0, err, sizeof(err));
+    struct db *fresh = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert(d != NULL && fresh != NULL);
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(select_number(d, 1000 + i), CAL_OK);
+    int64_t limit = query_int("SELECT @@GLOBAL.max_prepared_stmt_count", NULL, 0);
+    prepared_on_server(); /* its own statement is prepared from now on */
+    cal_status rc[10], fresh_rc;
+    set_shard0_global("max_prepared_stmt_count", prepared_on_server());
+    for (int i = 0; i < 10; i++)
+        rc[i] = select_number(d, 2000 + i);
+    set_shard0_global("max_prepared_stmt_count", prepared_on_server());
+    fresh_rc = select_number(fresh, 3000);
+    set_shard0_global("max_prepared_stmt_count", limit);
+    for (int i = 0; i < 10; i++)
+        ck_assert_msg(rc[i] == CAL_OK, "statement %d: %s", i, cal_status_name(rc[i]));
+    ck_assert_uint_le(db_cached_statements(d), 6);
+    ck_assert_msg(fresh_rc == CAL_EAGAIN, "fresh: %s", cal_status_name(fresh_rc));
+    /* With room again, the fresh connection prepares. */
+    ck_assert_int_eq(select_number(fresh, 3000), CAL_OK);
+    db_close(d);
+    db_close(fresh);
+}
+END_TEST
+
 /* One booking through a batcher, on its own connection and thread. */
 struct lane_booking {
     struct batcher *b;
@@ -637,6 +717,7 @@ main(void)
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
+    tcase_add_test(tc, a_full_statement_count_gives_back_statements);
     tcase_add_test(tc, at_low_load_a_booking_takes_a_lane_of_its_own);
     tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
     suite_add_tcase(s, tc);
