@@ -18,6 +18,7 @@ struct pool {
     unsigned open; /* idle + in use + being connected */
     unsigned nidle;
     struct db **idle;
+    bool retired;
 };
 
 struct pool *
@@ -63,6 +64,11 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
     }
     pthread_mutex_lock(&pool->lock);
     for (;;) {
+        if (pool->retired) {
+            pthread_mutex_unlock(&pool->lock);
+            snprintf(err, errlen, "the shard's address changed; retry");
+            return CAL_EAGAIN;
+        }
         if (pool->nidle > 0) {
             *db = pool->idle[--pool->nidle];
             pthread_mutex_unlock(&pool->lock);
@@ -92,11 +98,13 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
 void
 pool_put(struct pool *pool, struct db *db)
 {
-    bool broken = db_broken(db);
+    bool broken = db_broken(db), close_db = true;
     struct db *stale[64];
     size_t nstale = 0;
     pthread_mutex_lock(&pool->lock);
-    if (broken) {
+    if (pool->retired) {
+        pool->open--;
+    } else if (broken) {
         pool->open--;
         /* A lost connection usually means the server restarted: every idle
          * connection to it is dead too. Handing them out one by one would
@@ -107,13 +115,31 @@ pool_put(struct pool *pool, struct db *db)
         }
     } else {
         pool->idle[pool->nidle++] = db;
+        close_db = false;
     }
     pthread_cond_broadcast(&pool->freed);
     pthread_mutex_unlock(&pool->lock);
-    if (broken)
+    if (close_db)
         db_close(db);
     for (size_t i = 0; i < nstale; i++)
         db_close(stale[i]);
+}
+
+void
+pool_retire(struct pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->retired = true;
+    unsigned n = pool->nidle;
+    struct db **idle = pool->idle;
+    pool->idle = cal_calloc(pool->max, sizeof(*pool->idle));
+    pool->nidle = 0;
+    pool->open -= n;
+    pthread_cond_broadcast(&pool->freed); /* waiters answer CAL_EAGAIN */
+    pthread_mutex_unlock(&pool->lock);
+    for (unsigned i = 0; i < n; i++)
+        db_close(idle[i]);
+    free(idle);
 }
 
 unsigned

@@ -22,7 +22,9 @@ struct router {
     uint64_t last_load_us;
     size_t nshards;
     uint32_t shard_ids[ROUTER_MAX_SHARDS];
-    struct pool *pools[ROUTER_MAX_SHARDS]; /* never freed before router_destroy */
+    struct pool *pools[ROUTER_MAX_SHARDS]; /* atomic; never freed before router_destroy */
+    struct pool **retired; /* replaced after an address change, kept for the routes held */
+    size_t nretired;
     struct breaker breakers[ROUTER_MAX_SHARDS];
     pthread_t thread;
     pthread_mutex_t stop_lock;
@@ -34,18 +36,35 @@ struct router {
 static struct pool *
 pool_for_locked(struct router *router, const struct shard_info *s, unsigned *index)
 {
-    for (size_t i = 0; i < router->nshards; i++) {
-        if (router->shard_ids[i] == s->shard_id) {
-            *index = (unsigned)i;
-            return router->pools[i];
-        }
-    }
-    if (router->nshards == ROUTER_MAX_SHARDS)
-        return NULL;
     struct db_conf conf = router->conf.shard;
     cal_strlcpy(conf.host, s->host, sizeof(conf.host));
     conf.port = s->port;
     cal_strlcpy(conf.database, s->db_name, sizeof(conf.database));
+    for (size_t i = 0; i < router->nshards; i++) {
+        if (router->shard_ids[i] != s->shard_id)
+            continue;
+        *index = (unsigned)i;
+        struct pool *old = router->pools[i];
+        const struct db_conf *was = pool_conf(old);
+        if (strcmp(was->host, conf.host) == 0 && was->port == conf.port &&
+            strcmp(was->database, conf.database) == 0)
+            return old;
+        /* The shard moved (a replica promoted, say): new connections go to
+         * the catalog's address; the old pool closes its connections as
+         * they come back. The old server must be fenced (read-only) by
+         * whoever moved it: a transaction already on it still commits. */
+        log_warn("shard address changed", "shard=%u from=%s:%u/%s to=%s:%u/%s", s->shard_id,
+                 was->host, was->port, was->database, conf.host, conf.port, conf.database);
+        struct pool *pool = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);
+        __atomic_store_n(&router->pools[i], pool, __ATOMIC_RELEASE);
+        pool_retire(old);
+        breaker_record(&router->breakers[i], true, cal_mono_us()); /* a fresh start */
+        router->retired = cal_realloc(router->retired, (router->nretired + 1) * sizeof(old));
+        router->retired[router->nretired++] = old;
+        return pool;
+    }
+    if (router->nshards == ROUTER_MAX_SHARDS)
+        return NULL;
     size_t i = router->nshards;
     router->pools[i] = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);
     breaker_init(&router->breakers[i], router->conf.breaker_threshold,
@@ -178,6 +197,9 @@ router_destroy(struct router *router)
         pool_destroy(router->pools[i]);
         breaker_deinit(&router->breakers[i]);
     }
+    for (size_t i = 0; i < router->nretired; i++)
+        pool_destroy(router->retired[i]);
+    free(router->retired);
     shardmap_destroy(router->map);
     db_close(router->catalog);
     pthread_cond_destroy(&router->stop_cond);
@@ -206,7 +228,7 @@ router_route(struct router *router, uint64_t listing_id, struct route *out, char
     for (size_t i = 0; i < n; i++) {
         if (router->shard_ids[i] == out->shard_id) {
             out->shard_index = (unsigned)i;
-            out->pool = router->pools[i];
+            out->pool = __atomic_load_n(&router->pools[i], __ATOMIC_ACQUIRE);
             out->breaker = &router->breakers[i];
             return CAL_OK;
         }
@@ -236,7 +258,8 @@ router_check_ready(struct router *router, char *err, size_t errlen)
     for (size_t i = 0; rc == CAL_OK && i < n; i++) {
         struct db *db;
         char e2[256];
-        rc = pool_get(router->pools[i], &db, e2, sizeof(e2));
+        struct pool *pool = __atomic_load_n(&router->pools[i], __ATOMIC_ACQUIRE);
+        rc = pool_get(pool, &db, e2, sizeof(e2));
         if (rc == CAL_OK) {
             struct db_stmt *st;
             struct db_val c[1];
@@ -244,7 +267,7 @@ router_check_ready(struct router *router, char *err, size_t errlen)
             if (rc == CAL_OK)
                 while (db_fetch(st, c, 1, e2, sizeof(e2)) > 0)
                     ;
-            pool_put(router->pools[i], db);
+            pool_put(pool, db);
         }
         if (rc != CAL_OK)
             snprintf(err, errlen, "shard %u: %s", router->shard_ids[i], e2);

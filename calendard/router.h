@@ -1,6 +1,7 @@
 /* Routing: listing -> vbucket -> shard through the catalog's map, with one
  * connection pool per shard. The map is refreshed periodically and at once
- * when a shard answers "not owner" (CAL_EMOVED). */
+ * when a shard answers "not owner" (CAL_EMOVED); a shard whose address
+ * changed in the catalog gets a new pool there. */
 #ifndef CAL_ROUTER_H
 #define CAL_ROUTER_H
 

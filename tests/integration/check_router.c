@@ -1,0 +1,157 @@
+/* Integration tests of calendard's router against the stack's catalog: a
+ * shard whose address changes in the catalog (a replica promoted) is
+ * followed by the next map load, and the old pool lets its connections go. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calendard/router.h"
+#include "common/db.h"
+#include "common/util.h"
+#include "tests/lib/testenv.h"
+#include "tests/lib/unit.h"
+
+static struct testenv env;
+
+struct shard_row {
+    uint32_t id;
+    unsigned port;
+    char db_name[65];
+};
+
+/* The first two rows of the catalog's shards table. */
+static void
+two_shards(struct db *cat, struct shard_row *rows)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[3];
+    ck_assert_msg(db_query(cat, "SELECT shard_id, port, db_name FROM shards ORDER BY shard_id",
+                           NULL, 0, &st, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    int n = 0;
+    while (db_fetch(st, c, 3, err, sizeof(err)) > 0) {
+        if (n < 2) {
+            rows[n].id = (uint32_t)c[0].i;
+            rows[n].port = (unsigned)c[1].i;
+            cal_strlcpy(rows[n].db_name, c[2].s, sizeof(rows[n].db_name));
+        }
+        n++;
+    }
+    ck_assert_int_ge(n, 2);
+}
+
+static void
+set_address(struct db *cat, uint32_t shard_id, const struct shard_row *to)
+{
+    char err[256];
+    struct db_val p[3] = {DB_INT_V(to->port), DB_CSTR_V(to->db_name), DB_INT_V(shard_id)};
+    ck_assert_msg(db_query(cat, "UPDATE shards SET port = ?, db_name = ? WHERE shard_id = ?", p,
+                           3, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+}
+
+/* The database a connection of the pool is connected to, or "" on error. */
+static void
+database_of(struct pool *pool, char *out, size_t size)
+{
+    char err[256];
+    struct db *db;
+    struct db_stmt *st;
+    struct db_val c[1];
+    out[0] = '\0';
+    if (pool_get(pool, &db, err, sizeof(err)) != CAL_OK)
+        return;
+    if (db_query(db, "SELECT DATABASE()", NULL, 0, &st, err, sizeof(err)) == CAL_OK) {
+        if (db_fetch(st, c, 1, err, sizeof(err)) == 1 && c[0].type == DB_STR)
+            cal_strlcpy(out, c[0].s, size);
+        while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+            ;
+    }
+    pool_put(pool, db);
+}
+
+/* A route to the shard with this id. */
+static struct route
+route_to(struct router *r, uint32_t shard_id)
+{
+    char err[256];
+    struct route rt;
+    for (int i = 0; i < 100000; i++) {
+        ck_assert_msg(router_route(r, testenv_random48(), &rt, err, sizeof(err)) == CAL_OK, "%s",
+                      err);
+        if (rt.shard_id == shard_id)
+            return rt;
+    }
+    ck_abort_msg("no listing routes to shard %u", shard_id);
+    return rt;
+}
+
+START_TEST(a_shard_address_change_in_the_catalog_is_followed)
+{
+    char err[256];
+    ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct shard_row rows[2];
+    two_shards(cat, rows);
+    struct router_conf conf = {.pool_size = 4,
+                               .pool_wait_ms = 1000,
+                               .refresh_interval_ms = 3600000, /* reloads only when asked */
+                               .breaker_threshold = 5,
+                               .breaker_cooldown_ms = 2000};
+    ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct router *r = router_create(&conf);
+
+    struct route before = route_to(r, rows[0].id);
+    char db_before[65], db_moved[65], db_back[65];
+    database_of(before.pool, db_before, sizeof(db_before));
+    struct db *held;
+    ck_assert(pool_get(before.pool, &held, err, sizeof(err)) == CAL_OK);
+
+    /* Shard 0's row now names shard 1's server and database. Everything is
+     * measured first and asserted after the row is put back. */
+    set_address(cat, rows[0].id, &rows[1]);
+    cal_sleep_ms(30); /* past the router's 20 ms between reloads */
+    cal_status reload = router_refresh(r, err, sizeof(err));
+    struct route moved = route_to(r, rows[0].id);
+    database_of(moved.pool, db_moved, sizeof(db_moved));
+    struct db *db;
+    cal_status old_get = pool_get(before.pool, &db, err, sizeof(err));
+    pool_put(before.pool, held); /* in use during the change: closed as it comes back */
+    unsigned old_open = pool_size(before.pool);
+
+    set_address(cat, rows[0].id, &rows[0]);
+    cal_sleep_ms(30);
+    cal_status reload_back = router_refresh(r, err, sizeof(err));
+    struct route back = route_to(r, rows[0].id);
+    database_of(back.pool, db_back, sizeof(db_back));
+
+    ck_assert_str_eq(db_before, rows[0].db_name);
+    ck_assert_int_eq(reload, CAL_OK);
+    ck_assert_ptr_ne(moved.pool, before.pool);
+    ck_assert_str_eq(db_moved, rows[1].db_name);
+    ck_assert_int_eq(old_get, CAL_EAGAIN);
+    ck_assert_uint_eq(old_open, 0);
+    ck_assert_int_eq(reload_back, CAL_OK);
+    ck_assert_str_eq(db_back, rows[0].db_name);
+    /* An unchanged address keeps its pool. */
+    cal_sleep_ms(30);
+    ck_assert_int_eq(router_refresh(r, err, sizeof(err)), CAL_OK);
+    ck_assert_ptr_eq(route_to(r, rows[0].id).pool, back.pool);
+    router_destroy(r);
+    db_close(cat);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("router");
+    TCase *tc = tcase_create("catalog");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, a_shard_address_change_in_the_catalog_is_followed);
+    suite_add_tcase(s, tc);
+    return unit_run(s);
+}
