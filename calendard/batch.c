@@ -10,6 +10,7 @@
 
 struct job {
     struct store_booking sb;
+    const void *group;   /* the pool its connection came from */
     bool taken;          /* a leader is committing it */
     bool done;           /* sb.rc and sb.err are final */
     pthread_cond_t wake; /* signalled when done, or to lead */
@@ -45,15 +46,18 @@ fits(struct job *const *out, size_t n, const struct job *j)
     return true;
 }
 
-/* Takes up to max_batch jobs off the queue, oldest first (needs lock). */
+/* Takes up to max_batch jobs of the leader's group off the queue, oldest
+ * first, the leader's own among them (needs lock). A leader commits on its
+ * own connection: after a shard moved to another server, a booking read
+ * on the new one must not commit on the old one. */
 static size_t
-take_locked(struct batcher *b, struct job **out)
+take_locked(struct batcher *b, const void *group, struct job **out)
 {
     size_t n = 0;
     struct job **pp = &b->head;
     while (*pp != NULL && n < b->max_batch) {
         struct job *j = *pp;
-        if (!fits(out, n, j)) {
+        if (j->group != group || !fits(out, n, j)) {
             pp = &j->next;
             continue;
         }
@@ -122,12 +126,13 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
 }
 
 cal_status
-batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
+batcher_book(struct batcher *b, struct db *db, const void *group, const struct listing *listing,
              const struct booking_plan *plan, struct reservation *res, const char *key,
              size_t keylen, char *err, size_t errlen)
 {
     struct job job = {
-        .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen}};
+        .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen},
+        .group = group};
     pthread_cond_init(&job.wake, NULL);
     struct job *small[32];
     struct job **jobs =
@@ -150,7 +155,7 @@ batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
         /* A lane is free and this booking still waits: commit it, and
          * whatever gathered behind the busy lanes, on this request's own
          * connection. */
-        size_t n = take_locked(b, jobs);
+        size_t n = take_locked(b, group, jobs);
         b->active++;
         /* Bookings left behind (overlapping, or past max_batch) may take
          * another free lane at once. */
@@ -180,5 +185,12 @@ batcher_enter(struct batcher *b)
 void
 batcher_leave(struct batcher *b)
 {
-    __atomic_sub_fetch(&b->load, 1, __ATOMIC_RELAXED);
+    if (__atomic_sub_fetch(&b->load, 1, __ATOMIC_RELAXED) != b->lanes || b->lanes == 1)
+        return;
+    /* The lanes just opened: the oldest waiting booking need not wait for
+     * the transaction in flight any more. */
+    pthread_mutex_lock(&b->lock);
+    if (b->head != NULL && b->active < lanes_open(b))
+        pthread_cond_signal(&b->head->wake);
+    pthread_mutex_unlock(&b->lock);
 }

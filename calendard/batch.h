@@ -25,10 +25,13 @@ struct batcher *batcher_create(unsigned max_batch, unsigned lanes);
 void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queued */
 
 /* Commits one booking of db's shard through the batcher; returns what
- * store_book() would. db is the caller's connection, used if it leads. */
-cal_status batcher_book(struct batcher *b, struct db *db, const struct listing *listing,
-                        const struct booking_plan *plan, struct reservation *res, const char *key,
-                        size_t keylen, char *err, size_t errlen);
+ * store_book() would. db is the caller's connection, used if it leads;
+ * group is the pool it came from: only bookings of one group share a
+ * transaction. */
+cal_status batcher_book(struct batcher *b, struct db *db, const void *group,
+                        const struct listing *listing, const struct booking_plan *plan,
+                        struct reservation *res, const char *key, size_t keylen, char *err,
+                        size_t errlen);
 
 /* A booking of the shard is in progress (reading, planning, committing)
  * between these two calls: the load that decides how many lanes are open. */

@@ -66,8 +66,8 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
     for (;;) {
         if (pool->retired) {
             pthread_mutex_unlock(&pool->lock);
-            snprintf(err, errlen, "the shard's address changed; retry");
-            return CAL_EAGAIN;
+            snprintf(err, errlen, "the shard moved to another server");
+            return CAL_EMOVED;
         }
         if (pool->nidle > 0) {
             *db = pool->idle[--pool->nidle];
@@ -86,12 +86,20 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
     pthread_mutex_unlock(&pool->lock);
     /* Connect outside the lock: a slow server must not stall the other callers. */
     *db = db_connect(&pool->conf, err, errlen);
-    if (*db != NULL)
-        return CAL_OK;
     pthread_mutex_lock(&pool->lock);
+    if (*db != NULL && !pool->retired) {
+        pthread_mutex_unlock(&pool->lock);
+        return CAL_OK;
+    }
     pool->open--;
     pthread_cond_signal(&pool->freed);
     pthread_mutex_unlock(&pool->lock);
+    if (*db != NULL) { /* retired while connecting */
+        db_close(*db);
+        *db = NULL;
+        snprintf(err, errlen, "the shard moved to another server");
+        return CAL_EMOVED;
+    }
     return CAL_EUNAVAIL;
 }
 
@@ -140,6 +148,15 @@ pool_retire(struct pool *pool)
     for (unsigned i = 0; i < n; i++)
         db_close(idle[i]);
     free(idle);
+}
+
+bool
+pool_retired(struct pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    bool r = pool->retired;
+    pthread_mutex_unlock(&pool->lock);
+    return r;
 }
 
 unsigned

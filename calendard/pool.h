@@ -15,8 +15,8 @@ struct pool;
 struct pool *pool_create(const struct db_conf *conf, unsigned max, unsigned wait_ms);
 void pool_destroy(struct pool *pool); /* pool_destroy(NULL) is a no-op */
 
-/* CAL_OK with *db, CAL_EAGAIN when none freed up in time (or the pool is
- * retired), CAL_EUNAVAIL when connecting failed (err says why). */
+/* CAL_OK with *db, CAL_EAGAIN when none freed up in time, CAL_EMOVED when
+ * the pool is retired, CAL_EUNAVAIL when connecting failed (err says why). */
 cal_status pool_get(struct pool *pool, struct db **db, char *err, size_t errlen);
 
 /* Returns db to the pool; a broken db is closed together with every idle
@@ -24,8 +24,10 @@ cal_status pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
 void pool_put(struct pool *pool, struct db *db);
 
 /* The shard moved to another address: idle connections are closed now,
- * the ones in use when they come back, and pool_get answers CAL_EAGAIN. */
+ * the ones in use when they come back, and pool_get answers CAL_EMOVED
+ * (route again). */
 void pool_retire(struct pool *pool);
+bool pool_retired(struct pool *pool);
 
 /* The connection settings the pool connects with. */
 const struct db_conf *pool_conf(const struct pool *pool);

@@ -163,6 +163,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     struct route rt = {0};
     uint64_t deadline = cal_mono_us() + (uint64_t)svc->conf.deadline_ms * 1000;
     unsigned lost = 0, tries = 0;
+    bool rerouted = false;
     for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
         /* A hung shard costs one timeout per attempt: bound the whole request. */
         if (attempt > 0 && cal_mono_us() > deadline)
@@ -187,12 +188,25 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
                 breaker_record(rt.breaker, false, cal_mono_us());
             else
                 breaker_cancel(rt.breaker, probe);
+            if (rc == CAL_EMOVED && !rerouted) {
+                /* The shard's address changed after routing: route again. */
+                rerouted = true;
+                attempt--;
+                continue;
+            }
             break;
         }
         metrics_shard(rt.shard_index, SHARD_OPS);
         tries++;
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
         pool_put(rt.pool, db);
+        /* The shard moved to another server while this ran: what the old
+         * one answered says nothing about the shard's health now. */
+        bool moved_away = pool_retired(rt.pool);
+        if (rc == CAL_EUNAVAIL && moved_away) {
+            breaker_cancel(rt.breaker, probe);
+            continue; /* on the new server */
+        }
         if (rc == CAL_EUNAVAIL && lost == 0) {
             /* A pooled connection found dead (the pool dropped its idle
              * ones with it): retry at once on a fresh connection before it
@@ -204,12 +218,17 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             attempt--; /* not a try of its own */
             continue;
         }
-        breaker_record(rt.breaker, rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN, cal_mono_us());
+        if (moved_away)
+            breaker_cancel(rt.breaker, probe);
+        else
+            breaker_record(rt.breaker, rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN, cal_mono_us());
         if (rc == CAL_ECONFLICT) {
             metrics_shard(rt.shard_index, SHARD_CONFLICT);
             continue;
         }
-        if (rc == CAL_EMOVED) {
+        if (rc == CAL_EMOVED || rc == CAL_EREADONLY) {
+            /* A server fenced read-only was (or is being) replaced by
+             * another: the catalog names the new one. */
             metrics_shard(rt.shard_index, SHARD_MOVED);
             char e2[256];
             if (router_refresh(svc->router, e2, sizeof(e2)) != CAL_OK)
@@ -234,6 +253,9 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         break;
     case CAL_EMOVED:
         request_fail(e, 503, "vbucket_moving", "vbucket %u is moving between shards", rt.vbucket);
+        break;
+    case CAL_EREADONLY:
+        request_fail(e, 503, "shard_unavailable", "shard %u's server is read-only", rt.shard_id);
         break;
     case CAL_EAGAIN:
         request_fail(e, 503, "overloaded", "%s", err);
@@ -395,7 +417,8 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     memcpy(r->currency, l->currency, sizeof(r->currency));
     memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
     if (svc->conf.batch_max > 0)
-        rc = batcher_book(batcher_for(svc, rt), db, l, &c->plan, r, c->key, c->keylen, err, errlen);
+        rc = batcher_book(batcher_for(svc, rt), db, rt->pool, l, &c->plan, r, c->key, c->keylen,
+                          err, errlen);
     else
         rc = store_book_one(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     if (rc == CAL_EDUP) {

@@ -19,7 +19,7 @@ struct service_conf {
     unsigned max_search_listings; /* listing_ids of one search at most */
     unsigned deadline_ms;         /* no new attempt starts after this much of a request */
     unsigned batch_max;           /* bookings per group commit; 0 = one transaction each */
-    unsigned batch_lanes;         /* group commits of one shard in flight at most */
+    unsigned batch_lanes;         /* group commits of one shard in flight at low load */
 };
 
 struct api_request {

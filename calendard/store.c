@@ -766,7 +766,7 @@ store_book_many(struct db *db, struct store_booking *b, size_t n)
         return;
     }
     cal_status rc = book_block(db, b, n, err, sizeof(err));
-    if (rc == CAL_OK || db_broken(db) || rc == CAL_EUNKNOWN) {
+    if (rc == CAL_OK || db_broken(db) || rc == CAL_EUNKNOWN || rc == CAL_EREADONLY) {
         for (size_t i = 0; i < n; i++) {
             b[i].rc = rc;
             snprintf(b[i].err, sizeof(b[i].err), "%s", err);

@@ -83,6 +83,8 @@ map_error(struct db *db, unsigned e)
     case ER_LOCK_WAIT_TIMEOUT:
     case ER_CHECKREAD: /* record changed since last read */
         return CAL_ECONFLICT;
+    case ER_OPTION_PREVENTS_STATEMENT: /* --read-only */
+        return CAL_EREADONLY;
     default:
         break;
     }
@@ -320,16 +322,21 @@ stmt_error(struct db_stmt *st, char *err, size_t errlen)
     return map_error(st->db, mysql_stmt_errno(st->stmt));
 }
 
-/* Closes the n least recently used statements of db's cache. */
+/* Closes the n least recently used statements of db's cache, but none
+ * whose rows a caller has not read to the end yet. */
 static void
 evict_oldest(struct db *db, unsigned n)
 {
-    for (; n > 0 && db->nstmts > 0; n--) {
-        struct db_stmt **pp = &db->stmts;
-        while ((*pp)->next != NULL)
-            pp = &(*pp)->next;
-        stmt_destroy(*pp);
-        *pp = NULL;
+    for (; n > 0; n--) {
+        struct db_stmt **victim = NULL;
+        for (struct db_stmt **pp = &db->stmts; *pp != NULL; pp = &(*pp)->next)
+            if (!(*pp)->has_result)
+                victim = pp;
+        if (victim == NULL)
+            return;
+        struct db_stmt *st = *victim;
+        *victim = st->next;
+        stmt_destroy(st);
         db->nstmts--;
     }
 }
@@ -359,6 +366,7 @@ db_prepare(struct db *db, const char *sql, char *err, size_t errlen)
             return st;
         }
     }
+    db->last_errno = 0;
     if (db->nstmts >= DB_STMT_CACHE_MAX)
         evict_oldest(db, 1);
     struct db_stmt *st = cal_calloc(1, sizeof(*st));
@@ -450,6 +458,7 @@ db_stmt_exec(struct db_stmt *st, const struct db_val *params, size_t nparams, ch
     MYSQL_BIND *bind = small_bind;
     unsigned long *lens = small_lens;
     cal_status rc = CAL_OK;
+    st->db->last_errno = 0;
     if (nparams != mysql_stmt_param_count(st->stmt)) {
         snprintf(err, errlen, "statement takes %lu parameters, %zu given",
                  mysql_stmt_param_count(st->stmt), nparams);

@@ -120,7 +120,7 @@ bool db_broken(const struct db *db);
 /* Prepared statements cached on db now; for tests. */
 unsigned db_cached_statements(const struct db *db);
 
-/* Server error number of the last failure (0 if none); for tests and logs. */
+/* Server error number of the last statement's failure (0 if none). */
 unsigned db_last_errno(const struct db *db);
 
 /* Days since 1970-01-01 <-> MariaDB TO_DAYS()/FROM_DAYS() day numbers. */

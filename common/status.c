@@ -29,6 +29,8 @@ cal_status_name(cal_status st)
         return "timed_out";
     case CAL_EUNKNOWN:
         return "outcome_unknown";
+    case CAL_EREADONLY:
+        return "read_only";
     }
     return "unknown_status";
 }

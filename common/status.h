@@ -16,6 +16,7 @@ typedef enum {
     CAL_EUNAVAIL,  /* server unreachable or connection lost */
     CAL_ETIMEDOUT, /* network call timed out */
     CAL_EUNKNOWN,  /* outcome unknown: connection lost during COMMIT */
+    CAL_EREADONLY, /* the server refuses writes (read-only: a fenced old primary) */
 } cal_status;
 
 const char *cal_status_name(cal_status st);

@@ -1877,6 +1877,39 @@ START_TEST(test_fencing_moved_vbucket)
 }
 END_TEST
 
+/* Unchecked teardown: runs in this process even when the test crashed. */
+static void
+all_writable(void)
+{
+    for (size_t i = 0; i < env.nshards; i++)
+        testenv_set_global(&env, i, "read_only", 0);
+}
+
+/* A shard's server fenced read-only (an old primary whose replacement the
+ * catalog does not name yet) refuses writes: 503 shard_unavailable after
+ * the retries, never a 500; writable again, the same key books. */
+START_TEST(test_read_only_shard_is_unavailable)
+{
+    struct http_response resp;
+    char key[64];
+    int64_t epoch;
+    uint64_t id;
+    do
+        id = create_listing();
+    while (owner_shard(id, &epoch) != 1);
+    unique_key(key, sizeof(key), "ro");
+    ck_assert_int_eq(testenv_set_global(&env, 1, "read_only", 1), 0);
+    book_raw(&resp, id, key, 10, 12, 7);
+    ck_assert_int_eq(testenv_set_global(&env, 1, "read_only", 0), 0);
+    expect_error(&resp, 503, "shard_unavailable");
+    ck_assert_msg(strstr(resp.body, "read-only") != NULL, "%s", resp.body);
+    http_response_deinit(&resp);
+    book_raw(&resp, id, key, 10, 12, 7);
+    json_decref(expect_json(&resp, 201));
+    http_response_deinit(&resp);
+}
+END_TEST
+
 static Suite *
 api_suite(void)
 {
@@ -1921,6 +1954,11 @@ api_suite(void)
         tcase_add_test(tc, cases[i].test);
         suite_add_tcase(s, tc);
     }
+    TCase *tc = tcase_create("read_only_shard_is_unavailable");
+    tcase_set_timeout(tc, 60);
+    tcase_add_unchecked_fixture(tc, NULL, all_writable);
+    tcase_add_test(tc, test_read_only_shard_is_unavailable);
+    suite_add_tcase(s, tc);
     return s;
 }
 

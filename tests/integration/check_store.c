@@ -5,11 +5,9 @@
  * prepared-statement cache (and the server's limit on statements), and the
  * group commit's lanes. */
 #include <pthread.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "calendard/batch.h"
 #include "calendard/booking.h"
@@ -500,19 +498,65 @@ START_TEST(the_statement_cache_keeps_the_most_recent_64)
 }
 END_TEST
 
-/* Sets a global variable of shard 0's server, as the OS user's unix_socket
- * account (the stack's administrator; the test's SQL user may not). */
+/* A statement whose rows a caller is still reading is never evicted, even
+ * when 64 others are prepared meanwhile. */
+START_TEST(a_statement_being_read_stays_cached)
+{
+    char err[256], sql[64];
+    struct db_stmt *held, *st;
+    struct db_val c[1];
+    ck_assert(db_query(db, "SELECT 1 UNION ALL SELECT 2", NULL, 0, &held, err, sizeof(err)) ==
+              CAL_OK);
+    ck_assert_int_eq(db_fetch(held, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].i, 1);
+    for (int i = 0; i < 70; i++) {
+        snprintf(sql, sizeof(sql), "SELECT %d", 500 + i);
+        ck_assert(db_query(db, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK);
+        while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+            ;
+    }
+    ck_assert_uint_le(db_cached_statements(db), 64);
+    ck_assert_int_eq(db_fetch(held, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].i, 2);
+    ck_assert_int_eq(db_fetch(held, c, 1, err, sizeof(err)), 0);
+}
+END_TEST
+
+/* SET GLOBAL on shard 0's server, as the stack's administrator. */
 static void
 set_shard0_global(const char *name, int64_t value)
 {
-    char cmd[1024];
-    struct passwd *pw = getpwuid(getuid());
-    ck_assert(pw != NULL);
-    snprintf(cmd, sizeof(cmd),
-             "mariadb --no-defaults --socket='%s/shard0/mysqld.sock' -u'%s' -e"
-             " 'SET GLOBAL %s = %lld'",
-             env.stack_dir, pw->pw_name, name, (long long)value);
-    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+    ck_assert_msg(testenv_set_global(&env, 0, name, value) == 0, "SET GLOBAL %s", name);
+}
+
+/* max_prepared_stmt_count of shard 0's server as it was (this process). */
+static int64_t stmt_limit;
+
+/* Unchecked fixture, in this process: the limit is put back even when the
+ * test crashed or timed out, or every later test would fail to prepare. */
+static void
+remember_stmt_limit(void)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct db *d = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    ck_assert(db_query(d, "SELECT @@GLOBAL.max_prepared_stmt_count", NULL, 0, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    stmt_limit = c[0].i;
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    db_close(d);
+}
+
+static void
+restore_stmt_limit(void)
+{
+    if (testenv_set_global(&env, 0, "max_prepared_stmt_count", stmt_limit) != 0)
+        fprintf(stderr, "check_store: could not restore max_prepared_stmt_count\n");
 }
 
 static int64_t
@@ -557,7 +601,6 @@ START_TEST(a_full_statement_count_gives_back_statements)
     ck_assert(d != NULL && fresh != NULL);
     for (int i = 0; i < 6; i++)
         ck_assert_int_eq(select_number(d, 1000 + i), CAL_OK);
-    int64_t limit = query_int("SELECT @@GLOBAL.max_prepared_stmt_count", NULL, 0);
     prepared_on_server(); /* its own statement is prepared from now on */
     cal_status rc[10], fresh_rc;
     set_shard0_global("max_prepared_stmt_count", prepared_on_server());
@@ -565,10 +608,10 @@ START_TEST(a_full_statement_count_gives_back_statements)
         rc[i] = select_number(d, 2000 + i);
     set_shard0_global("max_prepared_stmt_count", prepared_on_server());
     fresh_rc = select_number(fresh, 3000);
-    set_shard0_global("max_prepared_stmt_count", limit);
+    set_shard0_global("max_prepared_stmt_count", stmt_limit);
     for (int i = 0; i < 10; i++)
         ck_assert_msg(rc[i] == CAL_OK, "statement %d: %s", i, cal_status_name(rc[i]));
-    ck_assert_uint_le(db_cached_statements(d), 6);
+    ck_assert_uint_lt(db_cached_statements(d), 16); /* it gave some back */
     ck_assert_msg(fresh_rc == CAL_EAGAIN, "fresh: %s", cal_status_name(fresh_rc));
     /* With room again, the fresh connection prepares. */
     ck_assert_int_eq(select_number(fresh, 3000), CAL_OK);
@@ -582,6 +625,7 @@ struct lane_booking {
     struct batcher *b;
     struct planned *pl;
     struct db *db;
+    const void *group; /* the pool its connection came from, as calendard passes it */
     cal_status rc;
     char err[256];
     bool done; /* atomic */
@@ -591,8 +635,8 @@ static void *
 lane_book(void *arg)
 {
     struct lane_booking *lb = arg;
-    lb->rc = batcher_book(lb->b, lb->db, &lb->pl->read.listing, &lb->pl->plan, &lb->pl->res,
-                          lb->pl->key, strlen(lb->pl->key), lb->err, sizeof(lb->err));
+    lb->rc = batcher_book(lb->b, lb->db, lb->group, &lb->pl->read.listing, &lb->pl->plan,
+                          &lb->pl->res, lb->pl->key, strlen(lb->pl->key), lb->err, sizeof(lb->err));
     __atomic_store_n(&lb->done, true, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -628,7 +672,7 @@ await_stuck(int64_t id)
  * then second, with `extra` more bookings of the shard in progress. Answers
  * whether second committed while first's transaction was still in flight. */
 static bool
-second_commits_beside_a_stuck_first(unsigned extra)
+second_commits_beside_a_stuck_first(unsigned extra, unsigned leave_after_start)
 {
     char err[256];
     struct listing a = new_listing(), b = new_listing();
@@ -664,12 +708,17 @@ second_commits_beside_a_stuck_first(unsigned extra)
     pthread_create(&t1, NULL, lane_book, &l1);
     await_stuck(d1_id);
     pthread_create(&t2, NULL, lane_book, &l2);
+    if (leave_after_start > 0) {
+        ck_assert(!done_within(&l2, 200));
+        for (unsigned i = 0; i < leave_after_start; i++)
+            batcher_leave(bt);
+    }
     /* Ample for a lone commit; the holder keeps first waiting meanwhile. */
     bool beside = done_within(&l2, 1000);
     db_rollback(holder);
     pthread_join(t1, NULL);
     pthread_join(t2, NULL);
-    for (unsigned i = 0; i < extra + 2; i++)
+    for (unsigned i = leave_after_start; i < extra + 2; i++)
         batcher_leave(bt);
     ck_assert_msg(l1.rc == CAL_OK, "first: %s %s", cal_status_name(l1.rc), l1.err);
     ck_assert_msg(l2.rc == CAL_OK, "second: %s %s", cal_status_name(l2.rc), l2.err);
@@ -684,18 +733,119 @@ second_commits_beside_a_stuck_first(unsigned extra)
     return beside;
 }
 
+/* A connection in an open transaction holding l's listing row: a booking
+ * of l waits on it. */
+static struct db *
+hold_listing(const struct listing *l)
+{
+    char err[256];
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    struct db_val p[1] = {DB_INT_V(l->listing_id)};
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert(db_begin(holder, err, sizeof(err)) == CAL_OK);
+    ck_assert_msg(db_query(holder, "SELECT version FROM listings WHERE listing_id = ? FOR UPDATE",
+                           p, 1, &st, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    return holder;
+}
+
+static int64_t
+connection_int(struct db *d, const char *sql, int col)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[2];
+    ck_assert_msg(db_query(d, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(db_fetch(st, c, 2, err, sizeof(err)), 1);
+    int64_t v = c[col].type == DB_INT ? c[col].i : atoll(c[col].s);
+    while (db_fetch(st, c, 2, err, sizeof(err)) > 0)
+        ;
+    return v;
+}
+
+/* After a shard moved to another server, bookings read on the new one must
+ * never be committed by a leader connected to the old one: bookings of two
+ * pools queue in one batcher and still commit each on a connection of
+ * their own pool. */
+START_TEST(bookings_from_two_pools_never_share_a_transaction)
+{
+    char err[256];
+    static const char old_pool = 'o', new_pool = 'n'; /* groups, as calendard's pools */
+    struct listing a = new_listing(), b = new_listing(), c = new_listing();
+    struct planned first, second, third;
+    plan(&first, &a, today + 50, today + 52);
+    plan(&second, &b, today + 50, today + 52);
+    plan(&third, &c, today + 50, today + 52);
+    struct batcher *bt = batcher_create(32, 2);
+    struct db *holder = hold_listing(&a);
+    struct db *d[3];
+    int64_t before[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        before[i] = connection_int(d[i], "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1);
+    }
+    int64_t d1_id = connection_int(d[0], "SELECT CONNECTION_ID(), 0", 0);
+    struct lane_booking l[3] = {{.b = bt, .pl = &first, .db = d[0], .group = &old_pool},
+                                {.b = bt, .pl = &second, .db = d[1], .group = &new_pool},
+                                {.b = bt, .pl = &third, .db = d[2], .group = &old_pool}};
+    pthread_t t[3];
+    for (int i = 0; i < 5; i++) /* more in progress than lanes: one lane */
+        batcher_enter(bt);
+    pthread_create(&t[0], NULL, lane_book, &l[0]);
+    await_stuck(d1_id);
+    pthread_create(&t[1], NULL, lane_book, &l[1]);
+    bool second_waited = !done_within(&l[1], 100);
+    pthread_create(&t[2], NULL, lane_book, &l[2]); /* queued behind second */
+    bool third_waited = !done_within(&l[2], 100);
+    db_rollback(holder);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 5; i++)
+        batcher_leave(bt);
+    ck_assert(second_waited && third_waited);
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(l[i].rc == CAL_OK, "booking %d: %s %s", i, cal_status_name(l[i].rc),
+                      l[i].err);
+    /* second led a transaction of its own on its connection, and so did
+     * third (besides the SHOW itself). */
+    for (int i = 1; i < 3; i++)
+        ck_assert_int_ge(
+            connection_int(d[i], "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1) - before[i], 2);
+    batcher_destroy(bt);
+    db_close(holder);
+    for (int i = 0; i < 3; i++)
+        db_close(d[i]);
+    plan_clear(&first);
+    plan_clear(&second);
+    plan_clear(&third);
+}
+END_TEST
+
 START_TEST(at_low_load_a_booking_takes_a_lane_of_its_own)
 {
     /* 2 bookings in progress, 2 lanes: second does not wait for first. */
-    ck_assert_msg(second_commits_beside_a_stuck_first(0),
+    ck_assert_msg(second_commits_beside_a_stuck_first(0, 0),
                   "a booking waited for a busy lane while another lane was free");
+}
+END_TEST
+
+START_TEST(a_booking_waiting_for_a_lane_goes_when_the_load_falls)
+{
+    /* 3 in progress: second waits; one leaves, so 2 lanes open again. */
+    ck_assert_msg(second_commits_beside_a_stuck_first(1, 1),
+                  "a booking kept waiting after the lanes opened");
 }
 END_TEST
 
 START_TEST(under_load_bookings_queue_behind_one_transaction)
 {
     /* 3 bookings in progress, 2 lanes: one lane, second waits and commits next. */
-    ck_assert_msg(!second_commits_beside_a_stuck_first(1),
+    ck_assert_msg(!second_commits_beside_a_stuck_first(1, 0),
                   "a second lane opened with more bookings in progress than lanes");
 }
 END_TEST
@@ -717,9 +867,17 @@ main(void)
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
-    tcase_add_test(tc, a_full_statement_count_gives_back_statements);
+    tcase_add_test(tc, a_statement_being_read_stays_cached);
     tcase_add_test(tc, at_low_load_a_booking_takes_a_lane_of_its_own);
     tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
+    tcase_add_test(tc, a_booking_waiting_for_a_lane_goes_when_the_load_falls);
+    tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
     suite_add_tcase(s, tc);
+    TCase *limit = tcase_create("statement_limit");
+    tcase_add_unchecked_fixture(limit, remember_stmt_limit, restore_stmt_limit);
+    tcase_add_checked_fixture(limit, setup, teardown);
+    tcase_set_timeout(limit, 30);
+    tcase_add_test(limit, a_full_statement_count_gives_back_statements);
+    suite_add_tcase(s, limit);
     return unit_run(s);
 }

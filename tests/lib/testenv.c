@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,20 @@ testenv_connect_shard(const struct testenv *env, size_t idx, char *err, size_t e
         return NULL;
     }
     return testenv_connect_dsn(env->shard_dsns[idx], err, errlen);
+}
+
+int
+testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value)
+{
+    char cmd[1024];
+    struct passwd *pw = getpwuid(getuid());
+    if (pw == NULL || idx >= env->nshards)
+        return -1;
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --socket='%s/shard%zu/mysqld.sock' -u'%s'"
+             " -e 'SET GLOBAL %s = %lld'",
+             env->stack_dir, idx, pw->pw_name, name, value);
+    return system(cmd);
 }
 
 int

@@ -38,6 +38,12 @@ struct db *testenv_connect_dsn(const char *dsn, char *err, size_t errlen);
 struct db *testenv_connect_catalog(const struct testenv *env, char *err, size_t errlen);
 struct db *testenv_connect_shard(const struct testenv *env, size_t idx, char *err, size_t errlen);
 
+/* SET GLOBAL name = value on the server of shard idx (env->shard_dsns
+ * order), through its socket under STACK_DIR as the OS user's unix_socket
+ * account, the stack's administrator (the SQL users may not). Returns 0 on
+ * success; never aborts, so unchecked fixtures can use it. */
+int testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value);
+
 /* Index into env->shard_dsns of the DSN naming port and database db_name,
  * or -1. Used to turn a catalog shards row into a connection. */
 int testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name);
