@@ -1,7 +1,7 @@
 -- Catalog database, version 1: the shard registry and the vbucket map.
 -- Applied by `calendar-admin migrate`, which records it in schema_migrations.
 
-CREATE TABLE shards (
+CREATE TABLE IF NOT EXISTS shards (
   shard_id   INT UNSIGNED NOT NULL PRIMARY KEY,
   host       VARCHAR(255) NOT NULL,
   port       INT UNSIGNED NOT NULL,
@@ -12,7 +12,7 @@ CREATE TABLE shards (
 
 -- vbucket -> shard. epoch grows by one on every ownership change; it is the
 -- same value the owning shard holds in its vbucket_owner row.
-CREATE TABLE vbuckets (
+CREATE TABLE IF NOT EXISTS vbuckets (
   vbucket    INT UNSIGNED    NOT NULL PRIMARY KEY,
   shard_id   INT UNSIGNED    NOT NULL,
   epoch      BIGINT UNSIGNED NOT NULL,
@@ -21,7 +21,7 @@ CREATE TABLE vbuckets (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- Cluster-wide constants, e.g. ('num_vbuckets', '4096'). Never changed after bootstrap.
-CREATE TABLE cluster (
+CREATE TABLE IF NOT EXISTS cluster (
   name  VARCHAR(64)  NOT NULL PRIMARY KEY,
   value VARCHAR(255) NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -2,7 +2,7 @@
 -- Every phase change of a move is committed here before the next phase
 -- starts, so `calendar-rebalance resume` can finish a move the tool did not.
 
-CREATE TABLE moves (
+CREATE TABLE IF NOT EXISTS moves (
   move_id      BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   vbucket      INT UNSIGNED    NOT NULL,
   source_shard INT UNSIGNED    NOT NULL,

@@ -4,7 +4,7 @@
 --   nights(listing_id, night, status, reservation_id, price)
 -- Status columns are VARCHAR, not ENUM, so binlog row images decode cleanly.
 
-CREATE TABLE listings (
+CREATE TABLE IF NOT EXISTS listings (
   listing_id    BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   vbucket       INT UNSIGNED    NOT NULL,
   version       BIGINT UNSIGNED NOT NULL DEFAULT 1,  -- calendar version: bumped by every change
@@ -20,7 +20,7 @@ CREATE TABLE listings (
 -- Sparse: a night with no row is available at the listing's default price.
 -- Rows are never deleted by the calendar (only by a vbucket move), so a
 -- night's version only grows.
-CREATE TABLE nights (
+CREATE TABLE IF NOT EXISTS nights (
   listing_id     BIGINT UNSIGNED NOT NULL,
   night          DATE            NOT NULL,
   status         VARCHAR(16)     NOT NULL,  -- available | blocked | booked
@@ -33,7 +33,7 @@ CREATE TABLE nights (
   KEY nights_vbucket (vbucket)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
-CREATE TABLE reservations (
+CREATE TABLE IF NOT EXISTS reservations (
   reservation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   listing_id      BIGINT UNSIGNED NOT NULL,
   vbucket         INT UNSIGNED    NOT NULL,
@@ -55,7 +55,7 @@ CREATE TABLE reservations (
 
 -- The fence: the vbuckets this shard owns now. Every write transaction reads
 -- its vbucket's row in share mode; a move takes it exclusively.
-CREATE TABLE vbucket_owner (
+CREATE TABLE IF NOT EXISTS vbucket_owner (
   vbucket INT UNSIGNED    NOT NULL PRIMARY KEY,
   epoch   BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
