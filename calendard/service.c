@@ -821,12 +821,23 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                     breaker_record(routes[t].breaker, false, cal_mono_us());
                 else
                     breaker_cancel(routes[t].breaker, probe);
-                break;
+                if (rc != CAL_EMOVED)
+                    break;
+                /* The shard moved to another server after routing: these
+                 * are read in the next pass, routed again. */
+                for (size_t q = 0; q < k; q++)
+                    items[pick[q]].read.moved = true;
+                moved = true;
+                rc = CAL_OK;
+                continue;
             }
             metrics_shard(s, SHARD_OPS);
             rc = store_read_many(db, ids, vbs, k, from, to, reads, &not_owned, err, sizeof(err));
             pool_put(routes[t].pool, db);
-            breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
+            if (pool_retired(routes[t].pool)) /* the old server's health is not the shard's */
+                breaker_cancel(routes[t].breaker, probe);
+            else
+                breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
             if (rc != CAL_OK)
                 break;
             for (size_t q = 0; q < k; q++) {
