@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/metrics.h"
 #include "common/util.h"
 
 struct job {
@@ -17,12 +18,18 @@ struct job {
     struct job *next;
 };
 
+/* A leader committing a transaction, on its own stack while it does. */
+struct leader {
+    const void *group;
+    struct leader *next;
+};
+
 struct batcher {
     unsigned max_batch;
     unsigned lanes;          /* transactions of this shard's bookings in flight at most */
     pthread_mutex_t lock;    /* guards everything below and the jobs' flags */
     struct job *head, *tail; /* waiting, not taken, oldest first */
-    unsigned active;         /* leaders committing now */
+    struct leader *leaders;  /* committing now, one per busy lane */
     unsigned load;           /* atomic: bookings between batcher_enter and _leave */
 };
 
@@ -84,6 +91,31 @@ lanes_open(struct batcher *b)
     return __atomic_load_n(&b->load, __ATOMIC_RELAXED) <= b->lanes ? b->lanes : 1;
 }
 
+/* Has group a lane free? Each group (the pool a connection came from) has
+ * lanes of its own: after a shard moved to another server, a leader stuck
+ * on the old one never holds up the bookings of the new one (needs lock). */
+static bool
+lane_free(struct batcher *b, const void *group)
+{
+    unsigned busy = 0;
+    for (struct leader *l = b->leaders; l != NULL; l = l->next)
+        busy += l->group == group;
+    return busy < lanes_open(b);
+}
+
+/* Wakes the oldest waiting booking that may lead now, and no other: no
+ * herd of waiters on each commit (needs lock). */
+static void
+wake_next(struct batcher *b)
+{
+    for (struct job *j = b->head; j != NULL; j = j->next) {
+        if (lane_free(b, j->group)) {
+            pthread_cond_signal(&j->wake);
+            return;
+        }
+    }
+}
+
 struct batcher *
 batcher_create(unsigned max_batch, unsigned lanes)
 {
@@ -113,6 +145,7 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
     for (size_t i = 0; i < n; i++)
         sb[i] = jobs[i]->sb;
     pthread_mutex_unlock(&b->lock);
+    metrics_group_commit((unsigned)n);
     store_book_many(db, sb, n);
     pthread_mutex_lock(&b->lock);
     for (size_t i = 0; i < n; i++) {
@@ -144,28 +177,29 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
         b->head = &job;
     b->tail = &job;
     while (!job.done) {
-        unsigned lanes = lanes_open(b);
-        if (job.taken || b->active >= lanes) {
+        if (job.taken || !lane_free(b, group)) {
             /* Bounded: every statement of a leader has its connection's
              * timeouts. Only this job's leader, or a leader handing its
-             * lane on, wakes it: no herd of waiters on each commit. */
+             * lane on, wakes it. */
             pthread_cond_wait(&job.wake, &b->lock);
             continue;
         }
         /* A lane is free and this booking still waits: commit it, and
-         * whatever gathered behind the busy lanes, on this request's own
-         * connection. */
+         * whatever of its group gathered behind the busy lanes, on this
+         * request's own connection. */
         size_t n = take_locked(b, group, jobs);
-        b->active++;
-        /* Bookings left behind (overlapping, or past max_batch) may take
-         * another free lane at once. */
-        if (b->head != NULL && b->active < lanes)
-            pthread_cond_signal(&b->head->wake);
+        struct leader me = {.group = group, .next = b->leaders};
+        b->leaders = &me;
+        /* Bookings left behind (overlapping, past max_batch, or of another
+         * group) may take another free lane at once. */
+        wake_next(b);
         lead(b, db, jobs, n);
-        b->active--;
-        /* Hand the lane to the oldest booking still waiting. */
-        if (b->head != NULL)
-            pthread_cond_signal(&b->head->wake);
+        struct leader **pp = &b->leaders;
+        while (*pp != &me)
+            pp = &(*pp)->next;
+        *pp = me.next;
+        /* Hand the lane on. */
+        wake_next(b);
     }
     pthread_mutex_unlock(&b->lock);
     pthread_cond_destroy(&job.wake);
@@ -187,10 +221,9 @@ batcher_leave(struct batcher *b)
 {
     if (__atomic_sub_fetch(&b->load, 1, __ATOMIC_RELAXED) != b->lanes || b->lanes == 1)
         return;
-    /* The lanes just opened: the oldest waiting booking need not wait for
-     * the transaction in flight any more. */
+    /* The lanes just opened: a waiting booking need not wait for the
+     * transaction in flight any more. */
     pthread_mutex_lock(&b->lock);
-    if (b->head != NULL && b->active < lanes_open(b))
-        pthread_cond_signal(&b->head->wake);
+    wake_next(b);
     pthread_mutex_unlock(&b->lock);
 }

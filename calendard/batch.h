@@ -8,7 +8,10 @@
  * bookings in progress (from batcher_enter to batcher_leave): at low load
  * every booking commits at once on its own connection, as without batching.
  * Under load one transaction is in flight, and the bookings that queue
- * behind it share the next one and its durable flush. */
+ * behind it share the next one and its durable flush. Lanes are counted
+ * per group (the pool a booking's connection came from): after a shard
+ * moved to another server, old and new bookings never share a transaction
+ * and never wait for each other's. */
 #ifndef CAL_BATCH_H
 #define CAL_BATCH_H
 

@@ -35,6 +35,7 @@ static atomic_ullong latency_buckets[EP_COUNT][NBUCKETS + 1];
 static atomic_ullong latency_sum_us[EP_COUNT];
 static atomic_ullong shard_events[METRICS_MAX_SHARDS][SHARD_EVENT_COUNT];
 static atomic_ullong overloads;
+static atomic_ullong group_commits, group_commit_bookings;
 static atomic_ullong cache_events[CACHE_EVENT_COUNT];
 static const char *const cache_event_names[CACHE_EVENT_COUNT] = {
     "hits", "misses", "fills", "stale_fills_rejected", "errors", "invalidations"};
@@ -75,6 +76,13 @@ void
 metrics_overload(void)
 {
     atomic_fetch_add_explicit(&overloads, 1, memory_order_relaxed);
+}
+
+void
+metrics_group_commit(unsigned bookings)
+{
+    atomic_fetch_add_explicit(&group_commits, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&group_commit_bookings, bookings, memory_order_relaxed);
 }
 
 void
@@ -167,6 +175,15 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
          "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
          "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
+    emit(&b,
+         "# HELP calendard_booking_transactions_total Booking transactions (group commits).\n"
+         "# TYPE calendard_booking_transactions_total counter\n"
+         "calendard_booking_transactions_total %llu\n"
+         "# HELP calendard_booking_transaction_bookings_total Bookings those transactions"
+         " committed or tried; divided by the above, the average group size.\n"
+         "# TYPE calendard_booking_transaction_bookings_total counter\n"
+         "calendard_booking_transaction_bookings_total %llu\n",
+         load(&group_commits), load(&group_commit_bookings));
     for (int ev = 0; ev < CACHE_EVENT_COUNT; ev++)
         emit(&b, "# TYPE calendard_cache_%s_total counter\ncalendard_cache_%s_total %llu\n",
              cache_event_names[ev], cache_event_names[ev], load(&cache_events[ev]));

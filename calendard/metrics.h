@@ -48,6 +48,7 @@ void metrics_request(enum endpoint ep, int http_status, uint64_t latency_us);
 void metrics_shard(unsigned shard_index, enum shard_event ev);
 void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
 void metrics_cache(enum cache_event ev, unsigned count);
+void metrics_group_commit(unsigned bookings); /* one booking transaction of that many */
 
 /* Renders everything; shard_ids[i] labels shard index i, breaker_open[i]
  * is 1 while its circuit breaker is open or half-open. Caller frees. */

@@ -93,8 +93,11 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
     }
     pool->open--;
     pthread_cond_signal(&pool->freed);
+    bool retired = pool->retired;
     pthread_mutex_unlock(&pool->lock);
-    if (*db != NULL) { /* retired while connecting */
+    if (retired) {
+        /* Retired while connecting: whatever the old server did says
+         * nothing about the shard now; route again. */
         db_close(*db);
         *db = NULL;
         snprintf(err, errlen, "the shard moved to another server");
@@ -143,7 +146,7 @@ pool_retire(struct pool *pool)
     pool->idle = cal_calloc(pool->max, sizeof(*pool->idle));
     pool->nidle = 0;
     pool->open -= n;
-    pthread_cond_broadcast(&pool->freed); /* waiters answer CAL_EAGAIN */
+    pthread_cond_broadcast(&pool->freed); /* waiters answer CAL_EMOVED */
     pthread_mutex_unlock(&pool->lock);
     for (unsigned i = 0; i < n; i++)
         db_close(idle[i]);

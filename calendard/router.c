@@ -51,8 +51,8 @@ pool_for_locked(struct router *router, const struct shard_info *s, unsigned *ind
             return old;
         /* The shard moved (a replica promoted, say): new connections go to
          * the catalog's address; the old pool closes its connections as
-         * they come back. The old server must be fenced (read-only) by
-         * whoever moved it: a transaction already on it still commits. */
+         * they come back. Whoever moved it fences the old server
+         * (read-only): its writes are then refused and retried here. */
         log_warn("shard address changed", "shard=%u from=%s:%u/%s to=%s:%u/%s", s->shard_id,
                  was->host, was->port, was->database, conf.host, conf.port, conf.database);
         struct pool *pool = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);

@@ -194,6 +194,11 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
                 attempt--;
                 continue;
             }
+            if (rc == CAL_EMOVED) {
+                snprintf(err, sizeof(err), "shard %u moved to another server twice meanwhile",
+                         rt.shard_id);
+                rc = CAL_EUNAVAIL;
+            }
             break;
         }
         metrics_shard(rt.shard_index, SHARD_OPS);
@@ -834,10 +839,19 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             metrics_shard(s, SHARD_OPS);
             rc = store_read_many(db, ids, vbs, k, from, to, reads, &not_owned, err, sizeof(err));
             pool_put(routes[t].pool, db);
-            if (pool_retired(routes[t].pool)) /* the old server's health is not the shard's */
+            bool moved_away = pool_retired(routes[t].pool);
+            if (moved_away) /* the old server's health is not the shard's */
                 breaker_cancel(routes[t].breaker, probe);
             else
                 breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
+            if (rc == CAL_EUNAVAIL && moved_away) {
+                /* Lost with the old server: read again on the new one. */
+                for (size_t q = 0; q < k; q++)
+                    items[pick[q]].read.moved = true;
+                moved = true;
+                rc = CAL_OK;
+                continue;
+            }
             if (rc != CAL_OK)
                 break;
             for (size_t q = 0; q < k; q++) {

@@ -436,6 +436,38 @@ START_TEST(test_metrics)
 }
 END_TEST
 
+/* A counter's value in a /metrics body, or -1. */
+static long long
+metric_value(const char *body, const char *name)
+{
+    char pat[128];
+    snprintf(pat, sizeof(pat), "\n%s ", name);
+    const char *at = strstr(body, pat);
+    return at == NULL ? -1 : atoll(at + strlen(pat));
+}
+
+/* Every booking goes through a booking transaction, alone or in a group. */
+START_TEST(test_booking_transaction_metrics)
+{
+    struct http_response resp;
+    char key[64];
+    call(&resp, "GET", NULL, NULL, "/metrics");
+    long long tx = metric_value(resp.body, "calendard_booking_transactions_total");
+    long long bk = metric_value(resp.body, "calendard_booking_transaction_bookings_total");
+    http_response_deinit(&resp);
+    ck_assert(tx >= 0 && bk >= tx);
+    uint64_t id = create_listing();
+    unique_key(key, sizeof(key), "m");
+    json_decref(book_ok(id, key, 20, 22, 5, 20000));
+    call(&resp, "GET", NULL, NULL, "/metrics");
+    long long tx2 = metric_value(resp.body, "calendard_booking_transactions_total");
+    long long bk2 = metric_value(resp.body, "calendard_booking_transaction_bookings_total");
+    http_response_deinit(&resp);
+    ck_assert_int_ge(tx2, tx + 1);
+    ck_assert_int_ge(bk2, bk + 1);
+}
+END_TEST
+
 START_TEST(test_unknown_path_and_method)
 {
     struct http_response resp;
@@ -1921,6 +1953,7 @@ api_suite(void)
     } cases[] = {
         {"health", test_health_endpoints, 30},
         {"metrics", test_metrics, 30},
+        {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
         {"unknown_path_and_method", test_unknown_path_and_method, 30},
         {"listing_create_update_get", test_listing_create_update_get, 30},
         {"listing_validation", test_listing_validation, 30},
