@@ -182,7 +182,9 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
     json_t *root;
     int64_t rid;
     const char *rstatus;
+    int unknown = rec->unknown_after_refusal;
 
+    rec->unknown_after_refusal = 0; /* this answer is definitive */
     switch (status) {
     case 200:
     case 201:
@@ -195,9 +197,10 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             json_decref(root);
             return;
         }
-        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400) {
+        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400 && !unknown) {
             /* The server keeps no refusals: a replay answered with a booking
-             * after this key was refused means a row exists for it. */
+             * after this key was refused, with no attempt in between whose
+             * outcome is unknown, means a row exists that the refusal hid. */
             atomic_fetch_add(&stats->replay_mismatches, 1);
             log_anomaly("key %s: replay answered 200 (reservation %" PRId64 ") after %d", rec->key,
                         rid, rec->final_status);
@@ -306,6 +309,15 @@ check_own_write(struct stress_client *client, struct http_client *http,
     http_response_deinit(&resp);
 }
 
+/* An attempt of rec ended with no definitive answer (5xx, timeout): after a
+ * refusal, this attempt may have booked the key. */
+static void
+note_unknown_outcome(struct stress_record *rec)
+{
+    if (rec->final_status >= 400 && !rec->acked)
+        rec->unknown_after_refusal = 1;
+}
+
 /* Sends the booking of rec until a definitive answer or the tries run out.
  * drop: the first try has a 1-5 ms timeout so its reply is lost. */
 static void
@@ -347,6 +359,10 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
                 check_own_write(client, http, rec, &resp);
             }
         } else if (st == CAL_OK) {
+            /* Other 503s (overloaded, shard_unavailable, contention, moving)
+             * come before a commit: nothing was booked. */
+            if (resp.status != 503 || strstr(resp.body, "\"outcome_unknown\"") != NULL)
+                note_unknown_outcome(rec);
             atomic_fetch_add(resp.status == 503 ? &stats->overloaded : &stats->errors, 1);
             if (resp.status != 503) {
                 log_anomaly("key %s: %ld %s", rec->key, resp.status, resp.body);
@@ -355,10 +371,12 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
         } else if (drop && attempt == 0 && st == CAL_ETIMEDOUT) {
             /* The reply is lost on purpose; give the server time to finish
              * before the replay, as a real client's retry would. */
+            note_unknown_outcome(rec);
             atomic_fetch_add(&stats->drops, 1);
             dropped = 1;
             sleep_ms(20 + (long)rng_below(&client->rng, 30));
         } else {
+            note_unknown_outcome(rec);
             atomic_fetch_add(&stats->errors, 1);
             log_anomaly("key %s: %s", rec->key, err);
             sleep_ms(retry_delay_ms(&resp, attempt));

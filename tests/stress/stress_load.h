@@ -33,6 +33,10 @@ struct stress_record {
     uint8_t acked;        /* answered 200/201 with status "confirmed" at some point */
     uint8_t cancel_sent;  /* a cancel went out (whatever its outcome) */
     uint8_t cancel_acked; /* a cancel was answered 200 "cancelled" */
+    /* After a refusal, an attempt of this key (a replay is a new attempt:
+     * the server keeps no refusals) ended with no definitive answer: it may
+     * have booked. Cleared by the next definitive answer. */
+    uint8_t unknown_after_refusal;
     char key[48];
 };
 
