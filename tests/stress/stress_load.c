@@ -204,6 +204,10 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             atomic_fetch_add(&stats->replay_mismatches, 1);
             log_anomaly("key %s: replay answered 200 (reservation %" PRId64 ") after %d", rec->key,
                         rid, rec->final_status);
+        } else if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400) {
+            log_anomaly("key %s: booked (reservation %" PRId64 ") by an attempt of unknown outcome"
+                        " after a %d; not a violation",
+                        rec->key, rid, rec->final_status);
         }
         if (rec->reservation_id != 0 && rid != rec->reservation_id) {
             atomic_fetch_add(&stats->replay_mismatches, 1);
