@@ -18,7 +18,7 @@ struct pool {
     unsigned open; /* idle + in use + being connected */
     unsigned nidle;
     struct db **idle;
-    bool retired;
+    bool retired; /* written under lock, read without: see pool_retired */
 };
 
 struct pool *
@@ -140,7 +140,7 @@ void
 pool_retire(struct pool *pool)
 {
     pthread_mutex_lock(&pool->lock);
-    pool->retired = true;
+    __atomic_store_n(&pool->retired, true, __ATOMIC_RELEASE);
     unsigned n = pool->nidle;
     struct db **idle = pool->idle;
     pool->idle = cal_calloc(pool->max, sizeof(*pool->idle));
@@ -156,10 +156,8 @@ pool_retire(struct pool *pool)
 bool
 pool_retired(struct pool *pool)
 {
-    pthread_mutex_lock(&pool->lock);
-    bool r = pool->retired;
-    pthread_mutex_unlock(&pool->lock);
-    return r;
+    /* Asked after every shard operation: no lock on that path. */
+    return __atomic_load_n(&pool->retired, __ATOMIC_ACQUIRE);
 }
 
 unsigned

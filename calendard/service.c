@@ -772,6 +772,14 @@ service_read_hit(const struct service_read *r)
     return true;
 }
 
+/* Marks items[pick[0..k)] to be read in the next pass, routed again. */
+static void
+read_again(struct avail_item *items, const size_t *pick, size_t k)
+{
+    for (size_t q = 0; q < k; q++)
+        items[pick[q]].read.moved = true;
+}
+
 /* Reads the misses of a search from their shards: one statement per shard.
  * Listings a shard no longer owns are read again after one map reload. */
 static cal_status
@@ -828,10 +836,8 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                     breaker_cancel(routes[t].breaker, probe);
                 if (rc != CAL_EMOVED)
                     break;
-                /* The shard moved to another server after routing: these
-                 * are read in the next pass, routed again. */
-                for (size_t q = 0; q < k; q++)
-                    items[pick[q]].read.moved = true;
+                /* The shard moved to another server after routing. */
+                read_again(items, pick, k);
                 moved = true;
                 rc = CAL_OK;
                 continue;
@@ -845,9 +851,8 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             else
                 breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
             if (rc == CAL_EUNAVAIL && moved_away) {
-                /* Lost with the old server: read again on the new one. */
-                for (size_t q = 0; q < k; q++)
-                    items[pick[q]].read.moved = true;
+                /* Lost with the old server. */
+                read_again(items, pick, k);
                 moved = true;
                 rc = CAL_OK;
                 continue;
