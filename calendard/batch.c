@@ -24,6 +24,17 @@ struct leader {
     struct leader *next;
 };
 
+/* A booking's calendar read waiting for, or taken by, a reading leader. */
+struct read_job {
+    struct store_read sr;
+    const void *group;
+    bool done; /* sr.rc, or rc and err, are final */
+    cal_status rc;
+    char err[256];
+    pthread_cond_t wake;
+    struct read_job *next;
+};
+
 struct batcher {
     unsigned max_batch;
     unsigned lanes;          /* transactions of this shard's bookings in flight at most */
@@ -31,7 +42,19 @@ struct batcher {
     struct job *head, *tail; /* waiting, not taken, oldest first */
     struct leader *leaders;  /* committing now, one per busy lane */
     unsigned load;           /* atomic: bookings between batcher_enter and _leave */
+    /* Reads under load: one in flight per group, the rest gather behind it. */
+    pthread_mutex_t read_lock; /* guards the read queue, readers and read jobs */
+    struct read_job *read_head;
+    struct leader *readers; /* groups reading now */
 };
+
+static void
+leader_remove(struct leader **list, struct leader *me)
+{
+    while (*list != me)
+        list = &(*list)->next;
+    *list = me->next;
+}
 
 /* May job j join a batch that already holds out[0..n)? Bookings of one
  * listing share its version bump, so they must have been planned on the same
@@ -123,6 +146,7 @@ batcher_create(unsigned max_batch, unsigned lanes)
     b->max_batch = max_batch ? max_batch : 1;
     b->lanes = lanes ? lanes : 1;
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->read_lock, NULL);
     return b;
 }
 
@@ -132,6 +156,7 @@ batcher_destroy(struct batcher *b)
     if (b == NULL)
         return;
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->read_lock);
     free(b);
 }
 
@@ -194,10 +219,7 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
          * group) may take another free lane at once. */
         wake_next(b);
         lead(b, db, jobs, n);
-        struct leader **pp = &b->leaders;
-        while (*pp != &me)
-            pp = &(*pp)->next;
-        *pp = me.next;
+        leader_remove(&b->leaders, &me);
         /* Hand the lane on. */
         wake_next(b);
     }
@@ -208,6 +230,115 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
     if (job.sb.rc != CAL_OK)
         snprintf(err, errlen, "%s", job.sb.err);
     return job.sb.rc;
+}
+
+static bool
+reading(const struct batcher *b, const void *group)
+{
+    for (const struct leader *l = b->readers; l != NULL; l = l->next)
+        if (l->group == group)
+            return true;
+    return false;
+}
+
+/* Reads jobs[0..n) on db in one statement (one alone as the plain read)
+ * and hands out the outcomes (needs read_lock; drops it meanwhile). */
+static void
+read_lead(struct batcher *b, struct db *db, struct read_job **jobs, size_t n)
+{
+    struct store_read small[8];
+    struct store_read *sr = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sr));
+    char err[256] = "";
+    cal_status rc;
+    for (size_t i = 0; i < n; i++)
+        sr[i] = jobs[i]->sr;
+    pthread_mutex_unlock(&b->read_lock);
+    metrics_booking_read((unsigned)n);
+    if (n == 1) {
+        rc = sr[0].rc = store_read_calendar(db, sr[0].vbucket, sr[0].listing_id, sr[0].from,
+                                            sr[0].to, sr[0].out, err, sizeof(err));
+        if (rc == CAL_ENOTFOUND || rc == CAL_EMOVED)
+            rc = CAL_OK;
+    } else {
+        rc = store_read_each(db, sr, n, err, sizeof(err));
+    }
+    pthread_mutex_lock(&b->read_lock);
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->rc = rc == CAL_OK ? sr[i].rc : rc;
+        memcpy(jobs[i]->err, err, sizeof(err));
+        jobs[i]->done = true;
+        pthread_cond_signal(&jobs[i]->wake);
+    }
+    if (sr != small)
+        free(sr);
+}
+
+/* Wakes the oldest waiting read whose group reads nothing now (needs read_lock). */
+static void
+read_wake_next(struct batcher *b)
+{
+    for (struct read_job *j = b->read_head; j != NULL; j = j->next) {
+        if (!reading(b, j->group)) {
+            pthread_cond_signal(&j->wake);
+            return;
+        }
+    }
+}
+
+cal_status
+batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
+             uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out, char *err,
+             size_t errlen)
+{
+    /* At low load a read in flight is rarely there to gather behind. */
+    if (lanes_open(b) > 1) {
+        metrics_booking_read(1);
+        return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
+    }
+    struct read_job job = {
+        .sr = {.vbucket = vbucket, .listing_id = listing_id, .from = from, .to = to, .out = out},
+        .group = group};
+    pthread_cond_init(&job.wake, NULL);
+    struct read_job *small[32];
+    struct read_job **jobs =
+        b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
+    pthread_mutex_lock(&b->read_lock);
+    struct read_job **pp = &b->read_head;
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = &job;
+    while (!job.done) {
+        if (reading(b, group)) {
+            /* Bounded by the reading leader's statement timeouts; reads
+             * take no locks, so they do not wait for transactions. */
+            pthread_cond_wait(&job.wake, &b->read_lock);
+            continue;
+        }
+        /* Nothing of this group is being read: read this booking's
+         * calendar and whatever of its group queued, oldest first. */
+        size_t n = 0;
+        for (pp = &b->read_head; *pp != NULL && n < b->max_batch;) {
+            struct read_job *j = *pp;
+            if (j->group != group) {
+                pp = &j->next;
+                continue;
+            }
+            *pp = j->next;
+            jobs[n++] = j;
+        }
+        struct leader me = {.group = group, .next = b->readers};
+        b->readers = &me;
+        read_lead(b, db, jobs, n);
+        leader_remove(&b->readers, &me);
+        read_wake_next(b);
+    }
+    pthread_mutex_unlock(&b->read_lock);
+    pthread_cond_destroy(&job.wake);
+    if (jobs != small)
+        free(jobs);
+    if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
+        snprintf(err, errlen, "%s", job.err);
+    return job.rc;
 }
 
 void

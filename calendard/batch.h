@@ -11,7 +11,8 @@
  * behind it share the next one and its durable flush. Lanes are counted
  * per group (the pool a booking's connection came from): after a shard
  * moved to another server, old and new bookings never share a transaction
- * and never wait for each other's. */
+ * and never wait for each other's. Bookings' calendar reads gather the same
+ * way under load (batcher_read). */
 #ifndef CAL_BATCH_H
 #define CAL_BATCH_H
 
@@ -35,6 +36,16 @@ cal_status batcher_book(struct batcher *b, struct db *db, const void *group,
                         const struct listing *listing, const struct booking_plan *plan,
                         struct reservation *res, const char *key, size_t keylen, char *err,
                         size_t errlen);
+
+/* Reads a booking's calendar as store_read_calendar() does, with the same
+ * statuses. Under load (more bookings in progress than lanes) one read per
+ * group is in flight, and the reads that queue behind it are read together
+ * in the next statement (store_read_each()), on the connection of the
+ * oldest: one statement instead of one each. At low load it reads at once
+ * on db. */
+cal_status batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
+                        uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out,
+                        char *err, size_t errlen);
 
 /* A booking of the shard is in progress (reading, planning, committing)
  * between these two calls: the load that decides how many lanes are open. */

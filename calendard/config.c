@@ -38,7 +38,7 @@ const struct conf_item config_items[] = {
     CONF_INT_ITEM("shards", "pool_wait_ms", C, pool_wait_ms, 0, 60000, "1000",
                   "wait this long for a free connection, then answer 503 overloaded"),
     CONF_INT_ITEM("shards", "batch_max", C, batch_max, 0, 1000, "32",
-                  "bookings of one shard committed together (group commit); 0 = one each"),
+                  "bookings of one shard read and committed together (group commit); 0 = one each"),
     CONF_INT_ITEM("shards", "batch_lanes", C, batch_lanes, 1, 1024, "4",
                   "transactions of one shard's bookings in flight at once while the shard has"
                   " at most this many bookings in progress; beyond, one, and the bookings that"

@@ -36,6 +36,7 @@ static atomic_ullong latency_sum_us[EP_COUNT];
 static atomic_ullong shard_events[METRICS_MAX_SHARDS][SHARD_EVENT_COUNT];
 static atomic_ullong overloads;
 static atomic_ullong group_commits, group_commit_bookings;
+static atomic_ullong booking_reads, booking_read_bookings;
 static atomic_ullong cache_events[CACHE_EVENT_COUNT];
 static const char *const cache_event_names[CACHE_EVENT_COUNT] = {
     "hits", "misses", "fills", "stale_fills_rejected", "errors", "invalidations"};
@@ -83,6 +84,13 @@ metrics_group_commit(unsigned bookings)
 {
     atomic_fetch_add_explicit(&group_commits, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&group_commit_bookings, bookings, memory_order_relaxed);
+}
+
+void
+metrics_booking_read(unsigned bookings)
+{
+    atomic_fetch_add_explicit(&booking_reads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&booking_read_bookings, bookings, memory_order_relaxed);
 }
 
 void
@@ -184,6 +192,15 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
          "# TYPE calendard_booking_transaction_bookings_total counter\n"
          "calendard_booking_transaction_bookings_total %llu\n",
          load(&group_commits), load(&group_commit_bookings));
+    emit(&b,
+         "# HELP calendard_booking_reads_total Statements reading bookings' calendars.\n"
+         "# TYPE calendard_booking_reads_total counter\n"
+         "calendard_booking_reads_total %llu\n"
+         "# HELP calendard_booking_read_bookings_total Bookings those statements read for;"
+         " divided by the above, the average read group.\n"
+         "# TYPE calendard_booking_read_bookings_total counter\n"
+         "calendard_booking_read_bookings_total %llu\n",
+         load(&booking_reads), load(&booking_read_bookings));
     for (int ev = 0; ev < CACHE_EVENT_COUNT; ev++)
         emit(&b, "# TYPE calendard_cache_%s_total counter\ncalendard_cache_%s_total %llu\n",
              cache_event_names[ev], cache_event_names[ev], load(&cache_events[ev]));

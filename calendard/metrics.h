@@ -49,6 +49,7 @@ void metrics_shard(unsigned shard_index, enum shard_event ev);
 void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
 void metrics_cache(enum cache_event ev, unsigned count);
 void metrics_group_commit(unsigned bookings); /* one booking transaction of that many */
+void metrics_booking_read(unsigned bookings); /* one calendar read of that many bookings */
 
 /* Renders everything; shard_ids[i] labels shard index i, breaker_open[i]
  * is 1 while its circuit breaker is open or half-open. Caller frees. */

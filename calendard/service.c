@@ -377,8 +377,13 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
 {
     struct booking_ctx *c = ctx;
     const struct booking_request *req = c->req;
-    cal_status rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in,
-                                        req->check_out, &c->read, err, errlen);
+    cal_status rc;
+    if (svc->conf.batch_max > 0)
+        rc = batcher_read(batcher_for(svc, rt), db, rt->pool, rt->vbucket, c->listing_id,
+                          req->check_in, req->check_out, &c->read, err, errlen);
+    else
+        rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in, req->check_out,
+                                 &c->read, err, errlen);
     if (rc != CAL_OK)
         return rc;
     const struct listing *l = &c->read.listing;

@@ -756,6 +756,69 @@ out:
     return rc;
 }
 
+/* Every night of every stay is a row of the JSON argument: the nights are
+ * key lookups. (A range per stay, with bounds from the argument, makes the
+ * optimizer walk the listing's every night.) */
+static const char SQL_READ_EACH[] =
+    "SELECT j.i, o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
+    " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version"
+    " FROM JSON_TABLE(?, '$[*]' COLUMNS (i INT PATH '$[0]', lid BIGINT UNSIGNED PATH '$[1]',"
+    "  vb INT UNSIGNED PATH '$[2]', NESTED PATH '$[3][*]' COLUMNS (d INT PATH '$'))) j"
+    " LEFT JOIN vbucket_owner o ON o.vbucket = j.vb"
+    " LEFT JOIN listings l ON l.listing_id = j.lid AND o.vbucket IS NOT NULL"
+    " LEFT JOIN nights n ON n.listing_id = l.listing_id AND n.night = FROM_DAYS(j.d)";
+
+cal_status
+store_read_each(struct db *db, struct store_read *r, size_t n, char *err, size_t errlen)
+{
+    struct jbuf j = {0};
+    bool *seen = cal_calloc(n, sizeof(*seen));
+    jb_printf(&j, "[");
+    for (size_t i = 0; i < n; i++) {
+        jb_printf(&j, "%s[%zu,%" PRIu64 ",%u,[", i ? "," : "", i, r[i].listing_id, r[i].vbucket);
+        for (int32_t d = r[i].from; d < r[i].to; d++)
+            jb_printf(&j, "%s%d", d > r[i].from ? "," : "", d + E);
+        jb_printf(&j, "]]");
+        r[i].out->nrows = 0;
+        r[i].out->found = false;
+    }
+    jb_printf(&j, "]");
+    struct db_val p[] = {DB_STR_V(j.p, j.len)};
+    struct db_stmt *st;
+    struct db_val c[13];
+    int rows = 0;
+    cal_status rc = db_query(db, SQL_READ_EACH, p, CAL_ARRAY_LEN(p), &st, err, errlen);
+    while (rc == CAL_OK && (rows = db_fetch(st, c, 13, err, errlen)) > 0) {
+        size_t i = (size_t)c[0].i;
+        if (c[0].type != DB_INT || i >= n)
+            continue;
+        struct store_read *ri = &r[i];
+        if (!seen[i]) {
+            seen[i] = true;
+            ri->rc = c[1].type == DB_NULL   ? CAL_EMOVED
+                     : c[2].type == DB_NULL ? CAL_ENOTFOUND
+                                            : CAL_OK;
+            if (ri->rc == CAL_OK) {
+                listing_from_row(&ri->out->listing, c + 2, ri->listing_id, ri->vbucket);
+                ri->out->found = true;
+            }
+        }
+        if (ri->rc == CAL_OK && c[8].type != DB_NULL)
+            night_from_row(calendar_read_add(ri->out), c + 8);
+    }
+    if (rc == CAL_OK && rows < 0)
+        rc = CAL_ERR;
+    for (size_t i = 0; rc == CAL_OK && i < n; i++) {
+        if (!seen[i]) {
+            snprintf(err, errlen, "the batch read answered nothing for stay %zu", i);
+            rc = CAL_ERR;
+        }
+    }
+    free(seen);
+    free(j.p);
+    return rc;
+}
+
 void
 store_book_many(struct db *db, struct store_booking *b, size_t n)
 {

@@ -24,6 +24,16 @@ struct calendar_read {
 void calendar_read_clear(struct calendar_read *read);
 struct night_row *calendar_read_add(struct calendar_read *read);
 
+/* One calendar read of a batch: the listing and its rows in [from, to) into
+ * *out; rc is what store_read_calendar() would have answered. */
+struct store_read {
+    uint32_t vbucket;
+    uint64_t listing_id;
+    int32_t from, to;
+    struct calendar_read *out;
+    cal_status rc;
+};
+
 /* Listing settings and versions. CAL_ENOTFOUND, CAL_EMOVED. */
 cal_status store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
                              struct listing *out, char *err, size_t errlen);
@@ -36,6 +46,11 @@ cal_status store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_i
 /* The listing and its rows in [from, to), in one statement (one snapshot). */
 cal_status store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from,
                                int32_t to, struct calendar_read *out, char *err, size_t errlen);
+
+/* The reads of n bookings of one shard in one statement (one snapshot),
+ * each night of each stay a key lookup. Returns CAL_OK with every r[i].rc
+ * set, or the statement's failure (no rc set). */
+cal_status store_read_each(struct db *db, struct store_read *r, size_t n, char *err, size_t errlen);
 
 /* Commits a booking planned on a read at listing->rules_version, one
  * statement per step: BEGIN, the fence row in share mode, the nights

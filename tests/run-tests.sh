@@ -134,7 +134,7 @@ run_integration() {
         done < <(test_bins build/tests/integration)
         if [ -x bin/calendar-stress ]; then
             step "stress smoke" "$STRESS_TIMEOUT" bin/calendar-stress \
-                --stack-env "$STACK_ENV" --clients 8 --listings 20 --duration 10
+                --stack-env "$STACK_ENV" --clients 16 --listings 20 --duration 10
             # Each check of the verifier must be able to fail.
             step "stress verifier self-test" "$STRESS_TIMEOUT" tests/stress/selftest.sh "$STACK_ENV"
         else

@@ -446,7 +446,8 @@ metric_value(const char *body, const char *name)
     return at == NULL ? -1 : atoll(at + strlen(pat));
 }
 
-/* Every booking goes through a booking transaction, alone or in a group. */
+/* Every booking goes through a calendar read and a booking transaction,
+ * alone or in a group. */
 START_TEST(test_booking_transaction_metrics)
 {
     struct http_response resp;
@@ -454,17 +455,24 @@ START_TEST(test_booking_transaction_metrics)
     call(&resp, "GET", NULL, NULL, "/metrics");
     long long tx = metric_value(resp.body, "calendard_booking_transactions_total");
     long long bk = metric_value(resp.body, "calendard_booking_transaction_bookings_total");
+    long long rd = metric_value(resp.body, "calendard_booking_reads_total");
+    long long rb = metric_value(resp.body, "calendard_booking_read_bookings_total");
     http_response_deinit(&resp);
     ck_assert(tx >= 0 && bk >= tx);
+    ck_assert(rd >= 0 && rb >= rd);
     uint64_t id = create_listing();
     unique_key(key, sizeof(key), "m");
     json_decref(book_ok(id, key, 20, 22, 5, 20000));
     call(&resp, "GET", NULL, NULL, "/metrics");
     long long tx2 = metric_value(resp.body, "calendard_booking_transactions_total");
     long long bk2 = metric_value(resp.body, "calendard_booking_transaction_bookings_total");
+    long long rd2 = metric_value(resp.body, "calendard_booking_reads_total");
+    long long rb2 = metric_value(resp.body, "calendard_booking_read_bookings_total");
     http_response_deinit(&resp);
     ck_assert_int_ge(tx2, tx + 1);
     ck_assert_int_ge(bk2, bk + 1);
+    ck_assert_int_ge(rd2, rd + 1);
+    ck_assert_int_ge(rb2, rb + 1);
 }
 END_TEST
 

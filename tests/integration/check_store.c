@@ -474,6 +474,108 @@ START_TEST(the_search_read_answers_repeats_and_tells_moved_from_missing)
 }
 END_TEST
 
+static int
+cmp_night(const void *a, const void *b)
+{
+    const struct night_row *x = a, *y = b;
+    return (x->night > y->night) - (x->night < y->night);
+}
+
+/* A booking's batched read answers each stay what the plain read answers:
+ * the listing and the rows of its own nights, "not found" for a missing
+ * listing and "moved" for a vbucket owned elsewhere, in key lookups. */
+START_TEST(the_batch_read_answers_each_stay_as_the_plain_read_does)
+{
+    char err[256];
+    struct listing a = new_listing(), b = new_listing();
+    struct db_val p[3] = {DB_INT_V(a.listing_id), DB_INT_V(today + DB_TO_DAYS_EPOCH),
+                          DB_INT_V(a.vbucket)};
+    ck_assert_msg(db_query(db,
+                           "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+                           " SELECT ?, FROM_DAYS(? + seq), 'available', 80 + seq % 7, 1, ?"
+                           " FROM seq_0_to_366",
+                           p, 3, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    struct planned pl;
+    plan(&pl, &a, today + 10, today + 12);
+    ck_assert(book_alone(&pl) == CAL_OK);
+    uint64_t missing = id_without_listing(true), moved = id_without_listing(false);
+    struct {
+        uint64_t id;
+        int32_t from, to;
+        cal_status want;
+    } stays[] = {
+        {a.listing_id, today + 9, today + 13, CAL_OK},
+        {b.listing_id, today + 1, today + 4, CAL_OK},
+        {missing, today + 1, today + 3, CAL_ENOTFOUND},
+        {a.listing_id, today + 100, today + 101, CAL_OK},
+        {moved, today + 1, today + 3, CAL_EMOVED},
+        {a.listing_id, today + 360, today + 370, CAL_OK},
+    };
+    enum { N = CAL_ARRAY_LEN(stays) };
+    struct calendar_read reads[N];
+    memset(reads, 0, sizeof(reads));
+    struct store_read r[N];
+    for (size_t i = 0; i < N; i++)
+        r[i] = (struct store_read){.vbucket = testenv_vbucket(stays[i].id),
+                                   .listing_id = stays[i].id,
+                                   .from = stays[i].from,
+                                   .to = stays[i].to,
+                                   .out = &reads[i],
+                                   .rc = CAL_ERR};
+    int64_t before = session_status("Handler_read_next");
+    ck_assert_msg(store_read_each(db, r, N, err, sizeof(err)) == CAL_OK, "%s", err);
+    int64_t after = session_status("Handler_read_next");
+    /* A walk of a's 367 rows for each of its stays would read ~1100. */
+    ck_assert_msg(after - before <= 10, "the read walked %lld rows", (long long)(after - before));
+    /* a's first stay: 4 nights, the middle 2 booked; its last ends past a's rows. */
+    ck_assert_uint_eq(reads[0].nrows, 4);
+    unsigned booked = 0;
+    for (size_t k = 0; k < reads[0].nrows; k++)
+        booked += reads[0].rows[k].status == NIGHT_BOOKED &&
+                  reads[0].rows[k].reservation_id == pl.res.reservation_id;
+    ck_assert_uint_eq(booked, 2);
+    ck_assert_uint_eq(reads[1].nrows, 0);
+    ck_assert_uint_eq(reads[3].nrows, 1);
+    ck_assert_uint_eq(reads[5].nrows, 7);
+    for (size_t i = 0; i < N; i++) {
+        struct calendar_read plain = {0};
+        cal_status prc = store_read_calendar(db, r[i].vbucket, stays[i].id, stays[i].from,
+                                             stays[i].to, &plain, err, sizeof(err));
+        ck_assert_int_eq(prc, stays[i].want);
+        ck_assert_msg(r[i].rc == prc, "stay %zu: %s, the plain read %s", i,
+                      cal_status_name(r[i].rc), cal_status_name(prc));
+        ck_assert_int_eq(reads[i].found, prc == CAL_OK);
+        if (prc == CAL_OK) {
+            const struct listing *x = &reads[i].listing, *y = &plain.listing;
+            ck_assert_uint_eq(x->listing_id, y->listing_id);
+            ck_assert_uint_eq(x->vbucket, y->vbucket);
+            ck_assert_uint_eq(x->version, y->version);
+            ck_assert_uint_eq(x->rules_version, y->rules_version);
+            ck_assert_int_eq(x->default_price, y->default_price);
+            ck_assert_str_eq(x->currency, y->currency);
+            ck_assert_int_eq(x->min_nights, y->min_nights);
+            ck_assert_int_eq(x->max_nights, y->max_nights);
+            ck_assert_uint_eq(reads[i].nrows, plain.nrows);
+            qsort(reads[i].rows, reads[i].nrows, sizeof(*reads[i].rows), cmp_night);
+            qsort(plain.rows, plain.nrows, sizeof(*plain.rows), cmp_night);
+            for (size_t k = 0; k < plain.nrows; k++) {
+                const struct night_row *m = &reads[i].rows[k], *n = &plain.rows[k];
+                ck_assert_int_eq(m->night, n->night);
+                ck_assert_int_eq(m->status, n->status);
+                ck_assert_uint_eq(m->reservation_id, n->reservation_id);
+                ck_assert_int_eq(m->has_price, n->has_price);
+                ck_assert_int_eq(m->price, n->price);
+                ck_assert_uint_eq(m->version, n->version);
+            }
+        }
+        calendar_read_clear(&plain);
+        calendar_read_clear(&reads[i]);
+    }
+    plan_clear(&pl);
+}
+END_TEST
+
 START_TEST(the_statement_cache_keeps_the_most_recent_64)
 {
     char err[256], sql[64];
@@ -641,15 +743,22 @@ lane_book(void *arg)
     return NULL;
 }
 
+/* Is *flag (set by another thread) set, or set within ms? */
 static bool
-done_within(struct lane_booking *lb, unsigned ms)
+set_within(bool *flag, unsigned ms)
 {
     for (unsigned waited = 0; waited < ms; waited += 10) {
-        if (__atomic_load_n(&lb->done, __ATOMIC_ACQUIRE))
+        if (__atomic_load_n(flag, __ATOMIC_ACQUIRE))
             return true;
         cal_sleep_ms(10);
     }
-    return __atomic_load_n(&lb->done, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+}
+
+static bool
+done_within(struct lane_booking *lb, unsigned ms)
+{
+    return set_within(&lb->done, ms);
 }
 
 /* Waits until connection `id` has been executing one statement for 200 ms:
@@ -834,6 +943,114 @@ START_TEST(bookings_from_two_pools_never_share_a_transaction)
 }
 END_TEST
 
+/* One booking's calendar read through a batcher, on its own connection and thread. */
+struct lane_read {
+    struct batcher *b;
+    struct db *db;
+    const void *group;
+    struct listing l;
+    struct calendar_read read;
+    cal_status rc;
+    char err[256];
+    bool done; /* atomic */
+};
+
+static void *
+lane_read(void *arg)
+{
+    struct lane_read *lr = arg;
+    lr->rc = batcher_read(lr->b, lr->db, lr->group, lr->l.vbucket, lr->l.listing_id, today + 5,
+                          today + 8, &lr->read, lr->err, sizeof(lr->err));
+    __atomic_store_n(&lr->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Statements connection d executed since `before` (minus the SHOW itself). */
+static int64_t
+executed_since(struct db *d, int64_t before)
+{
+    return connection_int(d, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1) - before - 1;
+}
+
+/* Four reads of group A (0 to 2) and B (3) while a table lock held
+ * elsewhere keeps read 0 waiting, with `load` bookings in progress and 2
+ * lanes. Answers the statements each read's connection ran. */
+static void
+reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
+{
+    char err[256];
+    static const char group_a = 'a', group_b = 'b';
+    struct batcher *bt = batcher_create(32, 2);
+    struct lane_read lr[4];
+    struct db *d[4];
+    int64_t before[4], id[4];
+    for (int i = 0; i < 4; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        id[i] = connection_int(d[i], "SELECT CONNECTION_ID(), 0", 0);
+        lr[i] = (struct lane_read){
+            .b = bt, .db = d[i], .group = i == 3 ? &group_b : &group_a, .l = new_listing()};
+    }
+    for (unsigned i = 0; i < load; i++)
+        batcher_enter(bt);
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    ck_assert_msg(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    for (int i = 0; i < 4; i++)
+        before[i] = connection_int(d[i], "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1);
+    pthread_t t[4];
+    pthread_create(&t[0], NULL, lane_read, &lr[0]);
+    await_stuck(id[0]);
+    pthread_create(&t[1], NULL, lane_read, &lr[1]);
+    bool waited1 = !set_within(&lr[1].done, 100);
+    pthread_create(&t[2], NULL, lane_read, &lr[2]);
+    bool waited2 = !set_within(&lr[2].done, 100);
+    /* Another group's read is not held up by group A's. */
+    pthread_create(&t[3], NULL, lane_read, &lr[3]);
+    await_stuck(id[3]);
+    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    for (unsigned i = 0; i < load; i++)
+        batcher_leave(bt);
+    ck_assert(waited1 && waited2);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(lr[i].rc == CAL_OK, "read %d: %s %s", i, cal_status_name(lr[i].rc),
+                      lr[i].err);
+        ck_assert(lr[i].read.found);
+        ck_assert_uint_eq(lr[i].read.listing.listing_id, lr[i].l.listing_id);
+        ck_assert_int_eq(lr[i].read.listing.default_price, 100);
+        executed[i] = executed_since(d[i], before[i]);
+        calendar_read_clear(&lr[i].read);
+        db_close(d[i]);
+    }
+    db_close(holder);
+    batcher_destroy(bt);
+}
+
+START_TEST(under_load_reads_queue_behind_one_and_go_together)
+{
+    int64_t n[4];
+    reads_beside_a_stuck_one(3, n);
+    /* 0 alone; 1 read for itself and 2 in one statement; 3 alone. */
+    ck_assert_int_eq(n[0], 1);
+    ck_assert_int_eq(n[1], 1);
+    ck_assert_int_eq(n[2], 0);
+    ck_assert_int_eq(n[3], 1);
+}
+END_TEST
+
+START_TEST(at_low_load_each_read_goes_at_once)
+{
+    int64_t n[4];
+    /* 2 in progress, 2 lanes: yet reads 1 and 2 waited, on the lock itself. */
+    reads_beside_a_stuck_one(2, n);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(n[i], 1);
+}
+END_TEST
+
 START_TEST(at_low_load_a_booking_takes_a_lane_of_its_own)
 {
     /* 2 bookings in progress, 2 lanes: second does not wait for first. */
@@ -874,12 +1091,15 @@ main(void)
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
+    tcase_add_test(tc, the_batch_read_answers_each_stay_as_the_plain_read_does);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
     tcase_add_test(tc, a_statement_being_read_stays_cached);
     tcase_add_test(tc, at_low_load_a_booking_takes_a_lane_of_its_own);
     tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
     tcase_add_test(tc, a_booking_waiting_for_a_lane_goes_when_the_load_falls);
     tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
+    tcase_add_test(tc, under_load_reads_queue_behind_one_and_go_together);
+    tcase_add_test(tc, at_low_load_each_read_goes_at_once);
     suite_add_tcase(s, tc);
     TCase *limit = tcase_create("statement_limit");
     tcase_add_unchecked_fixture(limit, remember_stmt_limit, restore_stmt_limit);
