@@ -28,7 +28,8 @@ struct leader {
 struct read_job {
     struct store_read sr;
     const void *group;
-    bool done; /* sr.rc, or rc and err, are final */
+    bool done;          /* rc and err are final */
+    bool failed_as_one; /* a statement reading several failed: err is about it */
     cal_status rc;
     char err[256];
     pthread_cond_t wake;
@@ -265,6 +266,7 @@ read_lead(struct batcher *b, struct db *db, struct read_job **jobs, size_t n)
     pthread_mutex_lock(&b->read_lock);
     for (size_t i = 0; i < n; i++) {
         jobs[i]->rc = rc == CAL_OK ? sr[i].rc : rc;
+        jobs[i]->failed_as_one = rc != CAL_OK && n > 1;
         memcpy(jobs[i]->err, err, sizeof(err));
         jobs[i]->done = true;
         pthread_cond_signal(&jobs[i]->wake);
@@ -302,6 +304,7 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
     struct read_job *small[32];
     struct read_job **jobs =
         b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
+    bool led = false;
     pthread_mutex_lock(&b->read_lock);
     struct read_job **pp = &b->read_head;
     while (*pp != NULL)
@@ -328,6 +331,7 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
         }
         struct leader me = {.group = group, .next = b->readers};
         b->readers = &me;
+        led = true;
         read_lead(b, db, jobs, n);
         leader_remove(&b->readers, &me);
         read_wake_next(b);
@@ -336,6 +340,14 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
     pthread_cond_destroy(&job.wake);
     if (jobs != small)
         free(jobs);
+    /* The leader's statement failed, but not for the shard's sake (no room
+     * for one more prepared statement on its connection, an SQL error):
+     * that says nothing about this booking's own connection, which reads
+     * alone. A lost connection or a timeout the caller handles as usual. */
+    if (job.failed_as_one && !led && (job.rc == CAL_EAGAIN || job.rc == CAL_ERR)) {
+        metrics_booking_read(1);
+        return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
+    }
     if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
         snprintf(err, errlen, "%s", job.err);
     return job.rc;

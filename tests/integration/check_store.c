@@ -1051,6 +1051,64 @@ START_TEST(at_low_load_each_read_goes_at_once)
 }
 END_TEST
 
+/* A grouped read that fails on its leader's connection alone (no room for
+ * one more prepared statement there) fails only the leader: the others
+ * read alone on their own connections. */
+START_TEST(a_group_read_failing_on_its_leaders_connection_fails_only_the_leader)
+{
+    char err[256];
+    static const char group = 'g';
+    struct batcher *bt = batcher_create(32, 2);
+    struct lane_read lr[3];
+    struct db *d[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        lr[i] = (struct lane_read){.b = bt, .db = d[i], .group = &group, .l = new_listing()};
+    }
+    int64_t id0 = connection_int(d[0], "SELECT CONNECTION_ID(), 0", 0);
+    /* d[2] has the plain read prepared; d[1] has no statement to give back. */
+    struct calendar_read warm = {0};
+    ck_assert_msg(store_read_calendar(d[2], lr[2].l.vbucket, lr[2].l.listing_id, today + 5,
+                                      today + 8, &warm, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    calendar_read_clear(&warm);
+    for (int i = 0; i < 3; i++) /* more in progress than lanes */
+        batcher_enter(bt);
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
+    pthread_t t[3];
+    pthread_create(&t[0], NULL, lane_read, &lr[0]);
+    await_stuck(id0);
+    prepared_on_server(); /* its own statement is prepared from now on */
+    set_shard0_global("max_prepared_stmt_count", prepared_on_server());
+    /* 1 leads the next read, of 1 and 2, on its own connection. */
+    pthread_create(&t[1], NULL, lane_read, &lr[1]);
+    bool waited1 = !set_within(&lr[1].done, 100);
+    pthread_create(&t[2], NULL, lane_read, &lr[2]);
+    bool waited2 = !set_within(&lr[2].done, 100);
+    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    set_shard0_global("max_prepared_stmt_count", stmt_limit);
+    for (int i = 0; i < 3; i++)
+        batcher_leave(bt);
+    ck_assert(waited1 && waited2);
+    ck_assert_msg(lr[0].rc == CAL_OK, "0: %s %s", cal_status_name(lr[0].rc), lr[0].err);
+    ck_assert_msg(lr[1].rc == CAL_EAGAIN, "1: %s %s", cal_status_name(lr[1].rc), lr[1].err);
+    ck_assert_msg(lr[2].rc == CAL_OK, "2: %s %s", cal_status_name(lr[2].rc), lr[2].err);
+    ck_assert(lr[2].read.found);
+    ck_assert_uint_eq(lr[2].read.listing.listing_id, lr[2].l.listing_id);
+    for (int i = 0; i < 3; i++) {
+        calendar_read_clear(&lr[i].read);
+        db_close(d[i]);
+    }
+    db_close(holder);
+    batcher_destroy(bt);
+}
+END_TEST
+
 START_TEST(at_low_load_a_booking_takes_a_lane_of_its_own)
 {
     /* 2 bookings in progress, 2 lanes: second does not wait for first. */
@@ -1106,6 +1164,7 @@ main(void)
     tcase_add_checked_fixture(limit, setup, teardown);
     tcase_set_timeout(limit, 30);
     tcase_add_test(limit, a_full_statement_count_gives_back_statements);
+    tcase_add_test(limit, a_group_read_failing_on_its_leaders_connection_fails_only_the_leader);
     suite_add_tcase(s, limit);
     return unit_run(s);
 }
