@@ -275,16 +275,41 @@ read_lead(struct batcher *b, struct db *db, struct read_job **jobs, size_t n)
         free(sr);
 }
 
-/* Wakes the oldest waiting read whose group reads nothing now (needs read_lock). */
+/* Wakes the oldest read of group still waiting, which leads the next read
+ * of the group (needs read_lock). Each group's reader wakes its own group
+ * only: a waiter woken for another group could leave this one asleep. */
 static void
-read_wake_next(struct batcher *b)
+read_wake_next(struct batcher *b, const void *group)
 {
     for (struct read_job *j = b->read_head; j != NULL; j = j->next) {
-        if (!reading(b, j->group)) {
+        if (j->group == group) {
             pthread_cond_signal(&j->wake);
             return;
         }
     }
+}
+
+/* Takes job and up to max_batch - 1 more reads of its group off the queue,
+ * oldest first, job first (needs read_lock). */
+static size_t
+read_take(struct batcher *b, struct read_job *job, struct read_job **out)
+{
+    size_t n = 0;
+    struct read_job **pp = &b->read_head;
+    while (*pp != job)
+        pp = &(*pp)->next;
+    *pp = job->next;
+    out[n++] = job;
+    for (pp = &b->read_head; *pp != NULL && n < b->max_batch;) {
+        struct read_job *j = *pp;
+        if (j->group != job->group) {
+            pp = &j->next;
+            continue;
+        }
+        *pp = j->next;
+        out[n++] = j;
+    }
+    return n;
 }
 
 cal_status
@@ -304,53 +329,52 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
     struct read_job *small[32];
     struct read_job **jobs =
         b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
-    bool led = false;
     pthread_mutex_lock(&b->read_lock);
     struct read_job **pp = &b->read_head;
     while (*pp != NULL)
         pp = &(*pp)->next;
     *pp = &job;
-    while (!job.done) {
-        if (reading(b, group)) {
-            /* Bounded by the reading leader's statement timeouts; reads
-             * take no locks, so they do not wait for transactions. */
-            pthread_cond_wait(&job.wake, &b->read_lock);
-            continue;
-        }
+    /* Bounded by the reading leader's statement timeouts. Reads take no
+     * row locks; a metadata lock (a schema change) can hold them. */
+    while (!job.done && reading(b, group))
+        pthread_cond_wait(&job.wake, &b->read_lock);
+    if (!job.done) {
         /* Nothing of this group is being read: read this booking's
-         * calendar and whatever of its group queued, oldest first. */
-        size_t n = 0;
-        for (pp = &b->read_head; *pp != NULL && n < b->max_batch;) {
-            struct read_job *j = *pp;
-            if (j->group != group) {
-                pp = &j->next;
-                continue;
-            }
-            *pp = j->next;
-            jobs[n++] = j;
-        }
+         * calendar, and whatever of its group queued, on this request's
+         * own connection. */
+        size_t n = read_take(b, &job, jobs);
         struct leader me = {.group = group, .next = b->readers};
         b->readers = &me;
-        led = true;
         read_lead(b, db, jobs, n);
         leader_remove(&b->readers, &me);
-        read_wake_next(b);
+        read_wake_next(b, group);
     }
     pthread_mutex_unlock(&b->read_lock);
     pthread_cond_destroy(&job.wake);
     if (jobs != small)
         free(jobs);
-    /* The leader's statement failed, but not for the shard's sake (no room
-     * for one more prepared statement on its connection, an SQL error):
-     * that says nothing about this booking's own connection, which reads
-     * alone. A lost connection or a timeout the caller handles as usual. */
-    if (job.failed_as_one && !led && (job.rc == CAL_EAGAIN || job.rc == CAL_ERR)) {
+    /* The statement reading several failed: whatever its reason (a lost
+     * connection, no room for one more prepared statement there), it says
+     * nothing sure about this booking's own connection, which reads alone:
+     * it answers, or fails and is marked broken itself. */
+    if (job.failed_as_one && !db_broken(db)) {
         metrics_booking_read(1);
         return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
     }
     if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
         snprintf(err, errlen, "%s", job.err);
     return job.rc;
+}
+
+size_t
+batcher_reads_waiting(struct batcher *b)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&b->read_lock);
+    for (struct read_job *j = b->read_head; j != NULL; j = j->next)
+        n++;
+    pthread_mutex_unlock(&b->read_lock);
+    return n;
 }
 
 void

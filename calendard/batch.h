@@ -37,15 +37,20 @@ cal_status batcher_book(struct batcher *b, struct db *db, const void *group,
                         struct reservation *res, const char *key, size_t keylen, char *err,
                         size_t errlen);
 
-/* Reads a booking's calendar as store_read_calendar() does, with the same
- * statuses. Under load (more bookings in progress than lanes) one read per
- * group is in flight, and the reads that queue behind it are read together
- * in the next statement (store_read_each()), on the connection of the
- * oldest: one statement instead of one each. At low load it reads at once
- * on db. */
+/* Reads a booking's calendar as store_read_calendar() does. Under load
+ * (more bookings in progress than lanes) one read per group is in flight,
+ * and the reads that queue behind it are read together in the next
+ * statement (store_read_each()), on the connection of the booking that
+ * leads it: one statement instead of one each. If that statement fails,
+ * each booking whose own connection is not broken reads alone on it, so a
+ * failure answered is one of the booking's own connection. At low load it
+ * reads at once on db. */
 cal_status batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
                         uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out,
                         char *err, size_t errlen);
+
+/* Reads waiting in the queue, not yet taken by a leader: for tests. */
+size_t batcher_reads_waiting(struct batcher *b);
 
 /* A booking of the shard is in progress (reading, planning, committing)
  * between these two calls: the load that decides how many lanes are open. */

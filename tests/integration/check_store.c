@@ -79,13 +79,14 @@ foreign_vbucket(void)
     }
 }
 
-/* A fresh listing whose vbucket shard 0 owns, priced 100 a night. */
+/* A fresh listing whose vbucket shard 0 owns, priced 100 a night; its id
+ * has the bits of high set besides 48 random ones. */
 static struct listing
-new_listing(void)
+new_listing_with(uint64_t high)
 {
     char err[256];
     for (;;) {
-        uint64_t id = testenv_random48();
+        uint64_t id = high | testenv_random48();
         uint32_t vb = testenv_vbucket(id);
         struct db_val p[1] = {DB_INT_V(vb)};
         if (query_int("SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1) == 0)
@@ -99,6 +100,12 @@ new_listing(void)
         ck_assert_int_eq(created, 1);
         return l;
     }
+}
+
+static struct listing
+new_listing(void)
+{
+    return new_listing_with(0);
 }
 
 /* A planned booking of [in, out), as calendard plans it: read, then plan. */
@@ -487,7 +494,8 @@ cmp_night(const void *a, const void *b)
 START_TEST(the_batch_read_answers_each_stay_as_the_plain_read_does)
 {
     char err[256];
-    struct listing a = new_listing(), b = new_listing();
+    /* b's id is exact only as an integer, not as a double. */
+    struct listing a = new_listing(), b = new_listing_with(1ULL << 62);
     struct db_val p[3] = {DB_INT_V(a.listing_id), DB_INT_V(today + DB_TO_DAYS_EPOCH),
                           DB_INT_V(a.vbucket)};
     ck_assert_msg(db_query(db,
@@ -972,11 +980,20 @@ executed_since(struct db *d, int64_t before)
     return connection_int(d, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1) - before - 1;
 }
 
-/* Four reads of group A (0 to 2) and B (3) while a table lock held
- * elsewhere keeps read 0 waiting, with `load` bookings in progress and 2
- * lanes. Answers the statements each read's connection ran. */
+/* Waits until n reads wait in bt's queue. */
 static void
-reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
+await_reads_waiting(struct batcher *bt, size_t n)
+{
+    for (int i = 0; i < 500 && batcher_reads_waiting(bt) != n; i++)
+        cal_sleep_ms(10);
+    ck_assert_uint_eq(batcher_reads_waiting(bt), n);
+}
+
+/* Four reads of group A (0 to 2) and B (3) while a table lock held
+ * elsewhere keeps read 0 waiting, with 2 lanes and 3 bookings in progress
+ * (under load) or 2. Answers the statements each read's connection ran. */
+static void
+reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
 {
     char err[256];
     static const char group_a = 'a', group_b = 'b';
@@ -991,6 +1008,7 @@ reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
         lr[i] = (struct lane_read){
             .b = bt, .db = d[i], .group = i == 3 ? &group_b : &group_a, .l = new_listing()};
     }
+    unsigned load = under_load ? 3 : 2;
     for (unsigned i = 0; i < load; i++)
         batcher_enter(bt);
     struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
@@ -1002,10 +1020,15 @@ reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
     pthread_t t[4];
     pthread_create(&t[0], NULL, lane_read, &lr[0]);
     await_stuck(id[0]);
-    pthread_create(&t[1], NULL, lane_read, &lr[1]);
-    bool waited1 = !set_within(&lr[1].done, 100);
-    pthread_create(&t[2], NULL, lane_read, &lr[2]);
-    bool waited2 = !set_within(&lr[2].done, 100);
+    /* Under load 1 and 2 queue behind 0, in that order; otherwise each
+     * runs its own statement, held by the lock too. */
+    for (int i = 1; i <= 2; i++) {
+        pthread_create(&t[i], NULL, lane_read, &lr[i]);
+        if (under_load)
+            await_reads_waiting(bt, (size_t)i);
+        else
+            await_stuck(id[i]);
+    }
     /* Another group's read is not held up by group A's. */
     pthread_create(&t[3], NULL, lane_read, &lr[3]);
     await_stuck(id[3]);
@@ -1014,7 +1037,6 @@ reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
         pthread_join(t[i], NULL);
     for (unsigned i = 0; i < load; i++)
         batcher_leave(bt);
-    ck_assert(waited1 && waited2);
     for (int i = 0; i < 4; i++) {
         ck_assert_msg(lr[i].rc == CAL_OK, "read %d: %s %s", i, cal_status_name(lr[i].rc),
                       lr[i].err);
@@ -1032,7 +1054,7 @@ reads_beside_a_stuck_one(unsigned load, int64_t executed[4])
 START_TEST(under_load_reads_queue_behind_one_and_go_together)
 {
     int64_t n[4];
-    reads_beside_a_stuck_one(3, n);
+    reads_beside_a_stuck_one(true, n);
     /* 0 alone; 1 read for itself and 2 in one statement; 3 alone. */
     ck_assert_int_eq(n[0], 1);
     ck_assert_int_eq(n[1], 1);
@@ -1044,68 +1066,132 @@ END_TEST
 START_TEST(at_low_load_each_read_goes_at_once)
 {
     int64_t n[4];
-    /* 2 in progress, 2 lanes: yet reads 1 and 2 waited, on the lock itself. */
-    reads_beside_a_stuck_one(2, n);
+    reads_beside_a_stuck_one(false, n);
     for (int i = 0; i < 4; i++)
         ck_assert_int_eq(n[i], 1);
 }
 END_TEST
 
-/* A grouped read that fails on its leader's connection alone (no room for
- * one more prepared statement there) fails only the leader: the others
- * read alone on their own connections. */
-START_TEST(a_group_read_failing_on_its_leaders_connection_fails_only_the_leader)
+/* Reads 0, 1 and 2 of one group on connections of their own, with more
+ * bookings in progress than lanes, the nights locked by holder. */
+struct group_reads {
+    struct batcher *bt;
+    struct lane_read lr[3];
+    struct db *d[3], *holder;
+    int64_t id[3];
+    pthread_t t[3];
+};
+
+/* Read 0 runs and waits for the lock; 1 and 2 queue behind it, in that
+ * order. before_1 runs while 0 waits, before 1 is started. d[2] has the
+ * plain read prepared; d[1] has run no statement. */
+static void
+group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
 {
     char err[256];
     static const char group = 'g';
-    struct batcher *bt = batcher_create(32, 2);
-    struct lane_read lr[3];
-    struct db *d[3];
+    g->bt = batcher_create(32, 2);
     for (int i = 0; i < 3; i++) {
-        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
-        ck_assert_msg(d[i] != NULL, "%s", err);
-        lr[i] = (struct lane_read){.b = bt, .db = d[i], .group = &group, .l = new_listing()};
+        g->d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(g->d[i] != NULL, "%s", err);
+        g->lr[i] =
+            (struct lane_read){.b = g->bt, .db = g->d[i], .group = &group, .l = new_listing()};
     }
-    int64_t id0 = connection_int(d[0], "SELECT CONNECTION_ID(), 0", 0);
-    /* d[2] has the plain read prepared; d[1] has no statement to give back. */
+    g->id[0] = connection_int(g->d[0], "SELECT CONNECTION_ID(), 0", 0);
     struct calendar_read warm = {0};
-    ck_assert_msg(store_read_calendar(d[2], lr[2].l.vbucket, lr[2].l.listing_id, today + 5,
+    ck_assert_msg(store_read_calendar(g->d[2], g->lr[2].l.vbucket, g->lr[2].l.listing_id, today + 5,
                                       today + 8, &warm, err, sizeof(err)) == CAL_OK,
                   "%s", err);
     calendar_read_clear(&warm);
-    for (int i = 0; i < 3; i++) /* more in progress than lanes */
-        batcher_enter(bt);
-    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
-    ck_assert_msg(holder != NULL, "%s", err);
-    ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
-    pthread_t t[3];
-    pthread_create(&t[0], NULL, lane_read, &lr[0]);
-    await_stuck(id0);
+    for (int i = 0; i < 3; i++)
+        batcher_enter(g->bt);
+    g->holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(g->holder != NULL, "%s", err);
+    ck_assert(db_exec(g->holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
+    pthread_create(&g->t[0], NULL, lane_read, &g->lr[0]);
+    await_stuck(g->id[0]);
+    if (before_1 != NULL)
+        before_1(g);
+    for (int i = 1; i < 3; i++) {
+        pthread_create(&g->t[i], NULL, lane_read, &g->lr[i]);
+        await_reads_waiting(g->bt, (size_t)i);
+    }
+}
+
+/* Unlocks the nights, joins the reads still running and checks read 2:
+ * it answered, with its own listing. */
+static void
+group_reads_finish(struct group_reads *g, bool joined_1)
+{
+    char err[256];
+    ck_assert(db_exec(g->holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    for (int i = 0; i < 3; i++)
+        if (i != 1 || !joined_1)
+            pthread_join(g->t[i], NULL);
+    for (int i = 0; i < 3; i++)
+        batcher_leave(g->bt);
+    ck_assert_msg(g->lr[2].rc == CAL_OK, "2: %s %s", cal_status_name(g->lr[2].rc), g->lr[2].err);
+    ck_assert(g->lr[2].read.found);
+    ck_assert_uint_eq(g->lr[2].read.listing.listing_id, g->lr[2].l.listing_id);
+    for (int i = 0; i < 3; i++) {
+        calendar_read_clear(&g->lr[i].read);
+        db_close(g->d[i]);
+    }
+    db_close(g->holder);
+    batcher_destroy(g->bt);
+}
+
+static void
+kill_connection(struct db *holder, int64_t id)
+{
+    char err[256], sql[64];
+    snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)id);
+    ck_assert_msg(db_exec(holder, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+}
+
+static void
+remember_id_1(struct group_reads *g)
+{
+    g->id[1] = connection_int(g->d[1], "SELECT CONNECTION_ID(), 0", 0);
+}
+
+/* The leader of a grouped read loses its connection (the server killed
+ * it): the others read alone on their own connections and answer. */
+START_TEST(a_group_read_losing_its_connection_fails_only_the_leader)
+{
+    struct group_reads g;
+    group_reads_start(&g, remember_id_1);
+    /* 0 loses its connection; 1 leads the read of 1 and 2, and loses its own. */
+    kill_connection(g.holder, g.id[0]);
+    await_stuck(g.id[1]);
+    kill_connection(g.holder, g.id[1]);
+    pthread_join(g.t[1], NULL);
+    group_reads_finish(&g, true);
+    ck_assert_msg(g.lr[0].rc == CAL_EUNAVAIL, "0: %s", cal_status_name(g.lr[0].rc));
+    ck_assert_msg(g.lr[1].rc == CAL_EUNAVAIL, "1: %s", cal_status_name(g.lr[1].rc));
+}
+END_TEST
+
+static void
+fill_statement_slots(struct group_reads *g)
+{
+    (void)g;
     prepared_on_server(); /* its own statement is prepared from now on */
     set_shard0_global("max_prepared_stmt_count", prepared_on_server());
+}
+
+/* A grouped read that fails on its leader's connection alone (no room for
+ * one more prepared statement there, and none to give back) fails only the
+ * leader: the others read alone on their own connections. */
+START_TEST(a_group_read_failing_on_its_leaders_connection_fails_only_the_leader)
+{
+    struct group_reads g;
+    group_reads_start(&g, fill_statement_slots);
     /* 1 leads the next read, of 1 and 2, on its own connection. */
-    pthread_create(&t[1], NULL, lane_read, &lr[1]);
-    bool waited1 = !set_within(&lr[1].done, 100);
-    pthread_create(&t[2], NULL, lane_read, &lr[2]);
-    bool waited2 = !set_within(&lr[2].done, 100);
-    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
-    for (int i = 0; i < 3; i++)
-        pthread_join(t[i], NULL);
+    group_reads_finish(&g, false);
     set_shard0_global("max_prepared_stmt_count", stmt_limit);
-    for (int i = 0; i < 3; i++)
-        batcher_leave(bt);
-    ck_assert(waited1 && waited2);
-    ck_assert_msg(lr[0].rc == CAL_OK, "0: %s %s", cal_status_name(lr[0].rc), lr[0].err);
-    ck_assert_msg(lr[1].rc == CAL_EAGAIN, "1: %s %s", cal_status_name(lr[1].rc), lr[1].err);
-    ck_assert_msg(lr[2].rc == CAL_OK, "2: %s %s", cal_status_name(lr[2].rc), lr[2].err);
-    ck_assert(lr[2].read.found);
-    ck_assert_uint_eq(lr[2].read.listing.listing_id, lr[2].l.listing_id);
-    for (int i = 0; i < 3; i++) {
-        calendar_read_clear(&lr[i].read);
-        db_close(d[i]);
-    }
-    db_close(holder);
-    batcher_destroy(bt);
+    ck_assert_msg(g.lr[0].rc == CAL_OK, "0: %s %s", cal_status_name(g.lr[0].rc), g.lr[0].err);
+    ck_assert_msg(g.lr[1].rc == CAL_EAGAIN, "1: %s %s", cal_status_name(g.lr[1].rc), g.lr[1].err);
 }
 END_TEST
 
@@ -1158,6 +1244,7 @@ main(void)
     tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
     tcase_add_test(tc, under_load_reads_queue_behind_one_and_go_together);
     tcase_add_test(tc, at_low_load_each_read_goes_at_once);
+    tcase_add_test(tc, a_group_read_losing_its_connection_fails_only_the_leader);
     suite_add_tcase(s, tc);
     TCase *limit = tcase_create("statement_limit");
     tcase_add_unchecked_fixture(limit, remember_stmt_limit, restore_stmt_limit);
