@@ -61,7 +61,8 @@ one JSON line; exit 1 if an invariant is non-zero or a recovery missed its
 bound, 2 on setup errors. The devbroker is never restarted: the stack does
 not support it (in-memory broker, new port). Only processes of the stack's
 PID files and this script's own children are signalled; 127.0.0.1 only.
-Environment: FAULTS_STACK_DIR (default var/faults-stack), FAULTS_BOUND_*_MS.
+Environment: FAULTS_STACK_DIR (default var/faults-stack), FAULTS_CLIENTS (stress clients,
+default 8), FAULTS_BOUND_*_MS.
 EOF
 }
 
@@ -102,7 +103,7 @@ if [ "$QUICK" = 1 ]; then
 else
     STRESS_S=20 CAL_KILLS=4 CAL_GAP_S=3 SHARD_DOWN_S=6 CDC_ROUNDS=3 STALL_S=3 MC_DOWN_S=3
 fi
-CLIENTS=8
+CLIENTS=${FAULTS_CLIENTS:-8}
 LISTINGS=40
 
 case "$DIR" in
