@@ -443,7 +443,7 @@ num_or_null(double v)
 static void
 print_target(FILE *out, const char *what, double v, const char *cmp, double goal)
 {
-    bool met = !isnan(v) && (strcmp(cmp, ">=") == 0 ? v >= goal
+    bool met = !isnan(v) && (strcmp(cmp, ">=") == 0  ? v >= goal
                              : strcmp(cmp, ">") == 0 ? v > goal
                                                      : v < goal);
     if (isnan(v))
