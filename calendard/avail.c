@@ -353,6 +353,44 @@ decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts
     return true;
 }
 
+/* Values of a row that do not decode (another release's format, a write
+ * from outside the project) would keep every read of the listing on the
+ * shard until they expire, since a lease is only taken for an absent key.
+ * Deletes them and marks them absent, so this read leases and fills them. */
+static void
+drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts, size_t nk)
+{
+    const char *names[AVAIL_MAX_MONTHS + 1];
+    size_t lens[AVAIL_MAX_MONTHS + 1], bad[AVAIL_MAX_MONTHS + 1], nbad = 0;
+    for (size_t k = 0; k < nk; k++) {
+        if (!row[k].found || cacheval_is_lease(row[k].value, row[k].len))
+            continue;
+        struct listing l;
+        struct night_row tmp[31];
+        size_t nrows = 0;
+        uint64_t version;
+        bool ok = k == 0 ? cacheval_decode_listing(row[0].value, row[0].len, &l)
+                         : cacheval_decode_month(row[k].value, row[k].len, firsts[k - 1], tmp,
+                                                 &nrows, 31, &version);
+        if (!ok) {
+            names[nbad] = row[k].key;
+            lens[nbad] = row[k].keylen;
+            bad[nbad++] = k;
+        }
+    }
+    if (nbad == 0)
+        return;
+    char err[256];
+    if (cache_delete_many(c, names, lens, nbad, err, sizeof(err)) != CAL_OK) {
+        metrics_cache(CACHE_ERROR, 1);
+        return;
+    }
+    for (size_t i = 0; i < nbad; i++)
+        row[bad[i]].found = false;
+    log_warn("undecodable cache values deleted", "keys=%zu first=\"%.*s\"", nbad, (int)lens[0],
+             names[0]);
+}
+
 void
 avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to)
 {
@@ -406,6 +444,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             hits += (unsigned)nk;
             continue;
         }
+        drop_undecodable(c, row, firsts, nk);
         for (size_t k = 0; k < nk; k++) {
             if (row[k].found && !cacheval_is_lease(row[k].value, row[k].len)) {
                 hits++;

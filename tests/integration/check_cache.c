@@ -126,6 +126,37 @@ START_TEST(a_month_newer_than_its_listing_key_is_no_hit)
 }
 END_TEST
 
+/* A value that does not decode (another release's format, say) is no hit,
+ * and is replaced by the next fill instead of keeping the listing's reads on
+ * the shard until it expires. */
+START_TEST(an_undecodable_value_is_replaced)
+{
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    struct cache *c = make_cache();
+    int32_t from = date_from_ymd(2031, 4, 10), to = from + 3;
+    uint64_t id = testenv_random48();
+    char lkey[CACHEKEY_MAX], err[256];
+    cachekey_listing(id, lkey);
+    ck_assert(cache_set(c, lkey, strlen(lkey), "L9 not a listing", 16, 60, err, sizeof(err)) ==
+              CAL_OK);
+    struct avail_item item = {.listing_id = id};
+    lookup(avail, &item, from, to);
+    ck_assert(!item.hit);
+    ck_assert_msg(item.owned & 1u, "no lease on the undecodable listing key");
+    fake_db_read(&item, from + 1, 3);
+    avail_fill(avail, &item, 1, from, to);
+    calendar_read_clear(&item.read);
+    struct avail_item again = {.listing_id = id};
+    lookup(avail, &again, from, to);
+    ck_assert(again.hit);
+    ck_assert_uint_eq(again.read.listing.version, 3);
+    calendar_read_clear(&again.read);
+    cache_destroy(c);
+    avail_destroy(avail);
+}
+END_TEST
+
 START_TEST(fill_then_hit)
 {
     load_env();
@@ -744,6 +775,7 @@ main(void)
     Suite *s = suite_create("cache");
     UNIT_CASE(s, fill_then_hit);
     UNIT_CASE(s, a_month_newer_than_its_listing_key_is_no_hit);
+    UNIT_CASE(s, an_undecodable_value_is_replaced);
     UNIT_CASE(s, multi_get_answers_repeated_keys);
     UNIT_CASE(s, delete_many_deletes_exactly_the_named_keys);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
