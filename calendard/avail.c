@@ -387,8 +387,14 @@ drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts,
     }
     for (size_t i = 0; i < nbad; i++)
         row[bad[i]].found = false;
-    log_warn("undecodable cache values deleted", "keys=%zu first=\"%.*s\"", nbad, (int)lens[0],
-             names[0]);
+    /* Two releases of different formats side by side (a rolling upgrade)
+     * delete each other's values until it ends: one line per 10 s. */
+    static atomic_ullong dropped, logged_ms;
+    atomic_fetch_add_explicit(&dropped, nbad, memory_order_relaxed);
+    unsigned long long now = cal_now_ms(), last = atomic_load(&logged_ms);
+    if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now))
+        log_warn("undecodable cache values deleted", "keys=%llu first=\"%.*s\"",
+                 atomic_exchange(&dropped, 0), (int)lens[0], names[0]);
 }
 
 void
