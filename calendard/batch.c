@@ -312,16 +312,22 @@ read_take(struct batcher *b, struct read_job *job, struct read_job **out)
     return n;
 }
 
+static cal_status
+read_alone(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from, int32_t to,
+           struct calendar_read *out, char *err, size_t errlen)
+{
+    metrics_booking_read(1);
+    return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
+}
+
 cal_status
 batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
              uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out, char *err,
              size_t errlen)
 {
     /* At low load a read in flight is rarely there to gather behind. */
-    if (lanes_open(b) > 1) {
-        metrics_booking_read(1);
-        return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
-    }
+    if (lanes_open(b) > 1)
+        return read_alone(db, vbucket, listing_id, from, to, out, err, errlen);
     struct read_job job = {
         .sr = {.vbucket = vbucket, .listing_id = listing_id, .from = from, .to = to, .out = out},
         .group = group};
@@ -357,10 +363,8 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
      * connection, no room for one more prepared statement there), it says
      * nothing sure about this booking's own connection, which reads alone:
      * it answers, or fails and is marked broken itself. */
-    if (job.failed_as_one && !db_broken(db)) {
-        metrics_booking_read(1);
-        return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
-    }
+    if (job.failed_as_one && !db_broken(db))
+        return read_alone(db, vbucket, listing_id, from, to, out, err, errlen);
     if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
         snprintf(err, errlen, "%s", job.err);
     return job.rc;
