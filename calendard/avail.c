@@ -591,14 +591,26 @@ out:
 void
 avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t to)
 {
-    if (!avail->enabled)
+    struct avail_stay stay = {.listing_id = listing_id, .from = from, .to = to};
+    avail_invalidate_many(avail, &stay, 1);
+}
+
+void
+avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, size_t n)
+{
+    if (!avail->enabled || n == 0)
         return;
-    int32_t firsts[AVAIL_MAX_MONTHS];
-    size_t nmonths = from < to ? months_of(from, to, firsts) : 0;
-    char keys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
-    size_t lens[AVAIL_MAX_MONTHS + 1];
-    size_t nk = item_keys(listing_id, firsts, nmonths, keys, lens);
-    const char *names[AVAIL_MAX_MONTHS + 1];
+    enum { PER_STAY = AVAIL_MAX_MONTHS + 1 };
+    char(*keys)[CACHEKEY_MAX] = cal_malloc(n * PER_STAY * sizeof(*keys));
+    size_t *lens = cal_malloc(n * PER_STAY * sizeof(*lens));
+    const char **names = cal_malloc(n * PER_STAY * sizeof(*names));
+    size_t nk = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t firsts[AVAIL_MAX_MONTHS];
+        size_t nmonths =
+            stays[i].from < stays[i].to ? months_of(stays[i].from, stays[i].to, firsts) : 0;
+        nk += item_keys(stays[i].listing_id, firsts, nmonths, keys + nk, lens + nk);
+    }
     for (size_t k = 0; k < nk; k++)
         names[k] = keys[k];
     struct cache *c = cache_borrow(avail);
@@ -611,9 +623,13 @@ avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t
         metrics_cache(CACHE_ERROR, 1);
         for (size_t k = 0; k < nk; k++)
             pending_add(avail, keys[k], lens[k]);
-        log_warn("cache invalidation failed, retrying", "listing=%llu keys=%zu error=\"%s\"",
-                 (unsigned long long)listing_id, nk, err);
+        log_warn("cache invalidation failed, retrying",
+                 "listing=%llu stays=%zu keys=%zu error=\"%s\"",
+                 (unsigned long long)stays[0].listing_id, n, nk, err);
     }
     if (c != NULL)
         cache_return(avail, c);
+    free(keys);
+    free(lens);
+    free(names);
 }

@@ -58,4 +58,14 @@ void avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t
  * from == to): read-your-writes for this daemon; CDC covers other writers. */
 void avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t to);
 
+/* One stay whose nights changed: its listing, nights [from, to). */
+struct avail_stay {
+    uint64_t listing_id;
+    int32_t from, to;
+};
+
+/* avail_invalidate() of n stays at once: every key in one pipelined round
+ * trip per cache server (a group commit's bookings, after its COMMIT). */
+void avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, size_t n);
+
 #endif

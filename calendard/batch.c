@@ -43,6 +43,8 @@ struct batcher {
     struct job *head, *tail; /* waiting, not taken, oldest first */
     struct leader *leaders;  /* committing now, one per busy lane */
     unsigned load;           /* atomic: bookings between batcher_enter and _leave */
+    batcher_committed_fn committed;
+    void *committed_arg;
     /* Reads under load: one in flight per group, the rest gather behind it. */
     pthread_mutex_t read_lock; /* guards the read queue, readers and read jobs */
     struct read_job *read_head;
@@ -141,11 +143,13 @@ wake_next(struct batcher *b)
 }
 
 struct batcher *
-batcher_create(unsigned max_batch, unsigned lanes)
+batcher_create(unsigned max_batch, unsigned lanes, batcher_committed_fn committed, void *arg)
 {
     struct batcher *b = cal_calloc(1, sizeof(*b));
     b->max_batch = max_batch ? max_batch : 1;
     b->lanes = lanes ? lanes : 1;
+    b->committed = committed;
+    b->committed_arg = arg;
     pthread_mutex_init(&b->lock, NULL);
     pthread_mutex_init(&b->read_lock, NULL);
     return b;
@@ -161,10 +165,12 @@ batcher_destroy(struct batcher *b)
     free(b);
 }
 
-/* Commits jobs[0..n) on db as one transaction and hands out the outcomes,
- * waking each of their requests, and no other. */
+/* Commits jobs[0..n) on db as one transaction, hands its lane (me) on,
+ * tells b->committed of the outcomes, and hands them out, one to each job,
+ * waking each of their requests, and no other (needs lock; drops it
+ * meanwhile). */
 static void
-lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
+lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leader *me)
 {
     struct store_booking small[8];
     struct store_booking *sb = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sb));
@@ -173,6 +179,13 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n)
     pthread_mutex_unlock(&b->lock);
     metrics_group_commit((unsigned)n);
     store_book_many(db, sb, n);
+    pthread_mutex_lock(&b->lock);
+    /* The next transaction need not wait for the cache. */
+    leader_remove(&b->leaders, me);
+    wake_next(b);
+    pthread_mutex_unlock(&b->lock);
+    if (b->committed != NULL)
+        b->committed(b->committed_arg, sb, n);
     pthread_mutex_lock(&b->lock);
     for (size_t i = 0; i < n; i++) {
         jobs[i]->sb.rc = sb[i].rc;
@@ -219,10 +232,7 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
         /* Bookings left behind (overlapping, past max_batch, or of another
          * group) may take another free lane at once. */
         wake_next(b);
-        lead(b, db, jobs, n);
-        leader_remove(&b->leaders, &me);
-        /* Hand the lane on. */
-        wake_next(b);
+        lead(b, db, jobs, n, &me);
     }
     pthread_mutex_unlock(&b->lock);
     pthread_cond_destroy(&job.wake);
@@ -368,6 +378,17 @@ batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbuck
     if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
         snprintf(err, errlen, "%s", job.err);
     return job.rc;
+}
+
+size_t
+batcher_bookings_waiting(struct batcher *b)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&b->lock);
+    for (struct job *j = b->head; j != NULL; j = j->next)
+        n++;
+    pthread_mutex_unlock(&b->lock);
+    return n;
 }
 
 size_t

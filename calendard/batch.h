@@ -23,9 +23,17 @@
 
 struct batcher;
 
+/* Called by a leader after its transaction with each of its bookings and
+ * its outcome (sb[i].rc; CAL_OK: committed), before any of them is
+ * answered: work due once per transaction, not once per booking (calendard
+ * deletes the committed ones' cache keys in one round trip). The leader's
+ * lane is handed on first. */
+typedef void (*batcher_committed_fn)(void *arg, const struct store_booking *sb, size_t n);
+
 /* max_batch: bookings per transaction at most; lanes: transactions in flight
- * at most, at low load. */
-struct batcher *batcher_create(unsigned max_batch, unsigned lanes);
+ * at most, at low load; committed (NULL for none) is called with arg. */
+struct batcher *batcher_create(unsigned max_batch, unsigned lanes, batcher_committed_fn committed,
+                               void *arg);
 void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queued */
 
 /* Commits one booking of db's shard through the batcher; returns what
@@ -49,7 +57,8 @@ cal_status batcher_read(struct batcher *b, struct db *db, const void *group, uin
                         uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out,
                         char *err, size_t errlen);
 
-/* Reads waiting in the queue, not yet taken by a leader: for tests. */
+/* Bookings and reads waiting in the queue, not yet taken by a leader: for tests. */
+size_t batcher_bookings_waiting(struct batcher *b);
 size_t batcher_reads_waiting(struct batcher *b);
 
 /* A booking of the shard is in progress (reading, planning, committing)

@@ -59,6 +59,23 @@ service_destroy(struct service *svc)
     free(svc);
 }
 
+/* A group commit's bookings, before any is answered: their cache keys go
+ * in one round trip (read-your-writes for this daemon). */
+static void
+bookings_committed(void *arg, const struct store_booking *sb, size_t n)
+{
+    struct service *svc = arg;
+    struct avail_stay *stays = cal_malloc(n * sizeof(*stays));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (sb[i].rc == CAL_OK)
+            stays[m++] = (struct avail_stay){.listing_id = sb[i].listing->listing_id,
+                                             .from = sb[i].res->check_in,
+                                             .to = sb[i].res->check_out};
+    avail_invalidate_many(svc->avail, stays, m);
+    free(stays);
+}
+
 static struct batcher *
 batcher_for(struct service *svc, const struct route *rt)
 {
@@ -68,7 +85,7 @@ batcher_for(struct service *svc, const struct route *rt)
     pthread_mutex_lock(&svc->batch_lock);
     b = svc->batchers[rt->shard_index];
     if (b == NULL) {
-        b = batcher_create(svc->conf.batch_max, svc->conf.batch_lanes);
+        b = batcher_create(svc->conf.batch_max, svc->conf.batch_lanes, bookings_committed, svc);
         __atomic_store_n(&svc->batchers[rt->shard_index], b, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&svc->batch_lock);
@@ -351,6 +368,7 @@ struct booking_ctx {
     char request_hash[17];
     struct reservation res;
     bool replayed;
+    bool invalidated; /* committed through a batcher, which deleted its cache keys */
     struct calendar_read read;
     struct booking_plan plan;
 };
@@ -426,10 +444,11 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     r->total_price = c->plan.total_price;
     memcpy(r->currency, l->currency, sizeof(r->currency));
     memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
-    if (svc->conf.batch_max > 0)
+    if (svc->conf.batch_max > 0) {
         rc = batcher_book(batcher_for(svc, rt), db, rt->pool, l, &c->plan, r, c->key, c->keylen,
                           err, errlen);
-    else
+        c->invalidated = rc == CAL_OK;
+    } else
         rc = store_book_one(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or (rarely) the id collided. */
@@ -506,7 +525,7 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
         else
             api_error_answer(resp, &e);
     } else {
-        if (!c->replayed)
+        if (!c->replayed && !c->invalidated)
             avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
         set_json(resp, c->replayed ? 200 : 201, reservation_json(&c->res));
     }

@@ -798,7 +798,7 @@ second_commits_beside_a_stuck_first(unsigned extra, unsigned leave_after_start)
     struct planned first, second;
     plan(&first, &a, today + 40, today + 42);
     plan(&second, &b, today + 40, today + 42);
-    struct batcher *bt = batcher_create(32, 2);
+    struct batcher *bt = batcher_create(32, 2, NULL, NULL);
     struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
     struct db *d1 = testenv_connect_shard(&env, 0, err, sizeof(err));
     struct db *d2 = testenv_connect_shard(&env, 0, err, sizeof(err));
@@ -899,7 +899,7 @@ START_TEST(bookings_from_two_pools_never_share_a_transaction)
     struct planned pl[4];
     for (int i = 0; i < 4; i++)
         plan(&pl[i], &ls[i], today + 50, today + 52);
-    struct batcher *bt = batcher_create(32, 2);
+    struct batcher *bt = batcher_create(32, 2, NULL, NULL);
     struct db *hold_old = hold_listing(&ls[0]), *hold_new = hold_listing(&ls[1]);
     struct db *d[4];
     int64_t before[4], id[4];
@@ -999,7 +999,7 @@ reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
 {
     char err[256];
     static const char group_a = 'a', group_b = 'b';
-    struct batcher *bt = batcher_create(32, 2);
+    struct batcher *bt = batcher_create(32, 2, NULL, NULL);
     struct lane_read lr[4];
     struct db *d[4];
     int64_t before[4], id[4];
@@ -1092,7 +1092,7 @@ group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
 {
     char err[256];
     static const char group = 'g';
-    g->bt = batcher_create(32, 2);
+    g->bt = batcher_create(32, 2, NULL, NULL);
     for (int i = 0; i < 3; i++) {
         g->d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
         ck_assert_msg(g->d[i] != NULL, "%s", err);
@@ -1213,6 +1213,113 @@ START_TEST(a_booking_waiting_for_a_lane_goes_when_the_load_falls)
 }
 END_TEST
 
+/* What a batcher's committed callback was told, call by call. */
+struct told {
+    pthread_mutex_t lock;
+    struct lane_booking *lb; /* the bookings of the test, [nlb] */
+    size_t nlb;
+    unsigned calls;
+    size_t n[4];
+    uint64_t id[4][4];
+    cal_status rc[4][4];
+    bool answered_first; /* a booking it was told of had been answered */
+};
+
+static void
+record_committed(void *arg, const struct store_booking *sb, size_t n)
+{
+    struct told *t = arg;
+    pthread_mutex_lock(&t->lock);
+    unsigned c = t->calls++;
+    for (size_t i = 0; c < 4 && i < n && i < 4; i++) {
+        t->id[c][i] = sb[i].res->reservation_id;
+        t->rc[c][i] = sb[i].rc;
+    }
+    if (c < 4)
+        t->n[c] = n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < t->nlb; k++)
+            if (&t->lb[k].pl->res == sb[i].res && __atomic_load_n(&t->lb[k].done, __ATOMIC_ACQUIRE))
+                t->answered_first = true;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void
+await_bookings_waiting(struct batcher *bt, size_t n)
+{
+    for (int i = 0; i < 500 && batcher_bookings_waiting(bt) != n; i++)
+        cal_sleep_ms(10);
+    ck_assert_uint_eq(batcher_bookings_waiting(bt), n);
+}
+
+/* A leader tells the committed callback (calendard's cache invalidation)
+ * of its transaction's bookings and their outcomes, once per transaction
+ * and before any of them is answered: the booking that commits alone, then
+ * the two that gathered behind it, one of which conflicts. */
+START_TEST(a_leader_tells_its_outcomes_once_before_answering_any)
+{
+    char err[256];
+    struct listing a = new_listing(), b = new_listing(), c = new_listing();
+    struct planned pl[3], rival;
+    plan(&pl[0], &a, today + 40, today + 42);
+    plan(&pl[1], &b, today + 40, today + 42);
+    plan(&pl[2], &c, today + 40, today + 42);
+    plan(&rival, &c, today + 41, today + 43);
+    /* Booked after pl[2] was planned: pl[2] conflicts at its commit. */
+    ck_assert_int_eq(book_alone(&rival), CAL_OK);
+    struct told t = {.nlb = 3};
+    pthread_mutex_init(&t.lock, NULL);
+    struct lane_booking lb[3];
+    t.lb = lb;
+    struct batcher *bt = batcher_create(32, 2, record_committed, &t);
+    struct db *holder = hold_listing(&a);
+    struct db *d[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        lb[i] = (struct lane_booking){.b = bt, .pl = &pl[i], .db = d[i]};
+    }
+    int64_t id0 = connection_int(d[0], "SELECT CONNECTION_ID(), 0", 0);
+    for (int i = 0; i < 3; i++) /* under load: one lane */
+        batcher_enter(bt);
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, lane_book, &lb[0]);
+    await_stuck(id0);
+    for (int i = 1; i < 3; i++) {
+        pthread_create(&th[i], NULL, lane_book, &lb[i]);
+        await_bookings_waiting(bt, (size_t)i);
+    }
+    db_rollback(holder);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 3; i++)
+        batcher_leave(bt);
+    ck_assert_msg(lb[0].rc == CAL_OK, "0: %s %s", cal_status_name(lb[0].rc), lb[0].err);
+    ck_assert_msg(lb[1].rc == CAL_OK, "1: %s %s", cal_status_name(lb[1].rc), lb[1].err);
+    ck_assert_int_eq(lb[2].rc, CAL_ECONFLICT);
+    ck_assert_uint_eq(t.calls, 2);
+    ck_assert_uint_eq(t.n[0], 1);
+    ck_assert_uint_eq(t.id[0][0], pl[0].res.reservation_id);
+    ck_assert_int_eq(t.rc[0][0], CAL_OK);
+    ck_assert_uint_eq(t.n[1], 2);
+    for (int i = 0; i < 2; i++) {
+        int k = t.id[1][i] == pl[1].res.reservation_id ? 1 : 2;
+        ck_assert_uint_eq(t.id[1][i], pl[k].res.reservation_id);
+        ck_assert_int_eq(t.rc[1][i], lb[k].rc);
+    }
+    ck_assert_uint_ne(t.id[1][0], t.id[1][1]);
+    ck_assert_msg(!t.answered_first, "a booking was answered before the callback was told of it");
+    batcher_destroy(bt);
+    pthread_mutex_destroy(&t.lock);
+    db_close(holder);
+    for (int i = 0; i < 3; i++) {
+        db_close(d[i]);
+        plan_clear(&pl[i]);
+    }
+    plan_clear(&rival);
+}
+END_TEST
+
 START_TEST(under_load_bookings_queue_behind_one_transaction)
 {
     /* 3 bookings in progress, 2 lanes: one lane, second waits and commits next. */
@@ -1243,6 +1350,7 @@ main(void)
     tcase_add_test(tc, at_low_load_a_booking_takes_a_lane_of_its_own);
     tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
     tcase_add_test(tc, a_booking_waiting_for_a_lane_goes_when_the_load_falls);
+    tcase_add_test(tc, a_leader_tells_its_outcomes_once_before_answering_any);
     tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
     tcase_add_test(tc, under_load_reads_queue_behind_one_and_go_together);
     tcase_add_test(tc, at_low_load_each_read_goes_at_once);
