@@ -156,17 +156,36 @@ listing_json(const struct listing *l)
                      (json_int_t)l->version);
 }
 
-static json_t *
-reservation_json(const struct reservation *r)
+/* A reservation answer, written directly as the availability answer is
+ * (ids and prices are numbers, dates and the status name need no escaping,
+ * the currency is validated): it answers every booking. */
+static void
+render_reservation(struct api_response *resp, int status, const struct reservation *r)
 {
-    char in[11], out[11];
-    date_format(r->check_in, in);
-    date_format(r->check_out, out);
-    return json_pack("{s:I,s:I,s:s,s:s,s:I,s:I,s:s,s:s,s:I}", "reservation_id",
-                     (json_int_t)r->reservation_id, "listing_id", (json_int_t)r->listing_id,
-                     "check_in", in, "check_out", out, "guest_id", (json_int_t)r->guest_id,
-                     "total_price", (json_int_t)r->total_price, "currency", r->currency, "status",
-                     booking_reservation_status_name(r->status), "version", (json_int_t)r->version);
+    struct jsonout j;
+    jsonout_init(&j, 256);
+    jsonout_lit(&j, "{\"reservation_id\":");
+    jsonout_u64(&j, r->reservation_id);
+    jsonout_lit(&j, ",\"listing_id\":");
+    jsonout_u64(&j, r->listing_id);
+    jsonout_lit(&j, ",\"check_in\":");
+    jsonout_date(&j, r->check_in);
+    jsonout_lit(&j, ",\"check_out\":");
+    jsonout_date(&j, r->check_out);
+    jsonout_lit(&j, ",\"guest_id\":");
+    jsonout_u64(&j, r->guest_id);
+    jsonout_lit(&j, ",\"total_price\":");
+    jsonout_int(&j, r->total_price);
+    jsonout_lit(&j, ",\"currency\":");
+    jsonout_str(&j, r->currency, strlen(r->currency));
+    jsonout_lit(&j, ",\"status\":\"");
+    jsonout_lit(&j, booking_reservation_status_name(r->status));
+    jsonout_lit(&j, "\",\"version\":");
+    jsonout_u64(&j, r->version);
+    jsonout_lit(&j, "}");
+    resp->status = status;
+    resp->content_type = "application/json";
+    resp->body = jsonout_finish(&j, &resp->body_len);
 }
 
 /* Runs op on the listing's shard: routes, takes a pooled connection, and
@@ -527,7 +546,7 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     } else {
         if (!c->replayed && !c->invalidated)
             avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
-        set_json(resp, c->replayed ? 200 : 201, reservation_json(&c->res));
+        render_reservation(resp, c->replayed ? 200 : 201, &c->res);
     }
     calendar_read_clear(&c->read);
     free(c);
@@ -577,7 +596,7 @@ handle_reservation(struct service *svc, uint64_t listing_id, uint64_t reservatio
     }
     if (op == op_cancel)
         avail_invalidate(svc->avail, listing_id, c.res.check_in, c.res.check_out);
-    set_json(resp, 200, reservation_json(&c.res));
+    render_reservation(resp, 200, &c.res);
 }
 
 /* ---- calendar and availability ------------------------------------------ */
