@@ -3,11 +3,11 @@
 #include "calendard/store.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonout.h"
 #include "common/util.h"
 
 #define E DB_TO_DAYS_EPOCH
@@ -568,48 +568,6 @@ static const char SQL_BOOK_BLOCK[] =
     " END IF;"
     "END";
 
-/* A growing text buffer for the block's JSON arguments. */
-struct jbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void jb_printf(struct jbuf *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-jb_printf(struct jbuf *j, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(j->p + j->len, j->cap - j->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < j->cap - j->len) {
-            j->len += (size_t)n;
-            return;
-        }
-        j->cap = j->cap * 2 + (n > 0 ? (size_t)n : 0) + 64;
-        j->p = cal_realloc(j->p, j->cap);
-    }
-}
-
-/* A JSON string of printable ASCII (idempotency keys, currencies, hashes). */
-static void
-jb_string(struct jbuf *j, const char *s, size_t len)
-{
-    jb_printf(j, "\"");
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\')
-            jb_printf(j, "\\%c", ch);
-        else if (ch < 0x20 || ch > 0x7e)
-            jb_printf(j, "\\u%04x", ch);
-        else
-            jb_printf(j, "%c", ch);
-    }
-    jb_printf(j, "\"");
-}
-
 /* Each listing's version after the batch, as the block answered it. */
 struct block_answer {
     int64_t step;
@@ -636,7 +594,7 @@ block_row(void *ctx, const int64_t *cols, size_t ncols)
 static cal_status
 book_block(struct db *db, struct store_booking *b, size_t n, char *err, size_t errlen)
 {
-    struct jbuf jv = {0}, je = {0}, jm = {0}, jl = {0}, jr = {0};
+    struct jsonout jv, je, jm, jl, jr;
     size_t nv = 0, ne = 0, nm = 0, nl = 0;
     uint32_t *vbs = cal_malloc(n * sizeof(*vbs));
     uint64_t *lid = cal_malloc(n * sizeof(*lid)), *lrules = cal_malloc(n * sizeof(*lrules));
@@ -662,42 +620,85 @@ book_block(struct db *db, struct store_booking *b, size_t n, char *err, size_t e
         ord[i] = ++lcount[x];
         lof[i] = x;
     }
-    jb_printf(&jv, "[");
-    for (size_t x = 0; x < nv; x++)
-        jb_printf(&jv, "%s%u", x ? "," : "", vbs[x]);
-    jb_printf(&jv, "]");
-    jb_printf(&je, "[");
-    jb_printf(&jm, "[");
-    jb_printf(&jr, "[");
+    jsonout_init(&jv, 16 + nv * 8);
+    jsonout_init(&je, 256);
+    jsonout_init(&jm, 256);
+    jsonout_init(&jl, 16 + nl * 48);
+    jsonout_init(&jr, 16 + n * 160);
+    jsonout_lit(&jv, "[");
+    for (size_t x = 0; x < nv; x++) {
+        jsonout_lit(&jv, x ? "," : "");
+        jsonout_u64(&jv, vbs[x]);
+    }
+    jsonout_lit(&jv, "]");
+    jsonout_lit(&je, "[");
+    jsonout_lit(&jm, "[");
+    jsonout_lit(&jr, "[");
     for (size_t i = 0; i < n; i++) {
         const struct listing *l = b[i].listing;
         const struct booking_plan *plan = b[i].plan;
         const struct reservation *r = b[i].res;
-        for (size_t k = 0; k < plan->nexisting; k++)
-            jb_printf(&je, "%s[%" PRIu64 ",%d,%" PRIu64 ",%" PRIu64 "]", ne++ ? "," : "",
-                      l->listing_id, plan->existing_night[k] + E, plan->existing_version[k],
-                      r->reservation_id);
-        for (size_t k = 0; k < plan->nmissing; k++)
-            jb_printf(&jm, "%s[%" PRIu64 ",%d,%" PRIu64 ",%u]", nm++ ? "," : "", l->listing_id,
-                      plan->missing[k] + E, r->reservation_id, l->vbucket);
-        jb_printf(&jr, "%s[%" PRIu64 ",%" PRIu64 ",%d,%d,%" PRIu64 ",%" PRId64 ",", i ? "," : "",
-                  r->reservation_id, l->listing_id, r->check_in + E, r->check_out + E, r->guest_id,
-                  r->total_price);
-        jb_string(&jr, r->currency, strlen(r->currency));
-        jb_printf(&jr, ",");
-        jb_string(&jr, b[i].key, b[i].keylen);
-        jb_printf(&jr, ",");
-        jb_string(&jr, r->request_hash, strlen(r->request_hash));
-        jb_printf(&jr, ",%u,%u]", lcount[lof[i]], ord[i]);
+        for (size_t k = 0; k < plan->nexisting; k++) {
+            jsonout_lit(&je, ne++ ? ",[" : "[");
+            jsonout_u64(&je, l->listing_id);
+            jsonout_lit(&je, ",");
+            jsonout_int(&je, plan->existing_night[k] + E);
+            jsonout_lit(&je, ",");
+            jsonout_u64(&je, plan->existing_version[k]);
+            jsonout_lit(&je, ",");
+            jsonout_u64(&je, r->reservation_id);
+            jsonout_lit(&je, "]");
+        }
+        for (size_t k = 0; k < plan->nmissing; k++) {
+            jsonout_lit(&jm, nm++ ? ",[" : "[");
+            jsonout_u64(&jm, l->listing_id);
+            jsonout_lit(&jm, ",");
+            jsonout_int(&jm, plan->missing[k] + E);
+            jsonout_lit(&jm, ",");
+            jsonout_u64(&jm, r->reservation_id);
+            jsonout_lit(&jm, ",");
+            jsonout_u64(&jm, l->vbucket);
+            jsonout_lit(&jm, "]");
+        }
+        jsonout_lit(&jr, i ? ",[" : "[");
+        jsonout_u64(&jr, r->reservation_id);
+        jsonout_lit(&jr, ",");
+        jsonout_u64(&jr, l->listing_id);
+        jsonout_lit(&jr, ",");
+        jsonout_int(&jr, r->check_in + E);
+        jsonout_lit(&jr, ",");
+        jsonout_int(&jr, r->check_out + E);
+        jsonout_lit(&jr, ",");
+        jsonout_u64(&jr, r->guest_id);
+        jsonout_lit(&jr, ",");
+        jsonout_int(&jr, r->total_price);
+        jsonout_lit(&jr, ",");
+        /* Printable ASCII all three (validated): escaped as JSON anyway. */
+        jsonout_str(&jr, r->currency, strlen(r->currency));
+        jsonout_lit(&jr, ",");
+        jsonout_str(&jr, b[i].key, b[i].keylen);
+        jsonout_lit(&jr, ",");
+        jsonout_str(&jr, r->request_hash, strlen(r->request_hash));
+        jsonout_lit(&jr, ",");
+        jsonout_u64(&jr, lcount[lof[i]]);
+        jsonout_lit(&jr, ",");
+        jsonout_u64(&jr, ord[i]);
+        jsonout_lit(&jr, "]");
     }
-    jb_printf(&je, "]");
-    jb_printf(&jm, "]");
-    jb_printf(&jr, "]");
-    jb_printf(&jl, "[");
-    for (size_t x = 0; x < nl; x++)
-        jb_printf(&jl, "%s[%" PRIu64 ",%" PRIu64 ",%u]", x ? "," : "", lid[x], lrules[x],
-                  lcount[x]);
-    jb_printf(&jl, "]");
+    jsonout_lit(&je, "]");
+    jsonout_lit(&jm, "]");
+    jsonout_lit(&jr, "]");
+    jsonout_lit(&jl, "[");
+    for (size_t x = 0; x < nl; x++) {
+        jsonout_lit(&jl, x ? ",[" : "[");
+        jsonout_u64(&jl, lid[x]);
+        jsonout_lit(&jl, ",");
+        jsonout_u64(&jl, lrules[x]);
+        jsonout_lit(&jl, ",");
+        jsonout_u64(&jl, lcount[x]);
+        jsonout_lit(&jl, "]");
+    }
+    jsonout_lit(&jl, "]");
 
     struct db_val p[] = {
         DB_STR_V(jv.p, jv.len), DB_INT_V(nv),           DB_STR_V(je.p, je.len),
@@ -771,18 +772,27 @@ static const char SQL_READ_EACH[] =
 cal_status
 store_read_each(struct db *db, struct store_read *r, size_t n, char *err, size_t errlen)
 {
-    struct jbuf j = {0};
+    struct jsonout j;
+    jsonout_init(&j, 64 + n * 64);
     bool *seen = cal_calloc(n, sizeof(*seen));
-    jb_printf(&j, "[");
+    jsonout_lit(&j, "[");
     for (size_t i = 0; i < n; i++) {
-        jb_printf(&j, "%s[%zu,%" PRIu64 ",%u,[", i ? "," : "", i, r[i].listing_id, r[i].vbucket);
-        for (int32_t d = r[i].from; d < r[i].to; d++)
-            jb_printf(&j, "%s%d", d > r[i].from ? "," : "", d + E);
-        jb_printf(&j, "]]");
+        jsonout_lit(&j, i ? ",[" : "[");
+        jsonout_u64(&j, i);
+        jsonout_lit(&j, ",");
+        jsonout_u64(&j, r[i].listing_id);
+        jsonout_lit(&j, ",");
+        jsonout_u64(&j, r[i].vbucket);
+        jsonout_lit(&j, ",[");
+        for (int32_t d = r[i].from; d < r[i].to; d++) {
+            jsonout_lit(&j, d > r[i].from ? "," : "");
+            jsonout_int(&j, d + E);
+        }
+        jsonout_lit(&j, "]]");
         r[i].out->nrows = 0;
         r[i].out->found = false;
     }
-    jb_printf(&j, "]");
+    jsonout_lit(&j, "]");
     struct db_val p[] = {DB_STR_V(j.p, j.len)};
     struct db_stmt *st;
     struct db_val c[13];
