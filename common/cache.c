@@ -10,6 +10,11 @@
 
 struct cache {
     memcached_st *mc;
+    /* For cache_delete_many(): the same servers with requests buffered and
+     * no replies asked, so a batch of deletes leaves in one write per
+     * server. Set at creation: changing either behaviour later makes
+     * libmemcached close the connections. */
+    memcached_st *bulk;
 };
 
 struct cache *
@@ -39,6 +44,9 @@ cache_create(const struct cache_conf *conf, char *err, size_t errlen)
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT);
     struct cache *cache = cal_calloc(1, sizeof(*cache));
     cache->mc = mc;
+    cache->bulk = memcached_clone(NULL, mc);
+    memcached_behavior_set(cache->bulk, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+    memcached_behavior_set(cache->bulk, MEMCACHED_BEHAVIOR_NOREPLY, 1);
     return cache;
 }
 
@@ -48,6 +56,7 @@ cache_destroy(struct cache *cache)
     if (cache == NULL)
         return;
     memcached_free(cache->mc);
+    memcached_free(cache->bulk);
     free(cache);
 }
 
@@ -183,33 +192,43 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
         return CAL_OK;
     if (n == 1)
         return cache_delete(cache, keys[0], keylens[0], err, errlen);
-    /* Pipelined: every delete is written without waiting for its answer
-     * (noreply) but the last one of each server, which waits. A server
-     * answers a connection's requests in order, so that answer means it
-     * executed every delete written to it before. */
-    uint32_t nservers = memcached_server_count(cache->mc);
+    /* The deletes are buffered, without replies; then one get per server
+     * that has some (of its last key) writes them all and waits for its
+     * answer. A server answers a connection's requests in order, so that
+     * answer means it executed every delete written before it. */
+    memcached_st *mc = cache->bulk;
+    uint32_t nservers = memcached_server_count(mc);
     uint32_t stack_last[8], *last = nservers <= 8 ? stack_last : cal_malloc(nservers * 4);
     for (uint32_t s = 0; s < nservers; s++)
         last[s] = UINT32_MAX;
+    memcached_return_t rc = MEMCACHED_SUCCESS;
     for (size_t i = 0; i < n; i++) {
-        uint32_t s = memcached_generate_hash(cache->mc, keys[i], keylens[i]);
+        uint32_t s = memcached_generate_hash(mc, keys[i], keylens[i]);
         if (s < nservers)
             last[s] = (uint32_t)i;
+        rc = memcached_delete(mc, keys[i], keylens[i], 0);
+        if (rc != MEMCACHED_BUFFERED && rc != MEMCACHED_SUCCESS)
+            break;
+        rc = MEMCACHED_SUCCESS;
     }
-    memcached_return_t rc = MEMCACHED_SUCCESS;
-    for (size_t i = 0; i < n && (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND); i++) {
-        uint32_t s = memcached_generate_hash(cache->mc, keys[i], keylens[i]);
-        bool confirm = s >= nservers || last[s] == (uint32_t)i;
-        rc = memcached_behavior_set(cache->mc, MEMCACHED_BEHAVIOR_NOREPLY, confirm ? 0 : 1);
-        if (rc == MEMCACHED_SUCCESS)
-            rc = memcached_delete(cache->mc, keys[i], keylens[i], 0);
+    for (uint32_t s = 0; s < nservers && rc == MEMCACHED_SUCCESS; s++) {
+        if (last[s] == UINT32_MAX)
+            continue;
+        size_t vlen;
+        uint32_t flags;
+        char *v = memcached_get(mc, keys[last[s]], keylens[last[s]], &vlen, &flags, &rc);
+        free(v);
+        if (rc == MEMCACHED_NOTFOUND)
+            rc = MEMCACHED_SUCCESS;
     }
-    memcached_behavior_set(cache->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
     if (last != stack_last)
         free(last);
-    if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND)
+    if (rc == MEMCACHED_SUCCESS)
         return CAL_OK;
-    return fail(cache, rc, err, errlen);
+    /* Whatever was left buffered goes with the connections. */
+    memcached_quit(mc);
+    snprintf(err, errlen, "memcached: %s", memcached_strerror(mc, rc));
+    return CAL_EUNAVAIL;
 }
 
 cal_status
