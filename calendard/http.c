@@ -125,8 +125,9 @@ enqueue(struct http_server *srv, struct http_request *hr)
     else
         srv->qhead = hr;
     srv->qtail = hr;
-    pthread_cond_signal(&srv->work);
     pthread_mutex_unlock(&srv->lock);
+    /* After the unlock: the worker woken does not find the lock still held. */
+    pthread_cond_signal(&srv->work);
 }
 
 /* Hands a request to the loop's next lookup or to a worker, suspended until
