@@ -62,6 +62,7 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
     }
+    bool timed_out = false;
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         if (pool->retired) {
@@ -76,11 +77,14 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
         }
         if (pool->open < pool->max)
             break;
-        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {
+        /* Checked after the wait: a waiter woken as it timed out still
+         * takes the connection it was woken for. */
+        if (timed_out) {
             pthread_mutex_unlock(&pool->lock);
             snprintf(err, errlen, "all %u connections busy for %u ms", pool->max, pool->wait_ms);
             return CAL_EAGAIN;
         }
+        timed_out = pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT;
     }
     pool->open++;
     pthread_mutex_unlock(&pool->lock);
@@ -128,8 +132,14 @@ pool_put(struct pool *pool, struct db *db)
         pool->idle[pool->nidle++] = db;
         close_db = false;
     }
-    pthread_cond_broadcast(&pool->freed);
     pthread_mutex_unlock(&pool->lock);
+    /* One connection back wakes one waiter, not all of them to fight over
+     * it (and after the unlock, so that it does not find the lock held);
+     * a broken one can free several slots. */
+    if (close_db)
+        pthread_cond_broadcast(&pool->freed);
+    else
+        pthread_cond_signal(&pool->freed);
     if (close_db)
         db_close(db);
     for (size_t i = 0; i < nstale; i++)

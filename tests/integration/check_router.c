@@ -1,6 +1,7 @@
 /* Integration tests of calendard's router against the stack's catalog: a
  * shard whose address changes in the catalog (a replica promoted) is
  * followed by the next map load, and the old pool lets its connections go. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,60 @@ restore_shards(void)
     db_close(cat);
 }
 
+/* A caller waiting for a connection of a full pool. */
+struct pool_waiter {
+    struct pool *pool;
+    cal_status rc;
+    struct db *db;
+    bool put_back; /* returns the connection at once */
+};
+
+static void *
+wait_for_connection(void *arg)
+{
+    struct pool_waiter *w = arg;
+    char err[256];
+    w->rc = pool_get(w->pool, &w->db, err, sizeof(err));
+    if (w->rc == CAL_OK && w->put_back)
+        pool_put(w->pool, w->db);
+    return NULL;
+}
+
+/* A connection put back wakes one waiter, which gets it; when that one puts
+ * it back, the next waiter gets it: each put is handed on, none lost. */
+START_TEST(a_connection_put_back_goes_to_each_waiter_in_turn)
+{
+    char err[256];
+    struct db_conf dc = {.connect_timeout_ms = 3000, .read_timeout_ms = 30000};
+    ck_assert(db_conf_parse_dsn(&dc, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct pool *pool = pool_create(&dc, 1, 5000);
+    struct db *held;
+    ck_assert_msg(pool_get(pool, &held, err, sizeof(err)) == CAL_OK, "%s", err);
+    /* The pool is full: a caller that cannot wait gets CAL_EAGAIN. */
+    struct pool *quick = pool_create(&dc, 1, 50);
+    struct db *q1, *q2;
+    ck_assert_msg(pool_get(quick, &q1, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(pool_get(quick, &q2, err, sizeof(err)), CAL_EAGAIN);
+    pool_put(quick, q1);
+    pool_destroy(quick);
+
+    struct pool_waiter w[2] = {{.pool = pool, .put_back = true}, {.pool = pool, .put_back = true}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, wait_for_connection, &w[i]);
+    cal_sleep_ms(200); /* both waiting, most likely; the outcome is the same if not */
+    pool_put(pool, held);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(w[i].rc == CAL_OK, "waiter %d: %s", i, cal_status_name(w[i].rc));
+        ck_assert_ptr_eq(w[i].db, held); /* the one connection, handed on */
+    }
+    ck_assert_uint_eq(pool_size(pool), 1);
+    pool_destroy(pool);
+}
+END_TEST
+
 START_TEST(a_shard_address_change_in_the_catalog_is_followed)
 {
     char err[256];
@@ -175,6 +230,7 @@ main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_unchecked_fixture(tc, remember_shards, restore_shards);
     tcase_add_test(tc, a_shard_address_change_in_the_catalog_is_followed);
+    tcase_add_test(tc, a_connection_put_back_goes_to_each_waiter_in_turn);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
