@@ -152,6 +152,21 @@ ratio_for(const json_t *runs, const char *phase, const char *workload, double co
     return fig_of(r, k);
 }
 
+/* calendard's successful bookings, high contention / low, pairing the k-th
+ * runs of each (run.sh runs them next to each other). */
+static struct fig
+high_low_for(const json_t *runs, double conc)
+{
+    double a[MAX_REPS], b[MAX_REPS], r[MAX_REPS];
+    size_t na = collect(runs, "book", "high", "calendard", conc, &book_metrics[0], a);
+    size_t nb = collect(runs, "book", "low", "calendard", conc, &book_metrics[0], b);
+    size_t n = na < nb ? na : nb, k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] > 0)
+            r[k++] = a[i] / b[i];
+    return fig_of(r, k);
+}
+
 /* Sorted distinct concurrencies of a phase. */
 static size_t
 concurrencies(const json_t *runs, const char *phase, double *conc)
@@ -554,10 +569,9 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     json_t *cdc = report_cdc(runs, out);
     json_int_t errors = report_errors(runs, out);
 
-    double c1, c2, c3, c4, c5;
+    double c1, c3, c4, c5;
     double booking_ratio = headline(runs, "book", "low", NULL, NULL, &c1);
-    double low = headline(runs, "book", "low", "calendard", &book_metrics[0], &c2);
-    double high = headline(runs, "book", "high", "calendard", &book_metrics[0], &c2);
+    struct fig high_low_fig = high_low_for(runs, c1);
     double read_ratio = headline(runs, "read", "single", NULL, NULL, &c3);
     double search_ratio = headline(runs, "read", "search50", NULL, NULL, &c4);
     double search_p99 = headline(runs, "read", "search50", "calendard", &read_metrics[2], &c5);
@@ -565,7 +579,7 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     const json_t *p99 = json_object_get(cdc, "p99_ms");
     if (json_is_number(p99))
         cdc_p99 = json_number_value(p99);
-    double high_low = low > 0 ? high / low : NAN;
+    double high_low = high_low_fig.n ? high_low_fig.med : NAN;
     fprintf(out, "\ntargets (at concurrency %g):\n", c1);
     print_target(out, "booking_ratio (low contention, calendard/raw)", booking_ratio, ">=", 0.9);
     print_target(out, "booking_ratio goal (past the raw ceiling)", booking_ratio, ">", 2);
@@ -585,6 +599,14 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     for (size_t i = 0; i < nbconc; i++) {
         struct fig rf = ratio_for(runs, "book", "low", bconc[i]);
         fprintf(out, " c=%g %.2f%s", bconc[i], rf.med, rf.n && rf.med >= 0.9 ? " (met)" : "");
+    }
+    fprintf(out, "\n");
+    fprintf(out,
+            "  high / low contention (calendard, paired runs) by concurrency (target >= 0.8):");
+    for (size_t i = 0; i < nbconc; i++) {
+        struct fig hf = high_low_for(runs, bconc[i]);
+        fprintf(out, " c=%g %.2f [%.2f..%.2f]%s", bconc[i], hf.med, hf.min, hf.max,
+                hf.n && hf.med >= 0.8 ? " (met)" : "");
     }
     fprintf(out, "\n");
     fprintf(out, "  search-50 p99 ms (calendard) by concurrency:");

@@ -175,9 +175,12 @@ run_one() {
 HIGH_RUN=0
 CDC_RUN=0
 CDC_PROBE=1
-for workload in low high; do
-    for c in $CONCS; do
-        for ((rep = 0; rep < REPS; rep++)); do
+# Interleaved: each repetition runs both workloads and both targets next to
+# each other, so calendard/raw and high/low are ratios of runs seconds apart
+# (this VM's speed drifts over minutes).
+for c in $CONCS; do
+    for ((rep = 0; rep < REPS; rep++)); do
+        for workload in low high; do
             # Alternate which target goes first, so drift favours neither.
             if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
             for target in $order; do
