@@ -218,8 +218,14 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
         uint32_t flags;
         char *v = memcached_get(mc, keys[last[s]], keylens[last[s]], &vlen, &flags, &rc);
         free(v);
-        if (rc == MEMCACHED_NOTFOUND)
-            rc = MEMCACHED_SUCCESS;
+        if (rc == MEMCACHED_NOTFOUND) {
+            /* libmemcached 1.1 also answers NOTFOUND when reading the reply
+             * failed (a connection reset): the error it recorded for this
+             * call tells the two apart. */
+            memcached_return_t last_rc = memcached_last_error(mc);
+            rc = last_rc == MEMCACHED_SUCCESS || last_rc == MEMCACHED_NOTFOUND ? MEMCACHED_SUCCESS
+                                                                               : last_rc;
+        }
     }
     if (last != stack_last)
         free(last);
