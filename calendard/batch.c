@@ -80,7 +80,8 @@ fits(struct job *const *out, size_t n, const struct job *j)
 }
 
 /* Takes up to max_batch jobs of the leader's group off the queue, oldest
- * first, the leader's own among them (needs lock). A leader commits on its
+ * first; the leader's own among them unless older ones fill the batch or
+ * it overlaps one of them (needs lock). A leader commits on its
  * own connection: after a shard moved to another server, a booking read
  * on the new one must not commit on the old one. */
 static size_t
@@ -130,12 +131,14 @@ lane_free(struct batcher *b, const void *group)
 }
 
 /* Wakes the oldest waiting booking that may lead now, and no other: no
- * herd of waiters on each commit (needs lock). */
+ * herd of waiters on each commit (needs lock). skip (NULL for none) is the
+ * caller's own booking, left behind by its batch: the caller is busy, and
+ * waking it would leave the lane idle. */
 static void
-wake_next(struct batcher *b)
+wake_next(struct batcher *b, const struct job *skip)
 {
     for (struct job *j = b->head; j != NULL; j = j->next) {
-        if (lane_free(b, j->group)) {
+        if (j != skip && lane_free(b, j->group)) {
             pthread_cond_signal(&j->wake);
             return;
         }
@@ -165,12 +168,14 @@ batcher_destroy(struct batcher *b)
     free(b);
 }
 
-/* Commits jobs[0..n) on db as one transaction, hands its lane (me) on,
+/* Commits jobs[0..n) on db as one transaction, hands its lane (me) on
+ * (own: the leader's booking, which its batch may have left behind),
  * tells b->committed of the outcomes, and hands them out, one to each job,
  * waking each of their requests, and no other (needs lock; drops it
  * meanwhile). */
 static void
-lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leader *me)
+lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leader *me,
+     const struct job *own)
 {
     struct store_booking small[8];
     struct store_booking *sb = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sb));
@@ -182,7 +187,7 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leade
     pthread_mutex_lock(&b->lock);
     /* The next transaction need not wait for the cache. */
     leader_remove(&b->leaders, me);
-    wake_next(b);
+    wake_next(b, own->taken ? NULL : own);
     pthread_mutex_unlock(&b->lock);
     if (b->committed != NULL)
         b->committed(b->committed_arg, sb, n);
@@ -231,8 +236,8 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
         b->leaders = &me;
         /* Bookings left behind (overlapping, past max_batch, or of another
          * group) may take another free lane at once. */
-        wake_next(b);
-        lead(b, db, jobs, n, &me);
+        wake_next(b, job.taken ? NULL : &job);
+        lead(b, db, jobs, n, &me, &job);
     }
     pthread_mutex_unlock(&b->lock);
     pthread_cond_destroy(&job.wake);
@@ -416,6 +421,6 @@ batcher_leave(struct batcher *b)
     /* The lanes just opened: a waiting booking need not wait for the
      * transaction in flight any more. */
     pthread_mutex_lock(&b->lock);
-    wake_next(b);
+    wake_next(b, NULL);
     pthread_mutex_unlock(&b->lock);
 }
