@@ -605,8 +605,11 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
             "  high / low contention (calendard, paired runs) by concurrency (target >= 0.8):");
     for (size_t i = 0; i < nbconc; i++) {
         struct fig hf = high_low_for(runs, bconc[i]);
-        fprintf(out, " c=%g %.2f [%.2f..%.2f]%s", bconc[i], hf.med, hf.min, hf.max,
-                hf.n && hf.med >= 0.8 ? " (met)" : "");
+        if (hf.n == 0)
+            fprintf(out, " c=%g n/a", bconc[i]);
+        else
+            fprintf(out, " c=%g %.2f [%.2f..%.2f]%s", bconc[i], hf.med, hf.min, hf.max,
+                    hf.med >= 0.8 ? " (met)" : "");
     }
     fprintf(out, "\n");
     fprintf(out, "  search-50 p99 ms (calendard) by concurrency:");

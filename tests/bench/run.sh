@@ -180,8 +180,10 @@ CDC_PROBE=1
 # (this VM's speed drifts over minutes).
 for c in $CONCS; do
     for ((rep = 0; rep < REPS; rep++)); do
-        for workload in low high; do
-            # Alternate which target goes first, so drift favours neither.
+        # Alternate which workload and which target go first, so drift
+        # favours neither.
+        if ((rep % 2 == 0)); then workloads="low high"; else workloads="high low"; fi
+        for workload in $workloads; do
             if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
             for target in $order; do
                 if [ "$workload" = low ]; then
