@@ -138,13 +138,15 @@ fig_for(const json_t *runs, const char *phase, const char *workload, const char 
     return fig_of(v, collect(runs, phase, workload, target, conc, m, v));
 }
 
-/* calendard / raw of ok_per_s, pairing the k-th runs of each. */
+/* ok_per_s of (workload a, target a) over (workload b, target b), pairing the
+ * k-th runs of each (run.sh runs them next to each other). */
 static struct fig
-ratio_for(const json_t *runs, const char *phase, const char *workload, double conc)
+paired_ratio(const json_t *runs, const char *phase, const char *wa, const char *ta, const char *wb,
+             const char *tb, double conc)
 {
     double a[MAX_REPS], b[MAX_REPS], r[MAX_REPS];
-    size_t na = collect(runs, phase, workload, "calendard", conc, &book_metrics[0], a);
-    size_t nb = collect(runs, phase, workload, "raw", conc, &book_metrics[0], b);
+    size_t na = collect(runs, phase, wa, ta, conc, &book_metrics[0], a);
+    size_t nb = collect(runs, phase, wb, tb, conc, &book_metrics[0], b);
     size_t n = na < nb ? na : nb, k = 0;
     for (size_t i = 0; i < n; i++)
         if (b[i] > 0)
@@ -152,19 +154,18 @@ ratio_for(const json_t *runs, const char *phase, const char *workload, double co
     return fig_of(r, k);
 }
 
-/* calendard's successful bookings, high contention / low, pairing the k-th
- * runs of each (run.sh runs them next to each other). */
+/* calendard / raw of one workload. */
+static struct fig
+ratio_for(const json_t *runs, const char *phase, const char *workload, double conc)
+{
+    return paired_ratio(runs, phase, workload, "calendard", workload, "raw", conc);
+}
+
+/* calendard's successful bookings, high contention / low. */
 static struct fig
 high_low_for(const json_t *runs, double conc)
 {
-    double a[MAX_REPS], b[MAX_REPS], r[MAX_REPS];
-    size_t na = collect(runs, "book", "high", "calendard", conc, &book_metrics[0], a);
-    size_t nb = collect(runs, "book", "low", "calendard", conc, &book_metrics[0], b);
-    size_t n = na < nb ? na : nb, k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (b[i] > 0)
-            r[k++] = a[i] / b[i];
-    return fig_of(r, k);
+    return paired_ratio(runs, "book", "high", "calendard", "low", "calendard", conc);
 }
 
 /* Sorted distinct concurrencies of a phase. */
