@@ -11,7 +11,17 @@
 
 struct job {
     struct store_booking sb;
-    const void *group;   /* the pool its connection came from */
+    const void *group; /* the pool its connection came from */
+    /* What fits() compares, known before the read. */
+    uint64_t listing_id;
+    int32_t check_in, check_out;
+    /* Not read yet (sb.listing NULL): its leader reads it with the batch's
+     * others and plans it with prepare. */
+    bool unread;
+    struct store_read sr;
+    batcher_prepare_fn prepare;
+    void *prepare_arg;
+    bool failed_as_one;  /* the statement reading it with others failed */
     bool taken;          /* a leader is committing it */
     bool done;           /* sb.rc and sb.err are final */
     pthread_cond_t wake; /* signalled when done, or to lead */
@@ -24,18 +34,6 @@ struct leader {
     struct leader *next;
 };
 
-/* A booking's calendar read waiting for, or taken by, a reading leader. */
-struct read_job {
-    struct store_read sr;
-    const void *group;
-    bool done;          /* rc and err are final */
-    bool failed_as_one; /* a statement reading several failed: err is about it */
-    cal_status rc;
-    char err[256];
-    pthread_cond_t wake;
-    struct read_job *next;
-};
-
 struct batcher {
     unsigned max_batch;
     unsigned lanes;          /* transactions of this shard's bookings in flight at most */
@@ -45,10 +43,6 @@ struct batcher {
     unsigned load;           /* atomic: bookings between batcher_enter and _leave */
     batcher_committed_fn committed;
     void *committed_arg;
-    /* Reads under load: one in flight per group, the rest gather behind it. */
-    pthread_mutex_t read_lock; /* guards the read queue, readers and read jobs */
-    struct read_job *read_head;
-    struct leader *readers; /* groups reading now */
 };
 
 static void
@@ -66,14 +60,14 @@ leader_remove(struct leader **list, struct leader *me)
 static bool
 fits(struct job *const *out, size_t n, const struct job *j)
 {
-    const struct store_booking *b = &j->sb;
     for (size_t i = 0; i < n; i++) {
-        const struct store_booking *a = &out[i]->sb;
-        if (a->listing->listing_id != b->listing->listing_id)
+        const struct job *a = out[i];
+        if (a->listing_id != j->listing_id)
             continue;
-        if (a->listing->rules_version != b->listing->rules_version)
+        if (a->sb.listing != NULL && j->sb.listing != NULL &&
+            a->sb.listing->rules_version != j->sb.listing->rules_version)
             return false;
-        if (a->res->check_in < b->res->check_out && b->res->check_in < a->res->check_out)
+        if (a->check_in < j->check_out && j->check_in < a->check_out)
             return false;
     }
     return true;
@@ -154,7 +148,6 @@ batcher_create(unsigned max_batch, unsigned lanes, batcher_committed_fn committe
     b->committed = committed;
     b->committed_arg = arg;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_mutex_init(&b->read_lock, NULL);
     return b;
 }
 
@@ -164,42 +157,153 @@ batcher_destroy(struct batcher *b)
     if (b == NULL)
         return;
     pthread_mutex_destroy(&b->lock);
-    pthread_mutex_destroy(&b->read_lock);
     free(b);
 }
 
-/* Commits jobs[0..n) on db as one transaction, hands its lane (me) on
- * (own: the leader's booking, which its batch may have left behind),
- * tells b->committed of the outcomes, and hands them out, one to each job,
- * waking each of their requests, and no other (needs lock; drops it
- * meanwhile). */
+/* Reads the unread of jobs[0..n) on db in one statement (one alone as the
+ * plain read) and plans each that was read (no lock held). A job whose
+ * read or plan refuses it is settled: its sb.rc says why. own is the
+ * leader's own job: for any other, a failed statement says nothing about
+ * its own connection. */
+static void
+read_unread(struct db *db, struct job **jobs, size_t n, const struct job *own)
+{
+    struct store_read small[8];
+    size_t small_at[8];
+    struct store_read *sr = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sr));
+    size_t *at = n <= CAL_ARRAY_LEN(small_at) ? small_at : cal_malloc(n * sizeof(*at));
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->unread) {
+            at[nr] = i;
+            sr[nr++] = jobs[i]->sr;
+        }
+    }
+    if (nr > 0) {
+        char err[256] = "";
+        cal_status rc;
+        metrics_booking_read((unsigned)nr);
+        if (nr == 1) {
+            rc = sr[0].rc = store_read_calendar(db, sr[0].vbucket, sr[0].listing_id, sr[0].from,
+                                                sr[0].to, sr[0].out, err, sizeof(err));
+            if (rc == CAL_ENOTFOUND || rc == CAL_EMOVED)
+                rc = CAL_OK;
+        } else {
+            rc = store_read_each(db, sr, nr, err, sizeof(err));
+        }
+        for (size_t k = 0; k < nr; k++) {
+            struct job *j = jobs[at[k]];
+            j->unread = false;
+            if (rc != CAL_OK) {
+                j->sb.rc = rc;
+                j->failed_as_one = nr > 1 || j != own;
+                memcpy(j->sb.err, err, sizeof(err));
+            } else if (sr[k].rc != CAL_OK) {
+                j->sb.rc = sr[k].rc;
+            } else {
+                j->sb.rc = j->prepare(j->prepare_arg, &j->sb);
+            }
+        }
+    }
+    if (sr != small)
+        free(sr);
+    if (at != small_at)
+        free(at);
+}
+
+/* Reads and plans what of jobs[0..n) is unread, commits the planned on db
+ * as one transaction, hands its lane (me) on (own: the leader's booking,
+ * which its batch may have left behind), tells b->committed of the
+ * outcomes, and hands them out, one to each job, waking each of their
+ * requests, and no other (needs lock; drops it meanwhile). */
 static void
 lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leader *me,
      const struct job *own)
 {
     struct store_booking small[8];
+    struct job *small_settled[8];
     struct store_booking *sb = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sb));
-    for (size_t i = 0; i < n; i++)
-        sb[i] = jobs[i]->sb;
+    struct job **settled =
+        n <= CAL_ARRAY_LEN(small_settled) ? small_settled : cal_malloc(n * sizeof(*settled));
     pthread_mutex_unlock(&b->lock);
-    metrics_group_commit((unsigned)n);
-    store_book_many(db, sb, n);
+    read_unread(db, jobs, n, own);
+    /* jobs[0..nb) are to book; what the read or the plan refused is settled.
+     * (Two bookings of a listing the read found on other rules than one
+     * planned earlier fail the block, and the savepoints sort them out.) */
+    size_t nb = 0, ns = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->sb.rc != CAL_OK)
+            settled[ns++] = jobs[i];
+        else
+            jobs[nb++] = jobs[i];
+    }
+    for (size_t i = 0; i < nb; i++)
+        sb[i] = jobs[i]->sb;
+    if (nb > 0) {
+        metrics_group_commit((unsigned)nb);
+        store_book_many(db, sb, nb);
+    }
     pthread_mutex_lock(&b->lock);
     /* The next transaction need not wait for the cache. */
     leader_remove(&b->leaders, me);
     wake_next(b, own->taken ? NULL : own);
     pthread_mutex_unlock(&b->lock);
-    if (b->committed != NULL)
-        b->committed(b->committed_arg, sb, n);
+    if (b->committed != NULL && nb > 0)
+        b->committed(b->committed_arg, sb, nb);
     pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < nb; i++) {
         jobs[i]->sb.rc = sb[i].rc;
         memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
         jobs[i]->done = true;
         pthread_cond_signal(&jobs[i]->wake);
     }
+    for (size_t i = 0; i < ns; i++) {
+        settled[i]->done = true;
+        pthread_cond_signal(&settled[i]->wake);
+    }
     if (sb != small)
         free(sb);
+    if (settled != small_settled)
+        free(settled);
+}
+
+/* Queues job and waits until it is done, leading when a lane is free. */
+static void
+queue_and_wait(struct batcher *b, struct db *db, struct job *job)
+{
+    struct job *small[32];
+    struct job **jobs =
+        b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
+    pthread_cond_init(&job->wake, NULL);
+    pthread_mutex_lock(&b->lock);
+    if (b->tail != NULL)
+        b->tail->next = job;
+    else
+        b->head = job;
+    b->tail = job;
+    while (!job->done) {
+        if (job->taken || !lane_free(b, job->group)) {
+            /* Bounded: every statement of a leader has its connection's
+             * timeouts. Only this job's leader, or a leader handing its
+             * lane on, wakes it. */
+            pthread_cond_wait(&job->wake, &b->lock);
+            continue;
+        }
+        /* A lane is free and this booking still waits: commit it, and
+         * whatever of its group gathered behind the busy lanes, on this
+         * request's own connection. */
+        size_t n = take_locked(b, job->group, jobs);
+        struct leader me = {.group = job->group, .next = b->leaders};
+        b->leaders = &me;
+        /* Bookings left behind (overlapping, past max_batch, or of another
+         * group) may take another free lane at once. */
+        wake_next(b, job->taken ? NULL : job);
+        lead(b, db, jobs, n, &me, job);
+    }
+    pthread_mutex_unlock(&b->lock);
+    pthread_cond_destroy(&job->wake);
+    if (jobs != small)
+        free(jobs);
 }
 
 cal_status
@@ -209,122 +313,14 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
 {
     struct job job = {
         .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen},
-        .group = group};
-    pthread_cond_init(&job.wake, NULL);
-    struct job *small[32];
-    struct job **jobs =
-        b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
-    pthread_mutex_lock(&b->lock);
-    if (b->tail != NULL)
-        b->tail->next = &job;
-    else
-        b->head = &job;
-    b->tail = &job;
-    while (!job.done) {
-        if (job.taken || !lane_free(b, group)) {
-            /* Bounded: every statement of a leader has its connection's
-             * timeouts. Only this job's leader, or a leader handing its
-             * lane on, wakes it. */
-            pthread_cond_wait(&job.wake, &b->lock);
-            continue;
-        }
-        /* A lane is free and this booking still waits: commit it, and
-         * whatever of its group gathered behind the busy lanes, on this
-         * request's own connection. */
-        size_t n = take_locked(b, group, jobs);
-        struct leader me = {.group = group, .next = b->leaders};
-        b->leaders = &me;
-        /* Bookings left behind (overlapping, past max_batch, or of another
-         * group) may take another free lane at once. */
-        wake_next(b, job.taken ? NULL : &job);
-        lead(b, db, jobs, n, &me, &job);
-    }
-    pthread_mutex_unlock(&b->lock);
-    pthread_cond_destroy(&job.wake);
-    if (jobs != small)
-        free(jobs);
+        .group = group,
+        .listing_id = listing->listing_id,
+        .check_in = res->check_in,
+        .check_out = res->check_out};
+    queue_and_wait(b, db, &job);
     if (job.sb.rc != CAL_OK)
         snprintf(err, errlen, "%s", job.sb.err);
     return job.sb.rc;
-}
-
-static bool
-reading(const struct batcher *b, const void *group)
-{
-    for (const struct leader *l = b->readers; l != NULL; l = l->next)
-        if (l->group == group)
-            return true;
-    return false;
-}
-
-/* Reads jobs[0..n) on db in one statement (one alone as the plain read)
- * and hands out the outcomes (needs read_lock; drops it meanwhile). */
-static void
-read_lead(struct batcher *b, struct db *db, struct read_job **jobs, size_t n)
-{
-    struct store_read small[8];
-    struct store_read *sr = n <= CAL_ARRAY_LEN(small) ? small : cal_malloc(n * sizeof(*sr));
-    char err[256] = "";
-    cal_status rc;
-    for (size_t i = 0; i < n; i++)
-        sr[i] = jobs[i]->sr;
-    pthread_mutex_unlock(&b->read_lock);
-    metrics_booking_read((unsigned)n);
-    if (n == 1) {
-        rc = sr[0].rc = store_read_calendar(db, sr[0].vbucket, sr[0].listing_id, sr[0].from,
-                                            sr[0].to, sr[0].out, err, sizeof(err));
-        if (rc == CAL_ENOTFOUND || rc == CAL_EMOVED)
-            rc = CAL_OK;
-    } else {
-        rc = store_read_each(db, sr, n, err, sizeof(err));
-    }
-    pthread_mutex_lock(&b->read_lock);
-    for (size_t i = 0; i < n; i++) {
-        jobs[i]->rc = rc == CAL_OK ? sr[i].rc : rc;
-        jobs[i]->failed_as_one = rc != CAL_OK && n > 1;
-        memcpy(jobs[i]->err, err, sizeof(err));
-        jobs[i]->done = true;
-        pthread_cond_signal(&jobs[i]->wake);
-    }
-    if (sr != small)
-        free(sr);
-}
-
-/* Wakes the oldest read of group still waiting, which leads the next read
- * of the group (needs read_lock). Each group's reader wakes its own group
- * only: a waiter woken for another group could leave this one asleep. */
-static void
-read_wake_next(struct batcher *b, const void *group)
-{
-    for (struct read_job *j = b->read_head; j != NULL; j = j->next) {
-        if (j->group == group) {
-            pthread_cond_signal(&j->wake);
-            return;
-        }
-    }
-}
-
-/* Takes job and up to max_batch - 1 more reads of its group off the queue,
- * oldest first, job first (needs read_lock). */
-static size_t
-read_take(struct batcher *b, struct read_job *job, struct read_job **out)
-{
-    size_t n = 0;
-    struct read_job **pp = &b->read_head;
-    while (*pp != job)
-        pp = &(*pp)->next;
-    *pp = job->next;
-    out[n++] = job;
-    for (pp = &b->read_head; *pp != NULL && n < b->max_batch;) {
-        struct read_job *j = *pp;
-        if (j->group != job->group) {
-            pp = &j->next;
-            continue;
-        }
-        *pp = j->next;
-        out[n++] = j;
-    }
-    return n;
 }
 
 static cal_status
@@ -335,54 +331,52 @@ read_alone(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from, i
     return store_read_calendar(db, vbucket, listing_id, from, to, out, err, errlen);
 }
 
-cal_status
-batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
-             uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out, char *err,
-             size_t errlen)
+/* Reads alone on db, plans, and commits through the batcher. */
+static cal_status
+read_then_book(struct batcher *b, struct db *db, const void *group, const struct store_read *sr,
+               batcher_prepare_fn prepare, void *arg, char *err, size_t errlen)
 {
-    /* At low load a read in flight is rarely there to gather behind. */
+    cal_status rc =
+        read_alone(db, sr->vbucket, sr->listing_id, sr->from, sr->to, sr->out, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    struct store_booking sb = {0};
+    if ((rc = prepare(arg, &sb)) != CAL_OK)
+        return rc;
+    return batcher_book(b, db, group, sb.listing, sb.plan, sb.res, sb.key, sb.keylen, err, errlen);
+}
+
+cal_status
+batcher_read_book(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
+                  uint64_t listing_id, int32_t check_in, int32_t check_out,
+                  struct calendar_read *out, batcher_prepare_fn prepare, void *arg, char *err,
+                  size_t errlen)
+{
+    struct store_read sr = {.vbucket = vbucket,
+                            .listing_id = listing_id,
+                            .from = check_in,
+                            .to = check_out,
+                            .out = out};
+    /* At low load each booking reads at once and takes a lane of its own. */
     if (lanes_open(b) > 1)
-        return read_alone(db, vbucket, listing_id, from, to, out, err, errlen);
-    struct read_job job = {
-        .sr = {.vbucket = vbucket, .listing_id = listing_id, .from = from, .to = to, .out = out},
-        .group = group};
-    pthread_cond_init(&job.wake, NULL);
-    struct read_job *small[32];
-    struct read_job **jobs =
-        b->max_batch <= CAL_ARRAY_LEN(small) ? small : cal_malloc(b->max_batch * sizeof(*jobs));
-    pthread_mutex_lock(&b->read_lock);
-    struct read_job **pp = &b->read_head;
-    while (*pp != NULL)
-        pp = &(*pp)->next;
-    *pp = &job;
-    /* Bounded by the reading leader's statement timeouts. Reads take no
-     * row locks; a metadata lock (a schema change) can hold them. */
-    while (!job.done && reading(b, group))
-        pthread_cond_wait(&job.wake, &b->read_lock);
-    if (!job.done) {
-        /* Nothing of this group is being read: read this booking's
-         * calendar, and whatever of its group queued, on this request's
-         * own connection. */
-        size_t n = read_take(b, &job, jobs);
-        struct leader me = {.group = group, .next = b->readers};
-        b->readers = &me;
-        read_lead(b, db, jobs, n);
-        leader_remove(&b->readers, &me);
-        read_wake_next(b, group);
-    }
-    pthread_mutex_unlock(&b->read_lock);
-    pthread_cond_destroy(&job.wake);
-    if (jobs != small)
-        free(jobs);
-    /* The statement reading several failed: whatever its reason (a lost
-     * connection, no room for one more prepared statement there), it says
+        return read_then_book(b, db, group, &sr, prepare, arg, err, errlen);
+    struct job job = {.group = group,
+                      .listing_id = listing_id,
+                      .check_in = check_in,
+                      .check_out = check_out,
+                      .unread = true,
+                      .sr = sr,
+                      .prepare = prepare,
+                      .prepare_arg = arg};
+    queue_and_wait(b, db, &job);
+    /* The statement reading several failed: whatever its reason, it says
      * nothing sure about this booking's own connection, which reads alone:
      * it answers, or fails and is marked broken itself. */
     if (job.failed_as_one && !db_broken(db))
-        return read_alone(db, vbucket, listing_id, from, to, out, err, errlen);
-    if (job.rc != CAL_OK && job.rc != CAL_ENOTFOUND && job.rc != CAL_EMOVED)
-        snprintf(err, errlen, "%s", job.err);
-    return job.rc;
+        return read_then_book(b, db, group, &sr, prepare, arg, err, errlen);
+    if (job.sb.rc != CAL_OK && job.sb.rc != CAL_ENOTFOUND && job.sb.rc != CAL_EMOVED)
+        snprintf(err, errlen, "%s", job.sb.err);
+    return job.sb.rc;
 }
 
 size_t
@@ -393,17 +387,6 @@ batcher_bookings_waiting(struct batcher *b)
     for (struct job *j = b->head; j != NULL; j = j->next)
         n++;
     pthread_mutex_unlock(&b->lock);
-    return n;
-}
-
-size_t
-batcher_reads_waiting(struct batcher *b)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&b->read_lock);
-    for (struct read_job *j = b->read_head; j != NULL; j = j->next)
-        n++;
-    pthread_mutex_unlock(&b->read_lock);
     return n;
 }
 

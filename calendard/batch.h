@@ -1,5 +1,5 @@
 /* Group commit of bookings per shard, without a thread of its own: a
- * request with a planned booking queues it; if a lane is free, it becomes a
+ * request with a booking queues it; if a lane is free, it becomes a
  * leader and commits, on its own connection and in one transaction, its
  * booking and whatever else has queued (bookings of one listing only if they
  * do not overlap); otherwise it waits, and a later leader takes it. Each
@@ -11,8 +11,9 @@
  * behind it share the next one and its durable flush. Lanes are counted
  * per group (the pool a booking's connection came from): after a shard
  * moved to another server, old and new bookings never share a transaction
- * and never wait for each other's. Bookings' calendar reads gather the same
- * way under load (batcher_read). */
+ * and never wait for each other's. Under load a booking queues before its
+ * calendar is read, and its leader reads the batch's calendars in one
+ * statement before the commit (batcher_read_book). */
 #ifndef CAL_BATCH_H
 #define CAL_BATCH_H
 
@@ -45,21 +46,29 @@ cal_status batcher_book(struct batcher *b, struct db *db, const void *group,
                         struct reservation *res, const char *key, size_t keylen, char *err,
                         size_t errlen);
 
-/* Reads a booking's calendar as store_read_calendar() does. Under load
- * (more bookings in progress than lanes) one read per group is in flight,
- * and the reads that queue behind it are read together in the next
- * statement (store_read_each()), on the connection of the booking that
- * leads it: one statement instead of one each. If that statement fails,
- * each booking whose own connection is not broken reads alone on it, so a
- * failure answered is one of the booking's own connection. At low load it
- * reads at once on db. */
-cal_status batcher_read(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
-                        uint64_t listing_id, int32_t from, int32_t to, struct calendar_read *out,
-                        char *err, size_t errlen);
+/* Plans a booking on its calendar read: CAL_OK with sb's listing, plan,
+ * res, key and keylen filled (pointing at the caller's), or the status to
+ * answer without booking. Called on the thread of whichever request leads
+ * the booking's transaction, while the booking's own request waits: it must
+ * not use a connection. */
+typedef cal_status (*batcher_prepare_fn)(void *arg, struct store_booking *sb);
 
-/* Bookings and reads waiting in the queue, not yet taken by a leader: for tests. */
+/* Reads a booking's calendar ([check_in, check_out) of listing_id, as
+ * store_read_calendar() does, into *out), plans it (prepare) and commits
+ * it: returns the read's status if it failed, prepare's if it refused,
+ * else batcher_book()'s. At low load it reads at once on db and takes a
+ * lane of its own. Under load the leader of its transaction reads it with
+ * the batch's other unread bookings in one statement (store_read_each())
+ * before the commit, so a booking waits once, not for a read and then
+ * for a transaction. If that statement fails, each booking whose own
+ * connection is not broken reads alone on it. */
+cal_status batcher_read_book(struct batcher *b, struct db *db, const void *group, uint32_t vbucket,
+                             uint64_t listing_id, int32_t check_in, int32_t check_out,
+                             struct calendar_read *out, batcher_prepare_fn prepare, void *arg,
+                             char *err, size_t errlen);
+
+/* Bookings waiting in the queue, not yet taken by a leader: for tests. */
 size_t batcher_bookings_waiting(struct batcher *b);
-size_t batcher_reads_waiting(struct batcher *b);
 
 /* A booking of the shard is in progress (reading, planning, committing)
  * between these two calls: the load that decides how many lanes are open. */

@@ -388,6 +388,9 @@ struct booking_ctx {
     struct reservation res;
     bool replayed;
     bool invalidated; /* committed through a batcher, which deleted its cache keys */
+    bool refused;     /* plan_booking() refused it: verdict and plan say why */
+    enum stay_verdict verdict;
+    struct service *svc;
     struct calendar_read read;
     struct booking_plan plan;
 };
@@ -408,48 +411,19 @@ replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *
     return CAL_OK;
 }
 
+/* Plans c's booking on c->read: CAL_OK with c->res filled and sb pointing
+ * at c's, or CAL_EINVAL with c->verdict set when it is refused (answered by
+ * refuse_booking()). Uses no connection: a batch's leader calls it for
+ * every booking it read. */
 static cal_status
-op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx,
-           struct api_error *e, char *err, size_t errlen)
+plan_booking(struct service *svc, struct booking_ctx *c, struct store_booking *sb)
 {
-    struct booking_ctx *c = ctx;
     const struct booking_request *req = c->req;
-    cal_status rc;
-    if (svc->conf.batch_max > 0)
-        rc = batcher_read(batcher_for(svc, rt), db, rt->pool, rt->vbucket, c->listing_id,
-                          req->check_in, req->check_out, &c->read, err, errlen);
-    else
-        rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in, req->check_out,
-                                 &c->read, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
     const struct listing *l = &c->read.listing;
-    enum stay_verdict v = booking_check_stay(l, req->check_in, req->check_out, date_today());
+    c->verdict = booking_check_stay(l, req->check_in, req->check_out, date_today());
     booking_plan_make(l, c->read.rows, c->read.nrows, req->check_in, req->check_out, &c->plan);
-    if (v != STAY_OK || c->plan.nunavailable > 0) {
-        /* A replay of a request that succeeded sees its own nights booked. */
-        rc = replay_or_fail(db, c, e, err, errlen);
-        if (rc != CAL_ENOTFOUND)
-            return rc;
-        switch (v) {
-        case STAY_OK:
-            request_fail(e, 409, "nights_unavailable", "nights unavailable");
-            break;
-        case STAY_PAST:
-            request_fail(e, 400, "past_date", "check_in is in the past");
-            break;
-        case STAY_RANGE:
-            request_fail(e, 400, "invalid_range", "check_out must be after check_in");
-            break;
-        case STAY_TOO_SHORT:
-            request_fail(e, 400, "stay_too_short", "the listing requires at least %d nights",
-                         l->min_nights);
-            break;
-        case STAY_TOO_LONG:
-            request_fail(e, 400, "stay_too_long", "the listing allows at most %d nights",
-                         l->max_nights);
-            break;
-        }
+    if (c->verdict != STAY_OK || c->plan.nunavailable > 0) {
+        c->refused = true;
         return CAL_EINVAL;
     }
     struct reservation *r = &c->res;
@@ -463,12 +437,72 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     r->total_price = c->plan.total_price;
     memcpy(r->currency, l->currency, sizeof(r->currency));
     memcpy(r->request_hash, c->request_hash, sizeof(r->request_hash));
+    *sb = (struct store_booking){
+        .listing = l, .plan = &c->plan, .res = r, .key = c->key, .keylen = c->keylen};
+    return CAL_OK;
+}
+
+static cal_status
+plan_in_batch(void *arg, struct store_booking *sb)
+{
+    struct booking_ctx *c = arg;
+    return plan_booking(c->svc, c, sb);
+}
+
+/* The answer to a booking its plan refused (c->verdict, c->plan). */
+static cal_status
+refuse_booking(struct db *db, struct booking_ctx *c, struct api_error *e, char *err, size_t errlen)
+{
+    c->refused = false;
+    /* A replay of a request that succeeded sees its own nights booked. */
+    cal_status rc = replay_or_fail(db, c, e, err, errlen);
+    if (rc != CAL_ENOTFOUND)
+        return rc;
+    const struct listing *l = &c->read.listing;
+    switch (c->verdict) {
+    case STAY_OK:
+        request_fail(e, 409, "nights_unavailable", "nights unavailable");
+        break;
+    case STAY_PAST:
+        request_fail(e, 400, "past_date", "check_in is in the past");
+        break;
+    case STAY_RANGE:
+        request_fail(e, 400, "invalid_range", "check_out must be after check_in");
+        break;
+    case STAY_TOO_SHORT:
+        request_fail(e, 400, "stay_too_short", "the listing requires at least %d nights",
+                     l->min_nights);
+        break;
+    case STAY_TOO_LONG:
+        request_fail(e, 400, "stay_too_long", "the listing allows at most %d nights",
+                     l->max_nights);
+        break;
+    }
+    return CAL_EINVAL;
+}
+
+static cal_status
+op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx,
+           struct api_error *e, char *err, size_t errlen)
+{
+    struct booking_ctx *c = ctx;
+    const struct booking_request *req = c->req;
+    cal_status rc;
+    c->refused = false;
     if (svc->conf.batch_max > 0) {
-        rc = batcher_book(batcher_for(svc, rt), db, rt->pool, l, &c->plan, r, c->key, c->keylen,
-                          err, errlen);
+        rc = batcher_read_book(batcher_for(svc, rt), db, rt->pool, rt->vbucket, c->listing_id,
+                               req->check_in, req->check_out, &c->read, plan_in_batch, c, err,
+                               errlen);
         c->invalidated = rc == CAL_OK;
-    } else
-        rc = store_book_one(db, l, &c->plan, r, c->key, c->keylen, err, errlen);
+    } else {
+        rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in, req->check_out,
+                                 &c->read, err, errlen);
+        struct store_booking sb;
+        if (rc == CAL_OK && (rc = plan_booking(svc, c, &sb)) == CAL_OK)
+            rc = store_book_one(db, sb.listing, sb.plan, sb.res, c->key, c->keylen, err, errlen);
+    }
+    if (rc == CAL_EINVAL && c->refused)
+        return refuse_booking(db, c, e, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or (rarely) the id collided. */
         rc = replay_or_fail(db, c, e, err, errlen);
@@ -524,6 +558,7 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     /* A check-in in the past is refused by op_book, after the key lookup:
      * a replay of a booking made before midnight still gets its answer. */
     struct booking_ctx *c = cal_calloc(1, sizeof(*c));
+    c->svc = svc;
     c->listing_id = listing_id;
     c->req = &breq;
     c->key = req->idempotency_key;

@@ -116,29 +116,40 @@ struct planned {
     char key[32];
 };
 
+/* Plans pl's booking of [in, out) of l on pl->read, as calendard does:
+ * false if a night is unavailable. */
+static bool
+plan_read(struct planned *pl, const struct listing *l, int32_t in, int32_t out)
+{
+    static uint64_t next_id;
+    booking_plan_make(&pl->read.listing, pl->read.rows, pl->read.nrows, in, out, &pl->plan);
+    if (pl->plan.nunavailable > 0)
+        return false;
+    if (next_id == 0)
+        next_id = testenv_random48() << 4;
+    pl->res =
+        (struct reservation){.reservation_id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED),
+                             .listing_id = l->listing_id,
+                             .check_in = in,
+                             .check_out = out,
+                             .guest_id = 9,
+                             .total_price = pl->plan.total_price};
+    memcpy(pl->res.currency, "EUR", 4);
+    memcpy(pl->res.request_hash, "00112233aabbccdd", 17);
+    snprintf(pl->key, sizeof(pl->key), "k-%llu", (unsigned long long)pl->res.reservation_id);
+    return true;
+}
+
 static void
 plan(struct planned *pl, const struct listing *l, int32_t in, int32_t out)
 {
-    static uint64_t next_id;
     char err[256];
     memset(pl, 0, sizeof(*pl));
     ck_assert_msg(store_read_calendar(db, l->vbucket, l->listing_id, in, out, &pl->read, err,
                                       sizeof(err)) == CAL_OK,
                   "%s", err);
     ck_assert(pl->read.found);
-    booking_plan_make(&pl->read.listing, pl->read.rows, pl->read.nrows, in, out, &pl->plan);
-    ck_assert_uint_eq(pl->plan.nunavailable, 0);
-    if (next_id == 0)
-        next_id = testenv_random48() << 4;
-    pl->res = (struct reservation){.reservation_id = ++next_id,
-                                   .listing_id = l->listing_id,
-                                   .check_in = in,
-                                   .check_out = out,
-                                   .guest_id = 9,
-                                   .total_price = pl->plan.total_price};
-    memcpy(pl->res.currency, "EUR", 4);
-    memcpy(pl->res.request_hash, "00112233aabbccdd", 17);
-    snprintf(pl->key, sizeof(pl->key), "k-%llu", (unsigned long long)pl->res.reservation_id);
+    ck_assert(plan_read(pl, l, in, out));
 }
 
 static struct store_booking
@@ -953,24 +964,39 @@ START_TEST(bookings_from_two_pools_never_share_a_transaction)
 }
 END_TEST
 
-/* One booking's calendar read through a batcher, on its own connection and thread. */
+/* One booking through a batcher from its read on, on its own connection
+ * and thread: read, planned and committed by batcher_read_book(). */
 struct lane_read {
     struct batcher *b;
     struct db *db;
     const void *group;
     struct listing l;
-    struct calendar_read read;
+    struct planned pl;
     cal_status rc;
     char err[256];
     bool done; /* atomic */
 };
 
+/* The stay every lane_read books. */
+#define LANE_IN (today + 5)
+#define LANE_OUT (today + 8)
+
+static cal_status
+plan_lane(void *arg, struct store_booking *sb)
+{
+    struct lane_read *lr = arg;
+    if (!plan_read(&lr->pl, &lr->l, LANE_IN, LANE_OUT))
+        return CAL_EINVAL;
+    *sb = booking_of(&lr->pl);
+    return CAL_OK;
+}
+
 static void *
 lane_read(void *arg)
 {
     struct lane_read *lr = arg;
-    lr->rc = batcher_read(lr->b, lr->db, lr->group, lr->l.vbucket, lr->l.listing_id, today + 5,
-                          today + 8, &lr->read, lr->err, sizeof(lr->err));
+    lr->rc = batcher_read_book(lr->b, lr->db, lr->group, lr->l.vbucket, lr->l.listing_id, LANE_IN,
+                               LANE_OUT, &lr->pl.read, plan_lane, lr, lr->err, sizeof(lr->err));
     __atomic_store_n(&lr->done, true, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -982,24 +1008,25 @@ executed_since(struct db *d, int64_t before)
     return connection_int(d, "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1) - before - 1;
 }
 
-/* Waits until n reads wait in bt's queue. */
+/* Waits until n bookings wait in bt's queue. */
 static void
-await_reads_waiting(struct batcher *bt, size_t n)
+await_bookings_waiting(struct batcher *bt, size_t n)
 {
-    for (int i = 0; i < 500 && batcher_reads_waiting(bt) != n; i++)
+    for (int i = 0; i < 500 && batcher_bookings_waiting(bt) != n; i++)
         cal_sleep_ms(10);
-    ck_assert_uint_eq(batcher_reads_waiting(bt), n);
+    ck_assert_uint_eq(batcher_bookings_waiting(bt), n);
 }
 
-/* Four reads of group A (0 to 2) and B (3) while a table lock held
- * elsewhere keeps read 0 waiting, with 2 lanes and 3 bookings in progress
- * (under load) or 2. Answers the statements each read's connection ran. */
+/* Four bookings of group A (0 to 2) and B (3) while a table lock held
+ * elsewhere keeps booking 0's read waiting, with 4 lanes and 5 bookings in
+ * progress (under load) or 2. Booking 2's nights are taken: its plan
+ * refuses it. Answers the statements each booking's connection ran. */
 static void
-reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
+bookings_beside_a_stuck_read(bool under_load, int64_t executed[4])
 {
     char err[256];
     static const char group_a = 'a', group_b = 'b';
-    struct batcher *bt = batcher_create(32, 2, NULL, NULL);
+    struct batcher *bt = batcher_create(32, 4, NULL, NULL);
     struct lane_read lr[4];
     struct db *d[4];
     int64_t before[4], id[4];
@@ -1010,7 +1037,11 @@ reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
         lr[i] = (struct lane_read){
             .b = bt, .db = d[i], .group = i == 3 ? &group_b : &group_a, .l = new_listing()};
     }
-    unsigned load = under_load ? 3 : 2;
+    struct planned taken;
+    plan(&taken, &lr[2].l, LANE_IN + 1, LANE_IN + 2);
+    ck_assert_int_eq(book_alone(&taken), CAL_OK);
+    plan_clear(&taken);
+    unsigned load = under_load ? 5 : 2;
     for (unsigned i = 0; i < load; i++)
         batcher_enter(bt);
     struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
@@ -1022,16 +1053,16 @@ reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
     pthread_t t[4];
     pthread_create(&t[0], NULL, lane_read, &lr[0]);
     await_stuck(id[0]);
-    /* Under load 1 and 2 queue behind 0, in that order; otherwise each
-     * runs its own statement, held by the lock too. */
+    /* Under load 1 and 2 queue behind 0, in that order, unread; otherwise
+     * each reads at once, held by the lock too. */
     for (int i = 1; i <= 2; i++) {
         pthread_create(&t[i], NULL, lane_read, &lr[i]);
         if (under_load)
-            await_reads_waiting(bt, (size_t)i);
+            await_bookings_waiting(bt, (size_t)i);
         else
             await_stuck(id[i]);
     }
-    /* Another group's read is not held up by group A's. */
+    /* Another group's booking is not held up by group A's. */
     pthread_create(&t[3], NULL, lane_read, &lr[3]);
     await_stuck(id[3]);
     ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
@@ -1040,41 +1071,52 @@ reads_beside_a_stuck_one(bool under_load, int64_t executed[4])
     for (unsigned i = 0; i < load; i++)
         batcher_leave(bt);
     for (int i = 0; i < 4; i++) {
-        ck_assert_msg(lr[i].rc == CAL_OK, "read %d: %s %s", i, cal_status_name(lr[i].rc),
-                      lr[i].err);
-        ck_assert(lr[i].read.found);
-        ck_assert_uint_eq(lr[i].read.listing.listing_id, lr[i].l.listing_id);
-        ck_assert_int_eq(lr[i].read.listing.default_price, 100);
+        struct calendar_read *r = &lr[i].pl.read;
+        ck_assert(r->found);
+        ck_assert_uint_eq(r->listing.listing_id, lr[i].l.listing_id);
+        ck_assert_int_eq(r->listing.default_price, 100);
+        if (i == 2) {
+            ck_assert_msg(lr[i].rc == CAL_EINVAL, "2: %s", cal_status_name(lr[i].rc));
+            ck_assert_uint_eq(lr[i].pl.plan.nunavailable, 1);
+        } else {
+            ck_assert_msg(lr[i].rc == CAL_OK, "booking %d: %s %s", i, cal_status_name(lr[i].rc),
+                          lr[i].err);
+            ck_assert_int_eq(booked_nights(lr[i].pl.res.reservation_id), 3);
+        }
         executed[i] = executed_since(d[i], before[i]);
-        calendar_read_clear(&lr[i].read);
+        plan_clear(&lr[i].pl);
         db_close(d[i]);
     }
     db_close(holder);
     batcher_destroy(bt);
 }
 
-START_TEST(under_load_reads_queue_behind_one_and_go_together)
+START_TEST(under_load_a_leader_reads_its_batch_together)
 {
     int64_t n[4];
-    reads_beside_a_stuck_one(true, n);
-    /* 0 alone; 1 read for itself and 2 in one statement; 3 alone. */
-    ck_assert_int_eq(n[0], 1);
-    ck_assert_int_eq(n[1], 1);
+    bookings_beside_a_stuck_read(true, n);
+    /* 0 read and booked alone; 1 read 1 and 2 in one statement and booked
+     * 1 (2's plan refused it); 3 alone, on its group's lane. */
+    ck_assert_int_eq(n[0], 2);
+    ck_assert_int_eq(n[1], 2);
     ck_assert_int_eq(n[2], 0);
-    ck_assert_int_eq(n[3], 1);
+    ck_assert_int_eq(n[3], 2);
 }
 END_TEST
 
-START_TEST(at_low_load_each_read_goes_at_once)
+START_TEST(at_low_load_each_booking_reads_at_once)
 {
     int64_t n[4];
-    reads_beside_a_stuck_one(false, n);
-    for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(n[i], 1);
+    bookings_beside_a_stuck_read(false, n);
+    /* Each read on its own; 2 had nothing to book. */
+    ck_assert_int_eq(n[0], 2);
+    ck_assert_int_eq(n[1], 2);
+    ck_assert_int_eq(n[2], 1);
+    ck_assert_int_eq(n[3], 2);
 }
 END_TEST
 
-/* Reads 0, 1 and 2 of one group on connections of their own, with more
+/* Bookings 0, 1 and 2 of one group on connections of their own, with more
  * bookings in progress than lanes, the nights locked by holder. */
 struct group_reads {
     struct batcher *bt;
@@ -1084,8 +1126,8 @@ struct group_reads {
     pthread_t t[3];
 };
 
-/* Read 0 runs and waits for the lock; 1 and 2 queue behind it, in that
- * order. before_1 runs while 0 waits, before 1 is started. d[2] has the
+/* Booking 0 leads, and its read waits for the lock; 1 and 2 queue behind
+ * it, in that order, unread. before_1 runs while 0 waits, before 1 is started. d[2] has the
  * plain read prepared; d[1] has run no statement. */
 static void
 group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
@@ -1101,8 +1143,8 @@ group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
     }
     g->id[0] = connection_int(g->d[0], "SELECT CONNECTION_ID(), 0", 0);
     struct calendar_read warm = {0};
-    ck_assert_msg(store_read_calendar(g->d[2], g->lr[2].l.vbucket, g->lr[2].l.listing_id, today + 5,
-                                      today + 8, &warm, err, sizeof(err)) == CAL_OK,
+    ck_assert_msg(store_read_calendar(g->d[2], g->lr[2].l.vbucket, g->lr[2].l.listing_id, LANE_IN,
+                                      LANE_OUT, &warm, err, sizeof(err)) == CAL_OK,
                   "%s", err);
     calendar_read_clear(&warm);
     for (int i = 0; i < 3; i++)
@@ -1116,12 +1158,12 @@ group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
         before_1(g);
     for (int i = 1; i < 3; i++) {
         pthread_create(&g->t[i], NULL, lane_read, &g->lr[i]);
-        await_reads_waiting(g->bt, (size_t)i);
+        await_bookings_waiting(g->bt, (size_t)i);
     }
 }
 
-/* Unlocks the nights, joins the reads still running and checks read 2:
- * it answered, with its own listing. */
+/* Unlocks the nights, joins the bookings still running and checks 2: it
+ * read its own listing, alone, and booked. */
 static void
 group_reads_finish(struct group_reads *g, bool joined_1)
 {
@@ -1133,10 +1175,11 @@ group_reads_finish(struct group_reads *g, bool joined_1)
     for (int i = 0; i < 3; i++)
         batcher_leave(g->bt);
     ck_assert_msg(g->lr[2].rc == CAL_OK, "2: %s %s", cal_status_name(g->lr[2].rc), g->lr[2].err);
-    ck_assert(g->lr[2].read.found);
-    ck_assert_uint_eq(g->lr[2].read.listing.listing_id, g->lr[2].l.listing_id);
+    ck_assert(g->lr[2].pl.read.found);
+    ck_assert_uint_eq(g->lr[2].pl.read.listing.listing_id, g->lr[2].l.listing_id);
+    ck_assert_int_eq(booked_nights(g->lr[2].pl.res.reservation_id), 3);
     for (int i = 0; i < 3; i++) {
-        calendar_read_clear(&g->lr[i].read);
+        plan_clear(&g->lr[i].pl);
         db_close(g->d[i]);
     }
     db_close(g->holder);
@@ -1244,14 +1287,6 @@ record_committed(void *arg, const struct store_booking *sb, size_t n)
     pthread_mutex_unlock(&t->lock);
 }
 
-static void
-await_bookings_waiting(struct batcher *bt, size_t n)
-{
-    for (int i = 0; i < 500 && batcher_bookings_waiting(bt) != n; i++)
-        cal_sleep_ms(10);
-    ck_assert_uint_eq(batcher_bookings_waiting(bt), n);
-}
-
 /* A leader tells the committed callback (calendard's cache invalidation)
  * of its transaction's bookings and their outcomes, once per transaction
  * and before any of them is answered: the booking that commits alone, then
@@ -1352,8 +1387,8 @@ main(void)
     tcase_add_test(tc, a_booking_waiting_for_a_lane_goes_when_the_load_falls);
     tcase_add_test(tc, a_leader_tells_its_outcomes_once_before_answering_any);
     tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
-    tcase_add_test(tc, under_load_reads_queue_behind_one_and_go_together);
-    tcase_add_test(tc, at_low_load_each_read_goes_at_once);
+    tcase_add_test(tc, under_load_a_leader_reads_its_batch_together);
+    tcase_add_test(tc, at_low_load_each_booking_reads_at_once);
     tcase_add_test(tc, a_group_read_losing_its_connection_fails_only_the_leader);
     suite_add_tcase(s, tc);
     TCase *limit = tcase_create("statement_limit");
