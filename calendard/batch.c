@@ -21,7 +21,7 @@ struct job {
     struct store_read sr;
     batcher_prepare_fn prepare;
     void *prepare_arg;
-    bool failed_as_one;  /* the statement reading it with others failed */
+    bool failed_as_one;  /* failed on its leader's connection, not its own */
     bool taken;          /* a leader is committing it */
     bool done;           /* sb.rc and sb.err are final */
     pthread_cond_t wake; /* signalled when done, or to lead */
@@ -54,9 +54,11 @@ leader_remove(struct leader **list, struct leader *me)
 }
 
 /* May job j join a batch that already holds out[0..n)? Bookings of one
- * listing share its version bump, so they must have been planned on the same
- * rules and must not overlap (an overlap is a sure conflict: it waits for the
- * next batch, where it fails alone). */
+ * listing must not overlap (an overlap is a sure conflict: it waits for the
+ * next batch, where it is read again and refused, or fails alone), and
+ * those planned already must have been planned on the same rules. An
+ * unread one is planned on whatever rules its read finds: if they differ
+ * from a planned one's, store_book_many() gives each a savepoint of its own. */
 static bool
 fits(struct job *const *out, size_t n, const struct job *j)
 {
@@ -197,7 +199,7 @@ read_unread(struct db *db, struct job **jobs, size_t n, const struct job *own)
             if (rc != CAL_OK) {
                 j->sb.rc = rc;
                 j->failed_as_one = nr > 1 || j != own;
-                memcpy(j->sb.err, err, sizeof(err));
+                snprintf(j->sb.err, sizeof(j->sb.err), "%s", err);
             } else if (sr[k].rc != CAL_OK) {
                 j->sb.rc = sr[k].rc;
             } else {
@@ -227,15 +229,31 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leade
         n <= CAL_ARRAY_LEN(small_settled) ? small_settled : cal_malloc(n * sizeof(*settled));
     pthread_mutex_unlock(&b->lock);
     read_unread(db, jobs, n, own);
-    /* jobs[0..nb) are to book; what the read or the plan refused is settled.
-     * (Two bookings of a listing the read found on other rules than one
-     * planned earlier fail the block, and the savepoints sort them out.) */
+    /* The read broke the leader's connection: the others' bookings go
+     * again on their own. */
+    bool broken = db_broken(db);
+    /* jobs[0..nb) are to book; what the read or the plan refused is
+     * settled, and answered now: it is not in the transaction. */
     size_t nb = 0, ns = 0;
     for (size_t i = 0; i < n; i++) {
-        if (jobs[i]->sb.rc != CAL_OK)
-            settled[ns++] = jobs[i];
+        struct job *j = jobs[i];
+        if (j->sb.rc == CAL_OK && broken) {
+            j->sb.rc = CAL_EUNAVAIL;
+            j->failed_as_one = j != own;
+            snprintf(j->sb.err, sizeof(j->sb.err), "the connection broke before the commit");
+        }
+        if (j->sb.rc != CAL_OK)
+            settled[ns++] = j;
         else
-            jobs[nb++] = jobs[i];
+            jobs[nb++] = j;
+    }
+    if (ns > 0) {
+        pthread_mutex_lock(&b->lock);
+        for (size_t i = 0; i < ns; i++) {
+            settled[i]->done = true;
+            pthread_cond_signal(&settled[i]->wake);
+        }
+        pthread_mutex_unlock(&b->lock);
     }
     for (size_t i = 0; i < nb; i++)
         sb[i] = jobs[i]->sb;
@@ -256,10 +274,6 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leade
         memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
         jobs[i]->done = true;
         pthread_cond_signal(&jobs[i]->wake);
-    }
-    for (size_t i = 0; i < ns; i++) {
-        settled[i]->done = true;
-        pthread_cond_signal(&settled[i]->wake);
     }
     if (sb != small)
         free(sb);
@@ -317,7 +331,16 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
         .listing_id = listing->listing_id,
         .check_in = res->check_in,
         .check_out = res->check_out};
-    queue_and_wait(b, db, &job);
+    for (unsigned tries = 1;; tries++) {
+        queue_and_wait(b, db, &job);
+        /* Its leader's connection broke before the commit, which says
+         * nothing about this booking's own: it goes again (bounded). */
+        if (!job.failed_as_one || db_broken(db) || tries == 3)
+            break;
+        job.taken = job.done = job.failed_as_one = false;
+        job.sb.rc = CAL_OK;
+        job.next = NULL;
+    }
     if (job.sb.rc != CAL_OK)
         snprintf(err, errlen, "%s", job.sb.err);
     return job.sb.rc;

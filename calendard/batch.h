@@ -24,11 +24,12 @@
 
 struct batcher;
 
-/* Called by a leader after its transaction with each of its bookings and
- * its outcome (sb[i].rc; CAL_OK: committed), before any of them is
- * answered: work due once per transaction, not once per booking (calendard
- * deletes the committed ones' cache keys in one round trip). The leader's
- * lane is handed on first. */
+/* Called by a leader after its transaction with each booking it tried to
+ * commit and its outcome (sb[i].rc; CAL_OK: committed), before any of them
+ * is answered: work due once per transaction, not once per booking
+ * (calendard deletes the committed ones' cache keys in one round trip).
+ * The leader's lane is handed on first. Not called when the leader had
+ * nothing to commit (every booking it read was refused). */
 typedef void (*batcher_committed_fn)(void *arg, const struct store_booking *sb, size_t n);
 
 /* max_batch: bookings per transaction at most; lanes: transactions in flight
@@ -40,7 +41,8 @@ void batcher_destroy(struct batcher *b); /* NULL is a no-op; nothing may be queu
 /* Commits one booking of db's shard through the batcher; returns what
  * store_book() would. db is the caller's connection, used if it leads;
  * group is the pool it came from: only bookings of one group share a
- * transaction. */
+ * transaction. If another booking's connection, leading, broke before the
+ * commit, it queues again (up to 3 times in all). */
 cal_status batcher_book(struct batcher *b, struct db *db, const void *group,
                         const struct listing *listing, const struct booking_plan *plan,
                         struct reservation *res, const char *key, size_t keylen, char *err,

@@ -497,7 +497,7 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     } else {
         rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in, req->check_out,
                                  &c->read, err, errlen);
-        struct store_booking sb;
+        struct store_booking sb = {0};
         if (rc == CAL_OK && (rc = plan_booking(svc, c, &sb)) == CAL_OK)
             rc = store_book_one(db, sb.listing, sb.plan, sb.res, c->key, c->keylen, err, errlen);
     }

@@ -620,6 +620,16 @@ book_block(struct db *db, struct store_booking *b, size_t n, char *err, size_t e
         ord[i] = ++lcount[x];
         lof[i] = x;
     }
+    /* The block checks one rules version per listing: bookings of a
+     * listing planned on different rules go one savepoint each instead. */
+    for (size_t i = 0; i < n; i++) {
+        if (b[i].listing->rules_version != lrules[lof[i]]) {
+            snprintf(err, errlen, "bookings of listing %" PRIu64 " were planned on other rules",
+                     b[i].listing->listing_id);
+            rc = CAL_ECONFLICT;
+            goto out_arrays;
+        }
+    }
     jsonout_init(&jv, 16 + nv * 8);
     jsonout_init(&je, 256);
     jsonout_init(&jm, 256);
@@ -747,6 +757,7 @@ out:
     free(jm.p);
     free(jl.p);
     free(jr.p);
+out_arrays:
     free(vbs);
     free(lid);
     free(lrules);

@@ -125,8 +125,9 @@ plan_read(struct planned *pl, const struct listing *l, int32_t in, int32_t out)
     booking_plan_make(&pl->read.listing, pl->read.rows, pl->read.nrows, in, out, &pl->plan);
     if (pl->plan.nunavailable > 0)
         return false;
-    if (next_id == 0)
-        next_id = testenv_random48() << 4;
+    uint64_t unset = 0;
+    __atomic_compare_exchange_n(&next_id, &unset, testenv_random48() << 4, false, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
     pl->res =
         (struct reservation){.reservation_id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED),
                              .listing_id = l->listing_id,
@@ -262,6 +263,43 @@ START_TEST(a_conflict_fails_only_its_own_booking_of_the_batch)
 }
 END_TEST
 
+/* The host sets l's default price: its rules version moves on. */
+static struct listing
+change_rules(const struct listing *l, int64_t price)
+{
+    char err[256];
+    struct listing_settings set = {.default_price = price, .min_nights = 1, .max_nights = 30};
+    memcpy(set.currency, "EUR", 4);
+    struct listing out;
+    int created;
+    ck_assert_msg(store_put_listing(db, l->vbucket, l->listing_id, &set, &created, &out, err,
+                                    sizeof(err)) == CAL_OK,
+                  "%s", err);
+    return out;
+}
+
+/* The block checks one rules version per listing: a booking planned
+ * before the host changed the listing's settings must not commit beside
+ * one planned after, whichever comes first in the batch. */
+START_TEST(bookings_of_a_listing_planned_on_other_rules_fail_alone)
+{
+    struct listing a = new_listing();
+    struct planned old_rules, new_rules;
+    plan(&old_rules, &a, today + 30, today + 32);
+    struct listing changed = change_rules(&a, 120);
+    ck_assert_uint_ne(changed.rules_version, old_rules.read.listing.rules_version);
+    plan(&new_rules, &a, today + 40, today + 42);
+    struct store_booking sb[2] = {booking_of(&new_rules), booking_of(&old_rules)};
+    store_book_many(db, sb, 2);
+    ck_assert_msg(sb[0].rc == CAL_OK, "new rules: %s %s", cal_status_name(sb[0].rc), sb[0].err);
+    ck_assert_msg(sb[1].rc == CAL_ECONFLICT, "old rules: %s", cal_status_name(sb[1].rc));
+    ck_assert_int_eq(booked_nights(new_rules.res.reservation_id), 2);
+    ck_assert_int_eq(booked_nights(old_rules.res.reservation_id), 0);
+    plan_clear(&old_rules);
+    plan_clear(&new_rules);
+}
+END_TEST
+
 START_TEST(a_moved_or_replayed_booking_fails_alone_in_its_batch)
 {
     struct listing a = new_listing(), b = new_listing(), c = new_listing();
@@ -291,17 +329,11 @@ END_TEST
 
 START_TEST(a_rules_change_fails_only_the_bookings_planned_on_the_old_rules)
 {
-    char err[256];
     struct listing a = new_listing(), b = new_listing();
     struct planned stale, fine;
     plan(&stale, &a, today + 90, today + 92);
     plan(&fine, &b, today + 90, today + 92);
-    struct listing_settings set = {.default_price = 90, .min_nights = 1, .max_nights = 30};
-    memcpy(set.currency, "EUR", 4);
-    struct listing l2;
-    int created;
-    ck_assert(store_put_listing(db, a.vbucket, a.listing_id, &set, &created, &l2, err,
-                                sizeof(err)) == CAL_OK);
+    change_rules(&a, 90);
     struct store_booking sb[2] = {booking_of(&stale), booking_of(&fine)};
     store_book_many(db, sb, 2);
     ck_assert_msg(sb[0].rc == CAL_ECONFLICT, "stale: %s", cal_status_name(sb[0].rc));
@@ -354,12 +386,7 @@ lone_booking_statuses(void)
 
     /* The rules changed since the read. */
     plan(&again, &a, today + 50, today + 51);
-    struct listing_settings set = {.default_price = 90, .min_nights = 1, .max_nights = 30};
-    memcpy(set.currency, "EUR", 4);
-    struct listing l2;
-    int created;
-    ck_assert(store_put_listing(db, a.vbucket, a.listing_id, &set, &created, &l2, err,
-                                sizeof(err)) == CAL_OK);
+    change_rules(&a, 90);
     ck_assert_int_eq(book_alone(&again), CAL_ECONFLICT);
     ck_assert_int_eq(booked_nights(again.res.reservation_id), 0);
     plan_clear(&again);
@@ -1147,6 +1174,15 @@ group_reads_start(struct group_reads *g, void (*before_1)(struct group_reads *))
                                       LANE_OUT, &warm, err, sizeof(err)) == CAL_OK,
                   "%s", err);
     calendar_read_clear(&warm);
+    /* ... and the booking statement of such a stay: with the statement
+     * slots full it needs none of them. */
+    struct listing other = new_listing();
+    struct planned pl;
+    plan(&pl, &other, LANE_IN, LANE_OUT);
+    ck_assert_msg(store_book_one(g->d[2], &pl.read.listing, &pl.plan, &pl.res, pl.key,
+                                 strlen(pl.key), err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    plan_clear(&pl);
     for (int i = 0; i < 3; i++)
         batcher_enter(g->bt);
     g->holder = testenv_connect_shard(&env, 0, err, sizeof(err));
@@ -1214,6 +1250,64 @@ START_TEST(a_group_read_losing_its_connection_fails_only_the_leader)
     group_reads_finish(&g, true);
     ck_assert_msg(g.lr[0].rc == CAL_EUNAVAIL, "0: %s", cal_status_name(g.lr[0].rc));
     ck_assert_msg(g.lr[1].rc == CAL_EUNAVAIL, "1: %s", cal_status_name(g.lr[1].rc));
+}
+END_TEST
+
+/* A leader whose connection breaks while it reads its batch commits
+ * nothing on it: a booking planned already, which it took along, goes
+ * again on its own connection and commits. */
+START_TEST(a_leader_losing_its_connection_sends_planned_bookings_back)
+{
+    char err[256];
+    static const char group = 'g';
+    struct batcher *bt = batcher_create(32, 2, NULL, NULL);
+    struct db *d[3];
+    int64_t id[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        id[i] = connection_int(d[i], "SELECT CONNECTION_ID(), 0", 0);
+    }
+    struct lane_read r0 = {.b = bt, .db = d[0], .group = &group, .l = new_listing()};
+    struct lane_read r1 = {.b = bt, .db = d[1], .group = &group, .l = new_listing()};
+    struct listing c = new_listing();
+    struct planned pl;
+    plan(&pl, &c, today + 60, today + 62);
+    struct lane_booking p2 = {.b = bt, .pl = &pl, .db = d[2], .group = &group};
+    for (int i = 0; i < 3; i++) /* under load: one lane */
+        batcher_enter(bt);
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
+    pthread_t t0, t1, t2;
+    pthread_create(&t0, NULL, lane_read, &r0);
+    await_stuck(id[0]);
+    pthread_create(&t1, NULL, lane_read, &r1);
+    await_bookings_waiting(bt, 1);
+    pthread_create(&t2, NULL, lane_book, &p2);
+    await_bookings_waiting(bt, 2);
+    /* 0 loses its connection; 1 leads, reads its own booking with 2 taken
+     * along, and loses its connection too. */
+    kill_connection(holder, id[0]);
+    await_stuck(id[1]);
+    kill_connection(holder, id[1]);
+    pthread_join(t0, NULL);
+    pthread_join(t1, NULL);
+    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    pthread_join(t2, NULL);
+    for (int i = 0; i < 3; i++)
+        batcher_leave(bt);
+    ck_assert_msg(r0.rc == CAL_EUNAVAIL, "0: %s", cal_status_name(r0.rc));
+    ck_assert_msg(r1.rc == CAL_EUNAVAIL, "1: %s", cal_status_name(r1.rc));
+    ck_assert_msg(p2.rc == CAL_OK, "2: %s %s", cal_status_name(p2.rc), p2.err);
+    ck_assert_int_eq(booked_nights(pl.res.reservation_id), 2);
+    plan_clear(&r0.pl);
+    plan_clear(&r1.pl);
+    plan_clear(&pl);
+    for (int i = 0; i < 3; i++)
+        db_close(d[i]);
+    db_close(holder);
+    batcher_destroy(bt);
 }
 END_TEST
 
@@ -1373,6 +1467,7 @@ main(void)
     tcase_add_test(tc, a_batch_commits_every_booking_with_its_own_version);
     tcase_add_test(tc, a_conflict_fails_only_its_own_booking_of_the_batch);
     tcase_add_test(tc, a_moved_or_replayed_booking_fails_alone_in_its_batch);
+    tcase_add_test(tc, bookings_of_a_listing_planned_on_other_rules_fail_alone);
     tcase_add_test(tc, a_rules_change_fails_only_the_bookings_planned_on_the_old_rules);
     tcase_add_test(tc, a_lone_booking_answers_every_failure_status);
     tcase_add_test(tc, a_lone_booking_block_answers_every_failure_status);
@@ -1390,6 +1485,7 @@ main(void)
     tcase_add_test(tc, under_load_a_leader_reads_its_batch_together);
     tcase_add_test(tc, at_low_load_each_booking_reads_at_once);
     tcase_add_test(tc, a_group_read_losing_its_connection_fails_only_the_leader);
+    tcase_add_test(tc, a_leader_losing_its_connection_sends_planned_bookings_back);
     suite_add_tcase(s, tc);
     TCase *limit = tcase_create("statement_limit");
     tcase_add_unchecked_fixture(limit, remember_stmt_limit, restore_stmt_limit);
