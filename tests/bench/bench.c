@@ -302,4 +302,8 @@ bench_run_print(FILE *out, struct bench_run *run)
             (double)run->attempts / secs, p50, p99, max, (unsigned long long)run->unavailable,
             (unsigned long long)run->gave_up, (unsigned long long)run->errors,
             (unsigned long long)run->retries, (unsigned long long)run->conflicts);
+    if (run->per_txn > 0)
+        fprintf(out, ",\"bookings_per_txn\":%.2f", run->per_txn);
+    if (run->per_read > 0)
+        fprintf(out, ",\"bookings_per_read\":%.2f", run->per_read);
 }

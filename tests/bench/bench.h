@@ -106,6 +106,9 @@ struct bench_run {
     uint64_t gave_up;     /* 503 answers (contention, overloaded) */
     uint64_t retries;     /* conflict retries: calendard /metrics delta or raw's own */
     uint64_t conflicts;
+    /* calendard's bookings per transaction and per calendar read statement
+     * over the window (/metrics deltas); 0: not known (raw runs, reads). */
+    double per_txn, per_read;
     struct bench_lat *lat; /* of the successful operations */
 };
 

@@ -49,6 +49,7 @@ struct sampler {
     const char *metrics_url; /* calendard's /metrics, or NULL for raw runs */
     struct http_client *client;
     double retries[2], conflicts[2], hits[2], misses[2];
+    double txns[2], txn_bookings[2], reads[2], read_bookings[2];
 };
 
 struct book_ctx {
@@ -285,8 +286,19 @@ sample_metrics(struct sampler *s, int i)
         s->conflicts[i] = metric_sum(resp.body, "calendard_shard_conflicts_total");
         s->hits[i] = metric_sum(resp.body, "calendard_cache_hits_total");
         s->misses[i] = metric_sum(resp.body, "calendard_cache_misses_total");
+        s->txns[i] = metric_sum(resp.body, "calendard_booking_transactions_total");
+        s->txn_bookings[i] = metric_sum(resp.body, "calendard_booking_transaction_bookings_total");
+        s->reads[i] = metric_sum(resp.body, "calendard_booking_reads_total");
+        s->read_bookings[i] = metric_sum(resp.body, "calendard_booking_read_bookings_total");
     }
     http_response_deinit(&resp);
+}
+
+/* The growth of counter a per unit of growth of b over the window; 0 when b did not grow. */
+static double
+per_delta(const double a[2], const double b[2])
+{
+    return b[1] > b[0] ? (a[1] - a[0]) / (b[1] - b[0]) : 0;
 }
 
 /* Window edges: CPU first at the opening and last at the close, so the
@@ -393,6 +405,8 @@ print_progress(struct bench_run *run)
     if (strcmp(run->phase, "book") == 0)
         fprintf(stderr, ", 409 %llu, 503 %llu, retries %llu", (unsigned long long)run->unavailable,
                 (unsigned long long)run->gave_up, (unsigned long long)run->retries);
+    if (run->per_txn > 0)
+        fprintf(stderr, ", %.1f bookings/transaction, %.1f/read", run->per_txn, run->per_read);
     if (run->errors > 0)
         fprintf(stderr, ", ERRORS %llu", (unsigned long long)run->errors);
     fputc('\n', stderr);
@@ -533,6 +547,8 @@ run_book(const struct options *o, const struct testenv *env, const struct bench_
         run.errors = res.errors + res.other;
         run.retries = (uint64_t)(s->retries[1] - s->retries[0]);
         run.conflicts = (uint64_t)(s->conflicts[1] - s->conflicts[0]);
+        run.per_txn = per_delta(s->txn_bookings, s->txns);
+        run.per_read = per_delta(s->read_bookings, s->reads);
     }
     struct cdc_probe_result cdc = {0};
     if (probe != NULL)

@@ -35,6 +35,8 @@ static const struct metric book_metrics[] = {
     {"gave_up_per_s", "gave_up", true},
     {"retries_per_s", "retries", true},
     {"conflicts_per_s", "conflicts", true},
+    {"bookings_per_txn", "bookings_per_txn", false},
+    {"bookings_per_read", "bookings_per_read", false},
     {"errors", "errors", false},
     {"cpu_calendard", "cpu.calendard", false},
     {"cpu_mariadbd", "cpu.mariadbd", false},
@@ -242,12 +244,15 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
         if (strcmp(metrics[m].name, "p99_ms") == 0)
             p99 = &metrics[m];
     }
-    fprintf(out, "\n%s: median [min..max] of the runs; latency of successful %s\n",
-            book ? "bookings" : "availability reads (warm cache)", book ? "bookings" : "reads");
+    fprintf(out, "\n%s: median [min..max] of the runs; latency of successful %s%s\n",
+            book ? "bookings" : "availability reads (warm cache)", book ? "bookings" : "reads",
+            book ? "; bk/tx, bk/rd: calendard's bookings per transaction and per calendar read "
+                   "statement"
+                 : "");
     if (book)
-        fprintf(out, "%-8s %4s %-9s %24s %10s %7s %7s %8s %8s %8s %8s  %s\n", "workload", "conc",
-                "target", "booked/s", "attempt/s", "p50ms", "p99ms", "409/s", "503/s", "retry/s",
-                "confl/s", "cpu cal/db/mc/cli/all/steal");
+        fprintf(out, "%-8s %4s %-9s %24s %10s %7s %7s %8s %8s %8s %8s %6s %6s  %s\n", "workload",
+                "conc", "target", "booked/s", "attempt/s", "p50ms", "p99ms", "409/s", "503/s",
+                "retry/s", "confl/s", "bk/tx", "bk/rd", "cpu cal/db/mc/cli/all/steal");
     else
         fprintf(out, "%-8s %4s %-9s %24s %7s %7s %6s  %s\n", "workload", "conc", "target",
                 "requests/s", "p50ms", "p99ms", "hit%", "cpu cal/db/mc/cli/all/steal");
@@ -284,9 +289,12 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
                         continue;
                     bool ms = mt == p50 || mt == p99;
                     bool hit = strcmp(mt->name, "cache_hit_ratio") == 0;
+                    bool per = strncmp(mt->name, "bookings_per_", 13) == 0;
                     struct fig f = fig_for(runs, phase, workloads[w], tg, conc[c], mt);
                     if (hit) {
                         f.med *= 100;
+                        print_fig(out, f, 6, 1, false);
+                    } else if (per) {
                         print_fig(out, f, 6, 1, false);
                     } else {
                         print_fig(out, f,
