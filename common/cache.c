@@ -42,9 +42,15 @@ cache_create(const struct cache_conf *conf, char *err, size_t errlen)
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, 0);
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
     memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION, MEMCACHED_DISTRIBUTION_CONSISTENT);
+    memcached_st *bulk = memcached_clone(NULL, mc);
+    if (bulk == NULL) {
+        snprintf(err, errlen, "cache: out of memory for a second memcached handle");
+        memcached_free(mc);
+        return NULL;
+    }
     struct cache *cache = cal_calloc(1, sizeof(*cache));
     cache->mc = mc;
-    cache->bulk = memcached_clone(NULL, mc);
+    cache->bulk = bulk;
     memcached_behavior_set(cache->bulk, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
     memcached_behavior_set(cache->bulk, MEMCACHED_BEHAVIOR_NOREPLY, 1);
     return cache;
