@@ -1449,6 +1449,66 @@ START_TEST(a_leader_tells_its_outcomes_once_before_answering_any)
 }
 END_TEST
 
+/* A leader all of whose bookings its plans refuse commits nothing and
+ * tells the committed callback nothing; each of them is answered. */
+START_TEST(a_batch_whose_plans_all_refuse_commits_nothing)
+{
+    char err[256];
+    static const char group = 'g';
+    struct told t = {0};
+    pthread_mutex_init(&t.lock, NULL);
+    struct batcher *bt = batcher_create(32, 2, record_committed, &t);
+    struct lane_read lr[3];
+    struct db *d[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        lr[i] = (struct lane_read){.b = bt, .db = d[i], .group = &group, .l = new_listing()};
+    }
+    int64_t id0 = connection_int(d[0], "SELECT CONNECTION_ID(), 0", 0);
+    for (int i = 1; i < 3; i++) { /* 1's and 2's stays are taken already */
+        struct planned taken;
+        plan(&taken, &lr[i].l, LANE_IN, LANE_IN + 1);
+        ck_assert_int_eq(book_alone(&taken), CAL_OK);
+        plan_clear(&taken);
+    }
+    int64_t before1 = connection_int(d[1], "SHOW SESSION STATUS LIKE 'Com_stmt_execute'", 1);
+    for (int i = 0; i < 3; i++) /* under load: one lane */
+        batcher_enter(bt);
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, lane_read, &lr[0]);
+    await_stuck(id0);
+    for (int i = 1; i < 3; i++) {
+        pthread_create(&th[i], NULL, lane_read, &lr[i]);
+        await_bookings_waiting(bt, (size_t)i);
+    }
+    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 3; i++)
+        batcher_leave(bt);
+    ck_assert_msg(lr[0].rc == CAL_OK, "0: %s %s", cal_status_name(lr[0].rc), lr[0].err);
+    ck_assert_int_eq(booked_nights(lr[0].pl.res.reservation_id), 3);
+    ck_assert_msg(lr[1].rc == CAL_EINVAL, "1: %s", cal_status_name(lr[1].rc));
+    ck_assert_msg(lr[2].rc == CAL_EINVAL, "2: %s", cal_status_name(lr[2].rc));
+    /* 1 read both in one statement and committed nothing. */
+    ck_assert_int_eq(executed_since(d[1], before1), 1);
+    ck_assert_uint_eq(t.calls, 1);
+    ck_assert_uint_eq(t.n[0], 1);
+    ck_assert_uint_eq(t.id[0][0], lr[0].pl.res.reservation_id);
+    for (int i = 0; i < 3; i++) {
+        plan_clear(&lr[i].pl);
+        db_close(d[i]);
+    }
+    db_close(holder);
+    batcher_destroy(bt);
+    pthread_mutex_destroy(&t.lock);
+}
+END_TEST
+
 START_TEST(under_load_bookings_queue_behind_one_transaction)
 {
     /* 3 bookings in progress, 2 lanes: one lane, second waits and commits next. */
@@ -1481,6 +1541,7 @@ main(void)
     tcase_add_test(tc, under_load_bookings_queue_behind_one_transaction);
     tcase_add_test(tc, a_booking_waiting_for_a_lane_goes_when_the_load_falls);
     tcase_add_test(tc, a_leader_tells_its_outcomes_once_before_answering_any);
+    tcase_add_test(tc, a_batch_whose_plans_all_refuse_commits_nothing);
     tcase_add_test(tc, bookings_from_two_pools_never_share_a_transaction);
     tcase_add_test(tc, under_load_a_leader_reads_its_batch_together);
     tcase_add_test(tc, at_low_load_each_booking_reads_at_once);
