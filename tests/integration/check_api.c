@@ -15,6 +15,7 @@
 
 #include "calendard/booking.h"
 #include "common/db.h"
+#include "common/util.h"
 #include "tests/lib/http.h"
 #include "tests/lib/testenv.h"
 
@@ -1859,6 +1860,38 @@ START_TEST(test_fencing_moved_vbucket)
     }
     ck_assert_int_eq(owner_shard(id, &epoch2), new_idx);
     ck_assert_int_eq(epoch2, epoch + 1);
+
+    /* A search that misses the cache, before anything reloads the daemon's
+     * map, reads the old shard first: it no longer owns the vbucket, and the
+     * listing is read again on the new owner after one reload instead of
+     * answered vbucket_moving. The other listing is answered beside it. The
+     * mid-move booking above reloaded the map (still the old one): on-demand
+     * reloads are at most every 20 ms, and within that a search answers
+     * vbucket_moving (docs/api.md), so the search goes after it. */
+    {
+        uint64_t other = create_listing();
+        cal_sleep_ms(50);
+        char body[256];
+        json_t *doc, *res, *moved;
+
+        snprintf(body, sizeof(body),
+                 "{\"listing_ids\":[%" PRIu64 ",%" PRIu64 "],\"check_in\":\"%s\","
+                 "\"check_out\":\"%s\"}",
+                 id, other, day(FIRST_DAY), day(FIRST_DAY + 2));
+        call(&resp, "POST", NULL, body, "/v1/availability/search");
+        doc = expect_json(&resp, 200);
+        http_response_deinit(&resp);
+        res = json_object_get(doc, "results");
+        ck_assert_uint_eq(json_array_size(res), 2);
+        moved = json_array_get(res, 0);
+        ck_assert_int_eq(jint(moved, "listing_id"), (int64_t)id);
+        ck_assert_msg(json_object_get(moved, "error") == NULL, "moved listing answered %s",
+                      json_string_value(json_object_get(moved, "error")));
+        ck_assert(json_is_false(json_object_get(moved, "available"))); /* fence-1's nights */
+        ck_assert_int_eq(jint(json_array_get(res, 1), "listing_id"), (int64_t)other);
+        ck_assert(json_is_true(json_object_get(json_array_get(res, 1), "available")));
+        json_decref(doc);
+    }
 
     /* The daemon may still route to the old shard: fenced off, it refreshes
      * its map and retries on the new owner. The refused key is still free. */
