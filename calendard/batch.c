@@ -12,13 +12,12 @@
 struct job {
     struct store_booking sb;
     const void *group; /* the pool its connection came from */
-    /* What fits() compares, known before the read. */
-    uint64_t listing_id;
-    int32_t check_in, check_out;
+    /* The listing and stay, known before the read (what fits() compares);
+     * sr.out is where an unread job's calendar goes. */
+    struct store_read sr;
     /* Not read yet (sb.listing NULL): its leader reads it with the batch's
      * others and plans it with prepare. */
     bool unread;
-    struct store_read sr;
     batcher_prepare_fn prepare;
     void *prepare_arg;
     bool failed_as_one;  /* failed on its leader's connection, not its own */
@@ -64,12 +63,12 @@ fits(struct job *const *out, size_t n, const struct job *j)
 {
     for (size_t i = 0; i < n; i++) {
         const struct job *a = out[i];
-        if (a->listing_id != j->listing_id)
+        if (a->sr.listing_id != j->sr.listing_id)
             continue;
         if (a->sb.listing != NULL && j->sb.listing != NULL &&
             a->sb.listing->rules_version != j->sb.listing->rules_version)
             return false;
-        if (a->check_in < j->check_out && j->check_in < a->check_out)
+        if (a->sr.from < j->sr.to && j->sr.from < a->sr.to)
             return false;
     }
     return true;
@@ -328,9 +327,7 @@ batcher_book(struct batcher *b, struct db *db, const void *group, const struct l
     struct job job = {
         .sb = {.listing = listing, .plan = plan, .res = res, .key = key, .keylen = keylen},
         .group = group,
-        .listing_id = listing->listing_id,
-        .check_in = res->check_in,
-        .check_out = res->check_out};
+        .sr = {.listing_id = listing->listing_id, .from = res->check_in, .to = res->check_out}};
     for (unsigned tries = 1;; tries++) {
         queue_and_wait(b, db, &job);
         /* Its leader's connection broke before the commit, which says
@@ -383,14 +380,8 @@ batcher_read_book(struct batcher *b, struct db *db, const void *group, uint32_t 
     /* At low load each booking reads at once and takes a lane of its own. */
     if (lanes_open(b) > 1)
         return read_then_book(b, db, group, &sr, prepare, arg, err, errlen);
-    struct job job = {.group = group,
-                      .listing_id = listing_id,
-                      .check_in = check_in,
-                      .check_out = check_out,
-                      .unread = true,
-                      .sr = sr,
-                      .prepare = prepare,
-                      .prepare_arg = arg};
+    struct job job = {
+        .group = group, .unread = true, .sr = sr, .prepare = prepare, .prepare_arg = arg};
     queue_and_wait(b, db, &job);
     /* The statement reading several failed: whatever its reason, it says
      * nothing sure about this booking's own connection, which reads alone:

@@ -453,7 +453,6 @@ plan_in_batch(void *arg, struct store_booking *sb)
 static cal_status
 refuse_booking(struct db *db, struct booking_ctx *c, struct api_error *e, char *err, size_t errlen)
 {
-    c->refused = false;
     /* A replay of a request that succeeded sees its own nights booked. */
     cal_status rc = replay_or_fail(db, c, e, err, errlen);
     if (rc != CAL_ENOTFOUND)

@@ -291,10 +291,9 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
                     bool hit = strcmp(mt->name, "cache_hit_ratio") == 0;
                     bool per = strncmp(mt->name, "bookings_per_", 13) == 0;
                     struct fig f = fig_for(runs, phase, workloads[w], tg, conc[c], mt);
-                    if (hit) {
-                        f.med *= 100;
-                        print_fig(out, f, 6, 1, false);
-                    } else if (per) {
+                    if (hit || per) {
+                        if (hit)
+                            f.med *= 100;
                         print_fig(out, f, 6, 1, false);
                     } else {
                         print_fig(out, f,

@@ -1044,6 +1044,21 @@ await_bookings_waiting(struct batcher *bt, size_t n)
     ck_assert_uint_eq(batcher_bookings_waiting(bt), n);
 }
 
+/* Starts fn(args[0]), waits until its statement on connection id0 is stuck,
+ * then starts fn(args[i]) for i = 1..n-1, each queued in bt behind it in
+ * that order. */
+static void
+start_behind_a_stuck_leader(pthread_t *th, void *(*fn)(void *), void *const *args, size_t n,
+                            struct batcher *bt, int64_t id0)
+{
+    pthread_create(&th[0], NULL, fn, args[0]);
+    await_stuck(id0);
+    for (size_t i = 1; i < n; i++) {
+        pthread_create(&th[i], NULL, fn, args[i]);
+        await_bookings_waiting(bt, i);
+    }
+}
+
 /* Four bookings of group A (0 to 2) and B (3) while a table lock held
  * elsewhere keeps booking 0's read waiting, with 4 lanes and 5 bookings in
  * progress (under load) or 2. Booking 2's nights are taken: its plan
@@ -1412,12 +1427,8 @@ START_TEST(a_leader_tells_its_outcomes_once_before_answering_any)
     for (int i = 0; i < 3; i++) /* under load: one lane */
         batcher_enter(bt);
     pthread_t th[3];
-    pthread_create(&th[0], NULL, lane_book, &lb[0]);
-    await_stuck(id0);
-    for (int i = 1; i < 3; i++) {
-        pthread_create(&th[i], NULL, lane_book, &lb[i]);
-        await_bookings_waiting(bt, (size_t)i);
-    }
+    void *args[3] = {&lb[0], &lb[1], &lb[2]};
+    start_behind_a_stuck_leader(th, lane_book, args, 3, bt, id0);
     db_rollback(holder);
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
@@ -1479,12 +1490,8 @@ START_TEST(a_batch_whose_plans_all_refuse_commits_nothing)
     ck_assert_msg(holder != NULL, "%s", err);
     ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
     pthread_t th[3];
-    pthread_create(&th[0], NULL, lane_read, &lr[0]);
-    await_stuck(id0);
-    for (int i = 1; i < 3; i++) {
-        pthread_create(&th[i], NULL, lane_read, &lr[i]);
-        await_bookings_waiting(bt, (size_t)i);
-    }
+    void *args[3] = {&lr[0], &lr[1], &lr[2]};
+    start_behind_a_stuck_leader(th, lane_read, args, 3, bt, id0);
     ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
