@@ -73,14 +73,72 @@ fail(struct cache *cache, memcached_return_t rc, char *err, size_t errlen)
     return CAL_EUNAVAIL;
 }
 
-static int
-cmp_item_key(const void *a, const void *b)
+/* The multi-get matches each returned key to the items asking for it
+ * through an open-addressing table, in time linear in the keys. Keys are
+ * hashed 8 bytes at a time (multiply and fold); the table is per call, so
+ * the hash needs no stability across processes or byte orders. */
+static uint64_t
+key_hash(const char *key, size_t len)
 {
-    const struct cache_item *x = *(const struct cache_item *const *)a;
-    const struct cache_item *y = *(const struct cache_item *const *)b;
-    size_t n = x->keylen < y->keylen ? x->keylen : y->keylen;
-    int c = memcmp(x->key, y->key, n);
-    return c != 0 ? c : (x->keylen > y->keylen) - (x->keylen < y->keylen);
+    uint64_t h = len * 0x9e3779b97f4a7c15ULL, w;
+    for (; len >= 8; key += 8, len -= 8) {
+        memcpy(&w, key, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, key, len);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 29);
+}
+
+static bool
+same_key(const struct cache_item *it, const char *key, size_t len)
+{
+    return it->keylen == len && memcmp(it->key, key, len) == 0;
+}
+
+/* slots[] holds 1 + the index of the first item of each distinct key (0:
+ * empty); next[] chains the items asking for the same key again. */
+struct key_index {
+    size_t mask;
+    uint32_t *slots, *next;
+};
+
+static void
+key_index_build(struct key_index *ix, const struct cache_item *items, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    ix->mask = cap - 1;
+    ix->slots = cal_calloc(cap, sizeof(*ix->slots));
+    ix->next = cal_calloc(n, sizeof(*ix->next));
+    for (size_t i = 0; i < n; i++) {
+        size_t s = key_hash(items[i].key, items[i].keylen) & ix->mask;
+        while (ix->slots[s] != 0 &&
+               !same_key(&items[ix->slots[s] - 1], items[i].key, items[i].keylen))
+            s = (s + 1) & ix->mask;
+        if (ix->slots[s] == 0) {
+            ix->slots[s] = (uint32_t)i + 1;
+            continue;
+        }
+        size_t j = ix->slots[s] - 1; /* asked again: appended to the chain */
+        while (ix->next[j] != 0)
+            j = ix->next[j] - 1;
+        ix->next[j] = (uint32_t)i + 1;
+    }
+}
+
+/* 1 + the index of the first item asking for key, 0 if none does. */
+static uint32_t
+key_index_find(const struct key_index *ix, const struct cache_item *items, const char *key,
+               size_t len)
+{
+    size_t s = key_hash(key, len) & ix->mask;
+    while (ix->slots[s] != 0 && !same_key(&items[ix->slots[s] - 1], key, len))
+        s = (s + 1) & ix->mask;
+    return ix->slots[s];
 }
 
 cal_status
@@ -90,34 +148,31 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
         return CAL_OK;
     const char **keys = cal_malloc(n * sizeof(*keys));
     size_t *lens = cal_malloc(n * sizeof(*lens));
-    struct cache_item **sorted = cal_malloc(n * sizeof(*sorted));
     for (size_t i = 0; i < n; i++) {
         keys[i] = items[i].key;
         lens[i] = items[i].keylen;
         items[i].found = false;
         items[i].value = NULL;
-        sorted[i] = &items[i];
     }
-    qsort(sorted, n, sizeof(*sorted), cmp_item_key);
+    struct key_index ix;
+    key_index_build(&ix, items, n);
     cal_status st = CAL_OK;
     size_t nfound = 0;
+    /* One result for every value (not allocated, so libmemcached keeps it
+     * when the fetch ends), not one allocated and freed per value. */
+    memcached_result_st res_buf, *res = NULL;
     memcached_return_t rc = memcached_mget(cache->mc, keys, lens, n);
     /* SOME_ERRORS: a server of the pool failed; the others still answer. */
     if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_SOME_ERRORS) {
         st = fail(cache, rc, err, errlen);
         goto out;
     }
-    memcached_result_st *res;
-    while ((res = memcached_fetch_result(cache->mc, NULL, &rc)) != NULL) {
-        struct cache_item probe = {.key = memcached_result_key_value(res),
-                                   .keylen = memcached_result_key_length(res)};
-        struct cache_item *pp = &probe;
-        struct cache_item **hit = bsearch(&pp, sorted, n, sizeof(*sorted), cmp_item_key);
-        /* A key asked twice: bsearch lands on any copy; every copy gets the value. */
-        while (hit != NULL && hit > sorted && cmp_item_key(hit - 1, &pp) == 0)
-            hit--;
-        for (; hit != NULL && hit < sorted + n && cmp_item_key(hit, &pp) == 0; hit++) {
-            struct cache_item *it = *hit;
+    res = memcached_result_create(cache->mc, &res_buf);
+    while (memcached_fetch_result(cache->mc, res, &rc) != NULL) {
+        uint32_t i = key_index_find(&ix, items, memcached_result_key_value(res),
+                                    memcached_result_key_length(res));
+        for (; i != 0; i = ix.next[i - 1]) {
+            struct cache_item *it = &items[i - 1];
             if (it->found)
                 continue;
             it->found = true;
@@ -126,16 +181,17 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
             it->cas = memcached_result_cas(res);
             nfound++;
         }
-        memcached_result_free(res);
     }
     /* A server that failed or timed out while others answered costs only its
      * own keys (misses); a failure with nothing found is the cache's. */
     if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND && nfound == 0)
         st = fail(cache, rc, err, errlen);
 out:
+    memcached_result_free(res);
     free(keys);
     free(lens);
-    free(sorted);
+    free(ix.slots);
+    free(ix.next);
     return st;
 }
 

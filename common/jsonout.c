@@ -43,17 +43,10 @@ jsonout_lit(struct jsonout *j, const char *s)
 static void
 put_decimal(struct jsonout *j, uint64_t u, bool negative)
 {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    reserve(j, n + 1);
+    reserve(j, 21);
     if (negative)
         j->p[j->len++] = '-';
-    while (n > 0)
-        j->p[j->len++] = tmp[--n];
+    j->len += cal_put_u64(j->p + j->len, u);
 }
 
 void

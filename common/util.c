@@ -101,3 +101,17 @@ cal_strlcpy(char *dst, const char *src, size_t size)
     }
     return len;
 }
+
+size_t
+cal_put_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}

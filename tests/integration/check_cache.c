@@ -440,6 +440,43 @@ START_TEST(multi_get_answers_repeated_keys)
 }
 END_TEST
 
+/* A multi-get of thousands of keys, some absent and some named twice, in
+ * an order unlike the one memcached answers in: each item gets its own
+ * key's value or a miss, never another key's. */
+START_TEST(multi_get_matches_every_value_to_its_key)
+{
+    load_env();
+    struct cache *c = make_cache();
+    char err[256];
+    enum { N = 3000 };
+    static char keys[N][CACHEKEY_MAX], values[N][32];
+    static struct cache_item it[N];
+    uint64_t base = testenv_random48();
+    for (size_t i = 0; i < N; i++) {
+        /* Item i names key i, or key i - 7 again for every 10th. */
+        size_t k = i % 10 == 9 ? i - 7 : i;
+        cachekey_listing(base + (k * 7919) % N, keys[i]);
+        snprintf(values[i], sizeof(values[i]), "value of %zu", (k * 7919) % N);
+        it[i].key = keys[i];
+        it[i].keylen = strlen(keys[i]);
+        if (k == i && i % 3 != 0)
+            ck_assert(cache_set(c, keys[i], it[i].keylen, values[i], strlen(values[i]), 60, err,
+                                sizeof(err)) == CAL_OK);
+    }
+    ck_assert_msg(cache_get_multi(c, it, N, err, sizeof(err)) == CAL_OK, "%s", err);
+    for (size_t i = 0; i < N; i++) {
+        size_t k = i % 10 == 9 ? i - 7 : i;
+        ck_assert_msg(it[i].found == (k % 3 != 0), "item %zu: found %d", i, (int)it[i].found);
+        if (it[i].found) {
+            ck_assert_uint_eq(it[i].len, strlen(values[i]));
+            ck_assert_str_eq(it[i].value, values[i]);
+        }
+    }
+    cache_results_free(it, N);
+    cache_destroy(c);
+}
+END_TEST
+
 /* Pipelined deletes: every named key is gone when the call returns (the
  * confirming round trip came after them), the others are untouched; an
  * unreachable server is an error, not a silent success. */
@@ -830,6 +867,7 @@ main(void)
     UNIT_CASE(s, a_month_newer_than_its_listing_key_is_no_hit);
     UNIT_CASE(s, an_undecodable_value_is_replaced);
     UNIT_CASE(s, multi_get_answers_repeated_keys);
+    UNIT_CASE(s, multi_get_matches_every_value_to_its_key);
     UNIT_CASE(s, delete_many_deletes_exactly_the_named_keys);
     UNIT_CASE(s, delete_many_reset_before_the_answer_is_an_error);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);

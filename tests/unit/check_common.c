@@ -212,6 +212,23 @@ START_TEST(cache_keys)
     ck_assert_str_eq(buf, "cal:v1:M:42:203102");
     cachekey_month_of(9223372036854775807ULL, date_from_ymd(2031, 12, 31), buf);
     ck_assert_str_eq(buf, "cal:v1:M:9223372036854775807:203112");
+    /* Written digit by digit: the same keys as the printf format they
+     * replaced, zero padding and the largest id included. */
+    const uint64_t ids[] = {0, 7, 10, 99, 1000000, 4294967296ULL, UINT64_MAX};
+    const int years[] = {0, 7, 99, 987, 1970, 2031, 9999};
+    char want[CACHEKEY_MAX];
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        snprintf(want, sizeof(want), "cal:v1:L:%llu", (unsigned long long)ids[i]);
+        ck_assert_uint_eq(cachekey_listing(ids[i], buf), strlen(want));
+        ck_assert_str_eq(buf, want);
+        for (size_t y = 0; y < sizeof(years) / sizeof(years[0]); y++)
+            for (unsigned m = 1; m <= 12; m++) {
+                snprintf(want, sizeof(want), "cal:v1:M:%llu:%04d%02u", (unsigned long long)ids[i],
+                         years[y], m);
+                ck_assert_uint_eq(cachekey_month(ids[i], years[y], m, buf), strlen(want));
+                ck_assert_str_eq(buf, want);
+            }
+    }
 }
 END_TEST
 
