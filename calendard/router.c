@@ -11,15 +11,13 @@
 #include "common/util.h"
 #include "sharding/shardmap.h"
 
-#define REFRESH_MIN_GAP_US 20000 /* on-demand reloads at most every 20 ms */
-
 struct router {
     struct router_conf conf;
     pthread_rwlock_t map_lock; /* guards map */
     struct shardmap *map;
-    pthread_mutex_t refresh_lock; /* one reload at a time; guards catalog, last_load_us, pools */
+    pthread_mutex_t refresh_lock; /* one reload at a time; guards catalog, map_read_us, pools */
     struct db *catalog;
-    uint64_t last_load_us;
+    uint64_t map_read_us; /* when the catalog query of the current map began */
     size_t nshards;
     uint32_t shard_ids[ROUTER_MAX_SHARDS];
     struct pool *pools[ROUTER_MAX_SHARDS]; /* atomic; never freed before router_destroy */
@@ -88,6 +86,7 @@ reload_locked(struct router *router, char *err, size_t errlen)
             return CAL_EUNAVAIL;
     }
     struct shardmap *map;
+    uint64_t read_us = cal_mono_us();
     cal_status rc = shardmap_load(router->catalog, &map, err, errlen);
     if (rc != CAL_OK)
         return rc;
@@ -104,7 +103,7 @@ reload_locked(struct router *router, char *err, size_t errlen)
     router->map = map;
     pthread_rwlock_unlock(&router->map_lock);
     shardmap_destroy(old);
-    router->last_load_us = cal_mono_us();
+    router->map_read_us = read_us;
     return CAL_OK;
 }
 
@@ -114,8 +113,10 @@ router_refresh(struct router *router, char *err, size_t errlen)
     uint64_t asked = cal_mono_us();
     pthread_mutex_lock(&router->refresh_lock);
     cal_status rc = CAL_OK;
-    /* Someone reloaded while we waited for the lock, or very recently. */
-    if (router->last_load_us + REFRESH_MIN_GAP_US < asked || router->map == NULL)
+    /* A map read from the catalog after we asked is at least as new as the
+     * "moved" answer that made us ask: someone reloaded while we waited for
+     * the lock. One read earlier may predate the move's catalog commit. */
+    if (router->map == NULL || router->map_read_us <= asked)
         rc = reload_locked(router, err, errlen);
     pthread_mutex_unlock(&router->refresh_lock);
     return rc;
