@@ -55,9 +55,11 @@ main(int argc, char **argv)
     }
 
     /* A batch of searches allocates and frees a few hundred KiB of calendar
-     * rows; with the default threshold each free trims the loop's heap and
-     * the next batch page-faults it back in. */
-    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+     * rows; with glibc's default thresholds each free trimmed the loop's
+     * heap and the next batch page-faulted it back in. Set both: fixing one
+     * stops glibc from raising the other by itself. */
+    mallopt(M_TRIM_THRESHOLD, 8 << 20);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     /* Every thread inherits the blocked set; only sigwait() below sees them. */
     sigset_t sigs;

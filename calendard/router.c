@@ -11,6 +11,8 @@
 #include "common/util.h"
 #include "sharding/shardmap.h"
 
+#define REFRESH_MIN_GAP_US 5000 /* catalog reads begin at most every 5 ms */
+
 struct router {
     struct router_conf conf;
     pthread_rwlock_t map_lock; /* guards map */
@@ -18,6 +20,7 @@ struct router {
     pthread_mutex_t refresh_lock; /* one reload at a time; guards catalog, map_read_us, pools */
     struct db *catalog;
     uint64_t map_read_us; /* when the catalog query of the current map began */
+    uint64_t tried_us;    /* when the last catalog query began, answered or not */
     size_t nshards;
     uint32_t shard_ids[ROUTER_MAX_SHARDS];
     struct pool *pools[ROUTER_MAX_SHARDS]; /* atomic; never freed before router_destroy */
@@ -87,6 +90,7 @@ reload_locked(struct router *router, char *err, size_t errlen)
     }
     struct shardmap *map;
     uint64_t read_us = cal_mono_us();
+    router->tried_us = read_us;
     cal_status rc = shardmap_load(router->catalog, &map, err, errlen);
     if (rc != CAL_OK)
         return rc;
@@ -115,9 +119,16 @@ router_refresh(struct router *router, char *err, size_t errlen)
     cal_status rc = CAL_OK;
     /* A map read from the catalog after we asked is at least as new as the
      * "moved" answer that made us ask: someone reloaded while we waited for
-     * the lock. One read earlier may predate the move's catalog commit. */
-    if (router->map == NULL || router->map_read_us <= asked)
+     * the lock. One read earlier may predate the move's catalog commit, so
+     * we read again, but no sooner than 5 ms after the last read began: a
+     * storm of "moved" answers (a failover) costs the catalog 200 reads a
+     * second at most, and whoever asks meanwhile waits here for this read. */
+    if (router->map_read_us <= asked) {
+        uint64_t now = cal_mono_us(), next = router->tried_us + REFRESH_MIN_GAP_US;
+        if (now < next)
+            cal_sleep_ms((unsigned)((next - now + 999) / 1000));
         rc = reload_locked(router, err, errlen);
+    }
     pthread_mutex_unlock(&router->refresh_lock);
     return rc;
 }

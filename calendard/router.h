@@ -43,10 +43,11 @@ void router_destroy(struct router *router);
 cal_status router_route(struct router *router, uint64_t listing_id, struct route *out, char *err,
                         size_t errlen);
 
-/* Reloads the map now unless another thread read it from the catalog after
- * this call began (so a burst of "moved" answers costs one or two catalog
- * reads, and a caller never keeps a map read before its answer). Returns
- * the load's status. */
+/* Reloads the map unless another thread read it from the catalog after
+ * this call began, so a caller never keeps a map read before the answer
+ * that made it ask. Catalog reads begin at most every 5 ms: a call may wait
+ * that long, and a burst of "moved" answers shares one read. Returns the
+ * load's status. */
 cal_status router_refresh(struct router *router, char *err, size_t errlen);
 
 /* Catalog and every shard answer a query. */

@@ -98,8 +98,8 @@ same_key(const struct cache_item *it, const char *key, size_t len)
     return it->keylen == len && memcmp(it->key, key, len) == 0;
 }
 
-/* slots[] holds 1 + the index of the first item of each distinct key (0:
- * empty); next[] chains the items asking for the same key again. */
+/* slots[] holds 1 + the index of an item of each distinct key (0: empty);
+ * next[] chains the other items asking for the same key. */
 struct key_index {
     size_t mask;
     uint32_t *slots, *next;
@@ -119,14 +119,8 @@ key_index_build(struct key_index *ix, const struct cache_item *items, size_t n)
         while (ix->slots[s] != 0 &&
                !same_key(&items[ix->slots[s] - 1], items[i].key, items[i].keylen))
             s = (s + 1) & ix->mask;
-        if (ix->slots[s] == 0) {
-            ix->slots[s] = (uint32_t)i + 1;
-            continue;
-        }
-        size_t j = ix->slots[s] - 1; /* asked again: appended to the chain */
-        while (ix->next[j] != 0)
-            j = ix->next[j] - 1;
-        ix->next[j] = (uint32_t)i + 1;
+        ix->next[i] = ix->slots[s]; /* 0, or the items that asked for it before */
+        ix->slots[s] = (uint32_t)i + 1;
     }
 }
 

@@ -28,8 +28,8 @@ cachekey_listing(uint64_t listing_id, char *buf)
 size_t
 cachekey_month(uint64_t listing_id, int year, unsigned month, char *buf)
 {
-    /* YYYYMM: four digits of the year (0000 for one before year 0), two of
-     * the month */
+    /* YYYYMM: four digits of the year, two of the month (dates are years
+     * 0000-9999; a negative year, which no date has, becomes 0000) */
     unsigned y = year < 0 ? 0 : (unsigned)year % 10000, m = month % 100;
     char *p = put_prefix(buf, 'M', listing_id);
     *p++ = ':';
