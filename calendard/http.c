@@ -183,16 +183,8 @@ lookup_reads(struct loop *lp)
     service_read_lookup(lp->srv->svc, rs, n);
     uint64_t took = cal_mono_us() - t0;
     free(rs);
-    unsigned timeout_ms =
-        lp->srv->conf.cache_timeout_ms ? lp->srv->conf.cache_timeout_ms : LOOKUP_SLOW_DEFAULT_MS;
-    if (took > (uint64_t)timeout_ms * 800) {
-        if (lp->bypass_until < t0)
-            log_warn("slow cache lookup: reads go to the workers for a while",
-                     "took_ms=%llu reads=%zu bypass_ms=%d", (unsigned long long)(took / 1000), n,
-                     LOOKUP_BYPASS_US / 1000);
-        lp->bypass_until = cal_mono_us() + LOOKUP_BYPASS_US;
-    }
     lp->nreads = 0;
+    size_t unanswered = 0;
     for (size_t i = 0; i < n; i++) {
         struct http_request *hr = lp->reads[i];
         if (service_read_hit(&hr->read)) {
@@ -201,8 +193,23 @@ lookup_reads(struct loop *lp)
         } else {
             hr->miss = true;
             enqueue(lp->srv, hr);
+            unanswered++;
         }
     }
+    if (http_lookup_stalled(took, lp->srv->conf.cache_timeout_ms, unanswered)) {
+        if (lp->bypass_until < t0)
+            log_warn("slow cache lookup: reads go to the workers for a while",
+                     "took_ms=%llu reads=%zu missed=%zu bypass_ms=%d",
+                     (unsigned long long)(took / 1000), n, unanswered, LOOKUP_BYPASS_US / 1000);
+        lp->bypass_until = cal_mono_us() + LOOKUP_BYPASS_US;
+    }
+}
+
+bool
+http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswered)
+{
+    unsigned timeout_ms = cache_timeout_ms ? cache_timeout_ms : LOOKUP_SLOW_DEFAULT_MS;
+    return took_us > (uint64_t)timeout_ms * 800 && unanswered > 0;
 }
 
 static void *

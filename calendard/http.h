@@ -5,7 +5,9 @@
 #ifndef CAL_HTTP_H
 #define CAL_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "calendard/service.h"
 
@@ -28,5 +30,11 @@ struct http_server;
 struct http_server *http_start(const struct http_conf *conf, struct service *svc, char *err,
                                size_t errlen);
 void http_stop(struct http_server *srv); /* http_stop(NULL) is a no-op */
+
+/* Does an event loop's lookup say the cache is stalled, so its reads go to
+ * the workers for a while? Only a lookup that took 4/5 of the cache timeout
+ * (50 ms if 0) and left some read unanswered: one that answered every read
+ * was slow because the cores were busy, and the workers would be slower. */
+bool http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswered);
 
 #endif
