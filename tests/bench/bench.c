@@ -2,6 +2,7 @@
  * stays, routes from the catalog, CPU sampling and the run's JSON line. */
 #include "tests/bench/bench.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -40,6 +41,13 @@ bench_rng_below(struct bench_rng *rng, uint64_t n)
     return (bench_rng_next(rng) >> 11) % n;
 }
 
+double
+bench_rng_exp(struct bench_rng *rng, double mean)
+{
+    double u = (double)(bench_rng_next(rng) >> 11) / 9007199254740992.0; /* [0, 1) */
+    return -mean * log1p(-u);
+}
+
 void
 bench_pick_distinct(struct bench_rng *rng, uint64_t first, uint64_t count, size_t n, uint64_t *out)
 {
@@ -60,12 +68,14 @@ bench_lat_init(struct bench_lat *lat, size_t cap)
     memset(lat, 0, sizeof(*lat));
     lat->cap = cap;
     lat->us = cal_malloc((cap ? cap : 1) * sizeof(*lat->us));
+    lat->end = cal_malloc((cap ? cap : 1) * sizeof(*lat->end));
 }
 
 void
 bench_lat_deinit(struct bench_lat *lat)
 {
     free(lat->us);
+    free(lat->end);
     memset(lat, 0, sizeof(*lat));
 }
 
@@ -76,6 +86,8 @@ bench_lat_add(struct bench_lat *lat, uint64_t us)
         lat->dropped++;
         return;
     }
+    if (lat->end != NULL)
+        lat->end[lat->n] = bench_now();
     lat->us[lat->n++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
 }
 
@@ -84,6 +96,12 @@ bench_lat_merge(struct bench_lat *dst, const struct bench_lat *src)
 {
     size_t room = dst->cap - dst->n, n = src->n < room ? src->n : room;
     memcpy(dst->us + dst->n, src->us, n * sizeof(*src->us));
+    if (dst->end != NULL && src->end != NULL)
+        memcpy(dst->end + dst->n, src->end, n * sizeof(*src->end));
+    else {
+        free(dst->end); /* the pairs can no longer be told */
+        dst->end = NULL;
+    }
     dst->n += n;
     dst->dropped += src->dropped + (src->n - n);
 }
@@ -100,6 +118,8 @@ bench_lat_quantile_ms(struct bench_lat *lat, double q)
 {
     if (lat->n == 0)
         return 0;
+    free(lat->end); /* sorting separates each sample from its end time */
+    lat->end = NULL;
     qsort(lat->us, lat->n, sizeof(*lat->us), cmp_u32);
     /* Nearest rank: the p99 of 100 samples is the 99th, not an interpolation. */
     size_t rank = (size_t)(q * (double)lat->n + 0.999999);
@@ -266,6 +286,153 @@ bench_cpu_print(FILE *out, const struct bench_cpu *a, const struct bench_cpu *b)
             (double)(b->busy - a->busy) / hz / wall, (double)(b->steal - a->steal) / hz / wall);
 }
 
+#define SPEED_PERIOD_NS 2000000L
+#define SPEED_WORK 10000 /* iterations: about 10 us on this machine */
+#define SPEED_CAP 400000 /* 800 s of probes */
+
+static uint64_t
+thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *
+speed_main(void *arg)
+{
+    struct bench_speed *sp = arg;
+    volatile uint64_t x = 1;
+    struct timespec period = {.tv_nsec = SPEED_PERIOD_NS};
+    while (!atomic_load(&sp->stop) && sp->n < sp->cap) {
+        sp->at[sp->n] = bench_now();
+        uint64_t t0 = thread_cpu_ns();
+        for (int i = 0; i < SPEED_WORK; i++)
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint64_t d = thread_cpu_ns() - t0;
+        sp->ns[sp->n++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+        nanosleep(&period, NULL);
+    }
+    return NULL;
+}
+
+void
+bench_speed_deinit(struct bench_speed *sp)
+{
+    free(sp->ns);
+    free(sp->at);
+    free(sp->spell_from);
+    free(sp->spell_to);
+    sp->ns = NULL;
+    sp->at = sp->spell_from = sp->spell_to = NULL;
+    sp->n = sp->nspells = 0;
+}
+
+void
+bench_speed_start(struct bench_speed *sp)
+{
+    bench_speed_deinit(sp);
+    sp->cap = SPEED_CAP;
+    sp->ns = cal_malloc(sp->cap * sizeof(*sp->ns));
+    sp->at = cal_malloc(sp->cap * sizeof(*sp->at));
+    sp->below_half = sp->below_third = 0;
+    atomic_init(&sp->stop, false);
+    sp->started = pthread_create(&sp->thread, NULL, speed_main, sp) == 0;
+}
+
+void
+bench_speed_stop(struct bench_speed *sp)
+{
+    if (!sp->started)
+        return;
+    atomic_store(&sp->stop, true);
+    pthread_join(sp->thread, NULL);
+    sp->started = false;
+    bench_speed_summarize(sp);
+}
+
+void
+bench_speed_summarize(struct bench_speed *sp)
+{
+    free(sp->spell_from);
+    free(sp->spell_to);
+    sp->spell_from = sp->spell_to = NULL;
+    sp->nspells = 0;
+    sp->below_half = sp->below_third = 0;
+    if (sp->n == 0)
+        return;
+    uint32_t *sorted = cal_malloc(sp->n * sizeof(*sorted));
+    memcpy(sorted, sp->ns, sp->n * sizeof(*sorted));
+    qsort(sorted, sp->n, sizeof(*sorted), cmp_u32);
+    /* Full speed is what the fast probes saw: the slow spells are a minority. */
+    double fast = sorted[sp->n / 10];
+    size_t half = 0, third = 0;
+    for (size_t i = 0; i < sp->n; i++) {
+        half += sp->ns[i] > 2 * fast;
+        third += sp->ns[i] > 3 * fast;
+    }
+    sp->below_half = (double)half / (double)sp->n;
+    sp->below_third = (double)third / (double)sp->n;
+    free(sorted);
+    /* A slow probe says the machine was slow at some point between the
+     * probes either side of it (2 ms apart): that whole span is a spell. */
+    sp->spell_from = cal_malloc((half + 1) * sizeof(double));
+    sp->spell_to = cal_malloc((half + 1) * sizeof(double));
+    for (size_t i = 0; i < sp->n; i++) {
+        if (sp->ns[i] <= 2 * fast)
+            continue;
+        double from = i > 0 ? sp->at[i - 1] : sp->at[i] - SPEED_PERIOD_NS / 1e9;
+        double to = i + 1 < sp->n ? sp->at[i + 1] : sp->at[i] + SPEED_PERIOD_NS / 1e9;
+        if (sp->nspells > 0 && from <= sp->spell_to[sp->nspells - 1]) {
+            sp->spell_to[sp->nspells - 1] = to;
+        } else {
+            sp->spell_from[sp->nspells] = from;
+            sp->spell_to[sp->nspells++] = to;
+        }
+    }
+}
+
+bool
+bench_speed_slow_between(const struct bench_speed *sp, double from, double to)
+{
+    /* The first spell that ends at or after from, by bisection. */
+    size_t lo = 0, hi = sp->nspells;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sp->spell_to[mid] < from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sp->nspells && sp->spell_from[lo] <= to;
+}
+
+double
+bench_lat_steady_quantile_ms(const struct bench_lat *lat, const struct bench_speed *sp, double q,
+                             double *kept)
+{
+    *kept = 0;
+    if (lat->n == 0 || lat->end == NULL)
+        return NAN;
+    struct bench_lat steady = {.us = cal_malloc(lat->n * sizeof(*lat->us)), .cap = lat->n};
+    for (size_t i = 0; i < lat->n; i++)
+        if (!bench_speed_slow_between(sp, lat->end[i] - lat->us[i] / 1e6, lat->end[i]))
+            steady.us[steady.n++] = lat->us[i];
+    *kept = (double)steady.n / (double)lat->n;
+    double v = steady.n > 0 ? bench_lat_quantile_ms(&steady, q) : NAN;
+    free(steady.us);
+    return v;
+}
+
+void
+bench_speed_print(FILE *out, const struct bench_speed *sp)
+{
+    fprintf(out,
+            ",\"cpu_slow\":{\"probes\":%zu,\"below_half\":%.4f,\"below_third\":%.4f,"
+            "\"spells\":%zu}",
+            sp->n, sp->below_half, sp->below_third, sp->nspells);
+}
+
 double
 bench_now(void)
 {
@@ -306,4 +473,7 @@ bench_run_print(FILE *out, struct bench_run *run)
         fprintf(out, ",\"bookings_per_txn\":%.2f", run->per_txn);
     if (run->per_read > 0)
         fprintf(out, ",\"bookings_per_read\":%.2f", run->per_read);
+    if (run->steady_kept > 0)
+        fprintf(out, ",\"steady_p99_ms\":%.3f,\"steady_share\":%.4f", run->steady_p99_ms,
+                run->steady_kept);
 }

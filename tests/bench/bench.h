@@ -5,6 +5,8 @@
 #ifndef CAL_BENCH_H
 #define CAL_BENCH_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,16 +26,21 @@ void bench_rng_init(struct bench_rng *rng, uint64_t seed);
 uint64_t bench_rng_next(struct bench_rng *rng);
 /* Uniform in [0, n); n > 0. */
 uint64_t bench_rng_below(struct bench_rng *rng, uint64_t n);
+/* Exponentially distributed with the given mean: the gaps between the
+ * arrivals of a Poisson process. */
+double bench_rng_exp(struct bench_rng *rng, double mean);
 
 /* n distinct ids drawn uniformly from [first, first + count) into out;
  * n <= count. A real search never names a listing twice. */
 void bench_pick_distinct(struct bench_rng *rng, uint64_t first, uint64_t count, size_t n,
                          uint64_t *out);
 
-/* Latency samples in microseconds, bounded: past cap they are counted but
- * not stored (the count of every run is bounded long before that). */
+/* Latency samples in microseconds, each with the moment it ended, bounded:
+ * past cap they are counted but not stored (the count of every run is
+ * bounded long before that). */
 struct bench_lat {
     uint32_t *us;
+    double *end; /* bench_now() when each sample was added; NULL once sorted */
     size_t n, cap;
     uint64_t dropped;
 };
@@ -43,7 +50,8 @@ void bench_lat_deinit(struct bench_lat *lat);
 void bench_lat_add(struct bench_lat *lat, uint64_t us);
 /* Appends src's samples to dst. */
 void bench_lat_merge(struct bench_lat *dst, const struct bench_lat *src);
-/* Sorts in place, then answers the q-quantile (0..1) in milliseconds; 0 when empty. */
+/* Sorts in place (the end times go), then answers the q-quantile (0..1) in
+ * milliseconds; 0 when empty. */
 double bench_lat_quantile_ms(struct bench_lat *lat, double q);
 
 /* Stays: listings [first_id, first_id + nlistings), check-in uniform over
@@ -88,6 +96,39 @@ void bench_cpu_sample(struct bench_cpu *cpu);
  * process, by the whole machine, and taken by the hypervisor, written to out. */
 void bench_cpu_print(FILE *out, const struct bench_cpu *a, const struct bench_cpu *b);
 
+/* The machine's own speed while a run measures: a thread times a fixed
+ * computation of about 10 us every 2 ms in its own CPU time (so waiting for
+ * a core does not count, only how fast the core ran while it had one).
+ * This VM's cores sometimes run several times slower for ~100 ms with no
+ * steal reported; the shares below say how much of a run that was. */
+struct bench_speed {
+    pthread_t thread;
+    atomic_bool stop;
+    bool started;
+    size_t n, cap;
+    uint32_t *ns; /* CPU time of each probe */
+    double *at;   /* bench_now() when each probe started */
+    /* after bench_speed_stop, against the run's own fast probes (p10): */
+    double below_half, below_third; /* shares of probes at < 1/2, < 1/3 of that speed */
+    size_t nspells;                 /* slow spells: from the probe before a slow */
+    double *spell_from, *spell_to;  /* one to the probe after it, merged, in order */
+};
+
+void bench_speed_start(struct bench_speed *sp);
+void bench_speed_stop(struct bench_speed *sp);
+/* The shares and spells of the n probes in ns[] and at[] (done by stop). */
+void bench_speed_summarize(struct bench_speed *sp);
+void bench_speed_deinit(struct bench_speed *sp);
+/* ,"cpu_slow":{"probes":N,"below_half":S,"below_third":T,"spells":K} */
+void bench_speed_print(FILE *out, const struct bench_speed *sp);
+/* Did [from, to] overlap a slow spell? (after bench_speed_stop) */
+bool bench_speed_slow_between(const struct bench_speed *sp, double from, double to);
+/* The q-quantile in ms of the samples that overlapped no slow spell (call
+ * before bench_lat_quantile_ms, which drops the end times); *kept: their
+ * share of all samples. NAN when none is left or the end times are gone. */
+double bench_lat_steady_quantile_ms(const struct bench_lat *lat, const struct bench_speed *sp,
+                                    double q, double *kept);
+
 /* Monotonic seconds, and a sleep until such a moment. */
 double bench_now(void);
 void bench_sleep_until(double t);
@@ -110,6 +151,9 @@ struct bench_run {
      * over the window (/metrics deltas); 0: not known (raw runs, reads). */
     double per_txn, per_read;
     struct bench_lat *lat; /* of the successful operations */
+    /* p99 of those that overlapped none of the machine's slow spells, and
+     * their share (bench_lat_steady_quantile_ms); kept 0: not known. */
+    double steady_p99_ms, steady_kept;
 };
 
 void bench_run_print(FILE *out, struct bench_run *run);

@@ -14,3 +14,6 @@ bench: $(PROGRAMS) bin/calendar-bench
 
 bench-quick: $(PROGRAMS) bin/calendar-bench
 	$(Q)tests/bench/run.sh --quick
+
+# The unit test of the benchmark's arithmetic links its shared pieces.
+$(BUILD)/tests/unit/check_bench: $(call obj,tests/bench/bench.c)

@@ -36,7 +36,7 @@ struct options {
     const char *runs;        /* report: JSONL of the runs */
     const char *out_dir;     /* report: where the gnuplot data goes */
     unsigned conc, threads, batch, max_nights, blocked;
-    double secs, warmup;
+    double secs, warmup, rate;
     uint64_t first, count, seed, max_requests;
     int day, horizon; /* offsets from today */
     uint64_t cdc_first, cdc_count;
@@ -50,6 +50,7 @@ struct sampler {
     struct http_client *client;
     double retries[2], conflicts[2], hits[2], misses[2];
     double txns[2], txn_bookings[2], reads[2], read_bookings[2];
+    struct bench_speed speed; /* the machine's speed over the window */
 };
 
 struct book_ctx {
@@ -76,7 +77,9 @@ usage(FILE *out)
             "         [--cdc-first ID --cdc-count N --cdc-day D --invalidator-metrics URL]\n"
             "  warm   --first ID --count N --day D --horizon H   (fill the cache via search)\n"
             "  read   --target calendard|raw --workload single|search50 --first ID --count N\n"
-            "         --day D --horizon H --conc C --secs S [--batch 50]\n"
+            "         --day D --horizon H --conc C --secs S [--batch 50] [--rate R]\n"
+            "         (--rate: open loop, R requests/s offered over the C connections,\n"
+            "         latency from when each was due; the run's phase is \"paced\")\n"
             "  report --runs FILE --out DIR   table, data files and the final JSON line\n"
             "common:  --stack-env FILE (default $STACK_ENV, var/stack.env), --pids\n"
             "         name=pid,... (CPU of the stack's processes), --seed N, --threads T\n"
@@ -111,6 +114,7 @@ parse_args(int argc, char **argv, struct options *o)
         O_CDC_FIRST,
         O_CDC_COUNT,
         O_CDC_DAY,
+        O_RATE,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -137,6 +141,7 @@ parse_args(int argc, char **argv, struct options *o)
         {"cdc-first", required_argument, NULL, O_CDC_FIRST},
         {"cdc-count", required_argument, NULL, O_CDC_COUNT},
         {"cdc-day", required_argument, NULL, O_CDC_DAY},
+        {"rate", required_argument, NULL, O_RATE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -235,6 +240,9 @@ parse_args(int argc, char **argv, struct options *o)
         case O_CDC_DAY:
             o->cdc_day = atoi(optarg);
             break;
+        case O_RATE:
+            o->rate = strtod(optarg, NULL);
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -246,7 +254,8 @@ parse_args(int argc, char **argv, struct options *o)
     if (o->conc < 1 || o->conc > 1024 || o->threads < 1 || o->threads > 64 || o->secs <= 0 ||
         o->secs > 600 || o->warmup < 0 || o->warmup > 60 || o->max_requests == 0 ||
         o->max_nights < 1 || o->max_nights > 8 || o->horizon < 1 || o->horizon > 100000 ||
-        o->day < 1 || o->batch < 1 || o->batch > MAX_SEARCH ||
+        o->day < 1 || o->batch < 1 || o->batch > MAX_SEARCH || !(o->rate >= 0) || o->rate > 1e6 ||
+        (o->rate > 0 && strcmp(o->mode, "read") != 0) ||
         (o->count > 0 && o->batch > o->count && strcmp(o->mode, "read") == 0)) {
         fprintf(stderr, "calendar-bench: an option is out of range\n");
         return false;
@@ -310,7 +319,9 @@ on_window(void *ctx, bool start)
     if (start) {
         sample_metrics(s, 0);
         bench_cpu_sample(&s->cpu[0]);
+        bench_speed_start(&s->speed);
     } else {
+        bench_speed_stop(&s->speed);
         bench_cpu_sample(&s->cpu[1]);
         sample_metrics(s, 1);
     }
@@ -396,7 +407,7 @@ url_port(const char *url)
 
 /* One human line per run on stderr, for run.sh's progress output. */
 static void
-print_progress(struct bench_run *run)
+print_progress(struct bench_run *run, const struct bench_speed *sp)
 {
     fprintf(stderr, "    %s %s c=%u %s: %.0f ok/s, %.0f attempts/s, p50 %.2f ms, p99 %.2f ms",
             run->phase, run->workload, run->conc, run->target, (double)run->ok / run->secs,
@@ -409,6 +420,10 @@ print_progress(struct bench_run *run)
         fprintf(stderr, ", %.1f bookings/transaction, %.1f/read", run->per_txn, run->per_read);
     if (run->errors > 0)
         fprintf(stderr, ", ERRORS %llu", (unsigned long long)run->errors);
+    fprintf(stderr, ", CPU slow (< 1/2 speed) %.1f %% of the window", sp->below_half * 100);
+    if (run->steady_kept > 0)
+        fprintf(stderr, ", p99 outside its slow spells %.2f ms (%.0f %% of answers)",
+                run->steady_p99_ms, run->steady_kept * 100);
     fputc('\n', stderr);
 }
 
@@ -417,6 +432,7 @@ print_cpu(const struct sampler *s)
 {
     fputs(",\"cpu\":", stdout);
     bench_cpu_print(stdout, &s->cpu[0], &s->cpu[1]);
+    bench_speed_print(stdout, &s->speed);
 }
 
 static void
@@ -559,9 +575,10 @@ run_book(const struct options *o, const struct testenv *env, const struct bench_
         bench_lat_deinit(&cdc.lat);
         return EXIT_FAILED;
     }
+    run.steady_p99_ms = bench_lat_steady_quantile_ms(&lat, &s->speed, 0.99, &run.steady_kept);
     bench_run_print(stdout, &run);
     print_cpu(s);
-    print_progress(&run);
+    print_progress(&run, &s->speed);
     if (o->cdc_count > 0)
         print_cdc(&cdc);
     printf("}\n");
@@ -590,7 +607,7 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
     char err[512] = "", murl[300];
     bool search = strncmp(o->workload, "search", 6) == 0;
     struct bench_lat lat = {0};
-    struct bench_run run = {.phase = "read",
+    struct bench_run run = {.phase = o->rate > 0 ? "paced" : "read",
                             .workload = o->workload,
                             .target = o->target,
                             .conc = o->conc,
@@ -610,6 +627,7 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
                                     .secs = o->secs,
                                     .max_requests = o->max_requests,
                                     .seed = o->seed,
+                                    .rate = o->rate,
                                     .window = on_window,
                                     .ctx = s};
         struct raw_reads_result res;
@@ -633,6 +651,7 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
                                     .secs = o->secs,
                                     .max_requests = o->max_requests,
                                     .seed = o->seed,
+                                    .rate = o->rate,
                                     .build = search ? build_search : build_single,
                                     .ctx = &r,
                                     .window = on_window,
@@ -652,9 +671,12 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
         bench_lat_deinit(&lat);
         return EXIT_FAILED;
     }
+    run.steady_p99_ms = bench_lat_steady_quantile_ms(&lat, &s->speed, 0.99, &run.steady_kept);
     bench_run_print(stdout, &run);
     print_cpu(s);
-    print_progress(&run);
+    print_progress(&run, &s->speed);
+    if (o->rate > 0)
+        printf(",\"offered_per_s\":%.1f", o->rate);
     printf(",\"cache_hit_ratio\":%.4f}\n", hit_ratio);
     fflush(stdout);
     bench_lat_deinit(&lat);

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -30,7 +31,8 @@ struct conn {
     bool busy; /* a request is in flight */
     unsigned reconnects;
     uint64_t seq;
-    double sent_at;
+    double sent_at; /* closed loop: when sent; open loop: when it was due */
+    double due;     /* open loop: when the next request is due */
     size_t out_len, out_off;
     size_t in_len;
     char *out;
@@ -40,6 +42,7 @@ struct conn {
 struct shared {
     const struct http_load_conf *conf;
     double t_start, t_end, t_hard_end; /* window, and the last moment to wait */
+    double gap;                        /* open loop: mean gap of a connection's requests */
     atomic_uint_fast64_t sent;
     atomic_bool capped;
 };
@@ -142,6 +145,13 @@ conn_send_next(struct worker *w, int ep, struct conn *c, double now)
     const struct http_load_conf *conf = sh->conf;
     if (now >= sh->t_end)
         return true; /* stay idle */
+    double sent_at = now;
+    if (sh->gap > 0) {
+        if (c->due > now)
+            return true; /* the worker sends it when it is due */
+        sent_at = c->due;
+        c->due += bench_rng_exp(&w->rng, sh->gap);
+    }
     if (atomic_fetch_add(&sh->sent, 1) >= conf->max_requests) {
         atomic_store(&sh->capped, true);
         return true;
@@ -153,7 +163,7 @@ conn_send_next(struct worker *w, int ep, struct conn *c, double now)
     }
     c->out_off = 0;
     c->busy = true;
-    c->sent_at = now;
+    c->sent_at = sent_at;
     w->res.sent++;
     return conn_flush(ep, c);
 }
@@ -284,7 +294,7 @@ worker_main(void *arg)
     struct shared *sh = w->sh;
     struct conn *conns = cal_calloc(w->nconns, sizeof(*conns));
     struct epoll_event evs[64];
-    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int ep = epoll_create1(EPOLL_CLOEXEC), timer = -1;
     w->rc = CAL_OK;
     for (unsigned i = 0; i < w->nconns; i++) {
         conns[i].fd = -1;
@@ -301,23 +311,60 @@ worker_main(void *arg)
     /* Every connection is open before the first request: the warm-up then
      * measures requests, not connection setup. */
     double now = bench_now();
+    if (sh->gap > 0) {
+        /* Open loop: a timer wakes the thread when the next request is due. */
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (timer < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, timer, &ev) != 0) {
+            snprintf(w->err, sizeof(w->err), "timerfd: %s", strerror(errno));
+            w->rc = CAL_EUNAVAIL;
+            goto out;
+        }
+        for (unsigned i = 0; i < w->nconns; i++)
+            conns[i].due = now + bench_rng_exp(&w->rng, sh->gap);
+    }
     for (unsigned i = 0; i < w->nconns; i++)
         if (!conn_send_next(w, ep, &conns[i], now))
             conn_restart(w, ep, &conns[i], now);
     for (;;) {
         now = bench_now();
-        unsigned busy = 0;
-        for (unsigned i = 0; i < w->nconns; i++)
-            busy += conns[i].busy;
+        unsigned busy = 0, open = 0;
+        double next_due = sh->t_end;
+        for (unsigned i = 0; i < w->nconns; i++) {
+            struct conn *c = &conns[i];
+            if (c->fd >= 0 && !c->busy && sh->gap > 0 && c->due <= now &&
+                !conn_send_next(w, ep, c, now)) {
+                w->res.errors++;
+                conn_restart(w, ep, c, now);
+            }
+            busy += c->busy;
+            open += c->fd >= 0;
+            if (c->fd >= 0 && !c->busy && sh->gap > 0 && c->due < next_due)
+                next_due = c->due;
+        }
         if (busy == 0 && (now >= sh->t_end || atomic_load(&sh->capped)))
             break;
         if (now >= sh->t_hard_end) {
             w->res.errors += busy; /* answers that never came */
             break;
         }
+        if (timer >= 0 && next_due < sh->t_end) {
+            double whole = (double)(time_t)next_due;
+            struct itimerspec its = {.it_value = {.tv_sec = (time_t)next_due,
+                                                  .tv_nsec = (long)((next_due - whole) * 1e9)}};
+            if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+                its.it_value.tv_nsec = 1; /* zero would disarm it */
+            timerfd_settime(timer, TFD_TIMER_ABSTIME, &its, NULL);
+        }
         int n = epoll_wait(ep, evs, (int)CAL_ARRAY_LEN(evs), 100);
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
+            if (c == NULL) {
+                uint64_t expirations;
+                ssize_t r = read(timer, &expirations, sizeof(expirations));
+                (void)r; /* EAGAIN when it was re-armed after it fired */
+                continue;
+            }
             if (c->fd < 0)
                 continue;
             if (evs[i].events & EPOLLOUT) {
@@ -331,7 +378,7 @@ worker_main(void *arg)
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
                 conn_readable(w, ep, c);
         }
-        if (busy == 0 && now < sh->t_end && !atomic_load(&sh->capped)) {
+        if (open == 0 && now < sh->t_end && !atomic_load(&sh->capped)) {
             /* Every connection died and could not be reopened. */
             snprintf(w->err, sizeof(w->err), "all connections lost");
             w->rc = CAL_EUNAVAIL;
@@ -346,6 +393,8 @@ out:
         free(conns[i].in);
     }
     free(conns);
+    if (timer >= 0)
+        close(timer);
     close(ep);
     return NULL;
 }
@@ -368,6 +417,7 @@ http_load_run(const struct http_load_conf *conf, struct http_load_result *res, c
     sh.t_start = now + conf->warmup_s;
     sh.t_end = sh.t_start + conf->secs;
     sh.t_hard_end = sh.t_end + DRAIN_S;
+    sh.gap = conf->rate > 0 ? conf->conc / conf->rate : 0;
     atomic_init(&sh.sent, 0);
     atomic_init(&sh.capped, false);
     for (unsigned t = 0, first = 0; t < nthreads; t++) {

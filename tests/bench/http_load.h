@@ -1,6 +1,10 @@
-/* A closed-loop HTTP/1.1 load generator on epoll: conc keep-alive
- * connections to 127.0.0.1 spread over a few threads, each connection sending
- * its next request as soon as the previous answer arrived. Cheap per request
+/* An HTTP/1.1 load generator on epoll: conc keep-alive connections to
+ * 127.0.0.1 spread over a few threads, one request in flight on each. Closed
+ * loop by default (a connection sends its next request as soon as the
+ * previous answer arrived); open loop with a rate (each connection's requests
+ * are due at the arrivals of a Poisson process, so the total is that rate, and
+ * latency counts from the moment a request was due: a request that waited for
+ * its connection to be free waited in the system). Cheap per request
  * (no HTTP library, no JSON parsing) so that on a 2-core machine the client is
  * not what limits the daemon. */
 #ifndef CAL_BENCH_HTTP_LOAD_H
@@ -33,6 +37,7 @@ struct http_load_conf {
     double secs;           /* the measured window */
     uint64_t max_requests; /* bound on requests sent in the whole run */
     uint64_t seed;
+    double rate; /* requests/s offered over all connections; 0 = closed loop */
     http_load_build_fn build;
     void *ctx; /* of build */
     http_load_window_fn window;

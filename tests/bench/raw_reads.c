@@ -67,7 +67,14 @@ worker_main(void *arg)
     cal_strlcpy(cc.servers, conf->memcached_servers, sizeof(cc.servers));
     struct cache *cache = cache_create(&cc, w->err, sizeof(w->err));
     w->rc = cache ? CAL_OK : CAL_EINVAL;
+    double gap = conf->rate > 0 ? conf->conc / conf->rate : 0;
+    double due = bench_now() + (gap > 0 ? bench_rng_exp(&w->rng, gap) : 0);
     while (cache != NULL && bench_now() < sh->t_end) {
+        if (gap > 0) {
+            if (due >= sh->t_end)
+                break;
+            bench_sleep_until(due);
+        }
         if (atomic_fetch_add(&sh->started, 1) >= conf->max_requests)
             break;
         size_t n = 0;
@@ -81,6 +88,10 @@ worker_main(void *arg)
         double t0 = bench_now();
         cal_status rc = cache_get_multi(cache, items, n, err, sizeof(err));
         double t1 = bench_now();
+        if (gap > 0) {
+            t0 = due; /* a multi-get that waited for the last one waited in the system */
+            due += bench_rng_exp(&w->rng, gap);
+        }
         size_t found = 0;
         for (size_t i = 0; i < n; i++)
             found += items[i].found;

@@ -1,7 +1,8 @@
 /* The raw ceiling of an availability read: the memcached multi-get of the
  * very keys calendard reads for it (cachekey_listing and cachekey_month_of of
  * every month of the range), by conc client threads with one memcached
- * connection each, and nothing else. */
+ * connection each, and nothing else. Closed loop, or open loop with a rate
+ * (as http_load: Poisson arrivals per thread, latency from when it was due). */
 #ifndef CAL_BENCH_RAW_READS_H
 #define CAL_BENCH_RAW_READS_H
 
@@ -24,6 +25,7 @@ struct raw_reads_conf {
     double secs;
     uint64_t max_requests;
     uint64_t seed;
+    double rate; /* multi-gets/s offered over all threads; 0 = closed loop */
     void (*window)(void *ctx, bool start);
     void *ctx;
 };

@@ -44,12 +44,15 @@ static const struct metric book_metrics[] = {
     {"cpu_client", "cpu.client", false},
     {"cpu_machine", "cpu.machine", false},
     {"cpu_steal", "cpu.steal", false},
+    {"slow_share", "cpu_slow.below_half", false},
+    {"steady_p99_ms", "steady_p99_ms", false},
 };
 
 static const struct metric read_metrics[] = {
     {"ok_per_s", "ok_per_s", false},
     {"p50_ms", "p50_ms", false},
     {"p99_ms", "p99_ms", false},
+    {"steady_p99_ms", "steady_p99_ms", false},
     {"errors", "errors", false},
     {"cache_hit_ratio", "cache_hit_ratio", false},
     {"cpu_calendard", "cpu.calendard", false},
@@ -58,6 +61,7 @@ static const struct metric read_metrics[] = {
     {"cpu_client", "cpu.client", false},
     {"cpu_machine", "cpu.machine", false},
     {"cpu_steal", "cpu.steal", false},
+    {"slow_share", "cpu_slow.below_half", false},
 };
 
 static const char *const book_workloads[] = {"low", "high"};
@@ -237,25 +241,28 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
     size_t nconc = concurrencies(runs, phase, conc);
     bool book = strcmp(phase, "book") == 0;
     /* Indexes into metrics of the printed columns. */
-    const struct metric *ok = &metrics[0], *p50 = NULL, *p99 = NULL;
+    const struct metric *ok = &metrics[0], *p50 = NULL, *p99 = NULL, *steady = NULL;
     for (size_t m = 0; m < nmetrics; m++) {
         if (strcmp(metrics[m].name, "p50_ms") == 0)
             p50 = &metrics[m];
         if (strcmp(metrics[m].name, "p99_ms") == 0)
             p99 = &metrics[m];
+        if (strcmp(metrics[m].name, "steady_p99_ms") == 0 && !book)
+            steady = &metrics[m];
     }
     fprintf(out, "\n%s: median [min..max] of the runs; latency of successful %s%s\n",
             book ? "bookings" : "availability reads (warm cache)", book ? "bookings" : "reads",
             book ? "; bk/tx, bk/rd: calendard's bookings per transaction and per calendar read "
                    "statement"
-                 : "");
+                 : "; stdy99: p99 of the reads that overlapped none of the machine's slow "
+                   "spells (noise:)");
     if (book)
         fprintf(out, "%-8s %4s %-9s %24s %10s %7s %7s %8s %8s %8s %8s %6s %6s  %s\n", "workload",
                 "conc", "target", "booked/s", "attempt/s", "p50ms", "p99ms", "409/s", "503/s",
                 "retry/s", "confl/s", "bk/tx", "bk/rd", "cpu cal/db/mc/cli/all/steal");
     else
-        fprintf(out, "%-8s %4s %-9s %24s %7s %7s %6s  %s\n", "workload", "conc", "target",
-                "requests/s", "p50ms", "p99ms", "hit%", "cpu cal/db/mc/cli/all/steal");
+        fprintf(out, "%-8s %4s %-9s %24s %7s %7s %7s %6s  %s\n", "workload", "conc", "target",
+                "requests/s", "p50ms", "p99ms", "stdy99", "hit%", "cpu cal/db/mc/cli/all/steal");
     for (size_t w = 0; w < nworkloads; w++) {
         char path[1024];
         snprintf(path, sizeof(path), "%s/%s-%s.dat", out_dir, phase, workloads[w]);
@@ -285,9 +292,12 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
                 print_fig(out, fok, 24, 0, true);
                 for (size_t m = 1; m < nmetrics; m++) {
                     const struct metric *mt = &metrics[m];
-                    if (strncmp(mt->name, "cpu_", 4) == 0 || strcmp(mt->name, "errors") == 0)
+                    /* In the JSON only: the bookings table is wide enough. */
+                    if (strncmp(mt->name, "cpu_", 4) == 0 || strcmp(mt->name, "errors") == 0 ||
+                        strcmp(mt->name, "slow_share") == 0 ||
+                        (strcmp(mt->name, "steady_p99_ms") == 0 && mt != steady))
                         continue;
-                    bool ms = mt == p50 || mt == p99;
+                    bool ms = mt == p50 || mt == p99 || mt == steady;
                     bool hit = strcmp(mt->name, "cache_hit_ratio") == 0;
                     bool per = strncmp(mt->name, "bookings_per_", 13) == 0;
                     struct fig f = fig_for(runs, phase, workloads[w], tg, conc[c], mt);
@@ -439,6 +449,78 @@ report_cdc(const json_t *runs, FILE *out)
     return obj;
 }
 
+/* Open-loop searches (phase "paced"): per offered rate and target, the
+ * runs' medians; rows in the order of the rates. */
+static json_t *
+report_paced(const json_t *runs, FILE *out)
+{
+    double rates[MAX_CONC];
+    size_t nrates = 0, i;
+    const json_t *run;
+    json_t *rows = json_array();
+    json_array_foreach(runs, i, run)
+    {
+        double r = num_at(run, "offered_per_s");
+        bool seen = false;
+        if (strcmp(json_string_value(json_object_get(run, "phase")) ?: "", "paced") != 0 ||
+            isnan(r))
+            continue;
+        for (size_t j = 0; j < nrates; j++)
+            seen = seen || rates[j] == r;
+        if (!seen && nrates < MAX_CONC)
+            rates[nrates++] = r;
+    }
+    if (nrates == 0)
+        return rows;
+    qsort(rates, nrates, sizeof(*rates), cmp_double);
+    fprintf(out, "\nsearch-50, open loop: requests due at a fixed rate (Poisson arrivals over the "
+                 "connections), latency from when each was due; median [min..max] of the runs\n");
+    fprintf(out, "%9s %-9s %4s %22s %7s %7s %7s %6s %6s\n", "offered/s", "target", "conc",
+            "answered/s", "p50ms", "p99ms", "stdy99", "kept%", "slow%");
+    static const struct metric m_ok = {"ok_per_s", "ok_per_s", false},
+                               m_p50 = {"p50_ms", "p50_ms", false},
+                               m_p99 = {"p99_ms", "p99_ms", false},
+                               m_st = {"steady_p99_ms", "steady_p99_ms", false},
+                               m_kept = {"steady_share", "steady_share", false},
+                               m_slow = {"slow_share", "cpu_slow.below_half", false};
+    for (size_t k = 0; k < nrates; k++) {
+        json_t *row = json_pack("{s:f}", "offered_per_s", rates[k]);
+        for (size_t t = 0; t < CAL_ARRAY_LEN(targets); t++) {
+            double conc = NAN;
+            json_t *obj = json_object();
+            struct fig f[6];
+            const struct metric *ms[6] = {&m_ok, &m_p50, &m_p99, &m_st, &m_kept, &m_slow};
+            for (size_t m = 0; m < 6; m++) {
+                double v[MAX_REPS];
+                size_t n = 0;
+                json_array_foreach(runs, i, run)
+                {
+                    double x = num_at(run, ms[m]->field);
+                    if (n == MAX_REPS || isnan(x) || num_at(run, "offered_per_s") != rates[k] ||
+                        !run_is(run, "paced", "search50", targets[t], num_at(run, "conc")))
+                        continue;
+                    conc = num_at(run, "conc");
+                    v[n++] = x;
+                }
+                f[m] = fig_of(v, n);
+                json_object_set_new(obj, ms[m]->name, fig_json(f[m]));
+            }
+            json_object_set_new(obj, "runs", json_integer((json_int_t)f[0].n));
+            json_object_set_new(row, targets[t], obj);
+            if (f[0].n == 0)
+                continue;
+            fprintf(out, "%9.0f %-9s %4g", rates[k], targets[t], conc);
+            print_fig(out, f[0], 22, 0, true);
+            print_fig(out, f[1], 7, 2, false);
+            print_fig(out, f[2], 7, 2, false);
+            print_fig(out, f[3], 7, 2, false);
+            fprintf(out, " %6.0f %6.1f\n", f[4].med * 100, f[5].med * 100);
+        }
+        json_array_append_new(rows, row);
+    }
+    return rows;
+}
+
 /* The median at c = 64 (or the highest concurrency measured). */
 static double
 headline(const json_t *runs, const char *phase, const char *workload, const char *target,
@@ -476,33 +558,54 @@ print_target(FILE *out, const char *what, double v, const char *cmp, double goal
                 met ? "met" : "MISSED");
 }
 
-/* How much of the machine the hypervisor took during the measured runs
- * (steal): the noise the figures carry. [median, min, max] cores, or null
- * when no run sampled it. */
-static json_t *
-report_noise(const json_t *runs, FILE *out)
+/* Median, min and max of a field over every run that has it; n = 0 when none. */
+static struct fig
+fig_over_runs(const json_t *runs, const char *field)
 {
     size_t n = 0, i;
     double *v = cal_malloc((json_array_size(runs) + 1) * sizeof(*v));
     const json_t *run;
     json_array_foreach(runs, i, run)
     {
-        const json_t *s = json_object_get(json_object_get(run, "cpu"), "steal");
-        if (json_is_number(s))
-            v[n++] = json_number_value(s);
+        double x = num_at(run, field);
+        if (!isnan(x))
+            v[n++] = x;
     }
-    json_t *fig = json_null();
+    struct fig f = {0};
     if (n > 0) {
         qsort(v, n, sizeof(*v), cmp_double);
-        double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+        f = (struct fig){.n = n,
+                         .med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2,
+                         .min = v[0],
+                         .max = v[n - 1]};
+    }
+    free(v);
+    return f;
+}
+
+/* How much of the machine the hypervisor took during the measured runs
+ * (steal), and how much of the time its cores ran slow without any steal
+ * (the speed probe): the noise the figures carry. Sets *steal and *slow to
+ * [median, min, max] per run, or null when no run measured it. */
+static void
+report_noise(const json_t *runs, FILE *out, json_t **steal, json_t **slow)
+{
+    struct fig st = fig_over_runs(runs, "cpu.steal"),
+               sl = fig_over_runs(runs, "cpu_slow.below_half");
+    struct fig sl3 = fig_over_runs(runs, "cpu_slow.below_third");
+    *steal = st.n ? json_pack("[f,f,f]", st.med, st.min, st.max) : json_null();
+    *slow = sl.n ? fig_json(sl) : json_null();
+    if (st.n > 0)
         fprintf(out,
                 "noise: CPU taken by the hypervisor (steal) during the %zu runs: median %.2f, "
                 "min %.2f, max %.2f cores\n",
-                n, med, v[0], v[n - 1]);
-        fig = json_pack("[f,f,f]", med, v[0], v[n - 1]);
-    }
-    free(v);
-    return fig;
+                st.n, st.med, st.min, st.max);
+    if (sl.n > 0)
+        fprintf(out,
+                "noise: slow spells (a fixed computation, timed every 2 ms in thread CPU time, "
+                "took over 2x its fast time): %.1f %% of each run's probes (median; %.1f..%.1f), "
+                "over 3x: %.1f %%\n",
+                sl.med * 100, sl.min * 100, sl.max * 100, sl3.med * 100);
 }
 
 /* Runs that got errors (5xx other than 503, transport failures, unexpected
@@ -569,11 +672,13 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     machine(mach, sizeof(mach));
     json_t *rows = json_array();
     fprintf(out, "machine: %s\n", mach);
-    json_t *noise = report_noise(runs, out);
+    json_t *noise, *slow;
+    report_noise(runs, out, &noise, &slow);
     report_phase(runs, "book", book_workloads, CAL_ARRAY_LEN(book_workloads), book_metrics,
                  CAL_ARRAY_LEN(book_metrics), out_dir, out, rows);
     report_phase(runs, "read", read_workloads, CAL_ARRAY_LEN(read_workloads), read_metrics,
                  CAL_ARRAY_LEN(read_metrics), out_dir, out, rows);
+    json_t *paced = report_paced(runs, out);
     json_t *cdc = report_cdc(runs, out);
     json_int_t errors = report_errors(runs, out);
 
@@ -630,6 +735,20 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
                             sf.n ? json_real(round(sf.med * 1000) / 1000) : json_null());
     }
     fprintf(out, "\n");
+    size_t pk;
+    const json_t *prow;
+    if (json_array_size(paced) > 0) {
+        fprintf(out, "  search-50 p99 ms (calendard), open loop, outside the slow spells in ():");
+        json_array_foreach(paced, pk, prow)
+        {
+            const json_t *cal = json_object_get(prow, "calendard");
+            double p = json_number_value(json_array_get(json_object_get(cal, "p99_ms"), 0));
+            double st = json_number_value(json_array_get(json_object_get(cal, "steady_p99_ms"), 0));
+            fprintf(out, " %.0f/s %.2f (%.2f)%s", num_at(prow, "offered_per_s"), p, st,
+                    p < 5 ? " (met)" : "");
+        }
+        fprintf(out, "\n");
+    }
     const char *ckey;
     const json_t *cfig;
     fprintf(out, "  cdc commit-to-invalidation p99 ms by concurrency:");
@@ -648,8 +767,10 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
                   num_or_null(cdc_p99), "rows", rows, "cdc", cdc, "headline_conc", (int)c1,
                   "figures", json_string("[median, min, max] over the runs of a row"));
     json_object_set_new(all, "search50_p99_ms_by_conc", by_conc);
+    json_object_set_new(all, "search50_paced", paced);
     json_object_set_new(all, "errors", json_integer(errors));
     json_object_set_new(all, "steal_cores", noise);
+    json_object_set_new(all, "slow_spell_share", slow);
     char *text = json_dumps(all, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     fprintf(out, "\n%s\n", text);
     free(text);

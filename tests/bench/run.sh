@@ -37,7 +37,8 @@ Usage: ${0##*/} [--quick]
 Environment: BENCH_STACK_DIR (default var/bench-stack, wiped first), BENCH_OUT_DIR
 (default var/bench: runs.jsonl, report.txt, gnuplot data), BENCH_DOCS_DIR (charts,
 default docs), BENCH_REPS, BENCH_SECS, BENCH_CONCS, BENCH_CLIENT_THREADS (HTTP load
-threads, default 1). See docs/benchmarks.md.
+threads, default 1), BENCH_PACED_PCTS (open-loop search rates, percent of calendard's
+closed-loop search-50 peak, default "25 50"). See docs/benchmarks.md.
 EOF
 }
 
@@ -73,6 +74,8 @@ else
     MODE=full
 fi
 CLIENT_THREADS=${BENCH_CLIENT_THREADS:-1}
+# Open-loop searches at these percentages of calendard's closed-loop peak.
+PACED_PCTS=${BENCH_PACED_PCTS:-"25 50"}
 # The 10 listings' horizon grows with the run so a run's stays (up to ~4,000
 # bookings/s x (SECS + WARMUP) s x 2 nights on average) fill at most ~5 % of
 # their nights: stays then mostly do not overlap, 409s stay a measure of real
@@ -164,7 +167,7 @@ bench seed --first $READ_FIRST --count "$READ_COUNT" --blocked 4 \
 bench seed --first $CDC_FIRST --count $((NCONC * REPS * 2 * CDC_PER_RUN + 1)) >>"$RUNS"
 
 # ------------------------------------------------------------------ bookings
-TOTAL=$(((NCONC * REPS * 2) * 4))
+TOTAL=$(((NCONC * REPS * 2) * 4 + $(wc -w <<<"$PACED_PCTS") * REPS * 2))
 STEP=0
 run_one() {
     STEP=$((STEP + 1))
@@ -223,6 +226,27 @@ for workload in single search50; do
                     --first $READ_FIRST --count "$READ_COUNT" --day $READ_DAY \
                     --horizon $READ_NIGHTS --batch 50
             done
+        done
+    done
+done
+
+# Open loop: search-50 at fixed rates, a share of calendard's closed-loop
+# peak at the highest concurrency, both targets, same connections. A closed
+# loop's latency at saturation is queueing (Little's law); this is the
+# latency a search sees at a given load.
+MAXC=$(tr ' ' '\n' <<<"$CONCS" | sort -n | tail -n 1)
+PEAK=$(grep "\"phase\":\"read\",\"workload\":\"search50\",\"target\":\"calendard\",\"conc\":$MAXC," "$RUNS" |
+    sed 's/.*"ok_per_s":\([0-9.]*\).*/\1/' | sort -n | awk '{v[NR] = $1} END {
+        if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2); else print 0 }')
+for pct in $PACED_PCTS; do
+    rate=$(awk -v p="$PEAK" -v q="$pct" 'BEGIN { printf "%.0f", p * q / 100 }')
+    [ "$rate" -gt 0 ] || continue
+    for ((rep = 0; rep < REPS; rep++)); do
+        if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
+        for target in $order; do
+            run_one read --target "$target" --workload search50 --conc "$MAXC" \
+                --first $READ_FIRST --count "$READ_COUNT" --day $READ_DAY \
+                --horizon $READ_NIGHTS --batch 50 --rate "$rate"
         done
     done
 done

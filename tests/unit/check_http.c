@@ -10,7 +10,7 @@ START_TEST(only_a_slow_lookup_that_missed_diverts)
 {
     ck_assert(http_lookup_stalled(50000, 50, 16));
     ck_assert(http_lookup_stalled(41000, 50, 1));
-    ck_assert(!http_lookup_stalled(60000, 50, 0)); /* slow, everything answered */
+    ck_assert(!http_lookup_stalled(60000, 50, 0));  /* slow, everything answered */
     ck_assert(!http_lookup_stalled(39000, 50, 16)); /* misses, but quick */
     /* The threshold follows [cache] timeout_ms; 0 means the default 50. */
     ck_assert(http_lookup_stalled(17000, 20, 3));

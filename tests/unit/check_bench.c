@@ -1,0 +1,125 @@
+/* Unit tests of the benchmark's own arithmetic (tests/bench/bench.c): the
+ * machine's slow spells from the speed probe, the p99 of the samples that
+ * overlapped none of them, and the Poisson gaps of the open-loop load. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "common/util.h"
+#include "tests/bench/bench.h"
+#include "tests/lib/unit.h"
+
+#define PROBES 100
+#define GAP 0.002 /* s between probes, as the probe thread */
+
+/* 100 probes 2 ms apart at 10 us, but for a spell of five at 50 us (5x
+ * slower), one at 25 us (2.5x) and one at 15 us (1.5x: not slow). */
+static void
+probes(struct bench_speed *sp)
+{
+    *sp = (struct bench_speed){.n = PROBES, .cap = PROBES};
+    sp->ns = cal_malloc(PROBES * sizeof(*sp->ns));
+    sp->at = cal_malloc(PROBES * sizeof(*sp->at));
+    for (size_t i = 0; i < PROBES; i++) {
+        sp->at[i] = 100.0 + (double)i * GAP;
+        sp->ns[i] = i >= 40 && i < 45 ? 50000 : i == 80 ? 25000 : i == 60 ? 15000 : 10000;
+    }
+    bench_speed_summarize(sp);
+}
+
+START_TEST(slow_probes_make_spells_between_their_neighbours)
+{
+    struct bench_speed sp;
+    probes(&sp);
+    ck_assert_double_eq_tol(sp.below_half, 0.06, 1e-9);
+    ck_assert_double_eq_tol(sp.below_third, 0.05, 1e-9);
+    /* Probes 40-44 merge into one spell from probe 39 to probe 45. */
+    ck_assert_uint_eq(sp.nspells, 2);
+    ck_assert_double_eq_tol(sp.spell_from[0], sp.at[39], 1e-12);
+    ck_assert_double_eq_tol(sp.spell_to[0], sp.at[45], 1e-12);
+    ck_assert_double_eq_tol(sp.spell_from[1], sp.at[79], 1e-12);
+    ck_assert_double_eq_tol(sp.spell_to[1], sp.at[81], 1e-12);
+    ck_assert(bench_speed_slow_between(&sp, sp.at[41], sp.at[42]));     /* inside */
+    ck_assert(bench_speed_slow_between(&sp, sp.at[30], sp.at[39]));     /* ends at its start */
+    ck_assert(bench_speed_slow_between(&sp, sp.at[20], sp.at[90]));     /* spans both */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[46], sp.at[78]));    /* between them */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[0], sp.at[38]));     /* before */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[82], sp.at[99]));    /* after */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[59], sp.at[61]));    /* 1.5x is not slow */
+    bench_speed_deinit(&sp);
+}
+END_TEST
+
+START_TEST(a_machine_at_one_speed_has_no_spell)
+{
+    struct bench_speed sp = {.n = PROBES, .cap = PROBES};
+    sp.ns = cal_malloc(PROBES * sizeof(*sp.ns));
+    sp.at = cal_malloc(PROBES * sizeof(*sp.at));
+    for (size_t i = 0; i < PROBES; i++) {
+        sp.at[i] = (double)i * GAP;
+        sp.ns[i] = 10000 + (uint32_t)(i % 7) * 100; /* jitter well under 2x */
+    }
+    bench_speed_summarize(&sp);
+    ck_assert_uint_eq(sp.nspells, 0);
+    ck_assert_double_eq(sp.below_half, 0);
+    ck_assert(!bench_speed_slow_between(&sp, 0, 1));
+    bench_speed_deinit(&sp);
+}
+END_TEST
+
+START_TEST(steady_p99_leaves_out_the_samples_that_met_a_spell)
+{
+    struct bench_speed sp;
+    probes(&sp);
+    struct bench_lat lat;
+    bench_lat_init(&lat, 200);
+    /* 90 samples of 1..90 ms that ended between the spells, 10 us apart... */
+    for (unsigned i = 0; i < 90; i++) {
+        lat.us[lat.n] = 1000 * (i + 1);
+        lat.end[lat.n++] = sp.at[50] + (double)i * 1e-5;
+    }
+    /* ...and 10 of 500 ms that ended inside the first spell. */
+    for (unsigned i = 0; i < 10; i++) {
+        lat.us[lat.n] = 500000;
+        lat.end[lat.n++] = sp.at[42];
+    }
+    double kept;
+    /* The spell ends at at[45], 10 ms before at[50]: of the 1..90 ms
+     * samples only those of 1..10 ms began after it. */
+    double p = bench_lat_steady_quantile_ms(&lat, &sp, 1.0, &kept);
+    ck_assert_double_eq_tol(p, 10, 1e-9);
+    ck_assert_double_eq_tol(kept, 0.10, 1e-9);
+    /* All of them, the slow ones included, in the plain p99. */
+    ck_assert_double_eq_tol(bench_lat_quantile_ms(&lat, 0.99), 500, 1e-9);
+    /* Sorting drops the end times: the steady figure is then unknown. */
+    ck_assert(isnan(bench_lat_steady_quantile_ms(&lat, &sp, 0.99, &kept)));
+    ck_assert_double_eq(kept, 0);
+    bench_lat_deinit(&lat);
+    bench_speed_deinit(&sp);
+}
+END_TEST
+
+START_TEST(poisson_gaps_average_their_mean)
+{
+    struct bench_rng rng;
+    bench_rng_init(&rng, 42);
+    double sum = 0, min = 1e9;
+    for (int i = 0; i < 200000; i++) {
+        double g = bench_rng_exp(&rng, 0.025);
+        sum += g;
+        min = g < min ? g : min;
+    }
+    ck_assert_double_eq_tol(sum / 200000, 0.025, 0.025 * 0.01);
+    ck_assert_double_ge(min, 0);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("bench");
+    UNIT_CASE(s, slow_probes_make_spells_between_their_neighbours);
+    UNIT_CASE(s, a_machine_at_one_speed_has_no_spell);
+    UNIT_CASE(s, steady_p99_leaves_out_the_samples_that_met_a_spell);
+    UNIT_CASE(s, poisson_gaps_average_their_mean);
+    return unit_run(s);
+}
