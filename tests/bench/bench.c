@@ -412,8 +412,8 @@ bench_lat_steady_quantile_ms(const struct bench_lat *lat, const struct bench_spe
                              double *kept)
 {
     *kept = 0;
-    if (lat->n == 0 || lat->end == NULL)
-        return NAN;
+    if (lat->n == 0 || lat->end == NULL || sp->n == 0)
+        return NAN; /* no samples, no end times, or no probe to tell spells */
     struct bench_lat steady = {.us = cal_malloc(lat->n * sizeof(*lat->us)), .cap = lat->n};
     for (size_t i = 0; i < lat->n; i++)
         if (!bench_speed_slow_between(sp, lat->end[i] - lat->us[i] / 1e6, lat->end[i]))

@@ -125,7 +125,8 @@ void bench_speed_print(FILE *out, const struct bench_speed *sp);
 bool bench_speed_slow_between(const struct bench_speed *sp, double from, double to);
 /* The q-quantile in ms of the samples that overlapped no slow spell (call
  * before bench_lat_quantile_ms, which drops the end times); *kept: their
- * share of all samples. NAN when none is left or the end times are gone. */
+ * share of all samples. NAN when none is left, the end times are gone, or
+ * the probe took no sample. */
 double bench_lat_steady_quantile_ms(const struct bench_lat *lat, const struct bench_speed *sp,
                                     double q, double *kept);
 

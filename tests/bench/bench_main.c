@@ -316,14 +316,15 @@ static void
 on_window(void *ctx, bool start)
 {
     struct sampler *s = ctx;
+    /* The speed probe covers the whole window, the /metrics fetches too. */
     if (start) {
+        bench_speed_start(&s->speed);
         sample_metrics(s, 0);
         bench_cpu_sample(&s->cpu[0]);
-        bench_speed_start(&s->speed);
     } else {
-        bench_speed_stop(&s->speed);
         bench_cpu_sample(&s->cpu[1]);
         sample_metrics(s, 1);
+        bench_speed_stop(&s->speed);
     }
 }
 
@@ -846,6 +847,7 @@ main(int argc, char **argv)
     }
 out:
     http_client_destroy(s.client);
+    bench_speed_deinit(&s.speed);
     free(routes);
     return rc;
 }

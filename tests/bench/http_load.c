@@ -143,14 +143,16 @@ conn_send_next(struct worker *w, int ep, struct conn *c, double now)
 {
     struct shared *sh = w->sh;
     const struct http_load_conf *conf = sh->conf;
-    if (now >= sh->t_end)
-        return true; /* stay idle */
     double sent_at = now;
     if (sh->gap > 0) {
-        if (c->due > now)
+        /* Open loop: every request due before the window closes is sent,
+         * however late (dropping the late ones would drop the slowest). */
+        if (c->due >= sh->t_end || c->due > now)
             return true; /* the worker sends it when it is due */
         sent_at = c->due;
         c->due += bench_rng_exp(&w->rng, sh->gap);
+    } else if (now >= sh->t_end) {
+        return true; /* stay idle */
     }
     if (atomic_fetch_add(&sh->sent, 1) >= conf->max_requests) {
         atomic_store(&sh->capped, true);
@@ -208,8 +210,10 @@ static void
 count_answer(struct worker *w, struct conn *c, int status, double now)
 {
     struct shared *sh = w->sh;
-    if (c->sent_at < sh->t_start || now >= sh->t_end)
-        return; /* warm-up and drain are not measured */
+    /* Warm-up and drain are not measured; in open loop a request belongs
+     * to the window it was due in, whenever its answer came. */
+    if (c->sent_at < sh->t_start || (sh->gap > 0 ? c->sent_at : now) >= sh->t_end)
+        return;
     struct http_load_result *res = &w->res;
     res->answered++;
     if (status >= 200 && status < 300) {
@@ -348,7 +352,7 @@ worker_main(void *arg)
             w->res.errors += busy; /* answers that never came */
             break;
         }
-        if (timer >= 0 && next_due < sh->t_end) {
+        if (timer >= 0 && next_due < sh->t_end && next_due > now) {
             double whole = (double)(time_t)next_due;
             struct itimerspec its = {.it_value = {.tv_sec = (time_t)next_due,
                                                   .tv_nsec = (long)((next_due - whole) * 1e9)}};

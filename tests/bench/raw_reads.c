@@ -69,12 +69,12 @@ worker_main(void *arg)
     w->rc = cache ? CAL_OK : CAL_EINVAL;
     double gap = conf->rate > 0 ? conf->conc / conf->rate : 0;
     double due = bench_now() + (gap > 0 ? bench_rng_exp(&w->rng, gap) : 0);
-    while (cache != NULL && bench_now() < sh->t_end) {
-        if (gap > 0) {
-            if (due >= sh->t_end)
-                break;
+    /* Closed loop: until the window closes. Open loop: every multi-get due
+     * before it closes, however late it ends (dropping the late ones would
+     * drop the slowest). */
+    while (cache != NULL && (gap > 0 ? due < sh->t_end : bench_now() < sh->t_end)) {
+        if (gap > 0)
             bench_sleep_until(due);
-        }
         if (atomic_fetch_add(&sh->started, 1) >= conf->max_requests)
             break;
         size_t n = 0;
@@ -96,7 +96,7 @@ worker_main(void *arg)
         for (size_t i = 0; i < n; i++)
             found += items[i].found;
         cache_results_free(items, n);
-        if (t0 < sh->t_start || t1 >= sh->t_end)
+        if (t0 < sh->t_start || (gap > 0 ? t0 : t1) >= sh->t_end)
             continue;
         if (rc != CAL_OK) {
             w->res.errors++;

@@ -475,8 +475,8 @@ report_paced(const json_t *runs, FILE *out)
     qsort(rates, nrates, sizeof(*rates), cmp_double);
     fprintf(out, "\nsearch-50, open loop: requests due at a fixed rate (Poisson arrivals over the "
                  "connections), latency from when each was due; median [min..max] of the runs\n");
-    fprintf(out, "%9s %-9s %4s %22s %7s %7s %7s %6s %6s\n", "offered/s", "target", "conc",
-            "answered/s", "p50ms", "p99ms", "stdy99", "kept%", "slow%");
+    fprintf(out, "%9s %-9s %4s %22s %7s %7s %7s %6s %6s\n", "offered/s", "target", "conc", "ok/s",
+            "p50ms", "p99ms", "stdy99", "kept%", "slow%");
     static const struct metric m_ok = {"ok_per_s", "ok_per_s", false},
                                m_p50 = {"p50_ms", "p50_ms", false},
                                m_p99 = {"p99_ms", "p99_ms", false},
@@ -514,7 +514,11 @@ report_paced(const json_t *runs, FILE *out)
             print_fig(out, f[1], 7, 2, false);
             print_fig(out, f[2], 7, 2, false);
             print_fig(out, f[3], 7, 2, false);
-            fprintf(out, " %6.0f %6.1f\n", f[4].med * 100, f[5].med * 100);
+            f[4].med *= 100; /* shares, printed as percentages */
+            f[5].med *= 100;
+            print_fig(out, f[4], 6, 0, false);
+            print_fig(out, f[5], 6, 1, false);
+            fputc('\n', out);
         }
         json_array_append_new(rows, row);
     }
@@ -742,10 +746,19 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
         json_array_foreach(paced, pk, prow)
         {
             const json_t *cal = json_object_get(prow, "calendard");
-            double p = json_number_value(json_array_get(json_object_get(cal, "p99_ms"), 0));
-            double st = json_number_value(json_array_get(json_object_get(cal, "steady_p99_ms"), 0));
-            fprintf(out, " %.0f/s %.2f (%.2f)%s", num_at(prow, "offered_per_s"), p, st,
-                    p < 5 ? " (met)" : "");
+            const json_t *p = json_array_get(json_object_get(cal, "p99_ms"), 0);
+            const json_t *st = json_array_get(json_object_get(cal, "steady_p99_ms"), 0);
+            fprintf(out, " %.0f/s ", num_at(prow, "offered_per_s"));
+            if (json_is_number(p))
+                fprintf(out, "%.2f", json_number_value(p));
+            else
+                fprintf(out, "n/a");
+            if (json_is_number(st))
+                fprintf(out, " (%.2f)", json_number_value(st));
+            else
+                fprintf(out, " (n/a)");
+            if (json_is_number(p) && json_number_value(p) < 5)
+                fprintf(out, " (met)");
         }
         fprintf(out, "\n");
     }

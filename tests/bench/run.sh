@@ -235,12 +235,15 @@ done
 # loop's latency at saturation is queueing (Little's law); this is the
 # latency a search sees at a given load.
 MAXC=$(tr ' ' '\n' <<<"$CONCS" | sort -n | tail -n 1)
-PEAK=$(grep "\"phase\":\"read\",\"workload\":\"search50\",\"target\":\"calendard\",\"conc\":$MAXC," "$RUNS" |
+PEAK=$({ grep "\"phase\":\"read\",\"workload\":\"search50\",\"target\":\"calendard\",\"conc\":$MAXC," "$RUNS" || true; } |
     sed 's/.*"ok_per_s":\([0-9.]*\).*/\1/' | sort -n | awk '{v[NR] = $1} END {
         if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2); else print 0 }')
 for pct in $PACED_PCTS; do
     rate=$(awk -v p="$PEAK" -v q="$pct" 'BEGIN { printf "%.0f", p * q / 100 }')
-    [ "$rate" -gt 0 ] || continue
+    [ "$rate" -gt 0 ] || {
+        progress "paced: no closed-loop search-50 figure of calendard at c=$MAXC, $pct % skipped"
+        continue
+    }
     for ((rep = 0; rep < REPS; rep++)); do
         if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
         for target in $order; do

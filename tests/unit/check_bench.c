@@ -38,13 +38,13 @@ START_TEST(slow_probes_make_spells_between_their_neighbours)
     ck_assert_double_eq_tol(sp.spell_to[0], sp.at[45], 1e-12);
     ck_assert_double_eq_tol(sp.spell_from[1], sp.at[79], 1e-12);
     ck_assert_double_eq_tol(sp.spell_to[1], sp.at[81], 1e-12);
-    ck_assert(bench_speed_slow_between(&sp, sp.at[41], sp.at[42]));     /* inside */
-    ck_assert(bench_speed_slow_between(&sp, sp.at[30], sp.at[39]));     /* ends at its start */
-    ck_assert(bench_speed_slow_between(&sp, sp.at[20], sp.at[90]));     /* spans both */
-    ck_assert(!bench_speed_slow_between(&sp, sp.at[46], sp.at[78]));    /* between them */
-    ck_assert(!bench_speed_slow_between(&sp, sp.at[0], sp.at[38]));     /* before */
-    ck_assert(!bench_speed_slow_between(&sp, sp.at[82], sp.at[99]));    /* after */
-    ck_assert(!bench_speed_slow_between(&sp, sp.at[59], sp.at[61]));    /* 1.5x is not slow */
+    ck_assert(bench_speed_slow_between(&sp, sp.at[41], sp.at[42]));  /* inside */
+    ck_assert(bench_speed_slow_between(&sp, sp.at[30], sp.at[39]));  /* ends at its start */
+    ck_assert(bench_speed_slow_between(&sp, sp.at[20], sp.at[90]));  /* spans both */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[46], sp.at[78])); /* between them */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[0], sp.at[38]));  /* before */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[82], sp.at[99])); /* after */
+    ck_assert(!bench_speed_slow_between(&sp, sp.at[59], sp.at[61])); /* 1.5x is not slow */
     bench_speed_deinit(&sp);
 }
 END_TEST
@@ -98,18 +98,54 @@ START_TEST(steady_p99_leaves_out_the_samples_that_met_a_spell)
 }
 END_TEST
 
-START_TEST(poisson_gaps_average_their_mean)
+/* Exponential gaps: mean m, and a share e^-1 of them longer than m (a
+ * uniform draw of the same mean would give 1/2). */
+START_TEST(poisson_gaps_are_exponential)
 {
     struct bench_rng rng;
     bench_rng_init(&rng, 42);
-    double sum = 0, min = 1e9;
-    for (int i = 0; i < 200000; i++) {
+    double sum = 0;
+    unsigned longer = 0, n = 200000;
+    for (unsigned i = 0; i < n; i++) {
         double g = bench_rng_exp(&rng, 0.025);
         sum += g;
-        min = g < min ? g : min;
+        longer += g > 0.025;
     }
-    ck_assert_double_eq_tol(sum / 200000, 0.025, 0.025 * 0.01);
-    ck_assert_double_ge(min, 0);
+    ck_assert_double_eq_tol(sum / n, 0.025, 0.025 * 0.01);
+    ck_assert_double_eq_tol((double)longer / n, exp(-1), 0.005);
+}
+END_TEST
+
+/* Each sample keeps the moment it ended, through a merge too; the spells
+ * of the steady figure are matched against those moments. */
+START_TEST(samples_keep_their_end_times_through_a_merge)
+{
+    struct bench_lat a, b;
+    bench_lat_init(&a, 8);
+    bench_lat_init(&b, 8);
+    double t0 = bench_now();
+    bench_lat_add(&a, 100);
+    bench_lat_add(&b, 200);
+    bench_lat_add(&b, 300);
+    double t1 = bench_now();
+    bench_lat_merge(&a, &b);
+    ck_assert_uint_eq(a.n, 3);
+    ck_assert_ptr_nonnull(a.end);
+    ck_assert_uint_eq(a.us[1], 200);
+    ck_assert_uint_eq(a.us[2], 300);
+    for (size_t i = 0; i < a.n; i++) {
+        ck_assert_double_ge(a.end[i], t0);
+        ck_assert_double_le(a.end[i], t1);
+    }
+    ck_assert_double_le(b.end[0], b.end[1]);
+    ck_assert_double_eq(a.end[1], b.end[0]);
+    ck_assert_double_eq(a.end[2], b.end[1]);
+    /* A probe that took no sample cannot tell spells: no steady figure. */
+    struct bench_speed none = {0};
+    double kept;
+    ck_assert(isnan(bench_lat_steady_quantile_ms(&a, &none, 0.99, &kept)));
+    bench_lat_deinit(&a);
+    bench_lat_deinit(&b);
 }
 END_TEST
 
@@ -120,6 +156,7 @@ main(void)
     UNIT_CASE(s, slow_probes_make_spells_between_their_neighbours);
     UNIT_CASE(s, a_machine_at_one_speed_has_no_spell);
     UNIT_CASE(s, steady_p99_leaves_out_the_samples_that_met_a_spell);
-    UNIT_CASE(s, poisson_gaps_average_their_mean);
+    UNIT_CASE(s, poisson_gaps_are_exponential);
+    UNIT_CASE(s, samples_keep_their_end_times_through_a_merge);
     return unit_run(s);
 }
