@@ -695,8 +695,13 @@ stack_up() {
     done
     mc_user=()
     [ "$(id -u)" -eq 0 ] && mc_user=(-u root)
+    # Without the segmented LRU's maintainer thread (and the crawler it
+    # schedules): it kept juggling the items every search fetches and took
+    # a third of memcached's CPU per search here; what it buys, keeping hot
+    # items from eviction under memory pressure, a cache that fits does not
+    # need (docs/benchmarks.md).
     start_bg memcached memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 64 -c 1024 -t 2 \
-        "${mc_user[@]}"
+        -o no_lru_maintainer,no_lru_crawler "${mc_user[@]}"
 
     for ((i = 0; i < NINST; i++)); do
         wait_ready "shard$i" "$DB_READY_TIMEOUT" shard_ping "$i" ||
