@@ -142,12 +142,19 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
         return CAL_OK;
     const char **keys = cal_malloc(n * sizeof(*keys));
     size_t *lens = cal_malloc(n * sizeof(*lens));
+    size_t *offs = cal_malloc(n * sizeof(*offs));
     for (size_t i = 0; i < n; i++) {
         keys[i] = items[i].key;
         lens[i] = items[i].keylen;
         items[i].found = false;
+        items[i].owns = false;
         items[i].value = NULL;
     }
+    /* Every value goes into one block (each NUL-terminated), not one
+     * allocation per value: a search's 150 mallocs and frees were a tenth
+     * of its CPU. Offsets until the block stops moving. */
+    size_t cap = n * 64, used = 0;
+    char *block = cal_malloc(cap);
     struct key_index ix;
     key_index_build(&ix, items, n);
     cal_status st = CAL_OK;
@@ -165,25 +172,49 @@ cache_get_multi(struct cache *cache, struct cache_item *items, size_t n, char *e
     while (memcached_fetch_result(cache->mc, res, &rc) != NULL) {
         uint32_t i = key_index_find(&ix, items, memcached_result_key_value(res),
                                     memcached_result_key_length(res));
+        size_t len = memcached_result_length(res), off = used;
+        bool stored = false;
         for (; i != 0; i = ix.next[i - 1]) {
             struct cache_item *it = &items[i - 1];
             if (it->found)
                 continue;
+            if (!stored) { /* once, however many items asked for the key */
+                if (cap - used < len + 1) {
+                    while (cap - used < len + 1)
+                        cap *= 2;
+                    block = cal_realloc(block, cap);
+                }
+                memcpy(block + used, memcached_result_value(res), len);
+                block[used + len] = '\0';
+                used += len + 1;
+                stored = true;
+            }
             it->found = true;
-            it->len = memcached_result_length(res);
-            it->value = cal_strndup(memcached_result_value(res), it->len);
+            it->len = len;
+            offs[i - 1] = off;
             it->cas = memcached_result_cas(res);
             nfound++;
         }
+    }
+    bool owner = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].found)
+            continue;
+        items[i].value = block + offs[i];
+        if (offs[i] == 0 && !owner)
+            owner = items[i].owns = true;
     }
     /* A server that failed or timed out while others answered costs only its
      * own keys (misses); a failure with nothing found is the cache's. */
     if (rc != MEMCACHED_END && rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND && nfound == 0)
         st = fail(cache, rc, err, errlen);
 out:
+    if (nfound == 0)
+        free(block); /* nothing points into it */
     memcached_result_free(res);
     free(keys);
     free(lens);
+    free(offs);
     free(ix.slots);
     free(ix.next);
     return st;
@@ -193,7 +224,9 @@ void
 cache_results_free(struct cache_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        free(items[i].value);
+        if (items[i].owns)
+            free(items[i].value);
+        items[i].owns = false;
         items[i].value = NULL;
     }
 }

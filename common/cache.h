@@ -22,12 +22,14 @@ struct cache;
 struct cache *cache_create(const struct cache_conf *conf, char *err, size_t errlen);
 void cache_destroy(struct cache *cache); /* cache_destroy(NULL) is a no-op */
 
-/* One value of a multi-get: found is false on a miss. value is malloc'd
- * (caller frees with cache_results_free). cas is the CAS id. */
+/* One value of a multi-get: found is false on a miss. value is
+ * NUL-terminated; the values of one call share one allocation, which the
+ * caller frees with cache_results_free on the same items. cas is the CAS id. */
 struct cache_item {
     const char *key; /* the caller's key */
     size_t keylen;
     bool found;
+    bool owns; /* value is the start of the call's allocation */
     char *value;
     size_t len;
     uint64_t cas;
