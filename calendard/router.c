@@ -272,7 +272,16 @@ router_check_ready(struct router *router, char *err, size_t errlen)
         char e2[256];
         struct pool *pool = __atomic_load_n(&router->pools[i], __ATOMIC_ACQUIRE);
         rc = pool_get(pool, &db, e2, sizeof(e2));
-        if (rc == CAL_OK) {
+        /* Every connection busy for pool_wait_ms is a shard at work, not a
+         * shard down: an instance under load must not leave the load
+         * balancer for it. Its breaker, which requests that fail or time
+         * out open, tells a hung shard from a busy one. */
+        if (rc == CAL_EAGAIN) {
+            bool open = breaker_state(&router->breakers[i]) == BREAKER_OPEN;
+            rc = open ? CAL_EUNAVAIL : CAL_OK;
+            if (open)
+                cal_strlcpy(e2 + strlen(e2), ", and its breaker is open", sizeof(e2) - strlen(e2));
+        } else if (rc == CAL_OK) {
             struct db_stmt *st;
             struct db_val c[1];
             rc = db_query(db, "SELECT 1", NULL, 0, &st, e2, sizeof(e2));

@@ -1,6 +1,7 @@
 /* Integration tests of calendard's router against the stack's catalog: a
  * shard whose address changes in the catalog (a replica promoted) is
- * followed by the next map load, and the old pool lets its connections go. */
+ * followed by the next map load, and the old pool lets its connections go;
+ * a busy shard is ready, one whose breaker opened is not. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +224,56 @@ START_TEST(a_shard_address_change_in_the_catalog_is_followed)
 }
 END_TEST
 
+/* Readiness under load: a shard whose every connection is busy is at work,
+ * and the instance stays in the load balancer; only when the shard's
+ * breaker opened (its requests fail or time out) is it not ready. */
+START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
+{
+    char err[256];
+    struct router_conf conf = {.pool_size = 1,
+                               .pool_wait_ms = 50,
+                               .refresh_interval_ms = 3600000,
+                               .breaker_threshold = 1,
+                               .breaker_cooldown_ms = 60000};
+    ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct router *r = router_create(&conf);
+    ck_assert_msg(router_check_ready(r, err, sizeof(err)) == CAL_OK, "%s", err);
+
+    /* Hold the one connection of every shard that owns vbuckets (one that
+     * owns none, added by an earlier suite, is reachable and idle). */
+    uint32_t ids[ROUTER_MAX_SHARDS];
+    enum breaker_state states[ROUTER_MAX_SHARDS];
+    size_t nshards = router_shard_ids(r, ids, states, ROUTER_MAX_SHARDS), n = 0;
+    struct route rt[ROUTER_MAX_SHARDS];
+    struct db *held[ROUTER_MAX_SHARDS];
+    for (size_t i = 0; i < nshards; i++) {
+        for (int k = 0; k < 20000; k++) {
+            ck_assert(router_route(r, testenv_random48(), &rt[n], err, sizeof(err)) == CAL_OK);
+            if (rt[n].shard_id == ids[i]) {
+                ck_assert_msg(pool_get(rt[n].pool, &held[n], err, sizeof(err)) == CAL_OK, "%s",
+                              err);
+                n++;
+                break;
+            }
+        }
+    }
+    ck_assert_uint_ge(n, 2);
+    cal_status busy = router_check_ready(r, err, sizeof(err));
+    breaker_record(rt[1].breaker, false, cal_mono_us()); /* threshold 1: open */
+    cal_status failing = router_check_ready(r, err, sizeof(err));
+    char failing_err[256];
+    cal_strlcpy(failing_err, err, sizeof(failing_err));
+    for (size_t i = 0; i < n; i++)
+        pool_put(rt[i].pool, held[i]);
+
+    ck_assert_msg(busy == CAL_OK, "all connections busy: %s (%s)", cal_status_name(busy), err);
+    ck_assert_int_eq(failing, CAL_EUNAVAIL);
+    ck_assert_msg(strstr(failing_err, "breaker is open") != NULL, "%s", failing_err);
+    router_destroy(r);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -232,6 +283,7 @@ main(void)
     tcase_add_unchecked_fixture(tc, remember_shards, restore_shards);
     tcase_add_test(tc, a_shard_address_change_in_the_catalog_is_followed);
     tcase_add_test(tc, a_connection_put_back_goes_to_each_waiter_in_turn);
+    tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
