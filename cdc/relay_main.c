@@ -103,7 +103,7 @@ usage(FILE *out)
             "binlog as a replica (GTID-based) and publishes every row change of the\n"
             "tables listings, nights and reservations of [source] database as a\n"
             "Debezium-style JSON event to the topic <topic_prefix>.<database>.<table>,\n"
-            "keyed by the primary key, partition fmix64(listing_id) %% partitions.\n"
+            "keyed by the primary key, partition (fmix64(listing_id) >> 32) %% partitions.\n"
             "\n"
             "Delivery is at-least-once: the checkpoint ([relay] state_dir/checkpoint,\n"
             "written atomically and fsync'd) holds the GTID position of the last\n"

@@ -69,7 +69,8 @@ static void
 usage(FILE *out)
 {
     fprintf(out,
-            "usage: calendar-bench MODE [options]      (modes: seed, book, warm, read, report)\n"
+            "usage: calendar-bench MODE [options]  (modes: seed, book, warm, read, report,\n"
+            "                                        seed-vbucket)\n"
             "  seed   --first ID --count N [--blocked K --day D --horizon H]\n"
             "         listings straight into the shards (K blocked nights in [today+D, +H))\n"
             "  book   --target calendard|raw --workload NAME --first ID --count N\n"
@@ -81,6 +82,8 @@ usage(FILE *out)
             "         (--rate: open loop, R requests/s offered over the C connections,\n"
             "         latency from when each was due; the run's phase is \"paced\")\n"
             "  report --runs FILE --out DIR   table, data files and the final JSON line\n"
+            "  seed-vbucket --target calendard --first VBUCKET --seed FIRST_ID --count N --day D\n"
+            "         N listings with nights and reservations in one vbucket, to time a move\n"
             "common:  --stack-env FILE (default $STACK_ENV, var/stack.env), --pids\n"
             "         name=pid,... (CPU of the stack's processes), --seed N, --threads T\n"
             "         (HTTP load threads, default 1), --max-requests N (bound, default 5e6)\n"

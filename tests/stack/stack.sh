@@ -31,7 +31,8 @@ Usage: $ME COMMAND --dir DIR [options]
 Runs the local stack under DIR: one mariadbd per shard (the catalog database
 lives on shard 0), memcached, calendar-devbroker (an in-memory Kafka: its data
 is lost when it stops), one calendar-cdc-relay per shard (binlog -> Kafka,
-checkpoints in DIR/cdc/shard<i>/) and calendard, all on 127.0.0.1.
+checkpoints in DIR/cdc/shard<i>/), calendar-cdc-invalidator (Kafka -> memcached)
+and calendard, all on 127.0.0.1.
 
 Commands:
   up --dir DIR [--free-ports] [--shards N]
@@ -65,7 +66,7 @@ Options:
 
 Fixed ports (environment overrides):
   CALENDARD_PORT=${CALENDARD_PORT:-8080}  SHARD_BASE_PORT=${SHARD_BASE_PORT:-3307} (shard i: base+i)
-  MEMCACHED_PORT=${MEMCACHED_PORT:-11212}
+  MEMCACHED_PORT=${MEMCACHED_PORT:-11212}  INVALIDATOR_METRICS_PORT=${INVALIDATOR_METRICS_PORT:-9464}
   The devbroker always listens on a port the system picks (librdkafka 2.0);
   stack.env has it as KAFKA_BOOTSTRAP.
   CDC_PARTITIONS=${CDC_PARTITIONS:-1} partitions per CDC topic (<prefix>.<db>.<table>),
@@ -76,7 +77,7 @@ Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
 ports (the ports of the last up; --free-ports keeps them while they are free),
 secrets/{admin,app,repl}.password and .cnf (mode 0600; the .cnf files are for
 'mariadb --defaults-extra-file=DIR/secrets/app.cnf -P PORT'), admin.ini,
-calendard.ini, cdc-relay-shard<i>.ini, cdc/shard<i>/ (relay checkpoints),
+calendard.ini, cdc-relay-shard<i>.ini, invalidator.ini, cdc/shard<i>/ (relay checkpoints),
 run/kafka.bootstrap, stack.env (sourceable KEY=VALUE lines).
 
 Development only (not for CI): STACK_NO_CALENDARD=1 skips calendard;

@@ -58,7 +58,8 @@ usage(FILE *out)
             "lost_acknowledged, phantom_bookings, duplicate_idempotent, night_mismatches,\n"
             "routing_mismatches, unowned_rows (rows on a shard that does not own their vbucket:\n"
             "run no move meanwhile) or cache_mismatches (an availability read right after an\n"
-            "own booking not showing it) is above zero; 2 on usage or setup errors; else 0.\n");
+            "own booking not showing it, or a cached value that differs from the shards once\n"
+            "the CDC lag drained) is above zero; 2 on usage or setup errors; else 0.\n");
 }
 
 static int
