@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+#include "common/cache.h"
 #include "common/conf.h"
 #include "common/dbconf.h"
 #include "common/log.h"
@@ -87,6 +88,13 @@ config_load(const char *path, struct calendard_conf *conf, char *err, size_t err
         snprintf(err, errlen, "%s: [server] listen must be an IPv4 address, not '%s'", path,
                  conf->http.listen);
         return CAL_EINVAL;
+    }
+    if (conf->avail.cache.servers[0] != '\0' &&
+        (rc = cache_servers_check(conf->avail.cache.servers, err, errlen)) != CAL_OK) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "%s: [cache] %s", path, why);
+        return rc;
     }
     if (conf->backoff_max_ms < conf->backoff_base_ms) {
         snprintf(err, errlen, "%s: [routing] backoff_max_ms is below backoff_base_ms", path);

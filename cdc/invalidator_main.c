@@ -10,6 +10,7 @@
 #include "cdc/invalidator.h"
 #include "cdc/invstats.h"
 #include "cdc/promhttp.h"
+#include "common/cache.h"
 #include "common/cli.h"
 #include "common/conf.h"
 #include "common/log.h"
@@ -98,6 +99,7 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         return -1;
     }
     const char *bad = NULL;
+    char why[300], cache_err[256];
     int level = log_level_parse(conf->log_level);
     if (level < 0)
         bad = "[log] level must be debug, info, warn or error";
@@ -109,6 +111,8 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         bad = "[kafka] topics must name at least one topic or ^regex";
     else if (conf->inv.cache.servers[0] == '\0')
         bad = "[cache] servers is required";
+    else if (cache_servers_check(conf->inv.cache.servers, cache_err, sizeof(cache_err)) != CAL_OK)
+        bad = (snprintf(why, sizeof(why), "[cache] %s", cache_err), why);
     else if (conf->retry_max_ms < conf->retry_base_ms)
         bad = "[invalidator] retry_max_ms is below retry_base_ms";
     if (bad != NULL) {

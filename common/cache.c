@@ -17,13 +17,35 @@ struct cache {
     memcached_st *bulk;
 };
 
+cal_status
+cache_servers_check(const char *servers, char *err, size_t errlen)
+{
+    const char *p = servers;
+    do {
+        const char *entry = p, *end = p + strcspn(p, ",");
+        size_t host = strspn(entry, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789.-_");
+        const char *port = entry + host + 1;
+        size_t digits = host > 0 && entry[host] == ':' ? strspn(port, "0123456789") : 0;
+        unsigned long n = digits > 0 && digits <= 5 ? strtoul(port, NULL, 10) : 0;
+        if (n < 1 || n > 65535 || port + digits != end) {
+            snprintf(err, errlen, "servers: '%.*s' is not host:port (port 1..65535)",
+                     (int)(end - entry), entry);
+            return CAL_EINVAL;
+        }
+        p = *end == ',' ? end + 1 : end;
+    } while (*p != '\0' || p[-1] == ',');
+    return CAL_OK;
+}
+
 struct cache *
 cache_create(const struct cache_conf *conf, char *err, size_t errlen)
 {
+    if (cache_servers_check(conf->servers, err, errlen) != CAL_OK)
+        return NULL;
     memcached_server_list_st servers = memcached_servers_parse(conf->servers);
-    if (servers == NULL || conf->servers[0] == '\0') {
+    if (servers == NULL) {
         snprintf(err, errlen, "cache servers '%s' are not host:port[,host:port]", conf->servers);
-        memcached_server_list_free(servers);
         return NULL;
     }
     memcached_st *mc = memcached_create(NULL);

@@ -20,6 +20,12 @@ struct cache;
 
 /* NULL and err filled when servers cannot be parsed. Connects lazily. */
 struct cache *cache_create(const struct cache_conf *conf, char *err, size_t errlen);
+
+/* Is servers a non-empty "host:port[,host:port...]" list (host of letters,
+ * digits, '.', '-' and '_'; port 1..65535)? libmemcached's own parser
+ * accepts anything, a bad port included. CAL_EINVAL and err naming the
+ * first bad entry otherwise. */
+cal_status cache_servers_check(const char *servers, char *err, size_t errlen);
 void cache_destroy(struct cache *cache); /* cache_destroy(NULL) is a no-op */
 
 /* One value of a multi-get: found is false on a miss. value is

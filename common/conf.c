@@ -146,9 +146,35 @@ conf_load(const struct conf_item *items, size_t n, void *target, const char *pat
     return CAL_OK;
 }
 
+#define SAMPLE_WIDTH 96
+
+/* "# " lines of text wrapped at spaces to SAMPLE_WIDTH columns (a word
+ * longer than that gets a line of its own). */
+static void
+print_comment(FILE *out, const char *text)
+{
+    const char *p = text;
+    while (*p != '\0') {
+        size_t room = SAMPLE_WIDTH - 2, len = strlen(p);
+        size_t cut = len;
+        if (len > room) {
+            cut = room;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut == 0)
+                cut = strcspn(p, " ");
+        }
+        fprintf(out, "# %.*s\n", (int)cut, p);
+        p += cut;
+        p += strspn(p, " ");
+    }
+}
+
 void
 conf_print_sample(const struct conf_item *items, size_t n, FILE *out)
 {
+    /* Comment lines wrapped at SAMPLE_WIDTH: libinih reads lines of at most
+     * 200 bytes and a longer one, comment or not, is a syntax error. */
     const char *section = NULL;
     for (size_t i = 0; i < n; i++) {
         const struct conf_item *it = &items[i];
@@ -156,11 +182,14 @@ conf_print_sample(const struct conf_item *items, size_t n, FILE *out)
             fprintf(out, "%s[%s]\n", section ? "\n" : "", it->section);
             section = it->section;
         }
-        fprintf(out, "# %s", it->help);
+        char help[1024];
         if (it->type == CONF_INT)
-            fprintf(out, " (%lld..%lld)", it->min, it->max);
+            snprintf(help, sizeof(help), "%s (%lld..%lld)", it->help, it->min, it->max);
         else if (it->type == CONF_BOOL)
-            fprintf(out, " (true|false)");
-        fprintf(out, "\n%s = %s\n", it->key, it->dflt);
+            snprintf(help, sizeof(help), "%s (true|false)", it->help);
+        else
+            snprintf(help, sizeof(help), "%s", it->help);
+        print_comment(out, help);
+        fprintf(out, "%s = %s\n", it->key, it->dflt);
     }
 }

@@ -1,4 +1,5 @@
-/* Unit tests of common/: dates, config tables, DSNs, routing hash, cache keys. */
+/* Unit tests of common/: dates, config tables, DSNs, routing hash, cache keys,
+ * memcached server lists. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/cache.h"
 #include "common/cachekey.h"
 #include "common/conf.h"
 #include "common/date.h"
@@ -92,6 +94,44 @@ START_TEST(config_table)
     /* inih reads an indented line as more of the key above: name = "x port = 81". */
     ck_assert_int_eq(load_text("[a]\n  name = x\n  port = 81\n", &c, err, sizeof(err)), CAL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "[a] name is set twice"));
+}
+END_TEST
+
+/* A sample config is a file the parser reads back, however long the help
+ * texts: libinih fails on a line over 200 bytes, comment or not (the
+ * example config of calendard did once). */
+START_TEST(sample_config_reads_back)
+{
+    char help[400];
+    memset(help, 0, sizeof(help));
+    for (size_t i = 0; i + 6 < sizeof(help) - 1; i += 6)
+        memcpy(help + i, "words ", 6);
+    const struct conf_item long_items[] = {
+        CONF_INT_ITEM("a", "port", struct sample_conf, port, 1, 65535, "80", help),
+        CONF_STR_ITEM("a", "name", struct sample_conf, name, "x",
+                      "averyveryverylongwordwithoutanyspacesthatgoesonandonandonpastthewidthofaline"
+                      "ofthesampleconfigbyfarsoitgetsalineofitsown then more"),
+    };
+    char path[] = "/tmp/check_sample_XXXXXX", line[512], err[256];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    FILE *f = fdopen(fd, "w+");
+    conf_print_sample(long_items, 2, f);
+    rewind(f);
+    size_t lines = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lines++;
+        ck_assert_msg(strlen(line) < 200, "line %zu is %zu bytes", lines, strlen(line));
+    }
+    fclose(f);
+    ck_assert_uint_ge(lines, 8); /* the help went over several lines */
+    struct sample_conf c;
+    memset(&c, 0, sizeof(c));
+    conf_defaults(long_items, 2, &c);
+    cal_status st = conf_load(long_items, 2, &c, path, err, sizeof(err));
+    unlink(path);
+    ck_assert_msg(st == CAL_OK, "%s", err);
+    ck_assert_int_eq(c.port, 80);
 }
 END_TEST
 
@@ -232,17 +272,49 @@ START_TEST(cache_keys)
 }
 END_TEST
 
+/* libmemcached's parser takes "host:abc" as a server on some port; the
+ * configuration must refuse it, naming the entry. */
+START_TEST(cache_server_lists)
+{
+    char err[256];
+    static const char *const good[] = {"127.0.0.1:11211", "cache-1.internal:11211",
+                                       "10.0.0.1:1,10.0.0.2:65535", "mc_a:11212,mc_b:11213"};
+    static const char *const bad[] = {"",
+                                      "127.0.0.1",
+                                      "127.0.0.1:",
+                                      "127.0.0.1:abc",
+                                      "127.0.0.1:0",
+                                      "127.0.0.1:65536",
+                                      "127.0.0.1:11211,",
+                                      ",127.0.0.1:11211",
+                                      "127.0.0.1:11211 127.0.0.2:11211",
+                                      "127.0.0.1:11211:5",
+                                      ":11211",
+                                      "127.0.0.1:0000011211"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        ck_assert_msg(cache_servers_check(good[i], err, sizeof(err)) == CAL_OK, "%s: %s", good[i],
+                      err);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(cache_servers_check(bad[i], err, sizeof(err)) == CAL_EINVAL, "accepted '%s'",
+                      bad[i]);
+    cache_servers_check("127.0.0.1:11211,127.0.0.1:x", err, sizeof(err));
+    ck_assert_msg(strstr(err, "'127.0.0.1:x'") != NULL, "%s", err);
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("common");
     UNIT_CASE(s, dates_round_trip);
     UNIT_CASE(s, config_table);
+    UNIT_CASE(s, sample_config_reads_back);
     UNIT_CASE(s, dsn_parsing);
     UNIT_CASE(s, password_file_mode);
     UNIT_CASE(s, password_file_too_long);
     UNIT_CASE(s, lock_wait_below_read_timeout);
     UNIT_CASE(s, routing_hash_is_stable);
     UNIT_CASE(s, cache_keys);
+    UNIT_CASE(s, cache_server_lists);
     return unit_run(s);
 }
