@@ -75,18 +75,17 @@ cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Median, min and max of v[0..n); sorts v. */
 static struct fig
-fig_of(const double *v, size_t n)
+fig_of(double *v, size_t n)
 {
     struct fig f = {.n = n};
-    double s[MAX_REPS];
     if (n == 0)
         return f;
-    memcpy(s, v, n * sizeof(*v));
-    qsort(s, n, sizeof(*s), cmp_double);
-    f.min = s[0];
-    f.max = s[n - 1];
-    f.med = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    qsort(v, n, sizeof(*v), cmp_double);
+    f.min = v[0];
+    f.max = v[n - 1];
+    f.med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
     return f;
 }
 
@@ -174,9 +173,10 @@ high_low_for(const json_t *runs, double conc)
     return paired_ratio(runs, "book", "high", "calendard", "low", "calendard", conc);
 }
 
-/* Sorted distinct concurrencies of a phase. */
+/* Sorted distinct values of a field over the runs of a phase (at most
+ * MAX_CONC): its concurrencies, or the rates of the open-loop runs. */
 static size_t
-concurrencies(const json_t *runs, const char *phase, double *conc)
+distinct_values(const json_t *runs, const char *phase, const char *field, double *out)
 {
     size_t i, n = 0;
     const json_t *run;
@@ -184,14 +184,14 @@ concurrencies(const json_t *runs, const char *phase, double *conc)
     {
         if (strcmp(json_string_value(json_object_get(run, "phase")) ?: "", phase) != 0)
             continue;
-        double c = num_at(run, "conc");
+        double c = num_at(run, field);
         bool seen = false;
         for (size_t j = 0; j < n; j++)
-            seen = seen || conc[j] == c;
+            seen = seen || out[j] == c;
         if (!seen && n < MAX_CONC && !isnan(c))
-            conc[n++] = c;
+            out[n++] = c;
     }
-    qsort(conc, n, sizeof(*conc), cmp_double);
+    qsort(out, n, sizeof(*out), cmp_double);
     return n;
 }
 
@@ -238,7 +238,7 @@ report_phase(const json_t *runs, const char *phase, const char *const *workloads
              json_t *rows)
 {
     double conc[MAX_CONC];
-    size_t nconc = concurrencies(runs, phase, conc);
+    size_t nconc = distinct_values(runs, phase, "conc", conc);
     bool book = strcmp(phase, "book") == 0;
     /* Indexes into metrics of the printed columns. */
     const struct metric *ok = &metrics[0], *p50 = NULL, *p99 = NULL, *steady = NULL;
@@ -396,7 +396,7 @@ static json_t *
 report_cdc(const json_t *runs, FILE *out)
 {
     double conc[MAX_CONC];
-    size_t nconc = concurrencies(runs, "book", conc), shown = 0;
+    size_t nconc = distinct_values(runs, "book", "conc", conc), shown = 0;
     json_t *obj = json_object(), *by_conc = json_object();
     struct cdc_pool pl = {0};
     fprintf(out, "\n");
@@ -455,24 +455,11 @@ static json_t *
 report_paced(const json_t *runs, FILE *out)
 {
     double rates[MAX_CONC];
-    size_t nrates = 0, i;
+    size_t nrates = distinct_values(runs, "paced", "offered_per_s", rates), i;
     const json_t *run;
     json_t *rows = json_array();
-    json_array_foreach(runs, i, run)
-    {
-        double r = num_at(run, "offered_per_s");
-        bool seen = false;
-        if (strcmp(json_string_value(json_object_get(run, "phase")) ?: "", "paced") != 0 ||
-            isnan(r))
-            continue;
-        for (size_t j = 0; j < nrates; j++)
-            seen = seen || rates[j] == r;
-        if (!seen && nrates < MAX_CONC)
-            rates[nrates++] = r;
-    }
     if (nrates == 0)
         return rows;
-    qsort(rates, nrates, sizeof(*rates), cmp_double);
     fprintf(out, "\nsearch-50, open loop: requests due at a fixed rate (Poisson arrivals over the "
                  "connections), latency from when each was due; median [min..max] of the runs\n");
     fprintf(out, "%9s %-9s %4s %22s %7s %7s %7s %6s %6s\n", "offered/s", "target", "conc", "ok/s",
@@ -531,7 +518,7 @@ headline(const json_t *runs, const char *phase, const char *workload, const char
          const struct metric *m, double *conc_used)
 {
     double conc[MAX_CONC];
-    size_t n = concurrencies(runs, phase, conc);
+    size_t n = distinct_values(runs, phase, "conc", conc);
     double c = n ? conc[n - 1] : 64;
     for (size_t i = 0; i < n; i++)
         if (conc[i] == 64)
@@ -575,14 +562,7 @@ fig_over_runs(const json_t *runs, const char *field)
         if (!isnan(x))
             v[n++] = x;
     }
-    struct fig f = {0};
-    if (n > 0) {
-        qsort(v, n, sizeof(*v), cmp_double);
-        f = (struct fig){.n = n,
-                         .med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2,
-                         .min = v[0],
-                         .max = v[n - 1]};
-    }
+    struct fig f = fig_of(v, n);
     free(v);
     return f;
 }
@@ -597,7 +577,7 @@ report_noise(const json_t *runs, FILE *out, json_t **steal, json_t **slow)
     struct fig st = fig_over_runs(runs, "cpu.steal"),
                sl = fig_over_runs(runs, "cpu_slow.below_half");
     struct fig sl3 = fig_over_runs(runs, "cpu_slow.below_third");
-    *steal = st.n ? json_pack("[f,f,f]", st.med, st.min, st.max) : json_null();
+    *steal = st.n ? fig_json(st) : json_null();
     *slow = sl.n ? fig_json(sl) : json_null();
     if (st.n > 0)
         fprintf(out,
@@ -708,10 +688,10 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     /* A closed loop of c clients at X requests/s waits c / X on average
      * (Little's law): the p99 target only means something per concurrency. */
     double conc[MAX_CONC];
-    size_t nconc = concurrencies(runs, "read", conc);
+    size_t nconc = distinct_values(runs, "read", "conc", conc);
     json_t *by_conc = json_object();
     double bconc[MAX_CONC];
-    size_t nbconc = concurrencies(runs, "book", bconc);
+    size_t nbconc = distinct_values(runs, "book", "conc", bconc);
     fprintf(out, "  booking_ratio (low contention) by concurrency (target >= 0.9):");
     for (size_t i = 0; i < nbconc; i++) {
         struct fig rf = ratio_for(runs, "book", "low", bconc[i]);
