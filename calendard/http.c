@@ -272,11 +272,18 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         return send_answer(conn, &hr->resp, hr->start_us);
     }
     if (*upload_data_size > 0) {
-        if (!hr->too_large) {
+        if (hr->too_large) {
+            /* Read on (a 413 needs the upload's end) only so far: a body
+             * without Content-Length could keep the connection forever. */
+            hr->len += *upload_data_size;
+            if (hr->len > 2 * (size_t)srv->conf.max_body_bytes)
+                return MHD_NO;
+        } else {
             if (hr->len + *upload_data_size > (size_t)srv->conf.max_body_bytes) {
                 hr->too_large = true;
                 free(hr->body);
                 hr->body = NULL;
+                hr->len += *upload_data_size;
             } else {
                 hr->body = cal_realloc(hr->body, hr->len + *upload_data_size + 1);
                 memcpy(hr->body + hr->len, upload_data, *upload_data_size);

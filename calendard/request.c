@@ -22,9 +22,7 @@ request_fail(struct api_error *e, int http, const char *code, const char *fmt, .
     /* Messages may quote the client's bytes (a key, a JSON parser's token),
      * cut anywhere by the precision or the buffer: printable ASCII only, so
      * the error body is always valid JSON text. */
-    for (char *c = e->message; *c != '\0'; c++)
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
-            *c = '?';
+    cal_printable_ascii(e->message);
     return false;
 }
 
@@ -72,6 +70,10 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     bool ok = false;
+    /* An integer past 64 bits is JSON, only not a value any field takes. */
+    if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
+        return request_fail(e, 400, "invalid_field", "a number at line %d column %d is too large",
+                            jerr.line, jerr.column);
     if (root == NULL)
         return request_fail(e, 400, "invalid_json", "invalid JSON at line %d column %d: %s",
                             jerr.line, jerr.column, jerr.text);

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +114,12 @@ set_json(struct api_response *resp, int status, json_t *obj)
 void
 service_error(struct api_response *resp, int status, const char *code, const char *message)
 {
-    set_json(resp, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message));
+    /* Printable ASCII only, whatever a message quotes (a server's error
+     * text may hold any byte): the body is always valid JSON. */
+    char clean[512];
+    cal_strlcpy(clean, message, sizeof(clean));
+    cal_printable_ascii(clean);
+    set_json(resp, status, json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", clean));
     if (status == 503 && resp->retry_after == 0)
         resp->retry_after = 1;
 }
@@ -191,6 +197,23 @@ render_reservation(struct api_response *resp, int status, const struct reservati
 /* Runs op on the listing's shard: routes, takes a pooled connection, and
  * retries conflicts, "moved" answers (after reloading the map) and lost
  * connections, at most max_attempts times with jittered backoff. */
+/* Logs why a request found its shard unavailable, at most once a second
+ * (an outage fails every request), with how many were not logged. */
+static void
+log_shard_unavailable(int64_t shard_id, const char *err)
+{
+    static _Atomic uint64_t last_us;
+    static atomic_uint not_logged;
+    uint64_t now = cal_mono_us(), prev = atomic_load(&last_us);
+    if ((prev != 0 && now - prev < 1000000) ||
+        !atomic_compare_exchange_strong(&last_us, &prev, now)) {
+        atomic_fetch_add(&not_logged, 1);
+        return;
+    }
+    log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
+             (long long)shard_id, err, atomic_exchange(&not_logged, 0));
+}
+
 static cal_status
 run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, struct api_error *e)
 {
@@ -302,7 +325,13 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         request_fail(e, 503, "overloaded", "%s", err);
         break;
     case CAL_EUNAVAIL:
-        request_fail(e, 503, "shard_unavailable", "%s", err);
+        /* The detail (a server's address, database and user) goes to the
+         * log, not to clients. */
+        log_shard_unavailable(rt.pool != NULL ? (int64_t)rt.shard_id : -1, err);
+        if (rt.pool != NULL)
+            request_fail(e, 503, "shard_unavailable", "shard %u is unavailable", rt.shard_id);
+        else
+            request_fail(e, 503, "shard_unavailable", "the shard map is not loaded yet");
         break;
     case CAL_EUNKNOWN:
         request_fail(e, 503, "outcome_unknown",

@@ -64,7 +64,7 @@ date_parse(const char *s, size_t len, int32_t *days)
         return false;
     if (!digits(s, 4, &y) || !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d))
         return false;
-    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > days_in_month((int)y, m))
+    if (y < 1970 || y > 9998 || m < 1 || m > 12 || d < 1 || d > days_in_month((int)y, m))
         return false;
     *days = date_from_ymd((int)y, m, d);
     return true;

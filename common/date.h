@@ -6,8 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Strictly "YYYY-MM-DD" (len bytes, no NUL needed), years 1970..9999, a real
- * calendar day. Returns false for anything else. */
+/* Strictly "YYYY-MM-DD" (len bytes, no NUL needed), years 1970..9998, a real
+ * calendar day. Returns false for anything else. Not 9999: a range is read
+ * and cached by whole months, and the month after December 9999 is past
+ * the last date MariaDB's FROM_DAYS() gives. */
 bool date_parse(const char *s, size_t len, int32_t *days);
 
 /* Writes "YYYY-MM-DD" and a NUL into buf (at least 11 bytes). */

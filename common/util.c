@@ -115,3 +115,11 @@ cal_put_u64(char *out, uint64_t v)
         out[i] = tmp[n - 1 - i];
     return n;
 }
+
+void
+cal_printable_ascii(char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
+}

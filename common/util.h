@@ -24,6 +24,10 @@ uint64_t cal_rand64(void);
 /* Copies src into dst[size], always NUL-terminates; returns src length. */
 size_t cal_strlcpy(char *dst, const char *src, size_t size);
 
+/* Replaces every byte of the NUL-terminated s outside printable ASCII
+ * (0x20..0x7e) with '?', so s is valid JSON string content once escaped. */
+void cal_printable_ascii(char *s);
+
 /* Writes the decimal digits of v (at most 20, no NUL) at out; returns how
  * many. For keys and JSON made per request, without printf's parser. */
 size_t cal_put_u64(char *out, uint64_t v);

@@ -2,13 +2,18 @@
  * every endpoint and error code, booking races, idempotent replays under
  * concurrency, and the ownership fence during a simulated vbucket move,
  * each checked on the answers and on the shards' SQL state. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -885,6 +890,43 @@ START_TEST(test_booking_validation)
         json_decref(book_ok(id, key255, FIRST_DAY + 20, FIRST_DAY + 22, 1, 20000));
     }
     expect_no_failures();
+}
+END_TEST
+
+/* A chunked body has no Content-Length to refuse early: one that never
+ * ends must still lose its connection once it is well over the limit. */
+START_TEST(test_endless_chunked_body_is_cut_off)
+{
+    unsigned port = 0;
+    ck_assert_int_eq(sscanf(env.calendard_url, "http://127.0.0.1:%u", &port), 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    static const char head[] = "POST /v1/listings/1/reservations HTTP/1.1\r\nHost: t\r\n"
+                               "Idempotency-Key: endless\r\nTransfer-Encoding: chunked\r\n\r\n";
+    ck_assert_int_eq(send(fd, head, sizeof(head) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(head) - 1);
+    /* 64 KiB is the limit; 64 MiB would never be cut off without the fix. */
+    static char chunk[16384 + 16];
+    int k = snprintf(chunk, sizeof(chunk), "4000\r\n");
+    memset(chunk + k, 'a', 16384);
+    memcpy(chunk + k + 16384, "\r\n", 2);
+    size_t len = (size_t)k + 16384 + 2, sent = 0;
+    bool cut = false;
+    while (sent < 64u << 20) {
+        ssize_t w = send(fd, chunk, len, MSG_NOSIGNAL);
+        if (w < 0) {
+            cut = errno == EPIPE || errno == ECONNRESET;
+            break;
+        }
+        sent += (size_t)w;
+    }
+    close(fd);
+    ck_assert_msg(cut, "sent %zu bytes without the connection being closed (errno %d)", sent,
+                  errno);
 }
 END_TEST
 
@@ -2006,6 +2048,7 @@ api_suite(void)
         {"booking_unknown_listing", test_booking_unknown_listing, 30},
         {"booking_validation", test_booking_validation, 30},
         {"body_too_large", test_body_too_large, 30},
+        {"endless_chunked_body_is_cut_off", test_endless_chunked_body_is_cut_off, 30},
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"idempotent_replay", test_idempotent_replay, 30},

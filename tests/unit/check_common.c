@@ -32,6 +32,8 @@ START_TEST(dates_round_trip)
     ck_assert(!date_parse("2100-02-29", 10, &d));
     ck_assert(date_parse("2000-02-29", 10, &d));
     ck_assert(!date_parse("2030-04-31", 10, &d));
+    ck_assert(date_parse("9998-12-31", 10, &d));
+    ck_assert(!date_parse("9999-01-01", 10, &d));
     ck_assert(!date_parse("2030-04-3", 9, &d));
     ck_assert(!date_parse("2030/04/03", 10, &d));
     ck_assert(!date_parse("1969-12-31", 10, &d));

@@ -38,6 +38,10 @@ START_TEST(listing_refusals)
     expect_listing_error("{\"default_price\":1", "invalid_json");
     expect_listing_error("{\"default_price\":1,\"default_price\":2}", "invalid_json");
     expect_listing_error("{\"currency\":\"\xff\xfe\"}", "invalid_json");
+    /* Past 64 bits: JSON, but no field's value. */
+    expect_listing_error("{\"default_price\":99999999999999999999,\"currency\":\"USD\","
+                         "\"min_nights\":1,\"max_nights\":3}",
+                         "invalid_field");
     expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1}",
                          "missing_field");
     expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,"
@@ -76,6 +80,9 @@ START_TEST(booking_dates)
         "{\"check_in\":\"2030-02-30\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
         "{\"check_in\":\"2030-2-28\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
         "{\"check_in\":\"2030-13-01\",\"check_out\":\"2030-03-02\",\"guest_id\":7}",
+        /* The year 9999: its last month's range would end past MariaDB's dates. */
+        "{\"check_in\":\"9999-12-01\",\"check_out\":\"9999-12-10\",\"guest_id\":7}",
+        "{\"check_in\":\"1969-12-31\",\"check_out\":\"1970-01-02\",\"guest_id\":7}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert(!request_parse_booking(bad[i], strlen(bad[i]), &r, &e));
