@@ -12,6 +12,10 @@ static const char SQL_ADD_SHARD[] =
     "INSERT INTO shards (shard_id, host, port, db_name) VALUES (?, ?, ?, ?)";
 static const char SQL_COUNT_VB[] = "SELECT COUNT(*) FROM vbuckets";
 /* seq_0_to_65535 is MariaDB's built-in Sequence engine. */
+/* Fence rows outside the layout asked for: left by a bootstrap with another
+ * shard list, or the shard belongs to another cluster. */
+static const char SQL_OTHER_OWNER_ROWS[] =
+    "SELECT COUNT(*) FROM vbucket_owner WHERE NOT (vbucket < ? AND vbucket % ? = ?)";
 static const char SQL_OWNER_ROWS[] =
     "INSERT IGNORE INTO vbucket_owner (vbucket, epoch) "
     "SELECT seq, 1 FROM seq_0_to_65535 WHERE seq < ? AND seq % ? = ?";
@@ -91,7 +95,23 @@ cal_status
 catalog_assign_owner_rows(struct db *shard_db, uint32_t num_vbuckets, uint32_t nshards,
                           uint32_t shard_index, char *err, size_t errlen)
 {
-    struct db_val p[3] = {DB_INT_V(num_vbuckets), DB_INT_V(nshards), DB_INT_V(shard_index)};
+    struct db_val p[3] = {DB_INT_V(num_vbuckets), DB_INT_V(nshards), DB_INT_V(shard_index)}, c[1];
+    struct db_stmt *st;
+    cal_status rc = db_query(shard_db, SQL_OTHER_OWNER_ROWS, p, 3, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 1, err, errlen);
+    drain(st);
+    if (r <= 0)
+        return r < 0 ? CAL_ERR : CAL_OK;
+    if (c[0].i > 0) {
+        /* Adding this layout's rows would make two shards own a vbucket. */
+        snprintf(err, errlen,
+                 "shard %u already owns %lld vbuckets outside vbucket %% %u = %u of %u: an"
+                 " earlier bootstrap with another shard list, or another cluster's shard",
+                 shard_index, (long long)c[0].i, nshards, shard_index, num_vbuckets);
+        return CAL_EINVAL;
+    }
     return db_query(shard_db, SQL_OWNER_ROWS, p, 3, NULL, err, errlen);
 }
 

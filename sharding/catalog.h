@@ -21,7 +21,9 @@ cal_status catalog_register_shard(struct db *catalog, uint32_t shard_id, const c
 cal_status catalog_count_vbuckets(struct db *catalog, uint64_t *count, char *err, size_t errlen);
 
 /* Initial assignment, vbucket v to shard (v mod nshards) at epoch 1: first the
- * fence rows on shard i (shard_db), then the catalog rows. Both idempotent. */
+ * fence rows on shard i (shard_db), then the catalog rows. Both idempotent.
+ * The fence rows are refused (CAL_EINVAL) when the shard owns a vbucket
+ * outside this layout (a rerun with another shard list). */
 cal_status catalog_assign_owner_rows(struct db *shard_db, uint32_t num_vbuckets, uint32_t nshards,
                                      uint32_t shard_index, char *err, size_t errlen);
 cal_status catalog_assign_vbuckets(struct db *catalog, uint32_t num_vbuckets, uint32_t nshards,

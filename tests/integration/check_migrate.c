@@ -4,8 +4,10 @@
  * tool again. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/db.h"
+#include "sharding/catalog.h"
 #include "sharding/migrate.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
@@ -64,6 +66,32 @@ START_TEST(a_migration_whose_record_was_lost_runs_again)
 }
 END_TEST
 
+/* A bootstrap cut short and run again with another shard list must not
+ * leave a shard owning vbuckets of both layouts (two owners of one vbucket).
+ * On a temporary vbucket_owner, which hides the stack's own in this session. */
+START_TEST(a_bootstrap_rerun_with_other_shards_is_refused)
+{
+    char err[256];
+    struct db *db = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(db != NULL, "%s", err);
+    ck_assert_msg(db_exec(db,
+                          "CREATE TEMPORARY TABLE vbucket_owner (vbucket INT UNSIGNED NOT NULL"
+                          " PRIMARY KEY, epoch BIGINT UNSIGNED NOT NULL)",
+                          err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    const char *owned = "SELECT COUNT(*) FROM vbucket_owner WHERE ? >= 0";
+    ck_assert_msg(catalog_assign_owner_rows(db, 16, 3, 0, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(count(db, owned, 0), 6); /* 0, 3, 6, 9, 12, 15 */
+    ck_assert_int_eq(catalog_assign_owner_rows(db, 16, 2, 0, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_msg(strstr(err, "another shard list") != NULL, "%s", err);
+    ck_assert_int_eq(count(db, owned, 0), 6);
+    /* The same layout again is a no-op. */
+    ck_assert_msg(catalog_assign_owner_rows(db, 16, 3, 0, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(count(db, owned, 0), 6);
+    db_close(db);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -77,6 +105,7 @@ main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_unchecked_fixture(tc, NULL, record_version_1);
     tcase_add_test(tc, a_migration_whose_record_was_lost_runs_again);
+    tcase_add_test(tc, a_bootstrap_rerun_with_other_shards_is_refused);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
