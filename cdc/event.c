@@ -30,25 +30,47 @@ event_op_name(enum event_op op)
     return "?";
 }
 
+/* ".ffffff" cut to the value's precision (nothing for 0) into buf; returns
+ * its length. */
+static int
+out_fraction(char *buf, size_t size, const struct event_value *v)
+{
+    unsigned prec = v->precision > 6 ? 6 : v->precision;
+    if (prec == 0)
+        return 0;
+    char frac[8];
+    snprintf(frac, sizeof(frac), "%06u", v->usec % 1000000u);
+    int n = snprintf(buf, size, ".%.*s", (int)prec, frac);
+    return n < 0 ? 0 : n;
+}
+
+/* TIMESTAMP (utc: "Z" suffix, the zero timestamp is null) or DATETIME. */
 static void
-out_timestamp(struct jsonout *o, const struct event_value *v)
+out_timestamp(struct jsonout *o, const struct event_value *v, bool utc)
 {
     time_t t = (time_t)v->i;
     struct tm tm;
-    if ((v->i == 0 && v->usec == 0) || gmtime_r(&t, &tm) == NULL) {
+    if ((utc && v->i == 0 && v->usec == 0) || (!utc && v->invalid) || gmtime_r(&t, &tm) == NULL) {
         jsonout_lit(o, "null"); /* MariaDB's zero timestamp "0000-00-00 00:00:00" */
         return;
     }
     char buf[48];
     int n = snprintf(buf, sizeof(buf), "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    unsigned prec = v->precision > 6 ? 6 : v->precision;
-    if (prec > 0) {
-        char frac[8];
-        snprintf(frac, sizeof(frac), "%06u", v->usec % 1000000u);
-        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".%.*s", (int)prec, frac);
-    }
-    snprintf(buf + n, sizeof(buf) - (size_t)n, "Z\"");
+    n += out_fraction(buf + n, sizeof(buf) - (size_t)n, v);
+    snprintf(buf + n, sizeof(buf) - (size_t)n, "%s\"", utc ? "Z" : "");
+    jsonout_lit(o, buf);
+}
+
+static void
+out_time(struct jsonout *o, const struct event_value *v)
+{
+    char buf[48];
+    uint64_t secs = v->i < 0 ? 0 : (uint64_t)v->i;
+    int n = snprintf(buf, sizeof(buf), "\"%s%02" PRIu64 ":%02u:%02u", v->negative ? "-" : "",
+                     secs / 3600, (unsigned)(secs / 60 % 60), (unsigned)(secs % 60));
+    n += out_fraction(buf + n, sizeof(buf) - (size_t)n, v);
+    snprintf(buf + n, sizeof(buf) - (size_t)n, "\"");
     jsonout_lit(o, buf);
 }
 
@@ -102,7 +124,16 @@ out_value(struct jsonout *o, const struct event_value *v)
             jsonout_int(o, v->i);
         return;
     case EVENT_TIMESTAMP:
-        out_timestamp(o, v);
+        out_timestamp(o, v, true);
+        return;
+    case EVENT_DATETIME:
+        out_timestamp(o, v, false);
+        return;
+    case EVENT_TIME:
+        out_time(o, v);
+        return;
+    case EVENT_DECIMAL:
+        jsonout_str(o, v->dec, strnlen(v->dec, sizeof(v->dec)));
         return;
     }
     jsonout_lit(o, "null");

@@ -24,7 +24,14 @@ enum event_op { EVENT_OP_CREATE = 0, EVENT_OP_UPDATE, EVENT_OP_DELETE };
  *   EVENT_DATE       days since 1970-01-01 (io.debezium.time.Date); a
  *                    zero or invalid date ("0000-00-00") is null
  *   EVENT_TIMESTAMP  "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", UTC, exactly
- *                    `precision` fraction digits; the zero timestamp is null */
+ *                    `precision` fraction digits; the zero timestamp is null
+ *   EVENT_DATETIME   "YYYY-MM-DDTHH:MM:SS[.ffffff]": DATETIME has no time
+ *                    zone, so no "Z"; `precision` fraction digits; a zero or
+ *                    invalid datetime is null
+ *   EVENT_TIME       "[-]HH:MM:SS[.ffffff]" (hours up to 838), `precision`
+ *                    fraction digits
+ *   EVENT_DECIMAL    JSON string of the exact decimal ("-12.50"), so that no
+ *                    digit is lost to a binary double */
 enum event_type {
     EVENT_ABSENT = 0,
     EVENT_NULL,
@@ -34,18 +41,28 @@ enum event_type {
     EVENT_STR,
     EVENT_DATE,
     EVENT_TIMESTAMP,
+    EVENT_DATETIME,
+    EVENT_TIME,
+    EVENT_DECIMAL,
 };
+
+/* DECIMAL(65,30) at most: sign, 65 digits, point, NUL. */
+#define EVENT_DECIMAL_MAX 68
 
 struct event_value {
     enum event_type type;
-    int64_t i;         /* INT; DATE: days since epoch; TIMESTAMP: seconds since epoch */
+    int64_t i;         /* INT; DATE: days since epoch; TIMESTAMP: seconds since epoch;
+                          DATETIME: seconds since epoch read as UTC; TIME: seconds of
+                          its magnitude (sign in negative) */
     uint64_t u;        /* UINT */
     double d;          /* REAL */
-    uint32_t usec;     /* TIMESTAMP: microseconds 0..999999 */
-    uint8_t precision; /* TIMESTAMP: fraction digits 0..6 */
-    bool invalid;      /* DATE: zero or impossible date */
+    uint32_t usec;     /* TIMESTAMP, DATETIME, TIME: microseconds 0..999999 */
+    uint8_t precision; /* TIMESTAMP, DATETIME, TIME: fraction digits 0..6 */
+    bool invalid;      /* DATE, DATETIME: zero or impossible date */
+    bool negative;     /* TIME: below zero */
     const char *s;     /* STR: not NUL-terminated, borrowed */
     size_t len;
+    char dec[EVENT_DECIMAL_MAX]; /* DECIMAL: NUL-terminated text */
 };
 
 struct event_column {

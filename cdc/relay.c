@@ -68,6 +68,7 @@ struct relay {
     bool delivery_failed;
     char fail_msg[256];
     uint64_t rows_sent, rows_acked, events_read;
+    uint64_t stream_errors; /* interruptions of the stream (each one a rewind) */
     uint32_t last_event_ts;
     bool caught_up;
     struct gtid last_read;
@@ -234,6 +235,7 @@ log_progress(struct relay *r)
     pthread_mutex_lock(&r->mu);
     gtid_pos_format(&r->acked, acked, sizeof(acked));
     uint64_t rows = r->rows_sent, rows_acked = r->rows_acked, events = r->events_read;
+    uint64_t stream_errors = r->stream_errors;
     size_t pending = r->ntxns;
     struct gtid last = r->last_read;
     uint32_t last_ts = r->last_event_ts;
@@ -249,11 +251,11 @@ log_progress(struct relay *r)
              "db=%s events=%" PRIu64 " rows_sent=%" PRIu64 " rows_acked=%" PRIu64
              " rows_per_s=%.1f last_gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
              " acked_gtid=%s seconds_behind=%ld pending_txns=%zu ack_latency_avg_ms=%.2f"
-             " ack_latency_max_ms=%.2f",
+             " ack_latency_max_ms=%.2f stream_errors=%" PRIu64,
              r->conf->source.db.database, events, rows, rows_acked,
              (double)(rows - r->progress_rows) / secs, last.domain_id, last.server_id, last.seq,
              acked[0] ? acked : "-", behind, pending, (double)lat_avg / 1000.0,
-             (double)lat_max / 1000.0);
+             (double)lat_max / 1000.0, stream_errors);
     r->progress_ms = now;
     r->progress_rows = rows;
 }
@@ -622,6 +624,39 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ run */
 
+/* After this many interruptions in a row without the acknowledged position
+ * moving, the relay is stuck (an event it cannot relay, a Kafka cluster that
+ * refuses it): logged at error level so that someone looks. */
+#define STUCK_ATTEMPTS 3
+
+/* Logs one interruption of the stream; *stuck counts the interruptions in a
+ * row at the acknowledged position *stuck_at. */
+static void
+log_interruption(struct relay *r, cal_status st, const char *err, unsigned retry_ms,
+                 struct gtid_pos *stuck_at, unsigned *stuck)
+{
+    pthread_mutex_lock(&r->mu);
+    r->stream_errors++;
+    struct gtid_pos acked = r->acked;
+    pthread_mutex_unlock(&r->mu);
+    if (*stuck > 0 && gtid_pos_equal(&acked, stuck_at)) {
+        (*stuck)++;
+    } else {
+        *stuck = 1;
+        *stuck_at = acked;
+    }
+    if (*stuck < STUCK_ATTEMPTS) {
+        log_warn("stream interrupted", "status=%s error=\"%s\" retry_ms=%u", cal_status_name(st),
+                 err, retry_ms);
+        return;
+    }
+    char text[GTID_POS_TEXT_MAX];
+    gtid_pos_format(&acked, text, sizeof(text));
+    log_error("stream stuck: the same position fails again",
+              "status=%s error=\"%s\" attempts=%u acked_gtid=%s retry_ms=%u", cal_status_name(st),
+              err, *stuck, text[0] ? text : "-", retry_ms);
+}
+
 static cal_status
 persist_start(struct relay *r, const struct gtid_pos *pos)
 {
@@ -675,7 +710,9 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         goto out;
     }
 
-    unsigned backoff = 100;
+    unsigned backoff = 100, stuck = 0;
+    struct gtid_pos stuck_at;
+    memset(&stuck_at, 0, sizeof(stuck_at));
     while (!stopping(r)) {
         if (r->kp == NULL && !producer_start(r)) {
             sleep_interruptible(r, backoff);
@@ -717,8 +754,7 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         binlog_close(b);
         if (stopping(r))
             break;
-        log_warn("stream interrupted", "status=%s error=\"%s\" retry_ms=%u", cal_status_name(st),
-                 err, backoff);
+        log_interruption(r, st, err, backoff, &stuck_at, &stuck);
 
         /* Rewind to the acknowledged position: let what was sent finish,
          * then drop the rest (it is read again). */

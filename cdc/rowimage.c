@@ -391,6 +391,177 @@ sign_extend(uint64_t v, unsigned bytes)
     return (int64_t)(v << shift) >> shift;
 }
 
+/* The fraction of TIMESTAMP2, DATETIME2 and TIME2: (prec + 1) / 2 big-endian
+ * bytes holding hundredths, ten-thousandths or microseconds. Returns the
+ * byte count; *units is what one step of the stored number is worth in us. */
+static unsigned
+frac_bytes(unsigned prec, uint32_t *units)
+{
+    unsigned n = (prec + 1) / 2;
+    *units = n == 1 ? 10000 : n == 2 ? 100 : 1;
+    return n;
+}
+
+/* A DATETIME's fields as seconds since the epoch read as UTC; a zero or
+ * impossible date or time is invalid (null in the event). */
+static void
+set_datetime(struct event_value *v, int year, unsigned month, unsigned day, unsigned hour,
+             unsigned minute, unsigned second, uint32_t usec, unsigned prec)
+{
+    v->type = EVENT_DATETIME;
+    v->precision = (uint8_t)prec;
+    v->usec = usec;
+    if (year == 0 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
+        second > 59 || usec > 999999) {
+        v->invalid = true;
+        return;
+    }
+    int32_t days = date_from_ymd(year, month, day);
+    int y2;
+    unsigned m2, d2;
+    date_to_ymd(days, &y2, &m2, &d2);
+    v->invalid = y2 != year || m2 != month || d2 != day; /* e.g. 2030-02-31 */
+    v->i = (int64_t)days * 86400 + hour * 3600 + minute * 60 + second;
+}
+
+static void
+set_time(struct event_value *v, bool negative, unsigned hour, unsigned minute, unsigned second,
+         uint32_t usec, unsigned prec)
+{
+    v->type = EVENT_TIME;
+    v->precision = (uint8_t)prec;
+    v->negative = negative && (hour | minute | second | usec) != 0;
+    v->i = (int64_t)hour * 3600 + minute * 60 + second;
+    v->usec = usec;
+}
+
+/* DATETIME2: 40 big-endian bits (sign, year*13+month, day, hour, minute,
+ * second) offset by 2^39, then the fraction. */
+static bool
+decode_datetime2(struct reader *r, unsigned prec, struct event_value *v)
+{
+    uint32_t units;
+    unsigned fb = frac_bytes(prec, &units);
+    uint64_t raw = read_be(r, 5);
+    uint64_t frac = read_be(r, fb);
+    if (r->bad)
+        return false;
+    uint64_t packed = raw >= 0x8000000000ULL ? raw - 0x8000000000ULL : 0;
+    uint64_t ymd = packed >> 17, hms = packed & 0x1ffff;
+    uint64_t ym = ymd >> 5;
+    set_datetime(v, (int)(ym / 13), (unsigned)(ym % 13), (unsigned)(ymd & 31),
+                 (unsigned)(hms >> 12), (unsigned)((hms >> 6) & 63), (unsigned)(hms & 63),
+                 (uint32_t)frac * units, prec);
+    return true;
+}
+
+/* TIME2: 24 big-endian bits (sign, unused, 10 bits hour, minute, second)
+ * and the fraction, together one number offset by 2^23 << fraction bits, so
+ * a negative time is the two's complement of its magnitude. */
+static bool
+decode_time2(struct reader *r, unsigned prec, struct event_value *v)
+{
+    uint32_t units;
+    unsigned fb = frac_bytes(prec, &units);
+    uint64_t raw = read_be(r, 3 + fb);
+    if (r->bad)
+        return false;
+    int64_t packed = (int64_t)raw - (int64_t)(0x800000ULL << (8 * fb));
+    bool negative = packed < 0;
+    uint64_t mag = negative ? (uint64_t)-packed : (uint64_t)packed;
+    uint64_t hms = mag >> (8 * fb), frac = mag & ((1ULL << (8 * fb)) - 1);
+    set_time(v, negative, (unsigned)((hms >> 12) & 0x3ff), (unsigned)((hms >> 6) & 63),
+             (unsigned)(hms & 63), (uint32_t)frac * units, prec);
+    return true;
+}
+
+/* Bytes of a group of 0..9 decimal digits in a binary DECIMAL. */
+static const unsigned dig2bytes[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
+
+static size_t
+decimal_size(unsigned precision, unsigned scale)
+{
+    unsigned intg = precision - scale;
+    return intg / 9 * 4 + dig2bytes[intg % 9] + scale / 9 * 4 + dig2bytes[scale % 9];
+}
+
+/* Appends group, a number of `digits` decimal digits, to buf at *n; leading
+ * zeros of the integer part are left out. false when it has more digits. */
+static bool
+decimal_group(char *buf, size_t *n, uint32_t group, unsigned digits, bool integer)
+{
+    char tmp[12];
+    snprintf(tmp, sizeof(tmp), "%0*u", (int)digits, (unsigned)group);
+    if (strlen(tmp) != digits)
+        return false;
+    for (unsigned i = 0; i < digits; i++) {
+        if (integer && *n == 0 && tmp[i] == '0')
+            continue;
+        buf[(*n)++] = tmp[i];
+    }
+    return true;
+}
+
+/* NEWDECIMAL: the integer digits, then the fraction digits, each side in
+ * groups of nine digits per 4 big-endian bytes, the odd group (dig2bytes)
+ * leftmost in the integer part and rightmost in the fraction. The first bit
+ * is flipped; a negative number has every byte inverted. */
+static bool
+decode_decimal(struct reader *r, unsigned precision, unsigned scale, struct event_value *v)
+{
+    size_t size = decimal_size(precision, scale);
+    const uint8_t *p = read_bytes(r, size);
+    if (p == NULL)
+        return false;
+    uint8_t b[40]; /* 65 digits: at most 32 bytes */
+    memcpy(b, p, size);
+    b[0] ^= 0x80;
+    bool negative = (b[0] & 0x80) != 0;
+    if (negative)
+        for (size_t i = 0; i < size; i++)
+            b[i] = (uint8_t)~b[i];
+    struct reader g = {.p = b, .len = size};
+    char digits[EVENT_DECIMAL_MAX];
+    size_t n = 0;
+    unsigned intg = precision - scale;
+    bool ok = true;
+    if (intg % 9)
+        ok = decimal_group(digits, &n, (uint32_t)read_be(&g, dig2bytes[intg % 9]), intg % 9, true);
+    for (unsigned i = 0; i < intg / 9 && ok; i++)
+        ok = decimal_group(digits, &n, (uint32_t)read_be(&g, 4), 9, true);
+    if (n == 0)
+        digits[n++] = '0';
+    size_t int_len = n;
+    for (unsigned i = 0; i < scale / 9 && ok; i++)
+        ok = decimal_group(digits, &n, (uint32_t)read_be(&g, 4), 9, false);
+    if (scale % 9 && ok)
+        ok = decimal_group(digits, &n, (uint32_t)read_be(&g, dig2bytes[scale % 9]), scale % 9,
+                           false);
+    if (!ok)
+        return false;
+    bool zero = true;
+    for (size_t i = 0; i < n; i++)
+        zero = zero && digits[i] == '0';
+    v->type = EVENT_DECIMAL;
+    snprintf(v->dec, sizeof(v->dec), "%s%.*s%s%.*s", negative && !zero ? "-" : "", (int)int_len,
+             digits, scale ? "." : "", (int)(n - int_len), digits + int_len);
+    return true;
+}
+
+/* ENUM (1-based index of the value, 0 for the invalid '') and SET (bit
+ * mask of the members) travel as MYSQL_TYPE_STRING, the real type and the
+ * size in bytes in the metadata: little-endian numbers. */
+static bool
+decode_enum_set(struct reader *r, unsigned real, unsigned size, struct event_value *v)
+{
+    if ((real == T_ENUM && size != 1 && size != 2) || (real == T_SET && (size < 1 || size > 8)) ||
+        (real != T_ENUM && real != T_SET))
+        return false;
+    v->type = EVENT_UINT;
+    v->u = read_le(r, size);
+    return !r->bad;
+}
+
 /* Decodes one non-NULL value of column c at r. */
 static bool
 decode_value(struct reader *r, const struct rowimage_column *c, struct event_value *v, char *err,
@@ -462,14 +633,64 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
         return !r->bad;
     case T_TIMESTAMP2: {
         unsigned prec = c->meta > 6 ? 6 : c->meta;
+        uint32_t units;
+        unsigned fb = frac_bytes(prec, &units);
         v->type = EVENT_TIMESTAMP;
         v->precision = (uint8_t)prec;
         v->i = (int64_t)read_be(r, 4);
-        unsigned fbytes = (prec + 1) / 2;
-        uint64_t frac = read_be(r, fbytes);
-        v->usec = (uint32_t)(fbytes == 1 ? frac * 10000 : fbytes == 2 ? frac * 100 : frac);
+        v->usec = (uint32_t)read_be(r, fb) * units;
         return !r->bad;
     }
+    case T_DATETIME2:
+        return decode_datetime2(r, c->meta > 6 ? 6 : c->meta, v);
+    case T_TIME2:
+        return decode_time2(r, c->meta > 6 ? 6 : c->meta, v);
+    case T_DATETIME: {
+        /* Before MySQL 5.6 / MariaDB 10.1: YYYYMMDDhhmmss as a number. */
+        uint64_t raw = read_le(r, 8);
+        uint64_t d = raw / 1000000, t = raw % 1000000;
+        set_datetime(v, (int)(d / 10000), (unsigned)(d / 100 % 100), (unsigned)(d % 100),
+                     (unsigned)(t / 10000), (unsigned)(t / 100 % 100), (unsigned)(t % 100), 0, 0);
+        return !r->bad;
+    }
+    case T_TIME: {
+        /* Old TIME: [-]HHMMSS as a signed 3-byte number. */
+        int64_t raw = sign_extend(read_le(r, 3), 3);
+        uint64_t mag = raw < 0 ? (uint64_t)-raw : (uint64_t)raw;
+        set_time(v, raw < 0, (unsigned)(mag / 10000), (unsigned)(mag / 100 % 100),
+                 (unsigned)(mag % 100), 0, 0);
+        return !r->bad;
+    }
+    case T_NEWDECIMAL: {
+        unsigned precision = c->meta >> 8, scale = c->meta & 0xff;
+        if (precision < 1 || precision > 65 || scale > 30 || scale > precision)
+            break;
+        if (decode_decimal(r, precision, scale, v))
+            return true;
+        if (!r->bad)
+            snprintf(err, errlen, "column %s: malformed DECIMAL(%u,%u) value", c->name, precision,
+                     scale);
+        return false;
+    }
+    case T_BIT: {
+        /* Metadata: bits % 8, then whole bytes; the value is big-endian. */
+        unsigned bytes = (c->meta & 0xff) + ((c->meta >> 8) != 0);
+        if (bytes < 1 || bytes > 8)
+            break;
+        v->type = EVENT_UINT;
+        v->u = read_be(r, bytes);
+        return !r->bad;
+    }
+    case T_NULL:
+        v->type = EVENT_NULL;
+        return true;
+    case T_ENUM:
+    case T_SET:
+        if (decode_enum_set(r, c->meta >> 8, c->meta & 0xff, v))
+            return true;
+        if (r->bad)
+            return false;
+        break;
     case T_VARCHAR:
     case T_VAR_STRING: {
         uint64_t n = read_le(r, c->meta < 256 ? 1 : 2);
@@ -484,8 +705,13 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
             maxlen = byte1 | (((byte0 & 0x30) ^ 0x30) << 4);
             real = byte0 | 0x30;
         }
-        if (real == T_ENUM || real == T_SET)
+        if (real == T_ENUM || real == T_SET) {
+            if (decode_enum_set(r, real, maxlen, v))
+                return true;
+            if (r->bad)
+                return false;
             break;
+        }
         uint64_t n = read_le(r, maxlen < 256 ? 1 : 2);
         v->type = EVENT_STR;
         v->s = (const char *)read_bytes(r, (size_t)n);
@@ -496,6 +722,7 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
     case T_TINY_BLOB:
     case T_MEDIUM_BLOB:
     case T_LONG_BLOB:
+    case T_GEOMETRY:
     case T_JSON: {
         if (c->meta < 1 || c->meta > 4)
             break;

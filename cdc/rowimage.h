@@ -76,8 +76,13 @@ cal_status rowimage_rows_begin(const uint8_t *body, size_t len, uint8_t event_ty
 
 /* Decodes the next row of rows for table t into before/after (t->ncols values
  * each; the one an op does not have is left untouched). Strings point into
- * the event body. Returns 1 for a row, 0 at the end, -1 on a malformed or
- * unsupported image (err filled). */
+ * the event body. Every column type MariaDB writes is decoded (only the
+ * pre-5.0 DECIMAL is not): integers, YEAR, FLOAT/DOUBLE; DATE, TIMESTAMP,
+ * DATETIME, TIME (old and fractional formats); DECIMAL as exact text;
+ * BIT as an unsigned number; ENUM as its 1-based index and SET as its bit
+ * mask (unsigned numbers); strings, BLOB, JSON and GEOMETRY as bytes.
+ * Returns 1 for a row, 0 at the end, -1 on a malformed or unsupported image
+ * (err filled). */
 int rowimage_rows_next(struct rowimage_rows *rows, const struct rowimage_table *t,
                        struct event_value *before, struct event_value *after, char *err,
                        size_t errlen);

@@ -169,6 +169,19 @@ START_TEST(value_types)
                .type = EVENT_TIMESTAMP, .i = 2147483647, .usec = 999999, .precision = 6}),
            "{\"v\":\"2038-01-19T03:14:07.999999Z\"}");
     ONE_EQ(((struct event_value){.type = EVENT_TIMESTAMP, .i = 0, .precision = 6}), "{\"v\":null}");
+    /* DATETIME has no zone (no Z) and its epoch is a real value */
+    ONE_EQ(((struct event_value){.type = EVENT_DATETIME, .i = 0}),
+           "{\"v\":\"1970-01-01T00:00:00\"}");
+    ONE_EQ(((struct event_value){
+               .type = EVENT_DATETIME, .i = -30610224000, .usec = 120000, .precision = 2}),
+           "{\"v\":\"1000-01-01T00:00:00.12\"}");
+    ONE_EQ(((struct event_value){.type = EVENT_DATETIME, .invalid = true}), "{\"v\":null}");
+    ONE_EQ(((struct event_value){
+               .type = EVENT_TIME, .negative = true, .usec = 500000, .precision = 1}),
+           "{\"v\":\"-00:00:00.5\"}");
+    ONE_EQ(((struct event_value){.type = EVENT_TIME, .i = 838 * 3600 + 59 * 60 + 59}),
+           "{\"v\":\"838:59:59\"}");
+    ONE_EQ(((struct event_value){.type = EVENT_DECIMAL, .dec = "-12.50"}), "{\"v\":\"-12.50\"}");
     /* control characters escaped, DEL and UTF-8 as they are */
     ONE_EQ(((struct event_value){.type = EVENT_STR, .s = "\n\t\r\b\f\x01\x1f\x7f", .len = 8}),
            "{\"v\":\"\\n\\t\\r\\b\\f\\u0001\\u001f\x7f\"}");

@@ -53,6 +53,18 @@ put_lstr(struct buf *b, const char *s) /* length byte + bytes */
     put(b, s, strlen(s));
 }
 
+/* The COLUMN_NAME optional metadata field. */
+static void
+put_column_names(struct buf *b, const char *const *cols, int n)
+{
+    struct buf nm = {.n = 0};
+    for (int i = 0; i < n; i++)
+        put_lstr(&nm, cols[i]);
+    put_u8(b, 4);
+    put_u8(b, (unsigned)nm.n);
+    put(b, nm.b, nm.n);
+}
+
 /* Columns: id BIGINT UNSIGNED PK, night DATE PK, status VARCHAR(16) utf8mb4,
  * price BIGINT NULL, vb INT UNSIGNED, at TIMESTAMP(6), n INT, note VARCHAR(300). */
 #define NCOLS 8
@@ -84,13 +96,7 @@ table_map(struct buf *b, uint64_t table_id, const char *table, bool full_metadat
     put_u8(b, 1);
     put_u8(b, 1);
     put_u8(b, 0xa0);
-    /* COLUMN_NAME */
-    struct buf nm = {.n = 0};
-    for (int i = 0; i < NCOLS; i++)
-        put_lstr(&nm, names[i]);
-    put_u8(b, 4);
-    put_u8(b, (unsigned)nm.n);
-    put(b, nm.b, nm.n);
+    put_column_names(b, names, NCOLS);
     /* an unknown field type is skipped */
     put_u8(b, 200);
     put_u8(b, 2);
@@ -335,14 +341,192 @@ START_TEST(malformed_and_unsupported_refused)
     ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
                      CAL_OK);
     ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), -1);
-    /* DECIMAL columns are not supported: a clear error naming the column. */
-    t->cols[3].type = 246;
+    /* The pre-5.0 DECIMAL (no length known) is not supported: a clear error
+     * naming the column. */
+    t->cols[3].type = 0;
     rows_header(&b, 77, false);
     image(&b, 1, packed_date(2030, 1, 1), "booked", false, 5, 1, 10, 0, 1, "");
     ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
                      CAL_OK);
     ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "price"));
+    free(t);
+}
+END_TEST
+
+/* A table with every type ALTER TABLE ... ADD COLUMN may bring, and an INT
+ * after them: the decoder must step over each to read the INT right.
+ * Columns: id BIGINT UNSIGNED PK, dt DATETIME(6), dt0 DATETIME, tm TIME(3),
+ * d DECIMAL(14,4), d2 DECIMAL(19,10), b BIT(10), e ENUM, s SET (9..16
+ * members), odt old DATETIME, otm old TIME, t0 TIME, tail INT. */
+#define WIDE_NCOLS 13
+static const char *const wide_names[WIDE_NCOLS] = {"id", "dt", "dt0", "tm",  "d",  "d2",  "b",
+                                                   "e",  "s",  "odt", "otm", "t0", "tail"};
+
+static void
+wide_table_map(struct buf *b)
+{
+    b->n = 0;
+    put_le(b, 90, 6);
+    put_le(b, 1, 2);
+    put_lstr(b, "calendar_shard0");
+    put_u8(b, 0);
+    put_lstr(b, "nights");
+    put_u8(b, 0);
+    put_u8(b, WIDE_NCOLS);
+    const uint8_t types[WIDE_NCOLS] = {8, 18, 18, 19, 246, 246, 16, 254, 254, 12, 11, 19, 3};
+    put(b, types, WIDE_NCOLS);
+    struct buf meta = {.n = 0};
+    put_u8(&meta, 6);  /* dt: fsp */
+    put_u8(&meta, 0);  /* dt0 */
+    put_u8(&meta, 3);  /* tm */
+    put_u8(&meta, 14); /* d: precision, scale */
+    put_u8(&meta, 4);
+    put_u8(&meta, 19); /* d2 */
+    put_u8(&meta, 10);
+    put_u8(&meta, 2); /* b: 10 bits = 1 byte + 2 bits */
+    put_u8(&meta, 1);
+    put_u8(&meta, 247); /* e: real type ENUM, 1 byte */
+    put_u8(&meta, 1);
+    put_u8(&meta, 248); /* s: real type SET, 2 bytes */
+    put_u8(&meta, 2);
+    put_u8(&meta, 0); /* t0: fsp */
+    put_u8(b, (unsigned)meta.n);
+    put(b, meta.b, meta.n);
+    put_le(b, 0, 2); /* nullable bitmap */
+    put_u8(b, 1);    /* SIGNEDNESS: id, d, d2, tail -> id unsigned */
+    put_u8(b, 1);
+    put_u8(b, 0x80);
+    put_column_names(b, wide_names, WIDE_NCOLS);
+    put_u8(b, 8); /* SIMPLE_PRIMARY_KEY: id */
+    put_u8(b, 1);
+    put_u8(b, 0);
+}
+
+/* DATETIME2 as MariaDB writes it: 1 sign bit (set), 17 bits year * 13 +
+ * month, 5 day, 5 hour, 6 minute, 6 second, big-endian. */
+static void
+put_datetime2(struct buf *b, unsigned y, unsigned mo, unsigned d, unsigned h, unsigned mi,
+              unsigned s)
+{
+    uint64_t ymd = ((uint64_t)(y * 13 + mo) << 5) | d;
+    uint64_t hms = (h << 12) | (mi << 6) | s;
+    put_be(b, (1ULL << 39) | (ymd << 17) | hms, 5);
+}
+
+/* A WRITE_ROWS body of the wide table up to the images. */
+static void
+wide_rows_header(struct buf *b, unsigned present)
+{
+    b->n = 0;
+    put_le(b, 90, 6);
+    put_le(b, 1, 2);
+    put_u8(b, WIDE_NCOLS);
+    put_le(b, present, 2);
+}
+
+START_TEST(every_fixed_size_type_is_stepped_over)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    struct buf b;
+    char err[256];
+    wide_table_map(&b);
+    ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
+
+    wide_rows_header(&b, 0xffff);
+    put_le(&b, 0, 2); /* no NULLs */
+    put_le(&b, 7, 8);
+    put_datetime2(&b, 2024, 2, 29, 13, 45, 56);
+    put_be(&b, 123456, 3); /* fsp 6: 3 bytes of microseconds */
+    put_datetime2(&b, 1970, 1, 1, 0, 0, 0);
+    /* TIME2(3) -12:34:56.789: the magnitude (hms << 16 | 7890) negated,
+     * offset by 0x800000 << 16, 5 bytes big-endian. */
+    uint64_t mag = ((uint64_t)((12 << 12) | (34 << 6) | 56) << 16) | 7890;
+    put_be(&b, (0x800000ULL << 16) - mag, 5);
+    /* DECIMAL(14,4) 1234567890.1234 (the example of MySQL's decimal.c) */
+    const uint8_t dec[] = {0x81, 0x0d, 0xfb, 0x38, 0xd2, 0x04, 0xd2};
+    put(&b, dec, sizeof(dec));
+    /* DECIMAL(19,10) -0.0000000005: 4 + 4 + 1 bytes, inverted */
+    const uint8_t dec2[] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfa};
+    put(&b, dec2, sizeof(dec2));
+    put_be(&b, 0x2a5, 2);                                 /* BIT(10) */
+    put_u8(&b, 3);                                        /* ENUM: third value */
+    put_le(&b, 0x0105, 2);                                /* SET: members 1, 3, 9 */
+    put_le(&b, 20240229134556ULL, 8);                     /* old DATETIME */
+    put_le(&b, (uint32_t)-8385959, 3);                    /* old TIME -838:59:59 */
+    put_be(&b, 0x800000 + ((1 << 12) | (2 << 6) | 3), 3); /* TIME2(0) 01:02:03 */
+    put_le(&b, 12345, 4);
+
+    struct rowimage_rows rows;
+    struct event_value before[WIDE_NCOLS], after[WIDE_NCOLS];
+    ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_msg(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_int_eq(after[12].type, EVENT_INT);
+    ck_assert_int_eq(after[12].i, 12345);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 0);
+
+    ck_assert_int_eq(after[1].type, EVENT_DATETIME);
+    ck_assert(!after[1].invalid);
+    ck_assert_int_eq(after[1].i, 1709214356); /* 2024-02-29 13:45:56 read as UTC */
+    ck_assert_uint_eq(after[1].usec, 123456);
+    ck_assert_int_eq(after[2].i, 0);
+    ck_assert(!after[2].invalid);
+    ck_assert_int_eq(after[3].type, EVENT_TIME);
+    ck_assert(after[3].negative);
+    ck_assert_int_eq(after[3].i, 12 * 3600 + 34 * 60 + 56);
+    ck_assert_uint_eq(after[3].usec, 789000);
+    ck_assert_int_eq(after[4].type, EVENT_DECIMAL);
+    ck_assert_str_eq(after[4].dec, "1234567890.1234");
+    ck_assert_str_eq(after[5].dec, "-0.0000000005");
+    ck_assert_int_eq(after[6].type, EVENT_UINT);
+    ck_assert_uint_eq(after[6].u, 0x2a5);
+    ck_assert_uint_eq(after[7].u, 3);
+    ck_assert_uint_eq(after[8].u, 0x0105);
+    ck_assert_int_eq(after[9].type, EVENT_DATETIME);
+    ck_assert_int_eq(after[9].i, 1709214356);
+    ck_assert_int_eq(after[10].type, EVENT_TIME);
+    ck_assert(after[10].negative);
+    ck_assert_int_eq(after[10].i, 838 * 3600 + 59 * 60 + 59);
+    ck_assert(!after[11].negative);
+    ck_assert_int_eq(after[11].i, 3723);
+
+    /* The event carries them in their documented forms. */
+    struct event_source src = {.name = "calendar", .file = "mariadb-bin.000001"};
+    char *value;
+    size_t len;
+    ck_assert_int_eq(event_encode_value(&t->ev, EVENT_OP_CREATE, NULL, after, &src, 0, &value, &len,
+                                        err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_ptr_nonnull(strstr(value,
+                                 "\"dt\":\"2024-02-29T13:45:56.123456\",\"dt0\":"
+                                 "\"1970-01-01T00:00:00\",\"tm\":\"-12:34:56.789\","
+                                 "\"d\":\"1234567890.1234\",\"d2\":\"-0.0000000005\","
+                                 "\"b\":677,\"e\":3,\"s\":261,\"odt\":\"2024-02-29T13:45:56\","
+                                 "\"otm\":\"-838:59:59\",\"t0\":\"01:02:03\",\"tail\":12345}"));
+    free(value);
+
+    /* A zero DATETIME is null. */
+    wide_rows_header(&b, 0x0003); /* id, dt */
+    put_u8(&b, 0);
+    put_le(&b, 7, 8);
+    put_be(&b, 1ULL << 39, 5);
+    put_be(&b, 0, 3);
+    ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 1);
+    ck_assert_int_eq(after[1].type, EVENT_DATETIME);
+    ck_assert(after[1].invalid);
+    /* A DECIMAL group above its digits is refused. */
+    wide_rows_header(&b, 0x0011); /* id, d */
+    put_u8(&b, 0);
+    put_le(&b, 7, 8);
+    const uint8_t bad_dec[] = {0x81, 0xff, 0xff, 0xff, 0xff, 0x04, 0xd2};
+    put(&b, bad_dec, sizeof(bad_dec));
+    ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "malformed DECIMAL(14,4)"));
     free(t);
 }
 END_TEST
@@ -356,5 +540,6 @@ main(void)
     UNIT_CASE(s, update_and_delete_images);
     UNIT_CASE(s, partial_images_and_bad_dates);
     UNIT_CASE(s, malformed_and_unsupported_refused);
+    UNIT_CASE(s, every_fixed_size_type_is_stepped_over);
     return unit_run(s);
 }
