@@ -43,7 +43,8 @@ static const struct conf_item conf_items[] = {
     CONF_INT_ITEM("kafka", "metadata_refresh_ms", C, metadata_refresh_ms, 1000, 3600000, "5000",
                   "how soon a new topic matching a regex is picked up"),
     CONF_INT_ITEM("kafka", "session_timeout_ms", C, session_timeout_ms, 1000, 3600000, "10000",
-                  "a dead member's partitions move after this long (invalidations wait)"),
+                  "a dead member's partitions move after this long (invalidations wait); "
+                  "the brokers' group.max.session.timeout.ms must allow it"),
     CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
                   "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),
     CONF_STR_ITEM("cache", "servers", C, inv.cache.servers, "",
@@ -99,7 +100,7 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         return -1;
     }
     const char *bad = NULL;
-    char why[300], cache_err[256];
+    char why[300], detail[256]; /* a module check's message */
     int level = log_level_parse(conf->log_level);
     if (level < 0)
         bad = "[log] level must be debug, info, warn or error";
@@ -111,18 +112,22 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         bad = "[kafka] topics must name at least one topic or ^regex";
     else if (conf->inv.cache.servers[0] == '\0')
         bad = "[cache] servers is required";
-    else if (cache_servers_check(conf->inv.cache.servers, cache_err, sizeof(cache_err)) != CAL_OK)
-        bad = (snprintf(why, sizeof(why), "[cache] %s", cache_err), why);
+    else if (cache_servers_check(conf->inv.cache.servers, detail, sizeof(detail)) != CAL_OK)
+        bad = (snprintf(why, sizeof(why), "[cache] %s", detail), why);
     else if (conf->retry_max_ms < conf->retry_base_ms)
         bad = "[invalidator] retry_max_ms is below retry_base_ms";
+    if (bad == NULL) {
+        conf->inv.kafka.fetch_wait_max_ms = (unsigned)conf->fetch_wait_max_ms;
+        conf->inv.kafka.metadata_refresh_ms = (unsigned)conf->metadata_refresh_ms;
+        conf->inv.kafka.session_timeout_ms = (unsigned)conf->session_timeout_ms;
+        if (kconsumer_conf_check(&conf->inv.kafka, detail, sizeof(detail)) != CAL_OK)
+            bad = (snprintf(why, sizeof(why), "[kafka] %s", detail), why);
+    }
     if (bad != NULL) {
         fprintf(stderr, "calendar-cdc-invalidator: %s: %s\n", path, bad);
         return -1;
     }
     log_set_level((enum log_level)level);
-    conf->inv.kafka.fetch_wait_max_ms = (unsigned)conf->fetch_wait_max_ms;
-    conf->inv.kafka.metadata_refresh_ms = (unsigned)conf->metadata_refresh_ms;
-    conf->inv.kafka.session_timeout_ms = (unsigned)conf->session_timeout_ms;
     conf->inv.cache.timeout_ms = (unsigned)conf->cache_timeout_ms;
     conf->inv.retry_base_ms = (unsigned)conf->retry_base_ms;
     conf->inv.retry_max_ms = (unsigned)conf->retry_max_ms;

@@ -351,18 +351,20 @@ parse_topics(const char *topics, char *err, size_t errlen)
     return list;
 }
 
-struct kconsumer *
-kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
+/* librdkafka refuses a session.timeout.ms above max.poll.interval.ms,
+ * whose default this is. */
+#define DEFAULT_MAX_POLL_INTERVAL_MS 300000u
+
+/* The librdkafka configuration of conf, every value checked; NULL and err
+ * filled when one is refused. Caller destroys it or hands it to rd_kafka_new. */
+static rd_kafka_conf_t *
+build_conf(const struct kconsumer_conf *conf, char *err, size_t errlen)
 {
     char num[32];
     if (conf->bootstrap_servers[0] == '\0') {
         snprintf(err, errlen, "kafka bootstrap_servers is empty");
         return NULL;
     }
-    rd_kafka_topic_partition_list_t *topics = parse_topics(conf->topics, err, errlen);
-    if (topics == NULL)
-        return NULL;
-    struct kconsumer *kc = cal_calloc(1, sizeof(*kc));
     rd_kafka_conf_t *rconf = rd_kafka_conf_new();
     bool ok = set_conf(rconf, "bootstrap.servers", conf->bootstrap_servers, err, errlen) &&
               set_conf(rconf, "group.id", conf->group_id, err, errlen) &&
@@ -387,12 +389,45 @@ kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
         snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
         ok = set_conf(rconf, "session.timeout.ms", num, err, errlen);
     }
+    /* The consume loop polls at least every 100 ms, so the poll interval
+     * limit never matters; it only must not be below the session timeout. */
+    if (ok && conf->session_timeout_ms > DEFAULT_MAX_POLL_INTERVAL_MS) {
+        snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
+        ok = set_conf(rconf, "max.poll.interval.ms", num, err, errlen);
+    }
     if (ok && conf->debug[0] != '\0')
         ok = set_conf(rconf, "debug", conf->debug, err, errlen);
     if (!ok) {
         rd_kafka_conf_destroy(rconf);
-        goto fail;
+        return NULL;
     }
+    return rconf;
+}
+
+cal_status
+kconsumer_conf_check(const struct kconsumer_conf *conf, char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *topics = parse_topics(conf->topics, err, errlen);
+    if (topics == NULL)
+        return CAL_EINVAL;
+    rd_kafka_topic_partition_list_destroy(topics);
+    rd_kafka_conf_t *rconf = build_conf(conf, err, errlen);
+    if (rconf == NULL)
+        return CAL_EINVAL;
+    rd_kafka_conf_destroy(rconf);
+    return CAL_OK;
+}
+
+struct kconsumer *
+kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *topics = parse_topics(conf->topics, err, errlen);
+    if (topics == NULL)
+        return NULL;
+    struct kconsumer *kc = cal_calloc(1, sizeof(*kc));
+    rd_kafka_conf_t *rconf = build_conf(conf, err, errlen);
+    if (rconf == NULL)
+        goto fail;
     rd_kafka_conf_set_opaque(rconf, kc);
     rd_kafka_conf_set_log_cb(rconf, on_log);
     rd_kafka_conf_set_error_cb(rconf, on_error);

@@ -52,6 +52,11 @@ struct kconsumer_lag {
 
 struct kconsumer;
 
+/* CAL_EINVAL and err filled when conf would be refused (no topic, a value
+ * librdkafka does not take, e.g. an unknown debug context). Pure: no
+ * thread, no connection. */
+cal_status kconsumer_conf_check(const struct kconsumer_conf *conf, char *err, size_t errlen);
+
 /* Creates the consumer and subscribes. NULL and err filled on a bad config. */
 struct kconsumer *kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen);
 

@@ -58,13 +58,29 @@ set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err, size_t e
     return true;
 }
 
-struct kproducer *
-kproducer_create(const struct kproducer_conf *c, kproducer_delivery_fn fn, void *arg, char *err,
-                 size_t errlen)
+/* The codecs compression.codec takes (librdkafka may lack some: it says so
+ * when the configuration is built). */
+static const char *const codecs[] = {"none", "gzip", "snappy", "lz4", "zstd", NULL};
+
+/* The librdkafka configuration of c, every value checked; NULL and err
+ * filled when one is refused. Caller destroys it or hands it to rd_kafka_new. */
+static rd_kafka_conf_t *
+build_conf(const struct kproducer_conf *c, char *err, size_t errlen)
 {
-    struct kproducer *kp = cal_calloc(1, sizeof(*kp));
-    kp->fn = fn;
-    kp->arg = arg;
+    bool known = false;
+    for (size_t i = 0; codecs[i] != NULL; i++)
+        known = known || strcmp(c->compression, codecs[i]) == 0;
+    if (!known) {
+        snprintf(err, errlen, "compression '%s' is not one of none, gzip, snappy, lz4, zstd",
+                 c->compression);
+        return NULL;
+    }
+    /* librdkafka refuses it only when the producer is created. */
+    if (c->linger_ms >= c->message_timeout_ms) {
+        snprintf(err, errlen, "linger_ms (%d) must be below message_timeout_ms (%d)", c->linger_ms,
+                 c->message_timeout_ms);
+        return NULL;
+    }
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char num[32];
     bool ok = set(conf, "bootstrap.servers", c->bootstrap_servers, err, errlen) &&
@@ -83,9 +99,31 @@ kproducer_create(const struct kproducer_conf *c, kproducer_delivery_fn fn, void 
     ok = ok && set(conf, "queue.buffering.max.messages", num, err, errlen);
     if (!ok) {
         rd_kafka_conf_destroy(conf);
-        free(kp);
         return NULL;
     }
+    return conf;
+}
+
+cal_status
+kproducer_conf_check(const struct kproducer_conf *c, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = build_conf(c, err, errlen);
+    if (conf == NULL)
+        return CAL_EINVAL;
+    rd_kafka_conf_destroy(conf);
+    return CAL_OK;
+}
+
+struct kproducer *
+kproducer_create(const struct kproducer_conf *c, kproducer_delivery_fn fn, void *arg, char *err,
+                 size_t errlen)
+{
+    rd_kafka_conf_t *conf = build_conf(c, err, errlen);
+    if (conf == NULL)
+        return NULL;
+    struct kproducer *kp = cal_calloc(1, sizeof(*kp));
+    kp->fn = fn;
+    kp->arg = arg;
     rd_kafka_conf_set_opaque(conf, kp);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_log_cb(conf, on_log);

@@ -27,7 +27,14 @@ struct kproducer;
 typedef void (*kproducer_delivery_fn)(void *msg_opaque, cal_status st, const char *errstr,
                                       void *arg);
 
-/* Returns NULL and fills err on a bad configuration. Caller frees with
+/* CAL_EINVAL and err filled when conf would be refused: a compression
+ * codec other than none|gzip|snappy|lz4|zstd (or one librdkafka was built
+ * without), linger_ms not below message_timeout_ms, a value librdkafka does
+ * not take. Pure: no thread, no connection. */
+cal_status kproducer_conf_check(const struct kproducer_conf *conf, char *err, size_t errlen);
+
+/* Returns NULL and fills err on a bad configuration (kproducer_conf_check)
+ * or when librdkafka cannot start a client. Caller frees with
  * kproducer_destroy(). */
 struct kproducer *kproducer_create(const struct kproducer_conf *conf, kproducer_delivery_fn fn,
                                    void *arg, char *err, size_t errlen);

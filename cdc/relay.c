@@ -680,8 +680,15 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
     pthread_mutex_init(&r->cp_mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     char err[512];
-    int rc = 1;
-    int lock_fd = checkpoint_lock_dir(conf->state_dir, err, sizeof(err));
+    int rc = 2;
+    int lock_fd = -1;
+    /* A configuration Kafka refuses stays refused: fatal, not retried. */
+    if (kproducer_conf_check(&conf->kafka, err, sizeof(err)) != CAL_OK) {
+        log_error("relay not started", "error=\"[kafka] %s\"", err);
+        goto out;
+    }
+    rc = 1;
+    lock_fd = checkpoint_lock_dir(conf->state_dir, err, sizeof(err));
     if (lock_fd < 0) {
         log_error("relay not started", "error=\"%s\"", err);
         goto out;

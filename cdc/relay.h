@@ -30,8 +30,10 @@ extern const char *const relay_tables[];
 
 /* Runs until *stop becomes nonzero, then flushes the producer, writes the
  * checkpoint and returns 0. Returns 1 when it cannot start (state_dir
- * locked or unusable, checkpoint corrupt). Connection problems with the shard
- * or Kafka are retried forever with bounded backoff. */
+ * locked or unusable, checkpoint corrupt), 2 when the Kafka settings are
+ * refused (kproducer_conf_check). Connection problems with the shard or
+ * Kafka, and a producer that cannot be created with valid settings, are
+ * retried forever with bounded backoff. */
 int relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop);
 
 #endif

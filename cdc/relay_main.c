@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cdc/event.h"
+#include "cdc/kproducer.h"
 #include "cdc/relay.h"
 #include "common/cli.h"
 #include "common/conf.h"
@@ -54,7 +55,7 @@ static const struct conf_item conf_items[] = {
     CONF_STR_ITEM("kafka", "client_id", T, relay.kafka.client_id, "calendar-cdc-relay",
                   "Kafka client.id"),
     CONF_INT_ITEM("kafka", "linger_ms", T, relay.kafka.linger_ms, 0, 1000, "5",
-                  "batching delay of the producer (linger.ms)"),
+                  "batching delay of the producer (linger.ms); below message_timeout_ms"),
     CONF_INT_ITEM("kafka", "message_timeout_ms", T, relay.kafka.message_timeout_ms, 1000, 3600000,
                   "60000",
                   "a message not acknowledged after this long fails; the relay then rewinds "
@@ -119,7 +120,10 @@ usage(FILE *out)
             "  -c, --config FILE   INI configuration (see --sample-config)\n"
             "      --check-config  validate the configuration and the password file, then exit\n"
             "      --sample-config print an annotated configuration with every default\n"
-            "  -h, --help          this text\n");
+            "  -h, --help          this text\n"
+            "\n"
+            "Exit status: 0 after a signal, 1 when it cannot start (state_dir, checkpoint),\n"
+            "2 on usage or configuration errors (also one the Kafka client refuses).\n");
 }
 
 int
@@ -163,6 +167,10 @@ main(int argc, char **argv)
                     rc->topic_prefix, rc->source.db.database, relay_tables[i]);
             return 2;
         }
+    }
+    if (kproducer_conf_check(&rc->kafka, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-cdc-relay: [kafka] %s\n", err);
+        return 2;
     }
     if (db_conf_read_password(&rc->source.db, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-cdc-relay: [source] %s\n", err);
