@@ -516,7 +516,14 @@ main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, move_one_vbucket_under_bookings);
     tcase_add_test(tc, crash_after_each_phase_then_resume);
+    suite_add_tcase(s, tc);
+    /* Apart, so that CK_RUN_CASE can run the others without the load. */
+    tc = tcase_create("stress");
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, stress_while_vbuckets_move);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("spare_shard");
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, add_then_drain_spare_shard);
     suite_add_tcase(s, tc);
     tc = tcase_create("cutover_chunk");
