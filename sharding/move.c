@@ -108,6 +108,32 @@ journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, siz
     return db_query(c->catalog, SQL_JOURNAL_PHASE, p, 4, NULL, err, errlen);
 }
 
+/* The vbucket's move lock (lock_vbucket) belongs to the catalog session,
+ * which can die while shards are being copied; another run may then take
+ * the lock and finish the move. Checked before every step that writes the
+ * vbucket's rows or fence, so a run that lost it stops there. */
+static const char SQL_MOVE_LOCK_HELD[] =
+    "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)) = CONNECTION_ID()";
+
+static cal_status
+check_move_lock(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
+    char why[256];
+    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK_HELD, p, 1, &st, why, sizeof(why));
+    int r = 0;
+    if (rc == CAL_OK) {
+        r = db_fetch(st, col, 1, why, sizeof(why));
+        cluster_drain(st);
+        if (r > 0 && col[0].type == DB_INT && col[0].i == 1)
+            return CAL_OK;
+    }
+    snprintf(err, errlen, "vbucket %u: this run no longer holds its move lock (%s): stopped",
+             vbucket, rc != CAL_OK || r < 0 ? why : "the catalog session changed");
+    return CAL_ECONFLICT;
+}
+
 /* listing_id and version of every listing of the vbucket, by listing_id. */
 struct versions {
     size_t n, cap;
@@ -188,13 +214,45 @@ read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
+/* The ON DUPLICATE KEY UPDATE clause of table t: version-monotonic, a row
+ * takes the source's values only when the source's version is newer. So a
+ * copier that lost its move lock while another run finished the move
+ * (invariant 4) cannot overwrite the new owner's rows with stale ones: every
+ * table's version only grows (calendard/store.c). version is assigned last,
+ * since MariaDB evaluates the assignments left to right and the ones before
+ * must compare with the target's old version. Caller frees. */
+static char *
+upsert_clause(const struct table_spec *t)
+{
+    size_t cap = 64 + t->ncols * 48 + strlen(t->cols) * 3, off = 0;
+    char *sql = cal_malloc(cap);
+    off += (size_t)snprintf(sql, cap, " ON DUPLICATE KEY UPDATE ");
+    for (const char *p = t->cols; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        int len = (int)(e - p);
+        if (!(len == 7 && strncmp(p, "version", 7) == 0))
+            off += (size_t)snprintf(sql + off, cap - off,
+                                    "%.*s = IF(VALUES(version) > version, VALUES(%.*s), %.*s), ",
+                                    len, p, len, p, len, p);
+        p = e;
+    }
+    snprintf(sql + off, cap - off, "version = GREATEST(version, VALUES(version))");
+    return sql;
+}
+
 /* Upserts rows into the target, INSERT_CHUNK rows per statement. */
 static cal_status
 write_rows(struct db *db, const struct table_spec *t, const struct rows *rows, char *err,
            size_t errlen)
 {
     size_t cols = t->ncols;
-    char *sql = cal_malloc(1024 + INSERT_CHUNK * (cols * 2 + 4));
+    char *upsert = upsert_clause(t);
+    char *sql = cal_malloc(64 + strlen(t->name) + strlen(t->cols) + INSERT_CHUNK * (cols * 2 + 4) +
+                           strlen(upsert));
     cal_status rc = CAL_OK;
     for (size_t start = 0; start < rows->n && rc == CAL_OK; start += INSERT_CHUNK) {
         size_t n = rows->n - start < INSERT_CHUNK ? rows->n - start : INSERT_CHUNK;
@@ -209,23 +267,10 @@ write_rows(struct db *db, const struct table_spec *t, const struct rows *rows, c
             }
             sql[off++] = ')';
         }
-        off += (size_t)sprintf(sql + off, " ON DUPLICATE KEY UPDATE ");
-        /* Every column takes the source's value. */
-        const char *p = t->cols;
-        bool first = true;
-        while (*p) {
-            while (*p == ' ' || *p == ',')
-                p++;
-            const char *e = p;
-            while (*e && *e != ',')
-                e++;
-            off += (size_t)sprintf(sql + off, "%s%.*s = VALUES(%.*s)", first ? "" : ", ",
-                                   (int)(e - p), p, (int)(e - p), p);
-            first = false;
-            p = e;
-        }
+        strcpy(sql + off, upsert);
         rc = db_query(db, sql, rows->v + start * cols, n * cols, NULL, err, errlen);
     }
+    free(upsert);
     free(sql);
     return rc;
 }
@@ -283,6 +328,15 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
     free(dv.id);
     free(dv.version);
     return rc;
+}
+
+cal_status
+move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, char *err,
+               size_t errlen)
+{
+    static const struct move_opts none = {0};
+    size_t nchanged;
+    return catch_up(src, dst, vbucket, copied, &nchanged, SIZE_MAX, &none, NULL, err, errlen);
 }
 
 static const char SQL_OWNS[] = "SELECT epoch FROM vbucket_owner WHERE vbucket = ?";
@@ -353,6 +407,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return rc;
     size_t nchanged = SIZE_MAX;
     for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
+        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
         rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                       errlen);
         if (rc != CAL_OK)
@@ -364,8 +420,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
 
 /* The fenced cutover on the source; see move.h. */
 static cal_status
-phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct move_opts *o,
-              char *err, size_t errlen)
+phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
+              const struct move_opts *o, char *err, size_t errlen)
 {
     bool owned;
     cal_status rc = owns(src, SQL_OWNS, m->vbucket, &owned, err, errlen);
@@ -373,6 +429,8 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
         return rc; /* done before a crash: the source let go already */
     for (int attempt = 0; attempt < CUTOVER_TRIES; attempt++) {
         size_t nchanged = 0;
+        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
         if ((rc = db_begin(src, err, errlen)) != CAL_OK)
             return rc;
         /* Waits for in-flight writes (they hold the row in share mode) and
@@ -391,6 +449,8 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
             /* Too much changed while we waited: release, catch up, try again. */
             db_rollback(src);
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
+            if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+                return rc;
             rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                           errlen);
             if (rc != CAL_OK)
@@ -399,6 +459,8 @@ phase_cutover(struct move_rec *m, struct db *src, struct db *dst, const struct m
         }
         struct db_val p[1] = {DB_INT_V(m->vbucket)};
         if ((rc = db_query(src, SQL_DISOWN, p, 1, NULL, err, errlen)) != CAL_OK)
+            goto fail;
+        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
             goto fail;
         if ((rc = db_commit(src, err, errlen)) != CAL_OK)
             return rc;
@@ -420,8 +482,10 @@ phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
 {
     uint64_t epoch = m->old_epoch + 1;
     struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
-    cal_status rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen);
+    cal_status rc = check_move_lock(c, m->vbucket, err, errlen);
     if (rc != CAL_OK)
+        return rc;
+    if ((rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen)) != CAL_OK)
         return rc;
     crash_point(o, "target");
     /* The catalog flip and the journal in one transaction. */
@@ -472,7 +536,7 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
     }
     if (strcmp(m->phase, "cutover") == 0) {
         report(o, m);
-        if ((rc = phase_cutover(m, src, dst, o, err, errlen)) != CAL_OK)
+        if ((rc = phase_cutover(c, m, src, dst, o, err, errlen)) != CAL_OK)
             return rc;
         if ((rc = phase_target_and_catalog(c, m, dst, o, err, errlen)) != CAL_OK)
             return rc;

@@ -41,6 +41,14 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
                         const struct move_opts *opts, struct move_progress *out, char *err,
                         size_t errlen);
 
+/* One catch-up pass of vbucket from src to dst, as a move runs them but
+ * outside any move (no journal, no move lock, no fence): copies every
+ * listing whose version differs, with its nights and reservations; a row
+ * reaches dst only when its version there is older. *copied grows by the
+ * rows sent. For tests of the copy. */
+cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied,
+                          char *err, size_t errlen);
+
 /* Finishes every unfinished move of the journal; *resumed counts them. */
 cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned *resumed,
                        char *err, size_t errlen);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "sharding/move.h"
 #include "tests/lib/http.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
@@ -204,6 +205,29 @@ expect_verify_clean(void)
     ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0"));
 }
 
+/* The one integer a query with one parameter id answers. */
+static long long
+scalar(struct db *db, const char *sql, uint64_t id)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(id)}, c[1];
+    ck_assert_msg(db_query(db, sql, p, 1, &st, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+    ck_assert_msg(db_fetch(st, c, 1, err, sizeof(err)) == 1, "%s: no row", sql);
+    long long v = c[0].type == DB_INT ? (long long)c[0].i : -1;
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    return v;
+}
+
+static void
+exec_sql(struct db *db, const char *sql, uint64_t id)
+{
+    char err[256];
+    struct db_val p[1] = {DB_INT_V(id)};
+    ck_assert_msg(db_query(db, sql, p, 1, NULL, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+}
+
 /* A booked listing about to move: its vbucket, owner and the other shard. */
 struct moving {
     uint64_t id, rid;
@@ -381,6 +405,73 @@ START_TEST(crash_after_each_phase_then_resume)
 }
 END_TEST
 
+/* A copier that lost its move lock while another run finished the move
+ * (invariant 4) runs one more catch-up pass from the old source. Here the
+ * new owner's rows are the other shard's copy, changed since with version
+ * bumps: the stale pass must leave every one of them as it is. */
+START_TEST(a_stale_copy_pass_keeps_newer_rows)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct moving m;
+    char err[256];
+    moving_listing(h, "rb-stale", &m);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    uint64_t copied = 0;
+    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
+    long long nights = scalar(dst, "SELECT COUNT(*) FROM nights WHERE listing_id = ?", m.id);
+    ck_assert_int_gt(nights, 0);
+    /* The new owner's changes: every row newer than the source's. */
+    exec_sql(dst,
+             "UPDATE listings SET version = version + 10, default_price = 999, min_nights = 2"
+             " WHERE listing_id = ?",
+             m.id);
+    exec_sql(dst,
+             "UPDATE nights SET status = 'available', reservation_id = NULL, price = 1,"
+             " version = version + 10 WHERE listing_id = ?",
+             m.id);
+    exec_sql(dst,
+             "UPDATE reservations SET status = 'cancelled', version = version + 10"
+             " WHERE listing_id = ?",
+             m.id);
+    long long version = scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id);
+    /* The stale pass: the listing's versions differ, so it is sent again. */
+    copied = 0;
+    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_uint_gt(copied, 0);
+    ck_assert_int_eq(scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id),
+                     version);
+    ck_assert_int_eq(
+        scalar(dst, "SELECT default_price + 1000 * min_nights FROM listings WHERE listing_id = ?",
+               m.id),
+        2999);
+    ck_assert_int_eq(scalar(dst, "SELECT COUNT(*) FROM nights WHERE listing_id = ?", m.id), nights);
+    ck_assert_int_eq(scalar(dst,
+                            "SELECT COUNT(*) FROM nights WHERE listing_id = ? AND (status <>"
+                            " 'available' OR reservation_id IS NOT NULL OR price <> 1)",
+                            m.id),
+                     0);
+    ck_assert_int_eq(scalar(dst,
+                            "SELECT COUNT(*) FROM reservations WHERE listing_id = ?"
+                            " AND status <> 'cancelled'",
+                            m.id),
+                     0);
+    /* The other shard does not own the vbucket: leave it holding none of it. */
+    exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m.v);
+    db_close(src);
+    db_close(dst);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
 /* The headline: calendar-stress books, cancels, blocks and replays while its
  * listings' vbuckets move back and forth between the shards; then every
  * invariant it checks with SQL must be zero and verify must be clean. */
@@ -530,6 +621,10 @@ main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, crash_inside_the_cutover_copy_then_resume);
     tcase_add_test(tc, a_vbucket_moves_in_one_run_at_a_time);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("stale_copy");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_stale_copy_pass_keeps_newer_rows);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
