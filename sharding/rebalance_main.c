@@ -1,9 +1,11 @@
 /* calendar-rebalance: the operator's tool that moves vbuckets between shards
  * online (status, add-shard, drain-shard, plan, move, rebalance, verify,
  * resume). The move protocol itself is in move.c. */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +33,33 @@ static const struct conf_item items[] = {
     DBCONF_SESSION_ITEMS("shards", struct tool_conf, shard, "cal_admin"),
 };
 
+/* The options a command may take (struct command's opts). */
+enum {
+    OPT_VBUCKET = 1 << 0,
+    OPT_TO = 1 << 1,
+    OPT_SHARD = 1 << 2,
+    OPT_PARALLEL = 1 << 3,
+    OPT_MAX_FREEZE = 1 << 4,
+    OPT_DRY_RUN = 1 << 5,
+    OPT_CRASH_AFTER = 1 << 6,
+    OPT_SCHEMA_DIR = 1 << 7,
+};
+
+#define PARALLEL_MAX 16
+#define MAX_FREEZE_MS_MAX 60000 /* the shards' lock wait timeout is 10 s */
+
 struct opts {
     const char *config;
     char schema[PATH_MAX];
     int64_t vbucket;
     int64_t to;
     const char *shard;
+    int64_t shard_id; /* drain-shard's --shard */
     int parallel;
     unsigned max_freeze_ms;
     bool dry_run;
     const char *crash_after;
+    unsigned given; /* OPT_* bits of the options on the command line */
 };
 
 static struct tool_conf conf;
@@ -58,29 +77,38 @@ usage(FILE *out)
             "Commands:\n"
             "  status                         shards, vbuckets, listings and rows per shard,\n"
             "                                 unfinished moves\n"
-            "  add-shard --shard HOST:PORT/DB register a new, empty shard (schema applied)\n"
+            "  add-shard --shard HOST:PORT/DB [--schema-dir DIR]\n"
+            "                                 register a new, empty shard (schema applied)\n"
             "  drain-shard --shard ID         mark a shard to be emptied by the next rebalance\n"
             "  plan                           print the moves that would even the listings\n"
             "                                 across active shards and empty draining ones\n"
-            "  move --vbucket N --to ID       move one vbucket now\n"
-            "  rebalance [--dry-run]          plan, then execute the moves\n"
+            "  move --vbucket N --to ID [--max-freeze-ms N]\n"
+            "                                 move one vbucket now\n"
+            "  rebalance [--dry-run] [--parallel N] [--max-freeze-ms N]\n"
+            "                                 plan, then execute the moves (--dry-run: plan only)\n"
             "  verify [--vbucket N]           check the fence and compare every row of a vbucket\n"
-            "                                 on its owner with any other shard holding it\n"
-            "  resume                         finish moves interrupted by a crash\n"
+            "                                 (default: all) on its owner with any other shard\n"
+            "                                 holding it\n"
+            "  resume [--max-freeze-ms N]     finish moves interrupted by a crash\n"
+            "A command refuses the options it does not take (exit 2).\n"
             "\n"
             "Options:\n"
             "  --config FILE        INI with [catalog] and [shards] of an admin user; moves\n"
             "                       wait behind in-flight writes, so [shards]\n"
             "                       lock_wait_timeout_s is 10 here and read_timeout_ms at\n"
             "                       least 12000, whatever the file says\n"
-            "  --parallel N         moves at once for rebalance (default 1, at most 16)\n"
+            "  --vbucket N          0 to the number of vbuckets - 1\n"
+            "  --to ID              a shard id of the catalog (status lists them)\n"
+            "  --shard ID           drain-shard: a shard id; add-shard: HOST:PORT/DB\n"
+            "  --parallel N         moves at once for rebalance, 1-16 (default 1)\n"
             "  --max-freeze-ms N    a cutover whose locked final copy took longer than this\n"
-            "                       rolls back, catches up and tries again, 5 times at most\n"
-            "                       (default 100)\n"
+            "                       rolls back, catches up and tries again, 5 times at most;\n"
+            "                       0-60000, 0: no limit (default 100)\n"
             "  --schema-dir DIR     schema folder for add-shard (default: beside bin/)\n"
-            "  --crash-after PHASE  testing only: SIGKILL the tool once PHASE (copy, cutover,\n"
-            "                       target, catalog, cleanup) is durable, or (cutover-chunk)\n"
-            "                       within the cutover's last copy, after a chunk's first write\n"
+            "  --crash-after PHASE  testing only (move, rebalance, resume): SIGKILL the tool\n"
+            "                       once PHASE (copy, cutover, target, catalog, cleanup) is\n"
+            "                       durable, or (cutover-chunk) within the cutover's last\n"
+            "                       copy, after a chunk's first write\n"
             "  -h, --help           this text\n"
             "\n"
             "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"
@@ -165,13 +193,9 @@ cmd_add_shard(struct cluster *c)
 {
     char err[512], dir[PATH_MAX + 16], dsn[600];
     struct db_conf sc = conf.shard;
-    if (opt.shard == NULL) {
-        fprintf(stderr, "calendar-rebalance: add-shard needs --shard HOST:PORT/DB\n");
-        return 2;
-    }
     snprintf(dsn, sizeof(dsn), "mysql://%s", opt.shard);
     if (db_conf_parse_dsn(&sc, dsn, err, sizeof(err)) != CAL_OK || sc.database[0] == '\0') {
-        fprintf(stderr, "calendar-rebalance: --shard %s: want HOST:PORT/DB\n", opt.shard);
+        fprintf(stderr, "calendar-rebalance: --shard '%s': want HOST:PORT/DB\n", opt.shard);
         return 2;
     }
     struct db *db = db_connect(&sc, err, sizeof(err));
@@ -206,19 +230,32 @@ cmd_add_shard(struct cluster *c)
 static int
 cmd_drain_shard(struct cluster *c)
 {
-    char err[512], *end;
-    long id = opt.shard ? strtol(opt.shard, &end, 10) : -1;
-    if (opt.shard == NULL || *end != '\0' || shardmap_shard(c->map, (uint32_t)id) == NULL) {
-        fprintf(stderr, "calendar-rebalance: drain-shard needs --shard ID of a known shard\n");
+    char err[512];
+    if (shardmap_shard(c->map, (uint32_t)opt.shard_id) == NULL) {
+        fprintf(stderr, "calendar-rebalance: --shard %lld: no such shard (see status)\n",
+                (long long)opt.shard_id);
         return 2;
     }
-    struct db_val p[1] = {DB_INT_V(id)};
+    struct db_val p[1] = {DB_INT_V(opt.shard_id)};
     if (db_query(c->catalog, "UPDATE shards SET state = 'draining' WHERE shard_id = ?", p, 1, NULL,
                  err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         return 1;
     }
-    printf("shard %ld marked draining: the next rebalance moves all its vbuckets away\n", id);
+    printf("shard %lld marked draining: the next rebalance moves all its vbuckets away\n",
+           (long long)opt.shard_id);
+    return 0;
+}
+
+/* 0 when --vbucket (if given) names a vbucket of the map, else 2 and a message. */
+static int
+check_vbucket(const struct cluster *c)
+{
+    if (opt.vbucket >= (int64_t)c->map->num_vbuckets) {
+        fprintf(stderr, "calendar-rebalance: --vbucket %lld: the catalog has vbuckets 0-%u\n",
+                (long long)opt.vbucket, c->map->num_vbuckets - 1);
+        return 2;
+    }
     return 0;
 }
 
@@ -226,8 +263,11 @@ static int
 cmd_move(struct cluster *c)
 {
     char err[512];
-    if (opt.vbucket < 0 || opt.to < 0) {
-        fprintf(stderr, "calendar-rebalance: move needs --vbucket N --to SHARD\n");
+    if (check_vbucket(c) != 0)
+        return 2;
+    if (shardmap_shard(c->map, (uint32_t)opt.to) == NULL) {
+        fprintf(stderr, "calendar-rebalance: --to %lld: no such shard (see status)\n",
+                (long long)opt.to);
         return 2;
     }
     struct move_opts mo = {
@@ -306,9 +346,9 @@ cmd_plan(struct cluster *c, bool execute)
         free(moves);
         return 0;
     }
-    int nthreads = opt.parallel < 1 ? 1 : opt.parallel > 16 ? 16 : opt.parallel;
-    pthread_t th[16];
-    struct worker w[16];
+    int nthreads = opt.parallel;
+    pthread_t th[PARALLEL_MAX];
+    struct worker w[PARALLEL_MAX];
     size_t next = 0;
     uint64_t t0 = cal_mono_us();
     for (int i = 0; i < nthreads; i++) {
@@ -339,6 +379,8 @@ cmd_verify(struct cluster *c)
 {
     char err[512];
     struct verify_report rep;
+    if (check_vbucket(c) != 0)
+        return 2;
     if (verify_run(c, opt.vbucket, &rep, stdout, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: verify: %s\n", err);
         return 1;
@@ -366,6 +408,101 @@ cmd_resume(struct cluster *c)
     return 0;
 }
 
+static int
+cmd_plan_only(struct cluster *c)
+{
+    return cmd_plan(c, false);
+}
+
+static int
+cmd_rebalance(struct cluster *c)
+{
+    return cmd_plan(c, !opt.dry_run);
+}
+
+static const struct command {
+    const char *name;
+    unsigned takes; /* OPT_* */
+    unsigned needs; /* OPT_* it cannot run without */
+    int (*run)(struct cluster *c);
+} COMMANDS[] = {
+    {"status", 0, 0, cmd_status},
+    {"add-shard", OPT_SHARD | OPT_SCHEMA_DIR, OPT_SHARD, cmd_add_shard},
+    {"drain-shard", OPT_SHARD, OPT_SHARD, cmd_drain_shard},
+    {"plan", 0, 0, cmd_plan_only},
+    {"move", OPT_VBUCKET | OPT_TO | OPT_MAX_FREEZE | OPT_CRASH_AFTER, OPT_VBUCKET | OPT_TO,
+     cmd_move},
+    {"rebalance", OPT_DRY_RUN | OPT_PARALLEL | OPT_MAX_FREEZE | OPT_CRASH_AFTER, 0, cmd_rebalance},
+    {"verify", OPT_VBUCKET, 0, cmd_verify},
+    {"resume", OPT_MAX_FREEZE | OPT_CRASH_AFTER, 0, cmd_resume},
+};
+
+/* By bit number of OPT_*. */
+static const char *const OPT_NAMES[] = {
+    "--vbucket",       "--to",      "--shard",       "--parallel",
+    "--max-freeze-ms", "--dry-run", "--crash-after", "--schema-dir"};
+
+static const char *const CRASH_PHASES[] = {"copy",   "cutover", "cutover-chunk",
+                                           "target", "catalog", "cleanup"};
+
+/* 0 and *out when s is a decimal integer in [min, max] (digits only: no
+ * sign, no blanks; min >= 0), else -1 and a message naming the option. */
+static int
+parse_num(const char *name, const char *s, long long min, long long max, long long *out)
+{
+    char *end = NULL;
+    long long v = -1;
+    if (s[0] >= '0' && s[0] <= '9') {
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno == ERANGE || *end != '\0')
+            v = -1;
+    }
+    if (v < min || v > max) {
+        fprintf(stderr, "calendar-rebalance: %s '%s': want an integer from %lld to %lld\n", name, s,
+                min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* 0 when the options fit cmd, else 2 and a message. */
+static int
+check_options(const struct command *cmd)
+{
+    unsigned extra = opt.given & ~cmd->takes, missing = cmd->needs & ~opt.given;
+    for (size_t i = 0; i < CAL_ARRAY_LEN(OPT_NAMES); i++) {
+        if (extra & (1u << i)) {
+            fprintf(stderr, "calendar-rebalance: %s does not take %s (see --help)\n", cmd->name,
+                    OPT_NAMES[i]);
+            return 2;
+        }
+        if (missing & (1u << i)) {
+            fprintf(stderr, "calendar-rebalance: %s needs %s (see --help)\n", cmd->name,
+                    OPT_NAMES[i]);
+            return 2;
+        }
+    }
+    long long id;
+    if (strcmp(cmd->name, "drain-shard") == 0) {
+        if (parse_num("--shard", opt.shard, 0, UINT32_MAX, &id) != 0)
+            return 2;
+        opt.shard_id = id;
+    }
+    if (opt.crash_after != NULL) {
+        size_t i = 0;
+        while (i < CAL_ARRAY_LEN(CRASH_PHASES) && strcmp(CRASH_PHASES[i], opt.crash_after) != 0)
+            i++;
+        if (i == CAL_ARRAY_LEN(CRASH_PHASES)) {
+            fprintf(stderr, "calendar-rebalance: --crash-after '%s': no such phase\n",
+                    opt.crash_after);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -382,6 +519,7 @@ main(int argc, char **argv)
                                           {NULL, 0, NULL, 0}};
     char err[512];
     int ch;
+    long long v;
     migrate_default_dir(opt.schema, sizeof(opt.schema));
     while ((ch = getopt_long(argc, argv, "hc:", lopts, NULL)) != -1) {
         switch (ch) {
@@ -390,27 +528,43 @@ main(int argc, char **argv)
             break;
         case 'S':
             cal_strlcpy(opt.schema, optarg, sizeof(opt.schema));
+            opt.given |= OPT_SCHEMA_DIR;
             break;
         case 'v':
-            opt.vbucket = strtoll(optarg, NULL, 10);
+            if (parse_num("--vbucket", optarg, 0, UINT32_MAX, &v) != 0)
+                return 2;
+            opt.vbucket = v;
+            opt.given |= OPT_VBUCKET;
             break;
         case 't':
-            opt.to = strtoll(optarg, NULL, 10);
+            if (parse_num("--to", optarg, 0, UINT32_MAX, &v) != 0)
+                return 2;
+            opt.to = v;
+            opt.given |= OPT_TO;
             break;
         case 's':
-            opt.shard = optarg;
+            opt.shard = optarg; /* an id or HOST:PORT/DB: checked with the command */
+            opt.given |= OPT_SHARD;
             break;
         case 'p':
-            opt.parallel = atoi(optarg);
+            if (parse_num("--parallel", optarg, 1, PARALLEL_MAX, &v) != 0)
+                return 2;
+            opt.parallel = (int)v;
+            opt.given |= OPT_PARALLEL;
             break;
         case 'f':
-            opt.max_freeze_ms = (unsigned)strtoul(optarg, NULL, 10);
+            if (parse_num("--max-freeze-ms", optarg, 0, MAX_FREEZE_MS_MAX, &v) != 0)
+                return 2;
+            opt.max_freeze_ms = (unsigned)v;
+            opt.given |= OPT_MAX_FREEZE;
             break;
         case 'n':
             opt.dry_run = true;
+            opt.given |= OPT_DRY_RUN;
             break;
         case 'K':
             opt.crash_after = optarg;
+            opt.given |= OPT_CRASH_AFTER;
             break;
         case 'h':
             usage(stdout);
@@ -424,7 +578,17 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[optind];
+    const struct command *cmd = NULL;
+    for (size_t i = 0; i < CAL_ARRAY_LEN(COMMANDS) && cmd == NULL; i++)
+        if (strcmp(argv[optind], COMMANDS[i].name) == 0)
+            cmd = &COMMANDS[i];
+    if (cmd == NULL) {
+        fprintf(stderr, "calendar-rebalance: unknown command '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (check_options(cmd) != 0)
+        return 2;
     conf_defaults(items, CAL_ARRAY_LEN(items), &conf);
     if (conf_load(items, CAL_ARRAY_LEN(items), &conf, opt.config, err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.catalog, err, sizeof(err)) != CAL_OK ||
@@ -440,28 +604,7 @@ main(int argc, char **argv)
     struct cluster c;
     if (open_cluster(&c) != 0)
         return 1;
-    int rc;
-    if (strcmp(cmd, "status") == 0)
-        rc = cmd_status(&c);
-    else if (strcmp(cmd, "add-shard") == 0)
-        rc = cmd_add_shard(&c);
-    else if (strcmp(cmd, "drain-shard") == 0)
-        rc = cmd_drain_shard(&c);
-    else if (strcmp(cmd, "plan") == 0)
-        rc = cmd_plan(&c, false);
-    else if (strcmp(cmd, "rebalance") == 0)
-        rc = cmd_plan(&c, !opt.dry_run);
-    else if (strcmp(cmd, "move") == 0)
-        rc = cmd_move(&c);
-    else if (strcmp(cmd, "verify") == 0)
-        rc = cmd_verify(&c);
-    else if (strcmp(cmd, "resume") == 0)
-        rc = cmd_resume(&c);
-    else {
-        fprintf(stderr, "calendar-rebalance: unknown command '%s'\n", cmd);
-        usage(stderr);
-        rc = 2;
-    }
+    int rc = cmd->run(&c);
     cluster_close(&c);
     return rc;
 }

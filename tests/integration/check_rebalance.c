@@ -405,6 +405,54 @@ START_TEST(crash_after_each_phase_then_resume)
 }
 END_TEST
 
+/* Bad options are refused with exit 2 and a message naming the option,
+ * before anything changes: no number is truncated or read as 0, and no
+ * command ignores an option (move --dry-run once did a real move). */
+START_TEST(bad_options_are_refused_and_change_nothing)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct moving m;
+    char out[8192], before[8192], wrapped[32], failures[4096] = "";
+    moving_listing(h, "rb-opts", &m);
+    /* The same vbucket once the tool cuts it to 32 bits. */
+    snprintf(wrapped, sizeof(wrapped), "%llu", (unsigned long long)m.v + 4294967296ULL);
+    struct {
+        const char *option;
+        char *argv[8];
+    } cases[] = {
+        {"--vbucket", {"move", "--vbucket", "abc", "--to", m.to}},
+        {"--vbucket", {"move", "--vbucket", wrapped, "--to", m.to}},
+        {"--vbucket", {"move", "--vbucket", "-1", "--to", m.to}},
+        {"--to", {"move", "--vbucket", m.vb, "--to", "1x"}},
+        {"--max-freeze-ms", {"move", "--vbucket", m.vb, "--to", m.to, "--max-freeze-ms", "abc"}},
+        {"--dry-run", {"move", "--dry-run", "--vbucket", m.vb, "--to", m.to}},
+        {"--vbucket", {"rebalance", "--dry-run", "--vbucket", m.vb}},
+        {"--parallel", {"rebalance", "--dry-run", "--parallel", "abc"}},
+        {"--parallel", {"rebalance", "--dry-run", "--parallel", "0"}},
+        {"--shard", {"drain-shard", "--shard", ""}},
+        {"--crash-after", {"resume", "--crash-after", "copie"}},
+    };
+    ck_assert_int_eq(rebalance(before, sizeof(before), "status", NULL, NULL, NULL, NULL, NULL), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[12] = {tool, "--config", admin_ini};
+        memcpy(argv + 3, cases[i].argv, sizeof(cases[i].argv));
+        int rc = proc_run(argv, out, sizeof(out), 120);
+        if (rc != 2 || strstr(out, cases[i].option) == NULL) {
+            size_t n = strlen(failures);
+            snprintf(failures + n, sizeof(failures) - n, "%s %s %s: exit %d: %.200s\n",
+                     cases[i].argv[0], cases[i].argv[1], cases[i].argv[2], rc, out);
+        }
+    }
+    ck_assert_msg(failures[0] == '\0', "not refused:\n%s", failures);
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_str_eq(out, before);
+    http_client_destroy(h);
+}
+END_TEST
+
 /* A copier that lost its move lock while another run finished the move
  * (invariant 4) runs one more catch-up pass from the old source. Here the
  * new owner's rows are the other shard's copy, changed since with version
@@ -621,6 +669,10 @@ main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, crash_inside_the_cutover_copy_then_resume);
     tcase_add_test(tc, a_vbucket_moves_in_one_run_at_a_time);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("options");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, bad_options_are_refused_and_change_nothing);
     suite_add_tcase(s, tc);
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);
