@@ -623,6 +623,22 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
         snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", m->vbucket);
         return r < 0 ? CAL_ERR : CAL_EINVAL;
     }
+    /* A journaled move blocks every other move of the vbucket until it is
+     * finished: journal only one that can start, with both shards reachable
+     * and the target not owning the vbucket (phase_copy checks that again
+     * for a resume). */
+    struct db *src = cluster_shard(c, m->source, err, errlen);
+    struct db *dst = src ? cluster_shard(c, m->target, err, errlen) : NULL;
+    bool owned;
+    if (src == NULL || dst == NULL)
+        return CAL_EUNAVAIL;
+    if ((rc = owns(dst, SQL_OWNS, m->vbucket, &owned, err, errlen)) != CAL_OK)
+        return rc;
+    if (owned) {
+        snprintf(err, errlen, "target shard %u already owns vbucket %u (fence row): not moved",
+                 m->target, m->vbucket);
+        return CAL_EINVAL;
+    }
     if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 4, &st, err, errlen)) != CAL_OK)
         return rc;
     m->move_id = db_insert_id(st);

@@ -30,6 +30,15 @@ setup(void)
     ck_assert_msg(access(tool, X_OK) == 0, "run from the repository root after make");
 }
 
+/* setup() plus an HTTP client for calendard; caller destroys it. */
+static struct http_client *
+setup_http(void)
+{
+    setup();
+    http_global_init();
+    return http_client_create();
+}
+
 /* Value of KEY in the stack env file, "" when absent. */
 static void
 env_value(const char *key, char *out, size_t outlen)
@@ -410,9 +419,7 @@ END_TEST
  * command ignores an option (move --dry-run once did a real move). */
 START_TEST(bad_options_are_refused_and_change_nothing)
 {
-    setup();
-    http_global_init();
-    struct http_client *h = http_client_create();
+    struct http_client *h = setup_http();
     struct moving m;
     char out[8192], before[8192], wrapped[32], failures[4096] = "";
     moving_listing(h, "rb-opts", &m);
@@ -453,15 +460,41 @@ START_TEST(bad_options_are_refused_and_change_nothing)
 }
 END_TEST
 
+/* A move that cannot start is not journaled: an open journal row would block
+ * every later move of the vbucket, and its resume would fail the same way
+ * for ever. Here the target holds a fence row of the vbucket already. */
+START_TEST(a_move_that_cannot_start_leaves_no_journal)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char out[8192], err[256];
+    moving_listing(h, "rb-owned", &m);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    exec_sql(dst, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, 1)", m.v);
+    int rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    exec_sql(dst, "DELETE FROM vbucket_owner WHERE vbucket = ?", m.v);
+    db_close(dst);
+    ck_assert_msg(rc == 1, "move to an owner: exit %d:\n%.2000s", rc, out);
+    ck_assert_ptr_nonnull(strstr(out, "already owns"));
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(out, "0 unfinished moves") != NULL, "%.2000s", out);
+    /* Nothing is left in the way of the next move. */
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
+    check_after_move(h, m.id, m.rid, m.key, m.target);
+    http_client_destroy(h);
+}
+END_TEST
+
 /* A copier that lost its move lock while another run finished the move
  * (invariant 4) runs one more catch-up pass from the old source. Here the
  * new owner's rows are the other shard's copy, changed since with version
  * bumps: the stale pass must leave every one of them as it is. */
 START_TEST(a_stale_copy_pass_keeps_newer_rows)
 {
-    setup();
-    http_global_init();
-    struct http_client *h = http_client_create();
+    struct http_client *h = setup_http();
     struct moving m;
     char err[256];
     moving_listing(h, "rb-stale", &m);
@@ -673,6 +706,10 @@ main(void)
     tc = tcase_create("options");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, bad_options_are_refused_and_change_nothing);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("journal");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
     suite_add_tcase(s, tc);
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);
