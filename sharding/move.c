@@ -424,6 +424,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
               const struct move_opts *o, char *err, size_t errlen)
 {
     bool owned;
+    char last[256] = ""; /* why the last try did not cut over */
     cal_status rc = owns(src, SQL_OWNS, m->vbucket, &owned, err, errlen);
     if (rc != CAL_OK || !owned)
         return rc; /* done before a crash: the source let go already */
@@ -435,18 +436,33 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
             return rc;
         /* Waits for in-flight writes (they hold the row in share mode) and
          * holds every new write of the vbucket until COMMIT. New writes
-         * queue behind the lock from the moment it is asked for: the pause
-         * starts there. */
+         * queue behind the lock from the moment it is asked for: the write
+         * pause reported starts there. The freeze bound counts from the
+         * grant, since a longer wait is the in-flight writes', not ours. */
         uint64_t frozen_at = cal_mono_us();
-        if ((rc = owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, err, errlen)) != CAL_OK)
+        rc = owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, err, errlen);
+        if (rc == CAL_ECONFLICT) {
+            /* Lock wait timeout (or deadlock): a long write holds the
+             * fence row. One of the tries; the queued writes go on. */
+            db_rollback(src);
+            log_info("cutover lock wait timed out, retrying", "vbucket=%u try=%d error=\"%s\"",
+                     m->vbucket, attempt + 1, err);
+            cal_strlcpy(last, err, sizeof(last));
+            continue;
+        }
+        if (rc != CAL_OK)
             goto fail;
+        uint64_t granted_at = cal_mono_us();
         rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, o,
                       "cutover-chunk", err, errlen);
         if (rc != CAL_OK)
             goto fail;
+        /* Postponing helps only when there was something to copy: too much
+         * (not copied), or a copy that took longer than the bound. */
         if (nchanged > CUTOVER_DELTA_MAX ||
-            (o->max_freeze_ms > 0 && cal_mono_us() - frozen_at > o->max_freeze_ms * 1000ULL)) {
-            /* Too much changed while we waited: release, catch up, try again. */
+            (nchanged > 0 && o->max_freeze_ms > 0 &&
+             cal_mono_us() - granted_at > o->max_freeze_ms * 1000ULL)) {
+            /* Too much to copy under the lock: release, catch up, try again. */
             db_rollback(src);
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
             if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
@@ -455,6 +471,10 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
                           errlen);
             if (rc != CAL_OK)
                 return rc;
+            cal_strlcpy(last,
+                        nchanged > CUTOVER_DELTA_MAX ? "too many listings changed"
+                                                     : "the locked copy exceeded max_freeze_ms",
+                        sizeof(last));
             continue;
         }
         struct db_val p[1] = {DB_INT_V(m->vbucket)};
@@ -471,8 +491,10 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         db_rollback(src);
         return rc;
     }
-    snprintf(err, errlen, "vbucket %u kept changing: no cutover after %d tries", m->vbucket,
-             CUTOVER_TRIES);
+    snprintf(err, errlen,
+             "vbucket %u kept changing or its fence row stayed locked: no cutover after %d tries"
+             " (last: %s)",
+             m->vbucket, CUTOVER_TRIES, last);
     return CAL_EAGAIN;
 }
 

@@ -488,6 +488,46 @@ START_TEST(a_move_that_cannot_start_leaves_no_journal)
 }
 END_TEST
 
+/* A write that holds the fence row longer than the cutover's lock wait
+ * (lock_wait_timeout_s, 10 s in the tool): the timed-out wait is one of the
+ * cutover's tries, not the end of the move, which goes through once the
+ * write is gone. */
+START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[256], log[] = "/tmp/calendar-rebalance-wait-XXXXXX";
+    moving_listing(h, "rb-wait", &m);
+    int fd = mkstemp(log);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    ck_assert_msg(db_begin(src, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_ge(
+        scalar(src, "SELECT epoch FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE MODE", m.v),
+        0);
+    char *argv[] = {tool, "--config", admin_ini, "move", "--vbucket", m.vb, "--to", m.to, NULL};
+    pid_t pid = proc_start(argv, log);
+    ck_assert_int_gt(pid, 0);
+    sleep(13); /* one lock wait of 10 s timed out, the next one waits */
+    db_rollback(src);
+    db_close(src);
+    int rc = proc_wait(pid, 60);
+    char out[8192] = "";
+    FILE *f = fopen(log, "r");
+    if (f != NULL) {
+        out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
+        fclose(f);
+    }
+    unlink(log);
+    ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
+    ck_assert_ptr_nonnull(strstr(out, "phase=done"));
+    check_after_move(h, m.id, m.rid, m.key, m.target);
+    http_client_destroy(h);
+}
+END_TEST
+
 /* A copier that lost its move lock while another run finished the move
  * (invariant 4) runs one more catch-up pass from the old source. Here the
  * new owner's rows are the other shard's copy, changed since with version
@@ -710,6 +750,10 @@ main(void)
     tc = tcase_create("journal");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cutover_wait");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_lock_wait_timeout_in_the_cutover_is_retried);
     suite_add_tcase(s, tc);
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);
