@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "sharding/verify.h"
 
 #define LISTING_CHUNK 200    /* listings read per statement */
 #define INSERT_CHUNK 400     /* rows written per statement */
@@ -565,6 +566,20 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
     }
     if (strcmp(m->phase, "cleanup") == 0) {
         report(o, m);
+        /* The source's copy is the last evidence of what was moved: deleted
+         * only once the target holds all of it (or newer). Refused, the
+         * move stays in cleanup, and resume checks again. */
+        struct verify_report vr;
+        if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
+            return rc;
+        if (vr.missing > 0 || vr.different > 0) {
+            snprintf(err, errlen,
+                     "vbucket %u: %llu rows of the source are missing on the target and %llu"
+                     " differ (listed above): the source's rows are kept; compare them, then"
+                     " resume",
+                     m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.different);
+            return CAL_ERR;
+        }
         if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
             return rc;
         if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)

@@ -6,7 +6,8 @@
  *            row, COMMIT: from here no shard owns the vbucket
  *   target   give the fence row to the target at epoch + 1
  *   catalog  point the catalog at the target (same epoch), journal it
- *   cleanup  delete the vbucket's rows from the source
+ *   cleanup  check that the target holds every source row (the same, or
+ *            newer), then delete the vbucket's rows from the source
  * Each phase is journaled in the catalog's moves table first, and every
  * phase is safe to run again, so a crash anywhere is finished by resume and
  * two shards never own a vbucket at once. */

@@ -1,6 +1,7 @@
 /* Verification of vbuckets across shards. */
 #include "sharding/verify.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,25 +9,29 @@
 
 struct vtable {
     const char *name;
-    const char *select; /* pk text, row text for one vbucket, ordered by pk */
+    const char *select; /* pk text, row text, version for one vbucket, ordered by pk */
 };
 
 static const struct vtable VTABLES[] = {
     {"listings",
      "SELECT CAST(listing_id AS CHAR), CONCAT_WS('|', version, rules_version, default_price,"
-     " currency, min_nights, max_nights) FROM listings WHERE vbucket = ? ORDER BY listing_id"},
+     " currency, min_nights, max_nights), version FROM listings WHERE vbucket = ? ORDER BY "
+     "listing_id"},
     {"nights",
      "SELECT CONCAT(listing_id, '/', night), CONCAT_WS('|', status, IFNULL(reservation_id, '-'),"
-     " IFNULL(price, '-'), version) FROM nights WHERE vbucket = ? ORDER BY listing_id, night"},
+     " IFNULL(price, '-'), version), version FROM nights WHERE vbucket = ?"
+     " ORDER BY listing_id, night"},
     {"reservations",
      "SELECT CAST(reservation_id AS CHAR), CONCAT_WS('|', listing_id, check_in, check_out,"
      " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
-     " FROM reservations WHERE vbucket = ? ORDER BY reservation_id"},
+     ", version FROM reservations WHERE vbucket = ?"
+     " ORDER BY reservation_id"},
 };
 
 struct kv {
     size_t n, cap;
     char **pk, **row;
+    uint64_t *version;
 };
 
 static void
@@ -38,6 +43,7 @@ kv_free(struct kv *t)
     }
     free(t->pk);
     free(t->row);
+    free(t->version);
     memset(t, 0, sizeof(*t));
 }
 
@@ -45,17 +51,19 @@ static cal_status
 load(struct db *db, const char *sql, uint32_t vbucket, struct kv *t, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)}, c[2];
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[3];
     cal_status rc = db_query(db, sql, p, 1, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r;
-    while ((r = db_fetch(st, c, 2, err, errlen)) > 0) {
+    while ((r = db_fetch(st, c, 3, err, errlen)) > 0) {
         if (t->n == t->cap) {
             t->cap = t->cap ? t->cap * 2 : 256;
             t->pk = cal_realloc(t->pk, t->cap * sizeof(*t->pk));
             t->row = cal_realloc(t->row, t->cap * sizeof(*t->row));
+            t->version = cal_realloc(t->version, t->cap * sizeof(*t->version));
         }
+        t->version[t->n] = (uint64_t)c[2].i;
         t->pk[t->n] = cal_strndup(c[0].s ? c[0].s : "", c[0].len);
         t->row[t->n++] = cal_strndup(c[1].s ? c[1].s : "", c[1].len);
     }
@@ -73,9 +81,15 @@ pk_cmp(const char *a, const char *b)
     return strcmp(a, b);
 }
 
+/* Compares the rows of one vbucket in one table. Exact: the other shard
+ * must hold the owner's rows, no more, no other values. Covering (the owner
+ * is a move's target, the other its frozen source): every source row must be
+ * on the target, the same or at a newer version; rows the target has beyond
+ * them were written there since. */
 static cal_status
 compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32_t vbucket,
-              uint32_t other_id, struct verify_report *rep, FILE *out, char *err, size_t errlen)
+              uint32_t other_id, bool covering, struct verify_report *rep, FILE *out, char *err,
+              size_t errlen)
 {
     struct kv a = {0}, b = {0};
     cal_status rc = load(owner, t->select, vbucket, &a, err, errlen);
@@ -87,18 +101,26 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
         while (i < a.n || j < b.n) {
             int cmp = i == a.n ? 1 : j == b.n ? -1 : pk_cmp(a.pk[i], b.pk[j]);
             if (cmp == 0) {
-                if (strcmp(a.row[i], b.row[j]) != 0) {
+                bool newer_on_owner = covering && a.version[i] > b.version[j];
+                if (!newer_on_owner && strcmp(a.row[i], b.row[j]) != 0) {
                     rep->different++;
                     fprintf(out, "vbucket %u %s %s: owner has %s, shard %u has %s\n", vbucket,
                             t->name, a.pk[i], a.row[i], other_id, b.row[j]);
                 }
                 i++;
                 j++;
+            } else if (cmp < 0 && covering) {
+                i++; /* written on the target since the cutover */
             } else if (cmp < 0) {
                 rep->missing++;
                 fprintf(out, "vbucket %u %s %s: missing on shard %u\n", vbucket, t->name, a.pk[i],
                         other_id);
                 i++;
+            } else if (covering) {
+                rep->missing++;
+                fprintf(out, "vbucket %u %s %s: on source shard %u, missing on its new owner\n",
+                        vbucket, t->name, b.pk[j], other_id);
+                j++;
             } else {
                 rep->extra++;
                 fprintf(out, "vbucket %u %s %s: extra on shard %u\n", vbucket, t->name, b.pk[j],
@@ -187,10 +209,24 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
             }
             rep->compared++;
             for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
-                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, rep, out, err, errlen);
+                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, false, rep, out, err,
+                                   errlen);
         }
     }
     free(owned);
     free(holds);
+    return rc;
+}
+
+cal_status
+verify_copy(struct db *target, struct db *source, uint32_t vbucket, uint32_t source_id,
+            struct verify_report *rep, FILE *out, char *err, size_t errlen)
+{
+    cal_status rc = CAL_OK;
+    memset(rep, 0, sizeof(*rep));
+    rep->vbuckets = rep->compared = 1;
+    for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
+        rc = compare_table(target, source, &VTABLES[t], vbucket, source_id, true, rep, out, err,
+                           errlen);
     return rc;
 }

@@ -5,6 +5,7 @@
 #ifndef CAL_VERIFY_H
 #define CAL_VERIFY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -22,5 +23,13 @@ struct verify_report {
 /* vbucket < 0: every vbucket. Details of each problem go to out. */
 cal_status verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out,
                       char *err, size_t errlen);
+
+/* A move's copy before its source's rows are deleted: every row of vbucket
+ * on source (frozen since the cutover) must be on target (its owner now)
+ * with the same values, or at a newer version (written since). Fills
+ * rep->missing and rep->different; rep->extra stays 0 (rows new on the
+ * target are expected). Details of each problem go to out. */
+cal_status verify_copy(struct db *target, struct db *source, uint32_t vbucket, uint32_t source_id,
+                       struct verify_report *rep, FILE *out, char *err, size_t errlen);
 
 #endif

@@ -414,6 +414,74 @@ START_TEST(crash_after_each_phase_then_resume)
 }
 END_TEST
 
+/* A move stopped after its catalog flip (phase cleanup) whose target lacks
+ * what the source holds, or holds it older: the source's rows are the only
+ * copy left, so cleanup refuses to delete them until the target has them. */
+START_TEST(cleanup_keeps_the_source_until_the_target_holds_its_rows)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct moving m;
+    char out[8192], err[256];
+    moving_listing(h, "rb-cleanup", &m);
+    char *argv[] = {tool,      "--config", admin_ini,   "--crash-after",
+                    "catalog", "move",     "--vbucket", m.vb,
+                    "--to",    m.to,       NULL};
+    int rc = proc_run(argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "exit %d, want SIGKILL:\n%.2000s", rc, out);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    /* A booked night of the copy turned available, its version unchanged. */
+    exec_sql(dst,
+             "UPDATE nights SET status = 'available', reservation_id = NULL"
+             " WHERE listing_id = ? AND status = 'booked' LIMIT 1",
+             m.id);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "resume over a bad copy: exit %d:\n%.2000s", rc, out);
+    ck_assert_msg(strstr(out, "source's rows are kept") != NULL, "%.2000s", out);
+    ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 3);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    /* A reservation missing on the target is refused too. */
+    exec_sql(dst,
+             "UPDATE nights SET status = 'booked', reservation_id = (SELECT reservation_id FROM"
+             " reservations WHERE listing_id = nights.listing_id) WHERE listing_id = ?"
+             " AND reservation_id IS NULL",
+             m.id);
+    exec_sql(dst, "DELETE FROM reservations WHERE listing_id = ?", m.id);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "missing on its new owner") != NULL,
+                  "resume without the reservation: exit %d:\n%.2000s", rc, out);
+    /* Put back (as an operator would from the source), resume finishes. */
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(m.id)}, c[14];
+    ck_assert(db_query(src,
+                       "SELECT reservation_id, listing_id, vbucket, check_in, check_out, guest_id,"
+                       " status, total_price, currency, idempotency_key, request_hash, version,"
+                       " created_at, updated_at FROM reservations WHERE listing_id = ?",
+                       p, 1, &st, err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 14, err, sizeof(err)), 1);
+    ck_assert_msg(db_query(dst,
+                           "INSERT INTO reservations (reservation_id, listing_id, vbucket,"
+                           " check_in, check_out, guest_id, status, total_price, currency,"
+                           " idempotency_key, request_hash, version, created_at, updated_at)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           c, 14, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    while (db_fetch(st, c, 14, err, sizeof(err)) > 0)
+        ;
+    db_close(src);
+    db_close(dst);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume after the repair: exit %d:\n%.2000s", rc, out);
+    check_after_move(h, m.id, m.rid, m.key, m.target);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
 /* Bad options are refused with exit 2 and a message naming the option,
  * before anything changes: no number is truncated or read as 0, and no
  * command ignores an option (move --dry-run once did a real move). */
@@ -758,6 +826,10 @@ main(void)
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_stale_copy_pass_keeps_newer_rows);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cleanup_check");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, cleanup_keeps_the_source_until_the_target_holds_its_rows);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
