@@ -115,7 +115,8 @@ advance_locked(struct relay *r)
     uint64_t now = cal_mono_us();
     while (r->head != NULL && r->head->closed && r->head->outstanding == 0 && !r->head->failed) {
         struct txn *t = r->head;
-        gtid_pos_update(&r->acked, &t->gtid);
+        /* Cannot fail: stream() refused a domain past the checkpoint's room. */
+        (void)gtid_pos_update(&r->acked, &t->gtid);
         cal_strlcpy(r->acked_file, t->file, sizeof(r->acked_file));
         r->acked_pos = t->end_pos;
         r->acked_txns_total++;
@@ -585,6 +586,12 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
     struct txn *cur = NULL;
     struct binlog_event ev;
     cal_status st = CAL_OK;
+    /* The domains of the checkpoint and of every transaction read since:
+     * the checkpoint holds GTID_MAX_DOMAINS, and one past it would be left
+     * out of it, to resume wherever the server chose. */
+    pthread_mutex_lock(&r->mu);
+    struct gtid_pos seen = r->acked;
+    pthread_mutex_unlock(&r->mu);
     clear_maps(r);
     while (!stopping(r)) {
         pthread_mutex_lock(&r->mu);
@@ -610,6 +617,14 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
         pthread_mutex_unlock(&r->mu);
         switch (ev.kind) {
         case BINLOG_GTID:
+            if (gtid_pos_update(&seen, &ev.gtid) != CAL_OK) {
+                snprintf(err, errlen,
+                         "GTID domain %u is the %dth replication domain; the relay's checkpoint"
+                         " holds %d",
+                         ev.gtid.domain_id, GTID_MAX_DOMAINS + 1, GTID_MAX_DOMAINS);
+                st = CAL_ERR;
+                break;
+            }
             if (cur != NULL) /* group without a commit event: treat as ended */
                 close_txn(r, b, cur, &ev);
             clear_maps(r);
