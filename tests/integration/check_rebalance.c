@@ -672,12 +672,14 @@ START_TEST(stress_while_vbuckets_move)
     ck_assert_int_ge(fd, 0);
     close(fd);
     char *sargv[] = {"bin/calendar-stress", "--stack-env", env.path,     "--clients", "8",
-                     "--listings",          "24",          "--duration", "20",        NULL};
+                     "--listings",          "24",          "--duration", "26",        NULL};
     pid_t stress = proc_start(sargv, log);
     ck_assert_int_gt(stress, 0);
     sleep(3); /* its listings exist now */
     char err[256];
-    unsigned vbs[64];
+    /* At most 24 vbuckets, so that each moves at least once in the window
+     * under the sanitizers too (a move is 2-3x slower there). */
+    unsigned vbs[24];
     size_t nvb = 0;
     for (size_t s = 0; s < env.nshards && s < 2; s++) {
         struct db *db = testenv_connect_shard(&env, s, err, sizeof(err));
@@ -689,17 +691,17 @@ START_TEST(stress_while_vbuckets_move)
                            " WHERE updated_at > NOW(6) - INTERVAL 5 SECOND",
                            NULL, 0, &st, err, sizeof(err)) == CAL_OK);
         while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
-            if (nvb < 64)
+            if (nvb < CAL_ARRAY_LEN(vbs))
                 vbs[nvb++] = (unsigned)c[0].i;
         db_close(db);
     }
     ck_assert_uint_gt(nvb, 5);
     unsigned moves = 0;
     char out[8192];
-    /* The stress verifies with SQL when its 20 s are over; a move still
+    /* The stress verifies with SQL when its 26 s are over; a move still
      * running then would show rows in flight between the shards. So no move
-     * starts after 14 s (3 s already slept). */
-    uint64_t moves_until = cal_mono_us() + 11 * 1000000ULL;
+     * starts after 20 s (3 s already slept). */
+    uint64_t moves_until = cal_mono_us() + 17 * 1000000ULL;
     for (int round = 0; round < 3 && cal_mono_us() < moves_until; round++) {
         for (size_t i = 0; i < nvb && cal_mono_us() < moves_until; i++) {
             char vb[16], to[16];
