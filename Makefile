@@ -113,12 +113,14 @@ bin/calendar-cdc-invalidator: $(call obj,cdc/invalidator_main.c) $(PROJECT_LIBS)
 	$(Q)$(LINK)
 else
 # librdkafka is not instrumented, and ThreadSanitizer crashes in the threads
-# it starts: under SANITIZER=thread the two Kafka programs and the two tests
-# that run Kafka clients are built plain (in build/plain); calendard, the
+# it starts: under SANITIZER=thread the two Kafka programs and the tests
+# that create Kafka clients are built plain (in build/plain); calendard, the
 # tools and every other test get ThreadSanitizer.
 .PHONY: kafka-programs-plain
 KAFKA_TESTS := $(BUILD)/tests/integration/check_cdc_relay \
-               $(BUILD)/tests/integration/check_invalidator
+               $(BUILD)/tests/integration/check_invalidator \
+               $(BUILD)/tests/unit/check_kconsumer \
+               $(BUILD)/tests/unit/check_kproducer
 kafka-programs-plain:
 	$(Q)$(MAKE) --no-print-directory SANITIZER= BUILD=build/plain \
 	    bin/calendar-cdc-relay bin/calendar-cdc-invalidator \
@@ -126,7 +128,7 @@ kafka-programs-plain:
 bin/calendar-cdc-relay bin/calendar-cdc-invalidator: kafka-programs-plain
 $(KAFKA_TESTS): kafka-programs-plain
 	@mkdir -p $(dir $@)
-	$(Q)cp build/plain/tests/integration/$(notdir $@) $@
+	$(Q)cp $(patsubst $(BUILD)/%,build/plain/%,$@) $@
 endif
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(PROJECT_LIBS)
 	$(Q)$(LINK)
