@@ -194,26 +194,29 @@ render_reservation(struct api_response *resp, int status, const struct reservati
     resp->body = jsonout_finish(&j, &resp->body_len);
 }
 
-/* Runs op on the listing's shard: routes, takes a pooled connection, and
- * retries conflicts, "moved" answers (after reloading the map) and lost
- * connections, at most max_attempts times with jittered backoff. */
 /* Logs why a request found its shard unavailable, at most once a second
- * (an outage fails every request), with how many were not logged. */
+ * per shard (an outage fails every request), with how many were not logged
+ * since. slot: the shard's index, or ROUTER_MAX_SHARDS before routing. */
 static void
-log_shard_unavailable(int64_t shard_id, const char *err)
+log_shard_unavailable(unsigned slot, int64_t shard_id, const char *err)
 {
-    static _Atomic uint64_t last_us;
-    static atomic_uint not_logged;
-    uint64_t now = cal_mono_us(), prev = atomic_load(&last_us);
+    static _Atomic uint64_t last_us[ROUTER_MAX_SHARDS + 1];
+    static atomic_uint not_logged[ROUTER_MAX_SHARDS + 1];
+    if (slot > ROUTER_MAX_SHARDS)
+        slot = ROUTER_MAX_SHARDS;
+    uint64_t now = cal_mono_us(), prev = atomic_load(&last_us[slot]);
     if ((prev != 0 && now - prev < 1000000) ||
-        !atomic_compare_exchange_strong(&last_us, &prev, now)) {
-        atomic_fetch_add(&not_logged, 1);
+        !atomic_compare_exchange_strong(&last_us[slot], &prev, now)) {
+        atomic_fetch_add(&not_logged[slot], 1);
         return;
     }
     log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
-             (long long)shard_id, err, atomic_exchange(&not_logged, 0));
+             (long long)shard_id, err, atomic_exchange(&not_logged[slot], 0));
 }
 
+/* Runs op on the listing's shard: routes, takes a pooled connection, and
+ * retries conflicts, "moved" answers (after reloading the map) and lost
+ * connections, at most max_attempts times with jittered backoff. */
 static cal_status
 run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, struct api_error *e)
 {
@@ -327,7 +330,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     case CAL_EUNAVAIL:
         /* The detail (a server's address, database and user) goes to the
          * log, not to clients. */
-        log_shard_unavailable(rt.pool != NULL ? (int64_t)rt.shard_id : -1, err);
+        log_shard_unavailable(rt.pool != NULL ? rt.shard_index : ROUTER_MAX_SHARDS,
+                              rt.pool != NULL ? (int64_t)rt.shard_id : -1, err);
         if (rt.pool != NULL)
             request_fail(e, 503, "shard_unavailable", "shard %u is unavailable", rt.shard_id);
         else

@@ -46,7 +46,7 @@ enum event_type {
     EVENT_DECIMAL,
 };
 
-/* DECIMAL(65,30) at most: sign, 65 digits, point, NUL. */
+/* DECIMAL(65,38) at most: sign, 65 digits, point, NUL. */
 #define EVENT_DECIMAL_MAX 68
 
 struct event_value {

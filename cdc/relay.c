@@ -619,9 +619,9 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
         case BINLOG_GTID:
             if (gtid_pos_update(&seen, &ev.gtid) != CAL_OK) {
                 snprintf(err, errlen,
-                         "GTID domain %u is the %dth replication domain; the relay's checkpoint"
-                         " holds %d",
-                         ev.gtid.domain_id, GTID_MAX_DOMAINS + 1, GTID_MAX_DOMAINS);
+                         "GTID domain %u is one replication domain more than the %d the"
+                         " relay's checkpoint holds",
+                         ev.gtid.domain_id, GTID_MAX_DOMAINS);
                 st = CAL_ERR;
                 break;
             }

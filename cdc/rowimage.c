@@ -663,7 +663,7 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
     }
     case T_NEWDECIMAL: {
         unsigned precision = c->meta >> 8, scale = c->meta & 0xff;
-        if (precision < 1 || precision > 65 || scale > 30 || scale > precision)
+        if (precision < 1 || precision > 65 || scale > 38 || scale > precision)
             break;
         if (decode_decimal(r, precision, scale, v))
             return true;

@@ -101,15 +101,16 @@ catalog_assign_owner_rows(struct db *shard_db, uint32_t num_vbuckets, uint32_t n
     if (rc != CAL_OK)
         return rc;
     int r = db_fetch(st, c, 1, err, errlen);
+    int64_t others = r > 0 && c[0].type == DB_INT ? c[0].i : 0;
     drain(st);
-    if (r <= 0)
-        return r < 0 ? CAL_ERR : CAL_OK;
-    if (c[0].i > 0) {
+    if (r < 0)
+        return CAL_ERR;
+    if (others > 0) {
         /* Adding this layout's rows would make two shards own a vbucket. */
         snprintf(err, errlen,
                  "shard %u already owns %lld vbuckets outside vbucket %% %u = %u of %u: an"
                  " earlier bootstrap with another shard list, or another cluster's shard",
-                 shard_index, (long long)c[0].i, nshards, shard_index, num_vbuckets);
+                 shard_index, (long long)others, nshards, shard_index, num_vbuckets);
         return CAL_EINVAL;
     }
     return db_query(shard_db, SQL_OWNER_ROWS, p, 3, NULL, err, errlen);

@@ -401,7 +401,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return CAL_EINVAL;
     }
     /* Leftovers of an earlier, abandoned copy would never be overwritten. */
-    if ((rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
+    if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK ||
+        (rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
     struct db_val p[2] = {DB_CSTR_V("moving"), DB_INT_V(m->vbucket)};
     if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK)
@@ -570,6 +571,8 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
          * only once the target holds all of it (or newer). Refused, the
          * move stays in cleanup, and resume checks again. */
         struct verify_report vr;
+        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
         if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
             return rc;
         if (vr.missing > 0 || vr.different > 0) {
@@ -580,6 +583,9 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
                      m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.different);
             return CAL_ERR;
         }
+        /* Again: the check reads the whole vbucket twice, a while. */
+        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
         if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
             return rc;
         if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)
@@ -751,28 +757,51 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
         m->freeze_ms = -1;
         m->start_us = cal_mono_us();
     }
-    for (size_t i = 0; r >= 0 && i < n && rc == CAL_OK; i++) {
-        if ((rc = lock_vbucket(c, recs[i].vbucket, err, errlen)) != CAL_OK)
-            break;
-        /* Its phase again, under the lock: another run may have gone on. */
-        struct db_val p[1] = {DB_INT_V(recs[i].move_id)};
-        if ((rc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, err, errlen)) == CAL_OK) {
-            int f = db_fetch(st, col, 1, err, errlen);
-            if (f > 0 && col[0].type == DB_STR)
-                cal_strlcpy(recs[i].phase, col[0].s, sizeof(recs[i].phase));
-            cluster_drain(st);
-            if (f < 0)
-                rc = CAL_ERR;
+    /* One move that cannot finish (its cleanup refused, its shard down)
+     * must not keep the others unfinished: each is tried, the first
+     * failure is returned. */
+    cal_status first = CAL_OK;
+    unsigned failed = 0;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        char e[512] = "";
+        cal_status mrc = lock_vbucket(c, recs[i].vbucket, e, sizeof(e));
+        if (mrc == CAL_OK) {
+            /* Its phase again, under the lock: another run may have gone on. */
+            struct db_val p[1] = {DB_INT_V(recs[i].move_id)};
+            if ((mrc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, e, sizeof(e))) == CAL_OK) {
+                int f = db_fetch(st, col, 1, e, sizeof(e));
+                if (f > 0 && col[0].type == DB_STR)
+                    cal_strlcpy(recs[i].phase, col[0].s, sizeof(recs[i].phase));
+                cluster_drain(st);
+                if (f < 0)
+                    mrc = CAL_ERR;
+            }
+            if (mrc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
+                log_info("resuming move", "move=%llu vbucket=%u phase=%s",
+                         (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
+                mrc = run_move(c, &recs[i], o, e, sizeof(e));
+                if (mrc == CAL_OK)
+                    (*resumed)++;
+            }
+            unlock_vbucket(c, recs[i].vbucket);
         }
-        if (rc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
-            log_info("resuming move", "move=%llu vbucket=%u phase=%s",
-                     (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
-            rc = run_move(c, &recs[i], o, err, errlen);
-            if (rc == CAL_OK)
-                (*resumed)++;
+        if (mrc != CAL_OK) {
+            log_error("move not finished", "move=%llu vbucket=%u phase=%s error=\"%s\"",
+                      (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase, e);
+            if (failed++ == 0) {
+                first = mrc;
+                snprintf(err, errlen, "move %llu (vbucket %u): %s",
+                         (unsigned long long)recs[i].move_id, recs[i].vbucket, e);
+            }
+            if (db_broken(c->catalog))
+                break; /* the others would fail the same way */
         }
-        unlock_vbucket(c, recs[i].vbucket);
     }
+    if (failed > 1) {
+        size_t len = strlen(err);
+        snprintf(err + len, errlen - len, "; %u more moves not finished (see the log)", failed - 1);
+    }
+    rc = first;
     free(recs);
     return r < 0 ? CAL_ERR : rc;
 }

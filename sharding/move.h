@@ -50,7 +50,9 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
 cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied,
                           char *err, size_t errlen);
 
-/* Finishes every unfinished move of the journal; *resumed counts them. */
+/* Finishes every unfinished move of the journal; *resumed counts them. A
+ * move that fails does not stop the others: the first failure is returned
+ * (err says how many more failed), each is logged. */
 cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned *resumed,
                        char *err, size_t errlen);
 

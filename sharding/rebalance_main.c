@@ -317,7 +317,11 @@ run_worker(void *arg)
                          sizeof(err)) != CAL_OK) {
             fprintf(stderr, "calendar-rebalance: vbucket %u: %s\n", w->moves[i].vbucket, err);
             w->failed++;
-            break;
+            /* The plan's other moves are independent; a lost catalog
+             * session would fail them all. */
+            if (db_broken(c.catalog))
+                break;
+            continue;
         }
         w->done++;
         w->sum_pause_ms += res.freeze_ms;

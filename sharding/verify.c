@@ -135,6 +135,10 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
 }
 
 static const char SQL_OWNER_ROWS[] = "SELECT vbucket, epoch FROM vbucket_owner";
+/* Moves past their catalog flip, not cleaned up: the source's rows are a
+ * frozen copy, and the owner has written since (compared covering). */
+static const char SQL_IN_CLEANUP[] =
+    "SELECT vbucket, source_shard FROM moves WHERE phase = 'cleanup'";
 static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
                                 " UNION SELECT vbucket FROM reservations";
 
@@ -148,8 +152,22 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
     /* Per shard: which vbuckets it owns (epoch+1, 0 = not) and holds rows of. */
     uint64_t *owned = cal_calloc((size_t)nvb * ns, sizeof(*owned));
     unsigned char *holds = cal_calloc((size_t)nvb * ns, 1);
+    /* Per vbucket: 1 + the source shard of its move in cleanup, 0 = none. */
+    uint64_t *cleanup_src = cal_calloc(nvb, sizeof(*cleanup_src));
     cal_status rc = CAL_OK;
     memset(rep, 0, sizeof(*rep));
+    {
+        struct db_stmt *st;
+        struct db_val col[2];
+        int r = 0;
+        if ((rc = db_query(c->catalog, SQL_IN_CLEANUP, NULL, 0, &st, err, errlen)) == CAL_OK) {
+            while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
+                if (col[0].i >= 0 && col[0].i < nvb)
+                    cleanup_src[col[0].i] = (uint64_t)col[1].i + 1;
+            if (r < 0)
+                rc = CAL_ERR;
+        }
+    }
     for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
         struct db *db = cluster_shard(c, map->shards[s].shard_id, err, errlen);
         struct db_stmt *st;
@@ -208,13 +226,15 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
                 break;
             }
             rep->compared++;
+            bool covering = cleanup_src[v] == (uint64_t)sid + 1;
             for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
-                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, false, rep, out, err,
+                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, covering, rep, out, err,
                                    errlen);
         }
     }
     free(owned);
     free(holds);
+    free(cleanup_src);
     return rc;
 }
 

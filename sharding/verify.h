@@ -1,11 +1,11 @@
 /* Verification of vbuckets across shards: the fence (exactly one shard owns
  * each vbucket, the catalog's owner, at the catalog's epoch) and, for every
  * shard other than the owner that holds rows of a vbucket, a row-by-row
- * comparison with the owner. */
+ * comparison with the owner: exact, or covering (verify_copy's rule) when
+ * that shard is the source of the vbucket's move waiting in cleanup. */
 #ifndef CAL_VERIFY_H
 #define CAL_VERIFY_H
 
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 

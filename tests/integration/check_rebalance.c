@@ -432,6 +432,12 @@ START_TEST(cleanup_keeps_the_source_until_the_target_holds_its_rows)
     ck_assert_msg(rc == 128 + 9, "exit %d, want SIGKILL:\n%.2000s", rc, out);
     struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
     ck_assert_msg(dst != NULL, "%s", err);
+    /* A write on the new owner since the flip: verify compares the frozen
+     * source covering, not exactly, while the move waits in cleanup. */
+    exec_sql(dst,
+             "UPDATE listings SET version = version + 1, default_price = 800 WHERE listing_id = ?",
+             m.id);
+    expect_verify_clean();
     /* A booked night of the copy turned available, its version unchanged. */
     exec_sql(dst,
              "UPDATE nights SET status = 'available', reservation_id = NULL"
@@ -442,6 +448,22 @@ START_TEST(cleanup_keeps_the_source_until_the_target_holds_its_rows)
     ck_assert_msg(strstr(out, "source's rows are kept") != NULL, "%.2000s", out);
     ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 3);
     ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    /* A move stuck there does not keep resume from finishing the others:
+     * one stopped after its cutover, its vbucket owned by no shard. */
+    struct moving m2;
+    do
+        moving_listing(h, "rb-cleanup-2", &m2);
+    while (m2.v == m.v);
+    char *argv2[] = {tool,        "--config", admin_ini, "--crash-after", "cutover", "move",
+                     "--vbucket", m2.vb,      "--to",    m2.to,           NULL};
+    rc = proc_run(argv2, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "exit %d, want SIGKILL:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1, "resume with one move stuck: exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(owner_of(m2.v), m2.target);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(out, "1 unfinished move") != NULL, "%.2000s", out);
+    check_after_move(h, m2.id, m2.rid, m2.key, m2.target);
     /* A reservation missing on the target is refused too. */
     exec_sql(dst,
              "UPDATE nights SET status = 'booked', reservation_id = (SELECT reservation_id FROM"
@@ -650,6 +672,17 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
                             " AND status <> 'cancelled'",
                             m.id),
                      0);
+    /* And a source row newer than the target's lands, every column of it:
+     * version is assigned after the columns that compare with it. */
+    exec_sql(src,
+             "UPDATE listings SET version = version + 20, default_price = 555 WHERE listing_id = ?",
+             m.id);
+    long long newer = scalar(src, "SELECT version FROM listings WHERE listing_id = ?", m.id);
+    ck_assert_int_gt(newer, version);
+    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id), newer);
+    ck_assert_int_eq(scalar(dst, "SELECT default_price FROM listings WHERE listing_id = ?", m.id),
+                     555);
     /* The other shard does not own the vbucket: leave it holding none of it. */
     exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
     exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);

@@ -357,7 +357,7 @@ END_TEST
 /* A table with every type ALTER TABLE ... ADD COLUMN may bring, and an INT
  * after them: the decoder must step over each to read the INT right.
  * Columns: id BIGINT UNSIGNED PK, dt DATETIME(6), dt0 DATETIME, tm TIME(3),
- * d DECIMAL(14,4), d2 DECIMAL(19,10), b BIT(10), e ENUM, s SET (9..16
+ * d DECIMAL(14,4), d2 DECIMAL(40,35) (MariaDB's scale goes to 38), b BIT(10), e ENUM, s SET (9..16
  * members), odt old DATETIME, otm old TIME, t0 TIME, tail INT. */
 #define WIDE_NCOLS 13
 static const char *const wide_names[WIDE_NCOLS] = {"id", "dt", "dt0", "tm",  "d",  "d2",  "b",
@@ -382,8 +382,8 @@ wide_table_map(struct buf *b)
     put_u8(&meta, 3);  /* tm */
     put_u8(&meta, 14); /* d: precision, scale */
     put_u8(&meta, 4);
-    put_u8(&meta, 19); /* d2 */
-    put_u8(&meta, 10);
+    put_u8(&meta, 40); /* d2 */
+    put_u8(&meta, 35);
     put_u8(&meta, 2); /* b: 10 bits = 1 byte + 2 bits */
     put_u8(&meta, 1);
     put_u8(&meta, 247); /* e: real type ENUM, 1 byte */
@@ -446,8 +446,9 @@ START_TEST(every_fixed_size_type_is_stepped_over)
     /* DECIMAL(14,4) 1234567890.1234 (the example of MySQL's decimal.c) */
     const uint8_t dec[] = {0x81, 0x0d, 0xfb, 0x38, 0xd2, 0x04, 0xd2};
     put(&b, dec, sizeof(dec));
-    /* DECIMAL(19,10) -0.0000000005: 4 + 4 + 1 bytes, inverted */
-    const uint8_t dec2[] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfa};
+    /* DECIMAL(40,35) -0.0000000005: 3 + 4 * 3 + 4 bytes, inverted */
+    const uint8_t dec2[] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xe2, 0x32, 0x9a,
+                            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     put(&b, dec2, sizeof(dec2));
     put_be(&b, 0x2a5, 2);                                 /* BIT(10) */
     put_u8(&b, 3);                                        /* ENUM: third value */
@@ -478,7 +479,7 @@ START_TEST(every_fixed_size_type_is_stepped_over)
     ck_assert_uint_eq(after[3].usec, 789000);
     ck_assert_int_eq(after[4].type, EVENT_DECIMAL);
     ck_assert_str_eq(after[4].dec, "1234567890.1234");
-    ck_assert_str_eq(after[5].dec, "-0.0000000005");
+    ck_assert_str_eq(after[5].dec, "-0.00000000050000000000000000000000000");
     ck_assert_int_eq(after[6].type, EVENT_UINT);
     ck_assert_uint_eq(after[6].u, 0x2a5);
     ck_assert_uint_eq(after[7].u, 3);
@@ -498,12 +499,12 @@ START_TEST(every_fixed_size_type_is_stepped_over)
     ck_assert_int_eq(event_encode_value(&t->ev, EVENT_OP_CREATE, NULL, after, &src, 0, &value, &len,
                                         err, sizeof(err)),
                      CAL_OK);
-    ck_assert_ptr_nonnull(strstr(value,
-                                 "\"dt\":\"2024-02-29T13:45:56.123456\",\"dt0\":"
-                                 "\"1970-01-01T00:00:00\",\"tm\":\"-12:34:56.789\","
-                                 "\"d\":\"1234567890.1234\",\"d2\":\"-0.0000000005\","
-                                 "\"b\":677,\"e\":3,\"s\":261,\"odt\":\"2024-02-29T13:45:56\","
-                                 "\"otm\":\"-838:59:59\",\"t0\":\"01:02:03\",\"tail\":12345}"));
+    ck_assert_ptr_nonnull(
+        strstr(value, "\"dt\":\"2024-02-29T13:45:56.123456\",\"dt0\":"
+                      "\"1970-01-01T00:00:00\",\"tm\":\"-12:34:56.789\","
+                      "\"d\":\"1234567890.1234\",\"d2\":\"-0.00000000050000000000000000000000000\","
+                      "\"b\":677,\"e\":3,\"s\":261,\"odt\":\"2024-02-29T13:45:56\","
+                      "\"otm\":\"-838:59:59\",\"t0\":\"01:02:03\",\"tail\":12345}"));
     free(value);
 
     /* A zero DATETIME is null. */
