@@ -15,6 +15,8 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
     uint32_t *where = cal_malloc(num_vbuckets * sizeof(*where));
     int64_t *load = cal_calloc(nshards, sizeof(*load));
     bool *stuck = cal_calloc(nshards, sizeof(*stuck)); /* a donor with nothing that fits */
+    /* Placed by this plan: never picked again (its moves run side by side). */
+    bool *moved = cal_calloc(num_vbuckets, sizeof(*moved));
     size_t nactive = 0, n = 0, cap = 0;
     int64_t total = 0;
     memcpy(where, owner, num_vbuckets * sizeof(*where));
@@ -57,7 +59,7 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
         uint32_t pick = UINT32_MAX;
         int64_t pick_w = 0;
         for (uint32_t v = 0; v < num_vbuckets; v++) {
-            if (where[v] != shards[donor].shard_id)
+            if (where[v] != shards[donor].shard_id || moved[v])
                 continue;
             int64_t w = 1 + (int64_t)listings[v];
             /* Largest vbucket that does not overshoot; any one when draining. */
@@ -77,11 +79,13 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
         (*moves)[n++] =
             (struct plan_move){pick, shards[donor].shard_id, shards[recv].shard_id, listings[pick]};
         where[pick] = shards[recv].shard_id;
+        moved[pick] = true;
         load[donor] -= pick_w;
         load[recv] += pick_w;
         memset(stuck, 0, nshards * sizeof(*stuck)); /* the loads changed */
     }
     *nmoves = n;
+    free(moved);
     free(stuck);
     free(where);
     free(load);

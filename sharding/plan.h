@@ -26,7 +26,8 @@ struct plan_shard {
  * fair share is zero, and a draining shard with vbuckets left always gives
  * first) to the least loaded active shard the vbucket that best halves
  * their difference; a donor none of whose vbuckets fits is passed over
- * until the loads change. Weight of a vbucket = 1 + its listings, so empty
+ * until the loads change; a vbucket moves at most once per plan (the moves
+ * run side by side). Weight of a vbucket = 1 + its listings, so empty
  * vbuckets spread too. A draining shard always ends empty. Caller frees
  * *moves. */
 void plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
