@@ -32,8 +32,8 @@ struct invalidator_main_conf {
 
 #define C struct invalidator_main_conf
 static const struct conf_item conf_items[] = {
-    CONF_STR_ITEM("kafka", "bootstrap_servers", C, inv.kafka.bootstrap_servers, "",
-                  "Kafka brokers host:port[,host:port] (required)"),
+    CONF_STR_ITEM("kafka", "bootstrap_servers", C, inv.kafka.bootstrap_servers, "127.0.0.1:9092",
+                  "Kafka brokers host:port[,host:port] (not empty)"),
     CONF_STR_ITEM("kafka", "group_id", C, inv.kafka.group_id, "calendar-invalidator",
                   "consumer group; every invalidator of one cache shares it"),
     CONF_STR_ITEM("kafka", "topics", C, inv.kafka.topics, "^calendar\\..*\\.(listings|nights)$",
@@ -47,8 +47,9 @@ static const struct conf_item conf_items[] = {
                   "the brokers' group.max.session.timeout.ms must allow it"),
     CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
                   "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),
-    CONF_STR_ITEM("cache", "servers", C, inv.cache.servers, "",
-                  "memcached servers host:port[,host:port] (required; same list as calendard)"),
+    CONF_STR_ITEM(
+        "cache", "servers", C, inv.cache.servers, "127.0.0.1:11211",
+        "memcached servers host:port[,host:port] (not empty; the same list as calendard's)"),
     CONF_INT_ITEM("cache", "timeout_ms", C, cache_timeout_ms, 1, 10000, "200",
                   "connect/send/receive timeout of one delete"),
     CONF_INT_ITEM("invalidator", "retry_base_ms", C, retry_base_ms, 1, 60000, "50",
@@ -105,13 +106,13 @@ load_config(const char *path, struct invalidator_main_conf *conf)
     if (level < 0)
         bad = "[log] level must be debug, info, warn or error";
     else if (conf->inv.kafka.bootstrap_servers[0] == '\0')
-        bad = "[kafka] bootstrap_servers is required";
+        bad = "[kafka] bootstrap_servers must not be empty";
     else if (conf->inv.kafka.group_id[0] == '\0')
         bad = "[kafka] group_id must not be empty";
     else if (strspn(conf->inv.kafka.topics, " ,\t") == strlen(conf->inv.kafka.topics))
         bad = "[kafka] topics must name at least one topic or ^regex";
     else if (conf->inv.cache.servers[0] == '\0')
-        bad = "[cache] servers is required";
+        bad = "[cache] servers must not be empty";
     else if (cache_servers_check(conf->inv.cache.servers, detail, sizeof(detail)) != CAL_OK)
         bad = (snprintf(why, sizeof(why), "[cache] %s", detail), why);
     else if (conf->retry_max_ms < conf->retry_base_ms)

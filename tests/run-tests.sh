@@ -17,7 +17,8 @@ usage() {
     cat <<EOF
 Usage: ${0##*/} [unit|integration|all]   (default: all)
 
-unit         run every build/tests/unit/check_* binary (Check, fork mode)
+unit         run every build/tests/unit/check_* binary (Check, fork mode), then
+             tests/check_example_configs.sh
 integration  start a private stack with '$STACK_SH up --dir $TEST_STACK_DIR
              --free-ports' (wiped first), export STACK_ENV, run every
              build/tests/integration/check_* binary, then a 10 s smoke of
@@ -75,6 +76,7 @@ run_unit() {
         step "unit ${bin##*/}" "$UNIT_TIMEOUT" "$bin"
     done < <(test_bins build/tests/unit)
     [ "$found" -eq 1 ] || echo "no unit test binaries in build/tests/unit"
+    step "unit example configs" "$UNIT_TIMEOUT" tests/check_example_configs.sh
 }
 
 STACK_STARTED=0
