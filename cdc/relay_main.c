@@ -137,7 +137,9 @@ main(int argc, char **argv)
     if (action == CLI_EXIT_USAGE)
         return 2;
     int check = action == CLI_CHECK;
-    struct relay_main_conf *conf = cal_calloc(1, sizeof(*conf));
+    /* Static: lives until exit, whichever return ends main (LeakSanitizer). */
+    static struct relay_main_conf conf_storage;
+    struct relay_main_conf *conf = &conf_storage;
     char err[512];
     conf_defaults(conf_items, CAL_ARRAY_LEN(conf_items), conf);
     if (conf_load(conf_items, CAL_ARRAY_LEN(conf_items), conf, path, err, sizeof(err)) != CAL_OK) {
@@ -191,7 +193,5 @@ main(int argc, char **argv)
 
     log_info("starting", "config=%s db=%s source=%s:%u kafka=%s", path, rc->source.db.database,
              rc->source.db.host, rc->source.db.port, rc->kafka.bootstrap_servers);
-    int status = relay_run(rc, &stop_flag);
-    free(conf);
-    return status;
+    return relay_run(rc, &stop_flag);
 }
