@@ -117,8 +117,11 @@ static const char SQL_MOVE_LOCK_HELD[] =
     "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)) = CONNECTION_ID()";
 
 static cal_status
-check_move_lock(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
+check_move_lock(struct cluster *c, const struct move_opts *o, uint32_t vbucket, const char *step,
+                char *err, size_t errlen)
 {
+    if (o->before_lock_check != NULL)
+        o->before_lock_check(step, vbucket);
     struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
     char why[256];
@@ -130,8 +133,9 @@ check_move_lock(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
         if (r > 0 && col[0].type == DB_INT && col[0].i == 1)
             return CAL_OK;
     }
-    snprintf(err, errlen, "vbucket %u: this run no longer holds its move lock (%s): stopped",
-             vbucket, rc != CAL_OK || r < 0 ? why : "the catalog session changed");
+    snprintf(err, errlen,
+             "vbucket %u: this run no longer holds its move lock (%s): stopped before %s", vbucket,
+             rc != CAL_OK || r < 0 ? why : "the catalog session changed", step);
     return CAL_ECONFLICT;
 }
 
@@ -401,7 +405,7 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return CAL_EINVAL;
     }
     /* Leftovers of an earlier, abandoned copy would never be overwritten. */
-    if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK ||
+    if ((rc = check_move_lock(c, o, m->vbucket, "copy-clear", err, errlen)) != CAL_OK ||
         (rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
     struct db_val p[2] = {DB_CSTR_V("moving"), DB_INT_V(m->vbucket)};
@@ -409,7 +413,7 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return rc;
     size_t nchanged = SIZE_MAX;
     for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
-        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m->vbucket, "copy-pass", err, errlen)) != CAL_OK)
             return rc;
         rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                       errlen);
@@ -432,7 +436,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         return rc; /* done before a crash: the source let go already */
     for (int attempt = 0; attempt < CUTOVER_TRIES; attempt++) {
         size_t nchanged = 0;
-        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m->vbucket, "cutover", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = db_begin(src, err, errlen)) != CAL_OK)
             return rc;
@@ -467,7 +471,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
             /* Too much to copy under the lock: release, catch up, try again. */
             db_rollback(src);
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
-            if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+            if ((rc = check_move_lock(c, o, m->vbucket, "cutover-catch-up", err, errlen)) != CAL_OK)
                 return rc;
             rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                           errlen);
@@ -482,7 +486,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         struct db_val p[1] = {DB_INT_V(m->vbucket)};
         if ((rc = db_query(src, SQL_DISOWN, p, 1, NULL, err, errlen)) != CAL_OK)
             goto fail;
-        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m->vbucket, "cutover-commit", err, errlen)) != CAL_OK)
             goto fail;
         if ((rc = db_commit(src, err, errlen)) != CAL_OK)
             return rc;
@@ -506,7 +510,7 @@ phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
 {
     uint64_t epoch = m->old_epoch + 1;
     struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
-    cal_status rc = check_move_lock(c, m->vbucket, err, errlen);
+    cal_status rc = check_move_lock(c, o, m->vbucket, "target", err, errlen);
     if (rc != CAL_OK)
         return rc;
     if ((rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen)) != CAL_OK)
@@ -571,7 +575,7 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
          * only once the target holds all of it (or newer). Refused, the
          * move stays in cleanup, and resume checks again. */
         struct verify_report vr;
-        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m->vbucket, "cleanup-verify", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
             return rc;
@@ -584,7 +588,7 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
             return CAL_ERR;
         }
         /* Again: the check reads the whole vbucket twice, a while. */
-        if ((rc = check_move_lock(c, m->vbucket, err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m->vbucket, "cleanup-delete", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
             return rc;

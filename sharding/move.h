@@ -34,6 +34,13 @@ struct move_opts {
     unsigned max_freeze_ms;  /* a cutover whose last delta would take longer catches up first */
     const char *crash_after; /* tests: SIGKILL ourselves after this phase is durable */
     void (*progress)(const struct move_progress *p);
+    /* Tests: called just before the run checks that it still holds the
+     * vbucket's move lock, as it does before each write of the vbucket's
+     * rows or fence, so that a test can take the lock away there. step names
+     * the check: "copy-clear" (of the target's leftovers), "copy-pass",
+     * "cutover", "cutover-catch-up", "cutover-commit", "target" (its fence
+     * row), "cleanup-verify", "cleanup-delete". NULL in production. */
+    void (*before_lock_check)(const char *step, uint32_t vbucket);
 };
 
 /* Moves vbucket to shard target. CAL_EINVAL when it is there already or a
