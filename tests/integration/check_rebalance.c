@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "sharding/cluster.h"
 #include "sharding/move.h"
 #include "tests/lib/http.h"
 #include "tests/lib/proc.h"
@@ -137,30 +138,46 @@ rows_on(size_t idx, const char *table, uint64_t listing_id)
     return n;
 }
 
-/* A listing with one booking; returns its id and the reservation id. */
-static uint64_t
-booked_listing(struct http_client *h, const char *key, uint64_t *rid)
+static void
+put_listing(struct http_client *h, uint64_t id)
 {
     struct http_response r;
-    uint64_t id = testenv_random48();
-    char body[256], d1[11], d2[11];
     ck_assert_int_eq(api(h, "PUT", NULL,
                          "{\"default_price\":700,\"currency\":\"USD\",\"min_nights\":1,"
                          "\"max_nights\":9}",
                          &r, "/v1/listings/%llu", (unsigned long long)id),
                      201);
     http_response_deinit(&r);
-    testenv_format_date(testenv_today() + 90, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 93, d2, sizeof(d2));
+}
+
+/* Books nights [today + from, today + to) of listing id; returns the
+ * reservation id. */
+static uint64_t
+book(struct http_client *h, uint64_t id, const char *key, int from, int to)
+{
+    struct http_response r;
+    char body[256], d1[11], d2[11];
+    testenv_format_date(testenv_today() + from, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + to, d2, sizeof(d2));
     snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":3}", d1,
              d2);
     ck_assert_int_eq(
         api(h, "POST", key, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
         201);
     json_t *doc = http_response_json(&r);
-    *rid = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
+    uint64_t rid = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
     json_decref(doc);
     http_response_deinit(&r);
+    return rid;
+}
+
+/* A listing with one booking; returns its id and the reservation id. */
+static uint64_t
+booked_listing(struct http_client *h, const char *key, uint64_t *rid)
+{
+    uint64_t id = testenv_random48();
+    put_listing(h, id);
+    *rid = book(h, id, key, 90, 93);
     return id;
 }
 
@@ -694,6 +711,224 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
 }
 END_TEST
 
+/* The move's own view of the cluster, opened here so that a test can hook
+ * the move; caller frees with cluster_close(). */
+static void
+open_cluster(struct cluster *c)
+{
+    struct db_conf catalog, shard;
+    char err[256];
+    memset(&catalog, 0, sizeof(catalog));
+    memset(&shard, 0, sizeof(shard));
+    ck_assert_msg(db_conf_parse_dsn(&catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_msg(db_conf_parse_dsn(&shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    catalog.read_timeout_ms = shard.read_timeout_ms = 30000;
+    catalog.write_timeout_ms = shard.write_timeout_ms = 30000;
+    shard.lock_wait_timeout_s = 10; /* as calendar-rebalance has it */
+    ck_assert_msg(cluster_open(c, &catalog, &shard, err, sizeof(err)) == CAL_OK, "%s", err);
+}
+
+/* A run that loses its move lock partway (its catalog session killed, or
+ * the lock gone from a live session) while another session takes it, as a
+ * second run would: it must stop before its next write, leave the vbucket
+ * served by the owner it has, and resume finishes the move once the lock is
+ * free. The move's test hook (before_lock_check) loses the lock at one
+ * step, deterministically. */
+enum lose_how { LOSE_BY_KILL, LOSE_BY_RELEASE };
+
+static const struct lost_lock_case {
+    const char *step;
+    int nth; /* lost at the nth check of step */
+    enum lose_how how;
+    bool second_pass;  /* a vbucket that needs two copy passes; a booking lands in between */
+    const char *phase; /* the journal's after the stop */
+    bool cut_over;     /* the source's fence row is gone already (committed before) */
+    bool flipped;      /* the catalog and the target's fence row name the target */
+} LOST_LOCK_CASES[] = {
+    {"copy-pass", 2, LOSE_BY_KILL, true, "copy", false, false},
+    {"cutover-commit", 1, LOSE_BY_KILL, false, "cutover", false, false},
+    {"cutover-commit", 1, LOSE_BY_RELEASE, false, "cutover", false, false},
+    {"target", 1, LOSE_BY_KILL, false, "cutover", true, false},
+    {"cleanup-delete", 1, LOSE_BY_KILL, false, "cleanup", true, true},
+};
+
+/* What the hook needs: set by the test before the move. */
+static struct {
+    const struct lost_lock_case *lc;
+    struct cluster *c;
+    struct db *thief; /* the other session, which takes the lock */
+    struct http_client *h;
+    const struct moving *m;
+    int seen;         /* checks of lc->step so far */
+    uint64_t mid_rid; /* second_pass: booked on the source before the loss */
+} lost;
+
+static const char SQL_LOCK_HOLDER[] = "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?))";
+
+static void
+lose_lock(const char *step, uint32_t vbucket)
+{
+    char sql[64], err[256], key[96];
+    if (strcmp(step, lost.lc->step) != 0 || ++lost.seen != lost.lc->nth)
+        return;
+    ck_assert_uint_eq(vbucket, lost.m->v);
+    if (lost.lc->second_pass) {
+        /* A change the next pass would copy: it must not reach the target. */
+        snprintf(key, sizeof(key), "%s-mid", lost.m->key);
+        lost.mid_rid = book(lost.h, lost.m->id, key, 100, 102);
+    }
+    long long holder = scalar(lost.thief, SQL_LOCK_HOLDER, vbucket);
+    ck_assert_int_gt(holder, 0);
+    if (lost.lc->how == LOSE_BY_KILL) {
+        snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", holder);
+        ck_assert_msg(db_exec(lost.thief, sql, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+    } else {
+        ck_assert_int_eq(
+            scalar(lost.c->catalog, "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))", vbucket),
+            1);
+    }
+    /* Waits for a killed session to end and let its lock go. */
+    ck_assert_int_eq(
+        scalar(lost.thief, "SELECT GET_LOCK(CONCAT('calendar_move_', ?), 10)", vbucket), 1);
+}
+
+static void
+expect_phase(struct db *cat, uint64_t move_id, const char *phase)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(move_id)}, c[1];
+    ck_assert(db_query(cat, "SELECT phase FROM moves WHERE move_id = ?", p, 1, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].type, DB_STR);
+    ck_assert_str_eq(c[0].s, phase);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+}
+
+static const char SQL_FENCE[] =
+    "SELECT COALESCE((SELECT epoch FROM vbucket_owner WHERE vbucket = ?), -1)";
+static const char SQL_EPOCH[] = "SELECT epoch FROM vbuckets WHERE vbucket = ?";
+
+START_TEST(a_run_that_loses_its_move_lock_stops)
+{
+    const struct lost_lock_case *lc = &LOST_LOCK_CASES[_i];
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[512], out[8192], prefix[64], key[96];
+    snprintf(prefix, sizeof(prefix), "rb-lost-%s", lc->step);
+    moving_listing(h, prefix, &m);
+    if (lc->second_pass) {
+        /* More changed listings than a cutover takes (CUTOVER_DELTA_MAX / 2
+         * after a pass): the copy makes a second pass. */
+        uint64_t id = testenv_random48();
+        for (int made = 0; made < 40; id++)
+            if (testenv_vbucket(id) == m.v) {
+                put_listing(h, id);
+                made++;
+            }
+    }
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    long long epoch = scalar(cat, SQL_EPOCH, m.v);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), epoch);
+
+    struct cluster c;
+    open_cluster(&c);
+    memset(&lost, 0, sizeof(lost));
+    lost.lc = lc;
+    lost.c = &c;
+    lost.h = h;
+    lost.m = &m;
+    lost.thief = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(lost.thief != NULL, "%s", err);
+    /* No freeze bound: no postponed cutover, the same checks on every run. */
+    struct move_opts mo = {.before_lock_check = lose_lock};
+    struct move_progress res;
+    uint64_t t0 = cal_mono_us();
+    cal_status rc = move_vbucket(&c, m.v, (uint32_t)m.target, &mo, &res, err, sizeof(err));
+    cluster_close(&c);
+    fprintf(stderr, "lost lock at %s #%d: stopped in %.0f ms: %s\n", lc->step, lc->nth,
+            (double)(cal_mono_us() - t0) / 1000.0, err);
+    ck_assert_int_eq(lost.seen, lc->nth);
+    ck_assert_msg(rc != CAL_OK, "the move went on after losing its lock");
+
+    /* Nothing written after the loss: the mapping, both fence rows and the
+     * journal are where the step before left them, and the source still
+     * holds every row. */
+    long owner = lc->flipped ? m.target : m.from;
+    long long now = lc->flipped ? epoch + 1 : epoch;
+    ck_assert_int_eq(owner_of(m.v), owner);
+    ck_assert_int_eq(scalar(cat, SQL_EPOCH, m.v), now);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), lc->cut_over ? -1 : epoch);
+    ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), lc->flipped ? epoch + 1 : -1);
+    expect_phase(cat, res.move_id, lc->phase);
+    long booked = lc->second_pass ? 2 : 1;
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), booked);
+    ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), lc->second_pass ? 3 + 2 : 3);
+    /* The first pass copied the first booking; the second never ran. */
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
+    ck_assert_msg(rc == CAL_ECONFLICT && strstr(err, "no longer holds its move lock") != NULL &&
+                      strstr(err, lc->step) != NULL,
+                  "move: status %d: %s", rc, err);
+
+    /* Served by its owner, and booked on while that is the source. Between
+     * the cutover's COMMIT and the target's fence row no shard owns it, as
+     * after a crash there: reads and writes wait for resume (503). */
+    struct http_response r;
+    ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                         (unsigned long long)m.id, (unsigned long long)m.rid),
+                     lc->cut_over && !lc->flipped ? 503 : 200);
+    http_response_deinit(&r);
+    uint64_t late_rid = 0;
+    if (!lc->cut_over) {
+        snprintf(key, sizeof(key), "%s-late", m.key);
+        late_rid = book(h, m.id, key, 105, 106);
+        booked++;
+        ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), booked);
+    }
+
+    /* The lock is the other session's: resume leaves the move to it. */
+    int xrc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(xrc == 1 && strstr(out, "being moved by another calendar-rebalance") != NULL,
+                  "resume under the other session's lock: exit %d:\n%.2000s", xrc, out);
+    expect_phase(cat, res.move_id, lc->phase);
+    db_close(lost.thief); /* its lock goes with it */
+    xrc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(xrc == 0, "resume: exit %d:\n%.2000s", xrc, out);
+    expect_phase(cat, res.move_id, "done");
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    ck_assert_int_eq(scalar(cat, SQL_EPOCH, m.v), epoch + 1);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), -1);
+    ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), epoch + 1);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), booked);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 0);
+    ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 0);
+    ck_assert_int_eq(rows_on((size_t)m.from, "listings", m.id), 0);
+    uint64_t rids[3] = {m.rid, lost.mid_rid, late_rid};
+    for (size_t i = 0; i < 3; i++) {
+        if (rids[i] == 0)
+            continue;
+        ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                             (unsigned long long)m.id, (unsigned long long)rids[i]),
+                         200);
+        http_response_deinit(&r);
+    }
+    db_close(src);
+    db_close(dst);
+    db_close(cat);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
 /* The headline: calendar-stress books, cancels, blocks and replays while its
  * listings' vbuckets move back and forth between the shards; then every
  * invariant it checks with SQL must be zero and verify must be clean. */
@@ -865,6 +1100,11 @@ main(void)
     tc = tcase_create("cleanup_check");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, cleanup_keeps_the_source_until_the_target_holds_its_rows);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("lost_lock");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, a_run_that_loses_its_move_lock_stops, 0,
+                        (int)CAL_ARRAY_LEN(LOST_LOCK_CASES));
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
