@@ -142,17 +142,6 @@ booking_key_valid(const char *key, size_t len)
     return true;
 }
 
-#define ID_EPOCH_MS 1577836800000ULL /* 2020-01-01T00:00:00Z */
-#define ID_SEQ_BITS 12 /* 41 bits of ms (to 2089) + 12 below 2^53: exact in JavaScript clients */
-
-uint64_t
-booking_reservation_id(uint64_t now_ms, uint64_t *counter)
-{
-    uint64_t ms = now_ms > ID_EPOCH_MS ? now_ms - ID_EPOCH_MS : 0;
-    uint64_t seq = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
-    return ((ms << ID_SEQ_BITS) | (seq & ((1u << ID_SEQ_BITS) - 1))) & ((1ULL << 53) - 1);
-}
-
 unsigned
 booking_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd)
 {

@@ -102,14 +102,6 @@ void booking_request_hash(int32_t check_in, int32_t check_out, uint64_t guest_id
  * leading or trailing space (HTTP strips those). */
 bool booking_key_valid(const char *key, size_t len);
 
-/* Time-ordered 53-bit id (exact as a JSON number everywhere): ms since
- * 2020-01-01 in the high 41 bits (until 2089), then 12 bits of a
- * per-process counter that starts at a random value. (Ids made before
- * 2026-11-30 had 15 counter bits, which would have wrapped in 2028; they
- * are larger than the ids made since.) A collision is a primary key
- * violation, which the caller turns into a retry with a new id. */
-uint64_t booking_reservation_id(uint64_t now_ms, uint64_t *counter);
-
 /* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)]. */
 unsigned booking_backoff_ms(unsigned attempt, unsigned base_ms, unsigned cap_ms, uint64_t rnd);
 

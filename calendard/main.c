@@ -86,6 +86,7 @@ main(int argc, char **argv)
         .deadline_ms = (unsigned)conf.deadline_ms,
         .batch_max = (unsigned)conf.batch_max,
         .batch_lanes = (unsigned)conf.batch_lanes,
+        .catalog = conf.catalog,
     };
     struct avail *avail = avail_create(&conf.avail, err, sizeof(err));
     if (avail == NULL) {

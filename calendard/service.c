@@ -10,6 +10,7 @@
 
 #include "calendard/batch.h"
 #include "calendard/booking.h"
+#include "calendard/idblock.h"
 #include "calendard/inflight.h"
 #include "calendard/request.h"
 #include "calendard/store.h"
@@ -25,7 +26,8 @@ struct service {
     struct inflight *inflight;                   /* idempotency keys being processed */
     pthread_mutex_t batch_lock;                  /* guards creation of batchers */
     struct batcher *batchers[ROUTER_MAX_SHARDS]; /* by shard index, created on first use */
-    uint64_t id_counter;
+    struct idblock_catalog id_source;
+    struct idblock *ids; /* reservation ids */
 };
 
 /* One operation on the shard that owns a listing. Returns CAL_OK, or a
@@ -44,7 +46,8 @@ service_create(const struct service_conf *conf, struct router *router, struct av
     svc->avail = avail;
     pthread_mutex_init(&svc->batch_lock, NULL);
     svc->inflight = inflight_create();
-    svc->id_counter = cal_rand64();
+    svc->id_source.conf = &svc->conf.catalog;
+    svc->ids = idblock_create(IDBLOCK_SIZE, idblock_fetch_catalog, &svc->id_source);
     return svc;
 }
 
@@ -57,6 +60,8 @@ service_destroy(struct service *svc)
         batcher_destroy(svc->batchers[i]);
     pthread_mutex_destroy(&svc->batch_lock);
     inflight_destroy(svc->inflight);
+    idblock_destroy(svc->ids);
+    db_close(svc->id_source.db);
     free(svc);
 }
 
@@ -418,12 +423,12 @@ struct booking_ctx {
     const char *key;
     size_t keylen;
     char request_hash[17];
+    uint64_t reservation_id; /* taken before the first try, kept by the retries */
     struct reservation res;
     bool replayed;
     bool invalidated; /* committed through a batcher, which deleted its cache keys */
     bool refused;     /* plan_booking() refused it: verdict and plan say why */
     enum stay_verdict verdict;
-    struct service *svc;
     struct calendar_read read;
     struct booking_plan plan;
 };
@@ -449,7 +454,7 @@ replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *
  * refuse_booking()). Uses no connection: a batch's leader calls it for
  * every booking it read. */
 static cal_status
-plan_booking(struct service *svc, struct booking_ctx *c, struct store_booking *sb)
+plan_booking(struct booking_ctx *c, struct store_booking *sb)
 {
     const struct booking_request *req = c->req;
     const struct listing *l = &c->read.listing;
@@ -461,7 +466,7 @@ plan_booking(struct service *svc, struct booking_ctx *c, struct store_booking *s
     }
     struct reservation *r = &c->res;
     memset(r, 0, sizeof(*r));
-    r->reservation_id = booking_reservation_id(cal_now_ms(), &svc->id_counter);
+    r->reservation_id = c->reservation_id;
     r->listing_id = c->listing_id;
     r->check_in = req->check_in;
     r->check_out = req->check_out;
@@ -479,7 +484,7 @@ static cal_status
 plan_in_batch(void *arg, struct store_booking *sb)
 {
     struct booking_ctx *c = arg;
-    return plan_booking(c->svc, c, sb);
+    return plan_booking(c, sb);
 }
 
 /* The answer to a booking its plan refused (c->verdict, c->plan). */
@@ -530,16 +535,20 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
         rc = store_read_calendar(db, rt->vbucket, c->listing_id, req->check_in, req->check_out,
                                  &c->read, err, errlen);
         struct store_booking sb = {0};
-        if (rc == CAL_OK && (rc = plan_booking(svc, c, &sb)) == CAL_OK)
+        if (rc == CAL_OK && (rc = plan_booking(c, &sb)) == CAL_OK)
             rc = store_book_one(db, sb.listing, sb.plan, sb.res, c->key, c->keylen, err, errlen);
     }
     if (rc == CAL_EINVAL && c->refused)
         return refuse_booking(db, c, e, err, errlen);
     if (rc == CAL_EDUP) {
-        /* The key raced with a concurrent replay, or (rarely) the id collided. */
+        /* The key raced with a concurrent replay, or the id collided with
+         * one calendard made before ids came from the catalog: the retry
+         * takes another. */
         rc = replay_or_fail(db, c, e, err, errlen);
-        if (rc == CAL_ENOTFOUND)
+        if (rc == CAL_ENOTFOUND) {
             rc = CAL_ECONFLICT;
+            (void)idblock_next(svc->ids, &c->reservation_id, err, errlen);
+        }
     }
     return rc;
 }
@@ -590,12 +599,19 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     /* A check-in in the past is refused by op_book, after the key lookup:
      * a replay of a booking made before midnight still gets its answer. */
     struct booking_ctx *c = cal_calloc(1, sizeof(*c));
-    c->svc = svc;
     c->listing_id = listing_id;
     c->req = &breq;
     c->key = req->idempotency_key;
     c->keylen = keylen;
     booking_request_hash(breq.check_in, breq.check_out, breq.guest_id, c->request_hash);
+    char err[512];
+    if (idblock_next(svc->ids, &c->reservation_id, err, sizeof(err)) != CAL_OK) {
+        log_shard_unavailable(ROUTER_MAX_SHARDS, -1, err);
+        service_error(resp, 503, "shard_unavailable",
+                      "the catalog cannot be reached for a reservation id");
+        free(c);
+        return;
+    }
     /* One request per key at a time: a replay waits for the original. */
     if (!inflight_acquire(svc->inflight, listing_id, c->key, keylen, svc->conf.deadline_ms)) {
         service_error(resp, 409, "idempotency_key_in_use",

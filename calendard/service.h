@@ -20,6 +20,7 @@ struct service_conf {
     unsigned deadline_ms;         /* no new attempt starts after this much of a request */
     unsigned batch_max;           /* bookings per group commit; 0 = one transaction each */
     unsigned batch_lanes;         /* group commits of one shard in flight at low load */
+    struct db_conf catalog;       /* where reservation ids come from (idblock.h) */
 };
 
 struct api_request {

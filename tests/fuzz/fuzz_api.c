@@ -29,6 +29,7 @@ setup(void)
                               .backoff_max_ms = 0,
                               .max_search_listings = 1000,
                               .deadline_ms = 100};
+    sc.catalog = rc.catalog; /* reservation ids: refused at once too */
     char err[256];
     log_set_level(LOG_ERROR);
     svc = service_create(&sc, router_create(&rc), avail_create(&ac, err, sizeof(err)));

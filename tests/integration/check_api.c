@@ -2028,6 +2028,32 @@ START_TEST(test_read_only_shard_is_unavailable)
 }
 END_TEST
 
+/* Every reservation id comes from a block the daemon took from the
+ * catalog's id_blocks (as cal_app, whose only catalog write that is), so
+ * no daemon makes one twice, on any shard. */
+START_TEST(test_reservation_ids_come_from_the_catalog)
+{
+    char key[64];
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        uint64_t listing = create_listing();
+        unique_key(key, sizeof(key), "ids");
+        json_t *r = book_ok(listing, key, 10, 12, 7, 20000);
+        ids[i] = jint(r, "reservation_id");
+        json_decref(r);
+    }
+    int64_t next =
+        sql_int(catalog(), "SELECT next_id FROM id_blocks WHERE name = 'reservation'", NULL, 0);
+    for (int i = 0; i < 4; i++) {
+        /* schema/catalog/003_id_blocks.sql's first id */
+        ck_assert_int_ge(ids[i], 7250000000000000LL);
+        ck_assert_int_lt(ids[i], next);
+        for (int k = 0; k < i; k++)
+            ck_assert_int_ne(ids[i], ids[k]);
+    }
+}
+END_TEST
+
 static Suite *
 api_suite(void)
 {
@@ -2045,6 +2071,7 @@ api_suite(void)
         {"listing_validation", test_listing_validation, 30},
         {"invalid_listing_id", test_invalid_listing_id, 30},
         {"booking_create_and_get", test_booking_create_and_get, 30},
+        {"reservation_ids_come_from_the_catalog", test_reservation_ids_come_from_the_catalog, 30},
         {"booking_unknown_listing", test_booking_unknown_listing, 30},
         {"booking_validation", test_booking_validation, 30},
         {"body_too_large", test_body_too_large, 30},

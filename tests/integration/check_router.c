@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/idblock.h"
 #include "calendard/router.h"
 #include "common/db.h"
 #include "common/util.h"
@@ -274,6 +275,71 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
 }
 END_TEST
 
+/* Two daemons taking blocks from the catalog at once get disjoint ones,
+ * every id below 2^53. */
+START_TEST(reservation_id_blocks_of_two_daemons_are_disjoint)
+{
+    char err[256];
+    struct db_conf conf = {0};
+    ck_assert(db_conf_parse_dsn(&conf, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    struct idblock_catalog cat[2] = {{.conf = &conf}, {.conf = &conf}};
+    struct idblock *ids[2] = {idblock_create(100, idblock_fetch_catalog, &cat[0]),
+                              idblock_create(100, idblock_fetch_catalog, &cat[1])};
+    enum { N = 1000 };
+    static uint64_t got[2][N];
+    for (size_t i = 0; i < N; i++)
+        for (int d = 0; d < 2; d++)
+            ck_assert_msg(idblock_next(ids[d], &got[d][i], err, sizeof(err)) == CAL_OK, "%s", err);
+    for (size_t i = 0; i < N; i++) {
+        ck_assert_uint_ge(got[0][i], 7250000000000000ULL);
+        ck_assert_uint_le(got[1][i], IDBLOCK_MAX);
+        /* Each daemon's ids rise (its blocks come later and later), so a
+         * walk through both finds any id the two share. */
+        if (i > 0)
+            ck_assert(got[0][i] > got[0][i - 1] && got[1][i] > got[1][i - 1]);
+    }
+    for (size_t a = 0, b = 0; a < N && b < N;) {
+        ck_assert_msg(got[0][a] != got[1][b], "id %llu made twice", (unsigned long long)got[0][a]);
+        if (got[0][a] < got[1][b])
+            a++;
+        else
+            b++;
+    }
+    for (int d = 0; d < 2; d++) {
+        idblock_destroy(ids[d]);
+        db_close(cat[d].db);
+    }
+}
+END_TEST
+
+/* Near 2^53 the catalog refuses a block that would pass it, with a message
+ * that says so. A temporary id_blocks on the fetch's own session stands in
+ * for the real one, which other daemons use. */
+START_TEST(no_block_goes_past_two_to_the_53)
+{
+    char err[256];
+    struct db_conf conf = {0};
+    ck_assert(db_conf_parse_dsn(&conf, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    struct idblock_catalog cat = {.conf = &conf, .db = db_connect(&conf, err, sizeof(err))};
+    ck_assert_msg(cat.db != NULL, "%s", err);
+    struct db_val p[1] = {DB_INT_V((int64_t)(IDBLOCK_MAX - 5))};
+    ck_assert(db_exec(cat.db,
+                      "CREATE TEMPORARY TABLE id_blocks (name VARCHAR(32) PRIMARY KEY,"
+                      " next_id BIGINT UNSIGNED NOT NULL)",
+                      err, sizeof(err)) == CAL_OK);
+    ck_assert_msg(db_query(cat.db, "INSERT INTO id_blocks VALUES ('reservation', ?)", p, 1, NULL,
+                           err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    uint64_t first = 0;
+    ck_assert_int_eq(idblock_fetch_catalog(&cat, 7, &first, err, sizeof(err)), CAL_ERR);
+    ck_assert_msg(strstr(err, "no 'reservation' row left with 7 ids") != NULL, "%s", err);
+    ck_assert(idblock_fetch_catalog(&cat, 6, &first, err, sizeof(err)) == CAL_OK);
+    ck_assert_uint_eq(first, IDBLOCK_MAX - 5); /* ..IDBLOCK_MAX */
+    ck_assert_int_eq(idblock_fetch_catalog(&cat, 1, &first, err, sizeof(err)), CAL_ERR);
+    db_close(cat.db);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -284,6 +350,12 @@ main(void)
     tcase_add_test(tc, a_shard_address_change_in_the_catalog_is_followed);
     tcase_add_test(tc, a_connection_put_back_goes_to_each_waiter_in_turn);
     tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reservation_ids");
+    tcase_set_timeout(tc, 30);
+    tcase_add_unchecked_fixture(tc, remember_shards, NULL);
+    tcase_add_test(tc, reservation_id_blocks_of_two_daemons_are_disjoint);
+    tcase_add_test(tc, no_block_goes_past_two_to_the_53);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

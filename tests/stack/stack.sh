@@ -405,12 +405,23 @@ apply_schema_files() {
     fi
 }
 
+# calendard takes blocks of reservation ids from the catalog's id_blocks
+# (schema/catalog/003_id_blocks.sql): its only catalog write. A table grant
+# needs the table, so it follows the schema.
+grant_app_ids_sql() {
+    local host
+    for host in 127.0.0.1 localhost; do
+        printf "GRANT UPDATE ON \`calendar_catalog\`.\`id_blocks\` TO 'cal_app'@'%s';\n" "$host"
+    done
+}
+
 bootstrap_schema() {
     local i
     local -a shards=()
     if [ "${STACK_NO_ADMIN:-0}" = 1 ]; then
         log "STACK_NO_ADMIN=1: applying schema/*.sql directly (development only)"
         apply_schema_files
+        grant_app_ids_sql | shard_sql 0 || die "granting cal_app UPDATE on id_blocks failed"
         return 0
     fi
     [ -x "$ROOT/bin/calendar-admin" ] ||
@@ -425,6 +436,7 @@ bootstrap_schema() {
         show_logs admin
         die "calendar-admin bootstrap failed"
     fi
+    grant_app_ids_sql | shard_sql 0 || die "granting cal_app UPDATE on id_blocks failed"
 }
 
 # ---------------------------------------------------------------- memcached
