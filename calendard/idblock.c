@@ -107,9 +107,8 @@ idblock_next(struct idblock *ids, uint64_t *id, char *err, size_t errlen)
 /* Moves next_id on by n and answers where it was, in one statement: the
  * row lock makes concurrent daemons take disjoint blocks. No block goes
  * past IDBLOCK_MAX. */
-static const char SQL_TAKE_IDS[] =
-    "UPDATE id_blocks SET next_id = LAST_INSERT_ID(next_id) + ?"
-    " WHERE name = 'reservation' AND next_id <= ?";
+static const char SQL_TAKE_IDS[] = "UPDATE id_blocks SET next_id = LAST_INSERT_ID(next_id) + ?"
+                                   " WHERE name = 'reservation' AND next_id <= ?";
 
 cal_status
 idblock_fetch_catalog(void *arg, uint64_t n, uint64_t *first, char *err, size_t errlen)

@@ -39,7 +39,6 @@ struct idblock_catalog {
     const struct db_conf *conf;
     struct db *db; /* connected on first use, again after it broke */
 };
-cal_status idblock_fetch_catalog(void *arg, uint64_t n, uint64_t *first, char *err,
-                                 size_t errlen);
+cal_status idblock_fetch_catalog(void *arg, uint64_t n, uint64_t *first, char *err, size_t errlen);
 
 #endif

@@ -956,7 +956,10 @@ store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id, uint64_t rese
         goto fail;
     if ((rc = db_commit(db, err, errlen)) != CAL_OK)
         return rc;
-    return store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen);
+    /* Committed: a read-back that fails for any reason the caller would not
+     * retry says only that the answer is unknown (a cancel is idempotent). */
+    rc = store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen);
+    return rc == CAL_ERR ? CAL_EUNKNOWN : rc;
 fail:
     db_rollback(db);
     return rc;
@@ -987,9 +990,14 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
         p[2] = DB_INT_V(req->to + E);
         if ((rc = db_query(db, SQL_BOOKED_IN_RANGE, p, 3, &st, err, errlen)) != CAL_OK)
             goto fail;
-        while (db_fetch(st, c, 1, err, errlen) > 0)
+        int r;
+        while ((r = db_fetch(st, c, 1, err, errlen)) > 0)
             if (*nbooked < BOOKING_MAX_NIGHTS)
                 booked[(*nbooked)++] = (int32_t)c[0].i;
+        if (r < 0) {
+            rc = CAL_ERR;
+            goto fail;
+        }
         if (*nbooked > 0) {
             snprintf(err, errlen, "%zu nights of the range are booked", *nbooked);
             rc = CAL_EINVAL;

@@ -105,9 +105,10 @@ cal_status store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listi
 cal_status store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id,
                         uint64_t reservation_id, struct reservation *out, char *err, size_t errlen);
 
-/* Host change over [from, to). if_match 0 = unconditional. CAL_ECONFLICT with
- * booked nights listed in booked[] (at most BOOKING_MAX_NIGHTS) when blocking
- * a booked night; CAL_EINVAL when if_match differs (precondition failed). */
+/* Host change over [from, to). if_match 0 = unconditional. CAL_EINVAL when
+ * refused: with the booked nights in booked[] (*nbooked > 0, at most
+ * BOOKING_MAX_NIGHTS) when blocking a booked night, with *nbooked 0 when
+ * if_match differs (precondition failed). */
 cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                           const struct calendar_request *req, uint64_t if_match, uint64_t *version,
                           int32_t *booked, size_t *nbooked, char *err, size_t errlen);
