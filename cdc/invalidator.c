@@ -157,8 +157,9 @@ store(struct invalidator *inv, struct kconsumer_msg *msg)
     }
     if (msg->gap_from >= 0) {
         /* Events of this partition were dropped by the broker before we read
-         * them: what they changed is unknown, so everything goes, before any
-         * offset passes them. */
+         * them (or may have been: its committed offset was unknown): what
+         * they changed is unknown, so everything goes, before any offset
+         * passes them. */
         if (cache_flush(inv->cache, err, sizeof(err)) != CAL_OK) {
             invstats_error(inv->stats, INVSTATS_ERR_CACHE);
             inv->failures++;

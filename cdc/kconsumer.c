@@ -26,7 +26,7 @@ struct held {
 struct track {
     char topic[256];
     int32_t partition;
-    int64_t next;     /* offset expected next: the committed one at assignment */
+    int64_t next;     /* offset expected next: the committed one at assignment; -1 unknown */
     int64_t gap_at;   /* the first message after a gap, until it is stored; -1: none */
     int64_t gap_from; /* the first offset that never came */
 };
@@ -54,13 +54,34 @@ track_find(struct kconsumer *kc, const char *topic, int32_t partition)
     return NULL;
 }
 
-/* Tracks parts from their committed offsets (a partition never committed
- * starts at 0: its consumption starts at the beginning of the log). */
+/* A committed-offset lookup is one round trip to the group coordinator,
+ * made from the polling thread. */
+#define COMMITTED_TIMEOUT_MS 10000
+
+/* The offset a partition's next message should have, from a lookup of its
+ * committed offset (rerr: the lookup's own result): that offset, 0 when none
+ * was ever committed (consumption starts at the beginning of the log), -1
+ * when the lookup failed. */
+static int64_t
+committed_next(rd_kafka_resp_err_t rerr, const rd_kafka_topic_partition_t *p)
+{
+    if (rerr == RD_KAFKA_RESP_ERR_NO_ERROR)
+        rerr = p->err;
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_warn("committed offset unknown", "topic=%s partition=%d error=\"%s\"", p->topic,
+                 (int)p->partition, rd_kafka_err2str(rerr));
+        return -1;
+    }
+    return p->offset >= 0 ? p->offset : 0;
+}
+
+/* Tracks parts from their committed offsets. A partition whose lookup fails
+ * is looked up again at its first message (track_delivered). */
 static void
 track_assigned(struct kconsumer *kc, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-    rd_kafka_resp_err_t rerr = rd_kafka_committed(rk, committed, 10000);
+    rd_kafka_resp_err_t rerr = rd_kafka_committed(rk, committed, COMMITTED_TIMEOUT_MS);
     for (int i = 0; i < committed->cnt; i++) {
         const rd_kafka_topic_partition_t *p = &committed->elems[i];
         struct track *t = track_find(kc, p->topic, p->partition);
@@ -73,10 +94,7 @@ track_assigned(struct kconsumer *kc, rd_kafka_t *rk, const rd_kafka_topic_partit
             cal_strlcpy(t->topic, p->topic, sizeof(t->topic));
             t->partition = p->partition;
         }
-        /* Unknown when the lookup failed: no gap can be told then. */
-        t->next = rerr != RD_KAFKA_RESP_ERR_NO_ERROR || p->err != RD_KAFKA_RESP_ERR_NO_ERROR ? -1
-                  : p->offset >= 0 ? p->offset
-                                   : 0;
+        t->next = committed_next(rerr, p);
         t->gap_at = -1;
         t->gap_from = -1;
     }
@@ -101,11 +119,27 @@ track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
     struct track *t = track_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
     if (t == NULL)
         return NULL;
-    if (t->next >= 0 && rkm->offset > t->next) {
+    if (t->next < 0) {
+        /* The lookup at assignment failed: once more. Nothing of this
+         * partition was stored since, so the answer is still where we
+         * started. */
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, t->topic, t->partition);
+        rd_kafka_resp_err_t rerr = rd_kafka_committed(kc->rk, list, COMMITTED_TIMEOUT_MS);
+        t->next = committed_next(rerr, &list->elems[0]);
+        rd_kafka_topic_partition_list_destroy(list);
+    }
+    /* Still unknown: any message before this one may have been dropped
+     * unread, so that counts as a gap from the start of the log (the caller
+     * flushes; assuming none could keep stale entries forever). */
+    int64_t expected = t->next >= 0 ? t->next : 0;
+    if (rkm->offset > expected) {
         t->gap_at = rkm->offset;
-        t->gap_from = t->next;
-        log_warn("messages the broker no longer has", "topic=%s partition=%d offsets=%lld-%lld",
-                 t->topic, (int)t->partition, (long long)t->next, (long long)rkm->offset - 1);
+        t->gap_from = expected;
+        log_warn(t->next >= 0 ? "messages the broker no longer has"
+                              : "messages before this one may be lost: committed offset unknown",
+                 "topic=%s partition=%d offsets=%lld-%lld", t->topic, (int)t->partition,
+                 (long long)expected, (long long)rkm->offset - 1);
     }
     if (rkm->offset + 1 > t->next)
         t->next = rkm->offset + 1;

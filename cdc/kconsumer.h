@@ -36,7 +36,10 @@ struct kconsumer_msg {
     int64_t timestamp_ms; /* the message's timestamp, -1 if none */
     /* >= 0: the partition's offsets [gap_from, offset) never came (the broker
      * dropped them before this consumer read them: retention); set on every
-     * delivery of this message until it is stored. -1: none. */
+     * delivery of this message until it is stored. -1: none. Also set, to 0,
+     * on the first message (if not offset 0) of a partition whose committed
+     * offset could not be looked up, neither at assignment nor at that message:
+     * a gap cannot be ruled out then. */
     int64_t gap_from;
     void *handle; /* private */
 };

@@ -1,10 +1,18 @@
-/* Unit tests of cdc/kconsumer's configuration: every session timeout the
- * invalidator's config allows creates a consumer (librdkafka wants
- * max.poll.interval.ms >= session.timeout.ms), and values librdkafka would
- * refuse at start are refused by the check. No broker is needed. */
+/* Unit tests of cdc/kconsumer: its configuration (every session timeout the
+ * invalidator's config allows creates a consumer: librdkafka wants
+ * max.poll.interval.ms >= session.timeout.ms; values librdkafka would refuse
+ * at start are refused by the check; no broker), and its gap detection
+ * when the group coordinator fails to answer, against librdkafka's mock
+ * cluster in this process (no stack needed). */
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cdc/kconsumer.h"
+#include "common/util.h"
+#include "tests/lib/kafka_produce.h"
 #include "tests/lib/unit.h"
 
 static struct kconsumer_conf
@@ -50,11 +58,183 @@ START_TEST(refused_values_fail_the_check)
 }
 END_TEST
 
+/* Kafka protocol API key of OffsetFetch (rdkafka_protocol.h is not installed). */
+#define API_OFFSET_FETCH 9
+#define TOPIC "kc.gap"
+#define GROUP "check-kconsumer-gap"
+
+struct mock {
+    rd_kafka_t *rk; /* the mock cluster's host handle */
+    rd_kafka_mock_cluster_t *mc;
+    char bootstrap[256];
+};
+
+/* A one-broker mock cluster with TOPIC (one partition). */
+static void
+mock_start(struct mock *m)
+{
+    char why[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* Quiet: it warns that it has no bootstrap.servers of its own. */
+    ck_assert(rd_kafka_conf_set(conf, "log_level", "3", why, sizeof(why)) == RD_KAFKA_CONF_OK);
+    m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    ck_assert_msg(m->rk != NULL, "%s", why);
+    m->mc = rd_kafka_mock_cluster_new(m->rk, 1);
+    ck_assert_ptr_nonnull(m->mc);
+    cal_strlcpy(m->bootstrap, rd_kafka_mock_cluster_bootstraps(m->mc), sizeof(m->bootstrap));
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, TOPIC, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void
+mock_stop(struct mock *m)
+{
+    rd_kafka_mock_cluster_destroy(m->mc);
+    rd_kafka_destroy(m->rk);
+}
+
+/* n messages of len bytes each on TOPIC. */
+static void
+produce_n(const struct mock *m, int n, size_t len)
+{
+    char err[512];
+    struct kafka_produce *kp = kafka_produce_create(m->bootstrap, err, sizeof(err));
+    ck_assert_msg(kp != NULL, "%s", err);
+    char *value = cal_malloc(len);
+    memset(value, 'x', len);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(kafka_produce_send(kp, TOPIC, "k", value, len, 10000, err, sizeof(err)) ==
+                          CAL_OK,
+                      "%s", err);
+    free(value);
+    kafka_produce_destroy(kp);
+}
+
+static struct kconsumer *
+consumer(const struct mock *m)
+{
+    struct kconsumer_conf c = valid_conf();
+    cal_strlcpy(c.bootstrap_servers, m->bootstrap, sizeof(c.bootstrap_servers));
+    cal_strlcpy(c.group_id, GROUP, sizeof(c.group_id));
+    cal_strlcpy(c.topics, TOPIC, sizeof(c.topics));
+    c.session_timeout_ms = 4000; /* the mock delays a join by this less 1 s */
+    char err[256];
+    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    return kc;
+}
+
+static void
+next_msg(struct kconsumer *kc, struct kconsumer_msg *msg)
+{
+    char err[512] = "";
+    uint64_t deadline = cal_mono_us() + 30000000;
+    while (kconsumer_poll(kc, 100, msg, err, sizeof(err)) != CAL_OK)
+        ck_assert_msg(cal_mono_us() < deadline, "no message within 30 s (last poll: %s)", err);
+}
+
+/* The group reads and stores n messages, then leaves: offset n committed. */
+static void
+commit_first(const struct mock *m, int n)
+{
+    char err[256];
+    struct kconsumer *kc = consumer(m);
+    for (int i = 0; i < n; i++) {
+        struct kconsumer_msg msg = {0};
+        next_msg(kc, &msg);
+        ck_assert_int_eq(msg.offset, i);
+        ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+        kconsumer_release(kc, &msg);
+    }
+    ck_assert_msg(kconsumer_close(kc, err, sizeof(err)) == CAL_OK, "%s", err);
+    kconsumer_destroy(kc);
+}
+
+/* The committed-offset lookups of a consumer that joins now fail as errs
+ * says, in order. Each OffsetFetch request takes the next entry (0: answered),
+ * and they come in this order: librdkafka's own (where to start fetching),
+ * kconsumer's at assignment (sent right after it, on the same connection),
+ * librdkafka's retry of its own after a retriable error, then kconsumer's
+ * second one at the partition's first message (which needs that retry's
+ * answer first). */
+static void
+fail_lookups(const struct mock *m, const rd_kafka_resp_err_t *errs, size_t n)
+{
+    rd_kafka_mock_push_request_errors_array(m->mc, API_OFFSET_FETCH, n, errs);
+}
+
+/* The lookup at assignment fails but the one at the first message works:
+ * the gap (retention dropped offsets 3.. before the group read them) is
+ * told exactly, as if the first lookup had worked. */
+START_TEST(failed_lookup_at_assignment_is_retried)
+{
+    struct mock m;
+    mock_start(&m);
+    produce_n(&m, 5, 10);
+    commit_first(&m, 3);
+    produce_n(&m, 400, 16000); /* about 6.4 MB: the mock keeps about 5 */
+    const rd_kafka_resp_err_t errs[] = {RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT,
+                                        RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED};
+    fail_lookups(&m, errs, 2);
+    struct kconsumer *kc = consumer(&m);
+    struct kconsumer_msg msg = {0}, next = {0};
+    next_msg(kc, &msg);
+    ck_assert_msg(msg.offset > 5, "offset %lld: the broker kept everything", (long long)msg.offset);
+    ck_assert_int_eq(msg.gap_from, 3);
+    char err[256];
+    ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+    kconsumer_release(kc, &msg);
+    next_msg(kc, &next);
+    ck_assert_int_eq(next.gap_from, -1);
+    kconsumer_release(kc, &next);
+    kconsumer_destroy(kc);
+    mock_stop(&m);
+}
+END_TEST
+
+/* Both lookups fail: whether messages before the first one read were lost
+ * cannot be told, so it counts as a gap from offset 0 (the invalidator
+ * flushes), even though none was lost here. */
+START_TEST(unknown_committed_offset_counts_as_a_gap)
+{
+    struct mock m;
+    mock_start(&m);
+    produce_n(&m, 5, 10);
+    commit_first(&m, 3);
+    const rd_kafka_resp_err_t errs[] = {
+        RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED};
+    fail_lookups(&m, errs, 4);
+    struct kconsumer *kc = consumer(&m);
+    struct kconsumer_msg msg = {0}, next = {0};
+    next_msg(kc, &msg);
+    ck_assert_int_eq(msg.offset, 3);
+    ck_assert_int_eq(msg.gap_from, 0);
+    char err[256];
+    ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+    kconsumer_release(kc, &msg);
+    next_msg(kc, &next);
+    ck_assert_int_eq(next.offset, 4);
+    ck_assert_int_eq(next.gap_from, -1);
+    kconsumer_release(kc, &next);
+    kconsumer_destroy(kc);
+    mock_stop(&m);
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("kconsumer");
     UNIT_CASE(s, long_session_timeout_creates_a_consumer);
     UNIT_CASE(s, refused_values_fail_the_check);
+    /* Against the mock cluster: each group join takes it 3 s. */
+    TCase *tc = tcase_create("failed_lookup_at_assignment_is_retried");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, failed_lookup_at_assignment_is_retried);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("unknown_committed_offset_counts_as_a_gap");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, unknown_committed_offset_counts_as_a_gap);
+    suite_add_tcase(s, tc);
     return unit_run(s);
 }
