@@ -152,6 +152,19 @@ checkpoint_store(const char *path, const struct checkpoint *cp, char *err, size_
     return fsync_dir_of(path, err, errlen);
 }
 
+cal_status
+checkpoint_admit(struct gtid_pos *seen, const struct gtid *g, char *err, size_t errlen)
+{
+    if (gtid_pos_update(seen, g) != CAL_OK) {
+        snprintf(err, errlen,
+                 "GTID domain %u is one replication domain more than the %d the"
+                 " relay's checkpoint holds",
+                 g->domain_id, GTID_MAX_DOMAINS);
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
+}
+
 int
 checkpoint_lock_dir(const char *dir, char *err, size_t errlen)
 {

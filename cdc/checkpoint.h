@@ -26,6 +26,14 @@ cal_status checkpoint_load(const char *path, struct checkpoint *cp, char *err, s
 cal_status checkpoint_store(const char *path, const struct checkpoint *cp, char *err,
                             size_t errlen);
 
+/* A stream's guard on what its checkpoint can hold: seen holds the domains
+ * of the checkpoint it started from and of every transaction read since.
+ * Records g in seen, or refuses it (CAL_EINVAL, err filled, seen unchanged)
+ * when its domain would be one past the GTID_MAX_DOMAINS a checkpoint holds:
+ * its transactions would be left out of the checkpoint, and a restart would
+ * resume that domain wherever the server chose. Pure. */
+cal_status checkpoint_admit(struct gtid_pos *seen, const struct gtid *g, char *err, size_t errlen);
+
 /* Creates dir (mode 0700) if needed and takes an exclusive flock on
  * dir/lock so two relays never share one state directory. Returns the fd
  * that holds the lock (released when the process exits), or -1 (err filled). */

@@ -586,9 +586,8 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
     struct txn *cur = NULL;
     struct binlog_event ev;
     cal_status st = CAL_OK;
-    /* The domains of the checkpoint and of every transaction read since:
-     * the checkpoint holds GTID_MAX_DOMAINS, and one past it would be left
-     * out of it, to resume wherever the server chose. */
+    /* The domains of the checkpoint and of every transaction read since
+     * (checkpoint_admit). */
     pthread_mutex_lock(&r->mu);
     struct gtid_pos seen = r->acked;
     pthread_mutex_unlock(&r->mu);
@@ -617,11 +616,7 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
         pthread_mutex_unlock(&r->mu);
         switch (ev.kind) {
         case BINLOG_GTID:
-            if (gtid_pos_update(&seen, &ev.gtid) != CAL_OK) {
-                snprintf(err, errlen,
-                         "GTID domain %u is one replication domain more than the %d the"
-                         " relay's checkpoint holds",
-                         ev.gtid.domain_id, GTID_MAX_DOMAINS);
+            if (checkpoint_admit(&seen, &ev.gtid, err, errlen) != CAL_OK) {
                 st = CAL_ERR;
                 break;
             }

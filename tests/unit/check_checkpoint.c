@@ -1,5 +1,6 @@
 /* Unit tests of cdc/gtid and cdc/checkpoint: GTID position text, durable
- * checkpoint files, the state directory lock. */
+ * checkpoint files, the guard on the domains a checkpoint holds, the state
+ * directory lock. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,34 @@ START_TEST(gtid_positions)
                          NULL};
     for (int i = 0; bad[i] != NULL; i++)
         ck_assert_msg(gtid_pos_parse(&pos, bad[i], err, sizeof(err)) == CAL_EINVAL, "%s", bad[i]);
+}
+END_TEST
+
+/* The relay's stream starts from its checkpoint's domains: a 32nd domain
+ * still fits, a 33rd is refused with a message naming it and leaves the
+ * position as it was, and the domains already held keep advancing. */
+START_TEST(a_33rd_domain_is_refused)
+{
+    char text[GTID_POS_TEXT_MAX] = "", err[256] = "";
+    size_t off = 0;
+    for (int d = 0; d < GTID_MAX_DOMAINS - 1; d++)
+        off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%d-1-%d", d ? "," : "", d, d);
+    struct gtid_pos seen, before;
+    ck_assert_int_eq(gtid_pos_parse(&seen, text, err, sizeof(err)), CAL_OK);
+    struct gtid g = {.domain_id = 100, .server_id = 2, .seq = 1};
+    ck_assert_int_eq(checkpoint_admit(&seen, &g, err, sizeof(err)), CAL_OK);
+    ck_assert_uint_eq(seen.n, GTID_MAX_DOMAINS);
+    before = seen;
+    g = (struct gtid){.domain_id = 101, .server_id = 2, .seq = 1};
+    ck_assert_int_eq(checkpoint_admit(&seen, &g, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_msg(strstr(err, "GTID domain 101 ") != NULL, "%s", err);
+    ck_assert(gtid_pos_equal(&seen, &before));
+    g = (struct gtid){.domain_id = 100, .server_id = 2, .seq = 2};
+    ck_assert_int_eq(checkpoint_admit(&seen, &g, err, sizeof(err)), CAL_OK);
+    g = (struct gtid){.domain_id = 0, .server_id = 3, .seq = 50};
+    ck_assert_int_eq(checkpoint_admit(&seen, &g, err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(gtid_pos_format(&seen, text, sizeof(text)), CAL_OK);
+    ck_assert_msg(strncmp(text, "0-3-50,", 7) == 0 && strstr(text, ",100-2-2") != NULL, "%s", text);
 }
 END_TEST
 
@@ -131,6 +160,7 @@ main(void)
     Suite *s = suite_create("checkpoint");
     UNIT_CASE(s, gtid_positions);
     UNIT_CASE(s, checkpoint_round_trip);
+    UNIT_CASE(s, a_33rd_domain_is_refused);
     UNIT_CASE(s, state_dir_lock_is_exclusive);
     return unit_run(s);
 }
