@@ -230,6 +230,25 @@ kproducer_flush(struct kproducer *kp, int timeout_ms, char *err, size_t errlen)
     return CAL_ETIMEDOUT;
 }
 
+cal_status
+kproducer_flush_interruptible(struct kproducer *kp, unsigned timeout_ms,
+                              const volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    uint64_t deadline = cal_mono_us() + (uint64_t)timeout_ms * 1000;
+    for (;;) {
+        uint64_t now = cal_mono_us();
+        unsigned left = now >= deadline ? 0 : (unsigned)((deadline - now + 999) / 1000);
+        cal_status st = kproducer_flush(kp, left < 100 ? (int)left : 100, err, errlen);
+        if (st == CAL_OK || left <= 100)
+            return st;
+        if (*stop != 0) {
+            snprintf(err, errlen, "flush interrupted by stop (%d messages left)",
+                     kproducer_outq_len(kp));
+            return CAL_EAGAIN;
+        }
+    }
+}
+
 int
 kproducer_outq_len(struct kproducer *kp)
 {

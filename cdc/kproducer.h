@@ -5,6 +5,7 @@
 #ifndef CAL_KPRODUCER_H
 #define CAL_KPRODUCER_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,6 +70,13 @@ int kproducer_poll(struct kproducer *kp, int timeout_ms);
 
 /* Waits up to timeout_ms for every queued message to be delivered or to fail. */
 cal_status kproducer_flush(struct kproducer *kp, int timeout_ms, char *err, size_t errlen);
+
+/* kproducer_flush for up to timeout_ms, in 100 ms slices so that a stop
+ * request (*stop nonzero, e.g. set by a signal handler) is seen at once:
+ * CAL_EAGAIN when it came first, err filled. */
+cal_status kproducer_flush_interruptible(struct kproducer *kp, unsigned timeout_ms,
+                                         const volatile sig_atomic_t *stop, char *err,
+                                         size_t errlen);
 
 /* Messages queued or in flight. */
 int kproducer_outq_len(struct kproducer *kp);

@@ -301,26 +301,6 @@ producer_start(struct relay *r)
     return true;
 }
 
-/* kproducer_flush for up to timeout_ms, in 100 ms slices so that a stop
- * request is seen at once: CAL_EAGAIN when it came first. */
-static cal_status
-flush_interruptible(struct relay *r, unsigned timeout_ms, char *err, size_t errlen)
-{
-    uint64_t deadline = cal_mono_us() + (uint64_t)timeout_ms * 1000;
-    for (;;) {
-        uint64_t now = cal_mono_us();
-        unsigned left = now >= deadline ? 0 : (unsigned)((deadline - now + 999) / 1000);
-        cal_status st = kproducer_flush(r->kp, left < 100 ? (int)left : 100, err, errlen);
-        if (st == CAL_OK || left <= 100)
-            return st;
-        if (stopping(r)) {
-            snprintf(err, errlen, "flush interrupted by stop (%d messages left)",
-                     kproducer_outq_len(r->kp));
-            return CAL_EAGAIN;
-        }
-    }
-}
-
 static void
 producer_stop(struct relay *r)
 {
@@ -799,8 +779,8 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         bool failed = r->delivery_failed;
         pthread_mutex_unlock(&r->mu);
         if (!failed) {
-            st = flush_interruptible(r, (unsigned)conf->kafka.message_timeout_ms + 1000, err,
-                                     sizeof(err));
+            st = kproducer_flush_interruptible(
+                r->kp, (unsigned)conf->kafka.message_timeout_ms + 1000, r->stop, err, sizeof(err));
             if (st == CAL_EAGAIN)
                 break; /* stopping: the clean stop below flushes (bounded) */
             failed = st != CAL_OK;
