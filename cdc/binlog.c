@@ -14,13 +14,18 @@
 #include "common/util.h"
 
 #define HEADER_LEN 19
+/* A Format_description event's body: binlog version (2), server version
+ * (50), creation time (4), header length (1), one post-header length per
+ * event type, then the checksum algorithm (1) and a 4-byte checksum slot. */
+#define FDE_FIXED_LEN 57
+#define CHECKSUM_ALG_OFF 0
+#define CHECKSUM_ALG_UNDEF 255 /* a server from before checksums */
 
 struct binlog {
     MYSQL *mysql;
     MARIADB_RPL *rpl;
     MARIADB_RPL_EVENT *ev; /* the event handed out last; freed by the next fetch */
-    bool checksum;         /* events end with a 4-byte CRC32 */
-    char file[256];
+    struct binlog_decoder dec;
 };
 
 static uint64_t
@@ -121,7 +126,7 @@ binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
     if (!query_value(b->mysql, "SELECT @@GLOBAL.binlog_checksum", checksum, sizeof(checksum), err,
                      errlen))
         goto fail;
-    b->checksum = strcmp(checksum, "NONE") != 0;
+    b->dec.checksum = strcmp(checksum, "NONE") != 0;
 
     /* Session variables the primary reads to serve a MariaDB replica:
      * checksum awareness, GTID capability (4), where to start, heartbeats.
@@ -194,30 +199,40 @@ binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen)
         snprintf(err, errlen, "binlog event without raw data");
         return CAL_ERR;
     }
-    const uint8_t *h = re->raw_data + re->raw_data_ofs;
-    size_t avail = re->raw_data_size - re->raw_data_ofs;
+    return binlog_decode(&b->dec, re->raw_data + re->raw_data_ofs,
+                         re->raw_data_size - re->raw_data_ofs, ev, err, errlen);
+}
+
+cal_status
+binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct binlog_event *ev,
+              char *err, size_t errlen)
+{
+    if (len < HEADER_LEN) {
+        snprintf(err, errlen, "binlog event of %zu bytes: shorter than its header", len);
+        return CAL_ERR;
+    }
     memset(ev, 0, sizeof(*ev));
-    ev->timestamp = (uint32_t)le(h, 4);
-    ev->type = h[4];
-    ev->server_id = (uint32_t)le(h + 5, 4);
-    ev->length = (uint32_t)le(h + 9, 4);
-    ev->next_pos = (uint32_t)le(h + 13, 4);
-    ev->flags = (uint16_t)le(h + 17, 2);
-    if (ev->length < HEADER_LEN || ev->length > avail) {
+    ev->timestamp = (uint32_t)le(data, 4);
+    ev->type = data[4];
+    ev->server_id = (uint32_t)le(data + 5, 4);
+    ev->length = (uint32_t)le(data + 9, 4);
+    ev->next_pos = (uint32_t)le(data + 13, 4);
+    ev->flags = (uint16_t)le(data + 17, 2);
+    if (ev->length < HEADER_LEN || ev->length > len) {
         snprintf(err, errlen, "binlog event type %u: length %u outside packet of %zu bytes",
-                 ev->type, ev->length, avail);
+                 ev->type, ev->length, len);
         return CAL_ERR;
     }
     size_t body_len = ev->length - HEADER_LEN;
     /* The format description event always carries a checksum slot. */
-    if (b->checksum || ev->type == FORMAT_DESCRIPTION_EVENT) {
+    if (d->checksum || ev->type == FORMAT_DESCRIPTION_EVENT) {
         if (body_len < 4) {
             snprintf(err, errlen, "binlog event type %u too short for its checksum", ev->type);
             return CAL_ERR;
         }
         body_len -= 4;
     }
-    ev->body = h + HEADER_LEN;
+    ev->body = data + HEADER_LEN;
     ev->body_len = body_len;
 
     switch (ev->type) {
@@ -233,7 +248,18 @@ binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen)
         ev->file_pos = le(ev->body, 8);
         memcpy(ev->file, ev->body + 8, body_len - 8);
         ev->file[body_len - 8] = '\0';
-        cal_strlcpy(b->file, ev->file, sizeof(b->file));
+        cal_strlcpy(d->file, ev->file, sizeof(d->file));
+        break;
+    case FORMAT_DESCRIPTION_EVENT:
+        /* The first event of every file, and sent again when the stream
+         * starts: the events after it carry a checksum as it says. */
+        ev->kind = BINLOG_OTHER;
+        if (body_len < FDE_FIXED_LEN + 1) {
+            snprintf(err, errlen, "malformed format description event");
+            return CAL_ERR;
+        }
+        d->checksum = ev->body[body_len - 1] != CHECKSUM_ALG_OFF &&
+                      ev->body[body_len - 1] != CHECKSUM_ALG_UNDEF;
         break;
     case GTID_EVENT:
         ev->kind = BINLOG_GTID;
@@ -297,7 +323,7 @@ binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen)
 const char *
 binlog_file(const struct binlog *b)
 {
-    return b->file;
+    return b->dec.file;
 }
 
 void

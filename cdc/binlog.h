@@ -51,6 +51,15 @@ struct binlog_event {
     size_t query_len;
 };
 
+/* What decoding carries from one event to the next of a stream. */
+struct binlog_decoder {
+    /* Events end with a 4-byte CRC32: what the Format_description event of
+     * the current file says (binlog_checksum may have changed between
+     * files); until the first one, @@binlog_checksum at connect. */
+    bool checksum;
+    char file[256]; /* the current binlog file, "" until the first rotate event */
+};
+
 struct binlog;
 
 /* Connects and starts a GTID-based binlog dump after position start (the
@@ -66,6 +75,13 @@ struct binlog *binlog_open(const struct binlog_conf *conf, const struct gtid_pos
  * CAL_EUNAVAIL when the connection is lost or the server ended the stream,
  * CAL_ERR for a malformed event or a server-side replication error. */
 cal_status binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen);
+
+/* Decodes one raw event (header, body, checksum if any: len bytes at data)
+ * into ev, which points into data; a rotate event names d's next file, a
+ * Format_description event says whether the events of its file carry a
+ * checksum. CAL_ERR and err filled for a malformed event. Pure. */
+cal_status binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len,
+                         struct binlog_event *ev, char *err, size_t errlen);
 
 /* Current binlog file name ("" until the first rotate event). */
 const char *binlog_file(const struct binlog *b);

@@ -1,0 +1,127 @@
+/* Unit tests of cdc/binlog's event decoding on hand-made raw events: whether
+ * an event ends with a checksum follows the Format_description event of its
+ * binlog file, not the server's setting when the relay connected. */
+#include <stdint.h>
+#include <string.h>
+
+#include "cdc/binlog.h"
+#include "tests/lib/unit.h"
+
+enum { HEADER = 19, CRC = 4 };
+enum { FDE_TYPE = 15, QUERY_TYPE = 2, ROTATE_TYPE = 4 }; /* binlog event type codes */
+
+struct raw {
+    uint8_t b[256];
+    size_t len;
+};
+
+static void
+put_le(uint8_t *p, uint64_t v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A raw event of type with body, and a checksum after it when crc. */
+static struct raw
+event(uint8_t type, const uint8_t *body, size_t len, bool crc)
+{
+    struct raw r = {.len = HEADER + len + (crc ? CRC : 0)};
+    ck_assert_uint_le(r.len, sizeof(r.b));
+    put_le(r.b, 1700000000, 4);
+    r.b[4] = type;
+    put_le(r.b + 5, 1, 4);
+    put_le(r.b + 9, r.len, 4);
+    put_le(r.b + 13, 1000, 4);
+    memcpy(r.b + HEADER, body, len);
+    memset(r.b + HEADER + len, 0xcc, crc ? CRC : 0);
+    return r;
+}
+
+/* A Format_description event of a file written with the checksum algorithm
+ * alg (0 none, 1 CRC32): it always has the 4-byte checksum slot. */
+static struct raw
+fde(uint8_t alg)
+{
+    uint8_t body[57 + 40 + 1] = {4, 0};
+    memcpy(body + 2, "10.11.6-MariaDB-log", 19);
+    body[56] = HEADER;
+    memset(body + 57, 8, 40);
+    body[sizeof(body) - 1] = alg;
+    return event(FDE_TYPE, body, sizeof(body), true);
+}
+
+static struct raw
+commit(bool crc)
+{
+    /* thread id, exec time, db length 0, error code, status length 0, db "" */
+    uint8_t body[14 + 6] = {0};
+    memcpy(body + 14, "COMMIT", 6);
+    return event(QUERY_TYPE, body, sizeof(body), crc);
+}
+
+static void
+assert_commit(struct binlog_decoder *d, const struct raw *r)
+{
+    struct binlog_event ev;
+    char err[256] = "";
+    ck_assert_msg(binlog_decode(d, r->b, r->len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_QUERY);
+    ck_assert_uint_eq(ev.query_len, 6);
+    ck_assert(memcmp(ev.query, "COMMIT", 6) == 0);
+}
+
+/* The relay connected while binlog_checksum was CRC32, and reads an older
+ * file written without checksums, then rotates into one written with them
+ * again: each file's events are cut as its Format_description event says. */
+START_TEST(checksum_follows_each_files_format_description)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    struct raw r = fde(0);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_OTHER);
+    ck_assert(!d.checksum);
+    r = commit(false);
+    assert_commit(&d, &r);
+
+    uint8_t rot[8 + 18];
+    put_le(rot, 4, 8);
+    memcpy(rot + 8, "mariadb-bin.000002", 18);
+    r = event(ROTATE_TYPE, rot, sizeof(rot), false);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_str_eq(d.file, "mariadb-bin.000002");
+
+    r = fde(1);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert(d.checksum);
+    r = commit(true);
+    assert_commit(&d, &r);
+}
+END_TEST
+
+/* A Format_description event too short to hold its checksum algorithm is
+ * refused, and leaves the decoder as it was. */
+START_TEST(short_format_description_is_refused)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t body[40] = {4, 0};
+    struct raw r = event(FDE_TYPE, body, sizeof(body), true);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_ptr_nonnull(strstr(err, "format description"));
+    ck_assert(d.checksum);
+    ck_assert_int_eq(binlog_decode(&d, r.b, 10, &ev, err, sizeof(err)), CAL_ERR);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("binlog");
+    UNIT_CASE(s, checksum_follows_each_files_format_description);
+    UNIT_CASE(s, short_format_description_is_refused);
+    return unit_run(s);
+}
