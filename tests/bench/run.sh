@@ -31,12 +31,13 @@ usage() {
     cat <<EOF
 Usage: ${0##*/} [--quick]
 
-  (default)  concurrency 1 4 16 64, 3 runs of 3 s per figure and target (< 10 min)
+  (default)  concurrency 1 4 16 64, 3 runs of 3 s per figure and target (5 at 64; < 10 min)
   --quick    concurrency 1 16 64, 3 runs of 0.7 s (< 2 min); same output format
 
 Environment: BENCH_STACK_DIR (default var/bench-stack, wiped first), BENCH_OUT_DIR
 (default var/bench: runs.jsonl, report.txt, gnuplot data), BENCH_DOCS_DIR (charts,
-default docs), BENCH_REPS, BENCH_SECS, BENCH_CONCS, BENCH_CLIENT_THREADS (HTTP load
+default docs), BENCH_REPS, BENCH_TOP_REPS (runs at the highest concurrency, default 5; --quick 3),
+BENCH_SECS, BENCH_CONCS, BENCH_CLIENT_THREADS (HTTP load
 threads, default 1), BENCH_PACED_PCTS (open-loop search rates, percent of calendard's
 closed-loop search-50 peak, default "25 50"). See docs/benchmarks.md.
 EOF
@@ -61,6 +62,7 @@ done
 if [ "$QUICK" = 1 ]; then
     CONCS=${BENCH_CONCS:-"1 16 64"}
     REPS=${BENCH_REPS:-3}
+    TOP_REPS=${BENCH_TOP_REPS:-$REPS}
     SECS=${BENCH_SECS:-0.7}
     WARMUP=0.25
     READ_COUNT=2000
@@ -68,6 +70,9 @@ if [ "$QUICK" = 1 ]; then
 else
     CONCS=${BENCH_CONCS:-"1 4 16 64"}
     REPS=${BENCH_REPS:-3}
+    # The headline figures (and their ratios) are at the highest
+    # concurrency: more runs there make their medians steadier.
+    TOP_REPS=${BENCH_TOP_REPS:-5}
     SECS=${BENCH_SECS:-3}
     WARMUP=0.5
     READ_COUNT=10000
@@ -157,17 +162,20 @@ progress "stack: up, calendard $CALENDARD_URL, $SHARD_COUNT shards, memcached $M
 bench() { "$BENCH" "$@" --pids "$PIDS" --threads "$CLIENT_THREADS"; }
 
 # ------------------------------------------------------------------ seed
-NCONC=$(wc -w <<<"$CONCS")
-HIGH_RUNS=$((NCONC * REPS * 2))
-progress "seed: $LOW_COUNT low-contention listings, $((HIGH_RUNS * HIGH_COUNT)) high-contention, $READ_COUNT read-set, $((NCONC * REPS * 2 * CDC_PER_RUN + 1)) cdc probe listings (SQL multi-row INSERTs per shard)"
+MAXC=$(tr ' ' '\n' <<<"$CONCS" | sort -n | tail -n 1)
+reps_at() { if [ "$1" = "$MAXC" ]; then echo "$TOP_REPS"; else echo "$REPS"; fi; }
+ALL_REPS=0 # runs of one workload and target over every concurrency
+for c in $CONCS; do ALL_REPS=$((ALL_REPS + $(reps_at "$c"))); done
+HIGH_RUNS=$((ALL_REPS * 2))
+progress "seed: $LOW_COUNT low-contention listings, $((HIGH_RUNS * HIGH_COUNT)) high-contention, $READ_COUNT read-set, $((ALL_REPS * 2 * CDC_PER_RUN + 1)) cdc probe listings (SQL multi-row INSERTs per shard)"
 bench seed --first $LOW_FIRST --count $LOW_COUNT >>"$RUNS"
 bench seed --first $HIGH_FIRST --count $((HIGH_RUNS * HIGH_COUNT)) >>"$RUNS"
 bench seed --first $READ_FIRST --count "$READ_COUNT" --blocked 4 \
     --day $READ_DAY --horizon $READ_NIGHTS >>"$RUNS"
-bench seed --first $CDC_FIRST --count $((NCONC * REPS * 2 * CDC_PER_RUN + 1)) >>"$RUNS"
+bench seed --first $CDC_FIRST --count $((ALL_REPS * 2 * CDC_PER_RUN + 1)) >>"$RUNS"
 
 # ------------------------------------------------------------------ bookings
-TOTAL=$(((NCONC * REPS * 2) * 4 + $(wc -w <<<"$PACED_PCTS") * REPS * 2))
+TOTAL=$((ALL_REPS * 2 * 4 + $(wc -w <<<"$PACED_PCTS") * REPS * 2))
 STEP=0
 run_one() {
     STEP=$((STEP + 1))
@@ -182,7 +190,7 @@ CDC_PROBE=1
 # each other, so calendard/raw and high/low are ratios of runs seconds apart
 # (this VM's speed drifts over minutes).
 for c in $CONCS; do
-    for ((rep = 0; rep < REPS; rep++)); do
+    for ((rep = 0; rep < $(reps_at "$c"); rep++)); do
         # Alternate which workload and which target go first, so drift
         # favours neither.
         if ((rep % 2 == 0)); then workloads="low high"; else workloads="high low"; fi
@@ -219,7 +227,7 @@ bench warm --first $READ_FIRST --count "$READ_COUNT" --day $READ_DAY --horizon $
     --batch 50 >>"$RUNS"
 for workload in single search50; do
     for c in $CONCS; do
-        for ((rep = 0; rep < REPS; rep++)); do
+        for ((rep = 0; rep < $(reps_at "$c"); rep++)); do
             if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi
             for target in $order; do
                 run_one read --target "$target" --workload "$workload" --conc "$c" \
@@ -234,7 +242,6 @@ done
 # peak at the highest concurrency, both targets, same connections. A closed
 # loop's latency at saturation is queueing (Little's law); this is the
 # latency a search sees at a given load.
-MAXC=$(tr ' ' '\n' <<<"$CONCS" | sort -n | tail -n 1)
 PEAK=$({ grep "\"phase\":\"read\",\"workload\":\"search50\",\"target\":\"calendard\",\"conc\":$MAXC," "$RUNS" || true; } |
     sed 's/.*"ok_per_s":\([0-9.]*\).*/\1/' | sort -n | awk '{v[NR] = $1} END {
         if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2); else print 0 }')
