@@ -20,6 +20,11 @@ struct table_spec {
     const char *name;
     const char *cols;
     size_t ncols;
+    /* NULL when the primary key starts with listing_id. Else the key column,
+     * first of cols, followed by listing_id and vbucket: such a key can be
+     * another listing's on the target (reservation ids were once unique per
+     * calendard process only), see upsert_clause and check_keys. */
+    const char *key;
 };
 
 /* Copy order matters only for readers of the target, which have none until
@@ -28,12 +33,12 @@ static const struct table_spec TABLES[] = {
     {"listings",
      "listing_id, vbucket, version, rules_version, default_price, currency, min_nights,"
      " max_nights, updated_at",
-     9},
-    {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7},
+     9, NULL},
+    {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7, NULL},
     {"reservations",
      "reservation_id, listing_id, vbucket, check_in, check_out, guest_id, status, total_price,"
      " currency, idempotency_key, request_hash, version, created_at, updated_at",
-     14},
+     14, "reservation_id"},
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
@@ -185,6 +190,15 @@ changed_listings(const struct versions *src, const struct versions *dst, uint64_
     return n;
 }
 
+/* Appends n comma-separated parameter marks and ")" to sql, which has room. */
+static void
+append_marks(char *sql, size_t off, size_t cap, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(sql + off, cap - off, "%s?", i ? "," : "");
+    snprintf(sql + off, cap - off, ")");
+}
+
 static cal_status
 read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t n,
           struct rows *out, char *err, size_t errlen)
@@ -193,11 +207,9 @@ read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
     size_t off = (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE listing_id IN (",
                                   t->cols, t->name);
     struct db_val p[LISTING_CHUNK], c[16];
-    for (size_t i = 0; i < n; i++) {
-        off += (size_t)snprintf(sql + off, sizeof(sql) - off, "%s?", i ? "," : "");
+    for (size_t i = 0; i < n; i++)
         p[i] = DB_INT_V(ids[i]);
-    }
-    snprintf(sql + off, sizeof(sql) - off, ")");
+    append_marks(sql, off, sizeof(sql), n);
     struct db_stmt *st;
     cal_status rc = db_query(db, sql, p, n, &st, err, errlen);
     if (rc != CAL_OK)
@@ -219,17 +231,28 @@ read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
+/* A key row of the target is the copied row's only when it is the same
+ * listing's (see struct table_spec). */
+#define SAME_OWNER "listing_id = VALUES(listing_id) AND vbucket = VALUES(vbucket)"
+
 /* The ON DUPLICATE KEY UPDATE clause of table t: version-monotonic, a row
  * takes the source's values only when the source's version is newer. So a
  * copier that lost its move lock while another run finished the move
  * (invariant 4) cannot overwrite the new owner's rows with stale ones: every
  * table's version only grows (calendard/store.c). version is assigned last,
  * since MariaDB evaluates the assignments left to right and the ones before
- * must compare with the target's old version. Caller frees. */
+ * must compare with the target's old version. A table keyed apart from
+ * listing_id also requires the same owner: versions of two listings do not
+ * compare, and another listing's row under the same key is never touched
+ * (check_keys reports it). listing_id and vbucket keep their values
+ * whichever way the test goes, so it reads the same for every column. Caller
+ * frees. */
 static char *
 upsert_clause(const struct table_spec *t)
 {
-    size_t cap = 64 + t->ncols * 48 + strlen(t->cols) * 3, off = 0;
+    const char *newer =
+        t->key != NULL ? SAME_OWNER " AND VALUES(version) > version" : "VALUES(version) > version";
+    size_t cap = 256 + t->ncols * (32 + strlen(newer)) + strlen(t->cols) * 3, off = 0;
     char *sql = cal_malloc(cap);
     off += (size_t)snprintf(sql, cap, " ON DUPLICATE KEY UPDATE ");
     for (const char *p = t->cols; *p;) {
@@ -240,12 +263,15 @@ upsert_clause(const struct table_spec *t)
             e++;
         int len = (int)(e - p);
         if (!(len == 7 && strncmp(p, "version", 7) == 0))
-            off += (size_t)snprintf(sql + off, cap - off,
-                                    "%.*s = IF(VALUES(version) > version, VALUES(%.*s), %.*s), ",
-                                    len, p, len, p, len, p);
+            off += (size_t)snprintf(sql + off, cap - off, "%.*s = IF(%s, VALUES(%.*s), %.*s), ",
+                                    len, p, newer, len, p, len, p);
         p = e;
     }
-    snprintf(sql + off, cap - off, "version = GREATEST(version, VALUES(version))");
+    if (t->key != NULL)
+        snprintf(sql + off, cap - off,
+                 "version = IF(" SAME_OWNER ", GREATEST(version, VALUES(version)), version)");
+    else
+        snprintf(sql + off, cap - off, "version = GREATEST(version, VALUES(version))");
     return sql;
 }
 
@@ -280,12 +306,75 @@ write_rows(struct db *db, const struct table_spec *t, const struct rows *rows, c
     return rc;
 }
 
+/* After the upsert of rows of a table keyed apart from listing_id: the rows
+ * whose key the target holds for another listing. The upsert left those
+ * alone (upsert_clause), so the target lacks them, and a cutover would
+ * serve their listing without them. CAL_EDUP when there is one: each is
+ * logged, err names the first. */
+static cal_status
+check_keys(struct db *dst, const struct table_spec *t, const struct rows *rows, char *err,
+           size_t errlen)
+{
+    char sql[256 + INSERT_CHUNK * 2];
+    struct db_val p[INSERT_CHUNK], c[3];
+    size_t collisions = 0;
+    int64_t first[5] = {0}; /* key, listing, vbucket; the target's listing, vbucket */
+    cal_status rc = CAL_OK;
+    for (size_t start = 0; start < rows->n && rc == CAL_OK; start += INSERT_CHUNK) {
+        size_t n = rows->n - start < INSERT_CHUNK ? rows->n - start : INSERT_CHUNK;
+        const struct db_val *chunk = rows->v + start * rows->ncols;
+        size_t off = (size_t)snprintf(sql, sizeof(sql),
+                                      "SELECT %s, listing_id, vbucket FROM %s WHERE %s IN (",
+                                      t->key, t->name, t->key);
+        for (size_t i = 0; i < n; i++)
+            p[i] = chunk[i * rows->ncols];
+        append_marks(sql, off, sizeof(sql), n);
+        struct db_stmt *st;
+        if ((rc = db_query(dst, sql, p, n, &st, err, errlen)) != CAL_OK)
+            break;
+        int r;
+        while ((r = db_fetch(st, c, 3, err, errlen)) > 0) {
+            const struct db_val *row = chunk;
+            while (row < chunk + n * rows->ncols && row[0].i != c[0].i)
+                row += rows->ncols;
+            if (row == chunk + n * rows->ncols || (row[1].i == c[1].i && row[2].i == c[2].i))
+                continue;
+            log_error("key of another listing on the target: not copied",
+                      "table=%s %s=%llu listing=%llu vbucket=%llu target_listing=%llu"
+                      " target_vbucket=%llu",
+                      t->name, t->key, (unsigned long long)row[0].i, (unsigned long long)row[1].i,
+                      (unsigned long long)row[2].i, (unsigned long long)c[1].i,
+                      (unsigned long long)c[2].i);
+            if (collisions++ == 0) {
+                int64_t seen[5] = {row[0].i, row[1].i, row[2].i, c[1].i, c[2].i};
+                memcpy(first, seen, sizeof(first));
+            }
+        }
+        if (r < 0)
+            rc = CAL_ERR;
+    }
+    if (rc == CAL_OK && collisions > 0) {
+        snprintf(err, errlen,
+                 "vbucket %llu: %s %llu of listing %llu is taken on the target by listing %llu"
+                 " (vbucket %llu): ids collide (%s rows not copied: %zu, each logged); stopped"
+                 " before the cutover, the source still owns the vbucket: give one of the two a"
+                 " new id (docs/operations.md, \"Colliding reservation ids\"), then resume",
+                 (unsigned long long)first[2], t->key, (unsigned long long)first[0],
+                 (unsigned long long)first[1], (unsigned long long)first[3],
+                 (unsigned long long)first[4], t->name, collisions);
+        rc = CAL_EDUP;
+    }
+    return rc;
+}
+
 /* Copies the listed listings with all their rows. Listings rows are read
  * first and written last, each table's write committing on its own: a
  * version on the target then never claims more than the nights and
  * reservations already there, so a change made meanwhile, or a chunk cut
  * short by a crash or an error, shows up as a version difference in the
- * next pass. crash_name: testing only, a crash point after a chunk's first
+ * next pass. A key of another listing on the target (check_keys) stops the
+ * copy before the chunk's listings rows, so no version claims the rows left
+ * out. crash_name: testing only, a crash point after a chunk's first
  * write (NULL: none). */
 static cal_status
 copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uint64_t *copied,
@@ -300,6 +389,8 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uin
             rc = read_rows(src, &TABLES[t], ids + start, k, &rows[t], err, errlen);
         for (size_t t = NTABLES; t-- > 0 && rc == CAL_OK;) {
             rc = write_rows(dst, &TABLES[t], &rows[t], err, errlen);
+            if (rc == CAL_OK && TABLES[t].key != NULL)
+                rc = check_keys(dst, &TABLES[t], &rows[t], err, errlen);
             *copied += rows[t].n;
             if (rc == CAL_OK && t == NTABLES - 1 && crash_name != NULL)
                 crash_point(o, crash_name);

@@ -44,7 +44,11 @@ struct move_opts {
 };
 
 /* Moves vbucket to shard target. CAL_EINVAL when it is there already or a
- * move of it is unfinished (run move_resume). out gets the final figures. */
+ * move of it is unfinished (run move_resume). CAL_EDUP when the target
+ * holds a reservation id of the vbucket for another listing: the copy never
+ * overwrites that row, and the move stops before its cutover (nothing
+ * changed owner; err names the id and both listings). out gets the final
+ * figures. */
 cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
                         const struct move_opts *opts, struct move_progress *out, char *err,
                         size_t errlen);
@@ -52,8 +56,9 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
 /* One catch-up pass of vbucket from src to dst, as a move runs them but
  * outside any move (no journal, no move lock, no fence): copies every
  * listing whose version differs, with its nights and reservations; a row
- * reaches dst only when its version there is older. *copied grows by the
- * rows sent. For tests of the copy. */
+ * reaches dst only when its version there is older, and never over another
+ * listing's row with its key (CAL_EDUP). *copied grows by the rows sent.
+ * For tests of the copy. */
 cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied,
                           char *err, size_t errlen);
 
