@@ -672,10 +672,12 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
             return rc;
         if (vr.missing > 0 || vr.different > 0) {
             snprintf(err, errlen,
-                     "vbucket %u: %llu rows of the source are missing on the target and %llu"
-                     " differ (listed above): the source's rows are kept; compare them, then"
-                     " resume",
-                     m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.different);
+                     "vbucket %u: %llu rows of the source are missing on the target (%llu of"
+                     " them because another listing holds their key there: ids collide) and"
+                     " %llu differ (listed above): the source's rows are kept; compare them,"
+                     " then resume",
+                     m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.collisions,
+                     (unsigned long long)vr.different);
             return CAL_ERR;
         }
         /* Again: the check reads the whole vbucket twice, a while. */

@@ -394,10 +394,11 @@ cmd_verify(struct cluster *c)
         return 1;
     }
     printf("verify: vbuckets=%llu compared=%llu missing=%llu extra=%llu different=%llu "
-           "fence_errors=%llu\n",
+           "fence_errors=%llu collisions=%llu\n",
            (unsigned long long)rep.vbuckets, (unsigned long long)rep.compared,
            (unsigned long long)rep.missing, (unsigned long long)rep.extra,
-           (unsigned long long)rep.different, (unsigned long long)rep.fence_errors);
+           (unsigned long long)rep.different, (unsigned long long)rep.fence_errors,
+           (unsigned long long)rep.collisions);
     return rep.missing || rep.extra || rep.different || rep.fence_errors ? 3 : 0;
 }
 

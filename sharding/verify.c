@@ -10,22 +10,30 @@
 struct vtable {
     const char *name;
     const char *select; /* pk text, row text, version for one vbucket, ordered by pk */
+    /* A table whose primary key does not start with listing_id: listing_id
+     * and vbucket of the row with a key (a number), wherever it belongs. A
+     * key missing from a vbucket can be another listing's on that shard
+     * (colliding reservation ids). NULL: the key names one listing. */
+    const char *holder;
 };
 
 static const struct vtable VTABLES[] = {
     {"listings",
      "SELECT CAST(listing_id AS CHAR), CONCAT_WS('|', version, rules_version, default_price,"
      " currency, min_nights, max_nights), version FROM listings WHERE vbucket = ? ORDER BY "
-     "listing_id"},
+     "listing_id",
+     NULL},
     {"nights",
      "SELECT CONCAT(listing_id, '/', night), CONCAT_WS('|', status, IFNULL(reservation_id, '-'),"
      " IFNULL(price, '-'), version), version FROM nights WHERE vbucket = ?"
-     " ORDER BY listing_id, night"},
+     " ORDER BY listing_id, night",
+     NULL},
     {"reservations",
      "SELECT CAST(reservation_id AS CHAR), CONCAT_WS('|', listing_id, check_in, check_out,"
      " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
      ", version FROM reservations WHERE vbucket = ?"
-     " ORDER BY reservation_id"},
+     " ORDER BY reservation_id",
+     "SELECT listing_id, vbucket FROM reservations WHERE reservation_id = ?"},
 };
 
 struct kv {
@@ -81,6 +89,33 @@ pk_cmp(const char *a, const char *b)
     return strcmp(a, b);
 }
 
+/* A row of vbucket with key pk that db (db_name in the report) lacks: when
+ * db holds the key for another listing (t->holder), says so and counts a
+ * collision. */
+static cal_status
+explain_absent(struct db *db, const char *db_name, const struct vtable *t, const char *pk,
+               uint32_t vbucket, struct verify_report *rep, FILE *out, char *err, size_t errlen)
+{
+    if (t->holder == NULL)
+        return CAL_OK;
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(strtoull(pk, NULL, 10))}, c[2];
+    cal_status rc = db_query(db, t->holder, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 2, err, errlen);
+    if (r > 0) {
+        rep->collisions++;
+        fprintf(out,
+                "vbucket %u %s %s: %s holds this key for listing %llu (vbucket %lld): ids"
+                " collide (docs/operations.md, \"Colliding reservation ids\")\n",
+                vbucket, t->name, pk, db_name, (unsigned long long)c[0].i, (long long)c[1].i);
+        while (db_fetch(st, c, 2, err, errlen) > 0)
+            ;
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
 /* Compares the rows of one vbucket in one table. Exact: the other shard
  * must hold the owner's rows, no more, no other values. Covering (the owner
  * is a move's target, the other its frozen source): every source row must be
@@ -98,7 +133,8 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
     if (rc == CAL_OK) {
         /* Both sides come ordered by primary key; pk_cmp follows that order. */
         size_t i = 0, j = 0;
-        while (i < a.n || j < b.n) {
+        char other_name[32];
+        while (rc == CAL_OK && (i < a.n || j < b.n)) {
             int cmp = i == a.n ? 1 : j == b.n ? -1 : pk_cmp(a.pk[i], b.pk[j]);
             if (cmp == 0) {
                 bool newer_on_owner = covering && a.version[i] > b.version[j];
@@ -115,17 +151,21 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
                 rep->missing++;
                 fprintf(out, "vbucket %u %s %s: missing on shard %u\n", vbucket, t->name, a.pk[i],
                         other_id);
-                i++;
+                snprintf(other_name, sizeof(other_name), "shard %u", other_id);
+                rc =
+                    explain_absent(other, other_name, t, a.pk[i++], vbucket, rep, out, err, errlen);
             } else if (covering) {
                 rep->missing++;
                 fprintf(out, "vbucket %u %s %s: on source shard %u, missing on its new owner\n",
                         vbucket, t->name, b.pk[j], other_id);
-                j++;
+                rc = explain_absent(owner, "its new owner", t, b.pk[j++], vbucket, rep, out, err,
+                                    errlen);
             } else {
                 rep->extra++;
                 fprintf(out, "vbucket %u %s %s: extra on shard %u\n", vbucket, t->name, b.pk[j],
                         other_id);
-                j++;
+                rc = explain_absent(owner, "its owner", t, b.pk[j++], vbucket, rep, out, err,
+                                    errlen);
             }
         }
     }

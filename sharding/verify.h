@@ -18,6 +18,7 @@ struct verify_report {
     uint64_t extra;        /* rows the other shard has and the owner lacks */
     uint64_t different;    /* same primary key, different values */
     uint64_t fence_errors; /* vbuckets with no owner row, two, or a wrong one */
+    uint64_t collisions;   /* of those missing or extra: the key is another listing's there */
 };
 
 /* vbucket < 0: every vbucket. Details of each problem go to out. */
@@ -27,7 +28,7 @@ cal_status verify_run(struct cluster *c, int64_t vbucket, struct verify_report *
 /* A move's copy before its source's rows are deleted: every row of vbucket
  * on source (frozen since the cutover) must be on target (its owner now)
  * with the same values, or at a newer version (written since). Fills
- * rep->missing and rep->different; rep->extra stays 0 (rows new on the
+ * rep->missing, rep->different and rep->collisions; rep->extra stays 0 (rows new on the
  * target are expected). Details of each problem go to out. */
 cal_status verify_copy(struct db *target, struct db *source, uint32_t vbucket, uint32_t source_id,
                        struct verify_report *rep, FILE *out, char *err, size_t errlen);
