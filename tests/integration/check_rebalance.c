@@ -100,6 +100,17 @@ api(struct http_client *h, const char *method, const char *key, const char *body
     return r->status;
 }
 
+/* Status of GET reservation rid of listing id. */
+static long
+get_reservation(struct http_client *h, uint64_t id, uint64_t rid)
+{
+    struct http_response r;
+    long status = api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
+                      (unsigned long long)id, (unsigned long long)rid);
+    http_response_deinit(&r);
+    return status;
+}
+
 /* The shard id currently owning vbucket v, from the catalog. */
 static long
 owner_of(unsigned v)
@@ -228,7 +239,7 @@ expect_verify_clean(void)
     char out[8192];
     int rc = rebalance(out, sizeof(out), "verify", NULL, NULL, NULL, NULL, NULL);
     ck_assert_msg(rc == 0, "verify exit %d:\n%.2000s", rc, out);
-    ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0"));
+    ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0 collisions=0"));
 }
 
 /* The one integer a query with one parameter id answers. */
@@ -913,14 +924,198 @@ START_TEST(a_run_that_loses_its_move_lock_stops)
     ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 0);
     ck_assert_int_eq(rows_on((size_t)m.from, "listings", m.id), 0);
     uint64_t rids[3] = {m.rid, lost.mid_rid, late_rid};
-    for (size_t i = 0; i < 3; i++) {
-        if (rids[i] == 0)
-            continue;
-        ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
-                             (unsigned long long)m.id, (unsigned long long)rids[i]),
-                         200);
-        http_response_deinit(&r);
+    for (size_t i = 0; i < 3; i++)
+        if (rids[i] != 0)
+            ck_assert_int_eq(get_reservation(h, m.id, rids[i]), 200);
+    db_close(src);
+    db_close(dst);
+    db_close(cat);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
+/* Reservation ids were once unique per calendard process only, so a legacy
+ * id R can be on shard X for listing A and on shard Y for listing B. Moving
+ * B's vbucket to X must neither overwrite A's row (versions of two listings
+ * do not compare) nor cut over without B's: it stops before the cutover,
+ * naming R and both listings, with nothing changed owner. Once an operator
+ * gives one of them a new id, resume finishes the move. */
+static const struct collide_case {
+    bool moved_newer; /* B's row has the higher version (else A's) */
+    bool re_id_moved; /* the repair re-ids B's reservation on Y (else A's on X) */
+    bool after_copy; /* R is B's booking made after the copy: the cutover's locked delta meets it */
+} COLLIDE_CASES[] = {{true, true, false}, {false, false, false}, {true, false, true}};
+
+/* The repair of docs/operations.md: reservation rid of listing id on db gets
+ * the id new_rid, with its nights, and the listing a new version. */
+static void
+re_id_reservation(struct db *db, uint64_t id, uint64_t rid, uint64_t new_rid)
+{
+    static const char *const sql[] = {
+        "UPDATE reservations SET reservation_id = ? WHERE reservation_id = ? AND listing_id = ?",
+        "UPDATE nights SET reservation_id = ? WHERE reservation_id = ? AND listing_id = ?",
+    };
+    char err[256];
+    struct db_val p[3] = {DB_INT_V(new_rid), DB_INT_V(rid), DB_INT_V(id)};
+    ck_assert_msg(db_begin(db, err, sizeof(err)) == CAL_OK, "%s", err);
+    for (size_t i = 0; i < 2; i++) {
+        struct db_stmt *st;
+        ck_assert_msg(db_query(db, sql[i], p, 3, &st, err, sizeof(err)) == CAL_OK, "%s: %s", sql[i],
+                      err);
+        ck_assert_int_ge(db_affected_rows(st), 1);
     }
+    exec_sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = ?", id);
+    ck_assert_msg(db_commit(db, err, sizeof(err)) == CAL_OK, "%s", err);
+}
+
+/* Every column of reservation rid on db, as text ("" when there is none). */
+static void
+reservation_text(struct db *db, uint64_t rid, char *out, size_t outlen)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(rid)}, c[1];
+    ck_assert(db_query(db,
+                       "SELECT CONCAT_WS('|', reservation_id, listing_id, vbucket, check_in,"
+                       " check_out, guest_id, status, total_price, currency, idempotency_key,"
+                       " request_hash, version, created_at, updated_at) FROM reservations"
+                       " WHERE reservation_id = ?",
+                       p, 1, &st, err, sizeof(err)) == CAL_OK);
+    out[0] = '\0';
+    if (db_fetch(st, c, 1, err, sizeof(err)) == 1 && c[0].type == DB_STR)
+        snprintf(out, outlen, "%s", c[0].s);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+}
+
+/* Nights of listing id on db booked for reservation rid. */
+static long long
+nights_of(struct db *db, uint64_t id, uint64_t rid)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM nights WHERE listing_id = %llu AND reservation_id = ?",
+             (unsigned long long)id);
+    return scalar(db, sql, rid);
+}
+
+START_TEST(colliding_reservation_ids_stop_the_move_before_its_cutover)
+{
+    const struct collide_case *cc = &COLLIDE_CASES[_i];
+    struct http_client *h = setup_http();
+    struct moving m; /* listing B, vbucket vB, on shard Y = m.from */
+    char err[256], out[8192], key[96], want[192], a_before[1024], b_before[1024], now[1024];
+    moving_listing(h, "rb-collide", &m);
+    if (cc->after_copy) {
+        char *argv[] = {tool,   "--config", admin_ini,   "--crash-after",
+                        "copy", "move",     "--vbucket", m.vb,
+                        "--to", m.to,       NULL};
+        int rc = proc_run(argv, out, sizeof(out), 120);
+        ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    }
+    /* A second booking of B: the colliding one after the copy, else one that
+     * the stopped copy leaves on X. */
+    snprintf(key, sizeof(key), "%s-2", m.key);
+    uint64_t b_rid2 = book(h, m.id, key, 100, 102);
+    /* Listing A, of another vbucket that X owns. */
+    uint64_t a, a_rid;
+    do
+        a = testenv_random48();
+    while (testenv_vbucket(a) == m.v || owner_of(testenv_vbucket(a)) != m.target);
+    put_listing(h, a);
+    snprintf(key, sizeof(key), "%s-a", m.key);
+    a_rid = book(h, a, key, 90, 93);
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    /* A's reservation on X takes B's id R, older or newer than B's. */
+    uint64_t r = cc->after_copy ? b_rid2 : m.rid, b_other = cc->after_copy ? m.rid : b_rid2;
+    long long r_nights = cc->after_copy ? 2 : 3;
+    re_id_reservation(dst, a, a_rid, r);
+    long long b_version =
+        scalar(src, "SELECT version FROM reservations WHERE reservation_id = ?", r);
+    ck_assert_int_ge(b_version, 2);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "UPDATE reservations SET version = %lld WHERE reservation_id = ?",
+             cc->moved_newer ? b_version - 1 : b_version + 100);
+    exec_sql(dst, sql, r);
+    reservation_text(dst, r, a_before, sizeof(a_before));
+    reservation_text(src, r, b_before, sizeof(b_before));
+    long long epoch = scalar(cat, SQL_EPOCH, m.v);
+
+    uint64_t t0 = cal_mono_us();
+    int rc = cc->after_copy
+                 ? rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL)
+                 : rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    fprintf(stderr, "colliding ids (%s newer%s): move refused in %.0f ms\n",
+            cc->moved_newer ? "moved row" : "target's row",
+            cc->after_copy ? ", met in the cutover" : "", (double)(cal_mono_us() - t0) / 1000.0);
+    ck_assert_msg(rc == 1, "move over a colliding id: exit %d:\n%.3000s", rc, out);
+    snprintf(want, sizeof(want),
+             "reservation_id %llu of listing %llu is taken on the target by"
+             " listing %llu",
+             (unsigned long long)r, (unsigned long long)m.id, (unsigned long long)a);
+    ck_assert_msg(strstr(out, want) != NULL && strstr(out, "stopped before the cutover") != NULL,
+                  "want \"%s\":\n%.3000s", want, out);
+    /* Nothing changed owner, and both reservations are as they were. */
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(scalar(cat, SQL_EPOCH, m.v), epoch);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), epoch);
+    ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), -1);
+    reservation_text(dst, r, now, sizeof(now));
+    ck_assert_str_eq(now, a_before);
+    reservation_text(src, r, now, sizeof(now));
+    ck_assert_str_eq(now, b_before);
+    ck_assert_int_eq(nights_of(dst, a, r), 3);
+    ck_assert_int_eq(nights_of(src, m.id, r), r_nights);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 2);
+    ck_assert_int_eq(rows_on((size_t)m.from, "listings", m.id), 1);
+    /* The target's version of B never claims the row it lacks. */
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(MAX(version), 0) FROM listings WHERE listing_id = ?");
+    ck_assert_int_lt(scalar(dst, sql, m.id), scalar(src, sql, m.id));
+    ck_assert_int_eq(get_reservation(h, m.id, r), 200);
+    ck_assert_int_eq(get_reservation(h, a, r), 200);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(out, "1 unfinished move") != NULL, "%.2000s", out);
+    /* verify names the collision: the stopped copy left B's other booking
+     * on X, so it compares vB there. */
+    rc = rebalance(out, sizeof(out), "verify", NULL, NULL, NULL, NULL, NULL);
+    snprintf(want, sizeof(want), "reservations %llu: shard %ld holds this key for listing %llu",
+             (unsigned long long)r, m.target, (unsigned long long)a);
+    ck_assert_msg(rc == 3 && strstr(out, want) != NULL && strstr(out, "collisions=1") != NULL,
+                  "verify: exit %d, want \"%s\":\n%.3000s", rc, want, out);
+
+    /* The repair: one of the two gets a fresh id. Then resume. */
+    uint64_t fresh = testenv_random48(), a_final = r, b_final = r;
+    if (cc->re_id_moved) {
+        re_id_reservation(src, m.id, r, fresh);
+        b_final = fresh;
+    } else {
+        re_id_reservation(dst, a, r, fresh);
+        a_final = fresh;
+    }
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume after the repair: exit %d:\n%.3000s", rc, out);
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    ck_assert_int_eq(scalar(cat, SQL_EPOCH, m.v), epoch + 1);
+    ck_assert_int_eq(
+        scalar(dst, "SELECT listing_id FROM reservations WHERE reservation_id = ?", a_final),
+        (long long)a);
+    ck_assert_int_eq(
+        scalar(dst, "SELECT listing_id FROM reservations WHERE reservation_id = ?", b_final),
+        (long long)m.id);
+    ck_assert_int_eq(nights_of(dst, a, a_final), 3);
+    ck_assert_int_eq(nights_of(dst, m.id, b_final), r_nights);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 2);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 0);
+    ck_assert_int_eq(get_reservation(h, m.id, b_final), 200);
+    ck_assert_int_eq(get_reservation(h, m.id, b_other), 200);
+    ck_assert_int_eq(get_reservation(h, a, a_final), 200);
     db_close(src);
     db_close(dst);
     db_close(cat);
@@ -1100,6 +1295,11 @@ main(void)
     tc = tcase_create("cleanup_check");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, cleanup_keeps_the_source_until_the_target_holds_its_rows);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("colliding_ids");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, colliding_reservation_ids_stop_the_move_before_its_cutover, 0,
+                        (int)CAL_ARRAY_LEN(COLLIDE_CASES));
     suite_add_tcase(s, tc);
     tc = tcase_create("lost_lock");
     tcase_set_timeout(tc, 300);
