@@ -5,6 +5,7 @@
 #include "tests/stress/stress_load.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,14 @@ log_anomaly(const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     fprintf(stderr, "stress: %s\n", line);
+}
+
+static volatile sig_atomic_t stopping;
+
+void
+stress_load_stop(void)
+{
+    stopping = 1;
 }
 
 double
@@ -563,7 +572,7 @@ stress_load_client_run(void *arg)
         atomic_fetch_add(&stats->errors, 1);
         goto out;
     }
-    while (stress_load_now() < conf->deadline) {
+    while (stress_load_now() < conf->deadline && !stopping) {
         uint64_t roll;
         struct stress_record *rec = NULL;
 

@@ -83,6 +83,10 @@ void *stress_load_create_listings(void *arg);
 /* Runs the mix until conf->deadline or conf->max_ops; thread entry point. */
 void *stress_load_client_run(void *arg);
 
+/* Ends the load early: clients start no new operation (retries of one
+ * already started go on, bounded as at the deadline). Async-signal-safe. */
+void stress_load_stop(void);
+
 /* Monotonic clock in seconds. */
 double stress_load_now(void);
 

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ usage(FILE *out)
             "                   before verifying (double_booking, lost_ack, phantom,\n"
             "                   night_mismatch, shift_dates); the run must then exit 1\n"
             "  --help           this text\n"
+            "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
             "After the run every shard is read with SQL. Exit 1 when any of double_bookings,\n"
             "lost_acknowledged, phantom_bookings, duplicate_idempotent, night_mismatches,\n"
@@ -278,6 +280,13 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     json_decref(out);
 }
 
+static void
+on_stop_signal(int sig)
+{
+    (void)sig;
+    stress_load_stop();
+}
+
 int
 main(int argc, char **argv)
 {
@@ -296,6 +305,11 @@ main(int argc, char **argv)
     if (parse_options(argc, argv, &opt) != 0) {
         return EXIT_USAGE;
     }
+    /* From here on a stop signal ends the load, which may not have begun. */
+    struct sigaction stop = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&stop.sa_mask);
+    sigaction(SIGINT, &stop, NULL);
+    sigaction(SIGTERM, &stop, NULL);
     if (testenv_load(&env, opt.stack_env, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-stress: %s\n", err);
         return EXIT_USAGE;
