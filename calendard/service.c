@@ -47,7 +47,8 @@ service_create(const struct service_conf *conf, struct router *router, struct av
     pthread_mutex_init(&svc->batch_lock, NULL);
     svc->inflight = inflight_create();
     svc->id_source.conf = &svc->conf.catalog;
-    svc->ids = idblock_create(IDBLOCK_SIZE, idblock_fetch_catalog, &svc->id_source);
+    svc->ids =
+        idblock_create(IDBLOCK_SIZE, IDBLOCK_RETRY_MS, idblock_fetch_catalog, &svc->id_source);
     return svc;
 }
 
@@ -423,7 +424,7 @@ struct booking_ctx {
     const char *key;
     size_t keylen;
     char request_hash[17];
-    uint64_t reservation_id; /* taken before the first try, kept by the retries */
+    uint64_t reservation_id; /* taken before the first try, kept by the retries; 0: none */
     struct reservation res;
     bool replayed;
     bool invalidated; /* committed through a batcher, which deleted its cache keys */
@@ -460,7 +461,7 @@ plan_booking(struct booking_ctx *c, struct store_booking *sb)
     const struct listing *l = &c->read.listing;
     c->verdict = booking_check_stay(l, req->check_in, req->check_out, date_today());
     booking_plan_make(l, c->read.rows, c->read.nrows, req->check_in, req->check_out, &c->plan);
-    if (c->verdict != STAY_OK || c->plan.nunavailable > 0) {
+    if (c->verdict != STAY_OK || c->plan.nunavailable > 0 || c->reservation_id == 0) {
         c->refused = true;
         return CAL_EINVAL;
     }
@@ -498,7 +499,11 @@ refuse_booking(struct db *db, struct booking_ctx *c, struct api_error *e, char *
     const struct listing *l = &c->read.listing;
     switch (c->verdict) {
     case STAY_OK:
-        request_fail(e, 409, "nights_unavailable", "nights unavailable");
+        if (c->plan.nunavailable == 0) /* bookable, but no reservation id */
+            request_fail(e, 503, "shard_unavailable",
+                         "the catalog cannot be reached for a reservation id");
+        else
+            request_fail(e, 409, "nights_unavailable", "nights unavailable");
         break;
     case STAY_PAST:
         request_fail(e, 400, "past_date", "check_in is in the past");
@@ -604,14 +609,12 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     c->key = req->idempotency_key;
     c->keylen = keylen;
     booking_request_hash(breq.check_in, breq.check_out, breq.guest_id, c->request_hash);
+    /* Without an id (the block used up, the catalog unreachable) the
+     * booking still runs: a replay or a refusal answers as ever, only a new
+     * reservation fails (plan_booking). */
     char err[512];
-    if (idblock_next(svc->ids, &c->reservation_id, err, sizeof(err)) != CAL_OK) {
-        log_shard_unavailable(ROUTER_MAX_SHARDS, -1, err);
-        service_error(resp, 503, "shard_unavailable",
-                      "the catalog cannot be reached for a reservation id");
-        free(c);
-        return;
-    }
+    if (idblock_next(svc->ids, &c->reservation_id, err, sizeof(err)) != CAL_OK)
+        c->reservation_id = 0;
     /* One request per key at a time: a replay waits for the original. */
     if (!inflight_acquire(svc->inflight, listing_id, c->key, keylen, svc->conf.deadline_ms)) {
         service_error(resp, 409, "idempotency_key_in_use",

@@ -9,6 +9,7 @@
 
 #include "calendard/idblock.h"
 #include "calendard/router.h"
+#include "calendard/service.h"
 #include "common/db.h"
 #include "common/util.h"
 #include "tests/lib/testenv.h"
@@ -283,8 +284,8 @@ START_TEST(reservation_id_blocks_of_two_daemons_are_disjoint)
     struct db_conf conf = {0};
     ck_assert(db_conf_parse_dsn(&conf, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
     struct idblock_catalog cat[2] = {{.conf = &conf}, {.conf = &conf}};
-    struct idblock *ids[2] = {idblock_create(100, idblock_fetch_catalog, &cat[0]),
-                              idblock_create(100, idblock_fetch_catalog, &cat[1])};
+    struct idblock *ids[2] = {idblock_create(100, 0, idblock_fetch_catalog, &cat[0]),
+                              idblock_create(100, 0, idblock_fetch_catalog, &cat[1])};
     enum { N = 1000 };
     static uint64_t got[2][N];
     for (size_t i = 0; i < N; i++)
@@ -340,6 +341,110 @@ START_TEST(no_block_goes_past_two_to_the_53)
 }
 END_TEST
 
+/* A calendard in this process, on the stack's catalog and shards; its
+ * reservation ids come from catalog_for_ids. */
+static struct service *
+service_on_stack(const struct db_conf *catalog_for_ids, struct router **r, struct avail **a)
+{
+    char err[256];
+    struct router_conf rc = {.pool_size = 4,
+                             .pool_wait_ms = 1000,
+                             .refresh_interval_ms = 3600000,
+                             .breaker_threshold = 5,
+                             .breaker_cooldown_ms = 2000};
+    ck_assert(db_conf_parse_dsn(&rc.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&rc.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct avail_conf ac = {.ttl_s = 60, .lease_ttl_s = 1}; /* no cache servers: no cache */
+    struct service_conf sc = {.max_attempts = 3,
+                              .backoff_base_ms = 1,
+                              .backoff_max_ms = 10,
+                              .max_search_listings = 100,
+                              .deadline_ms = 5000,
+                              .batch_max = 32,
+                              .batch_lanes = 4,
+                              .catalog = *catalog_for_ids};
+    *r = router_create(&rc);
+    *a = avail_create(&ac, err, sizeof(err));
+    ck_assert_msg(*a != NULL, "%s", err);
+    return service_create(&sc, *r, *a);
+}
+
+/* One request; returns the status, the body in body[size]. */
+static int
+call_service(struct service *svc, const char *method, const char *path, const char *key,
+             const char *json, char *body, size_t size)
+{
+    struct api_request req = {.method = method,
+                              .path = path,
+                              .body = json,
+                              .body_len = json ? strlen(json) : 0,
+                              .idempotency_key = key};
+    struct api_response resp = {0};
+    service_handle(svc, &req, &resp);
+    snprintf(body, size, "%.*s", (int)resp.body_len, resp.body ? resp.body : "");
+    free(resp.body);
+    return resp.status;
+}
+
+/* A daemon whose block of reservation ids is used up while the catalog
+ * cannot be reached: a new booking answers 503 shard_unavailable, but a
+ * replay still gets its reservation and a refusal its 409. */
+START_TEST(without_a_reservation_id_only_a_new_booking_fails)
+{
+    struct db_conf good = {0}, down = {0};
+    char err[256], body[2048], path[128], json[256], in[16], out[16];
+    ck_assert(db_conf_parse_dsn(&good, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    cal_strlcpy(down.host, "127.0.0.1", sizeof(down.host));
+    down.port = 1; /* nothing listens: refused at once */
+    down.connect_timeout_ms = 100;
+    struct router *r1, *r2;
+    struct avail *a1, *a2;
+    struct service *ok = service_on_stack(&good, &r1, &a1);
+    struct service *no_ids = service_on_stack(&down, &r2, &a2);
+
+    uint64_t listing = testenv_random48();
+    snprintf(path, sizeof(path), "/v1/listings/%llu", (unsigned long long)listing);
+    int st = call_service(
+        ok, "PUT", path, NULL,
+        "{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}", body,
+        sizeof(body));
+    ck_assert_msg(st == 201, "%d %s", st, body);
+    testenv_format_date(testenv_today() + 10, in, sizeof(in));
+    testenv_format_date(testenv_today() + 12, out, sizeof(out));
+    snprintf(json, sizeof(json), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", in,
+             out);
+    snprintf(path, sizeof(path), "/v1/listings/%llu/reservations", (unsigned long long)listing);
+    st = call_service(ok, "POST", path, "ids-1", json, body, sizeof(body));
+    ck_assert_msg(st == 201, "%d %s", st, body);
+    char booked[2048];
+    cal_strlcpy(booked, body, sizeof(booked));
+
+    st = call_service(no_ids, "POST", path, "ids-1", json, body, sizeof(body));
+    ck_assert_msg(st == 200 && strcmp(body, booked) == 0, "replay: %d %s", st, body);
+    st = call_service(no_ids, "POST", path, "ids-2", json, body, sizeof(body));
+    ck_assert_msg(st == 409 && strstr(body, "nights_unavailable") != NULL, "refusal: %d %s", st,
+                  body);
+    testenv_format_date(testenv_today() + 20, in, sizeof(in));
+    testenv_format_date(testenv_today() + 22, out, sizeof(out));
+    snprintf(json, sizeof(json), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", in,
+             out);
+    st = call_service(no_ids, "POST", path, "ids-3", json, body, sizeof(body));
+    ck_assert_msg(st == 503 && strstr(body, "shard_unavailable") != NULL &&
+                      strstr(body, "reservation id") != NULL,
+                  "new booking: %d %s", st, body);
+    /* The same request on a daemon with ids books it. */
+    st = call_service(ok, "POST", path, "ids-3", json, body, sizeof(body));
+    ck_assert_msg(st == 201, "%d %s", st, body);
+
+    service_destroy(ok);
+    service_destroy(no_ids);
+    router_destroy(r1);
+    router_destroy(r2);
+    avail_destroy(a1);
+    avail_destroy(a2);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -356,6 +461,7 @@ main(void)
     tcase_add_unchecked_fixture(tc, remember_shards, NULL);
     tcase_add_test(tc, reservation_id_blocks_of_two_daemons_are_disjoint);
     tcase_add_test(tc, no_block_goes_past_two_to_the_53);
+    tcase_add_test(tc, without_a_reservation_id_only_a_new_booking_fails);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

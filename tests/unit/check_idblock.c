@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "calendard/idblock.h"
+#include "common/log.h"
 #include "tests/lib/unit.h"
 
 /* A block source: blocks of n ids from `next` on, in order, unless told to
@@ -55,7 +56,7 @@ source_new(uint64_t first)
 START_TEST(ids_run_through_blocks_and_the_next_is_taken_at_half)
 {
     struct source *s = source_new(1000);
-    struct idblock *ids = idblock_create(10, fetch, s);
+    struct idblock *ids = idblock_create(10, 0, fetch, s);
     char err[128];
     uint64_t id;
     for (uint64_t i = 0; i < 5; i++) {
@@ -83,7 +84,7 @@ END_TEST
 START_TEST(a_failed_fetch_fails_only_when_the_block_is_used_up)
 {
     struct source *s = source_new(1);
-    struct idblock *ids = idblock_create(4, fetch, s);
+    struct idblock *ids = idblock_create(4, 0, fetch, s);
     char err[128] = "";
     uint64_t id;
     ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_OK); /* 1; block 1..4 */
@@ -141,7 +142,7 @@ START_TEST(concurrent_callers_never_get_the_same_id)
 {
     struct source *s = source_new(1ULL << 40);
     s->delay_ms = 1; /* fetches overlap with callers using up the block */
-    struct idblock *ids = idblock_create(64, fetch, s);
+    struct idblock *ids = idblock_create(64, 0, fetch, s);
     static struct taker t[THREADS];
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -176,7 +177,7 @@ START_TEST(waiters_share_the_answer_of_the_fetch_they_waited_for)
     struct source *s = source_new(1);
     s->fail = true;
     s->delay_ms = 20;
-    struct idblock *ids = idblock_create(4, fetch, s);
+    struct idblock *ids = idblock_create(4, 0, fetch, s); /* no retry window */
     static struct taker t[THREADS];
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++) {
@@ -198,13 +199,41 @@ START_TEST(waiters_share_the_answer_of_the_fetch_they_waited_for)
 }
 END_TEST
 
+/* After a failed fetch, callers within retry_ms get its answer at once;
+ * the first after it tries the catalog again. */
+START_TEST(a_failed_fetch_is_not_tried_again_within_retry_ms)
+{
+    struct source *s = source_new(1);
+    s->fail = true;
+    struct idblock *ids = idblock_create(4, 200, fetch, s);
+    char err[128] = "";
+    uint64_t id;
+    ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_EUNAVAIL);
+    s->fail = false;
+    for (int i = 0; i < 10; i++) {
+        err[0] = '\0';
+        ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_EUNAVAIL);
+        ck_assert_str_eq(err, "catalog down");
+    }
+    ck_assert_uint_eq(s->calls, 1);
+    usleep(250 * 1000);
+    ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_OK);
+    ck_assert_uint_eq(id, 1);
+    ck_assert_uint_eq(s->calls, 2);
+    idblock_destroy(ids);
+    free(s);
+}
+END_TEST
+
 int
 main(void)
 {
+    log_set_level(LOG_ERROR); /* each failed fetch logs a warning */
     Suite *s = suite_create("idblock");
     UNIT_CASE(s, ids_run_through_blocks_and_the_next_is_taken_at_half);
     UNIT_CASE(s, a_failed_fetch_fails_only_when_the_block_is_used_up);
     UNIT_CASE(s, concurrent_callers_never_get_the_same_id);
     UNIT_CASE(s, waiters_share_the_answer_of_the_fetch_they_waited_for);
+    UNIT_CASE(s, a_failed_fetch_is_not_tried_again_within_retry_ms);
     return unit_run(s);
 }
