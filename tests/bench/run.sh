@@ -192,7 +192,7 @@ CDC_PROBE=1
 for c in $CONCS; do
     for ((rep = 0; rep < $(reps_at "$c"); rep++)); do
         # Alternate which workload and which target go first, so drift
-        # favours neither.
+        # favours neither (with an odd number of runs, the first by one).
         if ((rep % 2 == 0)); then workloads="low high"; else workloads="high low"; fi
         for workload in $workloads; do
             if ((rep % 2 == 0)); then order="calendard raw"; else order="raw calendard"; fi

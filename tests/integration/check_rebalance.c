@@ -1140,6 +1140,7 @@ START_TEST(stress_while_vbuckets_move)
                      "--listings",          "24",          "--duration", "120",       NULL};
     pid_t stress = proc_start(sargv, log);
     ck_assert_int_gt(stress, 0);
+    uint64_t stress_started = cal_mono_us();
     sleep(3); /* its listings exist now */
     char err[256];
     /* Up to 24 vbuckets: each moves once, then again while 15 s have not
@@ -1177,6 +1178,8 @@ START_TEST(stress_while_vbuckets_move)
     }
     /* The stress verifies with SQL once its load ends: no move is running
      * then, so no rows are in flight between the shards. */
+    ck_assert_msg(cal_mono_us() - stress_started < 110 * 1000000ULL,
+                  "%u moves outlasted most of the stress's 120 s load", moves);
     ck_assert_int_eq(kill(stress, SIGTERM), 0);
     int rc = proc_wait(stress, 120);
     FILE *f = fopen(log, "r");

@@ -188,10 +188,12 @@ stress_cache_check(const struct testenv *env, const struct stress_conf *conf, un
         return -1;
     int rc = 0;
     struct timespec tick = {0, 200 * 1000000L};
-    for (unsigned waited = 0;; waited += 200) {
-        if ((rc = one_pass(env, conf, cache, mismatches, checked, err, errlen)) != 0)
-            break;
-        if (*mismatches == 0 || waited >= wait_ms)
+    uint64_t until = cal_mono_us() + (uint64_t)wait_ms * 1000;
+    for (;;) {
+        rc = one_pass(env, conf, cache, mismatches, checked, err, errlen);
+        /* A pass that could not read (memcached stalled or restarting by a
+         * fault test, a shard connection lost) goes again in the same bound. */
+        if ((rc == 0 && *mismatches == 0) || cal_mono_us() >= until)
             break;
         nanosleep(&tick, NULL);
     }

@@ -5,7 +5,7 @@
 #include "tests/stress/stress_load.h"
 
 #include <inttypes.h>
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,12 +42,13 @@ log_anomaly(const char *fmt, ...)
     fprintf(stderr, "stress: %s\n", line);
 }
 
-static volatile sig_atomic_t stopping;
+/* Lock-free, so a signal handler may set it (and the clients read it). */
+static atomic_int stopping;
 
 void
 stress_load_stop(void)
 {
-    stopping = 1;
+    atomic_store_explicit(&stopping, 1, memory_order_relaxed);
 }
 
 double
@@ -572,7 +573,8 @@ stress_load_client_run(void *arg)
         atomic_fetch_add(&stats->errors, 1);
         goto out;
     }
-    while (stress_load_now() < conf->deadline && !stopping) {
+    while (stress_load_now() < conf->deadline &&
+           !atomic_load_explicit(&stopping, memory_order_relaxed)) {
         uint64_t roll;
         struct stress_record *rec = NULL;
 
