@@ -552,7 +552,8 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
         rc = replay_or_fail(db, c, e, err, errlen);
         if (rc == CAL_ENOTFOUND) {
             rc = CAL_ECONFLICT;
-            (void)idblock_next(svc->ids, &c->reservation_id, err, errlen);
+            char why[256]; /* failing, it keeps the id: the retry conflicts again */
+            (void)idblock_next(svc->ids, &c->reservation_id, why, sizeof(why));
         }
     }
     return rc;

@@ -243,6 +243,18 @@ expect_verify_clean(void)
     ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0 collisions=0"));
 }
 
+/* The end of a case that moved a vbucket with its own connections: closes
+ * them, and the cluster must verify clean. */
+static void
+end_case(struct db *src, struct db *dst, struct db *cat, struct http_client *h)
+{
+    db_close(src);
+    db_close(dst);
+    db_close(cat);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+
 /* The one integer a query with one parameter id answers. */
 static long long
 scalar(struct db *db, const char *sql, uint64_t id)
@@ -928,11 +940,7 @@ START_TEST(a_run_that_loses_its_move_lock_stops)
     for (size_t i = 0; i < 3; i++)
         if (rids[i] != 0)
             ck_assert_int_eq(get_reservation(h, m.id, rids[i]), 200);
-    db_close(src);
-    db_close(dst);
-    db_close(cat);
-    expect_verify_clean();
-    http_client_destroy(h);
+    end_case(src, dst, cat, h);
 }
 END_TEST
 
@@ -1117,11 +1125,7 @@ START_TEST(colliding_reservation_ids_stop_the_move_before_its_cutover)
     ck_assert_int_eq(get_reservation(h, m.id, b_final), 200);
     ck_assert_int_eq(get_reservation(h, m.id, b_other), 200);
     ck_assert_int_eq(get_reservation(h, a, a_final), 200);
-    db_close(src);
-    db_close(dst);
-    db_close(cat);
-    expect_verify_clean();
-    http_client_destroy(h);
+    end_case(src, dst, cat, h);
 }
 END_TEST
 

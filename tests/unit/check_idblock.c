@@ -131,6 +131,19 @@ take_many(void *arg)
     return NULL;
 }
 
+/* THREADS takers of want ids each, at once; returns when all are done. */
+static void
+run_takers(struct idblock *ids, size_t want, struct taker *t)
+{
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        t[i] = (struct taker){.ids = ids, .want = want};
+        pthread_create(&th[i], NULL, take_many, &t[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+}
+
 static int
 cmp_u64(const void *a, const void *b)
 {
@@ -144,15 +157,10 @@ START_TEST(concurrent_callers_never_get_the_same_id)
     s->delay_ms = 1; /* fetches overlap with callers using up the block */
     struct idblock *ids = idblock_create(64, 0, fetch, s);
     static struct taker t[THREADS];
-    pthread_t th[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        t[i] = (struct taker){.ids = ids, .want = PER_THREAD};
-        pthread_create(&th[i], NULL, take_many, &t[i]);
-    }
+    run_takers(ids, PER_THREAD, t);
     uint64_t *all = malloc(sizeof(*all) * THREADS * PER_THREAD);
     size_t n = 0;
     for (int i = 0; i < THREADS; i++) {
-        pthread_join(th[i], NULL);
         ck_assert_uint_eq(t[i].failed, 0);
         memcpy(all + n, t[i].got, t[i].n * sizeof(*all));
         n += t[i].n;
@@ -179,14 +187,9 @@ START_TEST(waiters_share_the_answer_of_the_fetch_they_waited_for)
     s->delay_ms = 20;
     struct idblock *ids = idblock_create(4, 0, fetch, s); /* no retry window */
     static struct taker t[THREADS];
-    pthread_t th[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        t[i] = (struct taker){.ids = ids, .want = 10};
-        pthread_create(&th[i], NULL, take_many, &t[i]);
-    }
+    run_takers(ids, 10, t);
     unsigned failed = 0;
     for (int i = 0; i < THREADS; i++) {
-        pthread_join(th[i], NULL);
         ck_assert_uint_eq(t[i].n, 0);
         failed += t[i].failed;
     }
