@@ -243,8 +243,8 @@ expect_verify_clean(void)
     ck_assert_ptr_nonnull(strstr(out, "missing=0 extra=0 different=0 fence_errors=0 collisions=0"));
 }
 
-/* The end of a case that moved a vbucket with its own connections: closes
- * them, and the cluster must verify clean. */
+/* The end of a case that moved a vbucket with its own connections
+ * (open_case): closes them, and the cluster must verify clean. */
 static void
 end_case(struct db *src, struct db *dst, struct db *cat, struct http_client *h)
 {
@@ -296,6 +296,20 @@ moving_listing(struct http_client *h, const char *prefix, struct moving *m)
     m->target = m->from == 0 ? 1 : 0;
     snprintf(m->vb, sizeof(m->vb), "%u", m->v);
     snprintf(m->to, sizeof(m->to), "%ld", m->target);
+}
+
+/* The connections of a case that moves m's vbucket with its own: the
+ * catalog, its source and its target (end_case closes them). */
+static void
+open_case(const struct moving *m, struct db **cat, struct db **src, struct db **dst)
+{
+    char err[256];
+    *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(*cat != NULL, "%s", err);
+    *src = testenv_connect_shard(&env, (size_t)m->from, err, sizeof(err));
+    ck_assert_msg(*src != NULL, "%s", err);
+    *dst = testenv_connect_shard(&env, (size_t)m->target, err, sizeof(err));
+    ck_assert_msg(*dst != NULL, "%s", err);
 }
 
 START_TEST(move_one_vbucket_under_bookings)
@@ -855,12 +869,8 @@ START_TEST(a_run_that_loses_its_move_lock_stops)
                 made++;
             }
     }
-    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
-    ck_assert_msg(cat != NULL, "%s", err);
-    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
-    ck_assert_msg(src != NULL, "%s", err);
-    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
-    ck_assert_msg(dst != NULL, "%s", err);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
     long long epoch = scalar(cat, SQL_EPOCH, m.v);
     ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), epoch);
 
@@ -1014,7 +1024,7 @@ START_TEST(colliding_reservation_ids_stop_the_move_before_its_cutover)
     const struct collide_case *cc = &COLLIDE_CASES[_i];
     struct http_client *h = setup_http();
     struct moving m; /* listing B, vbucket vB, on shard Y = m.from */
-    char err[256], out[8192], key[96], want[192], a_before[1024], b_before[1024], now[1024];
+    char out[8192], key[96], want[192], a_before[1024], b_before[1024], now[1024];
     moving_listing(h, "rb-collide", &m);
     if (cc->after_copy) {
         char *argv[] = {tool,   "--config", admin_ini,   "--crash-after",
@@ -1035,12 +1045,8 @@ START_TEST(colliding_reservation_ids_stop_the_move_before_its_cutover)
     put_listing(h, a);
     snprintf(key, sizeof(key), "%s-a", m.key);
     a_rid = book(h, a, key, 90, 93);
-    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
-    ck_assert_msg(cat != NULL, "%s", err);
-    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
-    ck_assert_msg(src != NULL, "%s", err);
-    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
-    ck_assert_msg(dst != NULL, "%s", err);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
     /* A's reservation on X takes B's id R, older or newer than B's. */
     uint64_t r = cc->after_copy ? b_rid2 : m.rid, b_other = cc->after_copy ? m.rid : b_rid2;
     long long r_nights = cc->after_copy ? 2 : 3;
