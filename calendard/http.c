@@ -76,10 +76,21 @@ struct http_server {
     unsigned nloops;
     /* the workers and their queue (shared by the loops) */
     pthread_mutex_t lock;
-    pthread_cond_t work;
     struct http_request *qhead, *qtail;
-    pthread_t *workers;
+    struct worker *workers;
+    struct worker *idle;        /* waiting for work, the latest to finish on top (lock) */
     unsigned nworkers, running; /* running: workers not yet exited (lock) */
+};
+
+/* A worker thread. Idle ones wait on their own condition, and a request
+ * wakes the one that went idle last: at low load one warm thread serves
+ * request after request instead of each going to the coldest. */
+struct worker {
+    struct http_server *srv;
+    pthread_t thread;
+    pthread_cond_t wake;
+    bool waiting;        /* on the idle stack (lock) */
+    struct worker *next; /* below it on the idle stack */
 };
 
 static enum MHD_Result
@@ -125,9 +136,26 @@ enqueue(struct http_server *srv, struct http_request *hr)
     else
         srv->qhead = hr;
     srv->qtail = hr;
+    struct worker *w = srv->idle;
+    if (w != NULL) {
+        srv->idle = w->next;
+        w->waiting = false;
+    }
     pthread_mutex_unlock(&srv->lock);
     /* After the unlock: the worker woken does not find the lock still held. */
-    pthread_cond_signal(&srv->work);
+    if (w != NULL)
+        pthread_cond_signal(&w->wake);
+}
+
+/* Wakes every idle worker (needs lock). */
+static void
+wake_idle_workers(struct http_server *srv)
+{
+    for (struct worker *w = srv->idle; w != NULL; w = w->next) {
+        w->waiting = false;
+        pthread_cond_signal(&w->wake);
+    }
+    srv->idle = NULL;
 }
 
 /* Hands a request to the loop's next lookup or to a worker, suspended until
@@ -215,11 +243,17 @@ http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswer
 static void *
 worker_main(void *arg)
 {
-    struct http_server *srv = arg;
+    struct worker *self = arg;
+    struct http_server *srv = self->srv;
     pthread_mutex_lock(&srv->lock);
     for (;;) {
-        while (srv->qhead == NULL && !atomic_load(&srv->stopping))
-            pthread_cond_wait(&srv->work, &srv->lock);
+        while (srv->qhead == NULL && !atomic_load(&srv->stopping)) {
+            self->waiting = true;
+            self->next = srv->idle;
+            srv->idle = self;
+            while (self->waiting)
+                pthread_cond_wait(&self->wake, &srv->lock);
+        }
         struct http_request *hr = srv->qhead;
         if (hr == NULL)
             break; /* stopping and nothing left */
@@ -503,12 +537,15 @@ http_start(const struct http_conf *conf, struct service *svc, char *err, size_t 
         }
     }
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_cond_init(&srv->work, NULL);
     srv->nworkers = (unsigned)conf->worker_threads;
     srv->workers = cal_calloc(srv->nworkers, sizeof(*srv->workers));
     srv->running = srv->nworkers;
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        pthread_create(&srv->workers[i], NULL, worker_main, srv);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->srv = srv;
+        pthread_cond_init(&w->wake, NULL);
+        pthread_create(&w->thread, NULL, worker_main, w);
+    }
     for (unsigned i = 0; i < srv->nloops; i++)
         pthread_create(&srv->loops[i].thread, NULL, loop_main, &srv->loops[i]);
     return srv;
@@ -522,19 +559,20 @@ http_stop(struct http_server *srv)
     /* New requests get 503; queued and running ones are answered first. */
     atomic_store(&srv->stopping, true);
     pthread_mutex_lock(&srv->lock);
-    pthread_cond_broadcast(&srv->work);
+    wake_idle_workers(srv);
     pthread_mutex_unlock(&srv->lock);
     for (unsigned i = 0; i < srv->nloops; i++)
         wake_loop(&srv->loops[i]);
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        pthread_join(srv->workers[i], NULL);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        pthread_join(srv->workers[i].thread, NULL);
+        pthread_cond_destroy(&srv->workers[i].wake);
+    }
     for (unsigned i = 0; i < srv->nloops; i++) {
         wake_loop(&srv->loops[i]);
         pthread_join(srv->loops[i].thread, NULL);
     }
     for (unsigned i = 0; i < srv->nloops; i++)
         loop_close(&srv->loops[i]);
-    pthread_cond_destroy(&srv->work);
     pthread_mutex_destroy(&srv->lock);
     free(srv->workers);
     free(srv->loops);
