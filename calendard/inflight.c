@@ -14,13 +14,16 @@
 struct entry {
     struct entry *next;
     uint64_t listing_id;
+    bool held;            /* a request has the key; when not, a waiter is taking it */
+    unsigned waiters;     /* at most INFLIGHT_MAX_WAITERS */
+    pthread_cond_t freed; /* signalled when the holder releases to a waiter: one
+                             key's release wakes no waiter of another */
     size_t len;
     char key[];
 };
 
 struct inflight {
     pthread_mutex_t lock;
-    pthread_cond_t released;
     struct entry *buckets[NBUCKETS];
 };
 
@@ -29,11 +32,6 @@ inflight_create(void)
 {
     struct inflight *set = cal_calloc(1, sizeof(*set));
     pthread_mutex_init(&set->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&set->released, &ca);
-    pthread_condattr_destroy(&ca);
     return set;
 }
 
@@ -46,11 +44,11 @@ inflight_destroy(struct inflight *set)
         struct entry *e = set->buckets[i];
         while (e != NULL) {
             struct entry *next = e->next;
+            pthread_cond_destroy(&e->freed);
             free(e);
             e = next;
         }
     }
-    pthread_cond_destroy(&set->released);
     pthread_mutex_destroy(&set->lock);
     free(set);
 }
@@ -89,22 +87,41 @@ inflight_acquire(struct inflight *set, uint64_t listing_id, const char *key, siz
         deadline.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&set->lock);
-    while (*find_locked(set, listing_id, key, len) != NULL) {
-        if (pthread_cond_timedwait(&set->released, &set->lock, &deadline) == ETIMEDOUT &&
-            *find_locked(set, listing_id, key, len) != NULL) {
-            pthread_mutex_unlock(&set->lock);
-            return false;
+    struct entry **pp = find_locked(set, listing_id, key, len);
+    struct entry *e = *pp;
+    if (e == NULL) {
+        e = cal_calloc(1, sizeof(*e) + len);
+        e->listing_id = listing_id;
+        e->held = true;
+        e->len = len;
+        memcpy(e->key, key, len);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->freed, &ca);
+        pthread_condattr_destroy(&ca);
+        *pp = e;
+        pthread_mutex_unlock(&set->lock);
+        return true;
+    }
+    if (e->waiters >= INFLIGHT_MAX_WAITERS) {
+        pthread_mutex_unlock(&set->lock);
+        return false;
+    }
+    /* The entry stays while it has a waiter: release hands it over. */
+    e->waiters++;
+    bool taken = true;
+    while (e->held) {
+        if (pthread_cond_timedwait(&e->freed, &set->lock, &deadline) == ETIMEDOUT && e->held) {
+            taken = false;
+            break;
         }
     }
-    struct entry *e = cal_malloc(sizeof(*e) + len);
-    e->listing_id = listing_id;
-    e->len = len;
-    memcpy(e->key, key, len);
-    struct entry **head = &set->buckets[bucket(listing_id, key, len)];
-    e->next = *head;
-    *head = e;
+    e->waiters--;
+    if (taken)
+        e->held = true;
     pthread_mutex_unlock(&set->lock);
-    return true;
+    return taken;
 }
 
 void
@@ -113,10 +130,13 @@ inflight_release(struct inflight *set, uint64_t listing_id, const char *key, siz
     pthread_mutex_lock(&set->lock);
     struct entry **pp = find_locked(set, listing_id, key, len);
     struct entry *e = *pp;
-    if (e != NULL) {
+    if (e != NULL && e->waiters > 0) {
+        e->held = false;
+        pthread_cond_signal(&e->freed);
+    } else if (e != NULL) {
         *pp = e->next;
+        pthread_cond_destroy(&e->freed);
         free(e);
     }
-    pthread_cond_broadcast(&set->released);
     pthread_mutex_unlock(&set->lock);
 }

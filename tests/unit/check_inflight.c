@@ -1,5 +1,6 @@
 /* Unit tests of calendard/inflight.c: one request per idempotency key. */
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,11 +63,72 @@ START_TEST(replay_waits_for_the_original)
 }
 END_TEST
 
+struct replayer {
+    struct inflight *set;
+    bool got;
+    bool held; /* a claim by another failed while this one had the key */
+};
+
+static void *
+replay_and_hold(void *arg)
+{
+    struct replayer *r = arg;
+    /* Refused at once while the waiters' places are full. */
+    double t0 = now_ms();
+    while (!(r->got = inflight_acquire(r->set, 7, "replay-me", 9, 10000)) && now_ms() - t0 < 9000)
+        usleep(1000);
+    if (r->got) {
+        r->held = !inflight_acquire(r->set, 7, "replay-me", 9, 0);
+        inflight_release(r->set, 7, "replay-me", 9);
+    }
+    return NULL;
+}
+
+START_TEST(replays_past_the_waiters_bound_are_refused_at_once)
+{
+    struct inflight *set = inflight_create();
+    ck_assert(inflight_acquire(set, 7, "replay-me", 9, 0));
+    struct replayer r[INFLIGHT_MAX_WAITERS];
+    pthread_t t[INFLIGHT_MAX_WAITERS];
+    for (size_t i = 0; i < INFLIGHT_MAX_WAITERS; i++) {
+        r[i] = (struct replayer){.set = set};
+        pthread_create(&t[i], NULL, replay_and_hold, &r[i]);
+    }
+    /* Once all of them wait, one more replay is refused at once instead of
+     * waiting out its 200 ms. Until then it may be one of the waiters and
+     * time out: pause (so a replayer takes the place) and try again. */
+    bool refused_at_once = false;
+    for (int i = 0; i < 100 && !refused_at_once; i++) {
+        double t0 = now_ms();
+        ck_assert(!inflight_acquire(set, 7, "replay-me", 9, 200));
+        refused_at_once = now_ms() - t0 < 100;
+        if (!refused_at_once)
+            usleep(20000);
+    }
+    ck_assert_msg(refused_at_once, "a replay past the bound waited instead of being refused");
+    /* Other keys are not affected. */
+    ck_assert(inflight_acquire(set, 7, "other", 5, 0));
+    /* The release hands the key to one waiter, and each in turn. */
+    inflight_release(set, 7, "replay-me", 9);
+    for (size_t i = 0; i < INFLIGHT_MAX_WAITERS; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_msg(r[i].got && r[i].held, "replayer %zu: got %d held %d", i, r[i].got,
+                      r[i].held);
+    }
+    /* Released without waiters, the key is free again. */
+    ck_assert(inflight_acquire(set, 7, "replay-me", 9, 0));
+    inflight_release(set, 7, "replay-me", 9);
+    inflight_release(set, 7, "other", 5);
+    inflight_destroy(set);
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("inflight");
     UNIT_CASE(s, second_claim_of_a_key_times_out);
     UNIT_CASE(s, replay_waits_for_the_original);
+    UNIT_CASE(s, replays_past_the_waiters_bound_are_refused_at_once);
     return unit_run(s);
 }
