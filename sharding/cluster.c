@@ -30,6 +30,17 @@ cluster_close(struct cluster *c)
 }
 
 cal_status
+cluster_reconnect_catalog(struct cluster *c, char *err, size_t errlen)
+{
+    struct db *db = db_connect(&c->catalog_conf, err, errlen);
+    if (db == NULL)
+        return CAL_EUNAVAIL;
+    db_close(c->catalog);
+    c->catalog = db;
+    return CAL_OK;
+}
+
+cal_status
 cluster_reload(struct cluster *c, char *err, size_t errlen)
 {
     struct shardmap *map;

@@ -23,6 +23,10 @@ cal_status cluster_open(struct cluster *c, const struct db_conf *catalog_conf,
                         const struct db_conf *shard_conf, char *err, size_t errlen);
 void cluster_close(struct cluster *c);
 
+/* A new catalog session in place of the current one (its named locks go
+ * with it); the current one stays when the catalog cannot be reached. */
+cal_status cluster_reconnect_catalog(struct cluster *c, char *err, size_t errlen);
+
 /* Reloads the map (after a move changed it). */
 cal_status cluster_reload(struct cluster *c, char *err, size_t errlen);
 

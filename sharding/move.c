@@ -15,6 +15,8 @@
 #define CATCHUP_PASSES 8     /* delta passes before a cutover at most */
 #define CUTOVER_DELTA_MAX 64 /* listings the locked cutover may still copy */
 #define CUTOVER_TRIES 5
+#define RELOCK_TRIES 3  /* takes of a lost move lock in one run */
+#define RELOCK_WAIT_S 2 /* for a dead session's lock to go */
 
 struct table_spec {
     const char *name;
@@ -51,6 +53,7 @@ struct move_rec {
     double freeze_ms;
     uint64_t start_us;
     uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
+    bool lost_lock;        /* stopped because its move lock could not be confirmed */
 };
 
 /* Rows of one table held between a read on the source and a write on the target. */
@@ -122,9 +125,10 @@ static const char SQL_MOVE_LOCK_HELD[] =
     "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)) = CONNECTION_ID()";
 
 static cal_status
-check_move_lock(struct cluster *c, const struct move_opts *o, uint32_t vbucket, const char *step,
+check_move_lock(struct cluster *c, const struct move_opts *o, struct move_rec *m, const char *step,
                 char *err, size_t errlen)
 {
+    uint32_t vbucket = m->vbucket;
     if (o->before_lock_check != NULL)
         o->before_lock_check(step, vbucket);
     struct db_stmt *st;
@@ -141,6 +145,7 @@ check_move_lock(struct cluster *c, const struct move_opts *o, uint32_t vbucket, 
     snprintf(err, errlen,
              "vbucket %u: this run no longer holds its move lock (%s): stopped before %s", vbucket,
              rc != CAL_OK || r < 0 ? why : "the catalog session changed", step);
+    m->lost_lock = true;
     return CAL_ECONFLICT;
 }
 
@@ -496,7 +501,7 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return CAL_EINVAL;
     }
     /* Leftovers of an earlier, abandoned copy would never be overwritten. */
-    if ((rc = check_move_lock(c, o, m->vbucket, "copy-clear", err, errlen)) != CAL_OK ||
+    if ((rc = check_move_lock(c, o, m, "copy-clear", err, errlen)) != CAL_OK ||
         (rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
     struct db_val p[2] = {DB_CSTR_V("moving"), DB_INT_V(m->vbucket)};
@@ -504,7 +509,7 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         return rc;
     size_t nchanged = SIZE_MAX;
     for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
-        if ((rc = check_move_lock(c, o, m->vbucket, "copy-pass", err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m, "copy-pass", err, errlen)) != CAL_OK)
             return rc;
         rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                       errlen);
@@ -527,7 +532,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         return rc; /* done before a crash: the source let go already */
     for (int attempt = 0; attempt < CUTOVER_TRIES; attempt++) {
         size_t nchanged = 0;
-        if ((rc = check_move_lock(c, o, m->vbucket, "cutover", err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m, "cutover", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = db_begin(src, err, errlen)) != CAL_OK)
             return rc;
@@ -562,7 +567,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
             /* Too much to copy under the lock: release, catch up, try again. */
             db_rollback(src);
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
-            if ((rc = check_move_lock(c, o, m->vbucket, "cutover-catch-up", err, errlen)) != CAL_OK)
+            if ((rc = check_move_lock(c, o, m, "cutover-catch-up", err, errlen)) != CAL_OK)
                 return rc;
             rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
                           errlen);
@@ -577,7 +582,7 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         struct db_val p[1] = {DB_INT_V(m->vbucket)};
         if ((rc = db_query(src, SQL_DISOWN, p, 1, NULL, err, errlen)) != CAL_OK)
             goto fail;
-        if ((rc = check_move_lock(c, o, m->vbucket, "cutover-commit", err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m, "cutover-commit", err, errlen)) != CAL_OK)
             goto fail;
         if ((rc = db_commit(src, err, errlen)) != CAL_OK)
             return rc;
@@ -601,7 +606,7 @@ phase_target_and_catalog(struct cluster *c, struct move_rec *m, struct db *dst,
 {
     uint64_t epoch = m->old_epoch + 1;
     struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(epoch)};
-    cal_status rc = check_move_lock(c, o, m->vbucket, "target", err, errlen);
+    cal_status rc = check_move_lock(c, o, m, "target", err, errlen);
     if (rc != CAL_OK)
         return rc;
     if ((rc = db_query(dst, SQL_OWN, p, 2, NULL, err, errlen)) != CAL_OK)
@@ -666,7 +671,7 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
          * only once the target holds all of it (or newer). Refused, the
          * move stays in cleanup, and resume checks again. */
         struct verify_report vr;
-        if ((rc = check_move_lock(c, o, m->vbucket, "cleanup-verify", err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m, "cleanup-verify", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
             return rc;
@@ -681,7 +686,7 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
             return CAL_ERR;
         }
         /* Again: the check reads the whole vbucket twice, a while. */
-        if ((rc = check_move_lock(c, o, m->vbucket, "cleanup-delete", err, errlen)) != CAL_OK)
+        if ((rc = check_move_lock(c, o, m, "cleanup-delete", err, errlen)) != CAL_OK)
             return rc;
         if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
             return rc;
@@ -705,15 +710,16 @@ static const char SQL_MOVE_PHASE[] = "SELECT phase FROM moves WHERE move_id = ?"
 /* One run at a time per vbucket, across processes: a named lock of the
  * catalog session, held from before the open-move check to the end of the
  * move (a lost session lets it go, like a crash). */
-static const char SQL_MOVE_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_move_', ?), 0)";
+static const char SQL_MOVE_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_move_', ?), ?)";
 static const char SQL_MOVE_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))";
 
+/* Takes the vbucket's move lock, waiting at most wait_s for its holder. */
 static cal_status
-lock_vbucket(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
+lock_vbucket(struct cluster *c, uint32_t vbucket, unsigned wait_s, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
-    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK, p, 1, &st, err, errlen);
+    struct db_val p[2] = {DB_INT_V(vbucket), DB_INT_V(wait_s)}, col[1];
+    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK, p, 2, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r = db_fetch(st, col, 1, err, errlen);
@@ -735,6 +741,61 @@ unlock_vbucket(struct cluster *c, uint32_t vbucket)
     struct db_val p[1] = {DB_INT_V(vbucket)};
     if (db_query(c->catalog, SQL_MOVE_UNLOCK, p, 1, &st, err, sizeof(err)) == CAL_OK)
         cluster_drain(st);
+}
+
+/* m's journaled phase, read again under its move lock: another run may
+ * have gone on meanwhile. */
+static cal_status
+reread_phase(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(m->move_id)}, col[1];
+    cal_status rc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 1, err, errlen);
+    if (r > 0 && col[0].type == DB_STR)
+        cal_strlcpy(m->phase, col[0].s, sizeof(m->phase));
+    cluster_drain(st);
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* run_move, which stops when it cannot confirm its move lock. Most often
+ * its catalog session died (a network blip, a catalog restart); then no
+ * other run holds the lock, and between the cutover and the catalog flip
+ * no shard owns the vbucket: instead of leaving that to an operator's
+ * resume, the run takes the lock again on a new session and goes on from
+ * the journaled phase, as resume would. It stops for good when another
+ * run holds the lock, or the catalog cannot be reached. */
+static cal_status
+run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err,
+                   size_t errlen)
+{
+    cal_status rc = run_move(c, m, o, err, errlen);
+    for (int tries = 0;
+         rc != CAL_OK && (m->lost_lock || db_broken(c->catalog)) && tries < RELOCK_TRIES; tries++) {
+        char why[512];
+        m->lost_lock = false;
+        log_warn("move lock lost, taking it again", "move=%llu vbucket=%u phase=%s error=\"%s\"",
+                 (unsigned long long)m->move_id, m->vbucket, m->phase, err);
+        cal_status lrc = CAL_OK;
+        if (db_broken(c->catalog))
+            lrc = cluster_reconnect_catalog(c, why, sizeof(why));
+        if (lrc == CAL_OK)
+            lrc = lock_vbucket(c, m->vbucket, RELOCK_WAIT_S, why, sizeof(why));
+        if (lrc == CAL_OK)
+            lrc = reread_phase(c, m, why, sizeof(why));
+        if (lrc != CAL_OK) {
+            size_t len = strlen(err);
+            snprintf(err + len, errlen - len, "; taking the lock again: %s", why);
+            break;
+        }
+        log_info("move lock taken again", "move=%llu vbucket=%u phase=%s",
+                 (unsigned long long)m->move_id, m->vbucket, m->phase);
+        rc = strcmp(m->phase, "done") == 0 ? cluster_reload(c, err, errlen)
+                                           : run_move(c, m, o, err, errlen);
+    }
+    return rc;
 }
 
 /* Journals and runs a new move (the vbucket's move lock held). */
@@ -783,7 +844,7 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
         return rc;
     m->move_id = db_insert_id(st);
     cal_strlcpy(m->phase, "copy", sizeof(m->phase));
-    return run_move(c, m, o, err, errlen);
+    return run_move_relocking(c, m, o, err, errlen);
 }
 
 cal_status
@@ -807,7 +868,7 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
         snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);
         return CAL_EINVAL;
     }
-    if ((rc = lock_vbucket(c, vbucket, err, errlen)) != CAL_OK)
+    if ((rc = lock_vbucket(c, vbucket, 0, err, errlen)) != CAL_OK)
         return rc;
     rc = start_move(c, &m, o, err, errlen);
     unlock_vbucket(c, vbucket);
@@ -861,22 +922,13 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {
         char e[512] = "";
-        cal_status mrc = lock_vbucket(c, recs[i].vbucket, e, sizeof(e));
+        cal_status mrc = lock_vbucket(c, recs[i].vbucket, 0, e, sizeof(e));
         if (mrc == CAL_OK) {
-            /* Its phase again, under the lock: another run may have gone on. */
-            struct db_val p[1] = {DB_INT_V(recs[i].move_id)};
-            if ((mrc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, e, sizeof(e))) == CAL_OK) {
-                int f = db_fetch(st, col, 1, e, sizeof(e));
-                if (f > 0 && col[0].type == DB_STR)
-                    cal_strlcpy(recs[i].phase, col[0].s, sizeof(recs[i].phase));
-                cluster_drain(st);
-                if (f < 0)
-                    mrc = CAL_ERR;
-            }
+            mrc = reread_phase(c, &recs[i], e, sizeof(e));
             if (mrc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
                 log_info("resuming move", "move=%llu vbucket=%u phase=%s",
                          (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
-                mrc = run_move(c, &recs[i], o, e, sizeof(e));
+                mrc = run_move_relocking(c, &recs[i], o, e, sizeof(e));
                 if (mrc == CAL_OK)
                     (*resumed)++;
             }
