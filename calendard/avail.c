@@ -198,13 +198,7 @@ retrier(void *arg)
     struct avail *avail = arg;
     pthread_mutex_lock(&avail->stop_lock);
     while (!avail->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += PENDING_RETRY_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = cal_mono_after_ms(PENDING_RETRY_MS);
         pthread_cond_timedwait(&avail->stop_cond, &avail->stop_lock, &ts);
         if (avail->stopping || atomic_load(&avail->npending) == 0)
             continue;
@@ -225,11 +219,7 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
     pthread_mutex_init(&avail->lock, NULL);
     pthread_mutex_init(&avail->pending_lock, NULL);
     pthread_mutex_init(&avail->stop_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&avail->stop_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cal_cond_init_monotonic(&avail->stop_cond);
     if (avail->enabled) {
         /* Validate the server list now, so a typo fails at start. */
         struct cache *c = cache_create(&conf->cache, err, errlen);

@@ -78,14 +78,7 @@ bool
 inflight_acquire(struct inflight *set, uint64_t listing_id, const char *key, size_t len,
                  unsigned timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = cal_mono_after_ms(timeout_ms);
     pthread_mutex_lock(&set->lock);
     struct entry **pp = find_locked(set, listing_id, key, len);
     struct entry *e = *pp;
@@ -95,11 +88,7 @@ inflight_acquire(struct inflight *set, uint64_t listing_id, const char *key, siz
         e->held = true;
         e->len = len;
         memcpy(e->key, key, len);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->freed, &ca);
-        pthread_condattr_destroy(&ca);
+        cal_cond_init_monotonic(&e->freed);
         *pp = e;
         pthread_mutex_unlock(&set->lock);
         return true;

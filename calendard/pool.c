@@ -26,11 +26,7 @@ pool_create(const struct db_conf *conf, unsigned max, unsigned wait_ms)
 {
     struct pool *pool = cal_calloc(1, sizeof(*pool));
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->freed, &ca);
-    pthread_condattr_destroy(&ca);
+    cal_cond_init_monotonic(&pool->freed);
     pool->conf = *conf;
     pool->max = max ? max : 1;
     pool->wait_ms = wait_ms;
@@ -54,14 +50,7 @@ pool_destroy(struct pool *pool)
 cal_status
 pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += pool->wait_ms / 1000;
-    deadline.tv_nsec += (long)(pool->wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = cal_mono_after_ms(pool->wait_ms);
     bool timed_out = false;
     pthread_mutex_lock(&pool->lock);
     for (;;) {

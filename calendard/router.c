@@ -141,17 +141,10 @@ refresher(void *arg)
     bool failing = false;
     pthread_mutex_lock(&router->stop_lock);
     while (!router->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         pthread_rwlock_rdlock(&router->map_lock);
         unsigned ms = router->map ? router->conf.refresh_interval_ms : 500;
         pthread_rwlock_unlock(&router->map_lock);
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = cal_mono_after_ms(ms);
         pthread_cond_timedwait(&router->stop_cond, &router->stop_lock, &ts);
         if (router->stopping)
             break;
@@ -179,11 +172,7 @@ router_create(const struct router_conf *conf)
     pthread_rwlock_init(&router->map_lock, NULL);
     pthread_mutex_init(&router->refresh_lock, NULL);
     pthread_mutex_init(&router->stop_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&router->stop_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cal_cond_init_monotonic(&router->stop_cond);
     pthread_mutex_lock(&router->refresh_lock);
     if (reload_locked(router, err, sizeof(err)) != CAL_OK)
         log_warn("shard map not loaded; retrying in the background", "error=\"%s\"", err);

@@ -2,8 +2,10 @@
 #ifndef CAL_UTIL_H
 #define CAL_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define CAL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -16,6 +18,11 @@ char *cal_strndup(const char *s, size_t len);
 
 uint64_t cal_now_ms(void);  /* CLOCK_REALTIME, ms since epoch */
 uint64_t cal_mono_us(void); /* CLOCK_MONOTONIC, microseconds */
+
+/* A condition whose timed waits take CLOCK_MONOTONIC times, and such a
+ * time ms milliseconds from now. */
+void cal_cond_init_monotonic(pthread_cond_t *cond);
+struct timespec cal_mono_after_ms(unsigned ms);
 void cal_sleep_ms(unsigned ms);
 
 /* Thread-safe fast PRNG (per-thread xorshift seeded from getrandom). */

@@ -1,5 +1,7 @@
 /* Unit tests of common/: dates, config tables, DSNs, routing hash, cache keys,
  * memcached server lists. */
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include "common/conf.h"
 #include "common/date.h"
 #include "common/db.h"
+#include "common/util.h"
 #include "sharding/shardmap.h"
 #include "tests/lib/unit.h"
 
@@ -69,6 +72,33 @@ load_text(const char *text, struct sample_conf *conf, char *err, size_t errlen)
     unlink(path);
     return st;
 }
+
+/* Waits on a monotonic condition end at their deadline, whatever part of
+ * a second the clock is at (the nanoseconds carry into seconds). */
+START_TEST(monotonic_deadlines)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond;
+    cal_cond_init_monotonic(&cond);
+    for (unsigned ms = 0; ms < 2000; ms += 137) {
+        uint64_t before = cal_mono_us();
+        struct timespec ts = cal_mono_after_ms(ms);
+        ck_assert(ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000L);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000;
+        ck_assert_uint_ge(at, before + ms * 1000u);
+        ck_assert_uint_le(at, cal_mono_us() + ms * 1000u);
+    }
+    struct timespec ts = cal_mono_after_ms(30);
+    uint64_t t0 = cal_mono_us();
+    pthread_mutex_lock(&mu);
+    int rc = 0;
+    while (rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&cond, &mu, &ts);
+    pthread_mutex_unlock(&mu);
+    ck_assert_uint_ge(cal_mono_us() - t0, 25000);
+    pthread_cond_destroy(&cond);
+}
+END_TEST
 
 START_TEST(config_table)
 {
@@ -309,6 +339,7 @@ main(void)
 {
     Suite *s = suite_create("common");
     UNIT_CASE(s, dates_round_trip);
+    UNIT_CASE(s, monotonic_deadlines);
     UNIT_CASE(s, config_table);
     UNIT_CASE(s, sample_config_reads_back);
     UNIT_CASE(s, dsn_parsing);
