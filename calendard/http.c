@@ -563,16 +563,18 @@ http_stop(struct http_server *srv)
     pthread_mutex_unlock(&srv->lock);
     for (unsigned i = 0; i < srv->nloops; i++)
         wake_loop(&srv->loops[i]);
-    for (unsigned i = 0; i < srv->nworkers; i++) {
+    for (unsigned i = 0; i < srv->nworkers; i++)
         pthread_join(srv->workers[i].thread, NULL);
-        pthread_cond_destroy(&srv->workers[i].wake);
-    }
     for (unsigned i = 0; i < srv->nloops; i++) {
         wake_loop(&srv->loops[i]);
         pthread_join(srv->loops[i].thread, NULL);
     }
     for (unsigned i = 0; i < srv->nloops; i++)
         loop_close(&srv->loops[i]);
+    /* After the loops: a loop may still be signalling a worker that woke
+     * and exited (enqueue signals after its unlock). */
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        pthread_cond_destroy(&srv->workers[i].wake);
     pthread_mutex_destroy(&srv->lock);
     free(srv->workers);
     free(srv->loops);
