@@ -54,6 +54,7 @@ struct move_rec {
     uint64_t start_us;
     uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
     bool lost_lock;        /* stopped because its move lock could not be confirmed */
+    uint64_t lock_session; /* CONNECTION_ID() of the catalog session that took the lock */
 };
 
 /* Rows of one table held between a read on the source and a write on the target. */
@@ -700,36 +701,41 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
 
 static const char SQL_OPEN_MOVES[] =
     "SELECT move_id, vbucket, source_shard, target_shard, old_epoch, phase, rows_copied"
-    " FROM moves WHERE phase <> 'done' ORDER BY move_id";
+    " FROM moves WHERE phase NOT IN ('done', 'abandoned') ORDER BY move_id";
 static const char SQL_OPEN_MOVE_OF[] =
-    "SELECT move_id FROM moves WHERE phase <> 'done' AND vbucket = ?";
+    "SELECT move_id FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
 static const char SQL_NEW_MOVE[] =
     "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
     " VALUES (?, ?, ?, ?, 'copy')";
-static const char SQL_MOVE_PHASE[] = "SELECT phase FROM moves WHERE move_id = ?";
+static const char SQL_MOVE_PHASE[] = "SELECT phase, rows_copied FROM moves WHERE move_id = ?";
 /* One run at a time per vbucket, across processes: a named lock of the
  * catalog session, held from before the open-move check to the end of the
  * move (a lost session lets it go, like a crash). */
-static const char SQL_MOVE_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_move_', ?), ?)";
+static const char SQL_MOVE_LOCK[] =
+    "SELECT GET_LOCK(CONCAT('calendar_move_', ?), ?), CONNECTION_ID()";
+static const char SQL_MOVE_LOCK_HOLDER[] =
+    "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)), CONNECTION_ID()";
 static const char SQL_MOVE_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))";
 
-/* Takes the vbucket's move lock, waiting at most wait_s for its holder. */
+/* Takes m's move lock, waiting at most wait_s for its holder. */
 static cal_status
-lock_vbucket(struct cluster *c, uint32_t vbucket, unsigned wait_s, char *err, size_t errlen)
+lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[2] = {DB_INT_V(vbucket), DB_INT_V(wait_s)}, col[1];
+    struct db_val p[2] = {DB_INT_V(m->vbucket), DB_INT_V(wait_s)}, col[2];
     cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK, p, 2, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 1, err, errlen);
+    int r = db_fetch(st, col, 2, err, errlen);
     cluster_drain(st);
     if (r < 0)
         return CAL_ERR;
     if (r == 0 || col[0].type != DB_INT || col[0].i != 1) {
-        snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance", vbucket);
+        snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance",
+                 m->vbucket);
         return CAL_EAGAIN;
     }
+    m->lock_session = col[1].type == DB_INT ? (uint64_t)col[1].i : 0;
     return CAL_OK;
 }
 
@@ -749,15 +755,55 @@ static cal_status
 reread_phase(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(m->move_id)}, col[1];
+    struct db_val p[1] = {DB_INT_V(m->move_id)}, col[2];
     cal_status rc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 1, err, errlen);
+    int r = db_fetch(st, col, 2, err, errlen);
     if (r > 0 && col[0].type == DB_STR)
         cal_strlcpy(m->phase, col[0].s, sizeof(m->phase));
+    if (r > 0 && col[1].type == DB_INT)
+        m->rows_copied = (uint64_t)col[1].i;
     cluster_drain(st);
     return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* Takes m's move lock again after the run lost it, on a new catalog
+ * session if the old one broke. The old session can outlive the client's
+ * side of it (a network partition, a read timeout: the catalog keeps it
+ * until wait_timeout) and still hold the lock: it is this run's, so it is
+ * killed first. A lock this session still holds (only its check failed)
+ * is not taken twice: named locks count. */
+static cal_status
+retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
+{
+    cal_status rc = CAL_OK;
+    if (db_broken(c->catalog) && (rc = cluster_reconnect_catalog(c, err, errlen)) != CAL_OK)
+        return rc;
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[2];
+    if ((rc = db_query(c->catalog, SQL_MOVE_LOCK_HOLDER, p, 1, &st, err, errlen)) != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 2, err, errlen);
+    cluster_drain(st);
+    if (r <= 0)
+        return CAL_ERR;
+    int64_t holder = col[0].type == DB_INT ? col[0].i : 0;
+    if (holder != 0 && col[1].type == DB_INT && holder == col[1].i)
+        return CAL_OK;
+    if (holder != 0 && (uint64_t)holder == m->lock_session) {
+        char sql[64], why[256];
+        snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)holder);
+        /* Gone by itself meanwhile: the lock is free. */
+        if (db_exec(c->catalog, sql, why, sizeof(why)) != CAL_OK && db_broken(c->catalog)) {
+            snprintf(err, errlen, "%s", why);
+            return CAL_EUNAVAIL;
+        }
+        log_warn("killed this run's old catalog session, which held the move lock",
+                 "move=%llu vbucket=%u session=%lld", (unsigned long long)m->move_id, m->vbucket,
+                 (long long)holder);
+    }
+    return lock_vbucket(c, m, RELOCK_WAIT_S, err, errlen);
 }
 
 /* run_move, which stops when it cannot confirm its move lock. Most often
@@ -778,11 +824,7 @@ run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts
         m->lost_lock = false;
         log_warn("move lock lost, taking it again", "move=%llu vbucket=%u phase=%s error=\"%s\"",
                  (unsigned long long)m->move_id, m->vbucket, m->phase, err);
-        cal_status lrc = CAL_OK;
-        if (db_broken(c->catalog))
-            lrc = cluster_reconnect_catalog(c, why, sizeof(why));
-        if (lrc == CAL_OK)
-            lrc = lock_vbucket(c, m->vbucket, RELOCK_WAIT_S, why, sizeof(why));
+        cal_status lrc = retake_lock(c, m, why, sizeof(why));
         if (lrc == CAL_OK)
             lrc = reread_phase(c, m, why, sizeof(why));
         if (lrc != CAL_OK) {
@@ -868,7 +910,7 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
         snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);
         return CAL_EINVAL;
     }
-    if ((rc = lock_vbucket(c, vbucket, 0, err, errlen)) != CAL_OK)
+    if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
         return rc;
     rc = start_move(c, &m, o, err, errlen);
     unlock_vbucket(c, vbucket);
@@ -922,7 +964,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {
         char e[512] = "";
-        cal_status mrc = lock_vbucket(c, recs[i].vbucket, 0, e, sizeof(e));
+        cal_status mrc = lock_vbucket(c, &recs[i], 0, e, sizeof(e));
         if (mrc == CAL_OK) {
             mrc = reread_phase(c, &recs[i], e, sizeof(e));
             if (mrc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
@@ -953,4 +995,99 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     rc = first;
     free(recs);
     return r < 0 ? CAL_ERR : rc;
+}
+
+static const char SQL_OPEN_MOVE_REC[] =
+    "SELECT move_id, source_shard, target_shard, old_epoch, phase, rows_copied FROM moves"
+    " WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
+
+/* move_abandon with the vbucket's move lock held. */
+static cal_status
+abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out, char *err,
+               size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[2] = {DB_INT_V(m->vbucket)}, col[6];
+    cal_status rc = db_query(c->catalog, SQL_OPEN_MOVE_REC, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, col, 6, err, errlen);
+    cluster_drain(st);
+    if (r < 0)
+        return CAL_ERR;
+    if (r == 0) {
+        snprintf(err, errlen, "vbucket %u has no unfinished move", m->vbucket);
+        return CAL_ENOTFOUND;
+    }
+    m->move_id = (uint64_t)col[0].i;
+    m->source = (uint32_t)col[1].i;
+    m->target = (uint32_t)col[2].i;
+    m->old_epoch = (uint64_t)col[3].i;
+    cal_strlcpy(m->phase, col[4].type == DB_STR ? col[4].s : "", sizeof(m->phase));
+    m->rows_copied = (uint64_t)col[5].i;
+    *out = (struct move_abandoned){.move_id = m->move_id, .source = m->source, .target = m->target};
+    cal_strlcpy(out->phase, m->phase, sizeof(out->phase));
+    bool past = strcmp(m->phase, "copy") != 0 && strcmp(m->phase, "cutover") != 0;
+    bool owned = false;
+    if (!past) {
+        char why[256];
+        struct db *src = cluster_shard(c, m->source, why, sizeof(why));
+        if (src == NULL || owns(src, SQL_OWNS, m->vbucket, &owned, why, sizeof(why)) != CAL_OK) {
+            snprintf(err, errlen,
+                     "move %llu: the source shard %u must say it still owns vbucket %u: %s",
+                     (unsigned long long)m->move_id, m->source, m->vbucket, why);
+            return CAL_EUNAVAIL;
+        }
+    }
+    if (past || !owned) {
+        snprintf(err, errlen,
+                 "move %llu of vbucket %u (phase %s) is past its cutover: the source gave the"
+                 " vbucket up; only resume can finish it",
+                 (unsigned long long)m->move_id, m->vbucket, m->phase);
+        return CAL_EINVAL;
+    }
+    struct db *dst = cluster_shard(c, m->target, err, errlen);
+    if (dst != NULL) {
+        if ((rc = owns(dst, SQL_OWNS, m->vbucket, &owned, err, errlen)) != CAL_OK)
+            return rc;
+        if (owned) {
+            snprintf(err, errlen, "target shard %u holds a fence row of vbucket %u: not abandoned",
+                     m->target, m->vbucket);
+            return CAL_EINVAL;
+        }
+        if ((rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
+            return rc;
+        out->target_cleared = true;
+    }
+    if ((rc = db_begin(c->catalog, err, errlen)) != CAL_OK)
+        return rc;
+    p[0] = DB_CSTR_V("active");
+    p[1] = DB_INT_V(m->vbucket);
+    if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK ||
+        (rc = journal(c, m, "abandoned", err, errlen)) != CAL_OK) {
+        db_rollback(c->catalog);
+        return rc;
+    }
+    return db_commit(c->catalog, err, errlen);
+}
+
+cal_status
+move_abandon(struct cluster *c, uint32_t vbucket, struct move_abandoned *out, char *err,
+             size_t errlen)
+{
+    cal_status rc = cluster_reload(c, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (vbucket >= c->map->num_vbuckets) {
+        snprintf(err, errlen, "no vbucket %u", vbucket);
+        return CAL_EINVAL;
+    }
+    struct move_rec m = {.vbucket = vbucket, .freeze_ms = -1};
+    if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
+        return rc;
+    rc = abandon_locked(c, &m, out, err, errlen);
+    unlock_vbucket(c, vbucket);
+    if (rc == CAL_OK)
+        rc = cluster_reload(c, err, errlen);
+    return rc;
 }

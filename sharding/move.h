@@ -15,6 +15,7 @@
 #define CAL_MOVE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sharding/cluster.h"
@@ -67,5 +68,26 @@ cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint
  * (err says how many more failed), each is logged. */
 cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned *resumed,
                        char *err, size_t errlen);
+
+/* What move_abandon gave up. */
+struct move_abandoned {
+    uint64_t move_id;
+    uint32_t source, target;
+    char phase[17];      /* the phase it was in */
+    bool target_cleared; /* the target's copied rows are deleted (else it did not answer) */
+};
+
+/* Gives up vbucket's unfinished move while its source still owns the
+ * vbucket (phase copy, or cutover before the source's fence row went): the
+ * catalog's state goes back to active, the journal says 'abandoned', and
+ * the target's copied rows are deleted if it answers (else a later copy to
+ * it deletes them first). For a move whose target is gone for good, which
+ * would otherwise block every move of the vbucket. CAL_ENOTFOUND without
+ * an unfinished move; CAL_EINVAL past that point (only resume can finish
+ * it); CAL_EAGAIN when another run holds the vbucket's move lock;
+ * CAL_EUNAVAIL when the source does not answer (it must say it still owns
+ * the vbucket). */
+cal_status move_abandon(struct cluster *c, uint32_t vbucket, struct move_abandoned *out, char *err,
+                        size_t errlen);
 
 #endif

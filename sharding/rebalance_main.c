@@ -92,6 +92,10 @@ usage(FILE *out)
             "  resume [--max-freeze-ms N]     finish moves interrupted by a crash, or stopped\n"
             "                                 in cleanup because the target lacked rows of the\n"
             "                                 source (checked again)\n"
+            "  abandon --vbucket N            give up the vbucket's unfinished move while its\n"
+            "                                 source still owns it (before the cutover), e.g.\n"
+            "                                 when its target is gone for good; deletes the\n"
+            "                                 target's copied rows if it answers\n"
             "A command refuses the options it does not take (exit 2).\n"
             "\n"
             "Options:\n"
@@ -148,7 +152,7 @@ static const char SQL_COUNTS[] =
     " (SELECT COUNT(*) FROM nights), (SELECT COUNT(*) FROM reservations)";
 static const char SQL_MOVES_OPEN[] =
     "SELECT move_id, vbucket, source_shard, target_shard, phase, rows_copied FROM moves"
-    " WHERE phase <> 'done' ORDER BY move_id";
+    " WHERE phase NOT IN ('done', 'abandoned') ORDER BY move_id";
 
 static int
 cmd_status(struct cluster *c)
@@ -291,7 +295,7 @@ struct worker {
     size_t *next;
     int failed;
     double max_pause_ms, sum_pause_ms;
-    unsigned done;
+    unsigned done, paused; /* paused: moves whose write pause this run measured */
 };
 
 static void *
@@ -324,6 +328,9 @@ run_worker(void *arg)
             continue;
         }
         w->done++;
+        if (res.freeze_ms < 0)
+            continue; /* not measured: another run made the cutover */
+        w->paused++;
         w->sum_pause_ms += res.freeze_ms;
         if (res.freeze_ms > w->max_pause_ms)
             w->max_pause_ms = res.freeze_ms;
@@ -364,20 +371,21 @@ cmd_plan(struct cluster *c, bool execute)
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     int failed = 0;
-    unsigned done = 0;
+    unsigned done = 0, paused = 0;
     double max_pause = 0, sum_pause = 0;
     for (int i = 0; i < nthreads; i++) {
         pthread_join(th[i], NULL);
         failed += w[i].failed;
         done += w[i].done;
+        paused += w[i].paused;
         sum_pause += w[i].sum_pause_ms;
         if (w[i].max_pause_ms > max_pause)
             max_pause = w[i].max_pause_ms;
     }
     printf("rebalance: %u of %zu moves done in %.1fs, write pause per vbucket avg %.1f ms max "
            "%.1f ms%s\n",
-           done, n, (double)(cal_mono_us() - t0) / 1e6, done ? sum_pause / done : 0.0, max_pause,
-           failed ? " (failures above; run resume)" : "");
+           done, n, (double)(cal_mono_us() - t0) / 1e6, paused ? sum_pause / paused : 0.0,
+           max_pause, failed ? " (failures above; run resume)" : "");
     free(moves);
     return failed ? 1 : 0;
 }
@@ -418,6 +426,25 @@ cmd_resume(struct cluster *c)
 }
 
 static int
+cmd_abandon(struct cluster *c)
+{
+    char err[512];
+    struct move_abandoned a;
+    if (check_vbucket(c) != 0)
+        return 2;
+    if (move_abandon(c, (uint32_t)opt.vbucket, &a, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: abandon: %s\n", err);
+        return 1;
+    }
+    printf("abandon: move %llu of vbucket %lld (shard %u -> %u, phase %s) abandoned; %s\n",
+           (unsigned long long)a.move_id, (long long)opt.vbucket, a.source, a.target, a.phase,
+           a.target_cleared ? "the target's copied rows are deleted"
+                            : "the target did not answer: its copied rows stay until a"
+                              " later move to it deletes them first");
+    return 0;
+}
+
+static int
 cmd_plan_only(struct cluster *c)
 {
     return cmd_plan(c, false);
@@ -444,6 +471,7 @@ static const struct command {
     {"rebalance", OPT_DRY_RUN | OPT_PARALLEL | OPT_MAX_FREEZE | OPT_CRASH_AFTER, 0, cmd_rebalance},
     {"verify", OPT_VBUCKET, 0, cmd_verify},
     {"resume", OPT_MAX_FREEZE | OPT_CRASH_AFTER, 0, cmd_resume},
+    {"abandon", OPT_VBUCKET, OPT_VBUCKET, cmd_abandon},
 };
 
 /* By bit number of OPT_*. */

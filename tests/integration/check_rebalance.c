@@ -775,7 +775,10 @@ open_cluster(struct cluster *c)
  * free. When nobody takes the lock of a killed session, the run takes it
  * again on a new session and finishes the move itself. The move's test
  * hook (before_lock_check) loses the lock at one step, deterministically. */
-enum lose_how { LOSE_BY_KILL, LOSE_BY_RELEASE };
+/* KILL: the catalog ends the session. RELEASE: the session lives, its
+ * lock is gone. ORPHAN: the client drops the session, which the catalog
+ * keeps, lock and all (a partition, a read timeout). */
+enum lose_how { LOSE_BY_KILL, LOSE_BY_RELEASE, LOSE_BY_ORPHAN };
 
 static const struct lost_lock_case {
     const char *step;
@@ -794,13 +797,15 @@ static const struct lost_lock_case {
     {"cleanup-delete", 1, LOSE_BY_KILL, false, "cleanup", true, true, false},
     {"copy-pass", 2, LOSE_BY_KILL, true, "done", false, false, true},
     {"target", 1, LOSE_BY_KILL, false, "done", false, false, true},
+    {"target", 1, LOSE_BY_ORPHAN, false, "done", false, false, true},
 };
 
 /* What the hook needs: set by the test before the move. */
 static struct {
     const struct lost_lock_case *lc;
     struct cluster *c;
-    struct db *thief; /* the other session, which takes the lock */
+    struct db *thief;  /* the other session, which takes the lock */
+    struct db *orphan; /* LOSE_BY_ORPHAN: the mover's dropped catalog session */
     struct http_client *h;
     const struct moving *m;
     int seen;         /* checks of lc->step so far */
@@ -823,6 +828,12 @@ lose_lock(const char *step, uint32_t vbucket)
     }
     long long holder = scalar(lost.thief, SQL_LOCK_HOLDER, vbucket);
     ck_assert_int_gt(holder, 0);
+    if (lost.lc->how == LOSE_BY_ORPHAN) {
+        lost.orphan = lost.c->catalog;
+        lost.c->catalog = db_connect(&lost.c->catalog_conf, err, sizeof(err));
+        ck_assert_msg(lost.c->catalog != NULL, "%s", err);
+        return;
+    }
     if (lost.lc->how == LOSE_BY_KILL) {
         snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", holder);
         ck_assert_msg(db_exec(lost.thief, sql, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
@@ -922,11 +933,12 @@ START_TEST(a_run_that_loses_its_move_lock_stops)
          * lock again and went on: every step ran, the booking made at the
          * loss was copied. */
         ck_assert_msg(rc == CAL_OK, "the run did not take its lock again: %s", err);
-        ck_assert_int_gt(lost.seen, lc->nth - 1);
+        ck_assert_int_gt(lost.seen, lc->nth); /* the step was checked again */
         expect_phase(cat, res.move_id, "done");
         uint64_t rids[2] = {m.rid, lost.mid_rid};
         expect_moved(&m, cat, src, dst, epoch, lc->second_pass ? 2 : 1, h, rids, 2);
         db_close(lost.thief);
+        db_close(lost.orphan); /* killed by the run */
         end_case(src, dst, cat, h);
         return;
     }
@@ -1296,6 +1308,71 @@ START_TEST(add_then_drain_spare_shard)
 }
 END_TEST
 
+/* A move whose target is gone for good blocks every move of its vbucket:
+ * abandon gives it up while the source still owns the vbucket (the target's
+ * copied rows deleted, the vbucket moves again), and refuses past the
+ * cutover, where only resume can finish it. */
+START_TEST(abandon_before_the_cutover_only)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char out[8192];
+    moving_listing(h, "rb-abandon", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    int rc = rebalance(out, sizeof(out), "abandon", "--vbucket", m.vb, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "has no unfinished move") != NULL,
+                  "abandon without a move: exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "abandon", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 2 && strstr(out, "needs --vbucket") != NULL, "exit %d:\n%.2000s", rc, out);
+
+    char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
+                         "copy", "move",     "--vbucket", m.vb,
+                         "--to", m.to,       NULL};
+    rc = proc_run(copy_argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
+    expect_phase(cat, (uint64_t)move_id, "cutover");
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "unfinished move") != NULL, "exit %d:\n%.2000s", rc, out);
+
+    rc = rebalance(out, sizeof(out), "abandon", "--vbucket", m.vb, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "abandoned; the target's copied rows are deleted") != NULL,
+                  "abandon: exit %d:\n%.2000s", rc, out);
+    expect_phase(cat, (uint64_t)move_id, "abandoned");
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(scalar(cat, "SELECT state = 'active' FROM vbuckets WHERE vbucket = ?", m.v),
+                     1);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), scalar(cat, SQL_EPOCH, m.v));
+    ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), -1);
+    const char *tables[] = {"listings", "nights", "reservations"};
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_int_eq(rows_on((size_t)m.target, tables[i], m.id), 0);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    ck_assert_int_eq(get_reservation(h, m.id, m.rid), 200);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "\n0 unfinished moves") != NULL, "%.2000s", out);
+
+    /* Past the cutover: refused, and resume finishes the move. */
+    char *target_argv[] = {tool,     "--config", admin_ini,   "--crash-after",
+                           "target", "move",     "--vbucket", m.vb,
+                           "--to",   m.to,       NULL};
+    rc = proc_run(target_argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "target: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "abandon", "--vbucket", m.vb, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "only resume can finish it") != NULL,
+                  "abandon past the cutover: exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 0);
+    ck_assert_int_eq(get_reservation(h, m.id, m.rid), 200);
+    end_case(src, dst, cat, h);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1326,6 +1403,7 @@ main(void)
     tc = tcase_create("journal");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
+    tcase_add_test(tc, abandon_before_the_cutover_only);
     suite_add_tcase(s, tc);
     tc = tcase_create("cutover_wait");
     tcase_set_timeout(tc, 300);
