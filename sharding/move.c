@@ -55,6 +55,7 @@ struct move_rec {
     uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
     bool lost_lock;        /* stopped because its move lock could not be confirmed */
     uint64_t lock_session; /* CONNECTION_ID() of the catalog session that took the lock */
+    uint64_t run_token;    /* names the run's own lock, held beside the move lock */
 };
 
 /* Rows of one table held between a read on the source and a write on the target. */
@@ -648,6 +649,16 @@ fail:
 static cal_status
 run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err, size_t errlen)
 {
+    static const char *const phases[] = {"copy", "cutover", "cleanup", "done"};
+    size_t known = 0;
+    while (known < CAL_ARRAY_LEN(phases) && strcmp(m->phase, phases[known]) != 0)
+        known++;
+    if (known == CAL_ARRAY_LEN(phases)) {
+        /* 'abandoned' by another run, which took the lock meanwhile. */
+        snprintf(err, errlen, "move %llu of vbucket %u is %s in the journal: not moved",
+                 (unsigned long long)m->move_id, m->vbucket, m->phase);
+        return CAL_ECONFLICT;
+    }
     struct db *src = cluster_shard(c, m->source, err, errlen);
     struct db *dst = src ? cluster_shard(c, m->target, err, errlen) : NULL;
     cal_status rc = CAL_OK;
@@ -716,6 +727,12 @@ static const char SQL_MOVE_LOCK[] =
 static const char SQL_MOVE_LOCK_HOLDER[] =
     "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)), CONNECTION_ID()";
 static const char SQL_MOVE_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))";
+/* Beside the move lock, a session holds a lock named after its run: after a
+ * catalog restart connection ids start again, and an id alone could name
+ * another run's session. */
+static const char SQL_RUN_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_run_', ?), 0)";
+static const char SQL_RUN_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_run_', ?))";
+static const char SQL_RUN_HOLDER[] = "SELECT IS_USED_LOCK(CONCAT('calendar_run_', ?))";
 
 /* Takes m's move lock, waiting at most wait_s for its holder. */
 static cal_status
@@ -736,16 +753,25 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
         return CAL_EAGAIN;
     }
     m->lock_session = col[1].type == DB_INT ? (uint64_t)col[1].i : 0;
+    /* Without it, only an old session of this run is never killed. */
+    if (m->run_token == 0)
+        m->run_token = cal_rand64() >> 1;
+    struct db_val t[1] = {DB_INT_V((int64_t)m->run_token)};
+    if (db_query(c->catalog, SQL_RUN_LOCK, t, 1, &st, err, errlen) == CAL_OK)
+        cluster_drain(st);
     return CAL_OK;
 }
 
 static void
-unlock_vbucket(struct cluster *c, uint32_t vbucket)
+unlock_vbucket(struct cluster *c, const struct move_rec *m)
 {
     char err[256];
     struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)};
+    struct db_val p[1] = {DB_INT_V(m->vbucket)}, t[1] = {DB_INT_V((int64_t)m->run_token)};
     if (db_query(c->catalog, SQL_MOVE_UNLOCK, p, 1, &st, err, sizeof(err)) == CAL_OK)
+        cluster_drain(st);
+    if (m->run_token != 0 &&
+        db_query(c->catalog, SQL_RUN_UNLOCK, t, 1, &st, err, sizeof(err)) == CAL_OK)
         cluster_drain(st);
 }
 
@@ -768,12 +794,27 @@ reread_phase(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
+/* The session holding m's run lock, 0 when none does. */
+static int64_t
+run_lock_holder(struct cluster *c, const struct move_rec *m)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V((int64_t)m->run_token)}, col[1];
+    if (m->run_token == 0 ||
+        db_query(c->catalog, SQL_RUN_HOLDER, p, 1, &st, err, sizeof(err)) != CAL_OK)
+        return 0;
+    int r = db_fetch(st, col, 1, err, sizeof(err));
+    cluster_drain(st);
+    return r > 0 && col[0].type == DB_INT ? col[0].i : 0;
+}
+
 /* Takes m's move lock again after the run lost it, on a new catalog
  * session if the old one broke. The old session can outlive the client's
  * side of it (a network partition, a read timeout: the catalog keeps it
- * until wait_timeout) and still hold the lock: it is this run's, so it is
- * killed first. A lock this session still holds (only its check failed)
- * is not taken twice: named locks count. */
+ * until wait_timeout) and still hold the lock: when it holds the run's own
+ * lock too, it is this run's, and it is killed first. A lock this session still holds (only its
+ * check failed) is not taken twice: named locks count. */
 static cal_status
 retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
 {
@@ -791,17 +832,17 @@ retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
     int64_t holder = col[0].type == DB_INT ? col[0].i : 0;
     if (holder != 0 && col[1].type == DB_INT && holder == col[1].i)
         return CAL_OK;
-    if (holder != 0 && (uint64_t)holder == m->lock_session) {
+    if (holder != 0 && (uint64_t)holder == m->lock_session && run_lock_holder(c, m) == holder) {
         char sql[64], why[256];
         snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)holder);
-        /* Gone by itself meanwhile: the lock is free. */
-        if (db_exec(c->catalog, sql, why, sizeof(why)) != CAL_OK && db_broken(c->catalog)) {
+        if (db_exec(c->catalog, sql, why, sizeof(why)) == CAL_OK)
+            log_warn("killed this run's old catalog session, which held the move lock",
+                     "move=%llu vbucket=%u session=%lld", (unsigned long long)m->move_id,
+                     m->vbucket, (long long)holder);
+        else if (db_broken(c->catalog)) {
             snprintf(err, errlen, "%s", why);
             return CAL_EUNAVAIL;
-        }
-        log_warn("killed this run's old catalog session, which held the move lock",
-                 "move=%llu vbucket=%u session=%lld", (unsigned long long)m->move_id, m->vbucket,
-                 (long long)holder);
+        } /* else gone by itself meanwhile: the lock is free */
     }
     return lock_vbucket(c, m, RELOCK_WAIT_S, err, errlen);
 }
@@ -913,7 +954,7 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
     if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
         return rc;
     rc = start_move(c, &m, o, err, errlen);
-    unlock_vbucket(c, vbucket);
+    unlock_vbucket(c, &m);
     if (out != NULL) {
         out->move_id = m.move_id;
         out->vbucket = vbucket;
@@ -974,7 +1015,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
                 if (mrc == CAL_OK)
                     (*resumed)++;
             }
-            unlock_vbucket(c, recs[i].vbucket);
+            unlock_vbucket(c, &recs[i]);
         }
         if (mrc != CAL_OK) {
             log_error("move not finished", "move=%llu vbucket=%u phase=%s error=\"%s\"",
@@ -1001,13 +1042,39 @@ static const char SQL_OPEN_MOVE_REC[] =
     "SELECT move_id, source_shard, target_shard, old_epoch, phase, rows_copied FROM moves"
     " WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
 
+static cal_status
+past_cutover(const struct move_rec *m, char *err, size_t errlen)
+{
+    snprintf(err, errlen,
+             "move %llu of vbucket %u (phase %s) is past its cutover: the source gave the vbucket"
+             " up; only resume can finish it",
+             (unsigned long long)m->move_id, m->vbucket, m->phase);
+    return CAL_EINVAL;
+}
+
+/* The catalog's side of an abandon: state back to active, journal. */
+static cal_status
+journal_abandoned(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
+{
+    struct db_val p[2] = {DB_CSTR_V("active"), DB_INT_V(m->vbucket)};
+    cal_status rc = db_begin(c->catalog, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK ||
+        (rc = journal(c, m, "abandoned", err, errlen)) != CAL_OK) {
+        db_rollback(c->catalog);
+        return rc;
+    }
+    return db_commit(c->catalog, err, errlen);
+}
+
 /* move_abandon with the vbucket's move lock held. */
 static cal_status
 abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out, char *err,
                size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[2] = {DB_INT_V(m->vbucket)}, col[6];
+    struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[6];
     cal_status rc = db_query(c->catalog, SQL_OPEN_MOVE_REC, p, 1, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
@@ -1027,48 +1094,48 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
     m->rows_copied = (uint64_t)col[5].i;
     *out = (struct move_abandoned){.move_id = m->move_id, .source = m->source, .target = m->target};
     cal_strlcpy(out->phase, m->phase, sizeof(out->phase));
-    bool past = strcmp(m->phase, "copy") != 0 && strcmp(m->phase, "cutover") != 0;
+    if (strcmp(m->phase, "copy") != 0 && strcmp(m->phase, "cutover") != 0)
+        return past_cutover(m, err, errlen);
+    /* The source's fence row, locked until the journal says abandoned: the
+     * cutover of a run that lost its lock, if already past its last check,
+     * either committed before (no row: refused) or cannot commit after. */
+    char why[256];
+    struct db *src = cluster_shard(c, m->source, why, sizeof(why));
     bool owned = false;
-    if (!past) {
-        char why[256];
-        struct db *src = cluster_shard(c, m->source, why, sizeof(why));
-        if (src == NULL || owns(src, SQL_OWNS, m->vbucket, &owned, why, sizeof(why)) != CAL_OK) {
-            snprintf(err, errlen,
-                     "move %llu: the source shard %u must say it still owns vbucket %u: %s",
-                     (unsigned long long)m->move_id, m->source, m->vbucket, why);
-            return CAL_EUNAVAIL;
-        }
-    }
-    if (past || !owned) {
+    if (src == NULL || db_begin(src, why, sizeof(why)) != CAL_OK ||
+        owns(src, SQL_OWNS_LOCK, m->vbucket, &owned, why, sizeof(why)) != CAL_OK) {
+        if (src != NULL)
+            db_rollback(src);
         snprintf(err, errlen,
-                 "move %llu of vbucket %u (phase %s) is past its cutover: the source gave the"
-                 " vbucket up; only resume can finish it",
-                 (unsigned long long)m->move_id, m->vbucket, m->phase);
-        return CAL_EINVAL;
+                 "move %llu: the source shard %u must show its fence row of vbucket %u: %s",
+                 (unsigned long long)m->move_id, m->source, m->vbucket, why);
+        return CAL_EUNAVAIL;
     }
-    struct db *dst = cluster_shard(c, m->target, err, errlen);
-    if (dst != NULL) {
-        if ((rc = owns(dst, SQL_OWNS, m->vbucket, &owned, err, errlen)) != CAL_OK)
-            return rc;
-        if (owned) {
-            snprintf(err, errlen, "target shard %u holds a fence row of vbucket %u: not abandoned",
-                     m->target, m->vbucket);
-            return CAL_EINVAL;
-        }
-        if ((rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
-            return rc;
+    struct db *dst = cluster_shard(c, m->target, why, sizeof(why));
+    bool target_owns = false;
+    if (!owned)
+        rc = past_cutover(m, err, errlen);
+    else if (dst != NULL)
+        rc = owns(dst, SQL_OWNS, m->vbucket, &target_owns, err, errlen);
+    if (rc == CAL_OK && target_owns) {
+        snprintf(err, errlen, "target shard %u holds a fence row of vbucket %u: not abandoned",
+                 m->target, m->vbucket);
+        rc = CAL_EINVAL;
+    }
+    if (rc == CAL_OK)
+        rc = journal_abandoned(c, m, err, errlen);
+    db_rollback(src); /* nothing written there: only the lock goes */
+    if (rc != CAL_OK || dst == NULL)
+        return rc;
+    /* Abandoned: the target's copy is garbage now, deleted outside the
+     * fence row's lock (writes of the vbucket wait for that lock). */
+    if (delete_vbucket_rows(dst, m->vbucket, why, sizeof(why)) == CAL_OK)
         out->target_cleared = true;
-    }
-    if ((rc = db_begin(c->catalog, err, errlen)) != CAL_OK)
-        return rc;
-    p[0] = DB_CSTR_V("active");
-    p[1] = DB_INT_V(m->vbucket);
-    if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK ||
-        (rc = journal(c, m, "abandoned", err, errlen)) != CAL_OK) {
-        db_rollback(c->catalog);
-        return rc;
-    }
-    return db_commit(c->catalog, err, errlen);
+    else
+        log_warn("abandoned move: the target's copied rows stay",
+                 "move=%llu vbucket=%u error=\"%s\"", (unsigned long long)m->move_id, m->vbucket,
+                 why);
+    return CAL_OK;
 }
 
 cal_status
@@ -1086,7 +1153,7 @@ move_abandon(struct cluster *c, uint32_t vbucket, struct move_abandoned *out, ch
     if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
         return rc;
     rc = abandon_locked(c, &m, out, err, errlen);
-    unlock_vbucket(c, vbucket);
+    unlock_vbucket(c, &m);
     if (rc == CAL_OK)
         rc = cluster_reload(c, err, errlen);
     return rc;

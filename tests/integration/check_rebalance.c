@@ -777,8 +777,9 @@ open_cluster(struct cluster *c)
  * hook (before_lock_check) loses the lock at one step, deterministically. */
 /* KILL: the catalog ends the session. RELEASE: the session lives, its
  * lock is gone. ORPHAN: the client drops the session, which the catalog
- * keeps, lock and all (a partition, a read timeout). */
-enum lose_how { LOSE_BY_KILL, LOSE_BY_RELEASE, LOSE_BY_ORPHAN };
+ * keeps, lock and all (a partition, a read timeout). ABANDON: killed, and
+ * another run abandons the move before this one takes the lock again. */
+enum lose_how { LOSE_BY_KILL, LOSE_BY_RELEASE, LOSE_BY_ORPHAN, LOSE_TO_ABANDON };
 
 static const struct lost_lock_case {
     const char *step;
@@ -798,6 +799,7 @@ static const struct lost_lock_case {
     {"copy-pass", 2, LOSE_BY_KILL, true, "done", false, false, true},
     {"target", 1, LOSE_BY_KILL, false, "done", false, false, true},
     {"target", 1, LOSE_BY_ORPHAN, false, "done", false, false, true},
+    {"copy-pass", 1, LOSE_TO_ABANDON, false, "abandoned", false, false, false},
 };
 
 /* What the hook needs: set by the test before the move. */
@@ -834,7 +836,7 @@ lose_lock(const char *step, uint32_t vbucket)
         ck_assert_msg(lost.c->catalog != NULL, "%s", err);
         return;
     }
-    if (lost.lc->how == LOSE_BY_KILL) {
+    if (lost.lc->how == LOSE_BY_KILL || lost.lc->how == LOSE_TO_ABANDON) {
         snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", holder);
         ck_assert_msg(db_exec(lost.thief, sql, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
     } else {
@@ -845,9 +847,16 @@ lose_lock(const char *step, uint32_t vbucket)
     /* Waits for a killed session to end and let its lock go. */
     ck_assert_int_eq(
         scalar(lost.thief, "SELECT GET_LOCK(CONCAT('calendar_move_', ?), 10)", vbucket), 1);
-    if (lost.lc->retaken)
+    if (lost.lc->retaken || lost.lc->how == LOSE_TO_ABANDON)
         ck_assert_int_eq(
             scalar(lost.thief, "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))", vbucket), 1);
+    if (lost.lc->how == LOSE_TO_ABANDON) {
+        struct cluster other;
+        struct move_abandoned a;
+        open_cluster(&other);
+        ck_assert_msg(move_abandon(&other, vbucket, &a, err, sizeof(err)) == CAL_OK, "%s", err);
+        cluster_close(&other);
+    }
 }
 
 static const char SQL_FENCE[] =
@@ -939,6 +948,21 @@ START_TEST(a_run_that_loses_its_move_lock_stops)
         expect_moved(&m, cat, src, dst, epoch, lc->second_pass ? 2 : 1, h, rids, 2);
         db_close(lost.thief);
         db_close(lost.orphan); /* killed by the run */
+        end_case(src, dst, cat, h);
+        return;
+    }
+    if (lc->how == LOSE_TO_ABANDON) {
+        /* The run took the lock again and found the move abandoned: it
+         * stops, and nothing moved. */
+        ck_assert_msg(rc == CAL_ECONFLICT && strstr(err, "abandoned in the journal") != NULL,
+                      "move: status %d: %s", rc, err);
+        expect_phase(cat, res.move_id, "abandoned");
+        ck_assert_int_eq(owner_of(m.v), m.from);
+        ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), epoch);
+        ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), -1);
+        ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 0);
+        ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+        db_close(lost.thief);
         end_case(src, dst, cat, h);
         return;
     }
@@ -1354,12 +1378,16 @@ START_TEST(abandon_before_the_cutover_only)
     rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
     ck_assert_msg(rc == 0 && strstr(out, "\n0 unfinished moves") != NULL, "%.2000s", out);
 
-    /* Past the cutover: refused, and resume finishes the move. */
-    char *target_argv[] = {tool,     "--config", admin_ini,   "--crash-after",
-                           "target", "move",     "--vbucket", m.vb,
-                           "--to",   m.to,       NULL};
-    rc = proc_run(target_argv, out, sizeof(out), 120);
-    ck_assert_msg(rc == 128 + 9, "target: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    /* Past the cutover (the source's fence row gone, the target's not
+     * written yet: no shard owns the vbucket): refused, and resume
+     * finishes the move. */
+    char *cutover_argv[] = {tool,      "--config", admin_ini,   "--crash-after",
+                            "cutover", "move",     "--vbucket", m.vb,
+                            "--to",    m.to,       NULL};
+    rc = proc_run(cutover_argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "cutover: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), -1);
+    ck_assert_int_eq(scalar(dst, SQL_FENCE, m.v), -1);
     rc = rebalance(out, sizeof(out), "abandon", "--vbucket", m.vb, NULL, NULL, NULL);
     ck_assert_msg(rc == 1 && strstr(out, "only resume can finish it") != NULL,
                   "abandon past the cutover: exit %d:\n%.2000s", rc, out);
