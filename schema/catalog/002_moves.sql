@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS moves (
   source_shard INT UNSIGNED    NOT NULL,
   target_shard INT UNSIGNED    NOT NULL,
   old_epoch    BIGINT UNSIGNED NOT NULL,
-  -- copy | cutover | catalog | cleanup | done
+  -- copy | cutover | cleanup | done, or abandoned (calendar-rebalance abandon, before a cutover)
   phase        VARCHAR(16)     NOT NULL,
   rows_copied  BIGINT UNSIGNED NOT NULL DEFAULT 0,
   freeze_ms    DOUBLE          NULL,
