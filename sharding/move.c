@@ -119,6 +119,22 @@ journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, siz
     return db_query(c->catalog, SQL_JOURNAL_PHASE, p, 4, NULL, err, errlen);
 }
 
+/* The first row sql answers on db, into cols (the rest drained); *found
+ * says whether there was one. */
+static cal_status
+query_row(struct db *db, const char *sql, const struct db_val *p, size_t np, struct db_val *cols,
+          size_t ncols, bool *found, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    cal_status rc = db_query(db, sql, p, np, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, cols, ncols, err, errlen);
+    cluster_drain(st);
+    *found = r > 0;
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
 /* The vbucket's move lock (lock_vbucket) belongs to the catalog session,
  * which can die while shards are being copied; another run may then take
  * the lock and finish the move. Checked before every step that writes the
@@ -133,20 +149,16 @@ check_move_lock(struct cluster *c, const struct move_opts *o, struct move_rec *m
     uint32_t vbucket = m->vbucket;
     if (o->before_lock_check != NULL)
         o->before_lock_check(step, vbucket);
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
     char why[256];
-    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK_HELD, p, 1, &st, why, sizeof(why));
-    int r = 0;
-    if (rc == CAL_OK) {
-        r = db_fetch(st, col, 1, why, sizeof(why));
-        cluster_drain(st);
-        if (r > 0 && col[0].type == DB_INT && col[0].i == 1)
-            return CAL_OK;
-    }
+    bool found = false;
+    cal_status rc =
+        query_row(c->catalog, SQL_MOVE_LOCK_HELD, p, 1, col, 1, &found, why, sizeof(why));
+    if (rc == CAL_OK && found && col[0].type == DB_INT && col[0].i == 1)
+        return CAL_OK;
     snprintf(err, errlen,
              "vbucket %u: this run no longer holds its move lock (%s): stopped before %s", vbucket,
-             rc != CAL_OK || r < 0 ? why : "the catalog session changed", step);
+             rc != CAL_OK ? why : "the catalog session changed", step);
     m->lost_lock = true;
     return CAL_ECONFLICT;
 }
@@ -457,15 +469,8 @@ static const char SQL_VB_STATE[] = "UPDATE vbuckets SET state = ? WHERE vbucket 
 static cal_status
 owns(struct db *db, const char *sql, uint32_t vbucket, bool *owned, char *err, size_t errlen)
 {
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
-    cal_status rc = db_query(db, sql, p, 1, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, c, 1, err, errlen);
-    cluster_drain(st);
-    *owned = r > 0;
-    return r < 0 ? CAL_ERR : CAL_OK;
+    return query_row(db, sql, p, 1, c, 1, owned, err, errlen);
 }
 
 static cal_status
@@ -738,16 +743,12 @@ static const char SQL_RUN_HOLDER[] = "SELECT IS_USED_LOCK(CONCAT('calendar_run_'
 static cal_status
 lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, size_t errlen)
 {
-    struct db_stmt *st;
     struct db_val p[2] = {DB_INT_V(m->vbucket), DB_INT_V(wait_s)}, col[2];
-    cal_status rc = db_query(c->catalog, SQL_MOVE_LOCK, p, 2, &st, err, errlen);
+    bool found;
+    cal_status rc = query_row(c->catalog, SQL_MOVE_LOCK, p, 2, col, 2, &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 2, err, errlen);
-    cluster_drain(st);
-    if (r < 0)
-        return CAL_ERR;
-    if (r == 0 || col[0].type != DB_INT || col[0].i != 1) {
+    if (!found || col[0].type != DB_INT || col[0].i != 1) {
         snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance",
                  m->vbucket);
         return CAL_EAGAIN;
@@ -757,8 +758,7 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
     if (m->run_token == 0)
         m->run_token = cal_rand64() >> 1;
     struct db_val t[1] = {DB_INT_V((int64_t)m->run_token)};
-    if (db_query(c->catalog, SQL_RUN_LOCK, t, 1, &st, err, errlen) == CAL_OK)
-        cluster_drain(st);
+    (void)query_row(c->catalog, SQL_RUN_LOCK, t, 1, col, 1, &found, err, errlen);
     return CAL_OK;
 }
 
@@ -780,18 +780,14 @@ unlock_vbucket(struct cluster *c, const struct move_rec *m)
 static cal_status
 reread_phase(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
 {
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(m->move_id)}, col[2];
-    cal_status rc = db_query(c->catalog, SQL_MOVE_PHASE, p, 1, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, col, 2, err, errlen);
-    if (r > 0 && col[0].type == DB_STR)
+    bool found;
+    cal_status rc = query_row(c->catalog, SQL_MOVE_PHASE, p, 1, col, 2, &found, err, errlen);
+    if (rc == CAL_OK && found && col[0].type == DB_STR)
         cal_strlcpy(m->phase, col[0].s, sizeof(m->phase));
-    if (r > 0 && col[1].type == DB_INT)
+    if (rc == CAL_OK && found && col[1].type == DB_INT)
         m->rows_copied = (uint64_t)col[1].i;
-    cluster_drain(st);
-    return r < 0 ? CAL_ERR : CAL_OK;
+    return rc;
 }
 
 /* The session holding m's run lock, 0 when none does. */
@@ -799,36 +795,36 @@ static int64_t
 run_lock_holder(struct cluster *c, const struct move_rec *m)
 {
     char err[256];
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V((int64_t)m->run_token)}, col[1];
+    bool found;
     if (m->run_token == 0 ||
-        db_query(c->catalog, SQL_RUN_HOLDER, p, 1, &st, err, sizeof(err)) != CAL_OK)
+        query_row(c->catalog, SQL_RUN_HOLDER, p, 1, col, 1, &found, err, sizeof(err)) != CAL_OK)
         return 0;
-    int r = db_fetch(st, col, 1, err, sizeof(err));
-    cluster_drain(st);
-    return r > 0 && col[0].type == DB_INT ? col[0].i : 0;
+    return found && col[0].type == DB_INT ? col[0].i : 0;
 }
 
 /* Takes m's move lock again after the run lost it, on a new catalog
  * session if the old one broke. The old session can outlive the client's
  * side of it (a network partition, a read timeout: the catalog keeps it
  * until wait_timeout) and still hold the lock: when it holds the run's own
- * lock too, it is this run's, and it is killed first. A lock this session still holds (only its
- * check failed) is not taken twice: named locks count. */
+ * lock too, it is this run's, and it is killed first. A lock this session
+ * still holds (only its check failed) is not taken twice: named locks
+ * count. */
 static cal_status
 retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
 {
     cal_status rc = CAL_OK;
     if (db_broken(c->catalog) && (rc = cluster_reconnect_catalog(c, err, errlen)) != CAL_OK)
         return rc;
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[2];
-    if ((rc = db_query(c->catalog, SQL_MOVE_LOCK_HOLDER, p, 1, &st, err, errlen)) != CAL_OK)
+    bool found;
+    if ((rc = query_row(c->catalog, SQL_MOVE_LOCK_HOLDER, p, 1, col, 2, &found, err, errlen)) !=
+        CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 2, err, errlen);
-    cluster_drain(st);
-    if (r <= 0)
+    if (!found) {
+        snprintf(err, errlen, "the catalog answered no row for the lock's holder");
         return CAL_ERR;
+    }
     int64_t holder = col[0].type == DB_INT ? col[0].i : 0;
     if (holder != 0 && col[1].type == DB_INT && holder == col[1].i)
         return CAL_OK;
@@ -899,13 +895,12 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
     struct db_val p[4] = {DB_INT_V(m->vbucket), DB_INT_V(m->source), DB_INT_V(m->target),
                           DB_INT_V(m->old_epoch)},
                   col[1];
-    if ((rc = db_query(c->catalog, SQL_OPEN_MOVE_OF, p, 1, &st, err, errlen)) != CAL_OK)
+    bool open;
+    if ((rc = query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen)) != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 1, err, errlen);
-    cluster_drain(st);
-    if (r != 0) {
+    if (open) {
         snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", m->vbucket);
-        return r < 0 ? CAL_ERR : CAL_EINVAL;
+        return CAL_EINVAL;
     }
     /* A journaled move blocks every other move of the vbucket until it is
      * finished: journal only one that can start, with both shards reachable
@@ -1073,16 +1068,12 @@ static cal_status
 abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out, char *err,
                size_t errlen)
 {
-    struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[6];
-    cal_status rc = db_query(c->catalog, SQL_OPEN_MOVE_REC, p, 1, &st, err, errlen);
+    bool found;
+    cal_status rc = query_row(c->catalog, SQL_OPEN_MOVE_REC, p, 1, col, 6, &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    int r = db_fetch(st, col, 6, err, errlen);
-    cluster_drain(st);
-    if (r < 0)
-        return CAL_ERR;
-    if (r == 0) {
+    if (!found) {
         snprintf(err, errlen, "vbucket %u has no unfinished move", m->vbucket);
         return CAL_ENOTFOUND;
     }
