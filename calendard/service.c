@@ -434,11 +434,14 @@ struct booking_ctx {
     struct booking_plan plan;
 };
 
-/* The key was used before: the original answer, or 422 for another body. */
+/* The key was used before: the original answer, or 422 for another body.
+ * Fenced like every read of the shard: CAL_EMOVED sends it to the owner. */
 static cal_status
-replay_or_fail(struct db *db, struct booking_ctx *c, struct api_error *e, char *err, size_t errlen)
+replay_or_fail(struct db *db, const struct route *rt, struct booking_ctx *c, struct api_error *e,
+               char *err, size_t errlen)
 {
-    cal_status rc = store_find_by_key(db, c->listing_id, c->key, c->keylen, &c->res, err, errlen);
+    cal_status rc =
+        store_find_by_key(db, rt->vbucket, c->listing_id, c->key, c->keylen, &c->res, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (strcmp(c->res.request_hash, c->request_hash) != 0) {
@@ -490,10 +493,11 @@ plan_in_batch(void *arg, struct store_booking *sb)
 
 /* The answer to a booking its plan refused (c->verdict, c->plan). */
 static cal_status
-refuse_booking(struct db *db, struct booking_ctx *c, struct api_error *e, char *err, size_t errlen)
+refuse_booking(struct db *db, const struct route *rt, struct booking_ctx *c, struct api_error *e,
+               char *err, size_t errlen)
 {
     /* A replay of a request that succeeded sees its own nights booked. */
-    cal_status rc = replay_or_fail(db, c, e, err, errlen);
+    cal_status rc = replay_or_fail(db, rt, c, e, err, errlen);
     if (rc != CAL_ENOTFOUND)
         return rc;
     const struct listing *l = &c->read.listing;
@@ -544,12 +548,12 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
             rc = store_book_one(db, sb.listing, sb.plan, sb.res, c->key, c->keylen, err, errlen);
     }
     if (rc == CAL_EINVAL && c->refused)
-        return refuse_booking(db, c, e, err, errlen);
+        return refuse_booking(db, rt, c, e, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or the id collided with
          * one calendard made before ids came from the catalog: the retry
          * takes another. */
-        rc = replay_or_fail(db, c, e, err, errlen);
+        rc = replay_or_fail(db, rt, c, e, err, errlen);
         if (rc == CAL_ENOTFOUND) {
             rc = CAL_ECONFLICT;
             char why[256]; /* failing, it keeps the id: the retry conflicts again */

@@ -46,8 +46,9 @@ static const char SQL_INSERT_RESERVATION[] =
     "r.reservation_id, r.listing_id, TO_DAYS(r.check_in) - 719528,"                                \
     " TO_DAYS(r.check_out) - 719528, r.guest_id, r.status, r.total_price, r.currency,"             \
     " r.version, r.request_hash"
-static const char SQL_FIND_BY_KEY[] = "SELECT " RES_COLS " FROM reservations r"
-                                      " WHERE r.listing_id = ? AND r.idempotency_key = ?";
+static const char SQL_FIND_BY_KEY[] =
+    "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
+    " ON r.listing_id = ? AND r.idempotency_key = ? WHERE o.vbucket = ?";
 static const char SQL_GET_RESERVATION[] =
     "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
     " ON r.reservation_id = ? AND r.listing_id = ? WHERE o.vbucket = ?";
@@ -906,13 +907,13 @@ fetch_reservation(struct db_stmt *st, int skip, struct reservation *out, char *e
 }
 
 cal_status
-store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t keylen,
-                  struct reservation *out, char *err, size_t errlen)
+store_find_by_key(struct db *db, uint32_t vbucket, uint64_t listing_id, const char *key,
+                  size_t keylen, struct reservation *out, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[2] = {DB_INT_V(listing_id), DB_STR_V(key, keylen)};
-    cal_status rc = db_query(db, SQL_FIND_BY_KEY, p, 2, &st, err, errlen);
-    return rc != CAL_OK ? rc : fetch_reservation(st, 0, out, err, errlen);
+    struct db_val p[3] = {DB_INT_V(listing_id), DB_STR_V(key, keylen), DB_INT_V(vbucket)};
+    cal_status rc = db_query(db, SQL_FIND_BY_KEY, p, 3, &st, err, errlen);
+    return rc != CAL_OK ? rc : fetch_reservation(st, 1, out, err, errlen);
 }
 
 cal_status

@@ -93,9 +93,11 @@ struct store_booking {
  * block ran); CAL_OK only after the shared COMMIT returned. */
 void store_book_many(struct db *db, struct store_booking *b, size_t n);
 
-/* The reservation recorded under an idempotency key. CAL_ENOTFOUND. */
-cal_status store_find_by_key(struct db *db, uint64_t listing_id, const char *key, size_t keylen,
-                             struct reservation *out, char *err, size_t errlen);
+/* The reservation recorded under an idempotency key. CAL_ENOTFOUND;
+ * CAL_EMOVED without the vbucket's fence row (after a move, the old shard's
+ * copy may be stale or gone). */
+cal_status store_find_by_key(struct db *db, uint32_t vbucket, uint64_t listing_id, const char *key,
+                             size_t keylen, struct reservation *out, char *err, size_t errlen);
 
 cal_status store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id,
                                  uint64_t reservation_id, struct reservation *out, char *err,

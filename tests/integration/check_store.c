@@ -437,8 +437,34 @@ START_TEST(keys_with_quotes_and_backslashes_are_stored_as_sent)
     ck_assert_int_eq(book_alone(&pl), CAL_OK);
     struct reservation r;
     char err[256];
-    ck_assert(store_find_by_key(db, a.listing_id, "a\"b\\c'd", 7, &r, err, sizeof(err)) == CAL_OK);
+    ck_assert(store_find_by_key(db, a.vbucket, a.listing_id, "a\"b\\c'd", 7, &r, err,
+                                sizeof(err)) == CAL_OK);
     ck_assert_uint_eq(r.reservation_id, pl.res.reservation_id);
+    plan_clear(&pl);
+}
+END_TEST
+
+/* A replay's lookup is fenced: on a shard that does not own the vbucket
+ * (after a move, its copy may be stale or gone) it answers moved, even for
+ * a key it still holds, and not found only on the owner. */
+START_TEST(the_key_lookup_is_fenced)
+{
+    struct listing a = new_listing();
+    struct planned pl;
+    plan(&pl, &a, today + 7, today + 8);
+    ck_assert_int_eq(book_alone(&pl), CAL_OK);
+    struct reservation r;
+    char err[256];
+    size_t klen = strlen(pl.key);
+    ck_assert_int_eq(
+        store_find_by_key(db, a.vbucket, a.listing_id, pl.key, klen, &r, err, sizeof(err)), CAL_OK);
+    ck_assert_uint_eq(r.reservation_id, pl.res.reservation_id);
+    ck_assert_int_eq(
+        store_find_by_key(db, foreign_vbucket(), a.listing_id, pl.key, klen, &r, err, sizeof(err)),
+        CAL_EMOVED);
+    ck_assert_int_eq(
+        store_find_by_key(db, a.vbucket, a.listing_id, "no-such-key", 11, &r, err, sizeof(err)),
+        CAL_ENOTFOUND);
     plan_clear(&pl);
 }
 END_TEST
@@ -1539,6 +1565,7 @@ main(void)
     tcase_add_test(tc, a_lone_booking_answers_every_failure_status);
     tcase_add_test(tc, a_lone_booking_block_answers_every_failure_status);
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
+    tcase_add_test(tc, the_key_lookup_is_fenced);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_batch_read_answers_each_stay_as_the_plain_read_does);
