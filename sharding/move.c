@@ -1102,7 +1102,7 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
                  (unsigned long long)m->move_id, m->source, m->vbucket, why);
         return CAL_EUNAVAIL;
     }
-    struct db *dst = cluster_shard(c, m->target, why, sizeof(why));
+    struct db *dst = cluster_shard(c, m->target, out->target_error, sizeof(out->target_error));
     bool target_owns = false;
     if (!owned)
         rc = past_cutover(m, err, errlen);
@@ -1120,12 +1120,13 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
         return rc;
     /* Abandoned: the target's copy is garbage now, deleted outside the
      * fence row's lock (writes of the vbucket wait for that lock). */
-    if (delete_vbucket_rows(dst, m->vbucket, why, sizeof(why)) == CAL_OK)
+    if (delete_vbucket_rows(dst, m->vbucket, out->target_error, sizeof(out->target_error)) ==
+        CAL_OK)
         out->target_cleared = true;
     else
         log_warn("abandoned move: the target's copied rows stay",
                  "move=%llu vbucket=%u error=\"%s\"", (unsigned long long)m->move_id, m->vbucket,
-                 why);
+                 out->target_error);
     return CAL_OK;
 }
 

@@ -73,8 +73,9 @@ cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned
 struct move_abandoned {
     uint64_t move_id;
     uint32_t source, target;
-    char phase[17];      /* the phase it was in */
-    bool target_cleared; /* the target's copied rows are deleted (else it did not answer) */
+    char phase[17];         /* the phase it was in */
+    bool target_cleared;    /* the target's copied rows are deleted */
+    char target_error[256]; /* else why not: unreachable, or the delete failed */
 };
 
 /* Gives up vbucket's unfinished move while its source still owns the

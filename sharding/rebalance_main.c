@@ -87,8 +87,9 @@ usage(FILE *out)
             "  rebalance [--dry-run] [--parallel N] [--max-freeze-ms N]\n"
             "                                 plan, then execute the moves (--dry-run: plan only)\n"
             "  verify [--vbucket N]           check the fence and compare every row of a vbucket\n"
-            "                                 (default: all) on its owner with any other shard\n"
-            "                                 holding it\n"
+            "                                 (default: all) on its owner with a shard holding\n"
+            "                                 it for its move; rows on any other shard are\n"
+            "                                 counted as stray\n"
             "  resume [--max-freeze-ms N]     finish moves interrupted by a crash, or stopped\n"
             "                                 in cleanup because the target lacked rows of the\n"
             "                                 source (checked again)\n"
@@ -402,12 +403,12 @@ cmd_verify(struct cluster *c)
         return 1;
     }
     printf("verify: vbuckets=%llu compared=%llu missing=%llu extra=%llu different=%llu "
-           "fence_errors=%llu collisions=%llu\n",
+           "fence_errors=%llu collisions=%llu stray=%llu\n",
            (unsigned long long)rep.vbuckets, (unsigned long long)rep.compared,
            (unsigned long long)rep.missing, (unsigned long long)rep.extra,
            (unsigned long long)rep.different, (unsigned long long)rep.fence_errors,
-           (unsigned long long)rep.collisions);
-    return rep.missing || rep.extra || rep.different || rep.fence_errors ? 3 : 0;
+           (unsigned long long)rep.collisions, (unsigned long long)rep.stray);
+    return rep.missing || rep.extra || rep.different || rep.fence_errors || rep.stray ? 3 : 0;
 }
 
 static int
@@ -436,11 +437,13 @@ cmd_abandon(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: abandon: %s\n", err);
         return 1;
     }
-    printf("abandon: move %llu of vbucket %lld (shard %u -> %u, phase %s) abandoned; %s\n",
-           (unsigned long long)a.move_id, (long long)opt.vbucket, a.source, a.target, a.phase,
-           a.target_cleared ? "the target's copied rows are deleted"
-                            : "the target did not answer: its copied rows stay until a"
-                              " later move to it deletes them first");
+    printf("abandon: move %llu of vbucket %lld (shard %u -> %u, phase %s) abandoned; ",
+           (unsigned long long)a.move_id, (long long)opt.vbucket, a.source, a.target, a.phase);
+    if (a.target_cleared)
+        printf("the target's copied rows are deleted\n");
+    else
+        printf("the target's copied rows stay until a later move to it deletes them first (%s)\n",
+               a.target_error);
     return 0;
 }
 

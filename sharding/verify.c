@@ -179,6 +179,54 @@ static const char SQL_OWNER_ROWS[] = "SELECT vbucket, epoch FROM vbucket_owner";
  * frozen copy, and the owner has written since (compared covering). */
 static const char SQL_IN_CLEANUP[] =
     "SELECT vbucket, source_shard FROM moves WHERE phase = 'cleanup'";
+static const char SQL_COPYING[] =
+    "SELECT vbucket, target_shard FROM moves WHERE phase IN ('copy', 'cutover')";
+static const char SQL_ROWS_OF[] = "SELECT (SELECT COUNT(*) FROM listings WHERE vbucket = ?)"
+                                  " + (SELECT COUNT(*) FROM nights WHERE vbucket = ?)"
+                                  " + (SELECT COUNT(*) FROM reservations WHERE vbucket = ?)";
+
+/* Reads a (vbucket, shard) pair per row of sql from the catalog into
+ * by_vb[vbucket] = 1 + shard. */
+static cal_status
+load_pairs(struct db *catalog, const char *sql, uint32_t nvb, uint64_t *by_vb, char *err,
+           size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val col[2];
+    int r;
+    cal_status rc = db_query(catalog, sql, NULL, 0, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
+        if (col[0].i >= 0 && col[0].i < nvb)
+            by_vb[col[0].i] = (uint64_t)col[1].i + 1;
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* The rows of vbucket on db that it should not hold at all. */
+static cal_status
+count_stray(struct db *db, uint32_t vbucket, uint32_t shard_id, struct verify_report *rep,
+            FILE *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[3] = {DB_INT_V(vbucket), DB_INT_V(vbucket), DB_INT_V(vbucket)}, c[1];
+    cal_status rc = db_query(db, SQL_ROWS_OF, p, 3, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 1, err, errlen);
+    while (r > 0 && db_fetch(st, c, 1, err, errlen) > 0)
+        ;
+    if (r < 0)
+        return CAL_ERR;
+    if (r > 0 && c[0].i > 0) {
+        rep->stray += (uint64_t)c[0].i;
+        fprintf(out,
+                "vbucket %u: shard %u holds %lld rows of it without owning it or taking part in"
+                " its move (an abandoned move's copy: the next move to shard %u deletes them)\n",
+                vbucket, shard_id, (long long)c[0].i, shard_id);
+    }
+    return CAL_OK;
+}
 static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
                                 " UNION SELECT vbucket FROM reservations";
 
@@ -192,22 +240,14 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
     /* Per shard: which vbuckets it owns (epoch+1, 0 = not) and holds rows of. */
     uint64_t *owned = cal_calloc((size_t)nvb * ns, sizeof(*owned));
     unsigned char *holds = cal_calloc((size_t)nvb * ns, 1);
-    /* Per vbucket: 1 + the source shard of its move in cleanup, 0 = none. */
+    /* Per vbucket: 1 + the source shard of its move in cleanup, and 1 + the
+     * target of its move before the cleanup; 0 = none. */
     uint64_t *cleanup_src = cal_calloc(nvb, sizeof(*cleanup_src));
-    cal_status rc = CAL_OK;
+    uint64_t *copy_dst = cal_calloc(nvb, sizeof(*copy_dst));
     memset(rep, 0, sizeof(*rep));
-    {
-        struct db_stmt *st;
-        struct db_val col[2];
-        int r = 0;
-        if ((rc = db_query(c->catalog, SQL_IN_CLEANUP, NULL, 0, &st, err, errlen)) == CAL_OK) {
-            while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
-                if (col[0].i >= 0 && col[0].i < nvb)
-                    cleanup_src[col[0].i] = (uint64_t)col[1].i + 1;
-            if (r < 0)
-                rc = CAL_ERR;
-        }
-    }
+    cal_status rc = load_pairs(c->catalog, SQL_IN_CLEANUP, nvb, cleanup_src, err, errlen);
+    if (rc == CAL_OK)
+        rc = load_pairs(c->catalog, SQL_COPYING, nvb, copy_dst, err, errlen);
     for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
         struct db *db = cluster_shard(c, map->shards[s].shard_id, err, errlen);
         struct db_stmt *st;
@@ -265,8 +305,12 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
                 rc = CAL_EUNAVAIL;
                 break;
             }
-            rep->compared++;
             bool covering = cleanup_src[v] == (uint64_t)sid + 1;
+            if (!covering && copy_dst[v] != (uint64_t)sid + 1) {
+                rc = count_stray(other, v, sid, rep, out, err, errlen);
+                continue;
+            }
+            rep->compared++;
             for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
                 rc = compare_table(owner_db, other, &VTABLES[t], v, sid, covering, rep, out, err,
                                    errlen);
@@ -275,6 +319,7 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
     free(owned);
     free(holds);
     free(cleanup_src);
+    free(copy_dst);
     return rc;
 }
 

@@ -1,8 +1,11 @@
 /* Verification of vbuckets across shards: the fence (exactly one shard owns
  * each vbucket, the catalog's owner, at the catalog's epoch) and, for every
  * shard other than the owner that holds rows of a vbucket, a row-by-row
- * comparison with the owner: exact, or covering (verify_copy's rule) when
- * that shard is the source of the vbucket's move waiting in cleanup. */
+ * comparison with the owner: exact when that shard is the target of the
+ * vbucket's unfinished move (copy or cutover), covering (verify_copy's
+ * rule) when it is the source of its move waiting in cleanup. Any other
+ * shard has no business holding rows of the vbucket: they are counted as
+ * stray, not compared. */
 #ifndef CAL_VERIFY_H
 #define CAL_VERIFY_H
 
@@ -19,6 +22,8 @@ struct verify_report {
     uint64_t different;    /* same primary key, different values */
     uint64_t fence_errors; /* vbuckets with no owner row, two, or a wrong one */
     uint64_t collisions;   /* of those missing or extra: the key is another listing's there */
+    uint64_t stray;        /* rows on a shard that neither owns their vbucket nor takes part in
+                            * its move (an abandoned move's copy the target could not delete) */
 };
 
 /* vbucket < 0: every vbucket. Details of each problem go to out. */
