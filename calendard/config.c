@@ -10,9 +10,27 @@
 #include "common/log.h"
 #include "common/util.h"
 
+static cal_status
+check_ipv4(const char *value, char *why, size_t whylen)
+{
+    struct in_addr addr;
+    if (inet_pton(AF_INET, value, &addr) == 1)
+        return CAL_OK;
+    snprintf(why, whylen, "'%s' is not an IPv4 address", value);
+    return CAL_EINVAL;
+}
+
+/* Empty: no cache. */
+static cal_status
+check_cache_servers(const char *value, char *why, size_t whylen)
+{
+    return value[0] == '\0' ? CAL_OK : cache_servers_check(value, why, whylen);
+}
+
 #define C struct calendard_conf
 const struct conf_item config_items[] = {
-    CONF_STR_ITEM("server", "listen", C, http.listen, "127.0.0.1", "IPv4 address to listen on"),
+    CONF_STR_CHECK_ITEM("server", "listen", C, http.listen, "127.0.0.1", check_ipv4,
+                        "IPv4 address to listen on"),
     CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
     CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",
                   "open client connections at most, split evenly over the event loops: the kernel "
@@ -60,15 +78,16 @@ const struct conf_item config_items[] = {
                   "longest wait between two tries"),
     CONF_INT_ITEM("routing", "request_deadline_ms", C, deadline_ms, 100, 600000, "8000",
                   "start no new attempt of a request after this long"),
-    CONF_STR_ITEM("cache", "servers", C, avail.cache.servers, "",
-                  "memcached servers host:port[,host:port]; empty = no cache"),
+    CONF_STR_CHECK_ITEM("cache", "servers", C, avail.cache.servers, "", check_cache_servers,
+                        "memcached servers host:port[,host:port]; empty = no cache"),
     CONF_INT_ITEM("cache", "timeout_ms", C, avail.cache.timeout_ms, 1, 10000, "50",
                   "connect/send/receive timeout; a slow cache falls back to the shards"),
     CONF_INT_ITEM("cache", "ttl_s", C, avail.ttl_s, 1, 2592000, "3600",
                   "lifetime of a cached value (invalidations delete sooner)"),
     CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
                   "lifetime of a fill lease whose reader died"),
-    CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
+    CONF_STR_CHECK_ITEM("log", "level", C, log_level, "info", log_level_check,
+                        "debug, info, warn or error"),
 };
 #undef C
 const size_t config_nitems = sizeof(config_items) / sizeof(config_items[0]);
@@ -81,23 +100,6 @@ config_load(const char *path, struct calendard_conf *conf, char *err, size_t err
     cal_status rc = conf_load(config_items, config_nitems, conf, path, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    if (log_level_parse(conf->log_level) < 0) {
-        snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
-        return CAL_EINVAL;
-    }
-    struct in_addr addr;
-    if (inet_pton(AF_INET, conf->http.listen, &addr) != 1) {
-        snprintf(err, errlen, "%s: [server] listen must be an IPv4 address, not '%s'", path,
-                 conf->http.listen);
-        return CAL_EINVAL;
-    }
-    if (conf->avail.cache.servers[0] != '\0' &&
-        (rc = cache_servers_check(conf->avail.cache.servers, err, errlen)) != CAL_OK) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", err);
-        snprintf(err, errlen, "%s: [cache] %s", path, why);
-        return rc;
-    }
     if (conf->backoff_max_ms < conf->backoff_base_ms) {
         snprintf(err, errlen, "%s: [routing] backoff_max_ms is below backoff_base_ms", path);
         return CAL_EINVAL;

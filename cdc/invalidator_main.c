@@ -47,8 +47,8 @@ static const struct conf_item conf_items[] = {
                   "the brokers' group.max.session.timeout.ms must allow it"),
     CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
                   "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),
-    CONF_STR_ITEM(
-        "cache", "servers", C, inv.cache.servers, "127.0.0.1:11211",
+    CONF_STR_CHECK_ITEM(
+        "cache", "servers", C, inv.cache.servers, "127.0.0.1:11211", cache_servers_check,
         "memcached servers host:port[,host:port] (not empty; the same list as calendard's)"),
     CONF_INT_ITEM("cache", "timeout_ms", C, cache_timeout_ms, 1, 10000, "200",
                   "connect/send/receive timeout of one delete"),
@@ -62,7 +62,8 @@ static const struct conf_item conf_items[] = {
                   "HTTP port of /metrics, /healthz, /readyz; 0 = off"),
     CONF_STR_ITEM("invalidator", "metrics_listen", C, metrics_listen, "127.0.0.1",
                   "IPv4 address of the metrics endpoint"),
-    CONF_STR_ITEM("log", "level", C, log_level, "info", "debug, info, warn or error"),
+    CONF_STR_CHECK_ITEM("log", "level", C, log_level, "info", log_level_check,
+                        "debug, info, warn or error"),
 };
 #undef C
 
@@ -101,20 +102,14 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         return -1;
     }
     const char *bad = NULL;
-    char why[300], detail[256]; /* a module check's message */
-    int level = log_level_parse(conf->log_level);
-    if (level < 0)
-        bad = "[log] level must be debug, info, warn or error";
-    else if (conf->inv.kafka.bootstrap_servers[0] == '\0')
+    char why[300], detail[256];                   /* a module check's message */
+    int level = log_level_parse(conf->log_level); /* checked by conf_load */
+    if (conf->inv.kafka.bootstrap_servers[0] == '\0')
         bad = "[kafka] bootstrap_servers must not be empty";
     else if (conf->inv.kafka.group_id[0] == '\0')
         bad = "[kafka] group_id must not be empty";
     else if (strspn(conf->inv.kafka.topics, " ,\t") == strlen(conf->inv.kafka.topics))
         bad = "[kafka] topics must name at least one topic or ^regex";
-    else if (conf->inv.cache.servers[0] == '\0')
-        bad = "[cache] servers must not be empty";
-    else if (cache_servers_check(conf->inv.cache.servers, detail, sizeof(detail)) != CAL_OK)
-        bad = (snprintf(why, sizeof(why), "[cache] %s", detail), why);
     else if (conf->retry_max_ms < conf->retry_base_ms)
         bad = "[invalidator] retry_max_ms is below retry_base_ms";
     if (bad == NULL) {

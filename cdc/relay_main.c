@@ -80,7 +80,8 @@ static const struct conf_item conf_items[] = {
     CONF_INT_ITEM("relay", "max_pending_txns", T, relay.max_pending_txns, 10, 10000000, "100000",
                   "transactions read but not yet acknowledged (read-ahead bound)"),
 
-    CONF_STR_ITEM("log", "level", T, log_level, "info", "debug|info|warn|error"),
+    CONF_STR_CHECK_ITEM("log", "level", T, log_level, "info", log_level_check,
+                        "debug|info|warn|error"),
 };
 #undef T
 
@@ -146,12 +147,7 @@ main(int argc, char **argv)
         fprintf(stderr, "calendar-cdc-relay: %s\n", err);
         return 2;
     }
-    int level = log_level_parse(conf->log_level);
-    if (level < 0) {
-        fprintf(stderr, "calendar-cdc-relay: [log] level: unknown level '%s'\n", conf->log_level);
-        return 2;
-    }
-    log_set_level((enum log_level)level);
+    log_set_level((enum log_level)log_level_parse(conf->log_level)); /* checked by conf_load */
     struct relay_conf *rc = &conf->relay;
     if (rc->source.db.database[0] == '\0' || rc->state_dir[0] == '\0' ||
         rc->kafka.bootstrap_servers[0] == '\0') {

@@ -29,8 +29,8 @@ cache_servers_check(const char *servers, char *err, size_t errlen)
         size_t digits = host > 0 && entry[host] == ':' ? strspn(port, "0123456789") : 0;
         unsigned long n = digits > 0 && digits <= 5 ? strtoul(port, NULL, 10) : 0;
         if (n < 1 || n > 65535 || port + digits != end) {
-            snprintf(err, errlen, "servers: '%.*s' is not host:port (port 1..65535)",
-                     (int)(end - entry), entry);
+            snprintf(err, errlen, "'%.*s' is not host:port (port 1..65535)", (int)(end - entry),
+                     entry);
             return CAL_EINVAL;
         }
         p = *end == ',' ? end + 1 : end;

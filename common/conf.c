@@ -21,6 +21,13 @@ set_item(const struct conf_item *it, void *target, const char *value, char *err,
                      it->size - 1);
             return CAL_EINVAL;
         }
+        if (it->check != NULL) {
+            char why[200];
+            if (it->check(value, why, sizeof(why)) != CAL_OK) {
+                snprintf(err, errlen, "[%s] %s: %s", it->section, it->key, why);
+                return CAL_EINVAL;
+            }
+        }
         cal_strlcpy(field, value, it->size);
         return CAL_OK;
     case CONF_INT: {

@@ -19,19 +19,31 @@ struct conf_item {
     long long min, max;
     const char *dflt;
     const char *help;
+    /* CONF_STR: a check of the value beyond its length (NULL: none), so
+     * that a bad value is refused with its file and line; why says what
+     * is wrong with it. */
+    cal_status (*check)(const char *value, char *why, size_t whylen);
 };
 
 #define CONF_STR_ITEM(sec, k, type_, field, dflt, help)                                            \
     {                                                                                              \
-        sec, k, CONF_STR, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 0, dflt, help    \
+        sec, k, CONF_STR, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 0, dflt, help,   \
+            NULL                                                                                   \
+    }
+#define CONF_STR_CHECK_ITEM(sec, k, type_, field, dflt, check, help)                               \
+    {                                                                                              \
+        sec, k, CONF_STR, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 0, dflt, help,   \
+            check                                                                                  \
     }
 #define CONF_INT_ITEM(sec, k, type_, field, lo, hi, dflt, help)                                    \
     {                                                                                              \
-        sec, k, CONF_INT, offsetof(type_, field), sizeof(((type_ *)0)->field), lo, hi, dflt, help  \
+        sec, k, CONF_INT, offsetof(type_, field), sizeof(((type_ *)0)->field), lo, hi, dflt, help, \
+            NULL                                                                                   \
     }
 #define CONF_BOOL_ITEM(sec, k, type_, field, dflt, help)                                           \
     {                                                                                              \
-        sec, k, CONF_BOOL, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 1, dflt, help   \
+        sec, k, CONF_BOOL, offsetof(type_, field), sizeof(((type_ *)0)->field), 0, 1, dflt, help,  \
+            NULL                                                                                   \
     }
 
 /* Sets every item of target to its default. */

@@ -36,6 +36,15 @@ log_level_parse(const char *s)
     return -1;
 }
 
+cal_status
+log_level_check(const char *s, char *why, size_t whylen)
+{
+    if (log_level_parse(s) >= 0)
+        return CAL_OK;
+    snprintf(why, whylen, "'%s' is not debug, info, warn or error", s);
+    return CAL_EINVAL;
+}
+
 void
 log_write(enum log_level level, const char *msg, const char *fmt, ...)
 {

@@ -2,6 +2,10 @@
 #ifndef CAL_LOG_H
 #define CAL_LOG_H
 
+#include <stddef.h>
+
+#include "common/status.h"
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
@@ -10,6 +14,10 @@ enum log_level log_level_from_syslog(int severity);
 
 /* Parses "debug|info|warn|error"; returns -1 when unknown. */
 int log_level_parse(const char *s);
+
+/* log_level_parse as a config check (struct conf_item): CAL_EINVAL, with
+ * why, when s is not a level. */
+cal_status log_level_check(const char *s, char *why, size_t whylen);
 
 /* fmt continues the line after msg: log_write(LOG_INFO, "listening", "port=%d", port). */
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)

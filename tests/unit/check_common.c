@@ -12,6 +12,7 @@
 #include "common/cache.h"
 #include "common/cachekey.h"
 #include "common/conf.h"
+#include "common/log.h"
 #include "common/date.h"
 #include "common/db.h"
 #include "common/util.h"
@@ -49,6 +50,7 @@ struct sample_conf {
     int port;
     int64_t big;
     bool on;
+    char level[8];
 };
 
 static const struct conf_item items[] = {
@@ -56,6 +58,8 @@ static const struct conf_item items[] = {
     CONF_INT_ITEM("a", "port", struct sample_conf, port, 1, 65535, "80", "a port"),
     CONF_INT_ITEM("b", "big", struct sample_conf, big, 0, 10000000000LL, "5", "a big number"),
     CONF_BOOL_ITEM("b", "on", struct sample_conf, on, "false", "a switch"),
+    CONF_STR_CHECK_ITEM("b", "level", struct sample_conf, level, "info", log_level_check,
+                        "a checked value"),
 };
 
 static cal_status
@@ -67,8 +71,8 @@ load_text(const char *text, struct sample_conf *conf, char *err, size_t errlen)
     ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     memset(conf, 0, sizeof(*conf));
-    conf_defaults(items, 4, conf);
-    cal_status st = conf_load(items, 4, conf, path, err, errlen);
+    conf_defaults(items, CAL_ARRAY_LEN(items), conf);
+    cal_status st = conf_load(items, CAL_ARRAY_LEN(items), conf, path, err, errlen);
     unlink(path);
     return st;
 }
@@ -126,6 +130,11 @@ START_TEST(config_table)
     /* inih reads an indented line as more of the key above: name = "x port = 81". */
     ck_assert_int_eq(load_text("[a]\n  name = x\n  port = 81\n", &c, err, sizeof(err)), CAL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "[a] name is set twice"));
+    /* A value its check refuses is named with its line, like a bad number. */
+    ck_assert_int_eq(load_text("[b]\non = no\nlevel = warn\n", &c, err, sizeof(err)), CAL_OK);
+    ck_assert_str_eq(c.level, "warn");
+    ck_assert_int_eq(load_text("[b]\non = no\nlevel = loud\n", &c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, ":3: [b] level: 'loud' is not debug, info, warn or error"));
 }
 END_TEST
 
