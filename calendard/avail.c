@@ -46,6 +46,7 @@ struct avail {
     uint64_t overflows;     /* times it overflowed: a flush clears only those before it */
     atomic_size_t npending; /* fast path: 0 means nothing to check */
     pthread_t retrier;
+    bool retrier_started;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     bool stopping;
@@ -87,8 +88,9 @@ pending_add(struct avail *avail, const char *key, size_t len)
     if (p != NULL) {
         p->gen++; /* failed again: a retry already under way must not clear it */
     } else if (avail->npending_list >= PENDING_MAX) {
-        if (!avail->overflow)
-            avail->overflows++;
+        /* Counted per key lost, not once: a flush already under way
+         * may have run before this key's write, and must not clear it. */
+        avail->overflows++;
         avail->overflow = true;
     } else {
         struct pending **b = pending_bucket(avail, key, len);
@@ -228,7 +230,12 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
             return NULL;
         }
         avail->pool[avail->npool++] = c;
-        pthread_create(&avail->retrier, NULL, retrier, avail);
+        if (pthread_create(&avail->retrier, NULL, retrier, avail) != 0) {
+            snprintf(err, errlen, "cannot start the cache's retry thread");
+            avail_destroy(avail);
+            return NULL;
+        }
+        avail->retrier_started = true;
     }
     return avail;
 }
@@ -238,7 +245,8 @@ avail_destroy(struct avail *avail)
 {
     if (avail == NULL)
         return;
-    if (avail->enabled && avail->npool > 0) {
+    /* Whatever handle the retrier may hold: it is joined before they go. */
+    if (avail->retrier_started) {
         pthread_mutex_lock(&avail->stop_lock);
         avail->stopping = true;
         pthread_cond_signal(&avail->stop_cond);
@@ -416,6 +424,17 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             ci[i * nk + k].keylen = lens[i * nk + k];
         }
     }
+    /* A key whose invalidation is still pending may hold a value older
+     * than this daemon's own write: read the shard, fill nothing. Asked
+     * before the get as well as after: a retried delete that lands between
+     * the get and the question would otherwise pass the old value. */
+    bool *pending_before = NULL;
+    if (atomic_load(&avail->npending) != 0) {
+        pending_before = cal_calloc(n, sizeof(*pending_before));
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < nk && !pending_before[i]; k++)
+                pending_before[i] = pending_has(avail, ci[i * nk + k].key, ci[i * nk + k].keylen);
+    }
     if (cache_get_multi(c, ci, n * nk, err, sizeof(err)) != CAL_OK) {
         metrics_cache(CACHE_ERROR, 1);
         goto out; /* every item is a miss without leases: the shards answer */
@@ -423,9 +442,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     unsigned hits = 0, misses = 0;
     for (size_t i = 0; i < n; i++) {
         struct cache_item *row = ci + i * nk;
-        /* A key whose invalidation is still pending may hold a value older
-         * than this daemon's own write: read the shard, fill nothing. */
-        bool bypass = false;
+        bool bypass = pending_before != NULL && pending_before[i];
         for (size_t k = 0; k < nk && !bypass; k++)
             bypass = pending_has(avail, row[k].key, row[k].keylen);
         if (bypass) {
@@ -455,6 +472,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     metrics_cache(CACHE_HIT, hits);
     metrics_cache(CACHE_MISS, misses);
 out:
+    free(pending_before);
     cache_results_free(ci, n * nk);
     free(ci);
     free(keys);

@@ -49,8 +49,9 @@ const struct conf_item config_items[] = {
                   "searches); cache-hit reads are answered by the event loops"),
     CONF_INT_ITEM("server", "event_loops", C, http.event_loops, 1, 64, "2",
                   "event-loop threads serving the connections (about one per core)"),
-    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 100000, "1000",
-                  "listing_ids of one availability search at most"),
+    CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 30000, "1000",
+                  "listing_ids of one availability search at most (a shard's read of its"
+                  " misses binds two placeholders per listing; MariaDB takes 65535)"),
     DBCONF_ADDRESS_ITEMS("catalog", C, catalog),
     DBCONF_SESSION_ITEMS("catalog", C, catalog, "cal_app"),
     DBCONF_SESSION_ITEMS("shards", C, shard, "cal_app"),

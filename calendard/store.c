@@ -24,7 +24,7 @@ static const char SQL_READ_CALENDAR[] =
     " FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
     " LEFT JOIN nights n ON n.listing_id = ? AND l.listing_id IS NOT NULL"
     "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
-    " WHERE o.vbucket = ?";
+    " WHERE o.vbucket = ? ORDER BY n.night"; /* cached months list their nights in order */
 static const char SQL_PUT_LISTING[] =
     "INSERT INTO listings (listing_id, vbucket, version, rules_version, default_price, currency,"
     " min_nights, max_nights) VALUES (?, ?, 1, 1, ?, ?, ?, ?)"
@@ -165,7 +165,7 @@ lock_owner(struct db *db, uint32_t vbucket, char *err, size_t errlen)
     int r = db_fetch(st, c, 1, err, errlen);
     drain(st);
     if (r < 0)
-        return CAL_ERR;
+        return db_fetch_status(st);
     if (r == 0) {
         snprintf(err, errlen, "vbucket %u is not owned by this shard", vbucket);
         return CAL_EMOVED;
@@ -194,7 +194,7 @@ store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id, struct l
     int r = db_fetch(st, c, 7, err, errlen);
     drain(st);
     if (r < 0)
-        return CAL_ERR;
+        return db_fetch_status(st);
     if (r == 0)
         return CAL_EMOVED;
     if (c[1].type == DB_NULL)
@@ -260,7 +260,7 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
             night_from_row(calendar_read_add(out), c + 7);
     }
     if (r < 0)
-        return CAL_ERR;
+        return db_fetch_status(st);
     if (rows == 0)
         return CAL_EMOVED;
     return rc;
@@ -897,7 +897,7 @@ fetch_reservation(struct db_stmt *st, int skip, struct reservation *out, char *e
     int r = db_fetch(st, c, 11, err, errlen);
     drain(st);
     if (r < 0)
-        return CAL_ERR;
+        return db_fetch_status(st);
     if (r == 0)
         return skip ? CAL_EMOVED : CAL_ENOTFOUND;
     if (c[skip].type == DB_NULL)
@@ -996,7 +996,7 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
             if (*nbooked < BOOKING_MAX_NIGHTS)
                 booked[(*nbooked)++] = (int32_t)c[0].i;
         if (r < 0) {
-            rc = CAL_ERR;
+            rc = db_fetch_status(st);
             goto fail;
         }
         if (*nbooked > 0) {
@@ -1059,7 +1059,7 @@ sql_read_many(char *buf, size_t size, size_t n)
     off += (size_t)snprintf(buf + off, size - off, ") WHERE l.listing_id IN (");
     sql_list(buf, size, &off, n, "?");
     if (off < size)
-        snprintf(buf + off, size - off, ") ORDER BY l.listing_id");
+        snprintf(buf + off, size - off, ") ORDER BY l.listing_id, n.night");
 }
 
 static int
@@ -1101,7 +1101,7 @@ mark_moved(struct db *db, const uint32_t *vbuckets, struct calendar_read *reads,
     if (rc == CAL_OK) {
         while ((r = db_fetch(st, c, 1, err, errlen)) > 0)
             vbs[nowned++] = (uint32_t)c[0].i; /* at most k distinct rows */
-        rc = r < 0 ? CAL_ERR : CAL_OK;
+        rc = r < 0 ? db_fetch_status(st) : CAL_OK;
     }
     for (size_t i = 0; rc == CAL_OK && i < n; i++) {
         if (reads[i].found || reads[i].moved)
@@ -1188,7 +1188,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
         for (size_t x = lo; x < hi; x++)
             night_from_row(calendar_read_add(&reads[order[x] - ids]), c + 9);
     }
-    rc = r < 0 ? CAL_ERR : CAL_OK;
+    rc = r < 0 ? db_fetch_status(st) : CAL_OK;
     if (rc == CAL_OK)
         rc = mark_moved(db, vbuckets, reads, n, not_owned, err, errlen);
 out:

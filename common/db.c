@@ -589,6 +589,12 @@ db_block(struct db *db, const char *sql, const struct db_val *params, size_t npa
     return rc == CAL_EUNAVAIL ? CAL_EUNKNOWN : rc;
 }
 
+cal_status
+db_fetch_status(const struct db_stmt *st)
+{
+    return st->db->broken ? CAL_EUNAVAIL : CAL_ERR;
+}
+
 int
 db_fetch(struct db_stmt *st, struct db_val *cols, size_t ncols, char *err, size_t errlen)
 {

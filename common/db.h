@@ -93,6 +93,10 @@ cal_status db_query(struct db *db, const char *sql, const struct db_val *params,
  * -1 on error (err filled). */
 int db_fetch(struct db_stmt *stmt, struct db_val *cols, size_t ncols, char *err, size_t errlen);
 
+/* What a failed db_fetch() (-1) means for the caller: CAL_EUNAVAIL when the
+ * connection broke (retry on another), else CAL_ERR. */
+cal_status db_fetch_status(const struct db_stmt *st);
+
 /* A compound statement (BEGIN NOT ATOMIC ... END), prepared once per
  * connection like any other, that runs a whole transaction in one round
  * trip and reports through result sets of integer columns (at most
