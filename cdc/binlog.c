@@ -104,6 +104,21 @@ binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
         goto fail;
     }
 
+    /* A change logged as a statement would pass as a transaction without
+     * rows, and its invalidations be lost without a word. */
+    char format[32], image[32];
+    if (!query_value(b->mysql, "SELECT @@GLOBAL.binlog_format", format, sizeof(format), err,
+                     errlen) ||
+        !query_value(b->mysql, "SELECT @@GLOBAL.binlog_row_image", image, sizeof(image), err,
+                     errlen))
+        goto fail;
+    if (strcmp(format, "ROW") != 0 || strcmp(image, "FULL") != 0) {
+        snprintf(err, errlen,
+                 "%s:%u logs binlog_format=%s binlog_row_image=%s: the relay needs ROW and FULL",
+                 dc->host, dc->port, format, image);
+        goto fail;
+    }
+
     char text[GTID_POS_TEXT_MAX];
     struct gtid_pos pos;
     if (start == NULL) {

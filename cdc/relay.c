@@ -83,6 +83,11 @@ struct relay {
     char cp_path[1024];
     struct gtid_pos written; /* guarded by cp_mu */
     bool written_valid;
+    /* acked is a real position: loaded from the checkpoint, or the shard's
+     * own at the first connect. Until then nothing is written: an empty
+     * position would read back as "from the shard's first GTID" (or fail
+     * once its binlogs were purged) instead of "from now". */
+    bool start_known;
     uint64_t written_ms;
     uint64_t written_txns;
     uint64_t progress_ms;
@@ -197,7 +202,7 @@ write_checkpoint_locked(struct relay *r, bool force)
     cal_strlcpy(cp.file, r->acked_file, sizeof(cp.file));
     cp.pos = r->acked_pos;
     pthread_mutex_unlock(&r->mu);
-    if (r->written_valid && gtid_pos_equal(&acked, &r->written))
+    if (!r->start_known || (r->written_valid && gtid_pos_equal(&acked, &r->written)))
         return;
     if (!force && now - r->written_ms < (uint64_t)r->conf->checkpoint_interval_ms &&
         txns - r->written_txns < (uint64_t)r->conf->checkpoint_events)
@@ -674,6 +679,7 @@ persist_start(struct relay *r, const struct gtid_pos *pos)
     r->acked = *pos;
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&r->cp_mu);
+    r->start_known = true;
     write_checkpoint_locked(r, true);
     bool ok = r->written_valid && gtid_pos_equal(&r->written, pos);
     pthread_mutex_unlock(&r->cp_mu);
@@ -717,6 +723,7 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         r->acked = start;
         r->written = start;
         r->written_valid = true;
+        r->start_known = true;
         log_info("checkpoint loaded", "path=%s gtid=%s file=%s pos=%" PRIu64, r->cp_path,
                  cp.gtid[0] ? cp.gtid : "-", cp.file, cp.pos);
     } else if (st == CAL_ENOTFOUND) {

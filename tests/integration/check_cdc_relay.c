@@ -18,6 +18,7 @@
 #include "common/db.h"
 #include "common/util.h"
 #include "tests/lib/kafka_test.h"
+#include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
 
 #define SHARD 0
@@ -377,6 +378,52 @@ relay_pid(void)
     return pid;
 }
 
+/* A first start (no checkpoint) whose shard does not answer yet, then a
+ * stop: no checkpoint may be written, since the relay does not know the
+ * shard's position. An empty one would make the next start read the
+ * binlogs from the shard's first GTID (or fail once they were purged)
+ * instead of from its position then. */
+START_TEST(no_checkpoint_before_the_shard_answered)
+{
+    char dir[] = "/tmp/check_relay_XXXXXX", path[600], text[2048], pw[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(kafka_test_env_get(env.path, "REPL_PASSWORD_FILE", pw, sizeof(pw)), CAL_OK);
+    /* Port 1: nothing listens there, the connect is refused at once. */
+    snprintf(text, sizeof(text),
+             "[source]\nhost = 127.0.0.1\nport = 1\ndatabase = %s\nuser = cal_repl\n"
+             "password_file = %s\nserver_id = 4242\n[kafka]\nbootstrap_servers = %s\n"
+             "topic_prefix = %s\n[relay]\nstate_dir = %s\n[log]\nlevel = info\n",
+             SHARD_DB, pw, bootstrap, prefix, dir);
+    snprintf(path, sizeof(path), "%s/relay.ini", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    char log[600], checkpoint[600];
+    snprintf(log, sizeof(log), "%s/relay.log", dir);
+    snprintf(checkpoint, sizeof(checkpoint), "%s/checkpoint", dir);
+    char *argv[] = {"bin/calendar-cdc-relay", "--config", path, NULL};
+    pid_t pid = proc_start(argv, log);
+    ck_assert_int_gt(pid, 0);
+    /* Long enough for several checkpoint rounds of the producer's poller
+     * (every 50 ms) and connect retries. */
+    cal_sleep_ms(1500);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(proc_wait(pid, 30), 0);
+    ck_assert_msg(access(checkpoint, F_OK) != 0, "a checkpoint was written before the shard"
+                                                 " answered");
+    f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    ck_assert_msg(strstr(text, "binlog connect failed") != NULL, "relay log:\n%s", text);
+    unlink(log);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 /* SIGKILL mid-stream, more writes, restart: every version of the listing
  * must arrive (duplicates allowed), in order within each delivery run. */
 START_TEST(kill_9_mid_stream_loses_nothing)
@@ -468,6 +515,10 @@ suite(void)
     Suite *s = suite_create("cdc_relay");
     TCase *tc = tcase_create("row_changes_arrive_as_exact_events");
     tcase_add_test(tc, row_changes_arrive_as_exact_events);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("no_checkpoint_before_the_shard_answered");
+    tcase_add_test(tc, no_checkpoint_before_the_shard_answered);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("kill_9_mid_stream_loses_nothing");
