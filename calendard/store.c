@@ -841,15 +841,11 @@ store_read_each(struct db *db, struct store_read *r, size_t n, char *err, size_t
     return rc;
 }
 
-void
-store_book_many(struct db *db, struct store_booking *b, size_t n)
+/* store_book_many() for n > 1, in the order given. */
+static void
+book_many(struct db *db, struct store_booking *b, size_t n)
 {
     char err[256] = "";
-    if (n == 1) {
-        b[0].rc = store_book_one(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen,
-                                 b[0].err, sizeof(b[0].err));
-        return;
-    }
     cal_status rc = book_block(db, b, n, err, sizeof(err));
     if (rc == CAL_OK || db_broken(db) || rc == CAL_EUNKNOWN || rc == CAL_EREADONLY) {
         for (size_t i = 0; i < n; i++) {
@@ -888,6 +884,47 @@ all_failed:
         b[i].rc = rc == CAL_OK ? CAL_ERR : rc;
         snprintf(b[i].err, sizeof(b[i].err), "%s", err);
     }
+}
+
+static bool
+booked_before(const struct store_booking *a, const struct store_booking *b)
+{
+    if (a->listing->listing_id != b->listing->listing_id)
+        return a->listing->listing_id < b->listing->listing_id;
+    return a->res->check_in < b->res->check_in;
+}
+
+void
+store_book_many(struct db *db, struct store_booking *b, size_t n)
+{
+    if (n == 1) {
+        b[0].rc = store_book_one(db, b[0].listing, b[0].plan, b[0].res, b[0].key, b[0].keylen,
+                                 b[0].err, sizeof(b[0].err));
+        return;
+    }
+    /* Booked in listing order (then stay): every transaction locks the rows
+     * of the listings it shares with another in the same order, so two
+     * batches (two lanes, two daemons) never deadlock over them. Sorted by
+     * insertion: a batch is small (batch_max). */
+    size_t *order = cal_malloc(n * sizeof(*order));
+    for (size_t i = 0; i < n; i++) {
+        size_t k = i;
+        while (k > 0 && booked_before(&b[i], &b[order[k - 1]])) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
+    struct store_booking *sorted = cal_malloc(n * sizeof(*sorted));
+    for (size_t k = 0; k < n; k++)
+        sorted[k] = b[order[k]];
+    book_many(db, sorted, n);
+    for (size_t k = 0; k < n; k++) {
+        b[order[k]].rc = sorted[k].rc;
+        memcpy(b[order[k]].err, sorted[k].err, sizeof(b[order[k]].err));
+    }
+    free(sorted);
+    free(order);
 }
 
 static cal_status

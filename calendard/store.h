@@ -87,7 +87,10 @@ struct store_booking {
 /* Commits bookings of one shard in one transaction, so they share one
  * COMMIT (one durable flush). First all together in one round trip (a
  * compound statement, see store.c); if anything fails, again with one
- * savepoint per booking, so a conflict fails only its own booking. A batch
+ * savepoint per booking, so a conflict fails only its own booking. Either
+ * way in listing order, whatever the order of b: two transactions lock the
+ * rows of the listings they share in the same order and never deadlock
+ * over them. A batch
  * of one is store_book_one(). Each b[i].rc is what store_book() would
  * have answered (CAL_EUNKNOWN for all when the connection broke while the
  * block ran); CAL_OK only after the shared COMMIT returned. */
