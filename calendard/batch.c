@@ -22,6 +22,7 @@ struct job {
     void *prepare_arg;
     bool failed_as_one;  /* failed on its leader's connection, not its own */
     bool taken;          /* a leader is committing it */
+    bool leading;        /* its request is busy leading a batch (without it) */
     bool done;           /* sb.rc and sb.err are final */
     pthread_cond_t wake; /* signalled when done, or to lead */
     struct job *next;
@@ -72,6 +73,21 @@ fits(struct job *const *out, size_t n, const struct job *j)
             return false;
     }
     return true;
+}
+
+/* Unlinks a job that no leader took from the queue (needs lock). */
+static void
+queue_remove(struct batcher *b, struct job *job)
+{
+    struct job **pp = &b->head, *prev = NULL;
+    while (*pp != job) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = job->next;
+    if (b->tail == job)
+        b->tail = prev;
+    job->next = NULL;
 }
 
 /* Takes up to max_batch jobs of the leader's group off the queue, oldest
@@ -126,14 +142,14 @@ lane_free(struct batcher *b, const void *group)
 }
 
 /* Wakes the oldest waiting booking that may lead now, and no other: no
- * herd of waiters on each commit (needs lock). skip (NULL for none) is the
- * caller's own booking, left behind by its batch: the caller is busy, and
- * waking it would leave the lane idle. */
+ * herd of waiters on each commit (needs lock). A booking left behind by
+ * its own request's batch is passed over while that request leads: nobody
+ * waits on it, and the signal would be lost with the lane left idle. */
 static void
-wake_next(struct batcher *b, const struct job *skip)
+wake_next(struct batcher *b)
 {
     for (struct job *j = b->head; j != NULL; j = j->next) {
-        if (j != skip && lane_free(b, j->group)) {
+        if (!j->leading && lane_free(b, j->group)) {
             pthread_cond_signal(&j->wake);
             return;
         }
@@ -260,16 +276,20 @@ lead(struct batcher *b, struct db *db, struct job **jobs, size_t n, struct leade
         metrics_group_commit((unsigned)nb);
         store_book_many(db, sb, nb);
     }
+    bool broken_now = db_broken(db);
     pthread_mutex_lock(&b->lock);
     /* The next transaction need not wait for the cache. */
     leader_remove(&b->leaders, me);
-    wake_next(b, own->taken ? NULL : own);
+    wake_next(b);
     pthread_mutex_unlock(&b->lock);
     if (b->committed != NULL && nb > 0)
         b->committed(b->committed_arg, sb, nb);
     pthread_mutex_lock(&b->lock);
     for (size_t i = 0; i < nb; i++) {
         jobs[i]->sb.rc = sb[i].rc;
+        /* Lost before the commit on the leader's connection, which says
+         * nothing about a follower's own: it books again (batcher_book). */
+        jobs[i]->failed_as_one = broken_now && sb[i].rc == CAL_EUNAVAIL && jobs[i] != own;
         memcpy(jobs[i]->sb.err, sb[i].err, sizeof(sb[i].err));
         jobs[i]->done = true;
         pthread_cond_signal(&jobs[i]->wake);
@@ -302,16 +322,27 @@ queue_and_wait(struct batcher *b, struct db *db, struct job *job)
             pthread_cond_wait(&job->wake, &b->lock);
             continue;
         }
+        /* Its own connection broke in a batch that left it behind: it
+         * leads no other on it, and fails alone (its request retries on a
+         * fresh connection). */
+        if (db_broken(db)) {
+            queue_remove(b, job);
+            job->sb.rc = CAL_EUNAVAIL;
+            snprintf(job->sb.err, sizeof(job->sb.err), "the connection broke in an earlier batch");
+            break;
+        }
         /* A lane is free and this booking still waits: commit it, and
          * whatever of its group gathered behind the busy lanes, on this
          * request's own connection. */
         size_t n = take_locked(b, job->group, jobs);
         struct leader me = {.group = job->group, .next = b->leaders};
         b->leaders = &me;
+        job->leading = true;
         /* Bookings left behind (overlapping, past max_batch, or of another
          * group) may take another free lane at once. */
-        wake_next(b, job->taken ? NULL : job);
+        wake_next(b);
         lead(b, db, jobs, n, &me, job);
+        job->leading = false;
     }
     pthread_mutex_unlock(&b->lock);
     pthread_cond_destroy(&job->wake);
@@ -418,6 +449,6 @@ batcher_leave(struct batcher *b)
     /* The lanes just opened: a waiting booking need not wait for the
      * transaction in flight any more. */
     pthread_mutex_lock(&b->lock);
-    wake_next(b, NULL);
+    wake_next(b);
     pthread_mutex_unlock(&b->lock);
 }
