@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "common/util.h"
 
 struct pool {
@@ -102,6 +103,13 @@ pool_get(struct pool *pool, struct db **db, char *err, size_t errlen)
 void
 pool_put(struct pool *pool, struct db *db)
 {
+    /* Every caller ends its transaction; one left open would keep its locks
+     * (a fence row in share mode holds up a move's cutover) for the next
+     * borrower. */
+    if (db_in_txn(db)) {
+        log_warn("connection put back inside a transaction; rolled back", "%s", "");
+        db_rollback(db);
+    }
     bool broken = db_broken(db), close_db = true;
     struct db *stale[64];
     size_t nstale = 0;

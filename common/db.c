@@ -680,6 +680,12 @@ db_broken(const struct db *db)
     return db->broken;
 }
 
+bool
+db_in_txn(const struct db *db)
+{
+    return db->in_txn;
+}
+
 unsigned
 db_cached_statements(const struct db *db)
 {

@@ -121,6 +121,10 @@ void db_rollback(struct db *db);
 /* True once a connection-level error was seen: the caller must not reuse it. */
 bool db_broken(const struct db *db);
 
+/* A transaction is open: begun (db_begin, db_block) and neither committed
+ * nor rolled back since. */
+bool db_in_txn(const struct db *db);
+
 /* Prepared statements cached on db now; for tests. */
 unsigned db_cached_statements(const struct db *db);
 

@@ -134,6 +134,47 @@ wait_for_connection(void *arg)
     return NULL;
 }
 
+/* A connection put back inside a transaction (a caller's bug) is rolled
+ * back there: the next borrower does not inherit the transaction, and its
+ * locks (here a fence row, which would hold up a move's cutover) go. */
+START_TEST(a_connection_put_back_inside_a_transaction_is_rolled_back)
+{
+    char err[256];
+    struct db_conf dc = {.connect_timeout_ms = 3000, .read_timeout_ms = 30000};
+    ck_assert(db_conf_parse_dsn(&dc, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct pool *pool = pool_create(&dc, 1, 5000);
+    struct db *db, *again;
+    ck_assert_msg(pool_get(pool, &db, err, sizeof(err)) == CAL_OK, "%s", err);
+    static const char lock_sql[] = "SELECT epoch FROM vbucket_owner WHERE vbucket ="
+                                   " (SELECT MIN(vbucket) FROM vbucket_owner) FOR UPDATE";
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert_msg(db_begin(db, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(db_query(db, lock_sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    ck_assert(db_in_txn(db));
+    pool_put(pool, db);
+
+    struct db *other = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(other != NULL, "%s", err);
+    ck_assert(db_exec(other, "SET SESSION innodb_lock_wait_timeout = 1", err, sizeof(err)) ==
+              CAL_OK);
+    ck_assert_msg(db_begin(other, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(db_query(other, lock_sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK,
+                  "the fence row is still locked: %s", err);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    db_rollback(other);
+    db_close(other);
+    ck_assert_msg(pool_get(pool, &again, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_ptr_eq(again, db);
+    ck_assert(!db_in_txn(again));
+    pool_put(pool, again);
+    pool_destroy(pool);
+}
+END_TEST
+
 /* A connection put back wakes one waiter, which gets it; when that one puts
  * it back, the next waiter gets it: each put is handed on, none lost. */
 START_TEST(a_connection_put_back_goes_to_each_waiter_in_turn)
@@ -454,6 +495,7 @@ main(void)
     tcase_add_unchecked_fixture(tc, remember_shards, restore_shards);
     tcase_add_test(tc, a_shard_address_change_in_the_catalog_is_followed);
     tcase_add_test(tc, a_connection_put_back_goes_to_each_waiter_in_turn);
+    tcase_add_test(tc, a_connection_put_back_inside_a_transaction_is_rolled_back);
     tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
     suite_add_tcase(s, tc);
     tc = tcase_create("reservation_ids");
