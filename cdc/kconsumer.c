@@ -43,6 +43,9 @@ struct kconsumer {
     size_t norphans, caporphans;
     atomic_size_t assigned;
     atomic_bool joined;
+    /* kconsumer_fail_lookups(): the next lookups' answers (polling thread). */
+    rd_kafka_resp_err_t fail_lookups[KCONSUMER_FAIL_LOOKUPS_MAX];
+    size_t nfail_lookups;
 };
 
 static struct track *
@@ -57,6 +60,28 @@ track_find(struct kconsumer *kc, const char *topic, int32_t partition)
 /* A committed-offset lookup is one round trip to the group coordinator,
  * made from the polling thread. */
 #define COMMITTED_TIMEOUT_MS 10000
+
+/* rd_kafka_committed() of list, or the next failure kconsumer_fail_lookups()
+ * set. */
+static rd_kafka_resp_err_t
+lookup_committed(struct kconsumer *kc, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *list)
+{
+    if (kc->nfail_lookups > 0) {
+        rd_kafka_resp_err_t e = kc->fail_lookups[0];
+        memmove(kc->fail_lookups, kc->fail_lookups + 1,
+                --kc->nfail_lookups * sizeof(kc->fail_lookups[0]));
+        return e;
+    }
+    return rd_kafka_committed(rk, list, COMMITTED_TIMEOUT_MS);
+}
+
+void
+kconsumer_fail_lookups(struct kconsumer *kc, const int *errs, size_t n)
+{
+    kc->nfail_lookups = n < KCONSUMER_FAIL_LOOKUPS_MAX ? n : KCONSUMER_FAIL_LOOKUPS_MAX;
+    for (size_t i = 0; i < kc->nfail_lookups; i++)
+        kc->fail_lookups[i] = (rd_kafka_resp_err_t)errs[i];
+}
 
 /* The offset a partition's next message should have, from a lookup of its
  * committed offset (rerr: the lookup's own result): that offset, 0 when none
@@ -81,7 +106,7 @@ static void
 track_assigned(struct kconsumer *kc, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts)
 {
     rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-    rd_kafka_resp_err_t rerr = rd_kafka_committed(rk, committed, COMMITTED_TIMEOUT_MS);
+    rd_kafka_resp_err_t rerr = lookup_committed(kc, rk, committed);
     for (int i = 0; i < committed->cnt; i++) {
         const rd_kafka_topic_partition_t *p = &committed->elems[i];
         struct track *t = track_find(kc, p->topic, p->partition);
@@ -125,7 +150,7 @@ track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
          * started. */
         rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(list, t->topic, t->partition);
-        rd_kafka_resp_err_t rerr = rd_kafka_committed(kc->rk, list, COMMITTED_TIMEOUT_MS);
+        rd_kafka_resp_err_t rerr = lookup_committed(kc, kc->rk, list);
         t->next = committed_next(rerr, &list->elems[0]);
         rd_kafka_topic_partition_list_destroy(list);
     }

@@ -111,6 +111,14 @@ bool kconsumer_joined(const struct kconsumer *kc);
 cal_status kconsumer_close(struct kconsumer *kc, char *err, size_t errlen);
 void kconsumer_destroy(struct kconsumer *kc); /* kconsumer_destroy(NULL) is a no-op */
 
+/* For tests: the next n committed-offset lookups of kc (at an assignment,
+ * and again at a partition's first message when that one failed) answer
+ * errs[0], errs[1], ... (librdkafka error codes) without asking the
+ * coordinator. librdkafka's own lookups, where to start fetching, are not
+ * affected. */
+#define KCONSUMER_FAIL_LOOKUPS_MAX 4
+void kconsumer_fail_lookups(struct kconsumer *kc, const int *errs, size_t n);
+
 /* Messages still out with the caller after a revoke took their hold; each
  * is freed by the caller's kconsumer_store, kconsumer_retry or
  * kconsumer_release (tests: a stored message must not stay counted). */
