@@ -22,6 +22,7 @@
 
 #define EXIT_BROKEN 1
 #define EXIT_USAGE 2
+#define EXIT_UNTESTED 3
 #define MAX_RECORDS 400000 /* keys remembered per run, over all clients */
 #define WINDOW_OFFSET 30   /* the booking window starts this many days from today */
 
@@ -51,8 +52,9 @@ usage(FILE *out)
             "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt this run's own rows in SQL\n"
-            "                   before verifying (double_booking, lost_ack, phantom,\n"
-            "                   night_mismatch, shift_dates); the run must then exit 1\n"
+            "                   before verifying (double_booking, lost_ack, delete_ack,\n"
+            "                   phantom, night_mismatch, shift_dates); the run must then\n"
+            "                   exit 1\n"
             "  --help           this text\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
@@ -61,7 +63,9 @@ usage(FILE *out)
             "routing_mismatches, unowned_rows (rows on a shard that does not own their vbucket:\n"
             "run no move meanwhile) or cache_mismatches (an availability read right after an\n"
             "own booking not showing it, or a cached value that differs from the shards once\n"
-            "the CDC lag drained) is above zero; 2 on usage or setup errors; else 0.\n");
+            "the CDC lag drained) is above zero; 2 on usage or setup errors; 3 when no\n"
+            "booking was confirmed (the run tested nothing: calendard refused or failed them\n"
+            "all); else 0.\n");
 }
 
 static int
@@ -269,7 +273,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("listings", conf->nlistings);
     SET_U("listing_base", conf->listing_base);
     json_object_set_new(out, "seed", json_integer((json_int_t)(conf->seed & INT64_MAX)));
-    json_object_set_new(out, "ok", json_boolean(!stress_verify_failed(verdict)));
+    json_object_set_new(out, "ok", json_boolean(!stress_verify_failed(verdict) && confirmed > 0));
 #undef SET_U
     line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (line != NULL) {
@@ -419,6 +423,10 @@ main(int argc, char **argv)
     }
     print_result(&conf, &stats, &verdict, duration);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
+    if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
+        fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");
+        rc = EXIT_UNTESTED;
+    }
 out:
     for (unsigned i = 0; i < opt.clients; i++) {
         stress_load_client_deinit(&clients[i]);

@@ -457,8 +457,8 @@ stress_verify_inject(const struct testenv *env, const char *fault,
     struct db_stmt *stmt = NULL;
 
     if (strcmp(fault, "double_booking") != 0 && strcmp(fault, "lost_ack") != 0 &&
-        strcmp(fault, "phantom") != 0 && strcmp(fault, "night_mismatch") != 0 &&
-        strcmp(fault, "shift_dates") != 0) {
+        strcmp(fault, "delete_ack") != 0 && strcmp(fault, "phantom") != 0 &&
+        strcmp(fault, "night_mismatch") != 0 && strcmp(fault, "shift_dates") != 0) {
         snprintf(err, errlen, "unknown fault '%s'", fault);
         return -1;
     }
@@ -515,6 +515,16 @@ stress_verify_inject(const struct testenv *env, const char *fault,
                           " check_out = check_out + INTERVAL 400 DAY WHERE reservation_id = ?",
                           p, 1, &stmt, err, errlen);
         }
+    } else if (strcmp(fault, "delete_ack") == 0) {
+        /* The acknowledged reservation gone altogether, its nights with it:
+         * nothing in SQL contradicts itself, only the 201 the client got. */
+        struct db_val p[] = {DB_INT_V(victim->reservation_id)};
+
+        st = db_query(dbs[idx], "DELETE FROM nights WHERE reservation_id = ?", p, 1, NULL, err,
+                      errlen);
+        if (st == CAL_OK)
+            st = db_query(dbs[idx], "DELETE FROM reservations WHERE reservation_id = ?", p, 1,
+                          &stmt, err, errlen);
     } else if (strcmp(fault, "lost_ack") == 0) {
         struct db_val p[] = {DB_INT_V(victim->reservation_id)};
 
