@@ -468,7 +468,9 @@ print_cdc(struct cdc_probe_result *cdc)
     printf("]}");
     if (!cdc->running)
         fprintf(stderr,
-                "    cdc: not running (a night written with SQL was not invalidated in 2 s)\n");
+                "    cdc: not running (no night written with SQL was invalidated in 2 s;"
+                " %llu probes)\n",
+                (unsigned long long)cdc->probes);
     else
         fprintf(stderr,
                 "    cdc: %llu probes, commit-to-invalidation p50 %.2f ms, p99 %.2f ms, "

@@ -109,8 +109,9 @@ hist_quantile(const struct hist *a, const struct hist *b, double q, double *tota
     return -1;
 }
 
-/* One probe; returns true when the key disappeared within the timeout. */
-static bool
+/* One probe: a sample when the key disappeared within the timeout, else a
+ * timeout (a write that failed counts as neither). */
+static void
 probe_once(struct cdc_probe *probe, uint64_t listing_id)
 {
     const struct cdc_probe_conf *conf = &probe->conf;
@@ -120,9 +121,9 @@ probe_once(struct cdc_probe *probe, uint64_t listing_id)
     struct db_val p[3] = {DB_INT_V(listing_id), DB_INT_V(conf->night + DB_TO_DAYS_EPOCH),
                           DB_INT_V(testenv_vbucket(listing_id))};
     if (cache_set(probe->cache, key, keylen, "M1 1", 4, 600, err, sizeof(err)) != CAL_OK)
-        return false;
+        return;
     if (db_query(db, SQL_WRITE_NIGHT, p, 3, NULL, err, sizeof(err)) != CAL_OK)
-        return false;
+        return;
     /* The commit is durable and in the binlog once the autocommit INSERT returned. */
     uint64_t t0 = cal_mono_us(), deadline = t0 + (uint64_t)conf->timeout_ms * 1000;
     probe->res.probes++;
@@ -134,11 +135,12 @@ probe_once(struct cdc_probe *probe, uint64_t listing_id)
         cache_results_free(&item, 1);
         if (gone) {
             bench_lat_add(&probe->res.lat, now - t0);
-            return true;
+            probe->res.running = true;
+            return;
         }
         if (now >= deadline) {
             probe->res.timeouts++;
-            return false;
+            return;
         }
         struct timespec ts = {.tv_nsec = POLL_US * 1000};
         nanosleep(&ts, NULL);
@@ -175,9 +177,12 @@ cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen)
         probe->have_before = hist_fetch(conf->metrics_url, &probe->before);
     if (conf->count == 0)
         return probe;
-    /* A pipeline that is not there would make every probe wait out its timeout. */
-    probe->res.running = probe_once(probe, conf->first_id + probe->next++);
-    if (probe->res.running && pthread_create(&probe->thread, NULL, probe_main, probe) == 0)
+    /* The first one synchronously: the run's bookings start with the
+     * pipeline's state known. One that took too long is lost, like any
+     * other, and probing goes on (a slow spell must not end the
+     * measurement); without any deletion in the run, running stays false. */
+    probe_once(probe, conf->first_id + probe->next++);
+    if (pthread_create(&probe->thread, NULL, probe_main, probe) == 0)
         probe->thread_started = true;
     return probe;
 fail:

@@ -25,7 +25,7 @@ struct cdc_probe_conf {
 };
 
 struct cdc_probe_result {
-    bool running; /* the first probe saw its key deleted */
+    bool running; /* a probe of the run saw its key deleted */
     uint64_t probes, timeouts;
     struct bench_lat lat; /* commit returned -> key gone */
     /* From the invalidator's histogram delta over the probe's life; -1 = unknown. */
@@ -34,9 +34,11 @@ struct cdc_probe_result {
 
 struct cdc_probe;
 
-/* Runs one probe synchronously first: when its key is not deleted within
- * timeout_ms the pipeline is not running and no thread is started (the
- * result then says running = false). Caller ends with cdc_probe_stop(). */
+/* Runs one probe synchronously first, then the others on a thread until
+ * cdc_probe_stop(). A probe whose key is not deleted within timeout_ms is
+ * lost (timeouts), the first one too; running says whether any probe of the
+ * run saw its key deleted (false: the pipeline is not there, and the bench
+ * stops probing). Caller ends with cdc_probe_stop(). */
 struct cdc_probe *cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen);
 
 /* Stops the probe thread and fills res (caller frees res->lat with

@@ -210,9 +210,13 @@ static void
 count_answer(struct worker *w, struct conn *c, int status, double now)
 {
     struct shared *sh = w->sh;
-    /* Warm-up and drain are not measured; in open loop a request belongs
-     * to the window it was due in, whenever its answer came. */
-    if (c->sent_at < sh->t_start || (sh->gap > 0 ? c->sent_at : now) >= sh->t_end)
+    /* Warm-up and drain are not measured. In closed loop an answer belongs
+     * to the window it came in, whenever it was sent (counting only those
+     * sent in it too would drop the requests in flight at its start: a bias
+     * of -latency/window, worse for the slower side of a ratio); in open
+     * loop a request belongs to the window it was due in. */
+    double at = sh->gap > 0 ? c->sent_at : now;
+    if (at < sh->t_start || at >= sh->t_end)
         return;
     struct http_load_result *res = &w->res;
     res->answered++;

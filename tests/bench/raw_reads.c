@@ -96,7 +96,9 @@ worker_main(void *arg)
         for (size_t i = 0; i < n; i++)
             found += items[i].found;
         cache_results_free(items, n);
-        if (t0 < sh->t_start || (gap > 0 ? t0 : t1) >= sh->t_end)
+        /* As http_load's count_answer(): closed loop by answer, open by due time. */
+        double at = gap > 0 ? t0 : t1;
+        if (at < sh->t_start || at >= sh->t_end)
             continue;
         if (rc != CAL_OK) {
             w->res.errors++;

@@ -363,8 +363,8 @@ cdc_pool_at(const json_t *runs, double conc, struct cdc_pool *pl)
     {
         const json_t *cdc = json_object_get(run, "cdc"), *s;
         size_t k;
-        if (cdc == NULL || num_at(run, "conc") != conc ||
-            !json_is_true(json_object_get(cdc, "running")))
+        /* A run whose probes all timed out counts them as lost too. */
+        if (cdc == NULL || num_at(run, "conc") != conc)
             continue;
         pl->runs++;
         double lost = num_at(cdc, "timeouts");
@@ -390,13 +390,28 @@ cdc_pool_at(const json_t *runs, double conc, struct cdc_pool *pl)
     }
 }
 
+/* Did any run's probe see an invalidation? */
+static bool
+cdc_ran(const json_t *runs)
+{
+    size_t i;
+    const json_t *run;
+    json_array_foreach(runs, i, run)
+    {
+        if (json_is_true(json_object_get(json_object_get(run, "cdc"), "running")))
+            return true;
+    }
+    return false;
+}
+
 /* The CDC figures: per concurrency, every probe sample of its booking runs
- * pooled; the headline (top-level p50/p99/max) is the highest concurrency. */
+ * pooled; the headline (top-level p50/p99/max) is the highest concurrency,
+ * and not measured when that one has no probe (never a lower one's). */
 static json_t *
 report_cdc(const json_t *runs, FILE *out)
 {
     double conc[MAX_CONC];
-    size_t nconc = distinct_values(runs, "book", "conc", conc), shown = 0;
+    size_t nconc = cdc_ran(runs) ? distinct_values(runs, "book", "conc", conc) : 0, shown = 0;
     json_t *obj = json_object(), *by_conc = json_object();
     struct cdc_pool pl = {0};
     fprintf(out, "\n");
@@ -420,7 +435,9 @@ report_cdc(const json_t *runs, FILE *out)
                                       round(p99 * 1000) / 1000, "max_ms", round(max * 1000) / 1000,
                                       "lost", (json_int_t)pl.lost));
         shown++;
-        /* the last one shown is the headline */
+        if (c + 1 < nconc)
+            continue;
+        /* the highest concurrency is the headline */
         json_object_set_new(obj, "conc", json_real(conc[c]));
         json_object_set_new(obj, "samples", json_integer((json_int_t)pl.n));
         json_object_set_new(obj, "lost", json_integer((json_int_t)pl.lost));
@@ -438,6 +455,15 @@ report_cdc(const json_t *runs, FILE *out)
     }
     free(pl.v);
     json_object_set_new(obj, "running", json_boolean(shown > 0));
+    if (shown > 0 && json_object_get(obj, "p99_ms") == NULL) {
+        fprintf(out, "cdc c=%g: not measured (no probe at the highest concurrency)\n",
+                conc[nconc - 1]);
+        json_object_set_new(obj, "conc", json_real(conc[nconc - 1]));
+        json_object_set_new(obj, "samples", json_integer(0));
+        json_object_set_new(obj, "p50_ms", json_null());
+        json_object_set_new(obj, "p99_ms", json_null());
+        json_object_set_new(obj, "max_ms", json_null());
+    }
     if (shown == 0) {
         fprintf(out, "cdc: not running\n");
         json_object_set_new(obj, "samples", json_integer(0));
