@@ -207,7 +207,8 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             json_decref(root);
             return;
         }
-        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400 && !unknown) {
+        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400 && !unknown &&
+            !rec->may_arrive_late) {
             /* The server keeps no refusals: a replay answered with a booking
              * after this key was refused, with no attempt in between whose
              * outcome is unknown, means a row exists that the refusal hid. */
@@ -386,11 +387,13 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
             /* The reply is lost on purpose; give the server time to finish
              * before the replay, as a real client's retry would. */
             note_unknown_outcome(rec);
+            rec->may_arrive_late = 1;
             atomic_fetch_add(&stats->drops, 1);
             dropped = 1;
             sleep_ms(20 + (long)rng_below(&client->rng, 30));
         } else {
             note_unknown_outcome(rec);
+            rec->may_arrive_late = 1;
             atomic_fetch_add(&stats->errors, 1);
             log_anomaly("key %s: %s", rec->key, err);
             sleep_ms(retry_delay_ms(&resp, attempt));

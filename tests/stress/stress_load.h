@@ -37,6 +37,10 @@ struct stress_record {
      * the server keeps no refusals) ended with no definitive answer: it may
      * have booked. Cleared by the next definitive answer. */
     uint8_t unknown_after_refusal;
+    /* An attempt ended without an answer at all (timed out, connection
+     * lost): its request may reach the server later than any answer since,
+     * a refusal included, and book then. Never cleared. */
+    uint8_t may_arrive_late;
     char key[48];
 };
 
