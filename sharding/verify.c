@@ -184,6 +184,8 @@ static const char SQL_COPYING[] =
 static const char SQL_ROWS_OF[] = "SELECT (SELECT COUNT(*) FROM listings WHERE vbucket = ?)"
                                   " + (SELECT COUNT(*) FROM nights WHERE vbucket = ?)"
                                   " + (SELECT COUNT(*) FROM reservations WHERE vbucket = ?)";
+static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
+                                " UNION SELECT vbucket FROM reservations";
 
 /* Reads a (vbucket, shard) pair per row of sql from the catalog into
  * by_vb[vbucket] = 1 + shard. */
@@ -227,8 +229,6 @@ count_stray(struct db *db, uint32_t vbucket, uint32_t shard_id, struct verify_re
     }
     return CAL_OK;
 }
-static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
-                                " UNION SELECT vbucket FROM reservations";
 
 cal_status
 verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out, char *err,
