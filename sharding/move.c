@@ -715,9 +715,25 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
     return cluster_reload(c, err, errlen);
 }
 
+/* The journal's columns of a move, as move_rec_from_row() reads them. */
+#define MOVE_REC_COLS "move_id, vbucket, source_shard, target_shard, old_epoch, phase, rows_copied"
+#define MOVE_REC_NCOLS 7
 static const char SQL_OPEN_MOVES[] =
-    "SELECT move_id, vbucket, source_shard, target_shard, old_epoch, phase, rows_copied"
-    " FROM moves WHERE phase NOT IN ('done', 'abandoned') ORDER BY move_id";
+    "SELECT " MOVE_REC_COLS " FROM moves WHERE phase NOT IN ('done', 'abandoned')"
+    " ORDER BY move_id";
+/* m's journal fields from a row of MOVE_REC_COLS. */
+static void
+move_rec_from_row(struct move_rec *m, const struct db_val *col)
+{
+    m->move_id = (uint64_t)col[0].i;
+    m->vbucket = (uint32_t)col[1].i;
+    m->source = (uint32_t)col[2].i;
+    m->target = (uint32_t)col[3].i;
+    m->old_epoch = (uint64_t)col[4].i;
+    cal_strlcpy(m->phase, col[5].type == DB_STR ? col[5].s : "", sizeof(m->phase));
+    m->rows_copied = (uint64_t)col[6].i;
+}
+
 static const char SQL_OPEN_MOVE_OF[] =
     "SELECT move_id FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
 static const char SQL_NEW_MOVE[] =
@@ -968,7 +984,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
             size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val col[7];
+    struct db_val col[MOVE_REC_NCOLS];
     struct move_rec *recs = NULL;
     size_t n = 0, cap = 0;
     *resumed = 0;
@@ -976,20 +992,14 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     if (rc != CAL_OK)
         return rc;
     int r;
-    while ((r = db_fetch(st, col, 7, err, errlen)) > 0) {
+    while ((r = db_fetch(st, col, MOVE_REC_NCOLS, err, errlen)) > 0) {
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             recs = cal_realloc(recs, cap * sizeof(*recs));
         }
         struct move_rec *m = &recs[n++];
         memset(m, 0, sizeof(*m));
-        m->move_id = (uint64_t)col[0].i;
-        m->vbucket = (uint32_t)col[1].i;
-        m->source = (uint32_t)col[2].i;
-        m->target = (uint32_t)col[3].i;
-        m->old_epoch = (uint64_t)col[4].i;
-        cal_strlcpy(m->phase, col[5].type == DB_STR ? col[5].s : "", sizeof(m->phase));
-        m->rows_copied = (uint64_t)col[6].i;
+        move_rec_from_row(m, col);
         m->freeze_ms = -1;
         m->start_us = cal_mono_us();
     }
@@ -1034,8 +1044,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
 }
 
 static const char SQL_OPEN_MOVE_REC[] =
-    "SELECT move_id, source_shard, target_shard, old_epoch, phase, rows_copied FROM moves"
-    " WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
+    "SELECT " MOVE_REC_COLS " FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
 
 static cal_status
 past_cutover(const struct move_rec *m, char *err, size_t errlen)
@@ -1068,21 +1077,17 @@ static cal_status
 abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out, char *err,
                size_t errlen)
 {
-    struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[6];
+    struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[MOVE_REC_NCOLS];
     bool found;
-    cal_status rc = query_row(c->catalog, SQL_OPEN_MOVE_REC, p, 1, col, 6, &found, err, errlen);
+    cal_status rc =
+        query_row(c->catalog, SQL_OPEN_MOVE_REC, p, 1, col, MOVE_REC_NCOLS, &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (!found) {
         snprintf(err, errlen, "vbucket %u has no unfinished move", m->vbucket);
         return CAL_ENOTFOUND;
     }
-    m->move_id = (uint64_t)col[0].i;
-    m->source = (uint32_t)col[1].i;
-    m->target = (uint32_t)col[2].i;
-    m->old_epoch = (uint64_t)col[3].i;
-    cal_strlcpy(m->phase, col[4].type == DB_STR ? col[4].s : "", sizeof(m->phase));
-    m->rows_copied = (uint64_t)col[5].i;
+    move_rec_from_row(m, col);
     *out = (struct move_abandoned){.move_id = m->move_id, .source = m->source, .target = m->target};
     cal_strlcpy(out->phase, m->phase, sizeof(out->phase));
     if (strcmp(m->phase, "copy") != 0 && strcmp(m->phase, "cutover") != 0)
