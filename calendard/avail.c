@@ -20,15 +20,18 @@
 #define PENDING_MAX 65536
 #define PENDING_BUCKETS 4096 /* a power of two */
 #define PENDING_RETRY_MS 50
-#define PENDING_RETRY_BATCH 256 /* deletes between two takes of the lock */
+#define PENDING_SEND_BATCH 256 /* deletes in one round trip, or between two takes of the lock */
 
-/* A key whose invalidation after a write failed (memcached down or slow):
- * until a retried delete succeeds, reads of it bypass the cache and fills of
- * it are dropped, so this daemon still reads its own writes. Only the
- * retrier frees one. */
+/* A key a write changed whose delete has not been confirmed yet: queued for
+ * the deleter thread, in flight, or failed (memcached down or slow) and
+ * retried. Until its delete succeeds, reads of it bypass the cache and fills
+ * of it are dropped, so this daemon reads its own writes without waiting
+ * for memcached before it answers. Only the deleter frees one. */
 struct pending {
-    struct pending *next; /* in its bucket */
-    uint64_t gen;         /* bumped when its delete fails again */
+    struct pending *next;  /* in its bucket */
+    struct pending *qnext; /* in the queue, while queued */
+    uint64_t gen;          /* bumped by every write of the key */
+    bool queued;           /* waiting in the queue for its first send */
     size_t len;
     char key[CACHEKEY_MAX];
 };
@@ -39,16 +42,17 @@ struct avail {
     pthread_mutex_t lock; /* guards pool */
     size_t npool;
     struct cache *pool[POOL_MAX];
-    pthread_mutex_t pending_lock; /* guards pending, the counts and overflow */
+    pthread_mutex_t pending_lock; /* guards everything below but npending */
     struct pending *pending[PENDING_BUCKETS];
     size_t npending_list;
-    bool overflow;          /* too many pending keys: every read bypasses the cache */
-    uint64_t overflows;     /* times it overflowed: a flush clears only those before it */
-    atomic_size_t npending; /* fast path: 0 means nothing to check */
-    pthread_t retrier;
-    bool retrier_started;
-    pthread_mutex_t stop_lock;
-    pthread_cond_t stop_cond;
+    struct pending *qhead, **qtail; /* keys whose delete is still to be sent */
+    bool overflow;                  /* too many pending keys: every read bypasses the cache */
+    uint64_t overflows;             /* times it overflowed: a flush clears only those before it */
+    atomic_size_t npending;         /* fast path: 0 means nothing to check */
+    pthread_cond_t work;            /* the deleter waits on it */
+    pthread_t deleter;
+    bool deleter_started;
+    bool held; /* avail_hold_deletes(): the queue is not sent */
     bool stopping;
 };
 
@@ -80,29 +84,47 @@ pending_count(struct avail *avail)
     atomic_store(&avail->npending, avail->npending_list + (avail->overflow ? 1 : 0));
 }
 
+/* Queues p's delete (needs pending_lock). */
 static void
-pending_add(struct avail *avail, const char *key, size_t len)
+pending_enqueue(struct avail *avail, struct pending *p)
+{
+    if (p->queued)
+        return;
+    p->queued = true;
+    p->qnext = NULL;
+    *avail->qtail = p;
+    avail->qtail = &p->qnext;
+}
+
+/* Marks every key as written and queues its delete, under one take of the
+ * lock; the deleter sends them. */
+static void
+pending_add_many(struct avail *avail, char (*keys)[CACHEKEY_MAX], const size_t *lens, size_t n)
 {
     pthread_mutex_lock(&avail->pending_lock);
-    struct pending *p = pending_find(avail, key, len);
-    if (p != NULL) {
-        p->gen++; /* failed again: a retry already under way must not clear it */
-    } else if (avail->npending_list >= PENDING_MAX) {
-        /* Counted per key lost, not once: a flush already under way
-         * may have run before this key's write, and must not clear it. */
-        avail->overflows++;
-        avail->overflow = true;
-    } else {
-        struct pending **b = pending_bucket(avail, key, len);
-        p = cal_malloc(sizeof(*p));
-        p->gen = 0;
-        p->len = len;
-        memcpy(p->key, key, len);
-        p->next = *b;
-        *b = p;
-        avail->npending_list++;
+    for (size_t k = 0; k < n; k++) {
+        struct pending *p = pending_find(avail, keys[k], lens[k]);
+        if (p != NULL) {
+            p->gen++; /* a delete already in flight predates this write */
+        } else if (avail->npending_list >= PENDING_MAX) {
+            /* Counted per key lost, not once: a flush already under way
+             * may have run before this key's write, and must not clear it. */
+            avail->overflows++;
+            avail->overflow = true;
+            continue;
+        } else {
+            struct pending **b = pending_bucket(avail, keys[k], lens[k]);
+            p = cal_calloc(1, sizeof(*p));
+            p->len = lens[k];
+            memcpy(p->key, keys[k], lens[k]);
+            p->next = *b;
+            *b = p;
+            avail->npending_list++;
+        }
+        pending_enqueue(avail, p);
     }
     pending_count(avail);
+    pthread_cond_signal(&avail->work);
     pthread_mutex_unlock(&avail->pending_lock);
 }
 
@@ -118,11 +140,26 @@ pending_has(struct avail *avail, const char *key, size_t len)
     return found;
 }
 
-/* Drops p (needs pending_lock) unless it failed again since gen. */
+/* Sets out[i] for every item i (of nk keys in ci) with a key waiting for
+ * its delete, under one take of the lock. */
+static void
+pending_items(struct avail *avail, const struct cache_item *ci, size_t n, size_t nk, bool *out)
+{
+    if (atomic_load(&avail->npending) == 0)
+        return;
+    pthread_mutex_lock(&avail->pending_lock);
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < nk && !out[i]; k++)
+            out[i] = avail->overflow ||
+                     pending_find(avail, ci[i * nk + k].key, ci[i * nk + k].keylen) != NULL;
+    pthread_mutex_unlock(&avail->pending_lock);
+}
+
+/* Drops p (needs pending_lock) unless it was written again since gen. */
 static void
 pending_done(struct avail *avail, struct pending *p, uint64_t gen)
 {
-    if (p->gen != gen)
+    if (p->gen != gen || p->queued)
         return;
     for (struct pending **pp = pending_bucket(avail, p->key, p->len); *pp != NULL;
          pp = &(*pp)->next) {
@@ -135,12 +172,75 @@ pending_done(struct avail *avail, struct pending *p, uint64_t gen)
     }
 }
 
+/* Keys taken for one round of deletes, copied so no lock is held over the
+ * network. */
+struct send_batch {
+    size_t n;
+    struct pending *p[PENDING_SEND_BATCH];
+    uint64_t gen[PENDING_SEND_BATCH];
+    size_t len[PENDING_SEND_BATCH];
+    const char *name[PENDING_SEND_BATCH];
+    char key[PENDING_SEND_BATCH][CACHEKEY_MAX];
+};
+
+static void
+batch_take(struct send_batch *b, struct pending *p)
+{
+    b->p[b->n] = p;
+    b->gen[b->n] = p->gen;
+    b->len[b->n] = p->len;
+    memcpy(b->key[b->n], p->key, p->len);
+    b->name[b->n] = b->key[b->n];
+    b->n++;
+}
+
+/* Sends the queued deletes, in rounds of PENDING_SEND_BATCH, one pipelined
+ * round trip each (needs pending_lock, drops it over the network). A key
+ * whose delete failed stays pending for the retries. */
+static void
+send_queued(struct avail *avail, struct send_batch *b)
+{
+    while (avail->qhead != NULL && !avail->held) {
+        b->n = 0;
+        while (avail->qhead != NULL && b->n < PENDING_SEND_BATCH) {
+            struct pending *p = avail->qhead;
+            avail->qhead = p->qnext;
+            p->queued = false;
+            batch_take(b, p);
+        }
+        if (avail->qhead == NULL)
+            avail->qtail = &avail->qhead;
+        pthread_mutex_unlock(&avail->pending_lock);
+        char err[256] = "no cache handle";
+        struct cache *c = cache_borrow(avail);
+        bool ok =
+            c != NULL && cache_delete_many(c, b->name, b->len, b->n, err, sizeof(err)) == CAL_OK;
+        if (c != NULL)
+            cache_return(avail, c);
+        if (ok) {
+            metrics_cache(CACHE_INVALIDATION, (unsigned)b->n);
+        } else {
+            /* Retried every PENDING_RETRY_MS (and deleted by the CDC
+             * invalidator too); until then this daemon reads the keys
+             * from the shard. */
+            metrics_cache(CACHE_ERROR, 1);
+            log_warn("cache invalidation failed, retrying", "keys=%zu key=%.*s error=\"%s\"", b->n,
+                     (int)b->len[0], b->name[0], err);
+        }
+        pthread_mutex_lock(&avail->pending_lock);
+        if (ok)
+            for (size_t i = 0; i < b->n; i++)
+                pending_done(avail, b->p[i], b->gen[i]);
+        pending_count(avail);
+    }
+}
+
 /* Retries the failed invalidations until memcached takes them, with no
  * lock held over a network call: readers on the event loops check the set
- * meanwhile. A key that failed again during its retry stays. After an
+ * meanwhile. A key written again during its retry stays, queued. After an
  * overflow the lost keys are unknown, so the whole cache is flushed. */
 static void
-pending_retry(struct avail *avail)
+pending_retry(struct avail *avail, struct send_batch *b)
 {
     struct cache *c = cache_borrow(avail);
     char err[256];
@@ -158,57 +258,68 @@ pending_retry(struct avail *avail)
         pthread_mutex_unlock(&avail->pending_lock);
         log_info("cache flushed after too many failed invalidations", "%s", "");
     }
-    struct {
-        struct pending *p;
-        uint64_t gen;
-        size_t len;
-        char key[CACHEKEY_MAX];
-    } *batch = cal_malloc(PENDING_RETRY_BATCH * sizeof(*batch));
     bool down = false;
-    for (size_t b = 0; b < PENDING_BUCKETS && !down; b++) {
-        size_t n = 0;
+    for (size_t k = 0; k < PENDING_BUCKETS && !down; k++) {
+        b->n = 0;
         pthread_mutex_lock(&avail->pending_lock);
-        for (struct pending *p = avail->pending[b]; p != NULL && n < PENDING_RETRY_BATCH;
-             p = p->next) {
-            batch[n].p = p;
-            batch[n].gen = p->gen;
-            batch[n].len = p->len;
-            memcpy(batch[n].key, p->key, p->len);
-            n++;
-        }
+        for (struct pending *p = avail->pending[k]; p != NULL && b->n < PENDING_SEND_BATCH;
+             p = p->next)
+            if (!p->queued) /* queued: its send is still to come */
+                batch_take(b, p);
         pthread_mutex_unlock(&avail->pending_lock);
         size_t ok = 0;
-        while (ok < n && cache_delete(c, batch[ok].key, batch[ok].len, err, sizeof(err)) == CAL_OK)
+        while (ok < b->n && cache_delete(c, b->name[ok], b->len[ok], err, sizeof(err)) == CAL_OK)
             ok++;
-        down = ok < n; /* still failing: try again later */
+        down = ok < b->n; /* still failing: try again later */
         if (ok == 0)
             continue;
         pthread_mutex_lock(&avail->pending_lock);
         for (size_t i = 0; i < ok; i++)
-            pending_done(avail, batch[i].p, batch[i].gen);
+            pending_done(avail, b->p[i], b->gen[i]);
         pending_count(avail);
         pthread_mutex_unlock(&avail->pending_lock);
         metrics_cache(CACHE_INVALIDATION, (unsigned)ok);
     }
-    free(batch);
     cache_return(avail, c);
 }
 
+/* The deleter: sends queued deletes as soon as they come, retries failed
+ * ones every PENDING_RETRY_MS, and at a stop sends what is queued once
+ * more before it ends. */
 static void *
-retrier(void *arg)
+deleter(void *arg)
 {
     struct avail *avail = arg;
-    pthread_mutex_lock(&avail->stop_lock);
-    while (!avail->stopping) {
-        struct timespec ts = cal_mono_after_ms(PENDING_RETRY_MS);
-        pthread_cond_timedwait(&avail->stop_cond, &avail->stop_lock, &ts);
-        if (avail->stopping || atomic_load(&avail->npending) == 0)
+    struct send_batch *b = cal_malloc(sizeof(*b));
+    uint64_t retry_at = 0; /* when failed deletes are retried (mono us); 0: none seen */
+    pthread_mutex_lock(&avail->pending_lock);
+    for (;;) {
+        send_queued(avail, b);
+        if (avail->stopping)
+            break;
+        /* Nothing queued: what is left pending failed (or the cache
+         * overflowed). */
+        bool failed = avail->npending_list > 0 || avail->overflow;
+        if (!failed) {
+            retry_at = 0;
+            pthread_cond_wait(&avail->work, &avail->pending_lock);
             continue;
-        pthread_mutex_unlock(&avail->stop_lock);
-        pending_retry(avail);
-        pthread_mutex_lock(&avail->stop_lock);
+        }
+        uint64_t now = cal_mono_us();
+        if (retry_at == 0)
+            retry_at = now + PENDING_RETRY_MS * 1000;
+        if (now < retry_at) {
+            struct timespec ts = cal_mono_after_ms((unsigned)((retry_at - now + 999) / 1000));
+            pthread_cond_timedwait(&avail->work, &avail->pending_lock, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&avail->pending_lock);
+        pending_retry(avail, b);
+        pthread_mutex_lock(&avail->pending_lock);
+        retry_at = 0;
     }
-    pthread_mutex_unlock(&avail->stop_lock);
+    pthread_mutex_unlock(&avail->pending_lock);
+    free(b);
     return NULL;
 }
 
@@ -218,10 +329,10 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
     struct avail *avail = cal_calloc(1, sizeof(*avail));
     avail->conf = *conf;
     avail->enabled = conf->cache.servers[0] != '\0';
+    avail->qtail = &avail->qhead;
     pthread_mutex_init(&avail->lock, NULL);
     pthread_mutex_init(&avail->pending_lock, NULL);
-    pthread_mutex_init(&avail->stop_lock, NULL);
-    cal_cond_init_monotonic(&avail->stop_cond);
+    cal_cond_init_monotonic(&avail->work);
     if (avail->enabled) {
         /* Validate the server list now, so a typo fails at start. */
         struct cache *c = cache_create(&conf->cache, err, errlen);
@@ -230,12 +341,12 @@ avail_create(const struct avail_conf *conf, char *err, size_t errlen)
             return NULL;
         }
         avail->pool[avail->npool++] = c;
-        if (pthread_create(&avail->retrier, NULL, retrier, avail) != 0) {
-            snprintf(err, errlen, "cannot start the cache's retry thread");
+        if (pthread_create(&avail->deleter, NULL, deleter, avail) != 0) {
+            snprintf(err, errlen, "cannot start the cache's delete thread");
             avail_destroy(avail);
             return NULL;
         }
-        avail->retrier_started = true;
+        avail->deleter_started = true;
     }
     return avail;
 }
@@ -245,13 +356,14 @@ avail_destroy(struct avail *avail)
 {
     if (avail == NULL)
         return;
-    /* Whatever handle the retrier may hold: it is joined before they go. */
-    if (avail->retrier_started) {
-        pthread_mutex_lock(&avail->stop_lock);
+    /* Whatever handle the deleter may hold: it is joined before they go. */
+    if (avail->deleter_started) {
+        pthread_mutex_lock(&avail->pending_lock);
         avail->stopping = true;
-        pthread_cond_signal(&avail->stop_cond);
-        pthread_mutex_unlock(&avail->stop_lock);
-        pthread_join(avail->retrier, NULL);
+        avail->held = false; /* what is queued goes out before the end */
+        pthread_cond_signal(&avail->work);
+        pthread_mutex_unlock(&avail->pending_lock);
+        pthread_join(avail->deleter, NULL);
     }
     for (size_t i = 0; i < avail->npool; i++)
         cache_destroy(avail->pool[i]);
@@ -262,11 +374,31 @@ avail_destroy(struct avail *avail)
             free(p);
         }
     }
-    pthread_cond_destroy(&avail->stop_cond);
-    pthread_mutex_destroy(&avail->stop_lock);
+    pthread_cond_destroy(&avail->work);
     pthread_mutex_destroy(&avail->pending_lock);
     pthread_mutex_destroy(&avail->lock);
     free(avail);
+}
+
+bool
+avail_settle(struct avail *avail, unsigned timeout_ms)
+{
+    uint64_t end = cal_mono_us() + (uint64_t)timeout_ms * 1000;
+    while (atomic_load(&avail->npending) != 0) {
+        if (cal_mono_us() >= end)
+            return false;
+        cal_sleep_ms(1);
+    }
+    return true;
+}
+
+void
+avail_hold_deletes(struct avail *avail, bool hold)
+{
+    pthread_mutex_lock(&avail->pending_lock);
+    avail->held = hold;
+    pthread_cond_signal(&avail->work);
+    pthread_mutex_unlock(&avail->pending_lock);
 }
 
 /* libmemcached handles are not thread-safe: each caller borrows one. */
@@ -428,24 +560,17 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
      * than this daemon's own write: read the shard, fill nothing. Asked
      * before the get as well as after: a retried delete that lands between
      * the get and the question would otherwise pass the old value. */
-    bool *pending_before = NULL;
-    if (atomic_load(&avail->npending) != 0) {
-        pending_before = cal_calloc(n, sizeof(*pending_before));
-        for (size_t i = 0; i < n; i++)
-            for (size_t k = 0; k < nk && !pending_before[i]; k++)
-                pending_before[i] = pending_has(avail, ci[i * nk + k].key, ci[i * nk + k].keylen);
-    }
+    bool *bypass = cal_calloc(n, sizeof(*bypass));
+    pending_items(avail, ci, n, nk, bypass);
     if (cache_get_multi(c, ci, n * nk, err, sizeof(err)) != CAL_OK) {
         metrics_cache(CACHE_ERROR, 1);
         goto out; /* every item is a miss without leases: the shards answer */
     }
+    pending_items(avail, ci, n, nk, bypass);
     unsigned hits = 0, misses = 0;
     for (size_t i = 0; i < n; i++) {
         struct cache_item *row = ci + i * nk;
-        bool bypass = pending_before != NULL && pending_before[i];
-        for (size_t k = 0; k < nk && !bypass; k++)
-            bypass = pending_has(avail, row[k].key, row[k].keylen);
-        if (bypass) {
+        if (bypass[i]) {
             misses += (unsigned)nk;
             continue;
         }
@@ -472,7 +597,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
     metrics_cache(CACHE_HIT, hits);
     metrics_cache(CACHE_MISS, misses);
 out:
-    free(pending_before);
+    free(bypass);
     cache_results_free(ci, n * nk);
     free(ci);
     free(keys);
@@ -611,7 +736,6 @@ avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, size_
     enum { PER_STAY = AVAIL_MAX_MONTHS + 1 };
     char(*keys)[CACHEKEY_MAX] = cal_malloc(n * PER_STAY * sizeof(*keys));
     size_t *lens = cal_malloc(n * PER_STAY * sizeof(*lens));
-    const char **names = cal_malloc(n * PER_STAY * sizeof(*names));
     size_t nk = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t firsts[AVAIL_MAX_MONTHS];
@@ -619,25 +743,7 @@ avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, size_
             stays[i].from < stays[i].to ? months_of(stays[i].from, stays[i].to, firsts) : 0;
         nk += item_keys(stays[i].listing_id, firsts, nmonths, keys + nk, lens + nk);
     }
-    for (size_t k = 0; k < nk; k++)
-        names[k] = keys[k];
-    struct cache *c = cache_borrow(avail);
-    char err[256] = "no cache handle";
-    if (c != NULL && cache_delete_many(c, names, lens, nk, err, sizeof(err)) == CAL_OK) {
-        metrics_cache(CACHE_INVALIDATION, nk);
-    } else {
-        /* Retried in the background (and deleted by the CDC invalidator
-         * too); until then this daemon reads the keys from the shard. */
-        metrics_cache(CACHE_ERROR, 1);
-        for (size_t k = 0; k < nk; k++)
-            pending_add(avail, keys[k], lens[k]);
-        log_warn("cache invalidation failed, retrying",
-                 "listing=%llu stays=%zu keys=%zu error=\"%s\"",
-                 (unsigned long long)stays[0].listing_id, n, nk, err);
-    }
-    if (c != NULL)
-        cache_return(avail, c);
+    pending_add_many(avail, keys, lens, nk);
     free(keys);
     free(lens);
-    free(names);
 }

@@ -54,8 +54,12 @@ void avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_
  * give their leases up to expiry. */
 void avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to);
 
-/* Deletes the listing key and the month keys of [from, to) (none when
- * from == to): read-your-writes for this daemon; CDC covers other writers. */
+/* Invalidates the listing key and the month keys of [from, to) (none when
+ * from == to), after a write committed: marks them pending, which makes this
+ * daemon's reads of them bypass the cache from now on (read-your-writes for
+ * this daemon), and queues their deletes for the delete thread, which sends
+ * them at once and retries failed ones. It does not wait for memcached. CDC
+ * covers other daemons and other writers. */
 void avail_invalidate(struct avail *avail, uint64_t listing_id, int32_t from, int32_t to);
 
 /* One stay whose nights changed: its listing, nights [from, to). */
@@ -64,8 +68,16 @@ struct avail_stay {
     int32_t from, to;
 };
 
-/* avail_invalidate() of n stays at once: every key in one pipelined round
- * trip per cache server (a group commit's bookings, after its COMMIT). */
+/* avail_invalidate() of n stays at once (a group commit's bookings, after
+ * its COMMIT); the delete thread sends queued keys in pipelined rounds. */
 void avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, size_t n);
+
+/* Waits until every invalidation so far has been confirmed by memcached;
+ * false after timeout_ms. For tests. */
+bool avail_settle(struct avail *avail, unsigned timeout_ms);
+
+/* For tests: while held, queued deletes are not sent (reads still bypass
+ * their keys). avail_destroy() sends them regardless. */
+void avail_hold_deletes(struct avail *avail, bool hold);
 
 #endif

@@ -204,6 +204,7 @@ START_TEST(stale_fill_after_invalidation_is_dropped)
     ck_assert(!item.hit);
     fake_db_read(&item, from, 3);          /* read before the write */
     avail_invalidate(avail, id, from, to); /* the write's delete lands first */
+    ck_assert_msg(avail_settle(avail, 5000), "the invalidation was never confirmed");
     avail_fill(avail, &item, 1, from, to);
     calendar_read_clear(&item.read);
     char key[CACHEKEY_MAX];
@@ -590,43 +591,91 @@ memcached_pid(void)
     return (pid_t)pid;
 }
 
+/* A listing cached at version 4 over [from, to), through a lookup's lease,
+ * with a daemon's cache and a plain client of the same memcached. */
+struct cached {
+    struct avail *avail;
+    struct cache *c;
+    uint64_t id;
+    int32_t from, to;
+};
+
+static void
+cache_version4(struct cached *f)
+{
+    load_env();
+    f->avail = make_avail(env.memcached_servers);
+    f->c = make_cache();
+    f->id = testenv_random48();
+    f->from = date_today() + 40;
+    f->to = f->from + 3;
+    struct avail_item item = {.listing_id = f->id};
+    lookup(f->avail, &item, f->from, f->to);
+    fake_db_read(&item, f->from, 4);
+    avail_fill(f->avail, &item, 1, f->from, f->to);
+    ck_assert_uint_ne(item.owned, 0);
+    calendar_read_clear(&item.read);
+}
+
 /* A write whose invalidation fails (memcached stalled) must still be read
  * back by this daemon once memcached answers again: the key is read from the
  * shard until a background retry has deleted it. */
 START_TEST(failed_invalidation_still_reads_own_write)
 {
-    load_env();
-    struct avail *avail = make_avail(env.memcached_servers);
-    struct cache *c = make_cache();
-    int32_t from = date_today() + 40, to = from + 3;
-    uint64_t id = testenv_random48();
-    struct avail_item item = {.listing_id = id};
-    lookup(avail, &item, from, to);
-    fake_db_read(&item, from, 4);
-    avail_fill(avail, &item, 1, from, to); /* cached: version 4 */
-    calendar_read_clear(&item.read);
+    struct cached f;
+    cache_version4(&f);
     pid_t mc = memcached_pid();
     ck_assert_int_eq(kill(mc, SIGSTOP), 0);
-    avail_invalidate(avail, id, from, to); /* the write's delete times out */
+    avail_invalidate(f.avail, f.id, f.from, f.to);
+    /* The delete thread's send times out (50 ms) and so do its retries:
+     * nothing may count as deleted while memcached is stopped. */
+    bool settled = avail_settle(f.avail, 300);
     kill(mc, SIGCONT);
-    struct avail_item again = {.listing_id = id};
-    lookup(avail, &again, from, to);
+    ck_assert_msg(!settled, "an invalidation counted as done while memcached was stopped");
+    struct avail_item again = {.listing_id = f.id};
+    lookup(f.avail, &again, f.from, f.to);
     ck_assert_msg(!again.hit, "served the value the failed invalidation should have deleted");
     /* No assertion on again.owned: the background retry can fire while
      * memcached is stopped and land once it runs, before this lookup; a
      * lease taken (an add) then proves the old value was already gone. */
     calendar_read_clear(&again.read);
     char key[CACHEKEY_MAX];
-    cachekey_listing(id, key);
+    cachekey_listing(f.id, key);
     bool gone = false;
     for (int i = 0; i < 100 && !gone; i++) { /* the retry lands within seconds */
-        gone = !key_present(c, key);
+        gone = !key_present(f.c, key);
         if (!gone)
             usleep(50 * 1000);
     }
     ck_assert_msg(gone, "the failed invalidation was never retried");
-    cache_destroy(c);
-    avail_destroy(avail);
+    cache_destroy(f.c);
+    avail_destroy(f.avail);
+}
+END_TEST
+
+/* An invalidation is sent after the write is answered: until memcached
+ * confirmed the delete, this daemon's reads of the keys bypass the value
+ * still cached, and fills of them are dropped. */
+START_TEST(unsent_invalidation_still_reads_own_write)
+{
+    struct cached f;
+    cache_version4(&f);
+    avail_hold_deletes(f.avail, true);
+    avail_invalidate(f.avail, f.id, f.from, f.to); /* the write's delete is not sent yet */
+    char key[CACHEKEY_MAX];
+    cachekey_listing(f.id, key);
+    ck_assert_msg(key_present(f.c, key), "the held delete was sent");
+    struct avail_item again = {.listing_id = f.id};
+    lookup(f.avail, &again, f.from, f.to);
+    ck_assert_msg(!again.hit, "served the value the unsent invalidation is to delete");
+    ck_assert_uint_eq(again.owned, 0);
+    calendar_read_clear(&again.read);
+    ck_assert_msg(!avail_settle(f.avail, 100), "settled with the delete held");
+    avail_hold_deletes(f.avail, false);
+    ck_assert_msg(avail_settle(f.avail, 5000), "the invalidation was never confirmed");
+    ck_assert_msg(!key_present(f.c, key), "confirmed, but the key is still cached");
+    cache_destroy(f.c);
+    avail_destroy(f.avail);
 }
 END_TEST
 
@@ -876,6 +925,7 @@ main(void)
     UNIT_CASE(s, a_dead_server_of_the_pool_misses_only_its_keys);
     UNIT_CASE(s, a_hung_cache_diverts_reads_at_any_timeout);
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
+    UNIT_CASE(s, unsent_invalidation_still_reads_own_write);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, search_matches_single_reads);
     UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
