@@ -52,8 +52,13 @@ struct avail {
     pthread_cond_t work;            /* the deleter waits on it */
     pthread_t deleter;
     bool deleter_started;
-    bool held; /* avail_hold_deletes(): the queue is not sent */
+    bool failed;         /* a delete failed since the last whole retry pass */
+    uint64_t fails;      /* failed sends so far */
+    uint64_t pass_fails; /* fails when the retry pass under way began */
+    size_t retry_next;   /* the bucket the retry pass under way goes on from */
+    bool held;           /* avail_hold_deletes(): the queue is not sent */
     bool stopping;
+    uint64_t warn_us, warn_skipped; /* the deleter's failure log, once a second */
 };
 
 static struct cache *cache_borrow(struct avail *avail);
@@ -194,129 +199,158 @@ batch_take(struct send_batch *b, struct pending *p)
     b->n++;
 }
 
-/* Sends the queued deletes, in rounds of PENDING_SEND_BATCH, one pipelined
- * round trip each (needs pending_lock, drops it over the network). A key
- * whose delete failed stays pending for the retries. */
-static void
-send_queued(struct avail *avail, struct send_batch *b)
+/* Deletes b's keys in one pipelined round trip; true if memcached took
+ * them all. A failure is logged at most once a second. */
+static bool
+send_batch(struct avail *avail, struct send_batch *b)
 {
-    while (avail->qhead != NULL && !avail->held) {
-        b->n = 0;
-        while (avail->qhead != NULL && b->n < PENDING_SEND_BATCH) {
-            struct pending *p = avail->qhead;
-            avail->qhead = p->qnext;
-            p->queued = false;
-            batch_take(b, p);
-        }
-        if (avail->qhead == NULL)
-            avail->qtail = &avail->qhead;
-        pthread_mutex_unlock(&avail->pending_lock);
-        char err[256] = "no cache handle";
-        struct cache *c = cache_borrow(avail);
-        bool ok =
-            c != NULL && cache_delete_many(c, b->name, b->len, b->n, err, sizeof(err)) == CAL_OK;
-        if (c != NULL)
-            cache_return(avail, c);
-        if (ok) {
-            metrics_cache(CACHE_INVALIDATION, (unsigned)b->n);
-        } else {
-            /* Retried every PENDING_RETRY_MS (and deleted by the CDC
-             * invalidator too); until then this daemon reads the keys
-             * from the shard. */
-            metrics_cache(CACHE_ERROR, 1);
-            log_warn("cache invalidation failed, retrying", "keys=%zu key=%.*s error=\"%s\"", b->n,
-                     (int)b->len[0], b->name[0], err);
-        }
-        pthread_mutex_lock(&avail->pending_lock);
-        if (ok)
-            for (size_t i = 0; i < b->n; i++)
-                pending_done(avail, b->p[i], b->gen[i]);
-        pending_count(avail);
+    char err[256] = "no cache handle";
+    struct cache *c = cache_borrow(avail);
+    bool ok = c != NULL && cache_delete_many(c, b->name, b->len, b->n, err, sizeof(err)) == CAL_OK;
+    if (c != NULL)
+        cache_return(avail, c);
+    if (ok) {
+        metrics_cache(CACHE_INVALIDATION, (unsigned)b->n);
+        return true;
     }
+    /* Retried every PENDING_RETRY_MS (and deleted by the CDC invalidator
+     * too); until then this daemon reads the keys from the shard. */
+    metrics_cache(CACHE_ERROR, 1);
+    uint64_t now = cal_mono_us();
+    avail->warn_skipped++;
+    if (now - avail->warn_us >= 1000000) {
+        log_warn("cache invalidation failed, retrying",
+                 "keys=%zu key=%.*s failed_sends=%llu error=\"%s\"", b->n, (int)b->len[0],
+                 b->name[0], (unsigned long long)avail->warn_skipped, err);
+        avail->warn_us = now;
+        avail->warn_skipped = 0;
+    }
+    return false;
 }
 
-/* Retries the failed invalidations until memcached takes them, with no
- * lock held over a network call: readers on the event loops check the set
- * meanwhile. A key written again during its retry stays, queued. After an
- * overflow the lost keys are unknown, so the whole cache is flushed. */
-static void
+/* Sends one round of queued deletes, up to PENDING_SEND_BATCH (needs
+ * pending_lock, drops it over the network). A key whose delete failed
+ * stays pending for the retries. Returns false if the send failed. */
+static bool
+send_queued(struct avail *avail, struct send_batch *b)
+{
+    b->n = 0;
+    while (avail->qhead != NULL && b->n < PENDING_SEND_BATCH) {
+        struct pending *p = avail->qhead;
+        avail->qhead = p->qnext;
+        p->queued = false;
+        batch_take(b, p);
+    }
+    if (avail->qhead == NULL)
+        avail->qtail = &avail->qhead;
+    pthread_mutex_unlock(&avail->pending_lock);
+    bool ok = send_batch(avail, b);
+    pthread_mutex_lock(&avail->pending_lock);
+    for (size_t i = 0; ok && i < b->n; i++)
+        pending_done(avail, b->p[i], b->gen[i]);
+    if (!ok) {
+        avail->failed = true;
+        avail->fails++;
+    }
+    pending_count(avail);
+    return ok;
+}
+
+/* Retries the failed invalidations, a pipelined round trip per batch, with
+ * no lock held over a network call: readers on the event loops check the
+ * set meanwhile. A key written again since stays, queued. After an
+ * overflow the lost keys are unknown, so the whole cache is flushed first.
+ * A pass over the buckets can take several calls: a call returns (needs
+ * pending_lock, drops it meanwhile) when memcached fails again, or after a
+ * batch when deletes are queued or the daemon stops, and the next one goes
+ * on from there. failed is cleared by a whole pass with no failure since
+ * it began. Returns false if memcached failed. */
+static bool
 pending_retry(struct avail *avail, struct send_batch *b)
 {
-    struct cache *c = cache_borrow(avail);
-    char err[256];
-    if (c == NULL)
-        return;
-    pthread_mutex_lock(&avail->pending_lock);
     uint64_t overflows = avail->overflows;
     bool flush = avail->overflow;
     pthread_mutex_unlock(&avail->pending_lock);
-    if (flush && cache_flush(c, err, sizeof(err)) == CAL_OK) {
-        pthread_mutex_lock(&avail->pending_lock);
+    char err[256];
+    struct cache *c = flush ? cache_borrow(avail) : NULL;
+    bool flushed = c != NULL && cache_flush(c, err, sizeof(err)) == CAL_OK;
+    if (c != NULL)
+        cache_return(avail, c);
+    pthread_mutex_lock(&avail->pending_lock);
+    if (flush && !flushed)
+        return false;
+    if (flushed) {
         if (avail->overflows == overflows) /* none lost since the flush began */
             avail->overflow = false;
         pending_count(avail);
-        pthread_mutex_unlock(&avail->pending_lock);
         log_info("cache flushed after too many failed invalidations", "%s", "");
     }
-    bool down = false;
-    for (size_t k = 0; k < PENDING_BUCKETS && !down; k++) {
+    if (avail->retry_next == 0)
+        avail->pass_fails = avail->fails;
+    for (size_t k = avail->retry_next; k < PENDING_BUCKETS; k++) {
         b->n = 0;
-        pthread_mutex_lock(&avail->pending_lock);
         for (struct pending *p = avail->pending[k]; p != NULL && b->n < PENDING_SEND_BATCH;
              p = p->next)
             if (!p->queued) /* queued: its send is still to come */
                 batch_take(b, p);
-        pthread_mutex_unlock(&avail->pending_lock);
-        size_t ok = 0;
-        while (ok < b->n && cache_delete(c, b->name[ok], b->len[ok], err, sizeof(err)) == CAL_OK)
-            ok++;
-        down = ok < b->n; /* still failing: try again later */
-        if (ok == 0)
+        if (b->n == 0)
             continue;
+        avail->retry_next = k; /* a bucket may hold more than one batch */
+        pthread_mutex_unlock(&avail->pending_lock);
+        bool ok = send_batch(avail, b);
         pthread_mutex_lock(&avail->pending_lock);
-        for (size_t i = 0; i < ok; i++)
+        if (!ok) {
+            avail->fails++;
+            return false;
+        }
+        for (size_t i = 0; i < b->n; i++)
             pending_done(avail, b->p[i], b->gen[i]);
         pending_count(avail);
-        pthread_mutex_unlock(&avail->pending_lock);
-        metrics_cache(CACHE_INVALIDATION, (unsigned)ok);
+        if (avail->stopping || (avail->qhead != NULL && !avail->held))
+            return true; /* the queue first, then on from here */
     }
-    cache_return(avail, c);
+    avail->retry_next = 0;
+    if (avail->fails == avail->pass_fails)
+        avail->failed = false;
+    return true;
 }
 
-/* The deleter: sends queued deletes as soon as they come, retries failed
- * ones every PENDING_RETRY_MS, and at a stop sends what is queued once
- * more before it ends. */
+/* The deleter: sends queued deletes as soon as they come, a round at a
+ * time, and between rounds goes on with the retry of failed ones, which
+ * after a failure waits PENDING_RETRY_MS. At a stop it sends what is queued
+ * until a send fails (the CDC invalidator covers the rest). */
 static void *
 deleter(void *arg)
 {
     struct avail *avail = arg;
     struct send_batch *b = cal_malloc(sizeof(*b));
-    uint64_t retry_at = 0; /* when failed deletes are retried (mono us); 0: none seen */
+    uint64_t retry_at = 0; /* no retry before (mono us): memcached failed */
     pthread_mutex_lock(&avail->pending_lock);
     for (;;) {
-        send_queued(avail, b);
-        if (avail->stopping)
-            break;
-        /* Nothing queued: what is left pending failed (or the cache
-         * overflowed). */
-        bool failed = avail->npending_list > 0 || avail->overflow;
-        if (!failed) {
-            retry_at = 0;
+        bool queued = avail->qhead != NULL && !avail->held;
+        if (avail->stopping) {
+            if (!queued || !send_queued(avail, b))
+                break;
+            continue;
+        }
+        if (queued && !send_queued(avail, b))
+            retry_at = cal_mono_us() + PENDING_RETRY_MS * 1000;
+        bool retry = avail->failed || avail->overflow;
+        if (retry && cal_mono_us() >= retry_at) {
+            if (!pending_retry(avail, b))
+                retry_at = cal_mono_us() + PENDING_RETRY_MS * 1000;
+            continue;
+        }
+        if (avail->stopping || (avail->qhead != NULL && !avail->held))
+            continue;
+        if (!retry) {
             pthread_cond_wait(&avail->work, &avail->pending_lock);
-            continue;
-        }
-        uint64_t now = cal_mono_us();
-        if (retry_at == 0)
-            retry_at = now + PENDING_RETRY_MS * 1000;
-        if (now < retry_at) {
-            struct timespec ts = cal_mono_after_ms((unsigned)((retry_at - now + 999) / 1000));
+        } else {
+            uint64_t now = cal_mono_us();
+            unsigned ms = now < retry_at ? (unsigned)((retry_at - now + 999) / 1000) : 0;
+            struct timespec ts = cal_mono_after_ms(ms);
             pthread_cond_timedwait(&avail->work, &avail->pending_lock, &ts);
-            continue;
         }
-        pthread_mutex_unlock(&avail->pending_lock);
-        pending_retry(avail, b);
-        pthread_mutex_lock(&avail->pending_lock);
-        retry_at = 0;
     }
     pthread_mutex_unlock(&avail->pending_lock);
     free(b);
