@@ -64,13 +64,16 @@ struct avail {
 static struct cache *cache_borrow(struct avail *avail);
 static void cache_return(struct avail *avail, struct cache *c);
 
+size_t
+avail_pending_bucket(const char *key, size_t len)
+{
+    return (size_t)cal_fnv1a(key, len) & (PENDING_BUCKETS - 1);
+}
+
 static struct pending **
 pending_bucket(struct avail *avail, const char *key, size_t len)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
-    return &avail->pending[h & (PENDING_BUCKETS - 1)];
+    return &avail->pending[avail_pending_bucket(key, len)];
 }
 
 /* The entry of key (needs pending_lock), or NULL. */
@@ -199,6 +202,21 @@ batch_take(struct send_batch *b, struct pending *p)
     b->n++;
 }
 
+/* Counts a failure of the deleter's; true at most once a second, with
+ * *failures the count since the last true. Deleter thread only. */
+static bool
+warn_due(struct avail *avail, uint64_t *failures)
+{
+    uint64_t now = cal_mono_us();
+    avail->warn_skipped++;
+    if (now - avail->warn_us < 1000000)
+        return false;
+    *failures = avail->warn_skipped;
+    avail->warn_us = now;
+    avail->warn_skipped = 0;
+    return true;
+}
+
 /* Deletes b's keys in one pipelined round trip; true if memcached took
  * them all. A failure is logged at most once a second. */
 static bool
@@ -216,15 +234,11 @@ send_batch(struct avail *avail, struct send_batch *b)
     /* Retried every PENDING_RETRY_MS (and deleted by the CDC invalidator
      * too); until then this daemon reads the keys from the shard. */
     metrics_cache(CACHE_ERROR, 1);
-    uint64_t now = cal_mono_us();
-    avail->warn_skipped++;
-    if (now - avail->warn_us >= 1000000) {
+    uint64_t failures;
+    if (warn_due(avail, &failures))
         log_warn("cache invalidation failed, retrying",
-                 "keys=%zu key=%.*s failed_sends=%llu error=\"%s\"", b->n, (int)b->len[0],
-                 b->name[0], (unsigned long long)avail->warn_skipped, err);
-        avail->warn_us = now;
-        avail->warn_skipped = 0;
-    }
+                 "keys=%zu key=%.*s failures=%llu error=\"%s\"", b->n, (int)b->len[0], b->name[0],
+                 (unsigned long long)failures, err);
     return false;
 }
 
@@ -256,58 +270,83 @@ send_queued(struct avail *avail, struct send_batch *b)
     return ok;
 }
 
-/* Retries the failed invalidations, a pipelined round trip per batch, with
- * no lock held over a network call: readers on the event loops check the
- * set meanwhile. A key written again since stays, queued. After an
- * overflow the lost keys are unknown, so the whole cache is flushed first.
- * A pass over the buckets can take several calls: a call returns (needs
- * pending_lock, drops it meanwhile) when memcached fails again, or after a
- * batch when deletes are queued or the daemon stops, and the next one goes
- * on from there. failed is cleared by a whole pass with no failure since
- * it began. Returns false if memcached failed. */
+/* After an overflow the lost keys are unknown: flushes the whole cache
+ * (needs pending_lock, drops it over the network). overflow is cleared
+ * only if no key was lost since the flush began; false if it is not. */
 static bool
-pending_retry(struct avail *avail, struct send_batch *b)
+flush_after_overflow(struct avail *avail)
 {
     uint64_t overflows = avail->overflows;
-    bool flush = avail->overflow;
     pthread_mutex_unlock(&avail->pending_lock);
-    char err[256];
-    struct cache *c = flush ? cache_borrow(avail) : NULL;
+    char err[256] = "no cache handle";
+    struct cache *c = cache_borrow(avail);
     bool flushed = c != NULL && cache_flush(c, err, sizeof(err)) == CAL_OK;
     if (c != NULL)
         cache_return(avail, c);
-    pthread_mutex_lock(&avail->pending_lock);
-    if (flush && !flushed)
-        return false;
-    if (flushed) {
-        if (avail->overflows == overflows) /* none lost since the flush began */
-            avail->overflow = false;
-        pending_count(avail);
+    uint64_t failures;
+    if (flushed)
         log_info("cache flushed after too many failed invalidations", "%s", "");
-    }
-    if (avail->retry_next == 0)
+    else if (warn_due(avail, &failures))
+        log_warn("cache flush after too many failed invalidations failed, retrying",
+                 "failures=%llu error=\"%s\"", (unsigned long long)failures, err);
+    pthread_mutex_lock(&avail->pending_lock);
+    if (flushed && avail->overflows == overflows)
+        avail->overflow = false;
+    pending_count(avail);
+    return !avail->overflow; /* keys lost meanwhile: flush again, after a wait */
+}
+
+/* Retries the failed invalidations, a pipelined round trip per batch, with
+ * no lock held over a network call: readers on the event loops check the
+ * set meanwhile. A key written again since stays, queued. A pass begins
+ * with the flush after an overflow, then goes over every bucket. A call
+ * returns (needs pending_lock, drops it meanwhile) when memcached fails
+ * again, and the next pass starts over; or after a batch when deletes are
+ * queued or the daemon stops, and the next call goes on from there. failed
+ * is cleared by a whole pass with no failure since it began. Returns false
+ * if memcached failed. */
+static bool
+pending_retry(struct avail *avail, struct send_batch *b)
+{
+    if (avail->retry_next == 0) {
+        if (avail->overflow && !flush_after_overflow(avail)) {
+            avail->failed = true;
+            return false;
+        }
         avail->pass_fails = avail->fails;
-    for (size_t k = avail->retry_next; k < PENDING_BUCKETS; k++) {
+    }
+    for (size_t k = avail->retry_next; k < PENDING_BUCKETS;) {
         b->n = 0;
         for (struct pending *p = avail->pending[k]; p != NULL && b->n < PENDING_SEND_BATCH;
              p = p->next)
             if (!p->queued) /* queued: its send is still to come */
                 batch_take(b, p);
-        if (b->n == 0)
+        if (b->n == 0) {
+            k++;
             continue;
-        avail->retry_next = k; /* a bucket may hold more than one batch */
+        }
         pthread_mutex_unlock(&avail->pending_lock);
         bool ok = send_batch(avail, b);
         pthread_mutex_lock(&avail->pending_lock);
         if (!ok) {
+            /* The next pass starts over: the buckets before are empty
+             * of failed keys but for those failed since, which it needs. */
+            avail->retry_next = 0;
+            avail->failed = true;
             avail->fails++;
             return false;
         }
         for (size_t i = 0; i < b->n; i++)
             pending_done(avail, b->p[i], b->gen[i]);
         pending_count(avail);
-        if (avail->stopping || (avail->qhead != NULL && !avail->held))
+        /* A full batch may have left more of the bucket: take it again
+         * (what was sent is gone, or queued again and skipped). */
+        if (b->n < PENDING_SEND_BATCH)
+            k++;
+        if (avail->stopping || (avail->qhead != NULL && !avail->held)) {
+            avail->retry_next = k;
             return true; /* the queue first, then on from here */
+        }
     }
     avail->retry_next = 0;
     if (avail->fails == avail->pass_fails)

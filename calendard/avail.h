@@ -76,6 +76,9 @@ void avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, 
  * false after timeout_ms. For tests. */
 bool avail_settle(struct avail *avail, unsigned timeout_ms);
 
+/* For tests: the bucket of the pending set that key falls in. */
+size_t avail_pending_bucket(const char *key, size_t len);
+
 /* For tests: while held, queued deletes are not sent (reads still bypass
  * their keys). avail_destroy() sends them regardless. */
 void avail_hold_deletes(struct avail *avail, bool hold);

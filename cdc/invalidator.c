@@ -268,16 +268,6 @@ handle(struct invalidator *inv, struct kconsumer_msg *msg)
     return true;
 }
 
-/* FNV-1a: spreads the keys of one batch over the key set. */
-static uint64_t
-key_hash(const char *key, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
-    return h;
-}
-
 /* Adds ev's keys to the batch's distinct keys; returns how many there are. */
 static size_t
 collect_keys(struct invalidator *inv, const struct invalidate_event *ev, size_t nkeys)
@@ -285,7 +275,7 @@ collect_keys(struct invalidator *inv, const struct invalidate_event *ev, size_t 
     for (size_t k = 0; k < ev->nkeys; k++) {
         const char *key = ev->keys[k];
         size_t len = ev->keylens[k];
-        size_t slot = (size_t)key_hash(key, len) & (KEYSET_SLOTS - 1);
+        size_t slot = (size_t)cal_fnv1a(key, len) & (KEYSET_SLOTS - 1);
         while (inv->keyset[slot] != NULL &&
                !(strlen(inv->keyset[slot]) == len && memcmp(inv->keyset[slot], key, len) == 0))
             slot = (slot + 1) & (KEYSET_SLOTS - 1);

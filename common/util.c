@@ -99,6 +99,16 @@ cal_sleep_ms(unsigned ms)
 }
 
 uint64_t
+cal_fnv1a(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+uint64_t
 cal_rand64(void)
 {
     static _Thread_local uint64_t state;

@@ -28,6 +28,10 @@ void cal_sleep_ms(unsigned ms);
 /* Thread-safe fast PRNG (per-thread xorshift seeded from getrandom). */
 uint64_t cal_rand64(void);
 
+/* FNV-1a of len bytes: a hash for in-memory tables, not for anything an
+ * attacker chooses the keys of. */
+uint64_t cal_fnv1a(const void *data, size_t len);
+
 /* Copies src into dst[size], always NUL-terminates; returns src length. */
 size_t cal_strlcpy(char *dst, const char *src, size_t size);
 

@@ -698,6 +698,36 @@ START_TEST(unsent_invalidation_still_reads_own_write)
 }
 END_TEST
 
+/* A retry sends at most 256 keys of a bucket of the pending set at a time:
+ * after memcached was stopped, a bucket holding more failed keys than that
+ * must still be emptied once it answers again. */
+START_TEST(retry_empties_a_crowded_bucket)
+{
+    enum { N = 260 };
+    load_env();
+    struct avail *avail = make_avail(env.memcached_servers);
+    uint64_t ids[N];
+    char key[CACHEKEY_MAX];
+    uint64_t id = testenv_random48();
+    cachekey_listing(id, key);
+    size_t bucket = avail_pending_bucket(key, strlen(key)), n = 0;
+    for (; n < N; id++) { /* about 4096 ids per one of the bucket */
+        cachekey_listing(id, key);
+        if (avail_pending_bucket(key, strlen(key)) == bucket)
+            ids[n++] = id;
+    }
+    pid_t mc = memcached_pid();
+    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    for (size_t i = 0; i < N; i++)
+        avail_invalidate(avail, ids[i], 0, 0); /* the listing key only */
+    bool settled = avail_settle(avail, 300);
+    kill(mc, SIGCONT);
+    ck_assert_msg(!settled, "invalidations counted as done while memcached was stopped");
+    ck_assert_msg(avail_settle(avail, 3000), "failed keys left in the pending set");
+    avail_destroy(avail);
+}
+END_TEST
+
 struct stay_thread {
     uint64_t listing_id;
     int index;
@@ -946,6 +976,7 @@ main(void)
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, unsent_invalidation_still_reads_own_write);
     UNIT_CASE(s, fill_of_an_unsent_invalidation_is_dropped);
+    UNIT_CASE(s, retry_empties_a_crowded_bucket);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, search_matches_single_reads);
     UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
