@@ -32,6 +32,8 @@ struct invalidator {
     const char **keys;            /* the same keys, in first-seen order */
     size_t *keylens;
     uint64_t hinted, parsed; /* events decoded from the relay's hint / from JSON, this window */
+    uint64_t unassigned_since_us; /* monotonic: since when no partition is ours; 0 while some are */
+    uint64_t unassigned_warned_us; /* when that was last warned of */
 };
 
 struct invalidator *
@@ -58,6 +60,7 @@ invalidator_create(const struct invalidator_conf *conf, struct invstats *stats, 
     inv->keyset = cal_calloc(KEYSET_SLOTS, sizeof(*inv->keyset));
     inv->keys = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keys));
     inv->keylens = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keylens));
+    inv->unassigned_since_us = cal_mono_us();
     return inv;
 }
 
@@ -349,11 +352,37 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     }
 }
 
+/* No partition ours for three progress lines: [kafka] topics matches no
+ * topic (another topic_prefix on the relays, say), or the group has more
+ * members than partitions. Warned of then, and every 6 lines while it
+ * lasts: an invalidator that invalidates nothing looks healthy otherwise. */
+static void
+warn_unassigned(struct invalidator *inv, size_t npartitions)
+{
+    uint64_t now = cal_mono_us(), interval = (uint64_t)inv->conf.report_interval_ms * 1000;
+    if (npartitions > 0) {
+        inv->unassigned_since_us = 0;
+        return;
+    }
+    if (inv->unassigned_since_us == 0)
+        inv->unassigned_since_us = now;
+    if (now - inv->unassigned_since_us < 3 * interval ||
+        (inv->unassigned_warned_us != 0 && now - inv->unassigned_warned_us < 6 * interval))
+        return;
+    inv->unassigned_warned_us = now;
+    log_warn("no partitions assigned",
+             "for_s=%llu topics=\"%s\" group=%s hint=\"no topic matches [kafka] topics (the "
+             "relays' topic_prefix?), or other members of the group hold every partition\"",
+             (unsigned long long)((now - inv->unassigned_since_us) / 1000000),
+             inv->conf.kafka.topics, inv->conf.kafka.group_id);
+}
+
 /* The periodic progress line: window counters, latency percentiles, lag. */
 static void
 report(struct invalidator *inv)
 {
     size_t n = kconsumer_lag(inv->kc, inv->lags, MAX_LAG_PARTITIONS);
+    warn_unassigned(inv, n);
     invstats_set_lag(inv->stats, inv->lags, n);
     struct invstats_window win;
     invstats_take_window(inv->stats, &win);

@@ -27,6 +27,8 @@
 #include "common/cachekey.h"
 #include "common/date.h"
 #include "common/util.h"
+#include "cdc/invalidator.h"
+#include "cdc/invstats.h"
 #include "cdc/kconsumer.h"
 #include "tests/lib/kafka_produce.h"
 #include "tests/lib/testenv.h"
@@ -426,6 +428,66 @@ START_TEST(revoke_while_retry_handed_out)
     kconsumer_destroy(b);
     kconsumer_close(a, err, sizeof(err));
     kconsumer_destroy(a);
+}
+END_TEST
+
+struct run_arg {
+    struct invalidator *inv;
+    volatile sig_atomic_t stop;
+};
+
+static void *
+run_invalidator(void *arg)
+{
+    struct run_arg *r = arg;
+    invalidator_run(r->inv, &r->stop);
+    return NULL;
+}
+
+/* An invalidator whose topics match no topic (the relays on another
+ * topic_prefix) invalidates nothing and otherwise looks healthy: after three
+ * progress lines without a partition it must warn. Its log goes to a file. */
+START_TEST(no_partitions_is_warned)
+{
+    load_stack();
+    struct invalidator_conf conf = {
+        .retry_base_ms = 10, .retry_max_ms = 100, .report_interval_ms = 200};
+    conf.kafka.fetch_wait_max_ms = 10;
+    conf.kafka.metadata_refresh_ms = 1000;
+    conf.kafka.session_timeout_ms = 6000;
+    cal_strlcpy(conf.kafka.bootstrap_servers, stack.kafka, sizeof(conf.kafka.bootstrap_servers));
+    snprintf(conf.kafka.group_id, sizeof(conf.kafka.group_id), "nopart.%llu",
+             (unsigned long long)testenv_random48());
+    cal_strlcpy(conf.kafka.topics, "^calendar-matches-nothing\\..*$", sizeof(conf.kafka.topics));
+    cal_strlcpy(conf.cache.servers, stack.memcached, sizeof(conf.cache.servers));
+    char path[] = "/tmp/check_invalidator.XXXXXX", err[512];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    int saved = dup(2);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    struct invstats *stats = invstats_create();
+    struct run_arg r = {.inv = invalidator_create(&conf, stats, err, sizeof(err))};
+    bool created = r.inv != NULL;
+    pthread_t t;
+    if (created) {
+        ck_assert_int_eq(pthread_create(&t, NULL, run_invalidator, &r), 0);
+        cal_sleep_ms(1500); /* seven progress lines */
+        r.stop = 1;
+        pthread_join(t, NULL);
+        invalidator_destroy(r.inv);
+    }
+    invstats_destroy(stats);
+    dup2(saved, 2);
+    close(saved);
+    ck_assert_msg(created, "%s", err);
+    char log[65536];
+    ssize_t n = pread(fd, log, sizeof(log) - 1, 0);
+    close(fd);
+    unlink(path);
+    ck_assert_int_ge(n, 0);
+    log[n] = '\0';
+    ck_assert_msg(strstr(log, "msg=\"no partitions assigned\"") != NULL,
+                  "no warning in the invalidator's log:\n%s", log);
 }
 END_TEST
 
@@ -851,6 +913,10 @@ main(void)
     tc = tcase_create("a_gap_in_the_partition_is_told");
     tcase_set_timeout(tc, 150);
     tcase_add_test(tc, a_gap_in_the_partition_is_told);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("no_partitions_is_warned");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, no_partitions_is_warned);
     suite_add_tcase(s, tc);
     tc = tcase_create("stored_retry_is_freed");
     tcase_set_timeout(tc, 60);
