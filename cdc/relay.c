@@ -86,7 +86,8 @@ struct relay {
     /* acked is a real position: loaded from the checkpoint, or the shard's
      * own at the first connect. Until then nothing is written: an empty
      * position would read back as "from the shard's first GTID" (or fail
-     * once its binlogs were purged) instead of "from now". */
+     * once its binlogs were purged) instead of "from now". Guarded by cp_mu
+     * once the poller runs. */
     bool start_known;
     uint64_t written_ms;
     uint64_t written_txns;
@@ -792,13 +793,14 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
                 break; /* stopping: the clean stop below flushes (bounded) */
             failed = st != CAL_OK;
         }
+        char why[sizeof(r->fail_msg)];
         pthread_mutex_lock(&r->mu);
         failed = failed || r->delivery_failed;
         start = r->acked;
+        cal_strlcpy(why, r->fail_msg[0] ? r->fail_msg : err, sizeof(why));
         pthread_mutex_unlock(&r->mu);
         if (failed) {
-            log_warn("kafka delivery failed; recreating the producer", "error=\"%s\"",
-                     r->fail_msg[0] ? r->fail_msg : err);
+            log_warn("kafka delivery failed; recreating the producer", "error=\"%s\"", why);
             producer_stop(r);
         }
         drop_queue(r);
