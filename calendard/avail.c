@@ -58,7 +58,7 @@ struct avail {
     size_t retry_next;   /* the bucket the retry pass under way goes on from */
     bool held;           /* avail_hold_deletes(): the queue is not sent */
     bool stopping;
-    uint64_t warn_us, warn_skipped; /* the deleter's failure log, once a second */
+    uint64_t warn_us, warn_skipped; /* deleter thread only, unlocked: its log, once a second */
 };
 
 static struct cache *cache_borrow(struct avail *avail);
