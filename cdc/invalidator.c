@@ -203,12 +203,16 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
 {
     invstats_event(inv->stats, ev->table);
     uint64_t latency_ms = 0;
+    bool acted = ev->nkeys > 0 || ev->flush_all;
+    uint64_t now = cal_now_ms();
     if (ev->source_ts_ms >= 0) {
-        uint64_t now = cal_now_ms();
         latency_ms = now > (uint64_t)ev->source_ts_ms ? now - (uint64_t)ev->source_ts_ms : 0;
-        if (ev->nkeys > 0 || ev->flush_all)
+        if (acted)
             invstats_latency(inv->stats, latency_ms);
     }
+    if (msg->timestamp_ms > 0 && acted)
+        invstats_produce_latency(
+            inv->stats, now > (uint64_t)msg->timestamp_ms ? now - (uint64_t)msg->timestamp_ms : 0);
     int oi = op_index(ev->op);
     if (!inv->seen[ev->table][oi]) {
         inv->seen[ev->table][oi] = true;

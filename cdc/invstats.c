@@ -18,15 +18,21 @@ static const uint64_t bucket_ms[] = {1,   2,    5,    10,   25,    50,    100,  
 static const char *const error_names[INVSTATS_ERR_COUNT] = {"undecodable", "cache", "kafka",
                                                             "store", "gap"};
 
+/* A latency histogram, in bucket_ms buckets. */
+struct hist {
+    uint64_t buckets[NBUCKETS + 1];
+    uint64_t sum_ms;
+    uint64_t count;
+};
+
 struct invstats {
     pthread_mutex_t lock;
     uint64_t events[INVALIDATE_TABLE_COUNT];
     uint64_t invalidations;
     uint64_t flushes;
     uint64_t errors[INVSTATS_ERR_COUNT];
-    uint64_t buckets[NBUCKETS + 1];
-    uint64_t latency_sum_ms;
-    uint64_t latency_count;
+    struct hist commit;  /* from source.ts_ms (whole seconds in MariaDB's binlog) */
+    struct hist produce; /* from the Kafka message's timestamp (ms) */
     struct kconsumer_lag *lags;
     size_t nlags;
     /* the current window */
@@ -90,8 +96,9 @@ invstats_error(struct invstats *stats, enum invstats_error kind)
     pthread_mutex_unlock(&stats->lock);
 }
 
-void
-invstats_latency(struct invstats *stats, uint64_t latency_ms)
+/* Counts latency_ms in h (needs the lock). */
+static void
+hist_add(struct hist *h, uint64_t latency_ms)
 {
     size_t b = NBUCKETS;
     for (size_t i = 0; i < NBUCKETS; i++) {
@@ -100,10 +107,24 @@ invstats_latency(struct invstats *stats, uint64_t latency_ms)
             break;
         }
     }
+    h->buckets[b]++;
+    h->sum_ms += latency_ms;
+    h->count++;
+}
+
+void
+invstats_produce_latency(struct invstats *stats, uint64_t latency_ms)
+{
     pthread_mutex_lock(&stats->lock);
-    stats->buckets[b]++;
-    stats->latency_sum_ms += latency_ms;
-    stats->latency_count++;
+    hist_add(&stats->produce, latency_ms);
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_latency(struct invstats *stats, uint64_t latency_ms)
+{
+    pthread_mutex_lock(&stats->lock);
+    hist_add(&stats->commit, latency_ms);
     stats->win_seen++;
     if (stats->nwin < WINDOW_CAP) {
         stats->win[stats->nwin++] = latency_ms;
@@ -178,6 +199,23 @@ put_label(FILE *f, const char *s)
     }
 }
 
+/* One histogram in the Prometheus text format. */
+static void
+put_hist(FILE *f, const char *name, const char *help, const struct hist *h)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        cum += h->buckets[i];
+        fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bucket_ms[i] / 1000.0,
+                (unsigned long long)cum);
+    }
+    cum += h->buckets[NBUCKETS];
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.3f\n%s_count %llu\n", name,
+            (unsigned long long)cum, name, (double)h->sum_ms / 1000.0, name,
+            (unsigned long long)h->count);
+}
+
 char *
 invstats_render(struct invstats *stats, size_t *len)
 {
@@ -220,23 +258,14 @@ invstats_render(struct invstats *stats, size_t *len)
         fprintf(f, "\",partition=\"%d\"} %lld\n", (int)stats->lags[i].partition,
                 (long long)stats->lags[i].lag);
     }
-    fputs("# HELP calendar_invalidator_commit_to_invalidation_seconds Time from the database "
-          "commit (source.ts_ms) to the cache keys being deleted.\n"
-          "# TYPE calendar_invalidator_commit_to_invalidation_seconds histogram\n",
-          f);
-    uint64_t cum = 0;
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        cum += stats->buckets[i];
-        fprintf(f, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"%g\"} %llu\n",
-                (double)bucket_ms[i] / 1000.0, (unsigned long long)cum);
-    }
-    cum += stats->buckets[NBUCKETS];
-    fprintf(f,
-            "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"+Inf\"} %llu\n"
-            "calendar_invalidator_commit_to_invalidation_seconds_sum %.3f\n"
-            "calendar_invalidator_commit_to_invalidation_seconds_count %llu\n",
-            (unsigned long long)cum, (double)stats->latency_sum_ms / 1000.0,
-            (unsigned long long)stats->latency_count);
+    put_hist(f, "calendar_invalidator_commit_to_invalidation_seconds",
+             "Time from the database commit (source.ts_ms, which MariaDB's binlog gives in whole "
+             "seconds: up to 1 s early) to the cache keys being deleted.",
+             &stats->commit);
+    put_hist(f, "calendar_invalidator_produce_to_invalidation_seconds",
+             "Time from the change's Kafka timestamp (when the relay produced it, milliseconds "
+             "after the commit) to the cache keys being deleted.",
+             &stats->produce);
     pthread_mutex_unlock(&stats->lock);
     fclose(f);
     *len = size;

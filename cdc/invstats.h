@@ -1,6 +1,7 @@
 /* The invalidator's counters, per-partition consumer lag and
  * commit-to-invalidation latency (a histogram for Prometheus, a window of
- * samples for the periodic log line's p50/p99). Thread-safe: the consumer
+ * samples for the periodic log line's p50/p99), and produce-to-invalidation
+ * latency (a histogram). Thread-safe: the consumer
  * loop records, the metrics endpoint renders. */
 #ifndef CAL_INVSTATS_H
 #define CAL_INVSTATS_H
@@ -31,6 +32,9 @@ void invstats_flush(struct invstats *stats);
 void invstats_error(struct invstats *stats, enum invstats_error kind);
 /* now - source.ts_ms of an event whose keys were deleted. */
 void invstats_latency(struct invstats *stats, uint64_t latency_ms);
+/* now - the Kafka timestamp of the same (ms; the relay sets it as it
+ * produces): only the produce_to_invalidation histogram. */
+void invstats_produce_latency(struct invstats *stats, uint64_t latency_ms);
 /* Replaces the lag table with the current assignment. */
 void invstats_set_lag(struct invstats *stats, const struct kconsumer_lag *lags, size_t n);
 

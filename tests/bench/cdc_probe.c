@@ -15,7 +15,7 @@
 
 #define POLL_US 200 /* memcached polls this often: 0.2 ms resolution, negligible load */
 #define HIST_MAX 32
-#define HIST_NAME "calendar_invalidator_commit_to_invalidation_seconds_bucket{"
+#define HIST_NAME "calendar_invalidator_produce_to_invalidation_seconds_bucket{"
 
 static const char SQL_WRITE_NIGHT[] =
     "INSERT INTO nights (listing_id, night, status, version, vbucket)"

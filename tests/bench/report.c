@@ -450,7 +450,7 @@ report_cdc(const json_t *runs, FILE *out)
         if (c + 1 == nconc && pl.nh50 > 0)
             fprintf(out,
                     "cdc c=%-3g invalidator's own histogram: p50 %.1f ms, p99 %.1f ms (from "
-                    "source.ts_ms, which MariaDB's binlog stamps in whole seconds)\n",
+                    "the relay's produce to the delete: the pipeline after the binlog read)\n",
                     conc[c], g50.med, g99.med);
     }
     free(pl.v);

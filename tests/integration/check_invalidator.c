@@ -30,6 +30,7 @@
 #include "cdc/invalidator.h"
 #include "cdc/invstats.h"
 #include "cdc/kconsumer.h"
+#include "tests/lib/http.h"
 #include "tests/lib/kafka_produce.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
@@ -584,12 +585,38 @@ END_TEST
 
 /* A relay-format nights update across a month boundary deletes both month
  * keys and the listing key, and nothing else of that listing. */
+/* The count of the invalidator's produce-to-invalidation histogram, from
+ * its /metrics (INVALIDATOR_METRICS_URL of the stack env). */
+static long long
+produce_latency_count(void)
+{
+    const char *path = getenv("STACK_ENV");
+    char url[256];
+    ck_assert_msg(env_value(path && path[0] ? path : "var/stack.env", "INVALIDATOR_METRICS_URL",
+                            url, sizeof(url)) &&
+                      url[0] != '\0',
+                  "the stack env has no INVALIDATOR_METRICS_URL");
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    char err[256];
+    ck_assert_msg(http_request(h, "GET", url, NULL, NULL, 0, 5000, &r, err, sizeof(err)) == CAL_OK,
+                  "%s: %s", url, err);
+    const char *name = "\ncalendar_invalidator_produce_to_invalidation_seconds_count ";
+    const char *at = r.body != NULL ? strstr(r.body, name) : NULL;
+    ck_assert_msg(at != NULL, "%s has no produce-to-invalidation histogram", url);
+    long long n = strtoll(at + strlen(name), NULL, 10);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+    return n;
+}
+
 START_TEST(relay_event_deletes_its_keys)
 {
     load_stack();
     assert_invalidator_running();
     struct cache *c = make_cache();
     struct kafka_produce *kp = make_producer();
+    long long counted = produce_latency_count();
     uint64_t id = testenv_random48();
     int32_t before = date_from_ymd(2031, 1, 31), after = date_from_ymd(2031, 2, 1);
     int32_t other = date_from_ymd(2031, 5, 10);
@@ -625,6 +652,11 @@ START_TEST(relay_event_deletes_its_keys)
     printf("invalidator: first event applied after topic discovery; produce-to-delete of the "
            "next one %.1f ms (incl. ack)\n",
            (double)(cal_mono_us() - t0) / 1000.0);
+    /* Both events had a Kafka timestamp: the histogram counted them (it is
+     * counted just after the deletes, so give it a moment). */
+    for (int i = 0; i < 50 && produce_latency_count() < counted + 2; i++)
+        cal_sleep_ms(20);
+    ck_assert_int_ge(produce_latency_count(), counted + 2);
     kafka_produce_destroy(kp);
     cache_destroy(c);
 }

@@ -7,6 +7,13 @@
 #include "cdc/invstats.h"
 #include "tests/lib/unit.h"
 
+/* text has line (a whole exposition line, with its newline). */
+static void
+assert_has(const char *text, const char *line)
+{
+    ck_assert_msg(strstr(text, line) != NULL, "missing from the exposition: %s", line);
+}
+
 START_TEST(window_percentiles_and_reset)
 {
     struct invstats *stats = invstats_create();
@@ -65,30 +72,36 @@ START_TEST(render_prometheus)
     size_t len = 0;
     char *text = invstats_render(stats, &len);
     ck_assert_uint_eq(len, strlen(text));
-    ck_assert_ptr_nonnull(strstr(text, "calendar_invalidator_events_total{table=\"nights\"} 2\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_events_total{table=\"listings\"} 1\n"));
-    ck_assert_ptr_nonnull(strstr(text, "calendar_invalidator_invalidations_total 5\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_errors_total{kind=\"undecodable\"} 1\n"));
-    ck_assert_ptr_nonnull(strstr(
+    assert_has(text, "calendar_invalidator_events_total{table=\"nights\"} 2\n");
+    assert_has(text, "calendar_invalidator_events_total{table=\"listings\"} 1\n");
+    assert_has(text, "calendar_invalidator_invalidations_total 5\n");
+    assert_has(text, "calendar_invalidator_errors_total{kind=\"undecodable\"} 1\n");
+    assert_has(
         text,
-        "calendar_invalidator_lag_messages{topic=\"calendar.s0.nights\",partition=\"3\"} 42\n"));
+        "calendar_invalidator_lag_messages{topic=\"calendar.s0.nights\",partition=\"3\"} 42\n");
     ck_assert_ptr_null(strstr(text, "bad")); /* unknown lag is not exported */
-    ck_assert_ptr_nonnull(strstr(
-        text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"0.002\"} 0\n"));
-    ck_assert_ptr_nonnull(strstr(
-        text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"0.005\"} 1\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"2.5\"} 2\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"60\"} 2\n"));
-    ck_assert_ptr_nonnull(strstr(
-        text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"+Inf\"} 3\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_commit_to_invalidation_seconds_count 3\n"));
-    ck_assert_ptr_nonnull(
-        strstr(text, "calendar_invalidator_commit_to_invalidation_seconds_sum 101.502\n"));
+    assert_has(text,
+               "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"0.002\"} 0\n");
+    assert_has(text,
+               "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"0.005\"} 1\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"2.5\"} 2\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"60\"} 2\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_bucket{le=\"+Inf\"} 3\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_count 3\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_sum 101.502\n");
+    free(text);
+    /* The produce histogram counts apart from the commit one (and the window). */
+    invstats_produce_latency(stats, 7); /* <= 10 ms */
+    text = invstats_render(stats, &len);
+    assert_has(text,
+               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.005\"} 0\n");
+    assert_has(text,
+               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.01\"} 1\n");
+    assert_has(text, "calendar_invalidator_produce_to_invalidation_seconds_count 1\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_count 3\n");
+    struct invstats_window win;
+    invstats_take_window(stats, &win);
+    ck_assert_uint_eq(win.samples, 3);
     free(text);
     invstats_destroy(stats);
 }
@@ -101,7 +114,7 @@ START_TEST(label_values_escaped)
     invstats_set_lag(stats, &lag, 1);
     size_t len;
     char *text = invstats_render(stats, &len);
-    ck_assert_ptr_nonnull(strstr(text, "{topic=\"a\\\"b\\\\c\",partition=\"1\"} 0\n"));
+    assert_has(text, "{topic=\"a\\\"b\\\\c\",partition=\"1\"} 0\n");
     free(text);
     invstats_destroy(stats);
 }
