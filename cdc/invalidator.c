@@ -202,17 +202,14 @@ static void
 account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalidate_event *ev)
 {
     invstats_event(inv->stats, ev->table);
-    uint64_t latency_ms = 0;
-    bool acted = ev->nkeys > 0 || ev->flush_all;
-    uint64_t now = cal_now_ms();
-    if (ev->source_ts_ms >= 0) {
-        latency_ms = now > (uint64_t)ev->source_ts_ms ? now - (uint64_t)ev->source_ts_ms : 0;
-        if (acted)
-            invstats_latency(inv->stats, latency_ms);
-    }
-    if (msg->timestamp_ms > 0 && acted)
-        invstats_produce_latency(
-            inv->stats, now > (uint64_t)msg->timestamp_ms ? now - (uint64_t)msg->timestamp_ms : 0);
+    int64_t now = (int64_t)cal_now_ms(), commit_ms = -1, produce_ms = -1;
+    if (ev->source_ts_ms >= 0)
+        commit_ms = now > ev->source_ts_ms ? now - ev->source_ts_ms : 0;
+    if (msg->timestamp_ms > 0)
+        produce_ms = now > msg->timestamp_ms ? now - msg->timestamp_ms : 0;
+    if (ev->nkeys > 0 || ev->flush_all)
+        invstats_latency(inv->stats, commit_ms, produce_ms);
+    long long latency_ms = produce_ms >= 0 ? produce_ms : commit_ms;
     int oi = op_index(ev->op);
     if (!inv->seen[ev->table][oi]) {
         inv->seen[ev->table][oi] = true;
@@ -222,9 +219,9 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
                  invalidate_table_name(ev->table), ev->op != 0 ? ev->op : '-', ev->nkeys,
                  msg->topic, (int)msg->partition, (long long)msg->offset);
     }
-    log_debug("event", "table=%s op=%c keys=%zu topic=%s partition=%d offset=%lld latency_ms=%llu",
+    log_debug("event", "table=%s op=%c keys=%zu topic=%s partition=%d offset=%lld latency_ms=%lld",
               invalidate_table_name(ev->table), ev->op != 0 ? ev->op : '-', ev->nkeys, msg->topic,
-              (int)msg->partition, (long long)msg->offset, (unsigned long long)latency_ms);
+              (int)msg->partition, (long long)msg->offset, latency_ms);
     store(inv, msg);
 }
 

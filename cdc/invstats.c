@@ -113,25 +113,24 @@ hist_add(struct hist *h, uint64_t latency_ms)
 }
 
 void
-invstats_produce_latency(struct invstats *stats, uint64_t latency_ms)
+invstats_latency(struct invstats *stats, int64_t commit_ms, int64_t produce_ms)
 {
     pthread_mutex_lock(&stats->lock);
-    hist_add(&stats->produce, latency_ms);
-    pthread_mutex_unlock(&stats->lock);
-}
-
-void
-invstats_latency(struct invstats *stats, uint64_t latency_ms)
-{
-    pthread_mutex_lock(&stats->lock);
-    hist_add(&stats->commit, latency_ms);
-    stats->win_seen++;
-    if (stats->nwin < WINDOW_CAP) {
-        stats->win[stats->nwin++] = latency_ms;
-    } else {
-        uint64_t j = cal_rand64() % stats->win_seen;
-        if (j < WINDOW_CAP)
-            stats->win[j] = latency_ms;
+    if (commit_ms >= 0)
+        hist_add(&stats->commit, (uint64_t)commit_ms);
+    if (produce_ms >= 0)
+        hist_add(&stats->produce, (uint64_t)produce_ms);
+    /* The window (the progress line's p50/p99): the finer of the two. */
+    int64_t ms = produce_ms >= 0 ? produce_ms : commit_ms;
+    if (ms >= 0) {
+        stats->win_seen++;
+        if (stats->nwin < WINDOW_CAP) {
+            stats->win[stats->nwin++] = (uint64_t)ms;
+        } else {
+            uint64_t j = cal_rand64() % stats->win_seen;
+            if (j < WINDOW_CAP)
+                stats->win[j] = (uint64_t)ms;
+        }
     }
     pthread_mutex_unlock(&stats->lock);
 }

@@ -1,7 +1,7 @@
 /* The invalidator's counters, per-partition consumer lag and
  * commit-to-invalidation latency (a histogram for Prometheus, a window of
  * samples for the periodic log line's p50/p99), and produce-to-invalidation
- * latency (a histogram). Thread-safe: the consumer
+ * latency (a histogram, and the window when known). Thread-safe: the consumer
  * loop records, the metrics endpoint renders. */
 #ifndef CAL_INVSTATS_H
 #define CAL_INVSTATS_H
@@ -30,11 +30,11 @@ void invstats_event(struct invstats *stats, enum invalidate_table table);
 void invstats_invalidations(struct invstats *stats, size_t nkeys);
 void invstats_flush(struct invstats *stats);
 void invstats_error(struct invstats *stats, enum invstats_error kind);
-/* now - source.ts_ms of an event whose keys were deleted. */
-void invstats_latency(struct invstats *stats, uint64_t latency_ms);
-/* now - the Kafka timestamp of the same (ms; the relay sets it as it
- * produces): only the produce_to_invalidation histogram. */
-void invstats_produce_latency(struct invstats *stats, uint64_t latency_ms);
+/* An event whose keys were deleted: now - its source.ts_ms (whole seconds
+ * in MariaDB's binlog) and now - its Kafka timestamp (ms; the relay sets it
+ * as it produces), each -1 when the event has none. Each goes to its
+ * histogram; the window takes the Kafka one when there is one. */
+void invstats_latency(struct invstats *stats, int64_t commit_ms, int64_t produce_ms);
 /* Replaces the lag table with the current assignment. */
 void invstats_set_lag(struct invstats *stats, const struct kconsumer_lag *lags, size_t n);
 
