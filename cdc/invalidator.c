@@ -12,6 +12,7 @@
 
 #define MAX_LAG_PARTITIONS 1024
 #define LOG_LAG_PARTITIONS 16 /* listed in the progress line; the rest only counted */
+#define UNASSIGNED_WARN_MIN_S 10
 #define POLL_MS 100
 #define BATCH_MAX 256                                      /* messages acted on together */
 #define KEYSET_SLOTS (4 * BATCH_MAX * INVALIDATE_MAX_KEYS) /* power of two, load <= 1/4 */
@@ -353,29 +354,34 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     }
 }
 
-/* No partition ours for three progress lines: [kafka] topics matches no
- * topic (another topic_prefix on the relays, say), or the group has more
- * members than partitions. Warned of then, and every 6 lines while it
- * lasts: an invalidator that invalidates nothing looks healthy otherwise. */
+/* No partition ours for three progress lines, and at least
+ * UNASSIGNED_WARN_MIN_S (a group's first join can take seconds): [kafka]
+ * topics matches no topic (another topic_prefix on the relays, say), or the
+ * group has more members than partitions. Warned of then, and every 6
+ * lines while it lasts: an invalidator that invalidates nothing looks
+ * healthy otherwise. */
 static void
 warn_unassigned(struct invalidator *inv, size_t npartitions)
 {
     uint64_t now = cal_mono_us(), interval = (uint64_t)inv->conf.report_interval_ms * 1000;
     if (npartitions > 0) {
-        inv->unassigned_since_us = 0;
+        inv->unassigned_since_us = inv->unassigned_warned_us = 0;
         return;
     }
     if (inv->unassigned_since_us == 0)
         inv->unassigned_since_us = now;
-    if (now - inv->unassigned_since_us < 3 * interval ||
+    uint64_t quiet = 3 * interval > UNASSIGNED_WARN_MIN_S * 1000000ULL
+                         ? 3 * interval
+                         : UNASSIGNED_WARN_MIN_S * 1000000ULL;
+    if (now - inv->unassigned_since_us < quiet ||
         (inv->unassigned_warned_us != 0 && now - inv->unassigned_warned_us < 6 * interval))
         return;
     inv->unassigned_warned_us = now;
     log_warn("no partitions assigned",
-             "for_s=%llu topics=\"%s\" group=%s hint=\"no topic matches [kafka] topics (the "
-             "relays' topic_prefix?), or other members of the group hold every partition\"",
+             "for_s=%llu joined=%d topics=\"%s\" group=%s hint=\"no topic matches [kafka] topics "
+             "(the relays' topic_prefix?), or other members of the group hold every partition\"",
              (unsigned long long)((now - inv->unassigned_since_us) / 1000000),
-             inv->conf.kafka.topics, inv->conf.kafka.group_id);
+             kconsumer_joined(inv->kc) ? 1 : 0, inv->conf.kafka.topics, inv->conf.kafka.group_id);
 }
 
 /* The periodic progress line: window counters, latency percentiles, lag. */
