@@ -148,18 +148,22 @@ pending_has(struct avail *avail, const char *key, size_t len)
     return found;
 }
 
-/* Sets out[i] for every item i (of nk keys in ci) with a key waiting for
- * its delete, under one take of the lock. */
+/* Marks in *out (allocated on first need, n entries) every item i (of nk
+ * keys in ci) with a key waiting for its delete, under one take of the
+ * lock. Nothing pending, the usual case: no lock, no allocation. */
 static void
-pending_items(struct avail *avail, const struct cache_item *ci, size_t n, size_t nk, bool *out)
+pending_items(struct avail *avail, const struct cache_item *ci, size_t n, size_t nk, bool **out)
 {
     if (atomic_load(&avail->npending) == 0)
         return;
+    if (*out == NULL)
+        *out = cal_calloc(n, sizeof(**out));
+    bool *o = *out;
     pthread_mutex_lock(&avail->pending_lock);
     for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < nk && !out[i]; k++)
-            out[i] = avail->overflow ||
-                     pending_find(avail, ci[i * nk + k].key, ci[i * nk + k].keylen) != NULL;
+        for (size_t k = 0; k < nk && !o[i]; k++)
+            o[i] = avail->overflow ||
+                   pending_find(avail, ci[i * nk + k].key, ci[i * nk + k].keylen) != NULL;
     pthread_mutex_unlock(&avail->pending_lock);
 }
 
@@ -633,17 +637,17 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
      * than this daemon's own write: read the shard, fill nothing. Asked
      * before the get as well as after: a retried delete that lands between
      * the get and the question would otherwise pass the old value. */
-    bool *bypass = cal_calloc(n, sizeof(*bypass));
-    pending_items(avail, ci, n, nk, bypass);
+    bool *bypass = NULL;
+    pending_items(avail, ci, n, nk, &bypass);
     if (cache_get_multi(c, ci, n * nk, err, sizeof(err)) != CAL_OK) {
         metrics_cache(CACHE_ERROR, 1);
         goto out; /* every item is a miss without leases: the shards answer */
     }
-    pending_items(avail, ci, n, nk, bypass);
+    pending_items(avail, ci, n, nk, &bypass);
     unsigned hits = 0, misses = 0;
     for (size_t i = 0; i < n; i++) {
         struct cache_item *row = ci + i * nk;
-        if (bypass[i]) {
+        if (bypass != NULL && bypass[i]) {
             misses += (unsigned)nk;
             continue;
         }
