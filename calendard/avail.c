@@ -192,6 +192,8 @@ struct send_batch {
     uint64_t gen[PENDING_SEND_BATCH];
     size_t len[PENDING_SEND_BATCH];
     const char *name[PENDING_SEND_BATCH];
+    bool done[PENDING_SEND_BATCH]; /* its delete was confirmed */
+    size_t ndone;
     char key[PENDING_SEND_BATCH][CACHEKEY_MAX];
 };
 
@@ -221,28 +223,39 @@ warn_due(struct avail *avail, uint64_t *failures)
     return true;
 }
 
-/* Deletes b's keys in one pipelined round trip; true if memcached took
- * them all. A failure is logged at most once a second. */
+/* Deletes b's keys in one pipelined round trip, b->done telling those
+ * confirmed; true if all were (with several servers, one that fails costs
+ * only its own keys). A failure is logged at most once a second. */
 static bool
 send_batch(struct avail *avail, struct send_batch *b)
 {
     char err[256] = "no cache handle";
     struct cache *c = cache_borrow(avail);
-    bool ok = c != NULL && cache_delete_many(c, b->name, b->len, b->n, err, sizeof(err)) == CAL_OK;
-    if (c != NULL)
+    bool ok = false;
+    if (c != NULL) {
+        ok = cache_delete_many(c, b->name, b->len, b->n, b->done, err, sizeof(err)) == CAL_OK;
         cache_return(avail, c);
-    if (ok) {
-        metrics_cache(CACHE_INVALIDATION, (unsigned)b->n);
-        return true;
+    } else {
+        memset(b->done, 0, b->n * sizeof(*b->done));
     }
+    b->ndone = 0;
+    for (size_t i = 0; i < b->n; i++)
+        b->ndone += b->done[i];
+    if (b->ndone > 0)
+        metrics_cache(CACHE_INVALIDATION, (unsigned)b->ndone);
+    if (ok)
+        return true;
     /* Retried every PENDING_RETRY_MS (and deleted by the CDC invalidator
      * too); until then this daemon reads the keys from the shard. */
     metrics_cache(CACHE_ERROR, 1);
     uint64_t failures;
+    size_t first = 0;
+    while (first + 1 < b->n && b->done[first])
+        first++;
     if (warn_due(avail, &failures))
         log_warn("cache invalidation failed, retrying",
-                 "keys=%zu key=%.*s failures=%llu error=\"%s\"", b->n, (int)b->len[0], b->name[0],
-                 (unsigned long long)failures, err);
+                 "keys=%zu confirmed=%zu key=%.*s failures=%llu error=\"%s\"", b->n - b->ndone,
+                 b->ndone, (int)b->len[first], b->name[first], (unsigned long long)failures, err);
     return false;
 }
 
@@ -264,8 +277,9 @@ send_queued(struct avail *avail, struct send_batch *b)
     pthread_mutex_unlock(&avail->pending_lock);
     bool ok = send_batch(avail, b);
     pthread_mutex_lock(&avail->pending_lock);
-    for (size_t i = 0; ok && i < b->n; i++)
-        pending_done(avail, b->p[i], b->gen[i]);
+    for (size_t i = 0; i < b->n; i++)
+        if (b->done[i])
+            pending_done(avail, b->p[i], b->gen[i]);
     if (!ok) {
         avail->failed = true;
         avail->fails++;
@@ -304,11 +318,13 @@ flush_after_overflow(struct avail *avail)
  * no lock held over a network call: readers on the event loops check the
  * set meanwhile. A key written again since stays, queued. A pass begins
  * with the flush after an overflow, then goes over every bucket. A call
- * returns (needs pending_lock, drops it meanwhile) when memcached fails
- * again, and the next pass starts over; or after a batch when deletes are
- * queued or the daemon stops, and the next call goes on from there. failed
- * is cleared by a whole pass with no failure since it began. Returns false
- * if memcached failed. */
+ * returns (needs pending_lock, drops it meanwhile) after a batch that
+ * confirmed none of its keys (memcached down, or the one server of them
+ * that is), or after a batch when deletes are queued or the daemon stops;
+ * the next call goes on from the next bucket. failed is cleared by a whole
+ * pass with no failure since it began. Returns false if memcached failed
+ * (in the batch just sent, or anywhere in the pass that just ended): the
+ * deleter waits before the next call. */
 static bool
 pending_retry(struct avail *avail, struct send_batch *b)
 {
@@ -332,29 +348,36 @@ pending_retry(struct avail *avail, struct send_batch *b)
         pthread_mutex_unlock(&avail->pending_lock);
         bool ok = send_batch(avail, b);
         pthread_mutex_lock(&avail->pending_lock);
+        for (size_t i = 0; i < b->n; i++)
+            if (b->done[i])
+                pending_done(avail, b->p[i], b->gen[i]);
+        pending_count(avail);
         if (!ok) {
-            /* The next pass starts over: the buckets before are empty
-             * of failed keys but for those failed since, which it needs. */
-            avail->retry_next = 0;
+            /* On with the next bucket (this one's failed keys would come
+             * first again): with several servers, the keys of one that
+             * fails must not hold up the others'. The pass ends failed,
+             * and the next one waits. */
             avail->failed = true;
             avail->fails++;
-            return false;
-        }
-        for (size_t i = 0; i < b->n; i++)
-            pending_done(avail, b->p[i], b->gen[i]);
-        pending_count(avail);
-        /* A full batch may have left more of the bucket: take it again
-         * (what was sent is gone, or queued again and skipped). */
-        if (b->n < PENDING_SEND_BATCH)
             k++;
+            if (b->ndone == 0) { /* maybe nothing reachable: wait, then on from here */
+                avail->retry_next = k;
+                return false;
+            }
+        } else if (b->n < PENDING_SEND_BATCH) {
+            /* A full batch may have left more of the bucket: take it again
+             * (what was sent is gone, or queued again and skipped). */
+            k++;
+        }
         if (avail->stopping || (avail->qhead != NULL && !avail->held)) {
             avail->retry_next = k;
             return true; /* the queue first, then on from here */
         }
     }
     avail->retry_next = 0;
-    if (avail->fails == avail->pass_fails)
-        avail->failed = false;
+    if (avail->fails != avail->pass_fails)
+        return false;
+    avail->failed = false;
     return true;
 }
 
@@ -467,6 +490,12 @@ avail_settle(struct avail *avail, unsigned timeout_ms)
         cal_sleep_ms(1);
     }
     return true;
+}
+
+size_t
+avail_pending_keys(struct avail *avail)
+{
+    return atomic_load(&avail->npending);
 }
 
 void
@@ -588,7 +617,7 @@ drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts,
     if (nbad == 0)
         return;
     char err[256];
-    if (cache_delete_many(c, names, lens, nbad, err, sizeof(err)) != CAL_OK) {
+    if (cache_delete_many(c, names, lens, nbad, NULL, err, sizeof(err)) != CAL_OK) {
         metrics_cache(CACHE_ERROR, 1);
         return;
     }

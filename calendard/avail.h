@@ -76,6 +76,10 @@ void avail_invalidate_many(struct avail *avail, const struct avail_stay *stays, 
  * false after timeout_ms. For tests. */
 bool avail_settle(struct avail *avail, unsigned timeout_ms);
 
+/* For tests: the keys whose delete is not confirmed yet (one more while an
+ * overflow's flush is due). */
+size_t avail_pending_keys(struct avail *avail);
+
 /* For tests: the bucket of the pending set that key falls in. */
 size_t avail_pending_bucket(const char *key, size_t len);
 

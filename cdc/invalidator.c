@@ -316,7 +316,7 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     if (st == CAL_OK && flush)
         invstats_flush(inv->stats);
     if (st == CAL_OK)
-        st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys, err, sizeof(err));
+        st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys, NULL, err, sizeof(err));
     if (st != CAL_OK) {
         /* One by one, until one fails: memcached is still failing then, and
          * the rest wait for the same retry rather than each paying its own

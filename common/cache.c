@@ -297,36 +297,55 @@ cache_delete(struct cache *cache, const char *key, size_t keylen, char *err, siz
 
 cal_status
 cache_delete_many(struct cache *cache, const char *const *keys, const size_t *keylens, size_t n,
-                  char *err, size_t errlen)
+                  bool *done, char *err, size_t errlen)
 {
+    if (done != NULL)
+        memset(done, 0, n * sizeof(*done));
     if (n == 0)
         return CAL_OK;
-    if (n == 1)
-        return cache_delete(cache, keys[0], keylens[0], err, errlen);
+    if (n == 1) {
+        cal_status st = cache_delete(cache, keys[0], keylens[0], err, errlen);
+        if (done != NULL)
+            done[0] = st == CAL_OK;
+        return st;
+    }
     /* The deletes are buffered, without replies; then one get per server
      * that has some (of its last key) writes them all and waits for its
      * answer. A server answers a connection's requests in order, so that
-     * answer means it executed every delete written before it. */
+     * answer means it executed every delete written before it. A server
+     * that fails costs only its own keys: the others' are still confirmed. */
     memcached_st *mc = cache->bulk;
     uint32_t nservers = memcached_server_count(mc);
-    uint32_t stack_last[8], *last = nservers <= 8 ? stack_last : cal_malloc(nservers * 4);
-    for (uint32_t s = 0; s < nservers; s++)
+    uint32_t *server = cal_malloc(n * sizeof(*server));
+    uint32_t *last = cal_malloc((nservers + 1) * sizeof(*last));
+    memcached_return_t *failed = cal_malloc((nservers + 1) * sizeof(*failed));
+    for (uint32_t s = 0; s <= nservers; s++) {
         last[s] = UINT32_MAX;
-    memcached_return_t rc = MEMCACHED_SUCCESS;
+        failed[s] = MEMCACHED_SUCCESS;
+    }
+    memcached_return_t first_error = MEMCACHED_SUCCESS;
+    uint32_t nfailed = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t s = memcached_generate_hash(mc, keys[i], keylens[i]);
-        if (s < nservers)
+        server[i] = s = s < nservers ? s : nservers; /* nservers: no server */
+        if (failed[s] != MEMCACHED_SUCCESS)
+            continue;
+        memcached_return_t rc = memcached_delete(mc, keys[i], keylens[i], 0);
+        if (rc == MEMCACHED_BUFFERED || rc == MEMCACHED_SUCCESS) {
             last[s] = (uint32_t)i;
-        rc = memcached_delete(mc, keys[i], keylens[i], 0);
-        if (rc != MEMCACHED_BUFFERED && rc != MEMCACHED_SUCCESS)
-            break;
-        rc = MEMCACHED_SUCCESS;
+            continue;
+        }
+        failed[s] = rc;
+        nfailed++;
+        if (first_error == MEMCACHED_SUCCESS)
+            first_error = rc;
     }
-    for (uint32_t s = 0; s < nservers && rc == MEMCACHED_SUCCESS; s++) {
-        if (last[s] == UINT32_MAX)
+    for (uint32_t s = 0; s < nservers; s++) {
+        if (last[s] == UINT32_MAX || failed[s] != MEMCACHED_SUCCESS)
             continue;
         size_t vlen;
         uint32_t flags;
+        memcached_return_t rc;
         char *v = memcached_get(mc, keys[last[s]], keylens[last[s]], &vlen, &flags, &rc);
         free(v);
         if (rc == MEMCACHED_NOTFOUND) {
@@ -337,14 +356,26 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
             rc = last_rc == MEMCACHED_SUCCESS || last_rc == MEMCACHED_NOTFOUND ? MEMCACHED_SUCCESS
                                                                                : last_rc;
         }
+        if (rc != MEMCACHED_SUCCESS) {
+            failed[s] = rc;
+            nfailed++;
+            if (first_error == MEMCACHED_SUCCESS)
+                first_error = rc;
+        }
     }
-    if (last != stack_last)
-        free(last);
-    if (rc == MEMCACHED_SUCCESS)
+    if (done != NULL)
+        for (size_t i = 0; i < n; i++)
+            done[i] = failed[server[i]] == MEMCACHED_SUCCESS && server[i] < nservers;
+    free(server);
+    free(last);
+    free(failed);
+    if (nfailed == 0)
         return CAL_OK;
-    /* Whatever was left buffered goes with the connections. */
+    /* Whatever was left buffered for a failed server goes with the
+     * connections (every other server's was confirmed). */
     memcached_quit(mc);
-    snprintf(err, errlen, "memcached: %s", memcached_strerror(mc, rc));
+    snprintf(err, errlen, "memcached: %s (%u of %u servers)", memcached_strerror(mc, first_error),
+             nfailed, nservers);
     return CAL_EUNAVAIL;
 }
 

@@ -62,11 +62,12 @@ cal_status cache_delete(struct cache *cache, const char *key, size_t keylen, cha
                         size_t errlen);
 /* The deletes of n keys in one pipeline: CAL_OK once every server executed
  * them all (one round trip per server instead of one per key: the last
- * delete of each server waits for its answer, which comes after the others');
- * on an error some may have been executed, none is known to be (retry them
- * all). */
+ * delete of each server waits for its answer, which comes after the others').
+ * On an error, done (n flags, may be NULL) tells the keys whose server
+ * confirmed them from the others (those of a failed server: some may have
+ * been executed, none is known to be; retry them). */
 cal_status cache_delete_many(struct cache *cache, const char *const *keys, const size_t *keylens,
-                             size_t n, char *err, size_t errlen);
+                             size_t n, bool *done, char *err, size_t errlen);
 /* flush_all: empties every server (the invalidator after lost offsets). */
 cal_status cache_flush(struct cache *cache, char *err, size_t errlen);
 

@@ -519,8 +519,11 @@ START_TEST(delete_many_deletes_exactly_the_named_keys)
     /* Absent keys and repeats are fine in the list. */
     names[DELETED - 1] = keys[0];
     lens[DELETED - 1] = lens[0];
-    ck_assert_msg(cache_delete_many(c, names, lens, DELETED, err, sizeof(err)) == CAL_OK, "%s",
-                  err);
+    static bool done[N];
+    ck_assert_msg(cache_delete_many(c, names, lens, DELETED, done, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    for (int i = 0; i < DELETED; i++)
+        ck_assert_msg(done[i], "key %d not marked done after a success", i);
     /* Checked on another connection: the call returns only once memcached
      * executed the deletes, not when they were merely written. */
     struct cache *other = make_cache();
@@ -539,8 +542,62 @@ START_TEST(delete_many_deletes_exactly_the_named_keys)
     snprintf(dead.servers, sizeof(dead.servers), "127.0.0.1:9");
     c = cache_create(&dead, err, sizeof(err));
     ck_assert_msg(c != NULL, "%s", err);
-    ck_assert(cache_delete_many(c, names, lens, 10, err, sizeof(err)) != CAL_OK);
+    done[0] = true;
+    ck_assert(cache_delete_many(c, names, lens, 10, done, err, sizeof(err)) != CAL_OK);
+    for (int i = 0; i < 10; i++)
+        ck_assert_msg(!done[i], "key %d marked done with the server unreachable", i);
     cache_destroy(c);
+}
+END_TEST
+
+/* keys[0..n) set through a cache of the live server alone, then deleted
+ * through one of the live server and `other`: the call fails, and done
+ * says which keys the live server confirmed, exactly those now gone. */
+static void
+delete_with_a_failed_server(const char *other)
+{
+    enum { N = 40 };
+    char err[256];
+    struct cache *live = make_cache();
+    struct cache_conf conf = {.timeout_ms = 100};
+    snprintf(conf.servers, sizeof(conf.servers), "%s,%s", env.memcached_servers, other);
+    struct cache *pool = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(pool != NULL, "%s", err);
+    char keys[N][CACHEKEY_MAX];
+    const char *names[N];
+    size_t lens[N];
+    bool done[N];
+    uint64_t base = testenv_random48();
+    for (size_t i = 0; i < N; i++) {
+        lens[i] = cachekey_listing(base + i, keys[i]);
+        names[i] = keys[i];
+        ck_assert(cache_set(live, keys[i], lens[i], "v", 1, 60, err, sizeof(err)) == CAL_OK);
+    }
+    ck_assert(cache_delete_many(pool, names, lens, N, done, err, sizeof(err)) != CAL_OK);
+    size_t ndone = 0;
+    for (size_t i = 0; i < N; i++) {
+        ck_assert_msg(done[i] == !key_present(live, keys[i]), "key %zu: done %d, present %d", i,
+                      (int)done[i], (int)key_present(live, keys[i]));
+        ndone += done[i];
+    }
+    ck_assert_msg(ndone > 0 && ndone < N, "%zu of %d keys confirmed: not spread over both", ndone,
+                  N);
+    cache_destroy(pool);
+    cache_destroy(live);
+}
+
+/* One server of the pool down (refused) or hung (never answers): its keys
+ * fail, the live server's are deleted and confirmed all the same. */
+START_TEST(delete_many_confirms_the_keys_of_the_live_server)
+{
+    load_env();
+    delete_with_a_failed_server("127.0.0.1:9");
+    unsigned port;
+    int hung = silent_listener(&port);
+    char other[64];
+    snprintf(other, sizeof(other), "127.0.0.1:%u", port);
+    delete_with_a_failed_server(other);
+    close(hung);
 }
 END_TEST
 
@@ -573,6 +630,40 @@ reset_at_get(void *arg)
     return NULL;
 }
 
+/* With one of two servers down, the keys the live one confirmed leave the
+ * pending set at once and only the dead one's stay, retried: one server
+ * does not hold up the others' invalidations. */
+START_TEST(a_dead_server_keeps_only_its_keys_pending)
+{
+    load_env();
+    char err[256];
+    struct cache_conf conf = {.timeout_ms = 100};
+    snprintf(conf.servers, sizeof(conf.servers), "%s,127.0.0.1:9", env.memcached_servers);
+    struct avail *avail = make_avail(conf.servers);
+    struct cache *pool = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(pool != NULL, "%s", err);
+    enum { N = 40 };
+    uint64_t base = testenv_random48();
+    size_t on_dead = 0;
+    avail_hold_deletes(avail, true); /* then sent together, in one batch */
+    for (size_t i = 0; i < N; i++) {
+        char key[CACHEKEY_MAX];
+        size_t len = cachekey_listing(base + i, key);
+        on_dead += cache_set(pool, key, len, "v", 1, 60, err, sizeof(err)) != CAL_OK;
+        avail_invalidate(avail, base + i, 0, 0);
+    }
+    avail_hold_deletes(avail, false);
+    ck_assert_msg(on_dead > 0 && on_dead < N, "%zu of %d keys on the dead server", on_dead, N);
+    for (int ms = 0; ms < 3000 && avail_pending_keys(avail) != on_dead; ms += 5)
+        usleep(5000);
+    ck_assert_uint_eq(avail_pending_keys(avail), on_dead);
+    usleep(200 * 1000); /* retried meanwhile, never confirmed */
+    ck_assert_uint_eq(avail_pending_keys(avail), on_dead);
+    cache_destroy(pool);
+    avail_destroy(avail);
+}
+END_TEST
+
 /* The connection resets while the deletes are being confirmed: an error,
  * not a success. (libmemcached 1.1 can report a failed read of the reply as
  * NOTFOUND; cache.c also checks the error it recorded. With this peer it
@@ -590,7 +681,7 @@ START_TEST(delete_many_reset_before_the_answer_is_an_error)
     ck_assert_msg(c != NULL, "%s", err);
     const char *keys[3] = {"cal:v1:L:1", "cal:v1:L:2", "cal:v1:L:3"};
     size_t lens[3] = {strlen(keys[0]), strlen(keys[1]), strlen(keys[2])};
-    ck_assert_int_ne(cache_delete_many(c, keys, lens, 3, err, sizeof(err)), CAL_OK);
+    ck_assert_int_ne(cache_delete_many(c, keys, lens, 3, NULL, err, sizeof(err)), CAL_OK);
     pthread_join(t, NULL);
     cache_destroy(c);
     close(lfd);
@@ -968,6 +1059,8 @@ main(void)
     UNIT_CASE(s, multi_get_matches_every_value_to_its_key);
     UNIT_CASE(s, delete_many_deletes_exactly_the_named_keys);
     UNIT_CASE(s, delete_many_reset_before_the_answer_is_an_error);
+    UNIT_CASE(s, delete_many_confirms_the_keys_of_the_live_server);
+    UNIT_CASE(s, a_dead_server_keeps_only_its_keys_pending);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
