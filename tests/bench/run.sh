@@ -205,7 +205,7 @@ CDC_PROBE=1
 # each other, so calendard/raw and high/low are ratios of runs seconds apart
 # (this VM's speed drifts over minutes).
 for c in $CONCS; do
-    for ((rep = 0; rep < $(reps_at "$c"); rep++)); do
+    for ((rep = 0; rep < $(book_reps_at "$c"); rep++)); do
         # Alternate which workload and which target go first, so drift
         # favours neither (with an odd number of runs, the first by one).
         if ((rep % 2 == 0)); then workloads="low high"; else workloads="high low"; fi
