@@ -314,17 +314,36 @@ flush_after_overflow(struct avail *avail)
     return !avail->overflow; /* keys lost meanwhile: flush again, after a wait */
 }
 
-/* Retries the failed invalidations, a pipelined round trip per batch, with
- * no lock held over a network call: readers on the event loops check the
- * set meanwhile. A key written again since stays, queued. A pass begins
- * with the flush after an overflow, then goes over every bucket. A call
- * returns (needs pending_lock, drops it meanwhile) after a batch that
+/* The keys of bucket k still to retry (not queued: their send is still to
+ * come) into b, at most PENDING_SEND_BATCH in all; returns how many it
+ * would take (needs pending_lock). */
+static size_t
+retry_take(struct avail *avail, size_t k, struct send_batch *b, bool take)
+{
+    size_t m = 0;
+    for (struct pending *p = avail->pending[k]; p != NULL; p = p->next) {
+        if (p->queued)
+            continue;
+        if (take && b->n < PENDING_SEND_BATCH)
+            batch_take(b, p);
+        m++;
+    }
+    return m;
+}
+
+/* Retries the failed invalidations, a pipelined round trip per batch of
+ * whole buckets, with no lock held over a network call: readers on the
+ * event loops check the set meanwhile. A key written again since stays,
+ * queued. A pass begins with the flush after an overflow, then goes over
+ * every bucket; batches span buckets, so with a server of several down its
+ * keys share round trips with the others' instead of costing one each. A
+ * call returns (needs pending_lock, drops it meanwhile) after a batch that
  * confirmed none of its keys (memcached down, or the one server of them
  * that is), or after a batch when deletes are queued or the daemon stops;
- * the next call goes on from the next bucket. failed is cleared by a whole
- * pass with no failure since it began. Returns false if memcached failed
- * (in the batch just sent, or anywhere in the pass that just ended): the
- * deleter waits before the next call. */
+ * the next call goes on from where it stopped. failed is cleared by a whole
+ * pass with no failure since it began. Returns false, and the deleter waits
+ * before the next call, after a batch that confirmed nothing, and at the end
+ * of a pass that had a failure. */
 static bool
 pending_retry(struct avail *avail, struct send_batch *b)
 {
@@ -336,15 +355,25 @@ pending_retry(struct avail *avail, struct send_batch *b)
         avail->pass_fails = avail->fails;
     }
     for (size_t k = avail->retry_next; k < PENDING_BUCKETS;) {
+        /* Whole buckets from k while they fit; a bucket alone over the
+         * batch (crowded) goes in part, and again until it is empty. */
         b->n = 0;
-        for (struct pending *p = avail->pending[k]; p != NULL && b->n < PENDING_SEND_BATCH;
-             p = p->next)
-            if (!p->queued) /* queued: its send is still to come */
-                batch_take(b, p);
-        if (b->n == 0) {
-            k++;
-            continue;
+        size_t next = k;
+        bool crowded = false;
+        for (; next < PENDING_BUCKETS; next++) {
+            size_t m = retry_take(avail, next, b, false);
+            if (m == 0)
+                continue;
+            if (b->n + m > PENDING_SEND_BATCH) {
+                crowded = b->n == 0;
+                if (crowded)
+                    retry_take(avail, next, b, true);
+                break;
+            }
+            retry_take(avail, next, b, true);
         }
+        if (b->n == 0)
+            break;
         pthread_mutex_unlock(&avail->pending_lock);
         bool ok = send_batch(avail, b);
         pthread_mutex_lock(&avail->pending_lock);
@@ -352,22 +381,17 @@ pending_retry(struct avail *avail, struct send_batch *b)
             if (b->done[i])
                 pending_done(avail, b->p[i], b->gen[i]);
         pending_count(avail);
+        /* After a crowded bucket's part: the same bucket again if it went
+         * (what was sent is gone, or queued again and skipped), the next
+         * one if it failed (its failed keys would come first again). */
+        k = crowded && !ok ? next + 1 : next;
         if (!ok) {
-            /* On with the next bucket (this one's failed keys would come
-             * first again): with several servers, the keys of one that
-             * fails must not hold up the others'. The pass ends failed,
-             * and the next one waits. */
             avail->failed = true;
             avail->fails++;
-            k++;
             if (b->ndone == 0) { /* maybe nothing reachable: wait, then on from here */
                 avail->retry_next = k;
                 return false;
             }
-        } else if (b->n < PENDING_SEND_BATCH) {
-            /* A full batch may have left more of the bucket: take it again
-             * (what was sent is gone, or queued again and skipped). */
-            k++;
         }
         if (avail->stopping || (avail->qhead != NULL && !avail->held)) {
             avail->retry_next = k;
@@ -399,7 +423,11 @@ deleter(void *arg)
                 break;
             continue;
         }
-        if (queued && !send_queued(avail, b))
+        /* The first failure schedules the retry; later ones do not move
+         * it, or a stream of writes to a server that is down would keep it
+         * from ever running for the keys of the others. */
+        bool was_failed = avail->failed;
+        if (queued && !send_queued(avail, b) && !was_failed)
             retry_at = cal_mono_us() + PENDING_RETRY_MS * 1000;
         bool retry = avail->failed || avail->overflow;
         if (retry && cal_mono_us() >= retry_at) {

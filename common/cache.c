@@ -374,8 +374,11 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
     /* Whatever was left buffered for a failed server goes with the
      * connections (every other server's was confirmed). */
     memcached_quit(mc);
-    snprintf(err, errlen, "memcached: %s (%u of %u servers)", memcached_strerror(mc, first_error),
-             nfailed, nservers);
+    if (nservers > 1)
+        snprintf(err, errlen, "memcached: %s (%u of %u servers)",
+                 memcached_strerror(mc, first_error), nfailed, nservers);
+    else
+        snprintf(err, errlen, "memcached: %s", memcached_strerror(mc, first_error));
     return CAL_EUNAVAIL;
 }
 

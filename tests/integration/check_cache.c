@@ -554,13 +554,15 @@ END_TEST
  * through one of the live server and `other`: the call fails, and done
  * says which keys the live server confirmed, exactly those now gone. */
 static void
-delete_with_a_failed_server(const char *other)
+delete_with_a_failed_server(const char *other, bool other_first)
 {
     enum { N = 40 };
     char err[256];
     struct cache *live = make_cache();
-    struct cache_conf conf = {.timeout_ms = 100};
-    snprintf(conf.servers, sizeof(conf.servers), "%s,%s", env.memcached_servers, other);
+    struct cache_conf conf = {.timeout_ms = 1000}; /* a live server's own timeout is no fail */
+    snprintf(conf.servers, sizeof(conf.servers), "%s,%s",
+             other_first ? other : env.memcached_servers,
+             other_first ? env.memcached_servers : other);
     struct cache *pool = cache_create(&conf, err, sizeof(err));
     ck_assert_msg(pool != NULL, "%s", err);
     char keys[N][CACHEKEY_MAX];
@@ -586,17 +588,20 @@ delete_with_a_failed_server(const char *other)
     cache_destroy(live);
 }
 
-/* One server of the pool down (refused) or hung (never answers): its keys
- * fail, the live server's are deleted and confirmed all the same. */
+/* One server of the pool down (refused) or hung (never answers), listed
+ * before or after the live one: its keys fail, the live server's are
+ * deleted and confirmed all the same. */
 START_TEST(delete_many_confirms_the_keys_of_the_live_server)
 {
     load_env();
-    delete_with_a_failed_server("127.0.0.1:9");
+    delete_with_a_failed_server("127.0.0.1:9", false);
+    delete_with_a_failed_server("127.0.0.1:9", true);
     unsigned port;
     int hung = silent_listener(&port);
     char other[64];
     snprintf(other, sizeof(other), "127.0.0.1:%u", port);
-    delete_with_a_failed_server(other);
+    delete_with_a_failed_server(other, false);
+    delete_with_a_failed_server(other, true);
     close(hung);
 }
 END_TEST
@@ -637,7 +642,7 @@ START_TEST(a_dead_server_keeps_only_its_keys_pending)
 {
     load_env();
     char err[256];
-    struct cache_conf conf = {.timeout_ms = 100};
+    struct cache_conf conf = {.timeout_ms = 1000}; /* a set fails on the dead server only */
     snprintf(conf.servers, sizeof(conf.servers), "%s,127.0.0.1:9", env.memcached_servers);
     struct avail *avail = make_avail(conf.servers);
     struct cache *pool = cache_create(&conf, err, sizeof(err));
@@ -700,6 +705,63 @@ memcached_pid(void)
     fclose(f);
     return (pid_t)pid;
 }
+
+/* A key of the live server whose delete failed (memcached stopped) is
+ * retried and confirmed once memcached answers again, though a key of the
+ * down server sits in a bucket before it and keeps failing (the retry pass
+ * goes on past it instead of starting over) and keeps being written (its
+ * failed sends do not put the retry off). */
+START_TEST(retry_goes_on_past_a_down_servers_keys)
+{
+    load_env();
+    char err[256];
+    struct cache_conf conf = {.timeout_ms = 1000};
+    snprintf(conf.servers, sizeof(conf.servers), "%s,127.0.0.1:9", env.memcached_servers);
+    struct cache *pool = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(pool != NULL, "%s", err);
+    /* The down server's key in the lowest bucket, the live one's in the
+     * highest, of 200 listings. */
+    uint64_t base = testenv_random48(), dead = 0, live = 0;
+    size_t dead_bucket = SIZE_MAX, live_bucket = 0;
+    for (uint64_t id = base; id < base + 200; id++) {
+        char key[CACHEKEY_MAX];
+        size_t len = cachekey_listing(id, key);
+        size_t bucket = avail_pending_bucket(key, len);
+        if (cache_set(pool, key, len, "v", 1, 60, err, sizeof(err)) != CAL_OK) {
+            if (bucket < dead_bucket) {
+                dead = id;
+                dead_bucket = bucket;
+            }
+        } else if (bucket >= live_bucket) {
+            live = id;
+            live_bucket = bucket;
+        }
+    }
+    ck_assert_msg(dead != 0 && live != 0 && dead_bucket < live_bucket,
+                  "no down-server key before a live one (buckets %zu, %zu)", dead_bucket,
+                  live_bucket);
+    cache_destroy(pool);
+    struct avail *avail = make_avail(conf.servers);
+    pid_t mc = memcached_pid();
+    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    avail_invalidate(avail, dead, 0, 0);
+    avail_invalidate(avail, live, 0, 0);
+    usleep(300 * 1000); /* sent, timed out, retried: both still pending */
+    size_t stopped = avail_pending_keys(avail);
+    kill(mc, SIGCONT);
+    ck_assert_uint_eq(stopped, 2);
+    /* Meanwhile the down server's key is written again and again: its
+     * failing sends must not keep putting the retry off. */
+    for (int ms = 0; ms < 3000 && avail_pending_keys(avail) != 1; ms += 5) {
+        avail_invalidate(avail, dead, 0, 0);
+        usleep(5000);
+    }
+    ck_assert_msg(avail_pending_keys(avail) == 1,
+                  "%zu keys pending: the live server's key was never retried",
+                  avail_pending_keys(avail));
+    avail_destroy(avail);
+}
+END_TEST
 
 /* A listing cached at version 4 over [from, to), through a lookup's lease,
  * with a daemon's cache and a plain client of the same memcached. */
@@ -1061,6 +1123,7 @@ main(void)
     UNIT_CASE(s, delete_many_reset_before_the_answer_is_an_error);
     UNIT_CASE(s, delete_many_confirms_the_keys_of_the_live_server);
     UNIT_CASE(s, a_dead_server_keeps_only_its_keys_pending);
+    UNIT_CASE(s, retry_goes_on_past_a_down_servers_keys);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
