@@ -197,10 +197,18 @@ decode_payload(const json_t *payload, const char *topic, struct invalidate_event
                  invalidate_table_name(ev->table), ev->op);
         return CAL_EINVAL;
     }
-    if (json_is_object(before) && !add_image_keys(ev, before, "before", err, errlen))
+    /* An update whose one image cannot be decoded still names the keys of
+     * the other: those are deleted, and the event is reported partial. */
+    char why[2][256];
+    bool bad_before =
+        json_is_object(before) && !add_image_keys(ev, before, "before", why[0], sizeof(why[0]));
+    bool bad_after =
+        json_is_object(after) && !add_image_keys(ev, after, "after", why[1], sizeof(why[1]));
+    if (bad_before || bad_after)
+        snprintf(err, errlen, "%s", bad_before ? why[0] : why[1]);
+    if (ev->nkeys == 0 && (bad_before || bad_after))
         return CAL_EINVAL;
-    if (json_is_object(after) && !add_image_keys(ev, after, "after", err, errlen))
-        return CAL_EINVAL;
+    ev->partial = bad_before || bad_after;
     return CAL_OK;
 }
 

@@ -31,6 +31,7 @@ struct invalidate_event {
     char op;              /* 'c', 'u', 'd', 'r', 't' (truncate); 0 for a tombstone */
     int64_t source_ts_ms; /* source.ts_ms (commit time on the database); -1 if absent or 0 */
     bool flush_all;       /* truncate of a cached table: every key may be stale */
+    bool partial;         /* one image of an update could not be decoded: keys are the other's */
     size_t nkeys;         /* distinct keys, in the order listed above */
     char keys[INVALIDATE_MAX_KEYS][CACHEKEY_MAX];
     size_t keylens[INVALIDATE_MAX_KEYS];
@@ -41,6 +42,8 @@ struct invalidate_event {
  * event has no source.table: its last dot-separated part.
  *
  * CAL_OK: ev filled; delete ev->keys (and flush everything if flush_all).
+ * With ev->partial, one image of the event could not be decoded (err says
+ * why): the keys are the other image's, and the caller reports the event.
  * CAL_EINVAL: the value cannot be decoded (not JSON, no op, a cached table's
  * row without a usable listing_id or night, ...); err says why. The caller
  * logs and counts it and moves on: a poison message must not stall its

@@ -198,10 +198,22 @@ cache_recovered(struct invalidator *inv)
     inv->failures = 0;
 }
 
-/* ev's keys are gone: counts it, logs it, stores msg's offset. */
+/* ev's keys are gone: counts it, logs it, stores msg's offset. A partial
+ * event (one image undecodable, the other's keys deleted) is also counted
+ * and logged as undecodable: what its bad image named may still be cached. */
 static void
 account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalidate_event *ev)
 {
+    if (ev->partial) {
+        /* decoded again for the reason: rare, and keeps evs small */
+        struct invalidate_event again;
+        char why[256] = "";
+        (void)invalidate_decode(msg->topic, msg->value, msg->len, &again, why, sizeof(why));
+        invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
+        log_warn("event partly undecodable: the other image's keys deleted",
+                 "topic=%s partition=%d offset=%lld keys=%zu reason=\"%s\"", msg->topic,
+                 (int)msg->partition, (long long)msg->offset, ev->nkeys, why);
+    }
     invstats_event(inv->stats, ev->table);
     int64_t now = (int64_t)cal_now_ms(), commit_ms = -1, produce_ms = -1;
     if (ev->source_ts_ms >= 0)

@@ -239,7 +239,8 @@ invstats_render(struct invstats *stats, size_t *len)
             "# TYPE calendar_invalidator_flushes_total counter\n"
             "calendar_invalidator_flushes_total %llu\n",
             (unsigned long long)stats->invalidations, (unsigned long long)stats->flushes);
-    fputs("# HELP calendar_invalidator_errors_total Errors by kind: undecodable events (skipped), "
+    fputs("# HELP calendar_invalidator_errors_total Errors by kind: undecodable events (skipped, "
+          "or only one image's keys deleted), "
           "cache failures (retried), kafka and offset store errors.\n"
           "# TYPE calendar_invalidator_errors_total counter\n",
           f);

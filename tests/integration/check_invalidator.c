@@ -599,10 +599,10 @@ START_TEST(stack_has_kafka_and_invalidator)
 }
 END_TEST
 
-/* The count of the invalidator's produce-to-invalidation histogram, from
- * its /metrics (INVALIDATOR_METRICS_URL of the stack env). */
+/* A value of the invalidator's /metrics (INVALIDATOR_METRICS_URL of the
+ * stack env): the sample whose line starts with name (and a space). */
 static long long
-produce_latency_count(void)
+metric_value(const char *name)
 {
     const char *path = getenv("STACK_ENV");
     char url[256];
@@ -612,16 +612,23 @@ produce_latency_count(void)
                   "the stack env has no INVALIDATOR_METRICS_URL");
     struct http_client *h = http_client_create();
     struct http_response r;
-    char err[256];
+    char err[256], line[256];
     ck_assert_msg(http_request(h, "GET", url, NULL, NULL, 0, 5000, &r, err, sizeof(err)) == CAL_OK,
                   "%s: %s", url, err);
-    const char *name = "\ncalendar_invalidator_produce_to_invalidation_seconds_count ";
-    const char *at = r.body != NULL ? strstr(r.body, name) : NULL;
-    ck_assert_msg(at != NULL, "%s has no produce-to-invalidation histogram", url);
-    long long n = strtoll(at + strlen(name), NULL, 10);
+    snprintf(line, sizeof(line), "\n%s ", name);
+    const char *at = r.body != NULL ? strstr(r.body, line) : NULL;
+    ck_assert_msg(at != NULL, "%s has no %s", url, name);
+    long long n = strtoll(at + strlen(line), NULL, 10);
     http_response_deinit(&r);
     http_client_destroy(h);
     return n;
+}
+
+/* The count of the invalidator's produce-to-invalidation histogram. */
+static long long
+produce_latency_count(void)
+{
+    return metric_value("calendar_invalidator_produce_to_invalidation_seconds_count");
 }
 
 /* A relay-format nights update across a month boundary deletes both month
@@ -673,6 +680,42 @@ START_TEST(relay_event_deletes_its_keys)
     for (int i = 0; i < 50 && produce_latency_count() < counted + 2; i++)
         cal_sleep_ms(20);
     ck_assert_int_ge(produce_latency_count(), counted + 2);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+}
+END_TEST
+
+/* An update whose before image has no listing_id (an outside writer's
+ * row): the after image's keys are deleted all the same, and the event is
+ * counted undecodable. */
+START_TEST(partly_undecodable_event_deletes_the_other_images_keys)
+{
+    load_stack();
+    assert_invalidator_running();
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    const char *undecodable = "calendar_invalidator_errors_total{kind=\"undecodable\"}";
+    long long errors = metric_value(undecodable);
+    uint64_t id = testenv_random48();
+    int32_t night = date_from_ymd(2031, 3, 3);
+    char keys[2][CACHEKEY_MAX];
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, night, keys[1]);
+    set_key(c, keys[0]);
+    set_key(c, keys[1]);
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"before\":{\"night\":%d,\"status\":\"available\"},"
+             "\"after\":{\"listing_id\":%llu,\"night\":%d,\"status\":\"booked\"},"
+             "\"source\":{\"table\":\"nights\",\"ts_ms\":%llu},\"op\":\"u\"}",
+             (int)night, (unsigned long long)id, (int)night, (unsigned long long)cal_now_ms());
+    produce(kp, TOPIC_NIGHTS, id, json);
+    ck_assert_msg(wait_deleted(c, keys, 2, DELETE_TIMEOUT_MS) >= 0,
+                  "the after image's keys still cached %d ms after the event", DELETE_TIMEOUT_MS);
+    /* counted as it is acted on, just after the deletes */
+    for (int i = 0; i < 50 && metric_value(undecodable) < errors + 1; i++)
+        cal_sleep_ms(20);
+    ck_assert_int_eq(metric_value(undecodable), errors + 1);
     kafka_produce_destroy(kp);
     cache_destroy(c);
 }
@@ -953,6 +996,10 @@ main(void)
     tc = tcase_create("debezium_schemas_event_via_kcat");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, debezium_schemas_event_via_kcat);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("partly_undecodable_event_deletes_the_other_images_keys");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, partly_undecodable_event_deletes_the_other_images_keys);
     suite_add_tcase(s, tc);
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);

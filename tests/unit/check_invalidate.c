@@ -298,8 +298,8 @@ START_TEST(garbage_is_an_error)
         "\"night\":\"2030-02-30\"}}",
         "{\"op\":\"c\",\"source\":{\"table\":\"nights\"},\"after\":{\"listing_id\":1,"
         "\"night\":true}}",
-        "{\"op\":\"u\",\"source\":{\"table\":\"nights\"},\"after\":{\"listing_id\":1,"
-        "\"night\":1},\"before\":{\"listing_id\":1}}",
+        "{\"op\":\"u\",\"source\":{\"table\":\"nights\"},\"after\":{\"listing_id\":1},"
+        "\"before\":{\"night\":1}}",
         "{\"op\":\"c\",\"source\":{\"table\":\"listings\"},\"after\":{\"version\":1}}",
         "{\"schema\":{},\"payload\":[1]}",
         "{\"schema\":{},\"payload\":{\"op\":\"c\",\"source\":{\"table\":\"listings\"}}}",
@@ -322,6 +322,43 @@ START_TEST(garbage_is_an_error)
     ck_assert_int_eq(invalidate_decode("t", bin, sizeof(bin), &ev, err, sizeof(err)), CAL_EINVAL);
     ck_assert_int_eq(invalidate_decode("t", "{\"op\":\"c\"\0}", 11, &ev, err, sizeof(err)),
                      CAL_EINVAL);
+}
+END_TEST
+
+/* An update whose one image cannot be decoded still gives the other's keys,
+ * marked partial with the reason; with neither decodable it is an error. */
+START_TEST(one_undecodable_image_keeps_the_others_keys)
+{
+    int32_t night = date_from_ymd(2030, 7, 14);
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"before\":{\"night\":%d},\"after\":{\"listing_id\":9,\"night\":%d},"
+             "\"source\":{\"table\":\"nights\"},\"op\":\"u\"}",
+             (int)night, (int)night);
+    ck_assert_int_eq(decode(NULL, json), CAL_OK);
+    ck_assert(ev.partial);
+    ck_assert_msg(strstr(err, "before image") != NULL, "reason: %s", err);
+    ck_assert_uint_eq(ev.nkeys, 2);
+    assert_month_key(9, night);
+    assert_listing_key(9);
+
+    snprintf(json, sizeof(json),
+             "{\"before\":{\"listing_id\":8,\"night\":%d},\"after\":{\"listing_id\":\"x\","
+             "\"night\":%d},\"source\":{\"table\":\"nights\"},\"op\":\"u\"}",
+             (int)night, (int)night);
+    ck_assert_int_eq(decode(NULL, json), CAL_OK);
+    ck_assert(ev.partial);
+    ck_assert_msg(strstr(err, "after image") != NULL, "reason: %s", err);
+    ck_assert_uint_eq(ev.nkeys, 2);
+    assert_month_key(8, night);
+    assert_listing_key(8);
+
+    ck_assert_int_eq(decode(NULL, "{\"before\":{\"listing_id\":7},\"after\":{\"listing_id\":7,"
+                                  "\"night\":1},\"source\":{\"table\":\"listings\"},"
+                                  "\"op\":\"u\"}"),
+                     CAL_OK);
+    ck_assert(!ev.partial); /* a listings row has no night */
+    ck_assert_uint_eq(ev.nkeys, 1);
 }
 END_TEST
 
@@ -487,6 +524,7 @@ main(void)
     UNIT_CASE(s, tombstones);
     UNIT_CASE(s, truncate_flushes);
     UNIT_CASE(s, garbage_is_an_error);
+    UNIT_CASE(s, one_undecodable_image_keeps_the_others_keys);
     UNIT_CASE(s, table_names);
     UNIT_CASE(s, the_relays_hint_decodes_as_its_value);
     UNIT_CASE(s, malformed_hints_are_refused);
