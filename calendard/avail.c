@@ -290,7 +290,8 @@ send_queued(struct avail *avail, struct send_batch *b)
 
 /* After an overflow the lost keys are unknown: flushes the whole cache
  * (needs pending_lock, drops it over the network). overflow is cleared
- * only if no key was lost since the flush began; false if it is not. */
+ * only if no key was lost since the flush began. False if the flush
+ * failed. */
 static bool
 flush_after_overflow(struct avail *avail)
 {
@@ -311,12 +312,15 @@ flush_after_overflow(struct avail *avail)
     if (flushed && avail->overflows == overflows)
         avail->overflow = false;
     pending_count(avail);
-    return !avail->overflow; /* keys lost meanwhile: flush again, after a wait */
+    /* Keys lost meanwhile (writes go on while the set is full): overflow
+     * stays, and the next pass flushes again. This one still retries, so
+     * the set drains and a later flush can lose nothing. */
+    return flushed;
 }
 
-/* The keys of bucket k still to retry (not queued: their send is still to
- * come) into b, at most PENDING_SEND_BATCH in all; returns how many it
- * would take (needs pending_lock). */
+/* Counts the keys of bucket k still to retry (not queued: their send is
+ * still to come), and with take puts them into b while it has room
+ * (needs pending_lock). */
 static size_t
 retry_take(struct avail *avail, size_t k, struct send_batch *b, bool take)
 {
@@ -343,7 +347,7 @@ retry_take(struct avail *avail, size_t k, struct send_batch *b, bool take)
  * the next call goes on from where it stopped. failed is cleared by a whole
  * pass with no failure since it began. Returns false, and the deleter waits
  * before the next call, after a batch that confirmed nothing, and at the end
- * of a pass that had a failure. */
+ * of a pass that had a failure or left the overflow set. */
 static bool
 pending_retry(struct avail *avail, struct send_batch *b)
 {
@@ -399,10 +403,10 @@ pending_retry(struct avail *avail, struct send_batch *b)
         }
     }
     avail->retry_next = 0;
-    if (avail->fails != avail->pass_fails)
-        return false;
-    avail->failed = false;
-    return true;
+    bool clean = avail->fails == avail->pass_fails;
+    if (clean)
+        avail->failed = false;
+    return clean && !avail->overflow; /* overflow: the next pass flushes again */
 }
 
 /* The deleter: sends queued deletes as soon as they come, a round at a
