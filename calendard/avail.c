@@ -52,11 +52,13 @@ struct avail {
     pthread_cond_t work;            /* the deleter waits on it */
     pthread_t deleter;
     bool deleter_started;
-    bool failed;         /* a delete failed since the last whole retry pass */
-    uint64_t fails;      /* failed sends so far */
-    uint64_t pass_fails; /* fails when the retry pass under way began */
-    size_t retry_next;   /* the bucket the retry pass under way goes on from */
-    bool held;           /* avail_hold_deletes(): the queue is not sent */
+    bool failed;              /* a delete failed since the last whole retry pass */
+    uint64_t fails;           /* failed sends so far */
+    uint64_t pass_fails;      /* fails when the retry pass under way began */
+    size_t retry_next;        /* the bucket the retry pass under way goes on from */
+    bool held;                /* avail_hold_deletes(): the queue is not sent */
+    void (*on_flush)(void *); /* avail_on_flush() */
+    void *on_flush_arg;
     bool stopping;
     uint64_t warn_us, warn_skipped; /* deleter thread only, unlocked: its log, once a second */
 };
@@ -296,7 +298,11 @@ static bool
 flush_after_overflow(struct avail *avail)
 {
     uint64_t overflows = avail->overflows;
+    void (*on_flush)(void *) = avail->on_flush;
+    void *on_flush_arg = avail->on_flush_arg;
     pthread_mutex_unlock(&avail->pending_lock);
+    if (on_flush != NULL)
+        on_flush(on_flush_arg);
     char err[256] = "no cache handle";
     struct cache *c = cache_borrow(avail);
     bool flushed = c != NULL && cache_flush(c, err, sizeof(err)) == CAL_OK;
@@ -528,6 +534,15 @@ size_t
 avail_pending_keys(struct avail *avail)
 {
     return atomic_load(&avail->npending);
+}
+
+void
+avail_on_flush(struct avail *avail, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&avail->pending_lock);
+    avail->on_flush = fn;
+    avail->on_flush_arg = arg;
+    pthread_mutex_unlock(&avail->pending_lock);
 }
 
 void

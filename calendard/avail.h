@@ -83,6 +83,11 @@ size_t avail_pending_keys(struct avail *avail);
 /* For tests: the bucket of the pending set that key falls in. */
 size_t avail_pending_bucket(const char *key, size_t len);
 
+/* For tests: fn(arg) runs on the delete thread in every flush after an
+ * overflow, just before the flush is sent (a write racing with it); NULL
+ * for none. */
+void avail_on_flush(struct avail *avail, void (*fn)(void *), void *arg);
+
 /* For tests: while held, queued deletes are not sent (reads still bypass
  * their keys). avail_destroy() sends them regardless. */
 void avail_hold_deletes(struct avail *avail, bool hold);

@@ -763,6 +763,50 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
 }
 END_TEST
 
+/* A write during each flush after an overflow: a key lost while the set is
+ * full. */
+static void
+write_during_flush(void *arg)
+{
+    struct avail *avail = arg;
+    avail_invalidate(avail, testenv_random48(), 0, 0);
+}
+
+/* 65,536 failed deletes (memcached stopped) overflow the pending set; once
+ * memcached answers, the set drains although every flush loses a key to a
+ * write racing with it, and the overflow clears once a flush loses none. */
+START_TEST(the_overflow_drains_under_writes)
+{
+    load_env();
+    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2};
+    char err[256];
+    snprintf(conf.cache.servers, sizeof(conf.cache.servers), "%s", env.memcached_servers);
+    conf.cache.timeout_ms = 2; /* 256 failed rounds in well under a second */
+    struct avail *avail = avail_create(&conf, err, sizeof(err));
+    ck_assert_msg(avail != NULL, "%s", err);
+    enum { FULL = 65536 };
+    uint64_t base = testenv_random48();
+    avail_hold_deletes(avail, true);
+    for (uint64_t i = 0; i <= FULL; i++) /* one more than the set holds */
+        avail_invalidate(avail, base + i, 0, 0);
+    ck_assert_uint_eq(avail_pending_keys(avail), FULL + 1); /* + 1: the overflow */
+    pid_t mc = memcached_pid();
+    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    avail_hold_deletes(avail, false);
+    usleep(2000 * 1000); /* every queued delete sent and failed */
+    avail_on_flush(avail, write_during_flush, avail);
+    kill(mc, SIGCONT);
+    for (int ms = 0; ms < 10000 && avail_pending_keys(avail) > 1000; ms += 10)
+        usleep(10 * 1000);
+    ck_assert_msg(avail_pending_keys(avail) <= 1000,
+                  "%zu keys pending: the failed deletes were never retried",
+                  avail_pending_keys(avail));
+    avail_on_flush(avail, NULL, NULL);
+    ck_assert_msg(avail_settle(avail, 10000), "the overflow never cleared");
+    avail_destroy(avail);
+}
+END_TEST
+
 /* A listing cached at version 4 over [from, to), through a lookup's lease,
  * with a daemon's cache and a plain client of the same memcached. */
 struct cached {
@@ -1124,6 +1168,10 @@ main(void)
     UNIT_CASE(s, delete_many_confirms_the_keys_of_the_live_server);
     UNIT_CASE(s, a_dead_server_keeps_only_its_keys_pending);
     UNIT_CASE(s, retry_goes_on_past_a_down_servers_keys);
+    TCase *tc = tcase_create("the_overflow_drains_under_writes");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, the_overflow_drains_under_writes);
+    suite_add_tcase(s, tc);
     UNIT_CASE(s, stale_fill_after_invalidation_is_dropped);
     UNIT_CASE(s, only_the_lease_owner_fills);
     UNIT_CASE(s, unreachable_cache_is_a_miss);
