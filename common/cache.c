@@ -295,6 +295,14 @@ cache_delete(struct cache *cache, const char *key, size_t keylen, char *err, siz
     return fail(cache, rc, err, errlen);
 }
 
+/* The index of key's server in mc, or nservers if it has none. */
+static uint32_t
+server_of(memcached_st *mc, uint32_t nservers, const char *key, size_t len)
+{
+    uint32_t s = memcached_generate_hash(mc, key, len);
+    return s < nservers ? s : nservers;
+}
+
 cal_status
 cache_delete_many(struct cache *cache, const char *const *keys, const size_t *keylens, size_t n,
                   bool *done, char *err, size_t errlen)
@@ -316,9 +324,11 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
      * that fails costs only its own keys: the others' are still confirmed. */
     memcached_st *mc = cache->bulk;
     uint32_t nservers = memcached_server_count(mc);
-    uint32_t *server = cal_malloc(n * sizeof(*server));
-    uint32_t *last = cal_malloc((nservers + 1) * sizeof(*last));
-    memcached_return_t *failed = cal_malloc((nservers + 1) * sizeof(*failed));
+    /* Per server (and a last slot for a key with none): its last key, and
+     * its failure. */
+    uint32_t stack_last[9], *last = nservers < 9 ? stack_last : cal_malloc((nservers + 1) * 4);
+    memcached_return_t stack_failed[9],
+        *failed = nservers < 9 ? stack_failed : cal_malloc((nservers + 1) * sizeof(*failed));
     for (uint32_t s = 0; s <= nservers; s++) {
         last[s] = UINT32_MAX;
         failed[s] = MEMCACHED_SUCCESS;
@@ -326,11 +336,11 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
     memcached_return_t first_error = MEMCACHED_SUCCESS;
     uint32_t nfailed = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t s = memcached_generate_hash(mc, keys[i], keylens[i]);
-        server[i] = s = s < nservers ? s : nservers; /* nservers: no server */
+        uint32_t s = server_of(mc, nservers, keys[i], keylens[i]);
         if (failed[s] != MEMCACHED_SUCCESS)
             continue;
-        memcached_return_t rc = memcached_delete(mc, keys[i], keylens[i], 0);
+        memcached_return_t rc =
+            s < nservers ? memcached_delete(mc, keys[i], keylens[i], 0) : MEMCACHED_NO_SERVERS;
         if (rc == MEMCACHED_BUFFERED || rc == MEMCACHED_SUCCESS) {
             last[s] = (uint32_t)i;
             continue;
@@ -363,12 +373,14 @@ cache_delete_many(struct cache *cache, const char *const *keys, const size_t *ke
                 first_error = rc;
         }
     }
-    if (done != NULL)
-        for (size_t i = 0; i < n; i++)
-            done[i] = failed[server[i]] == MEMCACHED_SUCCESS && server[i] < nservers;
-    free(server);
-    free(last);
-    free(failed);
+    for (size_t i = 0; done != NULL && i < n; i++) {
+        uint32_t s = nfailed == 0 ? 0 : server_of(mc, nservers, keys[i], keylens[i]);
+        done[i] = failed[s] == MEMCACHED_SUCCESS;
+    }
+    if (last != stack_last)
+        free(last);
+    if (failed != stack_failed)
+        free(failed);
     if (nfailed == 0)
         return CAL_OK;
     /* Whatever was left buffered for a failed server goes with the
