@@ -34,7 +34,9 @@ struct invalidator {
     size_t *keylens;
     uint64_t hinted, parsed; /* events decoded from the relay's hint / from JSON, this window */
     uint64_t unassigned_since_us; /* monotonic: since when no partition is ours; 0 while some are */
-    uint64_t unassigned_warned_us; /* when that was last warned of */
+    uint64_t unassigned_warned_us;   /* when that was last warned of */
+    uint64_t undecodable_logged_us;  /* monotonic: the last undecodable event logged */
+    uint64_t undecodable_suppressed; /* not logged since */
 };
 
 struct invalidator *
@@ -198,21 +200,44 @@ cache_recovered(struct invalidator *inv)
     inv->failures = 0;
 }
 
+/* Undecodable events are logged a line a second at most: a topic of events
+ * this invalidator cannot read (another converter's, say) must not flood
+ * the log. Each is counted all the same. True when one is due, with
+ * *suppressed the events not logged since the last. */
+static bool
+undecodable_log_due(struct invalidator *inv, unsigned long long *suppressed)
+{
+    uint64_t now = cal_mono_us();
+    if (inv->undecodable_logged_us != 0 && now - inv->undecodable_logged_us < 1000000) {
+        inv->undecodable_suppressed++;
+        return false;
+    }
+    *suppressed = inv->undecodable_suppressed;
+    inv->undecodable_suppressed = 0;
+    inv->undecodable_logged_us = now;
+    return true;
+}
+
 /* ev's keys are gone: counts it, logs it, stores msg's offset. A partial
  * event (one image undecodable, the other's keys deleted) is also counted
  * and logged as undecodable: what its bad image named may still be cached. */
 static void
 account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalidate_event *ev)
 {
+    unsigned long long suppressed;
     if (ev->partial) {
-        /* decoded again for the reason: rare, and keeps evs small */
-        struct invalidate_event again;
-        char why[256] = "";
-        (void)invalidate_decode(msg->topic, msg->value, msg->len, &again, why, sizeof(why));
         invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
-        log_warn("event partly undecodable: the other image's keys deleted",
-                 "topic=%s partition=%d offset=%lld keys=%zu reason=\"%s\"", msg->topic,
-                 (int)msg->partition, (long long)msg->offset, ev->nkeys, why);
+        if (undecodable_log_due(inv, &suppressed)) {
+            /* decoded again for the reason: rare, and keeps evs small */
+            struct invalidate_event again;
+            char why[256] = "";
+            (void)invalidate_decode(msg->topic, msg->value, msg->len, &again, why, sizeof(why));
+            log_warn("event partly undecodable: the other image's keys deleted",
+                     "topic=%s partition=%d offset=%lld keys=%zu reason=\"%s\" "
+                     "undecodable_not_logged=%llu",
+                     msg->topic, (int)msg->partition, (long long)msg->offset, ev->nkeys, why,
+                     suppressed);
+        }
     }
     invstats_event(inv->stats, ev->table);
     int64_t now = (int64_t)cal_now_ms(), commit_ms = -1, produce_ms = -1;
@@ -240,13 +265,17 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
 
 /* A message that cannot be decoded is skipped, not retried: no later attempt
  * can decode it, and retrying would stall every event behind it on its
- * partition. It is logged with its coordinates for a manual replay. */
+ * partition. It is logged with its coordinates for a manual replay (a line
+ * a second at most; the count covers the rest). */
 static void
 skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char *why)
 {
     invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
-    log_warn("undecodable event skipped", "topic=%s partition=%d offset=%lld reason=\"%s\"",
-             msg->topic, (int)msg->partition, (long long)msg->offset, why);
+    unsigned long long suppressed;
+    if (undecodable_log_due(inv, &suppressed))
+        log_warn("undecodable event skipped",
+                 "topic=%s partition=%d offset=%lld reason=\"%s\" undecodable_not_logged=%llu",
+                 msg->topic, (int)msg->partition, (long long)msg->offset, why, suppressed);
     store(inv, msg);
 }
 

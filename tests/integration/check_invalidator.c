@@ -721,6 +721,52 @@ START_TEST(partly_undecodable_event_deletes_the_other_images_keys)
 }
 END_TEST
 
+/* How many lines of the stack's invalidator log contain text. */
+static int
+invalidator_log_count(const char *text)
+{
+    const char *path = getenv("STACK_ENV");
+    char dir[512], log[700], line[4096];
+    ck_assert(env_value(path && path[0] ? path : "var/stack.env", "STACK_DIR", dir, sizeof(dir)));
+    snprintf(log, sizeof(log), "%s/logs/invalidator.log", dir);
+    FILE *f = fopen(log, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", log);
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, text) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A burst of events the invalidator cannot read (another converter's, say)
+ * is counted one by one but logged a line a second at most. */
+START_TEST(undecodable_events_are_counted_not_flooding_the_log)
+{
+    load_stack();
+    assert_invalidator_running();
+    struct kafka_produce *kp = make_producer();
+    const char *undecodable = "calendar_invalidator_errors_total{kind=\"undecodable\"}";
+    const char *line = "undecodable event skipped";
+    enum { N = 40 };
+    long long errors = metric_value(undecodable);
+    int lines = invalidator_log_count(line);
+    cal_sleep_ms(1100); /* past any earlier line's second: the burst's first is logged */
+    uint64_t t0 = cal_mono_us();
+    for (int i = 0; i < N; i++)
+        produce(kp, TOPIC_NIGHTS, testenv_random48(), "\x01not json");
+    /* DELETE_TIMEOUT_MS: the topic may be new to the invalidator */
+    for (int ms = 0; ms < DELETE_TIMEOUT_MS && metric_value(undecodable) < errors + N; ms += 20)
+        cal_sleep_ms(20);
+    ck_assert_int_eq(metric_value(undecodable), errors + N);
+    /* a line when the burst began, one per second of it after */
+    int most = 1 + (int)((cal_mono_us() - t0) / 1000000);
+    int logged = invalidator_log_count(line) - lines;
+    ck_assert_msg(logged >= 1 && logged <= most, "%d lines for %d undecodable events (at most %d)",
+                  logged, N, most);
+    kafka_produce_destroy(kp);
+}
+END_TEST
+
 START_TEST(debezium_schemas_event_via_kcat)
 {
     load_stack();
@@ -1000,6 +1046,10 @@ main(void)
     tc = tcase_create("partly_undecodable_event_deletes_the_other_images_keys");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, partly_undecodable_event_deletes_the_other_images_keys);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("undecodable_events_are_counted_not_flooding_the_log");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, undecodable_events_are_counted_not_flooding_the_log);
     suite_add_tcase(s, tc);
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);
