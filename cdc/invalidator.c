@@ -237,6 +237,10 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
                      "undecodable_not_logged=%llu",
                      msg->topic, (int)msg->partition, (long long)msg->offset, ev->nkeys, why,
                      suppressed);
+        } else {
+            log_debug("event partly undecodable: the other image's keys deleted",
+                      "topic=%s partition=%d offset=%lld keys=%zu", msg->topic, (int)msg->partition,
+                      (long long)msg->offset, ev->nkeys);
         }
     }
     invstats_event(inv->stats, ev->table);
@@ -265,8 +269,8 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
 
 /* A message that cannot be decoded is skipped, not retried: no later attempt
  * can decode it, and retrying would stall every event behind it on its
- * partition. It is logged with its coordinates for a manual replay (a line
- * a second at most; the count covers the rest). */
+ * partition. It is logged with its coordinates for a manual replay: at warn
+ * a line a second at most, the others at debug. */
 static void
 skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char *why)
 {
@@ -276,6 +280,9 @@ skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char 
         log_warn("undecodable event skipped",
                  "topic=%s partition=%d offset=%lld reason=\"%s\" undecodable_not_logged=%llu",
                  msg->topic, (int)msg->partition, (long long)msg->offset, why, suppressed);
+    else
+        log_debug("undecodable event skipped", "topic=%s partition=%d offset=%lld reason=\"%s\"",
+                  msg->topic, (int)msg->partition, (long long)msg->offset, why);
     store(inv, msg);
 }
 
