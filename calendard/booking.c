@@ -4,8 +4,10 @@
 #include <assert.h>
 #include <string.h>
 
+#include "common/util.h"
+
 static const char *const night_names[] = {"available", "blocked", "booked"};
-static const char *const reservation_names[] = {"confirmed", "cancelled"};
+static const char *const reservation_names[] = {"confirmed", "cancelled", "refused"};
 
 enum stay_verdict
 booking_check_stay(const struct listing *listing, int32_t check_in, int32_t check_out,
@@ -50,7 +52,7 @@ booking_reservation_status_name(enum reservation_status st)
 bool
 booking_reservation_status_parse(const char *s, enum reservation_status *st)
 {
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < (int)CAL_ARRAY_LEN(reservation_names); i++) {
         if (strcmp(s, reservation_names[i]) == 0) {
             *st = (enum reservation_status)i;
             return true;

@@ -14,7 +14,9 @@
 #define BOOKING_KEY_MAX 255
 
 enum night_status { NIGHT_AVAILABLE = 0, NIGHT_BLOCKED, NIGHT_BOOKED };
-enum reservation_status { RESERVATION_CONFIRMED = 0, RESERVATION_CANCELLED };
+/* A refused reservation holds no nights: it keeps the answer of a booking
+ * whose nights were taken, so a replay of its key is refused again. */
+enum reservation_status { RESERVATION_CONFIRMED = 0, RESERVATION_CANCELLED, RESERVATION_REFUSED };
 
 struct listing {
     uint64_t listing_id;

@@ -149,11 +149,12 @@ dates_json(const int32_t *nights, size_t n)
 }
 
 static void
-unavailable_answer(struct api_response *resp, const int32_t *nights, size_t n)
+unavailable_answer(struct api_response *resp, const int32_t *nights, size_t n, bool replay)
 {
-    char msg[128];
-    snprintf(msg, sizeof(msg), "%zu night%s of the range %s booked or blocked", n,
-             n == 1 ? "" : "s", n == 1 ? "is" : "are");
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s%zu night%s of the range %s booked or blocked%s",
+             replay ? "this Idempotency-Key was refused before; " : "", n, n == 1 ? "" : "s",
+             n == 1 ? "is" : "are", replay ? " now" : "");
     set_json(resp, 409,
              json_pack("{s:{s:s,s:s,s:o}}", "error", "code", "nights_unavailable", "message", msg,
                        "nights", dates_json(nights, n)));
@@ -427,8 +428,9 @@ struct booking_ctx {
     uint64_t reservation_id; /* taken before the first try, kept by the retries; 0: none */
     struct reservation res;
     bool replayed;
-    bool invalidated; /* committed through a batcher, which deleted its cache keys */
-    bool refused;     /* plan_booking() refused it: verdict and plan say why */
+    bool invalidated;    /* committed through a batcher, which deleted its cache keys */
+    bool refused;        /* plan_booking() refused it: verdict and plan say why */
+    bool refused_before; /* its key holds a refusal: a replay of a 409 */
     enum stay_verdict verdict;
     struct calendar_read read;
     struct booking_plan plan;
@@ -447,6 +449,12 @@ replay_or_fail(struct db *db, const struct route *rt, struct booking_ctx *c, str
     if (strcmp(c->res.request_hash, c->request_hash) != 0) {
         request_fail(e, 422, "idempotency_key_reused",
                      "this Idempotency-Key was used with another request body");
+        return CAL_EINVAL;
+    }
+    if (c->res.status == RESERVATION_REFUSED) {
+        /* Refused once, refused for good: freed nights do not book it. */
+        request_fail(e, 409, "nights_unavailable", "this Idempotency-Key was refused before");
+        c->refused_before = true;
         return CAL_EINVAL;
     }
     c->replayed = true;
@@ -491,10 +499,43 @@ plan_in_batch(void *arg, struct store_booking *sb)
     return plan_booking(c, sb);
 }
 
+/* Keeps the refusal of c, whose nights are taken, under its key before
+ * answering 409: a replay gets the same answer, even once the nights are
+ * free. A key that got a row meanwhile (a concurrent replay on another
+ * daemon) answers as that row does. */
+static cal_status
+keep_refusal(struct service *svc, struct db *db, const struct route *rt, struct booking_ctx *c,
+             struct api_error *e, char *err, size_t errlen)
+{
+    const struct booking_request *req = c->req;
+    struct reservation r = {.reservation_id = c->reservation_id,
+                            .listing_id = c->listing_id,
+                            .check_in = req->check_in,
+                            .check_out = req->check_out,
+                            .guest_id = req->guest_id,
+                            .status = RESERVATION_REFUSED};
+    memcpy(r.request_hash, c->request_hash, sizeof(r.request_hash));
+    cal_status rc = store_refuse(db, &c->read.listing, &r, c->key, c->keylen, err, errlen);
+    if (rc == CAL_EDUP) {
+        rc = replay_or_fail(db, rt, c, e, err, errlen);
+        if (rc == CAL_ENOTFOUND) {
+            /* The id collided (see op_book_in): the retry takes another. */
+            char why[256];
+            (void)idblock_next(svc->ids, &c->reservation_id, why, sizeof(why));
+            return CAL_ECONFLICT;
+        }
+        return rc;
+    }
+    if (rc != CAL_OK)
+        return rc;
+    request_fail(e, 409, "nights_unavailable", "nights unavailable");
+    return CAL_EINVAL;
+}
+
 /* The answer to a booking its plan refused (c->verdict, c->plan). */
 static cal_status
-refuse_booking(struct db *db, const struct route *rt, struct booking_ctx *c, struct api_error *e,
-               char *err, size_t errlen)
+refuse_booking(struct service *svc, struct db *db, const struct route *rt, struct booking_ctx *c,
+               struct api_error *e, char *err, size_t errlen)
 {
     /* A replay of a request that succeeded sees its own nights booked. */
     cal_status rc = replay_or_fail(db, rt, c, e, err, errlen);
@@ -503,12 +544,14 @@ refuse_booking(struct db *db, const struct route *rt, struct booking_ctx *c, str
     const struct listing *l = &c->read.listing;
     switch (c->verdict) {
     case STAY_OK:
-        if (c->plan.nunavailable == 0) /* bookable, but no reservation id */
+        /* Bookable but no reservation id, or taken nights with no id to
+         * keep the refusal under. */
+        if (c->reservation_id == 0) {
             request_fail(e, 503, "shard_unavailable",
                          "the catalog cannot be reached for a reservation id");
-        else
-            request_fail(e, 409, "nights_unavailable", "nights unavailable");
-        break;
+            break;
+        }
+        return keep_refusal(svc, db, rt, c, e, err, errlen);
     case STAY_PAST:
         request_fail(e, 400, "past_date", "check_in is in the past");
         break;
@@ -534,7 +577,7 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     struct booking_ctx *c = ctx;
     const struct booking_request *req = c->req;
     cal_status rc;
-    c->refused = false;
+    c->refused = c->refused_before = false;
     if (svc->conf.batch_max > 0) {
         rc = batcher_read_book(batcher_for(svc, rt), db, rt->pool, rt->vbucket, c->listing_id,
                                req->check_in, req->check_out, &c->read, plan_in_batch, c, err,
@@ -548,7 +591,7 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
             rc = store_book_one(db, sb.listing, sb.plan, sb.res, c->key, c->keylen, err, errlen);
     }
     if (rc == CAL_EINVAL && c->refused)
-        return refuse_booking(db, rt, c, e, err, errlen);
+        return refuse_booking(svc, db, rt, c, e, err, errlen);
     if (rc == CAL_EDUP) {
         /* The key raced with a concurrent replay, or the id collided with
          * one calendard made before ids came from the catalog: the retry
@@ -631,7 +674,7 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     inflight_release(svc->inflight, listing_id, c->key, keylen);
     if (rc != CAL_OK) {
         if (e.http == 409)
-            unavailable_answer(resp, c->plan.unavailable, c->plan.nunavailable);
+            unavailable_answer(resp, c->plan.unavailable, c->plan.nunavailable, c->refused_before);
         else
             api_error_answer(resp, &e);
     } else {
@@ -730,7 +773,7 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
     } else if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
                run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
         if (e.http == 409)
-            unavailable_answer(resp, c->booked, c->nbooked);
+            unavailable_answer(resp, c->booked, c->nbooked, false);
         else
             api_error_answer(resp, &e);
     } else {

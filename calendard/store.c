@@ -49,9 +49,23 @@ static const char SQL_INSERT_RESERVATION[] =
 static const char SQL_FIND_BY_KEY[] =
     "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
     " ON r.listing_id = ? AND r.idempotency_key = ? WHERE o.vbucket = ?";
+/* A refused reservation's id was never answered: it is nobody's. */
 static const char SQL_GET_RESERVATION[] =
     "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
-    " ON r.reservation_id = ? AND r.listing_id = ? WHERE o.vbucket = ?";
+    " ON r.reservation_id = ? AND r.listing_id = ? AND r.status <> 'refused' WHERE o.vbucket = ?";
+/* A refusal kept under its key, fenced and committed in one round trip.
+ * Answers 0 (committed), 1 (the vbucket is not owned) or 2 (the key, or
+ * the id, has a row already). */
+static const char SQL_REFUSE[] =
+    "BEGIN NOT ATOMIC DECLARE e BIGINT DEFAULT NULL;"
+    " DECLARE EXIT HANDLER FOR 1062 BEGIN ROLLBACK; SELECT 2, 0; END;"
+    " START TRANSACTION; SELECT epoch INTO e FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE "
+    "MODE;"
+    " IF e IS NULL THEN ROLLBACK; SELECT 1, 0; ELSE"
+    " INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
+    " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+    " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'refused', 0, ?, ?, ?, ?);"
+    " COMMIT; SELECT 0, 0; END IF; END";
 static const char SQL_CANCEL_RESERVATION[] =
     "UPDATE reservations SET status = 'cancelled'"
     " WHERE reservation_id = ? AND listing_id = ? AND status = 'confirmed'";
@@ -951,6 +965,36 @@ store_find_by_key(struct db *db, uint32_t vbucket, uint64_t listing_id, const ch
     struct db_val p[3] = {DB_INT_V(listing_id), DB_STR_V(key, keylen), DB_INT_V(vbucket)};
     cal_status rc = db_query(db, SQL_FIND_BY_KEY, p, 3, &st, err, errlen);
     return rc != CAL_OK ? rc : fetch_reservation(st, 1, out, err, errlen);
+}
+
+cal_status
+store_refuse(struct db *db, const struct listing *listing, const struct reservation *res,
+             const char *key, size_t keylen, char *err, size_t errlen)
+{
+    struct db_val p[] = {
+        DB_INT_V(listing->vbucket),   DB_INT_V(res->reservation_id), DB_INT_V(listing->listing_id),
+        DB_INT_V(listing->vbucket),   DB_INT_V(res->check_in + E),   DB_INT_V(res->check_out + E),
+        DB_INT_V(res->guest_id),      DB_CSTR_V(listing->currency),  DB_STR_V(key, keylen),
+        DB_CSTR_V(res->request_hash), DB_INT_V(listing->version)};
+    struct one_answer a = {.step = -1};
+    cal_status rc = db_block(db, SQL_REFUSE, p, CAL_ARRAY_LEN(p), one_row, &a, err, errlen);
+    if (rc != CAL_OK) {
+        db_rollback(db);
+        return rc;
+    }
+    switch (a.step) {
+    case 0:
+        return CAL_OK;
+    case 1:
+        snprintf(err, errlen, "vbucket %u is not owned by this shard", listing->vbucket);
+        return CAL_EMOVED;
+    case 2:
+        snprintf(err, errlen, "the idempotency key or the reservation id exists");
+        return CAL_EDUP;
+    default:
+        snprintf(err, errlen, "refusal block answered step %" PRId64, a.step);
+        return CAL_ERR;
+    }
 }
 
 cal_status

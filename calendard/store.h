@@ -102,6 +102,12 @@ void store_book_many(struct db *db, struct store_booking *b, size_t n);
 cal_status store_find_by_key(struct db *db, uint32_t vbucket, uint64_t listing_id, const char *key,
                              size_t keylen, struct reservation *out, char *err, size_t errlen);
 
+/* Keeps res (its id, stay, guest and request hash) refused under key:
+ * status 'refused', no nights. CAL_EDUP when the key (or the id) has a row
+ * already, CAL_EMOVED without the fence row; committed on CAL_OK. */
+cal_status store_refuse(struct db *db, const struct listing *listing, const struct reservation *res,
+                        const char *key, size_t keylen, char *err, size_t errlen);
+
 cal_status store_get_reservation(struct db *db, uint32_t vbucket, uint64_t listing_id,
                                  uint64_t reservation_id, struct reservation *out, char *err,
                                  size_t errlen);

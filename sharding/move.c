@@ -163,38 +163,45 @@ check_move_lock(struct cluster *c, const struct move_opts *o, struct move_rec *m
     return CAL_ECONFLICT;
 }
 
-/* listing_id and version of every listing of the vbucket, by listing_id. */
+/* listing_id, version and reservation rows of every listing of the
+ * vbucket, by listing_id. A kept refusal (calendard/store.c, store_refuse)
+ * adds a reservations row without bumping the version: its count tells. */
 struct versions {
     size_t n, cap;
-    uint64_t *id, *version;
+    uint64_t *id, *version, *nres;
 };
 
 static const char SQL_VERSIONS[] =
-    "SELECT listing_id, version FROM listings WHERE vbucket = ? ORDER BY listing_id";
+    "SELECT l.listing_id, l.version,"
+    " (SELECT COUNT(*) FROM reservations r WHERE r.listing_id = l.listing_id)"
+    " FROM listings l WHERE l.vbucket = ? ORDER BY l.listing_id";
 
 static cal_status
 read_versions(struct db *db, uint32_t vbucket, struct versions *v, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)}, c[2];
+    struct db_val p[1] = {DB_INT_V(vbucket)}, c[3];
     v->n = 0;
     cal_status rc = db_query(db, SQL_VERSIONS, p, 1, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r;
-    while ((r = db_fetch(st, c, 2, err, errlen)) > 0) {
+    while ((r = db_fetch(st, c, 3, err, errlen)) > 0) {
         if (v->n == v->cap) {
             v->cap = v->cap ? v->cap * 2 : 1024;
             v->id = cal_realloc(v->id, v->cap * sizeof(*v->id));
             v->version = cal_realloc(v->version, v->cap * sizeof(*v->version));
+            v->nres = cal_realloc(v->nres, v->cap * sizeof(*v->nres));
         }
         v->id[v->n] = (uint64_t)c[0].i;
-        v->version[v->n++] = (uint64_t)c[1].i;
+        v->version[v->n] = (uint64_t)c[1].i;
+        v->nres[v->n++] = (uint64_t)c[2].i;
     }
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
-/* Listings whose source version the target does not have (new or changed). */
+/* Listings whose source version or reservation rows the target does not
+ * have (new or changed). */
 static size_t
 changed_listings(const struct versions *src, const struct versions *dst, uint64_t **out)
 {
@@ -203,7 +210,8 @@ changed_listings(const struct versions *src, const struct versions *dst, uint64_
     for (size_t i = 0; i < src->n; i++) {
         while (j < dst->n && dst->id[j] < src->id[i])
             j++;
-        if (j == dst->n || dst->id[j] != src->id[i] || dst->version[j] != src->version[i])
+        if (j == dst->n || dst->id[j] != src->id[i] || dst->version[j] != src->version[i] ||
+            dst->nres[j] != src->nres[i])
             (*out)[n++] = src->id[i];
     }
     return n;
@@ -440,8 +448,10 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
     free(ids);
     free(sv.id);
     free(sv.version);
+    free(sv.nres);
     free(dv.id);
     free(dv.version);
+    free(dv.nres);
     return rc;
 }
 

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS reservations (
   check_in        DATE            NOT NULL,
   check_out       DATE            NOT NULL,  -- exclusive
   guest_id        BIGINT UNSIGNED NOT NULL,
-  status          VARCHAR(16)     NOT NULL,  -- confirmed | cancelled
+  status          VARCHAR(16)     NOT NULL,  -- confirmed | cancelled | refused (no nights: a
+                                             -- 409 kept under its idempotency key for replays)
   total_price     BIGINT          NOT NULL,
   currency        VARCHAR(3)      NOT NULL,
   idempotency_key VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,

@@ -1120,6 +1120,84 @@ START_TEST(test_idempotent_replay)
 }
 END_TEST
 
+/* A booking refused because its nights were taken is kept under its key:
+ * a replay is refused again, even once the nights are free, and the
+ * refusal's row holds no nights and is nobody's reservation. */
+START_TEST(test_refusal_is_kept_for_replays)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    json_t *a = book_ok(id, "kept-a", FIRST_DAY + 1, FIRST_DAY + 3, 1, 20000), *root, *nights;
+    struct db_val p[] = {DB_INT_V(id)};
+    int64_t refused_id;
+
+    book_raw(&resp, id, "kept-b", FIRST_DAY, FIRST_DAY + 2, 2);
+    expect_unavailable(&resp, FIRST_DAY + 1, FIRST_DAY + 1);
+    http_response_deinit(&resp);
+    {
+        const char *ci = day(FIRST_DAY), *co = day(FIRST_DAY + 2);
+        struct db_val q[] = {DB_INT_V(id), DB_CSTR_V(ci), DB_CSTR_V(co)};
+
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?"
+                                          " AND idempotency_key = 'kept-b' AND status = 'refused'"
+                                          " AND check_in = ? AND check_out = ? AND guest_id = 2",
+                                          q, 3),
+                         1);
+    }
+    refused_id = count_all_shards("SELECT COALESCE(CAST(MAX(reservation_id) AS SIGNED), 0)"
+                                  " FROM reservations"
+                                  " WHERE listing_id = ? AND status = 'refused'",
+                                  p, 1);
+    ck_assert_int_gt(refused_id, 0);
+
+    /* Still taken: the replay names the nights taken now. */
+    book_raw(&resp, id, "kept-b", FIRST_DAY, FIRST_DAY + 2, 2);
+    expect_unavailable(&resp, FIRST_DAY + 1, FIRST_DAY + 1);
+    http_response_deinit(&resp);
+
+    /* Freed: the replay is refused all the same, naming no night. */
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         jint(a, "reservation_id"));
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    book_raw(&resp, id, "kept-b", FIRST_DAY, FIRST_DAY + 2, 2);
+    root = expect_error_json(&resp, 409, "nights_unavailable");
+    nights = json_object_get(json_object_get(root, "error"), "nights");
+    ck_assert_msg(json_is_array(nights) && json_array_size(nights) == 0, "%s", resp.body);
+    ck_assert_msg(strstr(resp.body, "refused before") != NULL, "%s", resp.body);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    /* Another body under the key: 422, as for a booked key. */
+    book_raw(&resp, id, "kept-b", FIRST_DAY, FIRST_DAY + 3, 2);
+    expect_error(&resp, 422, "idempotency_key_reused");
+    http_response_deinit(&resp);
+
+    /* The refusal's id is no reservation: not found, not cancellable. */
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id,
+         refused_id);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+    call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel", id,
+         refused_id);
+    expect_error(&resp, 404, "reservation_not_found");
+    http_response_deinit(&resp);
+
+    /* The freed nights book under a new key; the refusal holds none. */
+    json_decref(book_ok(id, "kept-c", FIRST_DAY, FIRST_DAY + 2, 3, 20000));
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights n JOIN reservations r"
+                                      " ON r.reservation_id = n.reservation_id"
+                                      " WHERE r.listing_id = ? AND r.status = 'refused'",
+                                      p, 1),
+                     0);
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?"
+                                      " AND status = 'refused'",
+                                      p, 1),
+                     1);
+    json_decref(a);
+}
+END_TEST
+
 START_TEST(test_cancel_frees_nights)
 {
     struct http_response resp;
@@ -1257,8 +1335,10 @@ START_TEST(test_block_then_book)
     {
         struct db_val p[] = {DB_INT_V(id)};
 
-        ck_assert_int_eq(
-            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 0);
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?"
+                                          " AND status <> 'refused'",
+                                          p, 1),
+                         0);
         ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM nights WHERE listing_id = ? AND "
                                           "status = 'blocked'",
                                           p, 1),
@@ -1602,8 +1682,11 @@ START_TEST(test_booking_race)
                                           "AND status = 'confirmed'",
                                           p, 1),
                          1);
-        ck_assert_int_eq(
-            count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ?", p, 1), 1);
+        /* Each loser's refusal is kept under its own key. */
+        ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? "
+                                          "AND status = 'refused'",
+                                          p, 1),
+                         RACE_THREADS - 1);
     }
     expect_sql_booking(id, rid, FIRST_DAY + 1, FIRST_DAY + 4);
 }
@@ -2079,6 +2162,7 @@ api_suite(void)
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
+        {"refusal_is_kept_for_replays", test_refusal_is_kept_for_replays, 30},
         {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},
         {"cancel_frees_nights", test_cancel_frees_nights, 30},
         {"block_then_book", test_block_then_book, 30},

@@ -313,6 +313,17 @@ open_case(const struct moving *m, struct db **cat, struct db **src, struct db **
     ck_assert_msg(*dst != NULL, "%s", err);
 }
 
+/* Moves m's vbucket with a crash (SIGKILL) right after its copy phase. */
+static void
+crash_after_copy(struct moving *m)
+{
+    char out[8192];
+    char *argv[] = {tool,        "--config", admin_ini, "--crash-after", "copy", "move",
+                    "--vbucket", m->vb,      "--to",    m->to,           NULL};
+    int rc = proc_run(argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+}
+
 START_TEST(move_one_vbucket_under_bookings)
 {
     setup();
@@ -385,12 +396,8 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     moving_listing(h, "rb-chunk", &m);
     uint64_t id = m.id;
     long from = m.from, target = m.target;
-    char *vb = m.vb, *to = m.to;
-    char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
-                         "copy", "move",     "--vbucket", vb,
-                         "--to", to,         NULL};
-    int rc = proc_run(copy_argv, out, sizeof(out), 120);
-    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    int rc;
+    crash_after_copy(&m);
     /* Between the copy and the cutover: a booking on the source. */
     struct http_response r;
     testenv_format_date(testenv_today() + 100, d1, sizeof(d1));
@@ -427,6 +434,52 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     ck_assert_int_eq(rows_on((size_t)from, "reservations", id), 0);
     ck_assert_int_eq(rows_on((size_t)from, "nights", id), 0);
     ck_assert_int_eq(rows_on((size_t)from, "listings", id), 0);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
+/* A refusal kept after the copy changes no listing version: the cutover
+ * must find it all the same (by the listing's reservation rows), or the
+ * new owner would let a replay of the refused key book. */
+START_TEST(a_refusal_kept_after_the_copy_moves)
+{
+    setup();
+    http_global_init();
+    struct http_client *h = http_client_create();
+    struct moving m;
+    char key2[80], out[8192], body[256], d1[11], d2[11];
+    moving_listing(h, "rb-refusal", &m);
+    int rc;
+    crash_after_copy(&m);
+    /* On the source, between the copy and the cutover: nights 91-92 are
+     * m's, so the stay is refused and the refusal kept. */
+    struct http_response r;
+    testenv_format_date(testenv_today() + 91, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 95, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":6}", d1,
+             d2);
+    snprintf(key2, sizeof(key2), "%s-refused", m.key);
+    ck_assert_int_eq(
+        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)m.id),
+        409);
+    http_response_deinit(&r);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 2);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 2);
+    /* Freed on the new owner, the refused key is refused again. */
+    char path[160];
+    snprintf(path, sizeof(path), "/v1/listings/%llu/reservations/%llu/cancel",
+             (unsigned long long)m.id, (unsigned long long)m.rid);
+    ck_assert_int_eq(api(h, "POST", NULL, NULL, &r, "%s", path), 200);
+    http_response_deinit(&r);
+    ck_assert_int_eq(
+        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)m.id),
+        409);
+    ck_assert_msg(strstr(r.body, "refused before") != NULL, "%s", r.body);
+    http_response_deinit(&r);
     expect_verify_clean();
     http_client_destroy(h);
 }
@@ -1351,11 +1404,7 @@ START_TEST(abandon_before_the_cutover_only)
     rc = rebalance(out, sizeof(out), "abandon", NULL, NULL, NULL, NULL, NULL);
     ck_assert_msg(rc == 2 && strstr(out, "needs --vbucket") != NULL, "exit %d:\n%.2000s", rc, out);
 
-    char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
-                         "copy", "move",     "--vbucket", m.vb,
-                         "--to", m.to,       NULL};
-    rc = proc_run(copy_argv, out, sizeof(out), 120);
-    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    crash_after_copy(&m);
     long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
     expect_phase(cat, (uint64_t)move_id, "cutover");
     ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
@@ -1414,11 +1463,8 @@ START_TEST(abandon_leaves_rows_the_target_cannot_delete)
     moving_listing(h, "rb-abandon-held", &m);
     struct db *cat, *src, *dst;
     open_case(&m, &cat, &src, &dst);
-    char *copy_argv[] = {tool,   "--config", admin_ini,   "--crash-after",
-                         "copy", "move",     "--vbucket", m.vb,
-                         "--to", m.to,       NULL};
-    int rc = proc_run(copy_argv, out, sizeof(out), 120);
-    ck_assert_msg(rc == 128 + 9, "copy: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    int rc;
+    crash_after_copy(&m);
     long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
     long nights = rows_on((size_t)m.target, "nights", m.id);
     ck_assert_int_gt(nights, 0);
@@ -1480,6 +1526,7 @@ main(void)
     tc = tcase_create("cutover_chunk");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, crash_inside_the_cutover_copy_then_resume);
+    tcase_add_test(tc, a_refusal_kept_after_the_copy_moves);
     tcase_add_test(tc, a_vbucket_moves_in_one_run_at_a_time);
     suite_add_tcase(s, tc);
     tc = tcase_create("options");

@@ -428,8 +428,9 @@ call_service(struct service *svc, const char *method, const char *path, const ch
 }
 
 /* A daemon whose block of reservation ids is used up while the catalog
- * cannot be reached: a new booking answers 503 shard_unavailable, but a
- * replay still gets its reservation and a refusal its 409. */
+ * cannot be reached: a new booking, or a new refusal (kept under an id),
+ * answers 503 shard_unavailable, but a replay still gets its reservation
+ * and a kept refusal its 409. */
 START_TEST(without_a_reservation_id_only_a_new_booking_fails)
 {
     struct db_conf good = {0}, down = {0};
@@ -462,8 +463,17 @@ START_TEST(without_a_reservation_id_only_a_new_booking_fails)
 
     st = call_service(no_ids, "POST", path, "ids-1", json, body, sizeof(body));
     ck_assert_msg(st == 200 && strcmp(body, booked) == 0, "replay: %d %s", st, body);
-    st = call_service(no_ids, "POST", path, "ids-2", json, body, sizeof(body));
+    /* A refusal kept by a daemon with ids replays as refused; a new
+     * refusal has no id to be kept under, and is not answered yet. */
+    st = call_service(ok, "POST", path, "ids-2", json, body, sizeof(body));
     ck_assert_msg(st == 409 && strstr(body, "nights_unavailable") != NULL, "refusal: %d %s", st,
+                  body);
+    st = call_service(no_ids, "POST", path, "ids-2", json, body, sizeof(body));
+    ck_assert_msg(st == 409 && strstr(body, "nights_unavailable") != NULL &&
+                      strstr(body, "refused before") != NULL,
+                  "replayed refusal: %d %s", st, body);
+    st = call_service(no_ids, "POST", path, "ids-4", json, body, sizeof(body));
+    ck_assert_msg(st == 503 && strstr(body, "reservation id") != NULL, "new refusal: %d %s", st,
                   body);
     testenv_format_date(testenv_today() + 20, in, sizeof(in));
     testenv_format_date(testenv_today() + 22, out, sizeof(out));

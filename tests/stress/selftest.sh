@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 failed=0
 for case in double_booking:double_bookings lost_ack:lost_acknowledged \
     delete_ack:lost_acknowledged phantom:phantom_bookings night_mismatch:night_mismatches \
-    shift_dates:lost_acknowledged; do
+    shift_dates:lost_acknowledged lost_refusal:lost_acknowledged; do
     fault=${case%%:*} counter=${case#*:}
     out=$(bin/calendar-stress --stack-env "$env_file" --clients 4 --listings 20 --duration 2 \
         --inject "$fault" 2>&1)

@@ -207,11 +207,18 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             json_decref(root);
             return;
         }
-        if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400 && !unknown &&
-            !rec->may_arrive_late) {
-            /* The server keeps no refusals: a replay answered with a booking
-             * after this key was refused, with no attempt in between whose
-             * outcome is unknown, means a row exists that the refusal hid. */
+        if (rec->refusal_kept) {
+            /* The refusal was committed under the key before it was
+             * answered: nothing can book the key since. */
+            atomic_fetch_add(&stats->replay_mismatches, 1);
+            log_anomaly("key %s: answered %ld (reservation %" PRId64 ") after its refusal was kept",
+                        rec->key, status, rid);
+        } else if (status == 200 && rec->reservation_id == 0 && rec->final_status >= 400 &&
+                   !unknown && !rec->may_arrive_late) {
+            /* A refusal not kept (a 409 idempotency_key_in_use): a replay
+             * answered with a booking after it, with no attempt in between
+             * whose outcome is unknown, means a row exists that the refusal
+             * hid. */
             atomic_fetch_add(&stats->replay_mismatches, 1);
             log_anomaly("key %s: replay answered 200 (reservation %" PRId64 ") after %d", rec->key,
                         rid, rec->final_status);
@@ -251,6 +258,12 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
                         resp->body);
         } else {
             rec->final_status = 409;
+            root = http_response_json(resp);
+            const char *code =
+                json_string_value(json_object_get(json_object_get(root, "error"), "code"));
+            if (code != NULL && strcmp(code, "nights_unavailable") == 0)
+                rec->refusal_kept = 1;
+            json_decref(root);
         }
         break;
     default:

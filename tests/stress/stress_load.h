@@ -33,10 +33,15 @@ struct stress_record {
     uint8_t acked;        /* answered 200/201 with status "confirmed" at some point */
     uint8_t cancel_sent;  /* a cancel went out (whatever its outcome) */
     uint8_t cancel_acked; /* a cancel was answered 200 "cancelled" */
-    /* After a refusal, an attempt of this key (a replay is a new attempt:
-     * the server keeps no refusals) ended with no definitive answer: it may
-     * have booked. Cleared by the next definitive answer. */
+    /* After a refusal the server does not keep (any but a 409
+     * nights_unavailable: a replay of those is a new attempt), an attempt
+     * of this key ended with no definitive answer: it may have booked.
+     * Cleared by the next definitive answer. */
     uint8_t unknown_after_refusal;
+    /* Answered 409 nights_unavailable: the server keeps that refusal under
+     * the key, so no answer since or later may book it, and SQL must hold
+     * the key's row as refused. Never cleared. */
+    uint8_t refusal_kept;
     /* An attempt ended without an answer at all (timed out, connection
      * lost): its request may reach the server later than any answer since,
      * a refusal included, and book then. Never cleared. */

@@ -53,8 +53,8 @@ usage(FILE *out)
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt this run's own rows in SQL\n"
             "                   before verifying (double_booking, lost_ack, delete_ack,\n"
-            "                   phantom, night_mismatch, shift_dates); the run must then\n"
-            "                   exit 1\n"
+            "                   phantom, night_mismatch, shift_dates, lost_refusal); the\n"
+            "                   run must then exit 1\n"
             "  --help           this text\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
@@ -258,6 +258,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("routing_mismatches", verdict->routing_mismatches);
     SET_U("unowned_rows", verdict->unowned_rows);
     SET_U("sql_reservations", verdict->sql_reservations);
+    SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
     SET_U("sql_booked_nights", verdict->sql_booked_nights);
     SET_U("cache_checks", atomic_load(&stats->cache_checks));

@@ -20,6 +20,7 @@ struct sql_reservation {
     int32_t check_in;
     int32_t check_out;
     int confirmed;
+    int refused; /* a kept refusal: holds no nights */
     char key[64];
 };
 
@@ -116,6 +117,7 @@ read_shard(const char *dsn, const struct stress_conf *conf, struct rows *rows,
         r->check_in = (int32_t)c[3].i;
         r->check_out = (int32_t)c[4].i;
         r->confirmed = c[5].type == DB_STR && strcmp(c[5].s, "confirmed") == 0;
+        r->refused = c[5].type == DB_STR && strcmp(c[5].s, "refused") == 0;
         snprintf(r->key, sizeof(r->key), "%s", c[6].type == DB_STR ? c[6].s : "");
     }
     if (n < 0) {
@@ -262,6 +264,7 @@ check_nights(const struct rows *rows, struct sql_reservation **by_id,
                    "listing %" PRIu64 " night %d booked by reservation %" PRId64 " which is %s",
                    n->listing_id, n->night, n->reservation_id,
                    found == NULL          ? "missing"
+                   : (*found)->refused    ? "refused"
                    : !(*found)->confirmed ? "cancelled"
                                           : "elsewhere");
         }
@@ -325,14 +328,27 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
         }
         /* Not when a request of the key may have reached the server after
          * the refusal (its sender gave up waiting): it may have booked then. */
-        if (r->confirmed && !rec->acked && rec->final_status >= 400 &&
-            !rec->unknown_after_refusal && !rec->may_arrive_late) {
+        if (r->confirmed && !rec->acked &&
+            (rec->refusal_kept ||
+             (rec->final_status >= 400 && !rec->unknown_after_refusal && !rec->may_arrive_late))) {
             verdict->phantom_bookings++;
             report(verdict->phantom_bookings, "phantom_bookings",
                    "key %s answered %d but reservation %" PRId64 " is confirmed", rec->key,
                    rec->final_status, r->reservation_id);
         }
-        if (!r->confirmed && !rec->cancel_sent) {
+        if (r->refused && rec->acked) {
+            verdict->lost_acknowledged++;
+            report(verdict->lost_acknowledged, "lost_acknowledged",
+                   "key %s: acknowledged as booked, SQL holds its refusal %" PRId64, rec->key,
+                   r->reservation_id);
+        }
+        if (!r->refused && rec->refusal_kept && !r->confirmed) {
+            verdict->lost_acknowledged++;
+            report(verdict->lost_acknowledged, "lost_acknowledged",
+                   "key %s: refused, SQL holds reservation %" PRId64 " as cancelled", rec->key,
+                   r->reservation_id);
+        }
+        if (!r->confirmed && !r->refused && !rec->cancel_sent) {
             verdict->lost_acknowledged++;
             report(verdict->lost_acknowledged, "lost_acknowledged",
                    "key %s: reservation %" PRId64 " cancelled but no cancel was sent", rec->key,
@@ -357,6 +373,10 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
             report(verdict->lost_acknowledged, "lost_acknowledged",
                    "key %s: reservation %" PRId64 " acknowledged, not in SQL", records[i].key,
                    records[i].reservation_id);
+        } else if (records[i].refusal_kept && !seen[i]) {
+            verdict->lost_acknowledged++;
+            report(verdict->lost_acknowledged, "lost_acknowledged",
+                   "key %s: refused (409 nights_unavailable), no refusal in SQL", records[i].key);
         }
     }
 }
@@ -394,6 +414,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     for (size_t i = 0; i < rows.nres; i++) {
         by_id[i] = by_key[i] = &rows.res[i];
         verdict->sql_confirmed += (uint64_t)rows.res[i].confirmed;
+        verdict->sql_refused += (uint64_t)rows.res[i].refused;
     }
     verdict->sql_reservations = rows.nres;
     verdict->sql_booked_nights = rows.nnights;
@@ -454,22 +475,22 @@ stress_verify_inject(const struct testenv *env, const char *fault,
 {
     struct db *dbs[TESTENV_MAX_SHARDS] = {NULL};
     const struct stress_record *victim = NULL;
-    int want_refused = strcmp(fault, "phantom") == 0, idx, rc = -1;
+    int want_refused = strcmp(fault, "phantom") == 0 || strcmp(fault, "lost_refusal") == 0, idx,
+        rc = -1;
     cal_status st = CAL_ERR;
     struct db_stmt *stmt = NULL;
 
     if (strcmp(fault, "double_booking") != 0 && strcmp(fault, "lost_ack") != 0 &&
         strcmp(fault, "delete_ack") != 0 && strcmp(fault, "phantom") != 0 &&
-        strcmp(fault, "night_mismatch") != 0 && strcmp(fault, "shift_dates") != 0) {
+        strcmp(fault, "night_mismatch") != 0 && strcmp(fault, "shift_dates") != 0 &&
+        strcmp(fault, "lost_refusal") != 0) {
         snprintf(err, errlen, "unknown fault '%s'", fault);
         return -1;
     }
     for (size_t i = 0; i < nrecords && victim == NULL; i++) {
         const struct stress_record *rec = &records[i];
 
-        if (want_refused ? (rec->final_status == 409 && !rec->acked &&
-                            !rec->unknown_after_refusal && !rec->may_arrive_late)
-                         : (rec->acked && !rec->cancel_sent)) {
+        if (want_refused ? (rec->refusal_kept && !rec->acked) : (rec->acked && !rec->cancel_sent)) {
             victim = rec;
         }
     }
@@ -489,7 +510,8 @@ stress_verify_inject(const struct testenv *env, const char *fault,
         goto out;
     }
     if (strcmp(fault, "double_booking") == 0 || strcmp(fault, "phantom") == 0) {
-        /* A phantom goes far beyond the window so it overlaps nothing. */
+        /* A phantom goes far beyond the window so it overlaps nothing; it
+         * turns the key's kept refusal into a booking. */
         int64_t shift = want_refused ? 400 : 0;
         struct db_val p[] = {DB_INT_V(victim->listing_id),
                              DB_INT_V(testenv_vbucket(victim->listing_id)),
@@ -501,8 +523,17 @@ stress_verify_inject(const struct testenv *env, const char *fault,
                       "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
                       "check_out, guest_id, status, total_price, currency, idempotency_key, "
                       "request_hash, version) SELECT MAX(reservation_id) + 1, ?, ?, FROM_DAYS(?), "
-                      "FROM_DAYS(?), 1, 'confirmed', 0, 'USD', ?, '0', 1 FROM reservations",
+                      "FROM_DAYS(?), 1, 'confirmed', 0, 'USD', ?, '0', 1 FROM reservations "
+                      "ON DUPLICATE KEY UPDATE status = 'confirmed', check_in = VALUES(check_in), "
+                      "check_out = VALUES(check_out)",
                       p, 5, &stmt, err, errlen);
+    } else if (strcmp(fault, "lost_refusal") == 0) {
+        struct db_val p[] = {DB_INT_V(victim->listing_id), DB_CSTR_V(victim->key)};
+
+        st = db_query(dbs[idx],
+                      "DELETE FROM reservations WHERE listing_id = ? AND idempotency_key = ?"
+                      " AND status = 'refused'",
+                      p, 2, &stmt, err, errlen);
     } else if (strcmp(fault, "shift_dates") == 0) {
         /* The acknowledged stay and its nights, 400 days on: consistent in
          * SQL (nothing overlaps there), but not the stay the client was told. */
@@ -544,7 +575,9 @@ stress_verify_inject(const struct testenv *env, const char *fault,
                       "WHERE listing_id = ? AND night = FROM_DAYS(?)",
                       p, 2, &stmt, err, errlen);
     }
-    if (st == CAL_OK && db_affected_rows(stmt) != 1) {
+    /* An upsert that updates counts its row twice. */
+    if (st == CAL_OK && db_affected_rows(stmt) != 1 &&
+        !(want_refused && db_affected_rows(stmt) == 2)) {
         snprintf(err, errlen, "fault %s changed %" PRIu64 " rows", fault, db_affected_rows(stmt));
         st = CAL_ERR;
     }

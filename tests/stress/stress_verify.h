@@ -20,6 +20,7 @@ struct stress_verdict {
                                     * the fence, or a move's copy left behind (run no move meanwhile) */
     uint64_t sql_reservations;     /* rows read, for the report */
     uint64_t sql_confirmed;
+    uint64_t sql_refused; /* kept refusals */
     uint64_t sql_booked_nights;
     int64_t cache_mismatches; /* stale availability reads; -1: not checked */
 };
