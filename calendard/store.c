@@ -150,7 +150,9 @@ listing_from_row(struct listing *l, const struct db_val *c, uint64_t listing_id,
     l->max_nights = (int)c[5].i;
 }
 
-static void
+/* False for a status this daemon does not know (a newer one's): read as
+ * confirmed it could answer a refusal as a booking. */
+static bool
 reservation_from_row(struct reservation *r, const struct db_val *c)
 {
     r->reservation_id = (uint64_t)c[0].i;
@@ -158,12 +160,11 @@ reservation_from_row(struct reservation *r, const struct db_val *c)
     r->check_in = (int32_t)c[2].i;
     r->check_out = (int32_t)c[3].i;
     r->guest_id = (uint64_t)c[4].i;
-    if (c[5].type != DB_STR || !booking_reservation_status_parse(c[5].s, &r->status))
-        r->status = RESERVATION_CONFIRMED;
     r->total_price = c[6].i;
     copy_text(r->currency, sizeof(r->currency), &c[7]);
     r->version = (uint64_t)c[8].i;
     copy_text(r->request_hash, sizeof(r->request_hash), &c[9]);
+    return c[5].type == DB_STR && booking_reservation_status_parse(c[5].s, &r->status);
 }
 
 /* Takes the fence row in share mode: a move's exclusive lock waits for us,
@@ -953,7 +954,11 @@ fetch_reservation(struct db_stmt *st, int skip, struct reservation *out, char *e
         return skip ? CAL_EMOVED : CAL_ENOTFOUND;
     if (c[skip].type == DB_NULL)
         return CAL_ENOTFOUND;
-    reservation_from_row(out, c + skip);
+    if (!reservation_from_row(out, c + skip)) {
+        snprintf(err, errlen, "reservation %" PRIu64 " has a status this calendard does not know",
+                 out->reservation_id);
+        return CAL_ERR;
+    }
     return CAL_OK;
 }
 

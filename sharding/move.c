@@ -27,6 +27,10 @@ struct table_spec {
      * another listing's on the target (reservation ids were once unique per
      * calendard process only), see upsert_clause and check_keys. */
     const char *key;
+    const char *where; /* the table's rows this spec copies */
+    /* Its rows are never changed once written: a row the target has is not
+     * read again, only the keys are compared (read_missing). */
+    bool immutable;
 };
 
 /* Copy order matters only for readers of the target, which have none until
@@ -35,12 +39,17 @@ static const struct table_spec TABLES[] = {
     {"listings",
      "listing_id, vbucket, version, rules_version, default_price, currency, min_nights,"
      " max_nights, updated_at",
-     9, NULL},
-    {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7, NULL},
-    {"reservations",
-     "reservation_id, listing_id, vbucket, check_in, check_out, guest_id, status, total_price,"
-     " currency, idempotency_key, request_hash, version, created_at, updated_at",
-     14, "reservation_id"},
+     9, NULL, "TRUE", false},
+    {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7, NULL,
+     "TRUE", false},
+#define RESERVATION_COLS                                                                           \
+    "reservation_id, listing_id, vbucket, check_in, check_out, guest_id, status, total_price,"     \
+    " currency, idempotency_key, request_hash, version, created_at, updated_at"
+    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status <> 'refused'", false},
+    /* Kept refusals (calendard/store.c, store_refuse): a listing many
+     * bookings were refused on holds many, and each of its changes would
+     * copy them all again, the cutover's too. */
+    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status = 'refused'", true},
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
@@ -226,16 +235,18 @@ append_marks(char *sql, size_t off, size_t cap, size_t n)
     snprintf(sql + off, cap - off, ")");
 }
 
+/* Appends to out the rows of t whose column col is one of vals[0..n),
+ * n <= LISTING_CHUNK. */
 static cal_status
-read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t n,
-          struct rows *out, char *err, size_t errlen)
+read_rows_by(struct db *db, const struct table_spec *t, const char *col, const uint64_t *vals,
+             size_t n, struct rows *out, char *err, size_t errlen)
 {
-    char sql[512 + LISTING_CHUNK * 2];
-    size_t off = (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE listing_id IN (",
-                                  t->cols, t->name);
+    char sql[768 + LISTING_CHUNK * 2];
+    size_t off = (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE %s AND %s IN (",
+                                  t->cols, t->name, t->where, col);
     struct db_val p[LISTING_CHUNK], c[16];
     for (size_t i = 0; i < n; i++)
-        p[i] = DB_INT_V(ids[i]);
+        p[i] = DB_INT_V(vals[i]);
     append_marks(sql, off, sizeof(sql), n);
     struct db_stmt *st;
     cal_status rc = db_query(db, sql, p, n, &st, err, errlen);
@@ -256,6 +267,70 @@ read_rows(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
         }
     }
     return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+struct keys {
+    size_t n, cap;
+    uint64_t *v;
+};
+
+/* The keys (t->key) of t's rows of the listings ids[0..n), ascending. */
+static cal_status
+read_keys(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t n,
+          struct keys *out, char *err, size_t errlen)
+{
+    char sql[512 + LISTING_CHUNK * 2];
+    size_t off =
+        (size_t)snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE %s AND listing_id IN (", t->key,
+                         t->name, t->where);
+    struct db_val p[LISTING_CHUNK], c[1];
+    for (size_t i = 0; i < n; i++)
+        p[i] = DB_INT_V(ids[i]);
+    append_marks(sql, off, sizeof(sql) - 16, n);
+    strcat(sql, " ORDER BY 1");
+    struct db_stmt *st;
+    out->n = 0;
+    cal_status rc = db_query(db, sql, p, n, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r;
+    while ((r = db_fetch(st, c, 1, err, errlen)) > 0) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? out->cap * 2 : 256;
+            out->v = cal_realloc(out->v, out->cap * sizeof(*out->v));
+        }
+        out->v[out->n++] = (uint64_t)c[0].i;
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+/* The rows of t of the listings ids[0..n) (n <= LISTING_CHUNK): all of
+ * them, or for an immutable table those whose key the target lacks. */
+static cal_status
+read_rows(struct db *src, struct db *dst, const struct table_spec *t, const uint64_t *ids, size_t n,
+          struct rows *out, char *err, size_t errlen)
+{
+    if (!t->immutable)
+        return read_rows_by(src, t, "listing_id", ids, n, out, err, errlen);
+    struct keys sk = {0}, dk = {0};
+    cal_status rc = read_keys(src, t, ids, n, &sk, err, errlen);
+    if (rc == CAL_OK)
+        rc = read_keys(dst, t, ids, n, &dk, err, errlen);
+    /* The source's keys the target lacks, in place in sk. */
+    size_t nmissing = 0;
+    for (size_t i = 0, j = 0; rc == CAL_OK && i < sk.n; i++) {
+        while (j < dk.n && dk.v[j] < sk.v[i])
+            j++;
+        if (j == dk.n || dk.v[j] != sk.v[i])
+            sk.v[nmissing++] = sk.v[i];
+    }
+    for (size_t start = 0; rc == CAL_OK && start < nmissing; start += LISTING_CHUNK) {
+        size_t k = nmissing - start < LISTING_CHUNK ? nmissing - start : LISTING_CHUNK;
+        rc = read_rows_by(src, t, t->key, sk.v + start, k, out, err, errlen);
+    }
+    free(sk.v);
+    free(dk.v);
+    return rc;
 }
 
 /* A key row of the target is the copied row's only when it is the same
@@ -413,7 +488,7 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uin
     for (size_t start = 0; start < n && rc == CAL_OK; start += LISTING_CHUNK) {
         size_t k = n - start < LISTING_CHUNK ? n - start : LISTING_CHUNK;
         for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++)
-            rc = read_rows(src, &TABLES[t], ids + start, k, &rows[t], err, errlen);
+            rc = read_rows(src, dst, &TABLES[t], ids + start, k, &rows[t], err, errlen);
         for (size_t t = NTABLES; t-- > 0 && rc == CAL_OK;) {
             rc = write_rows(dst, &TABLES[t], &rows[t], err, errlen);
             if (rc == CAL_OK && TABLES[t].key != NULL)

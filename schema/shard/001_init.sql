@@ -3,6 +3,8 @@
 --   reservations(reservation_id, listing_id, check_in, check_out, status)
 --   nights(listing_id, night, status, reservation_id, price)
 -- Status columns are VARCHAR, not ENUM, so binlog row images decode cleanly.
+-- A live reservation is status = 'confirmed'; 'cancelled' and 'refused' rows
+-- hold no nights (a refused one overlaps the booking that took its nights).
 
 CREATE TABLE IF NOT EXISTS listings (
   listing_id    BIGINT UNSIGNED NOT NULL PRIMARY KEY,

@@ -1194,6 +1194,19 @@ START_TEST(test_refusal_is_kept_for_replays)
                                       " AND status = 'refused'",
                                       p, 1),
                      1);
+
+    /* A status this daemon does not know (a newer one's) is never read as
+     * a booking: the replay fails rather than answer 200. */
+    {
+        struct db_val q[] = {DB_INT_V(refused_id)};
+
+        for (size_t i = 0; i < env.nshards; i++)
+            sql_exec(shard(i),
+                     "UPDATE reservations SET status = 'on_hold' WHERE reservation_id = ?", q, 1);
+    }
+    book_raw(&resp, id, "kept-b", FIRST_DAY, FIRST_DAY + 2, 2);
+    expect_error(&resp, 500, "internal_error");
+    http_response_deinit(&resp);
     json_decref(a);
 }
 END_TEST
