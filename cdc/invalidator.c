@@ -270,13 +270,24 @@ account(struct invalidator *inv, struct kconsumer_msg *msg, const struct invalid
 /* A message that cannot be decoded is skipped, not retried: no later attempt
  * can decode it, and retrying would stall every event behind it on its
  * partition. It is logged with its coordinates for a manual replay: at warn
- * a line a second at most, the others at debug. */
+ * a line a second at most, the others at debug. why NULL: the reason is not
+ * at hand, and is found again only for a line that is written. */
 static void
 skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char *why)
 {
     invstats_error(inv->stats, INVSTATS_ERR_UNDECODABLE);
     unsigned long long suppressed;
-    if (undecodable_log_due(inv, &suppressed))
+    bool due = undecodable_log_due(inv, &suppressed);
+    char again[256] = "";
+    if (why == NULL && (due || log_enabled(LOG_DEBUG))) {
+        /* decoded again for the reason, only for a line that is written:
+         * a topic full of unreadable events costs one parse a message */
+        struct invalidate_event ev;
+        (void)invalidate_decode(msg->topic, msg->value, msg->len, &ev, again, sizeof(again));
+    }
+    if (why == NULL)
+        why = again;
+    if (due)
         log_warn("undecodable event skipped",
                  "topic=%s partition=%d offset=%lld reason=\"%s\" undecodable_not_logged=%llu",
                  msg->topic, (int)msg->partition, (long long)msg->offset, why, suppressed);
@@ -391,14 +402,10 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     cache_recovered(inv);
     invstats_invalidations(inv->stats, nkeys);
     for (size_t i = 0; i < n; i++) {
-        if (!inv->decoded[i]) {
-            /* decode again for the reason: rare, and keeps evs small */
-            struct invalidate_event ev;
-            invalidate_decode(msgs[i].topic, msgs[i].value, msgs[i].len, &ev, err, sizeof(err));
-            skip_undecodable(inv, &msgs[i], err);
-        } else {
+        if (!inv->decoded[i])
+            skip_undecodable(inv, &msgs[i], NULL);
+        else
             account(inv, &msgs[i], &inv->evs[i]);
-        }
     }
 }
 

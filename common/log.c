@@ -45,6 +45,12 @@ log_level_check(const char *s, char *why, size_t whylen)
     return CAL_EINVAL;
 }
 
+bool
+log_enabled(enum log_level level)
+{
+    return (int)level >= atomic_load(&min_level);
+}
+
 void
 log_write(enum log_level level, const char *msg, const char *fmt, ...)
 {

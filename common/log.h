@@ -2,6 +2,7 @@
 #ifndef CAL_LOG_H
 #define CAL_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/status.h"
@@ -9,6 +10,8 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
+/* Would a line of this level be written? To skip work done only for it. */
+bool log_enabled(enum log_level level);
 /* Maps a syslog severity (0 emerg .. 7 debug), as libraries report it. */
 enum log_level log_level_from_syslog(int severity);
 
