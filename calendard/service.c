@@ -516,10 +516,9 @@ keep_refusal(struct service *svc, struct db *db, const struct route *rt, struct 
                             .status = RESERVATION_REFUSED};
     memcpy(r.request_hash, c->request_hash, sizeof(r.request_hash));
     cal_status rc = store_refuse(db, &c->read.listing, &r, c->key, c->keylen, err, errlen);
-    /* Unlike a booking's, a refusal's outcome need not be told: the retry
-     * on a fresh connection finds it kept, or keeps it. */
-    if (rc == CAL_EUNKNOWN)
-        rc = CAL_EUNAVAIL;
+    /* CAL_EUNKNOWN (the connection broke in the COMMIT) answers
+     * outcome_unknown: the key may be refused for good now, and a replay
+     * says which. */
     if (rc == CAL_EDUP) {
         rc = replay_or_fail(db, rt, c, e, err, errlen);
         if (rc == CAL_ENOTFOUND) {

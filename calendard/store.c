@@ -53,9 +53,10 @@ static const char SQL_FIND_BY_KEY[] =
 static const char SQL_GET_RESERVATION[] =
     "SELECT o.epoch, " RES_COLS " FROM vbucket_owner o LEFT JOIN reservations r"
     " ON r.reservation_id = ? AND r.listing_id = ? AND r.status <> 'refused' WHERE o.vbucket = ?";
-/* A refusal kept under its key, fenced and committed in one round trip.
- * Answers 0 (committed), 1 (the vbucket is not owned) or 2 (the key, or
- * the id, has a row already). */
+/* A refusal kept under its key, fenced and committed in one round trip,
+ * counted in listing_refusals (a vbucket move finds it by the count: it
+ * bumps no calendar version). Answers 0 (committed), 1 (the vbucket is not
+ * owned) or 2 (the key, or the id, has a row already). */
 static const char SQL_REFUSE[] =
     "BEGIN NOT ATOMIC DECLARE e BIGINT DEFAULT NULL;"
     " DECLARE EXIT HANDLER FOR 1062 BEGIN ROLLBACK; SELECT 2, 0; END;"
@@ -65,6 +66,8 @@ static const char SQL_REFUSE[] =
     " INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
     " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
     " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, 'refused', 0, ?, ?, ?, ?);"
+    " INSERT INTO listing_refusals (listing_id, vbucket, version) VALUES (?, ?, 1)"
+    " ON DUPLICATE KEY UPDATE version = version + 1;"
     " COMMIT; SELECT 0, 0; END IF; END";
 static const char SQL_CANCEL_RESERVATION[] =
     "UPDATE reservations SET status = 'cancelled'"
@@ -980,7 +983,8 @@ store_refuse(struct db *db, const struct listing *listing, const struct reservat
         DB_INT_V(listing->vbucket),   DB_INT_V(res->reservation_id), DB_INT_V(listing->listing_id),
         DB_INT_V(listing->vbucket),   DB_INT_V(res->check_in + E),   DB_INT_V(res->check_out + E),
         DB_INT_V(res->guest_id),      DB_CSTR_V(listing->currency),  DB_STR_V(key, keylen),
-        DB_CSTR_V(res->request_hash), DB_INT_V(listing->version)};
+        DB_CSTR_V(res->request_hash), DB_INT_V(listing->version),    DB_INT_V(listing->listing_id),
+        DB_INT_V(listing->vbucket)};
     struct one_answer a = {.step = -1};
     cal_status rc = db_block(db, SQL_REFUSE, p, CAL_ARRAY_LEN(p), one_row, &a, err, errlen);
     if (rc != CAL_OK) {

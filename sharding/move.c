@@ -29,7 +29,7 @@ struct table_spec {
     const char *key;
     const char *where; /* the table's rows this spec copies */
     /* Its rows are never changed once written: a row the target has is not
-     * read again, only the keys are compared (read_missing). */
+     * read again, only the keys are compared (read_rows). */
     bool immutable;
 };
 
@@ -40,6 +40,9 @@ static const struct table_spec TABLES[] = {
      "listing_id, vbucket, version, rules_version, default_price, currency, min_nights,"
      " max_nights, updated_at",
      9, NULL, "TRUE", false},
+    /* Written after the refusals it counts (writes go in reverse order),
+     * so a count on the target never claims a refusal that is not there. */
+    {"listing_refusals", "listing_id, vbucket, version", 3, NULL, "TRUE", false},
     {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7, NULL,
      "TRUE", false},
 #define RESERVATION_COLS                                                                           \
@@ -172,18 +175,19 @@ check_move_lock(struct cluster *c, const struct move_opts *o, struct move_rec *m
     return CAL_ECONFLICT;
 }
 
-/* listing_id, version and reservation rows of every listing of the
- * vbucket, by listing_id. A kept refusal (calendard/store.c, store_refuse)
- * adds a reservations row without bumping the version: its count tells. */
+/* listing_id, version and refusals kept of every listing of the vbucket,
+ * by listing_id. A kept refusal (calendard/store.c, store_refuse) adds a
+ * reservations row without bumping the version: listing_refusals counts
+ * them, one row per listing. */
 struct versions {
     size_t n, cap;
-    uint64_t *id, *version, *nres;
+    uint64_t *id, *version, *refusals;
 };
 
 static const char SQL_VERSIONS[] =
-    "SELECT l.listing_id, l.version,"
-    " (SELECT COUNT(*) FROM reservations r WHERE r.listing_id = l.listing_id)"
-    " FROM listings l WHERE l.vbucket = ? ORDER BY l.listing_id";
+    "SELECT l.listing_id, l.version, COALESCE(r.version, 0) FROM listings l"
+    " LEFT JOIN listing_refusals r ON r.listing_id = l.listing_id"
+    " WHERE l.vbucket = ? ORDER BY l.listing_id";
 
 static cal_status
 read_versions(struct db *db, uint32_t vbucket, struct versions *v, char *err, size_t errlen)
@@ -200,28 +204,34 @@ read_versions(struct db *db, uint32_t vbucket, struct versions *v, char *err, si
             v->cap = v->cap ? v->cap * 2 : 1024;
             v->id = cal_realloc(v->id, v->cap * sizeof(*v->id));
             v->version = cal_realloc(v->version, v->cap * sizeof(*v->version));
-            v->nres = cal_realloc(v->nres, v->cap * sizeof(*v->nres));
+            v->refusals = cal_realloc(v->refusals, v->cap * sizeof(*v->refusals));
         }
         v->id[v->n] = (uint64_t)c[0].i;
         v->version[v->n] = (uint64_t)c[1].i;
-        v->nres[v->n++] = (uint64_t)c[2].i;
+        v->refusals[v->n++] = (uint64_t)c[2].i;
     }
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
-/* Listings whose source version or reservation rows the target does not
- * have (new or changed). */
+/* Listings whose source version or count of refusals the target does not
+ * have (new or changed); (*refused)[k] says whether the k-th one's count
+ * differs. */
 static size_t
-changed_listings(const struct versions *src, const struct versions *dst, uint64_t **out)
+changed_listings(const struct versions *src, const struct versions *dst, uint64_t **out,
+                 bool **refused)
 {
     size_t n = 0, j = 0;
     *out = cal_malloc((src->n + 1) * sizeof(**out));
+    *refused = cal_malloc((src->n + 1) * sizeof(**refused));
     for (size_t i = 0; i < src->n; i++) {
         while (j < dst->n && dst->id[j] < src->id[i])
             j++;
-        if (j == dst->n || dst->id[j] != src->id[i] || dst->version[j] != src->version[i] ||
-            dst->nres[j] != src->nres[i])
+        bool there = j < dst->n && dst->id[j] == src->id[i];
+        bool more = src->refusals[i] != (there ? dst->refusals[j] : 0);
+        if (!there || dst->version[j] != src->version[i] || more) {
+            (*refused)[n] = more;
             (*out)[n++] = src->id[i];
+        }
     }
     return n;
 }
@@ -304,14 +314,22 @@ read_keys(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
-/* The rows of t of the listings ids[0..n) (n <= LISTING_CHUNK): all of
- * them, or for an immutable table those whose key the target lacks. */
+/* The rows of t of the listings all[0..nall) (nall <= LISTING_CHUNK): all
+ * of them, or for an immutable table those whose key the target lacks, of
+ * the listings whose refused[] is set (NULL: all). */
 static cal_status
-read_rows(struct db *src, struct db *dst, const struct table_spec *t, const uint64_t *ids, size_t n,
-          struct rows *out, char *err, size_t errlen)
+read_rows(struct db *src, struct db *dst, const struct table_spec *t, const uint64_t *all,
+          const bool *refused, size_t nall, struct rows *out, char *err, size_t errlen)
 {
     if (!t->immutable)
-        return read_rows_by(src, t, "listing_id", ids, n, out, err, errlen);
+        return read_rows_by(src, t, "listing_id", all, nall, out, err, errlen);
+    uint64_t ids[LISTING_CHUNK];
+    size_t n = 0;
+    for (size_t i = 0; i < nall; i++)
+        if (refused == NULL || refused[i])
+            ids[n++] = all[i];
+    if (n == 0)
+        return CAL_OK;
     struct keys sk = {0}, dk = {0};
     cal_status rc = read_keys(src, t, ids, n, &sk, err, errlen);
     if (rc == CAL_OK)
@@ -479,8 +497,9 @@ check_keys(struct db *dst, const struct table_spec *t, const struct rows *rows, 
  * out. crash_name: testing only, a crash point after a chunk's first
  * write (NULL: none). */
 static cal_status
-copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uint64_t *copied,
-              const struct move_opts *o, const char *crash_name, char *err, size_t errlen)
+copy_listings(struct db *src, struct db *dst, const uint64_t *ids, const bool *refused, size_t n,
+              uint64_t *copied, const struct move_opts *o, const char *crash_name, char *err,
+              size_t errlen)
 {
     struct rows rows[NTABLES];
     cal_status rc = CAL_OK;
@@ -488,13 +507,15 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, size_t n, uin
     for (size_t start = 0; start < n && rc == CAL_OK; start += LISTING_CHUNK) {
         size_t k = n - start < LISTING_CHUNK ? n - start : LISTING_CHUNK;
         for (size_t t = 0; t < NTABLES && rc == CAL_OK; t++)
-            rc = read_rows(src, dst, &TABLES[t], ids + start, k, &rows[t], err, errlen);
+            rc = read_rows(src, dst, &TABLES[t], ids + start, refused ? refused + start : NULL, k,
+                           &rows[t], err, errlen);
         for (size_t t = NTABLES; t-- > 0 && rc == CAL_OK;) {
             rc = write_rows(dst, &TABLES[t], &rows[t], err, errlen);
             if (rc == CAL_OK && TABLES[t].key != NULL)
                 rc = check_keys(dst, &TABLES[t], &rows[t], err, errlen);
             *copied += rows[t].n;
-            if (rc == CAL_OK && t == NTABLES - 1 && crash_name != NULL)
+            /* after the chunk's first write that sent rows */
+            if (rc == CAL_OK && rows[t].n > 0 && crash_name != NULL)
                 crash_point(o, crash_name);
         }
         for (size_t t = 0; t < NTABLES; t++)
@@ -512,21 +533,24 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
 {
     struct versions sv = {0}, dv = {0};
     uint64_t *ids = NULL;
+    bool *refused = NULL;
     cal_status rc = read_versions(src, vbucket, &sv, err, errlen);
     if (rc == CAL_OK)
         rc = read_versions(dst, vbucket, &dv, err, errlen);
     if (rc == CAL_OK) {
-        *nchanged = changed_listings(&sv, &dv, &ids);
+        *nchanged = changed_listings(&sv, &dv, &ids, &refused);
         if (*nchanged <= limit)
-            rc = copy_listings(src, dst, ids, *nchanged, copied, o, crash_name, err, errlen);
+            rc = copy_listings(src, dst, ids, refused, *nchanged, copied, o, crash_name, err,
+                               errlen);
     }
     free(ids);
+    free(refused);
     free(sv.id);
     free(sv.version);
-    free(sv.nres);
+    free(sv.refusals);
     free(dv.id);
     free(dv.version);
-    free(dv.nres);
+    free(dv.refusals);
     return rc;
 }
 
@@ -564,10 +588,11 @@ delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
     static const char *const sql[] = {
         "DELETE FROM nights WHERE vbucket = ? LIMIT 2000",
         "DELETE FROM reservations WHERE vbucket = ? LIMIT 2000",
+        "DELETE FROM listing_refusals WHERE vbucket = ? LIMIT 2000",
         "DELETE FROM listings WHERE vbucket = ? LIMIT 2000",
     };
     struct db_val p[1] = {DB_INT_V(vbucket)};
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < CAL_ARRAY_LEN(sql); t++) {
         for (;;) {
             struct db_stmt *st;
             cal_status rc = db_query(db, sql[t], p, 1, &st, err, errlen);

@@ -1,7 +1,8 @@
 /* Online move of one vbucket between shards (DESIGN.md, "Rebalancing"):
  *   copy     copy the vbucket's rows to the target while writes go on, then
  *            catch up by listing version (every calendar change bumps it)
- *            and count of reservations rows (a kept refusal bumps none)
+ *            and count of kept refusals (listing_refusals: a refusal bumps no
+ *            version)
  *   cutover  on the source, take the fence row FOR UPDATE (in-flight writes
  *            finish, new ones wait), copy the last delta, delete the fence
  *            row, COMMIT: from here no shard owns the vbucket
@@ -57,7 +58,7 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
 
 /* One catch-up pass of vbucket from src to dst, as a move runs them but
  * outside any move (no journal, no move lock, no fence): copies every
- * listing whose version or count of reservations rows differs, with its
+ * listing whose version or count of kept refusals differs, with its
  * nights and reservations (of its kept refusals, those dst lacks); a row
  * reaches dst only when its version there is older, and never over another
  * listing's row with its key (CAL_EDUP). *copied grows by the rows sent.

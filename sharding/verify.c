@@ -34,6 +34,10 @@ static const struct vtable VTABLES[] = {
      ", version FROM reservations WHERE vbucket = ?"
      " ORDER BY reservation_id",
      "SELECT listing_id, vbucket FROM reservations WHERE reservation_id = ?"},
+    {"listing_refusals",
+     "SELECT CAST(listing_id AS CHAR), CAST(version AS CHAR), version FROM listing_refusals"
+     " WHERE vbucket = ? ORDER BY listing_id",
+     NULL},
 };
 
 struct kv {
@@ -183,9 +187,11 @@ static const char SQL_COPYING[] =
     "SELECT vbucket, target_shard FROM moves WHERE phase IN ('copy', 'cutover')";
 static const char SQL_ROWS_OF[] = "SELECT (SELECT COUNT(*) FROM listings WHERE vbucket = ?)"
                                   " + (SELECT COUNT(*) FROM nights WHERE vbucket = ?)"
-                                  " + (SELECT COUNT(*) FROM reservations WHERE vbucket = ?)";
+                                  " + (SELECT COUNT(*) FROM reservations WHERE vbucket = ?)"
+                                  " + (SELECT COUNT(*) FROM listing_refusals WHERE vbucket = ?)";
 static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbucket FROM nights"
-                                " UNION SELECT vbucket FROM reservations";
+                                " UNION SELECT vbucket FROM reservations"
+                                " UNION SELECT vbucket FROM listing_refusals";
 
 /* Reads a (vbucket, shard) pair per row of sql from the catalog into
  * by_vb[vbucket] = 1 + shard. */
@@ -211,8 +217,10 @@ count_stray(struct db *db, uint32_t vbucket, uint32_t shard_id, struct verify_re
             FILE *out, char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val p[3] = {DB_INT_V(vbucket), DB_INT_V(vbucket), DB_INT_V(vbucket)}, c[1];
-    cal_status rc = db_query(db, SQL_ROWS_OF, p, 3, &st, err, errlen);
+    struct db_val p[4] = {DB_INT_V(vbucket), DB_INT_V(vbucket), DB_INT_V(vbucket),
+                          DB_INT_V(vbucket)},
+                  c[1];
+    cal_status rc = db_query(db, SQL_ROWS_OF, p, 4, &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r = db_fetch(st, c, 1, err, errlen);

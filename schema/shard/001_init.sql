@@ -4,7 +4,8 @@
 --   nights(listing_id, night, status, reservation_id, price)
 -- Status columns are VARCHAR, not ENUM, so binlog row images decode cleanly.
 -- A live reservation is status = 'confirmed'; 'cancelled' and 'refused' rows
--- hold no nights (a refused one overlaps the booking that took its nights).
+-- hold no nights (a refused one's stay overlapped nights booked or blocked
+-- when it was refused).
 
 CREATE TABLE IF NOT EXISTS listings (
   listing_id    BIGINT UNSIGNED NOT NULL PRIMARY KEY,

@@ -1194,6 +1194,12 @@ START_TEST(test_refusal_is_kept_for_replays)
                                       " AND status = 'refused'",
                                       p, 1),
                      1);
+    /* Counted once, for a vbucket move, however often it was replayed. */
+    ck_assert_int_eq(
+        count_all_shards("SELECT CAST(COALESCE(SUM(version), 0) AS SIGNED) FROM listing_refusals"
+                         " WHERE listing_id = ?",
+                         p, 1),
+        1);
 
     /* A status this daemon does not know (a newer one's) is never read as
      * a booking: the replay fails rather than answer 200. */

@@ -469,6 +469,8 @@ START_TEST(a_refusal_kept_after_the_copy_moves)
     ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
     ck_assert_int_eq(owner_of(m.v), m.target);
     ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 2);
+    ck_assert_int_eq(rows_on((size_t)m.target, "listing_refusals", m.id), 1);
+    ck_assert_int_eq(rows_on((size_t)m.from, "listing_refusals", m.id), 0);
     /* Freed on the new owner, the refused key is refused again. */
     char path[160];
     snprintf(path, sizeof(path), "/v1/listings/%llu/reservations/%llu/cancel",
