@@ -31,6 +31,8 @@ struct table_spec {
     /* Its rows are never changed once written: a row the target has is not
      * read again, only the keys are compared (read_rows). */
     bool immutable;
+    /* Read only for the listings whose count of refusals differs. */
+    bool refusals_only;
 };
 
 /* Copy order matters only for readers of the target, which have none until
@@ -39,20 +41,22 @@ static const struct table_spec TABLES[] = {
     {"listings",
      "listing_id, vbucket, version, rules_version, default_price, currency, min_nights,"
      " max_nights, updated_at",
-     9, NULL, "TRUE", false},
+     9, NULL, "TRUE", false, false},
     /* Written after the refusals it counts (writes go in reverse order),
-     * so a count on the target never claims a refusal that is not there. */
-    {"listing_refusals", "listing_id, vbucket, version", 3, NULL, "TRUE", false},
+     * and only with them (refusals_only: read for the same listings, before
+     * them), so a count on the target never claims a refusal that is not
+     * there: the next pass sees the difference. */
+    {"listing_refusals", "listing_id, vbucket, version", 3, NULL, "TRUE", false, true},
     {"nights", "listing_id, night, status, reservation_id, price, version, vbucket", 7, NULL,
-     "TRUE", false},
+     "TRUE", false, false},
 #define RESERVATION_COLS                                                                           \
     "reservation_id, listing_id, vbucket, check_in, check_out, guest_id, status, total_price,"     \
     " currency, idempotency_key, request_hash, version, created_at, updated_at"
-    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status <> 'refused'", false},
+    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status <> 'refused'", false, false},
     /* Kept refusals (calendard/store.c, store_refuse): a listing many
      * bookings were refused on holds many, and each of its changes would
      * copy them all again, the cutover's too. */
-    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status = 'refused'", true},
+    {"reservations", RESERVATION_COLS, 14, "reservation_id", "status = 'refused'", true, true},
 };
 #define NTABLES (sizeof(TABLES) / sizeof(TABLES[0]))
 
@@ -227,7 +231,9 @@ changed_listings(const struct versions *src, const struct versions *dst, uint64_
         while (j < dst->n && dst->id[j] < src->id[i])
             j++;
         bool there = j < dst->n && dst->id[j] == src->id[i];
-        bool more = src->refusals[i] != (there ? dst->refusals[j] : 0);
+        /* a listing new to the target compares its refused keys once, even
+         * uncounted ones */
+        bool more = !there || src->refusals[i] != dst->refusals[j];
         if (!there || dst->version[j] != src->version[i] || more) {
             (*refused)[n] = more;
             (*out)[n++] = src->id[i];
@@ -314,22 +320,22 @@ read_keys(struct db *db, const struct table_spec *t, const uint64_t *ids, size_t
     return r < 0 ? CAL_ERR : CAL_OK;
 }
 
-/* The rows of t of the listings all[0..nall) (nall <= LISTING_CHUNK): all
- * of them, or for an immutable table those whose key the target lacks, of
- * the listings whose refused[] is set (NULL: all). */
+/* The rows of t of the listings all[0..nall) (nall <= LISTING_CHUNK), for
+ * a refusals_only table of those whose refused[] is set (NULL: all): all
+ * of them, or for an immutable table those whose key the target lacks. */
 static cal_status
 read_rows(struct db *src, struct db *dst, const struct table_spec *t, const uint64_t *all,
           const bool *refused, size_t nall, struct rows *out, char *err, size_t errlen)
 {
-    if (!t->immutable)
-        return read_rows_by(src, t, "listing_id", all, nall, out, err, errlen);
     uint64_t ids[LISTING_CHUNK];
     size_t n = 0;
     for (size_t i = 0; i < nall; i++)
-        if (refused == NULL || refused[i])
+        if (!t->refusals_only || refused == NULL || refused[i])
             ids[n++] = all[i];
     if (n == 0)
         return CAL_OK;
+    if (!t->immutable)
+        return read_rows_by(src, t, "listing_id", ids, n, out, err, errlen);
     struct keys sk = {0}, dk = {0};
     cal_status rc = read_keys(src, t, ids, n, &sk, err, errlen);
     if (rc == CAL_OK)
@@ -537,6 +543,8 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
     cal_status rc = read_versions(src, vbucket, &sv, err, errlen);
     if (rc == CAL_OK)
         rc = read_versions(dst, vbucket, &dv, err, errlen);
+    if (rc == CAL_OK && o->after_versions != NULL)
+        o->after_versions(vbucket);
     if (rc == CAL_OK) {
         *nchanged = changed_listings(&sv, &dv, &ids, &refused);
         if (*nchanged <= limit)
@@ -555,12 +563,13 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
 }
 
 cal_status
-move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, char *err,
-               size_t errlen)
+move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, const struct move_opts *opts,
+               uint64_t *copied, char *err, size_t errlen)
 {
     static const struct move_opts none = {0};
     size_t nchanged;
-    return catch_up(src, dst, vbucket, copied, &nchanged, SIZE_MAX, &none, NULL, err, errlen);
+    return catch_up(src, dst, vbucket, copied, &nchanged, SIZE_MAX, opts ? opts : &none, NULL, err,
+                    errlen);
 }
 
 static const char SQL_OWNS[] = "SELECT epoch FROM vbucket_owner WHERE vbucket = ?";

@@ -44,6 +44,9 @@ struct move_opts {
      * "cutover", "cutover-catch-up", "cutover-commit", "target" (its fence
      * row), "cleanup-verify", "cleanup-delete". NULL in production. */
     void (*before_lock_check)(const char *step, uint32_t vbucket);
+    /* Tests: called by each catch-up pass between reading the listings'
+     * versions and reading their rows. NULL in production. */
+    void (*after_versions)(uint32_t vbucket);
 };
 
 /* Moves vbucket to shard target. CAL_EINVAL when it is there already or a
@@ -62,9 +65,9 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
  * nights and reservations (of its kept refusals, those dst lacks); a row
  * reaches dst only when its version there is older, and never over another
  * listing's row with its key (CAL_EDUP). *copied grows by the rows sent.
- * For tests of the copy. */
-cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied,
-                          char *err, size_t errlen);
+ * opts: its test hooks (NULL: none). For tests of the copy. */
+cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket,
+                          const struct move_opts *opts, uint64_t *copied, char *err, size_t errlen);
 
 /* Finishes every unfinished move of the journal; *resumed counts them. A
  * move that fails does not stop the others: the first failure is returned

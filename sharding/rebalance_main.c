@@ -117,7 +117,7 @@ usage(FILE *out)
             "  --crash-after PHASE  testing only (move, rebalance, resume): SIGKILL the tool\n"
             "                       once PHASE (copy, cutover, target, catalog, cleanup) is\n"
             "                       durable, or (cutover-chunk) within the cutover's last\n"
-            "                       copy, after a chunk's first write\n"
+            "                       copy, after a chunk's first write that sent rows\n"
             "  -h, --help           this text\n"
             "\n"
             "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"

@@ -1902,6 +1902,11 @@ copy_vbucket_rows(struct db *src, struct db *dst, unsigned vb)
                  "request_hash, version) VALUES (?,?,?,FROM_DAYS(?),FROM_DAYS(?),?,?,?,?,?,?,?)",
                  c, 12);
     }
+    stmt = sql_select(
+        src, "SELECT listing_id, vbucket, version FROM listing_refusals WHERE vbucket = ?", p, 1);
+    while (db_fetch(stmt, c, 3, err, sizeof(err)) == 1)
+        sql_exec(dst, "INSERT INTO listing_refusals (listing_id, vbucket, version) VALUES (?,?,?)",
+                 c, 3);
     return listings;
 }
 
@@ -2092,6 +2097,7 @@ START_TEST(test_fencing_moved_vbucket)
 
         sql_exec(src, "DELETE FROM nights WHERE vbucket = ?", p, 1);
         sql_exec(src, "DELETE FROM reservations WHERE vbucket = ?", p, 1);
+        sql_exec(src, "DELETE FROM listing_refusals WHERE vbucket = ?", p, 1);
         sql_exec(src, "DELETE FROM listings WHERE vbucket = ?", p, 1);
     }
 }

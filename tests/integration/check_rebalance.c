@@ -440,7 +440,7 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
 END_TEST
 
 /* A refusal kept after the copy changes no listing version: the cutover
- * must find it all the same (by the listing's reservation rows), or the
+ * must find it all the same (by the listing's count of refusals), or the
  * new owner would let a replay of the refused key book. */
 START_TEST(a_refusal_kept_after_the_copy_moves)
 {
@@ -729,6 +729,87 @@ START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
 }
 END_TEST
 
+/* What refuse_now() needs: set by the test before the pass. */
+static struct {
+    struct http_client *h;
+    uint64_t id;
+    char key[80];
+    int calls;
+} refusal_hook;
+
+/* The hook: a refusal kept on the source once the pass has read the
+ * listings' versions and counts, before it reads their rows. */
+static void
+refuse_now(uint32_t vbucket)
+{
+    struct http_response r;
+    char body[256], d1[11], d2[11];
+    (void)vbucket;
+    if (refusal_hook.calls++ > 0)
+        return;
+    testenv_format_date(testenv_today() + 91, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 94, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":8}", d1,
+             d2);
+    ck_assert_int_eq(api(refusal_hook.h, "POST", refusal_hook.key, body, &r,
+                         "/v1/listings/%llu/reservations", (unsigned long long)refusal_hook.id),
+                     409);
+    http_response_deinit(&r);
+}
+
+/* A refusal kept while a catch-up pass copies its listing for another
+ * change: the pass read the listing's count of refusals before it, so it
+ * must not copy the newer count without the refusal, or no later pass, the
+ * cutover's included, would see the listing as changed. */
+START_TEST(a_refusal_kept_during_a_copy_pass_is_copied_by_the_next)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[256];
+    moving_listing(h, "rb-midpass", &m);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+    uint64_t copied = 0;
+    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    /* Another booking: the listing's version changes, its count does not. */
+    char key2[80];
+    snprintf(key2, sizeof(key2), "%s-later", m.key);
+    book(h, m.id, key2, 100, 102);
+    refusal_hook.h = h;
+    refusal_hook.id = m.id;
+    refusal_hook.calls = 0;
+    snprintf(refusal_hook.key, sizeof(refusal_hook.key), "%s-midpass", m.key);
+    struct move_opts hooked = {.after_versions = refuse_now};
+    ck_assert_msg(move_copy_pass(src, dst, m.v, &hooked, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_int_eq(refusal_hook.calls, 1);
+    ck_assert_int_eq(scalar(src, "SELECT version FROM listing_refusals WHERE listing_id = ?", m.id),
+                     1);
+    /* The pass that saw the refusal's count change copies it. */
+    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_int_eq(scalar(dst,
+                            "SELECT COUNT(*) FROM reservations WHERE listing_id = ?"
+                            " AND status = 'refused'",
+                            m.id),
+                     1);
+    ck_assert_int_eq(scalar(dst, "SELECT version FROM listing_refusals WHERE listing_id = ?", m.id),
+                     1);
+    /* The other shard does not own the vbucket: leave it holding none of it. */
+    exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM listing_refusals WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m.v);
+    db_close(src);
+    db_close(dst);
+    expect_verify_clean();
+    http_client_destroy(h);
+}
+END_TEST
+
 /* A copier that lost its move lock while another run finished the move
  * (invariant 4) runs one more catch-up pass from the old source. Here the
  * new owner's rows are the other shard's copy, changed since with version
@@ -744,7 +825,8 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
     struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
     ck_assert_msg(dst != NULL, "%s", err);
     uint64_t copied = 0;
-    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
     ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
     long long nights = scalar(dst, "SELECT COUNT(*) FROM nights WHERE listing_id = ?", m.id);
     ck_assert_int_gt(nights, 0);
@@ -764,7 +846,8 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
     long long version = scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id);
     /* The stale pass: the listing's versions differ, so it is sent again. */
     copied = 0;
-    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
     ck_assert_uint_gt(copied, 0);
     ck_assert_int_eq(scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id),
                      version);
@@ -790,13 +873,15 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
              m.id);
     long long newer = scalar(src, "SELECT version FROM listings WHERE listing_id = ?", m.id);
     ck_assert_int_gt(newer, version);
-    ck_assert_msg(move_copy_pass(src, dst, m.v, &copied, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
     ck_assert_int_eq(scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id), newer);
     ck_assert_int_eq(scalar(dst, "SELECT default_price FROM listings WHERE listing_id = ?", m.id),
                      555);
     /* The other shard does not own the vbucket: leave it holding none of it. */
     exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
     exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);
+    exec_sql(dst, "DELETE FROM listing_refusals WHERE vbucket = ?", m.v);
     exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m.v);
     db_close(src);
     db_close(dst);
@@ -1489,7 +1574,8 @@ START_TEST(abandon_leaves_rows_the_target_cannot_delete)
     char want[160];
     long long held = scalar(dst, "SELECT COUNT(*) FROM listings WHERE vbucket = ?", m.v) +
                      scalar(dst, "SELECT COUNT(*) FROM nights WHERE vbucket = ?", m.v) +
-                     scalar(dst, "SELECT COUNT(*) FROM reservations WHERE vbucket = ?", m.v);
+                     scalar(dst, "SELECT COUNT(*) FROM reservations WHERE vbucket = ?", m.v) +
+                     scalar(dst, "SELECT COUNT(*) FROM listing_refusals WHERE vbucket = ?", m.v);
     ck_assert_int_ge(held, nights + 2);
     snprintf(want, sizeof(want), "vbucket %u: shard %ld holds %lld rows of it without owning it",
              m.v, m.target, held);
@@ -1548,6 +1634,7 @@ main(void)
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_stale_copy_pass_keeps_newer_rows);
+    tcase_add_test(tc, a_refusal_kept_during_a_copy_pass_is_copied_by_the_next);
     suite_add_tcase(s, tc);
     tc = tcase_create("cleanup_check");
     tcase_set_timeout(tc, 300);
