@@ -729,6 +729,37 @@ START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
 }
 END_TEST
 
+/* A listing of a vbucket, booked, and one catch-up pass of the vbucket to
+ * the other shard (move_copy_pass, outside any move); the rows it sent. */
+static uint64_t
+first_copy(struct http_client *h, const char *prefix, struct moving *m, struct db **src,
+           struct db **dst)
+{
+    char err[256];
+    uint64_t copied = 0;
+    moving_listing(h, prefix, m);
+    *src = testenv_connect_shard(&env, (size_t)m->from, err, sizeof(err));
+    ck_assert_msg(*src != NULL, "%s", err);
+    *dst = testenv_connect_shard(&env, (size_t)m->target, err, sizeof(err));
+    ck_assert_msg(*dst != NULL, "%s", err);
+    ck_assert_msg(move_copy_pass(*src, *dst, m->v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    return copied;
+}
+
+/* The other shard does not own the vbucket: leave it holding none of it. */
+static void
+forget_copy(const struct moving *m, struct db *src, struct db *dst)
+{
+    exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m->v);
+    exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m->v);
+    exec_sql(dst, "DELETE FROM listing_refusals WHERE vbucket = ?", m->v);
+    exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m->v);
+    db_close(src);
+    db_close(dst);
+    expect_verify_clean();
+}
+
 /* What refuse_now() needs: set by the test before the pass. */
 static struct {
     struct http_client *h;
@@ -765,15 +796,9 @@ START_TEST(a_refusal_kept_during_a_copy_pass_is_copied_by_the_next)
 {
     struct http_client *h = setup_http();
     struct moving m;
+    struct db *src, *dst;
     char err[256];
-    moving_listing(h, "rb-midpass", &m);
-    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
-    ck_assert_msg(src != NULL, "%s", err);
-    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
-    ck_assert_msg(dst != NULL, "%s", err);
-    uint64_t copied = 0;
-    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
-                  err);
+    uint64_t copied = first_copy(h, "rb-midpass", &m, &src, &dst);
     /* Another booking: the listing's version changes, its count does not. */
     char key2[80];
     snprintf(key2, sizeof(key2), "%s-later", m.key);
@@ -798,14 +823,7 @@ START_TEST(a_refusal_kept_during_a_copy_pass_is_copied_by_the_next)
                      1);
     ck_assert_int_eq(scalar(dst, "SELECT version FROM listing_refusals WHERE listing_id = ?", m.id),
                      1);
-    /* The other shard does not own the vbucket: leave it holding none of it. */
-    exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM listing_refusals WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m.v);
-    db_close(src);
-    db_close(dst);
-    expect_verify_clean();
+    forget_copy(&m, src, dst);
     http_client_destroy(h);
 }
 END_TEST
@@ -818,15 +836,9 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
 {
     struct http_client *h = setup_http();
     struct moving m;
+    struct db *src, *dst;
     char err[256];
-    moving_listing(h, "rb-stale", &m);
-    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
-    ck_assert_msg(src != NULL, "%s", err);
-    struct db *dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
-    ck_assert_msg(dst != NULL, "%s", err);
-    uint64_t copied = 0;
-    ck_assert_msg(move_copy_pass(src, dst, m.v, NULL, &copied, err, sizeof(err)) == CAL_OK, "%s",
-                  err);
+    uint64_t copied = first_copy(h, "rb-stale", &m, &src, &dst);
     ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
     long long nights = scalar(dst, "SELECT COUNT(*) FROM nights WHERE listing_id = ?", m.id);
     ck_assert_int_gt(nights, 0);
@@ -878,14 +890,7 @@ START_TEST(a_stale_copy_pass_keeps_newer_rows)
     ck_assert_int_eq(scalar(dst, "SELECT version FROM listings WHERE listing_id = ?", m.id), newer);
     ck_assert_int_eq(scalar(dst, "SELECT default_price FROM listings WHERE listing_id = ?", m.id),
                      555);
-    /* The other shard does not own the vbucket: leave it holding none of it. */
-    exec_sql(dst, "DELETE FROM nights WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM reservations WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM listing_refusals WHERE vbucket = ?", m.v);
-    exec_sql(dst, "DELETE FROM listings WHERE vbucket = ?", m.v);
-    db_close(src);
-    db_close(dst);
-    expect_verify_clean();
+    forget_copy(&m, src, dst);
     http_client_destroy(h);
 }
 END_TEST
