@@ -499,6 +499,23 @@ plan_in_batch(void *arg, struct store_booking *sb)
     return plan_booking(c, sb);
 }
 
+/* c's insert (of its booking or its refusal) hit a unique key: the key
+ * raced with a concurrent replay, which answers as its row does, or the id
+ * collided with one calendard made before ids came from the catalog: the
+ * retry takes another. */
+static cal_status
+key_or_id_taken(struct service *svc, struct db *db, const struct route *rt, struct booking_ctx *c,
+                struct api_error *e, char *err, size_t errlen)
+{
+    cal_status rc = replay_or_fail(db, rt, c, e, err, errlen);
+    if (rc == CAL_ENOTFOUND) {
+        rc = CAL_ECONFLICT;
+        char why[256]; /* failing, it keeps the id: the retry conflicts again */
+        (void)idblock_next(svc->ids, &c->reservation_id, why, sizeof(why));
+    }
+    return rc;
+}
+
 /* Keeps the refusal of c, whose nights are taken, under its key before
  * answering 409: a replay gets the same answer, even once the nights are
  * free. A key that got a row meanwhile (a concurrent replay on another
@@ -516,19 +533,11 @@ keep_refusal(struct service *svc, struct db *db, const struct route *rt, struct 
                             .status = RESERVATION_REFUSED};
     memcpy(r.request_hash, c->request_hash, sizeof(r.request_hash));
     cal_status rc = store_refuse(db, &c->read.listing, &r, c->key, c->keylen, err, errlen);
+    if (rc == CAL_EDUP)
+        return key_or_id_taken(svc, db, rt, c, e, err, errlen);
     /* CAL_EUNKNOWN (the connection broke in the COMMIT) answers
      * outcome_unknown: the key may be refused for good now, and a replay
      * says which. */
-    if (rc == CAL_EDUP) {
-        rc = replay_or_fail(db, rt, c, e, err, errlen);
-        if (rc == CAL_ENOTFOUND) {
-            /* The id collided (see op_book_in): the retry takes another. */
-            char why[256];
-            (void)idblock_next(svc->ids, &c->reservation_id, why, sizeof(why));
-            return CAL_ECONFLICT;
-        }
-        return rc;
-    }
     if (rc != CAL_OK)
         return rc;
     request_fail(e, 409, "nights_unavailable", "nights unavailable");
@@ -595,18 +604,7 @@ op_book_in(struct service *svc, struct db *db, const struct route *rt, void *ctx
     }
     if (rc == CAL_EINVAL && c->refused)
         return refuse_booking(svc, db, rt, c, e, err, errlen);
-    if (rc == CAL_EDUP) {
-        /* The key raced with a concurrent replay, or the id collided with
-         * one calendard made before ids came from the catalog: the retry
-         * takes another. */
-        rc = replay_or_fail(db, rt, c, e, err, errlen);
-        if (rc == CAL_ENOTFOUND) {
-            rc = CAL_ECONFLICT;
-            char why[256]; /* failing, it keeps the id: the retry conflicts again */
-            (void)idblock_next(svc->ids, &c->reservation_id, why, sizeof(why));
-        }
-    }
-    return rc;
+    return rc == CAL_EDUP ? key_or_id_taken(svc, db, rt, c, e, err, errlen) : rc;
 }
 
 /* op_book_in, counted in the shard's booking load (see batch.h). */

@@ -60,8 +60,8 @@ static const char SQL_GET_RESERVATION[] =
 static const char SQL_REFUSE[] =
     "BEGIN NOT ATOMIC DECLARE e BIGINT DEFAULT NULL;"
     " DECLARE EXIT HANDLER FOR 1062 BEGIN ROLLBACK; SELECT 2, 0; END;"
-    " START TRANSACTION; SELECT epoch INTO e FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE "
-    "MODE;"
+    " START TRANSACTION;"
+    " SELECT epoch INTO e FROM vbucket_owner WHERE vbucket = ? LOCK IN SHARE MODE;"
     " IF e IS NULL THEN ROLLBACK; SELECT 1, 0; ELSE"
     " INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
     " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"

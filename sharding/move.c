@@ -500,8 +500,9 @@ check_keys(struct db *dst, const struct table_spec *t, const struct rows *rows, 
  * short by a crash or an error, shows up as a version difference in the
  * next pass. A key of another listing on the target (check_keys) stops the
  * copy before the chunk's listings rows, so no version claims the rows left
- * out. crash_name: testing only, a crash point after a chunk's first
- * write (NULL: none). */
+ * out. refused[k] (NULL: all): whether ids[k]'s refused rows and count
+ * are read (see read_rows). crash_name: testing only, a crash point after
+ * a chunk's first write that sent rows (NULL: none). */
 static cal_status
 copy_listings(struct db *src, struct db *dst, const uint64_t *ids, const bool *refused, size_t n,
               uint64_t *copied, const struct move_opts *o, const char *crash_name, char *err,
