@@ -162,20 +162,27 @@ put_listing(struct http_client *h, uint64_t id)
     http_response_deinit(&r);
 }
 
+/* Asks for nights [today + from, today + to) of listing id under key;
+ * the HTTP status (the caller frees r). */
+static long
+post_stay(struct http_client *h, uint64_t id, const char *key, int from, int to, int guest,
+          struct http_response *r)
+{
+    char body[256], d1[11], d2[11];
+    testenv_format_date(testenv_today() + from, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + to, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}", d1,
+             d2, guest);
+    return api(h, "POST", key, body, r, "/v1/listings/%llu/reservations", (unsigned long long)id);
+}
+
 /* Books nights [today + from, today + to) of listing id; returns the
  * reservation id. */
 static uint64_t
 book(struct http_client *h, uint64_t id, const char *key, int from, int to)
 {
     struct http_response r;
-    char body[256], d1[11], d2[11];
-    testenv_format_date(testenv_today() + from, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + to, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":3}", d1,
-             d2);
-    ck_assert_int_eq(
-        api(h, "POST", key, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
-        201);
+    ck_assert_int_eq(post_stay(h, id, key, from, to, 3, &r), 201);
     json_t *doc = http_response_json(&r);
     uint64_t rid = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
     json_decref(doc);
@@ -392,7 +399,7 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     http_global_init();
     struct http_client *h = http_client_create();
     struct moving m;
-    char key2[80], out[8192], body[256], d1[11], d2[11];
+    char key2[80], out[8192];
     moving_listing(h, "rb-chunk", &m);
     uint64_t id = m.id;
     long from = m.from, target = m.target;
@@ -400,14 +407,8 @@ START_TEST(crash_inside_the_cutover_copy_then_resume)
     crash_after_copy(&m);
     /* Between the copy and the cutover: a booking on the source. */
     struct http_response r;
-    testenv_format_date(testenv_today() + 100, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 102, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":5}", d1,
-             d2);
     snprintf(key2, sizeof(key2), "%s-mid", m.key);
-    ck_assert_int_eq(
-        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
-        201);
+    ck_assert_int_eq(post_stay(h, id, key2, 100, 102, 5, &r), 201);
     json_t *doc = http_response_json(&r);
     uint64_t rid2 = (uint64_t)json_integer_value(json_object_get(doc, "reservation_id"));
     json_decref(doc);
@@ -448,21 +449,15 @@ START_TEST(a_refusal_kept_after_the_copy_moves)
     http_global_init();
     struct http_client *h = http_client_create();
     struct moving m;
-    char key2[80], out[8192], body[256], d1[11], d2[11];
+    char key2[80], out[8192];
     moving_listing(h, "rb-refusal", &m);
     int rc;
     crash_after_copy(&m);
     /* On the source, between the copy and the cutover: nights 91-92 are
      * m's, so the stay is refused and the refusal kept. */
     struct http_response r;
-    testenv_format_date(testenv_today() + 91, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 95, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":6}", d1,
-             d2);
     snprintf(key2, sizeof(key2), "%s-refused", m.key);
-    ck_assert_int_eq(
-        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)m.id),
-        409);
+    ck_assert_int_eq(post_stay(h, m.id, key2, 91, 95, 6, &r), 409);
     http_response_deinit(&r);
     ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 2);
     rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
@@ -477,9 +472,7 @@ START_TEST(a_refusal_kept_after_the_copy_moves)
              (unsigned long long)m.id, (unsigned long long)m.rid);
     ck_assert_int_eq(api(h, "POST", NULL, NULL, &r, "%s", path), 200);
     http_response_deinit(&r);
-    ck_assert_int_eq(
-        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)m.id),
-        409);
+    ck_assert_int_eq(post_stay(h, m.id, key2, 91, 95, 6, &r), 409);
     ck_assert_msg(strstr(r.body, "refused before") != NULL, "%s", r.body);
     http_response_deinit(&r);
     expect_verify_clean();
@@ -774,16 +767,10 @@ static void
 refuse_now(uint32_t vbucket)
 {
     struct http_response r;
-    char body[256], d1[11], d2[11];
     (void)vbucket;
     if (refusal_hook.calls++ > 0)
         return;
-    testenv_format_date(testenv_today() + 91, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 94, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":8}", d1,
-             d2);
-    ck_assert_int_eq(api(refusal_hook.h, "POST", refusal_hook.key, body, &r,
-                         "/v1/listings/%llu/reservations", (unsigned long long)refusal_hook.id),
+    ck_assert_int_eq(post_stay(refusal_hook.h, refusal_hook.id, refusal_hook.key, 91, 94, 8, &r),
                      409);
     http_response_deinit(&r);
 }
