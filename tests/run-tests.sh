@@ -22,12 +22,13 @@ unit         run every build/tests/unit/check_* binary (Check, fork mode), then
 integration  start a private stack with '$STACK_SH up --dir $TEST_STACK_DIR
              --free-ports' (wiped first), export STACK_ENV, run every
              build/tests/integration/check_* binary, then a 10 s smoke of
-             bin/calendar-stress when it is built; the stack is stopped at the
-             end, on failure and on Ctrl-C
+             bin/calendar-stress and its verifier's self-test; the stack is
+             stopped at the end, on failure and on Ctrl-C
 all          unit, then integration
 
 Each binary (and the stack start and the stress smoke) is one step; the last
 line is "N passed, M failed" and the exit status is non-zero if any failed.
+No test binaries, or no bin/calendar-stress, counts as a failed step.
 Environment: TEST_STACK_DIR (default var/test-stack), UNIT_TIMEOUT,
 INTEGRATION_TIMEOUT, STRESS_TIMEOUT (seconds per step).
 EOF
@@ -59,6 +60,14 @@ step() {
     return 0
 }
 
+# missing NAME WHY: a step that could not run at all counts as failed (a run
+# that found nothing to test must not pass).
+missing() {
+    printf '=== %s\n%s\n--- FAIL %s\n' "$1" "$2" "$1"
+    FAILED=$((FAILED + 1))
+    FAILED_STEPS+=("$1")
+}
+
 # Test binaries in DIR: executables named check_* without an extension (the
 # .o and .d files of the build live next to them).
 test_bins() {
@@ -75,7 +84,7 @@ run_unit() {
         found=1
         step "unit ${bin##*/}" "$UNIT_TIMEOUT" "$bin"
     done < <(test_bins build/tests/unit)
-    [ "$found" -eq 1 ] || echo "no unit test binaries in build/tests/unit"
+    [ "$found" -eq 1 ] || missing "unit tests" "no unit test binaries in build/tests/unit"
     step "unit example configs" "$UNIT_TIMEOUT" tests/check_example_configs.sh
 }
 
@@ -131,16 +140,20 @@ run_integration() {
     if [ "$FAILED" -eq "$failed_before" ]; then
         STACK_ENV=$(cd "$TEST_STACK_DIR" && pwd)/stack.env
         export STACK_ENV
+        local found=0
         while IFS= read -r bin; do
+            found=1
             step "integration ${bin##*/}" "$INTEGRATION_TIMEOUT" "$bin"
         done < <(test_bins build/tests/integration)
+        [ "$found" -eq 1 ] ||
+            missing "integration tests" "no integration test binaries in build/tests/integration"
         if [ -x bin/calendar-stress ]; then
             step "stress smoke" "$STRESS_TIMEOUT" bin/calendar-stress \
                 --stack-env "$STACK_ENV" --clients 16 --listings 20 --duration 10
             # Each check of the verifier must be able to fail.
             step "stress verifier self-test" "$STRESS_TIMEOUT" tests/stress/selftest.sh "$STACK_ENV"
         else
-            echo "bin/calendar-stress not built; skipping the stress smoke"
+            missing "stress smoke" "bin/calendar-stress is not built"
         fi
     fi
     if [ "$FAILED" -ne "$failed_before" ]; then
