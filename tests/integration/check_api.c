@@ -987,12 +987,28 @@ commit_after_6s(void *arg)
     return NULL;
 }
 
+/* The conflicts calendard met on shard idx (calendard_shard_conflicts_total). */
+static long long
+shard_conflicts(int idx)
+{
+    struct http_response resp;
+    char name[96];
+    call(&resp, "GET", NULL, NULL, "/metrics");
+    ck_assert_int_eq(resp.status, 200);
+    snprintf(name, sizeof(name), "calendard_shard_conflicts_total{shard=\"%d\"}", idx);
+    long long n = metric_value(resp.body, name);
+    http_response_deinit(&resp);
+    ck_assert_msg(n >= 0, "/metrics has no %s", name);
+    return n;
+}
+
 START_TEST(test_lock_wait_is_a_conflict)
 {
     struct http_response resp;
     uint64_t id = create_listing();
     int64_t epoch;
     int idx = owner_shard(id, &epoch);
+    long long conflicts = shard_conflicts(idx);
     char err[512];
     struct db *locker = testenv_connect_shard(&env, (size_t)idx, err, sizeof(err));
     struct db_val p[] = {DB_INT_V(id)};
@@ -1002,8 +1018,13 @@ START_TEST(test_lock_wait_is_a_conflict)
     ck_assert_msg(db_begin(locker, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert_int_eq(
         sql_int(locker, "SELECT COUNT(*) FROM listings WHERE listing_id = ? FOR UPDATE", p, 1), 1);
+    uint64_t t0 = cal_mono_us();
     ck_assert_int_eq(pthread_create(&th, NULL, commit_after_6s, locker), 0);
     json_decref(book_ok(id, "lockwait", FIRST_DAY + 1, FIRST_DAY + 3, 1, 20000));
+    /* It waited for the lock (a booking that took no lock would be done at
+     * once) and gave up waiting at least once. */
+    ck_assert_uint_ge(cal_mono_us() - t0, 5500000);
+    ck_assert_int_ge(shard_conflicts(idx), conflicts + 1);
     pthread_join(th, NULL);
     db_close(locker);
     call(&resp, "GET", NULL, NULL, "/metrics");

@@ -765,11 +765,14 @@ END_TEST
 
 /* A write during each flush after an overflow: a key lost while the set is
  * full. */
+static unsigned writes_during_flushes;
+
 static void
 write_during_flush(void *arg)
 {
     struct avail *avail = arg;
     avail_invalidate(avail, testenv_random48(), 0, 0);
+    __atomic_add_fetch(&writes_during_flushes, 1, __ATOMIC_RELAXED);
 }
 
 /* 65,536 failed deletes (memcached stopped) overflow the pending set; once
@@ -802,6 +805,8 @@ START_TEST(the_overflow_drains_under_writes)
                   "%zu keys pending: the failed deletes were never retried",
                   avail_pending_keys(avail));
     avail_on_flush(avail, NULL, NULL);
+    /* The race the test is about took place: writes came in mid-flush. */
+    ck_assert_uint_gt(__atomic_load_n(&writes_during_flushes, __ATOMIC_RELAXED), 0);
     ck_assert_msg(avail_settle(avail, 10000), "the overflow never cleared");
     avail_destroy(avail);
 }
@@ -1024,6 +1029,46 @@ request(struct http_client *h, const char *method, const char *url, const char *
     return resp->status;
 }
 
+/* Reads through calendard until every key of keys is cached (not a lease):
+ * a read right after a write does not fill the keys that write is still
+ * invalidating. */
+static void
+read_until_cached(struct http_client *h, const char *method, const char *url, const char *body,
+                  char (*keys)[CACHEKEY_MAX], size_t n)
+{
+    struct cache *c = make_cache();
+    for (int tries = 1;; tries++) {
+        struct http_response r;
+        ck_assert_int_eq(request(h, method, url, NULL, body, &r), 200);
+        http_response_deinit(&r);
+        size_t left = 0;
+        for (size_t i = 0; i < n; i++)
+            left += !key_present(c, keys[i]);
+        if (left == 0)
+            break;
+        ck_assert_msg(tries < 50, "%zu of %zu keys not cached after %d reads", left, n, tries);
+        usleep(100000);
+    }
+    cache_destroy(c);
+}
+
+/* Waits until no key of keys is cached: a write deleted them. */
+static void
+wait_uncached(char (*keys)[CACHEKEY_MAX], size_t n)
+{
+    struct cache *c = make_cache();
+    for (int tries = 1;; tries++) {
+        size_t left = 0;
+        for (size_t i = 0; i < n; i++)
+            left += key_present(c, keys[i]);
+        if (left == 0)
+            break;
+        ck_assert_msg(tries < 100, "%zu of %zu keys still cached 10 s after the write", left, n);
+        usleep(100000);
+    }
+    cache_destroy(c);
+}
+
 /* Through calendard: a cached availability answer changes after a booking
  * and after a host block, with the version growing. */
 START_TEST(writes_invalidate_cached_availability)
@@ -1045,7 +1090,13 @@ START_TEST(writes_invalidate_cached_availability)
     http_response_deinit(&r);
     char avail_url[600];
     snprintf(avail_url, sizeof(avail_url), "%s/availability?from=%s&to=%s", url, d1, d3);
-    for (int i = 0; i < 2; i++) { /* miss + fill, then hit */
+    /* The listing and both months of the range, cached by the reads. */
+    char keys[3][CACHEKEY_MAX];
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, (int32_t)testenv_today() + 60, keys[1]);
+    cachekey_month_of(id, (int32_t)testenv_today() + 63, keys[2]);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+    for (int i = 0; i < 2; i++) { /* hits */
         ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
         ck_assert_ptr_null(strstr(r.body, "booked"));
         ck_assert_str_eq(r.etag, "\"1\"");
@@ -1057,6 +1108,8 @@ START_TEST(writes_invalidate_cached_availability)
              d2);
     ck_assert_int_eq(request(h, "POST", res_url, "cache-1", body, &r), 201);
     http_response_deinit(&r);
+    wait_uncached(keys, 2); /* the listing and the month of the booked nights */
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
     ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
     ck_assert_str_eq(r.etag, "\"2\"");
     json_t *doc = http_response_json(&r);
@@ -1073,6 +1126,8 @@ START_TEST(writes_invalidate_cached_availability)
     snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d2, d3);
     ck_assert_int_eq(request(h, "POST", cal_url, NULL, body, &r), 200);
     http_response_deinit(&r);
+    wait_uncached(keys, 1);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
     ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
     ck_assert_str_eq(r.etag, "\"3\"");
     doc = http_response_json(&r);
@@ -1119,7 +1174,16 @@ START_TEST(search_matches_single_reads)
              (unsigned long long)base, (unsigned long long)base + 1, (unsigned long long)base + 2,
              (unsigned long long)base + 3, (unsigned long long)base + 4,
              (unsigned long long)base + 5, (unsigned long long)base + 1000, d1, d2);
+    /* The listings that exist and the month of the stay, cached by the
+     * search (the second round below answers from them). */
+    char keys[12][CACHEKEY_MAX];
+    for (uint64_t i = 0; i < 6; i++) {
+        cachekey_listing(base + i, keys[2 * i]);
+        cachekey_month_of(base + i, (int32_t)testenv_today() + 80, keys[2 * i + 1]);
+    }
     for (int round = 0; round < 2; round++) { /* cold, then warm */
+        if (round == 1)
+            read_until_cached(h, "POST", url, body, keys, 12);
         ck_assert_int_eq(request(h, "POST", url, NULL, body, &r), 200);
         json_t *doc = http_response_json(&r);
         json_t *res = json_object_get(doc, "results");

@@ -11,8 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "calendard/cacheval.h"
 #include "common/cache.h"
 #include "common/cachekey.h"
+#include "common/util.h"
 #include "tests/lib/http.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
@@ -79,6 +81,61 @@ night_status(uint64_t id, int64_t from, int64_t day, char *out, size_t outlen)
     snprintf(out, outlen, "%s", json_string_value(json_object_get(n, "status")));
     json_decref(doc);
     http_response_deinit(&r);
+}
+
+/* The cached value of the month key of (id, day): len 0 when absent or a
+ * lease (a fill in progress), else the value, truncated to size. */
+static size_t
+cached_month(uint64_t id, int64_t day, char *out, size_t size)
+{
+    struct cache_conf conf = {.timeout_ms = 1000};
+    char key[CACHEKEY_MAX], err[256];
+    cal_strlcpy(conf.servers, env.memcached_servers, sizeof(conf.servers));
+    struct cache *c = cache_create(&conf, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    cachekey_month_of(id, (int32_t)day, key);
+    struct cache_item it = {.key = key, .keylen = strlen(key)};
+    ck_assert_msg(cache_get_multi(c, &it, 1, err, sizeof(err)) == CAL_OK, "get %s: %s", key, err);
+    size_t n = 0;
+    if (it.found && !cacheval_is_lease(it.value, it.len)) {
+        n = it.len < size ? it.len : size;
+        memcpy(out, it.value, n);
+    }
+    cache_results_free(&it, 1);
+    cache_destroy(c);
+    return n;
+}
+
+/* Reads [from, from + 5) through calendard until the month of day is
+ * cached (a read right after a write does not fill what the write is still
+ * invalidating). */
+static void
+read_until_cached(uint64_t id, int64_t from, int64_t day)
+{
+    char st[32], v[8];
+    for (int tries = 1;; tries++) {
+        night_status(id, from, day, st, sizeof(st));
+        if (cached_month(id, day, v, sizeof(v)) > 0)
+            return;
+        ck_assert_msg(tries < 50, "listing %llu: its month never cached after %d reads",
+                      (unsigned long long)id, tries);
+        usleep(100000);
+    }
+}
+
+/* Waits until the month of day no longer holds old (oldlen bytes; absent
+ * counts): ms waited, or -1 after limit_ms. */
+static long
+wait_month_changed(uint64_t id, int64_t day, const char *old, size_t oldlen, long limit_ms)
+{
+    char v[4096];
+    for (long ms = 0; ms <= limit_ms; ms += 10) {
+        size_t n = cached_month(id, day, v, sizeof(v));
+        if (n != oldlen || memcmp(v, old, n) != 0)
+            return ms;
+        usleep(10000);
+    }
+    return -1;
 }
 
 /* Index into SHARD_DSNS of the shard that owns the listing now. */
@@ -157,16 +214,20 @@ START_TEST(direct_sql_change_reaches_the_cache)
     ck_assert_msg(getenv("STACK_ENV") != NULL, "STACK_ENV is not set");
     uint64_t id = new_listing();
     int64_t from = testenv_today() + 70;
-    char st[32];
-    night_status(id, from, from + 2, st, sizeof(st)); /* fills the cache */
+    char st[32], old[4096];
+    read_until_cached(id, from, from + 2);
+    size_t oldlen = cached_month(id, from + 2, old, sizeof(old));
     night_status(id, from, from + 2, st, sizeof(st)); /* served from it */
     ck_assert_str_eq(st, "available");
     struct db *db = owner_db(id);
     block_with_sql(db, id, from + 2);
     db_close(db);
-    long ms = wait_status(id, from, from + 2, "blocked", 10000);
-    ck_assert_msg(ms >= 0, "a direct SQL change never reached the cached availability");
-    fprintf(stderr, "cdc e2e: SQL commit to fresh read through calendard in %ld ms\n", ms);
+    /* calendard made no write: only CDC can change the cached month. */
+    long ms = wait_month_changed(id, from + 2, old, oldlen, 10000);
+    ck_assert_msg(ms >= 0, "the month cached before a direct SQL change was never invalidated");
+    ck_assert_msg(wait_status(id, from, from + 2, "blocked", 10000) >= 0,
+                  "a direct SQL change never reached the availability read through calendard");
+    fprintf(stderr, "cdc e2e: SQL commit to the cached month's invalidation in %ld ms\n", ms);
     http_client_destroy(h);
 }
 END_TEST
@@ -204,9 +265,12 @@ START_TEST(sigkill_relay_and_invalidator_loses_nothing)
     uint64_t ids[N];
     int64_t from = testenv_today() + 75;
     char st[32], name[48];
+    static char old[N][4096];
+    size_t oldlen[N];
     for (int i = 0; i < N; i++) {
         ids[i] = new_listing();
-        night_status(ids[i], from, from + 1, st, sizeof(st));
+        read_until_cached(ids[i], from, from + 1);
+        oldlen[i] = cached_month(ids[i], from + 1, old[i], sizeof(old[i]));
         night_status(ids[i], from, from + 1, st, sizeof(st));
         ck_assert_str_eq(st, "available");
     }
@@ -232,6 +296,9 @@ START_TEST(sigkill_relay_and_invalidator_loses_nothing)
     }
     stack_restart("invalidator");
     for (int i = 0; i < N; i++) {
+        /* Changed by SQL behind calendard: only CDC deletes the month. */
+        ck_assert_msg(wait_month_changed(ids[i], from + 1, old[i], oldlen[i], 30000) >= 0,
+                      "listing %d: the month cached before the change was never invalidated", i);
         long ms = wait_status(ids[i], from, from + 1, "blocked", 30000);
         ck_assert_msg(ms >= 0,
                       "listing %d: the change made around the kill never reached the "
@@ -250,8 +317,11 @@ START_TEST(stalled_memcached_keeps_reads_correct)
     uint64_t id = new_listing();
     int64_t from = testenv_today() + 80;
     char st[32], body[256], d1[11], d2[11];
-    night_status(id, from, from + 3, st, sizeof(st));
+    char old[4096];
+    read_until_cached(id, from, from + 3);
+    size_t oldlen = cached_month(id, from + 3, old, sizeof(old));
     night_status(id, from, from + 3, st, sizeof(st)); /* cached: available */
+    ck_assert_str_eq(st, "available");
     pid_t mc = pid_of("memcached");
     ck_assert_int_eq(kill(mc, SIGSTOP), 0);
     struct http_response r;
@@ -269,7 +339,10 @@ START_TEST(stalled_memcached_keeps_reads_correct)
     ck_assert_str_eq(st, "blocked"); /* read from the shard, not the stale cache */
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     ck_assert_msg(ms < 2000, "a read with memcached stalled took %ld ms", ms);
-    /* Back: the entry calendard could not delete must be gone via CDC. */
+    /* Back: the entry calendard could not delete goes (its delete, retried,
+     * or CDC's), and reads stay fresh. */
+    ck_assert_msg(wait_month_changed(id, from + 3, old, oldlen, 10000) >= 0,
+                  "the month cached before the block is still there after memcached came back");
     ck_assert_msg(wait_status(id, from, from + 3, "blocked", 10000) >= 0, "stale after recovery");
     for (int i = 0; i < 20; i++) {
         night_status(id, from, from + 3, st, sizeof(st));

@@ -435,25 +435,26 @@ START_TEST(kill_9_mid_stream_loses_nothing)
         "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
         "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
         L, testenv_vbucket(L));
-    bool killed = false;
+    pid_t killed = 0;
     uint64_t t0 = cal_mono_us();
     for (int k = 0; k < UPDATES; k++) {
         sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
         if (k == KILL_AT) {
-            pid_t pid = relay_pid();
-            ck_assert_int_eq(kill(pid, SIGKILL), 0);
-            killed = true;
+            killed = relay_pid();
+            ck_assert_int_eq(kill(killed, SIGKILL), 0);
         }
     }
     uint64_t write_us = cal_mono_us() - t0;
     db_close(db);
-    ck_assert(killed);
 
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "%s restart %s --dir %s >/dev/null", stack_sh, RELAY_NAME,
              env.stack_dir);
     ck_assert_msg(system(cmd) == 0, "%s failed", cmd);
-    ck_assert_int_ne(relay_pid(), 0);
+    pid_t restarted = relay_pid();
+    ck_assert_int_ne(restarted, killed);
+    ck_assert_msg(kill(restarted, 0) == 0, "the restarted relay (pid %d) is not running",
+                  (int)restarted);
 
     char tl[256];
     topic(tl, sizeof(tl), "listings");

@@ -717,6 +717,10 @@ START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
     unlink(log);
     ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
     ck_assert_ptr_nonnull(strstr(out, "phase=done"));
+    /* The held row made a try time out: the move did not just get there
+     * after the write was gone. */
+    ck_assert_msg(strstr(out, "cutover lock wait timed out, retrying") != NULL,
+                  "no cutover try timed out on the held fence row:\n%.2000s", out);
     check_after_move(h, m.id, m.rid, m.key, m.target);
     http_client_destroy(h);
 }

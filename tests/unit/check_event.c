@@ -80,6 +80,8 @@ START_TEST(update_and_delete_carry_before)
     ck_assert_ptr_nonnull(strstr(out, "\"op\":\"u\""));
     free(out);
     out = encode(EVENT_OP_DELETE, before, NULL);
+    ck_assert_ptr_nonnull(strstr(out, "\"before\":{\"listing_id\":42,\"night\":20819,\"status\":"
+                                      "\"booked\""));
     ck_assert_ptr_nonnull(strstr(out, "\"after\":null"));
     ck_assert_ptr_nonnull(strstr(out, "\"op\":\"d\""));
     free(out);
@@ -263,11 +265,19 @@ START_TEST(partition_follows_listing)
     for (int p = 0; p < 8; p++)
         ck_assert_msg(per_partition[p] > 800 && per_partition[p] < 1200,
                       "partition %d got %d of 8000 listings of one shard", p, per_partition[p]);
+    /* The high half of the routing hash, not its low bits (the vbucket's):
+     * every relay and consumer version must agree on it. */
     for (uint64_t id = 1; id < 2000; id += 7) {
         int32_t p = event_partition(id, 12);
         ck_assert(p >= 0 && p < 12);
-        ck_assert_int_eq(p, event_partition(id, 12));
+        ck_assert_int_eq(p, (int32_t)((shardmap_fmix64(id) >> 32) % 12));
     }
+    /* Computed apart from the code: ids 2, 3, 4 and 5 of 12 partitions
+     * (the low bits would give 10, 9, 0 and 4). */
+    ck_assert_int_eq(event_partition(2, 12), 7);
+    ck_assert_int_eq(event_partition(3, 12), 7);
+    ck_assert_int_eq(event_partition(4, 12), 3);
+    ck_assert_int_eq(event_partition(5, 12), 8);
     ck_assert_int_eq(event_partition(UINT64_MAX, 1), 0);
 
     struct event_value row[6];
