@@ -1,7 +1,6 @@
 /* calendard's configuration table and loading. */
 #include "calendard/config.h"
 
-#include <arpa/inet.h>
 #include <string.h>
 
 #include "common/cache.h"
@@ -9,16 +8,6 @@
 #include "common/dbconf.h"
 #include "common/log.h"
 #include "common/util.h"
-
-static cal_status
-check_ipv4(const char *value, char *why, size_t whylen)
-{
-    struct in_addr addr;
-    if (inet_pton(AF_INET, value, &addr) == 1)
-        return CAL_OK;
-    snprintf(why, whylen, "'%s' is not an IPv4 address", value);
-    return CAL_EINVAL;
-}
 
 /* Empty: no cache. */
 static cal_status
@@ -29,7 +18,7 @@ check_cache_servers(const char *value, char *why, size_t whylen)
 
 #define C struct calendard_conf
 const struct conf_item config_items[] = {
-    CONF_STR_CHECK_ITEM("server", "listen", C, http.listen, "127.0.0.1", check_ipv4,
+    CONF_STR_CHECK_ITEM("server", "listen", C, http.listen, "127.0.0.1", conf_check_ipv4,
                         "IPv4 address to listen on"),
     CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
     CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",

@@ -60,8 +60,8 @@ static const struct conf_item conf_items[] = {
                   "progress/lag log line and lag metrics refresh interval"),
     CONF_INT_ITEM("invalidator", "metrics_port", C, metrics_port, 0, 65535, "0",
                   "HTTP port of /metrics, /healthz, /readyz; 0 = off"),
-    CONF_STR_ITEM("invalidator", "metrics_listen", C, metrics_listen, "127.0.0.1",
-                  "IPv4 address of the metrics endpoint"),
+    CONF_STR_CHECK_ITEM("invalidator", "metrics_listen", C, metrics_listen, "127.0.0.1",
+                        conf_check_ipv4, "IPv4 address of the metrics endpoint"),
     CONF_STR_CHECK_ITEM("log", "level", C, log_level, "info", log_level_check,
                         "debug, info, warn or error"),
 };

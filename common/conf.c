@@ -1,6 +1,7 @@
 /* Table-driven INI configuration on top of libinih. */
 #include "common/conf.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <stdbool.h>
@@ -9,6 +10,16 @@
 #include <string.h>
 
 #include "common/util.h"
+
+cal_status
+conf_check_ipv4(const char *value, char *why, size_t whylen)
+{
+    struct in_addr addr;
+    if (inet_pton(AF_INET, value, &addr) == 1)
+        return CAL_OK;
+    snprintf(why, whylen, "'%s' is not an IPv4 address", value);
+    return CAL_EINVAL;
+}
 
 static cal_status
 set_item(const struct conf_item *it, void *target, const char *value, char *err, size_t errlen)

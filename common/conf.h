@@ -46,6 +46,9 @@ struct conf_item {
             NULL                                                                                   \
     }
 
+/* A check of CONF_STR_CHECK_ITEM: value is an IPv4 address. */
+cal_status conf_check_ipv4(const char *value, char *why, size_t whylen);
+
 /* Sets every item of target to its default. */
 void conf_defaults(const struct conf_item *items, size_t n, void *target);
 

@@ -238,6 +238,8 @@ main(int argc, char **argv)
     }
     if (conf_load(admin_items, CAL_ARRAY_LEN(admin_items), &conf, config, err, sizeof(err)) !=
             CAL_OK ||
+        db_conf_check_timeouts(&conf.catalog, "catalog", err, sizeof(err)) != CAL_OK ||
+        db_conf_check_timeouts(&conf.shard, "shards", err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.catalog, err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.shard, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-admin: %s\n", err);

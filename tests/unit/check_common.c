@@ -138,6 +138,19 @@ START_TEST(config_table)
 }
 END_TEST
 
+START_TEST(ipv4_values)
+{
+    char why[128];
+    ck_assert_int_eq(conf_check_ipv4("127.0.0.1", why, sizeof(why)), CAL_OK);
+    ck_assert_int_eq(conf_check_ipv4("0.0.0.0", why, sizeof(why)), CAL_OK);
+    const char *bad[] = {"localhost", "1.2.3", "127.0.0.256", "::1", "", " 127.0.0.1"};
+    for (size_t i = 0; i < CAL_ARRAY_LEN(bad); i++) {
+        ck_assert_int_eq(conf_check_ipv4(bad[i], why, sizeof(why)), CAL_EINVAL);
+        ck_assert_ptr_nonnull(strstr(why, "is not an IPv4 address"));
+    }
+}
+END_TEST
+
 /* A sample config is a file the parser reads back, however long the help
  * texts: libinih fails on a line over 200 bytes, comment or not (the
  * example config of calendard did once). */
@@ -351,6 +364,7 @@ main(void)
     UNIT_CASE(s, monotonic_deadlines);
     UNIT_CASE(s, config_table);
     UNIT_CASE(s, sample_config_reads_back);
+    UNIT_CASE(s, ipv4_values);
     UNIT_CASE(s, dsn_parsing);
     UNIT_CASE(s, password_file_mode);
     UNIT_CASE(s, password_file_too_long);
