@@ -1,5 +1,6 @@
 # calendar reservation store: plain Makefile.
-#   make            build every program into bin/
+#   make            build every program into bin/ (calendar-bench and calendar-faultprobe:
+#                   by make bench / make faults)
 #   make run        install missing packages, build, run the local stack (Ctrl-C stops it)
 #   make test       install missing packages, build, unit + integration tests on a private stack
 #   make SANITIZER=address,undefined test   the same under sanitizers
@@ -56,7 +57,7 @@ PROGRAMS += $(if $(wildcard sharding/rebalance_main.c),bin/calendar-rebalance)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
 
-.PHONY: all deps run test unit integration stress-smoke stack-up stack-down \
+.PHONY: all deps run test unit integration stack-up stack-down \
         format format-check clean tests-build fuzz fuzz-build
 all: $(PROGRAMS) tests-build
 
