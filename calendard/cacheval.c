@@ -130,9 +130,9 @@ cacheval_decode_month(const char *v, size_t len, int32_t first_day, struct night
         p++;
         bool has_price = p < end && *p >= '0' && *p <= '9';
         int64_t price = 0;
-        while (p < end && *p >= '0' && *p <= '9' && price < BOOKING_MAX_PRICE)
+        while (p < end && *p >= '0' && *p <= '9' && price <= BOOKING_MAX_PRICE)
             price = price * 10 + (*p++ - '0');
-        if (*n == max)
+        if (price > BOOKING_MAX_PRICE || *n == max)
             return false;
         struct night_row *r = &rows[(*n)++];
         memset(r, 0, sizeof(*r));

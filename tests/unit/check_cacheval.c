@@ -100,6 +100,11 @@ START_TEST(malformed_months_are_refused)
     ck_assert(!month_ok("M1 99999999999999999999", feb));
     ck_assert(!month_ok("M1 5 3x", feb));
     ck_assert(!month_ok("M1 5 3k ", feb));
+    /* Prices up to the API's limit, 10^12, and not one more. */
+    ck_assert(month_ok("M1 5 3a1000000000000", feb));
+    ck_assert(!month_ok("M1 5 3a1000000000001", feb));
+    ck_assert(!month_ok("M1 5 3a9999999999999", feb));
+    ck_assert(!month_ok("M1 5 3a99999999999999999999", feb));
 }
 END_TEST
 
