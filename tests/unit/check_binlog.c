@@ -1,6 +1,7 @@
 /* Unit tests of cdc/binlog's event decoding on hand-made raw events: whether
  * an event ends with a checksum follows the Format_description event of its
- * binlog file, not the server's setting when the relay connected. */
+ * binlog file, not the server's setting when the relay connected; a GTID
+ * event's position; events the relay cannot read are refused. */
 #include <stdint.h>
 #include <string.h>
 
@@ -8,10 +9,17 @@
 #include "tests/lib/unit.h"
 
 enum { HEADER = 19, CRC = 4 };
-enum { FDE_TYPE = 15, QUERY_TYPE = 2, ROTATE_TYPE = 4 }; /* binlog event type codes */
+/* Binlog event type codes (MariaDB's): */
+enum {
+    FDE_TYPE = 15,
+    QUERY_TYPE = 2,
+    ROTATE_TYPE = 4,
+    GTID_TYPE = 162,
+    WRITE_ROWS_COMPRESSED = 169
+};
 
 struct raw {
-    uint8_t b[256];
+    uint8_t b[512];
     size_t len;
 };
 
@@ -117,11 +125,74 @@ START_TEST(short_format_description_is_refused)
 }
 END_TEST
 
+/* A GTID event starts a transaction: its sequence number and domain from
+ * the body, its server from the header, and whether it stands alone (no
+ * XID or COMMIT ends it). The relay's checkpoint is built from these. */
+START_TEST(gtid_event_gives_the_transactions_position)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t body[13 + 6] = {0};
+    put_le(body, 0x0102030405060708ULL, 8);
+    put_le(body + 8, 7, 4);
+    body[12] = 1; /* FL_STANDALONE */
+    struct raw r = event(GTID_TYPE, body, sizeof(body), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_GTID);
+    ck_assert_uint_eq(ev.gtid.seq, 0x0102030405060708ULL);
+    ck_assert_uint_eq(ev.gtid.domain_id, 7);
+    ck_assert_uint_eq(ev.gtid.server_id, 1);
+    ck_assert(ev.standalone);
+    body[12] = 0;
+    r = event(GTID_TYPE, body, sizeof(body), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert(!ev.standalone);
+    r = event(GTID_TYPE, body, 12, true);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_ptr_nonnull(strstr(err, "GTID"));
+}
+END_TEST
+
+/* Events the relay cannot read are refused with a reason, not misread: a
+ * rotate to a name longer than a file name can be, compressed rows, a
+ * query event whose status block runs past its end. */
+START_TEST(unreadable_events_are_refused)
+{
+    struct binlog_decoder d = {.checksum = false};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t rot[8 + 256];
+    put_le(rot, 4, 8);
+    memset(rot + 8, 'f', 256);
+    struct raw r = event(ROTATE_TYPE, rot, sizeof(rot), false);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_str_eq(d.file, "");                        /* not taken */
+    r = event(ROTATE_TYPE, rot, sizeof(rot) - 1, false); /* 255 characters: a name */
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_uint_eq(strlen(d.file), 255);
+
+    uint8_t rows[16] = {0};
+    r = event(WRITE_ROWS_COMPRESSED, rows, sizeof(rows), false);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_ptr_nonnull(strstr(err, "log_bin_compress"));
+
+    uint8_t q[14 + 6] = {0};
+    put_le(q + 11, 40, 2); /* a 40-byte status block in a 20-byte body */
+    memcpy(q + 14, "COMMIT", 6);
+    r = event(QUERY_TYPE, q, sizeof(q), false);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_ptr_nonnull(strstr(err, "query event"));
+}
+END_TEST
+
 int
 main(void)
 {
     Suite *s = suite_create("binlog");
     UNIT_CASE(s, checksum_follows_each_files_format_description);
     UNIT_CASE(s, short_format_description_is_refused);
+    UNIT_CASE(s, gtid_event_gives_the_transactions_position);
+    UNIT_CASE(s, unreadable_events_are_refused);
     return unit_run(s);
 }

@@ -66,14 +66,19 @@ START_TEST(expand_fills_defaults)
     int32_t d = date_from_ymd(2030, 3, 1);
     struct night_row rows[] = {
         {.night = d + 1, .status = NIGHT_BLOCKED, .has_price = true, .price = 7, .version = 1},
+        {.night = d + 5, .status = NIGHT_BOOKED, .has_price = true, .price = 9, .version = 1},
     };
     struct night_state out[3];
-    booking_expand(&l, rows, 1, d, d + 3, out);
+    booking_expand(&l, rows, 2, d, d + 3, out); /* the row past the range is left out */
+    ck_assert_int_eq(out[0].night, d);
     ck_assert_int_eq(out[0].status, NIGHT_AVAILABLE);
     ck_assert_int_eq(out[0].price, 10000);
+    ck_assert_int_eq(out[1].night, d + 1);
     ck_assert_int_eq(out[1].status, NIGHT_BLOCKED);
     ck_assert_int_eq(out[1].price, 7);
     ck_assert_int_eq(out[2].night, d + 2);
+    ck_assert_int_eq(out[2].status, NIGHT_AVAILABLE);
+    ck_assert_int_eq(out[2].price, 10000);
 }
 END_TEST
 
@@ -85,6 +90,15 @@ START_TEST(status_names_round_trip)
         ck_assert(booking_night_status_parse(booking_night_status_name(i), &ns));
         ck_assert_int_eq(ns, i);
     }
+    /* The names the schema's ENUMs hold. */
+    ck_assert_str_eq(booking_night_status_name(NIGHT_AVAILABLE), "available");
+    ck_assert_str_eq(booking_night_status_name(NIGHT_BLOCKED), "blocked");
+    ck_assert_str_eq(booking_night_status_name(NIGHT_BOOKED), "booked");
+    ck_assert_str_eq(booking_reservation_status_name(RESERVATION_CONFIRMED), "confirmed");
+    ck_assert_str_eq(booking_reservation_status_name(RESERVATION_CANCELLED), "cancelled");
+    ck_assert_str_eq(booking_reservation_status_name(RESERVATION_REFUSED), "refused");
+    ck_assert(booking_reservation_status_parse("refused", &rs));
+    ck_assert_int_eq(rs, RESERVATION_REFUSED);
     ck_assert(!booking_night_status_parse("Booked", &ns));
     ck_assert(booking_reservation_status_parse("cancelled", &rs));
     ck_assert_int_eq(rs, RESERVATION_CANCELLED);
@@ -102,6 +116,10 @@ START_TEST(request_hash_depends_on_every_field)
     booking_request_hash(100, 103, 8, d);
     ck_assert_str_eq(a, again);
     ck_assert_int_eq(strlen(a), 16);
+    /* Stored with every reservation and compared on each replay: it must
+     * not change between versions. FNV-1a 64 of the three values as 8-byte
+     * little-endian words, computed apart from the code. */
+    ck_assert_str_eq(a, "0cf12113b8a5b3e1");
     ck_assert_str_ne(a, b);
     ck_assert_str_ne(a, c);
     ck_assert_str_ne(a, d);

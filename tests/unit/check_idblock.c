@@ -75,6 +75,7 @@ START_TEST(ids_run_through_blocks_and_the_next_is_taken_at_half)
     }
     ck_assert_uint_eq(s->calls, 2);
     ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_OK);
+    ck_assert_uint_eq(id, 1015);    /* block two, taken at the fifth id of block one */
     ck_assert_uint_eq(s->calls, 3); /* half of block two used */
     idblock_destroy(ids);
     free(s);

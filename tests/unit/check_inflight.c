@@ -1,6 +1,7 @@
 /* Unit tests of calendard/inflight.c: one request per idempotency key. */
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,31 @@ START_TEST(second_claim_of_a_key_times_out)
     ck_assert(inflight_acquire(set, 2, "k", 1, 0));
     inflight_release(set, 1, "k", 1);
     ck_assert(inflight_acquire(set, 1, "k", 1, 0));
+    inflight_destroy(set);
+}
+END_TEST
+
+/* Thousands of keys share the buckets: each is held on its own, and a
+ * release unlinks its key from anywhere in a bucket's chain. */
+START_TEST(many_keys_share_buckets)
+{
+    enum { N = 3000 };
+    struct inflight *set = inflight_create();
+    char key[16];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(key, sizeof(key), "k%d", i);
+        ck_assert(inflight_acquire(set, (uint64_t)(i % 7), key, (size_t)len, 0));
+    }
+    for (int i = 0; i < N; i += 2) {
+        int len = snprintf(key, sizeof(key), "k%d", i);
+        inflight_release(set, (uint64_t)(i % 7), key, (size_t)len);
+    }
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(key, sizeof(key), "k%d", i);
+        bool released = i % 2 == 0;
+        ck_assert_msg(inflight_acquire(set, (uint64_t)(i % 7), key, (size_t)len, 0) == released,
+                      "key %d: %s", i, released ? "released, still held" : "held, taken again");
+    }
     inflight_destroy(set);
 }
 END_TEST
@@ -128,6 +154,7 @@ main(void)
 {
     Suite *s = suite_create("inflight");
     UNIT_CASE(s, second_claim_of_a_key_times_out);
+    UNIT_CASE(s, many_keys_share_buckets);
     UNIT_CASE(s, replay_waits_for_the_original);
     UNIT_CASE(s, replays_past_the_waiters_bound_are_refused_at_once);
     return unit_run(s);

@@ -115,6 +115,54 @@ START_TEST(relay_nights_delete_uses_before)
 }
 END_TEST
 
+/* An update that moves a night to another listing and month names all
+ * four keys (the most one event can), from the JSON and from the hint. */
+START_TEST(an_update_across_listings_and_months_names_four_keys)
+{
+    char json[512], hint[128];
+    snprintf(json, sizeof(json),
+             "{\"before\":{\"listing_id\":1,\"night\":21945},"
+             "\"after\":{\"listing_id\":2,\"night\":21946},"
+             "\"source\":{\"table\":\"nights\"},\"op\":\"u\"}");
+    snprintf(hint, sizeof(hint), "nights u 1 1:21945 2:21946");
+    for (int form = 0; form < 2; form++) {
+        if (form == 0)
+            ck_assert_int_eq(decode(NULL, json), CAL_OK);
+        else
+            ck_assert_int_eq(invalidate_decode_hint(hint, strlen(hint), &ev, err, sizeof(err)),
+                             CAL_OK);
+        ck_assert_uint_eq(ev.nkeys, 4);
+        ck_assert(has_key("cal:v1:M:1:203001")); /* 21945: 2030-01-31 */
+        ck_assert(has_key("cal:v1:L:1"));
+        ck_assert(has_key("cal:v1:M:2:203002"));
+        ck_assert(has_key("cal:v1:L:2"));
+    }
+}
+END_TEST
+
+/* The last night a date can hold, 9999-12-31 (day 2932896), and not one
+ * after it, from the JSON and from the hint. */
+START_TEST(nights_up_to_the_last_date)
+{
+    char json[256], hint[64];
+    for (int past = 0; past < 2; past++) {
+        int night = 2932896 + past;
+        snprintf(json, sizeof(json),
+                 "{\"op\":\"c\",\"source\":{\"table\":\"nights\"},\"after\":{"
+                 "\"listing_id\":42,\"night\":%d}}",
+                 night);
+        snprintf(hint, sizeof(hint), "nights c 1 - 42:%d", night);
+        cal_status want = past ? CAL_EINVAL : CAL_OK;
+        ck_assert_int_eq(decode(NULL, json), want);
+        if (!past)
+            ck_assert(has_key("cal:v1:M:42:999912"));
+        ck_assert_int_eq(invalidate_decode_hint(hint, strlen(hint), &ev, err, sizeof(err)), want);
+        if (!past)
+            ck_assert(has_key("cal:v1:M:42:999912"));
+    }
+}
+END_TEST
+
 START_TEST(relay_listings_ops)
 {
     const char *ops[] = {"c", "u", "d", "r"};
@@ -515,6 +563,8 @@ main(void)
     UNIT_CASE(s, relay_nights_update_both_images);
     UNIT_CASE(s, relay_nights_update_same_month_dedup);
     UNIT_CASE(s, relay_nights_delete_uses_before);
+    UNIT_CASE(s, an_update_across_listings_and_months_names_four_keys);
+    UNIT_CASE(s, nights_up_to_the_last_date);
     UNIT_CASE(s, relay_listings_ops);
     UNIT_CASE(s, reservations_accepted_no_keys);
     UNIT_CASE(s, other_table_ignored);

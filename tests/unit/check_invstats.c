@@ -47,7 +47,7 @@ START_TEST(window_reservoir_bounded)
         invstats_latency(stats, (uint64_t)(i % 1000), -1);
     struct invstats_window win;
     invstats_take_window(stats, &win);
-    ck_assert_uint_le(win.samples, 8192);
+    ck_assert_uint_eq(win.samples, 8192); /* the reservoir, full */
     ck_assert_uint_ge(win.p50_ms, 400);
     ck_assert_uint_le(win.p50_ms, 600);
     ck_assert_uint_ge(win.p99_ms, 950);
@@ -63,6 +63,7 @@ START_TEST(render_prometheus)
     invstats_event(stats, INVALIDATE_TABLE_NIGHTS);
     invstats_invalidations(stats, 5);
     invstats_error(stats, INVSTATS_ERR_UNDECODABLE);
+    invstats_flush(stats);
     invstats_latency(stats, 3, -1);     /* <= 5 ms */
     invstats_latency(stats, 1500, -1);  /* <= 2.5 s */
     invstats_latency(stats, 99999, -1); /* +Inf */
@@ -76,6 +77,7 @@ START_TEST(render_prometheus)
     assert_has(text, "calendar_invalidator_events_total{table=\"listings\"} 1\n");
     assert_has(text, "calendar_invalidator_invalidations_total 5\n");
     assert_has(text, "calendar_invalidator_errors_total{kind=\"undecodable\"} 1\n");
+    assert_has(text, "calendar_invalidator_flushes_total 1\n");
     assert_has(
         text,
         "calendar_invalidator_lag_messages{topic=\"calendar.s0.nights\",partition=\"3\"} 42\n");
@@ -95,15 +97,16 @@ START_TEST(render_prometheus)
     struct invstats_window win;
     invstats_take_window(stats, &win);
     invstats_latency(stats, 1000, 7); /* <= 10 ms */
+    invstats_latency(stats, 1000, 5); /* <= 5 ms: a bucket's edge is in it */
     text = invstats_render(stats, &len);
     assert_has(text,
-               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.005\"} 0\n");
+               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.005\"} 1\n");
     assert_has(text,
-               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.01\"} 1\n");
-    assert_has(text, "calendar_invalidator_produce_to_invalidation_seconds_count 1\n");
-    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_count 4\n");
+               "calendar_invalidator_produce_to_invalidation_seconds_bucket{le=\"0.01\"} 2\n");
+    assert_has(text, "calendar_invalidator_produce_to_invalidation_seconds_count 2\n");
+    assert_has(text, "calendar_invalidator_commit_to_invalidation_seconds_count 5\n");
     invstats_take_window(stats, &win);
-    ck_assert_uint_eq(win.samples, 1);
+    ck_assert_uint_eq(win.samples, 2);
     ck_assert_uint_eq(win.max_ms, 7);
     free(text);
     invstats_destroy(stats);

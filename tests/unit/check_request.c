@@ -1,4 +1,5 @@
 /* Unit tests of calendard/request.c: every refusal has its stable code. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "calendard/request.h"
@@ -137,12 +138,91 @@ START_TEST(calendar_actions)
 }
 END_TEST
 
+/* Block and unblock parse to their action and range; 366 nights at once is
+ * the most. */
+START_TEST(calendar_blocks_and_the_longest_range)
+{
+    struct calendar_request c;
+    struct api_error e = {0};
+    int32_t today = date_from_ymd(2030, 1, 1);
+    ck_assert(request_parse_calendar(
+        BODY("{\"from\":\"2030-02-01\",\"to\":\"2030-02-03\",\"action\":\"unblock\"}"), today, &c,
+        &e));
+    ck_assert_int_eq(c.action, CALENDAR_UNBLOCK);
+    ck_assert_int_eq(c.from, date_from_ymd(2030, 2, 1));
+    ck_assert_int_eq(c.to, date_from_ymd(2030, 2, 3));
+    ck_assert(request_parse_calendar(
+        BODY("{\"from\":\"2030-01-01\",\"to\":\"2031-01-02\",\"action\":\"block\"}"), today, &c,
+        &e));
+    ck_assert_int_eq(c.action, CALENDAR_BLOCK);
+    ck_assert_int_eq(c.to - c.from, 366);
+    ck_assert(!request_parse_calendar(
+        BODY("{\"from\":\"2030-01-01\",\"to\":\"2031-01-03\",\"action\":\"block\"}"), today, &c,
+        &e));
+    ck_assert_str_eq(e.code, "invalid_range");
+}
+END_TEST
+
+static bool
+search(const char *body, size_t max, struct search_request *out, struct api_error *e)
+{
+    return request_parse_search(body, strlen(body), max, date_from_ymd(2030, 1, 1), out, e);
+}
+
+/* A search takes 1 to max positive ids and a stay of 1 to 366 nights from
+ * today on; each refusal has its code. */
+START_TEST(search_requests)
+{
+    struct search_request r;
+    struct api_error e = {0};
+    ck_assert(search("{\"listing_ids\":[7,9223372036854775807,7],\"check_in\":\"2030-01-01\","
+                     "\"check_out\":\"2031-01-02\"}",
+                     3, &r, &e));
+    ck_assert_uint_eq(r.n, 3);
+    ck_assert_uint_eq(r.listing_ids[0], 7);
+    ck_assert_uint_eq(r.listing_ids[1], 9223372036854775807ULL);
+    ck_assert_uint_eq(r.listing_ids[2], 7);
+    ck_assert_int_eq(r.check_in, date_from_ymd(2030, 1, 1));
+    ck_assert_int_eq(r.check_out - r.check_in, 366);
+    free(r.listing_ids);
+    const struct {
+        const char *body, *code;
+    } bad[] = {
+        {"{\"listing_ids\":[1,2,3,4],\"check_in\":\"2030-02-01\",\"check_out\":\"2030-02-02\"}",
+         "invalid_field"}, /* more than max */
+        {"{\"listing_ids\":[],\"check_in\":\"2030-02-01\",\"check_out\":\"2030-02-02\"}",
+         "invalid_field"},
+        {"{\"listing_ids\":[0],\"check_in\":\"2030-02-01\",\"check_out\":\"2030-02-02\"}",
+         "invalid_field"},
+        {"{\"listing_ids\":[-1],\"check_in\":\"2030-02-01\",\"check_out\":\"2030-02-02\"}",
+         "invalid_field"},
+        {"{\"listing_ids\":[\"1\"],\"check_in\":\"2030-02-01\",\"check_out\":\"2030-02-02\"}",
+         "invalid_field"},
+        {"{\"listing_ids\":[1],\"check_in\":\"2030-02-02\",\"check_out\":\"2030-02-02\"}",
+         "invalid_range"},
+        {"{\"listing_ids\":[1],\"check_in\":\"2030-01-01\",\"check_out\":\"2031-01-03\"}",
+         "invalid_range"},
+        {"{\"listing_ids\":[1],\"check_in\":\"2029-12-31\",\"check_out\":\"2030-01-02\"}",
+         "past_date"},
+        {"{\"listing_ids\":[1],\"check_in\":\"2030-02-01\"}", "missing_field"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&e, 0, sizeof(e));
+        ck_assert_msg(!search(bad[i].body, 3, &r, &e), "accepted %s", bad[i].body);
+        ck_assert_msg(strcmp(e.code, bad[i].code) == 0, "%s: %s, not %s", bad[i].body, e.code,
+                      bad[i].code);
+        ck_assert_ptr_null(r.listing_ids);
+    }
+}
+END_TEST
+
 START_TEST(ids_and_headers)
 {
     uint64_t id, v;
     ck_assert(request_parse_id("42", 2, &id));
     ck_assert_uint_eq(id, 42);
     ck_assert(request_parse_id("9223372036854775807", 19, &id));
+    ck_assert_uint_eq(id, 9223372036854775807ULL);
     ck_assert(!request_parse_id("9223372036854775808", 19, &id));
     ck_assert(!request_parse_id("0", 1, &id));
     ck_assert(!request_parse_id("-1", 2, &id));
@@ -210,6 +290,8 @@ main(void)
     UNIT_CASE(s, refusal_messages_are_printable_ascii);
     UNIT_CASE(s, booking_dates);
     UNIT_CASE(s, calendar_actions);
+    UNIT_CASE(s, calendar_blocks_and_the_longest_range);
+    UNIT_CASE(s, search_requests);
     UNIT_CASE(s, ids_and_headers);
     UNIT_CASE(s, ranges);
     return unit_run(s);
