@@ -1,26 +1,74 @@
 #!/usr/bin/env bash
 # The stress verifier's self-test: a short calendar-stress run per fault,
-# each corrupting its own rows in SQL after the load (--inject), must end
-# with exit 1 and the counter of its own detector above zero (another
-# detector tripping over the same rows does not count); a verifier that
-# lets one pass fails this script. Usage: tests/stress/selftest.sh STACK_ENV
+# each corrupting one key of its own run after the load (--inject), must end
+# with exit 1, the counter of the check the fault is aimed at above zero and
+# that check's own message in the log (several checks share a counter: its
+# total alone would not tell which fired), and every other invariant counter
+# at zero unless the fault is known to trip it too (a fault drifting onto
+# another check, or a real anomaly of the run, fails as well). A verifier
+# that lets one pass fails this script. Usage: tests/stress/selftest.sh STACK_ENV
 set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
+    routing_mismatches unowned_rows cache_mismatches"
+# fault|counter|its check's message (ERE)|other counters the fault may raise
+cases=(
+    'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
+    'lost_ack|lost_acknowledged|^verify: lost_acknowledged: key .*: reservation [0-9]+ cancelled but no cancel was sent|night_mismatches'
+    'delete_ack|lost_acknowledged|^verify: lost_acknowledged: key .*: reservation [0-9]+ acknowledged, not in SQL|'
+    'shift_dates|lost_acknowledged|^verify: lost_acknowledged: key .* asked days .* holds days|'
+    'lost_refusal|lost_acknowledged|^verify: lost_acknowledged: key .*: refused \(409 nights_unavailable\), no refusal in SQL|'
+    'cancel_undone|lost_acknowledged|^verify: lost_acknowledged: key .*: cancel of reservation [0-9]+ acknowledged, still confirmed|night_mismatches double_bookings'
+    'other_id|lost_acknowledged|^verify: lost_acknowledged: key .*: acknowledged reservation [0-9]+, SQL has [0-9]+|'
+    'phantom|phantom_bookings|^verify: phantom_bookings: key .* answered 409 but reservation [0-9]+ is confirmed|night_mismatches double_bookings'
+    'shift_refusal|phantom_bookings|^verify: phantom_bookings: key .* asked days .* holds days|'
+    'night_mismatch|night_mismatches|^verify: night_mismatches: reservation [0-9]+ of listing [0-9]+: night [0-9]+ is not booked|'
+    'duplicate_key|duplicate_idempotent|^verify: duplicate_idempotent: key .* of listing [0-9]+: reservations|routing_mismatches'
+    'wrong_vbucket|routing_mismatches|^verify: routing_mismatches: reservation [0-9]+ of listing [0-9]+ in vbucket|'
+    'stray_row|unowned_rows|^verify: unowned_rows: reservation [0-9]+ of listing [0-9]+ .* which does not own it|'
+    'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
+)
+has_memcached=0
+grep -Eq "^(export )?MEMCACHED_SERVERS=[\"']?[^\"' ]" "$env_file" && has_memcached=1
+nshards=$(sed -n 's/^\(export \)\{0,1\}SHARD_DSNS=//p' "$env_file" | tr -d "\"'" | wc -w)
 failed=0
-for case in double_booking:double_bookings lost_ack:lost_acknowledged \
-    delete_ack:lost_acknowledged phantom:phantom_bookings night_mismatch:night_mismatches \
-    shift_dates:lost_acknowledged lost_refusal:lost_acknowledged; do
-    fault=${case%%:*} counter=${case#*:}
+count() { grep -o "\"$1\":[0-9]*" <<<"$json" | cut -d: -f2; }
+for case in "${cases[@]}"; do
+    IFS='|' read -r fault counter message others <<<"$case"
+    if [ "$fault" = stale_cache ] && [ "$has_memcached" -eq 0 ]; then
+        echo "selftest: $fault skipped: $env_file names no MEMCACHED_SERVERS"
+        continue
+    fi
+    if [[ $fault =~ ^(duplicate_key|stray_row)$ ]] && [ "$nshards" -lt 2 ]; then
+        echo "selftest: $fault skipped: it plants on a second shard, $env_file names $nshards"
+        continue
+    fi
     out=$(bin/calendar-stress --stack-env "$env_file" --clients 4 --listings 20 --duration 2 \
         --inject "$fault" 2>&1)
     rc=$?
-    n=$(grep -o "\"$counter\":[0-9]*" <<<"$out" | tail -1 | cut -d: -f2)
-    if [ "$rc" -eq 1 ] && [ "${n:-0}" -gt 0 ]; then
-        echo "selftest: $fault caught by $counter=$n ($(grep -m1 '^verify: [a-z_]*:' <<<"$out" | cut -c1-100))"
+    json=$(grep '^{' <<<"$out" | tail -1)
+    n=$(count "$counter")
+    problems=() also=""
+    [ "$rc" -eq 1 ] || problems+=("calendar-stress exit $rc, want 1")
+    [ "${n:-0}" -gt 0 ] || problems+=("$counter=${n:-?}")
+    line=$(grep -Em1 "$message" <<<"$out")
+    [ -n "$line" ] || problems+=("no line matching /$message/")
+    for c in $counters; do
+        v=$(count "$c")
+        if [ "$c" = "$counter" ] || [ "${v:-0}" -eq 0 ]; then
+            continue
+        fi
+        case " $others " in
+        *" $c "*) also+=" $c=$v" ;;
+        *) problems+=("$c=$v, which $fault is not expected to raise") ;;
+        esac
+    done
+    if [ "${#problems[@]}" -eq 0 ]; then
+        echo "selftest: $fault caught by $counter=$n${also:+ (also$also)}: $(cut -c1-110 <<<"$line")"
     else
-        echo "selftest: $fault NOT caught by $counter: calendar-stress exit $rc, $counter=${n:-?}" >&2
-        tail -5 <<<"$out" >&2
+        echo "selftest: $fault NOT caught as expected: $(printf '%s; ' "${problems[@]}")" >&2
+        grep -E '^(verify|calendar-stress|stress): ' <<<"$out" | tail -8 >&2
         failed=1
     fi
 done

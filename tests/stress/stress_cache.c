@@ -11,8 +11,11 @@
 #include "common/cachekey.h"
 #include "common/date.h"
 #include "common/util.h"
+#include "tests/lib/http.h"
 
 #define MAX_MONTHS 16
+#define STALE_TTL_S 120   /* an injected stale value expires on its own */
+#define WARM_LISTINGS 256 /* listings read through calendard before comparing */
 
 /* What the owning shards hold for one listing of the run. */
 struct truth {
@@ -177,16 +180,47 @@ out:
     return rc;
 }
 
-int
-stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
-                   int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+/* Reads the whole window of the run's first WARM_LISTINGS listings once
+ * through calendard. The load's last writes may have invalidated all it had
+ * cached (a short run, memcached restarted late by a fault test), which
+ * would leave nothing to compare; a read fills only keys memcached lacks,
+ * so a stale value stays as it is. A read that fails fills nothing, which
+ * the comparison then shows. */
+static void
+warm(const struct stress_conf *conf)
+{
+    struct http_client *http = http_client_create();
+    size_t n = conf->nlistings < WARM_LISTINGS ? conf->nlistings : WARM_LISTINGS;
+    char url[512], from[11], to[11], err[256];
+    if (http == NULL)
+        return;
+    testenv_format_date(conf->first_day, from, sizeof(from));
+    testenv_format_date(conf->first_day + conf->window, to, sizeof(to));
+    for (size_t i = 0; i < n; i++) {
+        struct http_response resp;
+        snprintf(url, sizeof(url), "%s/v1/listings/%llu/availability?from=%s&to=%s", conf->url,
+                 (unsigned long long)(conf->listing_base + i), from, to);
+        (void)http_request(http, "GET", url, NULL, NULL, 0, HTTP_DEFAULT_TIMEOUT_MS, &resp, err,
+                           sizeof(err));
+        http_response_deinit(&resp);
+    }
+    http_client_destroy(http);
+}
+
+static struct cache *
+open_cache(const struct testenv *env, char *err, size_t errlen)
 {
     struct cache_conf cc = {.timeout_ms = 500};
     cal_strlcpy(cc.servers, env->memcached_servers, sizeof(cc.servers));
-    struct cache *cache = cache_create(&cc, err, errlen);
-    if (cache == NULL)
-        return -1;
-    int rc = 0;
+    return cache_create(&cc, err, errlen);
+}
+
+/* Passes every 200 ms until one reads all and finds nothing stale, at most wait_ms. */
+static int
+settle(const struct testenv *env, const struct stress_conf *conf, struct cache *cache,
+       unsigned wait_ms, int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+{
+    int rc;
     struct timespec tick = {0, 200 * 1000000L};
     uint64_t until = cal_mono_us() + (uint64_t)wait_ms * 1000;
     for (;;) {
@@ -197,6 +231,115 @@ stress_cache_check(const struct testenv *env, const struct stress_conf *conf, un
             break;
         nanosleep(&tick, NULL);
     }
+    return rc;
+}
+
+int
+stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
+                   int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+{
+    struct cache *cache = open_cache(env, err, errlen);
+    if (cache == NULL)
+        return -1;
+    warm(conf);
+    int rc = settle(env, conf, cache, wait_ms, mismatches, checked, err, errlen);
+    cache_destroy(cache);
+    return rc;
+}
+
+/* Writes an older version of the first cached listing value of the run
+ * that still holds what it held when read (CAS). Returns 1 when planted, 0
+ * when nothing could be, -1 on a memcached error. */
+static int
+plant_stale(const struct stress_conf *conf, struct cache *cache, char *planted, size_t plantedlen,
+            char *err, size_t errlen)
+{
+    struct cache_item *ci = cal_calloc(conf->nlistings, sizeof(*ci));
+    char(*keys)[CACHEKEY_MAX] = cal_malloc(conf->nlistings * CACHEKEY_MAX);
+    int rc = 0;
+    for (size_t i = 0; i < conf->nlistings; i++) {
+        ci[i].keylen = cachekey_listing(conf->listing_base + i, keys[i]);
+        ci[i].key = keys[i];
+    }
+    if (cache_get_multi(cache, ci, conf->nlistings, err, errlen) != CAL_OK)
+        rc = -1;
+    for (size_t i = 0; i < conf->nlistings && rc == 0; i++) {
+        struct listing l;
+        char val[CACHEVAL_MAX];
+        if (!ci[i].found || cacheval_is_lease(ci[i].value, ci[i].len) ||
+            !cacheval_decode_listing(ci[i].value, ci[i].len, &l))
+            continue;
+        /* The value before the listing's last change (or a version it never had). */
+        l.version = l.version > 1 ? l.version - 1 : l.version + 1;
+        size_t len = cacheval_encode_listing(&l, val, sizeof(val));
+        cal_status st = cache_cas(cache, ci[i].key, ci[i].keylen, val, len, STALE_TTL_S, ci[i].cas,
+                                  err, errlen);
+        if (st == CAL_OK) {
+            snprintf(planted, plantedlen, "%.*s = %.*s", (int)ci[i].keylen, ci[i].key, (int)len,
+                     val);
+            rc = 1;
+        } else if (st != CAL_ECONFLICT) {
+            rc = -1;
+        }
+    }
+    cache_results_free(ci, conf->nlistings);
+    free(ci);
+    free(keys);
+    return rc;
+}
+
+/* Is key = value (as plant_stale wrote it into planted) still in memcached? */
+static int
+still_planted(struct cache *cache, const char *planted, char *err, size_t errlen)
+{
+    const char *eq = strstr(planted, " = ");
+    struct cache_item it = {.key = planted, .keylen = (size_t)(eq - planted)};
+    if (cache_get_multi(cache, &it, 1, err, errlen) != CAL_OK)
+        return -1;
+    int rc = it.found && strcmp(it.value, eq + 3) == 0;
+    cache_results_free(&it, 1);
+    return rc;
+}
+
+int
+stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
+                    char *err, size_t errlen)
+{
+    struct cache *cache = open_cache(env, err, errlen);
+    struct timespec settle_time = {1, 0};
+    char planted[CACHEKEY_MAX + CACHEVAL_MAX + 8];
+    int64_t mismatches = 0;
+    uint64_t checked = 0;
+    int rc = -1, got = 0;
+    if (cache == NULL)
+        return -1;
+    warm(conf);
+    if (settle(env, conf, cache, wait_ms, &mismatches, &checked, err, errlen) != 0)
+        goto out;
+    if (mismatches != 0) {
+        snprintf(err, errlen, "memcached still differs from SQL after %u ms: nothing to plant on",
+                 wait_ms);
+        goto out;
+    }
+    /* The pass found no stale value, but an invalidation of a change made
+     * just before the load ended may still be on its way and delete the
+     * planted value: plant again (bounded) when one did. */
+    for (int tries = 0; tries < 5 && got != 1; tries++) {
+        got = plant_stale(conf, cache, planted, sizeof(planted), err, errlen);
+        if (got == 1) {
+            nanosleep(&settle_time, NULL);
+            got = still_planted(cache, planted, err, errlen);
+        }
+        if (got < 0)
+            goto out;
+    }
+    if (got != 1) {
+        snprintf(err, errlen, "no cached listing value of the run kept a stale value");
+        goto out;
+    }
+    fprintf(stderr, "calendar-stress: injected stale_cache: %s\n", planted);
+    rc = 0;
+out:
     cache_destroy(cache);
     return rc;
 }

@@ -10,12 +10,27 @@
 #include "tests/lib/testenv.h"
 #include "tests/stress/stress_load.h"
 
-/* Compares memcached with SQL for the run's listings and window, again every
- * 200 ms while anything differs or could not be read, at most wait_ms (the
- * CDC lag draining, memcached back from a stall). *mismatches gets the count
- * of the last pass; *checked the values compared. Returns 0, or -1 with err
- * when the last pass could not read memcached or SQL. */
+/* Reads the window of the run's first 256 listings through calendard once,
+ * so memcached holds values of the run even when the load's last writes
+ * invalidated all it had cached (a read fills only missing keys: a stale
+ * value stays). Then compares memcached with SQL for the run's listings and
+ * window, again every 200 ms while anything differs or could not be read,
+ * at most wait_ms (the CDC lag draining, memcached back from a stall).
+ * *mismatches gets the count of the last pass; *checked the values it
+ * compared (a key memcached lacks is not compared). Returns 0, or -1 with
+ * err when the last pass could not read memcached or SQL. */
 int stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
                        int64_t *mismatches, uint64_t *checked, char *err, size_t errlen);
+
+/* The --inject fault that stress_cache_inject() plants. */
+#define STRESS_CACHE_FAULT "stale_cache"
+
+/* Testing the cache check: once a pass finds memcached equal to SQL (the
+ * CDC lag drained, at most wait_ms), writes an older version into one
+ * cached listing value of the run, as a lost invalidation would leave it;
+ * it expires after two minutes. Returns 0, or -1 with err (memcached or SQL
+ * unreadable, no listing value of the run cached). */
+int stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
+                        char *err, size_t errlen);
 
 #endif

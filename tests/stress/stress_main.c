@@ -51,10 +51,20 @@ usage(FILE *out)
             "  --window D       nights in the booking window (default 14, 2..300)\n"
             "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
-            "  --inject FAULT   testing the verifier only: corrupt this run's own rows in SQL\n"
-            "                   before verifying (double_booking, lost_ack, delete_ack,\n"
-            "                   phantom, night_mismatch, shift_dates, lost_refusal); the\n"
-            "                   run must then exit 1\n"
+            "  --inject FAULT   testing the verifier only: corrupt one key of this run (in SQL,\n"
+            "                   or memcached) before verifying; the run must then exit 1 with\n"
+            "                   the counter of the check the fault aims at above zero:\n"
+            "                     double_bookings       double_booking\n"
+            "                     lost_acknowledged     lost_ack, delete_ack, shift_dates,\n"
+            "                                           lost_refusal, cancel_undone, other_id\n"
+            "                     phantom_bookings      phantom, shift_refusal\n"
+            "                     night_mismatches      night_mismatch\n"
+            "                     duplicate_idempotent  duplicate_key (also routing_mismatches)\n"
+            "                     routing_mismatches    wrong_vbucket\n"
+            "                     unowned_rows          stray_row\n"
+            "                     cache_mismatches      stale_cache\n"
+            "                   A row planted outside its listing's shard or vbucket is taken\n"
+            "                   back after verifying (tests/stress/selftest.sh runs them all)\n"
             "  --help           this text\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
@@ -63,9 +73,11 @@ usage(FILE *out)
             "routing_mismatches, unowned_rows (rows on a shard that does not own their vbucket:\n"
             "run no move meanwhile) or cache_mismatches (an availability read right after an\n"
             "own booking not showing it, or a cached value that differs from the shards once\n"
-            "the CDC lag drained) is above zero; 2 on usage or setup errors; 3 when no\n"
-            "booking was confirmed (the run tested nothing: calendard refused or failed them\n"
-            "all); else 0.\n");
+            "the CDC lag drained) is above zero; 2 on usage or setup errors; 3 when the run\n"
+            "tested nothing: no booking was confirmed (calendard refused or failed them all),\n"
+            "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
+            "no value of the run's listings to compare, even after reading the window of each\n"
+            "(of the first 256) once through calendard; else 0.\n");
 }
 
 static int
@@ -155,6 +167,11 @@ parse_options(int argc, char **argv, struct options *opt)
             opt->stack_env = optarg;
             break;
         case 'i':
+            if (strcmp(optarg, STRESS_CACHE_FAULT) != 0 && !stress_verify_has_fault(optarg)) {
+                fprintf(stderr, "calendar-stress: unknown --inject fault '%s' (see --help)\n",
+                        optarg);
+                return -1;
+            }
             opt->inject = optarg;
             break;
         case 'h':
@@ -226,6 +243,14 @@ run_threads(struct stress_client *clients, unsigned n, void *(*fn)(void *), int 
     return rc;
 }
 
+/* Did the run test anything? It confirmed a booking, and found a cached
+ * value to compare when the stack has memcached. */
+static int
+tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
+{
+    return atomic_load(&stats->confirmed) > 0 && verdict->cache_compared != 0;
+}
+
 static void
 print_result(const struct stress_conf *conf, const struct stress_stats *stats,
              const struct stress_verdict *verdict, double duration)
@@ -265,6 +290,9 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     json_object_set_new(out, "cache_mismatches",
                         verdict->cache_mismatches < 0 ? json_null()
                                                       : json_integer(verdict->cache_mismatches));
+    json_object_set_new(out, "cache_compared",
+                        verdict->cache_compared < 0 ? json_null()
+                                                    : json_integer(verdict->cache_compared));
     json_object_set_new(out, "duration_s", json_real(duration));
     json_object_set_new(out, "bookings_per_s",
                         json_real(duration > 0 ? (double)confirmed / duration : 0));
@@ -274,7 +302,8 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("listings", conf->nlistings);
     SET_U("listing_base", conf->listing_base);
     json_object_set_new(out, "seed", json_integer((json_int_t)(conf->seed & INT64_MAX)));
-    json_object_set_new(out, "ok", json_boolean(!stress_verify_failed(verdict) && confirmed > 0));
+    json_object_set_new(out, "ok",
+                        json_boolean(!stress_verify_failed(verdict) && tested(stats, verdict)));
 #undef SET_U
     line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (line != NULL) {
@@ -302,6 +331,7 @@ main(int argc, char **argv)
     struct stress_client *clients = NULL;
     struct stress_record *all = NULL;
     struct stress_verdict verdict;
+    struct stress_injected injected = {.shard = -1};
     size_t cap, total = 0;
     double duration;
     char err[512];
@@ -317,6 +347,12 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &stop, NULL);
     if (testenv_load(&env, opt.stack_env, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-stress: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (opt.inject != NULL && strcmp(opt.inject, STRESS_CACHE_FAULT) == 0 &&
+        env.memcached_servers[0] == '\0') {
+        fprintf(stderr, "calendar-stress: --inject %s needs MEMCACHED_SERVERS in %s\n", opt.inject,
+                env.path);
         return EXIT_USAGE;
     }
     memset(&conf, 0, sizeof(conf));
@@ -396,8 +432,8 @@ main(int argc, char **argv)
         memcpy(all + total, clients[i].records, clients[i].nrecords * sizeof(*all));
         total += clients[i].nrecords;
     }
-    if (opt.inject != NULL &&
-        stress_verify_inject(&env, opt.inject, all, total, err, sizeof(err)) != 0) {
+    if (opt.inject != NULL && stress_verify_has_fault(opt.inject) &&
+        stress_verify_inject(&env, opt.inject, all, total, &injected, err, sizeof(err)) != 0) {
         fprintf(stderr, "calendar-stress: --inject: %s\n", err);
         goto out;
     }
@@ -413,7 +449,15 @@ main(int argc, char **argv)
     if (env.memcached_servers[0] != '\0') {
         int64_t stale = 0;
         uint64_t compared = 0;
-        if (stress_cache_check(&env, &conf, 10000, &stale, &compared, err, sizeof(err)) != 0) {
+        unsigned wait_ms = 10000;
+        if (opt.inject != NULL && strcmp(opt.inject, STRESS_CACHE_FAULT) == 0) {
+            if (stress_cache_inject(&env, &conf, wait_ms, err, sizeof(err)) != 0) {
+                fprintf(stderr, "calendar-stress: --inject: %s\n", err);
+                goto out;
+            }
+            wait_ms = 1000; /* the injection waited for the lag to drain already */
+        }
+        if (stress_cache_check(&env, &conf, wait_ms, &stale, &compared, err, sizeof(err)) != 0) {
             fprintf(stderr, "calendar-stress: cache check could not read: %s\n", err);
             goto out;
         }
@@ -421,14 +465,28 @@ main(int argc, char **argv)
                 (unsigned long long)compared, (long long)stale);
         verdict.cache_mismatches =
             (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
+        verdict.cache_compared = (int64_t)compared;
     }
     print_result(&conf, &stats, &verdict, duration);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
     if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
         fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");
         rc = EXIT_UNTESTED;
+    } else if (rc == 0 && verdict.cache_compared == 0) {
+        fprintf(stderr,
+                "calendar-stress: the cache check found no value of the run's listings in "
+                "memcached (%s), even after reading them through calendard: it tested "
+                "nothing; is calendard's cache on and pointed at that memcached?\n",
+                env.memcached_servers);
+        rc = EXIT_UNTESTED;
     }
 out:
+    if (stress_verify_restore(&env, &injected, err, sizeof(err)) != 0) {
+        fprintf(stderr,
+                "calendar-stress: --inject: could not take back the row planted on shard "
+                "%d: %s\n",
+                injected.shard, err);
+    }
     for (unsigned i = 0; i < opt.clients; i++) {
         stress_load_client_deinit(&clients[i]);
     }

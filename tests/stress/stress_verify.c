@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/idblock.h"
 #include "common/db.h"
 
 #define MAX_REPORTED 10 /* anomaly lines per category */
@@ -70,13 +71,14 @@ grow(void *p, size_t *cap, size_t size)
     return np;
 }
 
+/* Messages name a shard by its index in the stack env: its DSN carries a password. */
 static int
-read_shard(const char *dsn, const struct stress_conf *conf, struct rows *rows,
-           struct stress_verdict *verdict, char *err, size_t errlen)
+read_shard(const struct testenv *env, size_t shard, const struct stress_conf *conf,
+           struct rows *rows, struct stress_verdict *verdict, char *err, size_t errlen)
 {
     struct db_val params[] = {DB_INT_V(conf->listing_base),
                               DB_INT_V(conf->listing_base + conf->nlistings)};
-    struct db *db = testenv_connect_dsn(dsn, err, errlen);
+    struct db *db = testenv_connect_dsn(env->shard_dsns[shard], err, errlen);
     struct db_stmt *stmt = NULL;
     struct db_val c[8];
     int rc = -1, n;
@@ -101,11 +103,15 @@ read_shard(const char *dsn, const struct stress_conf *conf, struct rows *rows,
             verdict->routing_mismatches++;
             report(verdict->routing_mismatches, "routing_mismatches",
                    "reservation %" PRId64 " of listing %" PRIu64 " in vbucket %" PRId64
-                   ", want %u (%s)",
-                   c[0].i, listing, c[2].i, testenv_vbucket(listing), dsn);
+                   ", want %u (shard %zu)",
+                   c[0].i, listing, c[2].i, testenv_vbucket(listing), shard);
         }
         if (c[7].i == 0) {
             verdict->unowned_rows++;
+            report(verdict->unowned_rows, "unowned_rows",
+                   "reservation %" PRId64 " of listing %" PRIu64 " in vbucket %" PRId64
+                   " on shard %zu, which does not own it",
+                   c[0].i, listing, c[2].i, shard);
             continue;
         }
         if (rows->nres == rows->capres) {
@@ -138,11 +144,15 @@ read_shard(const char *dsn, const struct stress_conf *conf, struct rows *rows,
         if (c[1].i != testenv_vbucket(listing)) {
             verdict->routing_mismatches++;
             report(verdict->routing_mismatches, "routing_mismatches",
-                   "night of listing %" PRIu64 " in vbucket %" PRId64 " (%s)", listing, c[1].i,
-                   dsn);
+                   "night of listing %" PRIu64 " in vbucket %" PRId64 " (shard %zu)", listing,
+                   c[1].i, shard);
         }
         if (c[4].i == 0) {
             verdict->unowned_rows++;
+            report(verdict->unowned_rows, "unowned_rows",
+                   "night %" PRId64 " of listing %" PRIu64 " in vbucket %" PRId64
+                   " on shard %zu, which does not own it",
+                   c[2].i, listing, c[1].i, shard);
             continue;
         }
         if (rows->nnights == rows->capnights) {
@@ -394,10 +404,11 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     memset(verdict, 0, sizeof(*verdict));
     memset(&rows, 0, sizeof(rows));
     verdict->cache_mismatches = -1;
+    verdict->cache_compared = -1;
     for (size_t i = 0; i < env->nshards; i++) {
         char e[512];
 
-        if (read_shard(env->shard_dsns[i], conf, &rows, verdict, e, sizeof(e)) != 0) {
+        if (read_shard(env, i, conf, &rows, verdict, e, sizeof(e)) != 0) {
             snprintf(err, errlen, "shard %zu: %s", i, e);
             goto out;
         }
@@ -447,55 +458,482 @@ stress_verify_failed(const struct stress_verdict *verdict)
            verdict->unowned_rows > 0 || verdict->cache_mismatches > 0;
 }
 
+/* Testing the verifier (--inject): each fault corrupts one key of the run
+ * in SQL the way a bug would, aimed at one check. */
+
+/* The id of a row a fault plants, the victim's own id moved into range n
+ * above every id calendard makes (IDBLOCK_MAX): no booking and no other
+ * planted row, of this run or another, can collide with it. */
+#define PLANTED_ID(id, n) ((id) + (int64_t)(n) * ((int64_t)IDBLOCK_MAX + 1))
+
+/* Which key of the run a fault corrupts. */
+enum victim {
+    VICTIM_BOOKED,    /* acknowledged, no cancel sent: a confirmed row holding its nights */
+    VICTIM_CANCELLED, /* its cancel acknowledged: a cancelled row */
+    VICTIM_REFUSED,   /* refused (409 nights_unavailable), never acknowledged: a kept refusal */
+};
+
+/* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
+struct site {
+    const struct testenv *env;
+    struct db **dbs;
+    int owner;
+    const struct stress_record *rec;
+    struct stress_injected *injected;
+};
+
+typedef cal_status (*plant_fn)(const struct site *site, char *err, size_t errlen);
+
+/* Runs a statement that must change exactly want rows. */
+static cal_status
+exec_n(struct db *db, const char *sql, const struct db_val *params, size_t nparams, uint64_t want,
+       char *err, size_t errlen)
+{
+    struct db_stmt *stmt = NULL;
+    cal_status st = db_query(db, sql, params, nparams, &stmt, err, errlen);
+
+    if (st == CAL_OK && db_affected_rows(stmt) != want) {
+        snprintf(err, errlen, "changed %" PRIu64 " rows, want %" PRIu64 ": %.60s",
+                 db_affected_rows(stmt), want, sql);
+        st = CAL_ERR;
+    }
+    return st;
+}
+
+/* The integer of a one-row, one-column query: CAL_OK with *out (-1 for
+ * NULL), CAL_ENOTFOUND without a row. */
+static cal_status
+query_int(struct db *db, const char *sql, const struct db_val *params, size_t nparams, int64_t *out,
+          char *err, size_t errlen)
+{
+    struct db_stmt *stmt = NULL;
+    struct db_val c;
+    cal_status st = db_query(db, sql, params, nparams, &stmt, err, errlen);
+    int n;
+
+    if (st != CAL_OK) {
+        return st;
+    }
+    n = db_fetch(stmt, &c, 1, err, errlen);
+    if (n == 1) {
+        *out = c.type == DB_INT ? c.i : -1;
+        while ((n = db_fetch(stmt, &c, 1, err, errlen)) == 1) {
+        }
+        return n < 0 ? CAL_ERR : CAL_OK;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "no row: %.60s", sql);
+        return CAL_ENOTFOUND;
+    }
+    return CAL_ERR;
+}
+
 /* The shard index owning listing_id's vbucket (per vbucket_owner), or -1. */
 static int
-owner_index(const struct testenv *env, struct db **dbs, uint64_t listing_id)
+owner_index(const struct testenv *env, struct db **dbs, uint64_t listing_id, char *err,
+            size_t errlen)
 {
     struct db_val p[] = {DB_INT_V(testenv_vbucket(listing_id))};
 
     for (size_t i = 0; i < env->nshards; i++) {
-        struct db_stmt *stmt = NULL;
-        struct db_val c;
-        char e[256];
+        int64_t owns = 0;
 
-        if (db_query(dbs[i], "SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1, &stmt, e,
-                     sizeof(e)) == CAL_OK &&
-            db_fetch(stmt, &c, 1, e, sizeof(e)) == 1 && c.i > 0) {
-            while (db_fetch(stmt, &c, 1, e, sizeof(e)) == 1) {
-            }
+        if (query_int(dbs[i], "SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", p, 1, &owns,
+                      err, errlen) != CAL_OK) {
+            return -1;
+        }
+        if (owns > 0) {
             return (int)i;
         }
     }
+    snprintf(err, errlen, "no shard owns listing %" PRIu64, listing_id);
     return -1;
 }
 
-int
-stress_verify_inject(const struct testenv *env, const char *fault,
-                     const struct stress_record *records, size_t nrecords, char *err, size_t errlen)
+/* A shard other than the victim's owner, or -1 (err says why). With
+ * owning, one that owns a vbucket, the lowest of which goes to *vbucket. */
+static int
+other_shard(const struct site *s, int owning, int64_t *vbucket, char *err, size_t errlen)
 {
-    struct db *dbs[TESTENV_MAX_SHARDS] = {NULL};
-    const struct stress_record *victim = NULL;
-    int want_refused = strcmp(fault, "phantom") == 0 || strcmp(fault, "lost_refusal") == 0, idx,
-        rc = -1;
-    cal_status st = CAL_ERR;
-    struct db_stmt *stmt = NULL;
-
-    if (strcmp(fault, "double_booking") != 0 && strcmp(fault, "lost_ack") != 0 &&
-        strcmp(fault, "delete_ack") != 0 && strcmp(fault, "phantom") != 0 &&
-        strcmp(fault, "night_mismatch") != 0 && strcmp(fault, "shift_dates") != 0 &&
-        strcmp(fault, "lost_refusal") != 0) {
-        snprintf(err, errlen, "unknown fault '%s'", fault);
-        return -1;
-    }
-    for (size_t i = 0; i < nrecords && victim == NULL; i++) {
-        const struct stress_record *rec = &records[i];
-
-        if (want_refused ? (rec->refusal_kept && !rec->acked) : (rec->acked && !rec->cancel_sent)) {
-            victim = rec;
+    for (size_t i = 0; i < s->env->nshards; i++) {
+        if ((int)i == s->owner) {
+            continue;
+        }
+        if (!owning) {
+            return (int)i;
+        }
+        if (query_int(s->dbs[i], "SELECT MIN(vbucket) FROM vbucket_owner", NULL, 0, vbucket, err,
+                      errlen) != CAL_OK) {
+            return -1;
+        }
+        if (*vbucket >= 0) {
+            return (int)i;
         }
     }
-    if (victim == NULL) {
-        snprintf(err, errlen, "no key suitable for fault %s", fault);
+    snprintf(err, errlen, "no other shard%s in the stack env", owning ? " owning a vbucket" : "");
+    return -1;
+}
+
+/* Copies the victim's reservation row from its owner to dbs[to], in
+ * vbucket, reservation id included; the copy is taken back afterwards. */
+static cal_status
+copy_row(const struct site *s, int to, int64_t vbucket, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    struct db_val p[] = {DB_INT_V(rec->listing_id), DB_CSTR_V(rec->key)}, c[9];
+    struct db_stmt *stmt = NULL;
+    char status[16], currency[4], hash[17];
+    cal_status st;
+    int n;
+
+    st = db_query(s->dbs[s->owner],
+                  "SELECT reservation_id, TO_DAYS(check_in), TO_DAYS(check_out), guest_id, status,"
+                  " total_price, currency, request_hash, version FROM reservations"
+                  " WHERE listing_id = ? AND idempotency_key = ?",
+                  p, 2, &stmt, err, errlen);
+    if (st != CAL_OK) {
+        return st;
+    }
+    n = db_fetch(stmt, c, 9, err, errlen);
+    if (n != 1) {
+        if (n == 0) {
+            snprintf(err, errlen, "no row of key %s on shard %d", rec->key, s->owner);
+        }
+        return CAL_ERR;
+    }
+    snprintf(status, sizeof(status), "%s", c[4].type == DB_STR ? c[4].s : "");
+    snprintf(currency, sizeof(currency), "%s", c[6].type == DB_STR ? c[6].s : "");
+    snprintf(hash, sizeof(hash), "%s", c[7].type == DB_STR ? c[7].s : "");
+    struct db_val row[] = {c[0],
+                           DB_INT_V(rec->listing_id),
+                           DB_INT_V(vbucket),
+                           c[1],
+                           c[2],
+                           c[3],
+                           DB_CSTR_V(status),
+                           c[5],
+                           DB_CSTR_V(currency),
+                           DB_CSTR_V(rec->key),
+                           DB_CSTR_V(hash),
+                           c[8]};
+    while ((n = db_fetch(stmt, c, 9, err, errlen)) == 1) {
+    }
+    if (n < 0) {
+        return CAL_ERR;
+    }
+    st =
+        exec_n(s->dbs[to],
+               "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
+               " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+               " VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), ?, ?, ?, ?, ?, ?, ?)",
+               row, sizeof(row) / sizeof(row[0]), 1, err, errlen);
+    if (st == CAL_OK) {
+        s->injected->shard = to;
+        s->injected->reservation_id = row[0].i;
+        s->injected->vbucket = vbucket;
+        s->injected->home_vbucket = -1;
+    }
+    return st;
+}
+
+static uint64_t
+nights_of(const struct stress_record *rec)
+{
+    return (uint64_t)(rec->check_out - rec->check_in);
+}
+
+/* Runs sql, whose one parameter is the victim's reservation id, on its
+ * owner: it must change exactly want rows. */
+static cal_status
+on_id(const struct site *s, const char *sql, uint64_t want, char *err, size_t errlen)
+{
+    struct db_val p[] = {DB_INT_V(s->rec->reservation_id)};
+
+    return exec_n(s->dbs[s->owner], sql, p, 1, want, err, errlen);
+}
+
+/* Runs sql, whose parameters are the victim's listing and key, on its
+ * owner: it must change exactly one row. */
+static cal_status
+on_key(const struct site *s, const char *sql, char *err, size_t errlen)
+{
+    struct db_val p[] = {DB_INT_V(s->rec->listing_id), DB_CSTR_V(s->rec->key)};
+
+    return exec_n(s->dbs[s->owner], sql, p, 2, 1, err, errlen);
+}
+
+/* double_bookings: a second confirmed stay over the victim's nights, under
+ * a key no client sent (so phantom_bookings and night_mismatches see it too). */
+static cal_status
+plant_double_booking(const struct site *s, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    struct db_val p[] = {DB_INT_V(PLANTED_ID(rec->reservation_id, 2)), DB_INT_V(rec->listing_id),
+                         DB_INT_V(testenv_vbucket(rec->listing_id)),
+                         DB_INT_V(rec->check_in + DB_TO_DAYS_EPOCH),
+                         DB_INT_V(rec->check_out + DB_TO_DAYS_EPOCH)};
+
+    return exec_n(s->dbs[s->owner],
+                  "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
+                  "check_out, guest_id, status, total_price, currency, idempotency_key, "
+                  "request_hash, version) VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), 1, "
+                  "'confirmed', 0, 'USD', 'injected-double', '0', 1)",
+                  p, 5, 1, err, errlen);
+}
+
+/* lost_acknowledged ("cancelled but no cancel was sent"): an acknowledged
+ * booking cancelled behind the client's back; its nights stay booked. */
+static cal_status
+plant_lost_ack(const struct site *s, char *err, size_t errlen)
+{
+    return on_id(s, "UPDATE reservations SET status = 'cancelled' WHERE reservation_id = ?", 1, err,
+                 errlen);
+}
+
+/* lost_acknowledged ("acknowledged, not in SQL"): the acknowledged
+ * reservation gone with its nights; nothing in SQL contradicts itself. */
+static cal_status
+plant_delete_ack(const struct site *s, char *err, size_t errlen)
+{
+    cal_status st =
+        on_id(s, "DELETE FROM nights WHERE reservation_id = ?", nights_of(s->rec), err, errlen);
+
+    return st != CAL_OK
+               ? st
+               : on_id(s, "DELETE FROM reservations WHERE reservation_id = ?", 1, err, errlen);
+}
+
+/* phantom_bookings ("answered 409 but ... is confirmed"): the kept refusal
+ * turned into a booking of the same nights, so only that rule can count it
+ * as a phantom (its nights, held by others, trip night_mismatches and may
+ * trip double_bookings). */
+static cal_status
+plant_phantom(const struct site *s, char *err, size_t errlen)
+{
+    return on_key(s,
+                  "UPDATE reservations SET status = 'confirmed' WHERE listing_id = ? AND "
+                  "idempotency_key = ? AND status = 'refused'",
+                  err, errlen);
+}
+
+/* phantom_bookings ("asked days"): the kept refusal 400 days on, still a
+ * refusal: a key never acknowledged whose row holds another stay. */
+static cal_status
+plant_shift_refusal(const struct site *s, char *err, size_t errlen)
+{
+    return on_key(s,
+                  "UPDATE reservations SET check_in = check_in + INTERVAL 400 DAY, check_out = "
+                  "check_out + INTERVAL 400 DAY WHERE listing_id = ? AND idempotency_key = ? AND "
+                  "status = 'refused'",
+                  err, errlen);
+}
+
+/* night_mismatches ("is not booked"): the first night of an acknowledged
+ * booking freed under it. */
+static cal_status
+plant_night_mismatch(const struct site *s, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    struct db_val p[] = {DB_INT_V(rec->listing_id), DB_INT_V(rec->check_in + DB_TO_DAYS_EPOCH),
+                         DB_INT_V(rec->reservation_id)};
+
+    return exec_n(s->dbs[s->owner],
+                  "UPDATE nights SET status = 'available', reservation_id = NULL "
+                  "WHERE listing_id = ? AND night = FROM_DAYS(?) AND reservation_id = ?",
+                  p, 3, 1, err, errlen);
+}
+
+/* lost_acknowledged ("asked days"): the acknowledged stay and its nights,
+ * 400 days on: consistent in SQL (nothing overlaps there), but not the
+ * stay the client was told. */
+static cal_status
+plant_shift_dates(const struct site *s, char *err, size_t errlen)
+{
+    cal_status st = on_id(s,
+                          "UPDATE nights SET night = night + INTERVAL 400 DAY "
+                          "WHERE reservation_id = ? ORDER BY night DESC",
+                          nights_of(s->rec), err, errlen);
+
+    return st != CAL_OK ? st
+                        : on_id(s,
+                                "UPDATE reservations SET check_in = check_in + INTERVAL 400 DAY,"
+                                " check_out = check_out + INTERVAL 400 DAY"
+                                " WHERE reservation_id = ?",
+                                1, err, errlen);
+}
+
+/* lost_acknowledged ("no refusal in SQL"): a 409 nights_unavailable whose
+ * kept refusal is gone, so a replay could book the key. */
+static cal_status
+plant_lost_refusal(const struct site *s, char *err, size_t errlen)
+{
+    return on_key(s,
+                  "DELETE FROM reservations WHERE listing_id = ? AND idempotency_key = ?"
+                  " AND status = 'refused'",
+                  err, errlen);
+}
+
+/* lost_acknowledged ("acknowledged, still confirmed"): a reservation whose
+ * cancel was answered 200 confirmed again (its nights, since freed or
+ * booked by others, trip night_mismatches and may trip double_bookings). */
+static cal_status
+plant_cancel_undone(const struct site *s, char *err, size_t errlen)
+{
+    return on_id(s,
+                 "UPDATE reservations SET status = 'confirmed' WHERE reservation_id = ? AND "
+                 "status = 'cancelled'",
+                 1, err, errlen);
+}
+
+/* lost_acknowledged ("SQL has"): the acknowledged booking, nights and all,
+ * under an id other than the one the client was told. */
+static cal_status
+plant_other_id(const struct site *s, char *err, size_t errlen)
+{
+    int64_t id = s->rec->reservation_id;
+    struct db_val p[] = {DB_INT_V(PLANTED_ID(id, 1)), DB_INT_V(id)};
+    cal_status st =
+        exec_n(s->dbs[s->owner], "UPDATE nights SET reservation_id = ? WHERE reservation_id = ?", p,
+               2, nights_of(s->rec), err, errlen);
+
+    return st != CAL_OK ? st
+                        : exec_n(s->dbs[s->owner],
+                                 "UPDATE reservations SET reservation_id = ?"
+                                 " WHERE reservation_id = ?",
+                                 p, 2, 1, err, errlen);
+}
+
+/* duplicate_idempotent: the kept refusal of a key applied again on another
+ * shard. The unique key (listing_id, idempotency_key) rules out a second row
+ * on one shard, and a row on a shard counts only in a vbucket that shard
+ * owns, so the copy is misrouted too: routing_mismatches counts it as well. */
+static cal_status
+plant_duplicate_key(const struct site *s, char *err, size_t errlen)
+{
+    int64_t vbucket = -1;
+    int to = other_shard(s, 1, &vbucket, err, errlen);
+
+    return to < 0 ? CAL_ERR : copy_row(s, to, vbucket, err, errlen);
+}
+
+/* routing_mismatches: an acknowledged booking's row in another vbucket of
+ * the same shard, so it is still owned and every other check still sees
+ * it. Moved back afterwards. */
+static cal_status
+plant_wrong_vbucket(const struct site *s, char *err, size_t errlen)
+{
+    int64_t home = testenv_vbucket(s->rec->listing_id), vbucket = -1;
+    struct db_val q[] = {DB_INT_V(home)};
+    cal_status st =
+        query_int(s->dbs[s->owner], "SELECT MIN(vbucket) FROM vbucket_owner WHERE vbucket <> ?", q,
+                  1, &vbucket, err, errlen);
+
+    if (st == CAL_OK && vbucket < 0) {
+        snprintf(err, errlen, "shard %d owns no vbucket but %" PRId64, s->owner, home);
+        st = CAL_ERR;
+    }
+    if (st == CAL_OK) {
+        struct db_val p[] = {DB_INT_V(vbucket), DB_INT_V(s->rec->reservation_id), DB_INT_V(home)};
+
+        st = exec_n(s->dbs[s->owner],
+                    "UPDATE reservations SET vbucket = ? WHERE reservation_id = ? AND vbucket = ?",
+                    p, 3, 1, err, errlen);
+    }
+    if (st == CAL_OK) {
+        s->injected->shard = s->owner;
+        s->injected->reservation_id = s->rec->reservation_id;
+        s->injected->vbucket = vbucket;
+        s->injected->home_vbucket = home;
+    }
+    return st;
+}
+
+/* unowned_rows: a copy of an acknowledged booking's row on a shard that
+ * does not own its vbucket, as a write past the fence or a move's leftover
+ * would be. Deleted afterwards. */
+static cal_status
+plant_stray_row(const struct site *s, char *err, size_t errlen)
+{
+    int64_t unused = -1;
+    int to = other_shard(s, 0, &unused, err, errlen);
+
+    return to < 0 ? CAL_ERR : copy_row(s, to, testenv_vbucket(s->rec->listing_id), err, errlen);
+}
+
+static const struct fault {
+    const char *name;
+    enum victim victim;
+    plant_fn plant;
+} FAULTS[] = {
+    {"double_booking", VICTIM_BOOKED, plant_double_booking},
+    {"lost_ack", VICTIM_BOOKED, plant_lost_ack},
+    {"delete_ack", VICTIM_BOOKED, plant_delete_ack},
+    {"phantom", VICTIM_REFUSED, plant_phantom},
+    {"shift_refusal", VICTIM_REFUSED, plant_shift_refusal},
+    {"night_mismatch", VICTIM_BOOKED, plant_night_mismatch},
+    {"shift_dates", VICTIM_BOOKED, plant_shift_dates},
+    {"lost_refusal", VICTIM_REFUSED, plant_lost_refusal},
+    {"cancel_undone", VICTIM_CANCELLED, plant_cancel_undone},
+    {"other_id", VICTIM_BOOKED, plant_other_id},
+    {"duplicate_key", VICTIM_REFUSED, plant_duplicate_key},
+    {"wrong_vbucket", VICTIM_BOOKED, plant_wrong_vbucket},
+    {"stray_row", VICTIM_BOOKED, plant_stray_row},
+};
+
+static const struct fault *
+find_fault(const char *name)
+{
+    for (size_t i = 0; i < sizeof(FAULTS) / sizeof(FAULTS[0]); i++) {
+        if (strcmp(FAULTS[i].name, name) == 0) {
+            return &FAULTS[i];
+        }
+    }
+    return NULL;
+}
+
+static int
+is_victim(const struct stress_record *rec, enum victim want)
+{
+    switch (want) {
+    case VICTIM_BOOKED:
+        return rec->acked && !rec->cancel_sent;
+    case VICTIM_CANCELLED:
+        return rec->acked && rec->cancel_acked;
+    case VICTIM_REFUSED:
+        return rec->refusal_kept && !rec->acked;
+    }
+    return 0;
+}
+
+int
+stress_verify_has_fault(const char *fault)
+{
+    return find_fault(fault) != NULL;
+}
+
+int
+stress_verify_inject(const struct testenv *env, const char *name,
+                     const struct stress_record *records, size_t nrecords,
+                     struct stress_injected *injected, char *err, size_t errlen)
+{
+    struct db *dbs[TESTENV_MAX_SHARDS] = {NULL};
+    const struct fault *fault = find_fault(name);
+    struct site site = {.env = env, .dbs = dbs, .injected = injected};
+    char e[512];
+    int rc = -1;
+
+    injected->shard = -1;
+    if (fault == NULL) {
+        snprintf(err, errlen, "unknown fault '%s'", name);
+        return -1;
+    }
+    for (size_t i = 0; i < nrecords && site.rec == NULL; i++) {
+        if (is_victim(&records[i], fault->victim)) {
+            site.rec = &records[i];
+        }
+    }
+    if (site.rec == NULL) {
+        snprintf(err, errlen, "no key suitable for fault %s", name);
         return -1;
     }
     for (size_t i = 0; i < env->nshards; i++) {
@@ -504,91 +942,51 @@ stress_verify_inject(const struct testenv *env, const char *fault,
             goto out;
         }
     }
-    idx = owner_index(env, dbs, victim->listing_id);
-    if (idx < 0) {
-        snprintf(err, errlen, "no shard owns listing %" PRIu64, victim->listing_id);
+    site.owner = owner_index(env, dbs, site.rec->listing_id, err, errlen);
+    if (site.owner < 0) {
         goto out;
     }
-    if (strcmp(fault, "double_booking") == 0 || strcmp(fault, "phantom") == 0) {
-        /* A phantom goes far beyond the window so it overlaps nothing; it
-         * turns the key's kept refusal into a booking. */
-        int64_t shift = want_refused ? 400 : 0;
-        struct db_val p[] = {DB_INT_V(victim->listing_id),
-                             DB_INT_V(testenv_vbucket(victim->listing_id)),
-                             DB_INT_V(victim->check_in + shift + DB_TO_DAYS_EPOCH),
-                             DB_INT_V(victim->check_out + shift + DB_TO_DAYS_EPOCH),
-                             DB_CSTR_V(want_refused ? victim->key : "injected-double")};
-
-        st = db_query(dbs[idx],
-                      "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
-                      "check_out, guest_id, status, total_price, currency, idempotency_key, "
-                      "request_hash, version) SELECT MAX(reservation_id) + 1, ?, ?, FROM_DAYS(?), "
-                      "FROM_DAYS(?), 1, 'confirmed', 0, 'USD', ?, '0', 1 FROM reservations "
-                      "ON DUPLICATE KEY UPDATE status = 'confirmed', check_in = VALUES(check_in), "
-                      "check_out = VALUES(check_out)",
-                      p, 5, &stmt, err, errlen);
-    } else if (strcmp(fault, "lost_refusal") == 0) {
-        struct db_val p[] = {DB_INT_V(victim->listing_id), DB_CSTR_V(victim->key)};
-
-        st = db_query(dbs[idx],
-                      "DELETE FROM reservations WHERE listing_id = ? AND idempotency_key = ?"
-                      " AND status = 'refused'",
-                      p, 2, &stmt, err, errlen);
-    } else if (strcmp(fault, "shift_dates") == 0) {
-        /* The acknowledged stay and its nights, 400 days on: consistent in
-         * SQL (nothing overlaps there), but not the stay the client was told. */
-        struct db_val p[] = {DB_INT_V(victim->reservation_id)};
-
-        st = db_query(dbs[idx],
-                      "UPDATE nights SET night = night + INTERVAL 400 DAY WHERE reservation_id = ?"
-                      " ORDER BY night DESC",
-                      p, 1, NULL, err, errlen);
-        if (st == CAL_OK) {
-            st = db_query(dbs[idx],
-                          "UPDATE reservations SET check_in = check_in + INTERVAL 400 DAY,"
-                          " check_out = check_out + INTERVAL 400 DAY WHERE reservation_id = ?",
-                          p, 1, &stmt, err, errlen);
-        }
-    } else if (strcmp(fault, "delete_ack") == 0) {
-        /* The acknowledged reservation gone altogether, its nights with it:
-         * nothing in SQL contradicts itself, only the 201 the client got. */
-        struct db_val p[] = {DB_INT_V(victim->reservation_id)};
-
-        st = db_query(dbs[idx], "DELETE FROM nights WHERE reservation_id = ?", p, 1, NULL, err,
-                      errlen);
-        if (st == CAL_OK)
-            st = db_query(dbs[idx], "DELETE FROM reservations WHERE reservation_id = ?", p, 1,
-                          &stmt, err, errlen);
-    } else if (strcmp(fault, "lost_ack") == 0) {
-        struct db_val p[] = {DB_INT_V(victim->reservation_id)};
-
-        st = db_query(dbs[idx],
-                      "UPDATE reservations SET status = 'cancelled' WHERE "
-                      "reservation_id = ?",
-                      p, 1, &stmt, err, errlen);
-    } else {
-        struct db_val p[] = {DB_INT_V(victim->listing_id),
-                             DB_INT_V(victim->check_in + DB_TO_DAYS_EPOCH)};
-
-        st = db_query(dbs[idx],
-                      "UPDATE nights SET status = 'available', reservation_id = NULL "
-                      "WHERE listing_id = ? AND night = FROM_DAYS(?)",
-                      p, 2, &stmt, err, errlen);
+    if (fault->plant(&site, e, sizeof(e)) != CAL_OK) {
+        snprintf(err, errlen, "fault %s on key %s: %s", name, site.rec->key, e);
+        goto out;
     }
-    /* An upsert that updates counts its row twice. */
-    if (st == CAL_OK && db_affected_rows(stmt) != 1 &&
-        !(want_refused && db_affected_rows(stmt) == 2)) {
-        snprintf(err, errlen, "fault %s changed %" PRIu64 " rows", fault, db_affected_rows(stmt));
-        st = CAL_ERR;
-    }
-    if (st == CAL_OK) {
-        fprintf(stderr, "verify: injected %s on key %s (listing %" PRIu64 ", shard %d)\n", fault,
-                victim->key, victim->listing_id, idx);
-        rc = 0;
-    }
+    fprintf(stderr, "verify: injected %s on key %s (listing %" PRIu64 ", shard %d)\n", name,
+            site.rec->key, site.rec->listing_id, site.owner);
+    rc = 0;
 out:
     for (size_t i = 0; i < env->nshards; i++) {
         db_close(dbs[i]);
     }
     return rc;
+}
+
+int
+stress_verify_restore(const struct testenv *env, const struct stress_injected *injected, char *err,
+                      size_t errlen)
+{
+    struct db *db;
+    cal_status st;
+
+    if (injected->shard < 0) {
+        return 0;
+    }
+    db = testenv_connect_dsn(env->shard_dsns[injected->shard], err, errlen);
+    if (db == NULL) {
+        return -1;
+    }
+    if (injected->home_vbucket >= 0) {
+        struct db_val p[] = {DB_INT_V(injected->home_vbucket), DB_INT_V(injected->reservation_id),
+                             DB_INT_V(injected->vbucket)};
+
+        st = exec_n(db,
+                    "UPDATE reservations SET vbucket = ? WHERE reservation_id = ? AND vbucket = ?",
+                    p, 3, 1, err, errlen);
+    } else {
+        struct db_val p[] = {DB_INT_V(injected->reservation_id), DB_INT_V(injected->vbucket)};
+
+        st = exec_n(db, "DELETE FROM reservations WHERE reservation_id = ? AND vbucket = ?", p, 2,
+                    1, err, errlen);
+    }
+    db_close(db);
+    return st == CAL_OK ? 0 : -1;
 }

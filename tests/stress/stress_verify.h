@@ -23,6 +23,7 @@ struct stress_verdict {
     uint64_t sql_refused; /* kept refusals */
     uint64_t sql_booked_nights;
     int64_t cache_mismatches; /* stale availability reads; -1: not checked */
+    int64_t cache_compared;   /* cached values compared with SQL; -1: no memcached */
 };
 
 /* Verifies the listings [conf->listing_base, + conf->nlistings) on every
@@ -33,13 +34,37 @@ int stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
                       struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
                       struct stress_verdict *verdict, char *err, size_t errlen);
 
+/* A row stress_verify_inject() planted in a vbucket other than its
+ * listing's, or on a shard that does not own its vbucket. A vbucket move
+ * would carry it along or report it as stray, so stress_verify_restore()
+ * takes it back once the run is verified (the other faults stay in the
+ * run's own rows). */
+struct stress_injected {
+    int shard; /* index into env->shard_dsns; -1: nothing to take back */
+    int64_t reservation_id;
+    int64_t vbucket;      /* where the planted row is */
+    int64_t home_vbucket; /* >= 0: move the row back there; -1: delete it */
+};
+
+/* Is fault one that stress_verify_inject() plants? */
+int stress_verify_has_fault(const char *fault);
+
 /* Testing the verifier: corrupts this run's own rows in SQL the way a bug
- * would, so the following stress_verify_run() must count it. fault is one of
- * "double_booking", "lost_ack", "phantom", "night_mismatch". Returns 0, or -1
- * with err filled (no suitable row, SQL error, unknown fault). */
+ * would, so the following stress_verify_run() must count it; each fault
+ * aims at one check (tests/stress/selftest.sh says which). fault is one of
+ * "double_booking", "lost_ack", "delete_ack", "phantom", "shift_refusal",
+ * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
+ * "other_id", "duplicate_key", "wrong_vbucket", "stray_row". *injected
+ * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
+ * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault,
-                         const struct stress_record *records, size_t nrecords, char *err,
-                         size_t errlen);
+                         const struct stress_record *records, size_t nrecords,
+                         struct stress_injected *injected, char *err, size_t errlen);
+
+/* Takes back what stress_verify_inject() planted outside the run's own
+ * rows (nothing when injected->shard is -1). Returns 0, or -1 with err. */
+int stress_verify_restore(const struct testenv *env, const struct stress_injected *injected,
+                          char *err, size_t errlen);
 
 /* True when the verdict shows an invariant broken. */
 int stress_verify_failed(const struct stress_verdict *verdict);
