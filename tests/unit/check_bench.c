@@ -149,6 +149,34 @@ START_TEST(samples_keep_their_end_times_through_a_merge)
 }
 END_TEST
 
+/* A merge into a full buffer keeps what fits and counts the rest as
+ * dropped; a source without end times leaves none in the merge. */
+START_TEST(a_merge_past_the_capacity_counts_what_it_drops)
+{
+    struct bench_lat a, b;
+    bench_lat_init(&a, 2);
+    bench_lat_init(&b, 8);
+    bench_lat_add(&a, 100);
+    for (int i = 1; i <= 3; i++)
+        bench_lat_add(&b, 100 + (uint64_t)i);
+    bench_lat_merge(&a, &b);
+    ck_assert_uint_eq(a.n, 2);
+    ck_assert_uint_eq(a.us[1], 101);
+    ck_assert_uint_eq(a.dropped, 2);
+    ck_assert_ptr_nonnull(a.end);
+    (void)bench_lat_quantile_ms(&b, 0.5); /* sorting drops b's end times */
+    ck_assert_ptr_null(b.end);
+    struct bench_lat c;
+    bench_lat_init(&c, 8);
+    bench_lat_merge(&c, &b);
+    ck_assert_uint_eq(c.n, 3);
+    ck_assert_ptr_null(c.end);
+    bench_lat_deinit(&a);
+    bench_lat_deinit(&b);
+    bench_lat_deinit(&c);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -158,5 +186,6 @@ main(void)
     UNIT_CASE(s, steady_p99_leaves_out_the_samples_that_met_a_spell);
     UNIT_CASE(s, poisson_gaps_are_exponential);
     UNIT_CASE(s, samples_keep_their_end_times_through_a_merge);
+    UNIT_CASE(s, a_merge_past_the_capacity_counts_what_it_drops);
     return unit_run(s);
 }

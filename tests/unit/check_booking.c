@@ -151,6 +151,11 @@ START_TEST(backoff_is_bounded_full_jitter)
     }
     /* The ceiling is reached: some draw lands on it exactly. */
     ck_assert_uint_eq(booking_backoff_ms(30, 2, 100, 100), 100);
+    /* It doubles per attempt: 2 * 2^3 = 16 at the fourth, a draw of 16
+     * lands on it and 17 wraps to 0. */
+    ck_assert_uint_eq(booking_backoff_ms(3, 2, 100, 16), 16);
+    ck_assert_uint_eq(booking_backoff_ms(3, 2, 100, 17), 0);
+    ck_assert_uint_eq(booking_backoff_ms(2, 2, 100, 8), 8);
 }
 END_TEST
 

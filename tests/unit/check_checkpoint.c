@@ -133,6 +133,42 @@ START_TEST(checkpoint_round_trip)
 }
 END_TEST
 
+/* The longest position a checkpoint can hold, 32 domains of the largest
+ * numbers (1,375 characters), is stored and loaded back whole; a longer
+ * line is refused by its line number. */
+START_TEST(the_longest_position_round_trips)
+{
+    char dir[64], path[128], err[256];
+    tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/checkpoint", dir);
+    struct gtid_pos pos = {0}, back;
+    for (uint32_t d = 0; d < GTID_MAX_DOMAINS; d++) {
+        struct gtid g = {.domain_id = UINT32_MAX - d, .server_id = UINT32_MAX, .seq = UINT64_MAX};
+        ck_assert_int_eq(gtid_pos_update(&pos, &g), CAL_OK);
+    }
+    struct checkpoint w = {.file = "binlog.000009", .pos = 4}, cp;
+    ck_assert_int_eq(gtid_pos_format(&pos, w.gtid, sizeof(w.gtid)), CAL_OK);
+    ck_assert_uint_eq(strlen(w.gtid), 32 * 42 + 31);
+    ck_assert_int_eq(checkpoint_store(path, &w, err, sizeof(err)), CAL_OK);
+    ck_assert_msg(checkpoint_load(path, &cp, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_str_eq(cp.gtid, w.gtid);
+    ck_assert_int_eq(gtid_pos_parse(&back, cp.gtid, err, sizeof(err)), CAL_OK);
+    ck_assert(gtid_pos_equal(&back, &pos));
+
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("file=x\ngtid=", f);
+    for (int i = 0; i < 3000; i++)
+        fputc('1', f);
+    fputs("\n", f);
+    fclose(f);
+    ck_assert_int_eq(checkpoint_load(path, &cp, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_msg(strstr(err, ":2: line too long") != NULL, "%s", err);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(state_dir_lock_is_exclusive)
 {
     char dir[64], sub[128], err[256];
@@ -160,6 +196,7 @@ main(void)
     Suite *s = suite_create("checkpoint");
     UNIT_CASE(s, gtid_positions);
     UNIT_CASE(s, checkpoint_round_trip);
+    UNIT_CASE(s, the_longest_position_round_trips);
     UNIT_CASE(s, a_33rd_domain_is_refused);
     UNIT_CASE(s, state_dir_lock_is_exclusive);
     return unit_run(s);

@@ -70,17 +70,25 @@ put_column_names(struct buf *b, const char *const *cols, int n)
 #define NCOLS 8
 static const char *const names[NCOLS] = {"id", "night", "status", "price", "vb", "at", "n", "note"};
 
+/* A TABLE_MAP body up to its column count (a one-byte length-encoded
+ * integer: up to 250). */
 static void
-table_map(struct buf *b, uint64_t table_id, const char *table, bool full_metadata)
+map_header(struct buf *b, uint64_t table_id, const char *db, const char *table, unsigned ncols)
 {
     b->n = 0;
     put_le(b, table_id, 6);
     put_le(b, 1, 2);
-    put_lstr(b, "calendar_shard0");
+    put_lstr(b, db);
     put_u8(b, 0);
     put_lstr(b, table);
     put_u8(b, 0);
-    put_u8(b, NCOLS);
+    put_u8(b, ncols);
+}
+
+static void
+table_map(struct buf *b, uint64_t table_id, const char *table, bool full_metadata)
+{
+    map_header(b, table_id, "calendar_shard0", table, NCOLS);
     const uint8_t types[NCOLS] = {8, 10, 15, 8, 3, 17, 3, 15};
     put(b, types, NCOLS);
     struct buf meta = {.n = 0};
@@ -225,7 +233,9 @@ START_TEST(write_rows_decode_every_type)
     ck_assert_uint_eq(after[5].precision, 6);
     ck_assert_int_eq(after[6].type, EVENT_INT);
     ck_assert_int_eq(after[6].i, -7);
+    ck_assert_int_eq(after[7].type, EVENT_STR);
     ck_assert_uint_eq(after[7].len, 3);
+    ck_assert(memcmp(after[7].s, "n\xc3\xa9", 3) == 0);
 
     ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 1);
     ck_assert_uint_eq(after[0].u, 42);
@@ -354,6 +364,115 @@ START_TEST(malformed_and_unsupported_refused)
 }
 END_TEST
 
+/* A TABLE_MAP body of ncols columns of one type and one metadata length
+ * (meta: that many bytes of value m each), none nullable; opt is appended
+ * as its optional metadata. */
+static void
+small_map(struct buf *b, unsigned ncols, uint8_t type, size_t metalen, unsigned m,
+          const struct buf *opt)
+{
+    map_header(b, 5, "d", "t", ncols);
+    for (unsigned i = 0; i < ncols; i++)
+        put_u8(b, type);
+    put_u8(b, (unsigned)(metalen * ncols));
+    for (unsigned i = 0; i < ncols; i++)
+        put_le(b, m, metalen);
+    for (unsigned i = 0; i < (ncols + 7) / 8; i++)
+        put_u8(b, 0);
+    if (opt != NULL)
+        put(b, opt->b, opt->n);
+}
+
+/* The TABLE_MAP limits: 1 to 128 columns, names of up to 64 bytes, key
+ * columns that exist (an index past the last would be written past the
+ * column array). */
+START_TEST(table_map_limits)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    struct buf b, opt;
+    char err[256], name[66];
+    small_map(&b, 128, 8, 0, 0, NULL);
+    ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_uint_eq(t->ncols, 128);
+    small_map(&b, 129, 8, 0, 0, NULL);
+    ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "129 columns"));
+    small_map(&b, 0, 8, 0, 0, NULL);
+    ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), CAL_EINVAL);
+
+    for (size_t len = 64; len <= 65; len++) {
+        memset(name, 'c', len);
+        name[len] = '\0';
+        const char *names1[1] = {name};
+        opt.n = 0;
+        put_column_names(&opt, names1, 1);
+        small_map(&b, 1, 8, 0, 0, &opt);
+        cal_status want = len == 64 ? CAL_OK : CAL_EINVAL;
+        ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), want);
+        if (want == CAL_OK)
+            ck_assert_str_eq(t->cols[0].name, name);
+    }
+
+    for (unsigned idx = 1; idx <= 2; idx++) { /* columns 0 and 1: 1 is the last */
+        opt.n = 0;
+        put_u8(&opt, 8); /* SIMPLE_PRIMARY_KEY */
+        put_u8(&opt, 1);
+        put_u8(&opt, idx);
+        small_map(&b, 2, 8, 0, 0, &opt);
+        cal_status want = idx < 2 ? CAL_OK : CAL_EINVAL;
+        ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), want);
+        if (want == CAL_OK)
+            ck_assert(t->cols[1].pk && !t->cols[0].pk);
+    }
+    free(t);
+}
+END_TEST
+
+/* A VARCHAR's length takes one byte up to a maximum of 255 bytes and two
+ * from 256 (an ascii VARCHAR(255), like reservations.idempotency_key, has
+ * one); a rows event of another column count than its map is refused. */
+START_TEST(varchar_length_bytes_and_column_count)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    struct rowimage_rows rows;
+    struct event_value before[2], after[2];
+    struct buf b;
+    char err[256];
+    for (unsigned max = 255; max <= 256; max++) {
+        small_map(&b, 1, 15, 2, max, NULL);
+        ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
+        b.n = 0;
+        put_le(&b, 5, 6);
+        put_le(&b, 1, 2);
+        put_u8(&b, 1);
+        put_u8(&b, 0x01);
+        put_u8(&b, 0x00); /* no NULL */
+        put_le(&b, 3, max < 256 ? 1 : 2);
+        put(&b, "key", 3);
+        ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                         CAL_OK);
+        ck_assert_msg(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1, "%s",
+                      err);
+        ck_assert_int_eq(after[0].type, EVENT_STR);
+        ck_assert_uint_eq(after[0].len, 3);
+        ck_assert(memcmp(after[0].s, "key", 3) == 0);
+        ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 0);
+    }
+    /* Seven columns against the eight of the nights map. */
+    struct rowimage_table *nights = calloc(1, sizeof(*nights));
+    struct event_value b8[NCOLS], a8[NCOLS];
+    parse_table(nights);
+    rows_header(&b, 77, false);
+    b.b[8] = NCOLS - 1;
+    image(&b, 1, packed_date(2030, 1, 1), "booked", false, 5, 1, 10, 0, 1, "");
+    ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_int_eq(rowimage_rows_next(&rows, nights, b8, a8, err, sizeof(err)), -1);
+    free(nights);
+    free(t);
+}
+END_TEST
+
 /* A table with every type ALTER TABLE ... ADD COLUMN may bring, and an INT
  * after them: the decoder must step over each to read the INT right.
  * Columns: id BIGINT UNSIGNED PK, dt DATETIME(6), dt0 DATETIME, tm TIME(3),
@@ -366,14 +485,7 @@ static const char *const wide_names[WIDE_NCOLS] = {"id", "dt", "dt0", "tm",  "d"
 static void
 wide_table_map(struct buf *b)
 {
-    b->n = 0;
-    put_le(b, 90, 6);
-    put_le(b, 1, 2);
-    put_lstr(b, "calendar_shard0");
-    put_u8(b, 0);
-    put_lstr(b, "nights");
-    put_u8(b, 0);
-    put_u8(b, WIDE_NCOLS);
+    map_header(b, 90, "calendar_shard0", "nights", WIDE_NCOLS);
     const uint8_t types[WIDE_NCOLS] = {8, 18, 18, 19, 246, 246, 16, 254, 254, 12, 11, 19, 3};
     put(b, types, WIDE_NCOLS);
     struct buf meta = {.n = 0};
@@ -541,6 +653,8 @@ main(void)
     UNIT_CASE(s, update_and_delete_images);
     UNIT_CASE(s, partial_images_and_bad_dates);
     UNIT_CASE(s, malformed_and_unsupported_refused);
+    UNIT_CASE(s, table_map_limits);
+    UNIT_CASE(s, varchar_length_bytes_and_column_count);
     UNIT_CASE(s, every_fixed_size_type_is_stepped_over);
     return unit_run(s);
 }
