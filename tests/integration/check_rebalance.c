@@ -682,6 +682,18 @@ START_TEST(a_move_that_cannot_start_leaves_no_journal)
 }
 END_TEST
 
+/* The log of a process so far, or "" (at most size - 1 bytes). */
+static void
+read_log(const char *path, char *out, size_t size)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    out[fread(out, 1, size - 1, f)] = '\0';
+    fclose(f);
+}
+
 /* A write that holds the fence row longer than the cutover's lock wait
  * (lock_wait_timeout_s, 10 s in the tool): the timed-out wait is one of the
  * cutover's tries, not the end of the move, which goes through once the
@@ -704,23 +716,24 @@ START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
     char *argv[] = {tool, "--config", admin_ini, "move", "--vbucket", m.vb, "--to", m.to, NULL};
     pid_t pid = proc_start(argv, log);
     ck_assert_int_gt(pid, 0);
-    sleep(13); /* one lock wait of 10 s timed out, the next one waits */
+    /* Held until a cutover try timed out on it (a lock wait of 10 s), then
+     * let go: the next try goes through. */
+    static char out[65536];
+    bool timed_out = false;
+    for (int s = 0; s < 60 && !timed_out; s++) {
+        sleep(1);
+        read_log(log, out, sizeof(out));
+        timed_out = strstr(out, "cutover lock wait timed out, retrying") != NULL;
+    }
     db_rollback(src);
     db_close(src);
     int rc = proc_wait(pid, 60);
-    char out[8192] = "";
-    FILE *f = fopen(log, "r");
-    if (f != NULL) {
-        out[fread(out, 1, sizeof(out) - 1, f)] = '\0';
-        fclose(f);
-    }
+    read_log(log, out, sizeof(out));
     unlink(log);
+    ck_assert_msg(timed_out, "no cutover try timed out on the held fence row in 60 s:\n%.2000s",
+                  out);
     ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
     ck_assert_ptr_nonnull(strstr(out, "phase=done"));
-    /* The held row made a try time out: the move did not just get there
-     * after the write was gone. */
-    ck_assert_msg(strstr(out, "cutover lock wait timed out, retrying") != NULL,
-                  "no cutover try timed out on the held fence row:\n%.2000s", out);
     check_after_move(h, m.id, m.rid, m.key, m.target);
     http_client_destroy(h);
 }

@@ -78,7 +78,7 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
 {
     struct db_val params[] = {DB_INT_V(conf->listing_base),
                               DB_INT_V(conf->listing_base + conf->nlistings)};
-    struct db *db = testenv_connect_dsn(env->shard_dsns[shard], err, errlen);
+    struct db *db = testenv_connect_shard(env, shard, err, errlen);
     struct db_stmt *stmt = NULL;
     struct db_val c[8];
     int rc = -1, n;
@@ -937,7 +937,7 @@ stress_verify_inject(const struct testenv *env, const char *name,
         return -1;
     }
     for (size_t i = 0; i < env->nshards; i++) {
-        dbs[i] = testenv_connect_dsn(env->shard_dsns[i], err, errlen);
+        dbs[i] = testenv_connect_shard(env, i, err, errlen);
         if (dbs[i] == NULL) {
             goto out;
         }
@@ -970,7 +970,7 @@ stress_verify_restore(const struct testenv *env, const struct stress_injected *i
     if (injected->shard < 0) {
         return 0;
     }
-    db = testenv_connect_dsn(env->shard_dsns[injected->shard], err, errlen);
+    db = testenv_connect_shard(env, (size_t)injected->shard, err, errlen);
     if (db == NULL) {
         return -1;
     }
