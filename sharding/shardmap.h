@@ -25,7 +25,10 @@ struct shardmap {
     struct shard_info *shards;
 };
 
-/* MurmurHash3's 64-bit finalizer: a stable, documented, well-mixing hash. */
+/* MurmurHash3's 64-bit finalizer in shape, with 0xc4ceb93e185a9fe5 as its
+ * second multiplier where MurmurHash3 has 0xc4ceb9fe1a85ec53: a stable,
+ * documented (README), well-mixing hash. Never change it: every listing of
+ * every cluster would move to another vbucket. */
 uint64_t shardmap_fmix64(uint64_t k);
 
 /* vbucket = fmix64(listing_id) mod num_vbuckets. Never changes for a cluster. */
