@@ -163,7 +163,7 @@ fuzz: fuzz-build
 deps:
 	$(Q)tests/stack/install-deps.sh
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(PROGRAMS)
 	$(Q)tests/run-tests.sh unit
 
 integration: all

@@ -180,7 +180,8 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
     for (size_t s = 0; s < nshards && s < METRICS_MAX_SHARDS; s++)
         emit(&b, "calendard_shard_breaker_open{shard=\"%u\"} %d\n", shard_ids[s], breaker_open[s]);
     emit(&b,
-         "# HELP calendard_overload_total Requests refused by the in-flight limit.\n"
+         "# HELP calendard_overload_total Requests answered 503 overloaded: over the in-flight "
+         "limit, or no shard connection free in pool_wait_ms.\n"
          "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
     emit(&b,

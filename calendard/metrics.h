@@ -46,7 +46,9 @@ enum cache_event {
 const char *metrics_endpoint_name(enum endpoint ep);
 void metrics_request(enum endpoint ep, int http_status, uint64_t latency_us);
 void metrics_shard(unsigned shard_index, enum shard_event ev);
-void metrics_overload(void); /* requests refused with 503 by the in-flight limit */
+/* A request answered 503 overloaded: the in-flight limit, or no shard
+ * connection free in pool_wait_ms. */
+void metrics_overload(void);
 void metrics_cache(enum cache_event ev, unsigned count);
 void metrics_group_commit(unsigned bookings); /* one booking transaction of that many */
 void metrics_booking_read(unsigned bookings); /* one calendar read of that many bookings */

@@ -221,6 +221,20 @@ log_shard_unavailable(unsigned slot, int64_t shard_id, const char *err)
              (long long)shard_id, err, atomic_exchange(&not_logged[slot], 0));
 }
 
+/* 503 shard_unavailable for the shard rt routed to (pool NULL: before
+ * routing). The detail (a server's address, database and user) goes to the
+ * log, not to clients. */
+static void
+fail_unavailable(struct api_error *e, const struct route *rt, const char *err)
+{
+    log_shard_unavailable(rt->pool != NULL ? rt->shard_index : ROUTER_MAX_SHARDS,
+                          rt->pool != NULL ? (int64_t)rt->shard_id : -1, err);
+    if (rt->pool != NULL)
+        request_fail(e, 503, "shard_unavailable", "shard %u is unavailable", rt->shard_id);
+    else
+        request_fail(e, 503, "shard_unavailable", "the shard map is not loaded yet");
+}
+
 /* Runs op on the listing's shard: routes, takes a pooled connection, and
  * retries conflicts, "moved" answers (after reloading the map) and lost
  * connections, at most max_attempts times with jittered backoff. */
@@ -332,17 +346,11 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         request_fail(e, 503, "shard_unavailable", "shard %u's server is read-only", rt.shard_id);
         break;
     case CAL_EAGAIN:
+        metrics_overload();
         request_fail(e, 503, "overloaded", "%s", err);
         break;
     case CAL_EUNAVAIL:
-        /* The detail (a server's address, database and user) goes to the
-         * log, not to clients. */
-        log_shard_unavailable(rt.pool != NULL ? rt.shard_index : ROUTER_MAX_SHARDS,
-                              rt.pool != NULL ? (int64_t)rt.shard_id : -1, err);
-        if (rt.pool != NULL)
-            request_fail(e, 503, "shard_unavailable", "shard %u is unavailable", rt.shard_id);
-        else
-            request_fail(e, 503, "shard_unavailable", "the shard map is not loaded yet");
+        fail_unavailable(e, &rt, err);
         break;
     case CAL_EUNKNOWN:
         request_fail(e, 503, "outcome_unknown",
@@ -973,11 +981,13 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
     struct route *routes = cal_malloc(n * sizeof(*routes));
     cal_status rc = CAL_OK;
     char err[512];
+    struct route failed; /* the shard read last; pool NULL before routing */
     for (size_t i = 0; i < n; i++)
         if (!items[i].hit)
             todo[ntodo++] = i;
     for (int pass = 0; pass < 2 && ntodo > 0 && rc == CAL_OK; pass++) {
         bool moved = false;
+        failed = (struct route){0};
         for (size_t t = 0; t < ntodo; t++) {
             if ((rc = router_route(svc->router, items[todo[t]].listing_id, &routes[t], err,
                                    sizeof(err))) != CAL_OK)
@@ -989,6 +999,7 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
             if (shard[t] == UINT32_MAX)
                 continue;
             unsigned s = shard[t];
+            failed = routes[t];
             size_t k = 0;
             for (size_t u = t; u < ntodo; u++) {
                 if (shard[u] == s) {
@@ -1063,10 +1074,12 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                 todo[again++] = todo[t];
         ntodo = again;
     }
-    if (rc == CAL_EAGAIN)
+    if (rc == CAL_EAGAIN) {
+        metrics_overload();
         request_fail(e, 503, "overloaded", "%s", err);
-    else if (rc != CAL_OK)
-        request_fail(e, 503, "shard_unavailable", "%s", err);
+    } else if (rc != CAL_OK) {
+        fail_unavailable(e, &failed, err);
+    }
     for (size_t i = 0; i < n; i++)
         calendar_read_clear(&reads[i]);
     free(reads);

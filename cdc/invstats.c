@@ -235,13 +235,14 @@ invstats_render(struct invstats *stats, size_t *len)
             "# HELP calendar_invalidator_invalidations_total Cache keys deleted.\n"
             "# TYPE calendar_invalidator_invalidations_total counter\n"
             "calendar_invalidator_invalidations_total %llu\n"
-            "# HELP calendar_invalidator_flushes_total Whole-cache flushes (truncate events).\n"
+            "# HELP calendar_invalidator_flushes_total Whole-cache flushes: truncate events, and "
+            "gaps (events dropped before they were read, or an offset unknown).\n"
             "# TYPE calendar_invalidator_flushes_total counter\n"
             "calendar_invalidator_flushes_total %llu\n",
             (unsigned long long)stats->invalidations, (unsigned long long)stats->flushes);
     fputs("# HELP calendar_invalidator_errors_total Errors by kind: undecodable events (skipped, "
           "or only one image's keys deleted), "
-          "cache failures (retried), kafka and offset store errors.\n"
+          "cache failures (retried), kafka and offset store errors, gaps (the cache flushed).\n"
           "# TYPE calendar_invalidator_errors_total counter\n",
           f);
     for (int k = 0; k < INVSTATS_ERR_COUNT; k++)
@@ -259,8 +260,9 @@ invstats_render(struct invstats *stats, size_t *len)
                 (long long)stats->lags[i].lag);
     }
     put_hist(f, "calendar_invalidator_commit_to_invalidation_seconds",
-             "Time from the database commit (source.ts_ms, which MariaDB's binlog gives in whole "
-             "seconds: up to 1 s early) to the cache keys being deleted.",
+             "Time from the change's statement (source.ts_ms: the binlog's time of the statement, "
+             "in whole seconds, so up to 1 s early, and earlier still by a transaction's lock "
+             "waits) to the cache keys being deleted.",
              &stats->commit);
     put_hist(f, "calendar_invalidator_produce_to_invalidation_seconds",
              "Time from the change's Kafka timestamp (when the relay produced it, milliseconds "
