@@ -27,6 +27,9 @@ struct router {
     struct pool **retired; /* replaced after an address change, kept for the routes held */
     size_t nretired;
     struct breaker breakers[ROUTER_MAX_SHARDS];
+    /* vbuckets each slot's shard owns in map (refresh_lock): readiness
+     * checks only the shards that serve some */
+    uint32_t owned[ROUTER_MAX_SHARDS];
     pthread_t thread;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
@@ -94,14 +97,21 @@ reload_locked(struct router *router, char *err, size_t errlen)
     cal_status rc = shardmap_load(router->catalog, &map, err, errlen);
     if (rc != CAL_OK)
         return rc;
+    unsigned slot[ROUTER_MAX_SHARDS];
     for (size_t i = 0; i < map->nshards; i++) {
-        unsigned index;
-        if (pool_for_locked(router, &map->shards[i], &index) == NULL) {
+        if (i == ROUTER_MAX_SHARDS || pool_for_locked(router, &map->shards[i], &slot[i]) == NULL) {
             snprintf(err, errlen, "more than %d shards", ROUTER_MAX_SHARDS);
             shardmap_destroy(map);
             return CAL_ERR;
         }
     }
+    memset(router->owned, 0, sizeof(router->owned));
+    for (uint32_t v = 0; v < map->num_vbuckets; v++)
+        for (size_t i = 0; i < map->nshards; i++)
+            if (map->shards[i].shard_id == map->owner[v]) {
+                router->owned[slot[i]]++;
+                break;
+            }
     pthread_rwlock_wrlock(&router->map_lock);
     struct shardmap *old = router->map;
     router->map = map;
@@ -255,8 +265,14 @@ router_check_ready(struct router *router, char *err, size_t errlen)
                 ;
     }
     size_t n = router->nshards;
+    uint32_t owned[ROUTER_MAX_SHARDS];
+    memcpy(owned, router->owned, sizeof(owned));
     pthread_mutex_unlock(&router->refresh_lock);
     for (size_t i = 0; rc == CAL_OK && i < n; i++) {
+        /* A shard that serves no vbucket (drained, or removed from the
+         * catalog) may be down for maintenance: no request goes to it. */
+        if (owned[i] == 0)
+            continue;
         struct db *db;
         char e2[256];
         struct pool *pool = __atomic_load_n(&router->pools[i], __ATOMIC_ACQUIRE);

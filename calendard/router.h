@@ -50,7 +50,8 @@ cal_status router_route(struct router *router, uint64_t listing_id, struct route
  * load's status. */
 cal_status router_refresh(struct router *router, char *err, size_t errlen);
 
-/* Catalog and every shard answer a query. */
+/* The catalog and every shard that owns a vbucket answer a query (a shard
+ * busy to its last connection counts as up unless its breaker is open). */
 cal_status router_check_ready(struct router *router, char *err, size_t errlen);
 
 /* Shard ids and breaker states by index for metrics; returns how many. */

@@ -47,12 +47,19 @@ cluster_reload(struct cluster *c, char *err, size_t errlen)
     cal_status rc = shardmap_load(c->catalog, &map, err, errlen);
     if (rc != CAL_OK)
         return rc;
-    if (c->map != NULL && map->nshards != c->map->nshards) {
-        /* Shard indexes may have shifted: reconnect lazily. */
-        for (size_t i = 0; i < CAL_ARRAY_LEN(c->shard_db); i++) {
-            db_close(c->shard_db[i]);
-            c->shard_db[i] = NULL;
-        }
+    /* A connection stays with its slot only while the slot names the same
+     * shard at the same address: shards added or removed shift the slots,
+     * and a shard's server may have been replaced (a replica promoted);
+     * the others reconnect lazily. */
+    for (size_t i = 0; c->map != NULL && i < CAL_ARRAY_LEN(c->shard_db); i++) {
+        const struct shard_info *was = i < c->map->nshards ? &c->map->shards[i] : NULL;
+        const struct shard_info *now = i < map->nshards ? &map->shards[i] : NULL;
+        if (was != NULL && now != NULL && was->shard_id == now->shard_id &&
+            strcmp(was->host, now->host) == 0 && was->port == now->port &&
+            strcmp(was->db_name, now->db_name) == 0)
+            continue;
+        db_close(c->shard_db[i]);
+        c->shard_db[i] = NULL;
     }
     shardmap_destroy(c->map);
     c->map = map;

@@ -15,8 +15,9 @@
 #define CATCHUP_PASSES 8     /* delta passes before a cutover at most */
 #define CUTOVER_DELTA_MAX 64 /* listings the locked cutover may still copy */
 #define CUTOVER_TRIES 5
-#define RELOCK_TRIES 3  /* takes of a lost move lock in one run */
-#define RELOCK_WAIT_S 2 /* for a dead session's lock to go */
+#define RELOCK_TRIES 3     /* takes of a lost move lock in one run */
+#define RELOCK_WAIT_S 2    /* for a dead session's lock to go */
+#define ROWS_LOCK_WAIT_S 5 /* for a stopping run to let go of a shard's rows */
 
 struct table_spec {
     const char *name;
@@ -615,6 +616,46 @@ delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
     return CAL_OK;
 }
 
+/* A vbucket's rows on one shard are written (copied, cleared) by one run at
+ * a time: a named lock of the shard session the run writes them through.
+ * The move lock alone does not do it: it is the catalog session's, and a
+ * run whose catalog session died writes on until its next check, which
+ * can be a whole copy pass later. Beside another run's clearing of the
+ * target, its listings row (written last) could outlive the nights the
+ * other run deleted, and no later pass would copy them again (their
+ * versions match). While the stale run's shard session lives it holds the
+ * lock, and once that session is gone the run cannot write. */
+static const char SQL_ROWS_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_rows_', ?), ?)";
+static const char SQL_ROWS_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_rows_', ?))";
+
+static cal_status
+lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t errlen)
+{
+    struct db_val p[2] = {DB_INT_V(vbucket), DB_INT_V(ROWS_LOCK_WAIT_S)}, col[1];
+    bool found = false;
+    cal_status rc = query_row(db, SQL_ROWS_LOCK, p, 2, col, 1, &found, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (!found || col[0].type != DB_INT || col[0].i != 1) {
+        snprintf(err, errlen,
+                 "vbucket %u: another run still writes its rows on shard %u (a run that lost"
+                 " its move lock stops before its next step); try again",
+                 vbucket, shard_id);
+        return CAL_EAGAIN;
+    }
+    return CAL_OK;
+}
+
+static void
+unlock_rows(struct db *db, uint32_t vbucket)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(vbucket)};
+    if (db_query(db, SQL_ROWS_UNLOCK, p, 1, &st, err, sizeof(err)) == CAL_OK)
+        cluster_drain(st);
+}
+
 static cal_status
 phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
            const struct move_opts *o, char *err, size_t errlen)
@@ -771,6 +812,61 @@ fail:
     return rc;
 }
 
+/* The copy and the cutover, the target's rows locked (lock_rows). */
+static cal_status
+copy_and_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
+                 const struct move_opts *o, char *err, size_t errlen)
+{
+    cal_status rc;
+    if (strcmp(m->phase, "copy") == 0) {
+        report(o, m);
+        if ((rc = phase_copy(c, m, src, dst, o, err, errlen)) != CAL_OK)
+            return rc;
+        crash_point(o, "copy");
+    }
+    report(o, m);
+    if ((rc = phase_cutover(c, m, src, dst, o, err, errlen)) != CAL_OK)
+        return rc;
+    return phase_target_and_catalog(c, m, dst, o, err, errlen);
+}
+
+/* The cleanup, the source's rows locked (lock_rows). */
+static cal_status
+phase_cleanup(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
+              const struct move_opts *o, char *err, size_t errlen)
+{
+    cal_status rc;
+    report(o, m);
+    /* The source's copy is the last evidence of what was moved: deleted
+     * only once the target holds all of it (or newer). Refused, the
+     * move stays in cleanup, and resume checks again. */
+    struct verify_report vr;
+    if ((rc = check_move_lock(c, o, m, "cleanup-verify", err, errlen)) != CAL_OK)
+        return rc;
+    if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
+        return rc;
+    if (vr.missing > 0 || vr.different > 0) {
+        snprintf(err, errlen,
+                 "vbucket %u: %llu rows of the source are missing on the target (%llu of"
+                 " them because another listing holds their key there: ids collide) and"
+                 " %llu differ (listed above): the source's rows are kept; compare them,"
+                 " then resume",
+                 m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.collisions,
+                 (unsigned long long)vr.different);
+        return CAL_ERR;
+    }
+    /* Again: the check reads the whole vbucket twice, a while. */
+    if ((rc = check_move_lock(c, o, m, "cleanup-delete", err, errlen)) != CAL_OK)
+        return rc;
+    if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
+        return rc;
+    if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)
+        return rc;
+    crash_point(o, "cleanup");
+    report(o, m);
+    return CAL_OK;
+}
+
 static cal_status
 run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err, size_t errlen)
 {
@@ -789,48 +885,21 @@ run_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, char 
     cal_status rc = CAL_OK;
     if (src == NULL || dst == NULL)
         return CAL_EUNAVAIL;
-    if (strcmp(m->phase, "copy") == 0) {
-        report(o, m);
-        if ((rc = phase_copy(c, m, src, dst, o, err, errlen)) != CAL_OK)
+    if (strcmp(m->phase, "copy") == 0 || strcmp(m->phase, "cutover") == 0) {
+        if ((rc = lock_rows(dst, m->vbucket, m->target, err, errlen)) != CAL_OK)
             return rc;
-        crash_point(o, "copy");
-    }
-    if (strcmp(m->phase, "cutover") == 0) {
-        report(o, m);
-        if ((rc = phase_cutover(c, m, src, dst, o, err, errlen)) != CAL_OK)
-            return rc;
-        if ((rc = phase_target_and_catalog(c, m, dst, o, err, errlen)) != CAL_OK)
+        rc = copy_and_cutover(c, m, src, dst, o, err, errlen);
+        unlock_rows(dst, m->vbucket);
+        if (rc != CAL_OK)
             return rc;
     }
     if (strcmp(m->phase, "cleanup") == 0) {
-        report(o, m);
-        /* The source's copy is the last evidence of what was moved: deleted
-         * only once the target holds all of it (or newer). Refused, the
-         * move stays in cleanup, and resume checks again. */
-        struct verify_report vr;
-        if ((rc = check_move_lock(c, o, m, "cleanup-verify", err, errlen)) != CAL_OK)
+        if ((rc = lock_rows(src, m->vbucket, m->source, err, errlen)) != CAL_OK)
             return rc;
-        if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
+        rc = phase_cleanup(c, m, src, dst, o, err, errlen);
+        unlock_rows(src, m->vbucket);
+        if (rc != CAL_OK)
             return rc;
-        if (vr.missing > 0 || vr.different > 0) {
-            snprintf(err, errlen,
-                     "vbucket %u: %llu rows of the source are missing on the target (%llu of"
-                     " them because another listing holds their key there: ids collide) and"
-                     " %llu differ (listed above): the source's rows are kept; compare them,"
-                     " then resume",
-                     m->vbucket, (unsigned long long)vr.missing, (unsigned long long)vr.collisions,
-                     (unsigned long long)vr.different);
-            return CAL_ERR;
-        }
-        /* Again: the check reads the whole vbucket twice, a while. */
-        if ((rc = check_move_lock(c, o, m, "cleanup-delete", err, errlen)) != CAL_OK)
-            return rc;
-        if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
-            return rc;
-        if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)
-            return rc;
-        crash_point(o, "cleanup");
-        report(o, m);
     }
     return cluster_reload(c, err, errlen);
 }
@@ -1244,11 +1313,18 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
     if (rc != CAL_OK || dst == NULL)
         return rc;
     /* Abandoned: the target's copy is garbage now, deleted outside the
-     * fence row's lock (writes of the vbucket wait for that lock). */
-    if (delete_vbucket_rows(dst, m->vbucket, out->target_error, sizeof(out->target_error)) ==
-        CAL_OK)
-        out->target_cleared = true;
-    else
+     * fence row's lock (writes of the vbucket wait for that lock), and
+     * under the target's rows lock (a run that lost its move lock may still
+     * be copying: its rows would outlive the delete; they stay instead, and
+     * the next move to this target clears them first). */
+    if (lock_rows(dst, m->vbucket, m->target, out->target_error, sizeof(out->target_error)) ==
+        CAL_OK) {
+        if (delete_vbucket_rows(dst, m->vbucket, out->target_error, sizeof(out->target_error)) ==
+            CAL_OK)
+            out->target_cleared = true;
+        unlock_rows(dst, m->vbucket);
+    }
+    if (!out->target_cleared)
         log_warn("abandoned move: the target's copied rows stay",
                  "move=%llu vbucket=%u error=\"%s\"", (unsigned long long)m->move_id, m->vbucket,
                  out->target_error);

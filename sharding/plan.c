@@ -105,6 +105,13 @@ plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err
     for (size_t s = 0; s < map->nshards && rc == CAL_OK; s++) {
         shards[s].shard_id = map->shards[s].shard_id;
         shards[s].draining = strcmp(map->shards[s].state, "draining") == 0;
+        /* A shard that owns no vbucket has no listings to count: a drained
+         * one may be down for maintenance, and must not stop the plan. */
+        uint32_t owned = 0;
+        for (uint32_t v = 0; v < map->num_vbuckets && owned == 0; v++)
+            owned += map->owner[v] == shards[s].shard_id;
+        if (owned == 0)
+            continue;
         struct db *db = cluster_shard(c, shards[s].shard_id, err, errlen);
         struct db_stmt *st;
         struct db_val col[2];

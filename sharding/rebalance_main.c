@@ -1,6 +1,7 @@
 /* calendar-rebalance: the operator's tool that moves vbuckets between shards
- * online (status, add-shard, drain-shard, plan, move, rebalance, verify,
- * resume). The move protocol itself is in move.c. */
+ * online (status, add-shard, drain-shard, activate-shard, remove-shard, plan,
+ * move, rebalance, verify, resume, abandon). The move protocol itself is in
+ * move.c. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -80,6 +81,12 @@ usage(FILE *out)
             "  add-shard --shard HOST:PORT/DB [--schema-dir DIR]\n"
             "                                 register a new, empty shard (schema applied)\n"
             "  drain-shard --shard ID         mark a shard to be emptied by the next rebalance\n"
+            "                                 (refused for the only active shard)\n"
+            "  activate-shard --shard ID      take a draining shard back: the next rebalance\n"
+            "                                 may move vbuckets to it\n"
+            "  remove-shard --shard ID        take a drained shard (draining, no vbuckets, in no\n"
+            "                                 unfinished move) out of the catalog, before its\n"
+            "                                 server is stopped for good\n"
             "  plan                           print the moves that would even the listings\n"
             "                                 across active shards and empty draining ones\n"
             "  move --vbucket N --to ID [--max-freeze-ms N]\n"
@@ -105,8 +112,9 @@ usage(FILE *out)
             "                       lock_wait_timeout_s is 10 here and read_timeout_ms at\n"
             "                       least 12000, whatever the file says\n"
             "  --vbucket N          0 to the number of vbuckets - 1\n"
-            "  --to ID              a shard id of the catalog (status lists them)\n"
-            "  --shard ID           drain-shard: a shard id; add-shard: HOST:PORT/DB\n"
+            "  --to ID              an active shard id of the catalog (status lists them)\n"
+            "  --shard ID           drain-shard, activate-shard, remove-shard: a shard id;\n"
+            "                       add-shard: HOST:PORT/DB\n"
             "  --parallel N         moves at once for rebalance, 1-16 (default 1)\n"
             "  --max-freeze-ms N    a cutover whose locked final copy took longer than this\n"
             "                       (from the lock's grant) rolls back, catches up and tries\n"
@@ -236,22 +244,125 @@ cmd_add_shard(struct cluster *c)
     return 0;
 }
 
-static int
-cmd_drain_shard(struct cluster *c)
+/* The catalog's row of --shard, or NULL and a message (exit 2). */
+static const struct shard_info *
+named_shard(const struct cluster *c)
 {
-    char err[512];
-    if (shardmap_shard(c->map, (uint32_t)opt.shard_id) == NULL) {
+    const struct shard_info *s = shardmap_shard(c->map, (uint32_t)opt.shard_id);
+    if (s == NULL)
         fprintf(stderr, "calendar-rebalance: --shard %lld: no such shard (see status)\n",
                 (long long)opt.shard_id);
-        return 2;
-    }
-    struct db_val p[1] = {DB_INT_V(opt.shard_id)};
-    if (db_query(c->catalog, "UPDATE shards SET state = 'draining' WHERE shard_id = ?", p, 1, NULL,
-                 err, sizeof(err)) != CAL_OK) {
+    return s;
+}
+
+/* --shard's state in the catalog, and a line saying what follows. */
+static int
+set_shard_state(struct cluster *c, const char *state, const char *then)
+{
+    char err[512];
+    struct db_val p[2] = {DB_CSTR_V(state), DB_INT_V(opt.shard_id)};
+    if (db_query(c->catalog, "UPDATE shards SET state = ? WHERE shard_id = ?", p, 2, NULL, err,
+                 sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         return 1;
     }
-    printf("shard %lld marked draining: the next rebalance moves all its vbuckets away\n",
+    printf("shard %lld %s: %s\n", (long long)opt.shard_id, state, then);
+    return 0;
+}
+
+static int
+cmd_drain_shard(struct cluster *c)
+{
+    if (named_shard(c) == NULL)
+        return 2;
+    size_t others = 0;
+    for (size_t i = 0; i < c->map->nshards; i++)
+        others += c->map->shards[i].shard_id != (uint32_t)opt.shard_id &&
+                  strcmp(c->map->shards[i].state, "active") == 0;
+    if (others == 0) {
+        fprintf(stderr,
+                "calendar-rebalance: drain-shard: shard %lld is the only active shard; its"
+                " vbuckets would have nowhere to go (add-shard another first)\n",
+                (long long)opt.shard_id);
+        return 1;
+    }
+    return set_shard_state(c, "draining", "the next rebalance moves all its vbuckets away");
+}
+
+static int
+cmd_activate_shard(struct cluster *c)
+{
+    if (named_shard(c) == NULL)
+        return 2;
+    return set_shard_state(c, "active", "the next rebalance may move vbuckets to it");
+}
+
+/* Under the shard's catalog row, locked: a drained shard, owning no
+ * vbucket and in no unfinished move, leaves the catalog. */
+static const char SQL_SHARD_STATE_LOCK[] = "SELECT state FROM shards WHERE shard_id = ? FOR UPDATE";
+static const char SQL_SHARD_VBUCKETS[] = "SELECT COUNT(*) FROM vbuckets WHERE shard_id = ?";
+static const char SQL_SHARD_MOVES[] =
+    "SELECT COUNT(*) FROM moves WHERE (source_shard = ? OR target_shard = ?)"
+    " AND phase NOT IN ('done', 'abandoned')";
+
+/* The first column of sql's first row, as an integer; -1 on an error. */
+static long long
+catalog_count(struct db *db, const char *sql, const struct db_val *p, size_t np, char *err,
+              size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val col[1];
+    long long n = -1;
+    if (db_query(db, sql, p, np, &st, err, errlen) != CAL_OK)
+        return -1;
+    if (db_fetch(st, col, 1, err, errlen) > 0 && col[0].type == DB_INT)
+        n = col[0].i;
+    cluster_drain(st);
+    return n;
+}
+
+static int
+cmd_remove_shard(struct cluster *c)
+{
+    char err[512] = "", state[17] = "";
+    if (named_shard(c) == NULL)
+        return 2;
+    struct db_val p[2] = {DB_INT_V(opt.shard_id), DB_INT_V(opt.shard_id)}, col[1];
+    struct db_stmt *st;
+    long long vbuckets = -1, moves = -1;
+    int ret = 1;
+    if (db_begin(c->catalog, err, sizeof(err)) != CAL_OK)
+        goto out;
+    if (db_query(c->catalog, SQL_SHARD_STATE_LOCK, p, 1, &st, err, sizeof(err)) != CAL_OK)
+        goto out;
+    if (db_fetch(st, col, 1, err, sizeof(err)) > 0 && col[0].type == DB_STR)
+        cal_strlcpy(state, col[0].s, sizeof(state));
+    cluster_drain(st);
+    if ((vbuckets = catalog_count(c->catalog, SQL_SHARD_VBUCKETS, p, 1, err, sizeof(err))) < 0 ||
+        (moves = catalog_count(c->catalog, SQL_SHARD_MOVES, p, 2, err, sizeof(err))) < 0)
+        goto out;
+    if (strcmp(state, "draining") != 0)
+        snprintf(err, sizeof(err), "shard %lld is %s: drain-shard and rebalance it first",
+                 (long long)opt.shard_id, state[0] ? state : "gone");
+    else if (vbuckets > 0)
+        snprintf(err, sizeof(err), "shard %lld still owns %lld vbuckets: rebalance first",
+                 (long long)opt.shard_id, vbuckets);
+    else if (moves > 0)
+        snprintf(err, sizeof(err),
+                 "shard %lld is in %lld unfinished moves: resume or abandon them first",
+                 (long long)opt.shard_id, moves);
+    else if (db_query(c->catalog, "DELETE FROM shards WHERE shard_id = ?", p, 1, NULL, err,
+                      sizeof(err)) == CAL_OK &&
+             db_commit(c->catalog, err, sizeof(err)) == CAL_OK)
+        ret = 0;
+out:
+    if (ret != 0) {
+        db_rollback(c->catalog);
+        fprintf(stderr, "calendar-rebalance: remove-shard: %s\n", err);
+        return 1;
+    }
+    printf("shard %lld removed from the catalog: no calendard or tool uses it now; its server"
+           " can be stopped\n",
            (long long)opt.shard_id);
     return 0;
 }
@@ -274,9 +385,17 @@ cmd_move(struct cluster *c)
     char err[512];
     if (check_vbucket(c) != 0)
         return 2;
-    if (shardmap_shard(c->map, (uint32_t)opt.to) == NULL) {
+    const struct shard_info *to = shardmap_shard(c->map, (uint32_t)opt.to);
+    if (to == NULL) {
         fprintf(stderr, "calendar-rebalance: --to %lld: no such shard (see status)\n",
                 (long long)opt.to);
+        return 2;
+    }
+    if (strcmp(to->state, "active") != 0) {
+        fprintf(stderr,
+                "calendar-rebalance: --to %lld: the shard is %s, not active (activate-shard it"
+                " first)\n",
+                (long long)opt.to, to->state);
         return 2;
     }
     struct move_opts mo = {
@@ -468,6 +587,8 @@ static const struct command {
     {"status", 0, 0, cmd_status},
     {"add-shard", OPT_SHARD | OPT_SCHEMA_DIR, OPT_SHARD, cmd_add_shard},
     {"drain-shard", OPT_SHARD, OPT_SHARD, cmd_drain_shard},
+    {"activate-shard", OPT_SHARD, OPT_SHARD, cmd_activate_shard},
+    {"remove-shard", OPT_SHARD, OPT_SHARD, cmd_remove_shard},
     {"plan", 0, 0, cmd_plan_only},
     {"move", OPT_VBUCKET | OPT_TO | OPT_MAX_FREEZE | OPT_CRASH_AFTER, OPT_VBUCKET | OPT_TO,
      cmd_move},
@@ -525,7 +646,8 @@ check_options(const struct command *cmd)
         }
     }
     long long id;
-    if (strcmp(cmd->name, "drain-shard") == 0) {
+    if (strcmp(cmd->name, "drain-shard") == 0 || strcmp(cmd->name, "activate-shard") == 0 ||
+        strcmp(cmd->name, "remove-shard") == 0) {
         if (parse_num("--shard", opt.shard, 0, UINT32_MAX, &id) != 0)
             return 2;
         opt.shard_id = id;

@@ -918,6 +918,61 @@ open_cluster(struct cluster *c)
     ck_assert_msg(cluster_open(c, &catalog, &shard, err, sizeof(err)) == CAL_OK, "%s", err);
 }
 
+/* The database a session is in. */
+static void
+database_in(struct db *db, char *out, size_t size)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert_msg(db != NULL, "no connection");
+    ck_assert_msg(db_query(db, "SELECT DATABASE()", NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    cal_strlcpy(out, c[0].type == DB_STR ? c[0].s : "", size);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+}
+
+/* A shard's server replaced (a replica promoted: the catalog row names
+ * another address) while the tool runs: after its next map load, the tool
+ * talks to the new server, not on through its old connection. Shard 0's
+ * row names shard 1's server for the test, and is put back. */
+START_TEST(the_tool_follows_a_shard_address_change)
+{
+    setup();
+    struct cluster c;
+    open_cluster(&c);
+    char err[256], before[65], after[65], back[65], sql[512];
+    const struct shard_info *s0 = shardmap_shard(c.map, 0), *s1 = shardmap_shard(c.map, 1);
+    ck_assert(s0 != NULL && s1 != NULL);
+    struct shard_info was = *s0, other = *s1;
+    database_in(cluster_shard(&c, 0, err, sizeof(err)), before, sizeof(before));
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    snprintf(sql, sizeof(sql),
+             "UPDATE shards SET host = '%s', port = %u, db_name = '%s'"
+             " WHERE shard_id = 0",
+             other.host, other.port, other.db_name);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    cal_status reload = cluster_reload(&c, err, sizeof(err));
+    database_in(cluster_shard(&c, 0, err, sizeof(err)), after, sizeof(after));
+    snprintf(sql, sizeof(sql),
+             "UPDATE shards SET host = '%s', port = %u, db_name = '%s'"
+             " WHERE shard_id = 0",
+             was.host, was.port, was.db_name);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(cluster_reload(&c, err, sizeof(err)), CAL_OK);
+    database_in(cluster_shard(&c, 0, err, sizeof(err)), back, sizeof(back));
+    db_close(cat);
+    cluster_close(&c);
+    ck_assert_int_eq(reload, CAL_OK);
+    ck_assert_str_eq(before, was.db_name);
+    ck_assert_str_eq(after, other.db_name);
+    ck_assert_str_eq(back, was.db_name);
+}
+END_TEST
+
 /* A run that loses its move lock partway (its catalog session killed, or
  * the lock gone from a live session) while another session takes it, as a
  * second run would: it must stop before its next write, leave the vbucket
@@ -1460,6 +1515,10 @@ START_TEST(add_then_drain_spare_shard)
     }
     rc = rebalance(out, sizeof(out), "drain-shard", "--shard", to, NULL, NULL, NULL);
     ck_assert_int_eq(rc, 0);
+    /* A shard still owning vbuckets stays in the catalog. */
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "still owns 12 vbuckets") != NULL,
+                  "remove-shard before the rebalance: exit %d:\n%.2000s", rc, out);
     rc = rebalance(out, sizeof(out), "rebalance", "--parallel", "3", NULL, NULL, NULL);
     ck_assert_msg(rc == 0, "rebalance exit %d:\n%.2000s", rc, out);
     /* The plan empties the spare (12 vbuckets) and may also even out the
@@ -1478,6 +1537,89 @@ START_TEST(add_then_drain_spare_shard)
     long mapped = -1;
     ck_assert_int_eq(sscanf(p + 1, "%*s %*s %*s %ld", &mapped), 1);
     ck_assert_int_eq(mapped, 0);
+    expect_verify_clean();
+
+    /* Drained: taken back (active again), or removed; an active shard is
+     * never removed. */
+    rc = rebalance(out, sizeof(out), "activate-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "activate-shard exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "is active: drain-shard and rebalance it first") != NULL,
+                  "remove-shard of an active shard: exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "plan", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, want) != NULL, "plan after activate-shard:\n%.2000s", out);
+    rc = rebalance(out, sizeof(out), "drain-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "remove-shard exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(strstr(out, line) == NULL, "removed, still listed:\n%.2000s", out);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 2 && strstr(out, "no such shard") != NULL, "exit %d:\n%.2000s", rc, out);
+    expect_verify_clean();
+}
+END_TEST
+
+/* A drained shard whose server is down (here: a catalog row naming a port
+ * nobody listens on) stops nothing: plan works, status says unreachable,
+ * remove-shard takes it out. drain-shard refuses the last active shard,
+ * and remove-shard a shard an unfinished move names. */
+START_TEST(a_stopped_drained_shard_stops_nothing)
+{
+    setup();
+    char out[8192], err[256], id[16];
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    uint32_t gone = 900 + (uint32_t)(testenv_random48() % 99);
+    snprintf(id, sizeof(id), "%u", gone);
+    exec_sql(cat,
+             "INSERT INTO shards (shard_id, host, port, db_name, state)"
+             " VALUES (?, '127.0.0.1', 1, 'calendar_gone', 'draining')",
+             gone);
+    int rc = rebalance(out, sizeof(out), "plan", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "plan with a stopped drained shard: exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "unreachable") != NULL, "%.2000s", out);
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", "0", "--to", id, NULL);
+    ck_assert_msg(rc == 2 && strstr(out, "the shard is draining, not active") != NULL,
+                  "move to a draining shard: exit %d:\n%.2000s", rc, out);
+
+    /* Named by an unfinished move: kept. */
+    exec_sql(cat,
+             "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
+             " VALUES (0, 0, ?, 1, 'copy')",
+             gone);
+    long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE target_shard = ?", gone);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", id, NULL, NULL, NULL);
+    exec_sql(cat, "UPDATE moves SET phase = 'abandoned' WHERE move_id = ?", (uint64_t)move_id);
+    ck_assert_msg(rc == 1 && strstr(out, "is in 1 unfinished moves") != NULL,
+                  "remove-shard of a shard in a move: exit %d:\n%.2000s", rc, out);
+
+    /* The only active shard is not drained: the other one is marked
+     * draining for the check, and put back. */
+    uint32_t other = (uint32_t)scalar(cat,
+                                      "SELECT MAX(shard_id) FROM shards WHERE shard_id < ?"
+                                      " AND state = 'active'",
+                                      gone);
+    uint32_t last = (uint32_t)scalar(cat,
+                                     "SELECT MIN(shard_id) FROM shards WHERE shard_id < ?"
+                                     " AND state = 'active'",
+                                     gone);
+    ck_assert_uint_ne(other, last);
+    exec_sql(cat, "UPDATE shards SET state = 'draining' WHERE shard_id = ?", other);
+    char last_id[16];
+    snprintf(last_id, sizeof(last_id), "%u", last);
+    rc = rebalance(out, sizeof(out), "drain-shard", "--shard", last_id, NULL, NULL, NULL);
+    exec_sql(cat, "UPDATE shards SET state = 'active' WHERE shard_id = ?", other);
+    ck_assert_msg(rc == 1 && strstr(out, "is the only active shard") != NULL,
+                  "drain-shard of the last active shard: exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(scalar(cat, "SELECT state = 'active' FROM shards WHERE shard_id = ?", last),
+                     1);
+
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", id, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "remove-shard exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(scalar(cat, "SELECT COUNT(*) FROM shards WHERE shard_id = ?", gone), 0);
+    db_close(cat);
     expect_verify_clean();
 }
 END_TEST
@@ -1602,6 +1744,94 @@ START_TEST(abandon_leaves_rows_the_target_cannot_delete)
 }
 END_TEST
 
+/* Holds vbucket v's rows lock on db, as the shard session of a run that
+ * lost its move lock but still writes does (released with the session). */
+static void
+hold_rows_lock(struct db *db, unsigned v)
+{
+    char err[256];
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(v)}, c[1];
+    ck_assert_msg(db_query(db, "SELECT GET_LOCK(CONCAT('calendar_rows_', ?), 0)", p, 1, &st, err,
+                           sizeof(err)) == CAL_OK,
+                  "%s", err);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    ck_assert_int_eq(c[0].i, 1);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+}
+
+/* A run whose catalog session died writes on until its next lock check; a
+ * resume (or an abandon) meanwhile must not write or clear the same rows
+ * beside it: a listings row it writes last would outlive the nights the
+ * other run clears, and no later pass copies them again. The shard session
+ * a run writes through holds the vbucket's rows lock there: while another
+ * session holds it (here, the test's), resume and cleanup are refused and
+ * change nothing, abandon leaves the target's rows, and once it is free
+ * the move finishes. */
+START_TEST(rows_a_stale_run_still_writes_are_left_to_it)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char out[8192], want[160];
+    moving_listing(h, "rb-rows-lock", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    crash_after_copy(&m);
+    long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
+    long nights = rows_on((size_t)m.target, "nights", m.id);
+    ck_assert_int_gt(nights, 0);
+
+    hold_rows_lock(dst, m.v);
+    snprintf(want, sizeof(want), "vbucket %u: another run still writes its rows on shard %ld", m.v,
+             m.target);
+    int rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, want) != NULL, "resume: exit %d:\n%.2000s", rc, out);
+    expect_phase(cat, (uint64_t)move_id, "cutover");
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), scalar(cat, SQL_EPOCH, m.v));
+    ck_assert_int_eq(rows_on((size_t)m.target, "nights", m.id), nights);
+    rc = rebalance(out, sizeof(out), "abandon", "--vbucket", m.vb, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "copied rows stay until a later move") != NULL &&
+                      strstr(out, want) != NULL,
+                  "abandon: exit %d:\n%.2000s", rc, out);
+    expect_phase(cat, (uint64_t)move_id, "abandoned");
+    ck_assert_int_eq(rows_on((size_t)m.target, "nights", m.id), nights);
+    db_close(dst); /* the lock goes with the session */
+    char err[256];
+    dst = testenv_connect_shard(&env, (size_t)m.target, err, sizeof(err));
+    ck_assert_msg(dst != NULL, "%s", err);
+
+    /* The cleanup deletes the source's rows: the source's rows lock. */
+    char *argv[] = {tool,      "--config", admin_ini,   "--crash-after",
+                    "catalog", "move",     "--vbucket", m.vb,
+                    "--to",    m.to,       NULL};
+    rc = proc_run(argv, out, sizeof(out), 120);
+    ck_assert_msg(rc == 128 + 9, "move: exit %d, want SIGKILL:\n%.2000s", rc, out);
+    move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
+    expect_phase(cat, (uint64_t)move_id, "cleanup");
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    hold_rows_lock(src, m.v);
+    snprintf(want, sizeof(want), "vbucket %u: another run still writes its rows on shard %ld", m.v,
+             m.from);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, want) != NULL, "cleanup: exit %d:\n%.2000s", rc, out);
+    expect_phase(cat, (uint64_t)move_id, "cleanup");
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    db_close(src);
+    src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
+    expect_phase(cat, (uint64_t)move_id, "done");
+    ck_assert_int_eq(rows_on((size_t)m.target, "nights", m.id), nights);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 1);
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 0);
+    ck_assert_int_eq(get_reservation(h, m.id, m.rid), 200);
+    end_case(src, dst, cat, h);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1619,6 +1849,8 @@ main(void)
     tc = tcase_create("spare_shard");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, add_then_drain_spare_shard);
+    tcase_add_test(tc, a_stopped_drained_shard_stops_nothing);
+    tcase_add_test(tc, the_tool_follows_a_shard_address_change);
     suite_add_tcase(s, tc);
     tc = tcase_create("cutover_chunk");
     tcase_set_timeout(tc, 300);
@@ -1635,6 +1867,7 @@ main(void)
     tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
     tcase_add_test(tc, abandon_before_the_cutover_only);
     tcase_add_test(tc, abandon_leaves_rows_the_target_cannot_delete);
+    tcase_add_test(tc, rows_a_stale_run_still_writes_are_left_to_it);
     suite_add_tcase(s, tc);
     tc = tcase_create("cutover_wait");
     tcase_set_timeout(tc, 300);

@@ -317,6 +317,47 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
 }
 END_TEST
 
+/* A shard that owns no vbucket (drained for maintenance, its server
+ * stopped: here a catalog row naming a port nobody listens on) serves no
+ * request, and readiness does not ask it; the instance stays in the load
+ * balancer. */
+START_TEST(a_shard_owning_no_vbucket_is_not_asked_for_readiness)
+{
+    char err[256], sql[256];
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    uint32_t gone = 800 + (uint32_t)(testenv_random48() % 99);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO shards (shard_id, host, port, db_name, state)"
+             " VALUES (%u, '127.0.0.1', 1, 'calendar_gone', 'draining')",
+             gone);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct router_conf conf = {.pool_size = 1,
+                               .pool_wait_ms = 50,
+                               .refresh_interval_ms = 3600000,
+                               .breaker_threshold = 1,
+                               .breaker_cooldown_ms = 60000};
+    ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    conf.shard.connect_timeout_ms = 200;
+    struct router *r = router_create(&conf);
+    char ready_err[256] = "";
+    cal_status ready = router_check_ready(r, ready_err, sizeof(ready_err));
+    uint32_t ids[ROUTER_MAX_SHARDS];
+    enum breaker_state states[ROUTER_MAX_SHARDS];
+    size_t nshards = router_shard_ids(r, ids, states, ROUTER_MAX_SHARDS);
+    bool loaded = false;
+    for (size_t i = 0; i < nshards; i++)
+        loaded |= ids[i] == gone;
+    snprintf(sql, sizeof(sql), "DELETE FROM shards WHERE shard_id = %u", gone);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    router_destroy(r);
+    db_close(cat);
+    ck_assert(loaded);
+    ck_assert_msg(ready == CAL_OK, "not ready: %s", ready_err);
+}
+END_TEST
+
 /* Two daemons taking blocks from the catalog at once get disjoint ones,
  * every id below 2^53. */
 START_TEST(reservation_id_blocks_of_two_daemons_are_disjoint)
@@ -507,6 +548,7 @@ main(void)
     tcase_add_test(tc, a_connection_put_back_goes_to_each_waiter_in_turn);
     tcase_add_test(tc, a_connection_put_back_inside_a_transaction_is_rolled_back);
     tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
+    tcase_add_test(tc, a_shard_owning_no_vbucket_is_not_asked_for_readiness);
     suite_add_tcase(s, tc);
     tc = tcase_create("reservation_ids");
     tcase_set_timeout(tc, 30);
