@@ -1241,14 +1241,31 @@ seg_is(const struct segment *s, const char *lit)
     return s->len == strlen(lit) && memcmp(s->p, lit, s->len) == 0;
 }
 
+/* Whether req's method is one of allow, the methods of the path as an
+ * Allow header lists them ("GET" or "GET, PUT"; a string literal). If not,
+ * answers 405 with that header (RFC 9110 requires it) and a message that
+ * names the same methods. */
 static bool
-method_is(const struct api_request *req, const char *m, struct api_response *resp)
+method_in(const struct api_request *req, const char *allow, struct api_response *resp)
 {
-    if (strcmp(req->method, m) == 0)
-        return true;
+    size_t mlen = strlen(req->method);
+    for (const char *p = allow; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len == mlen && memcmp(p, req->method, len) == 0)
+            return true;
+        p += len;
+        p += strspn(p, ", ");
+    }
+    /* "GET, PUT" reads "use GET or PUT"; each path takes two methods at most. */
     char msg[64];
-    snprintf(msg, sizeof(msg), "use %s on this path", m);
+    const char *comma = strchr(allow, ',');
+    if (comma == NULL)
+        snprintf(msg, sizeof(msg), "use %s on this path", allow);
+    else
+        snprintf(msg, sizeof(msg), "use %.*s or %s on this path", (int)(comma - allow), allow,
+                 comma + strspn(comma, ", "));
     service_error(resp, 405, "method_not_allowed", msg);
+    resp->allow = allow;
     return false;
 }
 
@@ -1287,26 +1304,26 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp))
             handle_metrics(svc, resp);
         return;
     }
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp))
             handle_search(svc, req, resp);
         return;
     }
@@ -1320,31 +1337,32 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         return;
     }
     if (n == 3) {
+        resp->endpoint = EP_GET_LISTING;
+        if (!method_in(req, "GET, PUT", resp))
+            return;
         if (strcmp(req->method, "PUT") == 0) {
             resp->endpoint = EP_PUT_LISTING;
             handle_put_listing(svc, listing_id, req, resp);
         } else {
-            resp->endpoint = EP_GET_LISTING;
-            if (method_is(req, "GET", resp))
-                handle_get_listing(svc, listing_id, resp);
+            handle_get_listing(svc, listing_id, resp);
         }
         return;
     }
     if (n == 4 && seg_is(&seg[3], "reservations")) {
         resp->endpoint = EP_CREATE_RESERVATION;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp))
             handle_create_reservation(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "calendar")) {
         resp->endpoint = EP_CALENDAR;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp))
             handle_calendar(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1356,11 +1374,11 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (method_is(req, "GET", resp))
+            if (method_in(req, "GET", resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
-            if (method_is(req, "POST", resp))
+            if (method_in(req, "POST", resp))
                 handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         }
         return;

@@ -487,7 +487,7 @@ START_TEST(test_booking_transaction_metrics)
 }
 END_TEST
 
-START_TEST(test_unknown_path_and_method)
+START_TEST(test_unknown_path)
 {
     struct http_response resp;
     uint64_t id = create_listing();
@@ -501,15 +501,67 @@ START_TEST(test_unknown_path_and_method)
     call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/nothing", id);
     expect_error(&resp, 404, "not_found");
     http_response_deinit(&resp);
-    call(&resp, "DELETE", NULL, NULL, "/v1/listings/%" PRIu64, id);
-    expect_error(&resp, 405, "method_not_allowed");
+}
+END_TEST
+
+/* A 405 names every method the path takes, in its Allow header (RFC 9110
+ * 15.5.6) and in its message. */
+START_TEST(test_method_not_allowed_names_the_allowed_ones)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    char listing[64], path[160];
+    static const struct {
+        const char *method, *suffix, *allow, *message;
+    } cases[] = {
+        {"DELETE", "", "GET, PUT", "use GET or PUT on this path"},
+        {"POST", "", "GET, PUT", "use GET or PUT on this path"},
+        {"GET", "/reservations", "POST", "use POST on this path"},
+        {"PUT", "/availability", "GET", "use GET on this path"},
+        {"GET", "/calendar", "POST", "use POST on this path"},
+        {"DELETE", "/reservations/1", "GET", "use GET on this path"},
+        {"GET", "/reservations/1/cancel", "POST", "use POST on this path"},
+    };
+
+    snprintf(listing, sizeof(listing), "/v1/listings/%" PRIu64, id);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *root;
+        const char *msg;
+
+        snprintf(path, sizeof(path), "%s%s", listing, cases[i].suffix);
+        call(&resp, cases[i].method, NULL, NULL, "%s", path);
+        root = expect_error_json(&resp, 405, "method_not_allowed");
+        msg = json_string_value(json_object_get(json_object_get(root, "error"), "message"));
+        if (strcmp(resp.allow, cases[i].allow) != 0 || strcmp(msg, cases[i].message) != 0) {
+            note_failure("%s %s: Allow '%s' message '%s', want '%s' '%s'", cases[i].method, path,
+                         resp.allow, msg, cases[i].allow, cases[i].message);
+        }
+        json_decref(root);
+        http_response_deinit(&resp);
+    }
+    static const struct {
+        const char *method, *path, *allow;
+    } others[] = {
+        {"POST", "/healthz", "GET"},
+        {"DELETE", "/readyz", "GET"},
+        {"PUT", "/metrics", "GET"},
+        {"GET", "/v1/availability/search", "POST"},
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        call(&resp, others[i].method, NULL, NULL, "%s", others[i].path);
+        expect_error(&resp, 405, "method_not_allowed");
+        if (strcmp(resp.allow, others[i].allow) != 0) {
+            note_failure("%s %s: Allow '%s', want '%s'", others[i].method, others[i].path,
+                         resp.allow, others[i].allow);
+        }
+        http_response_deinit(&resp);
+    }
+    /* No such path, no methods to name. */
+    call(&resp, "DELETE", NULL, NULL, "/v1/nothing");
+    expect_error(&resp, 404, "not_found");
+    ck_assert_str_eq(resp.allow, "");
     http_response_deinit(&resp);
-    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations", id);
-    expect_error(&resp, 405, "method_not_allowed");
-    http_response_deinit(&resp);
-    call(&resp, "PUT", NULL, "{}", "/v1/listings/%" PRIu64 "/availability", id);
-    expect_error(&resp, 405, "method_not_allowed");
-    http_response_deinit(&resp);
+    expect_no_failures();
 }
 END_TEST
 
@@ -2195,7 +2247,9 @@ api_suite(void)
         {"health", test_health_endpoints, 30},
         {"metrics", test_metrics, 30},
         {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
-        {"unknown_path_and_method", test_unknown_path_and_method, 30},
+        {"unknown_path", test_unknown_path, 30},
+        {"method_not_allowed_names_the_allowed_ones",
+         test_method_not_allowed_names_the_allowed_ones, 30},
         {"listing_create_update_get", test_listing_create_update_get, 30},
         {"listing_validation", test_listing_validation, 30},
         {"invalid_listing_id", test_invalid_listing_id, 30},
