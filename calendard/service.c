@@ -117,6 +117,30 @@ set_json(struct api_response *resp, int status, json_t *obj)
     json_decref(obj);
 }
 
+/* req's If-Match into *version (0: *; false when absent). An invalid one
+ * is answered 400 in resp: *invalid. */
+static bool
+if_match_parse(const struct api_request *req, uint64_t *version, struct api_response *resp,
+               bool *invalid)
+{
+    *invalid = false;
+    if (req->if_match == NULL)
+        return false;
+    if (!request_parse_if_match(req->if_match, version)) {
+        service_error(resp, 400, "invalid_if_match",
+                      "If-Match must be a version number, quoted or not, or *");
+        *invalid = true;
+    }
+    return true;
+}
+
+/* ETag: the calendar version, what If-Match takes back. */
+static void
+set_etag(struct api_response *resp, uint64_t version)
+{
+    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)version);
+}
+
 void
 service_error(struct api_response *resp, int status, const char *code, const char *message)
 {
@@ -372,6 +396,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
 struct listing_ctx {
     uint64_t listing_id;
     const struct listing_settings *set;
+    bool conditional;  /* If-Match given: replace only, at version if_match */
+    uint64_t if_match; /* 0: any version (If-Match: *) */
     int created;
     struct listing listing;
 };
@@ -382,9 +408,23 @@ op_put_listing(struct service *svc, struct db *db, const struct route *rt, void 
 {
     struct listing_ctx *c = ctx;
     (void)svc;
-    (void)e;
-    return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing, err,
-                             errlen);
+    if (!c->conditional)
+        return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing,
+                                 err, errlen);
+    c->created = 0;
+    cal_status rc = store_replace_listing(db, rt->vbucket, c->listing_id, c->set, c->if_match,
+                                          &c->listing, err, errlen);
+    /* A listing that does not exist has no version to match, not even *
+     * (RFC 9110 13.1.1): a conditional PUT never creates one. */
+    if (rc == CAL_EINVAL) {
+        request_fail(e, 412, "version_mismatch", "the listing version is not the If-Match one");
+    } else if (rc == CAL_ENOTFOUND) {
+        request_fail(e, 412, "version_mismatch",
+                     "no listing %llu to match If-Match; PUT without If-Match creates one",
+                     (unsigned long long)c->listing_id);
+        rc = CAL_EINVAL;
+    }
+    return rc;
 }
 
 static cal_status
@@ -404,6 +444,10 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
     struct api_error e = {0};
     struct listing_settings set;
     struct listing_ctx c = {.listing_id = listing_id, .set = &set};
+    bool invalid;
+    c.conditional = if_match_parse(req, &c.if_match, resp, &invalid);
+    if (invalid)
+        return;
     if (!request_parse_listing(req->body, req->body_len, &set, &e) ||
         run_on_shard(svc, listing_id, op_put_listing, &c, &e) != CAL_OK) {
         api_error_answer(resp, &e);
@@ -411,6 +455,7 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
     }
     avail_invalidate(svc->avail, listing_id, 0, 0);
     set_json(resp, c.created ? 201 : 200, listing_json(&c.listing));
+    set_etag(resp, c.listing.version);
 }
 
 static void
@@ -423,6 +468,7 @@ handle_get_listing(struct service *svc, uint64_t listing_id, struct api_response
         return;
     }
     set_json(resp, 200, listing_json(&c.listing));
+    set_etag(resp, c.listing.version);
 }
 
 /* ---- reservations ------------------------------------------------------ */
@@ -774,13 +820,17 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
 {
     struct api_error e = {0};
     struct calendar_request creq;
+    uint64_t if_match = 0; /* absent: unconditional, as * */
+    bool invalid;
+    (void)if_match_parse(req, &if_match, resp, &invalid);
+    if (invalid)
+        return;
     struct calendar_ctx *c = cal_calloc(1, sizeof(*c));
     c->listing_id = listing_id;
     c->req = &creq;
-    if (req->if_match != NULL && !request_parse_if_match(req->if_match, &c->if_match)) {
-        service_error(resp, 400, "invalid_if_match", "If-Match must be a quoted version number");
-    } else if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
-               run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
+    c->if_match = if_match;
+    if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
+        run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
         if (e.http == 409)
             unavailable_answer(resp, c->booked, c->nbooked, false);
         else
@@ -790,7 +840,7 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
         set_json(resp, 200,
                  json_pack("{s:I,s:I}", "listing_id", (json_int_t)listing_id, "version",
                            (json_int_t)c->version));
-        snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)c->version);
+        set_etag(resp, c->version);
     }
     free(c);
 }
@@ -844,7 +894,7 @@ render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct 
     resp->status = 200;
     resp->content_type = "application/json";
     resp->body = jsonout_finish(&j, &resp->body_len);
-    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
+    set_etag(resp, l->version);
 }
 
 static void search_finish(struct service *svc, struct service_read *r, struct api_response *resp);
@@ -1241,6 +1291,21 @@ seg_is(const struct segment *s, const char *lit)
     return s->len == strlen(lit) && memcmp(s->p, lit, s->len) == 0;
 }
 
+/* If-Match is evaluated where a write applies at a listing's version (PUT
+ * /v1/listings/{id}, POST /v1/listings/{id}/calendar). Anywhere else it
+ * would be ignored, and a client would take an unconditional answer for a
+ * conditional one: refused. true: resp holds the refusal. */
+static bool
+if_match_refused(const struct api_request *req, struct api_response *resp)
+{
+    if (req->if_match == NULL)
+        return false;
+    service_error(resp, 400, "if_match_not_supported",
+                  "If-Match is evaluated only by PUT /v1/listings/{id} and POST"
+                  " /v1/listings/{id}/calendar; send this request without it");
+    return true;
+}
+
 /* Whether req's method is one of allow, the methods of the path as an
  * Allow header lists them ("GET" or "GET, PUT"; a string literal). If not,
  * answers 405 with that header (RFC 9110 requires it) and a message that
@@ -1304,26 +1369,26 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (method_in(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (method_in(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (method_in(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_metrics(svc, resp);
         return;
     }
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (method_in(req, "POST", resp))
+        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
             handle_search(svc, req, resp);
         return;
     }
@@ -1343,14 +1408,14 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         if (strcmp(req->method, "PUT") == 0) {
             resp->endpoint = EP_PUT_LISTING;
             handle_put_listing(svc, listing_id, req, resp);
-        } else {
+        } else if (!if_match_refused(req, resp)) {
             handle_get_listing(svc, listing_id, resp);
         }
         return;
     }
     if (n == 4 && seg_is(&seg[3], "reservations")) {
         resp->endpoint = EP_CREATE_RESERVATION;
-        if (method_in(req, "POST", resp))
+        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
             handle_create_reservation(svc, listing_id, req, resp);
         return;
     }
@@ -1362,7 +1427,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (method_in(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1374,11 +1439,11 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (method_in(req, "GET", resp))
+            if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
-            if (method_in(req, "POST", resp))
+            if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         }
         return;
@@ -1391,6 +1456,8 @@ service_read_begin(struct service *svc, const struct api_request *req, struct se
                    struct api_response *resp, bool *answered)
 {
     *answered = false;
+    if (req->if_match != NULL)
+        return false; /* refused by service_handle */
     struct segment seg[MAX_SEGMENTS];
     size_t n = split_path(req->path, seg);
     if (strcmp(req->method, "POST") == 0 && n == 3 && seg_is(&seg[0], "v1") &&
