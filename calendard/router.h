@@ -50,8 +50,12 @@ cal_status router_route(struct router *router, uint64_t listing_id, struct route
  * load's status. */
 cal_status router_refresh(struct router *router, char *err, size_t errlen);
 
-/* Catalog and every shard answer a query. */
-cal_status router_check_ready(struct router *router, char *err, size_t errlen);
+/* Catalog and every shard answer a query. When one does not: why names it
+ * (the catalog, or shard N) and the kind of failure, and nothing more (no
+ * address, database or user: clients may read it); err has the detail,
+ * for the log. */
+cal_status router_check_ready(struct router *router, char *why, size_t whylen, char *err,
+                              size_t errlen);
 
 /* Shard ids and breaker states by index for metrics; returns how many. */
 size_t router_shard_ids(struct router *router, uint32_t *ids, enum breaker_state *states,

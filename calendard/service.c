@@ -225,24 +225,39 @@ render_reservation(struct api_response *resp, int status, const struct reservati
     resp->body = jsonout_finish(&j, &resp->body_len);
 }
 
+/* A line logged at most once a second (an outage fails every request),
+ * with how many were not logged since. */
+struct log_gate {
+    _Atomic uint64_t last_us;
+    atomic_uint not_logged;
+};
+
+/* true: log now, with *not_logged lines held back since the last. */
+static bool
+log_gate_pass(struct log_gate *g, unsigned *not_logged)
+{
+    uint64_t now = cal_mono_us(), prev = atomic_load(&g->last_us);
+    if ((prev != 0 && now - prev < 1000000) ||
+        !atomic_compare_exchange_strong(&g->last_us, &prev, now)) {
+        atomic_fetch_add(&g->not_logged, 1);
+        return false;
+    }
+    *not_logged = atomic_exchange(&g->not_logged, 0);
+    return true;
+}
+
 /* Logs why a request found its shard unavailable, at most once a second
- * per shard (an outage fails every request), with how many were not logged
- * since. slot: the shard's index, or ROUTER_MAX_SHARDS before routing. */
+ * per shard. slot: the shard's index, or ROUTER_MAX_SHARDS before routing. */
 static void
 log_shard_unavailable(unsigned slot, int64_t shard_id, const char *err)
 {
-    static _Atomic uint64_t last_us[ROUTER_MAX_SHARDS + 1];
-    static atomic_uint not_logged[ROUTER_MAX_SHARDS + 1];
+    static struct log_gate gates[ROUTER_MAX_SHARDS + 1];
+    unsigned not_logged;
     if (slot > ROUTER_MAX_SHARDS)
         slot = ROUTER_MAX_SHARDS;
-    uint64_t now = cal_mono_us(), prev = atomic_load(&last_us[slot]);
-    if ((prev != 0 && now - prev < 1000000) ||
-        !atomic_compare_exchange_strong(&last_us[slot], &prev, now)) {
-        atomic_fetch_add(&not_logged[slot], 1);
-        return;
-    }
-    log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
-             (long long)shard_id, err, atomic_exchange(&not_logged[slot], 0));
+    if (log_gate_pass(&gates[slot], &not_logged))
+        log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
+                 (long long)shard_id, err, not_logged);
 }
 
 /* 503 shard_unavailable for the shard rt routed to (pool NULL: before
@@ -1334,12 +1349,21 @@ method_in(const struct api_request *req, const char *allow, struct api_response 
     return false;
 }
 
+/* The answer names what is not ready and how it fails (a load balancer's
+ * health page may show it to anyone); the database's error, with its
+ * server's address, database and user, goes to the log, at most once a
+ * second (load balancers poll often). */
 static void
 handle_readyz(struct service *svc, struct api_response *resp)
 {
-    char err[512];
-    if (router_check_ready(svc->router, err, sizeof(err)) != CAL_OK) {
-        service_error(resp, 503, "not_ready", err);
+    static struct log_gate gate;
+    char why[128], err[512];
+    unsigned not_logged;
+    if (router_check_ready(svc->router, why, sizeof(why), err, sizeof(err)) != CAL_OK) {
+        if (log_gate_pass(&gate, &not_logged))
+            log_warn("not ready", "why=\"%s\" error=\"%s\" not_logged_since=%u", why, err,
+                     not_logged);
+        service_error(resp, 503, "not_ready", why);
         return;
     }
     set_json(resp, 200, json_pack("{s:s}", "status", "ready"));
