@@ -105,6 +105,8 @@ send_answer(struct MHD_Connection *conn, struct api_response *resp, uint64_t sta
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     if (resp->etag[0] != '\0')
         MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
+    if (resp->allow != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, resp->allow);
     if (resp->retry_after > 0) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", resp->retry_after);

@@ -248,8 +248,24 @@ router_route(struct router *router, uint64_t listing_id, struct route *out, char
     return CAL_ERR;
 }
 
+/* The kind of a readiness failure, as clients may read it. */
+static const char *
+failure_kind(cal_status rc)
+{
+    switch (rc) {
+    case CAL_EUNAVAIL:
+        return "is unreachable";
+    case CAL_ETIMEDOUT:
+        return "timed out";
+    case CAL_EMOVED:
+        return "is moving to another server";
+    default:
+        return "fails queries";
+    }
+}
+
 cal_status
-router_check_ready(struct router *router, char *err, size_t errlen)
+router_check_ready(struct router *router, char *why, size_t whylen, char *err, size_t errlen)
 {
     cal_status rc;
     pthread_mutex_lock(&router->refresh_lock);
@@ -268,6 +284,10 @@ router_check_ready(struct router *router, char *err, size_t errlen)
     uint32_t owned[ROUTER_MAX_SHARDS];
     memcpy(owned, router->owned, sizeof(owned));
     pthread_mutex_unlock(&router->refresh_lock);
+    if (rc != CAL_OK) {
+        snprintf(why, whylen, "the catalog %s", failure_kind(rc));
+        return rc;
+    }
     for (size_t i = 0; rc == CAL_OK && i < n; i++) {
         /* A shard that serves no vbucket (drained, or removed from the
          * catalog) may be down for maintenance: no request goes to it. */
@@ -284,9 +304,15 @@ router_check_ready(struct router *router, char *err, size_t errlen)
         if (rc == CAL_EAGAIN) {
             bool open = breaker_state(&router->breakers[i]) == BREAKER_OPEN;
             rc = open ? CAL_EUNAVAIL : CAL_OK;
-            if (open)
-                cal_strlcpy(e2 + strlen(e2), ", and its breaker is open", sizeof(e2) - strlen(e2));
-        } else if (rc == CAL_OK) {
+            if (open) {
+                snprintf(why, whylen, "shard %u is busy and its circuit breaker is open",
+                         router->shard_ids[i]);
+                snprintf(err, errlen, "shard %u: %s, and its breaker is open", router->shard_ids[i],
+                         e2);
+            }
+            continue;
+        }
+        if (rc == CAL_OK) {
             struct db_stmt *st;
             struct db_val c[1];
             rc = db_query(db, "SELECT 1", NULL, 0, &st, e2, sizeof(e2));
@@ -295,8 +321,10 @@ router_check_ready(struct router *router, char *err, size_t errlen)
                     ;
             pool_put(pool, db);
         }
-        if (rc != CAL_OK)
+        if (rc != CAL_OK) {
+            snprintf(why, whylen, "shard %u %s", router->shard_ids[i], failure_kind(rc));
             snprintf(err, errlen, "shard %u: %s", router->shard_ids[i], e2);
+        }
     }
     return rc;
 }

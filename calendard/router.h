@@ -51,8 +51,12 @@ cal_status router_route(struct router *router, uint64_t listing_id, struct route
 cal_status router_refresh(struct router *router, char *err, size_t errlen);
 
 /* The catalog and every shard that owns a vbucket answer a query (a shard
- * busy to its last connection counts as up unless its breaker is open). */
-cal_status router_check_ready(struct router *router, char *err, size_t errlen);
+ * busy to its last connection counts as up unless its breaker is open).
+ * When one does not: why names it (the catalog, or shard N) and the kind of
+ * failure, and nothing more (no address, database or user: clients may read
+ * it); err has the detail, for the log. */
+cal_status router_check_ready(struct router *router, char *why, size_t whylen, char *err,
+                              size_t errlen);
 
 /* Shard ids and breaker states by index for metrics; returns how many. */
 size_t router_shard_ids(struct router *router, uint32_t *ids, enum breaker_state *states,

@@ -117,6 +117,30 @@ set_json(struct api_response *resp, int status, json_t *obj)
     json_decref(obj);
 }
 
+/* req's If-Match into *version (0: *; false when absent). An invalid one
+ * is answered 400 in resp: *invalid. */
+static bool
+if_match_parse(const struct api_request *req, uint64_t *version, struct api_response *resp,
+               bool *invalid)
+{
+    *invalid = false;
+    if (req->if_match == NULL)
+        return false;
+    if (!request_parse_if_match(req->if_match, version)) {
+        service_error(resp, 400, "invalid_if_match",
+                      "If-Match must be a version number, quoted or not, or *");
+        *invalid = true;
+    }
+    return true;
+}
+
+/* ETag: the calendar version, what If-Match takes back. */
+static void
+set_etag(struct api_response *resp, uint64_t version)
+{
+    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)version);
+}
+
 void
 service_error(struct api_response *resp, int status, const char *code, const char *message)
 {
@@ -201,24 +225,39 @@ render_reservation(struct api_response *resp, int status, const struct reservati
     resp->body = jsonout_finish(&j, &resp->body_len);
 }
 
+/* A line logged at most once a second (an outage fails every request),
+ * with how many were not logged since. */
+struct log_gate {
+    _Atomic uint64_t last_us;
+    atomic_uint not_logged;
+};
+
+/* true: log now, with *not_logged lines held back since the last. */
+static bool
+log_gate_pass(struct log_gate *g, unsigned *not_logged)
+{
+    uint64_t now = cal_mono_us(), prev = atomic_load(&g->last_us);
+    if ((prev != 0 && now - prev < 1000000) ||
+        !atomic_compare_exchange_strong(&g->last_us, &prev, now)) {
+        atomic_fetch_add(&g->not_logged, 1);
+        return false;
+    }
+    *not_logged = atomic_exchange(&g->not_logged, 0);
+    return true;
+}
+
 /* Logs why a request found its shard unavailable, at most once a second
- * per shard (an outage fails every request), with how many were not logged
- * since. slot: the shard's index, or ROUTER_MAX_SHARDS before routing. */
+ * per shard. slot: the shard's index, or ROUTER_MAX_SHARDS before routing. */
 static void
 log_shard_unavailable(unsigned slot, int64_t shard_id, const char *err)
 {
-    static _Atomic uint64_t last_us[ROUTER_MAX_SHARDS + 1];
-    static atomic_uint not_logged[ROUTER_MAX_SHARDS + 1];
+    static struct log_gate gates[ROUTER_MAX_SHARDS + 1];
+    unsigned not_logged;
     if (slot > ROUTER_MAX_SHARDS)
         slot = ROUTER_MAX_SHARDS;
-    uint64_t now = cal_mono_us(), prev = atomic_load(&last_us[slot]);
-    if ((prev != 0 && now - prev < 1000000) ||
-        !atomic_compare_exchange_strong(&last_us[slot], &prev, now)) {
-        atomic_fetch_add(&not_logged[slot], 1);
-        return;
-    }
-    log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
-             (long long)shard_id, err, atomic_exchange(&not_logged[slot], 0));
+    if (log_gate_pass(&gates[slot], &not_logged))
+        log_warn("shard unavailable", "shard=%lld error=\"%s\" not_logged_since=%u",
+                 (long long)shard_id, err, not_logged);
 }
 
 /* 503 shard_unavailable for the shard rt routed to (pool NULL: before
@@ -372,6 +411,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
 struct listing_ctx {
     uint64_t listing_id;
     const struct listing_settings *set;
+    bool conditional;  /* If-Match given: replace only, at version if_match */
+    uint64_t if_match; /* 0: any version (If-Match: *) */
     int created;
     struct listing listing;
 };
@@ -382,9 +423,23 @@ op_put_listing(struct service *svc, struct db *db, const struct route *rt, void 
 {
     struct listing_ctx *c = ctx;
     (void)svc;
-    (void)e;
-    return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing, err,
-                             errlen);
+    if (!c->conditional)
+        return store_put_listing(db, rt->vbucket, c->listing_id, c->set, &c->created, &c->listing,
+                                 err, errlen);
+    c->created = 0;
+    cal_status rc = store_replace_listing(db, rt->vbucket, c->listing_id, c->set, c->if_match,
+                                          &c->listing, err, errlen);
+    /* A listing that does not exist has no version to match, not even *
+     * (RFC 9110 13.1.1): a conditional PUT never creates one. */
+    if (rc == CAL_EINVAL) {
+        request_fail(e, 412, "version_mismatch", "the listing version is not the If-Match one");
+    } else if (rc == CAL_ENOTFOUND) {
+        request_fail(e, 412, "version_mismatch",
+                     "no listing %llu to match If-Match; PUT without If-Match creates one",
+                     (unsigned long long)c->listing_id);
+        rc = CAL_EINVAL;
+    }
+    return rc;
 }
 
 static cal_status
@@ -404,6 +459,10 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
     struct api_error e = {0};
     struct listing_settings set;
     struct listing_ctx c = {.listing_id = listing_id, .set = &set};
+    bool invalid;
+    c.conditional = if_match_parse(req, &c.if_match, resp, &invalid);
+    if (invalid)
+        return;
     if (!request_parse_listing(req->body, req->body_len, &set, &e) ||
         run_on_shard(svc, listing_id, op_put_listing, &c, &e) != CAL_OK) {
         api_error_answer(resp, &e);
@@ -411,6 +470,7 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
     }
     avail_invalidate(svc->avail, listing_id, 0, 0);
     set_json(resp, c.created ? 201 : 200, listing_json(&c.listing));
+    set_etag(resp, c.listing.version);
 }
 
 static void
@@ -423,6 +483,7 @@ handle_get_listing(struct service *svc, uint64_t listing_id, struct api_response
         return;
     }
     set_json(resp, 200, listing_json(&c.listing));
+    set_etag(resp, c.listing.version);
 }
 
 /* ---- reservations ------------------------------------------------------ */
@@ -774,13 +835,17 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
 {
     struct api_error e = {0};
     struct calendar_request creq;
+    uint64_t if_match = 0; /* absent: unconditional, as * */
+    bool invalid;
+    (void)if_match_parse(req, &if_match, resp, &invalid);
+    if (invalid)
+        return;
     struct calendar_ctx *c = cal_calloc(1, sizeof(*c));
     c->listing_id = listing_id;
     c->req = &creq;
-    if (req->if_match != NULL && !request_parse_if_match(req->if_match, &c->if_match)) {
-        service_error(resp, 400, "invalid_if_match", "If-Match must be a quoted version number");
-    } else if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
-               run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
+    c->if_match = if_match;
+    if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
+        run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
         if (e.http == 409)
             unavailable_answer(resp, c->booked, c->nbooked, false);
         else
@@ -790,7 +855,7 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
         set_json(resp, 200,
                  json_pack("{s:I,s:I}", "listing_id", (json_int_t)listing_id, "version",
                            (json_int_t)c->version));
-        snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)c->version);
+        set_etag(resp, c->version);
     }
     free(c);
 }
@@ -844,7 +909,7 @@ render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct 
     resp->status = 200;
     resp->content_type = "application/json";
     resp->body = jsonout_finish(&j, &resp->body_len);
-    snprintf(resp->etag, sizeof(resp->etag), "\"%llu\"", (unsigned long long)l->version);
+    set_etag(resp, l->version);
 }
 
 static void search_finish(struct service *svc, struct service_read *r, struct api_response *resp);
@@ -1241,23 +1306,64 @@ seg_is(const struct segment *s, const char *lit)
     return s->len == strlen(lit) && memcmp(s->p, lit, s->len) == 0;
 }
 
+/* If-Match is evaluated where a write applies at a listing's version (PUT
+ * /v1/listings/{id}, POST /v1/listings/{id}/calendar). Anywhere else it
+ * would be ignored, and a client would take an unconditional answer for a
+ * conditional one: refused. true: resp holds the refusal. */
 static bool
-method_is(const struct api_request *req, const char *m, struct api_response *resp)
+if_match_refused(const struct api_request *req, struct api_response *resp)
 {
-    if (strcmp(req->method, m) == 0)
-        return true;
+    if (req->if_match == NULL)
+        return false;
+    service_error(resp, 400, "if_match_not_supported",
+                  "If-Match is evaluated only by PUT /v1/listings/{id} and POST"
+                  " /v1/listings/{id}/calendar; send this request without it");
+    return true;
+}
+
+/* Whether req's method is one of allow, the methods of the path as an
+ * Allow header lists them ("GET" or "GET, PUT"; a string literal). If not,
+ * answers 405 with that header (RFC 9110 requires it) and a message that
+ * names the same methods. */
+static bool
+method_in(const struct api_request *req, const char *allow, struct api_response *resp)
+{
+    size_t mlen = strlen(req->method);
+    for (const char *p = allow; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len == mlen && memcmp(p, req->method, len) == 0)
+            return true;
+        p += len;
+        p += strspn(p, ", ");
+    }
+    /* "GET, PUT" reads "use GET or PUT"; each path takes two methods at most. */
     char msg[64];
-    snprintf(msg, sizeof(msg), "use %s on this path", m);
+    const char *comma = strchr(allow, ',');
+    if (comma == NULL)
+        snprintf(msg, sizeof(msg), "use %s on this path", allow);
+    else
+        snprintf(msg, sizeof(msg), "use %.*s or %s on this path", (int)(comma - allow), allow,
+                 comma + strspn(comma, ", "));
     service_error(resp, 405, "method_not_allowed", msg);
+    resp->allow = allow;
     return false;
 }
 
+/* The answer names what is not ready and how it fails (a load balancer's
+ * health page may show it to anyone); the database's error, with its
+ * server's address, database and user, goes to the log, at most once a
+ * second (load balancers poll often). */
 static void
 handle_readyz(struct service *svc, struct api_response *resp)
 {
-    char err[512];
-    if (router_check_ready(svc->router, err, sizeof(err)) != CAL_OK) {
-        service_error(resp, 503, "not_ready", err);
+    static struct log_gate gate;
+    char why[128], err[512];
+    unsigned not_logged;
+    if (router_check_ready(svc->router, why, sizeof(why), err, sizeof(err)) != CAL_OK) {
+        if (log_gate_pass(&gate, &not_logged))
+            log_warn("not ready", "why=\"%s\" error=\"%s\" not_logged_since=%u", why, err,
+                     not_logged);
+        service_error(resp, 503, "not_ready", why);
         return;
     }
     set_json(resp, 200, json_pack("{s:s}", "status", "ready"));
@@ -1287,26 +1393,26 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_metrics(svc, resp);
         return;
     }
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
             handle_search(svc, req, resp);
         return;
     }
@@ -1320,31 +1426,32 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         return;
     }
     if (n == 3) {
+        resp->endpoint = EP_GET_LISTING;
+        if (!method_in(req, "GET, PUT", resp))
+            return;
         if (strcmp(req->method, "PUT") == 0) {
             resp->endpoint = EP_PUT_LISTING;
             handle_put_listing(svc, listing_id, req, resp);
-        } else {
-            resp->endpoint = EP_GET_LISTING;
-            if (method_is(req, "GET", resp))
-                handle_get_listing(svc, listing_id, resp);
+        } else if (!if_match_refused(req, resp)) {
+            handle_get_listing(svc, listing_id, resp);
         }
         return;
     }
     if (n == 4 && seg_is(&seg[3], "reservations")) {
         resp->endpoint = EP_CREATE_RESERVATION;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
             handle_create_reservation(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "calendar")) {
         resp->endpoint = EP_CALENDAR;
-        if (method_is(req, "POST", resp))
+        if (method_in(req, "POST", resp))
             handle_calendar(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (method_is(req, "GET", resp))
+        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1356,11 +1463,11 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (method_is(req, "GET", resp))
+            if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
-            if (method_is(req, "POST", resp))
+            if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         }
         return;
@@ -1373,6 +1480,8 @@ service_read_begin(struct service *svc, const struct api_request *req, struct se
                    struct api_response *resp, bool *answered)
 {
     *answered = false;
+    if (req->if_match != NULL)
+        return false; /* refused by service_handle */
     struct segment seg[MAX_SEGMENTS];
     size_t n = split_path(req->path, seg);
     if (strcmp(req->method, "POST") == 0 && n == 3 && seg_is(&seg[0], "v1") &&

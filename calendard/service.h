@@ -39,8 +39,9 @@ struct api_response {
     char *body; /* malloc'd JSON or text; caller frees */
     size_t body_len;
     const char *content_type;
-    char etag[32];   /* empty when none */
-    int retry_after; /* seconds; 0 when none */
+    char etag[32];     /* empty when none */
+    int retry_after;   /* seconds; 0 when none */
+    const char *allow; /* a 405's Allow header: the path's methods (static); NULL when none */
     enum endpoint endpoint;
 };
 

@@ -32,6 +32,12 @@ static const char SQL_PUT_LISTING[] =
     " rules_version = rules_version + 1, default_price = VALUES(default_price),"
     " currency = VALUES(currency), min_nights = VALUES(min_nights),"
     " max_nights = VALUES(max_nights)";
+/* A PUT with If-Match: the version check and the write in one statement,
+ * so no other write lands between them. */
+static const char SQL_REPLACE_LISTING[] =
+    "UPDATE listings SET version = LAST_INSERT_ID(version + 1), rules_version = rules_version + 1,"
+    " default_price = ?, currency = ?, min_nights = ?, max_nights = ?"
+    " WHERE listing_id = ? AND (? = 0 OR version = ?)";
 static const char SQL_BUMP_IF_RULES[] = "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
                                         " WHERE listing_id = ? AND rules_version = ?";
 static const char SQL_BUMP_IF_VERSION[] =
@@ -221,6 +227,21 @@ store_get_listing(struct db *db, uint32_t vbucket, uint64_t listing_id, struct l
     return CAL_OK;
 }
 
+/* out: the listing as settings set at version left it. */
+static void
+listing_set(struct listing *out, uint64_t listing_id, uint32_t vbucket, uint64_t version,
+            const struct listing_settings *set)
+{
+    memset(out, 0, sizeof(*out));
+    out->listing_id = listing_id;
+    out->vbucket = vbucket;
+    out->version = version;
+    out->default_price = set->default_price;
+    memcpy(out->currency, set->currency, sizeof(out->currency));
+    out->min_nights = set->min_nights;
+    out->max_nights = set->max_nights;
+}
+
 cal_status
 store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
                   const struct listing_settings *set, int *created, struct listing *out, char *err,
@@ -236,14 +257,48 @@ store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
     if ((rc = db_query(db, SQL_PUT_LISTING, p, 6, &st, err, errlen)) != CAL_OK)
         goto fail;
     *created = db_affected_rows(st) == 1;
-    memset(out, 0, sizeof(*out));
-    out->listing_id = listing_id;
-    out->vbucket = vbucket;
-    out->version = *created ? 1 : db_insert_id(st);
-    out->default_price = set->default_price;
-    memcpy(out->currency, set->currency, sizeof(out->currency));
-    out->min_nights = set->min_nights;
-    out->max_nights = set->max_nights;
+    listing_set(out, listing_id, vbucket, *created ? 1 : db_insert_id(st), set);
+    return db_commit(db, err, errlen);
+fail:
+    db_rollback(db);
+    return rc;
+}
+
+cal_status
+store_replace_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                      const struct listing_settings *set, uint64_t if_match, struct listing *out,
+                      char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val c[1];
+    struct db_val p[7] = {DB_INT_V(set->default_price),
+                          DB_CSTR_V(set->currency),
+                          DB_INT_V(set->min_nights),
+                          DB_INT_V(set->max_nights),
+                          DB_INT_V(listing_id),
+                          DB_INT_V(if_match),
+                          DB_INT_V(if_match)};
+    cal_status rc = begin_fenced(db, vbucket, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if ((rc = db_query(db, SQL_REPLACE_LISTING, p, 7, &st, err, errlen)) != CAL_OK)
+        goto fail;
+    /* The version always moves: a matched row is a changed row. */
+    if (db_affected_rows(st) != 1) {
+        p[0] = DB_INT_V(listing_id);
+        if ((rc = db_query(db, SQL_LISTING_EXISTS, p, 1, &st, err, errlen)) != CAL_OK)
+            goto fail;
+        int r = db_fetch(st, c, 1, err, errlen);
+        if (r < 0) {
+            rc = db_fetch_status(st);
+            goto fail;
+        }
+        drain(st);
+        rc = r > 0 ? CAL_EINVAL : CAL_ENOTFOUND;
+        snprintf(err, errlen, r > 0 ? "listing version differs from If-Match" : "no listing");
+        goto fail;
+    }
+    listing_set(out, listing_id, vbucket, db_insert_id(st), set);
     return db_commit(db, err, errlen);
 fail:
     db_rollback(db);

@@ -43,6 +43,14 @@ cal_status store_put_listing(struct db *db, uint32_t vbucket, uint64_t listing_i
                              const struct listing_settings *set, int *created, struct listing *out,
                              char *err, size_t errlen);
 
+/* Replaces the settings of an existing listing only at calendar version
+ * if_match (0: any version), checked and written in one statement (If-Match
+ * of a PUT). CAL_EINVAL when the listing is at another version,
+ * CAL_ENOTFOUND when there is none, CAL_EMOVED; out gets the result. */
+cal_status store_replace_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
+                                 const struct listing_settings *set, uint64_t if_match,
+                                 struct listing *out, char *err, size_t errlen);
+
 /* The listing and its rows in [from, to), in one statement (one snapshot). */
 cal_status store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from,
                                int32_t to, struct calendar_read *out, char *err, size_t errlen);

@@ -45,8 +45,9 @@ static const struct conf_item conf_items[] = {
     CONF_BOOL_ITEM("source", "tls", T, relay.source.db.tls, "false", "require TLS to the shard"),
     CONF_BOOL_ITEM("source", "tls_verify", T, relay.source.db.tls_verify, "true",
                    "verify the server certificate against tls_ca when tls is on"),
-    CONF_STR_ITEM("source", "tls_ca", T, relay.source.db.tls_ca, "",
-                  "CA bundle that signed the server certificate"),
+    CONF_STR_CHECK_ITEM("source", "tls_ca", T, relay.source.db.tls_ca, "", conf_check_readable_file,
+                        "CA bundle that signed the server certificate; when set, a file readable"
+                        " at load"),
 
     CONF_STR_ITEM("kafka", "bootstrap_servers", T, relay.kafka.bootstrap_servers, "127.0.0.1:9092",
                   "Kafka bootstrap.servers (the local calendar-devbroker prints its address)"),

@@ -3,11 +3,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/util.h"
 
@@ -19,6 +22,28 @@ conf_check_ipv4(const char *value, char *why, size_t whylen)
         return CAL_OK;
     snprintf(why, whylen, "'%s' is not an IPv4 address", value);
     return CAL_EINVAL;
+}
+
+cal_status
+conf_check_readable_file(const char *value, char *why, size_t whylen)
+{
+    if (value[0] == '\0')
+        return CAL_OK;
+    /* O_NONBLOCK: a FIFO opens at once (and is refused below) instead of
+     * hanging the load until someone writes to it. */
+    int fd = open(value, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(why, whylen, "cannot read %s: %s", value, strerror(errno));
+        return CAL_EINVAL;
+    }
+    struct stat st;
+    bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!regular) {
+        snprintf(why, whylen, "%s is not a regular file", value);
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
 }
 
 static cal_status
@@ -33,7 +58,7 @@ set_item(const struct conf_item *it, void *target, const char *value, char *err,
             return CAL_EINVAL;
         }
         if (it->check != NULL) {
-            char why[200];
+            char why[640]; /* room for a path value and the reason */
             if (it->check(value, why, sizeof(why)) != CAL_OK) {
                 snprintf(err, errlen, "[%s] %s: %s", it->section, it->key, why);
                 return CAL_EINVAL;
@@ -108,7 +133,7 @@ struct load_ctx {
     size_t n;
     void *target;
     bool *seen; /* [n]: keys set by the file */
-    char err[256];
+    char err[768];
     bool failed;
 };
 

@@ -49,6 +49,12 @@ struct conf_item {
 /* A check of CONF_STR_CHECK_ITEM: value is an IPv4 address. */
 cal_status conf_check_ipv4(const char *value, char *why, size_t whylen);
 
+/* A check of CONF_STR_CHECK_ITEM: value, a path the program opens later
+ * (a CA bundle, say), names a regular file it can read now, so a typo
+ * fails at load (and --check-config) rather than at the first use. An
+ * empty value (not set) passes. */
+cal_status conf_check_readable_file(const char *value, char *why, size_t whylen);
+
 /* Sets every item of target to its default. */
 void conf_defaults(const struct conf_item *items, size_t n, void *target);
 

@@ -29,7 +29,8 @@
         CONF_BOOL_ITEM(sec, "tls", T, f.tls, "false", "require TLS to the server"),                \
         CONF_BOOL_ITEM(sec, "tls_verify", T, f.tls_verify, "true",                                 \
                        "verify the server certificate against tls_ca when tls is on"),             \
-        CONF_STR_ITEM(sec, "tls_ca", T, f.tls_ca, "",                                              \
-                      "CA bundle that signed the server certificate")
+        CONF_STR_CHECK_ITEM(sec, "tls_ca", T, f.tls_ca, "", conf_check_readable_file,              \
+                            "CA bundle that signed the server certificate; when set, a file"       \
+                            " readable at load")
 
 #endif

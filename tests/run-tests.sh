@@ -21,7 +21,7 @@ usage() {
 Usage: ${0##*/} [unit|integration|all]   (default: all)
 
 unit         run every build/tests/unit/check_* binary (Check, fork mode), then
-             tests/check_example_configs.sh
+             tests/check_example_configs.sh and tests/check_config_files.sh
 integration  start a private stack with '$STACK_SH up --dir $TEST_STACK_DIR
              --free-ports' (wiped first), export STACK_ENV, run every
              build/tests/integration/check_* binary, then a 10 s smoke of
@@ -89,6 +89,7 @@ run_unit() {
     done < <(test_bins build/tests/unit)
     [ "$found" -eq 1 ] || missing "unit tests" "no unit test binaries in build/tests/unit"
     step "unit example configs" "$UNIT_TIMEOUT" tests/check_example_configs.sh
+    step "unit config files" "$UNIT_TIMEOUT" tests/check_config_files.sh
 }
 
 STACK_STARTED=0

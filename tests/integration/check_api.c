@@ -487,7 +487,7 @@ START_TEST(test_booking_transaction_metrics)
 }
 END_TEST
 
-START_TEST(test_unknown_path_and_method)
+START_TEST(test_unknown_path)
 {
     struct http_response resp;
     uint64_t id = create_listing();
@@ -501,15 +501,67 @@ START_TEST(test_unknown_path_and_method)
     call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/nothing", id);
     expect_error(&resp, 404, "not_found");
     http_response_deinit(&resp);
-    call(&resp, "DELETE", NULL, NULL, "/v1/listings/%" PRIu64, id);
-    expect_error(&resp, 405, "method_not_allowed");
+}
+END_TEST
+
+/* A 405 names every method the path takes, in its Allow header (RFC 9110
+ * 15.5.6) and in its message. */
+START_TEST(test_method_not_allowed_names_the_allowed_ones)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    char listing[64], path[160];
+    static const struct {
+        const char *method, *suffix, *allow, *message;
+    } cases[] = {
+        {"DELETE", "", "GET, PUT", "use GET or PUT on this path"},
+        {"POST", "", "GET, PUT", "use GET or PUT on this path"},
+        {"GET", "/reservations", "POST", "use POST on this path"},
+        {"PUT", "/availability", "GET", "use GET on this path"},
+        {"GET", "/calendar", "POST", "use POST on this path"},
+        {"DELETE", "/reservations/1", "GET", "use GET on this path"},
+        {"GET", "/reservations/1/cancel", "POST", "use POST on this path"},
+    };
+
+    snprintf(listing, sizeof(listing), "/v1/listings/%" PRIu64, id);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *root;
+        const char *msg;
+
+        snprintf(path, sizeof(path), "%s%s", listing, cases[i].suffix);
+        call(&resp, cases[i].method, NULL, NULL, "%s", path);
+        root = expect_error_json(&resp, 405, "method_not_allowed");
+        msg = json_string_value(json_object_get(json_object_get(root, "error"), "message"));
+        if (strcmp(resp.allow, cases[i].allow) != 0 || strcmp(msg, cases[i].message) != 0) {
+            note_failure("%s %s: Allow '%s' message '%s', want '%s' '%s'", cases[i].method, path,
+                         resp.allow, msg, cases[i].allow, cases[i].message);
+        }
+        json_decref(root);
+        http_response_deinit(&resp);
+    }
+    static const struct {
+        const char *method, *path, *allow;
+    } others[] = {
+        {"POST", "/healthz", "GET"},
+        {"DELETE", "/readyz", "GET"},
+        {"PUT", "/metrics", "GET"},
+        {"GET", "/v1/availability/search", "POST"},
+    };
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        call(&resp, others[i].method, NULL, NULL, "%s", others[i].path);
+        expect_error(&resp, 405, "method_not_allowed");
+        if (strcmp(resp.allow, others[i].allow) != 0) {
+            note_failure("%s %s: Allow '%s', want '%s'", others[i].method, others[i].path,
+                         resp.allow, others[i].allow);
+        }
+        http_response_deinit(&resp);
+    }
+    /* No such path, no methods to name. */
+    call(&resp, "DELETE", NULL, NULL, "/v1/nothing");
+    expect_error(&resp, 404, "not_found");
+    ck_assert_str_eq(resp.allow, "");
     http_response_deinit(&resp);
-    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations", id);
-    expect_error(&resp, 405, "method_not_allowed");
-    http_response_deinit(&resp);
-    call(&resp, "PUT", NULL, "{}", "/v1/listings/%" PRIu64 "/availability", id);
-    expect_error(&resp, 405, "method_not_allowed");
-    http_response_deinit(&resp);
+    expect_no_failures();
 }
 END_TEST
 
@@ -652,6 +704,181 @@ START_TEST(test_listing_validation)
     call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
     expect_error(&resp, 404, "listing_not_found");
     http_response_deinit(&resp);
+    expect_no_failures();
+}
+END_TEST
+
+/* PUT /v1/listings/{id} with settings of this price, and an If-Match
+ * header unless if_match is NULL. */
+static void
+put_listing(struct http_response *resp, uint64_t id, const char *if_match, int64_t price)
+{
+    char body[200], hdr[128];
+    const char *headers[] = {hdr, NULL};
+
+    snprintf(body, sizeof(body),
+             "{\"default_price\":%" PRId64
+             ",\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+             price);
+    if (if_match != NULL) {
+        snprintf(hdr, sizeof(hdr), "If-Match: %s", if_match);
+    }
+    call(resp, "PUT", if_match != NULL ? headers : NULL, body, "/v1/listings/%" PRIu64, id);
+}
+
+/* GET /v1/listings/{id}: asserts 200, the price, and an ETag of the
+ * version; returns the version. */
+static int64_t
+listing_version(uint64_t id, int64_t price)
+{
+    struct http_response resp;
+    char etag[64];
+    json_t *root;
+    int64_t version;
+
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, id);
+    root = expect_json(&resp, 200);
+    ck_assert_int_eq(jint(root, "default_price"), price);
+    version = jint(root, "version");
+    snprintf(etag, sizeof(etag), "\"%" PRId64 "\"", version);
+    ck_assert_msg(strcmp(resp.etag, etag) == 0, "ETag %s, want %s", resp.etag, etag);
+    json_decref(root);
+    http_response_deinit(&resp);
+    return version;
+}
+
+/* A PUT with If-Match replaces the settings only at that version (quoted
+ * or not; * any), else 412 and nothing changes; with If-Match it never
+ * creates a listing (RFC 9110 13.1.1: no current representation, no match). */
+START_TEST(test_put_listing_if_match)
+{
+    struct http_response resp;
+    uint64_t id = create_listing_with(10000, 1, 30);
+    char tag[64], stale[64];
+    json_t *root;
+    int64_t v1 = listing_version(id, 10000), v2;
+
+    snprintf(tag, sizeof(tag), "\"%" PRId64 "\"", v1);
+    put_listing(&resp, id, tag, 11000);
+    root = expect_json(&resp, 200);
+    v2 = jint(root, "version");
+    ck_assert_int_eq(v2, v1 + 1);
+    snprintf(tag, sizeof(tag), "\"%" PRId64 "\"", v2);
+    ck_assert_str_eq(resp.etag, tag);
+    json_decref(root);
+    http_response_deinit(&resp);
+
+    /* v1 is stale now: refused, and the listing is as the last PUT left it. */
+    snprintf(stale, sizeof(stale), "\"%" PRId64 "\"", v1);
+    put_listing(&resp, id, stale, 12000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    snprintf(stale, sizeof(stale), "%" PRId64, v2 + 1);
+    put_listing(&resp, id, stale, 12000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 11000), v2);
+
+    /* The current version, unquoted, applies; so does *. */
+    snprintf(tag, sizeof(tag), "%" PRId64, v2);
+    put_listing(&resp, id, tag, 12000);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 12000), v2 + 1);
+    put_listing(&resp, id, "*", 13000);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 13000), v2 + 2);
+
+    put_listing(&resp, id, "W/\"1\"", 14000);
+    expect_error(&resp, 400, "invalid_if_match");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 13000), v2 + 2);
+
+    /* A listing that does not exist matches no If-Match, * included. */
+    uint64_t absent = testenv_random48();
+    put_listing(&resp, absent, "\"1\"", 10000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    put_listing(&resp, absent, "*", 10000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64, absent);
+    expect_error(&resp, 404, "listing_not_found");
+    http_response_deinit(&resp);
+    {
+        struct db_val p[] = {DB_INT_V(absent)};
+
+        ck_assert_int_eq(
+            count_all_shards("SELECT COUNT(*) FROM listings WHERE listing_id = ?", p, 1), 0);
+    }
+}
+END_TEST
+
+/* Every endpoint but the two that evaluate If-Match (PUT a listing, POST
+ * its calendar) refuses it rather than ignore a condition the client set;
+ * the booking it came with is not made. */
+START_TEST(test_if_match_refused_where_not_evaluated)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int64_t v;
+    char tag[64], key_hdr[64], path[3][160], body[200];
+    const char *with_tag[] = {tag, NULL};
+    const char *booking_headers[] = {tag, key_hdr, NULL};
+    json_t *r = book_ok(id, "if-match-first", FIRST_DAY, FIRST_DAY + 2, 1, 20000);
+    int64_t rid = jint(r, "reservation_id");
+
+    json_decref(r);
+    v = listing_version(id, 10000);
+    snprintf(tag, sizeof(tag), "If-Match: \"%" PRId64 "\"", v);
+    snprintf(path[0], sizeof(path[0]), "/v1/listings/%" PRIu64, id);
+    snprintf(path[1], sizeof(path[1]), "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+             day(FIRST_DAY), day(FIRST_DAY + 4));
+    snprintf(path[2], sizeof(path[2]), "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id, rid);
+    const struct {
+        const char *method, *path, *body;
+    } cases[] = {
+        {"GET", path[0], NULL},    {"GET", path[1], NULL},   {"GET", path[2], NULL},
+        {"GET", "/healthz", NULL}, {"GET", "/readyz", NULL}, {"GET", "/metrics", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char code[64];
+
+        call(&resp, cases[i].method, with_tag, cases[i].body, "%s", cases[i].path);
+        http_response_error_code(&resp, code, sizeof(code));
+        if (resp.status != 400 || strcmp(code, "if_match_not_supported") != 0) {
+            note_failure("%s %s: %ld %s, want 400 if_match_not_supported", cases[i].method,
+                         cases[i].path, resp.status, code);
+        }
+        http_response_deinit(&resp);
+    }
+
+    /* A search, a booking and a cancel with If-Match change nothing. */
+    snprintf(body, sizeof(body),
+             "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
+             day(FIRST_DAY + 2), day(FIRST_DAY + 4));
+    call(&resp, "POST", with_tag, body, "/v1/availability/search");
+    expect_error(&resp, 400, "if_match_not_supported");
+    http_response_deinit(&resp);
+    snprintf(key_hdr, sizeof(key_hdr), "Idempotency-Key: if-match-second");
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":2}",
+             day(FIRST_DAY + 2), day(FIRST_DAY + 4));
+    call(&resp, "POST", booking_headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+    expect_error(&resp, 400, "if_match_not_supported");
+    http_response_deinit(&resp);
+    call(&resp, "POST", with_tag, NULL, "%s/cancel", path[2]);
+    expect_error(&resp, 400, "if_match_not_supported");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 10000), v);
+    {
+        json_t *av = availability(id, FIRST_DAY, FIRST_DAY + 4);
+
+        expect_night(av, FIRST_DAY, FIRST_DAY, "booked", 10000);
+        expect_night(av, FIRST_DAY, FIRST_DAY + 2, "available", 10000);
+        expect_night(av, FIRST_DAY, FIRST_DAY + 3, "available", 10000);
+        json_decref(av);
+    }
     expect_no_failures();
 }
 END_TEST
@@ -1876,6 +2103,45 @@ START_TEST(test_listing_create_race)
 }
 END_TEST
 
+/* Sixteen PUTs of one listing with the same If-Match: the version check
+ * and the write are one statement, so exactly one lands. */
+START_TEST(test_put_listing_if_match_race)
+{
+    struct racer racers[RACE_THREADS];
+    uint64_t id = create_listing();
+    int64_t v0 = listing_version(id, 10000);
+    int ok = 0, stale = 0, winner = -1;
+
+    for (int i = 0; i < RACE_THREADS; i++) {
+        struct racer *r = &racers[i];
+
+        memset(r, 0, sizeof(*r));
+        r->method = "PUT";
+        snprintf(r->url, sizeof(r->url), "%s/v1/listings/%" PRIu64, env.calendard_url, id);
+        snprintf(r->hdr, sizeof(r->hdr), "If-Match: \"%" PRId64 "\"", v0);
+        snprintf(r->body, sizeof(r->body),
+                 "{\"default_price\":%d,\"currency\":\"USD\",\"min_nights\":1,"
+                 "\"max_nights\":30}",
+                 20000 + i);
+    }
+    race_run(racers);
+    for (int i = 0; i < RACE_THREADS; i++) {
+        if (racers[i].status == 200) {
+            ok++;
+            winner = i;
+        } else if (racers[i].status == 412 && strcmp(racers[i].code, "version_mismatch") == 0) {
+            stale++;
+        } else {
+            ck_abort_msg("racer %d: status %ld code %s", i, racers[i].status, racers[i].code);
+        }
+    }
+    ck_assert_int_eq(ok, 1);
+    ck_assert_int_eq(stale, RACE_THREADS - 1);
+    ck_assert_int_eq(racers[winner].version, v0 + 1);
+    ck_assert_int_eq(listing_version(id, 20000 + winner), v0 + 1);
+}
+END_TEST
+
 /* ---- fencing ---- */
 
 /* Copies every row of vbucket vb from shard src to dst, as a move would
@@ -2195,9 +2461,13 @@ api_suite(void)
         {"health", test_health_endpoints, 30},
         {"metrics", test_metrics, 30},
         {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
-        {"unknown_path_and_method", test_unknown_path_and_method, 30},
+        {"unknown_path", test_unknown_path, 30},
+        {"method_not_allowed_names_the_allowed_ones",
+         test_method_not_allowed_names_the_allowed_ones, 30},
         {"listing_create_update_get", test_listing_create_update_get, 30},
         {"listing_validation", test_listing_validation, 30},
+        {"put_listing_if_match", test_put_listing_if_match, 30},
+        {"if_match_refused_where_not_evaluated", test_if_match_refused_where_not_evaluated, 30},
         {"invalid_listing_id", test_invalid_listing_id, 30},
         {"booking_create_and_get", test_booking_create_and_get, 30},
         {"reservation_ids_come_from_the_catalog", test_reservation_ids_come_from_the_catalog, 30},
@@ -2221,6 +2491,7 @@ api_suite(void)
         {"key_reuse_race", test_key_reuse_race, 60},
         {"if_match_race", test_if_match_race, 60},
         {"listing_create_race", test_listing_create_race, 60},
+        {"put_listing_if_match_race", test_put_listing_if_match_race, 60},
         {"fencing_moved_vbucket", test_fencing_moved_vbucket, 60},
     };
 

@@ -1,11 +1,16 @@
 /* Integration tests of calendard's router against the stack's catalog: a
  * shard whose address changes in the catalog (a replica promoted) is
  * followed by the next map load, and the old pool lets its connections go;
- * a busy shard is ready, one whose breaker opened is not. */
+ * a busy shard is ready, one whose breaker opened is not; an unreachable
+ * one is named to clients without its connect error. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "calendard/idblock.h"
 #include "calendard/router.h"
@@ -281,7 +286,8 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
     ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
     ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
     struct router *r = router_create(&conf);
-    ck_assert_msg(router_check_ready(r, err, sizeof(err)) == CAL_OK, "%s", err);
+    char why[128];
+    ck_assert_msg(router_check_ready(r, why, sizeof(why), err, sizeof(err)) == CAL_OK, "%s", err);
 
     /* Hold the one connection of every shard that owns vbuckets (one that
      * owns none, added by an earlier suite, is reachable and idle). */
@@ -302,9 +308,9 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
         }
     }
     ck_assert_uint_ge(n, 2);
-    cal_status busy = router_check_ready(r, err, sizeof(err));
+    cal_status busy = router_check_ready(r, why, sizeof(why), err, sizeof(err));
     breaker_record(rt[1].breaker, false, cal_mono_us()); /* threshold 1: open */
-    cal_status failing = router_check_ready(r, err, sizeof(err));
+    cal_status failing = router_check_ready(r, why, sizeof(why), err, sizeof(err));
     char failing_err[256];
     cal_strlcpy(failing_err, err, sizeof(failing_err));
     for (size_t i = 0; i < n; i++)
@@ -313,6 +319,10 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
     ck_assert_msg(busy == CAL_OK, "all connections busy: %s (%s)", cal_status_name(busy), err);
     ck_assert_int_eq(failing, CAL_EUNAVAIL);
     ck_assert_msg(strstr(failing_err, "breaker is open") != NULL, "%s", failing_err);
+    char named[64];
+    snprintf(named, sizeof(named), "shard %u is busy and its circuit breaker is open",
+             rt[1].shard_id);
+    ck_assert_str_eq(why, named);
     router_destroy(r);
 }
 END_TEST
@@ -341,8 +351,8 @@ START_TEST(a_shard_owning_no_vbucket_is_not_asked_for_readiness)
     ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
     conf.shard.connect_timeout_ms = 200;
     struct router *r = router_create(&conf);
-    char ready_err[256] = "";
-    cal_status ready = router_check_ready(r, ready_err, sizeof(ready_err));
+    char why[256], ready_err[512] = "";
+    cal_status ready = router_check_ready(r, why, sizeof(why), ready_err, sizeof(ready_err));
     uint32_t ids[ROUTER_MAX_SHARDS];
     enum breaker_state states[ROUTER_MAX_SHARDS];
     size_t nshards = router_shard_ids(r, ids, states, ROUTER_MAX_SHARDS);
@@ -468,6 +478,116 @@ call_service(struct service *svc, const char *method, const char *path, const ch
     return resp.status;
 }
 
+/* A loopback port nothing listens on (bound, then closed: free unless
+ * taken in the meantime). */
+static unsigned
+dead_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* A listing id the router sends to the shard with this id. */
+static uint64_t
+listing_on(struct router *r, uint32_t shard_id)
+{
+    char err[256];
+    struct route rt;
+    for (int i = 0; i < 100000; i++) {
+        uint64_t id = testenv_random48();
+        ck_assert_msg(router_route(r, id, &rt, err, sizeof(err)) == CAL_OK, "%s", err);
+        if (rt.shard_id == shard_id)
+            return id;
+    }
+    ck_abort_msg("no listing routes to shard %u", shard_id);
+    return 0;
+}
+
+/* Asserts that an answer names the shard and none of what the database's
+ * connect error holds: the server's address and port, the database, the
+ * user. */
+static void
+expect_named_not_described(const char *what, int status, const char *body, const char *code,
+                           uint32_t shard_id, const struct db_conf *dc, unsigned port)
+{
+    char shard[32], portstr[16];
+    snprintf(shard, sizeof(shard), "shard %u ", shard_id);
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    ck_assert_msg(status == 503 && strstr(body, code) != NULL, "%s: %d %s", what, status, body);
+    ck_assert_msg(strstr(body, shard) != NULL, "%s does not name %s: %s", what, shard, body);
+    const char *leaks[] = {"connect to", dc->user,     portstr,
+                           dc->host,     dc->database, rows[0].db_name};
+    for (size_t i = 0; i < CAL_ARRAY_LEN(leaks); i++)
+        ck_assert_msg(strstr(body, leaks[i]) == NULL, "%s shows '%s': %s", what, leaks[i], body);
+}
+
+/* A shard that cannot be reached (its catalog row names a port nothing
+ * listens on): a search that misses the cache and /readyz answer 503
+ * naming the shard and the kind of failure, never the connect error
+ * (address, database, user), which goes to the log. */
+START_TEST(an_unreachable_shard_is_named_not_described)
+{
+    char err[256], body[2048], json[256], in[16], out[16];
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    struct db_conf ids = {0}, shard_conf = {0};
+    ck_assert(db_conf_parse_dsn(&ids, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&shard_conf, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    struct shard_row dead = rows[0];
+    dead.port = dead_port();
+    set_address(cat, rows[0].id, &dead);
+    struct router *r;
+    struct avail *a; /* no cache servers: every search misses */
+    struct service *svc = service_on_stack(&ids, &r, &a);
+    uint64_t listing = listing_on(r, rows[0].id);
+
+    /* The log, to see that the detail goes there. */
+    char logpath[] = "/tmp/check_router_log_XXXXXX";
+    int logfd = mkstemp(logpath), saved = dup(STDERR_FILENO);
+    ck_assert(logfd >= 0 && saved >= 0);
+    dup2(logfd, STDERR_FILENO);
+    testenv_format_date(testenv_today() + 10, in, sizeof(in));
+    testenv_format_date(testenv_today() + 12, out, sizeof(out));
+    snprintf(json, sizeof(json),
+             "{\"listing_ids\":[%llu],\"check_in\":\"%s\",\"check_out\":\"%s\"}",
+             (unsigned long long)listing, in, out);
+    int search =
+        call_service(svc, "POST", "/v1/availability/search", NULL, json, body, sizeof(body));
+    char search_body[2048];
+    cal_strlcpy(search_body, body, sizeof(search_body));
+    int ready = call_service(svc, "GET", "/readyz", NULL, NULL, body, sizeof(body));
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    set_address(cat, rows[0].id, &rows[0]);
+    db_close(cat);
+
+    char log[8192] = "";
+    ssize_t n = pread(logfd, log, sizeof(log) - 1, 0);
+    close(logfd);
+    unlink(logpath);
+    log[n > 0 ? n : 0] = '\0';
+    expect_named_not_described("search", search, search_body, "shard_unavailable", rows[0].id,
+                               &shard_conf, dead.port);
+    expect_named_not_described("readyz", ready, body, "not_ready", rows[0].id, &shard_conf,
+                               dead.port);
+    ck_assert_msg(strstr(body, "unreachable") != NULL, "readyz names no kind of failure: %s", body);
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), ":%u", dead.port);
+    ck_assert_msg(strstr(log, "msg=\"shard unavailable\"") != NULL &&
+                      strstr(log, "msg=\"not ready\"") != NULL && strstr(log, portstr) != NULL,
+                  "the detail is not logged: %s", log);
+    service_destroy(svc);
+    router_destroy(r);
+    avail_destroy(a);
+}
+END_TEST
+
 /* A daemon whose block of reservation ids is used up while the catalog
  * cannot be reached: a new booking, or a new refusal (kept under an id),
  * answers 503 shard_unavailable, but a replay still gets its reservation
@@ -549,6 +669,7 @@ main(void)
     tcase_add_test(tc, a_connection_put_back_inside_a_transaction_is_rolled_back);
     tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
     tcase_add_test(tc, a_shard_owning_no_vbucket_is_not_asked_for_readiness);
+    tcase_add_test(tc, an_unreachable_shard_is_named_not_described);
     suite_add_tcase(s, tc);
     tc = tcase_create("reservation_ids");
     tcase_set_timeout(tc, 30);

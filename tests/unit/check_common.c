@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/date.h"
 #include "common/db.h"
+#include "common/dbconf.h"
 #include "common/util.h"
 #include "sharding/shardmap.h"
 #include "tests/lib/unit.h"
@@ -327,6 +328,82 @@ START_TEST(cache_keys)
 }
 END_TEST
 
+/* A file path the program opens later is checked at load: set, it must
+ * name a regular file that can be read. */
+START_TEST(readable_file_values)
+{
+    char why[640], path[] = "/tmp/check_ca_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(conf_check_readable_file("", why, sizeof(why)), CAL_OK);
+    ck_assert_int_eq(conf_check_readable_file(path, why, sizeof(why)), CAL_OK);
+    ck_assert_int_eq(conf_check_readable_file("/nonexistent/ca.pem", why, sizeof(why)), CAL_EINVAL);
+    ck_assert_str_eq(why, "cannot read /nonexistent/ca.pem: No such file or directory");
+    ck_assert_int_eq(conf_check_readable_file("/tmp", why, sizeof(why)), CAL_EINVAL);
+    ck_assert_str_eq(why, "/tmp is not a regular file");
+    /* A FIFO without a writer is refused at once, not waited on. */
+    char fifo[64];
+    snprintf(fifo, sizeof(fifo), "%s.fifo", path);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(conf_check_readable_file(fifo, why, sizeof(why)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "is not a regular file"));
+    unlink(fifo);
+    if (geteuid() != 0) { /* root reads it anyway */
+        chmod(path, 0);
+        ck_assert_int_eq(conf_check_readable_file(path, why, sizeof(why)), CAL_EINVAL);
+        ck_assert_ptr_nonnull(strstr(why, "Permission denied"));
+    }
+    unlink(path);
+}
+END_TEST
+
+/* The database sections of calendard, calendar-admin and calendar-rebalance
+ * (common/dbconf.h) refuse a tls_ca that cannot be read, naming the file's
+ * line, the key and the path: the daemon would fail every connection. */
+struct db_section_conf {
+    struct db_conf shard;
+};
+
+static const struct conf_item db_items[] = {
+    DBCONF_SESSION_ITEMS("shards", struct db_section_conf, shard, "cal_app"),
+};
+
+static cal_status
+load_db_text(const char *text, struct db_section_conf *conf, char *err, size_t errlen)
+{
+    char path[] = "/tmp/check_dbconf_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    memset(conf, 0, sizeof(*conf));
+    conf_defaults(db_items, CAL_ARRAY_LEN(db_items), conf);
+    cal_status st = conf_load(db_items, CAL_ARRAY_LEN(db_items), conf, path, err, errlen);
+    unlink(path);
+    return st;
+}
+
+START_TEST(tls_ca_is_read_at_load)
+{
+    struct db_section_conf c;
+    char err[768], text[256], ca[] = "/tmp/check_ca_XXXXXX";
+    int fd = mkstemp(ca);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(load_db_text("[shards]\ntls = true\n", &c, err, sizeof(err)), CAL_OK);
+    ck_assert_str_eq(c.shard.tls_ca, "");
+    snprintf(text, sizeof(text), "[shards]\ntls = true\ntls_ca = %s\n", ca);
+    ck_assert_msg(load_db_text(text, &c, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_str_eq(c.shard.tls_ca, ca);
+    unlink(ca);
+    ck_assert_int_eq(load_db_text(text, &c, err, sizeof(err)), CAL_EINVAL);
+    snprintf(text, sizeof(text), ":3: [shards] tls_ca: cannot read %s: No such file or directory",
+             ca);
+    ck_assert_msg(strstr(err, text) != NULL, "%s", err);
+}
+END_TEST
+
 /* libmemcached's parser takes "host:abc" as a server on some port; the
  * configuration must refuse it, naming the entry. */
 START_TEST(cache_server_lists)
@@ -366,6 +443,8 @@ main(void)
     UNIT_CASE(s, config_table);
     UNIT_CASE(s, sample_config_reads_back);
     UNIT_CASE(s, ipv4_values);
+    UNIT_CASE(s, readable_file_values);
+    UNIT_CASE(s, tls_ca_is_read_at_load);
     UNIT_CASE(s, dsn_parsing);
     UNIT_CASE(s, password_file_mode);
     UNIT_CASE(s, password_file_too_long);
