@@ -48,7 +48,8 @@ struct sampler {
     struct bench_cpu cpu[2];
     const char *metrics_url; /* calendard's /metrics, or NULL for raw runs */
     struct http_client *client;
-    double retries[2], conflicts[2], hits[2], misses[2];
+    double retries[2], conflicts[2], hits[2], misses[2], cache_errors[2];
+    bool sampled[2]; /* /metrics answered at the window's start and end */
     double txns[2], txn_bookings[2], reads[2], read_bookings[2];
     struct bench_speed speed; /* the machine's speed over the window */
 };
@@ -298,6 +299,8 @@ sample_metrics(struct sampler *s, int i)
         s->conflicts[i] = metric_sum(resp.body, "calendard_shard_conflicts_total");
         s->hits[i] = metric_sum(resp.body, "calendard_cache_hits_total");
         s->misses[i] = metric_sum(resp.body, "calendard_cache_misses_total");
+        s->cache_errors[i] = metric_sum(resp.body, "calendard_cache_errors_total");
+        s->sampled[i] = true;
         s->txns[i] = metric_sum(resp.body, "calendard_booking_transactions_total");
         s->txn_bookings[i] = metric_sum(resp.body, "calendard_booking_transaction_bookings_total");
         s->reads[i] = metric_sum(resp.body, "calendard_booking_reads_total");
@@ -490,7 +493,7 @@ cdc_start(const struct options *o, const struct testenv *env, const struct bench
                                 .count = o->cdc_count,
                                 .night = date_today() + o->cdc_day,
                                 .timeout_ms = 2000,
-                                .interval_ms = 5,
+                                .interval_ms = 10,
                                 .metrics_url = o->metrics_url};
     struct cdc_probe *probe = cdc_probe_start(&pc, err, sizeof(err));
     if (probe == NULL)
@@ -567,8 +570,10 @@ run_book(const struct options *o, const struct testenv *env, const struct bench_
         run.unavailable = res.st409;
         run.gave_up = res.st503;
         run.errors = res.errors + res.other;
-        run.retries = (uint64_t)(s->retries[1] - s->retries[0]);
-        run.conflicts = (uint64_t)(s->conflicts[1] - s->conflicts[0]);
+        if (s->sampled[0] && s->sampled[1]) { /* else unknown: 0, not a wrapped delta */
+            run.retries = (uint64_t)(s->retries[1] - s->retries[0]);
+            run.conflicts = (uint64_t)(s->conflicts[1] - s->conflicts[0]);
+        }
         run.per_txn = per_delta(s->txn_bookings, s->txns);
         run.per_read = per_delta(s->read_bookings, s->reads);
     }
@@ -669,8 +674,13 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
         run.attempts = res.answered;
         run.gave_up = res.st503;
         run.errors = res.errors + res.other + res.st409;
-        double hits = s->hits[1] - s->hits[0], misses = s->misses[1] - s->misses[0];
-        hit_ratio = hits + misses > 0 ? hits / (hits + misses) : 0;
+        /* A failed lookup counts neither a hit nor a miss (its reads go to
+         * the shards): it is not a hit. Unknown without both samples. */
+        double hits = s->hits[1] - s->hits[0], misses = s->misses[1] - s->misses[0],
+               failed = s->cache_errors[1] - s->cache_errors[0];
+        hit_ratio = !s->sampled[0] || !s->sampled[1] ? -1
+                    : hits + misses + failed > 0     ? hits / (hits + misses + failed)
+                                                     : 0;
     }
     if (st != CAL_OK) {
         fprintf(stderr, "calendar-bench: read %s: %s\n", o->target, err);
@@ -683,7 +693,10 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
     print_progress(&run, &s->speed);
     if (o->rate > 0)
         printf(",\"offered_per_s\":%.1f", o->rate);
-    printf(",\"cache_hit_ratio\":%.4f}\n", hit_ratio);
+    if (hit_ratio < 0)
+        printf(",\"cache_hit_ratio\":null}\n");
+    else
+        printf(",\"cache_hit_ratio\":%.4f}\n", hit_ratio);
     fflush(stdout);
     bench_lat_deinit(&lat);
     return 0;

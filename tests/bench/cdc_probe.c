@@ -29,13 +29,23 @@ struct hist {
     double count[HIST_MAX];
 };
 
+struct pending;
+
+/* Two threads once started: the launcher writes a probe every interval_ms
+ * and hands it to the poller, which watches every pending key. Apart, so
+ * that a write slow to commit (the shards are busy) never delays the
+ * detection of the probes before it. */
 struct cdc_probe {
     struct cdc_probe_conf conf;
     struct db *db[TESTENV_MAX_SHARDS];
-    struct cache *cache;
-    pthread_t thread;
-    bool thread_started;
-    atomic_bool stop;
+    struct cache *cache;     /* the poller's (and the first probe's) */
+    struct cache *set_cache; /* the launcher's */
+    pthread_t thread, poller;
+    bool thread_started, poller_started;
+    atomic_bool stop, launched_all;
+    pthread_mutex_t lock; /* guards inbox */
+    struct pending *inbox;
+    size_t ninbox, cap;
     uint64_t next; /* index of the next probe listing */
     struct cdc_probe_result res;
     struct hist before;
@@ -109,52 +119,140 @@ hist_quantile(const struct hist *a, const struct hist *b, double q, double *tota
     return -1;
 }
 
-/* One probe: a sample when the key disappeared within the timeout, else a
- * timeout (a write that failed counts as neither). */
-static void
-probe_once(struct cdc_probe *probe, uint64_t listing_id)
+/* A probe written, its key not seen gone yet. */
+struct pending {
+    uint64_t t0, deadline;
+    size_t keylen;
+    char key[CACHEKEY_MAX];
+};
+
+/* Sets the month key of listing_id, then writes one of its nights on the
+ * owning shard. false when either failed (the probe counts as neither a
+ * sample nor a loss). */
+static bool
+launch(struct cdc_probe *probe, struct cache *cache, uint64_t listing_id, struct pending *pend)
 {
     const struct cdc_probe_conf *conf = &probe->conf;
-    char key[CACHEKEY_MAX], err[256];
-    size_t keylen = cachekey_month_of(listing_id, conf->night, key);
+    char err[256];
+    pend->keylen = cachekey_month_of(listing_id, conf->night, pend->key);
     struct db *db = probe->db[bench_routes_shard(conf->routes, listing_id)];
     struct db_val p[3] = {DB_INT_V(listing_id), DB_INT_V(conf->night + DB_TO_DAYS_EPOCH),
                           DB_INT_V(testenv_vbucket(listing_id))};
-    if (cache_set(probe->cache, key, keylen, "M1 1", 4, 600, err, sizeof(err)) != CAL_OK)
-        return;
+    if (cache_set(cache, pend->key, pend->keylen, "M1 1", 4, 600, err, sizeof(err)) != CAL_OK)
+        return false;
     if (db_query(db, SQL_WRITE_NIGHT, p, 3, NULL, err, sizeof(err)) != CAL_OK)
-        return;
+        return false;
     /* The commit is durable and in the binlog once the autocommit INSERT returned. */
-    uint64_t t0 = cal_mono_us(), deadline = t0 + (uint64_t)conf->timeout_ms * 1000;
+    pend->t0 = cal_mono_us();
+    pend->deadline = pend->t0 + (uint64_t)conf->timeout_ms * 1000;
     probe->res.probes++;
-    for (;;) {
-        struct cache_item item = {.key = key, .keylen = keylen};
-        cal_status rc = cache_get_multi(probe->cache, &item, 1, err, sizeof(err));
-        uint64_t now = cal_mono_us();
-        bool gone = rc == CAL_OK && !item.found;
-        cache_results_free(&item, 1);
-        if (gone) {
-            bench_lat_add(&probe->res.lat, now - t0);
-            probe->res.running = true;
-            return;
-        }
-        if (now >= deadline) {
-            probe->res.timeouts++;
-            return;
-        }
-        struct timespec ts = {.tv_nsec = POLL_US * 1000};
-        nanosleep(&ts, NULL);
-    }
+    return true;
 }
 
+/* One multi-get of the pending keys: a key gone is a sample, one past its
+ * deadline a loss; both leave ps. Returns how many are still pending. */
+static size_t
+poll_pending(struct cdc_probe *probe, struct pending *ps, size_t n)
+{
+    struct cache_item items[n];
+    char err[256];
+    for (size_t i = 0; i < n; i++)
+        items[i] = (struct cache_item){.key = ps[i].key, .keylen = ps[i].keylen};
+    cal_status rc = cache_get_multi(probe->cache, items, n, err, sizeof(err));
+    uint64_t now = cal_mono_us();
+    size_t left = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == CAL_OK && !items[i].found) {
+            bench_lat_add(&probe->res.lat, now - ps[i].t0);
+            probe->res.running = true;
+        } else if (now >= ps[i].deadline) {
+            probe->res.timeouts++;
+        } else {
+            ps[left++] = ps[i];
+        }
+    }
+    if (rc == CAL_OK)
+        cache_results_free(items, n);
+    return left;
+}
+
+static void
+poll_pause(void)
+{
+    struct timespec ts = {.tv_nsec = POLL_US * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* The first probe, alone and to its end. */
+static void
+probe_once(struct cdc_probe *probe, uint64_t listing_id)
+{
+    struct pending pend;
+    if (!launch(probe, probe->cache, listing_id, &pend))
+        return;
+    while (poll_pending(probe, &pend, 1) > 0)
+        poll_pause();
+}
+
+/* The launcher: probes start on a fixed schedule, one every interval_ms,
+ * whether or not earlier ones are still pending (waiting for each before
+ * the next would sample a slow spell once however long it lasts:
+ * coordinated omission). */
 static void *
 probe_main(void *arg)
 {
     struct cdc_probe *probe = arg;
-    while (!atomic_load(&probe->stop) && probe->next < probe->conf.count) {
-        probe_once(probe, probe->conf.first_id + probe->next++);
-        cal_sleep_ms(probe->conf.interval_ms);
+    const struct cdc_probe_conf *conf = &probe->conf;
+    uint64_t every = (uint64_t)(conf->interval_ms ? conf->interval_ms : 1) * 1000;
+    uint64_t due = cal_mono_us() + every;
+    while (!atomic_load(&probe->stop) && probe->next < conf->count) {
+        uint64_t now = cal_mono_us();
+        if (now < due) {
+            cal_sleep_ms((unsigned)((due - now + 999) / 1000));
+            continue;
+        }
+        due += every;
+        struct pending pend;
+        if (!launch(probe, probe->set_cache, conf->first_id + probe->next++, &pend))
+            continue;
+        pthread_mutex_lock(&probe->lock);
+        if (probe->ninbox == probe->cap) {
+            probe->cap = probe->cap ? 2 * probe->cap : 64;
+            probe->inbox = cal_realloc(probe->inbox, probe->cap * sizeof(*probe->inbox));
+        }
+        probe->inbox[probe->ninbox++] = pend;
+        pthread_mutex_unlock(&probe->lock);
     }
+    atomic_store(&probe->launched_all, true);
+    return NULL;
+}
+
+/* The poller: every pending key, one multi-get every 0.2 ms, until the
+ * launcher is done and every probe it made is seen to its end. */
+static void *
+poll_main(void *arg)
+{
+    struct cdc_probe *probe = arg;
+    struct pending *ps = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        bool last = atomic_load(&probe->launched_all);
+        pthread_mutex_lock(&probe->lock);
+        if (n + probe->ninbox > cap) {
+            cap = 2 * (n + probe->ninbox);
+            ps = cal_realloc(ps, cap * sizeof(*ps));
+        }
+        memcpy(ps + n, probe->inbox, probe->ninbox * sizeof(*ps));
+        n += probe->ninbox;
+        probe->ninbox = 0;
+        pthread_mutex_unlock(&probe->lock);
+        if (n > 0)
+            n = poll_pending(probe, ps, n);
+        else if (last)
+            break; /* read after launched_all: nothing more comes */
+        poll_pause();
+    }
+    free(ps);
     return NULL;
 }
 
@@ -165,10 +263,13 @@ cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen)
     struct cache_conf cc = {.timeout_ms = 1000};
     probe->conf = *conf;
     atomic_init(&probe->stop, false);
+    atomic_init(&probe->launched_all, false);
     bench_lat_init(&probe->res.lat, conf->count);
     probe->res.hist_count = probe->res.hist_p50_ms = probe->res.hist_p99_ms = -1;
     cal_strlcpy(cc.servers, conf->env->memcached_servers, sizeof(cc.servers));
-    if ((probe->cache = cache_create(&cc, err, errlen)) == NULL)
+    pthread_mutex_init(&probe->lock, NULL);
+    if ((probe->cache = cache_create(&cc, err, errlen)) == NULL ||
+        (probe->set_cache = cache_create(&cc, err, errlen)) == NULL)
         goto fail;
     for (size_t i = 0; i < conf->env->nshards; i++)
         if ((probe->db[i] = testenv_connect_shard(conf->env, i, err, errlen)) == NULL)
@@ -182,8 +283,13 @@ cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen)
      * other, and probing goes on (a slow spell must not end the
      * measurement); without any deletion in the run, running stays false. */
     probe_once(probe, conf->first_id + probe->next++);
-    if (pthread_create(&probe->thread, NULL, probe_main, probe) == 0)
-        probe->thread_started = true;
+    if (pthread_create(&probe->poller, NULL, poll_main, probe) == 0) {
+        probe->poller_started = true;
+        if (pthread_create(&probe->thread, NULL, probe_main, probe) == 0)
+            probe->thread_started = true;
+        else
+            atomic_store(&probe->launched_all, true);
+    }
     return probe;
 fail:
     cdc_probe_stop(probe, NULL);
@@ -198,6 +304,9 @@ cdc_probe_stop(struct cdc_probe *probe, struct cdc_probe_result *res)
     atomic_store(&probe->stop, true);
     if (probe->thread_started)
         pthread_join(probe->thread, NULL);
+    atomic_store(&probe->launched_all, true);
+    if (probe->poller_started)
+        pthread_join(probe->poller, NULL);
     if (probe->have_before) {
         struct hist after;
         if (hist_fetch(probe->conf.metrics_url, &after)) {
@@ -210,6 +319,9 @@ cdc_probe_stop(struct cdc_probe *probe, struct cdc_probe_result *res)
     for (size_t i = 0; i < TESTENV_MAX_SHARDS; i++)
         db_close(probe->db[i]);
     cache_destroy(probe->cache);
+    cache_destroy(probe->set_cache);
+    pthread_mutex_destroy(&probe->lock);
+    free(probe->inbox);
     if (res != NULL)
         *res = probe->res; /* the samples move to the caller */
     else

@@ -20,7 +20,7 @@ struct cdc_probe_conf {
     uint64_t count;
     int32_t night;           /* the night written on each, days since epoch */
     unsigned timeout_ms;     /* a key still there after this long: a lost invalidation */
-    unsigned interval_ms;    /* pause between probes */
+    unsigned interval_ms;    /* a probe starts every interval_ms, on a fixed schedule */
     const char *metrics_url; /* the invalidator's /metrics, or NULL */
 };
 
@@ -35,7 +35,8 @@ struct cdc_probe_result {
 struct cdc_probe;
 
 /* Runs one probe synchronously first, then the others on a thread until
- * cdc_probe_stop(). A probe whose key is not deleted within timeout_ms is
+ * cdc_probe_stop(), one starting every interval_ms however many are still
+ * pending. A probe whose key is not deleted within timeout_ms is
  * lost (timeouts), the first one too; running says whether any probe of the
  * run saw its key deleted (false: the pipeline is not there, and the bench
  * stops probing). Caller ends with cdc_probe_stop(). */

@@ -27,6 +27,9 @@ struct shared {
     atomic_uint_fast64_t started;
     atomic_uint_fast64_t next_id;
     uint64_t tag;
+    /* Every worker connected (ready), then the window set (go): 128 MariaDB
+     * logins at c=64 must not eat into the measured window. */
+    pthread_barrier_t ready, go;
 };
 
 struct worker {
@@ -140,13 +143,15 @@ worker_main(void *arg)
     struct shared *sh = w->sh;
     const struct raw_booking_conf *conf = sh->conf;
     w->rc = CAL_OK;
-    for (size_t i = 0; i < conf->env->nshards; i++) {
+    for (size_t i = 0; i < conf->env->nshards && w->rc == CAL_OK; i++) {
         w->db[i] = testenv_connect_shard(conf->env, i, w->err, sizeof(w->err));
-        if (w->db[i] == NULL) {
+        if (w->db[i] == NULL)
             w->rc = CAL_EUNAVAIL;
-            return NULL;
-        }
     }
+    pthread_barrier_wait(&sh->ready);
+    pthread_barrier_wait(&sh->go);
+    if (w->rc != CAL_OK)
+        return NULL;
     for (uint64_t seq = 0; bench_now() < sh->t_end; seq++) {
         if (atomic_fetch_add(&sh->started, 1) >= conf->max_bookings)
             break;
@@ -169,9 +174,8 @@ raw_booking_run(const struct raw_booking_conf *conf, struct raw_booking_result *
     /* Above 2^60: never the id of a calendard reservation (53 bits). */
     atomic_init(&sh.next_id, (1ULL << 60) | (cal_now_ms() << 16));
     sh.tag = testenv_random48();
-    /* Connections are made before the window; the warm-up covers them. */
-    sh.t_start = bench_now() + conf->warmup_s;
-    sh.t_end = sh.t_start + conf->secs;
+    pthread_barrier_init(&sh.ready, NULL, conf->conc + 1);
+    pthread_barrier_init(&sh.go, NULL, conf->conc + 1);
     for (unsigned t = 0; t < conf->conc; t++) {
         struct worker *w = &ws[t];
         w->sh = &sh;
@@ -180,6 +184,12 @@ raw_booking_run(const struct raw_booking_conf *conf, struct raw_booking_result *
         bench_lat_init(&w->res.lat, cap / conf->conc + 1024);
         pthread_create(&w->thread, NULL, worker_main, w);
     }
+    /* The window starts once every worker is connected, as calendard's
+     * pools are before its runs. */
+    pthread_barrier_wait(&sh.ready);
+    sh.t_start = bench_now() + conf->warmup_s;
+    sh.t_end = sh.t_start + conf->secs;
+    pthread_barrier_wait(&sh.go);
     bench_sleep_until(sh.t_start);
     if (conf->window)
         conf->window(conf->ctx, true);
@@ -206,6 +216,8 @@ raw_booking_run(const struct raw_booking_conf *conf, struct raw_booking_result *
         bench_lat_deinit(&w->res.lat);
     }
     res->secs = conf->secs;
+    pthread_barrier_destroy(&sh.ready);
+    pthread_barrier_destroy(&sh.go);
     free(ws);
     return rc;
 }

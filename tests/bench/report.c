@@ -643,6 +643,34 @@ report_errors(const json_t *runs, FILE *out)
     return total;
 }
 
+/* Read runs whose cache was not warm (or whose hit ratio is unknown): a
+ * read figure means "cache hits" only at 100 %. */
+static void
+report_cold(const json_t *runs, FILE *out)
+{
+    size_t i, cold = 0;
+    const json_t *run;
+    json_array_foreach(runs, i, run)
+    {
+        const char *phase = json_string_value(json_object_get(run, "phase"));
+        if (phase == NULL || (strcmp(phase, "read") != 0 && strcmp(phase, "paced") != 0))
+            continue;
+        double h = num_at(run, "cache_hit_ratio");
+        if (!isnan(h) && h >= 0.9995)
+            continue;
+        cold++;
+        fprintf(out, "cache: %s %s %s c=%g: ", phase,
+                json_string_value(json_object_get(run, "workload")),
+                json_string_value(json_object_get(run, "target")), num_at(run, "conc"));
+        if (isnan(h))
+            fprintf(out, "hit ratio unknown (/metrics did not answer)\n");
+        else
+            fprintf(out, "%.2f %% hits, not a warm cache\n", h * 100);
+    }
+    if (cold == 0)
+        fprintf(out, "cache: every read run at 100 %% hits\n");
+}
+
 static void
 machine(char *buf, size_t size)
 {
@@ -691,6 +719,7 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     json_t *paced = report_paced(runs, out);
     json_t *cdc = report_cdc(runs, out);
     json_int_t errors = report_errors(runs, out);
+    report_cold(runs, out);
 
     double c1, c3, c4, c5;
     double booking_ratio = headline(runs, "book", "low", NULL, NULL, &c1);
@@ -726,13 +755,22 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
     fprintf(out, "\n");
     fprintf(out,
             "  high / low contention (calendard, paired runs) by concurrency (target >= 0.8):");
+    json_t *high_low_by_conc = json_object();
     for (size_t i = 0; i < nbconc; i++) {
         struct fig hf = high_low_for(runs, bconc[i]);
-        if (hf.n == 0)
+        char key[16];
+        snprintf(key, sizeof(key), "%g", bconc[i]);
+        if (hf.n == 0) {
             fprintf(out, " c=%g n/a", bconc[i]);
-        else
+            json_object_set_new(high_low_by_conc, key, json_null());
+        } else {
             fprintf(out, " c=%g %.2f [%.2f..%.2f]%s", bconc[i], hf.med, hf.min, hf.max,
                     hf.med >= 0.8 ? " (met)" : "");
+            json_object_set_new(high_low_by_conc, key,
+                                json_pack("[f,f,f]", round(hf.med * 1000) / 1000,
+                                          round(hf.min * 1000) / 1000,
+                                          round(hf.max * 1000) / 1000));
+        }
     }
     fprintf(out, "\n");
     fprintf(out, "  search-50 p99 ms (calendard) by concurrency:");
@@ -786,6 +824,7 @@ report_run(const char *runs_path, const char *out_dir, FILE *out)
                   num_or_null(cdc_p99), "rows", rows, "cdc", cdc, "headline_conc", (int)c1,
                   "figures", json_string("[median, min, max] over the runs of a row"));
     json_object_set_new(all, "search50_p99_ms_by_conc", by_conc);
+    json_object_set_new(all, "high_low_booking_ratio_by_conc", high_low_by_conc);
     json_object_set_new(all, "search50_paced", paced);
     json_object_set_new(all, "errors", json_integer(errors));
     json_object_set_new(all, "steal_cores", noise);
