@@ -355,7 +355,10 @@ on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t e
 {
     uint64_t id;
     char db[ROWIMAGE_NAME_MAX], table[ROWIMAGE_NAME_MAX];
-    if (rowimage_table_peek(ev->body, ev->body_len, &id, db, table, err, errlen) != CAL_OK)
+    /* A name longer than MariaDB allows (CAL_ENOTFOUND) is no table of
+     * ours: mapped as unwanted, so that its rows events pass. */
+    cal_status st = rowimage_table_peek(ev->body, ev->body_len, &id, db, table, err, errlen);
+    if (st != CAL_OK && st != CAL_ENOTFOUND)
         return CAL_ERR;
     struct table_slot *slot = find_map(r, id);
     if (slot == NULL) {
@@ -369,7 +372,7 @@ on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t e
     free(slot->t);
     memset(slot, 0, sizeof(*slot));
     slot->table_id = id;
-    if (!wanted_table(r, db, table))
+    if (st == CAL_ENOTFOUND || !wanted_table(r, db, table))
         return CAL_OK;
     struct rowimage_table *t = cal_malloc(sizeof(*t));
     if (rowimage_table_parse(ev->body, ev->body_len, t, err, errlen) != CAL_OK) {
@@ -452,18 +455,23 @@ static cal_status
 on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t, char *err,
         size_t errlen)
 {
-    struct rowimage_rows rows;
-    if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
+    uint64_t table_id;
+    if (rowimage_rows_table_id(ev->body, ev->body_len, &table_id, err, errlen) != CAL_OK)
         return CAL_ERR;
-    struct table_slot *slot = find_map(r, rows.table_id);
+    struct table_slot *slot = find_map(r, table_id);
     if (slot == NULL) {
         /* Never skipped: it might be one of ours. */
         snprintf(err, errlen, "rows event of table id %llu without its table map",
-                 (unsigned long long)rows.table_id);
+                 (unsigned long long)table_id);
         return CAL_ERR;
     }
+    /* Before any decoding: a table of another database may have more
+     * columns than the decoder takes, and must not stop the relay. */
     if (!slot->wanted)
         return CAL_OK;
+    struct rowimage_rows rows;
+    if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
+        return CAL_ERR;
     if (t == NULL) {
         snprintf(err, errlen, "rows event outside a GTID event group");
         return CAL_ERR;

@@ -2,7 +2,8 @@
  * ($STACK_ENV): row changes written with SQL into shard 0 arrive on
  * <prefix>.<db>.<table> as the exact Debezium-style JSON (c/u/d, before and
  * after, DATE as days, TIMESTAMP(6) as UTC ISO-8601, NULLs, unsigned
- * numbers), keyed by primary key and partitioned by listing; and after a
+ * numbers), keyed by primary key and partitioned by listing; tables of
+ * other databases (long UTF-8 names, many columns) never stop it; and after a
  * SIGKILL of the relay mid-stream and a restart, no change is missing. */
 #include <check.h>
 #include <inttypes.h>
@@ -364,6 +365,54 @@ START_TEST(row_changes_arrive_as_exact_events)
 }
 END_TEST
 
+/* Tables of another database of the shard's server, as its other users
+ * (the catalog on shard 0's) may have them: a name of 33 Cyrillic letters
+ * (66 bytes in the binlog) with a column of 64 (128 bytes), and 130 columns,
+ * more than the relay's decoder takes. Neither may stop the relay: a change
+ * of ours written after them must arrive. */
+START_TEST(other_tables_never_stop_the_relay)
+{
+    char name33[80] = "", col64[140] = "", sqltext[4096];
+    for (int i = 0; i < 33; i++)
+        strcat(name33, "\xd0\x96");
+    for (int i = 0; i < 64; i++)
+        strcat(col64, "\xd0\xaf");
+    int n =
+        snprintf(sqltext, sizeof(sqltext),
+                 "SET NAMES utf8mb4; DROP DATABASE IF EXISTS cdc_probe; CREATE DATABASE cdc_probe;"
+                 "CREATE TABLE cdc_probe.`%s` (`%s` INT PRIMARY KEY) ENGINE=InnoDB;"
+                 "INSERT INTO cdc_probe.`%s` VALUES (1);"
+                 "CREATE TABLE cdc_probe.wide (c0 INT PRIMARY KEY",
+                 name33, col64, name33);
+    for (int c = 1; c < 130; c++)
+        n += snprintf(sqltext + n, sizeof(sqltext) - (size_t)n, ", c%d INT", c);
+    snprintf(sqltext + n, sizeof(sqltext) - (size_t)n,
+             ") ENGINE=InnoDB; INSERT INTO cdc_probe.wide (c0, c129) VALUES (1, 2);");
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, sqltext), 0);
+
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    db_close(db);
+    char tl[256];
+    topic(tl, sizeof(tl), "listings");
+    const char *topics[] = {tl, NULL};
+    struct collected *c = cal_calloc(1, sizeof(*c));
+    collect(c, topics, L, 1, 30000);
+    ck_assert_msg(c->n == 1,
+                  "the insert of listing %" PRIu64 " after the other database's tables "
+                  "never arrived: relay stuck (see its log)",
+                  L);
+    collected_free(c);
+    free(c);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "DROP DATABASE cdc_probe;"), 0);
+    cleanup(L);
+}
+END_TEST
+
 static pid_t
 relay_pid(void)
 {
@@ -516,6 +565,10 @@ suite(void)
     Suite *s = suite_create("cdc_relay");
     TCase *tc = tcase_create("row_changes_arrive_as_exact_events");
     tcase_add_test(tc, row_changes_arrive_as_exact_events);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("other_tables_never_stop_the_relay");
+    tcase_add_test(tc, other_tables_never_stop_the_relay);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("no_checkpoint_before_the_shard_answered");

@@ -209,6 +209,24 @@ testenv_set_global(const struct testenv *env, size_t idx, const char *name, long
 }
 
 int
+testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql)
+{
+    char cmd[1024];
+    struct passwd *pw = getpwuid(getuid());
+    if (pw == NULL || idx >= env->nshards)
+        return -1;
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --batch --socket='%s/shard%zu/mysqld.sock' -u'%s' >/dev/null",
+             env->stack_dir, idx, pw->pw_name);
+    FILE *p = popen(cmd, "w");
+    if (p == NULL)
+        return -1;
+    fputs(sql, p);
+    int rc = pclose(p);
+    return rc == 0 ? 0 : rc == -1 ? -1 : 1;
+}
+
+int
 testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name)
 {
     for (size_t i = 0; i < env->nshards; i++) {

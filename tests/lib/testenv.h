@@ -44,6 +44,12 @@ struct db *testenv_connect_shard(const struct testenv *env, size_t idx, char *er
  * success; never aborts, so unchecked fixtures can use it. */
 int testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value);
 
+/* Runs sql (statements separated by ';', one session, no default database)
+ * on the server of shard idx as testenv_set_global() does: for what the SQL
+ * users may not do (SET SESSION binlog_format, other databases). Results are
+ * discarded, errors go to stderr. Returns 0 when every statement succeeded. */
+int testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql);
+
 /* Index into env->shard_dsns of the DSN naming port and database db_name,
  * or -1. Used to turn a catalog shards row into a connection. */
 int testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name);
