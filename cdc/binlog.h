@@ -26,8 +26,8 @@ enum binlog_kind {
     BINLOG_GTID, /* starts a transaction (event group) */
     BINLOG_TABLE_MAP,
     BINLOG_ROWS,
-    BINLOG_XID, /* commits a transaction */
-    BINLOG_QUERY,
+    BINLOG_XID,   /* commits a transaction */
+    BINLOG_QUERY, /* a statement logged as text (also LOAD DATA's Execute_load_query) */
 };
 
 struct binlog_event {
@@ -46,9 +46,12 @@ struct binlog_event {
     /* BINLOG_ROTATE */
     char file[256];
     uint64_t file_pos;
-    /* BINLOG_QUERY */
+    /* BINLOG_QUERY: the statement and its session's default database
+     * (db_len 0: none); neither NUL-terminated */
     const char *query;
     size_t query_len;
+    const char *db;
+    size_t db_len;
 };
 
 /* What decoding carries from one event to the next of a stream. */

@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cdc/checkpoint.h"
 #include "cdc/event.h"
 #include "cdc/gtid.h"
+#include "cdc/query.h"
 #include "cdc/rowimage.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -526,6 +526,74 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
     return CAL_OK;
 }
 
+/* One truncate event (no images, no key) of table, for a change of its rows
+ * the binlog shows no row images of: consumers drop what they derived from
+ * the table (the invalidator flushes the cache). Debezium sends one per
+ * table, keyless: partition 0, no order with the table's other events. */
+static cal_status
+send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+              const char *table, char *err, size_t errlen)
+{
+    struct topic_slot *ts = topic_for(r, table, err, errlen);
+    if (ts == NULL)
+        return CAL_EUNAVAIL;
+    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
+    struct event_source src = {
+        .name = r->conf->topic_prefix,
+        .ts_ms = (uint64_t)ev->timestamp * 1000,
+        .server_id = ev->server_id,
+        .domain_id = t->gtid.domain_id,
+        .seq = t->gtid.seq,
+        .file = binlog_file(b),
+        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
+    };
+    char *value = NULL;
+    size_t valuelen;
+    cal_status st = event_encode_value(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, cal_now_ms(),
+                                       &value, &valuelen, err, errlen);
+    char hint[160];
+    struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
+    hdr.len = event_hint(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, hint, sizeof(hint));
+    if (st == CAL_OK)
+        st = send_message(r, t, ts->name, 0, NULL, 0, value, valuelen, hdr.len > 0 ? &hdr : NULL,
+                          err, errlen);
+    free(value);
+    if (st != CAL_OK)
+        return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+    return CAL_OK;
+}
+
+/* A statement that may have changed rows of the relayed tables without row
+ * images (TRUNCATE, DROP, ALTER, statement-logged DML, query.h): a truncate
+ * event for each relayed table it changed (named: bits of relay_tables;
+ * 0: every one), part of its transaction, so acknowledged before the
+ * checkpoint passes it. */
+static cal_status
+on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+                   uint32_t named, char *err, size_t errlen)
+{
+    if (t == NULL) {
+        snprintf(err, errlen, "statement outside a GTID event group");
+        return CAL_ERR;
+    }
+    char tables[128] = "";
+    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
+        if (named != 0 && !(named & (1u << i)))
+            continue;
+        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
+        if (st != CAL_OK)
+            return st;
+        snprintf(tables + strlen(tables), sizeof(tables) - strlen(tables), "%s%s",
+                 tables[0] ? "," : "", relay_tables[i]);
+    }
+    /* The statement itself is not logged: it may carry data. */
+    log_warn("statement changed relayed tables without row images: truncate events sent",
+             "db=%s tables=%s gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64 " file=%s pos=%" PRIu32,
+             r->conf->source.db.database, tables, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
+             binlog_file(b), ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0);
+    return CAL_OK;
+}
+
 static void
 close_txn(struct relay *r, struct binlog *b, struct txn *t, const struct binlog_event *ev)
 {
@@ -564,13 +632,6 @@ open_txn(struct relay *r, const struct binlog_event *ev)
     r->last_read = ev->gtid;
     pthread_mutex_unlock(&r->mu);
     return t;
-}
-
-static bool
-query_ends_group(const struct binlog_event *ev)
-{
-    return (ev->query_len == 6 && strncasecmp(ev->query, "COMMIT", 6) == 0) ||
-           (ev->query_len == 8 && strncasecmp(ev->query, "ROLLBACK", 8) == 0);
 }
 
 /* Follows the stream until an error, a delivery failure or stop. */
@@ -630,12 +691,19 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
                 close_txn(r, b, cur, &ev);
             cur = NULL;
             break;
-        case BINLOG_QUERY:
-            if (cur != NULL && (cur->standalone || query_ends_group(&ev))) {
+        case BINLOG_QUERY: {
+            const struct query_target target = {r->conf->source.db.database, relay_tables};
+            uint32_t named;
+            enum query_kind kind =
+                query_classify(ev.query, ev.query_len, ev.db, ev.db_len, &target, &named);
+            if (kind == QUERY_FLUSH)
+                st = on_flush_statement(r, b, &ev, cur, named, err, errlen);
+            if (st == CAL_OK && cur != NULL && (cur->standalone || kind == QUERY_COMMIT)) {
                 close_txn(r, b, cur, &ev);
                 cur = NULL;
             }
             break;
+        }
         default:
             break;
         }
