@@ -451,6 +451,43 @@ send_message(struct relay *r, struct txn *t, const char *topic, int32_t partitio
     }
 }
 
+/* One truncate event (no images, no key) of table, for a change of its rows
+ * the binlog shows no row images of: consumers drop what they derived from
+ * the table (the invalidator flushes the cache). Debezium sends one per
+ * table, keyless: partition 0, no order with the table's other events. */
+static cal_status
+send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+              const char *table, char *err, size_t errlen)
+{
+    struct topic_slot *ts = topic_for(r, table, err, errlen);
+    if (ts == NULL)
+        return CAL_EUNAVAIL;
+    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
+    struct event_source src = {
+        .name = r->conf->topic_prefix,
+        .ts_ms = (uint64_t)ev->timestamp * 1000,
+        .server_id = ev->server_id,
+        .domain_id = t->gtid.domain_id,
+        .seq = t->gtid.seq,
+        .file = binlog_file(b),
+        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
+    };
+    char *value = NULL;
+    size_t valuelen;
+    cal_status st = event_encode_value(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, cal_now_ms(),
+                                       &value, &valuelen, err, errlen);
+    char hint[160];
+    struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
+    hdr.len = event_hint(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, hint, sizeof(hint));
+    if (st == CAL_OK)
+        st = send_message(r, t, ts->name, 0, NULL, 0, value, valuelen, hdr.len > 0 ? &hdr : NULL,
+                          err, errlen);
+    free(value);
+    if (st != CAL_OK)
+        return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+    return CAL_OK;
+}
+
 static cal_status
 on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t, char *err,
         size_t errlen)
@@ -490,6 +527,7 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         .file = binlog_file(b),
         .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
     };
+    uint32_t unkeyed = 0; /* rows whose listing or key neither image holds */
     for (uint32_t row = 0;; row++) {
         int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);
         if (n < 0)
@@ -499,18 +537,31 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         src.row = row;
         const struct event_value *bv = rows.op == EVENT_OP_CREATE ? NULL : before;
         const struct event_value *av = rows.op == EVENT_OP_DELETE ? NULL : after;
+        /* Under binlog_row_image=MINIMAL (a session may set it) an update's
+         * after image holds only the columns it changed, its before image
+         * only the primary key: a key column the after image lacks did not
+         * change, so it is the before image's. The after image then names
+         * its row, for the key, the hint and any reader of the value. */
+        if (bv != NULL && av != NULL)
+            for (size_t i = 0; i < tm->ncols; i++)
+                if (tm->cols[i].pk && after[i].type == EVENT_ABSENT)
+                    after[i] = before[i];
         const struct event_value *keyrow = av != NULL ? av : bv;
         uint64_t listing_id;
-        if (event_listing_id(&tm->ev, keyrow, &listing_id) != CAL_OK) {
-            snprintf(err, errlen, "%s.%s: row without a usable listing_id", tm->db, tm->table);
-            return CAL_ERR;
-        }
         char *key = NULL, *value = NULL;
         size_t keylen, valuelen;
-        cal_status st = event_encode_key(&tm->ev, keyrow, &key, &keylen, err, errlen);
-        if (st == CAL_OK)
-            st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
-                                    err, errlen);
+        if ((event_listing_id(&tm->ev, keyrow, &listing_id) != CAL_OK &&
+             (bv == NULL || event_listing_id(&tm->ev, bv, &listing_id) != CAL_OK)) ||
+            event_encode_key(&tm->ev, keyrow, &key, &keylen, err, errlen) != CAL_OK) {
+            /* A listing_id outside the key (reservations) is in neither
+             * image under MINIMAL: no partition, perhaps no key. Stopping
+             * would stall the shard for good: a truncate event of the table
+             * stands for these rows (below). */
+            unkeyed++;
+            continue;
+        }
+        cal_status st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value,
+                                           &valuelen, err, errlen);
         /* The invalidator's hint: the keys without parsing the value. */
         char hint[160];
         struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
@@ -523,43 +574,16 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         if (st != CAL_OK)
             return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
     }
-    return CAL_OK;
-}
-
-/* One truncate event (no images, no key) of table, for a change of its rows
- * the binlog shows no row images of: consumers drop what they derived from
- * the table (the invalidator flushes the cache). Debezium sends one per
- * table, keyless: partition 0, no order with the table's other events. */
-static cal_status
-send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
-              const char *table, char *err, size_t errlen)
-{
-    struct topic_slot *ts = topic_for(r, table, err, errlen);
-    if (ts == NULL)
-        return CAL_EUNAVAIL;
-    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
-    struct event_source src = {
-        .name = r->conf->topic_prefix,
-        .ts_ms = (uint64_t)ev->timestamp * 1000,
-        .server_id = ev->server_id,
-        .domain_id = t->gtid.domain_id,
-        .seq = t->gtid.seq,
-        .file = binlog_file(b),
-        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
-    };
-    char *value = NULL;
-    size_t valuelen;
-    cal_status st = event_encode_value(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, cal_now_ms(),
-                                       &value, &valuelen, err, errlen);
-    char hint[160];
-    struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
-    hdr.len = event_hint(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, hint, sizeof(hint));
-    if (st == CAL_OK)
-        st = send_message(r, t, ts->name, 0, NULL, 0, value, valuelen, hdr.len > 0 ? &hdr : NULL,
-                          err, errlen);
-    free(value);
-    if (st != CAL_OK)
-        return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+    if (unkeyed > 0) {
+        cal_status st = send_truncate(r, b, ev, t, tm->table, err, errlen);
+        if (st != CAL_OK)
+            return st;
+        log_warn("rows without their listing_id in either image: truncate event sent",
+                 "db=%s table=%s rows=%" PRIu32 " gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
+                 " file=%s pos=%" PRIu64,
+                 tm->db, tm->table, unkeyed, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
+                 src.file, src.pos);
+    }
     return CAL_OK;
 }
 

@@ -662,6 +662,92 @@ START_TEST(statement_logged_changes_are_truncate_events)
 }
 END_TEST
 
+/* A session with binlog_row_image=MINIMAL: an update's before image holds
+ * only the primary key and its after image only what changed; a delete's
+ * before image only the key. The events of a night still name its listing
+ * and night (key, images, hint), in the listing's partition. A reservation
+ * updated so has its listing_id in neither image: a truncate event of
+ * reservations stands for it. The relay goes on after them. */
+START_TEST(minimal_row_images_name_their_listing)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    uint64_t R = 4000000000000ULL + L % 1000000;
+    unsigned vb = testenv_vbucket(L);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, vb);
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-04-01', 'available', %u)",
+        L, vb);
+    sql(db,
+        "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out, "
+        "guest_id, status, total_price, currency, idempotency_key, request_hash, version) "
+        "VALUES (%" PRIu64 ", %" PRIu64 ", %u, '2030-04-01', '2030-04-02', 7, 'confirmed', 100, "
+        "'EUR', 'k', 'h', 1)",
+        R, L, vb);
+    uint64_t from = binlog_seq(SHARD);
+    char text[1024], d[16];
+    snprintf(text, sizeof(text),
+             "SET SESSION binlog_row_image = MINIMAL; USE " SHARD_DB ";"
+             "UPDATE nights SET status = 'blocked' WHERE listing_id = %" PRIu64 ";"
+             "DELETE FROM nights WHERE listing_id = %" PRIu64 ";"
+             "UPDATE reservations SET status = 'cancelled' WHERE reservation_id = %" PRIu64 ";",
+             L, L, R);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+    uint64_t to = binlog_seq(SHARD);
+    ck_assert_uint_eq(to, from + 3);
+    sql_text(db, d, sizeof(d), "SELECT TO_DAYS('2030-04-01') - 719528");
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L);
+    ck_assert_msg(rg->n == 3, "%zu events, want 3", rg->n);
+    char key[128], image[64], hint[192];
+    snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, d);
+    snprintf(image, sizeof(image), "%" PRIu64 ":%s", L, d);
+    size_t seen = 0;
+    for (size_t i = 0; i < rg->n; i++) {
+        const struct kafka_test_msg *m = &rg->msgs[i];
+        json_t *v = rg->values[i];
+        const char *op = json_string_value(json_object_get(v, "op"));
+        int64_t ts = json_integer_value(json_object_get(json_object_get(v, "source"), "ts_ms"));
+        if (strcmp(op, "t") == 0) {
+            assert_truncate(m, v, "reservations");
+            seen |= 1;
+            continue;
+        }
+        char t[256];
+        topic(t, sizeof(t), "nights");
+        ck_assert_str_eq(m->topic, t);
+        ck_assert_str_eq(m->key, key);
+        ck_assert_int_eq(m->partition, event_partition(L, partitions));
+        assert_row(v, "before", key);
+        ck_assert_ptr_nonnull(m->hint);
+        if (strcmp(op, "u") == 0) {
+            snprintf(text, sizeof(text),
+                     "{\"listing_id\":%" PRIu64 ",\"night\":%s,\"status\":\"blocked\"}", L, d);
+            assert_row(v, "after", text);
+            snprintf(hint, sizeof(hint), "nights u %" PRId64 " %s %s", ts, image, image);
+            seen |= 2;
+        } else {
+            ck_assert_str_eq(op, "d");
+            assert_row(v, "after", "null");
+            snprintf(hint, sizeof(hint), "nights d %" PRId64 " %s -", ts, image);
+            seen |= 4;
+        }
+        ck_assert_str_eq(m->hint, hint);
+    }
+    ck_assert_uint_eq(seen, 7);
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
 /* What writes a shard in normal operation publishes no truncate event, so
  * never flushes the cache: calendard's bookings and cancellations, its group
  * commit's savepoints (SAVEPOINT b / ROLLBACK TO SAVEPOINT b, as it writes
@@ -928,6 +1014,10 @@ suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("statement_logged_changes_are_truncate_events");
     tcase_add_test(tc, statement_logged_changes_are_truncate_events);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("minimal_row_images_name_their_listing");
+    tcase_add_test(tc, minimal_row_images_name_their_listing);
     tcase_set_timeout(tc, 90);
     suite_add_tcase(s, tc);
     tc = tcase_create("normal_operation_publishes_no_truncate");
