@@ -286,6 +286,7 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
         ev->gtid.domain_id = (uint32_t)le(ev->body + 8, 4);
         ev->gtid.server_id = ev->server_id;
         ev->standalone = (ev->body[12] & FL_STANDALONE) != 0;
+        ev->xa_prepared = (ev->body[12] & FL_PREPARED_XA) != 0;
         break;
     case TABLE_MAP_EVENT:
         ev->kind = BINLOG_TABLE_MAP;
@@ -310,6 +311,13 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
         return CAL_ERR;
     case XID_EVENT:
         ev->kind = BINLOG_XID;
+        break;
+    case XA_PREPARE_LOG_EVENT:
+        /* MariaDB 10.5+: XA START ... XA END; XA PREPARE is a group of its
+         * own, ended by this event (its GTID event carries the XID and
+         * FL_PREPARED_XA); XA COMMIT or XA ROLLBACK comes later as a group
+         * of one statement. */
+        ev->kind = BINLOG_XA_PREPARE;
         break;
     case QUERY_EVENT:
     case EXECUTE_LOAD_QUERY_EVENT: {

@@ -3,7 +3,6 @@
  * and string literals skipped, MariaDB's executable comments read as code. */
 #include "cdc/query.h"
 
-#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -261,4 +260,12 @@ query_classify(const char *sql, size_t len, const char *default_db, size_t dblen
     if (default_ours || db_named(sql, len, target))
         return QUERY_FLUSH;
     return QUERY_NONE;
+}
+
+bool
+query_group_step(struct query_group *g, enum query_kind kind)
+{
+    if (kind == QUERY_XA_START)
+        g->xa = true;
+    return kind == QUERY_COMMIT || (g->standalone && !g->xa);
 }

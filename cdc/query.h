@@ -6,6 +6,7 @@
 #ifndef CAL_QUERY_H
 #define CAL_QUERY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,5 +43,17 @@ struct query_target {
  * data-changing statements, since a trigger may reach any table). */
 enum query_kind query_classify(const char *sql, size_t len, const char *default_db, size_t dblen,
                                const struct query_target *target, uint32_t *named);
+
+/* An event group, as far as its Query events decide where it ends. */
+struct query_group {
+    bool standalone; /* its GTID event says no COMMIT or XID ends it */
+    bool xa;         /* an XA transaction: its XA_PREPARE event ends it */
+};
+
+/* Feeds the kind of one Query event of group g: true when the group ends
+ * with it. COMMIT and ROLLBACK end any group, a standalone one ends at its
+ * statement; but an XA transaction (XA START, or g->xa from its GTID event)
+ * ends only at its XA_PREPARE event, even in a group flagged standalone. */
+bool query_group_step(struct query_group *g, enum query_kind kind);
 
 #endif

@@ -34,10 +34,10 @@ struct txn {
     struct gtid gtid;
     char file[128];
     uint64_t end_pos;
-    uint32_t outstanding; /* messages sent, not yet reported */
-    bool standalone;
-    bool closed; /* commit seen */
-    bool failed; /* a message was not delivered */
+    uint32_t outstanding;     /* messages sent, not yet reported */
+    struct query_group group; /* where the group ends (standalone, XA) */
+    bool closed;              /* commit seen */
+    bool failed;              /* a message was not delivered */
     uint64_t first_send_us;
 };
 
@@ -646,7 +646,8 @@ open_txn(struct relay *r, const struct binlog_event *ev)
     }
     struct txn *t = cal_calloc(1, sizeof(*t));
     t->gtid = ev->gtid;
-    t->standalone = ev->standalone;
+    t->group.standalone = ev->standalone;
+    t->group.xa = ev->xa_prepared;
     if (r->tail != NULL)
         r->tail->next = t;
     else
@@ -711,6 +712,16 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
             st = on_rows(r, b, &ev, cur, err, errlen);
             break;
         case BINLOG_XID:
+        case BINLOG_XA_PREPARE:
+            /* An XA transaction's group ends at its PREPARE, so its events
+             * are published then, before its COMMIT makes the change
+             * visible: a read in between can fill the cache with the old
+             * value again, which stays until the row changes again or the
+             * entry's TTL (calendard does not use XA); after XA ROLLBACK they
+             * were extra deletes. Holding them for the XA COMMIT group (hours
+             * later perhaps, from another session) would keep them in memory
+             * and the checkpoint, which advances in binlog order, behind the
+             * PREPARE until then. */
             if (cur != NULL)
                 close_txn(r, b, cur, &ev);
             cur = NULL;
@@ -722,7 +733,7 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
                 query_classify(ev.query, ev.query_len, ev.db, ev.db_len, &target, &named);
             if (kind == QUERY_FLUSH)
                 st = on_flush_statement(r, b, &ev, cur, named, err, errlen);
-            if (st == CAL_OK && cur != NULL && (cur->standalone || kind == QUERY_COMMIT)) {
+            if (st == CAL_OK && cur != NULL && query_group_step(&cur->group, kind)) {
                 close_txn(r, b, cur, &ev);
                 cur = NULL;
             }

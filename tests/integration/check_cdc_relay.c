@@ -8,6 +8,7 @@
 #include <check.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -748,6 +749,151 @@ START_TEST(minimal_row_images_name_their_listing)
 }
 END_TEST
 
+/* Runs sqltext (no double quotes in it) as the stack's administrator on
+ * shard idx, its result rows in out. */
+static void
+admin_query(size_t idx, const char *sqltext, char *out, size_t outlen)
+{
+    char cmd[2048];
+    struct passwd *pw = getpwuid(getuid());
+    ck_assert_ptr_nonnull(pw);
+    ck_assert_ptr_null(strchr(sqltext, '"'));
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --batch --skip-column-names --socket='%s/shard%zu/mysqld.sock' "
+             "-u'%s' -e \"%s\"",
+             env.stack_dir, idx, pw->pw_name, sqltext);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    ck_assert_msg(pclose(p) == 0, "%s: %s", sqltext, out);
+}
+
+/* The GTID the relay's checkpoint of shard 0 holds ("" when none yet). */
+static void
+checkpoint_gtid(char *out, size_t size)
+{
+    char path[1024], line[256];
+    snprintf(path, sizeof(path), "%s/cdc/shard%d/checkpoint", env.stack_dir, SHARD);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "gtid=", 5) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            cal_strlcpy(out, line + 5, size);
+        }
+    fclose(f);
+}
+
+/* XA START, UPDATE of a night, XA END, XA PREPARE in one session, and XA
+ * COMMIT later in it. MariaDB 10.5+ writes the PREPARE as a group of its own
+ * (its GTID event carries the XID; XA END a query; an XA_prepare event ends
+ * it) and XA COMMIT as another group of one statement: checked here against
+ * the server. The relay publishes the night's event with the PREPARE group
+ * and has it acknowledged before the COMMIT, with no later transaction to
+ * close the group; the change is named once, and later changes arrive. */
+START_TEST(xa_transaction_is_published_at_prepare)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-05-01', 'available', %u)",
+        L, testenv_vbucket(L));
+    uint64_t from = binlog_seq(SHARD);
+    char out[16384], file[128];
+    unsigned long pos;
+    admin_query(SHARD, "SHOW MASTER STATUS", out, sizeof(out));
+    ck_assert_msg(sscanf(out, "%127s %lu", file, &pos) == 2, "SHOW MASTER STATUS: %s", out);
+
+    FILE *xa = testenv_sql_admin_open(&env, SHARD);
+    ck_assert_ptr_nonnull(xa);
+    fprintf(xa,
+            "USE " SHARD_DB "; XA START 'cdc-xa';"
+            "UPDATE nights SET status = 'blocked' WHERE listing_id = %" PRIu64 ";"
+            "XA END 'cdc-xa'; XA PREPARE 'cdc-xa';\n",
+            L);
+    fflush(xa);
+    uint64_t deadline = cal_mono_us() + 15 * 1000000ULL;
+    while (binlog_seq(SHARD) < from + 1) {
+        ck_assert_msg(cal_mono_us() < deadline, "XA PREPARE not in the binlog within 15 s");
+        cal_sleep_ms(50);
+    }
+    char want[64], got[256] = "";
+    snprintf(want, sizeof(want), "0-%d-%" PRIu64, SHARD + 1, from + 1);
+    deadline = cal_mono_us() + 15 * 1000000ULL;
+    for (;;) {
+        checkpoint_gtid(got, sizeof(got));
+        if (strcmp(got, want) == 0)
+            break;
+        if (cal_mono_us() >= deadline) {
+            fputs("XA COMMIT 'cdc-xa';\n", xa);
+            testenv_sql_admin_close(xa);
+            ck_abort_msg("checkpoint %s, not the XA PREPARE group %s: the group was not ended "
+                         "by its XA_prepare event",
+                         got, want);
+        }
+        cal_sleep_ms(50);
+    }
+    fputs("XA COMMIT 'cdc-xa';\n", xa);
+    ck_assert_int_eq(testenv_sql_admin_close(xa), 0);
+    uint64_t to = binlog_seq(SHARD);
+    ck_assert_uint_eq(to, from + 2);
+
+    /* The binlog's shape: Gtid (XA START ...), ..., Query XA END, XA_prepare,
+     * then Gtid, Query XA COMMIT. */
+    char q[256];
+    snprintf(q, sizeof(q), "SHOW BINLOG EVENTS IN '%s' FROM %lu", file, pos);
+    admin_query(SHARD, q, out, sizeof(out));
+    char types[16][32], infos[16][64];
+    size_t n = 0;
+    for (char *line = strtok(out, "\n"); line != NULL && n < 16; line = strtok(NULL, "\n")) {
+        char name[128], info[256] = "";
+        unsigned long p, srv, end;
+        if (sscanf(line, "%127s %lu %31s %lu %lu %255[^\n]", name, &p, types[n], &srv, &end, info) <
+            5)
+            continue;
+        cal_strlcpy(infos[n], info, sizeof(infos[n]));
+        n++;
+    }
+    ck_assert_uint_ge(n, 4);
+    ck_assert_str_eq(types[0], "Gtid");
+    ck_assert_msg(strncmp(infos[0], "XA START", 8) == 0, "first event: %s %s", types[0], infos[0]);
+    size_t prep = 0;
+    while (prep < n && strcmp(types[prep], "XA_prepare") != 0)
+        prep++;
+    ck_assert_msg(prep + 2 < n, "no XA_prepare event followed by a group");
+    ck_assert_str_eq(types[prep - 1], "Query");
+    ck_assert_msg(strncmp(infos[prep - 1], "XA END", 6) == 0, "%s", infos[prep - 1]);
+    ck_assert_str_eq(types[prep + 1], "Gtid");
+    ck_assert_str_eq(types[prep + 2], "Query");
+    ck_assert_msg(strncmp(infos[prep + 2], "XA COMMIT", 9) == 0, "%s", infos[prep + 2]);
+
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L);
+    ck_assert_msg(rg->n == 1, "%zu events, want 1", rg->n);
+    unsigned server;
+    uint64_t seq;
+    event_gtid(rg->values[0], &server, &seq);
+    ck_assert_uint_eq(seq, from + 1);
+    ck_assert_str_eq(json_string_value(json_object_get(rg->values[0], "op")), "u");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(rg->values[0], "after"), "status")),
+        "blocked");
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
 /* What writes a shard in normal operation publishes no truncate event, so
  * never flushes the cache: calendard's bookings and cancellations, its group
  * commit's savepoints (SAVEPOINT b / ROLLBACK TO SAVEPOINT b, as it writes
@@ -1018,6 +1164,10 @@ suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("minimal_row_images_name_their_listing");
     tcase_add_test(tc, minimal_row_images_name_their_listing);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("xa_transaction_is_published_at_prepare");
+    tcase_add_test(tc, xa_transaction_is_published_at_prepare);
     tcase_set_timeout(tc, 90);
     suite_add_tcase(s, tc);
     tc = tcase_create("normal_operation_publishes_no_truncate");

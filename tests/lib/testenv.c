@@ -208,22 +208,34 @@ testenv_set_global(const struct testenv *env, size_t idx, const char *name, long
     return system(cmd);
 }
 
-int
-testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql)
+FILE *
+testenv_sql_admin_open(const struct testenv *env, size_t idx)
 {
     char cmd[1024];
     struct passwd *pw = getpwuid(getuid());
     if (pw == NULL || idx >= env->nshards)
-        return -1;
+        return NULL;
     snprintf(cmd, sizeof(cmd),
              "mariadb --no-defaults --batch --socket='%s/shard%zu/mysqld.sock' -u'%s' >/dev/null",
              env->stack_dir, idx, pw->pw_name);
-    FILE *p = popen(cmd, "w");
+    return popen(cmd, "w");
+}
+
+int
+testenv_sql_admin_close(FILE *session)
+{
+    int rc = pclose(session);
+    return rc == 0 ? 0 : rc == -1 ? -1 : 1;
+}
+
+int
+testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql)
+{
+    FILE *p = testenv_sql_admin_open(env, idx);
     if (p == NULL)
         return -1;
     fputs(sql, p);
-    int rc = pclose(p);
-    return rc == 0 ? 0 : rc == -1 ? -1 : 1;
+    return testenv_sql_admin_close(p);
 }
 
 int

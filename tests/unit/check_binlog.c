@@ -18,6 +18,7 @@ enum {
     WRITE_ROWS_COMPRESSED = 169,
     EXECUTE_LOAD_QUERY_TYPE = 18,
     QUERY_COMPRESSED_TYPE = 165,
+    XA_PREPARE_TYPE = 38,
 };
 
 struct raw {
@@ -150,9 +151,41 @@ START_TEST(gtid_event_gives_the_transactions_position)
     r = event(GTID_TYPE, body, sizeof(body), true);
     ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert(!ev.standalone);
+    ck_assert(!ev.xa_prepared);
     r = event(GTID_TYPE, body, 12, true);
     ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
     ck_assert_ptr_nonnull(strstr(err, "GTID"));
+}
+END_TEST
+
+/* An XA transaction's PREPARE group, as MariaDB 10.11 writes it: a GTID
+ * event flagged FL_PREPARED_XA (0x40) with the XID after the flags, not
+ * standalone; the XA_prepare event (type 38) ends the group. */
+START_TEST(xa_prepare_group_is_told)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t gtid[13 + 6 + 2] = {0};
+    put_le(gtid, 215, 8);
+    gtid[12] = 0x4c;         /* FL_PREPARED_XA | FL_ALLOW_PARALLEL | FL_TRANSACTIONAL */
+    put_le(gtid + 13, 1, 4); /* format id, gtrid length 2, bqual length 0, "p1" */
+    gtid[17] = 2;
+    memcpy(gtid + 19, "p1", 2);
+    struct raw r = event(GTID_TYPE, gtid, sizeof(gtid), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_GTID);
+    ck_assert_uint_eq(ev.gtid.seq, 215);
+    ck_assert(ev.xa_prepared);
+    ck_assert(!ev.standalone);
+    /* one phase (0), format id, gtrid and bqual lengths, the XID */
+    uint8_t prep[1 + 4 + 4 + 4 + 2] = {0};
+    put_le(prep + 1, 1, 4);
+    put_le(prep + 5, 2, 4);
+    memcpy(prep + 13, "p1", 2);
+    r = event(XA_PREPARE_TYPE, prep, sizeof(prep), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_XA_PREPARE);
 }
 END_TEST
 
@@ -237,6 +270,7 @@ main(void)
     UNIT_CASE(s, short_format_description_is_refused);
     UNIT_CASE(s, gtid_event_gives_the_transactions_position);
     UNIT_CASE(s, query_event_gives_statement_and_database);
+    UNIT_CASE(s, xa_prepare_group_is_told);
     UNIT_CASE(s, unreadable_events_are_refused);
     return unit_run(s);
 }

@@ -160,6 +160,41 @@ START_TEST(statement_logged_dml_flushes_everything)
 }
 END_TEST
 
+/* Where a group ends, Query event by Query event. A standalone group (DDL,
+ * XA COMMIT) ends at its statement, any group at COMMIT or ROLLBACK, but an
+ * XA transaction only at its XA_prepare event: MariaDB 10.11 marks it in
+ * its GTID event (FL_PREPARED_XA) and writes XA END as a query; a server
+ * that flagged the group standalone and wrote XA START as a query must not
+ * have it ended there, before its rows. */
+START_TEST(xa_group_ends_only_at_prepare)
+{
+    const char *db = "calendar_shard0";
+    uint32_t named;
+#define STEP(g, sql) query_group_step(&(g), classify(sql, db, &named))
+    struct query_group ddl = {.standalone = true};
+    ck_assert(STEP(ddl, "TRUNCATE TABLE nights"));
+    struct query_group commit = {.standalone = true};
+    ck_assert(STEP(commit, "XA COMMIT X'7831',X'',1"));
+    struct query_group trx = {.standalone = false};
+    ck_assert(!STEP(trx, "SAVEPOINT `b`"));
+    ck_assert(!STEP(trx, "ROLLBACK TO `b`"));
+    ck_assert(STEP(trx, "COMMIT"));
+    /* 10.11: the GTID event says XA, the group is not standalone. */
+    struct query_group xa = {.standalone = false, .xa = true};
+    ck_assert(!STEP(xa, "UPDATE nights SET price = 1")); /* statement-logged, in the XA */
+    ck_assert(!STEP(xa, "XA END X'7831',X'',1"));
+    /* A standalone group opened by an XA START query. */
+    struct query_group xa2 = {.standalone = true};
+    ck_assert(!STEP(xa2, "XA START X'7831',X'',1"));
+    ck_assert(xa2.xa);
+    ck_assert(!STEP(xa2, "XA END X'7831',X'',1"));
+    /* ... or flagged XA by its GTID event. */
+    struct query_group xa3 = {.standalone = true, .xa = true};
+    ck_assert(!STEP(xa3, "XA END X'7831',X'',1"));
+#undef STEP
+}
+END_TEST
+
 /* Nothing malformed reads past the statement or stalls: unterminated
  * quotes and comments, a lone executable comment. */
 START_TEST(malformed_text_is_bounded)
@@ -202,6 +237,7 @@ main(void)
     UNIT_CASE(s, tools_statements_flush_nothing);
     UNIT_CASE(s, definitions_of_relayed_tables_flush_them);
     UNIT_CASE(s, statement_logged_dml_flushes_everything);
+    UNIT_CASE(s, xa_group_ends_only_at_prepare);
     UNIT_CASE(s, malformed_text_is_bounded);
     return unit_run(s);
 }
