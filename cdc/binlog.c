@@ -286,6 +286,7 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
         ev->gtid.domain_id = (uint32_t)le(ev->body + 8, 4);
         ev->gtid.server_id = ev->server_id;
         ev->standalone = (ev->body[12] & FL_STANDALONE) != 0;
+        ev->xa_prepared = (ev->body[12] & FL_PREPARED_XA) != 0;
         break;
     case TABLE_MAP_EVENT:
         ev->kind = BINLOG_TABLE_MAP;
@@ -311,23 +312,44 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
     case XID_EVENT:
         ev->kind = BINLOG_XID;
         break;
-    case QUERY_EVENT: {
+    case XA_PREPARE_LOG_EVENT:
+        /* MariaDB 10.5+: XA START ... XA END; XA PREPARE is a group of its
+         * own, ended by this event (its GTID event carries the XID and
+         * FL_PREPARED_XA); XA COMMIT or XA ROLLBACK comes later as a group
+         * of one statement. */
+        ev->kind = BINLOG_XA_PREPARE;
+        break;
+    case QUERY_EVENT:
+    case EXECUTE_LOAD_QUERY_EVENT: {
+        /* Execute_load_query (LOAD DATA logged as a statement) is a Query
+         * event with 13 more bytes of post-header (file id, start and end
+         * of the file name in the statement, duplicate handling). */
+        size_t post = ev->type == QUERY_EVENT ? 13 : 26;
         ev->kind = BINLOG_QUERY;
-        if (body_len < 13) {
+        if (body_len < post) {
             snprintf(err, errlen, "malformed query event");
             return CAL_ERR;
         }
         size_t db_len = ev->body[8];
         size_t status_len = (size_t)le(ev->body + 11, 2);
-        size_t off = 13 + status_len + db_len + 1;
+        size_t off = post + status_len + db_len + 1;
         if (off > body_len) {
             snprintf(err, errlen, "malformed query event");
             return CAL_ERR;
         }
+        ev->db = (const char *)ev->body + post + status_len;
+        ev->db_len = db_len;
         ev->query = (const char *)ev->body + off;
         ev->query_len = body_len - off;
         break;
     }
+    case QUERY_COMPRESSED_EVENT:
+        /* Unread, a TRUNCATE or a statement-logged change would pass
+         * unnoticed. */
+        snprintf(err, errlen,
+                 "compressed query events are not supported "
+                 "(set log_bin_compress=OFF on the shard)");
+        return CAL_ERR;
     default:
         ev->kind = BINLOG_OTHER;
         break;

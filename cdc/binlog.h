@@ -26,8 +26,9 @@ enum binlog_kind {
     BINLOG_GTID, /* starts a transaction (event group) */
     BINLOG_TABLE_MAP,
     BINLOG_ROWS,
-    BINLOG_XID, /* commits a transaction */
-    BINLOG_QUERY,
+    BINLOG_XID,        /* commits a transaction */
+    BINLOG_XA_PREPARE, /* ends an XA transaction's group at its PREPARE */
+    BINLOG_QUERY,      /* a statement logged as text (also LOAD DATA's Execute_load_query) */
 };
 
 struct binlog_event {
@@ -42,13 +43,17 @@ struct binlog_event {
     size_t body_len;
     /* BINLOG_GTID */
     struct gtid gtid;
-    bool standalone; /* no terminating XID/COMMIT: the group is one statement */
+    bool standalone;  /* no terminating XID/COMMIT: the group is one statement */
+    bool xa_prepared; /* an XA transaction's group up to its PREPARE (FL_PREPARED_XA) */
     /* BINLOG_ROTATE */
     char file[256];
     uint64_t file_pos;
-    /* BINLOG_QUERY */
+    /* BINLOG_QUERY: the statement and its session's default database
+     * (db_len 0: none); neither NUL-terminated */
     const char *query;
     size_t query_len;
+    const char *db;
+    size_t db_len;
 };
 
 /* What decoding carries from one event to the next of a stream. */

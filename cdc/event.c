@@ -26,6 +26,8 @@ event_op_name(enum event_op op)
         return "u";
     case EVENT_OP_DELETE:
         return "d";
+    case EVENT_OP_TRUNCATE:
+        return "t";
     }
     return "?";
 }
@@ -179,7 +181,8 @@ event_encode_value(const struct event_table *table, enum event_op op,
 {
     if ((op == EVENT_OP_CREATE && (before != NULL || after == NULL)) ||
         (op == EVENT_OP_UPDATE && (before == NULL || after == NULL)) ||
-        (op == EVENT_OP_DELETE && (before == NULL || after != NULL))) {
+        (op == EVENT_OP_DELETE && (before == NULL || after != NULL)) ||
+        (op == EVENT_OP_TRUNCATE && (before != NULL || after != NULL))) {
         snprintf(err, errlen, "op %s does not match the row images", event_op_name(op));
         return CAL_EINVAL;
     }

@@ -13,7 +13,10 @@
 #define EVENT_VERSION "calendar-cdc-1"
 #define EVENT_CONNECTOR "mariadb"
 
-enum event_op { EVENT_OP_CREATE = 0, EVENT_OP_UPDATE, EVENT_OP_DELETE };
+/* TRUNCATE: rows of the table changed in a way no row image shows (a
+ * TRUNCATE, a statement-logged change): no before, no after, no key, as
+ * Debezium's truncate event. */
+enum event_op { EVENT_OP_CREATE = 0, EVENT_OP_UPDATE, EVENT_OP_DELETE, EVENT_OP_TRUNCATE };
 
 /* How one column value of a row image is encoded:
  *   EVENT_ABSENT     not in the image (partial row image): key omitted
@@ -102,12 +105,13 @@ size_t event_hint(const struct event_table *table, enum event_op op,
                   const struct event_value *before, const struct event_value *after,
                   const struct event_source *src, char *buf, size_t size);
 
-/* "c", "u" or "d". */
+/* "c", "u", "d" or "t". */
 const char *event_op_name(enum event_op op);
 
 /* Encodes the value {"before":..,"after":..,"source":{..},"op":..,"ts_ms":..}.
- * before is NULL for a create, after is NULL for a delete; each is an array
- * of table->ncols values in column order. On success *out is a
+ * before is NULL for a create, after is NULL for a delete, both for a
+ * truncate (table->ncols may be 0 then); each is an array of table->ncols
+ * values in column order. On success *out is a
  * NUL-terminated compact JSON text of *outlen bytes; caller frees with free(). */
 cal_status event_encode_value(const struct event_table *table, enum event_op op,
                               const struct event_value *before, const struct event_value *after,

@@ -163,9 +163,9 @@ store(struct invalidator *inv, struct kconsumer_msg *msg)
     }
     if (msg->gap_from >= 0) {
         /* Events of this partition were dropped by the broker before we read
-         * them (or may have been: its committed offset was unknown): what
-         * they changed is unknown, so everything goes, before any offset
-         * passes them. */
+         * them (or may have been: its committed offset was unknown, or its
+         * offsets went back): what they changed is unknown, so everything
+         * goes, before any offset passes them. */
         if (cache_flush(inv->cache, err, sizeof(err)) != CAL_OK) {
             invstats_error(inv->stats, INVSTATS_ERR_CACHE);
             inv->failures++;
@@ -174,9 +174,14 @@ store(struct invalidator *inv, struct kconsumer_msg *msg)
         }
         invstats_flush(inv->stats);
         invstats_error(inv->stats, INVSTATS_ERR_GAP);
-        log_warn("cache flushed: events were lost before this one",
-                 "topic=%s partition=%d lost_offsets=%lld-%lld", msg->topic, (int)msg->partition,
-                 (long long)msg->gap_from, (long long)msg->offset - 1);
+        if (msg->gap_from > msg->offset)
+            log_warn("cache flushed: the partition's offsets went back, events may be lost",
+                     "topic=%s partition=%d expected_offset=%lld offset=%lld", msg->topic,
+                     (int)msg->partition, (long long)msg->gap_from, (long long)msg->offset);
+        else
+            log_warn("cache flushed: events were lost before this one",
+                     "topic=%s partition=%d lost_offsets=%lld-%lld", msg->topic,
+                     (int)msg->partition, (long long)msg->gap_from, (long long)msg->offset - 1);
     }
     cal_status st = kconsumer_store(inv->kc, msg, err, sizeof(err));
     if (st == CAL_ENOTFOUND) {

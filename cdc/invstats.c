@@ -236,7 +236,8 @@ invstats_render(struct invstats *stats, size_t *len)
             "# TYPE calendar_invalidator_invalidations_total counter\n"
             "calendar_invalidator_invalidations_total %llu\n"
             "# HELP calendar_invalidator_flushes_total Whole-cache flushes: truncate events, and "
-            "gaps (events dropped before they were read, or an offset unknown).\n"
+            "gaps (events dropped before they were read, offsets that went back, or an offset "
+            "unknown).\n"
             "# TYPE calendar_invalidator_flushes_total counter\n"
             "calendar_invalidator_flushes_total %llu\n",
             (unsigned long long)stats->invalidations, (unsigned long long)stats->flushes);

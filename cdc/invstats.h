@@ -17,7 +17,7 @@ enum invstats_error {
     INVSTATS_ERR_CACHE,           /* memcached failed; the event is retried */
     INVSTATS_ERR_KAFKA,           /* consumer error (broker down, ...) */
     INVSTATS_ERR_STORE,           /* offset store failed */
-    INVSTATS_ERR_GAP,             /* events the broker dropped unread: the cache was flushed */
+    INVSTATS_ERR_GAP,             /* events lost or dropped unread: the cache was flushed */
     INVSTATS_ERR_COUNT
 };
 

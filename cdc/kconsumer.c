@@ -22,13 +22,15 @@ struct held {
 
 /* Where an assigned partition's next message should be: a message further
  * on means the broker no longer had the ones between (retention ran ahead
- * of us), so the caller must act as if anything had changed. */
+ * of us), and one further back that the log we read is gone (see
+ * track_delivered); either way the caller must act as if anything had
+ * changed. */
 struct track {
     char topic[256];
     int32_t partition;
     int64_t next;     /* offset expected next: the committed one at assignment; -1 unknown */
     int64_t gap_at;   /* the first message after a gap, until it is stored; -1: none */
-    int64_t gap_from; /* the first offset that never came */
+    int64_t gap_from; /* the first offset that never came; above gap_at: offsets went back */
 };
 
 struct kconsumer {
@@ -136,8 +138,8 @@ track_revoked(struct kconsumer *kc, const rd_kafka_topic_partition_list_t *parts
     }
 }
 
-/* A message fresh from the broker: is it further on than expected? Returns
- * its partition's track (NULL: not assigned). */
+/* A message fresh from the broker: is it further on, or further back, than
+ * expected? Returns its partition's track (NULL: not assigned). */
 static struct track *
 track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
 {
@@ -165,9 +167,19 @@ track_delivered(struct kconsumer *kc, const rd_kafka_message_t *rkm)
                               : "messages before this one may be lost: committed offset unknown",
                  "topic=%s partition=%d offsets=%lld-%lld", t->topic, (int)t->partition,
                  (long long)expected, (long long)rkm->offset - 1);
+    } else if (t->next >= 0 && rkm->offset < t->next) {
+        /* Offsets went back (librdkafka found ours out of range and reset to
+         * the earliest): the log we had read is gone, the topic recreated,
+         * a broker back without its log or an unclean leader election that
+         * truncated it, and with it events the relay had counted as
+         * delivered. A gap, once: from here the new log is followed. */
+        t->gap_at = rkm->offset;
+        t->gap_from = t->next;
+        log_warn("partition offsets went back: events may be lost",
+                 "topic=%s partition=%d expected_offset=%lld offset=%lld", t->topic,
+                 (int)t->partition, (long long)t->next, (long long)rkm->offset);
     }
-    if (rkm->offset + 1 > t->next)
-        t->next = rkm->offset + 1;
+    t->next = rkm->offset + 1;
     return t;
 }
 

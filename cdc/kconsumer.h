@@ -39,7 +39,11 @@ struct kconsumer_msg {
      * delivery of this message until it is stored. -1: none. Also set, to 0,
      * on the first message (if not offset 0) of a partition whose committed
      * offset could not be looked up, neither at assignment nor at that message:
-     * a gap cannot be ruled out then. */
+     * a gap cannot be ruled out then. Above offset: the partition's offsets
+     * went back, gap_from was the one expected (committed, or after the last
+     * message read): the log read so far is gone (topic recreated, broker
+     * back without its log, unclean leader election), and whatever it held
+     * after what this consumer read is lost. */
     int64_t gap_from;
     void *handle; /* private */
 };

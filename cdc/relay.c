@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cdc/checkpoint.h"
 #include "cdc/event.h"
 #include "cdc/gtid.h"
+#include "cdc/query.h"
 #include "cdc/rowimage.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -34,10 +34,10 @@ struct txn {
     struct gtid gtid;
     char file[128];
     uint64_t end_pos;
-    uint32_t outstanding; /* messages sent, not yet reported */
-    bool standalone;
-    bool closed; /* commit seen */
-    bool failed; /* a message was not delivered */
+    uint32_t outstanding;     /* messages sent, not yet reported */
+    struct query_group group; /* where the group ends (standalone, XA) */
+    bool closed;              /* commit seen */
+    bool failed;              /* a message was not delivered */
     uint64_t first_send_us;
 };
 
@@ -355,7 +355,10 @@ on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t e
 {
     uint64_t id;
     char db[ROWIMAGE_NAME_MAX], table[ROWIMAGE_NAME_MAX];
-    if (rowimage_table_peek(ev->body, ev->body_len, &id, db, table, err, errlen) != CAL_OK)
+    /* A name longer than MariaDB allows (CAL_ENOTFOUND) is no table of
+     * ours: mapped as unwanted, so that its rows events pass. */
+    cal_status st = rowimage_table_peek(ev->body, ev->body_len, &id, db, table, err, errlen);
+    if (st != CAL_OK && st != CAL_ENOTFOUND)
         return CAL_ERR;
     struct table_slot *slot = find_map(r, id);
     if (slot == NULL) {
@@ -369,7 +372,7 @@ on_table_map(struct relay *r, const struct binlog_event *ev, char *err, size_t e
     free(slot->t);
     memset(slot, 0, sizeof(*slot));
     slot->table_id = id;
-    if (!wanted_table(r, db, table))
+    if (st == CAL_ENOTFOUND || !wanted_table(r, db, table))
         return CAL_OK;
     struct rowimage_table *t = cal_malloc(sizeof(*t));
     if (rowimage_table_parse(ev->body, ev->body_len, t, err, errlen) != CAL_OK) {
@@ -448,22 +451,64 @@ send_message(struct relay *r, struct txn *t, const char *topic, int32_t partitio
     }
 }
 
+/* One truncate event (no images, no key) of table, for a change of its rows
+ * the binlog shows no row images of: consumers drop what they derived from
+ * the table (the invalidator flushes the cache). Debezium sends one per
+ * table, keyless: partition 0, no order with the table's other events. */
+static cal_status
+send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+              const char *table, char *err, size_t errlen)
+{
+    struct topic_slot *ts = topic_for(r, table, err, errlen);
+    if (ts == NULL)
+        return CAL_EUNAVAIL;
+    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
+    struct event_source src = {
+        .name = r->conf->topic_prefix,
+        .ts_ms = (uint64_t)ev->timestamp * 1000,
+        .server_id = ev->server_id,
+        .domain_id = t->gtid.domain_id,
+        .seq = t->gtid.seq,
+        .file = binlog_file(b),
+        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
+    };
+    char *value = NULL;
+    size_t valuelen;
+    cal_status st = event_encode_value(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, cal_now_ms(),
+                                       &value, &valuelen, err, errlen);
+    char hint[160];
+    struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
+    hdr.len = event_hint(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, hint, sizeof(hint));
+    if (st == CAL_OK)
+        st = send_message(r, t, ts->name, 0, NULL, 0, value, valuelen, hdr.len > 0 ? &hdr : NULL,
+                          err, errlen);
+    free(value);
+    if (st != CAL_OK)
+        return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+    return CAL_OK;
+}
+
 static cal_status
 on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t, char *err,
         size_t errlen)
 {
-    struct rowimage_rows rows;
-    if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
+    uint64_t table_id;
+    if (rowimage_rows_table_id(ev->body, ev->body_len, &table_id, err, errlen) != CAL_OK)
         return CAL_ERR;
-    struct table_slot *slot = find_map(r, rows.table_id);
+    struct table_slot *slot = find_map(r, table_id);
     if (slot == NULL) {
         /* Never skipped: it might be one of ours. */
         snprintf(err, errlen, "rows event of table id %llu without its table map",
-                 (unsigned long long)rows.table_id);
+                 (unsigned long long)table_id);
         return CAL_ERR;
     }
+    /* Before any decoding: a table of another database may have more
+     * columns than the decoder takes, and must not stop the relay. */
     if (!slot->wanted)
         return CAL_OK;
+    struct rowimage_rows rows;
+    if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
+        return CAL_ERR;
     if (t == NULL) {
         snprintf(err, errlen, "rows event outside a GTID event group");
         return CAL_ERR;
@@ -482,6 +527,7 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         .file = binlog_file(b),
         .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
     };
+    uint32_t unkeyed = 0; /* rows whose listing or key neither image holds */
     for (uint32_t row = 0;; row++) {
         int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);
         if (n < 0)
@@ -491,18 +537,31 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         src.row = row;
         const struct event_value *bv = rows.op == EVENT_OP_CREATE ? NULL : before;
         const struct event_value *av = rows.op == EVENT_OP_DELETE ? NULL : after;
+        /* Under binlog_row_image=MINIMAL (a session may set it) an update's
+         * after image holds only the columns it changed, its before image
+         * only the primary key: a key column the after image lacks did not
+         * change, so it is the before image's. The after image then names
+         * its row, for the key, the hint and any reader of the value. */
+        if (bv != NULL && av != NULL)
+            for (size_t i = 0; i < tm->ncols; i++)
+                if (tm->cols[i].pk && after[i].type == EVENT_ABSENT)
+                    after[i] = before[i];
         const struct event_value *keyrow = av != NULL ? av : bv;
         uint64_t listing_id;
-        if (event_listing_id(&tm->ev, keyrow, &listing_id) != CAL_OK) {
-            snprintf(err, errlen, "%s.%s: row without a usable listing_id", tm->db, tm->table);
-            return CAL_ERR;
-        }
         char *key = NULL, *value = NULL;
         size_t keylen, valuelen;
-        cal_status st = event_encode_key(&tm->ev, keyrow, &key, &keylen, err, errlen);
-        if (st == CAL_OK)
-            st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
-                                    err, errlen);
+        if ((event_listing_id(&tm->ev, keyrow, &listing_id) != CAL_OK &&
+             (bv == NULL || event_listing_id(&tm->ev, bv, &listing_id) != CAL_OK)) ||
+            event_encode_key(&tm->ev, keyrow, &key, &keylen, err, errlen) != CAL_OK) {
+            /* A listing_id outside the key (reservations) is in neither
+             * image under MINIMAL: no partition, perhaps no key. Stopping
+             * would stall the shard for good: a truncate event of the table
+             * stands for these rows (below). */
+            unkeyed++;
+            continue;
+        }
+        cal_status st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value,
+                                           &valuelen, err, errlen);
         /* The invalidator's hint: the keys without parsing the value. */
         char hint[160];
         struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
@@ -515,6 +574,47 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         if (st != CAL_OK)
             return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
     }
+    if (unkeyed > 0) {
+        cal_status st = send_truncate(r, b, ev, t, tm->table, err, errlen);
+        if (st != CAL_OK)
+            return st;
+        log_warn("rows without their listing_id in either image: truncate event sent",
+                 "db=%s table=%s rows=%" PRIu32 " gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
+                 " file=%s pos=%" PRIu64,
+                 tm->db, tm->table, unkeyed, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
+                 src.file, src.pos);
+    }
+    return CAL_OK;
+}
+
+/* A statement that may have changed rows of the relayed tables without row
+ * images (TRUNCATE, DROP, ALTER, statement-logged DML, query.h): a truncate
+ * event for each relayed table it changed (named: bits of relay_tables;
+ * 0: every one), part of its transaction, so acknowledged before the
+ * checkpoint passes it. */
+static cal_status
+on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+                   uint32_t named, char *err, size_t errlen)
+{
+    if (t == NULL) {
+        snprintf(err, errlen, "statement outside a GTID event group");
+        return CAL_ERR;
+    }
+    char tables[128] = "";
+    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
+        if (named != 0 && !(named & (1u << i)))
+            continue;
+        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
+        if (st != CAL_OK)
+            return st;
+        snprintf(tables + strlen(tables), sizeof(tables) - strlen(tables), "%s%s",
+                 tables[0] ? "," : "", relay_tables[i]);
+    }
+    /* The statement itself is not logged: it may carry data. */
+    log_warn("statement changed relayed tables without row images: truncate events sent",
+             "db=%s tables=%s gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64 " file=%s pos=%" PRIu32,
+             r->conf->source.db.database, tables, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
+             binlog_file(b), ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0);
     return CAL_OK;
 }
 
@@ -546,7 +646,8 @@ open_txn(struct relay *r, const struct binlog_event *ev)
     }
     struct txn *t = cal_calloc(1, sizeof(*t));
     t->gtid = ev->gtid;
-    t->standalone = ev->standalone;
+    t->group.standalone = ev->standalone;
+    t->group.xa = ev->xa_prepared;
     if (r->tail != NULL)
         r->tail->next = t;
     else
@@ -556,13 +657,6 @@ open_txn(struct relay *r, const struct binlog_event *ev)
     r->last_read = ev->gtid;
     pthread_mutex_unlock(&r->mu);
     return t;
-}
-
-static bool
-query_ends_group(const struct binlog_event *ev)
-{
-    return (ev->query_len == 6 && strncasecmp(ev->query, "COMMIT", 6) == 0) ||
-           (ev->query_len == 8 && strncasecmp(ev->query, "ROLLBACK", 8) == 0);
 }
 
 /* Follows the stream until an error, a delivery failure or stop. */
@@ -618,16 +712,33 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
             st = on_rows(r, b, &ev, cur, err, errlen);
             break;
         case BINLOG_XID:
+        case BINLOG_XA_PREPARE:
+            /* An XA transaction's group ends at its PREPARE, so its events
+             * are published then, before its COMMIT makes the change
+             * visible: a read in between can fill the cache with the old
+             * value again, which stays until the row changes again or the
+             * entry's TTL (calendard does not use XA); after XA ROLLBACK they
+             * were extra deletes. Holding them for the XA COMMIT group (hours
+             * later perhaps, from another session) would keep them in memory
+             * and the checkpoint, which advances in binlog order, behind the
+             * PREPARE until then. */
             if (cur != NULL)
                 close_txn(r, b, cur, &ev);
             cur = NULL;
             break;
-        case BINLOG_QUERY:
-            if (cur != NULL && (cur->standalone || query_ends_group(&ev))) {
+        case BINLOG_QUERY: {
+            const struct query_target target = {r->conf->source.db.database, relay_tables};
+            uint32_t named;
+            enum query_kind kind =
+                query_classify(ev.query, ev.query_len, ev.db, ev.db_len, &target, &named);
+            if (kind == QUERY_FLUSH)
+                st = on_flush_statement(r, b, &ev, cur, named, err, errlen);
+            if (st == CAL_OK && cur != NULL && query_group_step(&cur->group, kind)) {
                 close_txn(r, b, cur, &ev);
                 cur = NULL;
             }
             break;
+        }
         default:
             break;
         }

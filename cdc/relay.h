@@ -1,7 +1,9 @@
 /* The binlog -> Kafka relay of one shard: reads the shard's binlog as a
  * replica from a durable GTID checkpoint, turns row changes of listings,
  * nights and reservations into Debezium-style events keyed and partitioned
- * by listing, produces them idempotently, and advances the checkpoint only
+ * by listing (and changes the binlog shows no rows of, a TRUNCATE or a
+ * statement-logged change, into truncate events), produces them
+ * idempotently, and advances the checkpoint only
  * over transactions whose every event Kafka acknowledged (at-least-once:
  * duplicates after a crash, never gaps). */
 #ifndef CAL_RELAY_H

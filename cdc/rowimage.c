@@ -177,16 +177,24 @@ is_numeric(uint8_t type)
     }
 }
 
-static bool
-read_name(struct reader *r, char *out, size_t size)
+/* A length byte, the name, a NUL. NAME_OK, NAME_LONG (well-formed, but over
+ * ROWIMAGE_NAME_BYTES: skipped, out empty) or NAME_BAD. */
+enum { NAME_OK, NAME_LONG, NAME_BAD };
+
+static int
+read_name(struct reader *r, char *out)
 {
     uint64_t n = read_le(r, 1);
     const uint8_t *s = read_bytes(r, (size_t)n);
-    if (s == NULL || n >= size)
-        return false;
+    if (s == NULL || read_le(r, 1) != 0 || r->bad) /* NUL terminator */
+        return NAME_BAD;
+    if (n > ROWIMAGE_NAME_BYTES) {
+        out[0] = '\0';
+        return NAME_LONG;
+    }
     memcpy(out, s, (size_t)n);
     out[n] = '\0';
-    return read_le(r, 1) == 0 && !r->bad; /* NUL terminator */
+    return NAME_OK;
 }
 
 cal_status
@@ -196,9 +204,17 @@ rowimage_table_peek(const uint8_t *body, size_t len, uint64_t *table_id, char *d
     struct reader r = {.p = body, .len = len};
     *table_id = read_le(&r, 6);
     read_le(&r, 2);
-    if (!read_name(&r, db, ROWIMAGE_NAME_MAX) || !read_name(&r, table, ROWIMAGE_NAME_MAX)) {
+    int dbst = read_name(&r, db);
+    int tablest = dbst == NAME_BAD ? NAME_BAD : read_name(&r, table);
+    if (dbst == NAME_BAD || tablest == NAME_BAD) {
         snprintf(err, errlen, "malformed table map event (names)");
         return CAL_EINVAL;
+    }
+    if (dbst == NAME_LONG || tablest == NAME_LONG) {
+        db[0] = table[0] = '\0';
+        snprintf(err, errlen, "table map of table id %llu: a name over %d bytes",
+                 (unsigned long long)*table_id, ROWIMAGE_NAME_BYTES);
+        return CAL_ENOTFOUND;
     }
     return CAL_OK;
 }
@@ -233,7 +249,7 @@ parse_optional_metadata(struct reader *r, struct rowimage_table *t, char *err, s
             for (size_t i = 0; i < t->ncols && !f.bad; i++) {
                 uint64_t n = read_lenenc(&f);
                 const uint8_t *s = read_bytes(&f, (size_t)n);
-                if (s == NULL || n >= ROWIMAGE_NAME_MAX) {
+                if (s == NULL || n > ROWIMAGE_NAME_BYTES) {
                     f.bad = true;
                     break;
                 }
@@ -281,7 +297,7 @@ rowimage_table_parse(const uint8_t *body, size_t len, struct rowimage_table *t, 
     struct reader r = {.p = body, .len = len};
     t->table_id = read_le(&r, 6);
     read_le(&r, 2);
-    if (!read_name(&r, t->db, sizeof(t->db)) || !read_name(&r, t->table, sizeof(t->table)))
+    if (read_name(&r, t->db) != NAME_OK || read_name(&r, t->table) != NAME_OK)
         goto malformed;
     uint64_t ncols = read_lenenc(&r);
     if (r.bad)
@@ -342,6 +358,19 @@ rowimage_is_rows_event(uint8_t event_type)
 {
     return (event_type >= ROWIMAGE_WRITE_V1 && event_type <= ROWIMAGE_DELETE_V1) ||
            (event_type >= ROWIMAGE_WRITE_V2 && event_type <= ROWIMAGE_DELETE_V2);
+}
+
+cal_status
+rowimage_rows_table_id(const uint8_t *body, size_t len, uint64_t *table_id, char *err,
+                       size_t errlen)
+{
+    struct reader r = {.p = body, .len = len};
+    *table_id = read_le(&r, 6);
+    if (r.bad) {
+        snprintf(err, errlen, "malformed rows event");
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
 }
 
 cal_status

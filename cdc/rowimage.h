@@ -13,7 +13,10 @@
 #include "common/status.h"
 
 #define ROWIMAGE_MAX_COLS 128
-#define ROWIMAGE_NAME_MAX 65
+/* Database, table and column names: MariaDB allows 64 characters, and the
+ * binlog writes them in utf8mb3, up to 3 bytes each: 192 bytes and a NUL. */
+#define ROWIMAGE_NAME_BYTES 192
+#define ROWIMAGE_NAME_MAX (ROWIMAGE_NAME_BYTES + 1)
 
 /* Binlog event type codes (protocol constants). */
 enum rowimage_event_type {
@@ -47,7 +50,10 @@ struct rowimage_table {
 };
 
 /* Only the table id and names of a TABLE_MAP body: cheap, to decide whether
- * the table matters before parsing the rest. */
+ * the table matters before parsing the rest. db and table hold
+ * ROWIMAGE_NAME_MAX bytes. CAL_ENOTFOUND (*table_id set, names empty) when a
+ * name is longer than MariaDB allows: whatever wrote it, that table is no
+ * table of the relay's. CAL_EINVAL for a malformed body. */
 cal_status rowimage_table_peek(const uint8_t *body, size_t len, uint64_t *table_id, char *db,
                                char *table, char *err, size_t errlen);
 
@@ -70,6 +76,12 @@ struct rowimage_rows {
 
 /* true for the six ROWS event types above. */
 bool rowimage_is_rows_event(uint8_t event_type);
+
+/* The table id of a ROWS event body, without decoding the rest: a rows event
+ * of a table the caller does not want is never parsed (it may have more
+ * columns than ROWIMAGE_MAX_COLS). CAL_EINVAL when the body is too short. */
+cal_status rowimage_rows_table_id(const uint8_t *body, size_t len, uint64_t *table_id, char *err,
+                                  size_t errlen);
 
 cal_status rowimage_rows_begin(const uint8_t *body, size_t len, uint8_t event_type,
                                struct rowimage_rows *rows, char *err, size_t errlen);

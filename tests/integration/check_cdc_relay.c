@@ -2,11 +2,13 @@
  * ($STACK_ENV): row changes written with SQL into shard 0 arrive on
  * <prefix>.<db>.<table> as the exact Debezium-style JSON (c/u/d, before and
  * after, DATE as days, TIMESTAMP(6) as UTC ISO-8601, NULLs, unsigned
- * numbers), keyed by primary key and partitioned by listing; and after a
+ * numbers), keyed by primary key and partitioned by listing; tables of
+ * other databases (long UTF-8 names, many columns) never stop it; and after a
  * SIGKILL of the relay mid-stream and a restart, no change is missing. */
 #include <check.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include "cdc/event.h"
 #include "common/db.h"
 #include "common/util.h"
+#include "tests/lib/http.h"
 #include "tests/lib/kafka_test.h"
 #include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
@@ -29,6 +32,7 @@ static struct testenv env;
 static char bootstrap[256];
 static char prefix[64];
 static char stack_sh[512];
+static char admin_config[512];
 static int32_t partitions = 8;
 
 static struct db *
@@ -364,6 +368,641 @@ START_TEST(row_changes_arrive_as_exact_events)
 }
 END_TEST
 
+/* Tables of another database of the shard's server, as its other users
+ * (the catalog on shard 0's) may have them: a name of 33 Cyrillic letters
+ * (66 bytes in the binlog) with a column of 64 (128 bytes), and 130 columns,
+ * more than the relay's decoder takes. Neither may stop the relay: a change
+ * of ours written after them must arrive. */
+START_TEST(other_tables_never_stop_the_relay)
+{
+    char name33[80] = "", col64[140] = "", sqltext[4096];
+    for (int i = 0; i < 33; i++)
+        strcat(name33, "\xd0\x96");
+    for (int i = 0; i < 64; i++)
+        strcat(col64, "\xd0\xaf");
+    int n =
+        snprintf(sqltext, sizeof(sqltext),
+                 "SET NAMES utf8mb4; DROP DATABASE IF EXISTS cdc_probe; CREATE DATABASE cdc_probe;"
+                 "CREATE TABLE cdc_probe.`%s` (`%s` INT PRIMARY KEY) ENGINE=InnoDB;"
+                 "INSERT INTO cdc_probe.`%s` VALUES (1);"
+                 "CREATE TABLE cdc_probe.wide (c0 INT PRIMARY KEY",
+                 name33, col64, name33);
+    for (int c = 1; c < 130; c++)
+        n += snprintf(sqltext + n, sizeof(sqltext) - (size_t)n, ", c%d INT", c);
+    snprintf(sqltext + n, sizeof(sqltext) - (size_t)n,
+             ") ENGINE=InnoDB; INSERT INTO cdc_probe.wide (c0, c129) VALUES (1, 2);");
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, sqltext), 0);
+
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    db_close(db);
+    char tl[256];
+    topic(tl, sizeof(tl), "listings");
+    const char *topics[] = {tl, NULL};
+    struct collected *c = cal_calloc(1, sizeof(*c));
+    collect(c, topics, L, 1, 30000);
+    ck_assert_msg(c->n == 1,
+                  "the insert of listing %" PRIu64 " after the other database's tables "
+                  "never arrived: relay stuck (see its log)",
+                  L);
+    collected_free(c);
+    free(c);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "DROP DATABASE cdc_probe;"), 0);
+    cleanup(L);
+}
+END_TEST
+
+/* ------------------------------------------------ events of a GTID range */
+
+static const char *const relayed[] = {"listings", "nights", "reservations"};
+
+/* The sequence number of the last GTID in shard idx's binlog (domain 0, the
+ * only one of the stack). */
+static uint64_t
+binlog_seq(size_t idx)
+{
+    char err[256], pos[256];
+    struct db *db = testenv_connect_shard(&env, idx, err, sizeof(err));
+    ck_assert_msg(db != NULL, "shard %zu: %s", idx, err);
+    sql_text(db, pos, sizeof(pos), "SELECT @@gtid_binlog_pos");
+    db_close(db);
+    unsigned d, srv;
+    unsigned long long seq;
+    ck_assert_msg(sscanf(pos, "%u-%u-%llu", &d, &srv, &seq) == 3, "gtid_binlog_pos '%s'", pos);
+    return seq;
+}
+
+/* source.gtid of an event value: its server and sequence number. */
+static void
+event_gtid(json_t *value, unsigned *server, uint64_t *seq)
+{
+    const char *gtid = json_string_value(json_object_get(json_object_get(value, "source"), "gtid"));
+    unsigned d;
+    unsigned long long q;
+    ck_assert_msg(gtid != NULL && sscanf(gtid, "%u-%u-%llu", &d, server, &q) == 3, "gtid %s",
+                  gtid ? gtid : "(none)");
+    *seq = q;
+}
+
+static uint64_t
+row_listing(json_t *value)
+{
+    json_t *row = json_object_get(value, "after");
+    if (!json_is_object(row))
+        row = json_object_get(value, "before");
+    json_t *id = json_object_get(row, "listing_id");
+    return json_is_integer(id) ? (uint64_t)json_integer_value(id) : 0;
+}
+
+/* The events shard idx's relay published for the transactions (from, to] of
+ * its binlog: the truncate events and those of one listing (other tests'
+ * rows may be in the range too, thousands of them). */
+struct range {
+    size_t n;
+    struct kafka_test_msg msgs[512];
+    json_t *values[512];
+    size_t truncates[3]; /* op "t" per relayed table */
+};
+
+/* Reads the topics of shard idx until an event of marker_listing from after
+ * `to` arrived (written once the range was complete) and then 1 s passed
+ * without a message (the relay sends in binlog order; other partitions may
+ * lag a little), keeping the truncate events of (from, to] and those of
+ * listing keep. */
+static void
+read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t marker_listing,
+           uint64_t keep)
+{
+    char db[64], topics_buf[3][256], err[256];
+    snprintf(db, sizeof(db), "calendar_shard%zu", idx);
+    const char *topics[4];
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_int_eq(event_topic(topics_buf[i], sizeof(topics_buf[i]), prefix, db, relayed[i]),
+                         CAL_OK);
+        topics[i] = topics_buf[i];
+    }
+    topics[3] = NULL;
+    memset(rg, 0, sizeof(*rg));
+    struct kafka_test_consumer *kc =
+        kafka_test_consumer_create(bootstrap, topics, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    bool marker = false;
+    uint64_t deadline = cal_mono_us() + 60 * 1000000ULL;
+    for (;;) {
+        ck_assert_msg(cal_mono_us() < deadline,
+                      "shard %zu: no event of listing %" PRIu64 " after GTID seq %" PRIu64
+                      " within 60 s: relay stuck (see its log)",
+                      idx, marker_listing, to);
+        struct kafka_test_msg m;
+        int rc = kafka_test_consume(kc, marker ? 1000 : 200, &m, err, sizeof(err));
+        ck_assert_msg(rc >= 0, "%s", err);
+        if (rc == 0) {
+            if (marker)
+                break;
+            continue;
+        }
+        json_t *value = json_loads(m.value, 0, NULL);
+        ck_assert_msg(value != NULL, "value is not JSON: %s", m.value);
+        unsigned server;
+        uint64_t seq;
+        event_gtid(value, &server, &seq);
+        if (server == idx + 1 && seq > to && row_listing(value) == marker_listing)
+            marker = true;
+        bool truncate = strcmp(json_string_value(json_object_get(value, "op")), "t") == 0;
+        bool in_range = server == idx + 1 && seq > from && seq <= to;
+        if (in_range && truncate)
+            for (size_t i = 0; i < 3; i++)
+                if (strcmp(m.topic, topics[i]) == 0)
+                    rg->truncates[i]++;
+        if (!in_range || (!truncate && row_listing(value) != keep)) {
+            json_decref(value);
+            kafka_test_msg_free(&m);
+            continue;
+        }
+        ck_assert_msg(rg->n < CAL_ARRAY_LEN(rg->msgs), "more than %zu events kept",
+                      CAL_ARRAY_LEN(rg->msgs));
+        rg->msgs[rg->n] = m;
+        rg->values[rg->n] = value;
+        rg->n++;
+    }
+    kafka_test_consumer_destroy(kc);
+}
+
+static void
+range_free(struct range *rg)
+{
+    for (size_t i = 0; i < rg->n; i++) {
+        kafka_test_msg_free(&rg->msgs[i]);
+        json_decref(rg->values[i]);
+    }
+    rg->n = 0;
+}
+
+/* A truncate event of shard 0's table, as Debezium's: no key, no images,
+ * the table in its source, partition 0, and a hint that flushes. */
+static void
+assert_truncate(const struct kafka_test_msg *m, json_t *value, const char *table)
+{
+    char t[256], hint[128];
+    topic(t, sizeof(t), table);
+    ck_assert_str_eq(m->topic, t);
+    ck_assert_ptr_null(m->key);
+    ck_assert_int_eq(m->partition, 0);
+    assert_row(value, "before", "null");
+    assert_row(value, "after", "null");
+    ck_assert_str_eq(json_string_value(json_object_get(value, "op")), "t");
+    json_t *src = json_object_get(value, "source");
+    ck_assert_str_eq(json_string_value(json_object_get(src, "db")), SHARD_DB);
+    ck_assert_str_eq(json_string_value(json_object_get(src, "table")), table);
+    snprintf(hint, sizeof(hint), "%s t %" PRId64 " - -", table,
+             (int64_t)json_integer_value(json_object_get(src, "ts_ms")));
+    ck_assert_ptr_nonnull(m->hint);
+    ck_assert_str_eq(m->hint, hint);
+}
+
+/* TRUNCATE TABLE nights (its rows saved and put back with INSERT ... SELECT,
+ * for the other tests): no row image shows what it removed, so the relay
+ * publishes a truncate event of nights, and of nights alone; the rows put
+ * back after it are relayed as ever. */
+START_TEST(truncate_of_a_relayed_table_is_a_truncate_event)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-02-01', 'blocked', %u)",
+        L, testenv_vbucket(L));
+    uint64_t from = binlog_seq(SHARD);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD,
+                                       "USE " SHARD_DB "; DROP TABLE IF EXISTS cdc_nights_save;"
+                                       "CREATE TABLE cdc_nights_save AS SELECT * FROM nights;"
+                                       "TRUNCATE TABLE nights;"
+                                       "INSERT INTO nights SELECT * FROM cdc_nights_save;"
+                                       "DROP TABLE cdc_nights_save;"),
+                     0);
+    uint64_t to = binlog_seq(SHARD);
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L, L);
+    ck_assert_int_eq(rg->truncates[0], 0);
+    ck_assert_int_eq(rg->truncates[1], 1);
+    ck_assert_int_eq(rg->truncates[2], 0);
+    uint64_t truncate_seq = 0, back_seq = 0;
+    for (size_t i = 0; i < rg->n; i++) {
+        unsigned server;
+        uint64_t seq;
+        event_gtid(rg->values[i], &server, &seq);
+        const char *op = json_string_value(json_object_get(rg->values[i], "op"));
+        if (strcmp(op, "t") == 0) {
+            assert_truncate(&rg->msgs[i], rg->values[i], "nights");
+            truncate_seq = seq;
+        } else if (strcmp(op, "c") == 0 && row_listing(rg->values[i]) == L) {
+            back_seq = seq;
+        }
+    }
+    ck_assert_msg(back_seq > truncate_seq && truncate_seq > from,
+                  "truncate at seq %" PRIu64 ", the night put back at %" PRIu64, truncate_seq,
+                  back_seq);
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
+/* A session with binlog_format=STATEMENT changes nights and listings: the
+ * binlog holds the statements, not rows. Each transaction gives a truncate
+ * event of every relayed table (a trigger could have reached any), whether
+ * it ran in the relayed database or named it from another; the relay goes
+ * on after them. */
+START_TEST(statement_logged_changes_are_truncate_events)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-03-01', 'available', %u)",
+        L, testenv_vbucket(L));
+    uint64_t from = binlog_seq(SHARD);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "SET SESSION binlog_format = STATEMENT; USE " SHARD_DB ";"
+             "UPDATE nights SET status = 'blocked' WHERE listing_id = %" PRIu64 ";"
+             "USE mysql; UPDATE " SHARD_DB ".listings SET default_price = 200 "
+             "WHERE listing_id = %" PRIu64 ";",
+             L, L);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+    uint64_t to = binlog_seq(SHARD);
+    ck_assert_uint_eq(to, from + 2);
+    char status[32];
+    snprintf(text, sizeof(text), "SELECT status FROM nights WHERE listing_id = %" PRIu64, L);
+    sql_text(db, status, sizeof(status), text);
+    ck_assert_str_eq(status, "blocked");
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L, L);
+    for (size_t t = 0; t < 3; t++)
+        ck_assert_msg(rg->truncates[t] == 2, "%zu truncate events of %s, want 2", rg->truncates[t],
+                      relayed[t]);
+    ck_assert_uint_eq(rg->n, 6);
+    for (size_t i = 0; i < rg->n; i++) {
+        const char *table = strrchr(rg->msgs[i].topic, '.') + 1;
+        assert_truncate(&rg->msgs[i], rg->values[i], table);
+    }
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
+/* A session with binlog_row_image=MINIMAL: an update's before image holds
+ * only the primary key and its after image only what changed; a delete's
+ * before image only the key. The events of a night still name its listing
+ * and night (key, images, hint), in the listing's partition. A reservation
+ * updated so has its listing_id in neither image: a truncate event of
+ * reservations stands for it. The relay goes on after them. */
+START_TEST(minimal_row_images_name_their_listing)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    uint64_t R = 4000000000000ULL + L % 1000000;
+    unsigned vb = testenv_vbucket(L);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, vb);
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-04-01', 'available', %u)",
+        L, vb);
+    sql(db,
+        "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out, "
+        "guest_id, status, total_price, currency, idempotency_key, request_hash, version) "
+        "VALUES (%" PRIu64 ", %" PRIu64 ", %u, '2030-04-01', '2030-04-02', 7, 'confirmed', 100, "
+        "'EUR', 'k', 'h', 1)",
+        R, L, vb);
+    uint64_t from = binlog_seq(SHARD);
+    char text[1024], d[16];
+    snprintf(text, sizeof(text),
+             "SET SESSION binlog_row_image = MINIMAL; USE " SHARD_DB ";"
+             "UPDATE nights SET status = 'blocked' WHERE listing_id = %" PRIu64 ";"
+             "DELETE FROM nights WHERE listing_id = %" PRIu64 ";"
+             "UPDATE reservations SET status = 'cancelled' WHERE reservation_id = %" PRIu64 ";",
+             L, L, R);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+    uint64_t to = binlog_seq(SHARD);
+    ck_assert_uint_eq(to, from + 3);
+    sql_text(db, d, sizeof(d), "SELECT TO_DAYS('2030-04-01') - 719528");
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L, L);
+    ck_assert_msg(rg->n == 3, "%zu events, want 3", rg->n);
+    char key[128], image[64], hint[192];
+    snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, d);
+    snprintf(image, sizeof(image), "%" PRIu64 ":%s", L, d);
+    size_t seen = 0;
+    for (size_t i = 0; i < rg->n; i++) {
+        const struct kafka_test_msg *m = &rg->msgs[i];
+        json_t *v = rg->values[i];
+        const char *op = json_string_value(json_object_get(v, "op"));
+        int64_t ts = json_integer_value(json_object_get(json_object_get(v, "source"), "ts_ms"));
+        if (strcmp(op, "t") == 0) {
+            assert_truncate(m, v, "reservations");
+            seen |= 1;
+            continue;
+        }
+        char t[256];
+        topic(t, sizeof(t), "nights");
+        ck_assert_str_eq(m->topic, t);
+        ck_assert_str_eq(m->key, key);
+        ck_assert_int_eq(m->partition, event_partition(L, partitions));
+        assert_row(v, "before", key);
+        ck_assert_ptr_nonnull(m->hint);
+        if (strcmp(op, "u") == 0) {
+            snprintf(text, sizeof(text),
+                     "{\"listing_id\":%" PRIu64 ",\"night\":%s,\"status\":\"blocked\"}", L, d);
+            assert_row(v, "after", text);
+            snprintf(hint, sizeof(hint), "nights u %" PRId64 " %s %s", ts, image, image);
+            seen |= 2;
+        } else {
+            ck_assert_str_eq(op, "d");
+            assert_row(v, "after", "null");
+            snprintf(hint, sizeof(hint), "nights d %" PRId64 " %s -", ts, image);
+            seen |= 4;
+        }
+        ck_assert_str_eq(m->hint, hint);
+    }
+    ck_assert_uint_eq(seen, 7);
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
+/* Runs sqltext (no double quotes in it) as the stack's administrator on
+ * shard idx, its result rows in out. */
+static void
+admin_query(size_t idx, const char *sqltext, char *out, size_t outlen)
+{
+    char cmd[2048];
+    struct passwd *pw = getpwuid(getuid());
+    ck_assert_ptr_nonnull(pw);
+    ck_assert_ptr_null(strchr(sqltext, '"'));
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --batch --skip-column-names --socket='%s/shard%zu/mysqld.sock' "
+             "-u'%s' -e \"%s\"",
+             env.stack_dir, idx, pw->pw_name, sqltext);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    ck_assert_msg(pclose(p) == 0, "%s: %s", sqltext, out);
+}
+
+/* The GTID the relay's checkpoint of shard 0 holds ("" when none yet). */
+static void
+checkpoint_gtid(char *out, size_t size)
+{
+    char path[1024], line[256];
+    snprintf(path, sizeof(path), "%s/cdc/shard%d/checkpoint", env.stack_dir, SHARD);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "gtid=", 5) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            cal_strlcpy(out, line + 5, size);
+        }
+    fclose(f);
+}
+
+/* XA START, UPDATE of a night, XA END, XA PREPARE in one session, and XA
+ * COMMIT later in it. MariaDB 10.5+ writes the PREPARE as a group of its own
+ * (its GTID event carries the XID; XA END a query; an XA_prepare event ends
+ * it) and XA COMMIT as another group of one statement: checked here against
+ * the server. The relay publishes the night's event with the PREPARE group
+ * and has it acknowledged before the COMMIT, with no later transaction to
+ * close the group; the change is named once, and later changes arrive. */
+START_TEST(xa_transaction_is_published_at_prepare)
+{
+    struct db *db = shard();
+    uint64_t L = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        L, testenv_vbucket(L));
+    sql(db,
+        "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
+        ", '2030-05-01', 'available', %u)",
+        L, testenv_vbucket(L));
+    uint64_t from = binlog_seq(SHARD);
+    char out[16384], file[128];
+    unsigned long pos;
+    admin_query(SHARD, "SHOW MASTER STATUS", out, sizeof(out));
+    ck_assert_msg(sscanf(out, "%127s %lu", file, &pos) == 2, "SHOW MASTER STATUS: %s", out);
+
+    FILE *xa = testenv_sql_admin_open(&env, SHARD);
+    ck_assert_ptr_nonnull(xa);
+    fprintf(xa,
+            "USE " SHARD_DB "; XA START 'cdc-xa';"
+            "UPDATE nights SET status = 'blocked' WHERE listing_id = %" PRIu64 ";"
+            "XA END 'cdc-xa'; XA PREPARE 'cdc-xa';\n",
+            L);
+    fflush(xa);
+    uint64_t deadline = cal_mono_us() + 15 * 1000000ULL;
+    while (binlog_seq(SHARD) < from + 1) {
+        ck_assert_msg(cal_mono_us() < deadline, "XA PREPARE not in the binlog within 15 s");
+        cal_sleep_ms(50);
+    }
+    char want[64], got[256] = "";
+    snprintf(want, sizeof(want), "0-%d-%" PRIu64, SHARD + 1, from + 1);
+    deadline = cal_mono_us() + 15 * 1000000ULL;
+    for (;;) {
+        checkpoint_gtid(got, sizeof(got));
+        if (strcmp(got, want) == 0)
+            break;
+        if (cal_mono_us() >= deadline) {
+            fputs("XA COMMIT 'cdc-xa';\n", xa);
+            testenv_sql_admin_close(xa);
+            ck_abort_msg("checkpoint %s, not the XA PREPARE group %s: the group was not ended "
+                         "by its XA_prepare event",
+                         got, want);
+        }
+        cal_sleep_ms(50);
+    }
+    fputs("XA COMMIT 'cdc-xa';\n", xa);
+    ck_assert_int_eq(testenv_sql_admin_close(xa), 0);
+    uint64_t to = binlog_seq(SHARD);
+    ck_assert_uint_eq(to, from + 2);
+
+    /* The binlog's shape: Gtid (XA START ...), ..., Query XA END, XA_prepare,
+     * then Gtid, Query XA COMMIT. */
+    char q[256];
+    snprintf(q, sizeof(q), "SHOW BINLOG EVENTS IN '%s' FROM %lu", file, pos);
+    admin_query(SHARD, q, out, sizeof(out));
+    char types[16][32], infos[16][64];
+    size_t n = 0;
+    for (char *line = strtok(out, "\n"); line != NULL && n < 16; line = strtok(NULL, "\n")) {
+        char name[128], info[256] = "";
+        unsigned long p, srv, end;
+        if (sscanf(line, "%127s %lu %31s %lu %lu %255[^\n]", name, &p, types[n], &srv, &end, info) <
+            5)
+            continue;
+        cal_strlcpy(infos[n], info, sizeof(infos[n]));
+        n++;
+    }
+    ck_assert_uint_ge(n, 4);
+    ck_assert_str_eq(types[0], "Gtid");
+    ck_assert_msg(strncmp(infos[0], "XA START", 8) == 0, "first event: %s %s", types[0], infos[0]);
+    size_t prep = 0;
+    while (prep < n && strcmp(types[prep], "XA_prepare") != 0)
+        prep++;
+    ck_assert_msg(prep + 2 < n, "no XA_prepare event followed by a group");
+    ck_assert_str_eq(types[prep - 1], "Query");
+    ck_assert_msg(strncmp(infos[prep - 1], "XA END", 6) == 0, "%s", infos[prep - 1]);
+    ck_assert_str_eq(types[prep + 1], "Gtid");
+    ck_assert_str_eq(types[prep + 2], "Query");
+    ck_assert_msg(strncmp(infos[prep + 2], "XA COMMIT", 9) == 0, "%s", infos[prep + 2]);
+
+    sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db);
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    read_range(rg, SHARD, from, to, L, L);
+    ck_assert_msg(rg->n == 1, "%zu events, want 1", rg->n);
+    unsigned server;
+    uint64_t seq;
+    event_gtid(rg->values[0], &server, &seq);
+    ck_assert_uint_eq(seq, from + 1);
+    ck_assert_str_eq(json_string_value(json_object_get(rg->values[0], "op")), "u");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(rg->values[0], "after"), "status")),
+        "blocked");
+    range_free(rg);
+    free(rg);
+    cleanup(L);
+}
+END_TEST
+
+/* What writes a shard in normal operation publishes no truncate event, so
+ * never flushes the cache: calendard's bookings and cancellations, its group
+ * commit's savepoints (SAVEPOINT b / ROLLBACK TO SAVEPOINT b, as it writes
+ * them when a booking of the group fails), calendar-admin migrate (CREATE
+ * TABLE IF NOT EXISTS ...), and an online move of a vbucket to the other
+ * shard and back with calendar-rebalance. */
+START_TEST(normal_operation_publishes_no_truncate)
+{
+    char err[256], out[4096];
+    struct db *db0 = shard();
+    struct db *db1 = testenv_connect_shard(&env, 1, err, sizeof(err));
+    ck_assert_msg(db1 != NULL, "%s", err);
+    uint64_t L = owned_listing(db0), M = owned_listing(db1);
+    uint64_t from0 = binlog_seq(0), from1 = binlog_seq(1);
+
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    http_response_init(&r);
+    ck_assert_int_eq(http_requestf(h, "PUT", NULL,
+                                   "{\"default_price\":1000,\"currency\":\"USD\","
+                                   "\"min_nights\":1,\"max_nights\":9}",
+                                   &r, err, sizeof(err), "%s/v1/listings/%" PRIu64,
+                                   env.calendard_url, L),
+                     CAL_OK);
+    ck_assert_int_eq(r.status, 201);
+    http_response_deinit(&r);
+    char d1[11], d2[11], body[256], key[64];
+    testenv_format_date(testenv_today() + 40, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + 42, d2, sizeof(d2));
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", d1,
+             d2);
+    snprintf(key, sizeof(key), "Idempotency-Key: cdc-%" PRIu64, L);
+    const char *headers[] = {key, NULL};
+    http_response_init(&r);
+    ck_assert_int_eq(http_requestf(h, "POST", headers, body, &r, err, sizeof(err),
+                                   "%s/v1/listings/%" PRIu64 "/reservations", env.calendard_url, L),
+                     CAL_OK);
+    ck_assert_msg(r.status == 201, "booking: %ld %s", r.status, r.body);
+    json_t *res = http_response_json(&r);
+    json_int_t rid = json_integer_value(json_object_get(res, "reservation_id"));
+    json_decref(res);
+    http_response_deinit(&r);
+    http_response_init(&r);
+    ck_assert_int_eq(http_requestf(h, "POST", NULL, "{}", &r, err, sizeof(err),
+                                   "%s/v1/listings/%" PRIu64 "/reservations/%lld/cancel",
+                                   env.calendard_url, L, (long long)rid),
+                     CAL_OK);
+    ck_assert_msg(r.status == 200, "cancel: %ld %s", r.status, r.body);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+
+    /* Three "bookings", the second rolled back: the binlog gets "SAVEPOINT
+     * `b`" (one taken after a change). */
+    sql(db0, "BEGIN");
+    for (int i = 0; i < 3; i++) {
+        sql(db0, "SAVEPOINT b");
+        sql(db0, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+        if (i == 1)
+            sql(db0, "ROLLBACK TO SAVEPOINT b");
+    }
+    sql(db0, "COMMIT");
+    db_close(db0);
+
+    char *migrate[] = {"bin/calendar-admin", "--config", admin_config, "migrate", NULL};
+    ck_assert_msg(proc_run(migrate, out, sizeof(out), 60) == 0, "migrate: %s", out);
+    char vb[16];
+    snprintf(vb, sizeof(vb), "%u", testenv_vbucket(L));
+    for (int to_shard = 1; to_shard >= 0; to_shard--) {
+        char *move[] = {
+            "bin/calendar-rebalance", "--config", admin_config, "move", "--vbucket", vb, "--to",
+            to_shard ? "1" : "0",     NULL};
+        ck_assert_msg(proc_run(move, out, sizeof(out), 120) == 0, "move to %d: %s", to_shard, out);
+    }
+    uint64_t to0 = binlog_seq(0), to1 = binlog_seq(1);
+    db0 = shard();
+    sql(db0, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    db_close(db0);
+    sql(db1,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        M, testenv_vbucket(M));
+
+    struct range *rg = cal_calloc(1, sizeof(*rg));
+    for (size_t idx = 0; idx < 2; idx++) {
+        read_range(rg, idx, idx == 0 ? from0 : from1, idx == 0 ? to0 : to1, idx == 0 ? L : M, L);
+        for (size_t t = 0; t < 3; t++)
+            ck_assert_msg(rg->truncates[t] == 0, "shard %zu: %zu truncate events of %s", idx,
+                          rg->truncates[t], relayed[t]);
+        /* The range was read: the booking on shard 0, the move's copy on 1. */
+        bool of_l = false;
+        for (size_t i = 0; i < rg->n; i++)
+            of_l = of_l || row_listing(rg->values[i]) == L;
+        ck_assert_msg(of_l, "shard %zu: no event of listing %" PRIu64 " among %zu", idx, L, rg->n);
+        range_free(rg);
+    }
+    free(rg);
+    sql(db1, "DELETE FROM listings WHERE listing_id = %" PRIu64, M);
+    db_close(db1);
+    cleanup(L);
+}
+END_TEST
+
 static pid_t
 relay_pid(void)
 {
@@ -518,6 +1157,30 @@ suite(void)
     tcase_add_test(tc, row_changes_arrive_as_exact_events);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
+    tc = tcase_create("other_tables_never_stop_the_relay");
+    tcase_add_test(tc, other_tables_never_stop_the_relay);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("truncate_of_a_relayed_table_is_a_truncate_event");
+    tcase_add_test(tc, truncate_of_a_relayed_table_is_a_truncate_event);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("statement_logged_changes_are_truncate_events");
+    tcase_add_test(tc, statement_logged_changes_are_truncate_events);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("minimal_row_images_name_their_listing");
+    tcase_add_test(tc, minimal_row_images_name_their_listing);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("xa_transaction_is_published_at_prepare");
+    tcase_add_test(tc, xa_transaction_is_published_at_prepare);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("normal_operation_publishes_no_truncate");
+    tcase_add_test(tc, normal_operation_publishes_no_truncate);
+    tcase_set_timeout(tc, 300);
+    suite_add_tcase(s, tc);
     tc = tcase_create("no_checkpoint_before_the_shard_answered");
     tcase_add_test(tc, no_checkpoint_before_the_shard_answered);
     tcase_set_timeout(tc, 60);
@@ -541,9 +1204,12 @@ main(void)
     if (kafka_test_env_get(env.path, "KAFKA_BOOTSTRAP", bootstrap, sizeof(bootstrap)) != CAL_OK ||
         bootstrap[0] == '\0' ||
         kafka_test_env_get(env.path, "CDC_TOPIC_PREFIX", prefix, sizeof(prefix)) != CAL_OK ||
-        kafka_test_env_get(env.path, "STACK_SH", stack_sh, sizeof(stack_sh)) != CAL_OK) {
+        kafka_test_env_get(env.path, "STACK_SH", stack_sh, sizeof(stack_sh)) != CAL_OK ||
+        kafka_test_env_get(env.path, "ADMIN_CONFIG", admin_config, sizeof(admin_config)) !=
+            CAL_OK) {
         fprintf(stderr,
-                "check_cdc_relay: %s lacks KAFKA_BOOTSTRAP, CDC_TOPIC_PREFIX or STACK_SH "
+                "check_cdc_relay: %s lacks KAFKA_BOOTSTRAP, CDC_TOPIC_PREFIX, STACK_SH or "
+                "ADMIN_CONFIG "
                 "(stack started without the CDC processes?)\n",
                 env.path);
         return EXIT_FAILURE;
@@ -556,6 +1222,7 @@ main(void)
         partitions = (int32_t)atoi(buf);
     if (partitions <= 0)
         partitions = 8;
+    http_global_init();
     SRunner *sr = srunner_create(suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

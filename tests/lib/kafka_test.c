@@ -129,6 +129,14 @@ kafka_test_consume(struct kafka_test_consumer *c, int timeout_ms, struct kafka_t
             msg->value = cal_strndup(m->payload, m->len);
             msg->valuelen = m->len;
         }
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *hint;
+        size_t hintlen;
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR && hdrs != NULL &&
+            rd_kafka_header_get_last(hdrs, "calendar-invalidate", &hint, &hintlen) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hint != NULL)
+            msg->hint = cal_strndup(hint, hintlen);
         rd_kafka_message_destroy(m);
         return 1;
     }
@@ -139,7 +147,8 @@ kafka_test_msg_free(struct kafka_test_msg *msg)
 {
     free(msg->key);
     free(msg->value);
-    msg->key = msg->value = NULL;
+    free(msg->hint);
+    msg->key = msg->value = msg->hint = NULL;
 }
 
 void

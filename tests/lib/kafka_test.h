@@ -17,6 +17,7 @@ struct kafka_test_msg {
     size_t keylen;
     char *value;
     size_t valuelen;
+    char *hint; /* the relay's calendar-invalidate header, NUL-terminated; NULL when absent */
 };
 
 struct kafka_test_consumer;

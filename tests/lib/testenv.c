@@ -208,6 +208,36 @@ testenv_set_global(const struct testenv *env, size_t idx, const char *name, long
     return system(cmd);
 }
 
+FILE *
+testenv_sql_admin_open(const struct testenv *env, size_t idx)
+{
+    char cmd[1024];
+    struct passwd *pw = getpwuid(getuid());
+    if (pw == NULL || idx >= env->nshards)
+        return NULL;
+    snprintf(cmd, sizeof(cmd),
+             "mariadb --no-defaults --batch --socket='%s/shard%zu/mysqld.sock' -u'%s' >/dev/null",
+             env->stack_dir, idx, pw->pw_name);
+    return popen(cmd, "w");
+}
+
+int
+testenv_sql_admin_close(FILE *session)
+{
+    int rc = pclose(session);
+    return rc == 0 ? 0 : rc == -1 ? -1 : 1;
+}
+
+int
+testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql)
+{
+    FILE *p = testenv_sql_admin_open(env, idx);
+    if (p == NULL)
+        return -1;
+    fputs(sql, p);
+    return testenv_sql_admin_close(p);
+}
+
 int
 testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name)
 {

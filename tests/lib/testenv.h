@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/db.h"
 #include "common/status.h"
@@ -43,6 +44,19 @@ struct db *testenv_connect_shard(const struct testenv *env, size_t idx, char *er
  * account, the stack's administrator (the SQL users may not). Returns 0 on
  * success; never aborts, so unchecked fixtures can use it. */
 int testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value);
+
+/* Runs sql (statements separated by ';', one session, no default database)
+ * on the server of shard idx as testenv_set_global() does: for what the SQL
+ * users may not do (SET SESSION binlog_format, other databases). Results are
+ * discarded, errors go to stderr. Returns 0 when every statement succeeded. */
+int testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql);
+
+/* The session of testenv_sql_admin() kept open: write statements to the
+ * stream it returns (fflush runs what was written), then end the session
+ * with testenv_sql_admin_close(), 0 when every statement succeeded. NULL
+ * when the client cannot start. */
+FILE *testenv_sql_admin_open(const struct testenv *env, size_t idx);
+int testenv_sql_admin_close(FILE *session);
 
 /* Index into env->shard_dsns of the DSN naming port and database db_name,
  * or -1. Used to turn a catalog shards row into a connection. */

@@ -15,7 +15,10 @@ enum {
     QUERY_TYPE = 2,
     ROTATE_TYPE = 4,
     GTID_TYPE = 162,
-    WRITE_ROWS_COMPRESSED = 169
+    WRITE_ROWS_COMPRESSED = 169,
+    EXECUTE_LOAD_QUERY_TYPE = 18,
+    QUERY_COMPRESSED_TYPE = 165,
+    XA_PREPARE_TYPE = 38,
 };
 
 struct raw {
@@ -148,15 +151,85 @@ START_TEST(gtid_event_gives_the_transactions_position)
     r = event(GTID_TYPE, body, sizeof(body), true);
     ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert(!ev.standalone);
+    ck_assert(!ev.xa_prepared);
     r = event(GTID_TYPE, body, 12, true);
     ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
     ck_assert_ptr_nonnull(strstr(err, "GTID"));
 }
 END_TEST
 
+/* An XA transaction's PREPARE group, as MariaDB 10.11 writes it: a GTID
+ * event flagged FL_PREPARED_XA (0x40) with the XID after the flags, not
+ * standalone; the XA_prepare event (type 38) ends the group. */
+START_TEST(xa_prepare_group_is_told)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t gtid[13 + 6 + 2] = {0};
+    put_le(gtid, 215, 8);
+    gtid[12] = 0x4c;         /* FL_PREPARED_XA | FL_ALLOW_PARALLEL | FL_TRANSACTIONAL */
+    put_le(gtid + 13, 1, 4); /* format id, gtrid length 2, bqual length 0, "p1" */
+    gtid[17] = 2;
+    memcpy(gtid + 19, "p1", 2);
+    struct raw r = event(GTID_TYPE, gtid, sizeof(gtid), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_GTID);
+    ck_assert_uint_eq(ev.gtid.seq, 215);
+    ck_assert(ev.xa_prepared);
+    ck_assert(!ev.standalone);
+    /* one phase (0), format id, gtrid and bqual lengths, the XID */
+    uint8_t prep[1 + 4 + 4 + 4 + 2] = {0};
+    put_le(prep + 1, 1, 4);
+    put_le(prep + 5, 2, 4);
+    memcpy(prep + 13, "p1", 2);
+    r = event(XA_PREPARE_TYPE, prep, sizeof(prep), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_XA_PREPARE);
+}
+END_TEST
+
+/* A Query event gives its statement and the default database it ran in
+ * (the relay tells a TRUNCATE of its tables from one elsewhere by it), past
+ * a status block; so does LOAD DATA's Execute_load_query event, whose
+ * post-header is 13 bytes longer. */
+START_TEST(query_event_gives_statement_and_database)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    /* thread id, exec time, db length, error code, status length 5, status,
+     * db, NUL, statement */
+    uint8_t q[13 + 5 + 15 + 1 + 21] = {0};
+    q[8] = 15;
+    put_le(q + 11, 5, 2);
+    memset(q + 13, 0xee, 5);
+    memcpy(q + 18, "calendar_shard0", 15);
+    memcpy(q + 34, "TRUNCATE TABLE nights", 21);
+    struct raw r = event(QUERY_TYPE, q, sizeof(q), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_QUERY);
+    ck_assert_uint_eq(ev.db_len, 15);
+    ck_assert(memcmp(ev.db, "calendar_shard0", 15) == 0);
+    ck_assert_uint_eq(ev.query_len, 21);
+    ck_assert(memcmp(ev.query, "TRUNCATE TABLE nights", 21) == 0);
+
+    uint8_t l[26 + 0 + 1 + 38] = {0};
+    memcpy(l + 27, "LOAD DATA INFILE 'x' INTO TABLE nights", 38);
+    r = event(EXECUTE_LOAD_QUERY_TYPE, l, sizeof(l), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_QUERY);
+    ck_assert_uint_eq(ev.db_len, 0);
+    ck_assert_uint_eq(ev.query_len, 38);
+    ck_assert(memcmp(ev.query, "LOAD DATA INFILE 'x' INTO TABLE nights", 38) == 0);
+    r = event(EXECUTE_LOAD_QUERY_TYPE, l, 25, true);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+}
+END_TEST
+
 /* Events the relay cannot read are refused with a reason, not misread: a
- * rotate to a name longer than a file name can be, compressed rows, a
- * query event whose status block runs past its end. */
+ * rotate to a name longer than a file name can be, compressed rows or
+ * statements, a query event whose status block runs past its end. */
 START_TEST(unreadable_events_are_refused)
 {
     struct binlog_decoder d = {.checksum = false};
@@ -176,6 +249,9 @@ START_TEST(unreadable_events_are_refused)
     r = event(WRITE_ROWS_COMPRESSED, rows, sizeof(rows), false);
     ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
     ck_assert_ptr_nonnull(strstr(err, "log_bin_compress"));
+    r = event(QUERY_COMPRESSED_TYPE, rows, sizeof(rows), false);
+    ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+    ck_assert_ptr_nonnull(strstr(err, "log_bin_compress"));
 
     uint8_t q[14 + 6] = {0};
     put_le(q + 11, 40, 2); /* a 40-byte status block in a 20-byte body */
@@ -193,6 +269,8 @@ main(void)
     UNIT_CASE(s, checksum_follows_each_files_format_description);
     UNIT_CASE(s, short_format_description_is_refused);
     UNIT_CASE(s, gtid_event_gives_the_transactions_position);
+    UNIT_CASE(s, query_event_gives_statement_and_database);
+    UNIT_CASE(s, xa_prepare_group_is_told);
     UNIT_CASE(s, unreadable_events_are_refused);
     return unit_run(s);
 }

@@ -88,6 +88,32 @@ START_TEST(update_and_delete_carry_before)
 }
 END_TEST
 
+/* A truncate event names its table and nothing of a row, as Debezium's. */
+START_TEST(truncate_event_is_exact)
+{
+    char *out = encode(EVENT_OP_TRUNCATE, NULL, NULL);
+    ck_assert_str_eq(
+        out, "{\"before\":null,\"after\":null,\"source\":{\"version\":\"calendar-cdc-1\","
+             "\"connector\":\"mariadb\",\"name\":\"calendar\",\"ts_ms\":1700000000000,\"db\":"
+             "\"calendar_shard0\",\"table\":\"nights\",\"server_id\":1,\"gtid\":\"0-1-42\","
+             "\"file\":\"binlog.000003\",\"pos\":1234,\"row\":2,\"snapshot\":\"false\"},"
+             "\"op\":\"t\",\"ts_ms\":1700000000500}");
+    free(out);
+    /* Of a table whose columns the relay never saw. */
+    static const struct event_table bare = {"calendar_shard0", "listings", 0, NULL};
+    size_t len;
+    char err[128], hint[64];
+    ck_assert_int_eq(event_encode_value(&bare, EVENT_OP_TRUNCATE, NULL, NULL, &src, 1, &out, &len,
+                                        err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_ptr_nonnull(strstr(out, "\"table\":\"listings\""));
+    free(out);
+    ck_assert_uint_gt(event_hint(&bare, EVENT_OP_TRUNCATE, NULL, NULL, &src, hint, sizeof(hint)),
+                      0);
+    ck_assert_str_eq(hint, "listings t 1700000000000 - -");
+}
+END_TEST
+
 START_TEST(op_must_match_images)
 {
     struct event_value row[6];
@@ -103,7 +129,14 @@ START_TEST(op_must_match_images)
     ck_assert_int_eq(event_encode_value(&nights, EVENT_OP_DELETE, NULL, row, &src, 0, &out, &len,
                                         err, sizeof(err)),
                      CAL_EINVAL);
+    ck_assert_int_eq(event_encode_value(&nights, EVENT_OP_TRUNCATE, row, NULL, &src, 0, &out, &len,
+                                        err, sizeof(err)),
+                     CAL_EINVAL);
+    ck_assert_int_eq(event_encode_value(&nights, EVENT_OP_TRUNCATE, NULL, row, &src, 0, &out, &len,
+                                        err, sizeof(err)),
+                     CAL_EINVAL);
     ck_assert_ptr_null(out);
+    ck_assert_str_eq(event_op_name(EVENT_OP_TRUNCATE), "t");
     ck_assert_str_eq(event_op_name(EVENT_OP_CREATE), "c");
     ck_assert_str_eq(event_op_name(EVENT_OP_UPDATE), "u");
     ck_assert_str_eq(event_op_name(EVENT_OP_DELETE), "d");
@@ -304,6 +337,7 @@ main(void)
     Suite *s = suite_create("event");
     UNIT_CASE(s, create_event_is_exact);
     UNIT_CASE(s, update_and_delete_carry_before);
+    UNIT_CASE(s, truncate_event_is_exact);
     UNIT_CASE(s, op_must_match_images);
     UNIT_CASE(s, value_types);
     UNIT_CASE(s, keys_are_primary_key_columns_in_order);

@@ -464,14 +464,15 @@ START_TEST(the_relays_hint_decodes_as_its_value)
                                      .pos = 4,
                                      .row = 0};
     int32_t jan31 = date_from_ymd(2031, 1, 31), feb1 = date_from_ymd(2031, 2, 1);
-    enum event_op ops[] = {EVENT_OP_CREATE, EVENT_OP_UPDATE, EVENT_OP_DELETE};
+    enum event_op ops[] = {EVENT_OP_CREATE, EVENT_OP_UPDATE, EVENT_OP_DELETE, EVENT_OP_TRUNCATE};
     for (size_t t = 0; t < 3; t++) {
-        for (size_t o = 0; o < 3; o++) {
+        for (size_t o = 0; o < 4; o++) {
             struct event_value before[4], after[4];
             hint_row(before, t, 1000 + t, jan31);
             hint_row(after, t, 1000 + t, feb1);
-            const struct event_value *b = ops[o] == EVENT_OP_CREATE ? NULL : before;
-            const struct event_value *a = ops[o] == EVENT_OP_DELETE ? NULL : after;
+            bool trunc = ops[o] == EVENT_OP_TRUNCATE;
+            const struct event_value *b = ops[o] == EVENT_OP_CREATE || trunc ? NULL : before;
+            const struct event_value *a = ops[o] == EVENT_OP_DELETE || trunc ? NULL : after;
             char *value, hint[160];
             size_t vlen;
             ck_assert_int_eq(event_encode_value(&hint_tables[t], ops[o], b, a, &src, 1, &value,
@@ -489,6 +490,8 @@ START_TEST(the_relays_hint_decodes_as_its_value)
             ck_assert_int_eq(fromhint.op, fromjson.op);
             ck_assert_int_eq(fromhint.source_ts_ms, fromjson.source_ts_ms);
             ck_assert_int_eq(fromhint.flush_all, fromjson.flush_all);
+            /* A truncate of a cached table flushes everything. */
+            ck_assert_int_eq(fromjson.flush_all, trunc && hint_tables[t].table[0] != 'r');
             ck_assert_uint_eq(fromhint.nkeys, fromjson.nkeys);
             for (size_t k = 0; k < fromjson.nkeys; k++)
                 ck_assert_str_eq(fromhint.keys[k], fromjson.keys[k]);

@@ -2,8 +2,9 @@
  * invalidator's config allows creates a consumer: librdkafka wants
  * max.poll.interval.ms >= session.timeout.ms; values librdkafka would refuse
  * at start are refused by the check; no broker), and its gap detection
- * when the group coordinator fails to answer, against librdkafka's mock
- * cluster in this process (no stack needed). */
+ * when the group coordinator fails to answer and when a partition's offsets
+ * go back, against librdkafka's mock cluster in this process (no stack
+ * needed). */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
@@ -147,6 +148,110 @@ commit_first(const struct mock *m, int n)
     kconsumer_destroy(kc);
 }
 
+/* The group's committed offset is set to offset, as if it had read that far
+ * (a consumer outside the group's membership may commit). */
+static void
+commit_offset(const struct mock *m, int64_t offset)
+{
+    char why[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    ck_assert(rd_kafka_conf_set(conf, "bootstrap.servers", m->bootstrap, why, sizeof(why)) ==
+              RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "group.id", GROUP, why, sizeof(why)) == RD_KAFKA_CONF_OK);
+    ck_assert(rd_kafka_conf_set(conf, "enable.auto.commit", "false", why, sizeof(why)) ==
+              RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    ck_assert_msg(rk != NULL, "%s", why);
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, TOPIC, 0)->offset = offset;
+    rd_kafka_resp_err_t rerr = rd_kafka_commit(rk, list, 0);
+    ck_assert_msg(rerr == RD_KAFKA_RESP_ERR_NO_ERROR, "commit: %s", rd_kafka_err2str(rerr));
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+/* The group had read up to offset 50 of a log that is gone (the topic
+ * recreated, or its broker back without its log): the new log's first
+ * message, offset 0, comes after events the relay had counted as delivered
+ * that no one will read. A gap, once: the message after it is none. */
+START_TEST(committed_offset_past_the_log_is_a_gap)
+{
+    struct mock m;
+    mock_start(&m);
+    produce_n(&m, 3, 10);
+    commit_offset(&m, 50);
+    struct kconsumer *kc = consumer(&m);
+    struct kconsumer_msg msg = {0}, next = {0};
+    next_msg(kc, &msg);
+    ck_assert_int_eq(msg.offset, 0);
+    ck_assert_int_eq(msg.gap_from, 50);
+    char err[256];
+    ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+    kconsumer_release(kc, &msg);
+    next_msg(kc, &next);
+    ck_assert_int_eq(next.offset, 1);
+    ck_assert_int_eq(next.gap_from, -1);
+    kconsumer_release(kc, &next);
+    kconsumer_destroy(kc);
+    mock_stop(&m);
+}
+END_TEST
+
+/* Mid-stream, the broker answers a fetch "offset out of range" (its log was
+ * truncated below what we had read: an unclean leader election) and the
+ * consumer starts over from the earliest offset: the first message further
+ * back than the one expected counts as a gap, once, and the ones after it
+ * do not. */
+START_TEST(offsets_going_back_mid_stream_are_a_gap)
+{
+    struct mock m;
+    mock_start(&m);
+    produce_n(&m, 5, 10);
+    struct kconsumer *kc = consumer(&m);
+    char err[256];
+    for (int i = 0; i < 5; i++) {
+        struct kconsumer_msg msg = {0};
+        next_msg(kc, &msg);
+        ck_assert_int_eq(msg.offset, i);
+        ck_assert_int_eq(msg.gap_from, -1);
+        ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+        kconsumer_release(kc, &msg);
+    }
+    /* The broker answers one Fetch (ApiKey 1) "offset out of range". About
+     * every other run, librdkafka 2.0 takes the first such answer of its mock
+     * without a reset: the error is given again, only once the broker used
+     * the last one (a second reset would come after the messages checked). */
+    struct kconsumer_msg msg = {0}, next = {0};
+    bool got = false;
+    uint64_t give_up = cal_mono_us() + 40000000;
+    for (int attempt = 0; attempt < 10 && !got; attempt++) {
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             m.mc, 1, 1, 1, RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        size_t left = 1;
+        uint64_t deadline = cal_mono_us() + 3000000;
+        while (!got && (left > 0 || cal_mono_us() < deadline)) {
+            ck_assert_msg(cal_mono_us() < give_up, "the fetch error was never used");
+            got = kconsumer_poll(kc, 100, &msg, err, sizeof(err)) == CAL_OK;
+            ck_assert_int_eq(rd_kafka_mock_broker_error_stack_cnt(m.mc, 1, 1, &left),
+                             RD_KAFKA_RESP_ERR_NO_ERROR);
+        }
+    }
+    ck_assert_msg(got, "no message after 10 fetches answered 'offset out of range'");
+    ck_assert_int_eq(msg.offset, 0);
+    ck_assert_int_eq(msg.gap_from, 5);
+    ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
+    kconsumer_release(kc, &msg);
+    next_msg(kc, &next);
+    ck_assert_int_eq(next.offset, 1);
+    ck_assert_int_eq(next.gap_from, -1);
+    kconsumer_release(kc, &next);
+    kconsumer_destroy(kc);
+    mock_stop(&m);
+}
+END_TEST
+
 /* The lookup at assignment fails but the one at the first message works:
  * the gap (retention dropped offsets 3.. before the group read them) is
  * told exactly, as if the first lookup had worked. */
@@ -217,6 +322,14 @@ main(void)
     tc = tcase_create("unknown_committed_offset_counts_as_a_gap");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, unknown_committed_offset_counts_as_a_gap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("committed_offset_past_the_log_is_a_gap");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, committed_offset_past_the_log_is_a_gap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("offsets_going_back_mid_stream_are_a_gap");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, offsets_going_back_mid_stream_are_a_gap);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

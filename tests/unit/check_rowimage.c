@@ -383,14 +383,14 @@ small_map(struct buf *b, unsigned ncols, uint8_t type, size_t metalen, unsigned 
         put(b, opt->b, opt->n);
 }
 
-/* The TABLE_MAP limits: 1 to 128 columns, names of up to 64 bytes, key
- * columns that exist (an index past the last would be written past the
- * column array). */
+/* The TABLE_MAP limits: 1 to 128 columns, column names of up to 192 bytes
+ * (64 characters of up to 3 bytes in utf8mb3), key columns that exist (an
+ * index past the last would be written past the column array). */
 START_TEST(table_map_limits)
 {
     struct rowimage_table *t = calloc(1, sizeof(*t));
     struct buf b, opt;
-    char err[256], name[66];
+    char err[256], name[ROWIMAGE_NAME_BYTES + 2];
     small_map(&b, 128, 8, 0, 0, NULL);
     ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert_uint_eq(t->ncols, 128);
@@ -400,14 +400,14 @@ START_TEST(table_map_limits)
     small_map(&b, 0, 8, 0, 0, NULL);
     ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), CAL_EINVAL);
 
-    for (size_t len = 64; len <= 65; len++) {
+    for (size_t len = ROWIMAGE_NAME_BYTES; len <= ROWIMAGE_NAME_BYTES + 1; len++) {
         memset(name, 'c', len);
         name[len] = '\0';
         const char *names1[1] = {name};
         opt.n = 0;
         put_column_names(&opt, names1, 1);
         small_map(&b, 1, 8, 0, 0, &opt);
-        cal_status want = len == 64 ? CAL_OK : CAL_EINVAL;
+        cal_status want = len == ROWIMAGE_NAME_BYTES ? CAL_OK : CAL_EINVAL;
         ck_assert_int_eq(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)), want);
         if (want == CAL_OK)
             ck_assert_str_eq(t->cols[0].name, name);
@@ -425,6 +425,107 @@ START_TEST(table_map_limits)
             ck_assert(t->cols[1].pk && !t->cols[0].pk);
     }
     free(t);
+}
+END_TEST
+
+/* n copies of the UTF-8 character c into buf (NUL-terminated). */
+static void
+repeat(char *buf, const char *c, size_t n)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        strcat(buf, c);
+}
+
+/* Names as MariaDB writes them: up to 64 characters in utf8mb3, so 33
+ * Cyrillic letters (66 bytes) and 64 three-byte characters (192 bytes) are
+ * names like any other, in a table map of any database of the server, and a
+ * column name of 64 Cyrillic letters too. A longer name (the length byte
+ * allows 255) cannot be a table of the relay's: told apart from a malformed
+ * event, with the table id, so that the relay maps it as unwanted. */
+START_TEST(long_utf8_names)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    struct buf b;
+    char err[256], db[ROWIMAGE_NAME_MAX], table[ROWIMAGE_NAME_MAX];
+    char cyr33[80], cjk64[200], cyr64[140], over[260];
+    uint64_t id;
+    repeat(cyr33, "\xd0\x96", 33);     /* Ж */
+    repeat(cjk64, "\xe6\x97\xa5", 64); /* 日 */
+    repeat(cyr64, "\xd0\x96", 64);
+    ck_assert_uint_eq(strlen(cyr33), 66);
+    ck_assert_uint_eq(strlen(cjk64), ROWIMAGE_NAME_BYTES);
+
+    map_header(&b, 9, "calendar_catalog", cyr33, 1);
+    put_u8(&b, 8);
+    put_u8(&b, 0);
+    put_u8(&b, 0);
+    ck_assert_msg(rowimage_table_peek(b.b, b.n, &id, db, table, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_uint_eq(id, 9);
+    ck_assert_str_eq(table, cyr33);
+
+    map_header(&b, 10, cjk64, cjk64, 1);
+    put_u8(&b, 8);
+    put_u8(&b, 0);
+    put_u8(&b, 0);
+    const char *cols[1] = {cyr64};
+    put_column_names(&b, cols, 1);
+    ck_assert_msg(rowimage_table_peek(b.b, b.n, &id, db, table, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert_str_eq(db, cjk64);
+    ck_assert_str_eq(table, cjk64);
+    ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_str_eq(t->table, cjk64);
+    ck_assert_str_eq(t->cols[0].name, cyr64);
+
+    /* 193 and 255 bytes, as the database or the table name. */
+    const size_t lens[] = {ROWIMAGE_NAME_BYTES + 1, 255};
+    for (size_t k = 0; k < 2; k++) {
+        size_t len = lens[k];
+        memset(over, 'x', len);
+        over[len] = '\0';
+        for (int which = 0; which < 2; which++) {
+            map_header(&b, 11, which == 0 ? over : "d", which == 0 ? "t" : over, 1);
+            put_u8(&b, 8);
+            put_u8(&b, 0);
+            put_u8(&b, 0);
+            id = 0;
+            ck_assert_int_eq(rowimage_table_peek(b.b, b.n, &id, db, table, err, sizeof(err)),
+                             CAL_ENOTFOUND);
+            ck_assert_uint_eq(id, 11);
+            ck_assert_str_eq(db, "");
+            ck_assert_str_eq(table, "");
+            /* Cut inside the long name: malformed, not merely long. */
+            ck_assert_int_eq(
+                rowimage_table_peek(b.b, 8 + 2 + len / 2, &id, db, table, err, sizeof(err)),
+                CAL_EINVAL);
+        }
+    }
+    free(t);
+}
+END_TEST
+
+/* The table id of a rows event is read without decoding the rest: a table
+ * of more columns than the decoder takes (MariaDB allows 4096) must not stop
+ * the relay when it is not one of the relay's. */
+START_TEST(rows_table_id_of_a_wide_table)
+{
+    struct buf b = {.n = 0};
+    struct rowimage_rows rows;
+    char err[256];
+    uint64_t id = 0;
+    put_le(&b, 0x123456789aULL, 6);
+    put_le(&b, 1, 2);
+    put_u8(&b, 252); /* 300 columns: a two-byte length-encoded count */
+    put_le(&b, 300, 2);
+    for (int i = 0; i < 38; i++)
+        put_u8(&b, 0xff);
+    ck_assert_int_eq(rowimage_rows_begin(b.b, b.n, ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)),
+                     CAL_EINVAL);
+    ck_assert_msg(rowimage_rows_table_id(b.b, b.n, &id, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_uint_eq(id, 0x123456789aULL);
+    ck_assert_int_eq(rowimage_rows_table_id(b.b, 5, &id, err, sizeof(err)), CAL_EINVAL);
 }
 END_TEST
 
@@ -654,6 +755,8 @@ main(void)
     UNIT_CASE(s, partial_images_and_bad_dates);
     UNIT_CASE(s, malformed_and_unsupported_refused);
     UNIT_CASE(s, table_map_limits);
+    UNIT_CASE(s, long_utf8_names);
+    UNIT_CASE(s, rows_table_id_of_a_wide_table);
     UNIT_CASE(s, varchar_length_bytes_and_column_count);
     UNIT_CASE(s, every_fixed_size_type_is_stepped_over);
     return unit_run(s);
