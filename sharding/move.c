@@ -625,8 +625,11 @@ delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
  * other run deleted, and no later pass would copy them again (their
  * versions match). While the stale run's shard session lives it holds the
  * lock, and once that session is gone the run cannot write. */
-static const char SQL_ROWS_LOCK[] = "SELECT GET_LOCK(CONCAT('calendar_rows_', ?), ?)";
-static const char SQL_ROWS_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_rows_', ?))";
+/* Named after the database too: a server may hold several shards. */
+static const char SQL_ROWS_LOCK[] =
+    "SELECT GET_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?), ?)";
+static const char SQL_ROWS_UNLOCK[] =
+    "SELECT RELEASE_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?))";
 
 static cal_status
 lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t errlen)

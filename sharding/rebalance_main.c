@@ -205,6 +205,26 @@ cmd_status(struct cluster *c)
     return 0;
 }
 
+/* The first column of sql's first row, as an integer; -1 on an error. */
+static long long
+catalog_count(struct db *db, const char *sql, const struct db_val *p, size_t np, char *err,
+              size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val col[1];
+    long long n = -1;
+    if (db_query(db, sql, p, np, &st, err, errlen) != CAL_OK)
+        return -1;
+    if (db_fetch(st, col, 1, err, errlen) > 0 && col[0].type == DB_INT)
+        n = col[0].i;
+    cluster_drain(st);
+    return n;
+}
+
+static const char SQL_NEXT_SHARD_ID[] =
+    "SELECT GREATEST(COALESCE((SELECT MAX(shard_id) FROM shards), -1),"
+    " COALESCE((SELECT MAX(GREATEST(source_shard, target_shard)) FROM moves), -1)) + 1";
+
 static int
 cmd_add_shard(struct cluster *c)
 {
@@ -224,7 +244,6 @@ cmd_add_shard(struct cluster *c)
         return 1;
     }
     db_close(db);
-    uint32_t id = 0;
     for (size_t s = 0; s < c->map->nshards; s++) {
         const struct shard_info *si = &c->map->shards[s];
         if (strcmp(si->host, sc.host) == 0 && si->port == sc.port &&
@@ -232,9 +251,15 @@ cmd_add_shard(struct cluster *c)
             printf("shard %u is %s already\n", si->shard_id, opt.shard);
             return 0;
         }
-        if (si->shard_id >= id)
-            id = si->shard_id + 1;
     }
+    /* Never the id of a removed shard that the journal, the metrics or the
+     * logs still name. */
+    long long next = catalog_count(c->catalog, SQL_NEXT_SHARD_ID, NULL, 0, err, sizeof(err));
+    if (next < 0 || next > UINT32_MAX) {
+        fprintf(stderr, "calendar-rebalance: add-shard: no shard id: %s\n", err);
+        return 1;
+    }
+    uint32_t id = (uint32_t)next;
     if (catalog_register_shard(c->catalog, id, sc.host, sc.port, sc.database, err, sizeof(err)) !=
         CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
@@ -255,15 +280,50 @@ named_shard(const struct cluster *c)
     return s;
 }
 
-/* --shard's state in the catalog, and a line saying what follows. */
+/* --shard's state in the catalog, and a line saying what follows. Under
+ * every shard row, locked in id order: two drains at once cannot both see
+ * the other's shard still active. */
 static int
 set_shard_state(struct cluster *c, const char *state, const char *then)
 {
-    char err[512];
+    char err[512] = "";
+    struct db_stmt *st;
+    struct db_val col[2];
+    size_t found = 0, others_active = 0;
+    int ret = 1, r;
+    if (db_begin(c->catalog, err, sizeof(err)) != CAL_OK ||
+        db_query(c->catalog, "SELECT shard_id, state FROM shards ORDER BY shard_id FOR UPDATE",
+                 NULL, 0, &st, err, sizeof(err)) != CAL_OK)
+        goto out;
+    while ((r = db_fetch(st, col, 2, err, sizeof(err))) > 0) {
+        bool self = col[0].type == DB_INT && col[0].i == opt.shard_id;
+        found += self;
+        others_active += !self && col[1].type == DB_STR && strcmp(col[1].s, "active") == 0;
+    }
+    if (r < 0)
+        goto out;
+    if (found == 0) {
+        snprintf(err, sizeof(err), "--shard %lld: no such shard (see status)",
+                 (long long)opt.shard_id);
+        goto out;
+    }
+    if (strcmp(state, "draining") == 0 && others_active == 0) {
+        snprintf(err, sizeof(err),
+                 "shard %lld is the only active shard; its vbuckets would have nowhere to go"
+                 " (add-shard another first)",
+                 (long long)opt.shard_id);
+        goto out;
+    }
     struct db_val p[2] = {DB_CSTR_V(state), DB_INT_V(opt.shard_id)};
     if (db_query(c->catalog, "UPDATE shards SET state = ? WHERE shard_id = ?", p, 2, NULL, err,
-                 sizeof(err)) != CAL_OK) {
-        fprintf(stderr, "calendar-rebalance: %s\n", err);
+                 sizeof(err)) == CAL_OK &&
+        db_commit(c->catalog, err, sizeof(err)) == CAL_OK)
+        ret = 0;
+out:
+    if (ret != 0) {
+        db_rollback(c->catalog);
+        fprintf(stderr, "calendar-rebalance: %s: %s\n",
+                strcmp(state, "draining") == 0 ? "drain-shard" : "activate-shard", err);
         return 1;
     }
     printf("shard %lld %s: %s\n", (long long)opt.shard_id, state, then);
@@ -275,17 +335,6 @@ cmd_drain_shard(struct cluster *c)
 {
     if (named_shard(c) == NULL)
         return 2;
-    size_t others = 0;
-    for (size_t i = 0; i < c->map->nshards; i++)
-        others += c->map->shards[i].shard_id != (uint32_t)opt.shard_id &&
-                  strcmp(c->map->shards[i].state, "active") == 0;
-    if (others == 0) {
-        fprintf(stderr,
-                "calendar-rebalance: drain-shard: shard %lld is the only active shard; its"
-                " vbuckets would have nowhere to go (add-shard another first)\n",
-                (long long)opt.shard_id);
-        return 1;
-    }
     return set_shard_state(c, "draining", "the next rebalance moves all its vbuckets away");
 }
 
@@ -304,22 +353,6 @@ static const char SQL_SHARD_VBUCKETS[] = "SELECT COUNT(*) FROM vbuckets WHERE sh
 static const char SQL_SHARD_MOVES[] =
     "SELECT COUNT(*) FROM moves WHERE (source_shard = ? OR target_shard = ?)"
     " AND phase NOT IN ('done', 'abandoned')";
-
-/* The first column of sql's first row, as an integer; -1 on an error. */
-static long long
-catalog_count(struct db *db, const char *sql, const struct db_val *p, size_t np, char *err,
-              size_t errlen)
-{
-    struct db_stmt *st;
-    struct db_val col[1];
-    long long n = -1;
-    if (db_query(db, sql, p, np, &st, err, errlen) != CAL_OK)
-        return -1;
-    if (db_fetch(st, col, 1, err, errlen) > 0 && col[0].type == DB_INT)
-        n = col[0].i;
-    cluster_drain(st);
-    return n;
-}
 
 static int
 cmd_remove_shard(struct cluster *c)
@@ -360,6 +393,23 @@ out:
         db_rollback(c->catalog);
         fprintf(stderr, "calendar-rebalance: remove-shard: %s\n", err);
         return 1;
+    }
+    /* Its server may hold more than this shard: the catalog (on the first
+     * shard's server, as the stack sets it up), or another shard. */
+    const struct shard_info *gone = named_shard(c), *other = NULL;
+    for (size_t i = 0; gone != NULL && i < c->map->nshards && other == NULL; i++)
+        if (c->map->shards[i].shard_id != gone->shard_id &&
+            strcmp(c->map->shards[i].host, gone->host) == 0 && c->map->shards[i].port == gone->port)
+            other = &c->map->shards[i];
+    bool catalog = gone != NULL && strcmp(c->catalog_conf.host, gone->host) == 0 &&
+                   c->catalog_conf.port == gone->port;
+    if (gone != NULL && (catalog || other != NULL)) {
+        printf("shard %lld removed from the catalog: no calendard or tool uses it now; its server"
+               " %s:%u also holds %s%s%s: keep the server, drop database %s there\n",
+               (long long)opt.shard_id, gone->host, gone->port, catalog ? "the catalog" : "",
+               catalog && other != NULL ? " and " : "", other != NULL ? "another shard" : "",
+               gone->db_name);
+        return 0;
     }
     printf("shard %lld removed from the catalog: no calendard or tool uses it now; its server"
            " can be stopped\n",

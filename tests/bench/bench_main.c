@@ -455,9 +455,9 @@ static void
 print_cdc(struct cdc_probe_result *cdc)
 {
     bool have = cdc->running && cdc->lat.n > 0;
-    printf(",\"cdc\":{\"running\":%s,\"probes\":%llu,\"timeouts\":%llu",
+    printf(",\"cdc\":{\"running\":%s,\"probes\":%llu,\"timeouts\":%llu,\"late\":%llu",
            cdc->running ? "true" : "false", (unsigned long long)cdc->probes,
-           (unsigned long long)cdc->timeouts);
+           (unsigned long long)cdc->timeouts, (unsigned long long)cdc->late);
     print_ms_or_null("p50_ms", have, bench_lat_quantile_ms(&cdc->lat, 0.5));
     print_ms_or_null("p99_ms", have, bench_lat_quantile_ms(&cdc->lat, 0.99));
     print_ms_or_null("max_ms", have, bench_lat_quantile_ms(&cdc->lat, 1.0));
@@ -624,7 +624,7 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
                             .conc = o->conc,
                             .secs = o->secs,
                             .lat = &lat};
-    double hit_ratio = 0;
+    double hit_ratio = 0, cache_errors = -1; /* -1: not calendard's, or unknown */
     cal_status st;
     if (strcmp(o->target, "raw") == 0) {
         struct raw_reads_conf rc = {.memcached_servers = env->memcached_servers,
@@ -674,13 +674,15 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
         run.attempts = res.answered;
         run.gave_up = res.st503;
         run.errors = res.errors + res.other + res.st409;
-        /* A failed lookup counts neither a hit nor a miss (its reads go to
-         * the shards): it is not a hit. Unknown without both samples. */
-        double hits = s->hits[1] - s->hits[0], misses = s->misses[1] - s->misses[0],
-               failed = s->cache_errors[1] - s->cache_errors[0];
+        /* Keys found over keys looked up. A failed lookup counts neither
+         * (its reads go to the shards), and cache errors count operations,
+         * not keys: they are reported apart. Unknown without both samples. */
+        double hits = s->hits[1] - s->hits[0], misses = s->misses[1] - s->misses[0];
         hit_ratio = !s->sampled[0] || !s->sampled[1] ? -1
-                    : hits + misses + failed > 0     ? hits / (hits + misses + failed)
+                    : hits + misses > 0              ? hits / (hits + misses)
                                                      : 0;
+        cache_errors =
+            !s->sampled[0] || !s->sampled[1] ? -1 : s->cache_errors[1] - s->cache_errors[0];
     }
     if (st != CAL_OK) {
         fprintf(stderr, "calendar-bench: read %s: %s\n", o->target, err);
@@ -693,6 +695,8 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
     print_progress(&run, &s->speed);
     if (o->rate > 0)
         printf(",\"offered_per_s\":%.1f", o->rate);
+    if (cache_errors >= 0)
+        printf(",\"cache_errors\":%.0f", cache_errors);
     if (hit_ratio < 0)
         printf(",\"cache_hit_ratio\":null}\n");
     else

@@ -29,24 +29,41 @@ struct hist {
     double count[HIST_MAX];
 };
 
-struct pending;
+#define LAUNCHERS 4 /* probes being written at once, at most */
 
-/* Two threads once started: the launcher writes a probe every interval_ms
- * and hands it to the poller, which watches every pending key. Apart, so
- * that a write slow to commit (the shards are busy) never delays the
- * detection of the probes before it. */
+struct pending;
+struct cdc_probe;
+
+/* A launcher writes probes k, k + LAUNCHERS, ... each when it falls due,
+ * through its own connections: a write waits for its shard's commit (tens
+ * of ms under load), and one launcher would start fewer probes than the
+ * schedule exactly when the shards are busy. */
+struct launcher {
+    struct cdc_probe *probe;
+    unsigned k;
+    pthread_t thread;
+    bool started;
+    struct db *db[TESTENV_MAX_SHARDS];
+    struct cache *cache;
+};
+
+/* Once started: the launchers write a probe every interval_ms and hand
+ * each to the poller, which watches every pending key. Apart, so that a
+ * write slow to commit never delays the detection of the probes before
+ * it. */
 struct cdc_probe {
     struct cdc_probe_conf conf;
-    struct db *db[TESTENV_MAX_SHARDS];
-    struct cache *cache;     /* the poller's (and the first probe's) */
-    struct cache *set_cache; /* the launcher's */
-    pthread_t thread, poller;
-    bool thread_started, poller_started;
+    struct db *db[TESTENV_MAX_SHARDS]; /* the first probe's */
+    struct cache *cache;               /* the poller's (and the first probe's) */
+    struct launcher launchers[LAUNCHERS];
+    pthread_t poller;
+    bool poller_started;
     atomic_bool stop, launched_all;
-    pthread_mutex_t lock; /* guards inbox */
+    atomic_uint_fast64_t unlaunched; /* probes no launcher has taken yet */
+    uint64_t start_us;               /* probe i (from 1) falls due at start_us + i * interval */
+    pthread_mutex_t lock;            /* guards inbox and res.probes */
     struct pending *inbox;
     size_t ninbox, cap;
-    uint64_t next; /* index of the next probe listing */
     struct cdc_probe_result res;
     struct hist before;
     bool have_before;
@@ -130,12 +147,13 @@ struct pending {
  * owning shard. false when either failed (the probe counts as neither a
  * sample nor a loss). */
 static bool
-launch(struct cdc_probe *probe, struct cache *cache, uint64_t listing_id, struct pending *pend)
+launch(struct cdc_probe *probe, struct db *const *dbs, struct cache *cache, uint64_t listing_id,
+       struct pending *pend)
 {
     const struct cdc_probe_conf *conf = &probe->conf;
     char err[256];
     pend->keylen = cachekey_month_of(listing_id, conf->night, pend->key);
-    struct db *db = probe->db[bench_routes_shard(conf->routes, listing_id)];
+    struct db *db = dbs[bench_routes_shard(conf->routes, listing_id)];
     struct db_val p[3] = {DB_INT_V(listing_id), DB_INT_V(conf->night + DB_TO_DAYS_EPOCH),
                           DB_INT_V(testenv_vbucket(listing_id))};
     if (cache_set(cache, pend->key, pend->keylen, "M1 1", 4, 600, err, sizeof(err)) != CAL_OK)
@@ -145,7 +163,6 @@ launch(struct cdc_probe *probe, struct cache *cache, uint64_t listing_id, struct
     /* The commit is durable and in the binlog once the autocommit INSERT returned. */
     pend->t0 = cal_mono_us();
     pend->deadline = pend->t0 + (uint64_t)conf->timeout_ms * 1000;
-    probe->res.probes++;
     return true;
 }
 
@@ -188,42 +205,56 @@ static void
 probe_once(struct cdc_probe *probe, uint64_t listing_id)
 {
     struct pending pend;
-    if (!launch(probe, probe->cache, listing_id, &pend))
+    if (!launch(probe, probe->db, probe->cache, listing_id, &pend))
         return;
+    probe->res.probes++;
     while (poll_pending(probe, &pend, 1) > 0)
         poll_pause();
 }
 
-/* The launcher: probes start on a fixed schedule, one every interval_ms,
- * whether or not earlier ones are still pending (waiting for each before
- * the next would sample a slow spell once however long it lasts:
- * coordinated omission). */
+/* A launcher: probes start on a fixed schedule, one every interval_ms
+ * over all launchers, whether or not earlier ones are still pending
+ * (waiting for each before the next would sample a slow spell once however
+ * long it lasts: coordinated omission). */
 static void *
-probe_main(void *arg)
+launch_main(void *arg)
 {
-    struct cdc_probe *probe = arg;
+    struct launcher *l = arg;
+    struct cdc_probe *probe = l->probe;
     const struct cdc_probe_conf *conf = &probe->conf;
     uint64_t every = (uint64_t)(conf->interval_ms ? conf->interval_ms : 1) * 1000;
-    uint64_t due = cal_mono_us() + every;
-    while (!atomic_load(&probe->stop) && probe->next < conf->count) {
-        uint64_t now = cal_mono_us();
+    /* Probe 0 ran alone at the start. */
+    for (uint64_t i = 1 + l->k; i < conf->count && !atomic_load(&probe->stop); i += LAUNCHERS) {
+        uint64_t due = probe->start_us + i * every, now = cal_mono_us();
         if (now < due) {
             cal_sleep_ms((unsigned)((due - now + 999) / 1000));
+            if (atomic_load(&probe->stop))
+                break;
+        }
+        /* Started a whole interval behind its time: the writes before it on
+         * this launcher waited for their commits (counted, not hidden). */
+        bool late = cal_mono_us() >= due + every;
+        struct pending pend;
+        bool ok = launch(probe, l->db, l->cache, conf->first_id + i, &pend);
+        /* The poller may stop once the last probe is handed over. */
+        bool last = atomic_fetch_sub(&probe->unlaunched, 1) == 1;
+        if (!ok) {
+            if (last)
+                atomic_store(&probe->launched_all, true);
             continue;
         }
-        due += every;
-        struct pending pend;
-        if (!launch(probe, probe->set_cache, conf->first_id + probe->next++, &pend))
-            continue;
         pthread_mutex_lock(&probe->lock);
+        probe->res.late += late;
         if (probe->ninbox == probe->cap) {
             probe->cap = probe->cap ? 2 * probe->cap : 64;
             probe->inbox = cal_realloc(probe->inbox, probe->cap * sizeof(*probe->inbox));
         }
         probe->inbox[probe->ninbox++] = pend;
+        probe->res.probes++;
         pthread_mutex_unlock(&probe->lock);
+        if (last)
+            atomic_store(&probe->launched_all, true);
     }
-    atomic_store(&probe->launched_all, true);
     return NULL;
 }
 
@@ -264,16 +295,26 @@ cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen)
     probe->conf = *conf;
     atomic_init(&probe->stop, false);
     atomic_init(&probe->launched_all, false);
+    atomic_init(&probe->unlaunched, conf->count > 1 ? conf->count - 1 : 0);
     bench_lat_init(&probe->res.lat, conf->count);
     probe->res.hist_count = probe->res.hist_p50_ms = probe->res.hist_p99_ms = -1;
     cal_strlcpy(cc.servers, conf->env->memcached_servers, sizeof(cc.servers));
     pthread_mutex_init(&probe->lock, NULL);
-    if ((probe->cache = cache_create(&cc, err, errlen)) == NULL ||
-        (probe->set_cache = cache_create(&cc, err, errlen)) == NULL)
+    if ((probe->cache = cache_create(&cc, err, errlen)) == NULL)
         goto fail;
     for (size_t i = 0; i < conf->env->nshards; i++)
         if ((probe->db[i] = testenv_connect_shard(conf->env, i, err, errlen)) == NULL)
             goto fail;
+    for (unsigned k = 0; k < LAUNCHERS && conf->count > 1; k++) {
+        struct launcher *l = &probe->launchers[k];
+        l->probe = probe;
+        l->k = k;
+        if ((l->cache = cache_create(&cc, err, errlen)) == NULL)
+            goto fail;
+        for (size_t i = 0; i < conf->env->nshards; i++)
+            if ((l->db[i] = testenv_connect_shard(conf->env, i, err, errlen)) == NULL)
+                goto fail;
+    }
     if (conf->metrics_url != NULL && conf->metrics_url[0] != '\0')
         probe->have_before = hist_fetch(conf->metrics_url, &probe->before);
     if (conf->count == 0)
@@ -282,13 +323,14 @@ cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen)
      * pipeline's state known. One that took too long is lost, like any
      * other, and probing goes on (a slow spell must not end the
      * measurement); without any deletion in the run, running stays false. */
-    probe_once(probe, conf->first_id + probe->next++);
-    if (pthread_create(&probe->poller, NULL, poll_main, probe) == 0) {
+    probe_once(probe, conf->first_id);
+    probe->start_us = cal_mono_us();
+    if (conf->count > 1 && pthread_create(&probe->poller, NULL, poll_main, probe) == 0) {
         probe->poller_started = true;
-        if (pthread_create(&probe->thread, NULL, probe_main, probe) == 0)
-            probe->thread_started = true;
-        else
-            atomic_store(&probe->launched_all, true);
+        for (unsigned k = 0; k < LAUNCHERS; k++) {
+            struct launcher *l = &probe->launchers[k];
+            l->started = pthread_create(&l->thread, NULL, launch_main, l) == 0;
+        }
     }
     return probe;
 fail:
@@ -302,8 +344,9 @@ cdc_probe_stop(struct cdc_probe *probe, struct cdc_probe_result *res)
     if (probe == NULL)
         return;
     atomic_store(&probe->stop, true);
-    if (probe->thread_started)
-        pthread_join(probe->thread, NULL);
+    for (unsigned k = 0; k < LAUNCHERS; k++)
+        if (probe->launchers[k].started)
+            pthread_join(probe->launchers[k].thread, NULL);
     atomic_store(&probe->launched_all, true);
     if (probe->poller_started)
         pthread_join(probe->poller, NULL);
@@ -319,7 +362,11 @@ cdc_probe_stop(struct cdc_probe *probe, struct cdc_probe_result *res)
     for (size_t i = 0; i < TESTENV_MAX_SHARDS; i++)
         db_close(probe->db[i]);
     cache_destroy(probe->cache);
-    cache_destroy(probe->set_cache);
+    for (unsigned k = 0; k < LAUNCHERS; k++) {
+        for (size_t i = 0; i < TESTENV_MAX_SHARDS; i++)
+            db_close(probe->launchers[k].db[i]);
+        cache_destroy(probe->launchers[k].cache);
+    }
     pthread_mutex_destroy(&probe->lock);
     free(probe->inbox);
     if (res != NULL)

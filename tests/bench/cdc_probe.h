@@ -27,6 +27,7 @@ struct cdc_probe_conf {
 struct cdc_probe_result {
     bool running; /* a probe of the run saw its key deleted */
     uint64_t probes, timeouts;
+    uint64_t late;        /* started a whole interval behind the schedule (launchers busy) */
     struct bench_lat lat; /* commit returned -> key gone */
     /* From the invalidator's histogram delta over the probe's life; -1 = unknown. */
     double hist_count, hist_p50_ms, hist_p99_ms;
@@ -34,12 +35,12 @@ struct cdc_probe_result {
 
 struct cdc_probe;
 
-/* Runs one probe synchronously first, then the others on a thread until
- * cdc_probe_stop(), one starting every interval_ms however many are still
- * pending. A probe whose key is not deleted within timeout_ms is
- * lost (timeouts), the first one too; running says whether any probe of the
- * run saw its key deleted (false: the pipeline is not there, and the bench
- * stops probing). Caller ends with cdc_probe_stop(). */
+/* Runs one probe synchronously first, then the others on launcher threads
+ * until cdc_probe_stop(), one starting every interval_ms however many are
+ * still pending, and a poller thread that watches them all. A probe whose key is not deleted within
+ * timeout_ms is lost (timeouts), the first one too; running says whether any probe of the run saw
+ * its key deleted (false: the pipeline is not there, and the bench stops probing). Caller ends with
+ * cdc_probe_stop(). */
 struct cdc_probe *cdc_probe_start(const struct cdc_probe_conf *conf, char *err, size_t errlen);
 
 /* Stops the probe thread and fills res (caller frees res->lat with

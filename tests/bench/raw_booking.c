@@ -182,7 +182,12 @@ raw_booking_run(const struct raw_booking_conf *conf, struct raw_booking_result *
         w->index = t;
         bench_rng_init(&w->rng, conf->seed * 0x9e3779b97f4a7c15ULL + t + 1);
         bench_lat_init(&w->res.lat, cap / conf->conc + 1024);
-        pthread_create(&w->thread, NULL, worker_main, w);
+        /* Every worker or none: the barriers wait for all of them. */
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            fprintf(stderr, "calendar-bench: cannot start raw client thread %u of %u\n", t + 1,
+                    conf->conc);
+            exit(1);
+        }
     }
     /* The window starts once every worker is connected, as calendard's
      * pools are before its runs. */

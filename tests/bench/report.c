@@ -350,7 +350,7 @@ quantile_of(double *v, size_t n, double q)
 /* The CDC probe samples of the booking runs at one concurrency, pooled. */
 struct cdc_pool {
     size_t runs, n, nh50, nh99;
-    double *v, h50[MAX_REPS], h99[MAX_REPS], lost;
+    double *v, h50[MAX_REPS], h99[MAX_REPS], lost, late;
 };
 
 static void
@@ -367,8 +367,9 @@ cdc_pool_at(const json_t *runs, double conc, struct cdc_pool *pl)
         if (cdc == NULL || num_at(run, "conc") != conc)
             continue;
         pl->runs++;
-        double lost = num_at(cdc, "timeouts");
+        double lost = num_at(cdc, "timeouts"), late = num_at(cdc, "late");
         pl->lost += lost;
+        pl->late += isnan(late) ? 0 : late;
         /* A lost probe took at least the probe's timeout: it counts as that
          * in the quantiles, not as nothing (which would flatter the p99). */
         for (double l = 0; l < lost; l++) {
@@ -425,15 +426,16 @@ report_cdc(const json_t *runs, FILE *out)
         fprintf(out,
                 "cdc c=%-3g commit-to-invalidation (end-to-end probe while bookings run): %4zu "
                 "samples over %zu runs, p50 %6.2f ms, p99 %7.2f ms, max %7.2f ms, %.0f lost "
-                "(>2 s, counted as 2 s)%s\n",
-                conc[c], pl.n, pl.runs, p50, p99, max, pl.lost, p99 < 50 ? "" : "  p99 >= 50 ms");
+                "(>2 s, counted as 2 s), %.0f started late%s\n",
+                conc[c], pl.n, pl.runs, p50, p99, max, pl.lost, pl.late,
+                p99 < 50 ? "" : "  p99 >= 50 ms");
         char key[16];
         snprintf(key, sizeof(key), "%g", conc[c]);
         json_object_set_new(by_conc, key,
-                            json_pack("{s:i,s:f,s:f,s:f,s:i}", "samples", (json_int_t)pl.n,
+                            json_pack("{s:i,s:f,s:f,s:f,s:i,s:i}", "samples", (json_int_t)pl.n,
                                       "p50_ms", round(p50 * 1000) / 1000, "p99_ms",
                                       round(p99 * 1000) / 1000, "max_ms", round(max * 1000) / 1000,
-                                      "lost", (json_int_t)pl.lost));
+                                      "lost", (json_int_t)pl.lost, "late", (json_int_t)pl.late));
         shown++;
         if (c + 1 < nconc)
             continue;
@@ -643,8 +645,9 @@ report_errors(const json_t *runs, FILE *out)
     return total;
 }
 
-/* Read runs whose cache was not warm (or whose hit ratio is unknown): a
- * read figure means "cache hits" only at 100 %. */
+/* Read runs whose cache was not warm (under 100 % of keys found, or a
+ * failed cache operation during the window, or unknown): a read figure
+ * means "cache hits" only when every lookup found every key. */
 static void
 report_cold(const json_t *runs, FILE *out)
 {
@@ -655,8 +658,8 @@ report_cold(const json_t *runs, FILE *out)
         const char *phase = json_string_value(json_object_get(run, "phase"));
         if (phase == NULL || (strcmp(phase, "read") != 0 && strcmp(phase, "paced") != 0))
             continue;
-        double h = num_at(run, "cache_hit_ratio");
-        if (!isnan(h) && h >= 0.9995)
+        double h = num_at(run, "cache_hit_ratio"), e = num_at(run, "cache_errors");
+        if (!isnan(h) && h >= 0.9995 && !(e > 0))
             continue;
         cold++;
         fprintf(out, "cache: %s %s %s c=%g: ", phase,
@@ -665,7 +668,8 @@ report_cold(const json_t *runs, FILE *out)
         if (isnan(h))
             fprintf(out, "hit ratio unknown (/metrics did not answer)\n");
         else
-            fprintf(out, "%.2f %% hits, not a warm cache\n", h * 100);
+            fprintf(out, "%.2f %% hits, %.0f failed cache operations: not a warm cache\n", h * 100,
+                    e > 0 ? e : 0);
     }
     if (cold == 0)
         fprintf(out, "cache: every read run at 100 %% hits\n");

@@ -1556,6 +1556,18 @@ START_TEST(add_then_drain_spare_shard)
     ck_assert_msg(strstr(out, line) == NULL, "removed, still listed:\n%.2000s", out);
     rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
     ck_assert_msg(rc == 2 && strstr(out, "no such shard") != NULL, "exit %d:\n%.2000s", rc, out);
+    /* Added again: a new id, never the removed one the journal names. */
+    rc = rebalance(out, sizeof(out), "add-shard", "--shard", spare, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "add-shard again: exit %d:\n%.2000s", rc, out);
+    p = strstr(out, "shard ");
+    ck_assert_ptr_nonnull(p);
+    long again_id = strtol(p + 6, NULL, 10);
+    ck_assert_int_gt(again_id, spare_id);
+    snprintf(to, sizeof(to), "%ld", again_id);
+    rc = rebalance(out, sizeof(out), "drain-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "can be stopped") != NULL, "exit %d:\n%.2000s", rc, out);
     expect_verify_clean();
 }
 END_TEST
@@ -1617,7 +1629,24 @@ START_TEST(a_stopped_drained_shard_stops_nothing)
                      1);
 
     rc = rebalance(out, sizeof(out), "remove-shard", "--shard", id, NULL, NULL, NULL);
-    ck_assert_msg(rc == 0, "remove-shard exit %d:\n%.2000s", rc, out);
+    ck_assert_msg(rc == 0 && strstr(out, "can be stopped") != NULL,
+                  "remove-shard exit %d:\n%.2000s", rc, out);
+    ck_assert_int_eq(scalar(cat, "SELECT COUNT(*) FROM shards WHERE shard_id = ?", gone), 0);
+
+    /* A drained shard on the catalog's server: removed, but that server
+     * must keep running. */
+    struct db_conf cc = {0};
+    ck_assert(db_conf_parse_dsn(&cc, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO shards (shard_id, host, port, db_name, state)"
+             " VALUES (%u, '%s', %u, 'calendar_gone', 'draining')",
+             gone, cc.host, cc.port);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    rc = rebalance(out, sizeof(out), "remove-shard", "--shard", id, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, "also holds the catalog") != NULL &&
+                      strstr(out, "keep the server, drop database calendar_gone there") != NULL,
+                  "remove-shard on the catalog's server: exit %d:\n%.2000s", rc, out);
     ck_assert_int_eq(scalar(cat, "SELECT COUNT(*) FROM shards WHERE shard_id = ?", gone), 0);
     db_close(cat);
     expect_verify_clean();
@@ -1752,9 +1781,10 @@ hold_rows_lock(struct db *db, unsigned v)
     char err[256];
     struct db_stmt *st;
     struct db_val p[1] = {DB_INT_V(v)}, c[1];
-    ck_assert_msg(db_query(db, "SELECT GET_LOCK(CONCAT('calendar_rows_', ?), 0)", p, 1, &st, err,
-                           sizeof(err)) == CAL_OK,
-                  "%s", err);
+    ck_assert_msg(
+        db_query(db, "SELECT GET_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?), 0)", p,
+                 1, &st, err, sizeof(err)) == CAL_OK,
+        "%s", err);
     ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
     ck_assert_int_eq(c[0].i, 1);
     while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
