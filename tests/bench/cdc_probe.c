@@ -29,7 +29,7 @@ struct hist {
     double count[HIST_MAX];
 };
 
-#define LAUNCHERS 4 /* probes being written at once, at most */
+#define LAUNCHERS 16 /* probes being written at once, at most */
 
 struct pending;
 struct cdc_probe;
