@@ -455,15 +455,13 @@ send_message(struct relay *r, struct txn *t, const char *topic, int32_t partitio
  * the binlog shows no row images of: consumers drop what they derived from
  * the table (the invalidator flushes the cache). Debezium sends one per
  * table, keyless: partition 0, no order with the table's other events. */
-static cal_status
-send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
-              const char *table, char *err, size_t errlen)
+/* The event's source block: the relay's name, the binlog position of ev
+ * and the GTID of its transaction t. */
+static struct event_source
+source_of(const struct relay *r, struct binlog *b, const struct binlog_event *ev,
+          const struct txn *t)
 {
-    struct topic_slot *ts = topic_for(r, table, err, errlen);
-    if (ts == NULL)
-        return CAL_EUNAVAIL;
-    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
-    struct event_source src = {
+    return (struct event_source){
         .name = r->conf->topic_prefix,
         .ts_ms = (uint64_t)ev->timestamp * 1000,
         .server_id = ev->server_id,
@@ -472,6 +470,17 @@ send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, 
         .file = binlog_file(b),
         .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
     };
+}
+
+static cal_status
+send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+              const char *table, char *err, size_t errlen)
+{
+    struct topic_slot *ts = topic_for(r, table, err, errlen);
+    if (ts == NULL)
+        return CAL_EUNAVAIL;
+    const struct event_table et = {.db = r->conf->source.db.database, .table = table};
+    struct event_source src = source_of(r, b, ev, t);
     char *value = NULL;
     size_t valuelen;
     cal_status st = event_encode_value(&et, EVENT_OP_TRUNCATE, NULL, NULL, &src, cal_now_ms(),
@@ -518,15 +527,7 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
     if (ts == NULL)
         return CAL_EUNAVAIL;
     struct event_value before[ROWIMAGE_MAX_COLS], after[ROWIMAGE_MAX_COLS];
-    struct event_source src = {
-        .name = r->conf->topic_prefix,
-        .ts_ms = (uint64_t)ev->timestamp * 1000,
-        .server_id = ev->server_id,
-        .domain_id = t->gtid.domain_id,
-        .seq = t->gtid.seq,
-        .file = binlog_file(b),
-        .pos = ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0,
-    };
+    struct event_source src = source_of(r, b, ev, t);
     uint32_t unkeyed = 0; /* rows whose listing or key neither image holds */
     for (uint32_t row = 0;; row++) {
         int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);

@@ -124,6 +124,27 @@ struct collected {
     json_t *values[4096];
 };
 
+/* Keeps message m and its parsed value in msgs/values[*n] (cap slots). */
+static void
+keep_event(struct kafka_test_msg *msgs, json_t **values, size_t *n, size_t cap,
+           struct kafka_test_msg *m, json_t *value)
+{
+    ck_assert_msg(*n < cap, "more than %zu events kept", cap);
+    msgs[*n] = *m;
+    values[*n] = value;
+    (*n)++;
+}
+
+static void
+kept_free(struct kafka_test_msg *msgs, json_t **values, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        kafka_test_msg_free(&msgs[i]);
+        json_decref(values[i]);
+    }
+    *n = 0;
+}
+
 static bool
 mentions_listing(const struct kafka_test_msg *m, json_t *value, uint64_t listing_id)
 {
@@ -159,9 +180,7 @@ collect(struct collected *c, const char *const *topics, uint64_t listing_id, siz
             kafka_test_msg_free(&m);
             continue;
         }
-        c->msgs[c->n] = m;
-        c->values[c->n] = value;
-        c->n++;
+        keep_event(c->msgs, c->values, &c->n, CAL_ARRAY_LEN(c->msgs), &m, value);
     }
     kafka_test_consumer_destroy(kc);
 }
@@ -169,11 +188,7 @@ collect(struct collected *c, const char *const *topics, uint64_t listing_id, siz
 static void
 collected_free(struct collected *c)
 {
-    for (size_t i = 0; i < c->n; i++) {
-        kafka_test_msg_free(&c->msgs[i]);
-        json_decref(c->values[i]);
-    }
-    c->n = 0;
+    kept_free(c->msgs, c->values, &c->n);
 }
 
 /* The message of table with op and the given key, or abort. */
@@ -523,11 +538,7 @@ read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t ma
             kafka_test_msg_free(&m);
             continue;
         }
-        ck_assert_msg(rg->n < CAL_ARRAY_LEN(rg->msgs), "more than %zu events kept",
-                      CAL_ARRAY_LEN(rg->msgs));
-        rg->msgs[rg->n] = m;
-        rg->values[rg->n] = value;
-        rg->n++;
+        keep_event(rg->msgs, rg->values, &rg->n, CAL_ARRAY_LEN(rg->msgs), &m, value);
     }
     kafka_test_consumer_destroy(kc);
 }
@@ -535,11 +546,7 @@ read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t ma
 static void
 range_free(struct range *rg)
 {
-    for (size_t i = 0; i < rg->n; i++) {
-        kafka_test_msg_free(&rg->msgs[i]);
-        json_decref(rg->values[i]);
-    }
-    rg->n = 0;
+    kept_free(rg->msgs, rg->values, &rg->n);
 }
 
 /* A truncate event of shard 0's table, as Debezium's: no key, no images,

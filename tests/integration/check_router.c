@@ -272,10 +272,11 @@ START_TEST(a_shard_address_change_in_the_catalog_is_followed)
 }
 END_TEST
 
-/* Readiness under load: a shard whose every connection is busy is at work,
- * and the instance stays in the load balancer; only when the shard's
- * breaker opened (its requests fail or time out) is it not ready. */
-START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
+/* A router on the stack for readiness checks: one connection per shard,
+ * a 50 ms pool wait, a breaker that opens at the first failure, and the map
+ * reloaded only when asked. connect_timeout_ms: 0 for the default. */
+static struct router *
+readiness_router(unsigned connect_timeout_ms)
 {
     char err[256];
     struct router_conf conf = {.pool_size = 1,
@@ -285,7 +286,18 @@ START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
                                .breaker_cooldown_ms = 60000};
     ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
     ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
-    struct router *r = router_create(&conf);
+    if (connect_timeout_ms > 0)
+        conf.shard.connect_timeout_ms = connect_timeout_ms;
+    return router_create(&conf);
+}
+
+/* Readiness under load: a shard whose every connection is busy is at work,
+ * and the instance stays in the load balancer; only when the shard's
+ * breaker opened (its requests fail or time out) is it not ready. */
+START_TEST(a_busy_shard_is_ready_a_failing_one_is_not)
+{
+    char err[256];
+    struct router *r = readiness_router(0);
     char why[128];
     ck_assert_msg(router_check_ready(r, why, sizeof(why), err, sizeof(err)) == CAL_OK, "%s", err);
 
@@ -342,15 +354,7 @@ START_TEST(a_shard_owning_no_vbucket_is_not_asked_for_readiness)
              " VALUES (%u, '127.0.0.1', 1, 'calendar_gone', 'draining')",
              gone);
     ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
-    struct router_conf conf = {.pool_size = 1,
-                               .pool_wait_ms = 50,
-                               .refresh_interval_ms = 3600000,
-                               .breaker_threshold = 1,
-                               .breaker_cooldown_ms = 60000};
-    ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
-    ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
-    conf.shard.connect_timeout_ms = 200;
-    struct router *r = router_create(&conf);
+    struct router *r = readiness_router(200);
     char why[256], ready_err[512] = "";
     cal_status ready = router_check_ready(r, why, sizeof(why), ready_err, sizeof(ready_err));
     uint32_t ids[ROUTER_MAX_SHARDS];
