@@ -6,9 +6,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fail=0
 check() { # EXAMPLE PROGRAM CHECK(yes|no) SAMPLE-ARGS...
-    local example=$1 prog=$2 validate=$3 bad=0
+    local example=$1 prog=$2 validate=$3 bad=0 sample
     shift 3
-    if ! diff -u "$example" <("$prog" "$@") >/dev/null; then
+    if ! sample=$("$prog" "$@"); then
+        echo "FAIL '$prog $*' failed"
+        bad=1
+    elif ! diff -u "$example" - <<<"$sample" >/dev/null; then
         echo "FAIL $example differs from '$prog $*' (regenerate it)"
         bad=1
     fi

@@ -472,6 +472,7 @@ op_cancel(struct stress_client *client, struct http_client *http, struct stress_
     snprintf(url, sizeof(url), "%s/v1/listings/%" PRIu64 "/reservations/%" PRId64 "/cancel",
              conf->url, rec->listing_id, rec->reservation_id);
     rec->cancel_sent = 1;
+    atomic_fetch_add(&stats->cancels_sent, 1);
     for (unsigned attempt = 0; attempt < MAX_TRIES; attempt++) {
         struct http_response resp;
         cal_status st;

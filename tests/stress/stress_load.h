@@ -50,12 +50,13 @@ struct stress_record {
 };
 
 struct stress_stats {
-    atomic_uint_fast64_t attempts;  /* operations started */
-    atomic_uint_fast64_t requests;  /* HTTP requests sent */
-    atomic_uint_fast64_t confirmed; /* keys acknowledged as confirmed bookings */
-    atomic_uint_fast64_t conflicts; /* 409 answers */
-    atomic_uint_fast64_t cancelled; /* cancels acknowledged */
-    atomic_uint_fast64_t errors;    /* transport errors, 5xx, unexpected answers */
+    atomic_uint_fast64_t attempts;     /* operations started */
+    atomic_uint_fast64_t requests;     /* HTTP requests sent */
+    atomic_uint_fast64_t confirmed;    /* keys acknowledged as confirmed bookings */
+    atomic_uint_fast64_t conflicts;    /* 409 answers */
+    atomic_uint_fast64_t cancels_sent; /* cancels sent (at least once) */
+    atomic_uint_fast64_t cancelled;    /* cancels acknowledged */
+    atomic_uint_fast64_t errors;       /* transport errors, 5xx, unexpected answers */
     atomic_uint_fast64_t replays;
     atomic_uint_fast64_t drops;             /* replies deliberately lost by a tiny timeout */
     atomic_uint_fast64_t drops_processed;   /* ... whose replay found the booking made (200) */

@@ -75,6 +75,7 @@ usage(FILE *out)
             "own booking not showing it, or a cached value that differs from the shards once\n"
             "the CDC lag drained) is above zero; 2 on usage or setup errors; 3 when the run\n"
             "tested nothing: no booking was confirmed (calendard refused or failed them all),\n"
+            "cancels were sent and none was acknowledged,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
             "no value of the run's listings to compare, even after reading the window of each\n"
             "(of the first 256) once through calendard; else 0.\n");
@@ -243,12 +244,22 @@ run_threads(struct stress_client *clients, unsigned n, void *(*fn)(void *), int 
     return rc;
 }
 
-/* Did the run test anything? It confirmed a booking, and found a cached
- * value to compare when the stack has memcached. */
+/* Were cancels sent and none acknowledged? Then the checks of acknowledged
+ * cancels had nothing to check (a broken cancel only counts as an error). */
+static int
+cancels_untested(const struct stress_stats *stats)
+{
+    return atomic_load(&stats->cancels_sent) > 0 && atomic_load(&stats->cancelled) == 0;
+}
+
+/* Did the run test anything? It confirmed a booking, acknowledged a cancel
+ * if it sent any, and found a cached value to compare when the stack has
+ * memcached. */
 static int
 tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
 {
-    return atomic_load(&stats->confirmed) > 0 && verdict->cache_compared != 0;
+    return atomic_load(&stats->confirmed) > 0 && !cancels_untested(stats) &&
+           verdict->cache_compared != 0;
 }
 
 static void
@@ -268,6 +279,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("cancelled", atomic_load(&stats->cancelled));
     SET_U("errors", atomic_load(&stats->errors));
     SET_U("overloaded", atomic_load(&stats->overloaded));
+    SET_U("cancels_sent", atomic_load(&stats->cancels_sent));
     SET_U("replays", atomic_load(&stats->replays));
     SET_U("drops", atomic_load(&stats->drops));
     SET_U("drops_processed", atomic_load(&stats->drops_processed));
@@ -471,6 +483,12 @@ main(int argc, char **argv)
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
     if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
         fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && cancels_untested(&stats)) {
+        fprintf(stderr,
+                "calendar-stress: %llu cancels sent and none acknowledged: the checks of "
+                "acknowledged cancels tested nothing\n",
+                (unsigned long long)atomic_load(&stats.cancels_sent));
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && verdict.cache_compared == 0) {
         fprintf(stderr,
