@@ -327,6 +327,8 @@ queue_and_wait(struct batcher *b, struct db *db, struct job *job)
          * fresh connection). */
         if (db_broken(db)) {
             queue_remove(b, job);
+            /* It was handed the free lane: the next waiting booking takes it. */
+            wake_next(b);
             job->sb.rc = CAL_EUNAVAIL;
             snprintf(job->sb.err, sizeof(job->sb.err), "the connection broke in an earlier batch");
             break;

@@ -1157,6 +1157,18 @@ lane_read(void *arg)
     return NULL;
 }
 
+/* n connections to shard 0, and their server-side ids. */
+static void
+connect_with_ids(struct db **d, int64_t *id, size_t n)
+{
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(d[i] != NULL, "%s", err);
+        id[i] = connection_int(d[i], "SELECT CONNECTION_ID(), 0", 0);
+    }
+}
+
 /* Statements connection d executed since `before` (minus the SHOW itself). */
 static int64_t
 executed_since(struct db *d, int64_t before)
@@ -1407,11 +1419,7 @@ START_TEST(a_leader_losing_its_connection_sends_planned_bookings_back)
     struct batcher *bt = batcher_create(32, 2, NULL, NULL);
     struct db *d[3];
     int64_t id[3];
-    for (int i = 0; i < 3; i++) {
-        d[i] = testenv_connect_shard(&env, 0, err, sizeof(err));
-        ck_assert_msg(d[i] != NULL, "%s", err);
-        id[i] = connection_int(d[i], "SELECT CONNECTION_ID(), 0", 0);
-    }
+    connect_with_ids(d, id, 3);
     struct lane_read r0 = {.b = bt, .db = d[0], .group = &group, .l = new_listing()};
     struct lane_read r1 = {.b = bt, .db = d[1], .group = &group, .l = new_listing()};
     struct listing c = new_listing();
@@ -1450,6 +1458,56 @@ START_TEST(a_leader_losing_its_connection_sends_planned_bookings_back)
     plan_clear(&pl);
     for (int i = 0; i < 3; i++)
         db_close(d[i]);
+    db_close(holder);
+    batcher_destroy(bt);
+}
+END_TEST
+
+/* A booking whose own connection broke meanwhile is handed the free lane,
+ * fails alone, and hands the lane on: the booking queued behind it commits
+ * (it used to wait until some other booking of the shard came along). */
+START_TEST(a_booking_failing_on_its_broken_connection_hands_the_lane_on)
+{
+    char err[256];
+    static const char group = 'g';
+    struct batcher *bt = batcher_create(32, 1, NULL, NULL);
+    struct db *d[3];
+    int64_t id[3];
+    connect_with_ids(d, id, 3);
+    struct listing l[3] = {new_listing(), new_listing(), new_listing()};
+    struct planned pl[3];
+    struct lane_booking lb[3];
+    for (int i = 0; i < 3; i++) {
+        plan(&pl[i], &l[i], today + 70, today + 72);
+        lb[i] = (struct lane_booking){.b = bt, .pl = &pl[i], .db = d[i], .group = &group};
+        batcher_enter(bt);
+    }
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    /* 1's connection is lost before it queues, as in a shard restart. */
+    kill_connection(holder, id[1]);
+    ck_assert(db_exec(d[1], "SELECT 1", err, sizeof(err)) == CAL_EUNAVAIL);
+    ck_assert(db_broken(d[1]));
+    ck_assert(db_exec(holder, "LOCK TABLES nights WRITE", err, sizeof(err)) == CAL_OK);
+    pthread_t t[3];
+    void *args[3] = {&lb[0], &lb[1], &lb[2]};
+    start_behind_a_stuck_leader(t, lane_book, args, 3, bt, id[0]);
+    ck_assert(db_exec(holder, "UNLOCK TABLES", err, sizeof(err)) == CAL_OK);
+    ck_assert_msg(done_within(&lb[2], 10000), "the booking behind the broken one never went");
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        batcher_leave(bt);
+    }
+    ck_assert_msg(lb[0].rc == CAL_OK, "0: %s %s", cal_status_name(lb[0].rc), lb[0].err);
+    ck_assert_msg(lb[1].rc == CAL_EUNAVAIL, "1: %s", cal_status_name(lb[1].rc));
+    ck_assert_msg(lb[2].rc == CAL_OK, "2: %s %s", cal_status_name(lb[2].rc), lb[2].err);
+    ck_assert_int_eq(booked_nights(pl[0].res.reservation_id), 2);
+    ck_assert_int_eq(booked_nights(pl[2].res.reservation_id), 2);
+    ck_assert_uint_eq(batcher_bookings_waiting(bt), 0);
+    for (int i = 0; i < 3; i++) {
+        plan_clear(&pl[i]);
+        db_close(d[i]);
+    }
     db_close(holder);
     batcher_destroy(bt);
 }
@@ -1685,6 +1743,7 @@ main(void)
     tcase_add_test(tc, at_low_load_each_booking_reads_at_once);
     tcase_add_test(tc, a_group_read_losing_its_connection_fails_only_the_leader);
     tcase_add_test(tc, a_leader_losing_its_connection_sends_planned_bookings_back);
+    tcase_add_test(tc, a_booking_failing_on_its_broken_connection_hands_the_lane_on);
     suite_add_tcase(s, tc);
     TCase *limit = tcase_create("statement_limit");
     tcase_add_unchecked_fixture(limit, remember_stmt_limit, restore_stmt_limit);
