@@ -811,24 +811,33 @@ set_shard0_global(const char *name, int64_t value)
 /* max_prepared_stmt_count of shard 0's server as it was (this process). */
 static int64_t stmt_limit;
 
-/* Unchecked fixture, in this process: the limit is put back even when the
- * test crashed or timed out, or every later test would fail to prepare. */
-static void
-remember_stmt_limit(void)
+/* A global variable of shard 0's server, on a connection of its own (for
+ * the unchecked fixtures, which run before setup). */
+static int64_t
+shard0_global(const char *name)
 {
-    char err[256];
+    char err[256], sql[128];
     struct db_stmt *st;
     struct db_val c[1];
     ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
     struct db *d = testenv_connect_shard(&env, 0, err, sizeof(err));
     ck_assert_msg(d != NULL, "%s", err);
-    ck_assert(db_query(d, "SELECT @@GLOBAL.max_prepared_stmt_count", NULL, 0, &st, err,
-                       sizeof(err)) == CAL_OK);
+    snprintf(sql, sizeof(sql), "SELECT @@GLOBAL.%s", name);
+    ck_assert_msg(db_query(d, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
-    stmt_limit = c[0].i;
+    int64_t v = c[0].type == DB_INT ? c[0].i : atoll(c[0].s);
     while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
         ;
     db_close(d);
+    return v;
+}
+
+/* Unchecked fixture, in this process: the limit is put back even when the
+ * test crashed or timed out, or every later test would fail to prepare. */
+static void
+remember_stmt_limit(void)
+{
+    stmt_limit = shard0_global("max_prepared_stmt_count");
 }
 
 static void
@@ -1513,6 +1522,67 @@ START_TEST(a_booking_failing_on_its_broken_connection_hands_the_lane_on)
 }
 END_TEST
 
+/* Shard 0's binlog group commit wait as it was (this process). */
+static int64_t commit_wait_count, commit_wait_usec;
+
+/* Unchecked fixture: the wait is put back even when the test crashed, or
+ * every later commit of the shard would wait for it. */
+static void
+remember_commit_wait(void)
+{
+    commit_wait_count = shard0_global("binlog_commit_wait_count");
+    commit_wait_usec = shard0_global("binlog_commit_wait_usec");
+}
+
+static void
+restore_commit_wait(void)
+{
+    if (testenv_set_global(&env, 0, "binlog_commit_wait_count", commit_wait_count) != 0 ||
+        testenv_set_global(&env, 0, "binlog_commit_wait_usec", commit_wait_usec) != 0)
+        fprintf(stderr, "check_store: could not restore the binlog commit wait\n");
+}
+
+/* A booking whose connection is lost while its COMMIT runs answers
+ * CAL_EUNKNOWN (the API's 503 outcome_unknown), never success or failure:
+ * the server may have committed it. Whatever it did, it did all or nothing. */
+START_TEST(a_connection_lost_in_the_commit_leaves_the_outcome_unknown)
+{
+    char err[256];
+    static const char group = 'g';
+    struct batcher *bt = batcher_create(32, 1, NULL, NULL);
+    struct db *d[1];
+    int64_t id[1];
+    connect_with_ids(d, id, 1);
+    struct listing l = new_listing();
+    struct planned pl;
+    plan(&pl, &l, today + 80, today + 83);
+    struct lane_booking lb = {.b = bt, .pl = &pl, .db = d[0], .group = &group};
+    struct db *holder = testenv_connect_shard(&env, 0, err, sizeof(err));
+    ck_assert_msg(holder != NULL, "%s", err);
+    /* Each commit of the shard now waits 5 s for others to group with. */
+    set_shard0_global("binlog_commit_wait_count", 1000);
+    set_shard0_global("binlog_commit_wait_usec", 5000000);
+    batcher_enter(bt);
+    pthread_t t;
+    pthread_create(&t, NULL, lane_book, &lb);
+    await_stuck(id[0]);
+    kill_connection(holder, id[0]);
+    pthread_join(t, NULL);
+    batcher_leave(bt);
+    restore_commit_wait();
+    ck_assert_msg(lb.rc == CAL_EUNKNOWN, "%s %s", cal_status_name(lb.rc), lb.err);
+    int64_t nights = booked_nights(pl.res.reservation_id);
+    int64_t version = reservation_version(pl.res.reservation_id);
+    ck_assert_msg((nights == 0 && version == -1) || (nights == 3 && version >= 1),
+                  "half a booking: %lld nights, reservation version %lld", (long long)nights,
+                  (long long)version);
+    plan_clear(&pl);
+    db_close(d[0]);
+    db_close(holder);
+    batcher_destroy(bt);
+}
+END_TEST
+
 static void
 fill_statement_slots(struct group_reads *g)
 {
@@ -1752,5 +1822,11 @@ main(void)
     tcase_add_test(limit, a_full_statement_count_gives_back_statements);
     tcase_add_test(limit, a_group_read_failing_on_its_leaders_connection_fails_only_the_leader);
     suite_add_tcase(s, limit);
+    TCase *wait = tcase_create("commit_wait");
+    tcase_add_unchecked_fixture(wait, remember_commit_wait, restore_commit_wait);
+    tcase_add_checked_fixture(wait, setup, teardown);
+    tcase_set_timeout(wait, 30);
+    tcase_add_test(wait, a_connection_lost_in_the_commit_leaves_the_outcome_unknown);
+    suite_add_tcase(s, wait);
     return unit_run(s);
 }
