@@ -2,7 +2,9 @@
  * under bookings, a crash after every phase finished by resume, stress
  * traffic while vbuckets move back and forth, and adding then draining a
  * spare shard. */
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,17 +164,25 @@ put_listing(struct http_client *h, uint64_t id)
     http_response_deinit(&r);
 }
 
+/* The body of a booking of nights [today + from, today + to). */
+static void
+stay_body(char *body, size_t size, int from, int to, int guest)
+{
+    char d1[11], d2[11];
+    testenv_format_date(testenv_today() + from, d1, sizeof(d1));
+    testenv_format_date(testenv_today() + to, d2, sizeof(d2));
+    snprintf(body, size, "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}", d1, d2,
+             guest);
+}
+
 /* Asks for nights [today + from, today + to) of listing id under key;
  * the HTTP status (the caller frees r). */
 static long
 post_stay(struct http_client *h, uint64_t id, const char *key, int from, int to, int guest,
           struct http_response *r)
 {
-    char body[256], d1[11], d2[11];
-    testenv_format_date(testenv_today() + from, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + to, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}", d1,
-             d2, guest);
+    char body[256];
+    stay_body(body, sizeof(body), from, to, guest);
     return api(h, "POST", key, body, r, "/v1/listings/%llu/reservations", (unsigned long long)id);
 }
 
@@ -206,31 +216,18 @@ static void
 check_after_move(struct http_client *h, uint64_t id, uint64_t rid, const char *key, long to)
 {
     struct http_response r;
-    char body[256], d1[11], d2[11];
     ck_assert_int_eq(api(h, "GET", NULL, NULL, &r, "/v1/listings/%llu/reservations/%llu",
                          (unsigned long long)id, (unsigned long long)rid),
                      200);
     http_response_deinit(&r);
-    testenv_format_date(testenv_today() + 90, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 93, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":3}", d1,
-             d2);
-    ck_assert_int_eq(
-        api(h, "POST", key, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
-        200);
+    ck_assert_int_eq(post_stay(h, id, key, 90, 93, 3, &r), 200);
     json_t *doc = http_response_json(&r);
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "reservation_id")), rid);
     json_decref(doc);
     http_response_deinit(&r);
-    testenv_format_date(testenv_today() + 95, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 96, d2, sizeof(d2));
-    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":4}", d1,
-             d2);
     char key2[300];
     snprintf(key2, sizeof(key2), "%s-after", key);
-    ck_assert_int_eq(
-        api(h, "POST", key2, body, &r, "/v1/listings/%llu/reservations", (unsigned long long)id),
-        201);
+    ck_assert_int_eq(post_stay(h, id, key2, 95, 96, 4, &r), 201);
     http_response_deinit(&r);
     ck_assert_int_eq(owner_of(testenv_vbucket(id)), to);
     size_t from_idx = to == 0 ? 1 : 0, to_idx = (size_t)to;
@@ -735,6 +732,107 @@ START_TEST(a_lock_wait_timeout_in_the_cutover_is_retried)
     ck_assert_msg(rc == 0, "move exit %d:\n%.2000s", rc, out);
     ck_assert_ptr_nonnull(strstr(out, "phase=done"));
     check_after_move(h, m.id, m.rid, m.key, m.target);
+    http_client_destroy(h);
+}
+END_TEST
+
+/* A booking sent from its own thread, so the test can watch it wait. */
+struct waiting_booking {
+    uint64_t id;
+    char key[96];
+    struct http_response r;
+    cal_status rc;
+    char err[256];
+    atomic_bool answered;
+};
+
+/* Thread body: books nights [today + 95, today + 97). No ck_assert here: a
+ * failure would end the case before it put the fence row back. */
+static void *
+book_in_background(void *arg)
+{
+    struct waiting_booking *b = arg;
+    char url[512], hdr[160], body[256];
+    const char *headers[2] = {hdr, NULL};
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu/reservations", env.calendard_url,
+             (unsigned long long)b->id);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", b->key);
+    stay_body(body, sizeof(body), 95, 97, 5);
+    struct http_client *h = http_client_create();
+    b->rc = h != NULL ? http_request(h, "POST", url, headers, body, strlen(body), 15000, &b->r,
+                                     b->err, sizeof(b->err))
+                      : CAL_ENOMEM;
+    http_client_destroy(h);
+    atomic_store(&b->answered, true);
+    return NULL;
+}
+
+/* Invariant 4 in calendard itself: a booking holds its vbucket's fence row
+ * in share mode until COMMIT. While another session holds the row FOR
+ * UPDATE (a cutover), the booking waits; once that session deletes the row
+ * and commits, the booking finds the vbucket gone from the shard, writes
+ * nothing there, and, the catalog still naming that shard, answers 503
+ * vbucket_moving. calendard's lock wait is 2 s (lock_wait_timeout_s): the
+ * row is let go after 1 s, well before its wait would time out. */
+START_TEST(a_booking_waits_for_the_fence_row_and_writes_nothing_once_it_moved)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[256], code[64];
+    moving_listing(h, "rb-fence", &m);
+    struct db *src = testenv_connect_shard(&env, (size_t)m.from, err, sizeof(err));
+    ck_assert_msg(src != NULL, "%s", err);
+    ck_assert_msg(db_begin(src, err, sizeof(err)) == CAL_OK, "%s", err);
+    long long epoch =
+        scalar(src, "SELECT epoch FROM vbucket_owner WHERE vbucket = ? FOR UPDATE", m.v);
+    ck_assert_int_gt(epoch, 0);
+
+    struct waiting_booking b = {.id = m.id};
+    snprintf(b.key, sizeof(b.key), "%s-waits", m.key);
+    http_response_init(&b.r);
+    atomic_init(&b.answered, false);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, book_in_background, &b), 0);
+    cal_sleep_ms(1000);
+    bool early = atomic_load(&b.answered);
+    if (early) {
+        db_rollback(src);
+    } else {
+        /* The cutover's end on the source: the vbucket is no longer here. */
+        exec_sql(src, "DELETE FROM vbucket_owner WHERE vbucket = ?", m.v);
+        ck_assert_msg(db_commit(src, err, sizeof(err)) == CAL_OK, "%s", err);
+    }
+    pthread_join(th, NULL);
+    /* The fence row back before any check can fail: later cases need it. */
+    struct db_val p[2] = {DB_INT_V(m.v), DB_INT_V(epoch)};
+    if (!early)
+        ck_assert_msg(db_query(src, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)", p,
+                               2, NULL, err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+    db_close(src);
+
+    ck_assert_msg(!early,
+                  "the booking was answered (%ld %s) while another session held vbucket %u's"
+                  " fence row FOR UPDATE: it does not lock the row in share mode",
+                  b.r.status, b.r.body ? b.r.body : "", m.v);
+    ck_assert_msg(b.rc == CAL_OK, "booking: %s", b.err);
+    http_response_error_code(&b.r, code, sizeof(code));
+    ck_assert_msg(b.r.status == 503 && strcmp(code, "vbucket_moving") == 0,
+                  "booking of a vbucket the shard lost: %ld %s", b.r.status, b.r.body);
+    ck_assert_msg(b.r.retry_after[0] != '\0', "503 without Retry-After");
+    http_response_deinit(&b.r);
+    /* Only the first booking's rows, on the source; none on the other shard. */
+    ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 3);
+    ck_assert_int_eq(rows_on((size_t)m.target, "reservations", m.id), 0);
+    ck_assert_int_eq(rows_on((size_t)m.target, "nights", m.id), 0);
+    /* The key took no effect: with the fence row back it books anew (201),
+     * where a committed booking would be replayed (200). */
+    struct http_response r;
+    ck_assert_int_eq(post_stay(h, m.id, b.key, 95, 97, 5, &r), 201);
+    http_response_deinit(&r);
+    ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 5);
+    expect_verify_clean();
     http_client_destroy(h);
 }
 END_TEST
@@ -1908,6 +2006,10 @@ main(void)
     tc = tcase_create("cutover_wait");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_lock_wait_timeout_in_the_cutover_is_retried);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fence");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_booking_waits_for_the_fence_row_and_writes_nothing_once_it_moved);
     suite_add_tcase(s, tc);
     tc = tcase_create("stale_copy");
     tcase_set_timeout(tc, 300);

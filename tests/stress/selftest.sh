@@ -7,12 +7,14 @@
 # at zero unless the fault is known to trip it too (a fault drifting onto
 # another check, or a real anomaly of the run, fails as well). A verifier
 # that lets one pass fails this script, and so does a case the stack cannot
-# exercise (no memcached, one shard). Usage: tests/stress/selftest.sh STACK_ENV
+# exercise (no memcached, one shard). Last, a run given the stack env less
+# one of its shards must refuse to verify (exit 2), naming the catalog shard
+# it would not read. Usage: tests/stress/selftest.sh STACK_ENV
 set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
-    routing_mismatches unowned_rows cache_mismatches"
+    routing_mismatches unowned_rows owner_mismatches cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
@@ -28,6 +30,8 @@ cases=(
     'duplicate_key|duplicate_idempotent|^verify: duplicate_idempotent: key .* of listing [0-9]+: reservations|routing_mismatches'
     'wrong_vbucket|routing_mismatches|^verify: routing_mismatches: reservation [0-9]+ of listing [0-9]+ in vbucket|'
     'stray_row|unowned_rows|^verify: unowned_rows: reservation [0-9]+ of listing [0-9]+ .* which does not own it|'
+    'second_owner|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: 2 owner rows \(shards: |'
+    'owner_elsewhere|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: owned by shard [0-9]+, the catalog maps it to shard_id|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0
@@ -43,7 +47,8 @@ for case in "${cases[@]}"; do
         failed=1
         continue
     fi
-    if [[ $fault =~ ^(duplicate_key|stray_row)$ ]] && [ "$nshards" -lt 2 ]; then
+    if [[ $fault =~ ^(duplicate_key|stray_row|second_owner|owner_elsewhere)$ ]] &&
+        [ "$nshards" -lt 2 ]; then
         echo "selftest: $fault NOT tested: it plants on a second shard, $env_file names $nshards" >&2
         failed=1
         continue
@@ -78,4 +83,28 @@ for case in "${cases[@]}"; do
         failed=1
     fi
 done
+# The catalog's shards against SHARD_DSNS: the same stack env without its
+# last shard leaves that shard's rows unread, so the run must not verify.
+if [ "$nshards" -lt 2 ]; then
+    echo "selftest: missing_shard NOT tested: $env_file names $nshards shard" >&2
+    failed=1
+else
+    short_env=$(mktemp)
+    dsns=$(sed -n 's/^\(export \)\{0,1\}SHARD_DSNS=//p' "$env_file" | tr -d "\"'")
+    grep -Ev '^(export )?SHARD_DSNS=' "$env_file" >"$short_env"
+    echo "SHARD_DSNS=\"${dsns% *}\"" >>"$short_env"
+    out=$(timeout -k 5 120 bin/calendar-stress --stack-env "$short_env" --clients 4 --listings 20 \
+        --duration 2 2>&1)
+    rc=$?
+    rm -f "$short_env"
+    message='^calendar-stress: cannot verify: catalog: 1 shard of the catalog is not in SHARD_DSNS'
+    line=$(grep -Em1 "$message" <<<"$out")
+    if [ "$rc" -eq 2 ] && [ -n "$line" ]; then
+        echo "selftest: missing_shard refused: $(cut -c1-110 <<<"$line")"
+    else
+        echo "selftest: missing_shard NOT refused as expected: exit $rc, want 2 and /$message/" >&2
+        grep -E '^(verify|calendar-stress|stress): ' <<<"$out" | tail -4 >&2
+        failed=1
+    fi
+fi
 exit "$failed"

@@ -62,18 +62,24 @@ usage(FILE *out)
             "                     duplicate_idempotent  duplicate_key (also routing_mismatches)\n"
             "                     routing_mismatches    wrong_vbucket\n"
             "                     unowned_rows          stray_row\n"
+            "                     owner_mismatches      second_owner, owner_elsewhere\n"
             "                     cache_mismatches      stale_cache\n"
-            "                   A row planted outside its listing's shard or vbucket is taken\n"
-            "                   back after verifying (tests/stress/selftest.sh runs them all)\n"
+            "                   A row planted outside its listing's shard or vbucket, and a\n"
+            "                   planted or moved vbucket_owner row, is taken back after\n"
+            "                   verifying (tests/stress/selftest.sh runs them all)\n"
             "  --help           this text\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
-            "After the run every shard is read with SQL. Exit 1 when any of double_bookings,\n"
-            "lost_acknowledged, phantom_bookings, duplicate_idempotent, night_mismatches,\n"
-            "routing_mismatches, unowned_rows (rows on a shard that does not own their vbucket:\n"
-            "run no move meanwhile) or cache_mismatches (an availability read right after an\n"
-            "own booking not showing it, or a cached value that differs from the shards once\n"
-            "the CDC lag drained) is above zero; 2 on usage or setup errors; 3 when the run\n"
+            "After the run every shard is read with SQL, and the catalog (CATALOG_DSN): a\n"
+            "shard of the catalog missing from SHARD_DSNS (its rows would go unread) exits 2.\n"
+            "Exit 1 when any of double_bookings, lost_acknowledged, phantom_bookings,\n"
+            "duplicate_idempotent, night_mismatches, routing_mismatches, unowned_rows (rows\n"
+            "on a shard that does not own their vbucket), owner_mismatches (vbuckets without\n"
+            "exactly one vbucket_owner row across the shards, or owned by another shard than\n"
+            "the catalog's map names; run no move meanwhile for these two) or\n"
+            "cache_mismatches (an availability read right after an own booking not showing\n"
+            "it, or a cached value that differs from the shards once the CDC lag drained) is\n"
+            "above zero; 2 on usage or setup errors; 3 when the run\n"
             "tested nothing: no booking was confirmed (calendard refused or failed them all),\n"
             "cancels were sent and none was acknowledged,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
@@ -294,6 +300,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("night_mismatches", verdict->night_mismatches);
     SET_U("routing_mismatches", verdict->routing_mismatches);
     SET_U("unowned_rows", verdict->unowned_rows);
+    SET_U("owner_mismatches", verdict->owner_mismatches);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
@@ -346,7 +353,7 @@ main(int argc, char **argv)
     struct stress_injected injected = {.shard = -1};
     size_t cap, total = 0;
     double duration;
-    char err[512];
+    char err[2048];
     int rc = EXIT_USAGE;
 
     if (parse_options(argc, argv, &opt) != 0) {
@@ -451,7 +458,7 @@ main(int argc, char **argv)
     }
     if (stress_verify_run(&env, &conf, all, total, atomic_load(&stats.replay_mismatches), &verdict,
                           err, sizeof(err)) != 0) {
-        fprintf(stderr, "calendar-stress: verification could not read SQL: %s\n", err);
+        fprintf(stderr, "calendar-stress: cannot verify: %s\n", err);
         goto out;
     }
     if (atomic_load(&stats.cache_checks) > 0) {

@@ -1,7 +1,9 @@
 /* Post-run verification from SQL only: the answers the clients got are the
  * claims, the shards' rows are the truth. Rows on a shard that does not own
  * their vbucket are not live data (a move's leftovers) and are left out, so
- * a write that slipped past the fence shows up as a lost acknowledgement. */
+ * a write that slipped past the fence shows up as a lost acknowledgement.
+ * Which shard owns a vbucket is itself checked: each vbucket has exactly
+ * one vbucket_owner row, on the shard the catalog's map names. */
 #include "tests/stress/stress_verify.h"
 
 #include <inttypes.h>
@@ -38,6 +40,16 @@ struct rows {
     size_t nnights, capnights;
 };
 
+#define CATALOG_MAX_SHARDS 256 /* calendard's ROUTER_MAX_SHARDS */
+
+/* Each vbucket's owner by the catalog's map and by the shards' fence rows. */
+struct owners {
+    int mapped[TESTENV_NUM_VBUCKETS];       /* env index of the catalog's shard; -1: the vbucket has
+                                             * no catalog row; -2: its shard_id is not in shards */
+    int64_t shard_id[TESTENV_NUM_VBUCKETS]; /* the catalog's, for messages */
+    uint32_t rows[TESTENV_NUM_VBUCKETS];    /* bit i: env shard i has a vbucket_owner row */
+};
+
 static void report(uint64_t count, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -71,10 +83,130 @@ grow(void *p, size_t *cap, size_t size)
     return np;
 }
 
+/* Appends to out[*off..size), which stays NUL-terminated when it fills. */
+static void append(char *out, size_t size, size_t *off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+append(char *out, size_t size, size_t *off, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (*off >= size - 1) {
+        return;
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(out + *off, size - *off, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= size - *off) {
+        *off = size - 1;
+    } else {
+        *off += (size_t)n;
+    }
+}
+
+/* The catalog's shards and vbucket map into o. Every shard the catalog names
+ * (active or draining: a removed shard leaves the table) can hold rows, so
+ * each must be one of env's SHARD_DSNS; -1 with err naming those that are
+ * not, or saying why the catalog could not be read. */
+static int
+read_catalog(const struct testenv *env, struct owners *o, char *err, size_t errlen)
+{
+    struct db *db = testenv_connect_catalog(env, err, errlen);
+    struct db_stmt *stmt = NULL;
+    struct db_val c[5];
+    int64_t ids[CATALOG_MAX_SHARDS];
+    int idx[CATALOG_MAX_SHARDS];
+    size_t nids = 0, missing = 0, off = 0;
+    char names[1024] = "";
+    int rc = -1, n;
+
+    if (db == NULL) {
+        return -1;
+    }
+    if (db_query(db, "SELECT shard_id, host, port, db_name, state FROM shards ORDER BY shard_id",
+                 NULL, 0, &stmt, err, errlen) != CAL_OK) {
+        goto out;
+    }
+    while ((n = db_fetch(stmt, c, 5, err, errlen)) == 1) {
+        if (nids == CATALOG_MAX_SHARDS) {
+            snprintf(err, errlen, "the catalog has more than %d shards", CATALOG_MAX_SHARDS);
+            goto out;
+        }
+        ids[nids] = c[0].i;
+        idx[nids] = testenv_find_shard(env, (unsigned)c[2].i, c[3].type == DB_STR ? c[3].s : "");
+        if (idx[nids] < 0) {
+            append(names, sizeof(names), &off, "%sshard_id %" PRId64 " (%s:%" PRId64 "/%s, %s)",
+                   missing++ ? ", " : "", c[0].i, c[1].type == DB_STR ? c[1].s : "?", c[2].i,
+                   c[3].type == DB_STR ? c[3].s : "?", c[4].type == DB_STR ? c[4].s : "?");
+        }
+        nids++;
+    }
+    if (n < 0) {
+        goto out;
+    }
+    if (missing > 0) {
+        snprintf(err, errlen,
+                 "%zu shard%s of the catalog %s not in SHARD_DSNS of %s, so the rows there would "
+                 "go unread: %s",
+                 missing, missing == 1 ? "" : "s", missing == 1 ? "is" : "are", env->path, names);
+        goto out;
+    }
+    for (size_t v = 0; v < TESTENV_NUM_VBUCKETS; v++) {
+        o->mapped[v] = -1;
+    }
+    if (db_query(db, "SELECT vbucket, shard_id FROM vbuckets", NULL, 0, &stmt, err, errlen) !=
+        CAL_OK) {
+        goto out;
+    }
+    while ((n = db_fetch(stmt, c, 2, err, errlen)) == 1) {
+        if (c[0].i < 0 || c[0].i >= TESTENV_NUM_VBUCKETS) {
+            snprintf(err, errlen, "the catalog maps vbucket %" PRId64 ", beyond the %d vbuckets",
+                     c[0].i, TESTENV_NUM_VBUCKETS);
+            goto out;
+        }
+        o->mapped[c[0].i] = -2;
+        o->shard_id[c[0].i] = c[1].i;
+        for (size_t i = 0; i < nids; i++) {
+            if (ids[i] == c[1].i) {
+                o->mapped[c[0].i] = idx[i];
+            }
+        }
+    }
+    rc = n < 0 ? -1 : 0;
+out:
+    db_close(db);
+    return rc;
+}
+
+/* shard's vbucket_owner rows into o. */
+static int
+read_owners(struct db *db, size_t shard, struct owners *o, char *err, size_t errlen)
+{
+    struct db_stmt *stmt = NULL;
+    struct db_val c[1];
+    int n;
+
+    if (db_query(db, "SELECT vbucket FROM vbucket_owner", NULL, 0, &stmt, err, errlen) != CAL_OK) {
+        return -1;
+    }
+    while ((n = db_fetch(stmt, c, 1, err, errlen)) == 1) {
+        if (c[0].i < 0 || c[0].i >= TESTENV_NUM_VBUCKETS) {
+            snprintf(err, errlen, "an owner row of vbucket %" PRId64 ", beyond the %d vbuckets",
+                     c[0].i, TESTENV_NUM_VBUCKETS);
+            return -1;
+        }
+        o->rows[c[0].i] |= 1u << shard;
+    }
+    return n < 0 ? -1 : 0;
+}
+
 /* Messages name a shard by its index in the stack env: its DSN carries a password. */
 static int
 read_shard(const struct testenv *env, size_t shard, const struct stress_conf *conf,
-           struct rows *rows, struct stress_verdict *verdict, char *err, size_t errlen)
+           struct rows *rows, struct owners *owners, struct stress_verdict *verdict, char *err,
+           size_t errlen)
 {
     struct db_val params[] = {DB_INT_V(conf->listing_base),
                               DB_INT_V(conf->listing_base + conf->nlistings)};
@@ -85,6 +217,9 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
 
     if (db == NULL) {
         return -1;
+    }
+    if (read_owners(db, shard, owners, err, errlen) != 0) {
+        goto out;
     }
     if (db_query(db,
                  "SELECT r.reservation_id, r.listing_id, r.vbucket, "
@@ -391,28 +526,82 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
     }
 }
 
+/* Every vbucket: one owner row across the shards, on the shard the
+ * catalog's map names. A move in flight breaks both for a moment, which
+ * is why no move may run while the verifier reads. */
+static void
+check_owners(const struct testenv *env, const struct owners *o, struct stress_verdict *verdict)
+{
+    for (unsigned v = 0; v < TESTENV_NUM_VBUCKETS; v++) {
+        uint32_t rows = o->rows[v];
+        unsigned nrows = (unsigned)__builtin_popcount(rows);
+        char where[64] = "";
+        size_t off = 0;
+
+        if (o->mapped[v] >= 0 && rows == 1u << o->mapped[v]) {
+            continue;
+        }
+        if (o->mapped[v] == -1) {
+            append(where, sizeof(where), &off, "no shard");
+        } else {
+            append(where, sizeof(where), &off, "shard_id %" PRId64, o->shard_id[v]);
+            if (o->mapped[v] == -2) {
+                append(where, sizeof(where), &off, ", which is not in its shards");
+            } else {
+                append(where, sizeof(where), &off, " (shard %d)", o->mapped[v]);
+            }
+        }
+        verdict->owner_mismatches++;
+        if (nrows == 1) {
+            report(verdict->owner_mismatches, "owner_mismatches",
+                   "vbucket %u: owned by shard %d, the catalog maps it to %s", v,
+                   __builtin_ctz(rows), where);
+            continue;
+        }
+        char shards[128] = "";
+        off = 0;
+        for (size_t i = 0; i < env->nshards; i++) {
+            if (rows & 1u << i) {
+                append(shards, sizeof(shards), &off, "%s%zu", off > 0 ? ", " : "", i);
+            }
+        }
+        report(verdict->owner_mismatches, "owner_mismatches",
+               "vbucket %u: %u owner rows (shards: %s), the catalog maps it to %s", v, nrows,
+               nrows > 0 ? shards : "none", where);
+    }
+}
+
 int
 stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
                   struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
                   struct stress_verdict *verdict, char *err, size_t errlen)
 {
     struct rows rows;
+    struct owners *owners = calloc(1, sizeof(*owners));
     struct sql_reservation **by_id = NULL, **by_key = NULL;
     unsigned char *seen = NULL;
+    char e[1536];
     int rc = -1;
 
     memset(verdict, 0, sizeof(*verdict));
     memset(&rows, 0, sizeof(rows));
     verdict->cache_mismatches = -1;
     verdict->cache_compared = -1;
+    if (owners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (read_catalog(env, owners, e, sizeof(e)) != 0) {
+        snprintf(err, errlen, "catalog: %s", e);
+        goto out;
+    }
     for (size_t i = 0; i < env->nshards; i++) {
-        char e[512];
-
-        if (read_shard(env, i, conf, &rows, verdict, e, sizeof(e)) != 0) {
+        if (read_shard(env, i, conf, &rows, owners, verdict, e, sizeof(e)) != 0) {
             snprintf(err, errlen, "shard %zu: %s", i, e);
             goto out;
         }
     }
+    check_owners(env, owners, verdict);
     by_id = calloc(rows.nres + 1, sizeof(*by_id));
     by_key = calloc(rows.nres + 1, sizeof(*by_key));
     seen = calloc(nrecords + 1, 1);
@@ -441,6 +630,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
      * read-your-writes checks; a memcached-against-SQL verifier belongs here. */
     rc = 0;
 out:
+    free(owners);
     free(by_id);
     free(by_key);
     free(seen);
@@ -455,7 +645,8 @@ stress_verify_failed(const struct stress_verdict *verdict)
     return verdict->double_bookings > 0 || verdict->lost_acknowledged > 0 ||
            verdict->phantom_bookings > 0 || verdict->duplicate_idempotent > 0 ||
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
-           verdict->unowned_rows > 0 || verdict->cache_mismatches > 0;
+           verdict->unowned_rows > 0 || verdict->owner_mismatches > 0 ||
+           verdict->cache_mismatches > 0;
 }
 
 /* Testing the verifier (--inject): each fault corrupts one key of the run
@@ -860,6 +1051,86 @@ plant_stray_row(const struct site *s, char *err, size_t errlen)
     return to < 0 ? CAL_ERR : copy_row(s, to, testenv_vbucket(s->rec->listing_id), err, errlen);
 }
 
+/* Plants vbucket's owner row, at its owner's epoch, on dbs[to]: a second
+ * owner. Deleted afterwards. */
+static cal_status
+add_owner(const struct site *s, int to, int64_t vbucket, char *err, size_t errlen)
+{
+    struct db_val q[] = {DB_INT_V(vbucket)};
+    int64_t epoch = -1;
+    cal_status st = query_int(s->dbs[s->owner], "SELECT epoch FROM vbucket_owner WHERE vbucket = ?",
+                              q, 1, &epoch, err, errlen);
+
+    if (st == CAL_OK) {
+        struct db_val p[] = {DB_INT_V(vbucket), DB_INT_V(epoch)};
+
+        st = exec_n(s->dbs[to], "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)", p, 2, 1,
+                    err, errlen);
+    }
+    if (st == CAL_OK) {
+        s->injected->shard = to;
+        s->injected->vbucket = vbucket;
+        s->injected->owner_row = 1;
+        s->injected->epoch = epoch;
+        s->injected->home_shard = -1;
+    }
+    return st;
+}
+
+/* owner_mismatches ("2 owner rows"): the victim's vbucket owned by a
+ * second shard too, as after a move that gave the target its fence row and
+ * left the source's. No row of the run changes. Deleted afterwards. */
+static cal_status
+plant_second_owner(const struct site *s, char *err, size_t errlen)
+{
+    int64_t unused = -1;
+    int to = other_shard(s, 0, &unused, err, errlen);
+
+    return to < 0 ? CAL_ERR : add_owner(s, to, testenv_vbucket(s->rec->listing_id), err, errlen);
+}
+
+/* owner_mismatches ("owned by shard"): one fence row, on a shard the
+ * catalog does not name, as after a move whose catalog update never came
+ * (or one that updated the catalog and left the source's row alone). The
+ * vbucket moved is one of the victim's shard that holds no row at all, so
+ * no row of the run (or of anyone) loses its owner. Moved back afterwards. */
+static cal_status
+plant_owner_elsewhere(const struct site *s, char *err, size_t errlen)
+{
+    int64_t unused = -1, vbucket = -1;
+    int to = other_shard(s, 0, &unused, err, errlen);
+    cal_status st;
+
+    if (to < 0) {
+        return CAL_ERR;
+    }
+    st = query_int(s->dbs[s->owner],
+                   "SELECT MIN(o.vbucket) FROM vbucket_owner o"
+                   " WHERE NOT EXISTS (SELECT 1 FROM listings l WHERE l.vbucket = o.vbucket)"
+                   " AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.vbucket = o.vbucket)"
+                   " AND NOT EXISTS (SELECT 1 FROM nights n WHERE n.vbucket = o.vbucket)",
+                   NULL, 0, &vbucket, err, errlen);
+    if (st == CAL_OK && vbucket < 0) {
+        snprintf(err, errlen, "shard %d owns no vbucket without rows", s->owner);
+        st = CAL_ERR;
+    }
+    /* The second owner first: a failure between the two leaves a row that
+     * restore deletes, never a vbucket without an owner. */
+    if (st == CAL_OK) {
+        st = add_owner(s, to, vbucket, err, errlen);
+    }
+    if (st == CAL_OK) {
+        struct db_val p[] = {DB_INT_V(vbucket)};
+
+        st = exec_n(s->dbs[s->owner], "DELETE FROM vbucket_owner WHERE vbucket = ?", p, 1, 1, err,
+                    errlen);
+    }
+    if (st == CAL_OK) {
+        s->injected->home_shard = s->owner;
+    }
+    return st;
+}
+
 static const struct fault {
     const char *name;
     enum victim victim;
@@ -878,6 +1149,8 @@ static const struct fault {
     {"duplicate_key", VICTIM_REFUSED, plant_duplicate_key},
     {"wrong_vbucket", VICTIM_BOOKED, plant_wrong_vbucket},
     {"stray_row", VICTIM_BOOKED, plant_stray_row},
+    {"second_owner", VICTIM_BOOKED, plant_second_owner},
+    {"owner_elsewhere", VICTIM_BOOKED, plant_owner_elsewhere},
 };
 
 static const struct fault *
@@ -922,7 +1195,7 @@ stress_verify_inject(const struct testenv *env, const char *name,
     char e[512];
     int rc = -1;
 
-    injected->shard = -1;
+    *injected = (struct stress_injected){.shard = -1, .home_shard = -1};
     if (fault == NULL) {
         snprintf(err, errlen, "unknown fault '%s'", name);
         return -1;
@@ -952,12 +1225,48 @@ stress_verify_inject(const struct testenv *env, const char *name,
     }
     fprintf(stderr, "verify: injected %s on key %s (listing %" PRIu64 ", shard %d)\n", name,
             site.rec->key, site.rec->listing_id, site.owner);
+    if (injected->owner_row) {
+        fprintf(stderr, "verify: vbucket %" PRId64 "'s owner row planted on shard %d%s\n",
+                injected->vbucket, injected->shard,
+                injected->home_shard >= 0 ? ", taken from its owner" : "");
+    }
     rc = 0;
 out:
     for (size_t i = 0; i < env->nshards; i++) {
         db_close(dbs[i]);
     }
     return rc;
+}
+
+/* Takes back a planted or moved fence row: home first, so the vbucket is
+ * never without an owner. */
+static int
+restore_owner(const struct testenv *env, const struct stress_injected *injected, char *err,
+              size_t errlen)
+{
+    struct db_val p[] = {DB_INT_V(injected->vbucket), DB_INT_V(injected->epoch)};
+    int shards[] = {injected->home_shard, injected->shard};
+    const char *sql[] = {"INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)",
+                         "DELETE FROM vbucket_owner WHERE vbucket = ? AND epoch = ?"};
+
+    for (size_t i = 0; i < 2; i++) {
+        struct db *db;
+        cal_status st;
+
+        if (shards[i] < 0) {
+            continue;
+        }
+        db = testenv_connect_shard(env, (size_t)shards[i], err, errlen);
+        if (db == NULL) {
+            return -1;
+        }
+        st = exec_n(db, sql[i], p, 2, 1, err, errlen);
+        db_close(db);
+        if (st != CAL_OK) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int
@@ -969,6 +1278,9 @@ stress_verify_restore(const struct testenv *env, const struct stress_injected *i
 
     if (injected->shard < 0) {
         return 0;
+    }
+    if (injected->owner_row) {
+        return restore_owner(env, injected, err, errlen);
     }
     db = testenv_connect_shard(env, (size_t)injected->shard, err, errlen);
     if (db == NULL) {

@@ -18,6 +18,9 @@ struct stress_verdict {
     uint64_t routing_mismatches;   /* rows whose vbucket is not fmix64(listing_id) % 4096 */
     uint64_t unowned_rows;         /* rows on a shard that does not own their vbucket: a write past
                                     * the fence, or a move's copy left behind (run no move meanwhile) */
+    uint64_t owner_mismatches;     /* vbuckets without exactly one vbucket_owner row across the
+                                    * shards, or owned by another shard than the catalog's map
+                                    * names (run no move meanwhile) */
     uint64_t sql_reservations;     /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
@@ -28,22 +31,28 @@ struct stress_verdict {
 
 /* Verifies the listings [conf->listing_base, + conf->nlistings) on every
  * shard of env against records[0..nrecords) (sorted in place) and the
- * run's replay mismatches. Returns 0, or -1 when SQL could not be read
+ * run's replay mismatches, and every shard's vbucket_owner rows against the
+ * catalog's map. Returns 0, or -1 when SQL could not be read or the catalog
+ * names a shard that env's SHARD_DSNS lacks, whose rows it would never read
  * (err says why): then nothing was verified. */
 int stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
                       struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
                       struct stress_verdict *verdict, char *err, size_t errlen);
 
 /* A row stress_verify_inject() planted in a vbucket other than its
- * listing's, or on a shard that does not own its vbucket. A vbucket move
- * would carry it along or report it as stray, so stress_verify_restore()
- * takes it back once the run is verified (the other faults stay in the
- * run's own rows). */
+ * listing's, or on a shard that does not own its vbucket, or a
+ * vbucket_owner row it planted or moved. A vbucket move would carry a row
+ * along or report it as stray, and a fence row decides where calendard may
+ * write, so stress_verify_restore() takes it back once the run is verified
+ * (the other faults stay in the run's own rows). */
 struct stress_injected {
     int shard; /* index into env->shard_dsns; -1: nothing to take back */
     int64_t reservation_id;
     int64_t vbucket;      /* where the planted row is */
     int64_t home_vbucket; /* >= 0: move the row back there; -1: delete it */
+    int owner_row;        /* the planted row is vbucket's vbucket_owner row, at epoch */
+    int64_t epoch;
+    int home_shard; /* owner_row: >= 0, the shard it was moved from (moved back); -1: deleted */
 };
 
 /* Is fault one that stress_verify_inject() plants? */
@@ -54,7 +63,8 @@ int stress_verify_has_fault(const char *fault);
  * aims at one check (tests/stress/selftest.sh says which). fault is one of
  * "double_booking", "lost_ack", "delete_ack", "phantom", "shift_refusal",
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
- * "other_id", "duplicate_key", "wrong_vbucket", "stray_row". *injected
+ * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
+ * "owner_elsewhere". *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault,
