@@ -748,7 +748,9 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
         else
             api_error_answer(resp, &e);
     } else {
-        if (!c->replayed && !c->invalidated)
+        /* A replay too: its original's answer may have been lost (503
+         * outcome_unknown) before it invalidated anything. */
+        if (!c->invalidated)
             avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
         render_reservation(resp, c->replayed ? 200 : 201, &c->res);
     }

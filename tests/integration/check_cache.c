@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "calendard/avail.h"
+#include "calendard/booking.h"
 #include "calendard/cacheval.h"
 #include "common/cache.h"
 #include "common/cachekey.h"
@@ -1069,6 +1070,31 @@ wait_uncached(char (*keys)[CACHEKEY_MAX], size_t n)
     cache_destroy(c);
 }
 
+/* A new listing id (500 USD, 1 to 9 nights) whose availability of
+ * [in, in + 4) is cached: url[512] names the listing, avail_url[600] that
+ * range, keys the listing's key and the range's months'. */
+static void
+cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *avail_url,
+               char (*keys)[CACHEKEY_MAX])
+{
+    struct http_response r;
+    char from[11], to[11];
+    testenv_format_date(in, from, sizeof(from));
+    testenv_format_date(in + 4, to, sizeof(to));
+    snprintf(url, 512, "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
+    ck_assert_int_eq(request(h, "PUT", url, NULL,
+                             "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
+                             "\"max_nights\":9}",
+                             &r),
+                     201);
+    http_response_deinit(&r);
+    snprintf(avail_url, 600, "%s/availability?from=%s&to=%s", url, from, to);
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, in, keys[1]);
+    cachekey_month_of(id, in + 3, keys[2]);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+}
+
 /* Through calendard: a cached availability answer changes after a booking
  * and after a host block, with the version growing. */
 START_TEST(writes_invalidate_cached_availability)
@@ -1077,25 +1103,13 @@ START_TEST(writes_invalidate_cached_availability)
     struct http_client *h = http_client_create();
     struct http_response r;
     uint64_t id = testenv_random48();
-    char url[512], body[256], d1[11], d2[11], d3[11];
-    testenv_format_date(testenv_today() + 60, d1, sizeof(d1));
-    testenv_format_date(testenv_today() + 62, d2, sizeof(d2));
-    testenv_format_date(testenv_today() + 64, d3, sizeof(d3));
-    snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
-    ck_assert_int_eq(request(h, "PUT", url, NULL,
-                             "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
-                             "\"max_nights\":9}",
-                             &r),
-                     201);
-    http_response_deinit(&r);
-    char avail_url[600];
-    snprintf(avail_url, sizeof(avail_url), "%s/availability?from=%s&to=%s", url, d1, d3);
-    /* The listing and both months of the range, cached by the reads. */
+    char url[512], avail_url[600], body[256], d1[11], d2[11], d3[11];
     char keys[3][CACHEKEY_MAX];
-    cachekey_listing(id, keys[0]);
-    cachekey_month_of(id, (int32_t)testenv_today() + 60, keys[1]);
-    cachekey_month_of(id, (int32_t)testenv_today() + 63, keys[2]);
-    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+    int32_t in = (int32_t)testenv_today() + 60;
+    cached_listing(h, id, in, url, avail_url, keys);
+    testenv_format_date(in, d1, sizeof(d1));
+    testenv_format_date(in + 2, d2, sizeof(d2));
+    testenv_format_date(in + 4, d3, sizeof(d3));
     for (int i = 0; i < 2; i++) { /* hits */
         ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
         ck_assert_ptr_null(strstr(r.body, "booked"));
@@ -1134,6 +1148,101 @@ START_TEST(writes_invalidate_cached_availability)
     nights = json_object_get(doc, "nights");
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nights, 3), "status")),
                      "blocked");
+    json_decref(doc);
+    http_response_deinit(&r);
+    http_client_destroy(h);
+}
+END_TEST
+
+/* The shard (index into env.shard_dsns) holding listing id, and its database. */
+static size_t
+shard_of_listing(uint64_t id, char *database, size_t len)
+{
+    char err[256];
+    for (size_t i = 0; i < env.nshards; i++) {
+        struct db *d = testenv_connect_shard(&env, i, err, sizeof(err));
+        ck_assert_msg(d != NULL, "%s", err);
+        struct db_val p[1] = {DB_INT_V((int64_t)id)}, c[1];
+        struct db_stmt *st;
+        ck_assert_msg(db_query(d, "SELECT COUNT(*) FROM listings WHERE listing_id = ?", p, 1, &st,
+                               err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+        ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+        int64_t n = c[0].i;
+        while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+            ;
+        db_close(d);
+        if (n > 0) {
+            struct db_conf conf;
+            memset(&conf, 0, sizeof(conf));
+            ck_assert(db_conf_parse_dsn(&conf, env.shard_dsns[i], err, sizeof(err)) == CAL_OK);
+            snprintf(database, len, "%s", conf.database);
+            return i;
+        }
+    }
+    ck_abort_msg("listing %llu is on no shard", (unsigned long long)id);
+    return 0;
+}
+
+/* A booking committed whose answer was lost (503 outcome_unknown) is
+ * replayed under its key: the replay's answer invalidates its nights like
+ * the original's would have, so the client reads its own booking at once,
+ * whatever the CDC pipeline's lag. The original is written here by SQL
+ * outside the binlog, so that no invalidation but the replay's comes. */
+START_TEST(a_replayed_booking_invalidates_its_nights)
+{
+    load_env();
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    uint64_t id = testenv_random48(), rid = testenv_random48(), guest = 7;
+    int32_t in = (int32_t)testenv_today() + 60, out = in + 2;
+    char url[512], avail_url[600], body[256], d1[11], d2[11];
+    char keys[3][CACHEKEY_MAX];
+    cached_listing(h, id, in, url, avail_url, keys);
+    testenv_format_date(in, d1, sizeof(d1));
+    testenv_format_date(out, d2, sizeof(d2));
+    /* The PUT's own CDC event may still delete what the read cached: let it
+     * (up to 5 s; it may have come before the read), then cache again. */
+    struct cache *c = make_cache();
+    for (int i = 0; i < 50 && key_present(c, keys[0]); i++)
+        usleep(100000);
+    cache_destroy(c);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+    char database[128], hash[17], sql[2048];
+    size_t shard = shard_of_listing(id, database, sizeof(database));
+    booking_request_hash(in, out, guest, hash);
+    unsigned vb = testenv_vbucket(id);
+    snprintf(sql, sizeof(sql),
+             "SET SESSION sql_log_bin = 0; USE %s; START TRANSACTION;"
+             " INSERT INTO nights (listing_id, night, status, reservation_id, version, vbucket)"
+             " VALUES (%llu, FROM_DAYS(%d), 'booked', %llu, 2, %u),"
+             " (%llu, FROM_DAYS(%d), 'booked', %llu, 2, %u);"
+             " INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
+             " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
+             " VALUES (%llu, %llu, %u, FROM_DAYS(%d), FROM_DAYS(%d), %llu, 'confirmed', 1000,"
+             " 'USD', 'lost-answer', '%s', 2);"
+             " UPDATE listings SET version = 2 WHERE listing_id = %llu; COMMIT;\n",
+             database, (unsigned long long)id, in + DB_TO_DAYS_EPOCH, (unsigned long long)rid, vb,
+             (unsigned long long)id, in + 1 + DB_TO_DAYS_EPOCH, (unsigned long long)rid, vb,
+             (unsigned long long)rid, (unsigned long long)id, vb, in + DB_TO_DAYS_EPOCH,
+             out + DB_TO_DAYS_EPOCH, (unsigned long long)guest, hash, (unsigned long long)id);
+    ck_assert_int_eq(testenv_sql_admin(&env, shard, sql), 0);
+    /* Still cached as it was: nothing told the cache. */
+    ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
+    ck_assert_str_eq(r.etag, "\"1\"");
+    http_response_deinit(&r);
+    char res_url[600];
+    snprintf(res_url, sizeof(res_url), "%s/reservations", url);
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%llu}", d1,
+             d2, (unsigned long long)guest);
+    ck_assert_int_eq(request(h, "POST", res_url, "lost-answer", body, &r), 200);
+    http_response_deinit(&r);
+    ck_assert_int_eq(request(h, "GET", avail_url, NULL, NULL, &r), 200);
+    ck_assert_str_eq(r.etag, "\"2\"");
+    json_t *doc = http_response_json(&r);
+    json_t *nights = json_object_get(doc, "nights");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nights, 0), "status")),
+                     "booked");
     json_decref(doc);
     http_response_deinit(&r);
     http_client_destroy(h);
@@ -1246,6 +1355,7 @@ main(void)
     UNIT_CASE(s, fill_of_an_unsent_invalidation_is_dropped);
     UNIT_CASE(s, retry_empties_a_crowded_bucket);
     UNIT_CASE(s, writes_invalidate_cached_availability);
+    UNIT_CASE(s, a_replayed_booking_invalidates_its_nights);
     UNIT_CASE(s, search_matches_single_reads);
     UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
     return unit_run(s);
