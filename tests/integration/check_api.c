@@ -504,6 +504,44 @@ START_TEST(test_unknown_path)
 }
 END_TEST
 
+/* HEAD is answered wherever GET is, with GET's status and headers and no
+ * body (libmicrohttpd leaves it out); a path without GET names HEAD nowhere. */
+START_TEST(test_head_answers_like_get)
+{
+    struct http_response resp, get;
+    uint64_t id = create_listing();
+    char paths[4][200];
+
+    snprintf(paths[0], sizeof(paths[0]), "/healthz");
+    snprintf(paths[1], sizeof(paths[1]), "/metrics");
+    snprintf(paths[2], sizeof(paths[2]), "/v1/listings/%" PRIu64, id);
+    snprintf(paths[3], sizeof(paths[3]), "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+             day(FIRST_DAY), day(FIRST_DAY + 3));
+    for (size_t i = 0; i < 4; i++) {
+        call(&get, "GET", NULL, NULL, "%s", paths[i]);
+        ck_assert_msg(get.status == 200, "GET %s: %ld", paths[i], get.status);
+        /* twice: an availability read misses the cache, then hits it */
+        for (int k = 0; k < 2; k++) {
+            call(&resp, "HEAD", NULL, NULL, "%s", paths[i]);
+            if (resp.status != 200 || resp.len != 0 || strcmp(resp.etag, get.etag) != 0 ||
+                strcmp(resp.content_type, get.content_type) != 0)
+                note_failure("HEAD %s: %ld body '%s' ETag '%s' type '%s', want 200 none '%s' '%s'",
+                             paths[i], resp.status, resp.body, resp.etag, resp.content_type,
+                             get.etag, get.content_type);
+            http_response_deinit(&resp);
+        }
+        http_response_deinit(&get);
+    }
+    call(&resp, "HEAD", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s",
+         testenv_random48(), day(FIRST_DAY), day(FIRST_DAY + 3));
+    if (resp.status != 404 || resp.len != 0)
+        note_failure("HEAD of an unknown listing's availability: %ld '%s', want 404 and no body",
+                     resp.status, resp.body);
+    http_response_deinit(&resp);
+    expect_no_failures();
+}
+END_TEST
+
 /* A 405 names every method the path takes, in its Allow header (RFC 9110
  * 15.5.6) and in its message. */
 START_TEST(test_method_not_allowed_names_the_allowed_ones)
@@ -514,12 +552,13 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
     static const struct {
         const char *method, *suffix, *allow, *message;
     } cases[] = {
-        {"DELETE", "", "GET, PUT", "use GET or PUT on this path"},
-        {"POST", "", "GET, PUT", "use GET or PUT on this path"},
+        {"DELETE", "", "GET, HEAD, PUT", "use GET, HEAD or PUT on this path"},
+        {"POST", "", "GET, HEAD, PUT", "use GET, HEAD or PUT on this path"},
         {"GET", "/reservations", "POST", "use POST on this path"},
-        {"PUT", "/availability", "GET", "use GET on this path"},
+        {"HEAD", "/reservations", "POST", NULL},
+        {"PUT", "/availability", "GET, HEAD", "use GET or HEAD on this path"},
         {"GET", "/calendar", "POST", "use POST on this path"},
-        {"DELETE", "/reservations/1", "GET", "use GET on this path"},
+        {"DELETE", "/reservations/1", "GET, HEAD", "use GET or HEAD on this path"},
         {"GET", "/reservations/1/cancel", "POST", "use POST on this path"},
     };
 
@@ -530,6 +569,14 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
 
         snprintf(path, sizeof(path), "%s%s", listing, cases[i].suffix);
         call(&resp, cases[i].method, NULL, NULL, "%s", path);
+        if (cases[i].message == NULL) { /* HEAD: the status and the header, no body */
+            if (resp.status != 405 || strcmp(resp.allow, cases[i].allow) != 0 || resp.len != 0)
+                note_failure("%s %s: %ld Allow '%s' body '%s', want 405 '%s' and none",
+                             cases[i].method, path, resp.status, resp.allow, resp.body,
+                             cases[i].allow);
+            http_response_deinit(&resp);
+            continue;
+        }
         root = expect_error_json(&resp, 405, "method_not_allowed");
         msg = json_string_value(json_object_get(json_object_get(root, "error"), "message"));
         if (strcmp(resp.allow, cases[i].allow) != 0 || strcmp(msg, cases[i].message) != 0) {
@@ -542,9 +589,9 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
     static const struct {
         const char *method, *path, *allow;
     } others[] = {
-        {"POST", "/healthz", "GET"},
-        {"DELETE", "/readyz", "GET"},
-        {"PUT", "/metrics", "GET"},
+        {"POST", "/healthz", "GET, HEAD"},
+        {"DELETE", "/readyz", "GET, HEAD"},
+        {"PUT", "/metrics", "GET, HEAD"},
         {"GET", "/v1/availability/search", "POST"},
     };
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
@@ -2462,6 +2509,7 @@ api_suite(void)
         {"metrics", test_metrics, 30},
         {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
         {"unknown_path", test_unknown_path, 30},
+        {"head_answers_like_get", test_head_answers_like_get, 30},
         {"method_not_allowed_names_the_allowed_ones",
          test_method_not_allowed_names_the_allowed_ones, 30},
         {"listing_create_update_get", test_listing_create_update_get, 30},
