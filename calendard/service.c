@@ -1421,6 +1421,12 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         service_error(resp, 404, "not_found", "no such endpoint");
         return;
     }
+    /* An empty id segment (/v1/listings/, .../reservations/) names no
+     * resource, as /v1/listings/42/ names none: not a malformed id. */
+    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0)) {
+        service_error(resp, 404, "not_found", "no such endpoint");
+        return;
+    }
     if (!request_parse_id(seg[2].p, seg[2].len, &listing_id)) {
         service_error(resp, 400, "invalid_listing_id",
                       "listing id must be a positive integer below 2^63");

@@ -504,6 +504,37 @@ START_TEST(test_unknown_path)
 }
 END_TEST
 
+/* A path whose id segment is empty names nothing: 404 not_found, as
+ * /v1/listings/42/ does, not a malformed id. */
+START_TEST(test_empty_id_segment_is_not_found)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    const char *headers[] = {"Idempotency-Key: empty-segment", NULL};
+    char body[200], paths[6][200];
+    static const char *const methods[6] = {"POST", "GET", "POST", "GET", "PUT", "GET"};
+
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    snprintf(paths[0], sizeof(paths[0]), "/v1/listings/%" PRIu64 "/reservations/", id);
+    snprintf(paths[1], sizeof(paths[1]), "/v1/listings/%" PRIu64 "/reservations/", id);
+    snprintf(paths[2], sizeof(paths[2]), "/v1/listings/%" PRIu64 "/reservations//cancel", id);
+    snprintf(paths[3], sizeof(paths[3]), "/v1/listings/");
+    snprintf(paths[4], sizeof(paths[4]), "/v1/listings/");
+    snprintf(paths[5], sizeof(paths[5]), "/v1/listings//availability?from=%s&to=%s", day(FIRST_DAY),
+             day(FIRST_DAY + 1));
+    for (size_t i = 0; i < 6; i++) {
+        bool has_body = strcmp(methods[i], "GET") != 0;
+        call(&resp, methods[i], headers, has_body ? body : NULL, "%s", paths[i]);
+        if (resp.status != 404 || strstr(resp.body, "\"not_found\"") == NULL)
+            note_failure("%s %s: %ld %s, want 404 not_found", methods[i], paths[i], resp.status,
+                         resp.body);
+        http_response_deinit(&resp);
+    }
+    expect_no_failures();
+}
+END_TEST
+
 /* HEAD is answered wherever GET is, with GET's status and headers and no
  * body (libmicrohttpd leaves it out); a path without GET names HEAD nowhere. */
 START_TEST(test_head_answers_like_get)
@@ -2509,6 +2540,7 @@ api_suite(void)
         {"metrics", test_metrics, 30},
         {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
         {"unknown_path", test_unknown_path, 30},
+        {"empty_id_segment_is_not_found", test_empty_id_segment_is_not_found, 30},
         {"head_answers_like_get", test_head_answers_like_get, 30},
         {"method_not_allowed_names_the_allowed_ones",
          test_method_not_allowed_names_the_allowed_ones, 30},
