@@ -22,6 +22,7 @@
 #include "common/db.h"
 #include "common/util.h"
 #include "tests/lib/http.h"
+#include "tests/lib/testd.h"
 #include "tests/lib/testenv.h"
 
 #define RACE_THREADS 16
@@ -1307,22 +1308,34 @@ shard_conflicts(int idx)
     return n;
 }
 
-START_TEST(test_lock_wait_is_a_conflict)
+/* A session of the test's own that holds listing id's row (SELECT ... FOR
+ * UPDATE in an open transaction): every booking of the listing waits for it
+ * until db_commit(). *idx: the listing's shard. Caller closes it. */
+static struct db *
+lock_listing(uint64_t id, int *idx)
 {
-    struct http_response resp;
-    uint64_t id = create_listing();
     int64_t epoch;
-    int idx = owner_shard(id, &epoch);
-    long long conflicts = shard_conflicts(idx);
     char err[512];
-    struct db *locker = testenv_connect_shard(&env, (size_t)idx, err, sizeof(err));
     struct db_val p[] = {DB_INT_V(id)};
-    pthread_t th;
 
+    *idx = owner_shard(id, &epoch);
+    struct db *locker = testenv_connect_shard(&env, (size_t)*idx, err, sizeof(err));
     ck_assert_msg(locker != NULL, "%s", err);
     ck_assert_msg(db_begin(locker, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert_int_eq(
         sql_int(locker, "SELECT COUNT(*) FROM listings WHERE listing_id = ? FOR UPDATE", p, 1), 1);
+    return locker;
+}
+
+START_TEST(test_lock_wait_is_a_conflict)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int idx;
+    struct db *locker = lock_listing(id, &idx);
+    long long conflicts = shard_conflicts(idx);
+    pthread_t th;
+
     uint64_t t0 = cal_mono_us();
     ck_assert_int_eq(pthread_create(&th, NULL, commit_after_6s, locker), 0);
     json_decref(book_ok(id, "lockwait", FIRST_DAY + 1, FIRST_DAY + 3, 1, 20000));
@@ -1344,6 +1357,159 @@ START_TEST(test_lock_wait_is_a_conflict)
     }
     ck_assert_int_eq(breakers, (int)env.nshards);
     http_response_deinit(&resp);
+}
+END_TEST
+
+/* ---- a calendard of the test's own: back-pressure and stopping ---- */
+
+#define HELD 8 /* bookings held in flight by a row lock */
+
+/* One booking of its own nights, sent on its own connection. */
+struct held_booking {
+    const char *url; /* the test's calendard */
+    char path[128], body[256], key[64];
+    struct http_response resp;
+    cal_status st;
+    char err[256];
+};
+
+static void *
+held_booking_run(void *arg)
+{
+    struct held_booking *b = arg;
+    struct http_client *client = http_client_create();
+    char url[256], hdr[96];
+    const char *headers[] = {hdr, NULL};
+
+    snprintf(url, sizeof(url), "%s%s", b->url, b->path);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", b->key);
+    b->st = CAL_ENOMEM;
+    /* The test's probes for the limit take a slot for a moment: a booking
+     * that meets one is refused, and sent again. */
+    for (int i = 0; client != NULL && i < 500; i++) {
+        char code[32];
+        b->st = http_request(client, "POST", url, headers, b->body, strlen(b->body), 30000,
+                             &b->resp, b->err, sizeof(b->err));
+        if (b->st != CAL_OK || b->resp.status != 503 ||
+            strcmp(http_response_error_code(&b->resp, code, sizeof(code)), "overloaded") != 0)
+            break;
+        http_response_deinit(&b->resp);
+        cal_sleep_ms(10);
+    }
+    http_client_destroy(client);
+    return NULL;
+}
+
+/* GET /healthz on d until it answers 503 code, with Retry-After (at most
+ * 10 s: the requests that get in meanwhile are answered at once). */
+static void
+expect_refusal(const struct testd *d, const char *code)
+{
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    char err[512], got[64] = "";
+
+    ck_assert_ptr_nonnull(client);
+    for (int i = 0; i < 200; i++) {
+        cal_status st =
+            http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err), "%s/healthz", d->url);
+        ck_assert_msg(st == CAL_OK, "%s", err);
+        http_response_error_code(&resp, got, sizeof(got));
+        if (resp.status == 503 && strcmp(got, code) == 0) {
+            ck_assert_msg(atoi(resp.retry_after) > 0, "503 %s without Retry-After", code);
+            http_response_deinit(&resp);
+            http_client_destroy(client);
+            return;
+        }
+        ck_assert_msg(resp.status == 200 || resp.status == 503, "healthz %ld: %s", resp.status,
+                      resp.body);
+        http_response_deinit(&resp);
+        cal_sleep_ms(50);
+    }
+    ck_abort_msg("no 503 %s in 10 s (last: %s)", code, got);
+}
+
+/* A calendard of the test's own that takes max_inflight requests at once.
+ * Its request deadline is past the test's bounds (held bookings wait as long
+ * as the test holds their lock, on a slow machine too). */
+static void
+start_own_calendard(struct testd *d, int max_inflight)
+{
+    char err[512], limit[16];
+    const struct testd_set sets[] = {{"server", "max_inflight", limit},
+                                     {"routing", "request_deadline_ms", "40000"}};
+
+    snprintf(limit, sizeof(limit), "%d", max_inflight);
+    ck_assert_msg(testd_start(d, &env, sets, 2, err, sizeof(err)), "%s", err);
+}
+
+/* HELD bookings of a new listing held in flight on d by a lock on the
+ * listing's row, and the proof that all arrived: with d's max_inflight
+ * reached by them (and the requests the test holds besides), the next
+ * request is refused as overloaded. db_commit(*locker) lets them through. */
+static uint64_t
+hold_bookings(struct testd *d, struct held_booking *held, pthread_t *threads, struct db **locker)
+{
+    uint64_t id = create_listing();
+    int idx;
+
+    *locker = lock_listing(id, &idx);
+    for (int i = 0; i < HELD; i++) {
+        struct held_booking *b = &held[i];
+        b->url = d->url;
+        snprintf(b->path, sizeof(b->path), "/v1/listings/%" PRIu64 "/reservations", id);
+        snprintf(b->body, sizeof(b->body),
+                 "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}",
+                 day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1), i + 1);
+        snprintf(b->key, sizeof(b->key), "held-%d", i);
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, held_booking_run, b), 0);
+    }
+    expect_refusal(d, "overloaded");
+    return id;
+}
+
+/* Joins the held bookings: each answered in full with 201, and confirmed in
+ * SQL under the reservation id its client got. */
+static void
+expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads)
+{
+    for (int i = 0; i < HELD; i++) {
+        struct held_booking *b = &held[i];
+        pthread_join(threads[i], NULL);
+        if (b->st != CAL_OK || b->resp.status != 201) {
+            note_failure("booking %d: %s %ld %s", i, b->st != CAL_OK ? b->err : "", b->resp.status,
+                         b->resp.body ? b->resp.body : "");
+        } else {
+            json_t *r = expect_json(&b->resp, 201);
+            struct db_val p[] = {DB_INT_V(id), DB_INT_V(jint(r, "reservation_id"))};
+            if (count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                 "reservation_id = ? AND status = 'confirmed'",
+                                 p, 2) != 1)
+                note_failure("booking %d: answered 201, not confirmed in SQL", i);
+            json_decref(r);
+        }
+        http_response_deinit(&b->resp);
+    }
+    expect_no_failures();
+}
+
+/* Over [server] max_inflight calendard refuses at once with 503 overloaded
+ * and Retry-After, and still answers the requests it holds. */
+START_TEST(test_overload_is_refused_with_retry_after)
+{
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    struct db *locker;
+    char err[512];
+
+    start_own_calendard(&d, HELD);
+    uint64_t id = hold_bookings(&d, held, threads, &locker);
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    expect_held_booked(id, held, threads);
+    db_close(locker);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
 }
 END_TEST
 
@@ -2557,6 +2723,7 @@ api_suite(void)
         {"endless_chunked_body_is_cut_off", test_endless_chunked_body_is_cut_off, 30},
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
+        {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
         {"refusal_is_kept_for_replays", test_refusal_is_kept_for_replays, 30},
         {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},

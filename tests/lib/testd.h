@@ -42,7 +42,9 @@ int testd_stop(struct testd *d, unsigned timeout_s);
 /* Its output so far into buf, NUL-terminated, cut to buflen. */
 void testd_read_log(const struct testd *d, char *buf, size_t buflen);
 
-/* Kills it if it still runs and removes its config and log. */
+/* Kills it if it still runs and removes its config and log. A test that
+ * fails before it gets here leaves them in /tmp for the post-mortem (the
+ * daemon itself dies with the test process). */
 void testd_cleanup(struct testd *d);
 
 #endif
