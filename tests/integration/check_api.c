@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1431,16 +1434,19 @@ expect_refusal(const struct testd *d, const char *code)
 
 /* A calendard of the test's own that takes max_inflight requests at once.
  * Its request deadline is past the test's bounds (held bookings wait as long
- * as the test holds their lock, on a slow machine too). */
+ * as the test holds their lock, on a slow machine too); it takes searches of
+ * SLOW_IDS listings. */
 static void
 start_own_calendard(struct testd *d, int max_inflight)
 {
     char err[512], limit[16];
     const struct testd_set sets[] = {{"server", "max_inflight", limit},
-                                     {"routing", "request_deadline_ms", "40000"}};
+                                     {"routing", "request_deadline_ms", "40000"},
+                                     {"server", "max_search_listings", "10000"},
+                                     {"server", "max_body_bytes", "1048576"}};
 
     snprintf(limit, sizeof(limit), "%d", max_inflight);
-    ck_assert_msg(testd_start(d, &env, sets, 2, err, sizeof(err)), "%s", err);
+    ck_assert_msg(testd_start(d, &env, sets, 4, err, sizeof(err)), "%s", err);
 }
 
 /* HELD bookings of a new listing held in flight on d by a lock on the
@@ -1466,6 +1472,92 @@ hold_bookings(struct testd *d, struct held_booking *held, pthread_t *threads, st
     }
     expect_refusal(d, "overloaded");
     return id;
+}
+
+#define SLOW_IDS 10000 /* unknown listings: an answer of some 500 KB */
+
+static void
+write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        ck_assert_msg(n > 0, "write: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* A client that sends a search of SLOW_IDS listings and reads nothing until
+ * the test says: with its receive buffer and segment size small the sockets
+ * take some 100 KB of the answer, and the rest waits in the daemon. Returns
+ * the socket once the answer has begun. */
+static int
+slow_search_send(const struct testd *d)
+{
+    size_t cap = SLOW_IDS * 24 + 256, n = 0;
+    char *body = cal_malloc(cap), head[256];
+    uint64_t base = testenv_random48();
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rcvbuf = 4096, mss = 536;
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)d->port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    n += (size_t)snprintf(body, cap, "{\"listing_ids\":[");
+    for (int i = 0; i < SLOW_IDS; i++)
+        n +=
+            (size_t)snprintf(body + n, cap - n, "%s%" PRIu64, i > 0 ? "," : "", base + (uint64_t)i);
+    n += (size_t)snprintf(body + n, cap - n, "],\"check_in\":\"%s\",\"check_out\":\"%s\"}",
+                          day(FIRST_DAY), day(FIRST_DAY + 1));
+    ck_assert_uint_lt(n, cap);
+    int hlen = snprintf(head, sizeof(head),
+                        "POST /v1/availability/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        n);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+    ck_assert_int_eq(setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)), 0);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
+                  strerror(errno));
+    write_all(fd, head, (size_t)hlen);
+    write_all(fd, body, n);
+    free(body);
+    ck_assert_msg(poll(&pfd, 1, 10000) == 1, "no answer to the slow search in 10 s");
+    return fd;
+}
+
+/* Reads the slow search's answer to its end (the daemon closes after it;
+ * at most 20 s) and asserts it whole: 200, and a body of its Content-Length
+ * with a result for every id. */
+static void
+expect_slow_search_whole(int fd)
+{
+    size_t cap = 4u << 20, n = 0;
+    char *buf = cal_malloc(cap + 1);
+    uint64_t until = cal_mono_us() + 20000000;
+
+    while (n < cap && cal_mono_us() < until) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 1000) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r <= 0)
+            break; /* closed, or reset */
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    const char *end = strstr(buf, "\r\n\r\n");
+    const char *cl = strstr(buf, "\r\nContent-Length: ");
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0 && end != NULL && cl != NULL && cl < end,
+                  "slow search: %zu bytes, not a 200 with Content-Length: %.200s", n, buf);
+    size_t want = strtoull(cl + 18, NULL, 10), got = n - (size_t)(end + 4 - buf);
+    ck_assert_msg(got == want, "slow search: %zu of its %zu body bytes arrived", got, want);
+    json_t *root = json_loadb(end + 4, got, 0, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(root, "results")), SLOW_IDS);
+    json_decref(root);
+    free(buf);
 }
 
 /* Joins the held bookings: each answered in full with 201, and confirmed in
@@ -1509,6 +1601,38 @@ START_TEST(test_overload_is_refused_with_retry_after)
     expect_held_booked(id, held, threads);
     db_close(locker);
     ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
+}
+END_TEST
+
+/* SIGTERM while requests run (docs/api.md: "requests already running are
+ * answered"): a request that arrives meanwhile gets 503 shutting_down with
+ * Retry-After; every held booking is answered in full once its lock goes,
+ * 201 and committed; and an answer still being sent to a client that reads
+ * slowly arrives whole. The daemon exits only then: it stops once the
+ * answers are sent, not once they are queued. */
+START_TEST(test_sigterm_answers_the_requests_running)
+{
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    struct db *locker;
+    char err[512];
+
+    start_own_calendard(&d, HELD + 1);
+    int slow = slow_search_send(&d);
+    uint64_t id = hold_bookings(&d, held, threads, &locker);
+    ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+    /* The stop waits for the held bookings, its listener still open. */
+    expect_refusal(&d, "shutting_down");
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    expect_held_booked(id, held, threads);
+    /* Long enough for a daemon that does not wait for the slow reader to
+     * have closed its connection. */
+    cal_sleep_ms(500);
+    expect_slow_search_whole(slow);
+    db_close(locker);
+    ck_assert_int_eq(testd_wait(&d, 30), 0);
     testd_cleanup(&d);
 }
 END_TEST
@@ -2724,6 +2848,7 @@ api_suite(void)
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
+        {"sigterm_answers_the_requests_running", test_sigterm_answers_the_requests_running, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
         {"refusal_is_kept_for_replays", test_refusal_is_kept_for_replays, 30},
         {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},
