@@ -63,7 +63,10 @@ struct loop {
     /* reads waiting for the loop's next multi-get (loop thread only) */
     struct http_request **reads;
     size_t nreads, capreads;
-    unsigned nsuspended;   /* loop thread only */
+    /* Requests begun (the handler has their http_request) and not yet
+     * completed: MHD reports a request completed once its answer is sent
+     * whole, or its connection is gone. Loop thread only. */
+    unsigned nopen;
     uint64_t bypass_until; /* loop thread only: reads go to the workers until then */
 };
 
@@ -167,7 +170,6 @@ park(struct loop *lp, struct http_request *hr, bool lookup)
 {
     MHD_suspend_connection(hr->conn);
     hr->suspended = true;
-    lp->nsuspended++;
     if (!lookup) {
         enqueue(lp->srv, hr);
         return MHD_YES;
@@ -290,6 +292,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         hr->start_us = cal_mono_us();
         hr->conn = conn;
         hr->loop = lp;
+        lp->nopen++;
         *con_cls = hr;
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -303,7 +306,6 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         if (!atomic_load(&hr->ready))
             return MHD_YES; /* cannot happen: resumed only once ready */
         hr->suspended = false;
-        lp->nsuspended--;
         hr->answered = true;
         return send_answer(conn, &hr->resp, hr->start_us);
     }
@@ -369,10 +371,9 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     if (hr != NULL) {
+        lp->nopen--;
         if (hr->counted)
             atomic_fetch_sub(&lp->srv->inflight, 1);
-        if (hr->suspended) /* a resumed request whose connection broke */
-            lp->nsuspended--;
         if (!hr->answered && atomic_load(&hr->ready))
             free(hr->resp.body);
         free(hr->body);
@@ -440,8 +441,12 @@ loop_main(void *arg)
             MHD_run(lp->daemon); /* sends the answers just made */
         }
         if (atomic_load(&srv->stopping)) {
-            /* Stop once every parked request was answered (MHD_stop_daemon
-             * refuses suspended connections) or the drain took too long. */
+            /* Stop once every request begun was answered and its answer
+             * sent whole, or the drain took too long. An answer is queued
+             * when its handler runs, and MHD writes it in this or a later
+             * MHD_run, as far as the client reads: MHD_stop_daemon would
+             * close the connection with the rest unsent (and it refuses
+             * suspended connections). */
             if (stop_deadline == 0)
                 stop_deadline = cal_mono_us() + STOP_DRAIN_MS * 1000ULL;
             pthread_mutex_lock(&srv->lock);
@@ -460,8 +465,9 @@ loop_main(void *arg)
                 wake_loop(owner);
                 left = next;
             }
-            if ((workers_done && lp->nsuspended == 0 && lp->nreads == 0) ||
-                cal_mono_us() > stop_deadline)
+            /* nopen covers the suspended requests and the reads parked for
+             * a lookup */
+            if ((workers_done && lp->nopen == 0) || cal_mono_us() > stop_deadline)
                 break;
         }
     }

@@ -1,7 +1,9 @@
 /* Decoding and validation of API inputs with stable error codes. */
 #include "calendard/request.h"
 
+#include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,17 +65,128 @@ struct field {
     bool present;
 };
 
+/* Whether [p, p+len) is one JSON number (RFC 8259); *real tells a fraction
+ * or an exponent. */
+static bool
+is_json_number(const char *p, size_t len, bool *real)
+{
+    size_t i = len > 0 && p[0] == '-';
+    *real = false;
+    if (i < len && p[i] == '0')
+        i++;
+    else if (i < len && p[i] >= '1' && p[i] <= '9')
+        while (i < len && p[i] >= '0' && p[i] <= '9')
+            i++;
+    else
+        return false;
+    if (i < len && p[i] == '.') {
+        size_t digits = ++i;
+        while (i < len && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == digits)
+            return false;
+        *real = true;
+    }
+    if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < len && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t digits = i;
+        while (i < len && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == digits)
+            return false;
+        *real = true;
+    }
+    return i == len;
+}
+
+/* Whether [p, p+len) is a JSON number jansson cannot hold: an integer past
+ * json_int_t, or a real past the range of a double (as jansson decides). */
+static bool
+is_huge_number(const char *p, size_t len)
+{
+    bool real;
+    if (!is_json_number(p, len, &real))
+        return false;
+    char *s = cal_malloc(len + 1);
+    memcpy(s, p, len);
+    s[len] = '\0';
+    errno = 0;
+    bool huge;
+    if (real) {
+        double d = strtod(s, NULL);
+        huge = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+    } else {
+        (void)strtoll(s, NULL, 10);
+        huge = errno == ERANGE;
+    }
+    free(s);
+    return huge;
+}
+
+static bool
+is_token_char(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' ||
+           c == '-' || c == '.';
+}
+
+/* A copy of body (len bytes, caller frees) with every number jansson cannot
+ * hold, outside strings, replaced by [] and spaces: the same length, so a
+ * decoding error keeps its line and column; a value that no field takes, and
+ * no object (a body that is such a number is still not an object). Numbers
+ * so large are at least five characters ("1e309"). */
+static char *
+mask_huge_numbers(const char *body, size_t len)
+{
+    char *out = cal_malloc(len + 1);
+    bool in_string = false;
+    memcpy(out, body, len);
+    for (size_t i = 0; i < len;) {
+        if (in_string) {
+            if (body[i] == '\\')
+                i++;
+            else if (body[i] == '"')
+                in_string = false;
+            i++;
+            continue;
+        }
+        if (body[i] == '"') {
+            in_string = true;
+            i++;
+            continue;
+        }
+        size_t run = 0;
+        while (i + run < len && is_token_char(body[i + run]))
+            run++;
+        if (run >= 2 && is_huge_number(body + i, run)) {
+            memset(out + i, ' ', run);
+            memcpy(out + i, "[]", 2);
+        }
+        i += run > 0 ? run : 1;
+    }
+    return out;
+}
+
 static bool
 decode_object(const char *body, size_t len, struct field *fields, size_t nfields,
               struct api_error *e)
 {
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    bool ok = false;
-    /* An integer past 64 bits is JSON, only not a value any field takes. */
-    if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
-        return request_fail(e, 400, "invalid_field", "a number at line %d column %d is too large",
-                            jerr.line, jerr.column);
+    bool ok = false, masked = false;
+    /* jansson stops at a number it cannot hold, before it has seen the rest
+     * of the body. Such a number is JSON, only not a value any field takes:
+     * decoded again with it masked, the body answers with its own error
+     * (invalid_json, unknown_field, ...), and the number's field, if known,
+     * with invalid_field. */
+    if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
+        char *copy = mask_huge_numbers(body, len);
+        root = json_loadb(copy, len, JSON_REJECT_DUPLICATES, &jerr);
+        free(copy);
+        masked = true;
+    }
     if (root == NULL)
         return request_fail(e, 400, "invalid_json", "invalid JSON at line %d column %d: %s",
                             jerr.line, jerr.column, jerr.text);
@@ -96,6 +209,11 @@ decode_object(const char *body, size_t len, struct field *fields, size_t nfields
         f->present = true;
         switch (f->kind) {
         case F_INT: {
+            if (masked && json_is_array(val)) { /* a masked number */
+                request_fail(e, 400, "invalid_field", "'%s' must be in %lld..%lld", f->name, f->min,
+                             f->max);
+                goto out;
+            }
             if (!json_is_integer(val)) {
                 request_fail(e, 400, "invalid_field", "'%s' must be an integer", f->name);
                 goto out;

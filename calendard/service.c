@@ -1324,9 +1324,10 @@ if_match_refused(const struct api_request *req, struct api_response *resp)
 }
 
 /* Whether req's method is one of allow, the methods of the path as an
- * Allow header lists them ("GET" or "GET, PUT"; a string literal). If not,
- * answers 405 with that header (RFC 9110 requires it) and a message that
- * names the same methods. */
+ * Allow header lists them ("GET, HEAD" or "GET, HEAD, PUT"; a string
+ * literal). HEAD goes wherever GET does: the handler answers it as a GET and
+ * libmicrohttpd sends the headers only. If not, answers 405 with that header
+ * (RFC 9110 requires it) and a message that names the same methods. */
 static bool
 method_in(const struct api_request *req, const char *allow, struct api_response *resp)
 {
@@ -1338,14 +1339,14 @@ method_in(const struct api_request *req, const char *allow, struct api_response 
         p += len;
         p += strspn(p, ", ");
     }
-    /* "GET, PUT" reads "use GET or PUT"; each path takes two methods at most. */
+    /* "GET, HEAD, PUT" reads "use GET, HEAD or PUT". */
     char msg[64];
-    const char *comma = strchr(allow, ',');
-    if (comma == NULL)
+    const char *last = strrchr(allow, ',');
+    if (last == NULL)
         snprintf(msg, sizeof(msg), "use %s on this path", allow);
     else
-        snprintf(msg, sizeof(msg), "use %.*s or %s on this path", (int)(comma - allow), allow,
-                 comma + strspn(comma, ", "));
+        snprintf(msg, sizeof(msg), "use %.*s or %s on this path", (int)(last - allow), allow,
+                 last + strspn(last, ", "));
     service_error(resp, 405, "method_not_allowed", msg);
     resp->allow = allow;
     return false;
@@ -1395,19 +1396,19 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
+        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
+        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
+        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_metrics(svc, resp);
         return;
     }
@@ -1422,6 +1423,12 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         service_error(resp, 404, "not_found", "no such endpoint");
         return;
     }
+    /* An empty id segment (/v1/listings/, .../reservations/) names no
+     * resource, as /v1/listings/42/ names none: not a malformed id. */
+    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0)) {
+        service_error(resp, 404, "not_found", "no such endpoint");
+        return;
+    }
     if (!request_parse_id(seg[2].p, seg[2].len, &listing_id)) {
         service_error(resp, 400, "invalid_listing_id",
                       "listing id must be a positive integer below 2^63");
@@ -1429,7 +1436,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     if (n == 3) {
         resp->endpoint = EP_GET_LISTING;
-        if (!method_in(req, "GET, PUT", resp))
+        if (!method_in(req, "GET, HEAD, PUT", resp))
             return;
         if (strcmp(req->method, "PUT") == 0) {
             resp->endpoint = EP_PUT_LISTING;
@@ -1453,7 +1460,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
+        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1465,7 +1472,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (method_in(req, "GET", resp) && !if_match_refused(req, resp))
+            if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
@@ -1501,7 +1508,7 @@ service_read_begin(struct service *svc, const struct api_request *req, struct se
         }
         return true;
     }
-    if (strcmp(req->method, "GET") != 0)
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return false;
     uint64_t listing_id;
     if (n != 4 || !seg_is(&seg[0], "v1") || !seg_is(&seg[1], "listings") ||

@@ -7,7 +7,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include "common/db.h"
 #include "common/util.h"
 #include "tests/lib/http.h"
+#include "tests/lib/testd.h"
 #include "tests/lib/testenv.h"
 
 #define RACE_THREADS 16
@@ -504,6 +508,75 @@ START_TEST(test_unknown_path)
 }
 END_TEST
 
+/* A path whose id segment is empty names nothing: 404 not_found, as
+ * /v1/listings/42/ does, not a malformed id. */
+START_TEST(test_empty_id_segment_is_not_found)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    const char *headers[] = {"Idempotency-Key: empty-segment", NULL};
+    char body[200], paths[6][200];
+    static const char *const methods[6] = {"POST", "GET", "POST", "GET", "PUT", "GET"};
+
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    snprintf(paths[0], sizeof(paths[0]), "/v1/listings/%" PRIu64 "/reservations/", id);
+    snprintf(paths[1], sizeof(paths[1]), "/v1/listings/%" PRIu64 "/reservations/", id);
+    snprintf(paths[2], sizeof(paths[2]), "/v1/listings/%" PRIu64 "/reservations//cancel", id);
+    snprintf(paths[3], sizeof(paths[3]), "/v1/listings/");
+    snprintf(paths[4], sizeof(paths[4]), "/v1/listings/");
+    snprintf(paths[5], sizeof(paths[5]), "/v1/listings//availability?from=%s&to=%s", day(FIRST_DAY),
+             day(FIRST_DAY + 1));
+    for (size_t i = 0; i < 6; i++) {
+        bool has_body = strcmp(methods[i], "GET") != 0;
+        call(&resp, methods[i], headers, has_body ? body : NULL, "%s", paths[i]);
+        if (resp.status != 404 || strstr(resp.body, "\"not_found\"") == NULL)
+            note_failure("%s %s: %ld %s, want 404 not_found", methods[i], paths[i], resp.status,
+                         resp.body);
+        http_response_deinit(&resp);
+    }
+    expect_no_failures();
+}
+END_TEST
+
+/* HEAD is answered wherever GET is, with GET's status and headers and no
+ * body (libmicrohttpd leaves it out); a path without GET names HEAD nowhere. */
+START_TEST(test_head_answers_like_get)
+{
+    struct http_response resp, get;
+    uint64_t id = create_listing();
+    char paths[4][200];
+
+    snprintf(paths[0], sizeof(paths[0]), "/healthz");
+    snprintf(paths[1], sizeof(paths[1]), "/metrics");
+    snprintf(paths[2], sizeof(paths[2]), "/v1/listings/%" PRIu64, id);
+    snprintf(paths[3], sizeof(paths[3]), "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+             day(FIRST_DAY), day(FIRST_DAY + 3));
+    for (size_t i = 0; i < 4; i++) {
+        call(&get, "GET", NULL, NULL, "%s", paths[i]);
+        ck_assert_msg(get.status == 200, "GET %s: %ld", paths[i], get.status);
+        /* twice: an availability read misses the cache, then hits it */
+        for (int k = 0; k < 2; k++) {
+            call(&resp, "HEAD", NULL, NULL, "%s", paths[i]);
+            if (resp.status != 200 || resp.len != 0 || strcmp(resp.etag, get.etag) != 0 ||
+                strcmp(resp.content_type, get.content_type) != 0)
+                note_failure("HEAD %s: %ld body '%s' ETag '%s' type '%s', want 200 none '%s' '%s'",
+                             paths[i], resp.status, resp.body, resp.etag, resp.content_type,
+                             get.etag, get.content_type);
+            http_response_deinit(&resp);
+        }
+        http_response_deinit(&get);
+    }
+    call(&resp, "HEAD", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s",
+         testenv_random48(), day(FIRST_DAY), day(FIRST_DAY + 3));
+    if (resp.status != 404 || resp.len != 0)
+        note_failure("HEAD of an unknown listing's availability: %ld '%s', want 404 and no body",
+                     resp.status, resp.body);
+    http_response_deinit(&resp);
+    expect_no_failures();
+}
+END_TEST
+
 /* A 405 names every method the path takes, in its Allow header (RFC 9110
  * 15.5.6) and in its message. */
 START_TEST(test_method_not_allowed_names_the_allowed_ones)
@@ -514,12 +587,13 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
     static const struct {
         const char *method, *suffix, *allow, *message;
     } cases[] = {
-        {"DELETE", "", "GET, PUT", "use GET or PUT on this path"},
-        {"POST", "", "GET, PUT", "use GET or PUT on this path"},
+        {"DELETE", "", "GET, HEAD, PUT", "use GET, HEAD or PUT on this path"},
+        {"POST", "", "GET, HEAD, PUT", "use GET, HEAD or PUT on this path"},
         {"GET", "/reservations", "POST", "use POST on this path"},
-        {"PUT", "/availability", "GET", "use GET on this path"},
+        {"HEAD", "/reservations", "POST", NULL},
+        {"PUT", "/availability", "GET, HEAD", "use GET or HEAD on this path"},
         {"GET", "/calendar", "POST", "use POST on this path"},
-        {"DELETE", "/reservations/1", "GET", "use GET on this path"},
+        {"DELETE", "/reservations/1", "GET, HEAD", "use GET or HEAD on this path"},
         {"GET", "/reservations/1/cancel", "POST", "use POST on this path"},
     };
 
@@ -530,6 +604,14 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
 
         snprintf(path, sizeof(path), "%s%s", listing, cases[i].suffix);
         call(&resp, cases[i].method, NULL, NULL, "%s", path);
+        if (cases[i].message == NULL) { /* HEAD: the status and the header, no body */
+            if (resp.status != 405 || strcmp(resp.allow, cases[i].allow) != 0 || resp.len != 0)
+                note_failure("%s %s: %ld Allow '%s' body '%s', want 405 '%s' and none",
+                             cases[i].method, path, resp.status, resp.allow, resp.body,
+                             cases[i].allow);
+            http_response_deinit(&resp);
+            continue;
+        }
         root = expect_error_json(&resp, 405, "method_not_allowed");
         msg = json_string_value(json_object_get(json_object_get(root, "error"), "message"));
         if (strcmp(resp.allow, cases[i].allow) != 0 || strcmp(msg, cases[i].message) != 0) {
@@ -542,9 +624,9 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
     static const struct {
         const char *method, *path, *allow;
     } others[] = {
-        {"POST", "/healthz", "GET"},
-        {"DELETE", "/readyz", "GET"},
-        {"PUT", "/metrics", "GET"},
+        {"POST", "/healthz", "GET, HEAD"},
+        {"DELETE", "/readyz", "GET, HEAD"},
+        {"PUT", "/metrics", "GET, HEAD"},
         {"GET", "/v1/availability/search", "POST"},
     };
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
@@ -1229,22 +1311,34 @@ shard_conflicts(int idx)
     return n;
 }
 
-START_TEST(test_lock_wait_is_a_conflict)
+/* A session of the test's own that holds listing id's row (SELECT ... FOR
+ * UPDATE in an open transaction): every booking of the listing waits for it
+ * until db_commit(). *idx: the listing's shard. Caller closes it. */
+static struct db *
+lock_listing(uint64_t id, int *idx)
 {
-    struct http_response resp;
-    uint64_t id = create_listing();
     int64_t epoch;
-    int idx = owner_shard(id, &epoch);
-    long long conflicts = shard_conflicts(idx);
     char err[512];
-    struct db *locker = testenv_connect_shard(&env, (size_t)idx, err, sizeof(err));
     struct db_val p[] = {DB_INT_V(id)};
-    pthread_t th;
 
+    *idx = owner_shard(id, &epoch);
+    struct db *locker = testenv_connect_shard(&env, (size_t)*idx, err, sizeof(err));
     ck_assert_msg(locker != NULL, "%s", err);
     ck_assert_msg(db_begin(locker, err, sizeof(err)) == CAL_OK, "%s", err);
     ck_assert_int_eq(
         sql_int(locker, "SELECT COUNT(*) FROM listings WHERE listing_id = ? FOR UPDATE", p, 1), 1);
+    return locker;
+}
+
+START_TEST(test_lock_wait_is_a_conflict)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int idx;
+    struct db *locker = lock_listing(id, &idx);
+    long long conflicts = shard_conflicts(idx);
+    pthread_t th;
+
     uint64_t t0 = cal_mono_us();
     ck_assert_int_eq(pthread_create(&th, NULL, commit_after_6s, locker), 0);
     json_decref(book_ok(id, "lockwait", FIRST_DAY + 1, FIRST_DAY + 3, 1, 20000));
@@ -1266,6 +1360,280 @@ START_TEST(test_lock_wait_is_a_conflict)
     }
     ck_assert_int_eq(breakers, (int)env.nshards);
     http_response_deinit(&resp);
+}
+END_TEST
+
+/* ---- a calendard of the test's own: back-pressure and stopping ---- */
+
+#define HELD 8 /* bookings held in flight by a row lock */
+
+/* One booking of its own nights, sent on its own connection. */
+struct held_booking {
+    const char *url; /* the test's calendard */
+    char path[128], body[256], key[64];
+    struct http_response resp;
+    cal_status st;
+    char err[256];
+};
+
+static void *
+held_booking_run(void *arg)
+{
+    struct held_booking *b = arg;
+    struct http_client *client = http_client_create();
+    char url[256], hdr[96];
+    const char *headers[] = {hdr, NULL};
+
+    snprintf(url, sizeof(url), "%s%s", b->url, b->path);
+    snprintf(hdr, sizeof(hdr), "Idempotency-Key: %s", b->key);
+    b->st = CAL_ENOMEM;
+    /* The test's probes for the limit take a slot for a moment: a booking
+     * that meets one is refused, and sent again. */
+    for (int i = 0; client != NULL && i < 500; i++) {
+        char code[32];
+        b->st = http_request(client, "POST", url, headers, b->body, strlen(b->body), 30000,
+                             &b->resp, b->err, sizeof(b->err));
+        if (b->st != CAL_OK || b->resp.status != 503 ||
+            strcmp(http_response_error_code(&b->resp, code, sizeof(code)), "overloaded") != 0)
+            break;
+        http_response_deinit(&b->resp);
+        cal_sleep_ms(10);
+    }
+    http_client_destroy(client);
+    return NULL;
+}
+
+/* GET /healthz on d until it answers 503 code, with Retry-After (at most
+ * 10 s: the requests that get in meanwhile are answered at once). */
+static void
+expect_refusal(const struct testd *d, const char *code)
+{
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    char err[512], got[64] = "";
+
+    ck_assert_ptr_nonnull(client);
+    for (int i = 0; i < 200; i++) {
+        cal_status st =
+            http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err), "%s/healthz", d->url);
+        ck_assert_msg(st == CAL_OK, "%s", err);
+        http_response_error_code(&resp, got, sizeof(got));
+        if (resp.status == 503 && strcmp(got, code) == 0) {
+            ck_assert_msg(atoi(resp.retry_after) > 0, "503 %s without Retry-After", code);
+            http_response_deinit(&resp);
+            http_client_destroy(client);
+            return;
+        }
+        ck_assert_msg(resp.status == 200 || resp.status == 503, "healthz %ld: %s", resp.status,
+                      resp.body);
+        http_response_deinit(&resp);
+        cal_sleep_ms(50);
+    }
+    ck_abort_msg("no 503 %s in 10 s (last: %s)", code, got);
+}
+
+/* A calendard of the test's own that takes max_inflight requests at once.
+ * Its request deadline is past the test's bounds (held bookings wait as long
+ * as the test holds their lock, on a slow machine too); it takes searches of
+ * SLOW_IDS listings. */
+static void
+start_own_calendard(struct testd *d, int max_inflight)
+{
+    char err[512], limit[16];
+    const struct testd_set sets[] = {{"server", "max_inflight", limit},
+                                     {"routing", "request_deadline_ms", "40000"},
+                                     {"server", "max_search_listings", "10000"},
+                                     {"server", "max_body_bytes", "1048576"}};
+
+    snprintf(limit, sizeof(limit), "%d", max_inflight);
+    ck_assert_msg(testd_start(d, &env, sets, 4, err, sizeof(err)), "%s", err);
+}
+
+/* HELD bookings of a new listing held in flight on d by a lock on the
+ * listing's row, and the proof that all arrived: with d's max_inflight
+ * reached by them (and the requests the test holds besides), the next
+ * request is refused as overloaded. db_commit(*locker) lets them through. */
+static uint64_t
+hold_bookings(struct testd *d, struct held_booking *held, pthread_t *threads, struct db **locker)
+{
+    uint64_t id = create_listing();
+    int idx;
+
+    *locker = lock_listing(id, &idx);
+    for (int i = 0; i < HELD; i++) {
+        struct held_booking *b = &held[i];
+        b->url = d->url;
+        snprintf(b->path, sizeof(b->path), "/v1/listings/%" PRIu64 "/reservations", id);
+        snprintf(b->body, sizeof(b->body),
+                 "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}",
+                 day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1), i + 1);
+        snprintf(b->key, sizeof(b->key), "held-%d", i);
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, held_booking_run, b), 0);
+    }
+    expect_refusal(d, "overloaded");
+    return id;
+}
+
+#define SLOW_IDS 10000 /* unknown listings: an answer of some 500 KB */
+
+static void
+write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        ck_assert_msg(n > 0, "write: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* A client that sends a search of SLOW_IDS listings and reads nothing until
+ * the test says: with its receive buffer and segment size small the sockets
+ * take some 100 KB of the answer, and the rest waits in the daemon. Returns
+ * the socket once the answer has begun. */
+static int
+slow_search_send(const struct testd *d)
+{
+    size_t cap = SLOW_IDS * 24 + 256, n = 0;
+    char *body = cal_malloc(cap), head[256];
+    uint64_t base = testenv_random48();
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rcvbuf = 4096, mss = 536;
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)d->port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    n += (size_t)snprintf(body, cap, "{\"listing_ids\":[");
+    for (int i = 0; i < SLOW_IDS; i++)
+        n +=
+            (size_t)snprintf(body + n, cap - n, "%s%" PRIu64, i > 0 ? "," : "", base + (uint64_t)i);
+    n += (size_t)snprintf(body + n, cap - n, "],\"check_in\":\"%s\",\"check_out\":\"%s\"}",
+                          day(FIRST_DAY), day(FIRST_DAY + 1));
+    ck_assert_uint_lt(n, cap);
+    int hlen = snprintf(head, sizeof(head),
+                        "POST /v1/availability/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        n);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+    ck_assert_int_eq(setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)), 0);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
+                  strerror(errno));
+    write_all(fd, head, (size_t)hlen);
+    write_all(fd, body, n);
+    free(body);
+    ck_assert_msg(poll(&pfd, 1, 10000) == 1, "no answer to the slow search in 10 s");
+    return fd;
+}
+
+/* Reads the slow search's answer to its end (the daemon closes after it;
+ * at most 20 s) and asserts it whole: 200, and a body of its Content-Length
+ * with a result for every id. */
+static void
+expect_slow_search_whole(int fd)
+{
+    size_t cap = 4u << 20, n = 0;
+    char *buf = cal_malloc(cap + 1);
+    uint64_t until = cal_mono_us() + 20000000;
+
+    while (n < cap && cal_mono_us() < until) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 1000) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r <= 0)
+            break; /* closed, or reset */
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    const char *end = strstr(buf, "\r\n\r\n");
+    const char *cl = strstr(buf, "\r\nContent-Length: ");
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0 && end != NULL && cl != NULL && cl < end,
+                  "slow search: %zu bytes, not a 200 with Content-Length: %.200s", n, buf);
+    size_t want = strtoull(cl + 18, NULL, 10), got = n - (size_t)(end + 4 - buf);
+    ck_assert_msg(got == want, "slow search: %zu of its %zu body bytes arrived", got, want);
+    json_t *root = json_loadb(end + 4, got, 0, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(root, "results")), SLOW_IDS);
+    json_decref(root);
+    free(buf);
+}
+
+/* Joins the held bookings: each answered in full with 201, and confirmed in
+ * SQL under the reservation id its client got. */
+static void
+expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads)
+{
+    for (int i = 0; i < HELD; i++) {
+        struct held_booking *b = &held[i];
+        pthread_join(threads[i], NULL);
+        if (b->st != CAL_OK || b->resp.status != 201) {
+            note_failure("booking %d: %s %ld %s", i, b->st != CAL_OK ? b->err : "", b->resp.status,
+                         b->resp.body ? b->resp.body : "");
+        } else {
+            json_t *r = expect_json(&b->resp, 201);
+            struct db_val p[] = {DB_INT_V(id), DB_INT_V(jint(r, "reservation_id"))};
+            if (count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                 "reservation_id = ? AND status = 'confirmed'",
+                                 p, 2) != 1)
+                note_failure("booking %d: answered 201, not confirmed in SQL", i);
+            json_decref(r);
+        }
+        http_response_deinit(&b->resp);
+    }
+    expect_no_failures();
+}
+
+/* Over [server] max_inflight calendard refuses at once with 503 overloaded
+ * and Retry-After, and still answers the requests it holds. */
+START_TEST(test_overload_is_refused_with_retry_after)
+{
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    struct db *locker;
+    char err[512];
+
+    start_own_calendard(&d, HELD);
+    uint64_t id = hold_bookings(&d, held, threads, &locker);
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    expect_held_booked(id, held, threads);
+    db_close(locker);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
+}
+END_TEST
+
+/* SIGTERM while requests run (docs/api.md: "requests already running are
+ * answered"): a request that arrives meanwhile gets 503 shutting_down with
+ * Retry-After; every held booking is answered in full once its lock goes,
+ * 201 and committed; and an answer still being sent to a client that reads
+ * slowly arrives whole. The daemon exits only then: it stops once the
+ * answers are sent, not once they are queued. */
+START_TEST(test_sigterm_answers_the_requests_running)
+{
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    struct db *locker;
+    char err[512];
+
+    start_own_calendard(&d, HELD + 1);
+    int slow = slow_search_send(&d);
+    uint64_t id = hold_bookings(&d, held, threads, &locker);
+    ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+    /* The stop waits for the held bookings, its listener still open. */
+    expect_refusal(&d, "shutting_down");
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    expect_held_booked(id, held, threads);
+    /* Long enough for a daemon that does not wait for the slow reader to
+     * have closed its connection. */
+    cal_sleep_ms(500);
+    expect_slow_search_whole(slow);
+    db_close(locker);
+    ck_assert_int_eq(testd_wait(&d, 30), 0);
+    testd_cleanup(&d);
 }
 END_TEST
 
@@ -2462,6 +2830,8 @@ api_suite(void)
         {"metrics", test_metrics, 30},
         {"booking_transaction_metrics", test_booking_transaction_metrics, 30},
         {"unknown_path", test_unknown_path, 30},
+        {"empty_id_segment_is_not_found", test_empty_id_segment_is_not_found, 30},
+        {"head_answers_like_get", test_head_answers_like_get, 30},
         {"method_not_allowed_names_the_allowed_ones",
          test_method_not_allowed_names_the_allowed_ones, 30},
         {"listing_create_update_get", test_listing_create_update_get, 30},
@@ -2477,6 +2847,8 @@ api_suite(void)
         {"endless_chunked_body_is_cut_off", test_endless_chunked_body_is_cut_off, 30},
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
+        {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
+        {"sigterm_answers_the_requests_running", test_sigterm_answers_the_requests_running, 60},
         {"idempotent_replay", test_idempotent_replay, 30},
         {"refusal_is_kept_for_replays", test_refusal_is_kept_for_replays, 30},
         {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},

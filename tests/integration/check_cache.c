@@ -19,7 +19,7 @@
 #include "common/cachekey.h"
 #include "common/date.h"
 #include "tests/lib/http.h"
-#include "tests/lib/proc.h"
+#include "tests/lib/testd.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
 
@@ -281,39 +281,6 @@ silent_listener(unsigned *port)
     return fd;
 }
 
-/* A loopback port nobody listens on now (bound, read, closed). */
-static unsigned
-free_port(void)
-{
-    unsigned port;
-    int fd = silent_listener(&port);
-    close(fd);
-    return port;
-}
-
-/* The stack's calendard.ini with [server] port and [cache] servers and
- * timeout_ms replaced, written to path. */
-static void
-write_calendard_conf(const char *path, unsigned port, const char *servers, unsigned timeout_ms)
-{
-    char src[640], line[1024], section[64] = "";
-    snprintf(src, sizeof(src), "%s/calendard.ini", env.stack_dir);
-    FILE *in = fopen(src, "r"), *out = fopen(path, "w");
-    ck_assert_msg(in != NULL && out != NULL, "cannot copy %s to %s", src, path);
-    while (fgets(line, sizeof(line), in) != NULL) {
-        if (line[0] == '[')
-            sscanf(line, "[%63[^]]", section);
-        if (strcmp(section, "server") == 0 && strncmp(line, "port", 4) == 0)
-            fprintf(out, "port = %u\n", port);
-        else if (strcmp(section, "cache") == 0 && strncmp(line, "servers", 7) == 0)
-            fprintf(out, "servers = %s\ntimeout_ms = %u\n", servers, timeout_ms);
-        else if (strcmp(section, "cache") != 0 || strncmp(line, "timeout_ms", 10) != 0)
-            fputs(line, out);
-    }
-    fclose(in);
-    ck_assert_int_eq(fclose(out), 0);
-}
-
 /* With a short [cache] timeout_ms a hung memcached times out quickly, and
  * every lookup of an event loop still stalls its other connections for that
  * long: the loop must hand its reads to the workers (it logs "slow cache
@@ -323,58 +290,33 @@ START_TEST(a_hung_cache_diverts_reads_at_any_timeout)
 {
     load_env();
     http_global_init();
-    unsigned mc_port, port = free_port();
+    unsigned mc_port;
     int hung = silent_listener(&mc_port);
-    char conf[] = "/tmp/calendard-hung-cache-XXXXXX", log[] = "/tmp/calendard-hung-log-XXXXXX";
-    int fd = mkstemp(conf);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    fd = mkstemp(log);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    char servers[64];
+    char servers[64], err[512];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", mc_port);
-    write_calendard_conf(conf, port, servers, 20);
-    char *argv[] = {"bin/calendard", "--config", conf, NULL};
-    pid_t pid = proc_start(argv, log);
-    ck_assert_int_gt(pid, 0);
+    const struct testd_set sets[] = {{"cache", "servers", servers}, {"cache", "timeout_ms", "20"}};
+    struct testd d;
+    ck_assert_msg(testd_start(&d, &env, sets, 2, err, sizeof(err)), "%s", err);
 
     struct http_client *h = http_client_create();
     struct http_response r;
-    http_response_init(&r);
-    char err[256], base[64], from[16], to[16];
-    snprintf(base, sizeof(base), "http://127.0.0.1:%u", port);
-    long status = 0;
-    for (int i = 0; i < 100 && status != 200; i++) {
-        if (http_requestf(h, "GET", NULL, NULL, &r, err, sizeof(err), "%s/healthz", base) == CAL_OK)
-            status = r.status;
-        else
-            usleep(100000);
-        http_response_deinit(&r);
-    }
-    ck_assert_int_eq(status, 200);
+    char from[16], to[16];
     testenv_format_date(testenv_today() + 30, from, sizeof(from));
     testenv_format_date(testenv_today() + 40, to, sizeof(to));
     for (int i = 0; i < 3; i++) {
         ck_assert(http_requestf(h, "GET", NULL, NULL, &r, err, sizeof(err),
-                                "%s/v1/listings/%llu/availability?from=%s&to=%s", base,
+                                "%s/v1/listings/%llu/availability?from=%s&to=%s", d.url,
                                 (unsigned long long)testenv_random48(), from, to) == CAL_OK);
         ck_assert_int_eq(r.status, 404); /* answered from the shard: no such listing */
         http_response_deinit(&r);
     }
     http_client_destroy(h);
-    kill(pid, SIGTERM);
-    ck_assert_int_eq(proc_wait(pid, 30), 0);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
     close(hung);
 
     char out[1 << 16];
-    FILE *f = fopen(log, "r");
-    ck_assert_ptr_nonnull(f);
-    size_t n = fread(out, 1, sizeof(out) - 1, f);
-    out[n] = '\0';
-    fclose(f);
-    unlink(conf);
-    unlink(log);
+    testd_read_log(&d, out, sizeof(out));
+    testd_cleanup(&d);
     ck_assert_msg(strstr(out, "slow cache lookup") != NULL,
                   "a 20 ms cache timeout did not divert the loop's reads:\n%s", out);
 }

@@ -16,7 +16,6 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -32,6 +31,7 @@
 #include "cdc/kconsumer.h"
 #include "tests/lib/http.h"
 #include "tests/lib/kafka_produce.h"
+#include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
 
@@ -933,39 +933,6 @@ END_TEST
 /* ---- memcached outage: a private memcached and invalidator (own group and
  * topic) next to the stack's broker; both die with this test process. */
 
-static unsigned
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert(fd >= 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(addr);
-    ck_assert(bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
-    ck_assert(getsockname(fd, (struct sockaddr *)&addr, &len) == 0);
-    close(fd);
-    return ntohs(addr.sin_port);
-}
-
-/* Starts argv with output to log_path; the child is killed when we exit. */
-static pid_t
-spawn(char *const argv[], const char *log_path)
-{
-    pid_t pid = fork();
-    ck_assert(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
 static void
 stop_child(pid_t pid)
 {
@@ -992,7 +959,8 @@ START_TEST(memcached_outage_retried_not_skipped)
     uint64_t tag = testenv_random48();
     snprintf(topic, sizeof(topic), "calendar.invoutage%llu.listings", (unsigned long long)tag);
     snprintf(group, sizeof(group), "invoutage-%llu", (unsigned long long)tag);
-    unsigned port = free_port();
+    unsigned port = testenv_free_port();
+    ck_assert_uint_ne(port, 0);
     snprintf(port_s, sizeof(port_s), "%u", port);
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", port);
     snprintf(mc_log, sizeof(mc_log), "%s/memcached.log", dir);
@@ -1010,7 +978,8 @@ START_TEST(memcached_outage_retried_not_skipped)
     char *mc_argv[] = {"memcached", "-l", "127.0.0.1", "-p", port_s,
                        "-U",        "0",  "-m",        "16", getuid() == 0 ? "-u" : NULL,
                        "root",      NULL};
-    pid_t mc = spawn(mc_argv, mc_log);
+    pid_t mc = proc_start_tied(mc_argv, mc_log);
+    ck_assert_int_gt(mc, 0);
     strcpy(stack.memcached, servers); /* make_cache() talks to the private memcached */
     struct cache *c = make_cache();
     struct kafka_produce *kp = make_producer();
@@ -1035,7 +1004,8 @@ START_TEST(memcached_outage_retried_not_skipped)
              (unsigned long long)probe, (unsigned long long)cal_now_ms());
     produce(kp, topic, probe, json);
     char *inv_argv[] = {"bin/calendar-cdc-invalidator", "--config", ini, NULL};
-    pid_t inv = spawn(inv_argv, inv_log);
+    pid_t inv = proc_start_tied(inv_argv, inv_log);
+    ck_assert_int_gt(inv, 0);
     ck_assert_msg(wait_deleted(c, probe_key, 1, DELETE_TIMEOUT_MS) >= 0,
                   "private invalidator never applied the probe event (log: %s)", inv_log);
 

@@ -170,11 +170,14 @@ http_request(struct http_client *client, const char *method, const char *url,
         list = tmp;
     } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        /* A custom HEAD would wait for the body its Content-Length names. */
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0) {
+    if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 && strcmp(method, "HEAD") != 0) {
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }
     /* No 100-continue round trip: the daemon answers on the full request. */

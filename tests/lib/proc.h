@@ -13,6 +13,11 @@ int proc_run(char *const argv[], char *out, size_t outlen, unsigned timeout_s);
 /* Starts argv with stdout (and stderr) into out_path; returns the pid or -1. */
 pid_t proc_start(char *const argv[], const char *out_path);
 
+/* As proc_start, argv[0] looked up in PATH, output appended to out_path, and
+ * the child killed (SIGKILL) when the calling thread exits: a test that
+ * fails midway leaves no daemon of its own running. */
+pid_t proc_start_tied(char *const argv[], const char *out_path);
+
 /* Waits at most timeout_s for pid; same result convention as proc_run. */
 int proc_wait(pid_t pid, unsigned timeout_s);
 

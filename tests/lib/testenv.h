@@ -62,6 +62,10 @@ int testenv_sql_admin_close(FILE *session);
  * or -1. Used to turn a catalog shards row into a connection. */
 int testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name);
 
+/* A loopback TCP port nobody listens on now (bound, read, closed), for a
+ * server a test starts of its own; 0 when none could be bound. */
+unsigned testenv_free_port(void);
+
 /* MurmurHash3 fmix64 and the routing rule vbucket = fmix64(id) % 4096. */
 uint64_t testenv_fmix64(uint64_t k);
 unsigned testenv_vbucket(uint64_t listing_id);

@@ -29,7 +29,7 @@ expect_listing_error(const char *body, const char *code)
     struct api_error e = {0};
     ck_assert_msg(!request_parse_listing(body, strlen(body), &set, &e), "accepted %s", body);
     ck_assert_int_eq(e.http, 400);
-    ck_assert_str_eq(e.code, code);
+    ck_assert_msg(strcmp(e.code, code) == 0, "%s: %s, not %s", body, e.code, code);
 }
 
 START_TEST(listing_refusals)
@@ -66,6 +66,47 @@ START_TEST(listing_refusals)
     expect_listing_error("{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":0,"
                          "\"max_nights\":3}",
                          "invalid_field");
+}
+END_TEST
+
+/* jansson stops at a number it cannot hold (past 64 bits, past the double
+ * range) before it has seen the rest of the body: the code is still the
+ * body's own, and invalid_field only for a known field of a well-formed
+ * object. */
+START_TEST(huge_numbers_keep_the_code_of_the_body)
+{
+    static const struct {
+        const char *body, *code;
+    } cases[] = {
+        {"[99999999999999999999]", "invalid_json"},
+        {"[1e400]", "invalid_json"},
+        {"99999999999999999999", "invalid_json"},
+        {"{\"default_price\":99999999999999999999", "invalid_json"},
+        {"{\"default_price\":99999999999999999999,\"default_price\":1,\"currency\":\"USD\","
+         "\"min_nights\":1,\"max_nights\":3}",
+         "invalid_json"},
+        {"{\"default_price\":1e400 1,\"currency\":\"USD\"}", "invalid_json"},
+        {"{\"bogus\":1e400,\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,"
+         "\"max_nights\":3}",
+         "unknown_field"},
+        {"{\"bogus\":-99999999999999999999}", "unknown_field"},
+        /* an escaped quote does not end the key: the number is a value */
+        {"{\"a\\\"\":1e400}", "unknown_field"},
+        {"{\"default_price\":1e400,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":3}",
+         "invalid_field"},
+        {"{\"default_price\":-99999999999999999999,\"currency\":\"USD\",\"min_nights\":1,"
+         "\"max_nights\":3}",
+         "invalid_field"},
+        {"{\"currency\":\"USD\",\"default_price\":[99999999999999999999]}", "invalid_field"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_listing_error(cases[i].body, cases[i].code);
+    struct search_request r;
+    struct api_error e = {0};
+    const char *ids = "{\"listing_ids\":[1,99999999999999999999],\"check_in\":\"2030-02-01\","
+                      "\"check_out\":\"2030-02-02\"}";
+    ck_assert(!request_parse_search(ids, strlen(ids), 3, date_from_ymd(2030, 1, 1), &r, &e));
+    ck_assert_str_eq(e.code, "invalid_field");
 }
 END_TEST
 
@@ -287,6 +328,7 @@ main(void)
     Suite *s = suite_create("request");
     UNIT_CASE(s, listing_ok);
     UNIT_CASE(s, listing_refusals);
+    UNIT_CASE(s, huge_numbers_keep_the_code_of_the_body);
     UNIT_CASE(s, refusal_messages_are_printable_ascii);
     UNIT_CASE(s, booking_dates);
     UNIT_CASE(s, calendar_actions);
