@@ -680,6 +680,16 @@ drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts,
                  atomic_exchange(&dropped, 0), (int)lens[0], names[0]);
 }
 
+/* Is every key of the row there with a value (not a lease)? */
+static bool
+row_present(const struct cache_item *row, size_t nk)
+{
+    for (size_t k = 0; k < nk; k++)
+        if (!row[k].found || cacheval_is_lease(row[k].value, row[k].len))
+            return false;
+    return true;
+}
+
 void
 avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t from, int32_t to)
 {
@@ -727,15 +737,20 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             misses += (unsigned)nk;
             continue;
         }
-        bool complete = true;
-        for (size_t k = 0; k < nk; k++)
-            complete = complete && row[k].found && !cacheval_is_lease(row[k].value, row[k].len);
+        bool complete = row_present(row, nk);
         if (complete && decode_hit(&items[i], row, firsts, nk)) {
             items[i].hit = true;
             hits += (unsigned)nk;
             continue;
         }
         drop_undecodable(c, row, firsts, nk);
+        /* Every value there and decodable, and still no answer: a month
+         * newer than its listing key, whose delete is on the way. The shard
+         * answers, nothing is filled: misses, every key of it. */
+        if (complete && row_present(row, nk)) {
+            misses += (unsigned)nk;
+            continue;
+        }
         for (size_t k = 0; k < nk; k++) {
             if (row[k].found && !cacheval_is_lease(row[k].value, row[k].len)) {
                 hits++;

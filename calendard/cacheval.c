@@ -15,7 +15,10 @@ cacheval_encode_listing(const struct listing *l, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "L1 %" PRIu64 " %" PRIu64 " %" PRId64 " %s %d %d", l->version,
                      l->rules_version, l->default_price, l->currency, l->min_nights, l->max_nights);
-    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+    struct listing back;
+    if (n <= 0 || (size_t)n >= size || !cacheval_decode_listing(buf, (size_t)n, &back))
+        return 0;
+    return (size_t)n;
 }
 
 /* Digits at *p, at most max, then a space (taken) or the end: memcached is
@@ -88,7 +91,11 @@ cacheval_encode_month(uint64_t version, int32_t first_day, const struct night_ro
                          status_char[r->status]);
         off += n > 0 ? (size_t)n : 0;
     }
-    return off < size ? off : 0;
+    struct night_row back[31];
+    size_t nback = 0;
+    if (off >= size || !cacheval_decode_month(buf, off, first_day, back, &nback, 31, NULL))
+        return 0;
+    return off;
 }
 
 bool

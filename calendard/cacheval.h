@@ -13,6 +13,10 @@
 
 #define CACHEVAL_MAX 1024 /* enough for 31 rows with prices */
 
+/* The encoders answer the value's length, or 0 when it does not fit or the
+ * decoder would refuse it (a listing written by SQL outside the API's
+ * ranges, say): such a value is not cached, rather than filled and then
+ * deleted as undecodable by every read. */
 size_t cacheval_encode_listing(const struct listing *l, char *buf, size_t size);
 /* Fills every field but listing_id and vbucket; false on a malformed value
  * (a currency not of three letters A-Z, a number out of range, min_nights

@@ -15,6 +15,7 @@
 #include "calendard/avail.h"
 #include "calendard/booking.h"
 #include "calendard/cacheval.h"
+#include "calendard/metrics.h"
 #include "common/cache.h"
 #include "common/cachekey.h"
 #include "common/date.h"
@@ -96,6 +97,20 @@ lookup(struct avail *avail, struct avail_item *item, int32_t from, int32_t to)
     avail_lease(avail, item, 1, from, to);
 }
 
+/* calendard_cache_<name>_total of this process's metrics. */
+static unsigned long long
+cache_counter(const char *name)
+{
+    size_t len;
+    char *text = metrics_render(NULL, NULL, 0, &len), line[128];
+    snprintf(line, sizeof(line), "\ncalendard_cache_%s_total ", name);
+    const char *at = strstr(text, line);
+    ck_assert_msg(at != NULL, "no %s", line + 1);
+    unsigned long long v = strtoull(at + strlen(line), NULL, 10);
+    free(text);
+    return v;
+}
+
 /* A month key filled after a change whose listing key is not deleted yet
  * (the two deletes land apart): a hit would answer the listing key's older
  * version with the newer month's nights, so it is no hit; a month older
@@ -114,8 +129,12 @@ START_TEST(a_month_newer_than_its_listing_key_is_no_hit)
               CAL_OK);
     ck_assert(cache_set(c, mkey, strlen(mkey), "M1 6 11k", 8, 60, err, sizeof(err)) == CAL_OK);
     struct avail_item item = {.listing_id = id};
+    unsigned long long hits = cache_counter("hits"), misses = cache_counter("misses");
     avail_lookup(avail, &item, 1, from, to);
     ck_assert_msg(!item.hit, "answered version 5 with the nights of version 6");
+    /* The shard answers: misses, both keys, though both are there. */
+    ck_assert_uint_eq(cache_counter("hits"), hits);
+    ck_assert_uint_eq(cache_counter("misses"), misses + 2);
     calendar_read_clear(&item.read);
     ck_assert(cache_set(c, mkey, strlen(mkey), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
     avail_lookup(avail, &item, 1, from, to);

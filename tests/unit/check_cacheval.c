@@ -108,6 +108,37 @@ START_TEST(malformed_months_are_refused)
 }
 END_TEST
 
+/* What the decoder would refuse is never written: a listing or night that
+ * SQL put outside the API's ranges is read from the shard each time rather
+ * than cached and deleted again by every read. */
+START_TEST(values_the_decoder_refuses_are_not_encoded)
+{
+    struct listing l = {.version = 2,
+                        .rules_version = 1,
+                        .default_price = 100,
+                        .currency = "USD",
+                        .min_nights = 1,
+                        .max_nights = BOOKING_MAX_NIGHTS};
+    char buf[CACHEVAL_MAX];
+    ck_assert_uint_eq(cacheval_encode_listing(&l, buf, sizeof(buf)), 0);
+    l.max_nights = BOOKING_MAX_NIGHTS - 1;
+    ck_assert_uint_gt(cacheval_encode_listing(&l, buf, sizeof(buf)), 0);
+    l.default_price = -1;
+    ck_assert_uint_eq(cacheval_encode_listing(&l, buf, sizeof(buf)), 0);
+    l.default_price = 100;
+    memcpy(l.currency, "usd", 4);
+    ck_assert_uint_eq(cacheval_encode_listing(&l, buf, sizeof(buf)), 0);
+    int32_t feb = date_from_ymd(2027, 2, 1);
+    struct night_row row = {.night = feb + 2, .status = NIGHT_AVAILABLE, .has_price = true};
+    row.price = BOOKING_MAX_PRICE;
+    ck_assert_uint_gt(cacheval_encode_month(3, feb, &row, 1, buf, sizeof(buf)), 0);
+    row.price = -5;
+    ck_assert_uint_eq(cacheval_encode_month(3, feb, &row, 1, buf, sizeof(buf)), 0);
+    row.price = BOOKING_MAX_PRICE + 1;
+    ck_assert_uint_eq(cacheval_encode_month(3, feb, &row, 1, buf, sizeof(buf)), 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -116,5 +147,6 @@ main(void)
     UNIT_CASE(s, malformed_listings_are_refused);
     UNIT_CASE(s, month_round_trip_and_version);
     UNIT_CASE(s, malformed_months_are_refused);
+    UNIT_CASE(s, values_the_decoder_refuses_are_not_encoded);
     return unit_run(s);
 }
