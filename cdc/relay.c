@@ -156,6 +156,7 @@ on_delivery(void *msg_opaque, cal_status st, const char *errstr, void *arg)
         if (!r->delivery_failed)
             snprintf(r->fail_msg, sizeof(r->fail_msg), "%s", errstr ? errstr : "unknown");
         r->delivery_failed = true;
+        pthread_cond_broadcast(&r->cv); /* a reader waiting for room rewinds now */
     }
     advance_locked(r);
     pthread_mutex_unlock(&r->mu);
@@ -279,6 +280,7 @@ poller_main(void *arg)
             if (!r->delivery_failed)
                 snprintf(r->fail_msg, sizeof(r->fail_msg), "%s", err);
             r->delivery_failed = true;
+            pthread_cond_broadcast(&r->cv);
             pthread_mutex_unlock(&r->mu);
         }
         write_checkpoint(r, false);
@@ -636,13 +638,10 @@ open_txn(struct relay *r, const struct binlog_event *ev)
 {
     pthread_mutex_lock(&r->mu);
     while (r->ntxns >= (size_t)r->conf->max_pending_txns && !stopping(r) && !r->delivery_failed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        /* Woken when a transaction leaves the queue or a delivery fails;
+         * the timeout notices a stop (set by a signal handler). Monotonic:
+         * a wall clock stepped back would keep the reader here that long. */
+        struct timespec ts = cal_mono_after_ms(100);
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
     }
     struct txn *t = cal_calloc(1, sizeof(*t));
@@ -807,7 +806,7 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
     r->stop = stop;
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->cp_mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    cal_cond_init_monotonic(&r->cv);
     char err[512];
     int rc = 2;
     int lock_fd = -1;
