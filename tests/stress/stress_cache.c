@@ -215,7 +215,8 @@ open_cache(const struct testenv *env, char *err, size_t errlen)
     return cache_create(&cc, err, errlen);
 }
 
-/* Passes every 200 ms until one reads all and finds nothing stale, at most wait_ms. */
+/* Passes every 200 ms until one reads all, compares something and finds
+ * nothing stale, at most wait_ms. */
 static int
 settle(const struct testenv *env, const struct stress_conf *conf, struct cache *cache,
        unsigned wait_ms, int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
@@ -227,9 +228,14 @@ settle(const struct testenv *env, const struct stress_conf *conf, struct cache *
         rc = one_pass(env, conf, cache, mismatches, checked, err, errlen);
         /* A pass that could not read (memcached stalled or restarting by a
          * fault test, a shard connection lost) goes again in the same bound. */
-        if ((rc == 0 && *mismatches == 0) || cal_mono_us() >= until)
+        if ((rc == 0 && *mismatches == 0 && *checked > 0) || cal_mono_us() >= until)
             break;
         nanosleep(&tick, NULL);
+        /* Nothing cached to compare: calendard's reads did not fill (its
+         * memcached connection still failed after a fault test, say), or
+         * CDC deleted what they did. Read through calendard again. */
+        if (rc == 0 && *checked == 0)
+            warm(conf);
     }
     return rc;
 }
