@@ -50,15 +50,18 @@ pool_for_locked(struct router *router, const struct shard_info *s, unsigned *ind
         *index = (unsigned)i;
         struct pool *old = router->pools[i];
         const struct db_conf *was = pool_conf(old);
-        if (strcmp(was->host, conf.host) == 0 && was->port == conf.port &&
-            strcmp(was->database, conf.database) == 0)
+        bool same = strcmp(was->host, conf.host) == 0 && was->port == conf.port &&
+                    strcmp(was->database, conf.database) == 0;
+        if (same && !pool_retired(old))
             return old;
         /* The shard moved (a replica promoted, say): new connections go to
          * the catalog's address; the old pool closes its connections as
          * they come back. Whoever moved it fences the old server
-         * (read-only): its writes are then refused and retried here. */
-        log_warn("shard address changed", "shard=%u from=%s:%u/%s to=%s:%u/%s", s->shard_id,
-                 was->host, was->port, was->database, conf.host, conf.port, conf.database);
+         * (read-only): its writes are then refused and retried here. A
+         * shard back in the catalog after it left gets a fresh pool too. */
+        if (!same)
+            log_warn("shard address changed", "shard=%u from=%s:%u/%s to=%s:%u/%s", s->shard_id,
+                     was->host, was->port, was->database, conf.host, conf.port, conf.database);
         struct pool *pool = pool_create(&conf, router->conf.pool_size, router->conf.pool_wait_ms);
         __atomic_store_n(&router->pools[i], pool, __ATOMIC_RELEASE);
         pool_retire(old);
@@ -80,6 +83,25 @@ pool_for_locked(struct router *router, const struct shard_info *s, unsigned *ind
     log_info("shard added", "shard=%u host=%s port=%u db=%s", s->shard_id, s->host, s->port,
              s->db_name);
     return router->pools[i];
+}
+
+/* Shards gone from the catalog (calendar-rebalance remove-shard): their
+ * pools close the idle connections now and the others as they come back,
+ * and a request still holding a route there is told to route again. The
+ * slot stays (routes held elsewhere point at its pool). Needs
+ * refresh_lock held. */
+static void
+retire_removed_locked(struct router *router, const struct shardmap *map)
+{
+    for (size_t i = 0; i < router->nshards; i++) {
+        bool listed = false;
+        for (size_t j = 0; j < map->nshards && !listed; j++)
+            listed = map->shards[j].shard_id == router->shard_ids[i];
+        if (listed || pool_retired(router->pools[i]))
+            continue;
+        log_info("shard removed", "shard=%u", router->shard_ids[i]);
+        pool_retire(router->pools[i]);
+    }
 }
 
 static cal_status
@@ -105,6 +127,7 @@ reload_locked(struct router *router, char *err, size_t errlen)
             return CAL_ERR;
         }
     }
+    retire_removed_locked(router, map);
     memset(router->owned, 0, sizeof(router->owned));
     for (uint32_t v = 0; v < map->num_vbuckets; v++)
         for (size_t i = 0; i < map->nshards; i++)

@@ -95,6 +95,10 @@ route_to(struct router *r, uint32_t shard_id)
     return rt;
 }
 
+/* The id of the shard row that a_removed_shard_closes_its_connections
+ * adds, and restore_shards takes out (with its vbucket) if it crashed. */
+#define ADDED_SHARD 900
+
 /* Unchecked fixture, in this process: the shards as they were, and put
  * back even when the test crashed or timed out. */
 static void
@@ -111,12 +115,18 @@ remember_shards(void)
 static void
 restore_shards(void)
 {
-    char err[256];
+    char err[256] = "";
     struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
     struct db_val p[3] = {DB_INT_V(rows[0].port), DB_CSTR_V(rows[0].db_name), DB_INT_V(rows[0].id)};
-    if (cat == NULL || db_query(cat, "UPDATE shards SET port = ?, db_name = ? WHERE shard_id = ?",
-                                p, 3, NULL, err, sizeof(err)) != CAL_OK)
-        fprintf(stderr, "check_router: could not restore shard %u: %s\n", rows[0].id, err);
+    struct db_val added[2] = {DB_INT_V(rows[1].id), DB_INT_V(ADDED_SHARD)};
+    if (cat == NULL ||
+        db_query(cat, "UPDATE shards SET port = ?, db_name = ? WHERE shard_id = ?", p, 3, NULL, err,
+                 sizeof(err)) != CAL_OK ||
+        db_query(cat, "UPDATE vbuckets SET shard_id = ? WHERE shard_id = ?", added, 2, NULL, err,
+                 sizeof(err)) != CAL_OK ||
+        db_query(cat, "DELETE FROM shards WHERE shard_id = ?", added + 1, 1, NULL, err,
+                 sizeof(err)) != CAL_OK)
+        fprintf(stderr, "check_router: could not restore the shards: %s\n", err);
     db_close(cat);
 }
 
@@ -369,6 +379,47 @@ START_TEST(a_shard_owning_no_vbucket_is_not_asked_for_readiness)
     db_close(cat);
     ck_assert(loaded);
     ck_assert_msg(ready == CAL_OK, "not ready: %s", ready_err);
+}
+END_TEST
+
+/* A shard removed from the catalog (remove-shard, after its vbuckets left)
+ * closes its pool's connections, and a route still held to it is told to
+ * route again; they used to stay open for the daemon's life. The shard
+ * here is a second catalog row naming shard 1's server and database, given
+ * one vbucket of shard 1 and then taken out. */
+START_TEST(a_removed_shard_closes_its_connections)
+{
+    char err[256], sql[512];
+    struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
+    ck_assert_msg(cat != NULL, "%s", err);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO shards (shard_id, host, port, db_name, state)"
+             " SELECT %u, host, port, db_name, 'active' FROM shards WHERE shard_id = %u",
+             ADDED_SHARD, rows[1].id);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    snprintf(sql, sizeof(sql),
+             "UPDATE vbuckets SET shard_id = %u WHERE shard_id = %u ORDER BY vbucket LIMIT 1",
+             ADDED_SHARD, rows[1].id);
+    ck_assert_msg(db_exec(cat, sql, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct router *r = readiness_router(0);
+    struct route added = route_to(r, ADDED_SHARD);
+    struct db *db;
+    ck_assert(pool_get(added.pool, &db, err, sizeof(err)) == CAL_OK);
+    pool_put(added.pool, db);
+    unsigned open_before = pool_size(added.pool);
+
+    restore_shards(); /* the vbucket back to shard 1, the row out */
+    cal_status reload = router_refresh(r, err, sizeof(err));
+    unsigned open_after = pool_size(added.pool);
+    cal_status get_after = pool_get(added.pool, &db, err, sizeof(err));
+    struct route back = route_to(r, rows[1].id);
+    router_destroy(r);
+    db_close(cat);
+    ck_assert_uint_eq(open_before, 1);
+    ck_assert_int_eq(reload, CAL_OK);
+    ck_assert_uint_eq(open_after, 0);
+    ck_assert_int_eq(get_after, CAL_EMOVED); /* route again */
+    ck_assert_uint_eq(back.shard_id, rows[1].id);
 }
 END_TEST
 
@@ -674,6 +725,7 @@ main(void)
     tcase_add_test(tc, a_busy_shard_is_ready_a_failing_one_is_not);
     tcase_add_test(tc, a_shard_owning_no_vbucket_is_not_asked_for_readiness);
     tcase_add_test(tc, an_unreachable_shard_is_named_not_described);
+    tcase_add_test(tc, a_removed_shard_closes_its_connections);
     suite_add_tcase(s, tc);
     tc = tcase_create("reservation_ids");
     tcase_set_timeout(tc, 30);
