@@ -8,6 +8,8 @@
 #include <check.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -96,6 +98,18 @@ owned_listing(struct db *db)
     }
     ck_abort_msg("shard 0 owns no vbucket");
     return 0;
+}
+
+/* A new listing row (100 EUR, 1 to 30 nights) in a vbucket shard 0 owns. */
+static uint64_t
+new_listing(struct db *db)
+{
+    uint64_t id = owned_listing(db);
+    sql(db,
+        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
+        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
+        id, testenv_vbucket(id));
+    return id;
 }
 
 /* Removes what a test wrote (the deletes are relayed too; harmless). */
@@ -409,11 +423,7 @@ START_TEST(other_tables_never_stop_the_relay)
     ck_assert_int_eq(testenv_sql_admin(&env, SHARD, sqltext), 0);
 
     struct db *db = shard();
-    uint64_t L = owned_listing(db);
-    sql(db,
-        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
-        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
-        L, testenv_vbucket(L));
+    uint64_t L = new_listing(db);
     db_close(db);
     char tl[256];
     topic(tl, sizeof(tl), "listings");
@@ -578,11 +588,7 @@ assert_truncate(const struct kafka_test_msg *m, json_t *value, const char *table
 START_TEST(truncate_of_a_relayed_table_is_a_truncate_event)
 {
     struct db *db = shard();
-    uint64_t L = owned_listing(db);
-    sql(db,
-        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
-        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
-        L, testenv_vbucket(L));
+    uint64_t L = new_listing(db);
     sql(db,
         "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
         ", '2030-02-01', 'blocked', %u)",
@@ -634,11 +640,7 @@ END_TEST
 START_TEST(statement_logged_changes_are_truncate_events)
 {
     struct db *db = shard();
-    uint64_t L = owned_listing(db);
-    sql(db,
-        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
-        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
-        L, testenv_vbucket(L));
+    uint64_t L = new_listing(db);
     sql(db,
         "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
         ", '2030-03-01', 'available', %u)",
@@ -811,11 +813,7 @@ checkpoint_gtid(char *out, size_t size)
 START_TEST(xa_transaction_is_published_at_prepare)
 {
     struct db *db = shard();
-    uint64_t L = owned_listing(db);
-    sql(db,
-        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
-        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
-        L, testenv_vbucket(L));
+    uint64_t L = new_listing(db);
     sql(db,
         "INSERT INTO nights (listing_id, night, status, vbucket) VALUES (%" PRIu64
         ", '2030-05-01', 'available', %u)",
@@ -1029,28 +1027,43 @@ relay_pid(void)
  * shard's position. An empty one would make the next start read the
  * binlogs from the shard's first GTID (or fail once they were purged)
  * instead of from its position then. */
-START_TEST(no_checkpoint_before_the_shard_answered)
+/* A relay of shard 0's database of the test's own, in dir (made from a
+ * mkdtemp template: config, log, checkpoint): source port, Kafka
+ * bootstrap, topic prefix and server_id as given, and extra lines for its
+ * [kafka] and [relay] sections. */
+static pid_t
+start_own_relay(char *dir, unsigned port, const char *servers, const char *topic_prefix,
+                unsigned server_id, const char *kafka_extra, const char *relay_extra)
 {
-    char dir[] = "/tmp/check_relay_XXXXXX", path[600], text[2048], pw[512];
+    char path[600], text[2048], pw[512], log[600];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     ck_assert_int_eq(kafka_test_env_get(env.path, "REPL_PASSWORD_FILE", pw, sizeof(pw)), CAL_OK);
-    /* Port 1: nothing listens there, the connect is refused at once. */
     snprintf(text, sizeof(text),
-             "[source]\nhost = 127.0.0.1\nport = 1\ndatabase = %s\nuser = cal_repl\n"
-             "password_file = %s\nserver_id = 4242\n[kafka]\nbootstrap_servers = %s\n"
-             "topic_prefix = %s\n[relay]\nstate_dir = %s\n[log]\nlevel = info\n",
-             SHARD_DB, pw, bootstrap, prefix, dir);
+             "[source]\nhost = 127.0.0.1\nport = %u\ndatabase = %s\nuser = cal_repl\n"
+             "password_file = %s\nserver_id = %u\n[kafka]\nbootstrap_servers = %s\n"
+             "topic_prefix = %s\n%s[relay]\nstate_dir = %s\n%s[log]\nlevel = info\n",
+             port, SHARD_DB, pw, server_id, servers, topic_prefix, kafka_extra, dir, relay_extra);
     snprintf(path, sizeof(path), "%s/relay.ini", dir);
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
     fclose(f);
-    char log[600], checkpoint[600];
     snprintf(log, sizeof(log), "%s/relay.log", dir);
-    snprintf(checkpoint, sizeof(checkpoint), "%s/checkpoint", dir);
     char *argv[] = {"bin/calendar-cdc-relay", "--config", path, NULL};
     pid_t pid = proc_start(argv, log);
     ck_assert_int_gt(pid, 0);
+    return pid;
+}
+
+START_TEST(no_checkpoint_before_the_shard_answered)
+{
+    char dir[] = "/tmp/check_relay_XXXXXX", path[600], text[2048];
+    /* Port 1: nothing listens there, the connect is refused at once. */
+    pid_t pid = start_own_relay(dir, 1, bootstrap, prefix, 4242, "", "");
+    char log[600], checkpoint[600];
+    snprintf(path, sizeof(path), "%s/relay.ini", dir);
+    snprintf(log, sizeof(log), "%s/relay.log", dir);
+    snprintf(checkpoint, sizeof(checkpoint), "%s/checkpoint", dir);
     /* Long enough for several checkpoint rounds of the producer's poller
      * (every 50 ms) and connect retries. */
     cal_sleep_ms(1500);
@@ -1058,7 +1071,7 @@ START_TEST(no_checkpoint_before_the_shard_answered)
     ck_assert_int_eq(proc_wait(pid, 30), 0);
     ck_assert_msg(access(checkpoint, F_OK) != 0, "a checkpoint was written before the shard"
                                                  " answered");
-    f = fopen(log, "r");
+    FILE *f = fopen(log, "r");
     ck_assert_ptr_nonnull(f);
     size_t n = fread(text, 1, sizeof(text) - 1, f);
     text[n] = '\0';
@@ -1070,17 +1083,90 @@ START_TEST(no_checkpoint_before_the_shard_answered)
 }
 END_TEST
 
+/* What arrived of a listing's versions 1..max. */
+struct versions {
+    size_t distinct, total, regressions;
+};
+
+/* Consumes topic t at servers (nparts partitions) until every version
+ * 1..max of listing L arrived (asserted, within 60 s). Within a delivery
+ * run versions come in order; a resend after a restart or a rewind starts
+ * over (counted in regressions). */
+static void
+collect_versions(const char *servers, const char *t, int32_t nparts, uint64_t L, int max,
+                 struct versions *out)
+{
+    const char *topics[] = {t, NULL};
+    char err[256];
+    struct kafka_test_consumer *kc = kafka_test_consumer_create(servers, topics, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    bool *seen = cal_calloc((size_t)max + 1, sizeof(*seen));
+    *out = (struct versions){0};
+    int64_t last_version = 0;
+    uint64_t deadline = cal_mono_us() + 60 * 1000000ULL;
+    while (out->distinct < (size_t)max && cal_mono_us() < deadline) {
+        struct kafka_test_msg m;
+        int rc = kafka_test_consume(kc, 200, &m, err, sizeof(err));
+        ck_assert_msg(rc >= 0, "%s", err);
+        if (rc == 0)
+            continue;
+        json_t *value = json_loads(m.value, 0, NULL);
+        ck_assert_ptr_nonnull(value);
+        json_t *after = json_object_get(value, "after");
+        if (json_is_object(after) &&
+            (uint64_t)json_integer_value(json_object_get(after, "listing_id")) == L) {
+            ck_assert_int_eq(m.partition, event_partition(L, nparts));
+            int64_t v = json_integer_value(json_object_get(after, "version"));
+            ck_assert_msg(v >= 1 && v <= max, "version %" PRId64, v);
+            if (v < last_version)
+                out->regressions++;
+            else
+                ck_assert_msg(v == last_version || v == last_version + 1,
+                              "gap: version %" PRId64 " after %" PRId64, v, last_version);
+            last_version = v;
+            out->total++;
+            if (!seen[v]) {
+                seen[v] = true;
+                out->distinct++;
+            }
+        }
+        json_decref(value);
+        kafka_test_msg_free(&m);
+    }
+    kafka_test_consumer_destroy(kc);
+    for (int v = 1; v <= max; v++)
+        ck_assert_msg(seen[v], "version %d never arrived (%zu of %d distinct)", v, out->distinct,
+                      max);
+    free(seen);
+}
+
+/* Does the file at path hold needle, now or within ms? */
+static bool
+log_has_within(const char *path, const char *needle, unsigned ms)
+{
+    for (unsigned waited = 0;; waited += 100) {
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        bool found = false;
+        while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
+            found = strstr(line, needle) != NULL;
+        if (f != NULL)
+            fclose(f);
+        if (found)
+            return true;
+        if (waited >= ms)
+            return false;
+        cal_sleep_ms(100);
+    }
+}
+
 /* SIGKILL mid-stream, more writes, restart: every version of the listing
  * must arrive (duplicates allowed), in order within each delivery run. */
 START_TEST(kill_9_mid_stream_loses_nothing)
 {
     enum { UPDATES = 1500, KILL_AT = 400 };
     struct db *db = shard();
-    uint64_t L = owned_listing(db);
-    sql(db,
-        "INSERT INTO listings (listing_id, vbucket, default_price, currency, min_nights, "
-        "max_nights) VALUES (%" PRIu64 ", %u, 100, 'EUR', 1, 30)",
-        L, testenv_vbucket(L));
+    uint64_t L = new_listing(db);
     pid_t killed = 0;
     uint64_t t0 = cal_mono_us();
     for (int k = 0; k < UPDATES; k++) {
@@ -1104,55 +1190,73 @@ START_TEST(kill_9_mid_stream_loses_nothing)
 
     char tl[256];
     topic(tl, sizeof(tl), "listings");
-    const char *topics[] = {tl, NULL};
-    char err[256];
-    struct kafka_test_consumer *kc =
-        kafka_test_consumer_create(bootstrap, topics, err, sizeof(err));
-    ck_assert_msg(kc != NULL, "%s", err);
-    static bool seen[UPDATES + 2];
-    size_t distinct = 0, total = 0, regressions = 0;
-    int64_t last_version = 0;
-    uint64_t t1 = cal_mono_us(), deadline = t1 + 60 * 1000000ULL;
-    while (distinct < UPDATES + 1 && cal_mono_us() < deadline) {
-        struct kafka_test_msg m;
-        int rc = kafka_test_consume(kc, 200, &m, err, sizeof(err));
-        ck_assert_msg(rc >= 0, "%s", err);
-        if (rc == 0)
-            continue;
-        json_t *value = json_loads(m.value, 0, NULL);
-        ck_assert_ptr_nonnull(value);
-        json_t *after = json_object_get(value, "after");
-        if (json_is_object(after) &&
-            (uint64_t)json_integer_value(json_object_get(after, "listing_id")) == L) {
-            ck_assert_int_eq(m.partition, event_partition(L, partitions));
-            int64_t v = json_integer_value(json_object_get(after, "version"));
-            ck_assert_msg(v >= 1 && v <= UPDATES + 1, "version %" PRId64, v);
-            if (v < last_version)
-                regressions++; /* a resend after the restart starts over */
-            else
-                ck_assert_msg(v == last_version || v == last_version + 1,
-                              "gap: version %" PRId64 " after %" PRId64, v, last_version);
-            last_version = v;
-            total++;
-            if (!seen[v]) {
-                seen[v] = true;
-                distinct++;
-            }
-        }
-        json_decref(value);
-        kafka_test_msg_free(&m);
-    }
-    kafka_test_consumer_destroy(kc);
-    for (int v = 1; v <= UPDATES + 1; v++)
-        ck_assert_msg(seen[v], "version %d never arrived (%zu of %d distinct)", v, distinct,
-                      UPDATES + 1);
-    ck_assert_int_le(regressions, 1);
+    uint64_t t1 = cal_mono_us();
+    struct versions got;
+    collect_versions(bootstrap, tl, partitions, L, UPDATES + 1, &got);
+    ck_assert_int_le(got.regressions, 1);
     cleanup(L);
     fprintf(stderr,
             "kill -9 test: %d single-row transactions written in %.2f s (%.0f/s), %zu events "
             "consumed (%zu duplicates) %.2f s after the restart\n",
-            UPDATES + 1, (double)write_us / 1e6, (UPDATES + 1) / ((double)write_us / 1e6), total,
-            total - distinct, (double)(cal_mono_us() - t1) / 1e6);
+            UPDATES + 1, (double)write_us / 1e6, (UPDATES + 1) / ((double)write_us / 1e6),
+            got.total, got.total - got.distinct, (double)(cal_mono_us() - t1) / 1e6);
+}
+END_TEST
+
+/* Read-ahead bounded (max_pending_txns 10) by a broker that answers every
+ * request 50 ms late, so the binlog reader waits for room again and again;
+ * then the broker goes away for 3 s while the queue is full (deliveries
+ * fail after message_timeout_ms, 1 s), and comes back. Every version of
+ * the listing arrives, in order within each delivery run. */
+START_TEST(a_full_queue_waits_and_a_lost_broker_loses_nothing)
+{
+    enum { UPDATES = 300, DOWN_AT = 100, UP_AT = 200 };
+    char kerr[512], err[256], pfx[64], tl[256];
+    rd_kafka_conf_t *kconf = rd_kafka_conf_new();
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, kerr, sizeof(kerr));
+    ck_assert_msg(rk != NULL, "%s", kerr);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, 1);
+    ck_assert_ptr_nonnull(mc);
+    const char *servers = rd_kafka_mock_cluster_bootstraps(mc);
+    snprintf(pfx, sizeof(pfx), "bp%llu", (unsigned long long)(testenv_random48() % 1000000));
+    ck_assert_int_eq(event_topic(tl, sizeof(tl), pfx, SHARD_DB, "listings"), CAL_OK);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(mc, tl, 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(mc, 1, 50), RD_KAFKA_RESP_ERR_NO_ERROR);
+
+    struct db_conf sc;
+    memset(&sc, 0, sizeof(sc));
+    ck_assert(db_conf_parse_dsn(&sc, env.shard_dsns[SHARD], err, sizeof(err)) == CAL_OK);
+    char dir[] = "/tmp/check_relay_XXXXXX", log[600];
+    pid_t pid = start_own_relay(dir, sc.port, servers, pfx, 4243,
+                                "linger_ms = 1\nmessage_timeout_ms = 1000\n",
+                                "max_pending_txns = 10\nreconnect_max_ms = 500\n");
+    snprintf(log, sizeof(log), "%s/relay.log", dir);
+    ck_assert_msg(log_has_within(log, "msg=\"streaming\"", 20000), "the relay never streamed");
+
+    struct db *db = shard();
+    uint64_t L = new_listing(db);
+    for (int k = 0; k < UPDATES; k++) {
+        if (k == DOWN_AT)
+            ck_assert_int_eq(rd_kafka_mock_broker_set_down(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        if (k == UP_AT) {
+            cal_sleep_ms(3000);
+            ck_assert_int_eq(rd_kafka_mock_broker_set_up(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        }
+        sql(db, "UPDATE listings SET version = version + 1 WHERE listing_id = %" PRIu64, L);
+    }
+    db_close(db);
+    struct versions got;
+    collect_versions(servers, tl, 1, L, UPDATES + 1, &got);
+    bool failed_seen = log_has_within(log, "kafka delivery failed", 0);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    int rc = proc_wait(pid, 30);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    cleanup(L);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(failed_seen, "the broker's absence failed no delivery (see %s)", log);
+    fprintf(stderr, "backpressure test: %zu events of %d versions (%zu duplicates)\n", got.total,
+            UPDATES + 1, got.total - got.distinct);
 }
 END_TEST
 
@@ -1191,6 +1295,10 @@ suite(void)
     tc = tcase_create("no_checkpoint_before_the_shard_answered");
     tcase_add_test(tc, no_checkpoint_before_the_shard_answered);
     tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_full_queue_waits_and_a_lost_broker_loses_nothing");
+    tcase_add_test(tc, a_full_queue_waits_and_a_lost_broker_loses_nothing);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     tc = tcase_create("kill_9_mid_stream_loses_nothing");
     tcase_add_test(tc, kill_9_mid_stream_loses_nothing);
