@@ -84,7 +84,8 @@ usage(FILE *out)
             "cancels were sent and none was acknowledged,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
             "no value of the run's listings to compare, even after reading the window of each\n"
-            "(of the first 256) once through calendard; else 0.\n");
+            "(of the first 256) through calendard, again before each pass that found nothing,\n"
+            "for up to 10 s; else 0.\n");
 }
 
 static int
