@@ -96,8 +96,10 @@ struct worker {
     struct worker *next; /* below it on the idle stack */
 };
 
+/* closing: the daemon is stopping, so the client is told to take its next
+ * request elsewhere rather than find this keep-alive connection gone. */
 static enum MHD_Result
-send_answer(struct MHD_Connection *conn, struct api_response *resp, uint64_t start_us)
+send_answer(struct MHD_Connection *conn, struct api_response *resp, uint64_t start_us, bool closing)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
@@ -115,6 +117,8 @@ send_answer(struct MHD_Connection *conn, struct api_response *resp, uint64_t sta
         snprintf(ra, sizeof(ra), "%d", resp->retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (closing)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
     MHD_destroy_response(r);
     metrics_request(resp->endpoint, resp->status, cal_mono_us() - start_us);
@@ -128,7 +132,7 @@ refuse(struct MHD_Connection *conn, struct http_request *hr, int status, const c
     struct api_response resp = {.endpoint = EP_OTHER};
     service_error(&resp, status, code, message);
     hr->answered = true;
-    return send_answer(conn, &resp, hr->start_us);
+    return send_answer(conn, &resp, hr->start_us, atomic_load(&hr->loop->srv->stopping));
 }
 
 static void
@@ -307,7 +311,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
             return MHD_YES; /* cannot happen: resumed only once ready */
         hr->suspended = false;
         hr->answered = true;
-        return send_answer(conn, &hr->resp, hr->start_us);
+        return send_answer(conn, &hr->resp, hr->start_us, atomic_load(&lp->srv->stopping));
     }
     if (*upload_data_size > 0) {
         if (hr->too_large) {
@@ -357,7 +361,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         if (!answered)
             return park(lp, hr, true);
         hr->answered = true;
-        return send_answer(conn, &hr->resp, hr->start_us);
+        return send_answer(conn, &hr->resp, hr->start_us, atomic_load(&lp->srv->stopping));
     }
     return park(lp, hr, false);
 }

@@ -1420,6 +1420,9 @@ expect_refusal(const struct testd *d, const char *code)
         http_response_error_code(&resp, got, sizeof(got));
         if (resp.status == 503 && strcmp(got, code) == 0) {
             ck_assert_msg(atoi(resp.retry_after) > 0, "503 %s without Retry-After", code);
+            /* A stopping daemon tells keep-alive clients to go elsewhere. */
+            if (strcmp(code, "shutting_down") == 0)
+                ck_assert_str_eq(resp.connection, "close");
             http_response_deinit(&resp);
             http_client_destroy(client);
             return;
@@ -1561,9 +1564,10 @@ expect_slow_search_whole(int fd)
 }
 
 /* Joins the held bookings: each answered in full with 201, and confirmed in
- * SQL under the reservation id its client got. */
+ * SQL under the reservation id its client got; with Connection: close when
+ * the daemon was stopping (closing). */
 static void
-expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads)
+expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads, bool closing)
 {
     for (int i = 0; i < HELD; i++) {
         struct held_booking *b = &held[i];
@@ -1578,6 +1582,8 @@ expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads)
                                  "reservation_id = ? AND status = 'confirmed'",
                                  p, 2) != 1)
                 note_failure("booking %d: answered 201, not confirmed in SQL", i);
+            if (strcmp(b->resp.connection, closing ? "close" : "") != 0)
+                note_failure("booking %d: Connection \"%s\"", i, b->resp.connection);
             json_decref(r);
         }
         http_response_deinit(&b->resp);
@@ -1598,7 +1604,7 @@ START_TEST(test_overload_is_refused_with_retry_after)
     start_own_calendard(&d, HELD);
     uint64_t id = hold_bookings(&d, held, threads, &locker);
     ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
-    expect_held_booked(id, held, threads);
+    expect_held_booked(id, held, threads, false);
     db_close(locker);
     ck_assert_int_eq(testd_stop(&d, 30), 0);
     testd_cleanup(&d);
@@ -1626,7 +1632,7 @@ START_TEST(test_sigterm_answers_the_requests_running)
     /* The stop waits for the held bookings, its listener still open. */
     expect_refusal(&d, "shutting_down");
     ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
-    expect_held_booked(id, held, threads);
+    expect_held_booked(id, held, threads, true);
     /* Long enough for a daemon that does not wait for the slow reader to
      * have closed its connection. */
     cal_sleep_ms(500);

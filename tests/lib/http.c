@@ -117,12 +117,14 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
     /* A new status line (after a 100 Continue, say) starts a new header set. */
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         resp->etag[0] = resp->retry_after[0] = resp->content_type[0] = resp->allow[0] = '\0';
+        resp->connection[0] = '\0';
         return n;
     }
     take_header(data, n, "ETag", resp->etag, sizeof(resp->etag));
     take_header(data, n, "Retry-After", resp->retry_after, sizeof(resp->retry_after));
     take_header(data, n, "Content-Type", resp->content_type, sizeof(resp->content_type));
     take_header(data, n, "Allow", resp->allow, sizeof(resp->allow));
+    take_header(data, n, "Connection", resp->connection, sizeof(resp->connection));
     return n;
 }
 

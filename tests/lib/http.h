@@ -22,7 +22,8 @@ struct http_response {
     char etag[128]; /* raw header value, quotes included; "" if absent */
     char retry_after[32];
     char content_type[128];
-    char allow[128]; /* the methods a 405 names; "" if absent */
+    char allow[128];     /* the methods a 405 names; "" if absent */
+    char connection[32]; /* the Connection header ("close"), "" if absent */
 };
 
 /* Call once from main before any thread starts (curl_global_init). */
