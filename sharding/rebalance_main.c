@@ -221,6 +221,16 @@ catalog_count(struct db *db, const char *sql, const struct db_val *p, size_t np,
     return n;
 }
 
+/* Runs sql on the catalog's open transaction and commits it: true when
+ * both went through (err says why not; the caller rolls back). */
+static bool
+catalog_write_commit(struct db *db, const char *sql, const struct db_val *p, size_t np, char *err,
+                     size_t errlen)
+{
+    return db_query(db, sql, p, np, NULL, err, errlen) == CAL_OK &&
+           db_commit(db, err, errlen) == CAL_OK;
+}
+
 static const char SQL_NEXT_SHARD_ID[] =
     "SELECT GREATEST(COALESCE((SELECT MAX(shard_id) FROM shards), -1),"
     " COALESCE((SELECT MAX(GREATEST(source_shard, target_shard)) FROM moves), -1)) + 1";
@@ -315,9 +325,8 @@ set_shard_state(struct cluster *c, const char *state, const char *then)
         goto out;
     }
     struct db_val p[2] = {DB_CSTR_V(state), DB_INT_V(opt.shard_id)};
-    if (db_query(c->catalog, "UPDATE shards SET state = ? WHERE shard_id = ?", p, 2, NULL, err,
-                 sizeof(err)) == CAL_OK &&
-        db_commit(c->catalog, err, sizeof(err)) == CAL_OK)
+    if (catalog_write_commit(c->catalog, "UPDATE shards SET state = ? WHERE shard_id = ?", p, 2,
+                             err, sizeof(err)))
         ret = 0;
 out:
     if (ret != 0) {
@@ -384,9 +393,8 @@ cmd_remove_shard(struct cluster *c)
         snprintf(err, sizeof(err),
                  "shard %lld is in %lld unfinished moves: resume or abandon them first",
                  (long long)opt.shard_id, moves);
-    else if (db_query(c->catalog, "DELETE FROM shards WHERE shard_id = ?", p, 1, NULL, err,
-                      sizeof(err)) == CAL_OK &&
-             db_commit(c->catalog, err, sizeof(err)) == CAL_OK)
+    else if (catalog_write_commit(c->catalog, "DELETE FROM shards WHERE shard_id = ?", p, 1, err,
+                                  sizeof(err)))
         ret = 0;
 out:
     if (ret != 0) {
