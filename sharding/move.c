@@ -928,9 +928,14 @@ move_rec_from_row(struct move_rec *m, const struct db_val *col)
 
 static const char SQL_OPEN_MOVE_OF[] =
     "SELECT move_id FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
+/* Journaled only while the target is active, its catalog row share-locked
+ * until the insert commits: drain-shard and remove-shard (which lock the row
+ * for update and count unfinished moves) either come first and the move is
+ * refused, or come after and see it. */
 static const char SQL_NEW_MOVE[] =
     "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
-    " VALUES (?, ?, ?, ?, 'copy')";
+    " SELECT ?, ?, ?, ?, 'copy' FROM shards WHERE shard_id = ? AND state = 'active'"
+    " LOCK IN SHARE MODE";
 static const char SQL_MOVE_PHASE[] = "SELECT phase, rows_copied FROM moves WHERE move_id = ?";
 /* One run at a time per vbucket, across processes: a named lock of the
  * catalog session, held from before the open-move check to the end of the
@@ -1100,8 +1105,8 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
         return CAL_EINVAL;
     }
     struct db_stmt *st;
-    struct db_val p[4] = {DB_INT_V(m->vbucket), DB_INT_V(m->source), DB_INT_V(m->target),
-                          DB_INT_V(m->old_epoch)},
+    struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(m->source), DB_INT_V(m->target),
+                          DB_INT_V(m->old_epoch), DB_INT_V(m->target)},
                   col[1];
     bool open;
     if ((rc = query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen)) != CAL_OK)
@@ -1126,8 +1131,13 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
                  m->target, m->vbucket);
         return CAL_EINVAL;
     }
-    if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 4, &st, err, errlen)) != CAL_OK)
+    if ((rc = db_query(c->catalog, SQL_NEW_MOVE, p, 5, &st, err, errlen)) != CAL_OK)
         return rc;
+    if (db_affected_rows(st) != 1) {
+        snprintf(err, errlen, "target shard %u is not active (draining or removed): not moved",
+                 m->target);
+        return CAL_EINVAL;
+    }
     m->move_id = db_insert_id(st);
     cal_strlcpy(m->phase, "copy", sizeof(m->phase));
     return run_move_relocking(c, m, o, err, errlen);

@@ -1200,6 +1200,41 @@ expect_phase(struct db *cat, uint64_t move_id, const char *phase)
         ;
 }
 
+static const char SQL_MOVES_OF[] = "SELECT COUNT(*) FROM moves WHERE vbucket = ?";
+
+/* A target drained after the tool loaded its map (a rebalance planned
+ * before drain-shard, or remove-shard racing a move's start): the move is
+ * not journaled, so nothing flips the vbucket to a shard on its way out. */
+START_TEST(a_move_to_a_shard_drained_meanwhile_is_not_journaled)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[512];
+    moving_listing(h, "rb-drained", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    struct cluster c;
+    open_cluster(&c);
+    long long journaled = scalar(cat, SQL_MOVES_OF, m.v);
+    exec_sql(cat, "UPDATE shards SET state = 'draining' WHERE shard_id = ?", (uint64_t)m.target);
+    struct move_opts mo = {0};
+    struct move_progress res;
+    cal_status rc = move_vbucket(&c, m.v, (uint32_t)m.target, &mo, &res, err, sizeof(err));
+    exec_sql(cat, "UPDATE shards SET state = 'active' WHERE shard_id = ?", (uint64_t)m.target);
+    cluster_close(&c);
+    ck_assert_msg(rc == CAL_EINVAL, "move to a draining shard: %s (%s)", cal_status_name(rc), err);
+    ck_assert_ptr_nonnull(strstr(err, "not active"));
+    ck_assert_int_eq(scalar(cat, SQL_MOVES_OF, m.v), journaled);
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), scalar(cat, SQL_EPOCH, m.v));
+    db_close(src);
+    db_close(dst);
+    db_close(cat);
+    check_after_move(h, m.id, m.rid, m.key, m.from);
+    http_client_destroy(h);
+}
+END_TEST
+
 START_TEST(a_run_that_loses_its_move_lock_stops)
 {
     const struct lost_lock_case *lc = &LOST_LOCK_CASES[_i];
@@ -1999,6 +2034,7 @@ main(void)
     tc = tcase_create("journal");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
+    tcase_add_test(tc, a_move_to_a_shard_drained_meanwhile_is_not_journaled);
     tcase_add_test(tc, abandon_before_the_cutover_only);
     tcase_add_test(tc, abandon_leaves_rows_the_target_cannot_delete);
     tcase_add_test(tc, rows_a_stale_run_still_writes_are_left_to_it);
