@@ -42,15 +42,21 @@ FAILED=0
 FAILED_STEPS=()
 
 # step NAME TIMEOUT CMD...: runs one step with its output shown as it comes.
-# --foreground keeps CMD in our process group so Ctrl-C reaches it (Check's
-# runner then kills its forked test); -k escalates to KILL after a TERM.
-# Steps do not inherit the lock fd, so servers never hold the lock.
+# timeout runs CMD in a process group of its own: Check's runner answers a
+# TERM by signalling its whole group, which must not be ours (a step that ran
+# out of time would end the run). A signal to this script stops the step's
+# group (on_signal). -k escalates to KILL after a TERM. Steps do not inherit
+# the lock fd, so servers never hold the lock.
+STEP=
 step() {
     local name=$1 limit=$2 start rc=0
     shift 2
     printf '=== %s\n' "$name"
     start=$SECONDS
-    timeout --foreground -k 10 "$limit" "$@" 9>&- || rc=$?
+    timeout -k 10 "$limit" "$@" 9>&- </dev/null &
+    STEP=$!
+    wait "$STEP" || rc=$?
+    STEP=
     if [ "$rc" -eq 0 ]; then
         PASSED=$((PASSED + 1))
         printf -- '--- PASS %s (%ds)\n' "$name" $((SECONDS - start))
@@ -108,8 +114,17 @@ teardown_stack() {
     "$STACK_SH" down --dir "$TEST_STACK_DIR" || true
 }
 
+# Stops the running step's process group (timeout's), and waits for it.
+stop_step() {
+    [ -n "$STEP" ] || return 0
+    kill -TERM -- "-$STEP" 2>/dev/null || kill -TERM "$STEP" 2>/dev/null || true
+    wait "$STEP" 2>/dev/null || true
+    STEP=
+}
+
 on_signal() {
-    echo "interrupted; stopping the test stack"
+    echo "interrupted; stopping the running step and the test stack"
+    stop_step
     teardown_stack
     echo "$PASSED passed, $((FAILED + 1)) failed"
     exit 130
@@ -137,7 +152,6 @@ run_integration() {
 
     STACK_STARTED=1
     trap teardown_stack EXIT
-    trap on_signal INT TERM
     # Several partitions per topic, so the tests see listings routed to them.
     step "stack up" 300 env CDC_PARTITIONS=4 "$STACK_SH" up --dir "$TEST_STACK_DIR" --free-ports \
         --spare-shards 1
@@ -164,8 +178,10 @@ run_integration() {
         print_stack_logs
     fi
     teardown_stack
-    trap - EXIT INT TERM
+    trap - EXIT
 }
+
+trap on_signal INT TERM HUP
 
 mode=${1:-all}
 case "$mode" in

@@ -7,7 +7,7 @@ PACKAGES=(
     mariadb-server mariadb-client libmariadb-dev libmariadb-dev-compat
     libmemcached-dev memcached librdkafka-dev check libsubunit-dev
     libmicrohttpd-dev libjansson-dev libinih-dev libcurl4-openssl-dev
-    pkg-config gcc make kcat wrk gnuplot-nox curl
+    pkg-config gcc make kcat gnuplot-nox curl
     clang libclang-rt-14-dev libfuzzer-14-dev clang-format
 )
 
@@ -17,8 +17,8 @@ Usage: ${0##*/} [--help]
 
 Checks each package below with 'dpkg -s'. When any is missing, runs
 'apt-get update' once and 'apt-get install -y --no-install-recommends' for
-the missing ones (through sudo when not root). Prints one line when
-everything is already installed.
+the missing ones (through sudo when not root), each waiting up to 10 minutes
+for apt's lock. Prints one line when everything is already installed.
 
 Packages: ${PACKAGES[*]}
 EOF
@@ -70,5 +70,8 @@ if [ "$(id -u)" -ne 0 ]; then
     # sudo resets the environment; pass the frontend through env(1).
     as_root=(sudo env DEBIAN_FRONTEND=noninteractive)
 fi
-"${as_root[@]}" apt-get update
-"${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+# A fresh machine may be running its daily apt jobs: wait for their lock
+# (up to 10 minutes) instead of failing at once.
+lock_wait=(-o DPkg::Lock::Timeout=600)
+"${as_root[@]}" apt-get "${lock_wait[@]}" update
+"${as_root[@]}" apt-get "${lock_wait[@]}" install -y --no-install-recommends "${missing[@]}"

@@ -706,7 +706,7 @@ stack_up() {
     write_configs
 
     trap on_up_exit EXIT
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT TERM HUP
 
     for ((i = 0; i < NINST; i++)); do
         install_shard "$i"
@@ -747,7 +747,14 @@ stack_up() {
     fi
 
     UP_OK=1
-    trap - EXIT INT TERM
+    trap - EXIT
+    # `run` stops what it started on a signal from here on; `up` leaves the
+    # stack running once it is up.
+    if [ "${RUN_MODE:-0}" = 1 ]; then
+        trap 'log "stopping"; stack_down; exit 0' INT TERM HUP
+    else
+        trap - INT TERM HUP
+    fi
 
     echo "stack up in $DIR"
     for ((i = 0; i < NINST; i++)); do
@@ -806,6 +813,7 @@ stack_restart() {
 
 stack_run() {
     local name ci co to
+    RUN_MODE=1
     stack_up
     ci=$(date -u -d '+30 days' +%F)
     co=$(date -u -d '+33 days' +%F)
@@ -822,7 +830,6 @@ Try:
 SQL (app user): mariadb --defaults-extra-file=$SECRETS_DIR/app.cnf -P ${SHARD_PORTS[0]} calendar_shard0
 Ctrl-C stops the stack.
 EOF
-    trap 'log "stopping"; stack_down; exit 0' INT TERM
     while :; do
         while IFS= read -r name; do
             if ! owned_pid "$name" >/dev/null; then
