@@ -57,6 +57,15 @@ PROGRAMS += $(if $(wildcard sharding/rebalance_main.c),bin/calendar-rebalance)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
 
+# A build needs the libraries `make deps` installs (make test and make run
+# install them first): name the missing ones instead of failing on headers.
+NO_LIB_GOALS := deps test run clean format format-check stack-down
+ifneq ($(filter-out $(NO_LIB_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(shell pkg-config --exists $(PKGS) 2>/dev/null && echo ok),ok)
+$(error missing libraries: $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo ok),,$(p))); run 'make deps' (or make test / make run, which install them))
+endif
+endif
+
 .PHONY: all deps run test unit integration stack-up stack-down \
         format format-check clean tests-build fuzz fuzz-build
 all: $(PROGRAMS) tests-build
@@ -184,9 +193,13 @@ run: deps
 	$(Q)tests/stack/stack.sh run --dir var
 
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+# The files git tracks: without a checkout there are none, and clang-format
+# with no files would read standard input.
 format:
+	$(if $(FORMAT_FILES),,$(error format needs a git checkout: no tracked C files))
 	$(Q)clang-format -i $(FORMAT_FILES)
 format-check:
+	$(if $(FORMAT_FILES),,$(error format-check needs a git checkout: no tracked C files))
 	$(Q)clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
