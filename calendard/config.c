@@ -94,13 +94,9 @@ config_load(const char *path, struct calendard_conf *conf, char *err, size_t err
         snprintf(err, errlen, "%s: [routing] backoff_max_ms is below backoff_base_ms", path);
         return CAL_EINVAL;
     }
-    if ((rc = db_conf_check_timeouts(&conf->catalog, "catalog", err, errlen)) != CAL_OK ||
-        (rc = db_conf_check_timeouts(&conf->shard, "shards", err, errlen)) != CAL_OK) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", err);
-        snprintf(err, errlen, "%s: %s", path, why);
+    if ((rc = db_conf_check_timeouts(&conf->catalog, path, "catalog", err, errlen)) != CAL_OK ||
+        (rc = db_conf_check_timeouts(&conf->shard, path, "shards", err, errlen)) != CAL_OK)
         return rc;
-    }
     if ((rc = db_conf_read_password(&conf->catalog, err, errlen)) != CAL_OK)
         return rc;
     return db_conf_read_password(&conf->shard, err, errlen);

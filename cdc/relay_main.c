@@ -29,8 +29,9 @@ static const struct conf_item conf_items[] = {
                   "the shard database whose listings, nights and reservations are relayed"),
     CONF_STR_ITEM("source", "user", T, relay.source.db.user, "cal_repl",
                   "replication user (needs REPLICATION SLAVE)"),
-    CONF_STR_ITEM("source", "password_file", T, relay.source.db.password_file, "",
-                  "file holding the password (mode 0600); never put it on a command line"),
+    CONF_STR_CHECK_ITEM("source", "password_file", T, relay.source.db.password_file, "",
+                        conf_check_secret_file,
+                        "file holding the password (mode 0600); never put it on a command line"),
     CONF_INT_ITEM("source", "server_id", T, relay.source.server_id, 1, 4294967295LL, "1000",
                   "replica server id this relay presents; unique among all replicas of the "
                   "shard (e.g. 1000 + shard number)"),

@@ -46,6 +46,20 @@ conf_check_readable_file(const char *value, char *why, size_t whylen)
     return CAL_OK;
 }
 
+cal_status
+conf_check_secret_file(const char *value, char *why, size_t whylen)
+{
+    cal_status rc = conf_check_readable_file(value, why, whylen);
+    struct stat st;
+    if (rc != CAL_OK || value[0] == '\0')
+        return rc;
+    if (stat(value, &st) != 0 || (st.st_mode & 077) != 0) {
+        snprintf(why, whylen, "%s must have no group or other permission bits (chmod 600)", value);
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
+}
+
 static cal_status
 set_item(const struct conf_item *it, void *target, const char *value, char *err, size_t errlen)
 {

@@ -55,6 +55,11 @@ cal_status conf_check_ipv4(const char *value, char *why, size_t whylen);
  * empty value (not set) passes. */
 cal_status conf_check_readable_file(const char *value, char *why, size_t whylen);
 
+/* A check of CONF_STR_CHECK_ITEM for a password_file: a regular file this
+ * process can read, with no group or other permission bits. An empty value
+ * passes. */
+cal_status conf_check_secret_file(const char *value, char *why, size_t whylen);
+
 /* Sets every item of target to its default. */
 void conf_defaults(const struct conf_item *items, size_t n, void *target);
 

@@ -159,16 +159,17 @@ db_conf_parse_dsn(struct db_conf *conf, const char *dsn, char *err, size_t errle
 static unsigned ms_to_s(unsigned ms, unsigned dflt_ms);
 
 cal_status
-db_conf_check_timeouts(const struct db_conf *conf, const char *section, char *err, size_t errlen)
+db_conf_check_timeouts(const struct db_conf *conf, const char *path, const char *section, char *err,
+                       size_t errlen)
 {
     unsigned rt = ms_to_s(conf->read_timeout_ms, 5000);
     unsigned lw = conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S;
     if (rt >= lw + DB_LOCK_WAIT_MARGIN_S)
         return CAL_OK;
     snprintf(err, errlen,
-             "[%s] read_timeout_ms (%u s) must be at least lock_wait_timeout_s (%u s) + %d s:"
+             "%s: [%s] read_timeout_ms (%u s) must be at least lock_wait_timeout_s (%u s) + %d s:"
              " a statement waiting on a row lock would time out as a lost connection",
-             section, rt, lw, DB_LOCK_WAIT_MARGIN_S);
+             path, section, rt, lw, DB_LOCK_WAIT_MARGIN_S);
     return CAL_EINVAL;
 }
 
@@ -187,7 +188,7 @@ db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
     cal_status rc = CAL_OK;
     if (fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
         snprintf(err, errlen,
-                 "password_file %s must not be readable by group or others (chmod 600)",
+                 "password_file %s must have no group or other permission bits (chmod 600)",
                  conf->password_file);
         rc = CAL_EINVAL;
         goto out;

@@ -38,11 +38,12 @@ cal_status db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
  * waiting on a row lock then fails as a lock wait (a conflict, retried), not
  * as a lost connection (an unknown outcome, a breaker failure). Refuses a
  * read_timeout_ms (in whole seconds, rounded up) that is not at least
- * lock_wait_timeout_s + DB_LOCK_WAIT_MARGIN_S; section names the conf. */
+ * lock_wait_timeout_s + DB_LOCK_WAIT_MARGIN_S; path and section name the
+ * config file and its section in err. */
 #define DB_LOCK_WAIT_MARGIN_S 2
 #define DB_LOCK_WAIT_DEFAULT_S 2
-cal_status db_conf_check_timeouts(const struct db_conf *conf, const char *section, char *err,
-                                  size_t errlen);
+cal_status db_conf_check_timeouts(const struct db_conf *conf, const char *path, const char *section,
+                                  char *err, size_t errlen);
 
 struct db;
 

@@ -15,8 +15,9 @@
 /* Who and how: credentials, timeouts, TLS; dflt_user: the default database user. */
 #define DBCONF_SESSION_ITEMS(sec, T, f, dflt_user)                                                 \
     CONF_STR_ITEM(sec, "user", T, f.user, dflt_user, "database user"),                             \
-        CONF_STR_ITEM(sec, "password_file", T, f.password_file, "",                                \
-                      "file holding the password (mode 0600); never put it on a command line"),    \
+        CONF_STR_CHECK_ITEM(sec, "password_file", T, f.password_file, "", conf_check_secret_file,  \
+                            "file holding the password (mode 0600); never put it on a command"     \
+                            " line"),                                                              \
         CONF_INT_ITEM(sec, "connect_timeout_ms", T, f.connect_timeout_ms, 100, 60000, "2000",      \
                       "connect timeout"),                                                          \
         CONF_INT_ITEM(sec, "read_timeout_ms", T, f.read_timeout_ms, 1000, 600000, "5000",          \

@@ -225,6 +225,21 @@ main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
+    if (strcmp(cmd, "sample-config") != 0 && strcmp(cmd, "migrate") != 0 &&
+        strcmp(cmd, "bootstrap") != 0) {
+        fprintf(stderr, "calendar-admin: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    /* bootstrap takes its own arguments; the others none (options go
+     * before the command). */
+    if (strcmp(cmd, "bootstrap") != 0 && optind + 1 < argc) {
+        fprintf(stderr,
+                "calendar-admin: %s takes no arguments, got '%s' (options go before the"
+                " command)\n",
+                cmd, argv[optind + 1]);
+        return 2;
+    }
     struct admin_conf conf;
     memset(&conf, 0, sizeof(conf));
     conf_defaults(admin_items, CAL_ARRAY_LEN(admin_items), &conf);
@@ -238,8 +253,8 @@ main(int argc, char **argv)
     }
     if (conf_load(admin_items, CAL_ARRAY_LEN(admin_items), &conf, config, err, sizeof(err)) !=
             CAL_OK ||
-        db_conf_check_timeouts(&conf.catalog, "catalog", err, sizeof(err)) != CAL_OK ||
-        db_conf_check_timeouts(&conf.shard, "shards", err, sizeof(err)) != CAL_OK ||
+        db_conf_check_timeouts(&conf.catalog, config, "catalog", err, sizeof(err)) != CAL_OK ||
+        db_conf_check_timeouts(&conf.shard, config, "shards", err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.catalog, err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.shard, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-admin: %s\n", err);
@@ -247,9 +262,5 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate(&conf, schema);
-    if (strcmp(cmd, "bootstrap") == 0)
-        return cmd_bootstrap(&conf, schema, argc - optind, argv + optind);
-    fprintf(stderr, "calendar-admin: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    return cmd_bootstrap(&conf, schema, argc - optind, argv + optind);
 }

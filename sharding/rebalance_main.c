@@ -811,7 +811,7 @@ main(int argc, char **argv)
         return 2;
     conf_defaults(items, CAL_ARRAY_LEN(items), &conf);
     if (conf_load(items, CAL_ARRAY_LEN(items), &conf, opt.config, err, sizeof(err)) != CAL_OK ||
-        db_conf_check_timeouts(&conf.catalog, "catalog", err, sizeof(err)) != CAL_OK ||
+        db_conf_check_timeouts(&conf.catalog, opt.config, "catalog", err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.catalog, err, sizeof(err)) != CAL_OK ||
         db_conf_read_password(&conf.shard, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);

@@ -2,7 +2,9 @@
 # Every program that loads a database config refuses, when it loads it, a
 # tls_ca it cannot read, naming the file's line, the key and the path: it
 # would otherwise start and fail every connection to the database. The
-# daemons refuse it with --check-config too; a readable one passes.
+# daemons refuse it with --check-config too; a readable one passes. So are
+# a password file others can read and a read timeout shorter than the lock
+# wait; and calendar-admin's arguments its command does not take.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tmp=$(mktemp -d)
@@ -28,6 +30,24 @@ refused() {
     fi
 }
 
+# refused_conf NAME BODY WANT PROGRAM ARGS...: PROGRAM ARGS (CONFIG stands
+# for a config file holding BODY) must exit with status 2 and print WANT
+# (CONFIG in WANT stands for the file's path).
+refused_conf() {
+    local name=$1 body=$2 want=$3 conf=$tmp/$1.ini out=$tmp/$1.out rc=0 args=()
+    shift 3
+    printf '%b' "$body" >"$conf"
+    want=${want//CONFIG/$conf}
+    for a in "$@"; do [ "$a" = CONFIG ] && args+=("$conf") || args+=("$a"); done
+    timeout 20 "${args[@]}" >"$out" 2>&1 || rc=$?
+    if [ "$rc" -ne 2 ] || ! grep -qF -- "$want" "$out"; then
+        echo "FAIL $name: exit $rc, want 2 and '$want': $(cat "$out")"
+        fail=1
+    else
+        echo "ok   $name"
+    fi
+}
+
 # accepted NAME SECTION PROGRAM: PROGRAM --check-config passes the same
 # config with a CA file that exists.
 accepted() {
@@ -49,4 +69,34 @@ refused admin shards bin/calendar-admin --config CONFIG migrate
 refused rebalance catalog bin/calendar-rebalance --config CONFIG status
 accepted calendard shards bin/calendard
 accepted cdc-relay source bin/calendar-cdc-relay
+
+# A password file others can read is refused at load, naming the file's
+# line and the key, by every program with a database config.
+open_pw=$tmp/open-password
+echo secret >"$open_pw"
+chmod 644 "$open_pw"
+pw_want="CONFIG:3: [SECTION] password_file: $open_pw must have no group or other permission bits"
+for c in "calendard shards bin/calendard --config CONFIG --check-config" \
+    "calendard catalog bin/calendard --config CONFIG --check-config" \
+    "cdc-relay source bin/calendar-cdc-relay --config CONFIG --check-config" \
+    "admin shards bin/calendar-admin --config CONFIG migrate" \
+    "rebalance catalog bin/calendar-rebalance --config CONFIG status"; do
+    read -r name section cmd <<<"$c"
+    # shellcheck disable=SC2086 # cmd is words
+    refused_conf "$name-open-password-$section" "[$section]\nuser = u\npassword_file = $open_pw\n" \
+        "${pw_want/SECTION/$section}" $cmd
+done
+
+# A read timeout shorter than the lock wait is refused naming the file.
+slow="[catalog]\nlock_wait_timeout_s = 9\nread_timeout_ms = 5000\n"
+to_want="CONFIG: [catalog] read_timeout_ms (5 s) must be at least lock_wait_timeout_s (9 s)"
+refused_conf calendard-timeouts "$slow" "$to_want" bin/calendard --config CONFIG --check-config
+refused_conf admin-timeouts "$slow" "$to_want" bin/calendar-admin --config CONFIG migrate
+refused_conf rebalance-timeouts "$slow" "$to_want" bin/calendar-rebalance --config CONFIG status
+
+# calendar-admin refuses what its command does not take, before it loads
+# anything (migrate --dry-run would otherwise migrate).
+refused_conf admin-extra-argument "" "migrate takes no arguments, got '--dry-run'" \
+    bin/calendar-admin --config CONFIG migrate --dry-run
+refused_conf admin-unknown-command "" "unknown command 'frob'" bin/calendar-admin --config CONFIG frob
 exit "$fail"

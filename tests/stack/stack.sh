@@ -661,6 +661,24 @@ on_up_exit() {
     exit "$rc"
 }
 
+# A stack set up before keeps its catalog, which names each shard by its
+# address and holds the vbucket layout of its shard count: the same
+# directory with other shard ports or another --shards cannot start.
+check_layout() {
+    local i prev prev_n
+    [ -f "$DIR/shard0/.installed" ] && [ -f "$DIR/ports" ] || return 0
+    prev_n=$(sed -n 's/^nshards=\([0-9][0-9]*\)$/\1/p' "$DIR/ports")
+    if [ -n "$prev_n" ] && [ "$prev_n" != "$NSHARDS" ]; then
+        die "$DIR holds a stack of $prev_n shards, not $NSHARDS: use --shards $prev_n, or remove $DIR to start afresh"
+    fi
+    for ((i = 0; i < NINST; i++)); do
+        prev=$(sed -n "s/^shard$i=\([0-9][0-9]*\)\$/\1/p" "$DIR/ports")
+        if [ -f "$DIR/shard$i/.installed" ] && [ -n "$prev" ] && [ "$prev" != "${SHARD_PORTS[i]}" ]; then
+            die "shard$i of the stack in $DIR was set up on port $prev, not ${SHARD_PORTS[i]} (taken, or another SHARD_BASE_PORT): its catalog names shards by address; free port $prev or remove $DIR to start afresh"
+        fi
+    done
+}
+
 stack_up() {
     local i name pid alive=() mc_user=()
     umask 077
@@ -691,7 +709,9 @@ stack_up() {
     CAL_PORT=$PORT
     choose_port invalidator "${INVALIDATOR_METRICS_PORT:-9464}"
     INV_METRICS_PORT=$PORT
+    check_layout
     {
+        echo "nshards=$NSHARDS"
         for ((i = 0; i < NINST; i++)); do echo "shard$i=${SHARD_PORTS[i]}"; done
         echo "memcached=$MC_PORT"
         echo "calendard=$CAL_PORT"

@@ -266,16 +266,16 @@ START_TEST(lock_wait_below_read_timeout)
 {
     char err[256];
     struct db_conf c = {.read_timeout_ms = 5000, .lock_wait_timeout_s = 5};
-    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_EINVAL);
-    ck_assert_ptr_nonnull(strstr(err, "[shards] read_timeout_ms"));
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "x.ini", "shards", err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "x.ini: [shards] read_timeout_ms"));
     c.lock_wait_timeout_s = 4;
-    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_EINVAL);
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "x.ini", "shards", err, sizeof(err)), CAL_EINVAL);
     c.lock_wait_timeout_s = 3;
-    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "x.ini", "shards", err, sizeof(err)), CAL_OK);
     c = (struct db_conf){.read_timeout_ms = 4001, .lock_wait_timeout_s = 3}; /* 5 s, rounded up */
-    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "x.ini", "shards", err, sizeof(err)), CAL_OK);
     c = (struct db_conf){0}; /* the defaults: 5 s and 2 s */
-    ck_assert_int_eq(db_conf_check_timeouts(&c, "shards", err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(db_conf_check_timeouts(&c, "x.ini", "shards", err, sizeof(err)), CAL_OK);
 }
 END_TEST
 
