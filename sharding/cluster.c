@@ -98,3 +98,17 @@ cluster_drain(struct db_stmt *st)
     while (db_fetch(st, v, 1, e, sizeof(e)) > 0)
         ;
 }
+
+cal_status
+cluster_query_row(struct db *db, const char *sql, const struct db_val *p, size_t np,
+                  struct db_val *cols, size_t ncols, bool *found, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    cal_status rc = db_query(db, sql, p, np, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, cols, ncols, err, errlen);
+    cluster_drain(st);
+    *found = r > 0;
+    return r < 0 ? CAL_ERR : CAL_OK;
+}

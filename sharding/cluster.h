@@ -36,4 +36,10 @@ struct db *cluster_shard(struct cluster *c, uint32_t shard_id, char *err, size_t
 /* Drains the rest of a result set. */
 void cluster_drain(struct db_stmt *st);
 
+/* The first row sql answers on db, into cols (the rest drained); *found
+ * says whether there was one. */
+cal_status cluster_query_row(struct db *db, const char *sql, const struct db_val *p, size_t np,
+                             struct db_val *cols, size_t ncols, bool *found, char *err,
+                             size_t errlen);
+
 #endif

@@ -136,22 +136,6 @@ journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, siz
     return db_query(c->catalog, SQL_JOURNAL_PHASE, p, 4, NULL, err, errlen);
 }
 
-/* The first row sql answers on db, into cols (the rest drained); *found
- * says whether there was one. */
-static cal_status
-query_row(struct db *db, const char *sql, const struct db_val *p, size_t np, struct db_val *cols,
-          size_t ncols, bool *found, char *err, size_t errlen)
-{
-    struct db_stmt *st;
-    cal_status rc = db_query(db, sql, p, np, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, cols, ncols, err, errlen);
-    cluster_drain(st);
-    *found = r > 0;
-    return r < 0 ? CAL_ERR : CAL_OK;
-}
-
 /* The vbucket's move lock (lock_vbucket) belongs to the catalog session,
  * which can die while shards are being copied; another run may then take
  * the lock and finish the move. Checked before every step that writes the
@@ -170,7 +154,7 @@ check_move_lock(struct cluster *c, const struct move_opts *o, struct move_rec *m
     char why[256];
     bool found = false;
     cal_status rc =
-        query_row(c->catalog, SQL_MOVE_LOCK_HELD, p, 1, col, 1, &found, why, sizeof(why));
+        cluster_query_row(c->catalog, SQL_MOVE_LOCK_HELD, p, 1, col, 1, &found, why, sizeof(why));
     if (rc == CAL_OK && found && col[0].type == DB_INT && col[0].i == 1)
         return CAL_OK;
     snprintf(err, errlen,
@@ -590,7 +574,7 @@ static cal_status
 owns(struct db *db, const char *sql, uint32_t vbucket, bool *owned, char *err, size_t errlen)
 {
     struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
-    return query_row(db, sql, p, 1, c, 1, owned, err, errlen);
+    return cluster_query_row(db, sql, p, 1, c, 1, owned, err, errlen);
 }
 
 static cal_status
@@ -636,7 +620,7 @@ lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t 
 {
     struct db_val p[2] = {DB_INT_V(vbucket), DB_INT_V(ROWS_LOCK_WAIT_S)}, col[1];
     bool found = false;
-    cal_status rc = query_row(db, SQL_ROWS_LOCK, p, 2, col, 1, &found, err, errlen);
+    cal_status rc = cluster_query_row(db, SQL_ROWS_LOCK, p, 2, col, 1, &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
@@ -958,7 +942,7 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
 {
     struct db_val p[2] = {DB_INT_V(m->vbucket), DB_INT_V(wait_s)}, col[2];
     bool found;
-    cal_status rc = query_row(c->catalog, SQL_MOVE_LOCK, p, 2, col, 2, &found, err, errlen);
+    cal_status rc = cluster_query_row(c->catalog, SQL_MOVE_LOCK, p, 2, col, 2, &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
@@ -971,7 +955,7 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
     if (m->run_token == 0)
         m->run_token = cal_rand64() >> 1;
     struct db_val t[1] = {DB_INT_V((int64_t)m->run_token)};
-    (void)query_row(c->catalog, SQL_RUN_LOCK, t, 1, col, 1, &found, err, errlen);
+    (void)cluster_query_row(c->catalog, SQL_RUN_LOCK, t, 1, col, 1, &found, err, errlen);
     return CAL_OK;
 }
 
@@ -995,7 +979,8 @@ reread_phase(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
 {
     struct db_val p[1] = {DB_INT_V(m->move_id)}, col[2];
     bool found;
-    cal_status rc = query_row(c->catalog, SQL_MOVE_PHASE, p, 1, col, 2, &found, err, errlen);
+    cal_status rc =
+        cluster_query_row(c->catalog, SQL_MOVE_PHASE, p, 1, col, 2, &found, err, errlen);
     if (rc == CAL_OK && found && col[0].type == DB_STR)
         cal_strlcpy(m->phase, col[0].s, sizeof(m->phase));
     if (rc == CAL_OK && found && col[1].type == DB_INT)
@@ -1010,8 +995,8 @@ run_lock_holder(struct cluster *c, const struct move_rec *m)
     char err[256];
     struct db_val p[1] = {DB_INT_V((int64_t)m->run_token)}, col[1];
     bool found;
-    if (m->run_token == 0 ||
-        query_row(c->catalog, SQL_RUN_HOLDER, p, 1, col, 1, &found, err, sizeof(err)) != CAL_OK)
+    if (m->run_token == 0 || cluster_query_row(c->catalog, SQL_RUN_HOLDER, p, 1, col, 1, &found,
+                                               err, sizeof(err)) != CAL_OK)
         return 0;
     return found && col[0].type == DB_INT ? col[0].i : 0;
 }
@@ -1031,8 +1016,8 @@ retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
         return rc;
     struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[2];
     bool found;
-    if ((rc = query_row(c->catalog, SQL_MOVE_LOCK_HOLDER, p, 1, col, 2, &found, err, errlen)) !=
-        CAL_OK)
+    if ((rc = cluster_query_row(c->catalog, SQL_MOVE_LOCK_HOLDER, p, 1, col, 2, &found, err,
+                                errlen)) != CAL_OK)
         return rc;
     if (!found) {
         snprintf(err, errlen, "the catalog answered no row for the lock's holder");
@@ -1109,7 +1094,8 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
                           DB_INT_V(m->old_epoch), DB_INT_V(m->target)},
                   col[1];
     bool open;
-    if ((rc = query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen)) != CAL_OK)
+    if ((rc = cluster_query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen)) !=
+        CAL_OK)
         return rc;
     if (open) {
         snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", m->vbucket);
@@ -1281,8 +1267,8 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
 {
     struct db_val p[1] = {DB_INT_V(m->vbucket)}, col[MOVE_REC_NCOLS];
     bool found;
-    cal_status rc =
-        query_row(c->catalog, SQL_OPEN_MOVE_REC, p, 1, col, MOVE_REC_NCOLS, &found, err, errlen);
+    cal_status rc = cluster_query_row(c->catalog, SQL_OPEN_MOVE_REC, p, 1, col, MOVE_REC_NCOLS,
+                                      &found, err, errlen);
     if (rc != CAL_OK)
         return rc;
     if (!found) {

@@ -129,7 +129,21 @@ usage(FILE *out)
             "  -h, --help           this text\n"
             "\n"
             "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"
-            "differences.\n");
+            "differences, 4 try again later (a vbucket held by another run, a cutover kept\n"
+            "busy by writes, a shard that did not answer, or verify saw vbuckets move:\n"
+            "run the command again, or resume a move that started).\n");
+}
+
+/* Exit status of a failure that goes away by itself: another run holds the
+ * vbucket, writes kept a cutover from finishing, a shard did not answer,
+ * or verify saw a vbucket move. Running the command again later (resume,
+ * for a move that started) is the remedy; nothing needs repair. */
+#define EXIT_RETRY 4
+
+static int
+exit_of(cal_status rc)
+{
+    return rc == CAL_EAGAIN || rc == CAL_EUNAVAIL ? EXIT_RETRY : 1;
 }
 
 static void
@@ -240,9 +254,19 @@ cmd_add_shard(struct cluster *c)
 {
     char err[512], dir[PATH_MAX + 16], dsn[600];
     struct db_conf sc = conf.shard;
+    /* Credentials come from the config's password_file, never from the
+     * command line (where ps and shell histories show them). */
+    if (strchr(opt.shard, '@') != NULL) {
+        fprintf(stderr,
+                "calendar-rebalance: --shard: want HOST:PORT/DB without a user or password (the"
+                " [shards] user and password_file of --config are used)\n");
+        return 2;
+    }
     snprintf(dsn, sizeof(dsn), "mysql://%s", opt.shard);
-    if (db_conf_parse_dsn(&sc, dsn, err, sizeof(err)) != CAL_OK || sc.database[0] == '\0') {
-        fprintf(stderr, "calendar-rebalance: --shard '%s': want HOST:PORT/DB\n", opt.shard);
+    cal_status prc = db_conf_parse_dsn(&sc, dsn, err, sizeof(err));
+    if (prc != CAL_OK || sc.database[0] == '\0') {
+        fprintf(stderr, "calendar-rebalance: --shard '%s': want HOST:PORT/DB (%s)\n", opt.shard,
+                prc != CAL_OK ? err : "no database name");
         return 2;
     }
     struct db *db = db_connect(&sc, err, sizeof(err));
@@ -459,10 +483,11 @@ cmd_move(struct cluster *c)
     struct move_opts mo = {
         .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
     struct move_progress res;
-    if (move_vbucket(c, (uint32_t)opt.vbucket, (uint32_t)opt.to, &mo, &res, err, sizeof(err)) !=
-        CAL_OK) {
+    cal_status rc =
+        move_vbucket(c, (uint32_t)opt.vbucket, (uint32_t)opt.to, &mo, &res, err, sizeof(err));
+    if (rc != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: move: %s\n", err);
-        return 1;
+        return exit_of(rc);
     }
     return 0;
 }
@@ -471,7 +496,7 @@ struct worker {
     struct plan_move *moves;
     size_t n;
     size_t *next;
-    int failed;
+    int failed, failed_for_good; /* failed_for_good: not to be retried (exit_of 1) */
     double max_pause_ms, sum_pause_ms;
     unsigned done, paused; /* paused: moves whose write pause this run measured */
 };
@@ -484,6 +509,7 @@ run_worker(void *arg)
     char err[512];
     if (open_cluster(&c) != 0) {
         w->failed++;
+        w->failed_for_good++;
         return NULL;
     }
     struct move_opts mo = {
@@ -495,10 +521,12 @@ run_worker(void *arg)
         if (i >= w->n)
             break;
         struct move_progress res;
-        if (move_vbucket(&c, w->moves[i].vbucket, w->moves[i].target, &mo, &res, err,
-                         sizeof(err)) != CAL_OK) {
+        cal_status rc =
+            move_vbucket(&c, w->moves[i].vbucket, w->moves[i].target, &mo, &res, err, sizeof(err));
+        if (rc != CAL_OK) {
             fprintf(stderr, "calendar-rebalance: vbucket %u: %s\n", w->moves[i].vbucket, err);
             w->failed++;
+            w->failed_for_good += exit_of(rc) != EXIT_RETRY;
             /* The plan's other moves are independent; a lost catalog
              * session would fail them all. */
             if (db_broken(c.catalog))
@@ -548,12 +576,13 @@ cmd_plan(struct cluster *c, bool execute)
         w[i] = (struct worker){.moves = moves, .n = n, .next = &next};
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
-    int failed = 0;
+    int failed = 0, failed_for_good = 0;
     unsigned done = 0, paused = 0;
     double max_pause = 0, sum_pause = 0;
     for (int i = 0; i < nthreads; i++) {
         pthread_join(th[i], NULL);
         failed += w[i].failed;
+        failed_for_good += w[i].failed_for_good;
         done += w[i].done;
         paused += w[i].paused;
         sum_pause += w[i].sum_pause_ms;
@@ -565,7 +594,7 @@ cmd_plan(struct cluster *c, bool execute)
            done, n, (double)(cal_mono_us() - t0) / 1e6, paused ? sum_pause / paused : 0.0,
            max_pause, failed ? " (failures above; run resume)" : "");
     free(moves);
-    return failed ? 1 : 0;
+    return failed_for_good ? 1 : failed ? EXIT_RETRY : 0;
 }
 
 static int
@@ -575,17 +604,21 @@ cmd_verify(struct cluster *c)
     struct verify_report rep;
     if (check_vbucket(c) != 0)
         return 2;
-    if (verify_run(c, opt.vbucket, &rep, stdout, err, sizeof(err)) != CAL_OK) {
+    cal_status rc = verify_run(c, opt.vbucket, &rep, stdout, err, sizeof(err));
+    if (rc != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: verify: %s\n", err);
-        return 1;
+        return exit_of(rc);
     }
     printf("verify: vbuckets=%llu compared=%llu missing=%llu extra=%llu different=%llu "
-           "fence_errors=%llu collisions=%llu stray=%llu\n",
+           "fence_errors=%llu collisions=%llu stray=%llu moving=%llu\n",
            (unsigned long long)rep.vbuckets, (unsigned long long)rep.compared,
            (unsigned long long)rep.missing, (unsigned long long)rep.extra,
            (unsigned long long)rep.different, (unsigned long long)rep.fence_errors,
-           (unsigned long long)rep.collisions, (unsigned long long)rep.stray);
-    return rep.missing || rep.extra || rep.different || rep.fence_errors || rep.stray ? 3 : 0;
+           (unsigned long long)rep.collisions, (unsigned long long)rep.stray,
+           (unsigned long long)rep.moving);
+    if (rep.missing || rep.extra || rep.different || rep.fence_errors || rep.stray)
+        return 3;
+    return rep.moving ? EXIT_RETRY : 0;
 }
 
 static int
@@ -595,9 +628,10 @@ cmd_resume(struct cluster *c)
     unsigned resumed;
     struct move_opts mo = {
         .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
-    if (move_resume(c, &mo, &resumed, err, sizeof(err)) != CAL_OK) {
+    cal_status rc = move_resume(c, &mo, &resumed, err, sizeof(err));
+    if (rc != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: resume: %s\n", err);
-        return 1;
+        return exit_of(rc);
     }
     printf("resume: %u move%s finished\n", resumed, resumed == 1 ? "" : "s");
     return 0;

@@ -238,24 +238,218 @@ count_stray(struct db *db, uint32_t vbucket, uint32_t shard_id, struct verify_re
     return CAL_OK;
 }
 
+/* The journal's state of each vbucket's unfinished move, and the last
+ * move journaled: read before and after the scan, so a vbucket that a
+ * running move changed meanwhile is told apart from a broken one. */
+static const char SQL_LAST_MOVE[] = "SELECT IFNULL(MAX(move_id), 0) FROM moves";
+static const char SQL_MOVES_SINCE[] = "SELECT vbucket, move_id, phase, rows_copied FROM moves"
+                                      " WHERE phase NOT IN ('done', 'abandoned') OR move_id > ?";
+static const char SQL_CATALOG_ROWS[] = "SELECT vbucket, shard_id, epoch FROM vbuckets";
+static const char SQL_LOCK_USED[] = "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)) IS NOT NULL";
+
+/* A move's journal state as one number: its id, phase and rows copied. */
+static uint64_t
+move_sig(const struct db_val *col)
+{
+    uint64_t h = (uint64_t)col[1].i * 1000003u ^ (uint64_t)col[3].i * 31u;
+    for (size_t i = 0; col[2].type == DB_STR && i < col[2].len; i++)
+        h = h * 131u + (unsigned char)col[2].s[i];
+    return h | 1; /* 0: no unfinished move */
+}
+
+/* by_vb[v]: move_sig of v's unfinished move, 0 = none; *last: the last move id. */
+static cal_status
+load_journal(struct db *catalog, uint32_t nvb, uint64_t *by_vb, int64_t *last, char *err,
+             size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(INT64_MAX)}, col[4];
+    int r;
+    bool found;
+    cal_status rc = cluster_query_row(catalog, SQL_LAST_MOVE, NULL, 0, col, 1, &found, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    *last = found && col[0].type == DB_INT ? col[0].i : 0;
+    if ((rc = db_query(catalog, SQL_MOVES_SINCE, p, 1, &st, err, errlen)) != CAL_OK)
+        return rc;
+    while ((r = db_fetch(st, col, 4, err, errlen)) > 0)
+        if (col[0].i >= 0 && col[0].i < nvb)
+            by_vb[col[0].i] = move_sig(col);
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
+static bool
+phase_is(const struct db_val *v, const char *phase)
+{
+    return v->len == strlen(phase) && memcmp(v->s, phase, v->len) == 0;
+}
+
+/* Marks moved[v] for each vbucket a move changed since the scan began: a
+ * move journaled since (id past last), an unfinished one whose journal
+ * moved on or ended (sig), one whose run still holds its lock, or a
+ * catalog row that is not the map's any more. */
+static cal_status
+mark_moved(struct cluster *c, const struct shardmap *map, int64_t last, const uint64_t *sig,
+           unsigned char *moved, char *err, size_t errlen)
+{
+    uint32_t nvb = map->num_vbuckets;
+    unsigned char *seen = cal_calloc(nvb, 1);
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(last)}, col[4];
+    int r;
+    cal_status rc = db_query(c->catalog, SQL_MOVES_SINCE, p, 1, &st, err, errlen);
+    while (rc == CAL_OK && (r = db_fetch(st, col, 4, err, errlen)) > 0) {
+        if (col[0].i < 0 || col[0].i >= nvb)
+            continue;
+        uint32_t v = (uint32_t)col[0].i;
+        bool open =
+            col[2].type == DB_STR && !phase_is(&col[2], "done") && !phase_is(&col[2], "abandoned");
+        seen[v] |= open;
+        if (col[1].i > last || (open && move_sig(col) != sig[v]))
+            moved[v] = 1;
+    }
+    if (rc == CAL_OK && r < 0)
+        rc = CAL_ERR;
+    for (uint32_t v = 0; v < nvb && rc == CAL_OK; v++) {
+        if (sig[v] != 0 && !seen[v])
+            moved[v] = 1; /* finished or abandoned meanwhile */
+        if (!seen[v] || moved[v])
+            continue;
+        struct db_val q[1] = {DB_INT_V(v)}, used[1];
+        bool found;
+        rc = cluster_query_row(c->catalog, SQL_LOCK_USED, q, 1, used, 1, &found, err, errlen);
+        if (rc == CAL_OK && found && used[0].type == DB_INT && used[0].i == 1)
+            moved[v] = 1;
+    }
+    free(seen);
+    if (rc == CAL_OK)
+        rc = db_query(c->catalog, SQL_CATALOG_ROWS, NULL, 0, &st, err, errlen);
+    while (rc == CAL_OK && (r = db_fetch(st, col, 3, err, errlen)) > 0)
+        if (col[0].i >= 0 && col[0].i < nvb &&
+            ((uint64_t)col[1].i != map->owner[col[0].i] ||
+             (uint64_t)col[2].i != map->epoch[col[0].i]))
+            moved[col[0].i] = 1;
+    if (rc == CAL_OK && r < 0)
+        rc = CAL_ERR;
+    return rc;
+}
+
+/* What the scan read of every shard, by vbucket. */
+struct scan {
+    const struct shardmap *map;
+    size_t ns;
+    /* Per shard: which vbuckets it owns (epoch+1, 0 = not) and holds rows of. */
+    uint64_t *owned;
+    unsigned char *holds;
+    /* Per vbucket: 1 + the source shard of its move in cleanup, and 1 + the
+     * target of its move before the cleanup; 0 = none. */
+    uint64_t *cleanup_src, *copy_dst;
+};
+
+/* Checks vbucket v against the scan: its fence, then every other shard
+ * holding rows of it. */
+static cal_status
+check_one(struct cluster *c, const struct scan *sc, uint32_t v, struct verify_report *rep,
+          FILE *out, char *err, size_t errlen)
+{
+    const struct shardmap *map = sc->map;
+    size_t ns = sc->ns, owners = 0, owner_idx = SIZE_MAX;
+    cal_status rc = CAL_OK;
+    rep->vbuckets++;
+    for (size_t s = 0; s < ns; s++) {
+        if (sc->owned[(size_t)v * ns + s] == 0)
+            continue;
+        owners++;
+        if (map->shards[s].shard_id == map->owner[v])
+            owner_idx = s;
+    }
+    if (owners != 1 || owner_idx == SIZE_MAX ||
+        sc->owned[(size_t)v * ns + owner_idx] - 1 != map->epoch[v]) {
+        rep->fence_errors++;
+        fprintf(out, "vbucket %u: %zu owner rows; catalog says shard %u epoch %llu\n", v, owners,
+                map->owner[v], (unsigned long long)map->epoch[v]);
+    }
+    struct db *owner_db = cluster_shard(c, map->owner[v], err, errlen);
+    for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
+        uint32_t sid = map->shards[s].shard_id;
+        if (sid == map->owner[v] || !sc->holds[(size_t)v * ns + s])
+            continue;
+        struct db *other = cluster_shard(c, sid, err, errlen);
+        if (owner_db == NULL || other == NULL)
+            return CAL_EUNAVAIL;
+        bool covering = sc->cleanup_src[v] == (uint64_t)sid + 1;
+        if (!covering && sc->copy_dst[v] != (uint64_t)sid + 1) {
+            rc = count_stray(other, v, sid, rep, out, err, errlen);
+            continue;
+        }
+        rep->compared++;
+        for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
+            rc = compare_table(owner_db, other, &VTABLES[t], v, sid, covering, rep, out, err,
+                               errlen);
+    }
+    return rc;
+}
+
+static bool
+has_problems(const struct verify_report *r)
+{
+    return r->missing || r->extra || r->different || r->fence_errors || r->stray;
+}
+
+static void
+report_add(struct verify_report *to, const struct verify_report *r)
+{
+    to->vbuckets += r->vbuckets;
+    to->compared += r->compared;
+    to->missing += r->missing;
+    to->extra += r->extra;
+    to->different += r->different;
+    to->fence_errors += r->fence_errors;
+    to->collisions += r->collisions;
+    to->stray += r->stray;
+}
+
+/* A vbucket whose check found problems, held back until the end shows
+ * whether a move changed it during the scan. */
+struct held {
+    uint32_t v;
+    struct verify_report rep;
+    char *text;
+};
+
 cal_status
 verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out, char *err,
            size_t errlen)
 {
+    memset(rep, 0, sizeof(*rep));
+    int64_t last = 0;
+    uint64_t *sig = NULL;
+    cal_status rc = CAL_OK;
     const struct shardmap *map = c->map;
     uint32_t nvb = map->num_vbuckets;
+    sig = cal_calloc(nvb, sizeof(*sig));
+    /* The journal first, then the map: a move after this is seen at the end. */
+    if ((rc = load_journal(c->catalog, nvb, sig, &last, err, errlen)) == CAL_OK &&
+        (rc = cluster_reload(c, err, errlen)) == CAL_OK)
+        map = c->map;
+    if (rc != CAL_OK || map->num_vbuckets != nvb) {
+        free(sig);
+        if (rc == CAL_OK) {
+            snprintf(err, errlen, "the catalog's vbucket count changed");
+            rc = CAL_ERR;
+        }
+        return rc;
+    }
     size_t ns = map->nshards;
-    /* Per shard: which vbuckets it owns (epoch+1, 0 = not) and holds rows of. */
-    uint64_t *owned = cal_calloc((size_t)nvb * ns, sizeof(*owned));
-    unsigned char *holds = cal_calloc((size_t)nvb * ns, 1);
-    /* Per vbucket: 1 + the source shard of its move in cleanup, and 1 + the
-     * target of its move before the cleanup; 0 = none. */
-    uint64_t *cleanup_src = cal_calloc(nvb, sizeof(*cleanup_src));
-    uint64_t *copy_dst = cal_calloc(nvb, sizeof(*copy_dst));
-    memset(rep, 0, sizeof(*rep));
-    cal_status rc = load_pairs(c->catalog, SQL_IN_CLEANUP, nvb, cleanup_src, err, errlen);
+    struct scan sc = {.map = map,
+                      .ns = ns,
+                      .owned = cal_calloc((size_t)nvb * ns, sizeof(uint64_t)),
+                      .holds = cal_calloc((size_t)nvb * ns, 1),
+                      .cleanup_src = cal_calloc(nvb, sizeof(uint64_t)),
+                      .copy_dst = cal_calloc(nvb, sizeof(uint64_t))};
+    rc = load_pairs(c->catalog, SQL_IN_CLEANUP, nvb, sc.cleanup_src, err, errlen);
     if (rc == CAL_OK)
-        rc = load_pairs(c->catalog, SQL_COPYING, nvb, copy_dst, err, errlen);
+        rc = load_pairs(c->catalog, SQL_COPYING, nvb, sc.copy_dst, err, errlen);
     for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
         struct db *db = cluster_shard(c, map->shards[s].shard_id, err, errlen);
         struct db_stmt *st;
@@ -269,7 +463,7 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
             break;
         while ((r = db_fetch(st, col, 2, err, errlen)) > 0)
             if (col[0].i >= 0 && col[0].i < nvb)
-                owned[(size_t)col[0].i * ns + s] = (uint64_t)col[1].i + 1;
+                sc.owned[(size_t)col[0].i * ns + s] = (uint64_t)col[1].i + 1;
         /* A read cut short must not pass for a clean shard. */
         if (r < 0) {
             rc = CAL_ERR;
@@ -279,55 +473,61 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
             break;
         while ((r = db_fetch(st, col, 1, err, errlen)) > 0)
             if (col[0].i >= 0 && col[0].i < nvb)
-                holds[(size_t)col[0].i * ns + s] = 1;
+                sc.holds[(size_t)col[0].i * ns + s] = 1;
         if (r < 0) {
             rc = CAL_ERR;
             break;
         }
     }
+    struct held *held = NULL;
+    size_t nheld = 0, cap = 0;
     for (uint32_t v = 0; v < nvb && rc == CAL_OK; v++) {
         if (vbucket >= 0 && v != (uint32_t)vbucket)
             continue;
-        rep->vbuckets++;
-        size_t owners = 0, owner_idx = SIZE_MAX;
-        for (size_t s = 0; s < ns; s++) {
-            if (owned[(size_t)v * ns + s] == 0)
-                continue;
-            owners++;
-            if (map->shards[s].shard_id == map->owner[v])
-                owner_idx = s;
+        struct verify_report one = {0};
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        rc = check_one(c, &sc, v, &one, mem != NULL ? mem : out, err, errlen);
+        if (mem != NULL)
+            fclose(mem);
+        if (rc != CAL_OK || !has_problems(&one) || mem == NULL) {
+            if (mem == NULL || rc != CAL_OK)
+                fputs(text != NULL ? text : "", out);
+            report_add(rep, &one);
+            free(text);
+            continue;
         }
-        if (owners != 1 || owner_idx == SIZE_MAX ||
-            owned[(size_t)v * ns + owner_idx] - 1 != map->epoch[v]) {
-            rep->fence_errors++;
-            fprintf(out, "vbucket %u: %zu owner rows; catalog says shard %u epoch %llu\n", v,
-                    owners, map->owner[v], (unsigned long long)map->epoch[v]);
+        if (nheld == cap) {
+            cap = cap ? cap * 2 : 16;
+            held = cal_realloc(held, cap * sizeof(*held));
         }
-        struct db *owner_db = cluster_shard(c, map->owner[v], err, errlen);
-        for (size_t s = 0; s < ns && rc == CAL_OK; s++) {
-            uint32_t sid = map->shards[s].shard_id;
-            if (sid == map->owner[v] || !holds[(size_t)v * ns + s])
-                continue;
-            struct db *other = cluster_shard(c, sid, err, errlen);
-            if (owner_db == NULL || other == NULL) {
-                rc = CAL_EUNAVAIL;
-                break;
-            }
-            bool covering = cleanup_src[v] == (uint64_t)sid + 1;
-            if (!covering && copy_dst[v] != (uint64_t)sid + 1) {
-                rc = count_stray(other, v, sid, rep, out, err, errlen);
-                continue;
-            }
-            rep->compared++;
-            for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
-                rc = compare_table(owner_db, other, &VTABLES[t], v, sid, covering, rep, out, err,
-                                   errlen);
-        }
+        held[nheld++] = (struct held){.v = v, .rep = one, .text = text};
     }
-    free(owned);
-    free(holds);
-    free(cleanup_src);
-    free(copy_dst);
+    unsigned char *moved = cal_calloc(nvb, 1);
+    if (rc == CAL_OK && nheld > 0)
+        rc = mark_moved(c, map, last, sig, moved, err, errlen);
+    for (size_t i = 0; i < nheld; i++) {
+        if (rc == CAL_OK && moved[held[i].v]) {
+            rep->vbuckets++;
+            rep->moving++;
+            fprintf(out,
+                    "vbucket %u: moved while verified, not checked (verify it again once its"
+                    " move is done)\n",
+                    held[i].v);
+        } else if (rc == CAL_OK) {
+            report_add(rep, &held[i].rep);
+            fputs(held[i].text, out);
+        }
+        free(held[i].text);
+    }
+    free(held);
+    free(moved);
+    free(sig);
+    free(sc.owned);
+    free(sc.holds);
+    free(sc.cleanup_src);
+    free(sc.copy_dst);
     return rc;
 }
 

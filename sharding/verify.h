@@ -24,9 +24,15 @@ struct verify_report {
     uint64_t collisions;   /* of those missing or extra: the key is another listing's there */
     uint64_t stray;        /* rows on a shard that neither owns their vbucket nor takes part in
                             * its move (an abandoned move's copy the target could not delete) */
+    uint64_t moving;       /* vbuckets whose check found something while a move changed them
+                            * (a rebalance running): not checked, their findings dropped */
 };
 
-/* vbucket < 0: every vbucket. Details of each problem go to out. */
+/* vbucket < 0: every vbucket. Details of each problem go to out. The map
+ * is loaded again first. A vbucket that shows a problem is checked against
+ * the journal, the catalog and its move lock once the scan is done: if a
+ * move changed it meanwhile, its findings are dropped and it is counted in
+ * rep->moving instead. */
 cal_status verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *out,
                       char *err, size_t errlen);
 
