@@ -1,12 +1,14 @@
 /* The invalidator's consume loop (see invalidator.h). */
 #include "cdc/invalidator.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cdc/event.h"
 #include "cdc/invalidate.h"
+#include "cdc/redelete.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -14,8 +16,17 @@
 #define LOG_LAG_PARTITIONS 16 /* listed in the progress line; the rest only counted */
 #define UNASSIGNED_WARN_MIN_S 10
 #define POLL_MS 100
-#define BATCH_MAX 256                                      /* messages acted on together */
-#define KEYSET_SLOTS (4 * BATCH_MAX * INVALIDATE_MAX_KEYS) /* power of two, load <= 1/4 */
+#define BATCH_MAX 256                                /* messages acted on together */
+#define BATCH_KEYS (BATCH_MAX * INVALIDATE_MAX_KEYS) /* distinct keys of a batch, at most */
+#define KEYSET_SLOTS (4 * BATCH_KEYS)                /* power of two, load <= 1/4 */
+#define REDELETE_ROUND_MAX 4096 /* second deletes in one round trip; >= BATCH_KEYS */
+/* A second delete due waits up to this long for a batch to ride along with
+ * before it takes a round trip of its own: at most 1000 / REDELETE_SLACK_MS
+ * such round trips a second, whatever the rate of batches. */
+#define REDELETE_SLACK_MS 50
+/* A batch's keys always fit: in one take, and in the smallest queue. */
+_Static_assert(REDELETE_ROUND_MAX >= BATCH_KEYS, "a batch's keys must fit in a take");
+_Static_assert(INVALIDATOR_REDELETE_MIN >= BATCH_KEYS, "a batch's keys must fit in the queue");
 
 struct invalidator {
     struct invalidator_conf conf;
@@ -30,8 +41,17 @@ struct invalidator {
     struct invalidate_event *evs; /* BATCH_MAX, decoded from batch */
     bool *decoded;                /* BATCH_MAX */
     const char **keyset;          /* KEYSET_SLOTS: distinct keys of a batch */
-    const char **keys;            /* the same keys, in first-seen order */
+    /* BATCH_KEYS + REDELETE_ROUND_MAX: the same keys, in first-seen order,
+     * then the second deletes that go in the same pipeline; done: which
+     * ones memcached confirmed. */
+    const char **keys;
     size_t *keylens;
+    bool *done;
+    struct redelete *redeletes; /* keys waiting for their second delete; NULL: none */
+    const char **rkeys;         /* REDELETE_ROUND_MAX: a round of second deletes alone */
+    size_t *rkeylens;
+    bool *rdone;
+    bool redelete_failing;   /* the last round of second deletes failed (warned) */
     uint64_t hinted, parsed; /* events decoded from the relay's hint / from JSON, this window */
     uint64_t unassigned_since_us; /* monotonic: since when no partition is ours; 0 while some are */
     uint64_t unassigned_warned_us;   /* when that was last warned of */
@@ -61,11 +81,21 @@ invalidator_create(const struct invalidator_conf *conf, struct invstats *stats, 
     inv->evs = cal_malloc(BATCH_MAX * sizeof(*inv->evs));
     inv->decoded = cal_malloc(BATCH_MAX * sizeof(*inv->decoded));
     inv->keyset = cal_calloc(KEYSET_SLOTS, sizeof(*inv->keyset));
-    inv->keys = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keys));
-    inv->keylens = cal_malloc(BATCH_MAX * INVALIDATE_MAX_KEYS * sizeof(*inv->keylens));
+    inv->keys = cal_malloc((BATCH_KEYS + REDELETE_ROUND_MAX) * sizeof(*inv->keys));
+    inv->keylens = cal_malloc((BATCH_KEYS + REDELETE_ROUND_MAX) * sizeof(*inv->keylens));
+    inv->done = cal_malloc((BATCH_KEYS + REDELETE_ROUND_MAX) * sizeof(*inv->done));
+    if (conf->redelete_ms > 0) {
+        assert(conf->redelete_max_keys >= INVALIDATOR_REDELETE_MIN);
+        inv->redeletes = redelete_create(conf->redelete_max_keys);
+        inv->rkeys = cal_malloc(REDELETE_ROUND_MAX * sizeof(*inv->rkeys));
+        inv->rkeylens = cal_malloc(REDELETE_ROUND_MAX * sizeof(*inv->rkeylens));
+        inv->rdone = cal_malloc(REDELETE_ROUND_MAX * sizeof(*inv->rdone));
+    }
     inv->unassigned_since_us = cal_mono_us();
     return inv;
 }
+
+static void drain_redeletes(struct invalidator *inv);
 
 void
 invalidator_destroy(struct invalidator *inv)
@@ -78,6 +108,7 @@ invalidator_destroy(struct invalidator *inv)
     else
         log_info("consumer closed", "%s", "offsets=committed");
     kconsumer_destroy(inv->kc);
+    drain_redeletes(inv);
     cache_destroy(inv->cache);
     free(inv->lags);
     free(inv->batch);
@@ -86,6 +117,11 @@ invalidator_destroy(struct invalidator *inv)
     free(inv->keyset);
     free(inv->keys);
     free(inv->keylens);
+    free(inv->done);
+    redelete_destroy(inv->redeletes);
+    free(inv->rkeys);
+    free(inv->rkeylens);
+    free(inv->rdone);
     free(inv);
 }
 
@@ -302,6 +338,106 @@ skip_undecodable(struct invalidator *inv, struct kconsumer_msg *msg, const char 
     store(inv, msg);
 }
 
+/* Takes the second deletes due now into keys (at most REDELETE_ROUND_MAX),
+ * and the oldest ones early when reserve more keys must fit in the queue;
+ * *early: how many (the last ones) were not due yet. */
+static size_t
+take_redeletes(struct invalidator *inv, size_t reserve, const char **keys, size_t *keylens,
+               size_t *early)
+{
+    *early = 0;
+    if (inv->redeletes == NULL)
+        return 0;
+    return redelete_take(inv->redeletes, cal_mono_us(), reserve, keys, keylens, REDELETE_ROUND_MAX,
+                         early);
+}
+
+/* Counts n second deletes sent (done[i]: confirmed), of which the last
+ * early went before their time. An unconfirmed one is dropped: the second
+ * delete is best-effort, and memcached failing fails the fills too. */
+static void
+count_redeletes(struct invalidator *inv, const bool *done, size_t n, size_t early, cal_status st,
+                const char *err)
+{
+    if (n == 0)
+        return;
+    size_t deleted = 0, ahead = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!done[i])
+            failed++;
+        else if (i >= n - early)
+            ahead++;
+        else
+            deleted++;
+    }
+    invstats_redeletes(inv->stats, INVSTATS_REDELETE_DELETED, deleted);
+    invstats_redeletes(inv->stats, INVSTATS_REDELETE_EARLY, ahead);
+    invstats_redeletes(inv->stats, INVSTATS_REDELETE_FAILED, failed);
+    if (failed > 0 && !inv->redelete_failing)
+        log_warn("second deletes failed, dropped", "keys=%zu of=%zu error=\"%s\"", failed, n,
+                 st != CAL_OK ? err : "");
+    else if (failed > 0)
+        log_debug("second deletes failed, dropped", "keys=%zu of=%zu error=\"%s\"", failed, n,
+                  st != CAL_OK ? err : "");
+    inv->redelete_failing = failed > 0;
+}
+
+/* A round trip of second deletes alone: those due now, and the oldest early
+ * when reserve more keys must fit. False when memcached failed some. */
+static bool
+redelete_round(struct invalidator *inv, size_t reserve)
+{
+    size_t early, n = take_redeletes(inv, reserve, inv->rkeys, inv->rkeylens, &early);
+    if (n == 0)
+        return true;
+    char err[256] = "";
+    cal_status st =
+        cache_delete_many(inv->cache, inv->rkeys, inv->rkeylens, n, inv->rdone, err, sizeof(err));
+    count_redeletes(inv, inv->rdone, n, early, st, err);
+    return st == CAL_OK;
+}
+
+/* Queues keys (deleted once just now) for their second delete, making room
+ * first with a round of the oldest early if the queue is full. */
+static void
+queue_redeletes(struct invalidator *inv, const char *const *keys, const size_t *keylens, size_t n)
+{
+    if (inv->redeletes == NULL || n == 0)
+        return;
+    if (redelete_room(inv->redeletes) < n)
+        (void)redelete_round(inv, n);
+    size_t queued = redelete_push(inv->redeletes, keys, keylens, n,
+                                  cal_mono_us() + (uint64_t)inv->conf.redelete_ms * 1000);
+    assert(queued == n);
+    (void)queued;
+}
+
+/* Stopping: the keys still queued get their second delete at its time (a
+ * restart must not reopen the window it closes), at most redelete_ms from
+ * now; if memcached fails meanwhile, the rest is dropped (counted failed). */
+static void
+drain_redeletes(struct invalidator *inv)
+{
+    if (inv->redeletes == NULL || redelete_len(inv->redeletes) == 0)
+        return;
+    size_t queued = redelete_len(inv->redeletes);
+    uint64_t start = cal_mono_us();
+    bool ok = true;
+    while (ok && redelete_len(inv->redeletes) > 0) {
+        uint64_t now = cal_mono_us(), due = redelete_next_due(inv->redeletes);
+        if (due > now)
+            cal_sleep_ms((unsigned)((due - now + 999) / 1000));
+        ok = redelete_round(inv, 0);
+    }
+    size_t dropped = 0, n, early;
+    while ((n = redelete_take(inv->redeletes, UINT64_MAX, 0, inv->rkeys, inv->rkeylens,
+                              REDELETE_ROUND_MAX, &early)) > 0)
+        dropped += n;
+    invstats_redeletes(inv->stats, INVSTATS_REDELETE_FAILED, dropped);
+    log_info("second deletes done before stopping", "keys=%zu dropped=%zu waited_ms=%llu", queued,
+             dropped, (unsigned long long)((cal_mono_us() - start) / 1000));
+}
+
 /* Acts on one message: deletes its keys, or holds it for a retry. False
  * when memcached failed it (it is held then). */
 static bool
@@ -333,6 +469,10 @@ handle(struct invalidator *inv, struct kconsumer_msg *msg)
     }
     cache_recovered(inv);
     invstats_invalidations(inv->stats, ev.nkeys);
+    const char *keys[INVALIDATE_MAX_KEYS];
+    for (size_t i = 0; i < ev.nkeys; i++)
+        keys[i] = ev.keys[i];
+    queue_redeletes(inv, keys, ev.keylens, ev.nkeys);
     account(inv, msg, &ev);
     return true;
 }
@@ -359,9 +499,12 @@ collect_keys(struct invalidator *inv, const struct invalidate_event *ev, size_t 
 
 /* Acts on a batch of messages together: one delete per distinct key (a
  * booking's listing, nights and reservation events share their keys), then
- * every offset is stored. If memcached fails, nothing of the batch is stored
- * and each message goes the one-at-a-time way of handle(), with its retries
- * and backoff; the messages of a partition behind a held one wait behind it. */
+ * every offset is stored, and the keys are queued for their second delete.
+ * The second deletes due now go in the same pipeline (with the oldest early
+ * when the queue lacks room for this batch's keys). If memcached fails,
+ * nothing of the batch is stored and each message goes the one-at-a-time
+ * way of handle(), with its retries and backoff; the messages of a
+ * partition behind a held one wait behind it. */
 static void
 handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
 {
@@ -376,11 +519,15 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
         }
     }
     memset(inv->keyset, 0, KEYSET_SLOTS * sizeof(*inv->keyset));
+    size_t early, nre = take_redeletes(inv, nkeys, &inv->keys[nkeys], &inv->keylens[nkeys], &early);
+    memset(inv->done, 0, (nkeys + nre) * sizeof(*inv->done));
     cal_status st = flush ? cache_flush(inv->cache, err, sizeof(err)) : CAL_OK;
     if (st == CAL_OK && flush)
         invstats_flush(inv->stats);
     if (st == CAL_OK)
-        st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys, NULL, err, sizeof(err));
+        st = cache_delete_many(inv->cache, inv->keys, inv->keylens, nkeys + nre, inv->done, err,
+                               sizeof(err));
+    count_redeletes(inv, &inv->done[nkeys], nre, early, st, err);
     if (st != CAL_OK) {
         /* One by one, until one fails: memcached is still failing then, and
          * the rest wait for the same retry rather than each paying its own
@@ -406,6 +553,7 @@ handle_batch(struct invalidator *inv, struct kconsumer_msg *msgs, size_t n)
     }
     cache_recovered(inv);
     invstats_invalidations(inv->stats, nkeys);
+    queue_redeletes(inv, inv->keys, inv->keylens, nkeys);
     for (size_t i = 0; i < n; i++) {
         if (!inv->decoded[i])
             skip_undecodable(inv, &msgs[i], NULL);
@@ -451,6 +599,8 @@ report(struct invalidator *inv)
     size_t n = kconsumer_lag(inv->kc, inv->lags, MAX_LAG_PARTITIONS);
     warn_unassigned(inv, n);
     invstats_set_lag(inv->stats, inv->lags, n);
+    size_t queued = inv->redeletes != NULL ? redelete_len(inv->redeletes) : 0;
+    invstats_set_redelete_queue(inv->stats, queued);
     struct invstats_window win;
     invstats_take_window(inv->stats, &win);
     char list[1024];
@@ -474,13 +624,37 @@ report(struct invalidator *inv)
     log_info("progress",
              "events=%llu invalidations=%llu errors=%llu latency_samples=%zu p50_ms=%llu "
              "p99_ms=%llu max_ms=%llu partitions=%zu lag_total=%lld lag_max=%lld lag=\"%s%s\" "
-             "decoded_hint=%llu decoded_json=%llu%s",
+             "decoded_hint=%llu decoded_json=%llu redeletes=%llu redeletes_failed=%llu "
+             "redelete_queue=%zu%s",
              (unsigned long long)win.events, (unsigned long long)win.invalidations,
              (unsigned long long)win.errors, win.samples, (unsigned long long)win.p50_ms,
              (unsigned long long)win.p99_ms, (unsigned long long)win.max_ms, n, total, max, list,
              n > LOG_LAG_PARTITIONS ? ",..." : "", (unsigned long long)inv->hinted,
-             (unsigned long long)inv->parsed, inv->failing_since_us != 0 ? " cache=failing" : "");
+             (unsigned long long)inv->parsed, (unsigned long long)win.redeletes,
+             (unsigned long long)win.redeletes_failed, queued,
+             inv->failing_since_us != 0 ? " cache=failing" : "");
     inv->hinted = inv->parsed = 0;
+}
+
+/* When the oldest second delete goes in a round trip of its own if no batch
+ * took it: REDELETE_SLACK_MS after it is due. UINT64_MAX: none waits. */
+static uint64_t
+redelete_round_at(const struct invalidator *inv)
+{
+    uint64_t due = inv->redeletes != NULL ? redelete_next_due(inv->redeletes) : UINT64_MAX;
+    return due != UINT64_MAX ? due + REDELETE_SLACK_MS * 1000 : UINT64_MAX;
+}
+
+/* How long the loop may wait for a message: POLL_MS, or less when a round
+ * of second deletes comes sooner. */
+static int
+poll_wait_ms(const struct invalidator *inv)
+{
+    uint64_t at = redelete_round_at(inv), now = cal_mono_us();
+    if (at <= now)
+        return 0;
+    uint64_t ms = (at - now + 999) / 1000;
+    return ms < POLL_MS ? (int)ms : POLL_MS;
 }
 
 void
@@ -494,7 +668,8 @@ invalidator_run(struct invalidator *inv, const volatile sig_atomic_t *stop)
         cal_status st = CAL_OK;
         while (n < BATCH_MAX && st == CAL_OK) {
             inv->batch[n] = (struct kconsumer_msg){0};
-            st = kconsumer_poll(inv->kc, n == 0 ? POLL_MS : 0, &inv->batch[n], err, sizeof(err));
+            st = kconsumer_poll(inv->kc, n == 0 ? poll_wait_ms(inv) : 0, &inv->batch[n], err,
+                                sizeof(err));
             if (st == CAL_OK)
                 n++;
         }
@@ -506,6 +681,10 @@ invalidator_run(struct invalidator *inv, const volatile sig_atomic_t *stop)
             handle_batch(inv, inv->batch, n);
         for (size_t i = 0; i < n; i++)
             kconsumer_release(inv->kc, &inv->batch[i]);
+        /* No batch took the second deletes due for REDELETE_SLACK_MS: a
+         * round trip of their own, for every one due by now. */
+        if (redelete_round_at(inv) <= cal_mono_us())
+            (void)redelete_round(inv, 0);
         uint64_t now = cal_mono_us();
         if (now >= next_report) {
             report(inv);

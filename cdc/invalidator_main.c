@@ -25,6 +25,8 @@ struct invalidator_main_conf {
     int retry_base_ms;
     int retry_max_ms;
     int report_interval_s;
+    int redelete_ms;
+    int redelete_max_keys;
     int metrics_port;
     char metrics_listen[64];
     char log_level[16];
@@ -58,6 +60,15 @@ static const struct conf_item conf_items[] = {
                   "longest wait between two tries; a failed event is retried forever"),
     CONF_INT_ITEM("invalidator", "report_interval_s", C, report_interval_s, 1, 3600, "10",
                   "progress/lag log line and lag metrics refresh interval"),
+    CONF_INT_ITEM(
+        "invalidator", "redelete_ms", C, redelete_ms, 0, 60000, "2000",
+        "delete every key again this long after its first delete: MariaDB signals the "
+        "binlog before a commit is visible, so a read that missed just after the first "
+        "may cache the old row; keep it at or above calendard's lease_ttl_s in ms; 0 = off"),
+    CONF_INT_ITEM("invalidator", "redelete_max_keys", C, redelete_max_keys,
+                  INVALIDATOR_REDELETE_MIN, 16777216, "65536",
+                  "keys waiting for their second delete at most (64 bytes each); when full, the "
+                  "oldest are deleted again at once, early"),
     CONF_INT_ITEM("invalidator", "metrics_port", C, metrics_port, 0, 65535, "0",
                   "HTTP port of /metrics, /healthz, /readyz; 0 = off"),
     CONF_STR_CHECK_ITEM("invalidator", "metrics_listen", C, metrics_listen, "127.0.0.1",
@@ -81,7 +92,12 @@ usage(FILE *out)
         "month keys of the before and after images and the listing key for a nights row.\n"
         "An offset is stored only after memcached acted on its event; while memcached\n"
         "fails, the event is retried with bounded backoff, never skipped. Undecodable\n"
-        "events are logged and skipped. SIGINT/SIGTERM commit offsets and leave the group.\n"
+        "events are logged and skipped. Every key is deleted again [invalidator]\n"
+        "redelete_ms after its first delete (best-effort, never holding back an offset):\n"
+        "MariaDB signals the binlog before a commit is visible, so a read that missed\n"
+        "just after the first delete may have cached the old row. SIGINT/SIGTERM commit\n"
+        "offsets and leave the group, then send the second deletes still waiting, each\n"
+        "at its time (at most redelete_ms later).\n"
         "\n"
         "  -c, --config FILE   INI configuration (see --sample-config)\n"
         "      --check-config  validate the configuration, then exit\n"
@@ -128,6 +144,8 @@ load_config(const char *path, struct invalidator_main_conf *conf)
     conf->inv.retry_base_ms = (unsigned)conf->retry_base_ms;
     conf->inv.retry_max_ms = (unsigned)conf->retry_max_ms;
     conf->inv.report_interval_ms = (unsigned)conf->report_interval_s * 1000;
+    conf->inv.redelete_ms = (unsigned)conf->redelete_ms;
+    conf->inv.redelete_max_keys = (size_t)conf->redelete_max_keys;
     return 0;
 }
 
@@ -201,9 +219,11 @@ main(int argc, char **argv)
             return 1;
         }
     }
-    log_info("started", "pid=%d bootstrap=%s group=%s topics=\"%s\" cache=%s metrics=%s:%d",
+    log_info("started",
+             "pid=%d bootstrap=%s group=%s topics=\"%s\" cache=%s metrics=%s:%d redelete_ms=%d",
              (int)getpid(), conf.inv.kafka.bootstrap_servers, conf.inv.kafka.group_id,
-             conf.inv.kafka.topics, conf.inv.cache.servers, conf.metrics_listen, conf.metrics_port);
+             conf.inv.kafka.topics, conf.inv.cache.servers, conf.metrics_listen, conf.metrics_port,
+             conf.redelete_ms);
     invalidator_run(inv, &stop_signal);
     log_info("stopping", "signal=%d", (int)stop_signal);
     promhttp_stop(http);

@@ -17,6 +17,7 @@ static const uint64_t bucket_ms[] = {1,   2,    5,    10,   25,    50,    100,  
 
 static const char *const error_names[INVSTATS_ERR_COUNT] = {"undecodable", "cache", "kafka",
                                                             "store", "gap"};
+static const char *const redelete_names[INVSTATS_REDELETE_COUNT] = {"deleted", "early", "failed"};
 
 /* A latency histogram, in bucket_ms buckets. */
 struct hist {
@@ -31,12 +32,15 @@ struct invstats {
     uint64_t invalidations;
     uint64_t flushes;
     uint64_t errors[INVSTATS_ERR_COUNT];
+    uint64_t redeletes[INVSTATS_REDELETE_COUNT];
+    size_t redelete_queue;
     struct hist commit;  /* from source.ts_ms (whole seconds in MariaDB's binlog) */
     struct hist produce; /* from the Kafka message's timestamp (ms) */
     struct kconsumer_lag *lags;
     size_t nlags;
     /* the current window */
     uint64_t win_events, win_invalidations, win_errors, win_seen;
+    uint64_t win_redeletes, win_redeletes_failed;
     uint64_t *win;
     size_t nwin;
 };
@@ -93,6 +97,29 @@ invstats_error(struct invstats *stats, enum invstats_error kind)
     pthread_mutex_lock(&stats->lock);
     stats->errors[kind < INVSTATS_ERR_COUNT ? kind : INVSTATS_ERR_KAFKA]++;
     stats->win_errors++;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_redeletes(struct invstats *stats, enum invstats_redelete outcome, size_t nkeys)
+{
+    if (nkeys == 0)
+        return;
+    pthread_mutex_lock(&stats->lock);
+    stats->redeletes[outcome < INVSTATS_REDELETE_COUNT ? outcome : INVSTATS_REDELETE_FAILED] +=
+        nkeys;
+    if (outcome == INVSTATS_REDELETE_FAILED)
+        stats->win_redeletes_failed += nkeys;
+    else
+        stats->win_redeletes += nkeys;
+    pthread_mutex_unlock(&stats->lock);
+}
+
+void
+invstats_set_redelete_queue(struct invstats *stats, size_t nkeys)
+{
+    pthread_mutex_lock(&stats->lock);
+    stats->redelete_queue = nkeys;
     pthread_mutex_unlock(&stats->lock);
 }
 
@@ -172,9 +199,12 @@ invstats_take_window(struct invstats *stats, struct invstats_window *win)
     win->events = stats->win_events;
     win->invalidations = stats->win_invalidations;
     win->errors = stats->win_errors;
+    win->redeletes = stats->win_redeletes;
+    win->redeletes_failed = stats->win_redeletes_failed;
     win->samples = stats->nwin;
     memcpy(samples, stats->win, stats->nwin * sizeof(*samples));
     stats->win_events = stats->win_invalidations = stats->win_errors = stats->win_seen = 0;
+    stats->win_redeletes = stats->win_redeletes_failed = 0;
     stats->nwin = 0;
     pthread_mutex_unlock(&stats->lock);
     win->p50_ms = win->p99_ms = win->max_ms = 0;
@@ -215,6 +245,16 @@ put_hist(FILE *f, const char *name, const char *help, const struct hist *h)
             (unsigned long long)h->count);
 }
 
+/* A counter family with one label, a sample per value of it. */
+static void
+put_counters(FILE *f, const char *name, const char *help, const char *label,
+             const char *const *values, const uint64_t *counts, size_t n)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, values[i], (unsigned long long)counts[i]);
+}
+
 char *
 invstats_render(struct invstats *stats, size_t *len)
 {
@@ -241,14 +281,23 @@ invstats_render(struct invstats *stats, size_t *len)
             "# TYPE calendar_invalidator_flushes_total counter\n"
             "calendar_invalidator_flushes_total %llu\n",
             (unsigned long long)stats->invalidations, (unsigned long long)stats->flushes);
-    fputs("# HELP calendar_invalidator_errors_total Errors by kind: undecodable events (skipped, "
-          "or only one image's keys deleted), "
-          "cache failures (retried), kafka and offset store errors, gaps (the cache flushed).\n"
-          "# TYPE calendar_invalidator_errors_total counter\n",
-          f);
-    for (int k = 0; k < INVSTATS_ERR_COUNT; k++)
-        fprintf(f, "calendar_invalidator_errors_total{kind=\"%s\"} %llu\n", error_names[k],
-                (unsigned long long)stats->errors[k]);
+    put_counters(f, "calendar_invalidator_errors_total",
+                 "Errors by kind: undecodable events (skipped, or only one image's keys deleted), "
+                 "cache failures (retried), kafka and offset store errors, gaps (the cache "
+                 "flushed).",
+                 "kind", error_names, stats->errors, INVSTATS_ERR_COUNT);
+    put_counters(f, "calendar_invalidator_redeletes_total",
+                 "Cache keys deleted a second time, [invalidator] redelete_ms after their first "
+                 "delete (a fill of a row read before its change was visible goes too), by "
+                 "outcome: deleted at their time, early (the queue was full), failed (not "
+                 "confirmed by memcached; not retried).",
+                 "outcome", redelete_names, stats->redeletes, INVSTATS_REDELETE_COUNT);
+    fprintf(f,
+            "# HELP calendar_invalidator_redelete_queue_keys Cache keys waiting for their second "
+            "delete (refreshed with the progress line).\n"
+            "# TYPE calendar_invalidator_redelete_queue_keys gauge\n"
+            "calendar_invalidator_redelete_queue_keys %zu\n",
+            stats->redelete_queue);
     fputs("# HELP calendar_invalidator_lag_messages Consumer lag per assigned partition "
           "(high watermark - position).\n# TYPE calendar_invalidator_lag_messages gauge\n",
           f);

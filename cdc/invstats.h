@@ -21,6 +21,14 @@ enum invstats_error {
     INVSTATS_ERR_COUNT
 };
 
+/* What became of a key's second delete (see invalidator.h). */
+enum invstats_redelete {
+    INVSTATS_REDELETE_DELETED = 0, /* deleted again at its time */
+    INVSTATS_REDELETE_EARLY,       /* deleted again before its time: the queue was full */
+    INVSTATS_REDELETE_FAILED,      /* memcached did not confirm it: dropped, not retried */
+    INVSTATS_REDELETE_COUNT
+};
+
 struct invstats;
 
 struct invstats *invstats_create(void);
@@ -30,6 +38,9 @@ void invstats_event(struct invstats *stats, enum invalidate_table table);
 void invstats_invalidations(struct invstats *stats, size_t nkeys);
 void invstats_flush(struct invstats *stats);
 void invstats_error(struct invstats *stats, enum invstats_error kind);
+void invstats_redeletes(struct invstats *stats, enum invstats_redelete outcome, size_t nkeys);
+/* Keys waiting for their second delete now (a gauge). */
+void invstats_set_redelete_queue(struct invstats *stats, size_t nkeys);
 /* An event whose keys were deleted: now - its source.ts_ms (whole seconds
  * in MariaDB's binlog) and now - its Kafka timestamp (ms; the relay sets it
  * as it produces), each -1 when the event has none. Each goes to its
@@ -41,6 +52,7 @@ void invstats_set_lag(struct invstats *stats, const struct kconsumer_lag *lags, 
 /* A summary of the window since the last call (which starts a new one). */
 struct invstats_window {
     uint64_t events, invalidations, errors;
+    uint64_t redeletes, redeletes_failed; /* keys deleted again (early included), failed */
     size_t samples;
     uint64_t p50_ms, p99_ms, max_ms; /* 0 when samples == 0 */
 };

@@ -447,6 +447,23 @@ run_invalidator(void *arg)
     return NULL;
 }
 
+/* The settings of an invalidator of the test's own, in this process: its
+ * own group, on topics, deleting from the stack's memcached; no second
+ * deletes. */
+static void
+own_conf(struct invalidator_conf *conf, const char *group, const char *topics)
+{
+    *conf = (struct invalidator_conf){
+        .retry_base_ms = 10, .retry_max_ms = 100, .report_interval_ms = 1000};
+    conf->kafka.fetch_wait_max_ms = 10;
+    conf->kafka.metadata_refresh_ms = 1000;
+    conf->kafka.session_timeout_ms = 6000;
+    cal_strlcpy(conf->kafka.bootstrap_servers, stack.kafka, sizeof(conf->kafka.bootstrap_servers));
+    cal_strlcpy(conf->kafka.group_id, group, sizeof(conf->kafka.group_id));
+    cal_strlcpy(conf->kafka.topics, topics, sizeof(conf->kafka.topics));
+    cal_strlcpy(conf->cache.servers, stack.memcached, sizeof(conf->cache.servers));
+}
+
 /* An invalidator whose topics match no topic (the relays on another
  * topic_prefix) invalidates nothing and otherwise looks healthy: with no
  * partition for 10 s (and three progress lines) it must warn, once, then
@@ -454,16 +471,10 @@ run_invalidator(void *arg)
 START_TEST(no_partitions_is_warned)
 {
     load_stack();
-    struct invalidator_conf conf = {
-        .retry_base_ms = 10, .retry_max_ms = 100, .report_interval_ms = 1000};
-    conf.kafka.fetch_wait_max_ms = 10;
-    conf.kafka.metadata_refresh_ms = 1000;
-    conf.kafka.session_timeout_ms = 6000;
-    cal_strlcpy(conf.kafka.bootstrap_servers, stack.kafka, sizeof(conf.kafka.bootstrap_servers));
-    snprintf(conf.kafka.group_id, sizeof(conf.kafka.group_id), "nopart.%llu",
-             (unsigned long long)testenv_random48());
-    cal_strlcpy(conf.kafka.topics, "^calendar-matches-nothing\\..*$", sizeof(conf.kafka.topics));
-    cal_strlcpy(conf.cache.servers, stack.memcached, sizeof(conf.cache.servers));
+    struct invalidator_conf conf;
+    char group[64];
+    snprintf(group, sizeof(group), "nopart.%llu", (unsigned long long)testenv_random48());
+    own_conf(&conf, group, "^calendar-matches-nothing\\..*$");
     char path[] = "/tmp/check_invalidator.XXXXXX", err[512] = "";
     int fd = mkstemp(path), saved = dup(2);
     bool redirected = fd >= 0 && saved >= 0 && dup2(fd, 2) == 2;
@@ -510,6 +521,169 @@ START_TEST(no_partitions_is_warned)
                   "%d warnings in the invalidator's log in the 9 s after the first (two expected:"
                   " one, then one 6 report lines later):\n%s",
                   warnings, log);
+}
+END_TEST
+
+/* An invalidator of the test's own running in a thread, and its metrics. */
+struct own_inv {
+    struct invstats *stats;
+    struct run_arg r;
+    pthread_t thread;
+};
+
+/* Starts one on topic (a topic of the test's own, outside the stack
+ * invalidator's subscription, so no one else deletes its keys), with
+ * redelete_ms. */
+static void
+own_inv_start(struct own_inv *o, const char *topic, unsigned redelete_ms)
+{
+    struct invalidator_conf conf;
+    char group[128], err[512];
+    snprintf(group, sizeof(group), "own-%s", topic);
+    own_conf(&conf, group, topic);
+    conf.redelete_ms = redelete_ms;
+    conf.redelete_max_keys = INVALIDATOR_REDELETE_MIN;
+    o->stats = invstats_create();
+    o->r.stop = 0;
+    o->r.inv = invalidator_create(&conf, o->stats, err, sizeof(err));
+    ck_assert_msg(o->r.inv != NULL, "%s", err);
+    ck_assert_int_eq(pthread_create(&o->thread, NULL, run_invalidator, &o->r), 0);
+}
+
+/* Stops its loop, then invalidator_destroy() leaves the group and sends
+ * the second deletes still waiting. Its stats stay for the caller. */
+static void
+own_inv_stop(struct own_inv *o)
+{
+    o->r.stop = 1;
+    pthread_join(o->thread, NULL);
+    invalidator_destroy(o->r.inv);
+    o->r.inv = NULL;
+}
+
+/* calendar_invalidator_redeletes_total{outcome=...} of stats. */
+static long long
+redeletes(struct invstats *stats, const char *outcome)
+{
+    size_t len;
+    char *text = invstats_render(stats, &len), line[128];
+    snprintf(line, sizeof(line), "calendar_invalidator_redeletes_total{outcome=\"%s\"} ", outcome);
+    const char *at = strstr(text, line);
+    ck_assert_msg(at != NULL, "no %s in the metrics", line);
+    long long n = strtoll(at + strlen(line), NULL, 10);
+    free(text);
+    return n;
+}
+
+/* Caches the listing key of a new listing (into key) and produces a
+ * listings event naming it to topic. */
+static void
+cache_and_change(struct cache *c, struct kafka_produce *kp, const char *topic,
+                 char key[CACHEKEY_MAX])
+{
+    uint64_t id = testenv_random48();
+    char json[512];
+    cachekey_listing(id, key);
+    set_key(c, key);
+    snprintf(json, sizeof(json),
+             "{\"before\":null,\"after\":{\"listing_id\":%llu},\"source\":{\"table\":"
+             "\"listings\",\"ts_ms\":%llu},\"op\":\"c\"}",
+             (unsigned long long)id, (unsigned long long)cal_now_ms());
+    produce(kp, topic, id, json);
+}
+
+/* A new topic with a first change in it (an invalidator subscribes by name
+ * to a topic that exists), and an invalidator of its own on it that acted
+ * on that change. */
+static void
+own_inv_ready(struct own_inv *o, struct cache *c, struct kafka_produce *kp, char topic[96],
+              unsigned redelete_ms)
+{
+    char group[128], first[1][CACHEKEY_MAX];
+    own_topic("redel", topic, group, 0, "");
+    cache_and_change(c, kp, topic, first[0]);
+    own_inv_start(o, topic, redelete_ms);
+    ck_assert_msg(wait_deleted(c, first, 1, DELETE_TIMEOUT_MS) >= 0,
+                  "the test's own invalidator never acted on %s", topic);
+}
+
+/* Caches a key, has the invalidator delete it, then caches it again at
+ * once: a reader that missed just after the delete but read the row from
+ * before the change (MariaDB signals the binlog before the commit is
+ * visible). */
+static void
+stale_fill_after_delete(struct cache *c, struct kafka_produce *kp, const char *topic,
+                        char (*key)[CACHEKEY_MAX])
+{
+    cache_and_change(c, kp, topic, key[0]);
+    ck_assert_msg(wait_deleted(c, key, 1, DELETE_TIMEOUT_MS) >= 0, "%s never deleted", key[0]);
+    set_key(c, key[0]);
+}
+
+#define REDELETE_MS 1000
+
+/* The key set again after its delete goes again redelete_ms later, and is
+ * counted; stopping the invalidator sends the second deletes still
+ * waiting rather than dropping them. */
+START_TEST(a_key_set_again_after_its_delete_is_deleted_again)
+{
+    load_stack();
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    struct own_inv o;
+    char topic[96], key[1][CACHEKEY_MAX];
+    own_inv_ready(&o, c, kp, topic, REDELETE_MS);
+
+    stale_fill_after_delete(c, kp, topic, key);
+    long ms = wait_deleted(c, key, 1, REDELETE_MS + 5000);
+    ck_assert_msg(ms >= 0, "%s, set again after its delete, still cached %d ms later", key[0],
+                  REDELETE_MS + 5000);
+    printf("invalidator: a key set again after its delete went again %ld ms later "
+           "(redelete_ms %d)\n",
+           ms, REDELETE_MS);
+    /* counted just after the delete: give it a moment */
+    for (int i = 0; i < 50 && redeletes(o.stats, "deleted") < 2; i++)
+        cal_sleep_ms(20);
+    ck_assert_int_eq(redeletes(o.stats, "deleted"), 2); /* the first change's key, and this one */
+    ck_assert_int_eq(redeletes(o.stats, "early"), 0);
+    ck_assert_int_eq(redeletes(o.stats, "failed"), 0);
+
+    /* Stopped while the second delete waits: it is sent before the end. */
+    stale_fill_after_delete(c, kp, topic, key);
+    ck_assert_msg(key_present(c, key[0]), "%s gone before its second delete was due", key[0]);
+    own_inv_stop(&o);
+    ck_assert_msg(!key_present(c, key[0]),
+                  "%s still cached after the invalidator stopped: its second delete was dropped",
+                  key[0]);
+    ck_assert_int_eq(redeletes(o.stats, "deleted"), 3);
+    invstats_destroy(o.stats);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+}
+END_TEST
+
+/* redelete_ms = 0: each key is deleted once, a key set again after it
+ * stays (longer than the REDELETE_MS of the test above), nothing is
+ * counted. */
+START_TEST(redelete_ms_0_deletes_once)
+{
+    load_stack();
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    struct own_inv o;
+    char topic[96], key[1][CACHEKEY_MAX];
+    own_inv_ready(&o, c, kp, topic, 0);
+    stale_fill_after_delete(c, kp, topic, key);
+    cal_sleep_ms(REDELETE_MS + 200);
+    ck_assert_msg(key_present(c, key[0]), "%s deleted again with redelete_ms = 0", key[0]);
+    own_inv_stop(&o);
+    ck_assert_msg(key_present(c, key[0]), "%s deleted again at the stop, redelete_ms = 0", key[0]);
+    ck_assert_int_eq(redeletes(o.stats, "deleted") + redeletes(o.stats, "early") +
+                         redeletes(o.stats, "failed"),
+                     0);
+    invstats_destroy(o.stats);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
 }
 END_TEST
 
@@ -1090,6 +1264,14 @@ main(void)
     tc = tcase_create("no_partitions_is_warned");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, no_partitions_is_warned);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_key_set_again_after_its_delete_is_deleted_again");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, a_key_set_again_after_its_delete_is_deleted_again);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("redelete_ms_0_deletes_once");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, redelete_ms_0_deletes_once);
     suite_add_tcase(s, tc);
     tc = tcase_create("stored_retry_is_freed");
     tcase_set_timeout(tc, 60);

@@ -113,6 +113,41 @@ START_TEST(render_prometheus)
 }
 END_TEST
 
+/* Second deletes: counted by outcome, the queue as a gauge, and the window
+ * has the keys deleted again (early ones too) and the failed ones apart. */
+START_TEST(redeletes_by_outcome)
+{
+    struct invstats *stats = invstats_create();
+    size_t len;
+    char *text = invstats_render(stats, &len);
+    assert_has(text, "calendar_invalidator_redeletes_total{outcome=\"deleted\"} 0\n");
+    assert_has(text, "calendar_invalidator_redelete_queue_keys 0\n");
+    free(text);
+    invstats_redeletes(stats, INVSTATS_REDELETE_DELETED, 5);
+    invstats_redeletes(stats, INVSTATS_REDELETE_DELETED, 2);
+    invstats_redeletes(stats, INVSTATS_REDELETE_EARLY, 3);
+    invstats_redeletes(stats, INVSTATS_REDELETE_FAILED, 4);
+    invstats_set_redelete_queue(stats, 11);
+    text = invstats_render(stats, &len);
+    assert_has(text, "# TYPE calendar_invalidator_redeletes_total counter\n");
+    assert_has(text, "calendar_invalidator_redeletes_total{outcome=\"deleted\"} 7\n");
+    assert_has(text, "calendar_invalidator_redeletes_total{outcome=\"early\"} 3\n");
+    assert_has(text, "calendar_invalidator_redeletes_total{outcome=\"failed\"} 4\n");
+    assert_has(text, "# TYPE calendar_invalidator_redelete_queue_keys gauge\n");
+    assert_has(text, "calendar_invalidator_redelete_queue_keys 11\n");
+    free(text);
+    struct invstats_window win;
+    invstats_take_window(stats, &win);
+    ck_assert_uint_eq(win.redeletes, 10);
+    ck_assert_uint_eq(win.redeletes_failed, 4);
+    ck_assert_uint_eq(win.errors, 0);
+    invstats_take_window(stats, &win);
+    ck_assert_uint_eq(win.redeletes, 0);
+    ck_assert_uint_eq(win.redeletes_failed, 0);
+    invstats_destroy(stats);
+}
+END_TEST
+
 START_TEST(label_values_escaped)
 {
     struct invstats *stats = invstats_create();
@@ -133,6 +168,7 @@ main(void)
     UNIT_CASE(s, window_percentiles_and_reset);
     UNIT_CASE(s, window_reservoir_bounded);
     UNIT_CASE(s, render_prometheus);
+    UNIT_CASE(s, redeletes_by_outcome);
     UNIT_CASE(s, label_values_escaped);
     return unit_run(s);
 }
