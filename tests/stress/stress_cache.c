@@ -329,8 +329,12 @@ stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, u
     }
     /* The pass found no stale value, but an invalidation of a change made
      * just before the load ended may still be on its way and delete the
-     * planted value: plant again (bounded) when one did. */
-    for (int tries = 0; tries < 5 && got != 1; tries++) {
+     * planted value, and so may the invalidator's second delete of each key
+     * (redelete_ms, 2 s by default, after the first): read through calendard
+     * again and plant again (bounded) when one did. */
+    for (int tries = 0; tries < 8 && got != 1; tries++) {
+        if (tries > 0)
+            warm(conf);
         got = plant_stale(conf, cache, planted, sizeof(planted), err, errlen);
         if (got == 1) {
             nanosleep(&settle_time, NULL);
