@@ -520,21 +520,28 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
     struct rowimage_rows rows;
     if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
         return CAL_ERR;
+    cal_status st = CAL_OK;
+    const struct rowimage_table *tm = slot->t;
+    struct topic_slot *ts = NULL;
     if (t == NULL) {
         snprintf(err, errlen, "rows event outside a GTID event group");
-        return CAL_ERR;
+        st = CAL_ERR;
+        goto out;
     }
-    const struct rowimage_table *tm = slot->t;
-    struct topic_slot *ts = topic_for(r, tm->table, err, errlen);
-    if (ts == NULL)
-        return CAL_EUNAVAIL;
+    ts = topic_for(r, tm->table, err, errlen);
+    if (ts == NULL) {
+        st = CAL_EUNAVAIL;
+        goto out;
+    }
     struct event_value before[ROWIMAGE_MAX_COLS], after[ROWIMAGE_MAX_COLS];
     struct event_source src = source_of(r, b, ev, t);
     uint32_t unkeyed = 0; /* rows whose listing or key neither image holds */
     for (uint32_t row = 0;; row++) {
         int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);
-        if (n < 0)
-            return CAL_ERR;
+        if (n < 0) {
+            st = CAL_ERR;
+            goto out;
+        }
         if (n == 0)
             break;
         src.row = row;
@@ -563,8 +570,8 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
             unkeyed++;
             continue;
         }
-        cal_status st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value,
-                                           &valuelen, err, errlen);
+        st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
+                                err, errlen);
         /* The invalidator's hint: the keys without parsing the value. */
         char hint[160];
         struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
@@ -574,20 +581,24 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
                               keylen, value, valuelen, hdr.len > 0 ? &hdr : NULL, err, errlen);
         free(key);
         free(value);
-        if (st != CAL_OK)
-            return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+        if (st != CAL_OK) {
+            st = st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+            goto out;
+        }
     }
     if (unkeyed > 0) {
-        cal_status st = send_truncate(r, b, ev, t, tm->table, err, errlen);
+        st = send_truncate(r, b, ev, t, tm->table, err, errlen);
         if (st != CAL_OK)
-            return st;
+            goto out;
         log_warn("rows without their listing_id in either image: truncate event sent",
                  "db=%s table=%s rows=%" PRIu32 " gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
                  " file=%s pos=%" PRIu64,
                  tm->db, tm->table, unkeyed, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
                  src.file, src.pos);
     }
-    return CAL_OK;
+out:
+    rowimage_rows_deinit(&rows);
+    return st;
 }
 
 /* A statement that may have changed rows of the relayed tables without row

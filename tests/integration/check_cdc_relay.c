@@ -2,9 +2,10 @@
  * ($STACK_ENV): row changes written with SQL into shard 0 arrive on
  * <prefix>.<db>.<table> as the exact Debezium-style JSON (c/u/d, before and
  * after, DATE as days, TIMESTAMP(6) as UTC ISO-8601, NULLs, unsigned
- * numbers), keyed by primary key and partitioned by listing; tables of
- * other databases (long UTF-8 names, many columns) never stop it; and after a
- * SIGKILL of the relay mid-stream and a restart, no change is missing. */
+ * numbers), keyed by primary key and partitioned by listing; COMPRESSED
+ * columns added to nights are inflated; tables of other databases (long
+ * UTF-8 names, many columns) never stop it; and after a SIGKILL of the
+ * relay mid-stream and a restart, no change is missing. */
 #include <check.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -203,6 +204,23 @@ static void
 collected_free(struct collected *c)
 {
     kept_free(c->msgs, c->values, &c->n);
+}
+
+/* The events of table that name listing L: want of them within 30 s, or
+ * abort saying what was awaited (when they never come, the relay is stuck).
+ * Caller frees with collected_free() and free(). */
+static struct collected *
+collect_table(const char *table, uint64_t L, size_t want, const char *what)
+{
+    char t[256];
+    topic(t, sizeof(t), table);
+    const char *topics[] = {t, NULL};
+    struct collected *c = cal_calloc(1, sizeof(*c));
+    collect(c, topics, L, want, 30000);
+    ck_assert_msg(c->n == want,
+                  "got %zu of %zu %s events of listing %" PRIu64 " %s: relay stuck (see its log)",
+                  c->n, want, table, L, what);
+    return c;
 }
 
 /* The message of table with op and the given key, or abort. */
@@ -425,18 +443,90 @@ START_TEST(other_tables_never_stop_the_relay)
     struct db *db = shard();
     uint64_t L = new_listing(db);
     db_close(db);
-    char tl[256];
-    topic(tl, sizeof(tl), "listings");
-    const char *topics[] = {tl, NULL};
-    struct collected *c = cal_calloc(1, sizeof(*c));
-    collect(c, topics, L, 1, 30000);
-    ck_assert_msg(c->n == 1,
-                  "the insert of listing %" PRIu64 " after the other database's tables "
-                  "never arrived: relay stuck (see its log)",
-                  L);
+    struct collected *c = collect_table("listings", L, 1, "after the other database's tables");
     collected_free(c);
     free(c);
     ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "DROP DATABASE cdc_probe;"), 0);
+    cleanup(L);
+}
+END_TEST
+
+/* The columns compressed_columns_are_decoded adds to nights. The unchecked
+ * fixture drops them before and after that test, in this process, so that
+ * a failed or killed run leaves every other test the schema it expects. */
+#define DROP_COMPRESSED_COLUMNS                                                                    \
+    "USE " SHARD_DB "; ALTER TABLE nights DROP COLUMN IF EXISTS cdc_note, "                        \
+    "DROP COLUMN IF EXISTS cdc_memo;"
+
+static void
+drop_compressed_columns(void)
+{
+    if (testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS) != 0)
+        fprintf(stderr, "check_cdc_relay: %s failed\n", DROP_COMPRESSED_COLUMNS);
+}
+
+/* A VARCHAR COMPRESSED and a BLOB COMPRESSED column added to nights between
+ * night and status (binlog types 141 and 140), rows written with raw deflate
+ * (MariaDB's default), with a zlib stream (column_compression_zlib_wrap=ON),
+ * stored as is (under column_compression_threshold) and NULL: the events
+ * carry the values as they were written, and every column after them right. */
+START_TEST(compressed_columns_are_decoded)
+{
+    struct db *db = shard();
+    uint64_t L = new_listing(db);
+    unsigned vb = testenv_vbucket(L);
+    char text[2048], d1[16], d2[16], d3[16];
+    sql_text(db, d1, sizeof(d1), "SELECT TO_DAYS('2030-06-01') - 719528");
+    sql_text(db, d2, sizeof(d2), "SELECT TO_DAYS('2030-06-02') - 719528");
+    sql_text(db, d3, sizeof(d3), "SELECT TO_DAYS('2030-06-03') - 719528");
+    db_close(db);
+    snprintf(text, sizeof(text),
+             "USE " SHARD_DB "; ALTER TABLE nights ADD COLUMN cdc_note VARCHAR(200) COMPRESSED "
+             "NULL AFTER night, ADD COLUMN cdc_memo BLOB COMPRESSED NULL AFTER cdc_note;"
+             "INSERT INTO nights (listing_id, night, cdc_note, cdc_memo, status, price, vbucket) "
+             "VALUES (%" PRIu64 ", '2030-06-01', REPEAT('note ', 40), REPEAT('memo', 100), "
+             "'blocked', 12345, %u);"
+             "SET SESSION column_compression_zlib_wrap = ON;"
+             "INSERT INTO nights (listing_id, night, cdc_note, cdc_memo, status, price, vbucket) "
+             "VALUES (%" PRIu64 ", '2030-06-02', 'short', NULL, 'available', NULL, %u),"
+             "(%" PRIu64 ", '2030-06-03', CONCAT(REPEAT('x', 150), '\xc3\xa9'), '', 'booked', "
+             "-1, %u);",
+             L, vb, L, vb, L, vb);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+
+    struct collected *c = collect_table("nights", L, 3, "with COMPRESSED columns");
+    /* The values as JSON: 200 and 400 bytes deflated, 152 stored. */
+    char note[256] = "\"", memo[512] = "\"", wide[256] = "\"", key[128], want[2048];
+    for (int i = 0; i < 40; i++)
+        strcat(note, "note ");
+    for (int i = 0; i < 100; i++)
+        strcat(memo, "memo");
+    memset(wide + 1, 'x', 150);
+    strcat(wide, "\xc3\xa9");
+    strcat(note, "\"");
+    strcat(memo, "\"");
+    strcat(wide, "\"");
+    const struct {
+        const char *night, *note, *memo, *status, *price;
+    } rows[] = {
+        {d1, note, memo, "blocked", "12345"},
+        {d2, "\"short\"", "null", "available", "null"},
+        {d3, wide, "\"\"", "booked", "-1"},
+    };
+    for (size_t k = 0; k < CAL_ARRAY_LEN(rows); k++) {
+        snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, rows[k].night);
+        size_t i = find(c, "nights", "c", key);
+        snprintf(want, sizeof(want),
+                 "{\"listing_id\":%" PRIu64 ",\"night\":%s,\"cdc_note\":%s,\"cdc_memo\":%s,"
+                 "\"status\":\"%s\",\"reservation_id\":null,\"price\":%s,\"version\":1,"
+                 "\"vbucket\":%u}",
+                 L, rows[k].night, rows[k].note, rows[k].memo, rows[k].status, rows[k].price, vb);
+        assert_row(c->values[i], "after", want);
+        assert_source(&c->msgs[i], c->values[i], "nights", L);
+    }
+    collected_free(c);
+    free(c);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS), 0);
     cleanup(L);
 }
 END_TEST
@@ -1271,6 +1361,11 @@ suite(void)
     tc = tcase_create("other_tables_never_stop_the_relay");
     tcase_add_test(tc, other_tables_never_stop_the_relay);
     tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("compressed_columns_are_decoded");
+    tcase_add_unchecked_fixture(tc, drop_compressed_columns, drop_compressed_columns);
+    tcase_add_test(tc, compressed_columns_are_decoded);
+    tcase_set_timeout(tc, 90);
     suite_add_tcase(s, tc);
     tc = tcase_create("truncate_of_a_relayed_table_is_a_truncate_event");
     tcase_add_test(tc, truncate_of_a_relayed_table_is_a_truncate_event);
