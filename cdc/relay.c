@@ -38,6 +38,7 @@ struct txn {
     struct query_group group; /* where the group ends (standalone, XA) */
     bool closed;              /* commit seen */
     bool failed;              /* a message was not delivered */
+    bool outside_group;       /* an incident between groups: no GTID of its own */
     uint64_t first_send_us;
 };
 
@@ -122,7 +123,8 @@ advance_locked(struct relay *r)
     while (r->head != NULL && r->head->closed && r->head->outstanding == 0 && !r->head->failed) {
         struct txn *t = r->head;
         /* Cannot fail: stream() refused a domain past the checkpoint's room. */
-        (void)gtid_pos_update(&r->acked, &t->gtid);
+        if (!t->outside_group)
+            (void)gtid_pos_update(&r->acked, &t->gtid);
         cal_strlcpy(r->acked_file, t->file, sizeof(r->acked_file));
         r->acked_pos = t->end_pos;
         r->acked_txns_total++;
@@ -601,11 +603,30 @@ out:
     return st;
 }
 
+/* A truncate event for each relayed table named (bits of relay_tables; 0:
+ * every one), part of transaction t, so acknowledged before the checkpoint
+ * passes it; their names, comma-separated, in tables. */
+static cal_status
+send_truncates(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+               uint32_t named, char *tables, size_t tables_size, char *err, size_t errlen)
+{
+    tables[0] = '\0';
+    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
+        if (named != 0 && !(named & (1u << i)))
+            continue;
+        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
+        if (st != CAL_OK)
+            return st;
+        size_t n = strlen(tables);
+        snprintf(tables + n, tables_size - n, "%s%s", n ? "," : "", relay_tables[i]);
+    }
+    return CAL_OK;
+}
+
 /* A statement that may have changed rows of the relayed tables without row
  * images (TRUNCATE, DROP, ALTER, statement-logged DML, query.h): a truncate
  * event for each relayed table it changed (named: bits of relay_tables;
- * 0: every one), part of its transaction, so acknowledged before the
- * checkpoint passes it. */
+ * 0: every one), part of its transaction. */
 static cal_status
 on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
                    uint32_t named, char *err, size_t errlen)
@@ -614,16 +635,10 @@ on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event 
         snprintf(err, errlen, "statement outside a GTID event group");
         return CAL_ERR;
     }
-    char tables[128] = "";
-    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
-        if (named != 0 && !(named & (1u << i)))
-            continue;
-        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
-        if (st != CAL_OK)
-            return st;
-        snprintf(tables + strlen(tables), sizeof(tables) - strlen(tables), "%s%s",
-                 tables[0] ? "," : "", relay_tables[i]);
-    }
+    char tables[128];
+    cal_status st = send_truncates(r, b, ev, t, named, tables, sizeof(tables), err, errlen);
+    if (st != CAL_OK)
+        return st;
     /* The statement itself is not logged: it may carry data. */
     log_warn("statement changed relayed tables without row images: truncate events sent",
              "db=%s tables=%s gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64 " file=%s pos=%" PRIu32,
@@ -643,7 +658,10 @@ close_txn(struct relay *r, struct binlog *b, struct txn *t, const struct binlog_
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Queues a new open transaction, waiting while too many are pending. */
+/* Queues a new open transaction, waiting while too many are pending: the
+ * group a GTID event starts, or an incident between groups, which has no
+ * GTID of its own (it carries the last one read, for its events' source,
+ * and leaves the checkpoint's as it is). */
 static struct txn *
 open_txn(struct relay *r, const struct binlog_event *ev)
 {
@@ -656,18 +674,58 @@ open_txn(struct relay *r, const struct binlog_event *ev)
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
     }
     struct txn *t = cal_calloc(1, sizeof(*t));
-    t->gtid = ev->gtid;
-    t->group.standalone = ev->standalone;
-    t->group.xa = ev->xa_prepared;
+    if (ev->kind == BINLOG_GTID) {
+        t->gtid = ev->gtid;
+        t->group.standalone = ev->standalone;
+        t->group.xa = ev->xa_prepared;
+        r->last_read = ev->gtid;
+    } else {
+        t->gtid = r->last_read;
+        t->outside_group = true;
+    }
     if (r->tail != NULL)
         r->tail->next = t;
     else
         r->head = t;
     r->tail = t;
     r->ntxns++;
-    r->last_read = ev->gtid;
     pthread_mutex_unlock(&r->mu);
     return t;
+}
+
+/* An Incident event: the primary made a change it could not log
+ * (LOST_EVENTS, e.g. a statement on a non-transactional table whose binlog
+ * cache overflowed). No event says which rows, so, as for a statement
+ * without row images, every relayed table gets a truncate event. MariaDB
+ * writes it after a group's commit event: outside a group (cur NULL) it is
+ * queued as a transaction of its own, so that the checkpoint passes it only
+ * once Kafka acknowledged its events, and a restart reads it again. */
+static cal_status
+on_incident(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *cur,
+            char *err, size_t errlen)
+{
+    struct txn *t = cur != NULL ? cur : open_txn(r, ev);
+    char tables[128], msg[256];
+    cal_status st = send_truncates(r, b, ev, t, 0, tables, sizeof(tables), err, errlen);
+    if (st != CAL_OK)
+        return st; /* t stays open: the rewind drops it */
+    if (cur == NULL)
+        close_txn(r, b, t, ev);
+    snprintf(msg, sizeof(msg), "%.*s", (int)ev->incident_msg_len,
+             ev->incident_msg != NULL ? ev->incident_msg : "");
+    cal_printable_ascii(msg);
+    for (char *c = msg; *c != '\0'; c++)
+        if (*c == '"' || *c == '\\')
+            *c = '?';
+    char after[64] = "-"; /* none read since the relay started */
+    if (t->gtid.server_id != 0 || t->gtid.seq != 0)
+        snprintf(after, sizeof(after), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, t->gtid.domain_id,
+                 t->gtid.server_id, t->gtid.seq);
+    log_warn("incident event: the shard's binlog may lack changes, truncate events sent",
+             "db=%s tables=%s incident=%u message=\"%s\" after_gtid=%s file=%s pos=%" PRIu32,
+             r->conf->source.db.database, tables, (unsigned)ev->incident, msg, after,
+             binlog_file(b), ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0);
+    return CAL_OK;
 }
 
 /* Follows the stream until an error, a delivery failure or stop. */
@@ -736,6 +794,9 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
             if (cur != NULL)
                 close_txn(r, b, cur, &ev);
             cur = NULL;
+            break;
+        case BINLOG_INCIDENT:
+            st = on_incident(r, b, &ev, cur, err, errlen);
             break;
         case BINLOG_QUERY: {
             const struct query_target target = {r->conf->source.db.database, relay_tables};
