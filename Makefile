@@ -6,7 +6,7 @@
 #   make SANITIZER=address,undefined test   the same under sanitizers
 
 CC        ?= cc
-PKGS      := libmariadb libmicrohttpd jansson inih libcurl check libmemcached rdkafka
+PKGS      := libmariadb libmicrohttpd jansson inih libcurl check libmemcached rdkafka zlib
 WARN      ?= -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Werror
 OPT       ?= -O2 -g
 CFLAGS    ?= $(OPT)

@@ -1,7 +1,9 @@
-/* MariaDB replication stream via Connector/C (mariadb_rpl.h). The library
- * fetches events; their raw bytes are decoded here and in cdc/rowimage.c,
- * because mariadb_rpl_extract_rows refuses tables without column metadata
- * and mis-decodes some types. */
+/* MariaDB replication stream via Connector/C: mariadb_rpl.h starts the
+ * binlog dump, the event packets are read and decoded here (and the rows in
+ * cdc/rowimage.c). Not with mariadb_rpl_fetch(): it refuses an event type it
+ * does not parse, an Incident among them, without handing out its bytes,
+ * and mariadb_rpl_extract_rows refuses tables without column metadata and
+ * mis-decodes some types. */
 #include "cdc/binlog.h"
 
 #include <mysql.h>
@@ -24,9 +26,13 @@
 struct binlog {
     MYSQL *mysql;
     MARIADB_RPL *rpl;
-    MARIADB_RPL_EVENT *ev; /* the event handed out last; freed by the next fetch */
     struct binlog_decoder dec;
 };
+
+/* A packet of the dump: an OK byte and an event, or the EOF packet (0xFE,
+ * shorter than 9 bytes) when the server ends the stream. */
+#define PACKET_OK 0x00
+#define PACKET_EOF 0xFE
 
 static uint64_t
 le(const uint8_t *p, size_t n)
@@ -186,36 +192,31 @@ fail:
 }
 
 static cal_status
-fetch_error(struct binlog *b, char *err, size_t errlen)
+read_error(struct binlog *b, char *err, size_t errlen)
 {
     unsigned e = mysql_errno(b->mysql);
-    const char *msg = e ? mysql_error(b->mysql) : mariadb_rpl_error(b->rpl);
-    if (e == 0 && (msg == NULL || msg[0] == '\0')) {
-        snprintf(err, errlen, "the server ended the binlog stream");
-        return CAL_EUNAVAIL;
-    }
-    snprintf(err, errlen, "binlog read: %s (%u)", msg, e);
-    if (e >= CR_MIN_ERROR && e <= CR_MAX_ERROR && e != CR_BINLOG_ERROR)
+    snprintf(err, errlen, "binlog read: %s (%u)", e ? mysql_error(b->mysql) : "connection lost", e);
+    if (e == 0 || (e >= CR_MIN_ERROR && e <= CR_MAX_ERROR && e != CR_BINLOG_ERROR))
         return CAL_EUNAVAIL; /* client side: connection lost, timeout */
-    return CAL_ERR;
+    return CAL_ERR;          /* the server's: a replication error */
 }
 
 cal_status
 binlog_next(struct binlog *b, struct binlog_event *ev, char *err, size_t errlen)
 {
-    /* Always fetch into a fresh event: some Connector/C versions free the
-     * event passed in when the fetch fails. */
-    mariadb_free_rpl_event(b->ev);
-    b->ev = mariadb_rpl_fetch(b->rpl, NULL);
-    if (b->ev == NULL)
-        return fetch_error(b, err, errlen);
-    const MARIADB_RPL_EVENT *re = b->ev;
-    if (re->raw_data == NULL || re->raw_data_size < re->raw_data_ofs + HEADER_LEN) {
-        snprintf(err, errlen, "binlog event without raw data");
+    unsigned long len = mysql_net_read_packet(b->mysql);
+    if (len == packet_error)
+        return read_error(b, err, errlen);
+    const uint8_t *p = b->mysql->net.read_pos;
+    if (len < 9 && len > 0 && p[0] == PACKET_EOF) {
+        snprintf(err, errlen, "the server ended the binlog stream");
+        return CAL_EUNAVAIL;
+    }
+    if (len < 1 + HEADER_LEN || p[0] != PACKET_OK) {
+        snprintf(err, errlen, "binlog packet of %lu bytes is no event", len);
         return CAL_ERR;
     }
-    return binlog_decode(&b->dec, re->raw_data + re->raw_data_ofs,
-                         re->raw_data_size - re->raw_data_ofs, ev, err, errlen);
+    return binlog_decode(&b->dec, p + 1, len - 1, ev, err, errlen);
 }
 
 cal_status
@@ -343,6 +344,18 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
         ev->query_len = body_len - off;
         break;
     }
+    case INCIDENT_EVENT:
+        /* Written after a transaction whose changes the primary could not
+         * log (LOST_EVENTS): a replica stops at it. Whatever its body
+         * holds, it stays an incident: the relay must act on every one. */
+        ev->kind = BINLOG_INCIDENT;
+        if (body_len >= 2)
+            ev->incident = (uint16_t)le(ev->body, 2);
+        if (body_len >= 3 && (size_t)ev->body[2] <= body_len - 3) {
+            ev->incident_msg = (const char *)ev->body + 3;
+            ev->incident_msg_len = ev->body[2];
+        }
+        break;
     case QUERY_COMPRESSED_EVENT:
         /* Unread, a TRUNCATE or a statement-logged change would pass
          * unnoticed. */
@@ -350,7 +363,31 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
                  "compressed query events are not supported "
                  "(set log_bin_compress=OFF on the shard)");
         return CAL_ERR;
+    case STOP_EVENT:
+    case INTVAR_EVENT:
+    case RAND_EVENT:
+    case USER_VAR_EVENT:
+    case BEGIN_LOAD_QUERY_EVENT:
+    case GTID_LOG_EVENT:
+    case ANONYMOUS_GTID_LOG_EVENT:
+    case PREVIOUS_GTIDS_LOG_EVENT:
+    case ANNOTATE_ROWS_EVENT:
+    case BINLOG_CHECKPOINT_EVENT:
+    case GTID_LIST_EVENT:
+    case START_ENCRYPTION_EVENT:
+        /* Known, and nothing for the relay (statement context, markers,
+         * comments): the types Connector/C's own reader passes too. */
+        ev->kind = BINLOG_OTHER;
+        break;
     default:
+        /* A type not known here could carry changes: passed over only when
+         * the primary marks it as one a replica may ignore (as
+         * Connector/C's reader does). */
+        if (!(ev->flags & LOG_EVENT_IGNORABLE_F)) {
+            snprintf(err, errlen, "binlog event type %u is unknown to the relay and not ignorable",
+                     ev->type);
+            return CAL_ERR;
+        }
         ev->kind = BINLOG_OTHER;
         break;
     }
@@ -368,7 +405,6 @@ binlog_close(struct binlog *b)
 {
     if (b == NULL)
         return;
-    mariadb_free_rpl_event(b->ev);
     if (b->rpl != NULL)
         mariadb_rpl_close(b->rpl);
     if (b->mysql != NULL)

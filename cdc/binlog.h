@@ -29,6 +29,7 @@ enum binlog_kind {
     BINLOG_XID,        /* commits a transaction */
     BINLOG_XA_PREPARE, /* ends an XA transaction's group at its PREPARE */
     BINLOG_QUERY,      /* a statement logged as text (also LOAD DATA's Execute_load_query) */
+    BINLOG_INCIDENT,   /* the primary's binlog may lack changes (LOST_EVENTS) */
 };
 
 struct binlog_event {
@@ -54,6 +55,12 @@ struct binlog_event {
     size_t query_len;
     const char *db;
     size_t db_len;
+    /* BINLOG_INCIDENT: its number (1: LOST_EVENTS; 0 when the event is too
+     * short to say) and message (empty when it has none or a malformed one;
+     * not NUL-terminated) */
+    uint16_t incident;
+    const char *incident_msg;
+    size_t incident_msg_len;
 };
 
 /* What decoding carries from one event to the next of a stream. */
@@ -84,7 +91,9 @@ cal_status binlog_next(struct binlog *b, struct binlog_event *ev, char *err, siz
 /* Decodes one raw event (header, body, checksum if any: len bytes at data)
  * into ev, which points into data; a rotate event names d's next file, a
  * Format_description event says whether the events of its file carry a
- * checksum. CAL_ERR and err filled for a malformed event. Pure. */
+ * checksum. CAL_ERR and err filled for a malformed event, and for an event
+ * of a type not known here that the primary does not mark ignorable
+ * (LOG_EVENT_IGNORABLE_F). Pure. */
 cal_status binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len,
                          struct binlog_event *ev, char *err, size_t errlen);
 

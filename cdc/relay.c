@@ -38,6 +38,7 @@ struct txn {
     struct query_group group; /* where the group ends (standalone, XA) */
     bool closed;              /* commit seen */
     bool failed;              /* a message was not delivered */
+    bool outside_group;       /* an incident between groups: no GTID of its own */
     uint64_t first_send_us;
 };
 
@@ -122,7 +123,8 @@ advance_locked(struct relay *r)
     while (r->head != NULL && r->head->closed && r->head->outstanding == 0 && !r->head->failed) {
         struct txn *t = r->head;
         /* Cannot fail: stream() refused a domain past the checkpoint's room. */
-        (void)gtid_pos_update(&r->acked, &t->gtid);
+        if (!t->outside_group)
+            (void)gtid_pos_update(&r->acked, &t->gtid);
         cal_strlcpy(r->acked_file, t->file, sizeof(r->acked_file));
         r->acked_pos = t->end_pos;
         r->acked_txns_total++;
@@ -520,21 +522,28 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
     struct rowimage_rows rows;
     if (rowimage_rows_begin(ev->body, ev->body_len, ev->type, &rows, err, errlen) != CAL_OK)
         return CAL_ERR;
+    cal_status st = CAL_OK;
+    const struct rowimage_table *tm = slot->t;
+    struct topic_slot *ts = NULL;
     if (t == NULL) {
         snprintf(err, errlen, "rows event outside a GTID event group");
-        return CAL_ERR;
+        st = CAL_ERR;
+        goto out;
     }
-    const struct rowimage_table *tm = slot->t;
-    struct topic_slot *ts = topic_for(r, tm->table, err, errlen);
-    if (ts == NULL)
-        return CAL_EUNAVAIL;
+    ts = topic_for(r, tm->table, err, errlen);
+    if (ts == NULL) {
+        st = CAL_EUNAVAIL;
+        goto out;
+    }
     struct event_value before[ROWIMAGE_MAX_COLS], after[ROWIMAGE_MAX_COLS];
     struct event_source src = source_of(r, b, ev, t);
     uint32_t unkeyed = 0; /* rows whose listing or key neither image holds */
     for (uint32_t row = 0;; row++) {
         int n = rowimage_rows_next(&rows, tm, before, after, err, errlen);
-        if (n < 0)
-            return CAL_ERR;
+        if (n < 0) {
+            st = CAL_ERR;
+            goto out;
+        }
         if (n == 0)
             break;
         src.row = row;
@@ -563,8 +572,8 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
             unkeyed++;
             continue;
         }
-        cal_status st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value,
-                                           &valuelen, err, errlen);
+        st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
+                                err, errlen);
         /* The invalidator's hint: the keys without parsing the value. */
         char hint[160];
         struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};
@@ -574,18 +583,42 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
                               keylen, value, valuelen, hdr.len > 0 ? &hdr : NULL, err, errlen);
         free(key);
         free(value);
-        if (st != CAL_OK)
-            return st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+        if (st != CAL_OK) {
+            st = st == CAL_EAGAIN ? CAL_EAGAIN : CAL_ERR;
+            goto out;
+        }
     }
     if (unkeyed > 0) {
-        cal_status st = send_truncate(r, b, ev, t, tm->table, err, errlen);
+        st = send_truncate(r, b, ev, t, tm->table, err, errlen);
         if (st != CAL_OK)
-            return st;
+            goto out;
         log_warn("rows without their listing_id in either image: truncate event sent",
                  "db=%s table=%s rows=%" PRIu32 " gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64
                  " file=%s pos=%" PRIu64,
                  tm->db, tm->table, unkeyed, t->gtid.domain_id, t->gtid.server_id, t->gtid.seq,
                  src.file, src.pos);
+    }
+out:
+    rowimage_rows_deinit(&rows);
+    return st;
+}
+
+/* A truncate event for each relayed table named (bits of relay_tables; 0:
+ * every one), part of transaction t, so acknowledged before the checkpoint
+ * passes it; their names, comma-separated, in tables. */
+static cal_status
+send_truncates(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
+               uint32_t named, char *tables, size_t tables_size, char *err, size_t errlen)
+{
+    tables[0] = '\0';
+    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
+        if (named != 0 && !(named & (1u << i)))
+            continue;
+        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
+        if (st != CAL_OK)
+            return st;
+        size_t n = strlen(tables);
+        snprintf(tables + n, tables_size - n, "%s%s", n ? "," : "", relay_tables[i]);
     }
     return CAL_OK;
 }
@@ -593,8 +626,7 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
 /* A statement that may have changed rows of the relayed tables without row
  * images (TRUNCATE, DROP, ALTER, statement-logged DML, query.h): a truncate
  * event for each relayed table it changed (named: bits of relay_tables;
- * 0: every one), part of its transaction, so acknowledged before the
- * checkpoint passes it. */
+ * 0: every one), part of its transaction. */
 static cal_status
 on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t,
                    uint32_t named, char *err, size_t errlen)
@@ -603,16 +635,10 @@ on_flush_statement(struct relay *r, struct binlog *b, const struct binlog_event 
         snprintf(err, errlen, "statement outside a GTID event group");
         return CAL_ERR;
     }
-    char tables[128] = "";
-    for (uint32_t i = 0; relay_tables[i] != NULL; i++) {
-        if (named != 0 && !(named & (1u << i)))
-            continue;
-        cal_status st = send_truncate(r, b, ev, t, relay_tables[i], err, errlen);
-        if (st != CAL_OK)
-            return st;
-        snprintf(tables + strlen(tables), sizeof(tables) - strlen(tables), "%s%s",
-                 tables[0] ? "," : "", relay_tables[i]);
-    }
+    char tables[128];
+    cal_status st = send_truncates(r, b, ev, t, named, tables, sizeof(tables), err, errlen);
+    if (st != CAL_OK)
+        return st;
     /* The statement itself is not logged: it may carry data. */
     log_warn("statement changed relayed tables without row images: truncate events sent",
              "db=%s tables=%s gtid=%" PRIu32 "-%" PRIu32 "-%" PRIu64 " file=%s pos=%" PRIu32,
@@ -632,7 +658,10 @@ close_txn(struct relay *r, struct binlog *b, struct txn *t, const struct binlog_
     pthread_mutex_unlock(&r->mu);
 }
 
-/* Queues a new open transaction, waiting while too many are pending. */
+/* Queues a new open transaction, waiting while too many are pending: the
+ * group a GTID event starts, or an incident between groups, which has no
+ * GTID of its own (it carries the last one read, for its events' source,
+ * and leaves the checkpoint's as it is). */
 static struct txn *
 open_txn(struct relay *r, const struct binlog_event *ev)
 {
@@ -645,18 +674,58 @@ open_txn(struct relay *r, const struct binlog_event *ev)
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
     }
     struct txn *t = cal_calloc(1, sizeof(*t));
-    t->gtid = ev->gtid;
-    t->group.standalone = ev->standalone;
-    t->group.xa = ev->xa_prepared;
+    if (ev->kind == BINLOG_GTID) {
+        t->gtid = ev->gtid;
+        t->group.standalone = ev->standalone;
+        t->group.xa = ev->xa_prepared;
+        r->last_read = ev->gtid;
+    } else {
+        t->gtid = r->last_read;
+        t->outside_group = true;
+    }
     if (r->tail != NULL)
         r->tail->next = t;
     else
         r->head = t;
     r->tail = t;
     r->ntxns++;
-    r->last_read = ev->gtid;
     pthread_mutex_unlock(&r->mu);
     return t;
+}
+
+/* An Incident event: the primary made a change it could not log
+ * (LOST_EVENTS, e.g. a statement on a non-transactional table whose binlog
+ * cache overflowed). No event says which rows, so, as for a statement
+ * without row images, every relayed table gets a truncate event. MariaDB
+ * writes it after a group's commit event: outside a group (cur NULL) it is
+ * queued as a transaction of its own, so that the checkpoint passes it only
+ * once Kafka acknowledged its events, and a restart reads it again. */
+static cal_status
+on_incident(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *cur,
+            char *err, size_t errlen)
+{
+    struct txn *t = cur != NULL ? cur : open_txn(r, ev);
+    char tables[128], msg[256];
+    cal_status st = send_truncates(r, b, ev, t, 0, tables, sizeof(tables), err, errlen);
+    if (st != CAL_OK)
+        return st; /* t stays open: the rewind drops it */
+    if (cur == NULL)
+        close_txn(r, b, t, ev);
+    snprintf(msg, sizeof(msg), "%.*s", (int)ev->incident_msg_len,
+             ev->incident_msg != NULL ? ev->incident_msg : "");
+    cal_printable_ascii(msg);
+    for (char *c = msg; *c != '\0'; c++)
+        if (*c == '"' || *c == '\\')
+            *c = '?';
+    char after[64] = "-"; /* none read since the relay started */
+    if (t->gtid.server_id != 0 || t->gtid.seq != 0)
+        snprintf(after, sizeof(after), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, t->gtid.domain_id,
+                 t->gtid.server_id, t->gtid.seq);
+    log_warn("incident event: the shard's binlog may lack changes, truncate events sent",
+             "db=%s tables=%s incident=%u message=\"%s\" after_gtid=%s file=%s pos=%" PRIu32,
+             r->conf->source.db.database, tables, (unsigned)ev->incident, msg, after,
+             binlog_file(b), ev->next_pos >= ev->length ? ev->next_pos - ev->length : 0);
+    return CAL_OK;
 }
 
 /* Follows the stream until an error, a delivery failure or stop. */
@@ -725,6 +794,9 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
             if (cur != NULL)
                 close_txn(r, b, cur, &ev);
             cur = NULL;
+            break;
+        case BINLOG_INCIDENT:
+            st = on_incident(r, b, &ev, cur, err, errlen);
             break;
         case BINLOG_QUERY: {
             const struct query_target target = {r->conf->source.db.database, relay_tables};

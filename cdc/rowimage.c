@@ -4,10 +4,14 @@
  * input is a network message. */
 #include "cdc/rowimage.h"
 
+#include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cdc/colcomp.h"
 #include "common/date.h"
+#include "common/util.h"
 
 /* Column types (MYSQL_TYPE_* numbers of the protocol). */
 enum {
@@ -31,6 +35,8 @@ enum {
     T_TIMESTAMP2 = 17,
     T_DATETIME2 = 18,
     T_TIME2 = 19,
+    T_BLOB_COMPRESSED = 140,    /* MariaDB: BLOB/TEXT ... COMPRESSED */
+    T_VARCHAR_COMPRESSED = 141, /* MariaDB: VARCHAR/VARBINARY ... COMPRESSED */
     T_JSON = 245,
     T_NEWDECIMAL = 246,
     T_ENUM = 247,
@@ -128,17 +134,34 @@ bit_set(const uint8_t *bitmap, size_t i)
     return (bitmap[i / 8] >> (i % 8)) & 1;
 }
 
-/* Bytes of type metadata a column type carries in the table map. */
-static size_t
+/* Bytes of type metadata a column type carries in the table map, as
+ * MariaDB writes them; -1 for a type it does not write (its size unknown, a
+ * guess would misread the metadata of every later column). */
+static int
 meta_size(uint8_t type)
 {
     switch (type) {
+    case T_DECIMAL:
+    case T_TINY:
+    case T_SHORT:
+    case T_LONG:
+    case T_NULL:
+    case T_TIMESTAMP:
+    case T_LONGLONG:
+    case T_INT24:
+    case T_DATE:
+    case T_TIME:
+    case T_DATETIME:
+    case T_YEAR:
+    case T_NEWDATE:
+        return 0;
     case T_FLOAT:
     case T_DOUBLE:
     case T_BLOB:
     case T_TINY_BLOB:
     case T_MEDIUM_BLOB:
     case T_LONG_BLOB:
+    case T_BLOB_COMPRESSED:
     case T_GEOMETRY:
     case T_JSON:
     case T_TIMESTAMP2:
@@ -146,6 +169,7 @@ meta_size(uint8_t type)
     case T_TIME2:
         return 1;
     case T_VARCHAR:
+    case T_VARCHAR_COMPRESSED:
     case T_VAR_STRING:
     case T_STRING:
     case T_NEWDECIMAL:
@@ -154,7 +178,7 @@ meta_size(uint8_t type)
     case T_SET:
         return 2;
     default:
-        return 0;
+        return -1;
     }
 }
 
@@ -314,31 +338,43 @@ rowimage_table_parse(const uint8_t *body, size_t len, struct rowimage_table *t, 
     if (types == NULL || meta == NULL)
         goto malformed;
     struct reader m = {.p = meta, .len = (size_t)meta_len};
+    size_t unknown = t->ncols; /* the first column of a type not known here */
     for (size_t i = 0; i < t->ncols; i++) {
         struct rowimage_column *c = &t->cols[i];
         c->type = types[i];
         snprintf(c->name, sizeof(c->name), "col%zu", i);
+        if (unknown < t->ncols)
+            continue; /* its metadata, and so that of every later column, is not known */
         switch (meta_size(c->type)) {
+        case 0:
+            break;
         case 1:
             c->meta = (uint16_t)read_le(&m, 1);
             break;
         case 2:
-            if (c->type == T_VARCHAR || c->type == T_VAR_STRING)
+            if (c->type == T_VARCHAR || c->type == T_VARCHAR_COMPRESSED || c->type == T_VAR_STRING)
                 c->meta = (uint16_t)read_le(&m, 2);
             else
                 c->meta = (uint16_t)read_be(&m, 2); /* (real type or precision, length) */
             break;
         default:
+            unknown = i;
             break;
         }
     }
-    if (m.bad)
+    /* Metadata left over: some column's size was misjudged. */
+    if (m.bad || (unknown == t->ncols && m.off != m.len))
         goto malformed;
     read_bytes(&r, (t->ncols + 7) / 8); /* nullable columns: not needed */
     if (r.bad)
         goto malformed;
     if (parse_optional_metadata(&r, t, err, errlen) != CAL_OK)
         return CAL_EINVAL;
+    if (unknown < t->ncols) {
+        snprintf(err, errlen, "%s.%s: column %s: binlog type %u is not supported by the relay",
+                 t->db, t->table, t->cols[unknown].name, t->cols[unknown].type);
+        return CAL_EINVAL;
+    }
     for (size_t i = 0; i < t->ncols; i++) {
         t->evcols[i].name = t->cols[i].name;
         t->evcols[i].pk = t->cols[i].pk;
@@ -591,10 +627,41 @@ decode_enum_set(struct reader *r, unsigned real, unsigned size, struct event_val
     return !r->bad;
 }
 
-/* Decodes one non-NULL value of column c at r. */
+/* A COMPRESSED column's value: its length prefix of lenbytes, then the
+ * value (colcomp.h) of at most max bytes once inflated. An inflated value is
+ * kept in rows until its next row. */
 static bool
-decode_value(struct reader *r, const struct rowimage_column *c, struct event_value *v, char *err,
-             size_t errlen)
+decode_compressed(struct reader *r, struct rowimage_rows *rows, const struct rowimage_column *c,
+                  unsigned lenbytes, size_t max, struct event_value *v, char *err, size_t errlen)
+{
+    uint64_t n = read_le(r, lenbytes);
+    const uint8_t *p = read_bytes(r, (size_t)n);
+    if (p == NULL)
+        return false;
+    const uint8_t *out;
+    size_t outlen;
+    void *owned;
+    char why[160];
+    if (max > ROWIMAGE_INFLATED_MAX)
+        max = ROWIMAGE_INFLATED_MAX;
+    if (colcomp_decode(p, (size_t)n, max, &out, &outlen, &owned, why, sizeof(why)) != CAL_OK) {
+        snprintf(err, errlen, "column %s: %s", c->name, why);
+        return false;
+    }
+    assert(rows->ninflated < CAL_ARRAY_LEN(rows->inflated)); /* one per column and image */
+    if (owned != NULL)
+        rows->inflated[rows->ninflated++] = owned;
+    v->type = EVENT_STR;
+    v->s = (const char *)out;
+    v->len = outlen;
+    return true;
+}
+
+/* Decodes one non-NULL value of column c at r (an inflated one kept in
+ * rows). */
+static bool
+decode_value(struct reader *r, struct rowimage_rows *rows, const struct rowimage_column *c,
+             struct event_value *v, char *err, size_t errlen)
 {
     memset(v, 0, sizeof(*v));
     switch (c->type) {
@@ -761,6 +828,14 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
         v->len = (size_t)n;
         return !r->bad;
     }
+    case T_VARCHAR_COMPRESSED:
+        /* The metadata counts the header byte too, as the length does. */
+        return decode_compressed(r, rows, c, c->meta < 256 ? 1 : 2, c->meta, v, err, errlen);
+    case T_BLOB_COMPRESSED:
+        if (c->meta < 1 || c->meta > 4)
+            break;
+        return decode_compressed(r, rows, c, c->meta, (size_t)((1ULL << (8 * c->meta)) - 1), v, err,
+                                 errlen);
     default:
         break;
     }
@@ -771,8 +846,8 @@ decode_value(struct reader *r, const struct rowimage_column *c, struct event_val
 
 /* One row image: NULL bitmap over the present columns, then their values. */
 static bool
-decode_image(struct reader *r, const struct rowimage_table *t, const uint8_t *present,
-             struct event_value *out, char *err, size_t errlen)
+decode_image(struct reader *r, struct rowimage_rows *rows, const struct rowimage_table *t,
+             const uint8_t *present, struct event_value *out, char *err, size_t errlen)
 {
     size_t npresent = 0;
     for (size_t i = 0; i < t->ncols; i++)
@@ -794,7 +869,7 @@ decode_image(struct reader *r, const struct rowimage_table *t, const uint8_t *pr
             out[i].type = EVENT_NULL;
             continue;
         }
-        if (!decode_value(r, &t->cols[i], &out[i], err, errlen)) {
+        if (!decode_value(r, rows, &t->cols[i], &out[i], err, errlen)) {
             if (r->bad)
                 snprintf(err, errlen, "%s.%s: truncated value of column %s", t->db, t->table,
                          t->cols[i].name);
@@ -802,6 +877,20 @@ decode_image(struct reader *r, const struct rowimage_table *t, const uint8_t *pr
         }
     }
     return true;
+}
+
+static void
+free_inflated(struct rowimage_rows *rows)
+{
+    for (size_t i = 0; i < rows->ninflated; i++)
+        free(rows->inflated[i]);
+    rows->ninflated = 0;
+}
+
+void
+rowimage_rows_deinit(struct rowimage_rows *rows)
+{
+    free_inflated(rows);
 }
 
 int
@@ -815,18 +904,19 @@ rowimage_rows_next(struct rowimage_rows *rows, const struct rowimage_table *t,
                  t->db, t->table, rows->ncols, t->ncols);
         return -1;
     }
+    free_inflated(rows); /* the previous row's values are no longer used */
     struct reader r = {.p = rows->data, .len = rows->len, .off = rows->off};
     bool ok;
     switch (rows->op) {
     case EVENT_OP_CREATE:
-        ok = decode_image(&r, t, rows->present, after, err, errlen);
+        ok = decode_image(&r, rows, t, rows->present, after, err, errlen);
         break;
     case EVENT_OP_DELETE:
-        ok = decode_image(&r, t, rows->present, before, err, errlen);
+        ok = decode_image(&r, rows, t, rows->present, before, err, errlen);
         break;
     default:
-        ok = decode_image(&r, t, rows->present, before, err, errlen) &&
-             decode_image(&r, t, rows->present_after, after, err, errlen);
+        ok = decode_image(&r, rows, t, rows->present, before, err, errlen) &&
+             decode_image(&r, rows, t, rows->present_after, after, err, errlen);
         break;
     }
     if (!ok)

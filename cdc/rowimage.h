@@ -17,6 +17,9 @@
  * binlog writes them in utf8mb3, up to 3 bytes each: 192 bytes and a NUL. */
 #define ROWIMAGE_NAME_BYTES 192
 #define ROWIMAGE_NAME_MAX (ROWIMAGE_NAME_BYTES + 1)
+/* The most a COMPRESSED column's value may inflate to (its column may
+ * allow more): a larger one is refused rather than allocated. */
+#define ROWIMAGE_INFLATED_MAX ((size_t)64 << 20)
 
 /* Binlog event type codes (protocol constants). */
 enum rowimage_event_type {
@@ -57,7 +60,9 @@ struct rowimage_table {
 cal_status rowimage_table_peek(const uint8_t *body, size_t len, uint64_t *table_id, char *db,
                                char *table, char *err, size_t errlen);
 
-/* Parses a whole TABLE_MAP body into *t (caller storage). */
+/* Parses a whole TABLE_MAP body into *t (caller storage). CAL_EINVAL for a
+ * malformed body or a column type MariaDB does not write (the size of its
+ * metadata unknown, the columns after it could not be read). */
 cal_status rowimage_table_parse(const uint8_t *body, size_t len, struct rowimage_table *t,
                                 char *err, size_t errlen);
 
@@ -72,6 +77,10 @@ struct rowimage_rows {
     const uint8_t *data;
     size_t len;
     size_t off;
+    /* The values of COMPRESSED columns of the row decoded last, inflated:
+     * owned here until the next row or rowimage_rows_deinit(). */
+    void *inflated[2 * ROWIMAGE_MAX_COLS];
+    size_t ninflated;
 };
 
 /* true for the six ROWS event types above. */
@@ -83,20 +92,33 @@ bool rowimage_is_rows_event(uint8_t event_type);
 cal_status rowimage_rows_table_id(const uint8_t *body, size_t len, uint64_t *table_id, char *err,
                                   size_t errlen);
 
+/* Starts rows (caller storage) on a ROWS event body; once it returned
+ * CAL_OK, the caller ends it with rowimage_rows_deinit(). */
 cal_status rowimage_rows_begin(const uint8_t *body, size_t len, uint8_t event_type,
                                struct rowimage_rows *rows, char *err, size_t errlen);
 
 /* Decodes the next row of rows for table t into before/after (t->ncols values
  * each; the one an op does not have is left untouched). Strings point into
- * the event body. Every column type MariaDB writes is decoded (only the
- * pre-5.0 DECIMAL is not): integers, YEAR, FLOAT/DOUBLE; DATE, TIMESTAMP,
- * DATETIME, TIME (old and fractional formats); DECIMAL as exact text;
+ * the event body, or into rows for an inflated COMPRESSED value: valid
+ * until the next call or rowimage_rows_deinit(). Every column type MariaDB
+ * writes is decoded (only the pre-5.0 DECIMAL is not): integers, YEAR,
+ * FLOAT/DOUBLE; DATE, TIMESTAMP, DATETIME, TIME (the MySQL 5.6 formats with
+ * fractions, and the older ones without: see below); DECIMAL as exact text;
  * BIT as an unsigned number; ENUM as its 1-based index and SET as its bit
- * mask (unsigned numbers); strings, BLOB, JSON and GEOMETRY as bytes.
+ * mask (unsigned numbers); strings, BLOB, JSON and GEOMETRY as bytes, and
+ * VARCHAR, VARBINARY, BLOB and TEXT ... COMPRESSED as the bytes written
+ * (inflated, up to ROWIMAGE_INFLATED_MAX).
+ * Not decodable from the binlog at all: TIME, DATETIME and TIMESTAMP with a
+ * fraction in MariaDB's 5.3 format (made with mysql56_temporal_format=OFF;
+ * SHOW CREATE TABLE marks them "mariadb-5.3"): they travel as the old types,
+ * without metadata, in another number of bytes, so their size is unknown.
  * Returns 1 for a row, 0 at the end, -1 on a malformed or unsupported image
  * (err filled). */
 int rowimage_rows_next(struct rowimage_rows *rows, const struct rowimage_table *t,
                        struct event_value *before, struct event_value *after, char *err,
                        size_t errlen);
+
+/* Frees what rows holds (inflated values). */
+void rowimage_rows_deinit(struct rowimage_rows *rows);
 
 #endif

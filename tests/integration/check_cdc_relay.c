@@ -2,9 +2,11 @@
  * ($STACK_ENV): row changes written with SQL into shard 0 arrive on
  * <prefix>.<db>.<table> as the exact Debezium-style JSON (c/u/d, before and
  * after, DATE as days, TIMESTAMP(6) as UTC ISO-8601, NULLs, unsigned
- * numbers), keyed by primary key and partitioned by listing; tables of
- * other databases (long UTF-8 names, many columns) never stop it; and after a
- * SIGKILL of the relay mid-stream and a restart, no change is missing. */
+ * numbers), keyed by primary key and partitioned by listing; COMPRESSED
+ * columns added to nights are inflated; an Incident event flushes every
+ * relayed table; tables of other databases (long UTF-8 names, many columns)
+ * never stop it; and after a SIGKILL of the relay mid-stream and a restart,
+ * no change is missing. */
 #include <check.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -203,6 +205,23 @@ static void
 collected_free(struct collected *c)
 {
     kept_free(c->msgs, c->values, &c->n);
+}
+
+/* The events of table that name listing L: want of them within 30 s, or
+ * abort saying what was awaited (when they never come, the relay is stuck).
+ * Caller frees with collected_free() and free(). */
+static struct collected *
+collect_table(const char *table, uint64_t L, size_t want, const char *what)
+{
+    char t[256];
+    topic(t, sizeof(t), table);
+    const char *topics[] = {t, NULL};
+    struct collected *c = cal_calloc(1, sizeof(*c));
+    collect(c, topics, L, want, 30000);
+    ck_assert_msg(c->n == want,
+                  "got %zu of %zu %s events of listing %" PRIu64 " %s: relay stuck (see its log)",
+                  c->n, want, table, L, what);
+    return c;
 }
 
 /* The message of table with op and the given key, or abort. */
@@ -425,18 +444,90 @@ START_TEST(other_tables_never_stop_the_relay)
     struct db *db = shard();
     uint64_t L = new_listing(db);
     db_close(db);
-    char tl[256];
-    topic(tl, sizeof(tl), "listings");
-    const char *topics[] = {tl, NULL};
-    struct collected *c = cal_calloc(1, sizeof(*c));
-    collect(c, topics, L, 1, 30000);
-    ck_assert_msg(c->n == 1,
-                  "the insert of listing %" PRIu64 " after the other database's tables "
-                  "never arrived: relay stuck (see its log)",
-                  L);
+    struct collected *c = collect_table("listings", L, 1, "after the other database's tables");
     collected_free(c);
     free(c);
     ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "DROP DATABASE cdc_probe;"), 0);
+    cleanup(L);
+}
+END_TEST
+
+/* The columns compressed_columns_are_decoded adds to nights. The unchecked
+ * fixture drops them before and after that test, in this process, so that
+ * a failed or killed run leaves every other test the schema it expects. */
+#define DROP_COMPRESSED_COLUMNS                                                                    \
+    "USE " SHARD_DB "; ALTER TABLE nights DROP COLUMN IF EXISTS cdc_note, "                        \
+    "DROP COLUMN IF EXISTS cdc_memo;"
+
+static void
+drop_compressed_columns(void)
+{
+    if (testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS) != 0)
+        fprintf(stderr, "check_cdc_relay: %s failed\n", DROP_COMPRESSED_COLUMNS);
+}
+
+/* A VARCHAR COMPRESSED and a BLOB COMPRESSED column added to nights between
+ * night and status (binlog types 141 and 140), rows written with raw deflate
+ * (MariaDB's default), with a zlib stream (column_compression_zlib_wrap=ON),
+ * stored as is (under column_compression_threshold) and NULL: the events
+ * carry the values as they were written, and every column after them right. */
+START_TEST(compressed_columns_are_decoded)
+{
+    struct db *db = shard();
+    uint64_t L = new_listing(db);
+    unsigned vb = testenv_vbucket(L);
+    char text[2048], d1[16], d2[16], d3[16];
+    sql_text(db, d1, sizeof(d1), "SELECT TO_DAYS('2030-06-01') - 719528");
+    sql_text(db, d2, sizeof(d2), "SELECT TO_DAYS('2030-06-02') - 719528");
+    sql_text(db, d3, sizeof(d3), "SELECT TO_DAYS('2030-06-03') - 719528");
+    db_close(db);
+    snprintf(text, sizeof(text),
+             "USE " SHARD_DB "; ALTER TABLE nights ADD COLUMN cdc_note VARCHAR(200) COMPRESSED "
+             "NULL AFTER night, ADD COLUMN cdc_memo BLOB COMPRESSED NULL AFTER cdc_note;"
+             "INSERT INTO nights (listing_id, night, cdc_note, cdc_memo, status, price, vbucket) "
+             "VALUES (%" PRIu64 ", '2030-06-01', REPEAT('note ', 40), REPEAT('memo', 100), "
+             "'blocked', 12345, %u);"
+             "SET SESSION column_compression_zlib_wrap = ON;"
+             "INSERT INTO nights (listing_id, night, cdc_note, cdc_memo, status, price, vbucket) "
+             "VALUES (%" PRIu64 ", '2030-06-02', 'short', NULL, 'available', NULL, %u),"
+             "(%" PRIu64 ", '2030-06-03', CONCAT(REPEAT('x', 150), '\xc3\xa9'), '', 'booked', "
+             "-1, %u);",
+             L, vb, L, vb, L, vb);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+
+    struct collected *c = collect_table("nights", L, 3, "with COMPRESSED columns");
+    /* The values as JSON: 200 and 400 bytes deflated, 152 stored. */
+    char note[256] = "\"", memo[512] = "\"", wide[256] = "\"", key[128], want[2048];
+    for (int i = 0; i < 40; i++)
+        strcat(note, "note ");
+    for (int i = 0; i < 100; i++)
+        strcat(memo, "memo");
+    memset(wide + 1, 'x', 150);
+    strcat(wide, "\xc3\xa9");
+    strcat(note, "\"");
+    strcat(memo, "\"");
+    strcat(wide, "\"");
+    const struct {
+        const char *night, *note, *memo, *status, *price;
+    } rows[] = {
+        {d1, note, memo, "blocked", "12345"},
+        {d2, "\"short\"", "null", "available", "null"},
+        {d3, wide, "\"\"", "booked", "-1"},
+    };
+    for (size_t k = 0; k < CAL_ARRAY_LEN(rows); k++) {
+        snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, rows[k].night);
+        size_t i = find(c, "nights", "c", key);
+        snprintf(want, sizeof(want),
+                 "{\"listing_id\":%" PRIu64 ",\"night\":%s,\"cdc_note\":%s,\"cdc_memo\":%s,"
+                 "\"status\":\"%s\",\"reservation_id\":null,\"price\":%s,\"version\":1,"
+                 "\"vbucket\":%u}",
+                 L, rows[k].night, rows[k].note, rows[k].memo, rows[k].status, rows[k].price, vb);
+        assert_row(c->values[i], "after", want);
+        assert_source(&c->msgs[i], c->values[i], "nights", L);
+    }
+    collected_free(c);
+    free(c);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS), 0);
     cleanup(L);
 }
 END_TEST
@@ -493,14 +584,18 @@ struct range {
     size_t truncates[3]; /* op "t" per relayed table */
 };
 
-/* Reads the topics of shard idx until an event of marker_listing from after
- * `to` arrived (written once the range was complete) and then 1 s passed
- * without a message (the relay sends in binlog order; other partitions may
- * lag a little), keeping the truncate events of (from, to] and those of
- * listing keep. */
+/* What a reader of a shard's topics does with each event (see): it says
+ * whether the event is the marker (one written after what the test waits
+ * for) and whether it kept the message and its value (else they are freed). */
+enum { SEEN_MARKER = 1, SEEN_KEPT = 2 };
+typedef int (*see_fn)(struct kafka_test_msg *m, json_t *value, size_t table, void *arg);
+
+/* Reads the relayed topics of shard idx, each event through see, until the
+ * marker arrived and then 1 s passed without a message (the relay sends in
+ * binlog order; other partitions may lag a little); what names the marker
+ * when it never comes within 60 s. */
 static void
-read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t marker_listing,
-           uint64_t keep)
+read_shard(size_t idx, const char *what, see_fn see, void *arg)
 {
     char db[64], topics_buf[3][256], err[256];
     snprintf(db, sizeof(db), "calendar_shard%zu", idx);
@@ -511,7 +606,6 @@ read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t ma
         topics[i] = topics_buf[i];
     }
     topics[3] = NULL;
-    memset(rg, 0, sizeof(*rg));
     struct kafka_test_consumer *kc =
         kafka_test_consumer_create(bootstrap, topics, err, sizeof(err));
     ck_assert_msg(kc != NULL, "%s", err);
@@ -519,9 +613,7 @@ read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t ma
     uint64_t deadline = cal_mono_us() + 60 * 1000000ULL;
     for (;;) {
         ck_assert_msg(cal_mono_us() < deadline,
-                      "shard %zu: no event of listing %" PRIu64 " after GTID seq %" PRIu64
-                      " within 60 s: relay stuck (see its log)",
-                      idx, marker_listing, to);
+                      "shard %zu: no %s within 60 s: relay stuck (see its log)", idx, what);
         struct kafka_test_msg m;
         int rc = kafka_test_consume(kc, marker ? 1000 : 200, &m, err, sizeof(err));
         ck_assert_msg(rc >= 0, "%s", err);
@@ -532,25 +624,58 @@ read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t ma
         }
         json_t *value = json_loads(m.value, 0, NULL);
         ck_assert_msg(value != NULL, "value is not JSON: %s", m.value);
-        unsigned server;
-        uint64_t seq;
-        event_gtid(value, &server, &seq);
-        if (server == idx + 1 && seq > to && row_listing(value) == marker_listing)
-            marker = true;
-        bool truncate = strcmp(json_string_value(json_object_get(value, "op")), "t") == 0;
-        bool in_range = server == idx + 1 && seq > from && seq <= to;
-        if (in_range && truncate)
-            for (size_t i = 0; i < 3; i++)
-                if (strcmp(m.topic, topics[i]) == 0)
-                    rg->truncates[i]++;
-        if (!in_range || (!truncate && row_listing(value) != keep)) {
+        size_t table = 0;
+        while (table < 3 && strcmp(m.topic, topics[table]) != 0)
+            table++;
+        int seen = see(&m, value, table, arg);
+        marker = marker || (seen & SEEN_MARKER);
+        if (!(seen & SEEN_KEPT)) {
             json_decref(value);
             kafka_test_msg_free(&m);
-            continue;
         }
-        keep_event(rg->msgs, rg->values, &rg->n, CAL_ARRAY_LEN(rg->msgs), &m, value);
     }
     kafka_test_consumer_destroy(kc);
+}
+
+struct range_reader {
+    struct range *rg;
+    unsigned server;
+    uint64_t from, to, marker_listing, keep;
+};
+
+static int
+see_range(struct kafka_test_msg *m, json_t *value, size_t table, void *arg)
+{
+    struct range_reader *rr = arg;
+    unsigned server;
+    uint64_t seq;
+    event_gtid(value, &server, &seq);
+    int seen = server == rr->server && seq > rr->to && row_listing(value) == rr->marker_listing
+                   ? SEEN_MARKER
+                   : 0;
+    bool truncate = strcmp(json_string_value(json_object_get(value, "op")), "t") == 0;
+    bool in_range = server == rr->server && seq > rr->from && seq <= rr->to;
+    if (in_range && truncate && table < 3)
+        rr->rg->truncates[table]++;
+    if (!in_range || (!truncate && row_listing(value) != rr->keep))
+        return seen;
+    keep_event(rr->rg->msgs, rr->rg->values, &rr->rg->n, CAL_ARRAY_LEN(rr->rg->msgs), m, value);
+    return seen | SEEN_KEPT;
+}
+
+/* Reads the topics of shard idx until an event of marker_listing from after
+ * `to` arrived (written once the range was complete), keeping the truncate
+ * events of (from, to] and those of listing keep. */
+static void
+read_range(struct range *rg, size_t idx, uint64_t from, uint64_t to, uint64_t marker_listing,
+           uint64_t keep)
+{
+    memset(rg, 0, sizeof(*rg));
+    struct range_reader rr = {rg, (unsigned)idx + 1, from, to, marker_listing, keep};
+    char what[128];
+    snprintf(what, sizeof(what), "event of listing %" PRIu64 " after GTID seq %" PRIu64,
+             marker_listing, to);
+    read_shard(idx, what, see_range, &rr);
 }
 
 static void
@@ -902,6 +1027,109 @@ START_TEST(xa_transaction_is_published_at_prepare)
         "blocked");
     range_free(rg);
     free(rg);
+    cleanup(L);
+}
+END_TEST
+
+/* Shard 0's max_binlog_stmt_cache_size, which the incident test lowers.
+ * Its unchecked fixture, in this process, puts it back before and after the
+ * test (even a failed one), drops the scratch database and starts a new
+ * binlog file: a relay that reconnects reads the file of its checkpoint
+ * from the start, and would meet the incident again. */
+static char stmt_cache_size[32];
+
+static void
+restore_after_incident(void)
+{
+    char sqltext[256];
+    if (stmt_cache_size[0] == '\0') {
+        admin_query(SHARD, "SELECT @@GLOBAL.max_binlog_stmt_cache_size", stmt_cache_size,
+                    sizeof(stmt_cache_size));
+        stmt_cache_size[strcspn(stmt_cache_size, "\n")] = '\0';
+    }
+    snprintf(sqltext, sizeof(sqltext),
+             "SET GLOBAL max_binlog_stmt_cache_size = %s; DROP DATABASE IF EXISTS cdc_incident;"
+             "FLUSH BINARY LOGS;",
+             stmt_cache_size);
+    if (testenv_sql_admin(&env, SHARD, sqltext) != 0)
+        fprintf(stderr, "check_cdc_relay: %s failed\n", sqltext);
+}
+
+/* The truncate events at an incident's position (its file and pos in their
+ * source), per relayed table; the marker is an event of marker_listing. */
+struct incident_reader {
+    const char *file;
+    unsigned long pos;
+    uint64_t marker_listing;
+    size_t truncates[3];
+};
+
+static int
+see_incident(struct kafka_test_msg *m, json_t *value, size_t table, void *arg)
+{
+    struct incident_reader *ir = arg;
+    json_t *src = json_object_get(value, "source");
+    const char *file = json_string_value(json_object_get(src, "file"));
+    if (strcmp(json_string_value(json_object_get(value, "op")), "t") == 0 && table < 3 &&
+        file != NULL && strcmp(file, ir->file) == 0 &&
+        (unsigned long)json_integer_value(json_object_get(src, "pos")) == ir->pos) {
+        assert_truncate(m, value, relayed[table]);
+        ir->truncates[table]++;
+    }
+    return row_listing(value) == ir->marker_listing ? SEEN_MARKER : 0;
+}
+
+/* An Incident event (LOST_EVENTS), as a release build of MariaDB writes it:
+ * a MyISAM row whose binlog image overflows max_binlog_stmt_cache_size is
+ * stored (nothing to roll back) but not logged. No event says what changed:
+ * the relay publishes a truncate event of every relayed table, at the
+ * incident's position, and goes on (a transaction after it arrives). */
+START_TEST(incident_event_flushes_every_relayed_table)
+{
+    char out[16384], file[128], q[256], sqltext[256];
+    unsigned long pos;
+    admin_query(SHARD, "SHOW MASTER STATUS", out, sizeof(out));
+    ck_assert_msg(sscanf(out, "%127s %lu", file, &pos) == 2, "SHOW MASTER STATUS: %s", out);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD,
+                                       "CREATE DATABASE cdc_incident; CREATE TABLE cdc_incident.m "
+                                       "(id INT PRIMARY KEY, b LONGBLOB) ENGINE=MyISAM;"
+                                       "SET GLOBAL max_binlog_stmt_cache_size = 4096;"),
+                     0);
+    /* Fails with ER_STMT_CACHE_FULL, the row stored all the same. */
+    ck_assert_int_ne(
+        testenv_sql_admin(&env, SHARD,
+                          "INSERT INTO cdc_incident.m VALUES (1, REPEAT('a', 100000));"),
+        0);
+    snprintf(sqltext, sizeof(sqltext), "SET GLOBAL max_binlog_stmt_cache_size = %s;",
+             stmt_cache_size);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, sqltext), 0);
+
+    /* The incident's place in the binlog. */
+    snprintf(q, sizeof(q), "SHOW BINLOG EVENTS IN '%s' FROM %lu", file, pos);
+    admin_query(SHARD, q, out, sizeof(out));
+    char ifile[128] = "";
+    unsigned long ipos = 0;
+    for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char name[128], type[32];
+        unsigned long p;
+        if (sscanf(line, "%127s %lu %31s", name, &p, type) == 3 && strcmp(type, "Incident") == 0) {
+            cal_strlcpy(ifile, name, sizeof(ifile));
+            ipos = p;
+        }
+    }
+    ck_assert_msg(ifile[0] != '\0', "no Incident event in %s from %lu", file, pos);
+
+    /* A transaction after it; then every event up to it. */
+    struct db *db = shard();
+    uint64_t L = new_listing(db);
+    db_close(db);
+    struct incident_reader ir = {.file = ifile, .pos = ipos, .marker_listing = L};
+    char what[128];
+    snprintf(what, sizeof(what), "event of listing %" PRIu64 " after the incident", L);
+    read_shard(SHARD, what, see_incident, &ir);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_msg(ir.truncates[i] >= 1, "no truncate event of %s at the incident (%s:%lu)",
+                      relayed[i], ifile, ipos);
     cleanup(L);
 }
 END_TEST
@@ -1272,6 +1500,11 @@ suite(void)
     tcase_add_test(tc, other_tables_never_stop_the_relay);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
+    tc = tcase_create("compressed_columns_are_decoded");
+    tcase_add_unchecked_fixture(tc, drop_compressed_columns, drop_compressed_columns);
+    tcase_add_test(tc, compressed_columns_are_decoded);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
     tc = tcase_create("truncate_of_a_relayed_table_is_a_truncate_event");
     tcase_add_test(tc, truncate_of_a_relayed_table_is_a_truncate_event);
     tcase_set_timeout(tc, 90);
@@ -1286,6 +1519,11 @@ suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("xa_transaction_is_published_at_prepare");
     tcase_add_test(tc, xa_transaction_is_published_at_prepare);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("incident_event_flushes_every_relayed_table");
+    tcase_add_unchecked_fixture(tc, restore_after_incident, restore_after_incident);
+    tcase_add_test(tc, incident_event_flushes_every_relayed_table);
     tcase_set_timeout(tc, 90);
     suite_add_tcase(s, tc);
     tc = tcase_create("normal_operation_publishes_no_truncate");

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
     mariadb-server mariadb-client libmariadb-dev libmariadb-dev-compat
     libmemcached-dev memcached librdkafka-dev check libsubunit-dev
-    libmicrohttpd-dev libjansson-dev libinih-dev libcurl4-openssl-dev
+    libmicrohttpd-dev libjansson-dev libinih-dev libcurl4-openssl-dev zlib1g-dev
     pkg-config gcc make kcat gnuplot-nox curl
     clang libclang-rt-14-dev libfuzzer-14-dev clang-format
 )

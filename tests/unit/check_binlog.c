@@ -19,6 +19,7 @@ enum {
     EXECUTE_LOAD_QUERY_TYPE = 18,
     QUERY_COMPRESSED_TYPE = 165,
     XA_PREPARE_TYPE = 38,
+    INCIDENT_TYPE = 26,
 };
 
 struct raw {
@@ -262,6 +263,70 @@ START_TEST(unreadable_events_are_refused)
 }
 END_TEST
 
+/* An Incident event (type 26): the primary says its binlog may lack changes
+ * (LOST_EVENTS, 1). It has a kind of its own, so that the relay acts on it
+ * instead of passing it as an event of no interest; its number and message
+ * are read. */
+START_TEST(incident_event_is_told)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    /* incident number (2), message length (1), message */
+    static const char msg[] = "error writing to the binary log";
+    uint8_t body[3 + sizeof(msg) - 1];
+    put_le(body, 1, 2);
+    body[2] = (uint8_t)(sizeof(msg) - 1);
+    memcpy(body + 3, msg, sizeof(msg) - 1);
+    struct raw r = event(INCIDENT_TYPE, body, sizeof(body), true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_INCIDENT);
+    ck_assert_uint_eq(ev.incident, 1);
+    ck_assert_uint_eq(ev.incident_msg_len, sizeof(msg) - 1);
+    ck_assert(memcmp(ev.incident_msg, msg, sizeof(msg) - 1) == 0);
+    /* Without a message, and with a message running past the body: still
+     * an incident (the relay must act on it either way), message empty. */
+    r = event(INCIDENT_TYPE, body, 2, true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_INCIDENT);
+    ck_assert_uint_eq(ev.incident_msg_len, 0);
+    r = event(INCIDENT_TYPE, body, 10, true);
+    ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_int_eq(ev.kind, BINLOG_INCIDENT);
+    ck_assert_uint_eq(ev.incident, 1);
+    ck_assert_uint_eq(ev.incident_msg_len, 0);
+}
+END_TEST
+
+/* The relay reads the packets itself, so it refuses what Connector/C's
+ * reader refused: an event type it does not know could carry changes, and
+ * is passed over only when the primary flags it ignorable
+ * (LOG_EVENT_IGNORABLE_F, 0x80). Types known to carry nothing for it (a
+ * Gtid_list, an Annotate_rows, a Binlog_checkpoint) pass. */
+START_TEST(unknown_event_types_refused_unless_ignorable)
+{
+    struct binlog_decoder d = {.checksum = true};
+    struct binlog_event ev;
+    char err[256] = "";
+    uint8_t body[8] = {0};
+    const uint8_t unknown[] = {39, 100, 172, 255};
+    for (size_t i = 0; i < sizeof(unknown); i++) {
+        struct raw r = event(unknown[i], body, sizeof(body), true);
+        ck_assert_int_eq(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)), CAL_ERR);
+        ck_assert_ptr_nonnull(strstr(err, "not ignorable"));
+        r.b[17] = 0x80;
+        ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+        ck_assert_int_eq(ev.kind, BINLOG_OTHER);
+    }
+    const uint8_t known[] = {163, 160, 161, 5, 13, 14};
+    for (size_t i = 0; i < sizeof(known); i++) {
+        struct raw r = event(known[i], body, sizeof(body), true);
+        ck_assert_msg(binlog_decode(&d, r.b, r.len, &ev, err, sizeof(err)) == CAL_OK, "%s", err);
+        ck_assert_int_eq(ev.kind, BINLOG_OTHER);
+    }
+}
+END_TEST
+
 int
 main(void)
 {
@@ -272,5 +337,7 @@ main(void)
     UNIT_CASE(s, query_event_gives_statement_and_database);
     UNIT_CASE(s, xa_prepare_group_is_told);
     UNIT_CASE(s, unreadable_events_are_refused);
+    UNIT_CASE(s, incident_event_is_told);
+    UNIT_CASE(s, unknown_event_types_refused_unless_ignorable);
     return unit_run(s);
 }

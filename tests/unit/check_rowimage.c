@@ -745,6 +745,175 @@ START_TEST(every_fixed_size_type_is_stepped_over)
 }
 END_TEST
 
+/* The temporal types before MySQL 5.6's formats, as MariaDB 10.11 writes
+ * them for columns without a fraction made with mysql56_temporal_format=OFF
+ * (bytes taken from a real binlog): TIMESTAMP (7) 4 bytes little-endian,
+ * DATETIME (12) YYYYMMDDhhmmss in 8, TIME (11) [-]hhmmss in 3, none with
+ * metadata; the INT after them reads right. (With a fraction MariaDB's 5.3
+ * formats travel under the same types, without metadata, in other sizes:
+ * not decodable, see rowimage.h.) */
+START_TEST(old_temporal_types_are_sized)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    struct buf b;
+    char err[256];
+    map_header(&b, 31, "probe_ri", "o", 5);
+    const uint8_t types[] = {3, 7, 12, 11, 3};
+    put(&b, types, sizeof(types));
+    put_u8(&b, 0);    /* no metadata */
+    put_u8(&b, 0x1e); /* nullable */
+    ck_assert_msg(rowimage_table_parse(b.b, b.n, t, err, sizeof(err)) == CAL_OK, "%s", err);
+    const uint8_t row[] = {0x1f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x1f, 0x00, 0x01,
+                           0x00, 0x00, 0x00, 0x94, 0x8a, 0xe0, 0x65, 0xdc, 0xf0, 0xaa, 0x8b, 0x68,
+                           0x12, 0x00, 0x00, 0xc0, 0x1d, 0xfe, 0x07, 0x00, 0x00, 0x00};
+    struct rowimage_rows rows;
+    struct event_value before[5], after[5];
+    ck_assert_int_eq(
+        rowimage_rows_begin(row, sizeof(row), ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)), CAL_OK);
+    ck_assert_msg(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_int_eq(after[1].type, EVENT_TIMESTAMP);
+    ck_assert_int_eq(after[1].i, 1709214356); /* 2024-02-29 13:45:56 UTC */
+    ck_assert_int_eq(after[2].type, EVENT_DATETIME);
+    ck_assert_int_eq(after[2].i, 1709214356);
+    ck_assert_int_eq(after[3].type, EVENT_TIME);
+    ck_assert(after[3].negative);
+    ck_assert_int_eq(after[3].i, 12 * 3600 + 34 * 60 + 56);
+    ck_assert_int_eq(after[4].type, EVENT_INT);
+    ck_assert_int_eq(after[4].i, 7);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 0);
+    rowimage_rows_deinit(&rows);
+    free(t);
+}
+END_TEST
+
+/* COMPRESSED columns as MariaDB 10.11 wrote them (bytes taken from a real
+ * binlog): VARCHAR(200) COMPRESSED utf8mb4 is type 141 (VARCHAR_COMPRESSED)
+ * with the byte length plus one (the header byte) as its metadata, 801: two
+ * length bytes; BLOB COMPRESSED is type 140 (BLOB_COMPRESSED) with its
+ * length bytes (2); VARCHAR(50) COMPRESSED latin1 is 141 with 51: one
+ * length byte. A value is empty, or a header byte and the data: 0x00 stored
+ * as is; 0x8N deflated, N bytes of big-endian original length, bit 3 set for
+ * raw deflate (column_compression_zlib_wrap=OFF), clear for a zlib stream.
+ * Every column decodes, the VARCHAR and the INT after them too. */
+#define COMP_NCOLS 5
+static const char *const comp_names[COMP_NCOLS] = {"v", "b", "s", "tail", "n"};
+
+static const uint8_t comp_map[] = {
+    0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x08, 'p',  'r',  'o',  'b',  'e',  '_',
+    'r',  'i',  0x00, 0x01, 'u',  0x00, 0x05, 0x8d, 0x8c, 0x8d, 0x0f, 0x03, 0x07, 0x21, 0x03,
+    0x02, 0x33, 0x00, 0x28, 0x00, 0x1f, 0x01, 0x01, 0x00, 0x03, 0x04, 0x2d, 0x3f, 0x08, 0x2d,
+    0x04, 0x0d, 0x01, 'v',  0x01, 'b',  0x01, 's',  0x04, 't',  'a',  'i',  'l',  0x01, 'n'};
+
+/* INSERT ('short', REPEAT('abc',100), REPEAT('q',50), 'z', 42) with
+ * column_compression_threshold=20: v stored, b and s raw deflate. */
+static const uint8_t comp_row1[] = {
+    0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x1f, 0xe0, 0x06, 0x00, 0x00, 's',  'h',
+    'o',  'r',  't',  0x0c, 0x00, 0x8a, 0x01, 0x2c, 0x4b, 0x4c, 0x4a, 0x4e, 0x1c, 0x45, 0xc4, 0x21,
+    0x00, 0x08, 0x89, 0x32, 0x2b, 0x2c, 0x24, 0x15, 0x00, 0x00, 0x01, 'z',  0x2a, 0x00, 0x00, 0x00};
+
+/* INSERT (REPEAT('hello ',30), '', NULL, 'w', -1) with
+ * column_compression_zlib_wrap=ON: v a zlib stream, b empty, s NULL. */
+static const uint8_t comp_row2[] = {0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x05, 0x1f,
+                                    0xe4, 0x13, 0x00, 0x81, 0xb4, 0x78, 0x9c, 0xcb, 0x48, 0xcd,
+                                    0xc9, 0xc9, 0x57, 0xc8, 0x18, 0x52, 0x24, 0x00, 0x72, 0xdf,
+                                    0x42, 0x19, 0x00, 0x00, 0x01, 'w',  0xff, 0xff, 0xff, 0xff};
+
+/* true when v is the string of n copies of unit. */
+static bool
+repeats(const struct event_value *v, const char *unit, size_t n)
+{
+    size_t ul = strlen(unit);
+    if (v->type != EVENT_STR || v->len != ul * n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(v->s + i * ul, unit, ul) != 0)
+            return false;
+    return true;
+}
+
+START_TEST(compressed_columns_and_the_columns_after_them)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    char err[256];
+    ck_assert_msg(rowimage_table_parse(comp_map, sizeof(comp_map), t, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    ck_assert_uint_eq(t->ncols, COMP_NCOLS);
+    for (int i = 0; i < COMP_NCOLS; i++)
+        ck_assert_str_eq(t->cols[i].name, comp_names[i]);
+    ck_assert_uint_eq(t->cols[0].meta, 801);
+    ck_assert_uint_eq(t->cols[1].meta, 2);
+    ck_assert_uint_eq(t->cols[2].meta, 51);
+    ck_assert_uint_eq(t->cols[3].meta, 40);
+    ck_assert(!t->cols[4].is_unsigned);
+
+    struct rowimage_rows rows;
+    struct event_value before[COMP_NCOLS], after[COMP_NCOLS];
+    ck_assert_int_eq(rowimage_rows_begin(comp_row1, sizeof(comp_row1), ROWIMAGE_WRITE_V1, &rows,
+                                         err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_msg(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_int_eq(after[0].type, EVENT_STR);
+    ck_assert_uint_eq(after[0].len, 5);
+    ck_assert(memcmp(after[0].s, "short", 5) == 0);
+    ck_assert(repeats(&after[1], "abc", 100));
+    ck_assert(repeats(&after[2], "q", 50));
+    ck_assert_int_eq(after[3].type, EVENT_STR);
+    ck_assert_uint_eq(after[3].len, 1);
+    ck_assert(after[3].s[0] == 'z');
+    ck_assert_int_eq(after[4].type, EVENT_INT);
+    ck_assert_int_eq(after[4].i, 42);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 0);
+    rowimage_rows_deinit(&rows);
+
+    ck_assert_int_eq(rowimage_rows_begin(comp_row2, sizeof(comp_row2), ROWIMAGE_WRITE_V1, &rows,
+                                         err, sizeof(err)),
+                     CAL_OK);
+    ck_assert_msg(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1, "%s", err);
+    ck_assert(repeats(&after[0], "hello ", 30));
+    ck_assert_int_eq(after[1].type, EVENT_STR);
+    ck_assert_uint_eq(after[1].len, 0);
+    ck_assert_int_eq(after[2].type, EVENT_NULL);
+    ck_assert(after[3].len == 1 && after[3].s[0] == 'w');
+    ck_assert_int_eq(after[4].i, -1);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), 0);
+    rowimage_rows_deinit(&rows);
+
+    /* A value of an unknown method (header 0x9a) is refused, naming its
+     * column. */
+    uint8_t bad[sizeof(comp_row1)];
+    memcpy(bad, comp_row1, sizeof(bad));
+    ck_assert_uint_eq(bad[21], 0x8a);
+    bad[21] = 0x9a;
+    ck_assert_int_eq(
+        rowimage_rows_begin(bad, sizeof(bad), ROWIMAGE_WRITE_V1, &rows, err, sizeof(err)), CAL_OK);
+    ck_assert_int_eq(rowimage_rows_next(&rows, t, before, after, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "column b") != NULL && strstr(err, "method") != NULL, "%s", err);
+    rowimage_rows_deinit(&rows);
+    free(t);
+}
+END_TEST
+
+/* A table map whose metadata the decoder cannot size is refused rather than
+ * misread: a column type MariaDB does not write (its name in the error), or
+ * metadata left over after the last column. */
+START_TEST(table_map_of_unknown_metadata_refused)
+{
+    struct rowimage_table *t = calloc(1, sizeof(*t));
+    uint8_t map[sizeof(comp_map)];
+    char err[256];
+    memcpy(map, comp_map, sizeof(map));
+    ck_assert_uint_eq(map[22], 0x8d);
+    map[22] = 142;
+    ck_assert_int_eq(rowimage_table_parse(map, sizeof(map), t, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_msg(strstr(err, "column v: binlog type 142") != NULL, "%s", err);
+    memcpy(map, comp_map, sizeof(map));
+    ck_assert_uint_eq(map[25], 0x0f);
+    map[25] = 0x03; /* tail read as an INT: its two metadata bytes left over */
+    ck_assert_int_eq(rowimage_table_parse(map, sizeof(map), t, err, sizeof(err)), CAL_EINVAL);
+    free(t);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -759,5 +928,8 @@ main(void)
     UNIT_CASE(s, rows_table_id_of_a_wide_table);
     UNIT_CASE(s, varchar_length_bytes_and_column_count);
     UNIT_CASE(s, every_fixed_size_type_is_stepped_over);
+    UNIT_CASE(s, old_temporal_types_are_sized);
+    UNIT_CASE(s, compressed_columns_and_the_columns_after_them);
+    UNIT_CASE(s, table_map_of_unknown_metadata_refused);
     return unit_run(s);
 }
