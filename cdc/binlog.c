@@ -368,6 +368,8 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
     case RAND_EVENT:
     case USER_VAR_EVENT:
     case BEGIN_LOAD_QUERY_EVENT:
+    case APPEND_BLOCK_EVENT: /* a statement-logged LOAD DATA's file, block by block */
+    case DELETE_FILE_EVENT:  /* ... given up: its Execute_load_query never comes */
     case GTID_LOG_EVENT:
     case ANONYMOUS_GTID_LOG_EVENT:
     case PREVIOUS_GTIDS_LOG_EVENT:

@@ -739,6 +739,9 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
      * (checkpoint_admit). */
     pthread_mutex_lock(&r->mu);
     struct gtid_pos seen = r->acked;
+    /* The shard sends the events between transactions of the checkpoint's
+     * file again (an Incident): they follow nothing read on this stream. */
+    r->last_read = (struct gtid){0};
     pthread_mutex_unlock(&r->mu);
     clear_maps(r);
     while (!stopping(r)) {

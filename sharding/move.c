@@ -914,8 +914,8 @@ static const char SQL_OPEN_MOVE_OF[] =
     "SELECT move_id FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
 /* Journaled only while the target is active, its catalog row share-locked
  * until the insert commits: drain-shard and remove-shard (which lock the row
- * for update and count unfinished moves) either come first and the move is
- * refused, or come after and see it. */
+ * for update) either come first and the move is refused, or come after and
+ * see it (remove-shard refuses, drain-shard tells of it). */
 static const char SQL_NEW_MOVE[] =
     "INSERT INTO moves (vbucket, source_shard, target_shard, old_epoch, phase)"
     " SELECT ?, ?, ?, ?, 'copy' FROM shards WHERE shard_id = ? AND state = 'active'"

@@ -314,6 +314,9 @@ named_shard(const struct cluster *c)
     return s;
 }
 
+static const char SQL_MOVES_TO[] =
+    "SELECT COUNT(*) FROM moves WHERE target_shard = ? AND phase NOT IN ('done', 'abandoned')";
+
 /* --shard's state in the catalog, and a line saying what follows. Under
  * every shard row, locked in id order: two drains at once cannot both see
  * the other's shard still active. */
@@ -348,10 +351,21 @@ set_shard_state(struct cluster *c, const char *state, const char *then)
                  (long long)opt.shard_id);
         goto out;
     }
+    /* Under the lock a new move to the shard waits for (SQL_NEW_MOVE): the
+     * moves counted here are all that will still bring vbuckets to it. */
+    struct db_val q[1] = {DB_INT_V(opt.shard_id)};
+    long long incoming = 0;
+    if (strcmp(state, "draining") == 0 &&
+        (incoming = catalog_count(c->catalog, SQL_MOVES_TO, q, 1, err, sizeof(err))) < 0)
+        goto out;
     struct db_val p[2] = {DB_CSTR_V(state), DB_INT_V(opt.shard_id)};
     if (catalog_write_commit(c->catalog, "UPDATE shards SET state = ? WHERE shard_id = ?", p, 2,
                              err, sizeof(err)))
         ret = 0;
+    if (ret == 0 && incoming > 0)
+        printf("shard %lld: %lld unfinished moves still bring vbuckets to it: they finish there,"
+               " and the next rebalance moves those away too\n",
+               (long long)opt.shard_id, incoming);
 out:
     if (ret != 0) {
         db_rollback(c->catalog);

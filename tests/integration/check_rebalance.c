@@ -1257,6 +1257,41 @@ START_TEST(verify_tells_a_vbucket_being_moved_from_a_broken_one)
 }
 END_TEST
 
+/* drain-shard, then activate-shard, of m's target: both must succeed; out
+ * holds what they printed. */
+static void
+drain_and_activate(const struct moving *m, char *out, size_t size)
+{
+    int rc = rebalance(out, size, "drain-shard", "--shard", m->to, NULL, NULL, NULL);
+    size_t n = strlen(out);
+    int rc2 = rebalance(out + n, size - n, "activate-shard", "--shard", m->to, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && rc2 == 0, "drain: exit %d, activate: exit %d:\n%.2000s", rc, rc2, out);
+}
+
+/* drain-shard while a journaled move still brings a vbucket to the shard:
+ * the drain goes through and says so (the move finishes there; the next
+ * rebalance moves the vbucket away again). */
+START_TEST(a_drain_tells_of_moves_still_coming_in)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char out[8192];
+    moving_listing(h, "rb-drain-in", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    crash_after_copy(&m);
+    drain_and_activate(&m, out, sizeof(out));
+    ck_assert_msg(strstr(out, "1 unfinished moves still bring vbuckets to it") != NULL, "%.2000s",
+                  out);
+    int rc = rebalance(out, sizeof(out), "resume", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "resume: exit %d:\n%.2000s", rc, out);
+    drain_and_activate(&m, out, sizeof(out));
+    ck_assert_msg(strstr(out, "unfinished moves still") == NULL, "%.2000s", out);
+    ck_assert_int_eq(owner_of(m.v), m.target);
+    end_case(src, dst, cat, h);
+}
+END_TEST
+
 static const char SQL_MOVES_OF[] = "SELECT COUNT(*) FROM moves WHERE vbucket = ?";
 
 /* A target drained after the tool loaded its map (a rebalance planned
@@ -2093,6 +2128,7 @@ main(void)
     tcase_add_test(tc, a_move_that_cannot_start_leaves_no_journal);
     tcase_add_test(tc, a_move_to_a_shard_drained_meanwhile_is_not_journaled);
     tcase_add_test(tc, verify_tells_a_vbucket_being_moved_from_a_broken_one);
+    tcase_add_test(tc, a_drain_tells_of_moves_still_coming_in);
     tcase_add_test(tc, abandon_before_the_cutover_only);
     tcase_add_test(tc, abandon_leaves_rows_the_target_cannot_delete);
     tcase_add_test(tc, rows_a_stale_run_still_writes_are_left_to_it);
