@@ -717,7 +717,7 @@ on_incident(struct relay *r, struct binlog *b, const struct binlog_event *ev, st
     for (char *c = msg; *c != '\0'; c++)
         if (*c == '"' || *c == '\\')
             *c = '?';
-    char after[64] = "-"; /* none read since the relay started */
+    char after[64] = "-"; /* none read since this stream (re)connected */
     if (t->gtid.server_id != 0 || t->gtid.seq != 0)
         snprintf(after, sizeof(after), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, t->gtid.domain_id,
                  t->gtid.server_id, t->gtid.seq);

@@ -1167,6 +1167,12 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
     return rc;
 }
 
+bool
+move_status_retry(cal_status st)
+{
+    return st == CAL_EAGAIN || st == CAL_EUNAVAIL;
+}
+
 cal_status
 move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, char *err,
             size_t errlen)
@@ -1193,8 +1199,9 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     }
     /* One move that cannot finish (its cleanup refused, its shard down)
      * must not keep the others unfinished: each is tried, the first
-     * failure is returned. */
-    cal_status first = CAL_OK;
+     * failure is named, and the status is the first one that is not a
+     * try-again one (CAL_EAGAIN, CAL_EUNAVAIL), if any. */
+    cal_status worst = CAL_OK;
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {
         char e[512] = "";
@@ -1213,8 +1220,9 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
         if (mrc != CAL_OK) {
             log_error("move not finished", "move=%llu vbucket=%u phase=%s error=\"%s\"",
                       (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase, e);
+            if (worst == CAL_OK || (move_status_retry(worst) && !move_status_retry(mrc)))
+                worst = mrc;
             if (failed++ == 0) {
-                first = mrc;
                 snprintf(err, errlen, "move %llu (vbucket %u): %s",
                          (unsigned long long)recs[i].move_id, recs[i].vbucket, e);
             }
@@ -1226,7 +1234,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
         size_t len = strlen(err);
         snprintf(err + len, errlen - len, "; %u more moves not finished (see the log)", failed - 1);
     }
-    rc = first;
+    rc = worst;
     free(recs);
     return r < 0 ? CAL_ERR : rc;
 }

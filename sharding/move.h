@@ -69,9 +69,15 @@ cal_status move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target,
 cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket,
                           const struct move_opts *opts, uint64_t *copied, char *err, size_t errlen);
 
+/* A failure that goes away by itself (another run holds the vbucket,
+ * writes kept a cutover busy, a shard did not answer): running the same
+ * again later is the remedy. */
+bool move_status_retry(cal_status st);
+
 /* Finishes every unfinished move of the journal; *resumed counts them. A
- * move that fails does not stop the others: the first failure is returned
- * (err says how many more failed), each is logged. */
+ * move that fails does not stop the others: err names the first failure
+ * and says how many more failed, each is logged; the status is the first
+ * failure's that move_status_retry refuses, else the first failure's. */
 cal_status move_resume(struct cluster *c, const struct move_opts *opts, unsigned *resumed,
                        char *err, size_t errlen);
 

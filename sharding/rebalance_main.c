@@ -114,7 +114,8 @@ usage(FILE *out)
             "  --vbucket N          0 to the number of vbuckets - 1\n"
             "  --to ID              an active shard id of the catalog (status lists them)\n"
             "  --shard ID           drain-shard, activate-shard, remove-shard: a shard id;\n"
-            "                       add-shard: HOST:PORT/DB\n"
+            "                       add-shard: HOST:PORT/DB (no user:password@: the\n"
+            "                       config's [shards] user and password_file are used)\n"
             "  --parallel N         moves at once for rebalance, 1-16 (default 1)\n"
             "  --max-freeze-ms N    a cutover whose locked final copy took longer than this\n"
             "                       (from the lock's grant) rolls back, catches up and tries\n"
@@ -143,7 +144,7 @@ usage(FILE *out)
 static int
 exit_of(cal_status rc)
 {
-    return rc == CAL_EAGAIN || rc == CAL_EUNAVAIL ? EXIT_RETRY : 1;
+    return move_status_retry(rc) ? EXIT_RETRY : 1;
 }
 
 static void

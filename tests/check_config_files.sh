@@ -99,4 +99,7 @@ refused_conf rebalance-timeouts "$slow" "$to_want" bin/calendar-rebalance --conf
 refused_conf admin-extra-argument "" "migrate takes no arguments, got '--dry-run'" \
     bin/calendar-admin --config CONFIG migrate --dry-run
 refused_conf admin-unknown-command "" "unknown command 'frob'" bin/calendar-admin --config CONFIG frob
+# Nor a password on the command line (bootstrap's --shard).
+refused_conf admin-shard-password "" "--shard: want HOST:PORT/DB without a user or password" \
+    bin/calendar-admin --config CONFIG bootstrap --vbuckets 8 --shard u:pw@127.0.0.1:1/db
 exit "$fail"

@@ -26,7 +26,7 @@ integration  start a private stack with '$STACK_SH up --dir $TEST_STACK_DIR
              --free-ports' (wiped first), export STACK_ENV, run every
              build/tests/integration/check_* binary, then a 10 s smoke of
              bin/calendar-stress and its verifier's self-test; the stack is
-             stopped at the end, on failure and on Ctrl-C
+             stopped at the end, on failure and on SIGINT/SIGTERM/SIGHUP
 all          unit, then integration
 
 Each binary (and the stack start and the stress smoke) is one step; the last

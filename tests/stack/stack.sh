@@ -45,15 +45,18 @@ Commands:
         Start everything in the background, wait until each server is ready,
         create the databases, users and schema (bin/calendar-admin bootstrap),
         write DIR/stack.env and print a summary. Data under DIR is kept
-        between runs. Refuses (exit 3) when processes from an earlier 'up' in
-        DIR are still alive: run 'down' first. If a step fails, 'up' stops
-        what it started and exits non-zero (logs stay in DIR/logs/).
+        between runs, and so is its catalog, which names the shards by
+        address: a DIR set up with other shard ports or another --shards is
+        refused (exit 1; reuse them, or remove DIR). Refuses (exit 3) when
+        processes from an earlier 'up' in DIR are still alive: run 'down'
+        first. If a step fails or a signal comes, 'up' stops what it started
+        and exits non-zero (logs stay in DIR/logs/).
   down --dir DIR
         Stop exactly the processes 'up' started (DIR/run/*.pid): TERM, up to
         ${STOP_TIMEOUT} s, then KILL. Never looks processes up by name.
   run --dir DIR [--shards N]
         'up' on the fixed ports, print the URL and a curl example, then wait;
-        Ctrl-C (SIGINT/SIGTERM) runs 'down' and exits 0.
+        Ctrl-C (SIGINT/SIGTERM/SIGHUP) runs 'down' and exits 0.
   restart NAME --dir DIR
         Stop NAME of a running stack (as 'down' does; a process that already
         died is fine) and start it again with the command 'up' recorded in
@@ -80,7 +83,8 @@ Fixed ports (environment overrides):
   CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5} (invalidator fetch.wait.max.ms).
 
 Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
-ports (the ports of the last up; --free-ports keeps them while they are free),
+ports (the shard count and ports of the last up; --free-ports keeps them while
+they are free),
 secrets/{admin,app,repl}.password and .cnf (mode 0600; the .cnf files are for
 'mariadb --defaults-extra-file=DIR/secrets/app.cnf -P PORT'), admin.ini,
 calendard.ini, cdc-relay-shard<i>.ini, invalidator.ini, cdc/shard<i>/ (relay checkpoints),
