@@ -831,11 +831,20 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
  * refuses it): logged at error level so that someone looks. */
 #define STUCK_ATTEMPTS 3
 
+/* A stream that ran this long was healthy, whether or not it carried a
+ * change: the wait before the next connect starts short again. */
+#define RETRY_MIN_MS 100 /* the first wait before connecting again */
+#define STREAM_HEALTHY_US (10 * 1000 * 1000)
+
 /* Logs one interruption of the stream; *stuck counts the interruptions in a
- * row at the acknowledged position *stuck_at. */
+ * row at the acknowledged position *stuck_at. The wait before the next
+ * connect (*retry_ms) starts again at its shortest after a stream that got
+ * further or ran STREAM_HEALTHY_US, and keeps growing otherwise: a position
+ * that fails at once (an event the relay refuses, a purged binlog) is tried
+ * again, and logged, at most every reconnect_max_ms. */
 static void
-log_interruption(struct relay *r, cal_status st, const char *err, unsigned retry_ms,
-                 struct gtid_pos *stuck_at, unsigned *stuck)
+log_interruption(struct relay *r, cal_status st, const char *err, uint64_t ran_us,
+                 unsigned *retry_ms, struct gtid_pos *stuck_at, unsigned *stuck)
 {
     pthread_mutex_lock(&r->mu);
     r->stream_errors++;
@@ -847,16 +856,18 @@ log_interruption(struct relay *r, cal_status st, const char *err, unsigned retry
         *stuck = 1;
         *stuck_at = acked;
     }
+    if (*stuck == 1 || ran_us >= STREAM_HEALTHY_US)
+        *retry_ms = RETRY_MIN_MS;
     if (*stuck < STUCK_ATTEMPTS) {
         log_warn("stream interrupted", "status=%s error=\"%s\" retry_ms=%u", cal_status_name(st),
-                 err, retry_ms);
+                 err, *retry_ms);
         return;
     }
     char text[GTID_POS_TEXT_MAX];
     gtid_pos_format(&acked, text, sizeof(text));
     log_error("stream stuck: the same position fails again",
               "status=%s error=\"%s\" attempts=%u acked_gtid=%s retry_ms=%u", cal_status_name(st),
-              err, *stuck, text[0] ? text : "-", retry_ms);
+              err, *stuck, text[0] ? text : "-", *retry_ms);
 }
 
 static cal_status
@@ -921,7 +932,7 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         goto out;
     }
 
-    unsigned backoff = 100, stuck = 0;
+    unsigned backoff = RETRY_MIN_MS, stuck = 0;
     struct gtid_pos stuck_at;
     memset(&stuck_at, 0, sizeof(stuck_at));
     while (!stopping(r)) {
@@ -960,12 +971,12 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
         log_info("streaming", "db=%s source=%s:%u server_id=%u from_gtid=%s topic_prefix=%s",
                  conf->source.db.database, conf->source.db.host, conf->source.db.port,
                  conf->source.server_id, text[0] ? text : "-", conf->topic_prefix);
-        backoff = 100;
+        uint64_t t0 = cal_mono_us();
         st = stream(r, b, err, sizeof(err));
         binlog_close(b);
         if (stopping(r))
             break;
-        log_interruption(r, st, err, backoff, &stuck_at, &stuck);
+        log_interruption(r, st, err, cal_mono_us() - t0, &backoff, &stuck_at, &stuck);
 
         /* Rewind to the acknowledged position: let what was sent finish,
          * then drop the rest (it is read again). */

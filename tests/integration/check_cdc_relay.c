@@ -1256,15 +1256,16 @@ relay_pid(void)
  * binlogs from the shard's first GTID (or fail once they were purged)
  * instead of from its position then. */
 /* A relay of shard 0's database of the test's own, in dir (made from a
- * mkdtemp template: config, log, checkpoint): source port, Kafka
- * bootstrap, topic prefix and server_id as given, and extra lines for its
- * [kafka] and [relay] sections. */
+ * mkdtemp template, or made already when dir has no XXXXXX: config, log,
+ * checkpoint): source port, Kafka bootstrap, topic prefix and server_id as
+ * given, and extra lines for its [kafka] and [relay] sections. */
 static pid_t
 start_own_relay(char *dir, unsigned port, const char *servers, const char *topic_prefix,
                 unsigned server_id, const char *kafka_extra, const char *relay_extra)
 {
     char path[600], text[2048], pw[512], log[600];
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    if (strstr(dir, "XXXXXX") != NULL)
+        ck_assert_ptr_nonnull(mkdtemp(dir));
     ck_assert_int_eq(kafka_test_env_get(env.path, "REPL_PASSWORD_FILE", pw, sizeof(pw)), CAL_OK);
     snprintf(text, sizeof(text),
              "[source]\nhost = 127.0.0.1\nport = %u\ndatabase = %s\nuser = cal_repl\n"
@@ -1306,6 +1307,58 @@ START_TEST(no_checkpoint_before_the_shard_answered)
     fclose(f);
     ck_assert_msg(strstr(text, "binlog connect failed") != NULL, "relay log:\n%s", text);
     unlink(log);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* Lines of the file at path holding needle. */
+static int
+count_lines_with(const char *path, const char *needle)
+{
+    char line[4096];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A position the shard refuses at once (here a checkpoint past its binlog:
+ * error 1236) is tried again with a growing wait, as a refused connect is,
+ * not every 100 ms: in 8 s with reconnect_max_ms 5000, 100 + 200 + ... ms
+ * apart, at most 8 tries and as many log lines. */
+START_TEST(a_position_that_fails_at_once_is_retried_with_a_growing_wait)
+{
+    char dir[] = "/tmp/check_relay_XXXXXX", path[600], log[600];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/checkpoint", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("gtid=0-1-999999999\nfile=binlog.000001\npos=4\nupdated_ms=1\n", f);
+    fclose(f);
+    struct db_conf sc;
+    char err[256];
+    memset(&sc, 0, sizeof(sc));
+    ck_assert(db_conf_parse_dsn(&sc, env.shard_dsns[SHARD], err, sizeof(err)) == CAL_OK);
+    pid_t pid = start_own_relay(dir, sc.port, bootstrap, prefix, 4244, "", "");
+    snprintf(log, sizeof(log), "%s/relay.log", dir);
+    cal_sleep_ms(8000);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert_int_eq(proc_wait(pid, 30), 0);
+    int tries = count_lines_with(log, "msg=\"streaming\""),
+        logged = count_lines_with(log, "msg=\"stream ");
+    ck_assert_msg(count_lines_with(log, "not in the master's binlog") > 0, "no 1236 in %s", log);
+    ck_assert_msg(tries >= 3 && tries <= 8 && logged == tries,
+                  "%d tries and %d interruption lines in 8 s (want 3 to 8, one each)", tries,
+                  logged);
+    unlink(log);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/relay.ini", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/lock", dir);
     unlink(path);
     rmdir(dir);
 }
@@ -1532,6 +1585,10 @@ suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("no_checkpoint_before_the_shard_answered");
     tcase_add_test(tc, no_checkpoint_before_the_shard_answered);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_position_that_fails_at_once_is_retried_with_a_growing_wait");
+    tcase_add_test(tc, a_position_that_fails_at_once_is_retried_with_a_growing_wait);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("a_full_queue_waits_and_a_lost_broker_loses_nothing");
