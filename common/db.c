@@ -156,6 +156,28 @@ db_conf_parse_dsn(struct db_conf *conf, const char *dsn, char *err, size_t errle
     return CAL_OK;
 }
 
+cal_status
+db_conf_parse_hostport(struct db_conf *conf, const char *arg, char *err, size_t errlen)
+{
+    char dsn[600];
+    if (strchr(arg, '@') != NULL) {
+        snprintf(err, errlen,
+                 "want HOST:PORT/DB without a user or password (the [shards] user and"
+                 " password_file of --config are used)");
+        return CAL_EINVAL;
+    }
+    if ((size_t)snprintf(dsn, sizeof(dsn), "mysql://%s", arg) >= sizeof(dsn)) {
+        snprintf(err, errlen, "want HOST:PORT/DB: too long");
+        return CAL_EINVAL;
+    }
+    char why[256] = "no database name";
+    if (db_conf_parse_dsn(conf, dsn, why, sizeof(why)) != CAL_OK || conf->database[0] == '\0') {
+        snprintf(err, errlen, "want HOST:PORT/DB (%s)", why);
+        return CAL_EINVAL;
+    }
+    return CAL_OK;
+}
+
 static unsigned ms_to_s(unsigned ms, unsigned dflt_ms);
 
 cal_status

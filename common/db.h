@@ -30,6 +30,12 @@ struct db_conf {
  * untouched). A DSN given on a command line should carry no password. */
 cal_status db_conf_parse_dsn(struct db_conf *conf, const char *dsn, char *err, size_t errlen);
 
+/* A shard named on a command line, HOST[:PORT]/DB, into conf's address
+ * (its user and password stay): refuses a user or password in it (the
+ * command line is for no secret; ps and shell histories show it) and a
+ * missing database, err saying why. */
+cal_status db_conf_parse_hostport(struct db_conf *conf, const char *arg, char *err, size_t errlen);
+
 /* Reads conf->password_file into conf->password. Refuses a file that group or
  * others can read. No-op when password_file is empty. */
 cal_status db_conf_read_password(struct db_conf *conf, char *err, size_t errlen);

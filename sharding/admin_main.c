@@ -83,18 +83,11 @@ migrate_one(struct db *db, const char *dir, const char *what)
 static int
 parse_shard_arg(const char *arg, struct db_conf *conf)
 {
-    char dsn[600], err[256] = "";
-    /* Credentials come from [shards] password_file, never from the command
-     * line (where ps and shell histories show them). */
-    if (strchr(arg, '@') != NULL) {
-        fprintf(stderr, "calendar-admin: --shard: want HOST:PORT/DB without a user or password (the"
-                        " [shards] user and password_file of --config are used)\n");
-        return -1;
-    }
-    snprintf(dsn, sizeof(dsn), "mysql://%s", arg);
-    if (db_conf_parse_dsn(conf, dsn, err, sizeof(err)) != CAL_OK || conf->database[0] == '\0') {
-        fprintf(stderr, "calendar-admin: --shard %s: want HOST:PORT/DB%s%s\n", arg,
-                err[0] ? ": " : "", err);
+    char err[512];
+    if (db_conf_parse_hostport(conf, arg, err, sizeof(err)) != CAL_OK) {
+        /* Which --shard, unless it holds a secret. */
+        fprintf(stderr, "calendar-admin: --shard%s%s: %s\n", strchr(arg, '@') ? "" : " ",
+                strchr(arg, '@') ? "" : arg, err);
         return -1;
     }
     return 0;

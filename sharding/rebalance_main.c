@@ -253,21 +253,10 @@ static const char SQL_NEXT_SHARD_ID[] =
 static int
 cmd_add_shard(struct cluster *c)
 {
-    char err[512], dir[PATH_MAX + 16], dsn[600];
+    char err[512], dir[PATH_MAX + 16];
     struct db_conf sc = conf.shard;
-    /* Credentials come from the config's password_file, never from the
-     * command line (where ps and shell histories show them). */
-    if (strchr(opt.shard, '@') != NULL) {
-        fprintf(stderr,
-                "calendar-rebalance: --shard: want HOST:PORT/DB without a user or password (the"
-                " [shards] user and password_file of --config are used)\n");
-        return 2;
-    }
-    snprintf(dsn, sizeof(dsn), "mysql://%s", opt.shard);
-    cal_status prc = db_conf_parse_dsn(&sc, dsn, err, sizeof(err));
-    if (prc != CAL_OK || sc.database[0] == '\0') {
-        fprintf(stderr, "calendar-rebalance: --shard '%s': want HOST:PORT/DB (%s)\n", opt.shard,
-                prc != CAL_OK ? err : "no database name");
+    if (db_conf_parse_hostport(&sc, opt.shard, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: --shard: %s\n", err);
         return 2;
     }
     struct db *db = db_connect(&sc, err, sizeof(err));
