@@ -192,9 +192,10 @@ run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)tests/stack/stack.sh run --dir var
 
-FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
-# The files git tracks: without a checkout there are none, and clang-format
-# with no files would read standard input.
+FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
+# The C files of the checkout, tracked or new (not ignored): without a
+# checkout there are none, and clang-format with no files would read
+# standard input.
 format:
 	$(if $(FORMAT_FILES),,$(error format needs a git checkout: no tracked C files))
 	$(Q)clang-format -i $(FORMAT_FILES)

@@ -26,9 +26,8 @@ rows_of(const uint8_t *body, size_t len, const struct rowimage_table *t)
         if (rowimage_rows_begin(body, len, types[i], &rows, err, sizeof(err)) != CAL_OK)
             continue;
         /* Bounded: a row takes at least a byte, so body ends it. */
-        for (size_t n = 0; n <= len && rowimage_rows_next(&rows, t, before, after, err,
-                                                          sizeof(err)) == 1;
-             n++)
+        for (size_t n = 0;
+             n <= len && rowimage_rows_next(&rows, t, before, after, err, sizeof(err)) == 1; n++)
             ;
         rowimage_rows_deinit(&rows);
     }
