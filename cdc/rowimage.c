@@ -468,24 +468,25 @@ frac_bytes(unsigned prec, uint32_t *units)
 }
 
 /* A DATETIME's fields as seconds since the epoch read as UTC; a zero or
- * impossible date or time is invalid (null in the event). */
+ * impossible date or time, or a year past MariaDB's 9999, is invalid (null
+ * in the event). */
 static void
-set_datetime(struct event_value *v, int year, unsigned month, unsigned day, unsigned hour,
+set_datetime(struct event_value *v, uint64_t year, unsigned month, unsigned day, unsigned hour,
              unsigned minute, unsigned second, uint32_t usec, unsigned prec)
 {
     v->type = EVENT_DATETIME;
     v->precision = (uint8_t)prec;
     v->usec = usec;
-    if (year == 0 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
-        second > 59 || usec > 999999) {
+    if (year == 0 || year > 9999 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 ||
+        minute > 59 || second > 59 || usec > 999999) {
         v->invalid = true;
         return;
     }
-    int32_t days = date_from_ymd(year, month, day);
+    int32_t days = date_from_ymd((int)year, month, day);
     int y2;
     unsigned m2, d2;
     date_to_ymd(days, &y2, &m2, &d2);
-    v->invalid = y2 != year || m2 != month || d2 != day; /* e.g. 2030-02-31 */
+    v->invalid = y2 != (int)year || m2 != month || d2 != day; /* e.g. 2030-02-31 */
     v->i = (int64_t)days * 86400 + hour * 3600 + minute * 60 + second;
 }
 
@@ -514,9 +515,8 @@ decode_datetime2(struct reader *r, unsigned prec, struct event_value *v)
     uint64_t packed = raw >= 0x8000000000ULL ? raw - 0x8000000000ULL : 0;
     uint64_t ymd = packed >> 17, hms = packed & 0x1ffff;
     uint64_t ym = ymd >> 5;
-    set_datetime(v, (int)(ym / 13), (unsigned)(ym % 13), (unsigned)(ymd & 31),
-                 (unsigned)(hms >> 12), (unsigned)((hms >> 6) & 63), (unsigned)(hms & 63),
-                 (uint32_t)frac * units, prec);
+    set_datetime(v, ym / 13, (unsigned)(ym % 13), (unsigned)(ymd & 31), (unsigned)(hms >> 12),
+                 (unsigned)((hms >> 6) & 63), (unsigned)(hms & 63), (uint32_t)frac * units, prec);
     return true;
 }
 
@@ -711,7 +711,7 @@ decode_value(struct reader *r, struct rowimage_rows *rows, const struct rowimage
         unsigned day = raw & 31, month = (raw >> 5) & 15;
         int year = (int)(raw >> 9);
         v->type = EVENT_DATE;
-        if (year == 0 || month < 1 || month > 12 || day < 1 || day > 31) {
+        if (year == 0 || year > 9999 || month < 1 || month > 12 || day < 1 || day > 31) {
             v->invalid = true;
         } else {
             int32_t days = date_from_ymd(year, month, day);
@@ -745,7 +745,7 @@ decode_value(struct reader *r, struct rowimage_rows *rows, const struct rowimage
         /* Before MySQL 5.6 / MariaDB 10.1: YYYYMMDDhhmmss as a number. */
         uint64_t raw = read_le(r, 8);
         uint64_t d = raw / 1000000, t = raw % 1000000;
-        set_datetime(v, (int)(d / 10000), (unsigned)(d / 100 % 100), (unsigned)(d % 100),
+        set_datetime(v, d / 10000, (unsigned)(d / 100 % 100), (unsigned)(d % 100),
                      (unsigned)(t / 10000), (unsigned)(t / 100 % 100), (unsigned)(t % 100), 0, 0);
         return !r->bad;
     }
