@@ -22,9 +22,10 @@ const struct conf_item config_items[] = {
                         "IPv4 address to listen on"),
     CONF_INT_ITEM("server", "port", C, http.port, 1, 65535, "8080", "HTTP port"),
     CONF_INT_ITEM("server", "max_connections", C, http.max_connections, 1, 100000, "1024",
-                  "open client connections at most, split evenly over the event loops: the kernel "
-                  "spreads new connections over them, so a loop can refuse one a little before "
-                  "the total is reached"),
+                  "open client connections at most, split evenly over the event loops (each takes "
+                  "its share rounded up, so up to event_loops - 1 more): the kernel spreads new "
+                  "connections over them, so a loop can refuse one a little before the total is "
+                  "reached"),
     CONF_INT_ITEM("server", "max_inflight", C, http.max_inflight, 1, 100000, "512",
                   "requests being processed at most; more get 503 overloaded"),
     CONF_INT_ITEM("server", "max_body_bytes", C, http.max_body_bytes, 256, 16777216, "65536",

@@ -1352,6 +1352,41 @@ method_in(const struct api_request *req, const char *allow, struct api_response 
     return false;
 }
 
+/* The method is one of allow (method_in) and a PUT or POST carries no
+ * If-None-Match. No write evaluates it, and ignoring it would turn a
+ * conditional write ("*": create only) into an unconditional one: refused,
+ * as If-Match is where it is not evaluated. On GET and HEAD it is ignored:
+ * the full answer is a correct one to a conditional read. So are
+ * If-Modified-Since and If-Unmodified-Since everywhere, as RFC 9110 asks of
+ * a resource without a modification date. */
+static bool
+allowed(const struct api_request *req, const char *allow, struct api_response *resp)
+{
+    if (!method_in(req, allow, resp))
+        return false;
+    if (req->if_none_match == NULL ||
+        (strcmp(req->method, "PUT") != 0 && strcmp(req->method, "POST") != 0))
+        return true;
+    service_error(resp, 400, "if_none_match_not_supported",
+                  "no write evaluates If-None-Match; send this request without it (If-Match "
+                  "makes PUT /v1/listings/{id} and POST /v1/listings/{id}/calendar conditional)");
+    return false;
+}
+
+/* Whether the segments after /v1/listings/{id} (n of 3 to 6 in all) name
+ * an endpoint, whatever the ids: an unknown path is a 404 before any id in
+ * it is read. */
+static bool
+listing_path_known(const struct segment *seg, size_t n)
+{
+    if (n == 3)
+        return true;
+    if (n == 4)
+        return seg_is(&seg[3], "reservations") || seg_is(&seg[3], "calendar") ||
+               seg_is(&seg[3], "availability");
+    return seg_is(&seg[3], "reservations") && (n == 5 || seg_is(&seg[5], "cancel"));
+}
+
 /* The answer names what is not ready and how it fails (a load balancer's
  * health page may show it to anyone); the database's error, with its
  * server's address, database and user, goes to the log, at most once a
@@ -1396,26 +1431,26 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_metrics(svc, resp);
         return;
     }
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
             handle_search(svc, req, resp);
         return;
     }
@@ -1425,7 +1460,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     /* An empty id segment (/v1/listings/, .../reservations/) names no
      * resource, as /v1/listings/42/ names none: not a malformed id. */
-    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0)) {
+    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0) || !listing_path_known(seg, n)) {
         service_error(resp, 404, "not_found", "no such endpoint");
         return;
     }
@@ -1436,7 +1471,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     if (n == 3) {
         resp->endpoint = EP_GET_LISTING;
-        if (!method_in(req, "GET, HEAD, PUT", resp))
+        if (!allowed(req, "GET, HEAD, PUT", resp))
             return;
         if (strcmp(req->method, "PUT") == 0) {
             resp->endpoint = EP_PUT_LISTING;
@@ -1448,19 +1483,19 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     if (n == 4 && seg_is(&seg[3], "reservations")) {
         resp->endpoint = EP_CREATE_RESERVATION;
-        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
             handle_create_reservation(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "calendar")) {
         resp->endpoint = EP_CALENDAR;
-        if (method_in(req, "POST", resp))
+        if (allowed(req, "POST", resp))
             handle_calendar(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1472,11 +1507,11 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (method_in(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+            if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
-            if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
+            if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         }
         return;

@@ -30,6 +30,7 @@ struct api_request {
     size_t body_len;
     const char *idempotency_key; /* NULL when absent */
     const char *if_match;        /* NULL when absent */
+    const char *if_none_match;   /* NULL when absent */
     const char *query_from;      /* NULL when absent */
     const char *query_to;
 };

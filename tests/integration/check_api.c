@@ -965,6 +965,50 @@ START_TEST(test_if_match_refused_where_not_evaluated)
 }
 END_TEST
 
+/* If-None-Match on a write ("*": create only) would be ignored: refused,
+ * and the write not made. On a read it is ignored and the full answer
+ * sent. */
+START_TEST(test_if_none_match_refused_on_writes)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    int64_t v = listing_version(id, 10000);
+    char etag[64], body[200];
+    const char *star[] = {"If-None-Match: *", NULL};
+    const char *booking_headers[] = {"If-None-Match: *", "Idempotency-Key: inm-1", NULL};
+    const char *with_etag[] = {etag, NULL};
+
+    call(&resp, "PUT", star,
+         "{\"default_price\":5,\"currency\":\"USD\",\"min_nights\":1,"
+         "\"max_nights\":3}",
+         "/v1/listings/%" PRIu64, id);
+    expect_error(&resp, 400, "if_none_match_not_supported");
+    http_response_deinit(&resp);
+    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 2));
+    call(&resp, "POST", star, body, "/v1/listings/%" PRIu64 "/calendar", id);
+    expect_error(&resp, 400, "if_none_match_not_supported");
+    http_response_deinit(&resp);
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":2}",
+             day(FIRST_DAY), day(FIRST_DAY + 2));
+    call(&resp, "POST", booking_headers, body, "/v1/listings/%" PRIu64 "/reservations", id);
+    expect_error(&resp, 400, "if_none_match_not_supported");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 10000), v);
+    {
+        json_t *av = availability(id, FIRST_DAY, FIRST_DAY + 2);
+
+        expect_night(av, FIRST_DAY, FIRST_DAY, "available", 10000);
+        expect_night(av, FIRST_DAY, FIRST_DAY + 1, "available", 10000);
+        json_decref(av);
+    }
+    snprintf(etag, sizeof(etag), "If-None-Match: \"%" PRId64 "\"", v);
+    call(&resp, "GET", with_etag, NULL, "/v1/listings/%" PRIu64, id);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+}
+END_TEST
+
 START_TEST(test_invalid_listing_id)
 {
     static const char *const ids[] = {
@@ -993,6 +1037,15 @@ START_TEST(test_invalid_listing_id)
                  day(FIRST_DAY), day(FIRST_DAY + 1));
         call(&resp, "POST", headers, b, "/v1/listings/0/reservations");
         expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+    }
+    /* A path that names no endpoint is one, whatever its ids. */
+    static const char *const unknown[] = {"/v1/listings/abc/bogus", "/v1/listings/0/x/y",
+                                          "/v1/listings/abc/reservations/1/refund",
+                                          "/v1/listings/abc/calendar/1"};
+    for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+        call(&resp, "GET", NULL, NULL, "%s", unknown[i]);
+        expect_error(&resp, 404, "not_found");
         http_response_deinit(&resp);
     }
 }
@@ -2844,6 +2897,7 @@ api_suite(void)
         {"listing_validation", test_listing_validation, 30},
         {"put_listing_if_match", test_put_listing_if_match, 30},
         {"if_match_refused_where_not_evaluated", test_if_match_refused_where_not_evaluated, 30},
+        {"if_none_match_refused_on_writes", test_if_none_match_refused_on_writes, 30},
         {"invalid_listing_id", test_invalid_listing_id, 30},
         {"booking_create_and_get", test_booking_create_and_get, 30},
         {"reservation_ids_come_from_the_catalog", test_reservation_ids_come_from_the_catalog, 30},
