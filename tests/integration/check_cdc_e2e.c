@@ -409,7 +409,9 @@ START_TEST(stalled_memcached_keeps_reads_correct)
     ck_assert_int_eq(code, 200);
     ck_assert_str_eq(st, "blocked"); /* read from the shard, not the stale cache */
     long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    ck_assert_msg(ms < 2000, "a read with memcached stalled took %ld ms", ms);
+    /* Normally ~200 ms; the bound only tells "not stuck on the cache" from
+     * a slow machine. */
+    ck_assert_msg(ms < 5000, "a read with memcached stalled took %ld ms", ms);
     /* Back: the entry calendard could not delete goes (its delete, retried,
      * or CDC's), and reads stay fresh. */
     ck_assert_msg(wait_month_changed(id, from + 3, old, oldlen, 10000) >= 0,

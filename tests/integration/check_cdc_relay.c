@@ -1293,9 +1293,12 @@ START_TEST(no_checkpoint_before_the_shard_answered)
     snprintf(path, sizeof(path), "%s/relay.ini", dir);
     snprintf(log, sizeof(log), "%s/relay.log", dir);
     snprintf(checkpoint, sizeof(checkpoint), "%s/checkpoint", dir);
-    /* Long enough for several checkpoint rounds of the producer's poller
+    /* Once the relay has tried the shard (its start is slow under the
+     * sanitizers), several checkpoint rounds of the producer's poller
      * (every 50 ms) and connect retries. */
-    cal_sleep_ms(1500);
+    ck_assert_msg(proc_log_has_within(log, "binlog connect failed", 30000),
+                  "the relay never tried the shard (see %s)", log);
+    cal_sleep_ms(500);
     ck_assert_int_eq(kill(pid, SIGTERM), 0);
     ck_assert_int_eq(proc_wait(pid, 30), 0);
     ck_assert_msg(access(checkpoint, F_OK) != 0, "a checkpoint was written before the shard"
@@ -1351,7 +1354,8 @@ START_TEST(a_position_that_fails_at_once_is_retried_with_a_growing_wait)
     int tries = count_lines_with(log, "msg=\"streaming\""),
         logged = count_lines_with(log, "msg=\"stream ");
     ck_assert_msg(count_lines_with(log, "not in the master's binlog") > 0, "no 1236 in %s", log);
-    ck_assert_msg(tries >= 3 && tries <= 8 && logged == tries,
+    /* The TERM may come between a try's start and its interruption. */
+    ck_assert_msg(tries >= 3 && tries <= 8 && (logged == tries || logged == tries - 1),
                   "%d tries and %d interruption lines in 8 s (want 3 to 8, one each)", tries,
                   logged);
     unlink(log);
@@ -1419,26 +1423,6 @@ collect_versions(const char *servers, const char *t, int32_t nparts, uint64_t L,
         ck_assert_msg(seen[v], "version %d never arrived (%zu of %d distinct)", v, out->distinct,
                       max);
     free(seen);
-}
-
-/* Does the file at path hold needle, now or within ms? */
-static bool
-log_has_within(const char *path, const char *needle, unsigned ms)
-{
-    for (unsigned waited = 0;; waited += 100) {
-        FILE *f = fopen(path, "r");
-        char line[4096];
-        bool found = false;
-        while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
-            found = strstr(line, needle) != NULL;
-        if (f != NULL)
-            fclose(f);
-        if (found)
-            return true;
-        if (waited >= ms)
-            return false;
-        cal_sleep_ms(100);
-    }
 }
 
 /* SIGKILL mid-stream, more writes, restart: every version of the listing
@@ -1513,7 +1497,7 @@ START_TEST(a_full_queue_waits_and_a_lost_broker_loses_nothing)
                                 "linger_ms = 1\nmessage_timeout_ms = 1000\n",
                                 "max_pending_txns = 10\nreconnect_max_ms = 500\n");
     snprintf(log, sizeof(log), "%s/relay.log", dir);
-    ck_assert_msg(log_has_within(log, "msg=\"streaming\"", 20000), "the relay never streamed");
+    ck_assert_msg(proc_log_has_within(log, "msg=\"streaming\"", 20000), "the relay never streamed");
 
     struct db *db = shard();
     uint64_t L = new_listing(db);
@@ -1529,13 +1513,13 @@ START_TEST(a_full_queue_waits_and_a_lost_broker_loses_nothing)
          * holds every event until the answer: a broker gone before that
          * would find nothing queued to fail. */
         if (k == 0)
-            ck_assert_msg(log_has_within(log, "msg=\"topic ready\"", 20000),
+            ck_assert_msg(proc_log_has_within(log, "msg=\"topic ready\"", 20000),
                           "the relay never got the topic's partitions (see %s)", log);
     }
     db_close(db);
     struct versions got;
     collect_versions(servers, tl, 1, L, UPDATES + 1, &got);
-    bool failed_seen = log_has_within(log, "kafka delivery failed", 0);
+    bool failed_seen = proc_log_has_within(log, "kafka delivery failed", 0);
     ck_assert_int_eq(kill(pid, SIGTERM), 0);
     int rc = proc_wait(pid, 30);
     rd_kafka_mock_cluster_destroy(mc);

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/util.h"
+
 extern char **environ;
 
 static int
@@ -96,4 +98,23 @@ proc_run(char *const argv[], char *out, size_t outlen, unsigned timeout_s)
     }
     unlink(path);
     return rc;
+}
+
+bool
+proc_log_has_within(const char *path, const char *needle, unsigned ms)
+{
+    for (unsigned waited = 0;; waited += 100) {
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        bool found = false;
+        while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL)
+            found = strstr(line, needle) != NULL;
+        if (f != NULL)
+            fclose(f);
+        if (found)
+            return true;
+        if (waited >= ms)
+            return false;
+        cal_sleep_ms(100);
+    }
 }

@@ -3,6 +3,7 @@
 #ifndef CAL_TEST_PROC_H
 #define CAL_TEST_PROC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -20,5 +21,9 @@ pid_t proc_start_tied(char *const argv[], const char *out_path);
 
 /* Waits at most timeout_s for pid; same result convention as proc_run. */
 int proc_wait(pid_t pid, unsigned timeout_s);
+
+/* Does the file at path (a started program's log) hold needle, now or
+ * within ms? Looked at every 100 ms. */
+bool proc_log_has_within(const char *path, const char *needle, unsigned ms);
 
 #endif

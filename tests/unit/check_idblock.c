@@ -209,7 +209,9 @@ START_TEST(a_failed_fetch_is_not_tried_again_within_retry_ms)
 {
     struct source *s = source_new(1);
     s->fail = true;
-    struct idblock *ids = idblock_create(4, 200, fetch, s);
+    /* retry_ms 2000: the 11 calls below must all come within it, even on
+     * a slow machine. */
+    struct idblock *ids = idblock_create(4, 2000, fetch, s);
     char err[128] = "";
     uint64_t id;
     ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_EUNAVAIL);
@@ -220,7 +222,7 @@ START_TEST(a_failed_fetch_is_not_tried_again_within_retry_ms)
         ck_assert_str_eq(err, "catalog down");
     }
     ck_assert_uint_eq(s->calls, 1);
-    usleep(250 * 1000);
+    usleep(2100 * 1000);
     ck_assert(idblock_next(ids, &id, err, sizeof(err)) == CAL_OK);
     ck_assert_uint_eq(id, 1);
     ck_assert_uint_eq(s->calls, 2);

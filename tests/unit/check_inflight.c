@@ -78,8 +78,8 @@ START_TEST(replay_waits_for_the_original)
     ck_assert(inflight_acquire(set, 7, "replay-me", 9, 0));
     struct holder h = {set, 100};
     pthread_t t;
+    double t0 = now_ms(); /* before the holder's sleep can start */
     pthread_create(&t, NULL, hold_then_release, &h);
-    double t0 = now_ms();
     ck_assert(inflight_acquire(set, 7, "replay-me", 9, 5000));
     double waited = now_ms() - t0;
     ck_assert_msg(waited >= 90 && waited < 4000, "waited %.0f ms", waited);
