@@ -14,7 +14,7 @@ set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
-    routing_mismatches unowned_rows owner_mismatches cache_mismatches"
+    routing_mismatches unowned_rows owner_mismatches id_collisions cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
@@ -32,6 +32,7 @@ cases=(
     'stray_row|unowned_rows|^verify: unowned_rows: reservation [0-9]+ of listing [0-9]+ .* which does not own it|'
     'second_owner|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: 2 owner rows \(shards: |'
     'owner_elsewhere|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: owned by shard [0-9]+, the catalog maps it to shard_id|'
+    'shared_id|id_collisions|^verify: id_collisions: reservation [0-9]+ held by listing [0-9]+ \(shard [0-9]+\) and listing [0-9]+ \(shard [0-9]+\)|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0
@@ -47,7 +48,7 @@ for case in "${cases[@]}"; do
         failed=1
         continue
     fi
-    if [[ $fault =~ ^(duplicate_key|stray_row|second_owner|owner_elsewhere)$ ]] &&
+    if [[ $fault =~ ^(duplicate_key|stray_row|second_owner|owner_elsewhere|shared_id)$ ]] &&
         [ "$nshards" -lt 2 ]; then
         echo "selftest: $fault NOT tested: it plants on a second shard, $env_file names $nshards" >&2
         failed=1

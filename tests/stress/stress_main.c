@@ -63,10 +63,11 @@ usage(FILE *out)
             "                     routing_mismatches    wrong_vbucket\n"
             "                     unowned_rows          stray_row\n"
             "                     owner_mismatches      second_owner, owner_elsewhere\n"
+            "                     id_collisions         shared_id\n"
             "                     cache_mismatches      stale_cache\n"
-            "                   A row planted outside its listing's shard or vbucket, and a\n"
-            "                   planted or moved vbucket_owner row, is taken back after\n"
-            "                   verifying (tests/stress/selftest.sh runs them all)\n"
+            "                   A row planted outside its listing's shard or vbucket or for\n"
+            "                   another listing, and a planted or moved vbucket_owner row, is\n"
+            "                   taken back after verifying (tests/stress/selftest.sh runs them)\n"
             "  --help           this text\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
@@ -76,7 +77,8 @@ usage(FILE *out)
             "duplicate_idempotent, night_mismatches, routing_mismatches, unowned_rows (rows\n"
             "on a shard that does not own their vbucket), owner_mismatches (vbuckets without\n"
             "exactly one vbucket_owner row across the shards, or owned by another shard than\n"
-            "the catalog's map names; run no move meanwhile for these two) or\n"
+            "the catalog's map names; run no move meanwhile for these two), id_collisions (a\n"
+            "reservation_id of the run held by another listing too, on any shard) or\n"
             "cache_mismatches (an availability read right after an own booking not showing\n"
             "it, or a cached value that differs from the shards once the CDC lag drained) is\n"
             "above zero; 2 on usage or setup errors; 3 when the run\n"
@@ -302,6 +304,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("routing_mismatches", verdict->routing_mismatches);
     SET_U("unowned_rows", verdict->unowned_rows);
     SET_U("owner_mismatches", verdict->owner_mismatches);
+    SET_U("id_collisions", verdict->id_collisions);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
