@@ -14,7 +14,8 @@ set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
-    routing_mismatches unowned_rows owner_mismatches id_collisions cache_mismatches"
+    routing_mismatches unowned_rows owner_mismatches id_collisions protocol_errors
+    cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'

@@ -56,7 +56,12 @@ struct stress_stats {
     atomic_uint_fast64_t conflicts;    /* 409 answers */
     atomic_uint_fast64_t cancels_sent; /* cancels sent (at least once) */
     atomic_uint_fast64_t cancelled;    /* cancels acknowledged */
-    atomic_uint_fast64_t errors;       /* transport errors, 5xx, unexpected answers */
+    atomic_uint_fast64_t errors;       /* transport errors, 5xx, other failed reads and host ops */
+    /* Answers calendard never gives to these requests: a 200/201 booking
+     * without reservation_id or a known status, a booking answered below 500
+     * with neither 200, 201 nor 409, a cancel answered below 500 with
+     * anything but 200 "cancelled". They fail the run. */
+    atomic_uint_fast64_t protocol_errors;
     atomic_uint_fast64_t replays;
     atomic_uint_fast64_t drops;             /* replies deliberately lost by a tiny timeout */
     atomic_uint_fast64_t drops_processed;   /* ... whose replay found the booking made (200) */

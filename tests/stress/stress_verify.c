@@ -772,7 +772,8 @@ stress_verify_failed(const struct stress_verdict *verdict)
            verdict->phantom_bookings > 0 || verdict->duplicate_idempotent > 0 ||
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
            verdict->unowned_rows > 0 || verdict->owner_mismatches > 0 ||
-           verdict->id_collisions > 0 || verdict->cache_mismatches > 0;
+           verdict->id_collisions > 0 || verdict->protocol_errors > 0 ||
+           verdict->cache_mismatches > 0;
 }
 
 /* Testing the verifier (--inject): each fault corrupts one key of the run

@@ -23,6 +23,8 @@ struct stress_verdict {
                                     * names (run no move meanwhile) */
     uint64_t id_collisions;        /* reservation ids of the run that another listing holds too,
                                     * on any shard (one per listing past the first) */
+    uint64_t protocol_errors;      /* answers calendard never gives (stress_stats says which),
+                                    * filled by the caller from the load's count */
     uint64_t sql_reservations;     /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
