@@ -42,13 +42,19 @@ log_anomaly(const char *fmt, ...)
     fprintf(stderr, "stress: %s\n", line);
 }
 
-/* Lock-free, so a signal handler may set it (and the clients read it). */
-static atomic_int stopping;
+/* Lock-free, so a signal handler may count it (and the clients read it). */
+static atomic_uint stopping;
 
 void
 stress_load_stop(void)
 {
-    atomic_store_explicit(&stopping, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&stopping, 1, memory_order_relaxed);
+}
+
+unsigned
+stress_load_stops(void)
+{
+    return atomic_load_explicit(&stopping, memory_order_relaxed);
 }
 
 double
@@ -142,18 +148,33 @@ create_listings_run(struct stress_client *client)
         snprintf(url, sizeof(url), "%s/v1/listings/%" PRIu64, conf->url, conf->listing_base + i);
         for (unsigned attempt = 0; attempt < 5 && !ok; attempt++) {
             struct http_response resp;
-            cal_status st = http_request(http, "PUT", url, NULL, body, sizeof(body) - 1,
-                                         REQUEST_TIMEOUT_MS, &resp, err, sizeof(err));
+            long left = (long)((conf->setup_deadline - stress_load_now()) * 1000);
+            cal_status st;
 
+            if (atomic_load_explicit(&stopping, memory_order_relaxed) != 0) {
+                client->setup_cut = STRESS_SETUP_STOPPED;
+                break;
+            }
+            if (left <= 0) {
+                client->setup_cut = STRESS_SETUP_DEADLINE;
+                break;
+            }
+            st = http_request(http, "PUT", url, NULL, body, sizeof(body) - 1,
+                              left < REQUEST_TIMEOUT_MS ? left : REQUEST_TIMEOUT_MS, &resp, err,
+                              sizeof(err));
             if (st == CAL_OK && (resp.status == 201 || resp.status == 200)) {
                 ok = 1;
+                client->created++;
             } else {
+                long delay = retry_delay_ms(&resp, attempt);
+
                 if (st != CAL_OK) {
                     fprintf(stderr, "stress: %s\n", err);
                 } else {
                     fprintf(stderr, "stress: PUT %s: %ld %s\n", url, resp.status, resp.body);
                 }
-                sleep_ms(retry_delay_ms(&resp, attempt));
+                left = (long)((conf->setup_deadline - stress_load_now()) * 1000);
+                sleep_ms(delay < left ? delay : left > 0 ? left : 0);
             }
             http_response_deinit(&resp);
         }

@@ -23,8 +23,11 @@
 #define EXIT_BROKEN 1
 #define EXIT_USAGE 2
 #define EXIT_UNTESTED 3
-#define MAX_RECORDS 400000 /* keys remembered per run, over all clients */
-#define WINDOW_OFFSET 30   /* the booking window starts this many days from today */
+#define MAX_RECORDS 400000         /* keys remembered per run, over all clients */
+#define WINDOW_OFFSET 30           /* the booking window starts this many days from today */
+#define SETUP_MIN_S 30             /* creating the listings may take --duration, at least this */
+#define CACHE_WAIT_MS 10000        /* the cache check, reads through calendard included */
+#define CACHE_INJECT_WAIT_MS 20000 /* --inject stale_cache: waiting for the lag, planting */
 
 struct options {
     unsigned clients;
@@ -69,7 +72,12 @@ usage(FILE *out)
             "                   another listing, and a planted or moved vbucket_owner row, is\n"
             "                   taken back after verifying (tests/stress/selftest.sh runs them)\n"
             "  --help           this text\n"
+            "Creating the listings may take --duration (at least 30 s); past that, or on\n"
+            "SIGINT or SIGTERM meanwhile, the run stops there and exits 2 (nothing run).\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
+            "The cache check after it (reads through calendard included) takes at most 10 s\n"
+            "(the pass under way finishes); a signal during it ends it, and the run exits 1\n"
+            "on a violation found in SQL, else 3: the cache was not verified.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
             "After the run every shard is read with SQL, and the catalog (CATALOG_DSN): a\n"
             "shard of the catalog missing from SHARD_DSNS (its rows would go unread) exits 2.\n"
@@ -257,6 +265,38 @@ run_threads(struct stress_client *clients, unsigned n, void *(*fn)(void *), int 
     return rc;
 }
 
+/* Did creating the listings fail or stop early? Says so (nothing was run
+ * or verified then). */
+static int
+setup_failed(const struct stress_client *clients, unsigned n, const struct stress_conf *conf,
+             unsigned duration_s)
+{
+    size_t created = 0;
+    int failed = 0, cut = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        created += clients[i].created;
+        failed |= clients[i].setup_failed;
+        cut |= clients[i].setup_cut;
+    }
+    if (cut & STRESS_SETUP_STOPPED) {
+        fprintf(stderr,
+                "calendar-stress: creating listings stopped by a signal after %zu of %zu: "
+                "nothing was run or verified\n",
+                created, conf->nlistings);
+    } else if (cut & STRESS_SETUP_DEADLINE) {
+        fprintf(stderr,
+                "calendar-stress: creating listings hit its deadline (%u s: --duration, at "
+                "least %d) after %zu of %zu: nothing was run or verified\n",
+                duration_s > SETUP_MIN_S ? duration_s : SETUP_MIN_S, SETUP_MIN_S, created,
+                conf->nlistings);
+    } else if (failed) {
+        fprintf(stderr, "calendar-stress: creating listings failed after %zu of %zu\n", created,
+                conf->nlistings);
+    }
+    return failed;
+}
+
 /* Were cancels sent and none acknowledged? Then the checks of acknowledged
  * cancels had nothing to check. */
 static int
@@ -275,9 +315,10 @@ tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
            verdict->cache_compared != 0;
 }
 
+/* unverified: the cache check was stopped before it could decide. */
 static void
 print_result(const struct stress_conf *conf, const struct stress_stats *stats,
-             const struct stress_verdict *verdict, double duration)
+             const struct stress_verdict *verdict, double duration, int unverified)
 {
     json_t *out = json_object();
     uint64_t confirmed = atomic_load(&stats->confirmed);
@@ -330,8 +371,9 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("listings", conf->nlistings);
     SET_U("listing_base", conf->listing_base);
     json_object_set_new(out, "seed", json_integer((json_int_t)(conf->seed & INT64_MAX)));
-    json_object_set_new(out, "ok",
-                        json_boolean(!stress_verify_failed(verdict) && tested(stats, verdict)));
+    json_object_set_new(
+        out, "ok",
+        json_boolean(!stress_verify_failed(verdict) && tested(stats, verdict) && !unverified));
 #undef SET_U
     line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (line != NULL) {
@@ -362,6 +404,7 @@ main(int argc, char **argv)
     struct stress_injected injected = {.shard = -1};
     size_t cap, total = 0;
     double duration;
+    int cache_unverified = 0;
     char err[2048];
     int rc = EXIT_USAGE;
 
@@ -427,15 +470,14 @@ main(int argc, char **argv)
             conf.url, conf.clients, conf.nlistings, conf.listing_base, opt.duration_s, opt.requests,
             conf.seed, conf.window);
 
+    conf.setup_deadline =
+        stress_load_now() + (opt.duration_s > SETUP_MIN_S ? opt.duration_s : SETUP_MIN_S);
     if (run_threads(clients, opt.clients, stress_load_create_listings, 0, &stats, 0) != 0) {
         fprintf(stderr, "calendar-stress: cannot start threads\n");
         goto out;
     }
-    for (unsigned i = 0; i < opt.clients; i++) {
-        if (clients[i].setup_failed) {
-            fprintf(stderr, "calendar-stress: creating listings failed\n");
-            goto out;
-        }
+    if (setup_failed(clients, opt.clients, &conf, opt.duration_s)) {
+        goto out;
     }
 
     conf.start = stress_load_now();
@@ -478,27 +520,37 @@ main(int argc, char **argv)
     if (env.memcached_servers[0] != '\0') {
         int64_t stale = 0;
         uint64_t compared = 0;
-        unsigned wait_ms = 10000;
+        unsigned wait_ms = CACHE_WAIT_MS;
+        int crc;
         if (opt.inject != NULL && strcmp(opt.inject, STRESS_CACHE_FAULT) == 0) {
-            if (stress_cache_inject(&env, &conf, wait_ms, err, sizeof(err)) != 0) {
+            if (stress_cache_inject(&env, &conf, CACHE_INJECT_WAIT_MS, err, sizeof(err)) != 0) {
                 fprintf(stderr, "calendar-stress: --inject: %s\n", err);
                 goto out;
             }
             wait_ms = 1000; /* the injection waited for the lag to drain already */
         }
-        if (stress_cache_check(&env, &conf, wait_ms, &stale, &compared, err, sizeof(err)) != 0) {
+        crc = stress_cache_check(&env, &conf, wait_ms, &stale, &compared, err, sizeof(err));
+        if (crc == -2) {
+            fprintf(stderr, "calendar-stress: cache check: %s: the cache was not verified\n", err);
+            cache_unverified = 1;
+        } else if (crc != 0) {
             fprintf(stderr, "calendar-stress: cache check could not read: %s\n", err);
             goto out;
+        } else {
+            fprintf(stderr,
+                    "calendar-stress: cache check: %llu cached values compared, %lld stale\n",
+                    (unsigned long long)compared, (long long)stale);
+            verdict.cache_mismatches =
+                (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
+            verdict.cache_compared = (int64_t)compared;
         }
-        fprintf(stderr, "calendar-stress: cache check: %llu cached values compared, %lld stale\n",
-                (unsigned long long)compared, (long long)stale);
-        verdict.cache_mismatches =
-            (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
-        verdict.cache_compared = (int64_t)compared;
     }
-    print_result(&conf, &stats, &verdict, duration);
+    print_result(&conf, &stats, &verdict, duration, cache_unverified);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
-    if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
+    if (rc == 0 && cache_unverified) {
+        fprintf(stderr, "calendar-stress: the cache check was stopped: the run is not verified\n");
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
         fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && cancels_untested(&stats)) {
