@@ -7,14 +7,19 @@
 # at zero unless the fault is known to trip it too (a fault drifting onto
 # another check, or a real anomaly of the run, fails as well). A verifier
 # that lets one pass fails this script, and so does a case the stack cannot
-# exercise (no memcached, one shard). Last, a run given the stack env less
-# one of its shards must refuse to verify (exit 2), naming the catalog shard
-# it would not read. Usage: tests/stress/selftest.sh STACK_ENV
+# exercise (no memcached, one shard). Then the run's bounds: with the
+# stack's calendard stopped, creating the listings ends on SIGINT and the
+# cache check's reads through calendard at its deadline (each case reads
+# the calendard pid that 'stack.sh up' recorded beside STACK_ENV). Last, a
+# run given the stack env less one of its shards must refuse to verify
+# (exit 2), naming the catalog shard it would not read.
+# Usage: tests/stress/selftest.sh STACK_ENV
 set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
-    routing_mismatches unowned_rows owner_mismatches cache_mismatches"
+    routing_mismatches unowned_rows owner_mismatches id_collisions protocol_errors
+    cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
@@ -32,6 +37,7 @@ cases=(
     'stray_row|unowned_rows|^verify: unowned_rows: reservation [0-9]+ of listing [0-9]+ .* which does not own it|'
     'second_owner|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: 2 owner rows \(shards: |'
     'owner_elsewhere|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: owned by shard [0-9]+, the catalog maps it to shard_id|'
+    'shared_id|id_collisions|^verify: id_collisions: reservation [0-9]+ held by listing [0-9]+ \(shard [0-9]+\) and listing [0-9]+ \(shard [0-9]+\)|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0
@@ -39,6 +45,16 @@ grep -Eq "^(export )?MEMCACHED_SERVERS=[\"']?[^\"' ]" "$env_file" && has_memcach
 nshards=$(sed -n 's/^\(export \)\{0,1\}SHARD_DSNS=//p' "$env_file" | tr -d "\"'" | wc -w)
 failed=0
 count() { grep -o "\"$1\":[0-9]*" <<<"$json" | cut -d: -f2; }
+# conclude PASSED FAILED: a case's line from problems[], line and out.
+conclude() {
+    if [ "${#problems[@]}" -eq 0 ]; then
+        echo "selftest: $1: $(cut -c1-110 <<<"$line")"
+    else
+        echo "selftest: $2: $(printf '%s; ' "${problems[@]}")" >&2
+        grep -E '^(verify|calendar-stress|stress): ' <<<"$out" | tail -8 >&2
+        failed=1
+    fi
+}
 for case in "${cases[@]}"; do
     IFS='|' read -r fault counter message others <<<"$case"
     # A check this stack cannot exercise is not proven: the run fails.
@@ -47,7 +63,7 @@ for case in "${cases[@]}"; do
         failed=1
         continue
     fi
-    if [[ $fault =~ ^(duplicate_key|stray_row|second_owner|owner_elsewhere)$ ]] &&
+    if [[ $fault =~ ^(duplicate_key|stray_row|second_owner|owner_elsewhere|shared_id)$ ]] &&
         [ "$nshards" -lt 2 ]; then
         echo "selftest: $fault NOT tested: it plants on a second shard, $env_file names $nshards" >&2
         failed=1
@@ -75,14 +91,81 @@ for case in "${cases[@]}"; do
         *) problems+=("$c=$v, which $fault is not expected to raise") ;;
         esac
     done
-    if [ "${#problems[@]}" -eq 0 ]; then
-        echo "selftest: $fault caught by $counter=$n${also:+ (also$also)}: $(cut -c1-110 <<<"$line")"
-    else
-        echo "selftest: $fault NOT caught as expected: $(printf '%s; ' "${problems[@]}")" >&2
-        grep -E '^(verify|calendar-stress|stress): ' <<<"$out" | tail -8 >&2
-        failed=1
-    fi
+    conclude "$fault caught by $counter=$n${also:+ (also$also)}" "$fault NOT caught as expected"
 done
+# The run's own bounds, against the stack's calendard hung (SIGSTOP, as a
+# stall leaves it; SIGCONT after each case, and on exit whatever happens).
+# The pid is the one 'stack.sh up' recorded beside STACK_ENV, checked
+# against its recorded start time: nothing is looked up by name.
+stack_dir=$(dirname "$env_file")
+hung_pid=""
+trap '[ -z "$hung_pid" ] || kill -CONT "$hung_pid" 2>/dev/null' EXIT
+# Field 22 of /proc/PID/stat, counted after the command name's ") ".
+start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+calendard_pid() {
+    local pid start
+    pid=$(cat "$stack_dir/run/calendard.pid" 2>/dev/null) || return 1
+    start=$(cat "$stack_dir/run/calendard.start" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && [ "$(start_time "$pid")" = "$start" ] && printf '%s\n' "$pid"
+}
+hang() { hung_pid=$1 && kill -STOP "$1"; }
+unhang() { [ -z "$hung_pid" ] || kill -CONT "$hung_pid"; hung_pid=""; }
+# bounds_case NAME LIMIT_S WANT_RC MESSAGE WHEN: a run (its output in $out)
+# with calendard stopped WHEN ("setup": before it starts, then SIGINT to the
+# run after 1 s; "load": during its load, after the progress line t=1s)
+# must end within LIMIT_S with exit WANT_RC (any of 0 1 3 for "any") and a
+# line matching MESSAGE.
+bounds_case() {
+    local name=$1 limit=$2 want=$3 message=$4 when=$5 pid log spid rc t0 elapsed line i
+    if ! pid=$(calendard_pid); then
+        echo "selftest: $name NOT tested: no calendard pid recorded in $stack_dir/run" >&2
+        failed=1
+        return
+    fi
+    log=$(mktemp)
+    t0=$SECONDS
+    [ "$when" != setup ] || hang "$pid"
+    timeout -k 5 120 bin/calendar-stress --stack-env "$env_file" --clients 4 --listings 20 \
+        --duration 2 >"$log" 2>&1 &
+    spid=$!
+    if [ "$when" = setup ]; then
+        sleep 1
+        # To calendar-stress itself: timeout would pass it on, then KILL it
+        # 5 s later (-k), before the PUT under way has timed out.
+        kill -INT "$(ps -o pid= --ppid "$spid")"
+    else
+        for ((i = 0; i < 300; i++)); do
+            ! grep -q '^t=1s ' "$log" || break
+            sleep 0.1
+        done
+        sleep 0.3 # the load's last second: it cannot end before calendard stops
+        hang "$pid"
+    fi
+    wait "$spid"
+    rc=$?
+    unhang
+    elapsed=$((SECONDS - t0))
+    out=$(cat "$log")
+    rm -f "$log"
+    line=$(grep -Em1 "$message" <<<"$out")
+    problems=()
+    case " $want " in
+    *" $rc "*) ;;
+    *) problems+=("calendar-stress exit $rc, want $want") ;;
+    esac
+    [ "$elapsed" -le "$limit" ] || problems+=("took ${elapsed} s, bound ${limit} s")
+    [ -n "$line" ] || problems+=("no line matching /$message/")
+    conclude "$name bounded (${elapsed} s, exit $rc)" "$name NOT bounded as expected"
+}
+# Creating the listings stops on SIGINT (at the end of the request under
+# way, 10 s at most), not after every try of every listing.
+bounds_case interrupt_setup 25 2 \
+    '^calendar-stress: creating listings stopped by a signal after [0-9]+ of 20' setup
+# The cache check's reads through calendard end at its 10 s deadline
+# (without it, 20 listings at a 10 s timeout a read took 200 s). The load's own requests wait
+# out their timeouts first (about 20 s). The pass that follows decides.
+bounds_case hung_cache 75 "0 1 3" \
+    '^calendar-stress: cache check: deadline hit after reading [0-9]+ of 20 listings' load
 # The catalog's shards against SHARD_DSNS: the same stack env without its
 # last shard leaves that shard's rows unread, so the run must not verify.
 if [ "$nshards" -lt 2 ]; then

@@ -16,6 +16,7 @@
 #define MAX_MONTHS 16
 #define STALE_TTL_S 120   /* an injected stale value expires on its own */
 #define WARM_LISTINGS 256 /* listings read through calendard before comparing */
+#define WARM_READ_MS 2000 /* one of those reads: a stop signal waits for it at most */
 
 /* What the owning shards hold for one listing of the run. */
 struct truth {
@@ -180,30 +181,70 @@ out:
     return rc;
 }
 
+/* The bound of one phase: its deadline, and the stop signals counted when
+ * it began (a later one ends it). */
+struct bound {
+    uint64_t until_us;
+    unsigned stops;
+    unsigned wait_ms;
+};
+
+static struct bound
+bound_start(unsigned wait_ms)
+{
+    return (struct bound){.until_us = cal_mono_us() + (uint64_t)wait_ms * 1000,
+                          .stops = stress_load_stops(),
+                          .wait_ms = wait_ms};
+}
+
+static bool
+stopped(const struct bound *b)
+{
+    return stress_load_stops() != b->stops;
+}
+
+/* Milliseconds left, 0 when the deadline passed or a stop signal came. */
+static long
+left_ms(const struct bound *b)
+{
+    uint64_t now = cal_mono_us();
+    return stopped(b) || now >= b->until_us ? 0 : (long)((b->until_us - now + 999) / 1000);
+}
+
 /* Reads the whole window of the run's first WARM_LISTINGS listings once
- * through calendard. The load's last writes may have invalidated all it had
- * cached (a short run, memcached restarted late by a fault test), which
- * would leave nothing to compare; a read fills only keys memcached lacks,
- * so a stale value stays as it is. A read that fails fills nothing, which
- * the comparison then shows. */
+ * through calendard, within b (a slow calendard cannot hold the phase up:
+ * no read outlives the deadline, nor a stop signal by more than
+ * WARM_READ_MS). The load's last writes may have
+ * invalidated all it had cached (a short run, memcached restarted late by a
+ * fault test), which would leave nothing to compare; a read fills only keys
+ * memcached lacks, so a stale value stays as it is. A read that fails fills
+ * nothing, which the comparison then shows. */
 static void
-warm(const struct stress_conf *conf)
+warm(const struct stress_conf *conf, const struct bound *b)
 {
     struct http_client *http = http_client_create();
-    size_t n = conf->nlistings < WARM_LISTINGS ? conf->nlistings : WARM_LISTINGS;
+    size_t n = conf->nlistings < WARM_LISTINGS ? conf->nlistings : WARM_LISTINGS, i;
     char url[512], from[11], to[11], err[256];
     if (http == NULL)
         return;
     testenv_format_date(conf->first_day, from, sizeof(from));
     testenv_format_date(conf->first_day + conf->window, to, sizeof(to));
-    for (size_t i = 0; i < n; i++) {
+    for (i = 0; i < n; i++) {
         struct http_response resp;
+        long left = left_ms(b);
+        if (left == 0)
+            break;
         snprintf(url, sizeof(url), "%s/v1/listings/%llu/availability?from=%s&to=%s", conf->url,
                  (unsigned long long)(conf->listing_base + i), from, to);
-        (void)http_request(http, "GET", url, NULL, NULL, 0, HTTP_DEFAULT_TIMEOUT_MS, &resp, err,
-                           sizeof(err));
+        (void)http_request(http, "GET", url, NULL, NULL, 0,
+                           left < WARM_READ_MS ? left : WARM_READ_MS, &resp, err, sizeof(err));
         http_response_deinit(&resp);
     }
+    if (i < n)
+        fprintf(stderr,
+                "calendar-stress: cache check: %s after reading %zu of %zu listings through "
+                "calendard\n",
+                stopped(b) ? "stopped by a signal" : "deadline hit", i, n);
     http_client_destroy(http);
 }
 
@@ -216,27 +257,46 @@ open_cache(const struct testenv *env, char *err, size_t errlen)
 }
 
 /* Passes every 200 ms until one reads all, compares something and finds
- * nothing stale, at most wait_ms. */
+ * nothing stale, within b (the pass under way when it ends finishes: a
+ * pass is bounded by memcached's and the shards' own timeouts). Returns the
+ * last pass's result, or -2 with err when a stop signal came before a pass
+ * found memcached equal to SQL: then nothing was verified. */
 static int
 settle(const struct testenv *env, const struct stress_conf *conf, struct cache *cache,
-       unsigned wait_ms, int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
+       const struct bound *b, int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
 {
     int rc;
+    bool clean;
     struct timespec tick = {0, 200 * 1000000L};
-    uint64_t until = cal_mono_us() + (uint64_t)wait_ms * 1000;
     for (;;) {
         rc = one_pass(env, conf, cache, mismatches, checked, err, errlen);
+        clean = rc == 0 && *mismatches == 0 && *checked > 0;
         /* A pass that could not read (memcached stalled or restarting by a
          * fault test, a shard connection lost) goes again in the same bound. */
-        if ((rc == 0 && *mismatches == 0 && *checked > 0) || cal_mono_us() >= until)
+        if (clean || left_ms(b) == 0)
             break;
         nanosleep(&tick, NULL);
         /* Nothing cached to compare: calendard's reads did not fill (its
          * memcached connection still failed after a fault test, say), or
          * CDC deleted what they did. Read through calendard again. */
         if (rc == 0 && *checked == 0)
-            warm(conf);
+            warm(conf, b);
     }
+    if (!clean && stopped(b)) {
+        snprintf(err, errlen,
+                 "stopped by a signal before memcached was found equal to SQL (last pass: %s)",
+                 rc != 0         ? "unread"
+                 : *checked == 0 ? "nothing to compare"
+                                 : "stale values");
+        return -2;
+    }
+    if (!clean)
+        fprintf(stderr,
+                "calendar-stress: cache check: deadline of %u ms hit; the last pass decides: %s\n",
+                b->wait_ms,
+                rc != 0        ? "memcached or SQL unread"
+                : *checked > 0 ? "stale values"
+                               : "nothing cached to compare");
     return rc;
 }
 
@@ -244,11 +304,12 @@ int
 stress_cache_check(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
                    int64_t *mismatches, uint64_t *checked, char *err, size_t errlen)
 {
+    struct bound b = bound_start(wait_ms);
     struct cache *cache = open_cache(env, err, errlen);
     if (cache == NULL)
         return -1;
-    warm(conf);
-    int rc = settle(env, conf, cache, wait_ms, mismatches, checked, err, errlen);
+    warm(conf, &b);
+    int rc = settle(env, conf, cache, &b, mismatches, checked, err, errlen);
     cache_destroy(cache);
     return rc;
 }
@@ -311,6 +372,7 @@ int
 stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, unsigned wait_ms,
                     char *err, size_t errlen)
 {
+    struct bound b = bound_start(wait_ms);
     struct cache *cache = open_cache(env, err, errlen);
     struct timespec settle_time = {1, 0};
     char planted[CACHEKEY_MAX + CACHEVAL_MAX + 8];
@@ -319,8 +381,8 @@ stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, u
     int rc = -1, got = 0;
     if (cache == NULL)
         return -1;
-    warm(conf);
-    if (settle(env, conf, cache, wait_ms, &mismatches, &checked, err, errlen) != 0)
+    warm(conf, &b);
+    if (settle(env, conf, cache, &b, &mismatches, &checked, err, errlen) != 0)
         goto out;
     if (mismatches != 0) {
         snprintf(err, errlen, "memcached still differs from SQL after %u ms: nothing to plant on",
@@ -332,9 +394,9 @@ stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, u
      * planted value, and so may the invalidator's second delete of each key
      * (redelete_ms, 2 s by default, after the first): read through calendard
      * again and plant again (bounded) when one did. */
-    for (int tries = 0; tries < 8 && got != 1; tries++) {
+    for (int tries = 0; tries < 8 && got != 1 && left_ms(&b) > 0; tries++) {
         if (tries > 0)
-            warm(conf);
+            warm(conf, &b);
         got = plant_stale(conf, cache, planted, sizeof(planted), err, errlen);
         if (got == 1) {
             nanosleep(&settle_time, NULL);
@@ -344,7 +406,10 @@ stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, u
             goto out;
     }
     if (got != 1) {
-        snprintf(err, errlen, "no cached listing value of the run kept a stale value");
+        snprintf(err, errlen, "no cached listing value of the run kept a stale value%s",
+                 stopped(&b)                    ? " (stopped by a signal)"
+                 : got == 0 && left_ms(&b) == 0 ? " within the deadline"
+                                                : "");
         goto out;
     }
     fprintf(stderr, "calendar-stress: injected stale_cache: %s\n", planted);

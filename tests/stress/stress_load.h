@@ -15,9 +15,10 @@ struct stress_conf {
     int64_t first_day; /* days since epoch of the first night of the window */
     int window;        /* nights in the booking window */
     unsigned clients;
-    uint64_t max_ops; /* 0 = bounded by time only */
-    double start;     /* monotonic seconds when the load starts */
-    double deadline;  /* monotonic seconds when clients stop starting ops */
+    uint64_t max_ops;      /* 0 = bounded by time only */
+    double setup_deadline; /* monotonic seconds by which the listings must be created */
+    double start;          /* monotonic seconds when the load starts */
+    double deadline;       /* monotonic seconds when clients stop starting ops */
     uint64_t seed;
     char tag[24]; /* prefix of every idempotency key of this run */
 };
@@ -56,7 +57,12 @@ struct stress_stats {
     atomic_uint_fast64_t conflicts;    /* 409 answers */
     atomic_uint_fast64_t cancels_sent; /* cancels sent (at least once) */
     atomic_uint_fast64_t cancelled;    /* cancels acknowledged */
-    atomic_uint_fast64_t errors;       /* transport errors, 5xx, unexpected answers */
+    atomic_uint_fast64_t errors;       /* transport errors, 5xx, other failed reads and host ops */
+    /* Answers calendard never gives to these requests: a 200/201 booking
+     * without reservation_id or a known status, a booking answered below 500
+     * with neither 200, 201 nor 409, a cancel answered below 500 with
+     * anything but 200 "cancelled". They fail the run. */
+    atomic_uint_fast64_t protocol_errors;
     atomic_uint_fast64_t replays;
     atomic_uint_fast64_t drops;             /* replies deliberately lost by a tiny timeout */
     atomic_uint_fast64_t drops_processed;   /* ... whose replay found the booking made (200) */
@@ -79,7 +85,14 @@ struct stress_client {
     size_t cap;
     uint64_t rng;
     int setup_failed;
+    size_t created; /* listings this client created */
+    /* Why creating stopped early: STRESS_SETUP_DEADLINE or STRESS_SETUP_STOPPED
+     * (also sets setup_failed), 0 when it did not. */
+    int setup_cut;
 };
+
+#define STRESS_SETUP_DEADLINE 1 /* conf->setup_deadline passed */
+#define STRESS_SETUP_STOPPED 2  /* a stop signal came */
 
 /* Prepares client storage for up to cap keys. Returns 0, or -1 on ENOMEM. */
 int stress_load_client_init(struct stress_client *client, const struct stress_conf *conf,
@@ -87,15 +100,22 @@ int stress_load_client_init(struct stress_client *client, const struct stress_co
 void stress_load_client_deinit(struct stress_client *client);
 
 /* Creates (PUT) the listings with index % clients == client->index; sets
- * client->setup_failed on any failure. Thread entry point. */
+ * client->setup_failed on any failure, and on a stop signal or
+ * conf->setup_deadline (no request outlives it), saying which in
+ * client->setup_cut. Thread entry point. */
 void *stress_load_create_listings(void *arg);
 
 /* Runs the mix until conf->deadline or conf->max_ops; thread entry point. */
 void *stress_load_client_run(void *arg);
 
 /* Ends the load early: clients start no new operation (retries of one
- * already started go on, bounded as at the deadline). Async-signal-safe. */
+ * already started go on, bounded as at the deadline); creating listings
+ * stops too. Async-signal-safe. */
 void stress_load_stop(void);
+
+/* How many times stress_load_stop() was called: a phase after the load
+ * ends early on a stop that came after it began. */
+unsigned stress_load_stops(void);
 
 /* Monotonic clock in seconds. */
 double stress_load_now(void);

@@ -23,8 +23,11 @@
 #define EXIT_BROKEN 1
 #define EXIT_USAGE 2
 #define EXIT_UNTESTED 3
-#define MAX_RECORDS 400000 /* keys remembered per run, over all clients */
-#define WINDOW_OFFSET 30   /* the booking window starts this many days from today */
+#define MAX_RECORDS 400000         /* keys remembered per run, over all clients */
+#define WINDOW_OFFSET 30           /* the booking window starts this many days from today */
+#define SETUP_MIN_S 30             /* creating the listings may take --duration, at least this */
+#define CACHE_WAIT_MS 10000        /* the cache check, reads through calendard included */
+#define CACHE_INJECT_WAIT_MS 20000 /* --inject stale_cache: waiting for the lag, planting */
 
 struct options {
     unsigned clients;
@@ -63,12 +66,18 @@ usage(FILE *out)
             "                     routing_mismatches    wrong_vbucket\n"
             "                     unowned_rows          stray_row\n"
             "                     owner_mismatches      second_owner, owner_elsewhere\n"
+            "                     id_collisions         shared_id\n"
             "                     cache_mismatches      stale_cache\n"
-            "                   A row planted outside its listing's shard or vbucket, and a\n"
-            "                   planted or moved vbucket_owner row, is taken back after\n"
-            "                   verifying (tests/stress/selftest.sh runs them all)\n"
+            "                   A row planted outside its listing's shard or vbucket or for\n"
+            "                   another listing, and a planted or moved vbucket_owner row, is\n"
+            "                   taken back after verifying (tests/stress/selftest.sh runs them)\n"
             "  --help           this text\n"
+            "Creating the listings may take --duration (at least 30 s); past that, or on\n"
+            "SIGINT or SIGTERM meanwhile, the run stops there and exits 2 (nothing run).\n"
             "SIGINT or SIGTERM ends the load early; the run still verifies and answers.\n"
+            "The cache check after it (reads through calendard included) takes at most 10 s\n"
+            "(the pass under way finishes); a signal during it ends it, and the run exits 1\n"
+            "on a violation found in SQL, else 3: the cache was not verified.\n"
             "Prints progress to stderr every second and one JSON line on stdout.\n"
             "After the run every shard is read with SQL, and the catalog (CATALOG_DSN): a\n"
             "shard of the catalog missing from SHARD_DSNS (its rows would go unread) exits 2.\n"
@@ -76,7 +85,12 @@ usage(FILE *out)
             "duplicate_idempotent, night_mismatches, routing_mismatches, unowned_rows (rows\n"
             "on a shard that does not own their vbucket), owner_mismatches (vbuckets without\n"
             "exactly one vbucket_owner row across the shards, or owned by another shard than\n"
-            "the catalog's map names; run no move meanwhile for these two) or\n"
+            "the catalog's map names; run no move meanwhile for these two), id_collisions (a\n"
+            "reservation_id of the run held by another listing too, on any shard),\n"
+            "protocol_errors (an answer calendard never gives: a 200/201 booking without\n"
+            "reservation_id or a known status, a booking answered below 500 with neither\n"
+            "200, 201 nor 409, a cancel answered below 500 with anything but 200\n"
+            "\"cancelled\") or\n"
             "cache_mismatches (an availability read right after an own booking not showing\n"
             "it, or a cached value that differs from the shards once the CDC lag drained) is\n"
             "above zero; 2 on usage or setup errors; 3 when the run\n"
@@ -251,8 +265,40 @@ run_threads(struct stress_client *clients, unsigned n, void *(*fn)(void *), int 
     return rc;
 }
 
+/* Did creating the listings fail or stop early? Says so (nothing was run
+ * or verified then). */
+static int
+setup_failed(const struct stress_client *clients, unsigned n, const struct stress_conf *conf,
+             unsigned duration_s)
+{
+    size_t created = 0;
+    int failed = 0, cut = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        created += clients[i].created;
+        failed |= clients[i].setup_failed;
+        cut |= clients[i].setup_cut;
+    }
+    if (cut & STRESS_SETUP_STOPPED) {
+        fprintf(stderr,
+                "calendar-stress: creating listings stopped by a signal after %zu of %zu: "
+                "nothing was run or verified\n",
+                created, conf->nlistings);
+    } else if (cut & STRESS_SETUP_DEADLINE) {
+        fprintf(stderr,
+                "calendar-stress: creating listings hit its deadline (%u s: --duration, at "
+                "least %d) after %zu of %zu: nothing was run or verified\n",
+                duration_s > SETUP_MIN_S ? duration_s : SETUP_MIN_S, SETUP_MIN_S, created,
+                conf->nlistings);
+    } else if (failed) {
+        fprintf(stderr, "calendar-stress: creating listings failed after %zu of %zu\n", created,
+                conf->nlistings);
+    }
+    return failed;
+}
+
 /* Were cancels sent and none acknowledged? Then the checks of acknowledged
- * cancels had nothing to check (a broken cancel only counts as an error). */
+ * cancels had nothing to check. */
 static int
 cancels_untested(const struct stress_stats *stats)
 {
@@ -269,9 +315,10 @@ tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
            verdict->cache_compared != 0;
 }
 
+/* unverified: the cache check was stopped before it could decide. */
 static void
 print_result(const struct stress_conf *conf, const struct stress_stats *stats,
-             const struct stress_verdict *verdict, double duration)
+             const struct stress_verdict *verdict, double duration, int unverified)
 {
     json_t *out = json_object();
     uint64_t confirmed = atomic_load(&stats->confirmed);
@@ -302,6 +349,8 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("routing_mismatches", verdict->routing_mismatches);
     SET_U("unowned_rows", verdict->unowned_rows);
     SET_U("owner_mismatches", verdict->owner_mismatches);
+    SET_U("id_collisions", verdict->id_collisions);
+    SET_U("protocol_errors", verdict->protocol_errors);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
@@ -322,8 +371,9 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("listings", conf->nlistings);
     SET_U("listing_base", conf->listing_base);
     json_object_set_new(out, "seed", json_integer((json_int_t)(conf->seed & INT64_MAX)));
-    json_object_set_new(out, "ok",
-                        json_boolean(!stress_verify_failed(verdict) && tested(stats, verdict)));
+    json_object_set_new(
+        out, "ok",
+        json_boolean(!stress_verify_failed(verdict) && tested(stats, verdict) && !unverified));
 #undef SET_U
     line = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (line != NULL) {
@@ -354,6 +404,7 @@ main(int argc, char **argv)
     struct stress_injected injected = {.shard = -1};
     size_t cap, total = 0;
     double duration;
+    int cache_unverified = 0;
     char err[2048];
     int rc = EXIT_USAGE;
 
@@ -419,15 +470,14 @@ main(int argc, char **argv)
             conf.url, conf.clients, conf.nlistings, conf.listing_base, opt.duration_s, opt.requests,
             conf.seed, conf.window);
 
+    conf.setup_deadline =
+        stress_load_now() + (opt.duration_s > SETUP_MIN_S ? opt.duration_s : SETUP_MIN_S);
     if (run_threads(clients, opt.clients, stress_load_create_listings, 0, &stats, 0) != 0) {
         fprintf(stderr, "calendar-stress: cannot start threads\n");
         goto out;
     }
-    for (unsigned i = 0; i < opt.clients; i++) {
-        if (clients[i].setup_failed) {
-            fprintf(stderr, "calendar-stress: creating listings failed\n");
-            goto out;
-        }
+    if (setup_failed(clients, opt.clients, &conf, opt.duration_s)) {
+        goto out;
     }
 
     conf.start = stress_load_now();
@@ -462,6 +512,7 @@ main(int argc, char **argv)
         fprintf(stderr, "calendar-stress: cannot verify: %s\n", err);
         goto out;
     }
+    verdict.protocol_errors = atomic_load(&stats.protocol_errors);
     if (atomic_load(&stats.cache_checks) > 0) {
         verdict.cache_mismatches = (int64_t)atomic_load(&stats.cache_mismatches);
     }
@@ -469,27 +520,37 @@ main(int argc, char **argv)
     if (env.memcached_servers[0] != '\0') {
         int64_t stale = 0;
         uint64_t compared = 0;
-        unsigned wait_ms = 10000;
+        unsigned wait_ms = CACHE_WAIT_MS;
+        int crc;
         if (opt.inject != NULL && strcmp(opt.inject, STRESS_CACHE_FAULT) == 0) {
-            if (stress_cache_inject(&env, &conf, wait_ms, err, sizeof(err)) != 0) {
+            if (stress_cache_inject(&env, &conf, CACHE_INJECT_WAIT_MS, err, sizeof(err)) != 0) {
                 fprintf(stderr, "calendar-stress: --inject: %s\n", err);
                 goto out;
             }
             wait_ms = 1000; /* the injection waited for the lag to drain already */
         }
-        if (stress_cache_check(&env, &conf, wait_ms, &stale, &compared, err, sizeof(err)) != 0) {
+        crc = stress_cache_check(&env, &conf, wait_ms, &stale, &compared, err, sizeof(err));
+        if (crc == -2) {
+            fprintf(stderr, "calendar-stress: cache check: %s: the cache was not verified\n", err);
+            cache_unverified = 1;
+        } else if (crc != 0) {
             fprintf(stderr, "calendar-stress: cache check could not read: %s\n", err);
             goto out;
+        } else {
+            fprintf(stderr,
+                    "calendar-stress: cache check: %llu cached values compared, %lld stale\n",
+                    (unsigned long long)compared, (long long)stale);
+            verdict.cache_mismatches =
+                (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
+            verdict.cache_compared = (int64_t)compared;
         }
-        fprintf(stderr, "calendar-stress: cache check: %llu cached values compared, %lld stale\n",
-                (unsigned long long)compared, (long long)stale);
-        verdict.cache_mismatches =
-            (verdict.cache_mismatches > 0 ? verdict.cache_mismatches : 0) + stale;
-        verdict.cache_compared = (int64_t)compared;
     }
-    print_result(&conf, &stats, &verdict, duration);
+    print_result(&conf, &stats, &verdict, duration, cache_unverified);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
-    if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
+    if (rc == 0 && cache_unverified) {
+        fprintf(stderr, "calendar-stress: the cache check was stopped: the run is not verified\n");
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
         fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && cancels_untested(&stats)) {

@@ -571,6 +571,129 @@ check_owners(const struct testenv *env, const struct owners *o, struct stress_ve
     }
 }
 
+#define ID_BATCH 256 /* reservation ids per lookup statement */
+
+/* One reservations row holding an id of the run, on any shard. */
+struct id_row {
+    int64_t reservation_id;
+    uint64_t listing_id;
+    size_t shard;
+};
+
+static int
+cmp_id_row(const void *a, const void *b)
+{
+    const struct id_row *x = a, *y = b;
+    int c;
+
+    if (x->reservation_id != y->reservation_id) {
+        return x->reservation_id < y->reservation_id ? -1 : 1;
+    }
+    c = cmp_u64(x->listing_id, y->listing_id);
+    return c != 0 ? c : cmp_u64(x->shard, y->shard);
+}
+
+/* Appends shard's reservations rows whose id is one of ids[0..nids) to
+ * *out, whatever their listing or vbucket. */
+static int
+read_id_rows(const struct testenv *env, size_t shard, const int64_t *ids, size_t nids,
+             struct id_row **out, size_t *nout, size_t *cap, char *err, size_t errlen)
+{
+    struct db *db = testenv_connect_shard(env, shard, err, errlen);
+    char sql[64 + ID_BATCH * 3];
+    size_t off = 0;
+    int rc = -1, n = 0;
+
+    if (db == NULL) {
+        return -1;
+    }
+    /* One statement text for every batch: the last one repeats its last id. */
+    append(sql, sizeof(sql), &off,
+           "SELECT reservation_id, listing_id FROM reservations "
+           "WHERE reservation_id IN (?");
+    for (size_t i = 1; i < ID_BATCH; i++) {
+        append(sql, sizeof(sql), &off, ",?");
+    }
+    append(sql, sizeof(sql), &off, ")");
+    for (size_t first = 0; first < nids; first += ID_BATCH) {
+        struct db_val params[ID_BATCH], c[2];
+        struct db_stmt *stmt = NULL;
+
+        for (size_t i = 0; i < ID_BATCH; i++) {
+            params[i] = DB_INT_V(ids[first + i < nids ? first + i : nids - 1]);
+        }
+        if (db_query(db, sql, params, ID_BATCH, &stmt, err, errlen) != CAL_OK) {
+            goto out;
+        }
+        while ((n = db_fetch(stmt, c, 2, err, errlen)) == 1) {
+            if (*nout == *cap) {
+                *out = grow(*out, cap, sizeof(**out));
+            }
+            (*out)[(*nout)++] = (struct id_row){
+                .reservation_id = c[0].i, .listing_id = (uint64_t)c[1].i, .shard = shard};
+        }
+        if (n < 0) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    db_close(db);
+    return rc;
+}
+
+/* reservation_id is unique across every shard (docs/api.md): each
+ * calendard takes its id blocks from the catalog. by_id keys the run's rows
+ * by (id, listing), so an id-block bug handing one id to two listings, on
+ * one shard or two, would pass every other check; here every shard is asked
+ * for the run's ids, and an id that any two listings hold is counted once
+ * per listing past the first. Rows of one listing and id on two shards (a
+ * move's copy, a misrouted duplicate) are the ownership checks' business. */
+static int
+check_ids(const struct testenv *env, struct sql_reservation **by_id, size_t nres,
+          struct stress_verdict *verdict, char *err, size_t errlen)
+{
+    int64_t *ids = calloc(nres + 1, sizeof(*ids));
+    struct id_row *found = NULL;
+    size_t nids = 0, nfound = 0, cap = 0;
+    char e[512];
+    int rc = -1;
+
+    if (ids == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < nres; i++) {
+        if (nids == 0 || ids[nids - 1] != by_id[i]->reservation_id) {
+            ids[nids++] = by_id[i]->reservation_id;
+        }
+    }
+    for (size_t s = 0; s < env->nshards && nids > 0; s++) {
+        if (read_id_rows(env, s, ids, nids, &found, &nfound, &cap, e, sizeof(e)) != 0) {
+            snprintf(err, errlen, "shard %zu: reservation ids: %s", s, e);
+            goto out;
+        }
+    }
+    qsort(found, nfound, sizeof(*found), cmp_id_row);
+    for (size_t i = 1; i < nfound; i++) {
+        const struct id_row *a = &found[i - 1], *b = &found[i];
+
+        if (a->reservation_id != b->reservation_id || a->listing_id == b->listing_id) {
+            continue;
+        }
+        verdict->id_collisions++;
+        report(verdict->id_collisions, "id_collisions",
+               "reservation %" PRId64 " held by listing %" PRIu64
+               " (shard %zu) and listing %" PRIu64 " (shard %zu)",
+               a->reservation_id, a->listing_id, a->shard, b->listing_id, b->shard);
+    }
+    rc = 0;
+out:
+    free(ids);
+    free(found);
+    return rc;
+}
+
 int
 stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
                   struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
@@ -625,6 +748,9 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_double_bookings(&rows, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
+    if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
+        goto out;
+    }
     verdict->duplicate_idempotent += replay_mismatches;
     /* cache_mismatches stays -1 here: the caller fills it from the run's
      * read-your-writes checks; a memcached-against-SQL verifier belongs here. */
@@ -646,6 +772,7 @@ stress_verify_failed(const struct stress_verdict *verdict)
            verdict->phantom_bookings > 0 || verdict->duplicate_idempotent > 0 ||
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
            verdict->unowned_rows > 0 || verdict->owner_mismatches > 0 ||
+           verdict->id_collisions > 0 || verdict->protocol_errors > 0 ||
            verdict->cache_mismatches > 0;
 }
 
@@ -1131,6 +1258,66 @@ plant_owner_elsewhere(const struct site *s, char *err, size_t errlen)
     return st;
 }
 
+#define LISTING_BLOCK 0xfffffULL /* a run's listings start at a multiple of 2^20 */
+
+/* id_collisions: the victim's reservation id given to a listing of another
+ * shard too, as an id-block bug handing one block to two daemons would.
+ * The listing is of the run's own block of 2^20 ids but past any run's
+ * --listings, in a vbucket the other shard owns: no other check reads it.
+ * Deleted afterwards. */
+static cal_status
+plant_shared_id(const struct site *s, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    int64_t unused = -1, vbucket = -1;
+    uint64_t listing = 0;
+    int to = other_shard(s, 1, &unused, err, errlen);
+    cal_status st = CAL_OK;
+
+    if (to < 0) {
+        return CAL_ERR;
+    }
+    for (uint64_t k = 0; k < 4096 && vbucket < 0 && st == CAL_OK; k++) {
+        struct db_val q[1];
+        int64_t owns = 0;
+
+        listing = (rec->listing_id | LISTING_BLOCK) - k;
+        q[0] = DB_INT_V(testenv_vbucket(listing));
+        st = query_int(s->dbs[to], "SELECT COUNT(*) FROM vbucket_owner WHERE vbucket = ?", q, 1,
+                       &owns, err, errlen);
+        if (st == CAL_OK && owns > 0) {
+            vbucket = q[0].i;
+        }
+    }
+    if (st == CAL_OK && vbucket < 0) {
+        snprintf(err, errlen, "shard %d owns none of the vbuckets tried", to);
+        st = CAL_ERR;
+    }
+    if (st == CAL_OK) {
+        struct db_val p[] = {DB_INT_V(rec->reservation_id), DB_INT_V(listing), DB_INT_V(vbucket),
+                             DB_INT_V(rec->check_in + DB_TO_DAYS_EPOCH),
+                             DB_INT_V(rec->check_out + DB_TO_DAYS_EPOCH)};
+
+        st = exec_n(s->dbs[to],
+                    "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
+                    "check_out, guest_id, status, total_price, currency, idempotency_key, "
+                    "request_hash, version) VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), 1, "
+                    "'confirmed', 0, 'USD', 'injected-shared-id', '0', 1)",
+                    p, 5, 1, err, errlen);
+    }
+    if (st == CAL_OK) {
+        s->injected->shard = to;
+        s->injected->reservation_id = rec->reservation_id;
+        s->injected->vbucket = vbucket;
+        s->injected->home_vbucket = -1;
+        fprintf(stderr,
+                "verify: reservation %" PRId64 " planted for listing %" PRIu64
+                " in vbucket %" PRId64 " on shard %d\n",
+                rec->reservation_id, listing, vbucket, to);
+    }
+    return st;
+}
+
 static const struct fault {
     const char *name;
     enum victim victim;
@@ -1151,6 +1338,7 @@ static const struct fault {
     {"stray_row", VICTIM_BOOKED, plant_stray_row},
     {"second_owner", VICTIM_BOOKED, plant_second_owner},
     {"owner_elsewhere", VICTIM_BOOKED, plant_owner_elsewhere},
+    {"shared_id", VICTIM_BOOKED, plant_shared_id},
 };
 
 static const struct fault *

@@ -21,6 +21,10 @@ struct stress_verdict {
     uint64_t owner_mismatches;     /* vbuckets without exactly one vbucket_owner row across the
                                     * shards, or owned by another shard than the catalog's map
                                     * names (run no move meanwhile) */
+    uint64_t id_collisions;        /* reservation ids of the run that another listing holds too,
+                                    * on any shard (one per listing past the first) */
+    uint64_t protocol_errors;      /* answers calendard never gives (stress_stats says which),
+                                    * filled by the caller from the load's count */
     uint64_t sql_reservations;     /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
@@ -40,7 +44,8 @@ int stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
                       struct stress_verdict *verdict, char *err, size_t errlen);
 
 /* A row stress_verify_inject() planted in a vbucket other than its
- * listing's, or on a shard that does not own its vbucket, or a
+ * listing's, or on a shard that does not own its vbucket, or for a listing
+ * outside the run under a reservation id of the run, or a
  * vbucket_owner row it planted or moved. A vbucket move would carry a row
  * along or report it as stray, and a fence row decides where calendard may
  * write, so stress_verify_restore() takes it back once the run is verified
@@ -64,7 +69,7 @@ int stress_verify_has_fault(const char *fault);
  * "double_booking", "lost_ack", "delete_ack", "phantom", "shift_refusal",
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
- * "owner_elsewhere". *injected
+ * "owner_elsewhere", "shared_id". *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault,
