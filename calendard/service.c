@@ -1355,10 +1355,11 @@ method_in(const struct api_request *req, const char *allow, struct api_response 
 /* The method is one of allow (method_in) and a PUT or POST carries no
  * If-None-Match. No write evaluates it, and ignoring it would turn a
  * conditional write ("*": create only) into an unconditional one: refused,
- * as If-Match is where it is not evaluated. On GET and HEAD it is ignored:
- * the full answer is a correct one to a conditional read. So are
- * If-Modified-Since and If-Unmodified-Since everywhere, as RFC 9110 asks of
- * a resource without a modification date. */
+ * as If-Match is where it is not evaluated. On reads it is ignored (GET,
+ * HEAD, and the search's POST, which calls method_in): the full answer is
+ * a correct one to a conditional read. So are If-Modified-Since and
+ * If-Unmodified-Since everywhere, as RFC 9110 asks of a resource without a
+ * modification date. */
 static bool
 allowed(const struct api_request *req, const char *allow, struct api_response *resp)
 {
@@ -1450,7 +1451,7 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
+        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
             handle_search(svc, req, resp);
         return;
     }

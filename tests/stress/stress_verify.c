@@ -674,7 +674,9 @@ check_ids(const struct testenv *env, struct sql_reservation **by_id, size_t nres
             goto out;
         }
     }
-    qsort(found, nfound, sizeof(*found), cmp_id_row);
+    if (nfound > 1) {
+        qsort(found, nfound, sizeof(*found), cmp_id_row);
+    }
     for (size_t i = 1; i < nfound; i++) {
         const struct id_row *a = &found[i - 1], *b = &found[i];
 
