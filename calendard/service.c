@@ -1308,21 +1308,6 @@ seg_is(const struct segment *s, const char *lit)
     return s->len == strlen(lit) && memcmp(s->p, lit, s->len) == 0;
 }
 
-/* If-Match is evaluated where a write applies at a listing's version (PUT
- * /v1/listings/{id}, POST /v1/listings/{id}/calendar). Anywhere else it
- * would be ignored, and a client would take an unconditional answer for a
- * conditional one: refused. true: resp holds the refusal. */
-static bool
-if_match_refused(const struct api_request *req, struct api_response *resp)
-{
-    if (req->if_match == NULL)
-        return false;
-    service_error(resp, 400, "if_match_not_supported",
-                  "If-Match is evaluated only by PUT /v1/listings/{id} and POST"
-                  " /v1/listings/{id}/calendar; send this request without it");
-    return true;
-}
-
 /* Whether req's method is one of allow, the methods of the path as an
  * Allow header lists them ("GET, HEAD" or "GET, HEAD, PUT"; a string
  * literal). HEAD goes wherever GET does: the handler answers it as a GET and
@@ -1352,26 +1337,44 @@ method_in(const struct api_request *req, const char *allow, struct api_response 
     return false;
 }
 
-/* The method is one of allow (method_in) and a PUT or POST carries no
- * If-None-Match. No write evaluates it, and ignoring it would turn a
- * conditional write ("*": create only) into an unconditional one: refused,
- * as If-Match is where it is not evaluated. On reads it is ignored (GET,
- * HEAD, and the search's POST, which calls method_in): the full answer is
- * a correct one to a conditional read. So are If-Modified-Since and
- * If-Unmodified-Since everywhere, as RFC 9110 asks of a resource without a
- * modification date. */
+/* What an endpoint does, for the preconditions it takes. */
+enum access {
+    ACCESS_READ,      /* If-Match refused; If-None-Match ignored */
+    ACCESS_WRITE,     /* If-Match and If-None-Match refused */
+    ACCESS_VERSIONED, /* a write at a listing's version: If-Match evaluated, If-None-Match refused
+                       */
+};
+
+/* req's method is one of allow (method_in), and its preconditions are
+ * ones the endpoint evaluates. If-Match is evaluated only by a write at a
+ * listing's version (PUT /v1/listings/{id}, POST /v1/listings/{id}/calendar);
+ * If-None-Match by no write. Ignoring either on a write would turn a
+ * conditional write ("*" of If-None-Match: create only) into an
+ * unconditional one, and a client would take an unconditional answer for
+ * a conditional one: refused. If-None-Match is ignored on a read: the full
+ * answer is a correct one to a conditional read. So are If-Modified-Since
+ * and If-Unmodified-Since everywhere, as RFC 9110 asks of a resource
+ * without a modification date. false: resp holds the refusal. */
 static bool
-allowed(const struct api_request *req, const char *allow, struct api_response *resp)
+accepted(const struct api_request *req, const char *allow, enum access access,
+         struct api_response *resp)
 {
     if (!method_in(req, allow, resp))
         return false;
-    if (req->if_none_match == NULL ||
-        (strcmp(req->method, "PUT") != 0 && strcmp(req->method, "POST") != 0))
-        return true;
-    service_error(resp, 400, "if_none_match_not_supported",
-                  "no write evaluates If-None-Match; send this request without it (If-Match "
-                  "makes PUT /v1/listings/{id} and POST /v1/listings/{id}/calendar conditional)");
-    return false;
+    if (req->if_match != NULL && access != ACCESS_VERSIONED) {
+        service_error(resp, 400, "if_match_not_supported",
+                      "If-Match is evaluated only by PUT /v1/listings/{id} and POST"
+                      " /v1/listings/{id}/calendar; send this request without it");
+        return false;
+    }
+    if (req->if_none_match != NULL && access != ACCESS_READ) {
+        service_error(resp, 400, "if_none_match_not_supported",
+                      "no write evaluates If-None-Match; send this request without it (If-Match "
+                      "makes PUT /v1/listings/{id} and POST /v1/listings/{id}/calendar "
+                      "conditional)");
+        return false;
+    }
+    return true;
 }
 
 /* Whether the segments after /v1/listings/{id} (n of 3 to 6 in all) name
@@ -1432,26 +1435,26 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
 
     if (n == 1 && seg_is(&seg[0], "healthz")) {
         resp->endpoint = EP_HEALTHZ;
-        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
             set_json(resp, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (n == 1 && seg_is(&seg[0], "readyz")) {
         resp->endpoint = EP_READYZ;
-        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
             handle_readyz(svc, resp);
         return;
     }
     if (n == 1 && seg_is(&seg[0], "metrics")) {
         resp->endpoint = EP_METRICS;
-        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
             handle_metrics(svc, resp);
         return;
     }
     if (n == 3 && seg_is(&seg[0], "v1") && seg_is(&seg[1], "availability") &&
         seg_is(&seg[2], "search")) {
         resp->endpoint = EP_SEARCH;
-        if (method_in(req, "POST", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "POST", ACCESS_READ, resp))
             handle_search(svc, req, resp);
         return;
     }
@@ -1471,32 +1474,31 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         return;
     }
     if (n == 3) {
-        resp->endpoint = EP_GET_LISTING;
-        if (!allowed(req, "GET, HEAD, PUT", resp))
+        bool put = strcmp(req->method, "PUT") == 0;
+        resp->endpoint = put ? EP_PUT_LISTING : EP_GET_LISTING;
+        if (!accepted(req, "GET, HEAD, PUT", put ? ACCESS_VERSIONED : ACCESS_READ, resp))
             return;
-        if (strcmp(req->method, "PUT") == 0) {
-            resp->endpoint = EP_PUT_LISTING;
+        if (put)
             handle_put_listing(svc, listing_id, req, resp);
-        } else if (!if_match_refused(req, resp)) {
+        else
             handle_get_listing(svc, listing_id, resp);
-        }
         return;
     }
     if (n == 4 && seg_is(&seg[3], "reservations")) {
         resp->endpoint = EP_CREATE_RESERVATION;
-        if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "POST", ACCESS_WRITE, resp))
             handle_create_reservation(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "calendar")) {
         resp->endpoint = EP_CALENDAR;
-        if (allowed(req, "POST", resp))
+        if (accepted(req, "POST", ACCESS_VERSIONED, resp))
             handle_calendar(svc, listing_id, req, resp);
         return;
     }
     if (n == 4 && seg_is(&seg[3], "availability")) {
         resp->endpoint = EP_AVAILABILITY;
-        if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+        if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
             handle_availability(svc, listing_id, req, resp);
         return;
     }
@@ -1508,11 +1510,11 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         }
         if (n == 5) {
             resp->endpoint = EP_GET_RESERVATION;
-            if (allowed(req, "GET, HEAD", resp) && !if_match_refused(req, resp))
+            if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
         } else {
             resp->endpoint = EP_CANCEL_RESERVATION;
-            if (allowed(req, "POST", resp) && !if_match_refused(req, resp))
+            if (accepted(req, "POST", ACCESS_WRITE, resp))
                 handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         }
         return;
