@@ -19,14 +19,17 @@ CDC_TOPIC_PREFIX=calendar
 # under load; a real Kafka cluster has neither limit (docs/benchmarks.md).
 CDC_PARTITIONS=${CDC_PARTITIONS:-1}
 CDC_BROKERS=${CDC_BROKERS:-1}
-# The relays batch for 10 ms, not the relay's default 5: the devbroker keeps
-# up to 5 MB of message sets per partition and walks them from the oldest on
-# every fetch with data, so at a few hundred commits a second half-empty
-# batches doubled its CPU within a minute and took it from the bookings
-# (docs/benchmarks.md, "The relays' linger"). A real Kafka broker indexes its
-# log; production keeps the default.
-CDC_LINGER_MS=${CDC_LINGER_MS:-10}
-CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5}
+# The relays batch for 15 ms, not the relay's default 5, and the invalidator
+# waits 2 ms for an empty fetch, not its default 5: the devbroker keeps up to
+# 5 MB of message sets per partition and walks them from the oldest on every
+# fetch with data, so at a few hundred commits a second small batches made its
+# CPU grow through a run and its replies wait (at 5 ms, CDC p99 over 100 ms at
+# 4 clients); and it holds an empty fetch for the whole wait even when data
+# arrives meanwhile (docs/benchmarks.md, "The devbroker's sockets, the relays'
+# linger and the invalidator's fetch wait"). A real Kafka broker indexes its
+# log and answers a waiting fetch when data comes; production keeps the defaults.
+CDC_LINGER_MS=${CDC_LINGER_MS:-15}
+CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-2}
 STOP_TIMEOUT=15 # calendard answers what it runs for up to 10 s (http.c STOP_DRAIN_MS) after TERM
 OS_USER=$(id -un)
 
@@ -79,8 +82,8 @@ Fixed ports (environment overrides):
   The devbroker always listens on a port the system picks (librdkafka 2.0);
   stack.env has it as KAFKA_BOOTSTRAP.
   CDC_PARTITIONS=${CDC_PARTITIONS:-1} partitions per CDC topic (<prefix>.<db>.<table>),
-  CDC_BROKERS=${CDC_BROKERS:-1} devbroker brokers, CDC_LINGER_MS=${CDC_LINGER_MS:-10} (relay linger.ms),
-  CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-5} (invalidator fetch.wait.max.ms).
+  CDC_BROKERS=${CDC_BROKERS:-1} devbroker brokers, CDC_LINGER_MS=${CDC_LINGER_MS:-15} (relay linger.ms),
+  CDC_FETCH_WAIT_MS=${CDC_FETCH_WAIT_MS:-2} (invalidator fetch.wait.max.ms).
 
 Layout of DIR: shard<i>/ (data, binlog, socket), memcached/, logs/, run/*.pid,
 ports (the shard count and ports of the last up; --free-ports keeps them while
