@@ -19,7 +19,7 @@ env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
     routing_mismatches unowned_rows owner_mismatches id_collisions protocol_errors
-    cache_mismatches"
+    lost_blocks phantom_blocks cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
@@ -38,6 +38,8 @@ cases=(
     'second_owner|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: 2 owner rows \(shards: |'
     'owner_elsewhere|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: owned by shard [0-9]+, the catalog maps it to shard_id|'
     'shared_id|id_collisions|^verify: id_collisions: reservation [0-9]+ held by listing [0-9]+ \(shard [0-9]+\) and listing [0-9]+ \(shard [0-9]+\)|'
+    'lost_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200\), no unblock sent after, but not blocked|'
+    'phantom_block|phantom_blocks|^verify: phantom_blocks: listing [0-9]+ night [0-9]+ is blocked and no block of it was sent|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0
@@ -71,7 +73,8 @@ for case in "${cases[@]}"; do
     fi
     # Bounded, children and all: a hung run must not outlive the step. A
     # load too short to leave a key of the kind the fault needs (a kept
-    # refusal, an acknowledged cancel: few operations on a slow machine) is
+    # refusal, an acknowledged cancel, a block no unblock followed: few
+    # operations on a slow machine) is
     # run once more, longer.
     for duration in 2 6; do
         out=$(timeout -k 5 120 bin/calendar-stress --stack-env "$env_file" --clients 4 \

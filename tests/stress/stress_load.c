@@ -111,6 +111,9 @@ stress_load_client_deinit(struct stress_client *client)
     free(client->records);
     client->records = NULL;
     client->nrecords = 0;
+    free(client->hostops);
+    client->hostops = NULL;
+    client->nhostops = client->caphostops = 0;
 }
 
 /* Retry-After in milliseconds, capped so loops stay bounded. */
@@ -538,6 +541,9 @@ op_cancel(struct stress_client *client, struct http_client *http, struct stress_
     atomic_fetch_add(&stats->unresolved, 1);
 }
 
+/* A host blocks or unblocks 1-2 nights. Every one sent is remembered, with
+ * when it was sent and answered, for the verifier's lost_blocks and
+ * phantom_blocks; one that cannot be remembered is not sent. */
 static void
 op_host(struct stress_client *client, struct http_client *http, int block)
 {
@@ -548,20 +554,42 @@ op_host(struct stress_client *client, struct http_client *http, int block)
     int64_t to = from + 1 + (int64_t)rng_below(&client->rng, 2);
     char url[512], body[256], f[11], t[11], err[256];
     struct http_response resp;
+    struct stress_hostop *op;
     cal_status st;
 
+    if (client->nhostops == client->caphostops) {
+        size_t cap = client->caphostops ? 2 * client->caphostops : 256;
+        struct stress_hostop *grown = realloc(client->hostops, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            log_anomaly("client %u: no memory to remember block %zu, not sent", client->index,
+                        client->nhostops);
+            return;
+        }
+        client->hostops = grown;
+        client->caphostops = cap;
+    }
+    op = &client->hostops[client->nhostops++];
+    *op = (struct stress_hostop){
+        .listing_id = id, .from = (int32_t)from, .to = (int32_t)to, .block = block != 0};
     testenv_format_date(from, f, sizeof(f));
     testenv_format_date(to, t, sizeof(t));
     snprintf(url, sizeof(url), "%s/v1/listings/%" PRIu64 "/calendar", conf->url, id);
     snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"%s\"}", f, t,
              block ? "block" : "unblock");
     atomic_fetch_add(&stats->requests, 1);
+    op->sent = stress_load_now();
     st = http_request(http, "POST", url, NULL, body, strlen(body), REQUEST_TIMEOUT_MS, &resp, err,
                       sizeof(err));
     if (st != CAL_OK) {
         atomic_fetch_add(&stats->errors, 1);
         log_anomaly("calendar %s: %s", body, err);
-    } else if (resp.status == 200) {
+        http_response_deinit(&resp);
+        return;
+    }
+    op->answered = stress_load_now();
+    op->status = (int16_t)resp.status;
+    if (resp.status == 200) {
         atomic_fetch_add(&stats->host_ops, 1);
     } else if (resp.status == 409) {
         atomic_fetch_add(&stats->conflicts, 1);

@@ -50,6 +50,19 @@ struct stress_record {
     char key[48];
 };
 
+/* What the stress saw for one host block or unblock of the nights
+ * [from, to) of a listing, with when it was sent and answered: the verifier
+ * works out which of them could have taken effect after which. */
+struct stress_hostop {
+    uint64_t listing_id;
+    int32_t from; /* days since epoch */
+    int32_t to;
+    uint8_t block;   /* 1 block, 0 unblock */
+    int16_t status;  /* HTTP status; 0: no answer (it may have taken effect, at any time) */
+    double sent;     /* monotonic seconds, just before the request went out */
+    double answered; /* monotonic seconds, just after its answer; 0: no answer */
+};
+
 struct stress_stats {
     atomic_uint_fast64_t attempts;     /* operations started */
     atomic_uint_fast64_t requests;     /* HTTP requests sent */
@@ -83,6 +96,9 @@ struct stress_client {
     struct stress_record *records; /* owned; freed by stress_load_client_deinit() */
     size_t nrecords;
     size_t cap;
+    struct stress_hostop *hostops; /* every block and unblock sent; owned, as records */
+    size_t nhostops;
+    size_t caphostops;
     uint64_t rng;
     int setup_failed;
     size_t created; /* listings this client created */

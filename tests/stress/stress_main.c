@@ -67,6 +67,8 @@ usage(FILE *out)
             "                     unowned_rows          stray_row\n"
             "                     owner_mismatches      second_owner, owner_elsewhere\n"
             "                     id_collisions         shared_id\n"
+            "                     lost_blocks           lost_block\n"
+            "                     phantom_blocks        phantom_block\n"
             "                     cache_mismatches      stale_cache\n"
             "                   A row planted outside its listing's shard or vbucket or for\n"
             "                   another listing, and a planted or moved vbucket_owner row, is\n"
@@ -88,6 +90,9 @@ usage(FILE *out)
             "exactly one vbucket_owner row across the shards, or owned by another shard than\n"
             "the catalog's map names; run no move meanwhile for these two), id_collisions (a\n"
             "reservation_id of the run held by another listing too, on any shard),\n"
+            "lost_blocks (a night of a block answered 200 that is not blocked at the end, when\n"
+            "no unblock of it was sent that could have come after: booked over the host's\n"
+            "block, or freed), phantom_blocks (a blocked night no block sent covers),\n"
             "protocol_errors (an answer calendard never gives: a 200/201 booking without\n"
             "reservation_id or a known status, a booking answered below 500 with neither\n"
             "200, 201 nor 409, a cancel answered below 500 with anything but 200\n"
@@ -352,10 +357,13 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("owner_mismatches", verdict->owner_mismatches);
     SET_U("id_collisions", verdict->id_collisions);
     SET_U("protocol_errors", verdict->protocol_errors);
+    SET_U("lost_blocks", verdict->lost_blocks);
+    SET_U("phantom_blocks", verdict->phantom_blocks);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
     SET_U("sql_booked_nights", verdict->sql_booked_nights);
+    SET_U("sql_blocked_nights", verdict->sql_blocked_nights);
     SET_U("cache_checks", atomic_load(&stats->cache_checks));
     json_object_set_new(out, "cache_mismatches",
                         verdict->cache_mismatches < 0 ? json_null()
@@ -401,6 +409,9 @@ main(int argc, char **argv)
     static struct stress_stats stats;
     struct stress_client *clients = NULL;
     struct stress_record *all = NULL;
+    struct stress_hostop *hostops = NULL;
+    size_t nhostops = 0;
+    struct stress_claims claims;
     struct stress_verdict verdict;
     struct stress_injected injected = {.shard = -1};
     size_t cap, total = 0;
@@ -492,24 +503,32 @@ main(int argc, char **argv)
 
     for (unsigned i = 0; i < opt.clients; i++) {
         total += clients[i].nrecords;
+        nhostops += clients[i].nhostops;
     }
     all = calloc(total + 1, sizeof(*all));
-    if (all == NULL) {
+    hostops = calloc(nhostops + 1, sizeof(*hostops));
+    if (all == NULL || hostops == NULL) {
         fprintf(stderr, "calendar-stress: out of memory\n");
         goto out;
     }
-    total = 0;
+    total = nhostops = 0;
     for (unsigned i = 0; i < opt.clients; i++) {
         memcpy(all + total, clients[i].records, clients[i].nrecords * sizeof(*all));
         total += clients[i].nrecords;
+        memcpy(hostops + nhostops, clients[i].hostops, clients[i].nhostops * sizeof(*hostops));
+        nhostops += clients[i].nhostops;
     }
+    claims = (struct stress_claims){.records = all,
+                                    .nrecords = total,
+                                    .hostops = hostops,
+                                    .nhostops = nhostops,
+                                    .replay_mismatches = atomic_load(&stats.replay_mismatches)};
     if (opt.inject != NULL && stress_verify_has_fault(opt.inject) &&
-        stress_verify_inject(&env, opt.inject, all, total, &injected, err, sizeof(err)) != 0) {
+        stress_verify_inject(&env, opt.inject, &claims, &injected, err, sizeof(err)) != 0) {
         fprintf(stderr, "calendar-stress: --inject: %s\n", err);
         goto out;
     }
-    if (stress_verify_run(&env, &conf, all, total, atomic_load(&stats.replay_mismatches), &verdict,
-                          err, sizeof(err)) != 0) {
+    if (stress_verify_run(&env, &conf, &claims, &verdict, err, sizeof(err)) != 0) {
         fprintf(stderr, "calendar-stress: cannot verify: %s\n", err);
         goto out;
     }
@@ -580,5 +599,6 @@ out:
     }
     free(clients);
     free(all);
+    free(hostops);
     return rc;
 }

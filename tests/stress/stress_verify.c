@@ -36,8 +36,10 @@ struct sql_night {
 struct rows {
     struct sql_reservation *res;
     size_t nres, capres;
-    struct sql_night *nights;
+    struct sql_night *nights; /* booked */
     size_t nnights, capnights;
+    struct sql_night *blocked; /* reservation_id 0 */
+    size_t nblocked, capblocked;
 };
 
 #define CATALOG_MAX_SHARDS 256 /* calendard's ROUTER_MAX_SHARDS */
@@ -266,13 +268,14 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
     }
     if (db_query(db,
                  "SELECT n.listing_id, n.vbucket, TO_DAYS(n.night) - 719528, n.reservation_id, "
-                 "o.vbucket IS NOT NULL FROM nights n "
+                 "o.vbucket IS NOT NULL, n.status = 'blocked' FROM nights n "
                  "LEFT JOIN vbucket_owner o ON o.vbucket = n.vbucket "
-                 "WHERE n.listing_id >= ? AND n.listing_id < ? AND n.status = 'booked'",
+                 "WHERE n.listing_id >= ? AND n.listing_id < ? "
+                 "AND n.status IN ('booked', 'blocked')",
                  params, 2, &stmt, err, errlen) != CAL_OK) {
         goto out;
     }
-    while ((n = db_fetch(stmt, c, 5, err, errlen)) == 1) {
+    while ((n = db_fetch(stmt, c, 6, err, errlen)) == 1) {
         struct sql_night *night;
         uint64_t listing = (uint64_t)c[0].i;
 
@@ -288,6 +291,14 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
                    "night %" PRId64 " of listing %" PRIu64 " in vbucket %" PRId64
                    " on shard %zu, which does not own it",
                    c[2].i, listing, c[1].i, shard);
+            continue;
+        }
+        if (c[5].i != 0) {
+            if (rows->nblocked == rows->capblocked) {
+                rows->blocked = grow(rows->blocked, &rows->capblocked, sizeof(*rows->blocked));
+            }
+            rows->blocked[rows->nblocked++] =
+                (struct sql_night){.listing_id = listing, .night = (int32_t)c[2].i};
             continue;
         }
         if (rows->nnights == rows->capnights) {
@@ -432,6 +443,122 @@ check_nights(const struct rows *rows, struct sql_reservation **by_id,
                        r->reservation_id, r->listing_id, d,
                        n == NULL ? "not booked" : "booked by another reservation");
             }
+        }
+    }
+}
+
+/* Host blocks and unblocks, by listing and then by when they were sent. */
+static int
+cmp_hostop(const void *a, const void *b)
+{
+    const struct stress_hostop *x = a, *y = b;
+    int c = cmp_u64(x->listing_id, y->listing_id);
+
+    return c != 0 ? c : (x->sent > y->sent) - (x->sent < y->sent);
+}
+
+/* The first of ops[0..n) (sorted by cmp_hostop) of listing, or ops + n. */
+static const struct stress_hostop *
+hostops_of(const struct stress_hostop *ops, size_t n, uint64_t listing)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (ops[mid].listing_id < listing) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return ops + lo;
+}
+
+/* May op have changed its nights? Only an answer that says nothing changed
+ * (4xx: a refused range, a block over booked nights) says it did not; no
+ * answer or a 5xx leaves it open. */
+static int
+may_apply(const struct stress_hostop *op)
+{
+    return op->status == 0 || op->status == 200 || op->status >= 500;
+}
+
+static int
+covers(const struct stress_hostop *op, int32_t night)
+{
+    return night >= op->from && night < op->to;
+}
+
+/* Must night, of block b (answered 200), still be blocked? Yes unless an
+ * unblock of it may have taken effect after b: one that may have applied
+ * and was not answered before b was sent. ops..end: b's listing's. */
+static int
+block_holds(const struct stress_hostop *ops, const struct stress_hostop *end,
+            const struct stress_hostop *b, int32_t night)
+{
+    for (const struct stress_hostop *u = ops; u < end; u++) {
+        if (!u->block && covers(u, night) && may_apply(u) &&
+            (u->answered == 0 || u->answered > b->sent)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* lost_blocks: a night of a block answered 200, no unblock of it sent that
+ * could have come after, must be blocked at the end; booked means a
+ * booking was confirmed over the host's block. phantom_blocks: a blocked
+ * night must be covered by a block that may have applied. ops sorted by
+ * cmp_hostop, rows->blocked and rows->nights by cmp_night. */
+static void
+check_blocks(const struct rows *rows, const struct stress_hostop *ops, size_t nops,
+             struct stress_verdict *verdict)
+{
+    for (size_t i = 0; i < nops; i++) {
+        const struct stress_hostop *b = &ops[i], *first, *end;
+
+        if (!b->block || b->status != 200) {
+            continue;
+        }
+        first = hostops_of(ops, nops, b->listing_id);
+        end = hostops_of(ops, nops, b->listing_id + 1);
+        for (int32_t d = b->from; d < b->to; d++) {
+            struct sql_night key = {.listing_id = b->listing_id, .night = d};
+            const struct sql_night *booked;
+
+            if (!block_holds(first, end, b, d) ||
+                bsearch(&key, rows->blocked, rows->nblocked, sizeof(key), cmp_night) != NULL) {
+                continue;
+            }
+            booked = bsearch(&key, rows->nights, rows->nnights, sizeof(key), cmp_night);
+            verdict->lost_blocks++;
+            if (booked != NULL) {
+                report(verdict->lost_blocks, "lost_blocks",
+                       "listing %" PRIu64 " night %d blocked (answered 200), no unblock sent "
+                       "after, but booked by reservation %" PRId64,
+                       b->listing_id, d, booked->reservation_id);
+            } else {
+                report(verdict->lost_blocks, "lost_blocks",
+                       "listing %" PRIu64 " night %d blocked (answered 200), no unblock sent "
+                       "after, but not blocked",
+                       b->listing_id, d);
+            }
+        }
+    }
+    for (size_t i = 0; i < rows->nblocked; i++) {
+        const struct sql_night *n = &rows->blocked[i];
+        const struct stress_hostop *op = hostops_of(ops, nops, n->listing_id);
+        const struct stress_hostop *end = hostops_of(ops, nops, n->listing_id + 1);
+
+        while (op < end && !(op->block && covers(op, n->night) && may_apply(op))) {
+            op++;
+        }
+        if (op == end) {
+            verdict->phantom_blocks++;
+            report(verdict->phantom_blocks, "phantom_blocks",
+                   "listing %" PRIu64 " night %d is blocked and no block of it was sent",
+                   n->listing_id, n->night);
         }
     }
 }
@@ -698,9 +825,11 @@ out:
 
 int
 stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
-                  struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
-                  struct stress_verdict *verdict, char *err, size_t errlen)
+                  struct stress_claims *claims, struct stress_verdict *verdict, char *err,
+                  size_t errlen)
 {
+    struct stress_record *records = claims->records;
+    size_t nrecords = claims->nrecords;
     struct rows rows;
     struct owners *owners = calloc(1, sizeof(*owners));
     struct sql_reservation **by_id = NULL, **by_key = NULL;
@@ -736,6 +865,8 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     }
     qsort(rows.res, rows.nres, sizeof(*rows.res), cmp_res_by_stay);
     qsort(rows.nights, rows.nnights, sizeof(*rows.nights), cmp_night);
+    qsort(rows.blocked, rows.nblocked, sizeof(*rows.blocked), cmp_night);
+    qsort(claims->hostops, claims->nhostops, sizeof(*claims->hostops), cmp_hostop);
     for (size_t i = 0; i < rows.nres; i++) {
         by_id[i] = by_key[i] = &rows.res[i];
         verdict->sql_confirmed += (uint64_t)rows.res[i].confirmed;
@@ -743,6 +874,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     }
     verdict->sql_reservations = rows.nres;
     verdict->sql_booked_nights = rows.nnights;
+    verdict->sql_blocked_nights = rows.nblocked;
     qsort(by_id, rows.nres, sizeof(*by_id), cmp_resp_by_id);
     qsort(by_key, rows.nres, sizeof(*by_key), cmp_resp_by_key);
     qsort(records, nrecords, sizeof(*records), cmp_record_by_key);
@@ -750,10 +882,11 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_double_bookings(&rows, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
+    check_blocks(&rows, claims->hostops, claims->nhostops, verdict);
     if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
         goto out;
     }
-    verdict->duplicate_idempotent += replay_mismatches;
+    verdict->duplicate_idempotent += claims->replay_mismatches;
     /* cache_mismatches stays -1 here: the caller fills it from the run's
      * read-your-writes checks; a memcached-against-SQL verifier belongs here. */
     rc = 0;
@@ -764,6 +897,7 @@ out:
     free(seen);
     free(rows.res);
     free(rows.nights);
+    free(rows.blocked);
     return rc;
 }
 
@@ -774,8 +908,8 @@ stress_verify_failed(const struct stress_verdict *verdict)
            verdict->phantom_bookings > 0 || verdict->duplicate_idempotent > 0 ||
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
            verdict->unowned_rows > 0 || verdict->owner_mismatches > 0 ||
-           verdict->id_collisions > 0 || verdict->protocol_errors > 0 ||
-           verdict->cache_mismatches > 0;
+           verdict->id_collisions > 0 || verdict->protocol_errors > 0 || verdict->lost_blocks > 0 ||
+           verdict->phantom_blocks > 0 || verdict->cache_mismatches > 0;
 }
 
 /* Testing the verifier (--inject): each fault corrupts one key of the run
@@ -791,6 +925,7 @@ enum victim {
     VICTIM_BOOKED,    /* acknowledged, no cancel sent: a confirmed row holding its nights */
     VICTIM_CANCELLED, /* its cancel acknowledged: a cancelled row */
     VICTIM_REFUSED,   /* refused (409 nights_unavailable), never acknowledged: a kept refusal */
+    VICTIM_BLOCKED,   /* a night of a block answered 200 that no unblock sent may have undone */
 };
 
 /* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
@@ -798,7 +933,9 @@ struct site {
     const struct testenv *env;
     struct db **dbs;
     int owner;
-    const struct stress_record *rec;
+    const struct stress_record *rec;    /* NULL for VICTIM_BLOCKED */
+    const struct stress_hostop *hostop; /* VICTIM_BLOCKED: the block, and its night */
+    int32_t night;
     struct stress_injected *injected;
 };
 
@@ -1320,6 +1457,35 @@ plant_shared_id(const struct site *s, char *err, size_t errlen)
     return st;
 }
 
+/* lost_blocks: a night the host blocked (answered 200, no unblock of it
+ * sent after) freed under it. */
+static cal_status
+plant_lost_block(const struct site *s, char *err, size_t errlen)
+{
+    struct db_val p[] = {DB_INT_V(s->hostop->listing_id), DB_INT_V(s->night + DB_TO_DAYS_EPOCH)};
+
+    return exec_n(s->dbs[s->owner],
+                  "UPDATE nights SET status = 'available', version = version + 1 "
+                  "WHERE listing_id = ? AND night = FROM_DAYS(?) AND status = 'blocked'",
+                  p, 2, 1, err, errlen);
+}
+
+/* phantom_blocks: a night 400 days after an acknowledged stay blocked,
+ * past the window of any run: no block of the run covers it. */
+static cal_status
+plant_phantom_block(const struct site *s, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    struct db_val p[] = {DB_INT_V(rec->listing_id),
+                         DB_INT_V(rec->check_in + 400 + DB_TO_DAYS_EPOCH),
+                         DB_INT_V(testenv_vbucket(rec->listing_id))};
+
+    return exec_n(s->dbs[s->owner],
+                  "INSERT INTO nights (listing_id, night, status, version, vbucket) "
+                  "VALUES (?, FROM_DAYS(?), 'blocked', 1, ?)",
+                  p, 3, 1, err, errlen);
+}
+
 static const struct fault {
     const char *name;
     enum victim victim;
@@ -1341,6 +1507,8 @@ static const struct fault {
     {"second_owner", VICTIM_BOOKED, plant_second_owner},
     {"owner_elsewhere", VICTIM_BOOKED, plant_owner_elsewhere},
     {"shared_id", VICTIM_BOOKED, plant_shared_id},
+    {"lost_block", VICTIM_BLOCKED, plant_lost_block},
+    {"phantom_block", VICTIM_BOOKED, plant_phantom_block},
 };
 
 static const struct fault *
@@ -1364,6 +1532,31 @@ is_victim(const struct stress_record *rec, enum victim want)
         return rec->acked && rec->cancel_acked;
     case VICTIM_REFUSED:
         return rec->refusal_kept && !rec->acked;
+    case VICTIM_BLOCKED:
+        return 0; /* chosen among the blocks: held_block() */
+    }
+    return 0;
+}
+
+/* A block answered 200 and one of its nights that must still be blocked
+ * (block_holds()), into s; 0 when the run has none. ops sorted by cmp_hostop. */
+static int
+held_block(const struct stress_hostop *ops, size_t nops, struct site *s)
+{
+    for (size_t i = 0; i < nops; i++) {
+        const struct stress_hostop *b = &ops[i];
+
+        if (!b->block || b->status != 200) {
+            continue;
+        }
+        for (int32_t d = b->from; d < b->to; d++) {
+            if (block_holds(hostops_of(ops, nops, b->listing_id),
+                            hostops_of(ops, nops, b->listing_id + 1), b, d)) {
+                s->hostop = b;
+                s->night = d;
+                return 1;
+            }
+        }
     }
     return 0;
 }
@@ -1375,14 +1568,14 @@ stress_verify_has_fault(const char *fault)
 }
 
 int
-stress_verify_inject(const struct testenv *env, const char *name,
-                     const struct stress_record *records, size_t nrecords,
+stress_verify_inject(const struct testenv *env, const char *name, struct stress_claims *claims,
                      struct stress_injected *injected, char *err, size_t errlen)
 {
     struct db *dbs[TESTENV_MAX_SHARDS] = {NULL};
     const struct fault *fault = find_fault(name);
     struct site site = {.env = env, .dbs = dbs, .injected = injected};
-    char e[512];
+    uint64_t listing;
+    char e[512], what[128];
     int rc = -1;
 
     *injected = (struct stress_injected){.shard = -1, .home_shard = -1};
@@ -1390,14 +1583,26 @@ stress_verify_inject(const struct testenv *env, const char *name,
         snprintf(err, errlen, "unknown fault '%s'", name);
         return -1;
     }
-    for (size_t i = 0; i < nrecords && site.rec == NULL; i++) {
-        if (is_victim(&records[i], fault->victim)) {
-            site.rec = &records[i];
+    if (fault->victim == VICTIM_BLOCKED) {
+        qsort(claims->hostops, claims->nhostops, sizeof(*claims->hostops), cmp_hostop);
+        if (!held_block(claims->hostops, claims->nhostops, &site)) {
+            snprintf(err, errlen, "no key suitable for fault %s (no block held)", name);
+            return -1;
         }
-    }
-    if (site.rec == NULL) {
-        snprintf(err, errlen, "no key suitable for fault %s", name);
-        return -1;
+        listing = site.hostop->listing_id;
+        snprintf(what, sizeof(what), "night %d of a block", site.night);
+    } else {
+        for (size_t i = 0; i < claims->nrecords && site.rec == NULL; i++) {
+            if (is_victim(&claims->records[i], fault->victim)) {
+                site.rec = &claims->records[i];
+            }
+        }
+        if (site.rec == NULL) {
+            snprintf(err, errlen, "no key suitable for fault %s", name);
+            return -1;
+        }
+        listing = site.rec->listing_id;
+        snprintf(what, sizeof(what), "key %s", site.rec->key);
     }
     for (size_t i = 0; i < env->nshards; i++) {
         dbs[i] = testenv_connect_shard(env, i, err, errlen);
@@ -1405,16 +1610,16 @@ stress_verify_inject(const struct testenv *env, const char *name,
             goto out;
         }
     }
-    site.owner = owner_index(env, dbs, site.rec->listing_id, err, errlen);
+    site.owner = owner_index(env, dbs, listing, err, errlen);
     if (site.owner < 0) {
         goto out;
     }
     if (fault->plant(&site, e, sizeof(e)) != CAL_OK) {
-        snprintf(err, errlen, "fault %s on key %s: %s", name, site.rec->key, e);
+        snprintf(err, errlen, "fault %s on %s: %s", name, what, e);
         goto out;
     }
-    fprintf(stderr, "verify: injected %s on key %s (listing %" PRIu64 ", shard %d)\n", name,
-            site.rec->key, site.rec->listing_id, site.owner);
+    fprintf(stderr, "verify: injected %s on %s (listing %" PRIu64 ", shard %d)\n", name, what,
+            listing, site.owner);
     if (injected->owner_row) {
         fprintf(stderr, "verify: vbucket %" PRId64 "'s owner row planted on shard %d%s\n",
                 injected->vbucket, injected->shard,

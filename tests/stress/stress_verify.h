@@ -25,23 +25,38 @@ struct stress_verdict {
                                     * on any shard (one per listing past the first) */
     uint64_t protocol_errors;      /* answers calendard never gives (stress_stats says which),
                                     * filled by the caller from the load's count */
-    uint64_t sql_reservations;     /* rows read, for the report */
+    uint64_t lost_blocks;      /* nights of a block answered 200, with no unblock of them sent that
+                                * could have come after it, that are not blocked in SQL (booked
+                                * over the block, or freed) */
+    uint64_t phantom_blocks;   /* nights blocked in SQL that no block sent covers */
+    uint64_t sql_reservations; /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
     uint64_t sql_booked_nights;
+    uint64_t sql_blocked_nights;
     int64_t cache_mismatches; /* stale availability reads; -1: not checked */
     int64_t cache_compared;   /* cached values compared with SQL; -1: no memcached */
 };
 
+/* What the clients were told: the final answer of every key, every block
+ * and unblock sent, and how often a replay was answered otherwise than the
+ * key's first answer. The verifier sorts records and hostops in place. */
+struct stress_claims {
+    struct stress_record *records;
+    size_t nrecords;
+    struct stress_hostop *hostops;
+    size_t nhostops;
+    uint64_t replay_mismatches;
+};
+
 /* Verifies the listings [conf->listing_base, + conf->nlistings) on every
- * shard of env against records[0..nrecords) (sorted in place) and the
- * run's replay mismatches, and every shard's vbucket_owner rows against the
- * catalog's map. Returns 0, or -1 when SQL could not be read or the catalog
- * names a shard that env's SHARD_DSNS lacks, whose rows it would never read
- * (err says why): then nothing was verified. */
+ * shard of env against the claims, and every shard's vbucket_owner rows
+ * against the catalog's map. Returns 0, or -1 when SQL could not be read or
+ * the catalog names a shard that env's SHARD_DSNS lacks, whose rows it would
+ * never read (err says why): then nothing was verified. */
 int stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
-                      struct stress_record *records, size_t nrecords, uint64_t replay_mismatches,
-                      struct stress_verdict *verdict, char *err, size_t errlen);
+                      struct stress_claims *claims, struct stress_verdict *verdict, char *err,
+                      size_t errlen);
 
 /* A row stress_verify_inject() planted in a vbucket other than its
  * listing's, or on a shard that does not own its vbucket, or for a listing
@@ -69,11 +84,10 @@ int stress_verify_has_fault(const char *fault);
  * "double_booking", "lost_ack", "delete_ack", "phantom", "shift_refusal",
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
- * "owner_elsewhere", "shared_id". *injected
+ * "owner_elsewhere", "shared_id", "lost_block", "phantom_block". *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
-int stress_verify_inject(const struct testenv *env, const char *fault,
-                         const struct stress_record *records, size_t nrecords,
+int stress_verify_inject(const struct testenv *env, const char *fault, struct stress_claims *claims,
                          struct stress_injected *injected, char *err, size_t errlen);
 
 /* Takes back what stress_verify_inject() planted outside the run's own
