@@ -38,8 +38,9 @@ cases=(
     'second_owner|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: 2 owner rows \(shards: |'
     'owner_elsewhere|owner_mismatches|^verify: owner_mismatches: vbucket [0-9]+: owned by shard [0-9]+, the catalog maps it to shard_id|'
     'shared_id|id_collisions|^verify: id_collisions: reservation [0-9]+ held by listing [0-9]+ \(shard [0-9]+\) and listing [0-9]+ \(shard [0-9]+\)|'
-    'lost_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200\), no unblock sent after, but not blocked|'
-    'phantom_block|phantom_blocks|^verify: phantom_blocks: listing [0-9]+ night [0-9]+ is blocked and no block of it was sent|'
+    'lost_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\), no unblock after it, but not blocked|'
+    'booked_over_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\) but booked by reservation [0-9]+ \(version [0-9]+\)|night_mismatches'
+    'phantom_block|phantom_blocks|^verify: phantom_blocks: listing [0-9]+ night [0-9]+ is blocked and no block that may have applied covers it|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0
@@ -73,7 +74,7 @@ for case in "${cases[@]}"; do
     fi
     # Bounded, children and all: a hung run must not outlive the step. A
     # load too short to leave a key of the kind the fault needs (a kept
-    # refusal, an acknowledged cancel, a block no unblock followed: few
+    # refusal, an acknowledged cancel, a block no unblock came after: few
     # operations on a slow machine) is
     # run once more, longer.
     for duration in 2 6; do

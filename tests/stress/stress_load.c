@@ -590,7 +590,15 @@ op_host(struct stress_client *client, struct http_client *http, int block)
     op->answered = stress_load_now();
     op->status = (int16_t)resp.status;
     if (resp.status == 200) {
+        json_t *root = http_response_json(&resp);
+
+        op->version = (int64_t)json_integer_value(json_object_get(root, "version"));
+        json_decref(root);
         atomic_fetch_add(&stats->host_ops, 1);
+        if (op->version <= 0) {
+            atomic_fetch_add(&stats->protocol_errors, 1);
+            log_anomaly("protocol_errors: calendar %s: 200 without a version: %s", body, resp.body);
+        }
     } else if (resp.status == 409) {
         atomic_fetch_add(&stats->conflicts, 1);
     } else if (resp.status == 503) {

@@ -59,6 +59,8 @@ struct stress_hostop {
     int32_t to;
     uint8_t block;   /* 1 block, 0 unblock */
     int16_t status;  /* HTTP status; 0: no answer (it may have taken effect, at any time) */
+    int64_t version; /* the calendar version a 200 answer carries (every change, booking or
+                      * calendar, moves a listing's version up); 0: none */
     double sent;     /* monotonic seconds, just before the request went out */
     double answered; /* monotonic seconds, just after its answer; 0: no answer */
 };

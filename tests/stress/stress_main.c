@@ -67,7 +67,8 @@ usage(FILE *out)
             "                     unowned_rows          stray_row\n"
             "                     owner_mismatches      second_owner, owner_elsewhere\n"
             "                     id_collisions         shared_id\n"
-            "                     lost_blocks           lost_block\n"
+            "                     lost_blocks           lost_block, booked_over_block (also\n"
+            "                                           night_mismatches)\n"
             "                     phantom_blocks        phantom_block\n"
             "                     cache_mismatches      stale_cache\n"
             "                   A row planted outside its listing's shard or vbucket or for\n"
@@ -90,9 +91,12 @@ usage(FILE *out)
             "exactly one vbucket_owner row across the shards, or owned by another shard than\n"
             "the catalog's map names; run no move meanwhile for these two), id_collisions (a\n"
             "reservation_id of the run held by another listing too, on any shard),\n"
-            "lost_blocks (a night of a block answered 200 that is not blocked at the end, when\n"
-            "no unblock of it was sent that could have come after: booked over the host's\n"
-            "block, or freed), phantom_blocks (a blocked night no block sent covers),\n"
+            "lost_blocks (a night a block answered 200 held that is not blocked at the end,\n"
+            "with no unblock of it that may have come after the block and, if booked, before\n"
+            "the booking, by calendar version: sold over the host's block or freed; or\n"
+            "booked before a block of it answered 200), phantom_blocks (a blocked night that\n"
+            "no block that may have applied covers, or only ones an unblock answered 200\n"
+            "undid),\n"
             "protocol_errors (an answer calendard never gives: a 200/201 booking without\n"
             "reservation_id or a known status, a booking answered below 500 with neither\n"
             "200, 201 nor 409, a cancel answered below 500 with anything but 200\n"
@@ -101,7 +105,8 @@ usage(FILE *out)
             "it, or a cached value that differs from the shards once the CDC lag drained) is\n"
             "above zero; 2 on usage or setup errors; 3 when the run\n"
             "tested nothing: no booking was confirmed (calendard refused or failed them all),\n"
-            "cancels were sent and none was acknowledged,\n"
+            "cancels were sent and none was acknowledged, blocks were sent and none was\n"
+            "answered 200,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
             "no value of the run's listings to compare, even after reading the window of each\n"
             "(of the first 256) through calendard, again before each pass that found nothing,\n"
@@ -311,14 +316,21 @@ cancels_untested(const struct stress_stats *stats)
     return atomic_load(&stats->cancels_sent) > 0 && atomic_load(&stats->cancelled) == 0;
 }
 
+/* Were blocks sent and none answered 200? Then lost_blocks had nothing to check. */
+static int
+blocks_untested(const struct stress_verdict *verdict)
+{
+    return verdict->blocks_sent > 0 && verdict->blocks_held == 0;
+}
+
 /* Did the run test anything? It confirmed a booking, acknowledged a cancel
- * if it sent any, and found a cached value to compare when the stack has
+ * and held a block if it sent any, and found a cached value to compare when the stack has
  * memcached. */
 static int
 tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
 {
     return atomic_load(&stats->confirmed) > 0 && !cancels_untested(stats) &&
-           verdict->cache_compared != 0;
+           !blocks_untested(verdict) && verdict->cache_compared != 0;
 }
 
 /* unverified: the cache check was stopped before it could decide. */
@@ -359,6 +371,8 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("protocol_errors", verdict->protocol_errors);
     SET_U("lost_blocks", verdict->lost_blocks);
     SET_U("phantom_blocks", verdict->phantom_blocks);
+    SET_U("blocks_sent", verdict->blocks_sent);
+    SET_U("blocks_held", verdict->blocks_held);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
@@ -515,8 +529,10 @@ main(int argc, char **argv)
     for (unsigned i = 0; i < opt.clients; i++) {
         memcpy(all + total, clients[i].records, clients[i].nrecords * sizeof(*all));
         total += clients[i].nrecords;
-        memcpy(hostops + nhostops, clients[i].hostops, clients[i].nhostops * sizeof(*hostops));
-        nhostops += clients[i].nhostops;
+        if (clients[i].nhostops > 0) { /* hostops is NULL when none was sent */
+            memcpy(hostops + nhostops, clients[i].hostops, clients[i].nhostops * sizeof(*hostops));
+            nhostops += clients[i].nhostops;
+        }
     }
     claims = (struct stress_claims){.records = all,
                                     .nrecords = total,
@@ -578,6 +594,12 @@ main(int argc, char **argv)
                 "calendar-stress: %llu cancels sent and none acknowledged: the checks of "
                 "acknowledged cancels tested nothing\n",
                 (unsigned long long)atomic_load(&stats.cancels_sent));
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && blocks_untested(&verdict)) {
+        fprintf(stderr,
+                "calendar-stress: %llu blocks sent and none answered 200: lost_blocks tested "
+                "nothing\n",
+                (unsigned long long)verdict.blocks_sent);
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && verdict.cache_compared == 0) {
         fprintf(stderr,

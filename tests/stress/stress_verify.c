@@ -23,7 +23,8 @@ struct sql_reservation {
     int32_t check_in;
     int32_t check_out;
     int confirmed;
-    int refused; /* a kept refusal: holds no nights */
+    int refused;     /* a kept refusal: holds no nights */
+    int64_t version; /* the listing's calendar version the booking committed at */
     char key[64];
 };
 
@@ -214,7 +215,7 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
                               DB_INT_V(conf->listing_base + conf->nlistings)};
     struct db *db = testenv_connect_shard(env, shard, err, errlen);
     struct db_stmt *stmt = NULL;
-    struct db_val c[8];
+    struct db_val c[9];
     int rc = -1, n;
 
     if (db == NULL) {
@@ -226,13 +227,13 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
     if (db_query(db,
                  "SELECT r.reservation_id, r.listing_id, r.vbucket, "
                  "TO_DAYS(r.check_in) - 719528, TO_DAYS(r.check_out) - 719528, r.status, "
-                 "r.idempotency_key, o.vbucket IS NOT NULL FROM reservations r "
+                 "r.idempotency_key, o.vbucket IS NOT NULL, r.version FROM reservations r "
                  "LEFT JOIN vbucket_owner o ON o.vbucket = r.vbucket "
                  "WHERE r.listing_id >= ? AND r.listing_id < ?",
                  params, 2, &stmt, err, errlen) != CAL_OK) {
         goto out;
     }
-    while ((n = db_fetch(stmt, c, 8, err, errlen)) == 1) {
+    while ((n = db_fetch(stmt, c, 9, err, errlen)) == 1) {
         struct sql_reservation *r;
         uint64_t listing = (uint64_t)c[1].i;
 
@@ -262,6 +263,7 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
         r->confirmed = c[5].type == DB_STR && strcmp(c[5].s, "confirmed") == 0;
         r->refused = c[5].type == DB_STR && strcmp(c[5].s, "refused") == 0;
         snprintf(r->key, sizeof(r->key), "%s", c[6].type == DB_STR ? c[6].s : "");
+        r->version = c[8].i;
     }
     if (n < 0) {
         goto out;
@@ -490,35 +492,113 @@ covers(const struct stress_hostop *op, int32_t night)
     return night >= op->from && night < op->to;
 }
 
-/* Must night, of block b (answered 200), still be blocked? Yes unless an
- * unblock of it may have taken effect after b: one that may have applied
- * and was not answered before b was sent. ops..end: b's listing's. */
+/* A block answered 200, with the calendar version it committed at. */
 static int
-block_holds(const struct stress_hostop *ops, const struct stress_hostop *end,
-            const struct stress_hostop *b, int32_t night)
+held(const struct stress_hostop *op)
 {
-    for (const struct stress_hostop *u = ops; u < end; u++) {
-        if (!u->block && covers(u, night) && may_apply(u) &&
-            (u->answered == 0 || u->answered > b->sent)) {
-            return 0;
-        }
-    }
-    return 1;
+    return op->block && op->status == 200 && op->version > 0;
 }
 
-/* lost_blocks: a night of a block answered 200, no unblock of it sent that
- * could have come after, must be blocked at the end; booked means a
- * booking was confirmed over the host's block. phantom_blocks: a blocked
- * night must be covered by a block that may have applied. ops sorted by
- * cmp_hostop, rows->blocked and rows->nights by cmp_night. */
+/* May an unblock of night among ops..end have taken effect between the
+ * calendar versions after and before (0: no bound)? One answered 200 has
+ * its version; one that may have applied otherwise could be anywhere. */
+static int
+unblocked_between(const struct stress_hostop *ops, const struct stress_hostop *end, int32_t night,
+                  int64_t after, int64_t before)
+{
+    for (const struct stress_hostop *u = ops; u < end; u++) {
+        if (u->block || !covers(u, night) || !may_apply(u)) {
+            continue;
+        }
+        if (u->status != 200 || (u->version > after && (before == 0 || u->version < before))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Did an unblock of night answered 200 come after calendar version v? */
+static int
+undone(const struct stress_hostop *ops, const struct stress_hostop *end, int32_t night, int64_t v)
+{
+    for (const struct stress_hostop *u = ops; u < end; u++) {
+        if (!u->block && u->status == 200 && covers(u, night) && u->version > v) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The booked night's reservation's version, or 0 when it is not found. */
+static int64_t
+booked_version(const struct sql_night *booked, struct sql_reservation **by_id, size_t nres)
+{
+    struct sql_reservation key = {.reservation_id = booked->reservation_id,
+                                  .listing_id = booked->listing_id},
+                           *kp = &key, **found;
+
+    found = bsearch(&kp, by_id, nres, sizeof(*by_id), cmp_resp_by_id);
+    return found != NULL ? (*found)->version : 0;
+}
+
+/* Has a night of listing that a block held (held(b)), not blocked at the
+ * end, been freed or sold in breach of it? Versions order a listing's
+ * changes: a booking at version vr over the night came after block b at
+ * vb < vr, which is a breach unless an unblock of it may lie between; a
+ * booking before b (vr < vb) still holding the night means b answered 200
+ * over a booked night; a free night needs an unblock after b. Reports and
+ * returns 1 for the first block breached. */
+static int
+block_breached(const struct stress_hostop *ops, const struct stress_hostop *end, uint64_t listing,
+               int32_t night, const struct sql_night *booked, int64_t vr,
+               struct stress_verdict *verdict)
+{
+    if (booked != NULL && vr == 0) {
+        return 0; /* booked by a reservation SQL lacks: night_mismatches says so */
+    }
+    for (const struct stress_hostop *b = ops; b < end; b++) {
+        if (!held(b) || !covers(b, night)) {
+            continue;
+        }
+        if (booked == NULL) {
+            if (unblocked_between(ops, end, night, b->version, 0)) {
+                continue;
+            }
+            report(verdict->lost_blocks + 1, "lost_blocks",
+                   "listing %" PRIu64 " night %d blocked (answered 200, version %" PRId64
+                   "), no unblock after it, but not blocked",
+                   listing, night, b->version);
+            return 1;
+        }
+        if (vr > b->version && unblocked_between(ops, end, night, b->version, vr)) {
+            continue;
+        }
+        report(verdict->lost_blocks + 1, "lost_blocks",
+               "listing %" PRIu64 " night %d blocked (answered 200, version %" PRId64
+               ") but booked by reservation %" PRId64 " (version %" PRId64 ")%s",
+               listing, night, b->version, booked->reservation_id, vr,
+               vr > b->version ? " with no unblock between" : " before the block");
+        return 1;
+    }
+    return 0;
+}
+
+/* lost_blocks: every night a block held (answered 200) that is not blocked
+ * at the end must have been freed by an unblock after it, and booked only
+ * after that (block_breached()); counted once per night. phantom_blocks: a
+ * blocked night must be covered by a block that may have applied and that
+ * no unblock answered 200 undid after it. ops sorted by cmp_hostop,
+ * rows->blocked and rows->nights by cmp_night, by_id by cmp_resp_by_id. */
 static void
-check_blocks(const struct rows *rows, const struct stress_hostop *ops, size_t nops,
-             struct stress_verdict *verdict)
+check_blocks(const struct rows *rows, struct sql_reservation **by_id,
+             const struct stress_hostop *ops, size_t nops, struct stress_verdict *verdict)
 {
     for (size_t i = 0; i < nops; i++) {
         const struct stress_hostop *b = &ops[i], *first, *end;
 
-        if (!b->block || b->status != 200) {
+        verdict->blocks_sent += b->block;
+        verdict->blocks_held += (uint64_t)held(b);
+        if (!held(b)) {
             continue;
         }
         first = hostops_of(ops, nops, b->listing_id);
@@ -526,23 +606,21 @@ check_blocks(const struct rows *rows, const struct stress_hostop *ops, size_t no
         for (int32_t d = b->from; d < b->to; d++) {
             struct sql_night key = {.listing_id = b->listing_id, .night = d};
             const struct sql_night *booked;
+            int seen = 0;
 
-            if (!block_holds(first, end, b, d) ||
+            /* Each night once: at the first block of the listing holding it. */
+            for (const struct stress_hostop *o = first; o < b && !seen; o++) {
+                seen = held(o) && covers(o, d);
+            }
+            if (seen ||
                 bsearch(&key, rows->blocked, rows->nblocked, sizeof(key), cmp_night) != NULL) {
                 continue;
             }
             booked = bsearch(&key, rows->nights, rows->nnights, sizeof(key), cmp_night);
-            verdict->lost_blocks++;
-            if (booked != NULL) {
-                report(verdict->lost_blocks, "lost_blocks",
-                       "listing %" PRIu64 " night %d blocked (answered 200), no unblock sent "
-                       "after, but booked by reservation %" PRId64,
-                       b->listing_id, d, booked->reservation_id);
-            } else {
-                report(verdict->lost_blocks, "lost_blocks",
-                       "listing %" PRIu64 " night %d blocked (answered 200), no unblock sent "
-                       "after, but not blocked",
-                       b->listing_id, d);
+            if (block_breached(first, end, b->listing_id, d, booked,
+                               booked != NULL ? booked_version(booked, by_id, rows->nres) : 0,
+                               verdict)) {
+                verdict->lost_blocks++;
             }
         }
     }
@@ -550,14 +628,17 @@ check_blocks(const struct rows *rows, const struct stress_hostop *ops, size_t no
         const struct sql_night *n = &rows->blocked[i];
         const struct stress_hostop *op = hostops_of(ops, nops, n->listing_id);
         const struct stress_hostop *end = hostops_of(ops, nops, n->listing_id + 1);
+        const struct stress_hostop *first = op;
 
-        while (op < end && !(op->block && covers(op, n->night) && may_apply(op))) {
+        while (op < end && !(op->block && covers(op, n->night) && may_apply(op) &&
+                             (!held(op) || !undone(first, end, n->night, op->version)))) {
             op++;
         }
         if (op == end) {
             verdict->phantom_blocks++;
             report(verdict->phantom_blocks, "phantom_blocks",
-                   "listing %" PRIu64 " night %d is blocked and no block of it was sent",
+                   "listing %" PRIu64 " night %d is blocked and no block that may have applied "
+                   "covers it, or an unblock answered 200 came after each",
                    n->listing_id, n->night);
         }
     }
@@ -839,6 +920,11 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
 
     memset(verdict, 0, sizeof(*verdict));
     memset(&rows, 0, sizeof(rows));
+    /* Never NULL, even when a shard holds no row of the run: qsort and
+     * bsearch must not be given a NULL array, empty or not. */
+    rows.res = grow(NULL, &rows.capres, sizeof(*rows.res));
+    rows.nights = grow(NULL, &rows.capnights, sizeof(*rows.nights));
+    rows.blocked = grow(NULL, &rows.capblocked, sizeof(*rows.blocked));
     verdict->cache_mismatches = -1;
     verdict->cache_compared = -1;
     if (owners == NULL) {
@@ -882,7 +968,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_double_bookings(&rows, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
-    check_blocks(&rows, claims->hostops, claims->nhostops, verdict);
+    check_blocks(&rows, by_id, claims->hostops, claims->nhostops, verdict);
     if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
         goto out;
     }
@@ -925,7 +1011,8 @@ enum victim {
     VICTIM_BOOKED,    /* acknowledged, no cancel sent: a confirmed row holding its nights */
     VICTIM_CANCELLED, /* its cancel acknowledged: a cancelled row */
     VICTIM_REFUSED,   /* refused (409 nights_unavailable), never acknowledged: a kept refusal */
-    VICTIM_BLOCKED,   /* a night of a block answered 200 that no unblock sent may have undone */
+    VICTIM_BLOCKED,   /* a night of a block answered 200 that no unblock may have undone */
+    VICTIM_BLOCKED_BOOKED, /* such a night, of a listing with an acknowledged booking (rec) */
 };
 
 /* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
@@ -1458,7 +1545,7 @@ plant_shared_id(const struct site *s, char *err, size_t errlen)
 }
 
 /* lost_blocks: a night the host blocked (answered 200, no unblock of it
- * sent after) freed under it. */
+ * after) freed under it. */
 static cal_status
 plant_lost_block(const struct site *s, char *err, size_t errlen)
 {
@@ -1468,6 +1555,21 @@ plant_lost_block(const struct site *s, char *err, size_t errlen)
                   "UPDATE nights SET status = 'available', version = version + 1 "
                   "WHERE listing_id = ? AND night = FROM_DAYS(?) AND status = 'blocked'",
                   p, 2, 1, err, errlen);
+}
+
+/* lost_blocks ("booked by reservation"): a night the host blocked (answered
+ * 200, no unblock of it after) sold to an acknowledged booking of the
+ * listing (night_mismatches too: the night lies outside that stay). */
+static cal_status
+plant_booked_over_block(const struct site *s, char *err, size_t errlen)
+{
+    struct db_val p[] = {DB_INT_V(s->rec->reservation_id), DB_INT_V(s->hostop->listing_id),
+                         DB_INT_V(s->night + DB_TO_DAYS_EPOCH)};
+
+    return exec_n(s->dbs[s->owner],
+                  "UPDATE nights SET status = 'booked', reservation_id = ?, version = version + 1 "
+                  "WHERE listing_id = ? AND night = FROM_DAYS(?) AND status = 'blocked'",
+                  p, 3, 1, err, errlen);
 }
 
 /* phantom_blocks: a night 400 days after an acknowledged stay blocked,
@@ -1508,6 +1610,7 @@ static const struct fault {
     {"owner_elsewhere", VICTIM_BOOKED, plant_owner_elsewhere},
     {"shared_id", VICTIM_BOOKED, plant_shared_id},
     {"lost_block", VICTIM_BLOCKED, plant_lost_block},
+    {"booked_over_block", VICTIM_BLOCKED_BOOKED, plant_booked_over_block},
     {"phantom_block", VICTIM_BOOKED, plant_phantom_block},
 };
 
@@ -1533,25 +1636,45 @@ is_victim(const struct stress_record *rec, enum victim want)
     case VICTIM_REFUSED:
         return rec->refusal_kept && !rec->acked;
     case VICTIM_BLOCKED:
+    case VICTIM_BLOCKED_BOOKED:
         return 0; /* chosen among the blocks: held_block() */
     }
     return 0;
 }
 
-/* A block answered 200 and one of its nights that must still be blocked
- * (block_holds()), into s; 0 when the run has none. ops sorted by cmp_hostop. */
-static int
-held_block(const struct stress_hostop *ops, size_t nops, struct site *s)
+/* An acknowledged booking of listing with no cancel sent, or NULL. */
+static const struct stress_record *
+booked_key(const struct stress_claims *claims, uint64_t listing)
 {
+    for (size_t i = 0; i < claims->nrecords; i++) {
+        const struct stress_record *rec = &claims->records[i];
+
+        if (rec->listing_id == listing && is_victim(rec, VICTIM_BOOKED)) {
+            return rec;
+        }
+    }
+    return NULL;
+}
+
+/* A block answered 200 and one of its nights that no unblock may have
+ * freed after it (so it must still be blocked), into s; with booked, only
+ * of a listing with an acknowledged booking (into s->rec). 0 when the run
+ * has none. claims->hostops sorted by cmp_hostop. */
+static int
+held_block(const struct stress_claims *claims, int booked, struct site *s)
+{
+    const struct stress_hostop *ops = claims->hostops;
+    size_t nops = claims->nhostops;
+
     for (size_t i = 0; i < nops; i++) {
         const struct stress_hostop *b = &ops[i];
 
-        if (!b->block || b->status != 200) {
+        if (!held(b) || (booked && (s->rec = booked_key(claims, b->listing_id)) == NULL)) {
             continue;
         }
         for (int32_t d = b->from; d < b->to; d++) {
-            if (block_holds(hostops_of(ops, nops, b->listing_id),
-                            hostops_of(ops, nops, b->listing_id + 1), b, d)) {
+            if (!unblocked_between(hostops_of(ops, nops, b->listing_id),
+                                   hostops_of(ops, nops, b->listing_id + 1), d, b->version, 0)) {
                 s->hostop = b;
                 s->night = d;
                 return 1;
@@ -1583,9 +1706,9 @@ stress_verify_inject(const struct testenv *env, const char *name, struct stress_
         snprintf(err, errlen, "unknown fault '%s'", name);
         return -1;
     }
-    if (fault->victim == VICTIM_BLOCKED) {
+    if (fault->victim == VICTIM_BLOCKED || fault->victim == VICTIM_BLOCKED_BOOKED) {
         qsort(claims->hostops, claims->nhostops, sizeof(*claims->hostops), cmp_hostop);
-        if (!held_block(claims->hostops, claims->nhostops, &site)) {
+        if (!held_block(claims, fault->victim == VICTIM_BLOCKED_BOOKED, &site)) {
             snprintf(err, errlen, "no key suitable for fault %s (no block held)", name);
             return -1;
         }

@@ -25,10 +25,15 @@ struct stress_verdict {
                                     * on any shard (one per listing past the first) */
     uint64_t protocol_errors;      /* answers calendard never gives (stress_stats says which),
                                     * filled by the caller from the load's count */
-    uint64_t lost_blocks;      /* nights of a block answered 200, with no unblock of them sent that
-                                * could have come after it, that are not blocked in SQL (booked
-                                * over the block, or freed) */
-    uint64_t phantom_blocks;   /* nights blocked in SQL that no block sent covers */
+    uint64_t lost_blocks;          /* nights a block answered 200 held that are not blocked in SQL,
+                                    * with no unblock of them that may have come after it (and, when
+                                    * booked, before the booking, by calendar version), or booked
+                                    * before it: sold over the host's block, freed, or blocked over a
+                                    * booking */
+    uint64_t phantom_blocks;   /* nights blocked in SQL that no block that may have applied covers
+                                * (or each was undone by an unblock answered 200 after it) */
+    uint64_t blocks_sent;      /* for the report, and "tested nothing" when none was held */
+    uint64_t blocks_held;      /* blocks answered 200 with a version */
     uint64_t sql_reservations; /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
@@ -84,7 +89,8 @@ int stress_verify_has_fault(const char *fault);
  * "double_booking", "lost_ack", "delete_ack", "phantom", "shift_refusal",
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
- * "owner_elsewhere", "shared_id", "lost_block", "phantom_block". *injected
+ * "owner_elsewhere", "shared_id", "lost_block", "booked_over_block",
+ * "phantom_block". *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault, struct stress_claims *claims,
