@@ -27,6 +27,8 @@ struct stress_conf {
 struct stress_record {
     uint64_t listing_id;
     int64_t reservation_id; /* from the first 200/201 answer; 0 if none */
+    int64_t version;        /* the calendar version of a 201 answer (the booking's commit);
+                             * 0 if none (a replay's 200 may carry a later one) */
     int32_t check_in;       /* days since epoch */
     int32_t check_out;
     uint32_t guest_id;
@@ -59,10 +61,13 @@ struct stress_hostop {
     int32_t to;
     uint8_t block;   /* 1 block, 0 unblock */
     int16_t status;  /* HTTP status; 0: no answer (it may have taken effect, at any time) */
+    uint8_t maybe;   /* it may have changed nights: answered 200, 500 or 503 outcome_unknown,
+                      * or not answered (every other answer says nothing was written) */
     int64_t version; /* the calendar version a 200 answer carries (every change, booking or
                       * calendar, moves a listing's version up); 0: none */
     double sent;     /* monotonic seconds, just before the request went out */
-    double answered; /* monotonic seconds, just after its answer; 0: no answer */
+    double answered; /* monotonic seconds, just after its answer; 0: no answer (one answered
+                      * before a block was sent did not take effect after that block) */
 };
 
 struct stress_stats {

@@ -477,13 +477,11 @@ hostops_of(const struct stress_hostop *ops, size_t n, uint64_t listing)
     return ops + lo;
 }
 
-/* May op have changed its nights? Only an answer that says nothing changed
- * (4xx: a refused range, a block over booked nights) says it did not; no
- * answer or a 5xx leaves it open. */
+/* May op have changed its nights? (stress_hostop.maybe) */
 static int
 may_apply(const struct stress_hostop *op)
 {
-    return op->status == 0 || op->status == 200 || op->status >= 500;
+    return op->maybe;
 }
 
 static int
@@ -499,18 +497,20 @@ held(const struct stress_hostop *op)
     return op->block && op->status == 200 && op->version > 0;
 }
 
-/* May an unblock of night among ops..end have taken effect between the
- * calendar versions after and before (0: no bound)? One answered 200 has
- * its version; one that may have applied otherwise could be anywhere. */
+/* May an unblock of night among ops..end have taken effect after block b
+ * and, with before (a version; 0: no bound), before it? One answered 200 has
+ * its version; one that may have applied otherwise could be anywhere after
+ * b unless it was answered before b was sent. */
 static int
 unblocked_between(const struct stress_hostop *ops, const struct stress_hostop *end, int32_t night,
-                  int64_t after, int64_t before)
+                  const struct stress_hostop *b, int64_t before)
 {
     for (const struct stress_hostop *u = ops; u < end; u++) {
-        if (u->block || !covers(u, night) || !may_apply(u)) {
+        if (u->block || !covers(u, night) || !may_apply(u) ||
+            (u->answered != 0 && u->answered < b->sent)) {
             continue;
         }
-        if (u->status != 200 || (u->version > after && (before == 0 || u->version < before))) {
+        if (u->status != 200 || (u->version > b->version && (before == 0 || u->version < before))) {
             return 1;
         }
     }
@@ -538,7 +538,7 @@ booked_version(const struct sql_night *booked, struct sql_reservation **by_id, s
                            *kp = &key, **found;
 
     found = bsearch(&kp, by_id, nres, sizeof(*by_id), cmp_resp_by_id);
-    return found != NULL ? (*found)->version : 0;
+    return found != NULL && (*found)->confirmed ? (*found)->version : 0;
 }
 
 /* Has a night of listing that a block held (held(b)), not blocked at the
@@ -554,14 +554,14 @@ block_breached(const struct stress_hostop *ops, const struct stress_hostop *end,
                struct stress_verdict *verdict)
 {
     if (booked != NULL && vr == 0) {
-        return 0; /* booked by a reservation SQL lacks: night_mismatches says so */
+        return 0; /* booked by a reservation SQL lacks or not confirmed: night_mismatches */
     }
     for (const struct stress_hostop *b = ops; b < end; b++) {
         if (!held(b) || !covers(b, night)) {
             continue;
         }
         if (booked == NULL) {
-            if (unblocked_between(ops, end, night, b->version, 0)) {
+            if (unblocked_between(ops, end, night, b, 0)) {
                 continue;
             }
             report(verdict->lost_blocks + 1, "lost_blocks",
@@ -570,7 +570,7 @@ block_breached(const struct stress_hostop *ops, const struct stress_hostop *end,
                    listing, night, b->version);
             return 1;
         }
-        if (vr > b->version && unblocked_between(ops, end, night, b->version, vr)) {
+        if (vr > b->version && unblocked_between(ops, end, night, b, vr)) {
             continue;
         }
         report(verdict->lost_blocks + 1, "lost_blocks",
@@ -589,10 +589,50 @@ block_breached(const struct stress_hostop *ops, const struct stress_hostop *end,
  * blocked night must be covered by a block that may have applied and that
  * no unblock answered 200 undid after it. ops sorted by cmp_hostop,
  * rows->blocked and rows->nights by cmp_night, by_id by cmp_resp_by_id. */
+/* A booking acknowledged with 201 at version vr (rec->version) and then
+ * cancelled (a cancel was sent) no longer shows in SQL's nights: was any
+ * of its nights sold while a block held it, with no unblock that may lie
+ * between? Counted per night as in check_blocks. */
+static void
+check_cancelled_sales(const struct stress_record *rec, const struct stress_hostop *ops, size_t nops,
+                      struct stress_verdict *verdict)
+{
+    const struct stress_hostop *first = hostops_of(ops, nops, rec->listing_id);
+    const struct stress_hostop *end = hostops_of(ops, nops, rec->listing_id + 1);
+
+    for (int32_t d = rec->check_in; d < rec->check_out; d++) {
+        for (const struct stress_hostop *b = first; b < end; b++) {
+            if (!held(b) || !covers(b, d) || b->version >= rec->version ||
+                unblocked_between(first, end, d, b, rec->version)) {
+                continue;
+            }
+            verdict->lost_blocks++;
+            report(verdict->lost_blocks, "lost_blocks",
+                   "listing %" PRIu64 " night %d blocked (answered 200, version %" PRId64
+                   ") but sold to key %s (reservation %" PRId64 ", version %" PRId64
+                   ", since cancelled) with no unblock between",
+                   rec->listing_id, d, b->version, rec->key, rec->reservation_id, rec->version);
+            break;
+        }
+    }
+}
+
 static void
 check_blocks(const struct rows *rows, struct sql_reservation **by_id,
-             const struct stress_hostop *ops, size_t nops, struct stress_verdict *verdict)
+             const struct stress_claims *claims, struct stress_verdict *verdict)
 {
+    const struct stress_hostop *ops = claims->hostops;
+    size_t nops = claims->nhostops;
+
+    /* Bookings still confirmed are held against the nights they hold at
+     * the end, below; those since cancelled, here. */
+    for (size_t i = 0; i < claims->nrecords; i++) {
+        const struct stress_record *rec = &claims->records[i];
+
+        if (rec->acked && rec->cancel_sent && rec->version > 0) {
+            check_cancelled_sales(rec, ops, nops, verdict);
+        }
+    }
     for (size_t i = 0; i < nops; i++) {
         const struct stress_hostop *b = &ops[i], *first, *end;
 
@@ -968,7 +1008,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_double_bookings(&rows, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
-    check_blocks(&rows, by_id, claims->hostops, claims->nhostops, verdict);
+    check_blocks(&rows, by_id, claims, verdict);
     if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
         goto out;
     }
@@ -1674,7 +1714,7 @@ held_block(const struct stress_claims *claims, int booked, struct site *s)
         }
         for (int32_t d = b->from; d < b->to; d++) {
             if (!unblocked_between(hostops_of(ops, nops, b->listing_id),
-                                   hostops_of(ops, nops, b->listing_id + 1), d, b->version, 0)) {
+                                   hostops_of(ops, nops, b->listing_id + 1), d, b, 0)) {
                 s->hostop = b;
                 s->night = d;
                 return 1;
