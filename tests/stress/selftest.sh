@@ -40,6 +40,7 @@ cases=(
     'shared_id|id_collisions|^verify: id_collisions: reservation [0-9]+ held by listing [0-9]+ \(shard [0-9]+\) and listing [0-9]+ \(shard [0-9]+\)|'
     'lost_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\), no unblock after it, but not blocked|'
     'booked_over_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\) but booked by reservation [0-9]+ \(version [0-9]+\)|night_mismatches'
+    'cancelled_sale|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\) but sold to key .* since cancelled\) with no unblock between|'
     'phantom_block|phantom_blocks|^verify: phantom_blocks: listing [0-9]+ night [0-9]+ is blocked and no block that may have applied covers it|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )

@@ -70,6 +70,9 @@ usage(FILE *out)
             "                     lost_blocks           lost_block, booked_over_block (also\n"
             "                                           night_mismatches)\n"
             "                     phantom_blocks        phantom_block\n"
+            "                     lost_blocks           cancelled_sale (in what the client saw,\n"
+            "                                           not SQL: a block held under a cancelled\n"
+            "                                           booking's night just before its 201)\n"
             "                     cache_mismatches      stale_cache\n"
             "                   A row planted outside its listing's shard or vbucket or for\n"
             "                   another listing, and a planted or moved vbucket_owner row, is\n"
@@ -539,6 +542,7 @@ main(int argc, char **argv)
                                     .nrecords = total,
                                     .hostops = hostops,
                                     .nhostops = nhostops,
+                                    .caphostops = nhostops + 1,
                                     .replay_mismatches = atomic_load(&stats.replay_mismatches)};
     if (opt.inject != NULL && stress_verify_has_fault(opt.inject) &&
         stress_verify_inject(&env, opt.inject, &claims, &injected, err, sizeof(err)) != 0) {

@@ -1053,6 +1053,7 @@ enum victim {
     VICTIM_REFUSED,   /* refused (409 nights_unavailable), never acknowledged: a kept refusal */
     VICTIM_BLOCKED,   /* a night of a block answered 200 that no unblock may have undone */
     VICTIM_BLOCKED_BOOKED, /* such a night, of a listing with an acknowledged booking (rec) */
+    VICTIM_CANCELLED_SALE, /* acknowledged with a 201 version, then a cancel sent */
 };
 
 /* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
@@ -1651,6 +1652,7 @@ static const struct fault {
     {"shared_id", VICTIM_BOOKED, plant_shared_id},
     {"lost_block", VICTIM_BLOCKED, plant_lost_block},
     {"booked_over_block", VICTIM_BLOCKED_BOOKED, plant_booked_over_block},
+    {"cancelled_sale", VICTIM_CANCELLED_SALE, NULL}, /* claim_cancelled_sale() */
     {"phantom_block", VICTIM_BOOKED, plant_phantom_block},
 };
 
@@ -1675,6 +1677,8 @@ is_victim(const struct stress_record *rec, enum victim want)
         return rec->acked && rec->cancel_acked;
     case VICTIM_REFUSED:
         return rec->refusal_kept && !rec->acked;
+    case VICTIM_CANCELLED_SALE:
+        return rec->acked && rec->cancel_sent && rec->version > 1;
     case VICTIM_BLOCKED:
     case VICTIM_BLOCKED_BOOKED:
         return 0; /* chosen among the blocks: held_block() */
@@ -1730,6 +1734,32 @@ stress_verify_has_fault(const char *fault)
     return find_fault(fault) != NULL;
 }
 
+/* lost_blocks ("since cancelled"): what the client saw gets a block of
+ * rec's first night answered 200 at the version just before rec's 201, as
+ * if calendard had sold the night over it; the booking's cancel since left
+ * nothing of it in SQL's nights. */
+static int
+claim_cancelled_sale(struct stress_claims *claims, const struct stress_record *rec, char *err,
+                     size_t errlen)
+{
+    if (claims->nhostops == claims->caphostops) {
+        snprintf(err, errlen, "no room for one more block in the claims");
+        return -1;
+    }
+    claims->hostops[claims->nhostops++] = (struct stress_hostop){.listing_id = rec->listing_id,
+                                                                 .from = rec->check_in,
+                                                                 .to = rec->check_in + 1,
+                                                                 .block = 1,
+                                                                 .status = 200,
+                                                                 .maybe = 1,
+                                                                 .version = rec->version - 1};
+    fprintf(stderr,
+            "verify: injected cancelled_sale on key %s (listing %" PRIu64
+            "): a block of night %d answered 200 at version %" PRId64 " added to the claims\n",
+            rec->key, rec->listing_id, rec->check_in, rec->version - 1);
+    return 0;
+}
+
 int
 stress_verify_inject(const struct testenv *env, const char *name, struct stress_claims *claims,
                      struct stress_injected *injected, char *err, size_t errlen)
@@ -1763,6 +1793,9 @@ stress_verify_inject(const struct testenv *env, const char *name, struct stress_
         if (site.rec == NULL) {
             snprintf(err, errlen, "no key suitable for fault %s", name);
             return -1;
+        }
+        if (fault->victim == VICTIM_CANCELLED_SALE) {
+            return claim_cancelled_sale(claims, site.rec, err, errlen);
         }
         listing = site.rec->listing_id;
         snprintf(what, sizeof(what), "key %s", site.rec->key);

@@ -51,6 +51,7 @@ struct stress_claims {
     size_t nrecords;
     struct stress_hostop *hostops;
     size_t nhostops;
+    size_t caphostops; /* room in hostops: --inject cancelled_sale adds one */
     uint64_t replay_mismatches;
 };
 
@@ -90,7 +91,8 @@ int stress_verify_has_fault(const char *fault);
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
  * "owner_elsewhere", "shared_id", "lost_block", "booked_over_block",
- * "phantom_block". *injected
+ * "phantom_block", "cancelled_sale" (the one fault added to the claims,
+ * not SQL: a held block under a cancelled booking's night). *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault, struct stress_claims *claims,
