@@ -91,9 +91,17 @@ static const char SQL_BLOCK[] =
 static const char SQL_BOOKED_IN_RANGE[] =
     "SELECT TO_DAYS(night) - 719528 FROM nights WHERE listing_id = ?"
     " AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?) AND status = 'booked' ORDER BY night";
+/* An upsert, as SQL_BLOCK, not an UPDATE ... WHERE status = 'blocked': under
+ * READ COMMITTED an UPDATE skips a row whose last committed state does not
+ * match (a semi-consistent read) without waiting for the transaction that
+ * holds it, so a block committing meanwhile stayed blocked behind the
+ * unblock's later version. The upsert locks every night of the range, rows
+ * not yet committed included (it makes available ones of missing nights). */
 static const char SQL_UNBLOCK[] =
-    "UPDATE nights SET status = 'available', version = version + 1 WHERE listing_id = ?"
-    " AND night >= FROM_DAYS(?) AND night < FROM_DAYS(?) AND status = 'blocked'";
+    "INSERT INTO nights (listing_id, night, status, version, vbucket)"
+    " SELECT ?, FROM_DAYS(? + seq), 'available', 1, ? FROM seq_0_to_366 WHERE seq < ?"
+    " ON DUPLICATE KEY UPDATE version = IF(status = 'blocked', version + 1, version),"
+    " status = IF(status = 'blocked', 'available', status)";
 static const char SQL_SET_PRICE[] =
     "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
     " SELECT ?, FROM_DAYS(? + seq), 'available', ?, 1, ? FROM seq_0_to_366 WHERE seq < ?"
@@ -1153,8 +1161,9 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
     case CALENDAR_UNBLOCK:
         p[0] = DB_INT_V(listing_id);
         p[1] = DB_INT_V(req->from + E);
-        p[2] = DB_INT_V(req->to + E);
-        if ((rc = db_query(db, SQL_UNBLOCK, p, 3, NULL, err, errlen)) != CAL_OK)
+        p[2] = DB_INT_V(vbucket);
+        p[3] = DB_INT_V(nights);
+        if ((rc = db_query(db, SQL_UNBLOCK, p, 4, NULL, err, errlen)) != CAL_OK)
             goto fail;
         break;
     case CALENDAR_SET_PRICE:

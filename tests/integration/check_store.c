@@ -39,17 +39,23 @@ teardown(void)
 }
 
 static int64_t
-query_int(const char *sql, const struct db_val *p, size_t np)
+query_int_with(struct db *on, const char *sql, const struct db_val *p, size_t np)
 {
     char err[256];
     struct db_stmt *st;
     struct db_val c[1];
-    ck_assert_msg(db_query(db, sql, p, np, &st, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+    ck_assert_msg(db_query(on, sql, p, np, &st, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
     ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
     int64_t v = c[0].type == DB_INT ? c[0].i : c[0].type == DB_STR ? atoll(c[0].s) : -1;
     while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
         ;
     return v;
+}
+
+static int64_t
+query_int(const char *sql, const struct db_val *p, size_t np)
+{
+    return query_int_with(db, sql, p, np);
 }
 
 /* A counter of SHOW <scope> STATUS (SESSION: the test's connection's own;
@@ -591,6 +597,115 @@ START_TEST(the_calendar_read_touches_only_its_range)
     /* A scan of the listing's 367 rows would read ~367. */
     ck_assert_msg(after - before <= 10, "the read walked %lld rows", (long long)(after - before));
     calendar_read_clear(&read);
+}
+END_TEST
+
+/* An unblock run on its own connection (run_unblock()). */
+struct unblock_run {
+    struct db *db;
+    const struct listing *l;
+    struct calendar_request req;
+    cal_status rc;
+    uint64_t version;
+    char err[256];
+};
+
+static void *
+run_unblock(void *arg)
+{
+    struct unblock_run *u = arg;
+    int32_t booked[BOOKING_MAX_NIGHTS];
+    size_t nbooked;
+    u->rc = store_calendar(u->db, u->l->vbucket, u->l->listing_id, &u->req, 0, &u->version, booked,
+                           &nbooked, u->err, sizeof(u->err));
+    return NULL;
+}
+
+/* Has connection id been in one statement for 200 ms or more? A statement
+ * of the tests' takes a millisecond unless it waits for a lock. (The lock
+ * tables of information_schema need the PROCESS privilege; the process list
+ * shows the user's own connections without it.) */
+static bool
+stuck_in_statement(int64_t id)
+{
+    struct db_val p[1] = {DB_INT_V(id)};
+    return query_int("SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                     " WHERE ID = ? AND COMMAND <> 'Sleep' AND TIME_MS >= 200",
+                     p, 1) > 0;
+}
+
+/* Versions order a listing's changes: an unblock that commits after a block
+ * of its nights (at a later calendar version) must free what the block
+ * blocked. The block here is caught between its statements and its commit,
+ * with its night a new row (round 0) or an available one (round 1); under
+ * READ COMMITTED an UPDATE ... WHERE status = 'blocked' skipped that row,
+ * whose last committed state was not blocked, and still committed after the
+ * block, leaving the night blocked behind a 200 at the later version. */
+START_TEST(an_unblock_after_a_block_frees_its_nights)
+{
+    char err[256];
+    for (int round = 0; round < 2; round++) {
+        struct listing l = new_listing();
+        int32_t night = today + 10;
+        struct db_val p[3] = {DB_INT_V(l.listing_id), DB_INT_V(night + DB_TO_DAYS_EPOCH),
+                              DB_INT_V(l.vbucket)};
+        if (round == 1)
+            ck_assert_msg(
+                db_query(db,
+                         "INSERT INTO nights (listing_id, night, status, version, vbucket)"
+                         " VALUES (?, FROM_DAYS(?), 'available', 1, ?)",
+                         p, 3, NULL, err, sizeof(err)) == CAL_OK,
+                "%s", err);
+        struct db *blocker = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(blocker != NULL, "%s", err);
+        struct db_stmt *st;
+        ck_assert_msg(db_begin(blocker, err, sizeof(err)) == CAL_OK, "%s", err);
+        ck_assert_msg(db_query(blocker,
+                               "INSERT INTO nights (listing_id, night, status, version, vbucket)"
+                               " VALUES (?, FROM_DAYS(?), 'blocked', 1, ?)"
+                               " ON DUPLICATE KEY UPDATE status = 'blocked', version = version + 1",
+                               p, 3, NULL, err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+        ck_assert_msg(db_query(blocker,
+                               "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
+                               " WHERE listing_id = ?",
+                               p, 1, &st, err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+        uint64_t blocked_at = db_insert_id(st);
+
+        struct unblock_run u = {
+            .l = &l, .req = {.from = night - 1, .to = night + 2, .action = CALENDAR_UNBLOCK}};
+        u.db = testenv_connect_shard(&env, 0, err, sizeof(err));
+        ck_assert_msg(u.db != NULL, "%s", err);
+        int64_t unblocker = query_int_with(u.db, "SELECT CONNECTION_ID()", NULL, 0);
+        pthread_t t;
+        pthread_create(&t, NULL, run_unblock, &u);
+        /* The unblock waits for a lock the block holds (bounded: 10 s). */
+        bool waited = false;
+        for (int i = 0; i < 500 && !(waited = stuck_in_statement(unblocker)); i++)
+            cal_sleep_ms(20);
+        ck_assert_msg(waited, "round %d: the unblock never waited for the block", round);
+        ck_assert_msg(db_commit(blocker, err, sizeof(err)) == CAL_OK, "%s", err);
+        pthread_join(t, NULL);
+
+        ck_assert_msg(u.rc == CAL_OK, "round %d: %s %s", round, cal_status_name(u.rc), u.err);
+        ck_assert_uint_gt(u.version, blocked_at);
+        struct db_val q[2] = {DB_INT_V(l.listing_id), DB_INT_V(night + DB_TO_DAYS_EPOCH)};
+        ck_assert_msg(query_int("SELECT COUNT(*) FROM nights WHERE listing_id = ?"
+                                " AND night = FROM_DAYS(?) AND status = 'blocked'",
+                                q, 2) == 0,
+                      "round %d: the night stayed blocked after the unblock at version %llu "
+                      "(the block's: %llu)",
+                      round, (unsigned long long)u.version, (unsigned long long)blocked_at);
+        /* Its night version moved on too (a booking planned on it conflicts):
+         * 1 when made, + 1 for the block (round 1), + 1 for the unblock. */
+        ck_assert_int_eq(query_int("SELECT version FROM nights WHERE listing_id = ?"
+                                   " AND night = FROM_DAYS(?)",
+                                   q, 2),
+                         2 + round);
+        db_close(u.db);
+        db_close(blocker);
+    }
 }
 END_TEST
 
@@ -1823,6 +1938,7 @@ main(void)
     tcase_add_test(tc, keys_with_quotes_and_backslashes_are_stored_as_sent);
     tcase_add_test(tc, the_key_lookup_is_fenced);
     tcase_add_test(tc, the_calendar_read_touches_only_its_range);
+    tcase_add_test(tc, an_unblock_after_a_block_frees_its_nights);
     tcase_add_test(tc, the_search_read_answers_repeats_and_tells_moved_from_missing);
     tcase_add_test(tc, the_batch_read_answers_each_stay_as_the_plain_read_does);
     tcase_add_test(tc, the_statement_cache_keeps_the_most_recent_64);
