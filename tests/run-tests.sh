@@ -15,6 +15,10 @@ STRESS_TIMEOUT=${STRESS_TIMEOUT:-120}
 # 17 short runs, one per planted fault and one with a shard left out of the
 # stack env: about 55 s here, several times that under the thread sanitizer.
 SELFTEST_TIMEOUT=${SELFTEST_TIMEOUT:-600}
+# Each step's output is kept in STEP_LOG_DIR; the last FAILED_TAIL_LINES
+# lines of every failed step end the run's output.
+STEP_LOG_DIR=${STEP_LOG_DIR:-var/test-logs}
+FAILED_TAIL_LINES=${FAILED_TAIL_LINES:-12}
 
 usage() {
     cat <<EOF
@@ -34,6 +38,9 @@ line is "N passed, M failed" and the exit status is non-zero if any failed.
 No test binaries, or no bin/calendar-stress, counts as a failed step.
 Environment: TEST_STACK_DIR (default var/test-stack), UNIT_TIMEOUT,
 INTEGRATION_TIMEOUT, STRESS_TIMEOUT, SELFTEST_TIMEOUT (seconds per step).
+Each step's output is also kept in STEP_LOG_DIR (default var/test-logs, wiped
+first); the last FAILED_TAIL_LINES (12) lines of every failed step are printed
+again at the end, before the summary.
 EOF
 }
 
@@ -53,7 +60,8 @@ step() {
     shift 2
     printf '=== %s\n' "$name"
     start=$SECONDS
-    timeout -k 10 "$limit" "$@" 9>&- </dev/null &
+    # The step's output also goes to its log, for the summary of a failure.
+    timeout -k 10 "$limit" "$@" 9>&- </dev/null > >(tee "$(step_log "$name")") 2>&1 &
     STEP=$!
     wait "$STEP" || rc=$?
     STEP=
@@ -67,6 +75,11 @@ step() {
         printf -- '--- FAIL %s (exit %d, %ds)\n' "$name" "$rc" $((SECONDS - start))
     fi
     return 0
+}
+
+# step_log NAME: the file that keeps the output of step NAME.
+step_log() {
+    printf '%s/%s.log' "$STEP_LOG_DIR" "${1//[^A-Za-z0-9_.-]/-}"
 }
 
 # missing NAME WHY: a step that could not run at all counts as failed (a run
@@ -189,6 +202,10 @@ case "$mode" in
     usage
     exit 0
     ;;
+unit | integration | all)
+    rm -rf "$STEP_LOG_DIR"
+    mkdir -p "$STEP_LOG_DIR"
+    ;;&
 unit) run_unit ;;
 integration) run_integration ;;
 all)
@@ -201,7 +218,15 @@ all)
     ;;
 esac
 
+# The end of each failed step's own output comes last, after the servers'
+# logs: a CI page that shows only the tail of the run still shows why.
 if [ "$FAILED" -gt 0 ]; then
+    for name in "${FAILED_STEPS[@]}"; do
+        log=$(step_log "$name")
+        [ -s "$log" ] || continue
+        printf -- '----- last lines of %s (all of it in %s)\n' "$name" "$log"
+        tail -n "$FAILED_TAIL_LINES" "$log"
+    done
     echo "failed: ${FAILED_STEPS[*]}"
 fi
 echo "$PASSED passed, $FAILED failed"
