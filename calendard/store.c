@@ -96,7 +96,10 @@ static const char SQL_BOOKED_IN_RANGE[] =
  * match (a semi-consistent read) without waiting for the transaction that
  * holds it, so a block committing meanwhile stayed blocked behind the
  * unblock's later version. The upsert locks every night of the range, rows
- * not yet committed included (it makes available ones of missing nights). */
+ * not yet committed included (it makes available ones of missing nights).
+ * Like SQL_BLOCK it can deadlock with a booking that updates a later night
+ * before inserting an earlier one: InnoDB rolls one back, and either is
+ * retried (CAL_ECONFLICT). */
 static const char SQL_UNBLOCK[] =
     "INSERT INTO nights (listing_id, night, status, version, vbucket)"
     " SELECT ?, FROM_DAYS(? + seq), 'available', 1, ? FROM seq_0_to_366 WHERE seq < ?"

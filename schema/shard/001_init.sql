@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS listings (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- Sparse: a night with no row is available at the listing's default price.
+-- Host writes (block, unblock, set_price) make a row for each night of their
+-- range, an unblock an available one: the upsert is what locks every night.
 -- Rows are never deleted by the calendar (only by a vbucket move), so a
 -- night's version only grows.
 CREATE TABLE IF NOT EXISTS nights (
