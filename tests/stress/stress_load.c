@@ -207,6 +207,18 @@ booking_body(const struct stress_record *rec, char *buf, size_t len)
              co, rec->guest_id);
 }
 
+/* Is resp an error answer with this error.code? */
+static int
+error_code_is(const struct http_response *resp, const char *code)
+{
+    json_t *root = http_response_json(resp);
+    const char *got = json_string_value(json_object_get(json_object_get(root, "error"), "code"));
+    int is = got != NULL && strcmp(got, code) == 0;
+
+    json_decref(root);
+    return is;
+}
+
 /* Records a definitive answer (status < 500) to a booking of rec. */
 static void
 take_booking_answer(struct stress_client *client, struct stress_record *rec, long status,
@@ -288,12 +300,7 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
                         resp->body);
         } else {
             rec->final_status = 409;
-            root = http_response_json(resp);
-            const char *code =
-                json_string_value(json_object_get(json_object_get(root, "error"), "code"));
-            if (code != NULL && strcmp(code, "nights_unavailable") == 0)
-                rec->refusal_kept = 1;
-            json_decref(root);
+            rec->refusal_kept = (unsigned char)error_code_is(resp, "nights_unavailable");
         }
         break;
     default:
@@ -406,8 +413,7 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
         atomic_fetch_add(&stats->requests, 1);
         st = http_request(http, "POST", url, headers, body, strlen(body), timeout, &resp, err,
                           sizeof(err));
-        if (st == CAL_OK && resp.status == 409 &&
-            strstr(resp.body, "\"idempotency_key_in_use\"") != NULL) {
+        if (st == CAL_OK && resp.status == 409 && error_code_is(&resp, "idempotency_key_in_use")) {
             /* The original of this key is still running: no answer yet. */
             sleep_ms(retry_delay_ms(&resp, attempt));
         } else if (st == CAL_OK && resp.status > 0 && resp.status < 500) {
@@ -422,7 +428,7 @@ book_until_definitive(struct stress_client *client, struct http_client *http,
         } else if (st == CAL_OK) {
             /* Other 503s (overloaded, shard_unavailable, contention, moving)
              * come before a commit: nothing was booked. */
-            if (resp.status != 503 || strstr(resp.body, "\"outcome_unknown\"") != NULL)
+            if (resp.status != 503 || error_code_is(&resp, "outcome_unknown"))
                 note_unknown_outcome(rec);
             atomic_fetch_add(resp.status == 503 ? &stats->overloaded : &stats->errors, 1);
             if (resp.status != 503) {
@@ -596,7 +602,7 @@ op_host(struct stress_client *client, struct http_client *http, int block)
     op->answered = stress_load_now();
     op->status = (int16_t)resp.status;
     op->maybe = resp.status == 200 || resp.status == 500 ||
-                (resp.status == 503 && strstr(resp.body, "\"outcome_unknown\"") != NULL);
+                (resp.status == 503 && error_code_is(&resp, "outcome_unknown"));
     if (resp.status == 200) {
         json_t *root = http_response_json(&resp);
 

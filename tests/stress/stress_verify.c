@@ -477,13 +477,6 @@ hostops_of(const struct stress_hostop *ops, size_t n, uint64_t listing)
     return ops + lo;
 }
 
-/* May op have changed its nights? (stress_hostop.maybe) */
-static int
-may_apply(const struct stress_hostop *op)
-{
-    return op->maybe;
-}
-
 static int
 covers(const struct stress_hostop *op, int32_t night)
 {
@@ -506,7 +499,7 @@ unblocked_between(const struct stress_hostop *ops, const struct stress_hostop *e
                   const struct stress_hostop *b, int64_t before)
 {
     for (const struct stress_hostop *u = ops; u < end; u++) {
-        if (u->block || !covers(u, night) || !may_apply(u) ||
+        if (u->block || !covers(u, night) || !u->maybe ||
             (u->answered != 0 && u->answered < b->sent)) {
             continue;
         }
@@ -670,7 +663,7 @@ check_blocks(const struct rows *rows, struct sql_reservation **by_id,
         const struct stress_hostop *end = hostops_of(ops, nops, n->listing_id + 1);
         const struct stress_hostop *first = op;
 
-        while (op < end && !(op->block && covers(op, n->night) && may_apply(op) &&
+        while (op < end && !(op->block && covers(op, n->night) && op->maybe &&
                              (!held(op) || !undone(first, end, n->night, op->version)))) {
             op++;
         }
