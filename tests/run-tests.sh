@@ -12,8 +12,8 @@ TEST_STACK_DIR=${TEST_STACK_DIR:-var/test-stack}
 UNIT_TIMEOUT=${UNIT_TIMEOUT:-300}
 INTEGRATION_TIMEOUT=${INTEGRATION_TIMEOUT:-900}
 STRESS_TIMEOUT=${STRESS_TIMEOUT:-120}
-# 17 short runs, one per planted fault and one with a shard left out of the
-# stack env: about 55 s here, several times that under the thread sanitizer.
+# 26 short runs, one per planted fault, two bounds and one with a shard left out of the
+# stack env: about 2 min here, several times that under the thread sanitizer.
 SELFTEST_TIMEOUT=${SELFTEST_TIMEOUT:-600}
 # Each step's output is kept in STEP_LOG_DIR; the last FAILED_TAIL_LINES
 # lines of every failed step end the run's output.

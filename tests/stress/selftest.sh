@@ -19,7 +19,7 @@ env_file=${1:?usage: selftest.sh STACK_ENV}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
 counters="double_bookings lost_acknowledged phantom_bookings duplicate_idempotent night_mismatches
     routing_mismatches unowned_rows owner_mismatches id_collisions protocol_errors
-    lost_blocks phantom_blocks cache_mismatches"
+    lost_blocks phantom_blocks price_mismatches cache_mismatches"
 # fault|counter|its check's message (ERE)|other counters the fault may raise
 cases=(
     'double_booking|double_bookings|^verify: double_bookings: listing [0-9]+: reservations|night_mismatches phantom_bookings'
@@ -42,6 +42,8 @@ cases=(
     'booked_over_block|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\) but booked by reservation [0-9]+ \(version [0-9]+\)|night_mismatches'
     'cancelled_sale|lost_blocks|^verify: lost_blocks: listing [0-9]+ night [0-9]+ blocked \(answered 200, version [0-9]+\) but sold to key .* since cancelled\) with no unblock between|'
     'phantom_block|phantom_blocks|^verify: phantom_blocks: listing [0-9]+ night [0-9]+ is blocked and no block that may have applied covers it|'
+    'repriced|price_mismatches|^verify: price_mismatches: key .*: acknowledged at total_price [0-9]+, reservation [0-9]+ holds [0-9]+|'
+    'stale_price|price_mismatches|^verify: price_mismatches: key .*: total_price [0-9]+ at version [0-9]+, its nights were priced [0-9]+ \(at most [0-9]+\) then|'
     'stale_cache|cache_mismatches|^calendar-stress: cache_mismatch cal:v1:L:|'
 )
 has_memcached=0

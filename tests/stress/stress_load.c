@@ -138,8 +138,11 @@ create_listings_run(struct stress_client *client)
     const struct stress_conf *conf = client->conf;
     struct http_client *http = http_client_create();
     char url[512], err[256];
-    static const char body[] =
-        "{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}";
+    char body[128];
+
+    snprintf(body, sizeof(body),
+             "{\"default_price\":%d,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}",
+             STRESS_DEFAULT_PRICE);
 
     if (http == NULL) {
         client->setup_failed = 1;
@@ -162,7 +165,7 @@ create_listings_run(struct stress_client *client)
                 client->setup_cut = STRESS_SETUP_DEADLINE;
                 break;
             }
-            st = http_request(http, "PUT", url, NULL, body, sizeof(body) - 1,
+            st = http_request(http, "PUT", url, NULL, body, strlen(body),
                               left < REQUEST_TIMEOUT_MS ? left : REQUEST_TIMEOUT_MS, &resp, err,
                               sizeof(err));
             if (st == CAL_OK && (resp.status == 201 || resp.status == 200)) {
@@ -226,7 +229,7 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
 {
     struct stress_stats *stats = client->stats;
     json_t *root;
-    int64_t rid;
+    int64_t rid, total;
     const char *rstatus;
     int unknown = rec->unknown_after_refusal;
 
@@ -275,6 +278,15 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
         }
         if (status == 201 && rec->version == 0) {
             rec->version = (int64_t)json_integer_value(json_object_get(root, "version"));
+        }
+        total = (int64_t)json_integer_value(json_object_get(root, "total_price"));
+        if (rec->total_price != 0 && total != rec->total_price) {
+            /* Every answer of a key is its one reservation's. */
+            atomic_fetch_add(&stats->replay_mismatches, 1);
+            log_anomaly("key %s: answered total_price %" PRId64 ", first answer %" PRId64, rec->key,
+                        total, rec->total_price);
+        } else if (rec->total_price == 0) {
+            rec->total_price = total;
         }
         if (status == 201 && rec->acked) {
             atomic_fetch_add(&stats->replay_mismatches, 1);
@@ -550,11 +562,12 @@ op_cancel(struct stress_client *client, struct http_client *http, struct stress_
     atomic_fetch_add(&stats->unresolved, 1);
 }
 
-/* A host blocks or unblocks 1-2 nights. Every one sent is remembered, with
- * when it was sent and answered, for the verifier's lost_blocks and
- * phantom_blocks; one that cannot be remembered is not sent. */
+/* A host blocks, unblocks or prices 1-2 nights (kind). Every one sent is
+ * remembered, with when it was sent and answered, for the verifier's
+ * lost_blocks, phantom_blocks and price_mismatches; one that cannot be
+ * remembered is not sent. */
 static void
-op_host(struct stress_client *client, struct http_client *http, int block)
+op_host(struct stress_client *client, struct http_client *http, enum stress_hostop_kind kind)
 {
     const struct stress_conf *conf = client->conf;
     struct stress_stats *stats = client->stats;
@@ -582,13 +595,22 @@ op_host(struct stress_client *client, struct http_client *http, int block)
     *op = (struct stress_hostop){.listing_id = id,
                                  .from = (int32_t)from,
                                  .to = (int32_t)to,
-                                 .block = block != 0,
+                                 .kind = (uint8_t)kind,
                                  .maybe = 1};
     testenv_format_date(from, f, sizeof(f));
     testenv_format_date(to, t, sizeof(t));
     snprintf(url, sizeof(url), "%s/v1/listings/%" PRIu64 "/calendar", conf->url, id);
-    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"%s\"}", f, t,
-             block ? "block" : "unblock");
+    if (kind == STRESS_OP_PRICE) {
+        /* 90.00 to 110.00 around the default, never the default itself. */
+        op->price = STRESS_DEFAULT_PRICE - 1000 + 100 * (int64_t)rng_below(&client->rng, 20);
+        op->price += op->price >= STRESS_DEFAULT_PRICE ? 100 : 0;
+        snprintf(body, sizeof(body),
+                 "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"set_price\",\"price\":%" PRId64 "}",
+                 f, t, op->price);
+    } else {
+        snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"%s\"}", f, t,
+                 kind == STRESS_OP_BLOCK ? "block" : "unblock");
+    }
     atomic_fetch_add(&stats->requests, 1);
     op->sent = stress_load_now();
     st = http_request(http, "POST", url, NULL, body, strlen(body), REQUEST_TIMEOUT_MS, &resp, err,
@@ -680,7 +702,8 @@ stress_load_client_run(void *arg)
         atomic_fetch_add(&stats->attempts, 1);
         roll = rng_below(&client->rng, 100);
         /* Mix: 45 book, 8 dropped-reply book, 10 replay, 5 browse, 22 cancel,
-         * 5 block, 5 unblock (a missing replay/cancel candidate books instead). */
+         * 5 block, 3 unblock, 2 set_price (a missing replay/cancel candidate
+         * books instead). */
         if (roll >= 63 && roll < 68) {
             op_browse(client, http);
             continue;
@@ -698,7 +721,10 @@ stress_load_client_run(void *arg)
                 continue;
             }
         } else if (roll >= 90) {
-            op_host(client, http, roll < 95);
+            op_host(client, http,
+                    roll < 95   ? STRESS_OP_BLOCK
+                    : roll < 98 ? STRESS_OP_UNBLOCK
+                                : STRESS_OP_PRICE);
             continue;
         }
         if (client->nrecords == client->cap) {

@@ -29,6 +29,7 @@ struct stress_record {
     int64_t reservation_id; /* from the first 200/201 answer; 0 if none */
     int64_t version;        /* the calendar version of a 201 answer (the booking's commit);
                              * 0 if none (a replay's 200 may carry a later one) */
+    int64_t total_price;    /* from the first 200/201 answer; 0 if none */
     int32_t check_in;       /* days since epoch */
     int32_t check_out;
     uint32_t guest_id;
@@ -52,14 +53,20 @@ struct stress_record {
     char key[48];
 };
 
-/* What the stress saw for one host block or unblock of the nights
- * [from, to) of a listing, with when it was sent and answered: the verifier
- * works out which of them could have taken effect after which. */
+/* Every listing of a run is created at this nightly price. */
+#define STRESS_DEFAULT_PRICE 10000
+
+enum stress_hostop_kind { STRESS_OP_BLOCK = 1, STRESS_OP_UNBLOCK, STRESS_OP_PRICE };
+
+/* What the stress saw for one host block, unblock or set_price of the
+ * nights [from, to) of a listing, with when it was sent and answered: the
+ * verifier works out which of them could have taken effect after which. */
 struct stress_hostop {
     uint64_t listing_id;
     int32_t from; /* days since epoch */
     int32_t to;
-    uint8_t block;   /* 1 block, 0 unblock */
+    uint8_t kind;    /* enum stress_hostop_kind */
+    int64_t price;   /* STRESS_OP_PRICE: the nightly price sent */
     int16_t status;  /* HTTP status; 0: no answer (it may have taken effect, at any time) */
     uint8_t maybe;   /* it may have changed nights: answered 200, 500 or 503 outcome_unknown,
                       * or not answered (every other answer says nothing was written) */
@@ -87,7 +94,7 @@ struct stress_stats {
     atomic_uint_fast64_t drops;             /* replies deliberately lost by a tiny timeout */
     atomic_uint_fast64_t drops_processed;   /* ... whose replay found the booking made (200) */
     atomic_uint_fast64_t reads;             /* availability reads answered 200 */
-    atomic_uint_fast64_t host_ops;          /* block/unblock answered 200 */
+    atomic_uint_fast64_t host_ops;          /* block/unblock/set_price answered 200 */
     atomic_uint_fast64_t overloaded;        /* 503 answers */
     atomic_uint_fast64_t unresolved;        /* keys never answered definitively */
     atomic_uint_fast64_t replay_mismatches; /* replay answered another reservation / 201 / 409 */
@@ -103,7 +110,7 @@ struct stress_client {
     struct stress_record *records; /* owned; freed by stress_load_client_deinit() */
     size_t nrecords;
     size_t cap;
-    struct stress_hostop *hostops; /* every block and unblock sent; owned, as records */
+    struct stress_hostop *hostops; /* every block, unblock and set_price sent; owned */
     size_t nhostops;
     size_t caphostops;
     uint64_t rng;

@@ -70,9 +70,13 @@ usage(FILE *out)
             "                     lost_blocks           lost_block, booked_over_block (also\n"
             "                                           night_mismatches)\n"
             "                     phantom_blocks        phantom_block\n"
+            "                     price_mismatches      repriced\n"
             "                     lost_blocks           cancelled_sale (in what the client saw,\n"
             "                                           not SQL: a block held under a cancelled\n"
             "                                           booking's night just before its 201)\n"
+            "                     price_mismatches      stale_price (in what the client saw: a\n"
+            "                                           set_price of a booked night to 1\n"
+            "                                           answered 200 just before its 201)\n"
             "                     cache_mismatches      stale_cache\n"
             "                   A row planted outside its listing's shard or vbucket or for\n"
             "                   another listing, and a planted or moved vbucket_owner row, is\n"
@@ -100,7 +104,10 @@ usage(FILE *out)
             "201): sold over the host's block or freed; or\n"
             "booked before a block of it answered 200), phantom_blocks (a blocked night that\n"
             "no block that may have applied covers, or only ones an unblock answered 200\n"
-            "undid),\n"
+            "undid), price_mismatches (an acknowledged booking whose total_price SQL does\n"
+            "not hold, or that is not the sum of its nights' prices at its 201's version by\n"
+            "the set_price answers: a set_price answered 200 at a lower version is paid,\n"
+            "one at a higher version is not, one without an answer may be),\n"
             "protocol_errors (an answer calendard never gives: a 200/201 booking without\n"
             "reservation_id or a known status, a booking answered below 500 with neither\n"
             "200, 201 nor 409, a cancel answered below 500 with anything but 200\n"
@@ -377,6 +384,9 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("phantom_blocks", verdict->phantom_blocks);
     SET_U("blocks_sent", verdict->blocks_sent);
     SET_U("blocks_held", verdict->blocks_held);
+    SET_U("price_mismatches", verdict->price_mismatches);
+    SET_U("prices_sent", verdict->prices_sent);
+    SET_U("prices_held", verdict->prices_held);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);

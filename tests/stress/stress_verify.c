@@ -25,6 +25,7 @@ struct sql_reservation {
     int confirmed;
     int refused;     /* a kept refusal: holds no nights */
     int64_t version; /* the listing's calendar version the booking committed at */
+    int64_t total_price;
     char key[64];
 };
 
@@ -215,7 +216,7 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
                               DB_INT_V(conf->listing_base + conf->nlistings)};
     struct db *db = testenv_connect_shard(env, shard, err, errlen);
     struct db_stmt *stmt = NULL;
-    struct db_val c[9];
+    struct db_val c[10];
     int rc = -1, n;
 
     if (db == NULL) {
@@ -227,13 +228,13 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
     if (db_query(db,
                  "SELECT r.reservation_id, r.listing_id, r.vbucket, "
                  "TO_DAYS(r.check_in) - 719528, TO_DAYS(r.check_out) - 719528, r.status, "
-                 "r.idempotency_key, o.vbucket IS NOT NULL, r.version FROM reservations r "
-                 "LEFT JOIN vbucket_owner o ON o.vbucket = r.vbucket "
+                 "r.idempotency_key, o.vbucket IS NOT NULL, r.version, r.total_price "
+                 "FROM reservations r LEFT JOIN vbucket_owner o ON o.vbucket = r.vbucket "
                  "WHERE r.listing_id >= ? AND r.listing_id < ?",
                  params, 2, &stmt, err, errlen) != CAL_OK) {
         goto out;
     }
-    while ((n = db_fetch(stmt, c, 9, err, errlen)) == 1) {
+    while ((n = db_fetch(stmt, c, 10, err, errlen)) == 1) {
         struct sql_reservation *r;
         uint64_t listing = (uint64_t)c[1].i;
 
@@ -264,6 +265,7 @@ read_shard(const struct testenv *env, size_t shard, const struct stress_conf *co
         r->refused = c[5].type == DB_STR && strcmp(c[5].s, "refused") == 0;
         snprintf(r->key, sizeof(r->key), "%s", c[6].type == DB_STR ? c[6].s : "");
         r->version = c[8].i;
+        r->total_price = c[9].type == DB_INT ? c[9].i : -1;
     }
     if (n < 0) {
         goto out;
@@ -487,7 +489,7 @@ covers(const struct stress_hostop *op, int32_t night)
 static int
 held(const struct stress_hostop *op)
 {
-    return op->block && op->status == 200 && op->version > 0;
+    return op->kind == STRESS_OP_BLOCK && op->status == 200 && op->version > 0;
 }
 
 /* May an unblock of night among ops..end have taken effect after block b
@@ -499,7 +501,7 @@ unblocked_between(const struct stress_hostop *ops, const struct stress_hostop *e
                   const struct stress_hostop *b, int64_t before)
 {
     for (const struct stress_hostop *u = ops; u < end; u++) {
-        if (u->block || !covers(u, night) || !u->maybe ||
+        if (u->kind != STRESS_OP_UNBLOCK || !covers(u, night) || !u->maybe ||
             (u->answered != 0 && u->answered < b->sent)) {
             continue;
         }
@@ -515,7 +517,8 @@ static int
 undone(const struct stress_hostop *ops, const struct stress_hostop *end, int32_t night, int64_t v)
 {
     for (const struct stress_hostop *u = ops; u < end; u++) {
-        if (!u->block && u->status == 200 && covers(u, night) && u->version > v) {
+        if (u->kind == STRESS_OP_UNBLOCK && u->status == 200 && covers(u, night) &&
+            u->version > v) {
             return 1;
         }
     }
@@ -629,7 +632,9 @@ check_blocks(const struct rows *rows, struct sql_reservation **by_id,
     for (size_t i = 0; i < nops; i++) {
         const struct stress_hostop *b = &ops[i], *first, *end;
 
-        verdict->blocks_sent += b->block;
+        verdict->blocks_sent += b->kind == STRESS_OP_BLOCK;
+        verdict->prices_sent += b->kind == STRESS_OP_PRICE;
+        verdict->prices_held += b->kind == STRESS_OP_PRICE && b->status == 200 && b->version > 0;
         verdict->blocks_held += (uint64_t)held(b);
         if (!held(b)) {
             continue;
@@ -663,7 +668,7 @@ check_blocks(const struct rows *rows, struct sql_reservation **by_id,
         const struct stress_hostop *end = hostops_of(ops, nops, n->listing_id + 1);
         const struct stress_hostop *first = op;
 
-        while (op < end && !(op->block && covers(op, n->night) && op->maybe &&
+        while (op < end && !(op->kind == STRESS_OP_BLOCK && covers(op, n->night) && op->maybe &&
                              (!held(op) || !undone(first, end, n->night, op->version)))) {
             op++;
         }
@@ -673,6 +678,76 @@ check_blocks(const struct rows *rows, struct sql_reservation **by_id,
                    "listing %" PRIu64 " night %d is blocked and no block that may have applied "
                    "covers it, or an unblock answered 200 came after each",
                    n->listing_id, n->night);
+        }
+    }
+}
+
+/* Is op a set_price answered 200 with the version it committed at? */
+static int
+price_held(const struct stress_hostop *op)
+{
+    return op->kind == STRESS_OP_PRICE && op->status == 200 && op->version > 0;
+}
+
+/* The nightly price a booking that committed at calendar version v may
+ * have paid for night (ops..end: its listing's host operations), into
+ * [*lo, *hi]: the price of the last set_price of it answered 200 before v,
+ * else the listing's default, or that of any set_price that may have
+ * applied without telling at which version. */
+static void
+night_price_range(const struct stress_hostop *ops, const struct stress_hostop *end, int32_t night,
+                  int64_t v, int64_t *lo, int64_t *hi)
+{
+    const struct stress_hostop *last = NULL;
+
+    for (const struct stress_hostop *op = ops; op < end; op++) {
+        if (price_held(op) && covers(op, night) && op->version < v &&
+            (last == NULL || op->version > last->version)) {
+            last = op;
+        }
+    }
+    *lo = *hi = last != NULL ? last->price : STRESS_DEFAULT_PRICE;
+    for (const struct stress_hostop *op = ops; op < end; op++) {
+        if (op->kind == STRESS_OP_PRICE && op->maybe && !price_held(op) && covers(op, night)) {
+            *lo = op->price < *lo ? op->price : *lo;
+            *hi = op->price > *hi ? op->price : *hi;
+        }
+    }
+}
+
+/* price_mismatches: an acknowledged booking's total_price is the sum of
+ * its nights' prices at the calendar version it committed at (its 201's):
+ * a set_price of a night commits before the booking (a lower version) and
+ * is paid, or after it and is not. ops sorted by cmp_hostop. */
+static void
+check_quoted_prices(const struct stress_claims *claims, struct stress_verdict *verdict)
+{
+    const struct stress_hostop *ops = claims->hostops;
+    size_t nops = claims->nhostops;
+
+    for (size_t i = 0; i < claims->nrecords; i++) {
+        const struct stress_record *rec = &claims->records[i];
+        const struct stress_hostop *first, *end;
+        int64_t lo = 0, hi = 0;
+
+        if (!rec->acked || rec->version <= 0 || rec->total_price <= 0) {
+            continue;
+        }
+        first = hostops_of(ops, nops, rec->listing_id);
+        end = hostops_of(ops, nops, rec->listing_id + 1);
+        for (int32_t d = rec->check_in; d < rec->check_out; d++) {
+            int64_t l, h;
+
+            night_price_range(first, end, d, rec->version, &l, &h);
+            lo += l;
+            hi += h;
+        }
+        if (rec->total_price < lo || rec->total_price > hi) {
+            verdict->price_mismatches++;
+            report(verdict->price_mismatches, "price_mismatches",
+                   "key %s: total_price %" PRId64 " at version %" PRId64
+                   ", its nights were priced %" PRId64 " (at most %" PRId64 ") then",
+                   rec->key, rec->total_price, rec->version, lo, hi);
         }
     }
 }
@@ -751,6 +826,15 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
             report(verdict->lost_acknowledged, "lost_acknowledged",
                    "key %s: cancel of reservation %" PRId64 " acknowledged, still confirmed",
                    rec->key, r->reservation_id);
+        }
+        /* What the guest was told to pay is what is kept, whatever the
+         * host priced since (a cancel keeps it too). */
+        if (rec->acked && rec->total_price > 0 && r->total_price != rec->total_price) {
+            verdict->price_mismatches++;
+            report(verdict->price_mismatches, "price_mismatches",
+                   "key %s: acknowledged at total_price %" PRId64 ", reservation %" PRId64
+                   " holds %" PRId64,
+                   rec->key, rec->total_price, r->reservation_id, r->total_price);
         }
     }
     for (size_t i = 0; i < nrecords; i++) {
@@ -1002,6 +1086,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
     check_blocks(&rows, by_id, claims, verdict);
+    check_quoted_prices(claims, verdict);
     if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
         goto out;
     }
@@ -1028,7 +1113,8 @@ stress_verify_failed(const struct stress_verdict *verdict)
            verdict->night_mismatches > 0 || verdict->routing_mismatches > 0 ||
            verdict->unowned_rows > 0 || verdict->owner_mismatches > 0 ||
            verdict->id_collisions > 0 || verdict->protocol_errors > 0 || verdict->lost_blocks > 0 ||
-           verdict->phantom_blocks > 0 || verdict->cache_mismatches > 0;
+           verdict->phantom_blocks > 0 || verdict->price_mismatches > 0 ||
+           verdict->cache_mismatches > 0;
 }
 
 /* Testing the verifier (--inject): each fault corrupts one key of the run
@@ -1047,6 +1133,7 @@ enum victim {
     VICTIM_BLOCKED,   /* a night of a block answered 200 that no unblock may have undone */
     VICTIM_BLOCKED_BOOKED, /* such a night, of a listing with an acknowledged booking (rec) */
     VICTIM_CANCELLED_SALE, /* acknowledged with a 201 version, then a cancel sent */
+    VICTIM_PRICED,         /* acknowledged with a 201 version and total_price */
 };
 
 /* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
@@ -1622,6 +1709,16 @@ plant_phantom_block(const struct site *s, char *err, size_t errlen)
                   p, 3, 1, err, errlen);
 }
 
+/* price_mismatches (SQL): the acknowledged booking's total_price changed. */
+static cal_status
+plant_repriced(const struct site *s, char *err, size_t errlen)
+{
+    return on_key(s,
+                  "UPDATE reservations SET total_price = total_price + 1"
+                  " WHERE listing_id = ? AND idempotency_key = ?",
+                  err, errlen);
+}
+
 static const struct fault {
     const char *name;
     enum victim victim;
@@ -1645,8 +1742,10 @@ static const struct fault {
     {"shared_id", VICTIM_BOOKED, plant_shared_id},
     {"lost_block", VICTIM_BLOCKED, plant_lost_block},
     {"booked_over_block", VICTIM_BLOCKED_BOOKED, plant_booked_over_block},
-    {"cancelled_sale", VICTIM_CANCELLED_SALE, NULL}, /* claim_cancelled_sale() */
+    {"cancelled_sale", VICTIM_CANCELLED_SALE, NULL}, /* claim_before() */
     {"phantom_block", VICTIM_BOOKED, plant_phantom_block},
+    {"repriced", VICTIM_BOOKED, plant_repriced},
+    {"stale_price", VICTIM_PRICED, NULL}, /* claim_before() */
 };
 
 static const struct fault *
@@ -1672,6 +1771,8 @@ is_victim(const struct stress_record *rec, enum victim want)
         return rec->refusal_kept && !rec->acked;
     case VICTIM_CANCELLED_SALE:
         return rec->acked && rec->cancel_sent && rec->version > 1;
+    case VICTIM_PRICED:
+        return rec->acked && rec->version > 1 && rec->total_price > 0;
     case VICTIM_BLOCKED:
     case VICTIM_BLOCKED_BOOKED:
         return 0; /* chosen among the blocks: held_block() */
@@ -1727,29 +1828,51 @@ stress_verify_has_fault(const char *fault)
     return find_fault(fault) != NULL;
 }
 
-/* lost_blocks ("since cancelled"): what the client saw gets a block of
- * rec's first night answered 200 at the version just before rec's 201, as
- * if calendard had sold the night over it; the booking's cancel since left
- * nothing of it in SQL's nights. */
+/* The claims-side faults: what the client saw gets a host operation of
+ * rec's first night of this kind (a set_price to price 1) answered 200 at
+ * the version just before rec's 201. cancelled_sale (lost_blocks, "since
+ * cancelled"): a block, as if calendard had sold the night over it, the
+ * booking's cancel since having left nothing of it in SQL's nights.
+ * stale_price (price_mismatches, quoted): a set_price, as if calendard had
+ * booked at a stale price; rec is one whose first night no set_price of
+ * unknown outcome covers (its price could hide the fault). */
 static int
-claim_cancelled_sale(struct stress_claims *claims, const struct stress_record *rec, char *err,
-                     size_t errlen)
+claim_before(struct stress_claims *claims, const struct stress_record *rec, const char *fault,
+             enum stress_hostop_kind kind, char *err, size_t errlen)
 {
     if (claims->nhostops == claims->caphostops) {
-        snprintf(err, errlen, "no room for one more block in the claims");
+        snprintf(err, errlen, "no room for one more host operation in the claims");
         return -1;
     }
-    claims->hostops[claims->nhostops++] = (struct stress_hostop){.listing_id = rec->listing_id,
-                                                                 .from = rec->check_in,
-                                                                 .to = rec->check_in + 1,
-                                                                 .block = 1,
-                                                                 .status = 200,
-                                                                 .maybe = 1,
-                                                                 .version = rec->version - 1};
+    claims->hostops[claims->nhostops++] =
+        (struct stress_hostop){.listing_id = rec->listing_id,
+                               .from = rec->check_in,
+                               .to = rec->check_in + 1,
+                               .kind = (uint8_t)kind,
+                               .price = kind == STRESS_OP_PRICE ? 1 : 0,
+                               .status = 200,
+                               .maybe = 1,
+                               .version = rec->version - 1};
     fprintf(stderr,
-            "verify: injected cancelled_sale on key %s (listing %" PRIu64
-            "): a block of night %d answered 200 at version %" PRId64 " added to the claims\n",
-            rec->key, rec->listing_id, rec->check_in, rec->version - 1);
+            "verify: injected %s on key %s (listing %" PRIu64 "): a %s of night %d answered 200"
+            " at version %" PRId64 " added to the claims\n",
+            fault, rec->key, rec->listing_id, kind == STRESS_OP_PRICE ? "set_price to 1" : "block",
+            rec->check_in, rec->version - 1);
+    return 0;
+}
+
+/* May a set_price of unknown outcome have priced rec's first night? */
+static int
+price_unknown(const struct stress_claims *claims, const struct stress_record *rec)
+{
+    for (size_t i = 0; i < claims->nhostops; i++) {
+        const struct stress_hostop *op = &claims->hostops[i];
+
+        if (op->listing_id == rec->listing_id && op->kind == STRESS_OP_PRICE && op->maybe &&
+            !price_held(op) && covers(op, rec->check_in)) {
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -1779,7 +1902,8 @@ stress_verify_inject(const struct testenv *env, const char *name, struct stress_
         snprintf(what, sizeof(what), "night %d of a block", site.night);
     } else {
         for (size_t i = 0; i < claims->nrecords && site.rec == NULL; i++) {
-            if (is_victim(&claims->records[i], fault->victim)) {
+            if (is_victim(&claims->records[i], fault->victim) &&
+                (fault->victim != VICTIM_PRICED || !price_unknown(claims, &claims->records[i]))) {
                 site.rec = &claims->records[i];
             }
         }
@@ -1787,8 +1911,10 @@ stress_verify_inject(const struct testenv *env, const char *name, struct stress_
             snprintf(err, errlen, "no key suitable for fault %s", name);
             return -1;
         }
-        if (fault->victim == VICTIM_CANCELLED_SALE) {
-            return claim_cancelled_sale(claims, site.rec, err, errlen);
+        if (fault->victim == VICTIM_CANCELLED_SALE || fault->victim == VICTIM_PRICED) {
+            return claim_before(claims, site.rec, name,
+                                fault->victim == VICTIM_PRICED ? STRESS_OP_PRICE : STRESS_OP_BLOCK,
+                                err, errlen);
         }
         listing = site.rec->listing_id;
         snprintf(what, sizeof(what), "key %s", site.rec->key);

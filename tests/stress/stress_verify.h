@@ -32,8 +32,13 @@ struct stress_verdict {
                                     * booking */
     uint64_t phantom_blocks;   /* nights blocked in SQL that no block that may have applied covers
                                 * (or each was undone by an unblock answered 200 after it) */
+    uint64_t price_mismatches; /* acknowledged bookings whose total_price SQL does not hold, or
+                                * that is not the sum of their nights' prices at the version
+                                * they committed at (by the set_price answers) */
     uint64_t blocks_sent;      /* for the report, and "tested nothing" when none was held */
     uint64_t blocks_held;      /* blocks answered 200 with a version */
+    uint64_t prices_sent;      /* set_price requests, for the report */
+    uint64_t prices_held;      /* ... answered 200 with a version */
     uint64_t sql_reservations; /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
@@ -51,7 +56,7 @@ struct stress_claims {
     size_t nrecords;
     struct stress_hostop *hostops;
     size_t nhostops;
-    size_t caphostops; /* room in hostops: --inject cancelled_sale adds one */
+    size_t caphostops; /* room in hostops: --inject cancelled_sale or stale_price adds one */
     uint64_t replay_mismatches;
 };
 
@@ -91,8 +96,10 @@ int stress_verify_has_fault(const char *fault);
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
  * "owner_elsewhere", "shared_id", "lost_block", "booked_over_block",
- * "phantom_block", "cancelled_sale" (the one fault added to the claims,
- * not SQL: a held block under a cancelled booking's night). *injected
+ * "phantom_block", "repriced", "cancelled_sale" and "stale_price" (the
+ * two faults added to the claims, not SQL: a held block under a cancelled
+ * booking's night; a held set_price of a booked night just before the
+ * booking). *injected
  * says what to take back afterwards (shard -1: nothing). Returns 0, or -1
  * with err filled (no suitable key, SQL error, unknown fault). */
 int stress_verify_inject(const struct testenv *env, const char *fault, struct stress_claims *claims,
