@@ -584,8 +584,8 @@ op_host(struct stress_client *client, struct http_client *http, enum stress_host
         struct stress_hostop *grown = realloc(client->hostops, cap * sizeof(*grown));
 
         if (grown == NULL) {
-            log_anomaly("client %u: no memory to remember block %zu, not sent", client->index,
-                        client->nhostops);
+            log_anomaly("client %u: no memory to remember host operation %zu, not sent",
+                        client->index, client->nhostops);
             return;
         }
         client->hostops = grown;
@@ -702,7 +702,7 @@ stress_load_client_run(void *arg)
         atomic_fetch_add(&stats->attempts, 1);
         roll = rng_below(&client->rng, 100);
         /* Mix: 45 book, 8 dropped-reply book, 10 replay, 5 browse, 22 cancel,
-         * 5 block, 3 unblock, 2 set_price (a missing replay/cancel candidate
+         * 4 block, 4 unblock, 2 set_price (a missing replay/cancel candidate
          * books instead). */
         if (roll >= 63 && roll < 68) {
             op_browse(client, http);
@@ -722,7 +722,7 @@ stress_load_client_run(void *arg)
             }
         } else if (roll >= 90) {
             op_host(client, http,
-                    roll < 95   ? STRESS_OP_BLOCK
+                    roll < 94   ? STRESS_OP_BLOCK
                     : roll < 98 ? STRESS_OP_UNBLOCK
                                 : STRESS_OP_PRICE);
             continue;

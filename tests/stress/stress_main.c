@@ -55,8 +55,9 @@ usage(FILE *out)
             "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt one key of this run (in SQL,\n"
-            "                   or memcached) before verifying; the run must then exit 1 with\n"
-            "                   the counter of the check the fault aims at above zero:\n"
+            "                   memcached or the claims) before verifying; the run must\n"
+            "                   then exit 1 with the counter of the check the fault aims\n"
+            "                   at above zero:\n"
             "                     double_bookings       double_booking\n"
             "                     lost_acknowledged     lost_ack, delete_ack, shift_dates,\n"
             "                                           lost_refusal, cancel_undone, other_id\n"
@@ -107,7 +108,9 @@ usage(FILE *out)
             "undid), price_mismatches (an acknowledged booking whose total_price SQL does\n"
             "not hold, or that is not the sum of its nights' prices at its 201's version by\n"
             "the set_price answers: a set_price answered 200 at a lower version is paid,\n"
-            "one at a higher version is not, one without an answer may be),\n"
+            "one at a higher version is not, one not answered, or answered 500 or 503\n"
+            "outcome_unknown, may be; a booking acknowledged only by a replay is held to\n"
+            "its SQL row's version),\n"
             "protocol_errors (an answer calendard never gives: a 200/201 booking without\n"
             "reservation_id or a known status, a booking answered below 500 with neither\n"
             "200, 201 nor 409, a cancel answered below 500 with anything but 200\n"
@@ -116,8 +119,8 @@ usage(FILE *out)
             "it, or a cached value that differs from the shards once the CDC lag drained) is\n"
             "above zero; 2 on usage or setup errors; 3 when the run\n"
             "tested nothing: no booking was confirmed (calendard refused or failed them all),\n"
-            "cancels were sent and none was acknowledged, blocks were sent and none was\n"
-            "answered 200,\n"
+            "cancels were sent and none was acknowledged, blocks (or set_prices) were sent\n"
+            "and none was answered 200,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
             "no value of the run's listings to compare, even after reading the window of each\n"
             "(of the first 256) through calendard, again before each pass that found nothing,\n"
@@ -334,6 +337,14 @@ blocks_untested(const struct stress_verdict *verdict)
     return verdict->blocks_sent > 0 && verdict->blocks_held == 0;
 }
 
+/* Were set_prices sent and none answered 200? Then every booking paid the
+ * default, and price_mismatches checked totals against no price change. */
+static int
+prices_untested(const struct stress_verdict *verdict)
+{
+    return verdict->prices_sent > 0 && verdict->prices_held == 0;
+}
+
 /* Did the run test anything? It confirmed a booking, acknowledged a cancel
  * and held a block if it sent any, and found a cached value to compare when the stack has
  * memcached. */
@@ -341,7 +352,7 @@ static int
 tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
 {
     return atomic_load(&stats->confirmed) > 0 && !cancels_untested(stats) &&
-           !blocks_untested(verdict) && verdict->cache_compared != 0;
+           !blocks_untested(verdict) && !prices_untested(verdict) && verdict->cache_compared != 0;
 }
 
 /* unverified: the cache check was stopped before it could decide. */
@@ -387,6 +398,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("price_mismatches", verdict->price_mismatches);
     SET_U("prices_sent", verdict->prices_sent);
     SET_U("prices_held", verdict->prices_held);
+    SET_U("prices_checked", verdict->prices_checked);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
     SET_U("sql_confirmed", verdict->sql_confirmed);
@@ -615,6 +627,12 @@ main(int argc, char **argv)
                 "calendar-stress: %llu blocks sent and none answered 200: lost_blocks tested "
                 "nothing\n",
                 (unsigned long long)verdict.blocks_sent);
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && prices_untested(&verdict)) {
+        fprintf(stderr,
+                "calendar-stress: %llu set_prices sent and none answered 200: price_mismatches "
+                "checked no price change\n",
+                (unsigned long long)verdict.prices_sent);
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && verdict.cache_compared == 0) {
         fprintf(stderr,

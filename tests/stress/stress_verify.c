@@ -708,19 +708,40 @@ night_price_range(const struct stress_hostop *ops, const struct stress_hostop *e
     }
     *lo = *hi = last != NULL ? last->price : STRESS_DEFAULT_PRICE;
     for (const struct stress_hostop *op = ops; op < end; op++) {
-        if (op->kind == STRESS_OP_PRICE && op->maybe && !price_held(op) && covers(op, night)) {
+        /* One answered before the last held one was sent came before it. */
+        if (op->kind == STRESS_OP_PRICE && op->maybe && !price_held(op) && covers(op, night) &&
+            !(last != NULL && op->answered != 0 && op->answered < last->sent)) {
             *lo = op->price < *lo ? op->price : *lo;
             *hi = op->price > *hi ? op->price : *hi;
         }
     }
 }
 
+/* The calendar version rec's booking committed at: its 201's, else (its
+ * 201 lost, acknowledged by a replay's 200) that of its SQL row while still
+ * confirmed (only a cancel rewrites it); 0 when neither is known. by_key
+ * sorted by cmp_resp_by_key. */
+static int64_t
+commit_version(const struct stress_record *rec, struct sql_reservation **by_key, size_t nres)
+{
+    struct sql_reservation key = {.listing_id = rec->listing_id}, *kp = &key, **found;
+
+    if (rec->version > 0) {
+        return rec->version;
+    }
+    snprintf(key.key, sizeof(key.key), "%s", rec->key);
+    found = bsearch(&kp, by_key, nres, sizeof(*by_key), cmp_resp_by_key);
+    return found != NULL && (*found)->confirmed ? (*found)->version : 0;
+}
+
 /* price_mismatches: an acknowledged booking's total_price is the sum of
- * its nights' prices at the calendar version it committed at (its 201's):
- * a set_price of a night commits before the booking (a lower version) and
- * is paid, or after it and is not. ops sorted by cmp_hostop. */
+ * its nights' prices at the calendar version it committed at: a set_price
+ * of a night commits before the booking (a lower version) and is paid, or
+ * after it and is not. Only the sum is compared (two nights wrong in
+ * opposite directions would cancel out). ops sorted by cmp_hostop. */
 static void
-check_quoted_prices(const struct stress_claims *claims, struct stress_verdict *verdict)
+check_quoted_prices(const struct stress_claims *claims, struct sql_reservation **by_key,
+                    size_t nres, struct stress_verdict *verdict)
 {
     const struct stress_hostop *ops = claims->hostops;
     size_t nops = claims->nhostops;
@@ -728,17 +749,18 @@ check_quoted_prices(const struct stress_claims *claims, struct stress_verdict *v
     for (size_t i = 0; i < claims->nrecords; i++) {
         const struct stress_record *rec = &claims->records[i];
         const struct stress_hostop *first, *end;
-        int64_t lo = 0, hi = 0;
+        int64_t lo = 0, hi = 0, v;
 
-        if (!rec->acked || rec->version <= 0 || rec->total_price <= 0) {
+        if (!rec->acked || rec->total_price <= 0 || (v = commit_version(rec, by_key, nres)) <= 0) {
             continue;
         }
+        verdict->prices_checked++;
         first = hostops_of(ops, nops, rec->listing_id);
         end = hostops_of(ops, nops, rec->listing_id + 1);
         for (int32_t d = rec->check_in; d < rec->check_out; d++) {
             int64_t l, h;
 
-            night_price_range(first, end, d, rec->version, &l, &h);
+            night_price_range(first, end, d, v, &l, &h);
             lo += l;
             hi += h;
         }
@@ -747,7 +769,7 @@ check_quoted_prices(const struct stress_claims *claims, struct stress_verdict *v
             report(verdict->price_mismatches, "price_mismatches",
                    "key %s: total_price %" PRId64 " at version %" PRId64
                    ", its nights were priced %" PRId64 " (at most %" PRId64 ") then",
-                   rec->key, rec->total_price, rec->version, lo, hi);
+                   rec->key, rec->total_price, v, lo, hi);
         }
     }
 }
@@ -829,7 +851,8 @@ check_keys(const struct rows *rows, struct sql_reservation **by_key, struct stre
         }
         /* What the guest was told to pay is what is kept, whatever the
          * host priced since (a cancel keeps it too). */
-        if (rec->acked && rec->total_price > 0 && r->total_price != rec->total_price) {
+        if (rec->acked && !r->refused && rec->total_price > 0 &&
+            r->total_price != rec->total_price) {
             verdict->price_mismatches++;
             report(verdict->price_mismatches, "price_mismatches",
                    "key %s: acknowledged at total_price %" PRId64 ", reservation %" PRId64
@@ -1086,7 +1109,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
     check_blocks(&rows, by_id, claims, verdict);
-    check_quoted_prices(claims, verdict);
+    check_quoted_prices(claims, by_key, rows.nres, verdict);
     if (check_ids(env, by_id, rows.nres, verdict, err, errlen) != 0) {
         goto out;
     }

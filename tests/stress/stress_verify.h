@@ -39,6 +39,7 @@ struct stress_verdict {
     uint64_t blocks_held;      /* blocks answered 200 with a version */
     uint64_t prices_sent;      /* set_price requests, for the report */
     uint64_t prices_held;      /* ... answered 200 with a version */
+    uint64_t prices_checked;   /* acknowledged bookings whose total_price was held to them */
     uint64_t sql_reservations; /* rows read, for the report */
     uint64_t sql_confirmed;
     uint64_t sql_refused; /* kept refusals */
