@@ -162,13 +162,21 @@ START_TEST(a_booking_answered_422_fails_the_run)
 }
 END_TEST
 
+START_TEST(a_booking_answered_201_without_total_price_fails_the_run)
+{
+    static const struct fake_answers a = {
+        201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2}", 404, "{}"};
+    expect_protocol_errors(&a, "without a positive total_price", NULL);
+}
+END_TEST
+
 /* Bookings acknowledged (that SQL then lacks: lost_acknowledged too), their
  * cancels answered 404. */
 START_TEST(a_cancel_answered_404_fails_the_run)
 {
     static const struct fake_answers a = {
-        201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2}", 404,
-        "{\"error\":{\"code\":\"not_found\",\"message\":\"x\"}}"};
+        201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2,\"total_price\":20000}",
+        404, "{\"error\":{\"code\":\"not_found\",\"message\":\"x\"}}"};
     expect_protocol_errors(&a, "protocol_errors: cancel of ", NULL);
 }
 END_TEST
@@ -180,6 +188,7 @@ main(void)
     TCase *tc = tcase_create("fake calendard");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, a_booking_answered_201_without_reservation_id_fails_the_run);
+    tcase_add_test(tc, a_booking_answered_201_without_total_price_fails_the_run);
     tcase_add_test(tc, a_booking_answered_422_fails_the_run);
     tcase_add_test(tc, a_cancel_answered_404_fails_the_run);
     suite_add_tcase(s, tc);

@@ -249,6 +249,16 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
             json_decref(root);
             return;
         }
+        /* Every night costs more than nothing here (the run's prices are
+         * 90.00-110.00), so a booking's total is positive. */
+        total = (int64_t)json_integer_value(json_object_get(root, "total_price"));
+        if (!json_is_integer(json_object_get(root, "total_price")) || total <= 0) {
+            atomic_fetch_add(&stats->protocol_errors, 1);
+            log_anomaly("protocol_errors: key %s: %ld without a positive total_price: %s", rec->key,
+                        status, resp->body);
+            json_decref(root);
+            return;
+        }
         if (rec->refusal_kept) {
             /* The refusal was committed under the key before it was
              * answered: nothing can book the key since. */
@@ -279,7 +289,6 @@ take_booking_answer(struct stress_client *client, struct stress_record *rec, lon
         if (status == 201 && rec->version == 0) {
             rec->version = (int64_t)json_integer_value(json_object_get(root, "version"));
         }
-        total = (int64_t)json_integer_value(json_object_get(root, "total_price"));
         if (rec->total_price != 0 && total != rec->total_price) {
             /* Every answer of a key is its one reservation's. */
             atomic_fetch_add(&stats->replay_mismatches, 1);
