@@ -40,7 +40,9 @@ static const struct conf_item conf_items[] = {
     CONF_INT_ITEM("source", "connect_timeout_ms", T, relay.source.db.connect_timeout_ms, 100, 60000,
                   "2000", "connect timeout"),
     CONF_INT_ITEM("source", "read_timeout_ms", T, relay.source.db.read_timeout_ms, 1000, 600000,
-                  "5000", "a stream silent this long (no event, no heartbeat) is reconnected"),
+                  "5000",
+                  "a stream silent this long (no event, no heartbeat) is reconnected; whole "
+                  "seconds, rounded up, and at least 3 x heartbeat_ms"),
     CONF_INT_ITEM("source", "write_timeout_ms", T, relay.source.db.write_timeout_ms, 1000, 600000,
                   "5000", "timeout of every write to the server"),
     CONF_BOOL_ITEM("source", "tls", T, relay.source.db.tls, "false", "require TLS to the shard"),

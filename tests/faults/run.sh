@@ -62,7 +62,16 @@ bound, 2 on setup errors. The devbroker is never restarted: the stack does
 not support it (in-memory broker, new port). Only processes of the stack's
 PID files and this script's own children are signalled; 127.0.0.1 only.
 Environment: FAULTS_STACK_DIR (default var/faults-stack), FAULTS_CLIENTS (stress clients,
-default 8), FAULTS_BOUND_*_MS.
+default 8), and the bounds in milliseconds:
+  FAULTS_BOUND_CALENDARD_MS      15000  calendard restart issued -> first 200 (also the
+                                        memcached scenario's restart/SIGCONT -> first 200)
+  FAULTS_BOUND_BREAKER_OPEN_MS   10000  shard killed -> its breaker open
+  FAULTS_BOUND_SHARD_MS          10000  shard back -> breaker closed, first 200
+  FAULTS_BOUND_RELAY_MS          30000  shard back -> its relay streaming again
+  FAULTS_BOUND_FAILFAST_P99_MS    1000  p99 of the dead shard's 503s
+  FAULTS_BOUND_CACHE_MS          30000  fault over -> a CDC marker visible in the cache
+  FAULTS_BOUND_HEALTHY_P99_MS     1000  p99 of healthy clients under a flood (also the
+                                        memcached scenario's read p99 during the stall)
 EOF
 }
 
