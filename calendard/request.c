@@ -422,5 +422,13 @@ request_parse_if_match(const char *s, uint64_t *version)
         s++;
         len -= 2;
     }
-    return request_parse_id(s, len, version);
+    if (request_parse_id(s, len, version))
+        return true;
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    *version = REQUEST_VERSION_NONE;
+    return true;
 }

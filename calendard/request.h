@@ -68,7 +68,10 @@ bool request_parse_range(const char *from, const char *to, int32_t *dfrom, int32
                          struct api_error *e);
 
 /* If-Match: "<version>" (quotes optional) or * (any version: *version = 0);
- * false on anything else. */
+ * false on anything else. A number that no listing's version can be (0, or
+ * past 2^63 - 1) is a version still: REQUEST_VERSION_NONE, which matches
+ * none (412, not 400). */
+#define REQUEST_VERSION_NONE ((uint64_t)INT64_MAX)
 bool request_parse_if_match(const char *s, uint64_t *version);
 
 #endif

@@ -1111,12 +1111,12 @@ store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id, uint64_t rese
     p[1] = DB_INT_V(reservation_id);
     if ((rc = db_query(db, SQL_RESERVATION_VERSION, p, 2, NULL, err, errlen)) != CAL_OK)
         goto fail;
-    if ((rc = db_commit(db, err, errlen)) != CAL_OK)
-        return rc;
-    /* Committed: a read-back that fails for any reason the caller would not
-     * retry says only that the answer is unknown (a cancel is idempotent). */
-    rc = store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen);
-    return rc == CAL_ERR ? CAL_EUNKNOWN : rc;
+    /* The answer is read before the COMMIT: once it committed, only the
+     * COMMIT's own failure (outcome_unknown) can keep it from the client. */
+    if ((rc = store_get_reservation(db, vbucket, listing_id, reservation_id, out, err, errlen)) !=
+        CAL_OK)
+        goto fail;
+    return db_commit(db, err, errlen);
 fail:
     db_rollback(db);
     return rc;
@@ -1189,6 +1189,10 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
             goto fail;
         int r = db_fetch(st, c, 1, err, errlen);
         drain(st);
+        if (r < 0) {
+            rc = db_fetch_status(st);
+            goto fail;
+        }
         rc = r > 0 ? CAL_EINVAL : CAL_ENOTFOUND;
         snprintf(err, errlen, r > 0 ? "calendar version differs from If-Match" : "no listing");
         goto fail;

@@ -42,7 +42,11 @@ cal_status db_conf_read_password(struct db_conf *conf, char *err, size_t errlen)
 
 /* The lock wait must end well before the client's read timeout: a statement
  * waiting on a row lock then fails as a lock wait (a conflict, retried), not
- * as a lost connection (an unknown outcome, a breaker failure). Refuses a
+ * as a lost connection (an unknown outcome, a breaker failure). That holds
+ * for one wait: a statement that waits for several rows in turn (a booking's
+ * compound block: the fence row, nights, the listing row) can outlast the
+ * read timeout on waits that each end in time, and is answered
+ * outcome_unknown (honestly: it may commit). Refuses a
  * read_timeout_ms (in whole seconds, rounded up) that is not at least
  * lock_wait_timeout_s + DB_LOCK_WAIT_MARGIN_S; path and section name the
  * config file and its section in err. */

@@ -876,6 +876,14 @@ START_TEST(test_put_listing_if_match)
     expect_error(&resp, 400, "invalid_if_match");
     http_response_deinit(&resp);
     ck_assert_int_eq(listing_version(id, 13000), v2 + 2);
+    /* Numbers no version can be are versions still: they match none. */
+    put_listing(&resp, id, "\"0\"", 14000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    put_listing(&resp, id, "99999999999999999999", 14000);
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    ck_assert_int_eq(listing_version(id, 13000), v2 + 2);
 
     /* A listing that does not exist matches no If-Match, * included. */
     uint64_t absent = testenv_random48();
@@ -2186,6 +2194,10 @@ START_TEST(test_if_match)
     expect_error(&resp, 412, "version_mismatch");
     http_response_deinit(&resp);
     calendar(&resp, id, "\"999999999\"", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    calendar(&resp, id, "\"0\"", "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"unblock\"}",
              day(FIRST_DAY), day(FIRST_DAY + 1));
     expect_error(&resp, 412, "version_mismatch");
     http_response_deinit(&resp);

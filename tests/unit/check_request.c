@@ -276,6 +276,13 @@ START_TEST(ids_and_headers)
     ck_assert(request_parse_if_match("*", &v));
     ck_assert_uint_eq(v, 0);
     ck_assert(!request_parse_if_match("\"\"", &v));
+    /* Numbers no version can be are versions that match nothing. */
+    ck_assert(request_parse_if_match("\"0\"", &v));
+    ck_assert_uint_eq(v, REQUEST_VERSION_NONE);
+    ck_assert(request_parse_if_match("123456789012345678901234567890", &v));
+    ck_assert_uint_eq(v, REQUEST_VERSION_NONE);
+    ck_assert(!request_parse_if_match("\"-1\"", &v));
+    ck_assert(!request_parse_if_match("1.5", &v));
 }
 END_TEST
 
