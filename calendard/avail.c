@@ -611,10 +611,21 @@ item_keys(uint64_t listing_id, const int32_t *firsts, size_t nmonths, char keys[
     return nmonths + 1;
 }
 
+/* The row as an answer: the listing key's settings and version, the
+ * months' nights. Every month must carry the listing key's version: one
+ * newer was filled after a change whose listing key is not deleted yet
+ * (*newer), one older (bit k of *older) may predate a change that deleted
+ * the listing key but not it yet (the invalidator takes a change's listing
+ * row and nights rows from two topics, in either order; a month read with
+ * the newer listing key would show the old nights at the new version).
+ * Either is no hit. */
 static bool
-decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts, size_t nk)
+decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts, size_t nk,
+           unsigned *older, bool *newer)
 {
     struct calendar_read *read = &item->read;
+    *older = 0;
+    *newer = false;
     if (!cacheval_decode_listing(ci[0].value, ci[0].len, &read->listing))
         return false;
     read->listing.listing_id = item->listing_id;
@@ -625,26 +636,31 @@ decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts
         uint64_t version;
         if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31, &version))
             return false;
-        /* A month filled after a change whose listing key is not deleted
-         * yet: the answer would carry an older version than its nights. */
         if (version > read->listing.version)
-            return false;
+            *newer = true;
+        else if (version < read->listing.version)
+            *older |= 1u << k;
         for (size_t i = 0; i < n; i++)
             *calendar_read_add(read) = tmp[i];
     }
+    if (*newer || *older != 0)
+        return false;
     read->found = true;
     return true;
 }
 
 /* Values of a row that do not decode (another release's format, a write
- * from outside the project) would keep every read of the listing on the
- * shard until they expire, since a lease is only taken for an absent key.
- * Deletes them and marks them absent, so this read leases and fills them. */
+ * from outside the project), and the months in stale (older than their
+ * listing key), would keep every read of the listing on the shard until
+ * they expire, since a lease is only taken for an absent key. Deletes them
+ * and marks them absent, so this read leases and fills them. */
 static void
-drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts, size_t nk)
+drop_stale(struct cache *c, struct cache_item *row, const int32_t *firsts, size_t nk,
+           unsigned stale)
 {
     const char *names[AVAIL_MAX_MONTHS + 1];
-    size_t lens[AVAIL_MAX_MONTHS + 1], bad[AVAIL_MAX_MONTHS + 1], nbad = 0;
+    size_t lens[AVAIL_MAX_MONTHS + 1], bad[AVAIL_MAX_MONTHS + 1], nbad = 0, nundecodable = 0;
+    size_t first_undecodable = 0;
     for (size_t k = 0; k < nk; k++) {
         if (!row[k].found || cacheval_is_lease(row[k].value, row[k].len))
             continue;
@@ -655,11 +671,13 @@ drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts,
         bool ok = k == 0 ? cacheval_decode_listing(row[0].value, row[0].len, &l)
                          : cacheval_decode_month(row[k].value, row[k].len, firsts[k - 1], tmp,
                                                  &nrows, 31, &version);
-        if (!ok) {
-            names[nbad] = row[k].key;
-            lens[nbad] = row[k].keylen;
-            bad[nbad++] = k;
-        }
+        if (ok && !(stale & (1u << k)))
+            continue;
+        if (!ok && nundecodable++ == 0)
+            first_undecodable = nbad;
+        names[nbad] = row[k].key;
+        lens[nbad] = row[k].keylen;
+        bad[nbad++] = k;
     }
     if (nbad == 0)
         return;
@@ -670,14 +688,17 @@ drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts,
     }
     for (size_t i = 0; i < nbad; i++)
         row[bad[i]].found = false;
+    if (nundecodable == 0)
+        return;
     /* Two releases of different formats side by side (a rolling upgrade)
      * delete each other's values until it ends: one line per 10 s. */
     static atomic_ullong dropped, logged_ms;
-    atomic_fetch_add_explicit(&dropped, nbad, memory_order_relaxed);
+    atomic_fetch_add_explicit(&dropped, nundecodable, memory_order_relaxed);
     unsigned long long now = cal_now_ms(), last = atomic_load(&logged_ms);
     if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now))
         log_warn("undecodable cache values deleted", "keys=%llu first=\"%.*s\"",
-                 atomic_exchange(&dropped, 0), (int)lens[0], names[0]);
+                 atomic_exchange(&dropped, 0), (int)lens[first_undecodable],
+                 names[first_undecodable]);
 }
 
 /* Is every key of the row there with a value (not a lease)? */
@@ -737,16 +758,20 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             misses += (unsigned)nk;
             continue;
         }
-        bool complete = row_present(row, nk);
-        if (complete && decode_hit(&items[i], row, firsts, nk)) {
+        bool complete = row_present(row, nk), newer = false;
+        unsigned older = 0;
+        if (complete && decode_hit(&items[i], row, firsts, nk, &older, &newer)) {
             items[i].hit = true;
             hits += (unsigned)nk;
             continue;
         }
-        drop_undecodable(c, row, firsts, nk);
+        /* Months older than their listing key go, and are filled again from
+         * this read; with a month newer than it, the listing key's own
+         * delete is on the way and nothing goes. */
+        drop_stale(c, row, firsts, nk, newer ? 0 : older);
         /* Every value there and decodable, and still no answer: a month
-         * newer than its listing key, whose delete is on the way. The shard
-         * answers, nothing is filled: misses, every key of it. */
+         * newer than its listing key. The shard answers, nothing is filled:
+         * misses, every key of it. */
         if (complete && row_present(row, nk)) {
             misses += (unsigned)nk;
             continue;
