@@ -618,7 +618,7 @@ item_keys(uint64_t listing_id, const int32_t *firsts, size_t nmonths, char keys[
  * the listing key but not it yet (the invalidator takes a change's listing
  * row and nights rows from two topics, in either order; a month read with
  * the newer listing key would show the old nights at the new version).
- * Either is no hit. */
+ * Either is no hit, nor is a row with a value that does not decode. */
 static bool
 decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts, size_t nk,
            unsigned *older, bool *newer)
@@ -630,12 +630,15 @@ decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts
         return false;
     read->listing.listing_id = item->listing_id;
     read->nrows = 0;
+    bool undecodable = false;
     for (size_t k = 1; k < nk; k++) {
         struct night_row tmp[31];
         size_t n = 0;
         uint64_t version;
-        if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31, &version))
-            return false;
+        if (!cacheval_decode_month(ci[k].value, ci[k].len, firsts[k - 1], tmp, &n, 31, &version)) {
+            undecodable = true; /* the others still tell older from newer */
+            continue;
+        }
         if (version > read->listing.version)
             *newer = true;
         else if (version < read->listing.version)
@@ -643,24 +646,21 @@ decode_hit(struct avail_item *item, struct cache_item *ci, const int32_t *firsts
         for (size_t i = 0; i < n; i++)
             *calendar_read_add(read) = tmp[i];
     }
-    if (*newer || *older != 0)
+    if (undecodable || *newer || *older != 0)
         return false;
     read->found = true;
     return true;
 }
 
 /* Values of a row that do not decode (another release's format, a write
- * from outside the project), and the months in stale (older than their
- * listing key), would keep every read of the listing on the shard until
- * they expire, since a lease is only taken for an absent key. Deletes them
- * and marks them absent, so this read leases and fills them. */
+ * from outside the project) would keep every read of the listing on the
+ * shard until they expire, since a lease is only taken for an absent key.
+ * Deletes them and marks them absent, so this read leases and fills them. */
 static void
-drop_stale(struct cache *c, struct cache_item *row, const int32_t *firsts, size_t nk,
-           unsigned stale)
+drop_undecodable(struct cache *c, struct cache_item *row, const int32_t *firsts, size_t nk)
 {
     const char *names[AVAIL_MAX_MONTHS + 1];
-    size_t lens[AVAIL_MAX_MONTHS + 1], bad[AVAIL_MAX_MONTHS + 1], nbad = 0, nundecodable = 0;
-    size_t first_undecodable = 0;
+    size_t lens[AVAIL_MAX_MONTHS + 1], bad[AVAIL_MAX_MONTHS + 1], nbad = 0;
     for (size_t k = 0; k < nk; k++) {
         if (!row[k].found || cacheval_is_lease(row[k].value, row[k].len))
             continue;
@@ -671,13 +671,11 @@ drop_stale(struct cache *c, struct cache_item *row, const int32_t *firsts, size_
         bool ok = k == 0 ? cacheval_decode_listing(row[0].value, row[0].len, &l)
                          : cacheval_decode_month(row[k].value, row[k].len, firsts[k - 1], tmp,
                                                  &nrows, 31, &version);
-        if (ok && !(stale & (1u << k)))
-            continue;
-        if (!ok && nundecodable++ == 0)
-            first_undecodable = nbad;
-        names[nbad] = row[k].key;
-        lens[nbad] = row[k].keylen;
-        bad[nbad++] = k;
+        if (!ok) {
+            names[nbad] = row[k].key;
+            lens[nbad] = row[k].keylen;
+            bad[nbad++] = k;
+        }
     }
     if (nbad == 0)
         return;
@@ -688,17 +686,14 @@ drop_stale(struct cache *c, struct cache_item *row, const int32_t *firsts, size_
     }
     for (size_t i = 0; i < nbad; i++)
         row[bad[i]].found = false;
-    if (nundecodable == 0)
-        return;
     /* Two releases of different formats side by side (a rolling upgrade)
      * delete each other's values until it ends: one line per 10 s. */
     static atomic_ullong dropped, logged_ms;
-    atomic_fetch_add_explicit(&dropped, nundecodable, memory_order_relaxed);
+    atomic_fetch_add_explicit(&dropped, nbad, memory_order_relaxed);
     unsigned long long now = cal_now_ms(), last = atomic_load(&logged_ms);
     if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now))
         log_warn("undecodable cache values deleted", "keys=%llu first=\"%.*s\"",
-                 atomic_exchange(&dropped, 0), (int)lens[first_undecodable],
-                 names[first_undecodable]);
+                 atomic_exchange(&dropped, 0), (int)lens[0], names[0]);
 }
 
 /* Is every key of the row there with a value (not a lease)? */
@@ -720,6 +715,7 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
         items[i].hit = false;
         items[i].owned = 0;
         items[i].absent = 0;
+        items[i].stale = 0;
         items[i].token = 0;
     }
     if (!avail->enabled || n == 0)
@@ -765,18 +761,30 @@ avail_lookup(struct avail *avail, struct avail_item *items, size_t n, int32_t fr
             hits += (unsigned)nk;
             continue;
         }
-        /* Months older than their listing key go, and are filled again from
-         * this read; with a month newer than it, the listing key's own
-         * delete is on the way and nothing goes. */
-        drop_stale(c, row, firsts, nk, newer ? 0 : older);
+        drop_undecodable(c, row, firsts, nk);
+        /* Months older than their listing key are leased by the lease step
+         * over the value the lookup saw (cas: never over a newer fill) and
+         * filled from this read; with a month newer than the listing key,
+         * the listing key's own delete is on the way and nothing is. */
+        for (size_t k = 1; k < nk && !newer; k++) {
+            if ((older & (1u << k)) && row[k].found) {
+                items[i].stale |= 1u << k;
+                items[i].stale_cas[k] = row[k].cas;
+            }
+        }
         /* Every value there and decodable, and still no answer: a month
          * newer than its listing key. The shard answers, nothing is filled:
          * misses, every key of it. */
-        if (complete && row_present(row, nk)) {
+        if (complete && row_present(row, nk) && items[i].stale == 0) {
             misses += (unsigned)nk;
             continue;
         }
         for (size_t k = 0; k < nk; k++) {
+            if (items[i].stale & (1u << k)) {
+                misses++;
+                items[i].absent |= 1u << k;
+                continue;
+            }
             if (row[k].found && !cacheval_is_lease(row[k].value, row[k].len)) {
                 hits++;
                 continue; /* present and valid: nothing to fill */
@@ -826,11 +834,15 @@ avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_t fro
         for (size_t k = 0; k < nk; k++) {
             if (!(it->absent & (1u << k)))
                 continue;
-            cal_status st = cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s,
-                                      err, sizeof(err));
+            cal_status st =
+                it->stale & (1u << k)
+                    ? cache_cas(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s,
+                                it->stale_cas[k], err, sizeof(err))
+                    : cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s, err,
+                                sizeof(err));
             if (st == CAL_OK)
                 it->owned |= 1u << k;
-            else if (st != CAL_EDUP)
+            else if (st != CAL_EDUP && st != CAL_ECONFLICT)
                 metrics_cache(CACHE_ERROR, 1);
         }
     }

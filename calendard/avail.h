@@ -29,7 +29,11 @@ struct avail_item {
     struct calendar_read read; /* hit: from the cache; miss: the caller fills it */
     uint64_t token;            /* our lease token */
     uint32_t owned;            /* leases we hold: bit 0 listing key, bit 1+i month i */
-    uint32_t absent;           /* keys the lookup found in no form (same bits): to lease */
+    uint32_t absent;           /* keys to lease (same bits): found in no form, or stale */
+    /* Of absent: months found with a value older than their listing key's,
+     * leased by cas over that value (stale_cas, from the lookup) */
+    uint32_t stale;
+    uint64_t stale_cas[AVAIL_MAX_MONTHS + 1];
 };
 
 struct avail;

@@ -175,7 +175,8 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
             emit(&b, "calendard_shard_%s_total{shard=\"%u\"} %llu\n", shard_event_names[ev],
                  shard_ids[s], load(&shard_events[s][ev]));
     }
-    emit(&b, "# HELP calendard_shard_breaker_open 1 while the shard's circuit breaker is open.\n"
+    emit(&b, "# HELP calendard_shard_breaker_open 1 while the shard's circuit breaker is open or "
+             "half-open.\n"
              "# TYPE calendard_shard_breaker_open gauge\n");
     for (size_t s = 0; s < nshards && s < METRICS_MAX_SHARDS; s++)
         emit(&b, "calendard_shard_breaker_open{shard=\"%u\"} %d\n", shard_ids[s], breaker_open[s]);

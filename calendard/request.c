@@ -422,6 +422,10 @@ request_parse_if_match(const char *s, uint64_t *version)
         s++;
         len -= 2;
     }
+    while (len > 1 && s[0] == '0') { /* "05" is version 5, however many zeros */
+        s++;
+        len--;
+    }
     if (request_parse_id(s, len, version))
         return true;
     if (len == 0)

@@ -281,6 +281,8 @@ START_TEST(ids_and_headers)
     ck_assert_uint_eq(v, REQUEST_VERSION_NONE);
     ck_assert(request_parse_if_match("123456789012345678901234567890", &v));
     ck_assert_uint_eq(v, REQUEST_VERSION_NONE);
+    ck_assert(request_parse_if_match("\"00000000000000000000005\"", &v));
+    ck_assert_uint_eq(v, 5);
     ck_assert(!request_parse_if_match("\"-1\"", &v));
     ck_assert(!request_parse_if_match("1.5", &v));
 }
