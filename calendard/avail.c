@@ -840,6 +840,11 @@ avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_t fro
                                 it->stale_cas[k], err, sizeof(err))
                     : cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s, err,
                                 sizeof(err));
+            /* A stale month deleted since the lookup (its invalidation
+             * landed): absent now, so leased as any absent key. */
+            if (st == CAL_ECONFLICT && (it->stale & (1u << k)))
+                st = cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s, err,
+                               sizeof(err));
             if (st == CAL_OK)
                 it->owned |= 1u << k;
             else if (st != CAL_EDUP && st != CAL_ECONFLICT)
