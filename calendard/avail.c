@@ -834,15 +834,13 @@ avail_lease(struct avail *avail, struct avail_item *items, size_t n, int32_t fro
         for (size_t k = 0; k < nk; k++) {
             if (!(it->absent & (1u << k)))
                 continue;
-            cal_status st =
-                it->stale & (1u << k)
-                    ? cache_cas(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s,
-                                it->stale_cas[k], err, sizeof(err))
-                    : cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s, err,
-                                sizeof(err));
             /* A stale month deleted since the lookup (its invalidation
-             * landed): absent now, so leased as any absent key. */
-            if (st == CAL_ECONFLICT && (it->stale & (1u << k)))
+             * landed) is absent now: leased as any absent key. */
+            cal_status st = CAL_ECONFLICT;
+            if (it->stale & (1u << k))
+                st = cache_cas(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s,
+                               it->stale_cas[k], err, sizeof(err));
+            if (st == CAL_ECONFLICT)
                 st = cache_add(c, keys[k], lens[k], lease, llen, avail->conf.lease_ttl_s, err,
                                sizeof(err));
             if (st == CAL_OK)

@@ -422,17 +422,13 @@ request_parse_if_match(const char *s, uint64_t *version)
         s++;
         len -= 2;
     }
+    if (len == 0 || strspn(s, "0123456789") < len)
+        return false;
     while (len > 1 && s[0] == '0') { /* "05" is version 5, however many zeros */
         s++;
         len--;
     }
-    if (request_parse_id(s, len, version))
-        return true;
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    *version = REQUEST_VERSION_NONE;
+    if (!request_parse_id(s, len, version))
+        *version = REQUEST_VERSION_NONE; /* 0, or past 2^63 - 1 */
     return true;
 }
