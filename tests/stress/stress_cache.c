@@ -374,7 +374,10 @@ stress_cache_inject(const struct testenv *env, const struct stress_conf *conf, u
 {
     struct bound b = bound_start(wait_ms);
     struct cache *cache = open_cache(env, err, errlen);
-    struct timespec settle_time = {1, 0};
+    /* Past the invalidator's second delete (redelete_ms, 2 s by default)
+     * of a change made just before the plant: a plant that outlives it
+     * stays for the check. */
+    struct timespec settle_time = {3, 0};
     char planted[CACHEKEY_MAX + CACHEVAL_MAX + 8];
     int64_t mismatches = 0;
     uint64_t checked = 0;
