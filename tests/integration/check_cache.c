@@ -90,6 +90,15 @@ key_present(struct cache *c, const char *key)
     return found;
 }
 
+/* Stores value under key for a minute. */
+static void
+put(struct cache *c, const char *key, const char *value)
+{
+    char err[256];
+    cal_status st = cache_set(c, key, strlen(key), value, strlen(value), 60, err, sizeof(err));
+    ck_assert_msg(st == CAL_OK, "set %s: %s", key, err);
+}
+
 /* The daemon's read path: the lookup (on the event loop), then for a miss
  * the leases (on a worker) before the shard read. */
 static void
@@ -129,12 +138,11 @@ START_TEST(a_month_of_another_version_than_its_listing_key_is_no_hit)
     struct cache *c = make_cache();
     int32_t from = date_from_ymd(2031, 3, 10), to = from + 3;
     uint64_t id = testenv_random48();
-    char lkey[CACHEKEY_MAX], mkey[CACHEKEY_MAX], err[256];
+    char lkey[CACHEKEY_MAX], mkey[CACHEKEY_MAX];
     cachekey_listing(id, lkey);
     cachekey_month_of(id, from, mkey);
-    ck_assert(cache_set(c, lkey, strlen(lkey), "L1 5 1 100 EUR 1 9", 18, 60, err, sizeof(err)) ==
-              CAL_OK);
-    ck_assert(cache_set(c, mkey, strlen(mkey), "M1 6 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, lkey, "L1 5 1 100 EUR 1 9");
+    put(c, mkey, "M1 6 11k");
     struct avail_item item = {.listing_id = id};
     unsigned long long hits = cache_counter("hits"), misses = cache_counter("misses");
     avail_lookup(avail, &item, 1, from, to);
@@ -148,7 +156,7 @@ START_TEST(a_month_of_another_version_than_its_listing_key_is_no_hit)
 
     /* Older: no hit, the month goes, and this read leases it and fills it
      * (the listing key stays: it is the newer one). */
-    ck_assert(cache_set(c, mkey, strlen(mkey), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, mkey, "M1 4 11k");
     item = (struct avail_item){.listing_id = id};
     hits = cache_counter("hits");
     misses = cache_counter("misses");
@@ -192,10 +200,9 @@ START_TEST(a_stale_month_is_leased_only_over_the_value_seen)
     cachekey_listing(id, lkey);
     cachekey_month_of(id, from, m3);
     cachekey_month_of(id, to, m4);
-    ck_assert(cache_set(c, lkey, strlen(lkey), "L1 5 1 100 EUR 1 9", 18, 60, err, sizeof(err)) ==
-              CAL_OK);
-    ck_assert(cache_set(c, m3, strlen(m3), "M1 6 11k", 8, 60, err, sizeof(err)) == CAL_OK);
-    ck_assert(cache_set(c, m4, strlen(m4), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, lkey, "L1 5 1 100 EUR 1 9");
+    put(c, m3, "M1 6 11k");
+    put(c, m4, "M1 4 11k");
     struct avail_item item = {.listing_id = id};
     lookup(avail, &item, from, to);
     ck_assert(!item.hit);
@@ -203,7 +210,7 @@ START_TEST(a_stale_month_is_leased_only_over_the_value_seen)
     ck_assert_uint_eq(item.owned, 0);
     calendar_read_clear(&item.read);
 
-    ck_assert(cache_set(c, m3, strlen(m3), "M1 5 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, m3, "M1 5 11k");
     item = (struct avail_item){.listing_id = id};
     lookup(avail, &item, from, to);
     ck_assert(!item.hit);
@@ -214,12 +221,12 @@ START_TEST(a_stale_month_is_leased_only_over_the_value_seen)
 
     /* Stored again between the lookup and the lease: the lease does not
      * take its place. */
-    ck_assert(cache_set(c, m4, strlen(m4), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, m4, "M1 4 11k");
     item = (struct avail_item){.listing_id = id};
     avail_lookup(avail, &item, 1, from, to);
     ck_assert(!item.hit);
     ck_assert_uint_eq(item.absent, 4u);
-    ck_assert(cache_set(c, m4, strlen(m4), "M1 5 12k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, m4, "M1 5 12k");
     avail_lease(avail, &item, 1, from, to);
     ck_assert_uint_eq(item.owned, 0);
     calendar_read_clear(&item.read);
@@ -235,7 +242,7 @@ START_TEST(a_stale_month_is_leased_only_over_the_value_seen)
 
     /* Deleted between the lookup and the lease (its invalidation landed):
      * absent now, so leased like any absent key, and no cache error. */
-    ck_assert(cache_set(c, m4, strlen(m4), "M1 4 11k", 8, 60, err, sizeof(err)) == CAL_OK);
+    put(c, m4, "M1 4 11k");
     item = (struct avail_item){.listing_id = id};
     avail_lookup(avail, &item, 1, from, to);
     ck_assert_uint_eq(item.absent, 4u);
@@ -260,10 +267,9 @@ START_TEST(an_undecodable_value_is_replaced)
     struct cache *c = make_cache();
     int32_t from = date_from_ymd(2031, 4, 10), to = from + 3;
     uint64_t id = testenv_random48();
-    char lkey[CACHEKEY_MAX], err[256];
+    char lkey[CACHEKEY_MAX];
     cachekey_listing(id, lkey);
-    ck_assert(cache_set(c, lkey, strlen(lkey), "L9 not a listing", 16, 60, err, sizeof(err)) ==
-              CAL_OK);
+    put(c, lkey, "L9 not a listing");
     struct avail_item item = {.listing_id = id};
     lookup(avail, &item, from, to);
     ck_assert(!item.hit);
@@ -510,8 +516,8 @@ START_TEST(multi_get_answers_repeated_keys)
     char err[256], key[CACHEKEY_MAX], other[CACHEKEY_MAX];
     cachekey_listing(testenv_random48(), key);
     cachekey_listing(testenv_random48(), other);
-    ck_assert(cache_set(c, key, strlen(key), "v1", 2, 60, err, sizeof(err)) == CAL_OK);
-    ck_assert(cache_set(c, other, strlen(other), "v2", 2, 60, err, sizeof(err)) == CAL_OK);
+    put(c, key, "v1");
+    put(c, other, "v2");
     struct cache_item it[5] = {
         {.key = key}, {.key = other}, {.key = key}, {.key = key}, {.key = other}};
     for (int i = 0; i < 5; i++)
@@ -801,6 +807,19 @@ all_stopped(pid_t pid)
     return all;
 }
 
+/* SIGSTOPs memcached and waits up to 1 s until every thread of it stopped;
+ * false if they did not (the caller sends SIGCONT before it asserts). */
+static bool
+stop_memcached(pid_t pid)
+{
+    if (kill(pid, SIGSTOP) != 0)
+        return false;
+    bool stopped = false;
+    for (int i = 0; i < 1000 && !(stopped = all_stopped(pid)); i++)
+        usleep(1000);
+    return stopped;
+}
+
 /* Requests that time out (memcached stopped) leave their answers on the
  * way: a get's (a value deleted since), an add's, a delete's. None of them
  * may be read as the answer to a later request on the same handle, which
@@ -821,13 +840,10 @@ START_TEST(a_late_answer_is_never_taken_for_a_later_request)
     struct cache *slow = cache_create(&conf, err, sizeof(err));
     ck_assert_msg(slow != NULL, "%s", err);
     struct cache *c = make_cache();
-    ck_assert(cache_set(c, key, strlen(key), "old", 3, 60, err, sizeof(err)) == CAL_OK);
+    put(c, key, "old");
     ck_assert(key_present(slow, key)); /* connected: the stop hits the answers */
 
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
-    bool stopped = false;
-    for (int i = 0; i < 1000 && !(stopped = all_stopped(mc)); i++)
-        usleep(1000);
+    bool stopped = stop_memcached(mc);
     struct cache_item it = {.key = key, .keylen = strlen(key)};
     cal_status got = cache_get_multi(slow, &it, 1, err, sizeof(err));
     bool found = it.found;
@@ -868,7 +884,7 @@ START_TEST(a_late_answer_is_never_taken_for_a_later_request)
                       "an add was not stored (%d): %s", (int)st, err);
     }
     ck_assert_msg(st == CAL_OK, "an add was not stored (%d): %s", (int)st, err);
-    ck_assert(cache_set(c, key, strlen(key), "new", 3, 60, err, sizeof(err)) == CAL_OK);
+    put(c, key, "new");
     st = CAL_EUNAVAIL;
     for (int i = 0; i < 40 && st == CAL_EUNAVAIL; i++) {
         if (i > 0)
@@ -922,7 +938,7 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
     cache_destroy(pool);
     struct avail *avail = make_avail(conf.servers);
     pid_t mc = memcached_pid();
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    bool stopped = stop_memcached(mc);
     avail_invalidate(avail, live, 0, 0);
     /* From now on the down server's key is written again and again: its
      * failing sends must not keep putting the retry off. */
@@ -931,6 +947,7 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
         usleep(5000);
     }
     kill(mc, SIGCONT);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
     for (int ms = 0; ms < 3000 && avail_pending_keys(avail) != 1; ms += 5) {
         avail_invalidate(avail, dead, 0, 0);
         usleep(5000);
@@ -973,10 +990,7 @@ START_TEST(the_overflow_drains_under_writes)
      * one that landed before the stop would clear it before the test. No
      * assertion until it runs again. */
     pid_t mc = memcached_pid();
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
-    bool stopped = false;
-    for (int i = 0; i < 1000 && !(stopped = all_stopped(mc)); i++)
-        usleep(1000);
+    bool stopped = stop_memcached(mc);
     avail_hold_deletes(avail, true);
     for (uint64_t i = 0; i <= FULL; i++) /* one more than the set holds */
         avail_invalidate(avail, base + i, 0, 0);
@@ -1042,12 +1056,13 @@ START_TEST(failed_invalidation_still_reads_own_write)
     struct cached f;
     cache_version4(&f);
     pid_t mc = memcached_pid();
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    bool stopped = stop_memcached(mc);
     avail_invalidate(f.avail, f.id, f.from, f.to);
     /* The delete thread's send times out (50 ms) and so do its retries:
      * nothing may count as deleted while memcached is stopped. */
     bool settled = avail_settle(f.avail, 300);
     kill(mc, SIGCONT);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
     ck_assert_msg(!settled, "an invalidation counted as done while memcached was stopped");
     struct avail_item again = {.listing_id = f.id};
     lookup(f.avail, &again, f.from, f.to);
@@ -1115,11 +1130,12 @@ START_TEST(retry_empties_a_crowded_bucket)
             ids[n++] = id;
     }
     pid_t mc = memcached_pid();
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0);
+    bool stopped = stop_memcached(mc);
     for (size_t i = 0; i < N; i++)
         avail_invalidate(avail, ids[i], 0, 0); /* the listing key only */
     bool settled = avail_settle(avail, 300);
     kill(mc, SIGCONT);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
     ck_assert_msg(!settled, "invalidations counted as done while memcached was stopped");
     ck_assert_msg(avail_settle(avail, 10000), "failed keys left in the pending set");
     avail_destroy(avail);
