@@ -1,6 +1,6 @@
 /* Calendar operations on one shard connection: the SQL of the read and
  * write paths. Every write transaction first reads its vbucket's fence row
- * in share mode (DESIGN.md invariant 4) and answers CAL_EMOVED without it. */
+ * in share mode (docs/design.md, invariant 4) and answers CAL_EMOVED without it. */
 #ifndef CAL_STORE_H
 #define CAL_STORE_H
 

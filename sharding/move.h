@@ -1,4 +1,4 @@
-/* Online move of one vbucket between shards (DESIGN.md, "Rebalancing"):
+/* Online move of one vbucket between shards (docs/design.md, "Rebalancing"):
  *   copy     copy the vbucket's rows to the target while writes go on, then
  *            catch up by listing version (every calendar change bumps it)
  *            and count of kept refusals (listing_refusals: a refusal bumps no
