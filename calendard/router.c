@@ -20,7 +20,9 @@ struct router {
     pthread_mutex_t refresh_lock; /* one reload at a time; guards catalog, map_read_us, pools */
     struct db *catalog;
     uint64_t map_read_us; /* when the catalog query of the current map began */
-    uint64_t tried_us;    /* when the last catalog query began, answered or not */
+    uint64_t tried_us;    /* when the last reload began (its connect, if any, included) */
+    cal_status tried_rc;  /* how it ended */
+    char tried_err[256];
     size_t nshards;
     uint32_t shard_ids[ROUTER_MAX_SHARDS];
     struct pool *pools[ROUTER_MAX_SHARDS]; /* atomic; never freed before router_destroy */
@@ -105,7 +107,7 @@ retire_removed_locked(struct router *router, const struct shardmap *map)
 }
 
 static cal_status
-reload_locked(struct router *router, char *err, size_t errlen)
+reload_once(struct router *router, char *err, size_t errlen)
 {
     if (router->catalog == NULL || db_broken(router->catalog)) {
         db_close(router->catalog);
@@ -115,7 +117,6 @@ reload_locked(struct router *router, char *err, size_t errlen)
     }
     struct shardmap *map;
     uint64_t read_us = cal_mono_us();
-    router->tried_us = read_us;
     cal_status rc = shardmap_load(router->catalog, &map, err, errlen);
     if (rc != CAL_OK)
         return rc;
@@ -144,19 +145,39 @@ reload_locked(struct router *router, char *err, size_t errlen)
     return CAL_OK;
 }
 
+/* One reload, its start and outcome kept for the requests that waited on
+ * it (needs refresh_lock). */
+static cal_status
+reload_locked(struct router *router, char *err, size_t errlen)
+{
+    router->tried_us = cal_mono_us();
+    err[0] = '\0';
+    cal_status rc = reload_once(router, err, errlen);
+    router->tried_rc = rc;
+    snprintf(router->tried_err, sizeof(router->tried_err), "%s", err);
+    return rc;
+}
+
 cal_status
 router_refresh(struct router *router, char *err, size_t errlen)
 {
     uint64_t asked = cal_mono_us();
     pthread_mutex_lock(&router->refresh_lock);
     cal_status rc = CAL_OK;
-    /* A map read from the catalog after we asked is at least as new as the
-     * "moved" answer that made us ask: someone reloaded while we waited for
-     * the lock. One read earlier may predate the move's catalog commit, so
-     * we read again, but no sooner than 5 ms after the last read began: a
-     * storm of "moved" answers (a failover) costs the catalog 200 reads a
-     * second at most, and whoever asks meanwhile waits here for this read. */
-    if (router->map_read_us <= asked) {
+    /* A reload begun after we asked ran while we waited for the lock: its
+     * map is at least as new as the "moved" answer that made us ask, and
+     * its failure is ours too. So a burst of requests shares one reload
+     * even when the catalog does not answer, instead of each waiting for
+     * its own connect timeout in turn. A reload begun earlier may predate
+     * the move's catalog commit, so we read again, but no sooner than 5 ms
+     * after the last reload began: a storm of "moved" answers (a failover)
+     * costs the catalog 200 reads a second at most, and whoever asks
+     * meanwhile waits here for this read. */
+    if (router->tried_us > asked) {
+        rc = router->tried_rc;
+        if (rc != CAL_OK)
+            snprintf(err, errlen, "%s", router->tried_err);
+    } else {
         uint64_t now = cal_mono_us(), next = router->tried_us + REFRESH_MIN_GAP_US;
         if (now < next)
             cal_sleep_ms((unsigned)((next - now + 999) / 1000));

@@ -43,11 +43,13 @@ void router_destroy(struct router *router);
 cal_status router_route(struct router *router, uint64_t listing_id, struct route *out, char *err,
                         size_t errlen);
 
-/* Reloads the map unless another thread read it from the catalog after
- * this call began, so a caller never keeps a map read before the answer
- * that made it ask. Catalog reads begin at most every 5 ms: a call may wait
- * that long, and a burst of "moved" answers shares one read. Returns the
- * load's status. */
+/* Reloads the map unless another thread began a reload after this call
+ * began, so a caller never keeps a map read before the answer that made it
+ * ask; that reload's status is then this call's. Reloads begin at most
+ * every 5 ms: a call may wait that long, and a burst of "moved" answers
+ * shares one reload, failed or not (a catalog that does not answer costs
+ * the burst one connect timeout, not one each in turn). Returns the
+ * reload's status. */
 cal_status router_refresh(struct router *router, char *err, size_t errlen);
 
 /* The catalog and every shard that owns a vbucket answer a query (a shard

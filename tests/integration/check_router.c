@@ -5,7 +5,9 @@
  * one is named to clients without its connect error. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +384,126 @@ START_TEST(a_shard_owning_no_vbucket_is_not_asked_for_readiness)
 }
 END_TEST
 
+/* A catalog server that takes connections and never answers (hung): counts
+ * the connections it took, and holds them open until stopped. */
+struct silent_server {
+    int fd;
+    unsigned port;
+    atomic_int taken;
+    atomic_bool stop;
+    int held[128];
+    pthread_t thread;
+};
+
+static void *
+silent_accept(void *arg)
+{
+    struct silent_server *s = arg;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        int n = atomic_fetch_add(&s->taken, 1);
+        if (n < (int)CAL_ARRAY_LEN(s->held))
+            s->held[n] = c;
+        else
+            close(c);
+    }
+    return NULL;
+}
+
+static void
+silent_start(struct silent_server *s)
+{
+    memset(s, 0, sizeof(*s));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(s->fd, 0);
+    ck_assert_int_eq(bind(s->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(s->fd, 128), 0);
+    ck_assert_int_eq(getsockname(s->fd, (struct sockaddr *)&a, &len), 0);
+    s->port = ntohs(a.sin_port);
+    pthread_create(&s->thread, NULL, silent_accept, s);
+}
+
+static void
+silent_stop(struct silent_server *s)
+{
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    int n = atomic_load(&s->taken);
+    for (int i = 0; i < n && i < (int)CAL_ARRAY_LEN(s->held); i++)
+        close(s->held[i]);
+    close(s->fd);
+}
+
+struct refresh_call {
+    struct router *router;
+    cal_status rc;
+    uint64_t took_us;
+    pthread_t thread;
+};
+
+static void *
+call_refresh(void *arg)
+{
+    struct refresh_call *c = arg;
+    char err[256];
+    uint64_t t0 = cal_mono_us();
+    c->rc = router_refresh(c->router, err, sizeof(err));
+    c->took_us = cal_mono_us() - t0;
+    return NULL;
+}
+
+/* A burst of "moved" answers while the catalog hangs: the requests share
+ * the reloads under way, failed ones included. Each waiting for a reload of
+ * its own, one after another (each a 1 s connect timeout), made the last
+ * of 16 wait 16 s and tied up a worker thread each meanwhile. */
+START_TEST(a_burst_of_refreshes_shares_a_failing_reload)
+{
+    enum { CALLERS = 16 };
+    char err[256];
+    struct silent_server hung;
+    silent_start(&hung);
+    struct router_conf conf = {.pool_size = 1,
+                               .pool_wait_ms = 50,
+                               .refresh_interval_ms = 3600000,
+                               .breaker_threshold = 5,
+                               .breaker_cooldown_ms = 2000};
+    ck_assert(db_conf_parse_dsn(&conf.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    ck_assert(db_conf_parse_dsn(&conf.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
+    snprintf(conf.catalog.host, sizeof(conf.catalog.host), "127.0.0.1");
+    conf.catalog.port = hung.port;
+    conf.catalog.connect_timeout_ms = conf.catalog.read_timeout_ms = 1000;
+    struct router *r = router_create(&conf); /* its first load times out */
+    int before = atomic_load(&hung.taken);
+    struct refresh_call calls[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        calls[i] = (struct refresh_call){.router = r};
+        pthread_create(&calls[i].thread, NULL, call_refresh, &calls[i]);
+    }
+    uint64_t longest = 0;
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(calls[i].thread, NULL);
+        longest = calls[i].took_us > longest ? calls[i].took_us : longest;
+    }
+    int attempts = atomic_load(&hung.taken) - before;
+    router_destroy(r);
+    silent_stop(&hung);
+    ck_assert_int_ge(before, 1);
+    for (int i = 0; i < CALLERS; i++)
+        ck_assert_msg(calls[i].rc != CAL_OK, "refresh %d succeeded against a hung catalog", i);
+    /* The reload under way, one begun after every caller asked, and the
+     * background refresher's (every 500 ms while no map is loaded). */
+    ck_assert_msg(attempts <= 6, "%d callers made %d catalog connections (longest wait %llu ms)",
+                  CALLERS, attempts, (unsigned long long)(longest / 1000));
+}
+END_TEST
+
 /* A shard removed from the catalog (remove-shard, after its vbuckets left)
  * closes its pool's connections, and a route still held to it is told to
  * route again; they used to stay open for the daemon's life. The shard
@@ -726,6 +848,7 @@ main(void)
     tcase_add_test(tc, a_shard_owning_no_vbucket_is_not_asked_for_readiness);
     tcase_add_test(tc, an_unreachable_shard_is_named_not_described);
     tcase_add_test(tc, a_removed_shard_closes_its_connections);
+    tcase_add_test(tc, a_burst_of_refreshes_shares_a_failing_reload);
     suite_add_tcase(s, tc);
     tc = tcase_create("reservation_ids");
     tcase_set_timeout(tc, 30);
