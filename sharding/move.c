@@ -1046,19 +1046,27 @@ retake_lock(struct cluster *c, struct move_rec *m, char *err, size_t errlen)
  * other run holds the lock, and between the cutover and the catalog flip
  * no shard owns the vbucket: instead of leaving that to an operator's
  * resume, the run takes the lock again on a new session and goes on from
- * the journaled phase, as resume would. It stops for good when another
- * run holds the lock, or the catalog cannot be reached. */
+ * the journaled phase, as resume would. The same when a shard's answer was
+ * lost (CAL_EUNKNOWN: the source's connection dropped in the cutover's
+ * COMMIT, which may have landed and left the vbucket to nobody): the phase
+ * run again finds the source's fence row gone, or cuts over again. It stops
+ * for good when another run holds the lock, or the catalog cannot be
+ * reached. */
 static cal_status
 run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts *o, char *err,
                    size_t errlen)
 {
     cal_status rc = run_move(c, m, o, err, errlen);
-    for (int tries = 0;
-         rc != CAL_OK && (m->lost_lock || db_broken(c->catalog)) && tries < RELOCK_TRIES; tries++) {
+    for (int tries = 0; rc != CAL_OK && tries < RELOCK_TRIES; tries++) {
+        bool lost = m->lost_lock || db_broken(c->catalog);
+        if (!lost && rc != CAL_EUNKNOWN)
+            break;
         char why[512];
         m->lost_lock = false;
-        log_warn("move lock lost, taking it again", "move=%llu vbucket=%u phase=%s error=\"%s\"",
-                 (unsigned long long)m->move_id, m->vbucket, m->phase, err);
+        log_warn(lost ? "move lock lost, taking it again"
+                      : "a shard's answer was lost, going on from the journal",
+                 "move=%llu vbucket=%u phase=%s error=\"%s\"", (unsigned long long)m->move_id,
+                 m->vbucket, m->phase, err);
         cal_status lrc = retake_lock(c, m, why, sizeof(why));
         if (lrc == CAL_OK)
             lrc = reread_phase(c, m, why, sizeof(why));
@@ -1067,7 +1075,7 @@ run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts
             snprintf(err + len, errlen - len, "; taking the lock again: %s", why);
             break;
         }
-        log_info("move lock taken again", "move=%llu vbucket=%u phase=%s",
+        log_info(lost ? "move lock taken again" : "move going on", "move=%llu vbucket=%u phase=%s",
                  (unsigned long long)m->move_id, m->vbucket, m->phase);
         rc = strcmp(m->phase, "done") == 0 ? cluster_reload(c, err, errlen)
                                            : run_move(c, m, o, err, errlen);
@@ -1205,10 +1213,14 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {
         char e[512] = "";
+        if (o->before_lock_check != NULL)
+            o->before_lock_check("resume-lock", recs[i].vbucket);
         cal_status mrc = lock_vbucket(c, &recs[i], 0, e, sizeof(e));
         if (mrc == CAL_OK) {
             mrc = reread_phase(c, &recs[i], e, sizeof(e));
-            if (mrc == CAL_OK && strcmp(recs[i].phase, "done") != 0) {
+            /* Finished or abandoned by another run since the listing. */
+            if (mrc == CAL_OK && strcmp(recs[i].phase, "done") != 0 &&
+                strcmp(recs[i].phase, "abandoned") != 0) {
                 log_info("resuming move", "move=%llu vbucket=%u phase=%s",
                          (unsigned long long)recs[i].move_id, recs[i].vbucket, recs[i].phase);
                 mrc = run_move_relocking(c, &recs[i], o, e, sizeof(e));

@@ -42,7 +42,8 @@ struct move_opts {
      * rows or fence, so that a test can take the lock away there. step names
      * the check: "copy-clear" (of the target's leftovers), "copy-pass",
      * "cutover", "cutover-catch-up", "cutover-commit", "target" (its fence
-     * row), "cleanup-verify", "cleanup-delete". NULL in production. */
+     * row), "cleanup-verify", "cleanup-delete"; and "resume-lock", just
+     * before resume takes the lock of a move it listed. NULL in production. */
     void (*before_lock_check)(const char *step, uint32_t vbucket);
     /* Tests: called by each catch-up pass between reading the listings'
      * versions and reading their rows. NULL in production. */

@@ -1958,6 +1958,110 @@ START_TEST(abandon_before_the_cutover_only)
 }
 END_TEST
 
+/* A resume lists the unfinished moves, then takes each one's lock: one
+ * abandoned in between (by another run) is skipped, not counted a failure. */
+static struct {
+    uint32_t vbucket;
+    int seen;
+} resuming;
+
+static void
+abandon_before_resume_locks(const char *step, uint32_t vbucket)
+{
+    if (strcmp(step, "resume-lock") != 0 || vbucket != resuming.vbucket || resuming.seen++ > 0)
+        return;
+    struct cluster other;
+    struct move_abandoned a;
+    char err[512];
+    open_cluster(&other);
+    ck_assert_msg(move_abandon(&other, vbucket, &a, err, sizeof(err)) == CAL_OK, "%s", err);
+    cluster_close(&other);
+}
+
+START_TEST(resume_skips_a_move_abandoned_since_it_listed_it)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[512];
+    moving_listing(h, "rb-resume-abandoned", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    crash_after_copy(&m);
+    long long move_id = scalar(cat, "SELECT MAX(move_id) FROM moves WHERE vbucket = ?", m.v);
+    expect_phase(cat, (uint64_t)move_id, "cutover");
+    struct cluster c;
+    open_cluster(&c);
+    resuming.vbucket = m.v;
+    resuming.seen = 0;
+    struct move_opts mo = {.before_lock_check = abandon_before_resume_locks};
+    unsigned resumed = 0;
+    cal_status rc = move_resume(&c, &mo, &resumed, err, sizeof(err));
+    cluster_close(&c);
+    ck_assert_int_eq(resuming.seen, 1);
+    ck_assert_msg(rc == CAL_OK, "resume: status %d: %s", rc, err);
+    ck_assert_uint_eq(resumed, 0);
+    expect_phase(cat, (uint64_t)move_id, "abandoned");
+    ck_assert_int_eq(owner_of(m.v), m.from);
+    ck_assert_int_eq(scalar(src, SQL_FENCE, m.v), scalar(cat, SQL_EPOCH, m.v));
+    ck_assert_int_eq(get_reservation(h, m.id, m.rid), 200);
+    end_case(src, dst, cat, h);
+}
+END_TEST
+
+/* The source's connection drops in the cutover's COMMIT (here: killed just
+ * before it): the run cannot tell whether the vbucket left the source, and
+ * it may now be nobody's. The run goes on from the journal (it cuts over
+ * again, or finds the source's fence row gone) instead of stopping and
+ * leaving the vbucket to an operator's resume. */
+static struct {
+    struct cluster *c;
+    uint32_t source;
+    struct db *killer; /* the test's own session on the source shard */
+    int seen;          /* checks of "cutover-commit" so far */
+} cut;
+
+static void
+kill_source_before_commit(const char *step, uint32_t vbucket)
+{
+    (void)vbucket;
+    if (strcmp(step, "cutover-commit") != 0 || cut.seen++ > 0)
+        return;
+    char err[256], sql[64];
+    struct db *mover = cluster_shard(cut.c, cut.source, err, sizeof(err));
+    ck_assert_msg(mover != NULL, "%s", err);
+    long long id = scalar(mover, "SELECT CAST(CONNECTION_ID() + ? AS SIGNED)", 0);
+    snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", id);
+    ck_assert_msg(db_exec(cut.killer, sql, err, sizeof(err)) == CAL_OK, "%s: %s", sql, err);
+}
+
+START_TEST(a_source_connection_lost_in_the_cutover_commit_is_taken_up)
+{
+    struct http_client *h = setup_http();
+    struct moving m;
+    char err[512];
+    moving_listing(h, "rb-lost-source", &m);
+    struct db *cat, *src, *dst;
+    open_case(&m, &cat, &src, &dst);
+    long long epoch = scalar(cat, SQL_EPOCH, m.v);
+    struct cluster c;
+    open_cluster(&c);
+    memset(&cut, 0, sizeof(cut));
+    cut.c = &c;
+    cut.source = (uint32_t)m.from;
+    cut.killer = src;
+    struct move_opts mo = {.before_lock_check = kill_source_before_commit};
+    struct move_progress res;
+    cal_status rc = move_vbucket(&c, m.v, (uint32_t)m.target, &mo, &res, err, sizeof(err));
+    cluster_close(&c);
+    ck_assert_int_eq(cut.seen, 2); /* the cutover ran again */
+    ck_assert_msg(rc == CAL_OK, "move: status %d: %s", rc, err);
+    expect_phase(cat, res.move_id, "done");
+    uint64_t rids[1] = {m.rid};
+    expect_moved(&m, cat, src, dst, epoch, 1, h, rids, 1);
+    end_case(src, dst, cat, h);
+}
+END_TEST
+
 /* Abandon when the target cannot delete its copied rows (here: a session
  * holds one of them locked past the lock wait): the move is abandoned all
  * the same and says why the rows stay; verify lists them; the next move to
@@ -2141,6 +2245,8 @@ main(void)
     tcase_add_test(tc, abandon_before_the_cutover_only);
     tcase_add_test(tc, abandon_leaves_rows_the_target_cannot_delete);
     tcase_add_test(tc, rows_a_stale_run_still_writes_are_left_to_it);
+    tcase_add_test(tc, resume_skips_a_move_abandoned_since_it_listed_it);
+    tcase_add_test(tc, a_source_connection_lost_in_the_cutover_commit_is_taken_up);
     suite_add_tcase(s, tc);
     tc = tcase_create("cutover_wait");
     tcase_set_timeout(tc, 300);
