@@ -9,8 +9,8 @@
 
 void
 plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
-             const uint64_t *listings, uint32_t num_vbuckets, struct plan_move **moves,
-             size_t *nmoves)
+             const bool *pinned, const uint64_t *listings, uint32_t num_vbuckets,
+             struct plan_move **moves, size_t *nmoves)
 {
     uint32_t *where = cal_malloc(num_vbuckets * sizeof(*where));
     int64_t *load = cal_calloc(nshards, sizeof(*load));
@@ -20,6 +20,8 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
     size_t nactive = 0, n = 0, cap = 0;
     int64_t total = 0;
     memcpy(where, owner, num_vbuckets * sizeof(*where));
+    if (pinned != NULL)
+        memcpy(moved, pinned, num_vbuckets * sizeof(*moved));
     *moves = NULL;
     for (size_t s = 0; s < nshards; s++)
         nactive += !shards[s].draining;
@@ -91,6 +93,10 @@ plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *ow
     free(load);
 }
 
+/* Moves the journal has not finished: resume ends each on its target. */
+static const char SQL_UNFINISHED[] = "SELECT vbucket, target_shard FROM moves"
+                                     " WHERE phase NOT IN ('done', 'abandoned')";
+
 static const char SQL_LOADS[] =
     "SELECT l.vbucket, COUNT(*) FROM listings l JOIN vbucket_owner o ON o.vbucket = l.vbucket"
     " GROUP BY l.vbucket";
@@ -101,7 +107,22 @@ plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err
     const struct shardmap *map = c->map;
     uint64_t *listings = cal_calloc(map->num_vbuckets, sizeof(*listings));
     struct plan_shard *shards = cal_calloc(map->nshards, sizeof(*shards));
-    cal_status rc = CAL_OK;
+    uint32_t *owner = cal_malloc(map->num_vbuckets * sizeof(*owner));
+    bool *pinned = cal_calloc(map->num_vbuckets, sizeof(*pinned));
+    memcpy(owner, map->owner, map->num_vbuckets * sizeof(*owner));
+    struct db_stmt *mst;
+    struct db_val mcol[2];
+    cal_status rc = db_query(c->catalog, SQL_UNFINISHED, NULL, 0, &mst, err, errlen);
+    if (rc == CAL_OK) {
+        int r;
+        while ((r = db_fetch(mst, mcol, 2, err, errlen)) > 0)
+            if (mcol[0].i >= 0 && mcol[0].i < map->num_vbuckets) {
+                pinned[mcol[0].i] = true;
+                owner[mcol[0].i] = (uint32_t)mcol[1].i;
+            }
+        if (r < 0)
+            rc = CAL_ERR;
+    }
     for (size_t s = 0; s < map->nshards && rc == CAL_OK; s++) {
         shards[s].shard_id = map->shards[s].shard_id;
         shards[s].draining = strcmp(map->shards[s].state, "draining") == 0;
@@ -129,7 +150,10 @@ plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err
             rc = CAL_ERR;
     }
     if (rc == CAL_OK)
-        plan_compute(shards, map->nshards, map->owner, listings, map->num_vbuckets, moves, nmoves);
+        plan_compute(shards, map->nshards, owner, pinned, listings, map->num_vbuckets, moves,
+                     nmoves);
+    free(owner);
+    free(pinned);
     free(listings);
     free(shards);
     return rc;

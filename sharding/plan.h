@@ -28,13 +28,16 @@ struct plan_shard {
  * their difference; a donor none of whose vbuckets fits is passed over
  * until the loads change; a vbucket moves at most once per plan (the moves
  * run side by side). Weight of a vbucket = 1 + its listings, so empty
- * vbuckets spread too. A draining shard always ends empty. Caller frees
- * *moves. */
+ * vbuckets spread too. A vbucket pinned (pinned NULL: none) is never moved:
+ * its load stays with owner. A draining shard always ends empty, but for
+ * its pinned vbuckets. Caller frees *moves. */
 void plan_compute(const struct plan_shard *shards, size_t nshards, const uint32_t *owner,
-                  const uint64_t *listings, uint32_t num_vbuckets, struct plan_move **moves,
-                  size_t *nmoves);
+                  const bool *pinned, const uint64_t *listings, uint32_t num_vbuckets,
+                  struct plan_move **moves, size_t *nmoves);
 
-/* Reads the loads from the cluster and plans. Caller frees *moves. */
+/* Reads the loads from the cluster and plans. A vbucket whose move is
+ * unfinished in the journal is left out, its load counted at the move's
+ * target (where resume ends it). Caller frees *moves. */
 cal_status plan_load(struct cluster *c, struct plan_move **moves, size_t *nmoves, char *err,
                      size_t errlen);
 

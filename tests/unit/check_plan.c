@@ -33,7 +33,7 @@ START_TEST(a_draining_shard_ends_empty)
     struct plan_move *moves;
     size_t n;
     int64_t load[3];
-    plan_compute(shards, 3, owner, listings, 3, &moves, &n);
+    plan_compute(shards, 3, owner, NULL, listings, 3, &moves, &n);
     apply(moves, n, owner, listings, 3, load, 3);
     /* Weights 10, 1 and 6: the big vbucket to the new shard 1, the empty
      * one to shard 2, the closest the two can get (10 against 7). */
@@ -42,6 +42,28 @@ START_TEST(a_draining_shard_ends_empty)
     ck_assert_uint_eq(owner[1], 2);
     ck_assert_int_eq(load[1], 10);
     ck_assert_int_eq(load[2], 7);
+    free(moves);
+}
+END_TEST
+
+/* A vbucket whose move is unfinished is pinned: never planned again (its
+ * move would refuse a second one), its load counted where that move ends.
+ * Here shard 1 drains; its pinned vbucket stays, the other leaves. Shard 2
+ * holds a pinned heavy vbucket: the planner counts it and sends the
+ * draining shard's free one to shard 0. */
+START_TEST(a_pinned_vbucket_is_never_planned)
+{
+    struct plan_shard shards[] = {{0, false}, {1, true}, {2, false}};
+    uint32_t owner[] = {1, 1, 2};
+    bool pinned[] = {true, false, true};
+    uint64_t listings[] = {4, 3, 50};
+    struct plan_move *moves;
+    size_t n;
+    plan_compute(shards, 3, owner, pinned, listings, 3, &moves, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(moves[0].vbucket, 1);
+    ck_assert_uint_eq(moves[0].source, 1);
+    ck_assert_uint_eq(moves[0].target, 0);
     free(moves);
 }
 END_TEST
@@ -64,7 +86,7 @@ START_TEST(spreads_and_drains)
     }
     struct plan_move *moves;
     size_t n;
-    plan_compute(shards, NS, owner, listings, NVB, &moves, &n);
+    plan_compute(shards, NS, owner, NULL, listings, NVB, &moves, &n);
     apply(moves, n, owner, listings, NVB, load, NS);
     ck_assert_int_eq(load[1], 0);
     int64_t lo = load[0], hi = load[0];
@@ -101,7 +123,7 @@ START_TEST(a_plan_moves_each_vbucket_once)
         }
         struct plan_move *moves;
         size_t n;
-        plan_compute(shards, ns, owner, listings, nvb, &moves, &n);
+        plan_compute(shards, ns, owner, NULL, listings, nvb, &moves, &n);
         unsigned seen[MAXVB] = {0};
         for (size_t i = 0; i < n; i++)
             ck_assert_msg(seen[moves[i].vbucket]++ == 0, "trial %d: vbucket %u moved twice", trial,
@@ -126,6 +148,7 @@ main(void)
 {
     Suite *s = suite_create("plan");
     UNIT_CASE(s, a_draining_shard_ends_empty);
+    UNIT_CASE(s, a_pinned_vbucket_is_never_planned);
     UNIT_CASE(s, spreads_and_drains);
     UNIT_CASE(s, a_plan_moves_each_vbucket_once);
     return unit_run(s);
