@@ -28,6 +28,12 @@
 const char *const relay_tables[] = {"listings", "nights", "reservations", NULL};
 
 #define MAX_TOPICS 8
+/* A change event's value above this is sent with its images cut to their
+ * key and listing_id: librdkafka refuses a message over message.max.bytes
+ * (1,000,000 by default, and Kafka's brokers take about as much), and a
+ * refused one would stop the shard's relay for good. The invalidator needs
+ * no more (the hint header names the keys). */
+#define EVENT_VALUE_MAX 900000
 
 struct txn {
     struct txn *next;
@@ -501,6 +507,31 @@ send_truncate(struct relay *r, struct binlog *b, const struct binlog_event *ev, 
     return CAL_OK;
 }
 
+/* The value of a change whose full images are over EVENT_VALUE_MAX (a
+ * large column an operator added): the images cut to their key and
+ * listing_id columns, the rest left out as under binlog_row_image=MINIMAL. */
+static cal_status
+encode_cut_value(const struct rowimage_table *tm, enum event_op op, const struct event_value *bv,
+                 const struct event_value *av, const struct event_source *src, size_t full_len,
+                 char **value, size_t *valuelen, char *err, size_t errlen)
+{
+    struct event_value cb[ROWIMAGE_MAX_COLS], ca[ROWIMAGE_MAX_COLS];
+    for (size_t i = 0; i < tm->ncols; i++) {
+        bool keep = tm->ev.cols[i].pk || strcmp(tm->ev.cols[i].name, "listing_id") == 0;
+        if (bv != NULL)
+            cb[i] = keep ? bv[i] : (struct event_value){.type = EVENT_ABSENT};
+        if (av != NULL)
+            ca[i] = keep ? av[i] : (struct event_value){.type = EVENT_ABSENT};
+    }
+    cal_status st = event_encode_value(&tm->ev, op, bv != NULL ? cb : NULL, av != NULL ? ca : NULL,
+                                       src, cal_now_ms(), value, valuelen, err, errlen);
+    if (st == CAL_OK)
+        log_warn("change event over the message size: sent with its images cut to the key",
+                 "db=%s table=%s bytes=%zu max=%d file=%s pos=%" PRIu64 " row=%" PRIu32, tm->db,
+                 tm->table, full_len, EVENT_VALUE_MAX, src->file, src->pos, src->row);
+    return st;
+}
+
 static cal_status
 on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct txn *t, char *err,
         size_t errlen)
@@ -574,6 +605,13 @@ on_rows(struct relay *r, struct binlog *b, const struct binlog_event *ev, struct
         }
         st = event_encode_value(&tm->ev, rows.op, bv, av, &src, cal_now_ms(), &value, &valuelen,
                                 err, errlen);
+        if (st == CAL_OK && valuelen > EVENT_VALUE_MAX) {
+            size_t full_len = valuelen;
+            free(value);
+            value = NULL;
+            st = encode_cut_value(tm, rows.op, bv, av, &src, full_len, &value, &valuelen, err,
+                                  errlen);
+        }
         /* The invalidator's hint: the keys without parsing the value. */
         char hint[160];
         struct kproducer_header hdr = {.name = EVENT_HINT_HEADER, .value = hint};

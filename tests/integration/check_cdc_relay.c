@@ -452,19 +452,63 @@ START_TEST(other_tables_never_stop_the_relay)
 }
 END_TEST
 
-/* The columns compressed_columns_are_decoded adds to nights. The unchecked
- * fixture drops them before and after that test, in this process, so that
+/* The columns compressed_columns_are_decoded and
+ * an_oversized_change_is_sent_cut_to_its_key add to nights. The unchecked
+ * fixture drops them before and after those tests, in this process, so that
  * a failed or killed run leaves every other test the schema it expects. */
-#define DROP_COMPRESSED_COLUMNS                                                                    \
+#define DROP_TEST_COLUMNS                                                                          \
     "USE " SHARD_DB "; ALTER TABLE nights DROP COLUMN IF EXISTS cdc_note, "                        \
-    "DROP COLUMN IF EXISTS cdc_memo;"
+    "DROP COLUMN IF EXISTS cdc_memo, DROP COLUMN IF EXISTS cdc_big;"
 
 static void
-drop_compressed_columns(void)
+drop_test_columns(void)
 {
-    if (testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS) != 0)
-        fprintf(stderr, "check_cdc_relay: %s failed\n", DROP_COMPRESSED_COLUMNS);
+    if (testenv_sql_admin(&env, SHARD, DROP_TEST_COLUMNS) != 0)
+        fprintf(stderr, "check_cdc_relay: %s failed\n", DROP_TEST_COLUMNS);
 }
+
+/* A column an operator added holds a value whose event would be over the
+ * Kafka message size (1 MB of text): the event goes out with its images
+ * cut to the key and listing_id, and the changes after it follow. Refused
+ * by librdkafka, it stopped the shard's relay at that event for good. */
+START_TEST(an_oversized_change_is_sent_cut_to_its_key)
+{
+    struct db *db = shard();
+    uint64_t L = new_listing(db);
+    unsigned vb = testenv_vbucket(L);
+    char text[1024], d1[16], d2[16], key[128], want[512];
+    sql_text(db, d1, sizeof(d1), "SELECT TO_DAYS('2030-07-01') - 719528");
+    sql_text(db, d2, sizeof(d2), "SELECT TO_DAYS('2030-07-02') - 719528");
+    db_close(db);
+    snprintf(text, sizeof(text),
+             "USE " SHARD_DB "; ALTER TABLE nights ADD COLUMN cdc_big LONGTEXT NULL;"
+             "INSERT INTO nights (listing_id, night, status, vbucket, cdc_big) "
+             "VALUES (%" PRIu64 ", '2030-07-01', 'blocked', %u, REPEAT('x', 1000000));"
+             "INSERT INTO nights (listing_id, night, status, vbucket) "
+             "VALUES (%" PRIu64 ", '2030-07-02', 'blocked', %u);",
+             L, vb, L, vb);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, text), 0);
+
+    struct collected *c = collect_table("nights", L, 2, "after an oversized change");
+    snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, d1);
+    size_t i = find(c, "nights", "c", key);
+    snprintf(want, sizeof(want), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, d1);
+    assert_row(c->values[i], "after", want);
+    assert_source(&c->msgs[i], c->values[i], "nights", L);
+    snprintf(key, sizeof(key), "{\"listing_id\":%" PRIu64 ",\"night\":%s}", L, d2);
+    i = find(c, "nights", "c", key);
+    snprintf(want, sizeof(want),
+             "{\"listing_id\":%" PRIu64 ",\"night\":%s,\"status\":\"blocked\","
+             "\"reservation_id\":null,\"price\":null,\"version\":1,\"vbucket\":%u,"
+             "\"cdc_big\":null}",
+             L, d2, vb);
+    assert_row(c->values[i], "after", want);
+    collected_free(c);
+    free(c);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, DROP_TEST_COLUMNS), 0);
+    cleanup(L);
+}
+END_TEST
 
 /* A VARCHAR COMPRESSED and a BLOB COMPRESSED column added to nights between
  * night and status (binlog types 141 and 140), rows written with raw deflate
@@ -527,7 +571,7 @@ START_TEST(compressed_columns_are_decoded)
     }
     collected_free(c);
     free(c);
-    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, DROP_COMPRESSED_COLUMNS), 0);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, DROP_TEST_COLUMNS), 0);
     cleanup(L);
 }
 END_TEST
@@ -1545,8 +1589,13 @@ suite(void)
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("compressed_columns_are_decoded");
-    tcase_add_unchecked_fixture(tc, drop_compressed_columns, drop_compressed_columns);
+    tcase_add_unchecked_fixture(tc, drop_test_columns, drop_test_columns);
     tcase_add_test(tc, compressed_columns_are_decoded);
+    tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("an_oversized_change_is_sent_cut_to_its_key");
+    tcase_add_unchecked_fixture(tc, drop_test_columns, drop_test_columns);
+    tcase_add_test(tc, an_oversized_change_is_sent_cut_to_its_key);
     tcase_set_timeout(tc, 90);
     suite_add_tcase(s, tc);
     tc = tcase_create("truncate_of_a_relayed_table_is_a_truncate_event");
