@@ -864,20 +864,31 @@ stream(struct relay *r, struct binlog *b, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ run */
 
-/* After this many interruptions in a row without the acknowledged position
- * moving, the relay is stuck (an event it cannot relay, a Kafka cluster that
- * refuses it): logged at error level so that someone looks. */
-#define STUCK_ATTEMPTS 3
-
-/* A stream that ran this long was healthy, whether or not it carried a
- * change: the wait before the next connect starts short again. */
+/* After RELAY_STUCK_ATTEMPTS interruptions in a row without the
+ * acknowledged position moving, each after a short stream, the relay is
+ * stuck (an event it cannot relay, a Kafka cluster that refuses it): logged
+ * at error level so that someone looks. A stream that ran
+ * RELAY_STREAM_HEALTHY_US was healthy, whether or not it carried a change:
+ * the wait before the next connect starts short again. */
 #define RETRY_MIN_MS 100 /* the first wait before connecting again */
-#define STREAM_HEALTHY_US (10 * 1000 * 1000)
+
+unsigned
+relay_count_interruption(const struct gtid_pos *acked, uint64_t ran_us, struct gtid_pos *stuck_at,
+                         unsigned *stuck)
+{
+    if (*stuck > 0 && gtid_pos_equal(acked, stuck_at) && ran_us < RELAY_STREAM_HEALTHY_US) {
+        (*stuck)++;
+    } else {
+        *stuck = 1;
+        *stuck_at = *acked;
+    }
+    return *stuck;
+}
 
 /* Logs one interruption of the stream; *stuck counts the interruptions in a
  * row at the acknowledged position *stuck_at. The wait before the next
  * connect (*retry_ms) starts again at its shortest after a stream that got
- * further or ran STREAM_HEALTHY_US, and keeps growing otherwise: a position
+ * further or ran RELAY_STREAM_HEALTHY_US, and keeps growing otherwise: a position
  * that fails at once (an event the relay refuses, a purged binlog) is tried
  * again, and logged, at most every reconnect_max_ms. */
 static void
@@ -888,15 +899,9 @@ log_interruption(struct relay *r, cal_status st, const char *err, uint64_t ran_u
     r->stream_errors++;
     struct gtid_pos acked = r->acked;
     pthread_mutex_unlock(&r->mu);
-    if (*stuck > 0 && gtid_pos_equal(&acked, stuck_at)) {
-        (*stuck)++;
-    } else {
-        *stuck = 1;
-        *stuck_at = acked;
-    }
-    if (*stuck == 1 || ran_us >= STREAM_HEALTHY_US)
+    if (relay_count_interruption(&acked, ran_us, stuck_at, stuck) == 1)
         *retry_ms = RETRY_MIN_MS;
-    if (*stuck < STUCK_ATTEMPTS) {
+    if (*stuck < RELAY_STUCK_ATTEMPTS) {
         log_warn("stream interrupted", "status=%s error=\"%s\" retry_ms=%u", cal_status_name(st),
                  err, *retry_ms);
         return;

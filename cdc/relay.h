@@ -38,4 +38,15 @@ extern const char *const relay_tables[];
  * retried forever with bounded backoff. */
 int relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop);
 
+/* Counts one interruption of the stream, with acked the acknowledged
+ * position when it ended and ran_us how long it had run: *stuck counts the
+ * interruptions in a row at *stuck_at. One after the position moved, or
+ * after a stream that ran RELAY_STREAM_HEALTHY_US (an idle shard's stream
+ * is healthy for hours without a change), starts the count again at 1.
+ * Returns *stuck; at RELAY_STUCK_ATTEMPTS the relay logs "stream stuck". */
+#define RELAY_STUCK_ATTEMPTS 3
+#define RELAY_STREAM_HEALTHY_US (10 * 1000 * 1000)
+unsigned relay_count_interruption(const struct gtid_pos *acked, uint64_t ran_us,
+                                  struct gtid_pos *stuck_at, unsigned *stuck);
+
 #endif
