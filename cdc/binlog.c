@@ -111,17 +111,23 @@ binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
     }
 
     /* A change logged as a statement would pass as a transaction without
-     * rows, and its invalidations be lost without a word. */
-    char format[32], image[32];
+     * rows, and its invalidations be lost without a word. Row events logged
+     * without column names and primary keys (binlog_row_metadata) cannot be
+     * relayed: refused here, before a start position is saved past which
+     * the binlog holds them. */
+    char format[32], image[32], metadata[32];
     if (!query_value(b->mysql, "SELECT @@GLOBAL.binlog_format", format, sizeof(format), err,
                      errlen) ||
         !query_value(b->mysql, "SELECT @@GLOBAL.binlog_row_image", image, sizeof(image), err,
-                     errlen))
+                     errlen) ||
+        !query_value(b->mysql, "SELECT @@GLOBAL.binlog_row_metadata", metadata, sizeof(metadata),
+                     err, errlen))
         goto fail;
-    if (strcmp(format, "ROW") != 0 || strcmp(image, "FULL") != 0) {
+    if (strcmp(format, "ROW") != 0 || strcmp(image, "FULL") != 0 || strcmp(metadata, "FULL") != 0) {
         snprintf(err, errlen,
-                 "%s:%u logs binlog_format=%s binlog_row_image=%s: the relay needs ROW and FULL",
-                 dc->host, dc->port, format, image);
+                 "%s:%u logs binlog_format=%s binlog_row_image=%s binlog_row_metadata=%s: the "
+                 "relay needs ROW, FULL and FULL",
+                 dc->host, dc->port, format, image, metadata);
         goto fail;
     }
 

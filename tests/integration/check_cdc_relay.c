@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cdc/binlog.h"
 #include "cdc/event.h"
 #include "common/db.h"
 #include "common/util.h"
@@ -449,6 +450,35 @@ START_TEST(other_tables_never_stop_the_relay)
     free(c);
     ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "DROP DATABASE cdc_probe;"), 0);
     cleanup(L);
+}
+END_TEST
+
+#define ROW_METADATA_FULL "SET GLOBAL binlog_row_metadata = FULL;"
+
+static void
+row_metadata_full(void)
+{
+    if (testenv_sql_admin(&env, SHARD, ROW_METADATA_FULL) != 0)
+        fprintf(stderr, "check_cdc_relay: %s failed\n", ROW_METADATA_FULL);
+}
+
+/* A shard that logs rows without their column names and primary key
+ * (binlog_row_metadata not FULL) is refused when the relay connects, before
+ * it saves a start position past which the binlog holds events it cannot
+ * decode. The check runs before anything replicates, so the shard's SQL
+ * user serves; the unchecked fixture sets FULL again whatever happens. */
+START_TEST(a_shard_without_row_metadata_is_refused)
+{
+    struct binlog_conf bc = {.server_id = 4242, .heartbeat_ms = 1000};
+    char err[512] = "";
+    ck_assert(db_conf_parse_dsn(&bc.db, env.shard_dsns[SHARD], err, sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, "SET GLOBAL binlog_row_metadata = NO_LOG;"), 0);
+    struct gtid_pos start;
+    struct binlog *b = binlog_open(&bc, NULL, &start, err, sizeof(err));
+    ck_assert_int_eq(testenv_sql_admin(&env, SHARD, ROW_METADATA_FULL), 0);
+    binlog_close(b);
+    ck_assert_msg(b == NULL, "a shard with binlog_row_metadata=NO_LOG was taken");
+    ck_assert_msg(strstr(err, "binlog_row_metadata=NO_LOG") != NULL, "%s", err);
 }
 END_TEST
 
@@ -1592,6 +1622,11 @@ suite(void)
     tcase_add_unchecked_fixture(tc, drop_test_columns, drop_test_columns);
     tcase_add_test(tc, compressed_columns_are_decoded);
     tcase_set_timeout(tc, 90);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_shard_without_row_metadata_is_refused");
+    tcase_add_unchecked_fixture(tc, row_metadata_full, row_metadata_full);
+    tcase_add_test(tc, a_shard_without_row_metadata_is_refused);
+    tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("an_oversized_change_is_sent_cut_to_its_key");
     tcase_add_unchecked_fixture(tc, drop_test_columns, drop_test_columns);
