@@ -299,7 +299,8 @@ invstats_render(struct invstats *stats, size_t *len)
             "calendar_invalidator_redelete_queue_keys %zu\n",
             stats->redelete_queue);
     fputs("# HELP calendar_invalidator_lag_messages Consumer lag per assigned partition "
-          "(high watermark - position).\n# TYPE calendar_invalidator_lag_messages gauge\n",
+          "(high watermark - the first offset not acted on; events held for a retry count).\n"
+          "# TYPE calendar_invalidator_lag_messages gauge\n",
           f);
     for (size_t i = 0; i < stats->nlags; i++) {
         if (stats->lags[i].lag < 0)

@@ -723,6 +723,11 @@ kconsumer_lag(struct kconsumer *kc, struct kconsumer_lag *lags, size_t max)
             if (c != NULL && c->err == RD_KAFKA_RESP_ERR_NO_ERROR && c->offset >= 0)
                 l->position = c->offset;
         }
+        /* Messages held for a retry (memcached failing) were polled but not
+         * acted on: they count in the lag, from the first of them. */
+        const struct held *h = find_held(kc, tp->topic, tp->partition);
+        if (h != NULL && h->n > 0 && (l->position < 0 || h->q[0]->offset < l->position))
+            l->position = h->q[0]->offset;
         int64_t lo = -1, hi = -1;
         if (rd_kafka_get_watermark_offsets(kc->rk, tp->topic, tp->partition, &lo, &hi) !=
             RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -52,7 +52,8 @@ struct kconsumer_msg {
 struct kconsumer_lag {
     char topic[256];
     int32_t partition;
-    int64_t position;       /* next offset the application gets, -1 if none yet */
+    int64_t position;       /* first offset not acted on (held for a retry, or the next
+                             * the application gets), -1 if none yet */
     int64_t high_watermark; /* -1 if not fetched yet */
     int64_t lag;
 };
@@ -102,7 +103,9 @@ cal_status kconsumer_retry(struct kconsumer *kc, struct kconsumer_msg *msg, unsi
  * not be acted on (or stored) before it, so hand it to kconsumer_retry. */
 bool kconsumer_behind_held(struct kconsumer *kc, const struct kconsumer_msg *msg);
 
-/* Fills up to max entries, one per assigned partition; returns how many. */
+/* Fills up to max entries, one per assigned partition; returns how many.
+ * Messages held for a retry count in the lag: a partition whose deletes
+ * fail (memcached down) shows them as not consumed. */
 size_t kconsumer_lag(struct kconsumer *kc, struct kconsumer_lag *lags, size_t max);
 
 /* Partitions assigned now, and whether the group assigned us anything yet

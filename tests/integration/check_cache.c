@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <dirent.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -23,6 +22,7 @@
 #include "common/util.h"
 #include "tests/lib/http.h"
 #include "tests/lib/testd.h"
+#include "tests/lib/proc.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
 
@@ -778,48 +778,6 @@ memcached_pid(void)
     return (pid_t)pid;
 }
 
-/* Every thread of pid stopped (state T): kill() returns before the signal
- * has stopped them, and a thread still running could answer. */
-static bool
-all_stopped(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return false;
-    bool all = true;
-    struct dirent *e;
-    while (all && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char stat[600], buf[256];
-        snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
-        FILE *f = fopen(stat, "r");
-        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        const char *paren = strrchr(buf, ')');
-        all = paren != NULL && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
-    }
-    closedir(d);
-    return all;
-}
-
-/* SIGSTOPs memcached and waits up to 1 s until every thread of it stopped;
- * false if they did not (the caller sends SIGCONT before it asserts). */
-static bool
-stop_memcached(pid_t pid)
-{
-    if (kill(pid, SIGSTOP) != 0)
-        return false;
-    bool stopped = false;
-    for (int i = 0; i < 1000 && !(stopped = all_stopped(pid)); i++)
-        usleep(1000);
-    return stopped;
-}
-
 /* Requests that time out (memcached stopped) leave their answers on the
  * way: a get's (a value deleted since), an add's, a delete's. None of them
  * may be read as the answer to a later request on the same handle, which
@@ -843,7 +801,7 @@ START_TEST(a_late_answer_is_never_taken_for_a_later_request)
     put(c, key, "old");
     ck_assert(key_present(slow, key)); /* connected: the stop hits the answers */
 
-    bool stopped = stop_memcached(mc);
+    bool stopped = proc_stop(mc);
     struct cache_item it = {.key = key, .keylen = strlen(key)};
     cal_status got = cache_get_multi(slow, &it, 1, err, sizeof(err));
     bool found = it.found;
@@ -938,7 +896,7 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
     cache_destroy(pool);
     struct avail *avail = make_avail(conf.servers);
     pid_t mc = memcached_pid();
-    bool stopped = stop_memcached(mc);
+    bool stopped = proc_stop(mc);
     avail_invalidate(avail, live, 0, 0);
     /* From now on the down server's key is written again and again: its
      * failing sends must not keep putting the retry off. */
@@ -990,7 +948,7 @@ START_TEST(the_overflow_drains_under_writes)
      * one that landed before the stop would clear it before the test. No
      * assertion until it runs again. */
     pid_t mc = memcached_pid();
-    bool stopped = stop_memcached(mc);
+    bool stopped = proc_stop(mc);
     avail_hold_deletes(avail, true);
     for (uint64_t i = 0; i <= FULL; i++) /* one more than the set holds */
         avail_invalidate(avail, base + i, 0, 0);
@@ -1056,7 +1014,7 @@ START_TEST(failed_invalidation_still_reads_own_write)
     struct cached f;
     cache_version4(&f);
     pid_t mc = memcached_pid();
-    bool stopped = stop_memcached(mc);
+    bool stopped = proc_stop(mc);
     avail_invalidate(f.avail, f.id, f.from, f.to);
     /* The delete thread's send times out (50 ms) and so do its retries:
      * nothing may count as deleted while memcached is stopped. */
@@ -1130,7 +1088,7 @@ START_TEST(retry_empties_a_crowded_bucket)
             ids[n++] = id;
     }
     pid_t mc = memcached_pid();
-    bool stopped = stop_memcached(mc);
+    bool stopped = proc_stop(mc);
     for (size_t i = 0; i < N; i++)
         avail_invalidate(avail, ids[i], 0, 0); /* the listing key only */
     bool settled = avail_settle(avail, 300);

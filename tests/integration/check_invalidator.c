@@ -1122,6 +1122,109 @@ stop_child(pid_t pid)
     waitpid(pid, &status, 0);
 }
 
+/* A memcached of the test's own on a free port (it dies with this test
+ * process), its log in dir; stack.memcached names it from now on, for
+ * make_cache() and own_conf(). Returns its pid once it answers. */
+static pid_t
+start_private_memcached(const char *dir, char servers[64], char mc_log[600])
+{
+    char port_s[16], err[256];
+    unsigned port = testenv_free_port();
+    ck_assert_uint_ne(port, 0);
+    snprintf(port_s, sizeof(port_s), "%u", port);
+    snprintf(servers, 64, "127.0.0.1:%u", port);
+    snprintf(mc_log, 600, "%s/memcached.log", dir);
+    char *mc_argv[] = {"memcached", "-l", "127.0.0.1", "-p", port_s,
+                       "-U",        "0",  "-m",        "16", getuid() == 0 ? "-u" : NULL,
+                       "root",      NULL};
+    pid_t mc = proc_start_tied(mc_argv, mc_log);
+    ck_assert_int_gt(mc, 0);
+    strcpy(stack.memcached, servers);
+    struct cache *c = make_cache();
+    bool up = false;
+    for (int i = 0; i < 100 && !up; i++) {
+        up = cache_set(c, "probe", 5, "v", 1, 60, err, sizeof(err)) == CAL_OK;
+        if (!up)
+            cal_sleep_ms(50);
+    }
+    cache_destroy(c);
+    ck_assert_msg(up, "private memcached on %s did not start: %s", servers, err);
+    return mc;
+}
+
+/* calendar_invalidator_lag_messages of topic in stats, summed over its
+ * partitions; -1 while not reported. */
+static long long
+lag_of(struct invstats *stats, const char *topic)
+{
+    size_t len;
+    char *text = invstats_render(stats, &len), line[192];
+    snprintf(line, sizeof(line), "calendar_invalidator_lag_messages{topic=\"%s\",partition=\"",
+             topic);
+    long long sum = -1;
+    for (const char *at = strstr(text, line); at != NULL; at = strstr(at + 1, line)) {
+        const char *v = strstr(at, "} ");
+        if (v != NULL)
+            sum = (sum < 0 ? 0 : sum) + strtoll(v + 2, NULL, 10);
+    }
+    free(text);
+    return sum;
+}
+
+/* memcached stops answering: the events polled meanwhile are held for a
+ * retry, not acted on, and the lag says so (it counted them consumed, 0
+ * on a quiet topic, while none of their keys was deleted); once memcached
+ * answers again they are applied and the lag goes back to 0. */
+START_TEST(held_events_count_in_the_lag)
+{
+    enum { EVENTS = 20 };
+    load_stack();
+    char dir[] = "/tmp/check_invalidator.XXXXXX", servers[64], mc_log[600];
+    ck_assert(mkdtemp(dir) != NULL);
+    pid_t mc = start_private_memcached(dir, servers, mc_log);
+    struct cache *c = make_cache();
+    struct kafka_produce *kp = make_producer();
+    struct own_inv o;
+    char topic[96], json[512];
+    own_inv_ready(&o, c, kp, topic, 0);
+
+    bool stopped = proc_stop(mc);
+    for (int i = 0; i < EVENTS; i++) {
+        uint64_t id = testenv_random48();
+        snprintf(json, sizeof(json),
+                 "{\"before\":null,\"after\":{\"listing_id\":%llu},\"source\":{\"table\":"
+                 "\"listings\",\"ts_ms\":%llu},\"op\":\"c\"}",
+                 (unsigned long long)id, (unsigned long long)cal_now_ms());
+        produce(kp, topic, id, json);
+    }
+    /* In each partition every one is held behind the first, which fails
+     * again and again: the lag counts from it (the topic's offsets past
+     * the first change are these events). */
+    long long held = -1;
+    for (int ms = 0; ms < 30000 && held < EVENTS; ms += 100) {
+        cal_sleep_ms(100);
+        held = lag_of(o.stats, topic);
+    }
+    ck_assert_int_eq(kill(mc, SIGCONT), 0);
+    long long after = -1;
+    for (int ms = 0; ms < 30000 && after != 0; ms += 100) {
+        cal_sleep_ms(100);
+        after = lag_of(o.stats, topic);
+    }
+    own_inv_stop(&o);
+    invstats_destroy(o.stats);
+    stop_child(mc);
+    kafka_produce_destroy(kp);
+    cache_destroy(c);
+    unlink(mc_log);
+    rmdir(dir);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(held == EVENTS, "lag %lld with %d events held while memcached was stopped", held,
+                  EVENTS);
+    ck_assert_msg(after == 0, "lag %lld 30 s after memcached answered again", after);
+}
+END_TEST
+
 #define OUTAGE_EVENTS 60
 
 START_TEST(memcached_outage_retried_not_skipped)
@@ -1129,15 +1232,11 @@ START_TEST(memcached_outage_retried_not_skipped)
     load_stack();
     char dir[] = "/tmp/check_invalidator.XXXXXX";
     ck_assert(mkdtemp(dir) != NULL);
-    char topic[64], group[64], ini[600], mc_log[600], inv_log[600], port_s[16], servers[64];
+    char topic[64], group[64], ini[600], mc_log[600], inv_log[600], servers[64];
     uint64_t tag = testenv_random48();
     snprintf(topic, sizeof(topic), "calendar.invoutage%llu.listings", (unsigned long long)tag);
     snprintf(group, sizeof(group), "invoutage-%llu", (unsigned long long)tag);
-    unsigned port = testenv_free_port();
-    ck_assert_uint_ne(port, 0);
-    snprintf(port_s, sizeof(port_s), "%u", port);
-    snprintf(servers, sizeof(servers), "127.0.0.1:%u", port);
-    snprintf(mc_log, sizeof(mc_log), "%s/memcached.log", dir);
+    pid_t mc = start_private_memcached(dir, servers, mc_log);
     snprintf(inv_log, sizeof(inv_log), "%s/invalidator.log", dir);
     snprintf(ini, sizeof(ini), "%s/invalidator.ini", dir);
     FILE *f = fopen(ini, "w");
@@ -1149,22 +1248,8 @@ START_TEST(memcached_outage_retried_not_skipped)
             stack.kafka, group, topic, servers);
     fclose(f);
 
-    char *mc_argv[] = {"memcached", "-l", "127.0.0.1", "-p", port_s,
-                       "-U",        "0",  "-m",        "16", getuid() == 0 ? "-u" : NULL,
-                       "root",      NULL};
-    pid_t mc = proc_start_tied(mc_argv, mc_log);
-    ck_assert_int_gt(mc, 0);
-    strcpy(stack.memcached, servers); /* make_cache() talks to the private memcached */
     struct cache *c = make_cache();
     struct kafka_produce *kp = make_producer();
-    char err[256];
-    bool up = false;
-    for (int i = 0; i < 100 && !up; i++) {
-        up = cache_set(c, "probe", 5, "v", 1, 60, err, sizeof(err)) == CAL_OK;
-        if (!up)
-            cal_sleep_ms(50);
-    }
-    ck_assert_msg(up, "private memcached on %s did not start: %s", servers, err);
 
     /* The topic exists before the invalidator subscribes to it by name. */
     char json[1024];
@@ -1259,6 +1344,10 @@ main(void)
     tc = tcase_create("memcached_outage_retried_not_skipped");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, memcached_outage_retried_not_skipped);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("held_events_count_in_the_lag");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, held_events_count_in_the_lag);
     suite_add_tcase(s, tc);
     tc = tcase_create("a_gap_in_the_partition_is_told");
     tcase_set_timeout(tc, 150);

@@ -1,6 +1,7 @@
 /* Running the project's programs from tests. */
 #include "tests/lib/proc.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -117,4 +118,43 @@ proc_log_has_within(const char *path, const char *needle, unsigned ms)
             return false;
         cal_sleep_ms(100);
     }
+}
+
+/* Every thread of pid stopped (state T in /proc/PID/task/TID/stat). */
+static bool
+all_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    bool all = true;
+    struct dirent *e;
+    while (all && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat[600], buf[256];
+        snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
+        FILE *f = fopen(stat, "r");
+        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL)
+            fclose(f);
+        buf[n] = '\0';
+        const char *paren = strrchr(buf, ')');
+        all = paren != NULL && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+    }
+    closedir(d);
+    return all;
+}
+
+bool
+proc_stop(pid_t pid)
+{
+    if (kill(pid, SIGSTOP) != 0)
+        return false;
+    bool stopped = false;
+    for (int i = 0; i < 1000 && !(stopped = all_stopped(pid)); i++)
+        usleep(1000);
+    return stopped;
 }

@@ -26,4 +26,10 @@ int proc_wait(pid_t pid, unsigned timeout_s);
  * within ms? Looked at every 100 ms. */
 bool proc_log_has_within(const char *path, const char *needle, unsigned ms);
 
+/* SIGSTOPs pid and waits up to 1 s until every thread of it is stopped
+ * (kill() returns before they are, and a thread still running can answer
+ * a request meant to time out); false if they did not stop (the caller
+ * sends SIGCONT before it asserts). */
+bool proc_stop(pid_t pid);
+
 #endif
