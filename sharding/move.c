@@ -1178,7 +1178,7 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
 bool
 move_status_retry(cal_status st)
 {
-    return st == CAL_EAGAIN || st == CAL_EUNAVAIL;
+    return st == CAL_EAGAIN || st == CAL_EUNAVAIL || st == CAL_EUNKNOWN;
 }
 
 cal_status
@@ -1208,7 +1208,7 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     /* One move that cannot finish (its cleanup refused, its shard down)
      * must not keep the others unfinished: each is tried, the first
      * failure is named, and the status is the first one that is not a
-     * try-again one (CAL_EAGAIN, CAL_EUNAVAIL), if any. */
+     * try-again one (move_status_retry), if any. */
     cal_status worst = CAL_OK;
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {

@@ -71,8 +71,8 @@ cal_status move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket,
                           const struct move_opts *opts, uint64_t *copied, char *err, size_t errlen);
 
 /* A failure that goes away by itself (another run holds the vbucket,
- * writes kept a cutover busy, a shard did not answer): running the same
- * again later is the remedy. */
+ * writes kept a cutover busy, a shard did not answer or lost its answer):
+ * running the same again later is the remedy. */
 bool move_status_retry(cal_status st);
 
 /* Finishes every unfinished move of the journal; *resumed counts them. A
