@@ -480,6 +480,49 @@ loop_main(void *arg)
     return NULL;
 }
 
+static int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* MHD's unescaping of the path and the query (%XX, in place), but for %00
+ * and %2F, which stay as they are: decoded, a NUL would cut the path short
+ * and a slash add a segment, so /v1/listings/42%2Fcalendar would reach
+ * another endpoint than the one a proxy in front saw. Left alone, they
+ * make an id or a value malformed (400). Returns the new length. */
+size_t
+http_unescape(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r != '\0';) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        int v = hi * 16 + lo;
+        if (hi >= 0 && lo >= 0 && v != 0 && v != '/') {
+            *w++ = (char)v;
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+static size_t
+on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return http_unescape(s);
+}
+
 /* Starts loop i's daemon, epoll set and thread. false and err filled. */
 static bool
 loop_start(struct http_server *srv, struct loop *lp, const struct sockaddr_in *addr, char *err,
@@ -495,7 +538,8 @@ loop_start(struct http_server *srv, struct loop *lp, const struct sockaddr_in *a
         addr, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)conf->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)conf->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, lp,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, NULL,
+        MHD_OPTION_END);
     if (lp->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not permitted)", conf->listen,
                  conf->port);

@@ -37,4 +37,9 @@ void http_stop(struct http_server *srv); /* http_stop(NULL) is a no-op */
  * was slow because the cores were busy, and the workers would be slower. */
 bool http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswered);
 
+/* Decodes the %XX escapes of s in place, but for %00 and %2F (a NUL would
+ * cut a path short, a slash add a segment): they stay as they are. What
+ * MHD calls on the path and the query. Returns the new length. */
+size_t http_unescape(char *s);
+
 #endif

@@ -1174,13 +1174,14 @@ search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_
     const struct listing *l = &it->read.listing;
     struct booking_plan plan;
     booking_plan_make(l, it->read.rows, it->read.nrows, in, out, &plan);
+    /* In the order a booking of the stay checks them: its rules first. */
     const char *reason = NULL;
-    if (plan.nunavailable > 0)
-        reason = "nights_unavailable";
-    else if (out - in < l->min_nights)
+    if (out - in < l->min_nights)
         reason = "stay_too_short";
     else if (out - in > l->max_nights)
         reason = "stay_too_long";
+    else if (plan.nunavailable > 0)
+        reason = "nights_unavailable";
     jsonout_lit(j, reason == NULL ? ",\"available\":true" : ",\"available\":false");
     jsonout_lit(j, ",\"total_price\":");
     jsonout_int(j, plan.total_price);
@@ -1468,58 +1469,72 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         service_error(resp, 404, "not_found", "no such endpoint");
         return;
     }
+    /* The endpoint and its methods first: a method the path does not take
+     * is a 405 whatever its ids, as a path that names no endpoint is a 404. */
+    const char *allow;
+    enum access access = ACCESS_READ;
+    bool put = strcmp(req->method, "PUT") == 0;
+    if (n == 3) {
+        resp->endpoint = put ? EP_PUT_LISTING : EP_GET_LISTING;
+        allow = "GET, HEAD, PUT";
+        access = put ? ACCESS_VERSIONED : ACCESS_READ;
+    } else if (n == 4 && seg_is(&seg[3], "reservations")) {
+        resp->endpoint = EP_CREATE_RESERVATION;
+        allow = "POST";
+        access = ACCESS_WRITE;
+    } else if (n == 4 && seg_is(&seg[3], "calendar")) {
+        resp->endpoint = EP_CALENDAR;
+        allow = "POST";
+        access = ACCESS_VERSIONED;
+    } else if (n == 4 && seg_is(&seg[3], "availability")) {
+        resp->endpoint = EP_AVAILABILITY;
+        allow = "GET, HEAD";
+    } else if (n == 5 && seg_is(&seg[3], "reservations")) {
+        resp->endpoint = EP_GET_RESERVATION;
+        allow = "GET, HEAD";
+    } else if (n == 6 && seg_is(&seg[3], "reservations") && seg_is(&seg[5], "cancel")) {
+        resp->endpoint = EP_CANCEL_RESERVATION;
+        allow = "POST";
+        access = ACCESS_WRITE;
+    } else {
+        service_error(resp, 404, "not_found", "no such endpoint");
+        return;
+    }
+    if (!accepted(req, allow, access, resp))
+        return;
     if (!request_parse_id(seg[2].p, seg[2].len, &listing_id)) {
         service_error(resp, 400, "invalid_listing_id",
                       "listing id must be a positive integer below 2^63");
         return;
     }
-    if (n == 3) {
-        bool put = strcmp(req->method, "PUT") == 0;
-        resp->endpoint = put ? EP_PUT_LISTING : EP_GET_LISTING;
-        if (!accepted(req, "GET, HEAD, PUT", put ? ACCESS_VERSIONED : ACCESS_READ, resp))
-            return;
-        if (put)
-            handle_put_listing(svc, listing_id, req, resp);
-        else
-            handle_get_listing(svc, listing_id, resp);
+    if (n >= 5 && !request_parse_id(seg[4].p, seg[4].len, &reservation_id)) {
+        service_error(resp, 400, "invalid_reservation_id",
+                      "reservation id must be a positive integer");
         return;
     }
-    if (n == 4 && seg_is(&seg[3], "reservations")) {
-        resp->endpoint = EP_CREATE_RESERVATION;
-        if (accepted(req, "POST", ACCESS_WRITE, resp))
-            handle_create_reservation(svc, listing_id, req, resp);
+    switch (resp->endpoint) {
+    case EP_PUT_LISTING:
+        handle_put_listing(svc, listing_id, req, resp);
+        return;
+    case EP_GET_LISTING:
+        handle_get_listing(svc, listing_id, resp);
+        return;
+    case EP_CREATE_RESERVATION:
+        handle_create_reservation(svc, listing_id, req, resp);
+        return;
+    case EP_CALENDAR:
+        handle_calendar(svc, listing_id, req, resp);
+        return;
+    case EP_AVAILABILITY:
+        handle_availability(svc, listing_id, req, resp);
+        return;
+    case EP_GET_RESERVATION:
+        handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
+        return;
+    default: /* EP_CANCEL_RESERVATION */
+        handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
         return;
     }
-    if (n == 4 && seg_is(&seg[3], "calendar")) {
-        resp->endpoint = EP_CALENDAR;
-        if (accepted(req, "POST", ACCESS_VERSIONED, resp))
-            handle_calendar(svc, listing_id, req, resp);
-        return;
-    }
-    if (n == 4 && seg_is(&seg[3], "availability")) {
-        resp->endpoint = EP_AVAILABILITY;
-        if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
-            handle_availability(svc, listing_id, req, resp);
-        return;
-    }
-    if ((n == 5 || (n == 6 && seg_is(&seg[5], "cancel"))) && seg_is(&seg[3], "reservations")) {
-        if (!request_parse_id(seg[4].p, seg[4].len, &reservation_id)) {
-            service_error(resp, 400, "invalid_reservation_id",
-                          "reservation id must be a positive integer");
-            return;
-        }
-        if (n == 5) {
-            resp->endpoint = EP_GET_RESERVATION;
-            if (accepted(req, "GET, HEAD", ACCESS_READ, resp))
-                handle_reservation(svc, listing_id, reservation_id, op_get_reservation, resp);
-        } else {
-            resp->endpoint = EP_CANCEL_RESERVATION;
-            if (accepted(req, "POST", ACCESS_WRITE, resp))
-                handle_reservation(svc, listing_id, reservation_id, op_cancel, resp);
-        }
-        return;
-    }
-    service_error(resp, 404, "not_found", "no such endpoint");
 }
 
 bool

@@ -628,6 +628,11 @@ START_TEST(test_method_not_allowed_names_the_allowed_ones)
         {"DELETE", "/readyz", "GET, HEAD"},
         {"PUT", "/metrics", "GET, HEAD"},
         {"GET", "/v1/availability/search", "POST"},
+        /* the method before the ids: a 405 whatever they are */
+        {"DELETE", "/v1/listings/abc", "GET, HEAD, PUT"},
+        {"GET", "/v1/listings/abc/calendar", "POST"},
+        {"PUT", "/v1/listings/42/reservations/x", "GET, HEAD"},
+        {"GET", "/v1/listings/0/reservations/x/cancel", "POST"},
     };
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         call(&resp, others[i].method, NULL, NULL, "%s", others[i].path);
@@ -2901,6 +2906,64 @@ START_TEST(test_reservation_ids_come_from_the_catalog)
 }
 END_TEST
 
+/* An escaped slash or NUL in a path is not decoded into one: decoded, a
+ * slash would add a segment (a calendar write behind a path a proxy saw as
+ * a listing's) and a NUL cut the path short. They make the id malformed. */
+START_TEST(test_escaped_slash_and_nul_are_not_path_syntax)
+{
+    struct http_response resp;
+    uint64_t id = create_listing();
+    char body[128];
+    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY), day(FIRST_DAY + 1));
+    call(&resp, "POST", NULL, body, "/v1/listings/%" PRIu64 "%%2Fcalendar", id);
+    expect_error(&resp, 405, "method_not_allowed"); /* the listing's path: no POST */
+    http_response_deinit(&resp);
+    call(&resp, "PUT", NULL, "{}", "/v1/listings/%" PRIu64 "%%2Fcalendar", id);
+    expect_error(&resp, 400, "invalid_listing_id");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "%%00/refunds", id);
+    expect_error(&resp, 404, "not_found");
+    http_response_deinit(&resp);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "%%00", id);
+    expect_error(&resp, 400, "invalid_listing_id");
+    http_response_deinit(&resp);
+    /* Other escapes are decoded: %34%32... is the id's digits. */
+    char escaped[64] = "", digits[24];
+    snprintf(digits, sizeof(digits), "%" PRIu64, id);
+    for (size_t i = 0; digits[i] != '\0'; i++)
+        snprintf(escaped + strlen(escaped), sizeof(escaped) - strlen(escaped), "%%%02X",
+                 (unsigned)digits[i]);
+    call(&resp, "GET", NULL, NULL, "/v1/listings/%s", escaped);
+    json_decref(expect_json(&resp, 200));
+    http_response_deinit(&resp);
+}
+END_TEST
+
+/* A search tells why a stay cannot be booked in the order a booking of it
+ * is refused: too short for the listing's rules before nights taken. */
+START_TEST(test_search_reason_is_the_bookings)
+{
+    struct http_response resp;
+    uint64_t id = create_listing_with(10000, 3, 30);
+    json_decref(book_ok(id, "reason-first", FIRST_DAY, FIRST_DAY + 3, 1, 30000));
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
+             day(FIRST_DAY + 1), day(FIRST_DAY + 3));
+    call(&resp, "POST", NULL, body, "/v1/availability/search");
+    json_t *root = expect_json(&resp, 200);
+    json_t *r = json_array_get(json_object_get(root, "results"), 0);
+    ck_assert_msg(r != NULL && json_is_false(json_object_get(r, "available")), "%s", resp.body);
+    ck_assert_str_eq(jstr(r, "reason"), "stay_too_short");
+    json_decref(root);
+    http_response_deinit(&resp);
+    book_raw(&resp, id, "reason-second", FIRST_DAY + 1, FIRST_DAY + 3, 2);
+    expect_error(&resp, 400, "stay_too_short");
+    http_response_deinit(&resp);
+}
+END_TEST
+
 static Suite *
 api_suite(void)
 {
@@ -2924,6 +2987,9 @@ api_suite(void)
         {"if_match_refused_where_not_evaluated", test_if_match_refused_where_not_evaluated, 30},
         {"if_none_match_refused_on_writes", test_if_none_match_refused_on_writes, 30},
         {"invalid_listing_id", test_invalid_listing_id, 30},
+        {"escaped_slash_and_nul_are_not_path_syntax",
+         test_escaped_slash_and_nul_are_not_path_syntax, 30},
+        {"search_reason_is_the_bookings", test_search_reason_is_the_bookings, 30},
         {"booking_create_and_get", test_booking_create_and_get, 30},
         {"reservation_ids_come_from_the_catalog", test_reservation_ids_come_from_the_catalog, 30},
         {"booking_unknown_listing", test_booking_unknown_listing, 30},
