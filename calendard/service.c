@@ -1378,20 +1378,6 @@ accepted(const struct api_request *req, const char *allow, enum access access,
     return true;
 }
 
-/* Whether the segments after /v1/listings/{id} (n of 3 to 6 in all) name
- * an endpoint, whatever the ids: an unknown path is a 404 before any id in
- * it is read. */
-static bool
-listing_path_known(const struct segment *seg, size_t n)
-{
-    if (n == 3)
-        return true;
-    if (n == 4)
-        return seg_is(&seg[3], "reservations") || seg_is(&seg[3], "calendar") ||
-               seg_is(&seg[3], "availability");
-    return seg_is(&seg[3], "reservations") && (n == 5 || seg_is(&seg[5], "cancel"));
-}
-
 /* The answer names what is not ready and how it fails (a load balancer's
  * health page may show it to anyone); the database's error, with its
  * server's address, database and user, goes to the log, at most once a
@@ -1465,12 +1451,13 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
     }
     /* An empty id segment (/v1/listings/, .../reservations/) names no
      * resource, as /v1/listings/42/ names none: not a malformed id. */
-    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0) || !listing_path_known(seg, n)) {
+    if (seg[2].len == 0 || (n >= 5 && seg[4].len == 0)) {
         service_error(resp, 404, "not_found", "no such endpoint");
         return;
     }
-    /* The endpoint and its methods first: a method the path does not take
-     * is a 405 whatever its ids, as a path that names no endpoint is a 404. */
+    /* The endpoint and its methods first, before any id is read: a path
+     * that names no endpoint is a 404 whatever its ids, and a method the
+     * path does not take a 405. */
     const char *allow;
     enum access access = ACCESS_READ;
     bool put = strcmp(req->method, "PUT") == 0;
