@@ -12,7 +12,9 @@
 # cache check's reads through calendard at its deadline (each case reads
 # the calendard pid that 'stack.sh up' recorded beside STACK_ENV). Last, a
 # run given the stack env less one of its shards must refuse to verify
-# (exit 2), naming the catalog shard it would not read.
+# (exit 2), naming the catalog shard it would not read; one whose cache
+# cannot be read after a violation still exits 1; and one in which no two
+# bookings competed exits 3.
 # Usage: tests/stress/selftest.sh STACK_ENV
 set -uo pipefail
 env_file=${1:?usage: selftest.sh STACK_ENV}
@@ -27,6 +29,7 @@ cases=(
     'delete_ack|lost_acknowledged|^verify: lost_acknowledged: key .*: reservation [0-9]+ acknowledged, not in SQL|'
     'shift_dates|lost_acknowledged|^verify: lost_acknowledged: key .* asked days .* holds days|'
     'lost_refusal|lost_acknowledged|^verify: lost_acknowledged: key .*: refused \(409 nights_unavailable\), no refusal in SQL|'
+    'sold_while_held|double_bookings|^verify: double_bookings: listing [0-9]+: reservation [0-9]+ \[[0-9]+,[0-9]+\) booked at version [0-9]+ while reservation [0-9]+ \[[0-9]+,[0-9]+\) held a night of it \(booked at version [0-9]+, cancelled since\)|'
     'cancel_undone|lost_acknowledged|^verify: lost_acknowledged: key .*: cancel of reservation [0-9]+ acknowledged, still confirmed|night_mismatches double_bookings'
     'other_id|lost_acknowledged|^verify: lost_acknowledged: key .*: acknowledged reservation [0-9]+, SQL has [0-9]+|'
     'phantom|phantom_bookings|^verify: phantom_bookings: key .* answered 409 but reservation [0-9]+ is confirmed|night_mismatches double_bookings'
@@ -189,6 +192,43 @@ bounds_case interrupt_setup 25 2 \
 # out their timeouts first (about 20 s). The pass that follows decides.
 bounds_case hung_cache 75 "0 3" \
     '^calendar-stress: cache check: deadline hit after reading [0-9]+ of 20 listings' load
+# expect_case NAME WANT_RC MESSAGE ARGS...: a run with ARGS must exit WANT_RC
+# with a line matching MESSAGE.
+expect_case() {
+    local name=$1 want=$2 message=$3
+    shift 3
+    out=$(timeout -k 5 120 bin/calendar-stress "$@" 2>&1)
+    rc=$?
+    json=$(grep '^{' <<<"$out" | tail -1)
+    line=$(grep -Em1 "$message" <<<"$out")
+    problems=()
+    [ "$rc" -eq "$want" ] || problems+=("calendar-stress exit $rc, want $want")
+    [ -n "$line" ] || problems+=("no line matching /$message/")
+}
+# A violation found stands when the cache cannot be read afterwards: exit 1
+# and the JSON line, not a setup error (memcached named at a closed port).
+if [ "$has_memcached" -eq 0 ]; then
+    echo "selftest: unreadable_cache NOT tested: $env_file names no MEMCACHED_SERVERS" >&2
+    failed=1
+else
+    closed_env=$(mktemp)
+    grep -Ev '^(export )?MEMCACHED_SERVERS=' "$env_file" >"$closed_env"
+    echo "MEMCACHED_SERVERS=127.0.0.1:1" >>"$closed_env"
+    expect_case unreadable_cache 1 '^calendar-stress: cache check could not read: .*: the cache was not verified' \
+        --stack-env "$closed_env" --clients 4 --listings 20 --duration 2 --inject double_booking
+    rm -f "$closed_env"
+    n=$(count double_bookings)
+    [ "${n:-0}" -gt 0 ] || problems+=("double_bookings=${n:-?} in the JSON line")
+    conclude "unreadable_cache: the violation stands (exit $rc, double_bookings=$n)" \
+        "unreadable_cache NOT as expected"
+fi
+# A run in which no two bookings competed for a night proved nothing about
+# double bookings: one client, 40 operations over 1,000 listings and 300
+# nights (seed 7 books no night twice), exits 3.
+expect_case no_competition 3 '^calendar-stress: no booking was refused for a night another held' \
+    --stack-env "$env_file" --clients 1 --listings 1000 --window 300 --requests 40 --seed 7 \
+    --duration 5
+conclude "no_competition: exit $rc" "no_competition NOT as expected"
 # The catalog's shards against SHARD_DSNS: the same stack env without its
 # last shard leaves that shard's rows unread, so the run must not verify.
 if [ "$nshards" -lt 2 ]; then

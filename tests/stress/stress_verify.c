@@ -451,6 +451,140 @@ check_nights(const struct rows *rows, struct sql_reservation **by_id,
     }
 }
 
+/* One reservation's hold on one night over calendar versions: from the
+ * version its booking committed at to the version of its cancel (to is
+ * INT64_MAX while it is confirmed). A listing's versions order its changes,
+ * so the holds of one night must follow each other without overlapping. */
+struct hold {
+    uint64_t listing_id;
+    int32_t night;
+    int64_t from, to;
+    const struct sql_reservation *res;
+};
+
+/* Two reservations of a listing that held a night at the same versions. */
+struct held_pair {
+    const struct sql_reservation *held, *sold;
+};
+
+static int
+cmp_hold(const void *a, const void *b)
+{
+    const struct hold *x = a, *y = b;
+    int c = cmp_u64(x->listing_id, y->listing_id);
+
+    if (c != 0 || (c = x->night - y->night) != 0) {
+        return c;
+    }
+    return x->from < y->from ? -1 : x->from > y->from;
+}
+
+static int
+cmp_held_pair(const void *a, const void *b)
+{
+    const struct held_pair *x = a, *y = b;
+
+    if (x->held != y->held) {
+        return x->held < y->held ? -1 : 1;
+    }
+    return x->sold < y->sold ? -1 : x->sold > y->sold;
+}
+
+/* The calendar version a reservation SQL holds was booked at: a confirmed
+ * row's own (only a cancel rewrites it), a cancelled row's from its key's
+ * 201; 0 when unknown (its 201 lost, acknowledged by a replay's 200).
+ * records sorted by cmp_record_by_key. */
+static int64_t
+booked_at(const struct sql_reservation *r, const struct stress_record *records, size_t nrecords)
+{
+    struct stress_record probe;
+    const struct stress_record *rec;
+
+    if (r->confirmed) {
+        return r->version;
+    }
+    if (strlen(r->key) >= sizeof(probe.key)) {
+        return 0;
+    }
+    memcpy(probe.key, r->key, strlen(r->key) + 1);
+    rec = bsearch(&probe, records, nrecords, sizeof(*records), cmp_record_by_key);
+    return rec != NULL && rec->listing_id == r->listing_id && rec->acked ? rec->version : 0;
+}
+
+/* double_bookings, sold while held: a night sold to one guest while another
+ * guest's reservation held it, one of the two cancelled since (two still
+ * confirmed are check_double_bookings'). The end state alone cannot show
+ * it: a cancel frees only the nights its own reservation holds, so after
+ * either cancel every row agrees again. By calendar version, a reservation
+ * holds its nights from its booking to its cancel; a booking that committed
+ * inside another's hold of a night is counted, once per pair. Cancelled
+ * reservations whose booking version is unknown are left out. */
+static void
+check_held_nights(const struct rows *rows, const struct stress_record *records, size_t nrecords,
+                  struct stress_verdict *verdict)
+{
+    struct hold *holds = NULL;
+    struct held_pair *pairs = NULL;
+    size_t nholds = 0, capholds = 0, npairs = 0, cappairs = 0;
+
+    for (size_t i = 0; i < rows->nres; i++) {
+        const struct sql_reservation *r = &rows->res[i];
+        int64_t from = r->refused ? 0 : booked_at(r, records, nrecords);
+        int64_t to = r->confirmed ? INT64_MAX : r->version;
+
+        if (from <= 0 || from >= to) {
+            continue;
+        }
+        for (int32_t d = r->check_in; d < r->check_out; d++) {
+            if (nholds == capholds) {
+                holds = grow(holds, &capholds, sizeof(*holds));
+            }
+            holds[nholds++] = (struct hold){r->listing_id, d, from, to, r};
+        }
+    }
+    if (nholds > 0) {
+        qsort(holds, nholds, sizeof(*holds), cmp_hold);
+    }
+    for (size_t i = 0, first = 0; i < nholds; i++) {
+        const struct hold *h = &holds[i];
+
+        if (i == 0 || h->listing_id != holds[i - 1].listing_id || h->night != holds[i - 1].night) {
+            first = i; /* the hold of the night that ends last, so far */
+            continue;
+        }
+        if (h->from < holds[first].to && !(holds[first].res->confirmed && h->res->confirmed)) {
+            if (npairs == cappairs) {
+                pairs = grow(pairs, &cappairs, sizeof(*pairs));
+            }
+            pairs[npairs++] = (struct held_pair){holds[first].res, h->res};
+        }
+        if (h->to > holds[first].to) {
+            first = i;
+        }
+    }
+    if (npairs > 0) {
+        qsort(pairs, npairs, sizeof(*pairs), cmp_held_pair);
+    }
+    for (size_t i = 0; i < npairs; i++) {
+        const struct sql_reservation *a = pairs[i].held, *b = pairs[i].sold;
+
+        if (i > 0 && cmp_held_pair(&pairs[i - 1], &pairs[i]) == 0) {
+            continue;
+        }
+        verdict->double_bookings++;
+        report(verdict->double_bookings, "double_bookings",
+               "listing %" PRIu64 ": reservation %" PRId64 " [%d,%d) booked at version %" PRId64
+               " while reservation %" PRId64
+               " [%d,%d) held a night of it (booked at version %" PRId64 ", %s)",
+               b->listing_id, b->reservation_id, b->check_in, b->check_out,
+               booked_at(b, records, nrecords), a->reservation_id, a->check_in, a->check_out,
+               booked_at(a, records, nrecords),
+               a->confirmed ? "still confirmed" : "cancelled since");
+    }
+    free(holds);
+    free(pairs);
+}
+
 /* Host blocks and unblocks, by listing and then by when they were sent. */
 static int
 cmp_hostop(const void *a, const void *b)
@@ -1106,6 +1240,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
     qsort(records, nrecords, sizeof(*records), cmp_record_by_key);
 
     check_double_bookings(&rows, verdict);
+    check_held_nights(&rows, records, nrecords, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
     check_blocks(&rows, by_id, claims, verdict);
@@ -1157,6 +1292,7 @@ enum victim {
     VICTIM_BLOCKED_BOOKED, /* such a night, of a listing with an acknowledged booking (rec) */
     VICTIM_CANCELLED_SALE, /* acknowledged with a 201 version, then a cancel sent */
     VICTIM_PRICED,         /* acknowledged with a 201 version and total_price */
+    VICTIM_HELD,           /* acknowledged with a 201 version, its cancel acknowledged */
 };
 
 /* Where a fault plants: dbs[owner] owns the vbucket of rec's listing. */
@@ -1165,6 +1301,7 @@ struct site {
     struct db **dbs;
     int owner;
     const struct stress_record *rec;    /* NULL for VICTIM_BLOCKED */
+    struct stress_claims *claims;       /* what a fault adds to what the clients saw goes here */
     const struct stress_hostop *hostop; /* VICTIM_BLOCKED: the block, and its night */
     int32_t night;
     struct stress_injected *injected;
@@ -1367,6 +1504,53 @@ plant_double_booking(const struct site *s, char *err, size_t errlen)
                   "request_hash, version) VALUES (?, ?, ?, FROM_DAYS(?), FROM_DAYS(?), 1, "
                   "'confirmed', 0, 'USD', 'injected-double', '0', 1)",
                   p, 5, 1, err, errlen);
+}
+
+/* double_bookings ("while reservation ... held a night of it"): a second
+ * guest's stay of the victim's nights, acknowledged (201) at the victim's
+ * booking version and cancelled (acknowledged) one version after the
+ * victim's cancel, in SQL and in the claims. Both rows end cancelled and no
+ * night booked, so the end state agrees with itself: only the versions show
+ * the two holds overlapping. The claim has no price (no price check takes it). */
+static cal_status
+plant_sold_while_held(const struct site *s, char *err, size_t errlen)
+{
+    const struct stress_record *rec = s->rec;
+    struct stress_claims *claims = s->claims;
+    int64_t id = PLANTED_ID(rec->reservation_id, 3);
+    char key[sizeof(rec->key)];
+    snprintf(key, sizeof(key), "held-%" PRId64, id);
+    struct db_val p[] = {DB_INT_V(id), DB_CSTR_V(key), DB_INT_V(rec->reservation_id),
+                         DB_INT_V(rec->listing_id)};
+    cal_status st;
+
+    if (claims->nrecords == claims->caprecords) {
+        snprintf(err, errlen, "no room for one more key in the claims");
+        return CAL_ERR;
+    }
+    st = exec_n(s->dbs[s->owner],
+                "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, "
+                "check_out, guest_id, status, total_price, currency, idempotency_key, "
+                "request_hash, version) SELECT ?, listing_id, vbucket, check_in, check_out, "
+                "guest_id + 1, 'cancelled', 0, currency, ?, '0', version + 1 FROM reservations "
+                "WHERE reservation_id = ? AND listing_id = ? AND status = 'cancelled'",
+                p, 4, 1, err, errlen);
+    if (st != CAL_OK) {
+        return st;
+    }
+    claims->records[claims->nrecords] = (struct stress_record){.listing_id = rec->listing_id,
+                                                               .reservation_id = id,
+                                                               .version = rec->version,
+                                                               .check_in = rec->check_in,
+                                                               .check_out = rec->check_out,
+                                                               .guest_id = rec->guest_id + 1,
+                                                               .final_status = 200,
+                                                               .acked = 1,
+                                                               .cancel_sent = 1,
+                                                               .cancel_acked = 1};
+    memcpy(claims->records[claims->nrecords].key, key, sizeof(key));
+    claims->nrecords++;
+    return CAL_OK;
 }
 
 /* lost_acknowledged ("cancelled but no cancel was sent"): an acknowledged
@@ -1756,6 +1940,7 @@ static const struct fault {
     {"shift_dates", VICTIM_BOOKED, plant_shift_dates},
     {"lost_refusal", VICTIM_REFUSED, plant_lost_refusal},
     {"cancel_undone", VICTIM_CANCELLED, plant_cancel_undone},
+    {"sold_while_held", VICTIM_HELD, plant_sold_while_held},
     {"other_id", VICTIM_BOOKED, plant_other_id},
     {"duplicate_key", VICTIM_REFUSED, plant_duplicate_key},
     {"wrong_vbucket", VICTIM_BOOKED, plant_wrong_vbucket},
@@ -1796,6 +1981,8 @@ is_victim(const struct stress_record *rec, enum victim want)
         return rec->acked && rec->cancel_sent && rec->version > 1;
     case VICTIM_PRICED:
         return rec->acked && rec->version > 1 && rec->total_price > 0;
+    case VICTIM_HELD:
+        return rec->acked && rec->cancel_acked && rec->version > 0;
     case VICTIM_BLOCKED:
     case VICTIM_BLOCKED_BOOKED:
         return 0; /* chosen among the blocks: held_block() */
@@ -1905,7 +2092,7 @@ stress_verify_inject(const struct testenv *env, const char *name, struct stress_
 {
     struct db *dbs[TESTENV_MAX_SHARDS] = {NULL};
     const struct fault *fault = find_fault(name);
-    struct site site = {.env = env, .dbs = dbs, .injected = injected};
+    struct site site = {.env = env, .dbs = dbs, .claims = claims, .injected = injected};
     uint64_t listing;
     char e[512], what[128];
     int rc = -1;

@@ -10,7 +10,9 @@
 #include "tests/stress/stress_load.h"
 
 struct stress_verdict {
-    uint64_t double_bookings;      /* pairs of overlapping confirmed reservations of one listing */
+    uint64_t double_bookings;      /* pairs of overlapping confirmed reservations of one listing,
+                                    * and pairs where one was booked while the other, cancelled
+                                    * since or not, held a night of it (by calendar version) */
     uint64_t night_mismatches;     /* booked nights rows disagreeing with confirmed reservations */
     uint64_t lost_acknowledged;    /* acknowledged effects missing or undone in SQL */
     uint64_t phantom_bookings;     /* rows for keys finally refused or never sent */
@@ -55,6 +57,7 @@ struct stress_verdict {
 struct stress_claims {
     struct stress_record *records;
     size_t nrecords;
+    size_t caprecords; /* room in records: --inject sold_while_held adds one */
     struct stress_hostop *hostops;
     size_t nhostops;
     size_t caphostops; /* room in hostops: --inject cancelled_sale or stale_price adds one */
@@ -97,6 +100,8 @@ int stress_verify_has_fault(const char *fault);
  * "night_mismatch", "shift_dates", "lost_refusal", "cancel_undone",
  * "other_id", "duplicate_key", "wrong_vbucket", "stray_row", "second_owner",
  * "owner_elsewhere", "shared_id", "lost_block", "booked_over_block",
+ * "sold_while_held" (SQL and claims: a second stay of an acknowledged and
+ * cancelled booking's nights, held at the same versions),
  * "phantom_block", "repriced", "cancelled_sale" and "stale_price" (the
  * two faults added to the claims, not SQL: a held block under a cancelled
  * booking's night; a held set_price of a booked night just before the
