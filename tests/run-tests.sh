@@ -136,7 +136,11 @@ stop_step() {
 }
 
 on_signal() {
-    echo "interrupted; stopping the running step and the test stack"
+    # The stack comes down whatever stdout became (a pipe whose reader died
+    # with the same Ctrl-C, a terminal hung up): no write may end this.
+    trap '' PIPE
+    set +e
+    echo "interrupted; stopping the running step and the test stack" 2>/dev/null
     stop_step
     teardown_stack
     echo "$PASSED passed, $((FAILED + 1)) failed"

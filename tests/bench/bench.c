@@ -11,6 +11,7 @@
 
 #include "common/db.h"
 #include "common/util.h"
+#include "tests/lib/proc.h"
 
 void
 bench_rng_init(struct bench_rng *rng, uint64_t seed)
@@ -213,20 +214,12 @@ bench_cpu_parse(struct bench_cpu *cpu, const char *spec, char *err, size_t errle
 static uint64_t
 proc_ticks(int pid)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* comm may hold spaces and parentheses: fields start after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
+    char buf[1024];
+    const char *fields = proc_stat_fields(pid, buf, sizeof(buf));
+    if (fields == NULL)
         return 0;
     unsigned long ut = 0, stt = 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt) != 2)
+    if (sscanf(fields, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt) != 2)
         return 0;
     return (uint64_t)ut + stt;
 }

@@ -125,16 +125,8 @@ invalidator_pid(void)
 static bool
 pid_alive(pid_t pid)
 {
-    char path[64], stat[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-    fclose(f);
-    stat[n] = '\0';
-    const char *p = strrchr(stat, ')');
-    return p != NULL && p[1] == ' ' && p[2] != 'Z'; /* a zombie is gone */
+    char state = proc_state(pid);
+    return state != 0 && state != 'Z'; /* a zombie is gone */
 }
 
 static void
@@ -1274,7 +1266,7 @@ START_TEST(memcached_outage_retried_not_skipped)
         cachekey_listing(base + (uint64_t)i, keys[i]);
         set_key(c, keys[i]);
     }
-    ck_assert_int_eq(kill(mc, SIGSTOP), 0); /* requests now time out; data is kept */
+    ck_assert(proc_stop(mc)); /* requests now time out; data is kept */
     for (int i = 0; i < OUTAGE_EVENTS; i++) {
         uint64_t id = base + (uint64_t)i;
         snprintf(json, sizeof(json),

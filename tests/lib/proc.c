@@ -2,6 +2,7 @@
 #include "tests/lib/proc.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -120,6 +121,38 @@ proc_log_has_within(const char *path, const char *needle, unsigned ms)
     }
 }
 
+/* The fields of a /proc stat file after the command name, from the state
+ * letter on, read into buf; NULL when it cannot be read. comm may hold
+ * spaces and parentheses: the fields start after the last ')'. */
+static const char *
+stat_fields(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    size_t n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren != NULL && paren[1] == ' ' && paren[2] != '\0' ? paren + 2 : NULL;
+}
+
+const char *
+proc_stat_fields(pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    return stat_fields(path, buf, size);
+}
+
+char
+proc_state(pid_t pid)
+{
+    char buf[600];
+    const char *fields = proc_stat_fields(pid, buf, sizeof(buf));
+    return fields != NULL ? fields[0] : 0;
+}
+
 /* Every thread of pid stopped (state T in /proc/PID/task/TID/stat). */
 static bool
 all_stopped(pid_t pid)
@@ -134,23 +167,45 @@ all_stopped(pid_t pid)
     while (all && (e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        char stat[600], buf[256];
+        char stat[600], buf[600];
         snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
-        FILE *f = fopen(stat, "r");
-        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f != NULL)
-            fclose(f);
-        buf[n] = '\0';
-        const char *paren = strrchr(buf, ')');
-        all = paren != NULL && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+        const char *fields = stat_fields(stat, buf, sizeof(buf));
+        all = fields != NULL && (fields[0] == 'T' || fields[0] == 't');
     }
     closedir(d);
     return all;
 }
 
+/* Sends pid a SIGCONT once the calling process is gone, however it ends: a
+ * failed assertion ends a Check test (its own process) with _exit, before
+ * the test's SIGCONT, and a server left stopped would hang every test after
+ * it. A child waits for the end of a pipe that only this process holds
+ * (close-on-exec: the programs it starts do not keep it open). */
+static void
+cont_when_gone(pid_t pid)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return;
+    pid_t guard = fork();
+    if (guard == 0) {
+        char c;
+        close(fds[1]);
+        while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        kill(pid, SIGCONT);
+        _exit(0);
+    }
+    close(fds[0]);
+    if (guard < 0)
+        close(fds[1]);
+    /* else fds[1] stays open until this process ends */
+}
+
 bool
 proc_stop(pid_t pid)
 {
+    cont_when_gone(pid);
     if (kill(pid, SIGSTOP) != 0)
         return false;
     bool stopped = false;

@@ -29,7 +29,17 @@ bool proc_log_has_within(const char *path, const char *needle, unsigned ms);
 /* SIGSTOPs pid and waits up to 1 s until every thread of it is stopped
  * (kill() returns before they are, and a thread still running can answer
  * a request meant to time out); false if they did not stop (the caller
- * sends SIGCONT before it asserts). */
+ * sends SIGCONT before it asserts). Whatever the caller does, pid gets a
+ * SIGCONT when the calling process ends (a test failing while pid is
+ * stopped leaves it stopped for no later test). */
 bool proc_stop(pid_t pid);
+
+/* pid's state letter from /proc/PID/stat ('T': stopped, 'Z': a zombie), or 0
+ * when there is no such process. */
+char proc_state(pid_t pid);
+
+/* The fields of /proc/PID/stat after the command name, from the state
+ * letter on (field 3), read into buf; NULL when there is no such process. */
+const char *proc_stat_fields(pid_t pid, char *buf, size_t size);
 
 #endif

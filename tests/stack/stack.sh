@@ -4,6 +4,8 @@
 # development (`make run`, `make stack-up`) and for the integration tests.
 # Every server listens on 127.0.0.1 and is stopped by the PID this script wrote.
 set -euo pipefail
+# Debian installs mariadbd in /usr/sbin, which is not on a non-root user's PATH.
+PATH=$PATH:/usr/sbin:/sbin
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 ME=${0##*/}
@@ -100,7 +102,9 @@ running bin/calendar-admin bootstrap.
 EOF
 }
 
-log() { printf '%s: %s\n' "$ME" "$*" >&2; }
+# Never fails: a stop must go on when stderr is gone (a closed pipe, a hung-up
+# terminal), or set -e would end it with the servers still running.
+log() { printf '%s: %s\n' "$ME" "$*" >&2 2>/dev/null || true; }
 die() {
     log "error: $*"
     exit 1
@@ -194,6 +198,7 @@ stop_one() {
     local name=$1 pid deadline
     if pid=$(owned_pid "$name"); then
         kill -TERM "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true # stopped (a test's SIGSTOP): it must see the TERM
         deadline=$((SECONDS + STOP_TIMEOUT))
         while proc_alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do
             sleep 0.1
@@ -238,6 +243,13 @@ recorded_names() {
         [[ " ${names[*]} " == *" $name "* ]] || names+=("$name")
     done
     printf '%s\n' "${names[@]}" | awk 'NF && !seen[$0]++'
+}
+
+# Is a 'restart NAME' under way (its marker names a live process)?
+restarting() {
+    local pid
+    pid=$(cat "$RUN_DIR/$1.restarting" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid"
 }
 
 stack_down() {
@@ -778,7 +790,9 @@ stack_up() {
     # `run` stops what it started on a signal from here on; `up` leaves the
     # stack running once it is up.
     if [ "${RUN_MODE:-0}" = 1 ]; then
-        trap 'log "stopping"; stack_down; exit 0' INT TERM HUP
+        # Whatever stderr became (a pipe whose reader died with the same
+        # Ctrl-C, a terminal hung up), the stop goes on to the end.
+        trap 'trap "" PIPE; set +e; log "stopping"; stack_down; exit 0' INT TERM HUP
     else
         trap - INT TERM HUP
     fi
@@ -808,9 +822,13 @@ stack_restart() {
         die "the devbroker keeps data in memory and gets a new port: restart the whole stack"
     [ -s "$RUN_DIR/$name.cmd" ] || die "no recorded command for $name in $RUN_DIR"
     cmd=$(cat "$RUN_DIR/$name.cmd")
+    # A 'run' watching the stack leaves NAME alone while this restart (its
+    # pid in the marker) is between the stop and the new pid files.
+    printf '%s\n' "$$" >"$RUN_DIR/$name.restarting"
     stop_one "$name"
     size=$(log_size "$name")
     eval "start_bg \"\$name\" $cmd"
+    rm -f "$RUN_DIR/$name.restarting"
     case "$name" in
     cdc-relay-*)
         wait_ready "$name" "$CDC_READY_TIMEOUT" log_has_since "$name" "$size" 'msg="streaming"' ||
@@ -851,7 +869,7 @@ calendard: http://127.0.0.1:$CAL_PORT
 Try:
   curl -X PUT 127.0.0.1:$CAL_PORT/v1/listings/42 \\
        -d '{"default_price":10000,"currency":"USD","min_nights":1,"max_nights":30}'
-  curl -X POST 127.0.0.1:$CAL_PORT/v1/listings/42/reservations -H 'Idempotency-Key: demo-1' \\
+  curl -X POST 127.0.0.1:$CAL_PORT/v1/listings/42/reservations -H 'Idempotency-Key: demo-$ci' \\
        -d '{"check_in":"$ci","check_out":"$co","guest_id":7}'
   curl '127.0.0.1:$CAL_PORT/v1/listings/42/availability?from=$ci&to=$to'
 SQL (app user): mariadb --defaults-extra-file=$SECRETS_DIR/app.cnf -P ${SHARD_PORTS[0]} calendar_shard0
@@ -859,7 +877,7 @@ Ctrl-C stops the stack.
 EOF
     while :; do
         while IFS= read -r name; do
-            if ! owned_pid "$name" >/dev/null; then
+            if ! owned_pid "$name" >/dev/null && ! restarting "$name"; then
                 log "$name exited unexpectedly"
                 show_logs "$name"
                 stack_down

@@ -2,11 +2,13 @@
  * memcached server lists. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cache.h"
@@ -18,6 +20,7 @@
 #include "common/dbconf.h"
 #include "common/util.h"
 #include "sharding/shardmap.h"
+#include "tests/lib/proc.h"
 #include "tests/lib/unit.h"
 
 START_TEST(dates_round_trip)
@@ -434,6 +437,29 @@ START_TEST(cache_server_lists)
 }
 END_TEST
 
+/* A test that fails while a server is stopped ends with _exit (Check's fork
+ * mode), before its own SIGCONT: the server must run again anyway. */
+START_TEST(a_process_stopped_by_a_test_that_dies_runs_again)
+{
+    char *argv[] = {"sleep", "30", NULL};
+    pid_t target = proc_start_tied(argv, "/dev/null");
+    ck_assert_int_gt(target, 0);
+    pid_t test = fork();
+    ck_assert_int_ge(test, 0);
+    if (test == 0)
+        _exit(proc_stop(target) && proc_state(target) == 'T' ? 1 : 2);
+    int status = 0;
+    ck_assert_int_eq(waitpid(test, &status, 0), test);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1, "the stop did not take: %d",
+                  status);
+    char state = 'T';
+    for (int i = 0; i < 200 && (state = proc_state(target)) == 'T'; i++)
+        usleep(10000);
+    kill(target, SIGKILL);
+    ck_assert_msg(state != 'T', "still stopped 2 s after the test that stopped it died");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -452,5 +478,6 @@ main(void)
     UNIT_CASE(s, routing_hash_is_stable);
     UNIT_CASE(s, cache_keys);
     UNIT_CASE(s, cache_server_lists);
+    UNIT_CASE(s, a_process_stopped_by_a_test_that_dies_runs_again);
     return unit_run(s);
 }
