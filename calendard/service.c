@@ -66,6 +66,17 @@ service_destroy(struct service *svc)
     free(svc);
 }
 
+/* Did a write change the shard, as far as the cache knows? Committed, or
+ * its COMMIT lost (503 outcome_unknown, which tells the client to read it
+ * back): its keys go either way, or this daemon's reads would answer the
+ * state before it until CDC's delete came. A write that changed nothing
+ * costs only a refill. */
+static bool
+may_have_written(cal_status rc)
+{
+    return rc == CAL_OK || rc == CAL_EUNKNOWN;
+}
+
 /* A group commit's bookings, before any is answered: their cache keys go
  * in one round trip (read-your-writes for this daemon). */
 static void
@@ -75,7 +86,7 @@ bookings_committed(void *arg, const struct store_booking *sb, size_t n)
     struct avail_stay *stays = cal_malloc(n * sizeof(*stays));
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
-        if (sb[i].rc == CAL_OK)
+        if (may_have_written(sb[i].rc))
             stays[m++] = (struct avail_stay){.listing_id = sb[i].listing->listing_id,
                                              .from = sb[i].res->check_in,
                                              .to = sb[i].res->check_out};
@@ -463,12 +474,17 @@ handle_put_listing(struct service *svc, uint64_t listing_id, const struct api_re
     c.conditional = if_match_parse(req, &c.if_match, resp, &invalid);
     if (invalid)
         return;
-    if (!request_parse_listing(req->body, req->body_len, &set, &e) ||
-        run_on_shard(svc, listing_id, op_put_listing, &c, &e) != CAL_OK) {
+    if (!request_parse_listing(req->body, req->body_len, &set, &e)) {
         api_error_answer(resp, &e);
         return;
     }
-    avail_invalidate(svc->avail, listing_id, 0, 0);
+    cal_status rc = run_on_shard(svc, listing_id, op_put_listing, &c, &e);
+    if (may_have_written(rc))
+        avail_invalidate(svc->avail, listing_id, 0, 0);
+    if (rc != CAL_OK) {
+        api_error_answer(resp, &e);
+        return;
+    }
     set_json(resp, c.created ? 201 : 200, listing_json(&c.listing));
     set_etag(resp, c.listing.version);
 }
@@ -742,16 +758,16 @@ handle_create_reservation(struct service *svc, uint64_t listing_id, const struct
     }
     cal_status rc = run_on_shard(svc, listing_id, op_book, c, &e);
     inflight_release(svc->inflight, listing_id, c->key, keylen);
+    /* A replay too: its original's answer may have been lost (503
+     * outcome_unknown) before it invalidated anything. */
+    if (may_have_written(rc) && !c->invalidated)
+        avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
     if (rc != CAL_OK) {
         if (e.http == 409)
             unavailable_answer(resp, c->plan.unavailable, c->plan.nunavailable, c->refused_before);
         else
             api_error_answer(resp, &e);
     } else {
-        /* A replay too: its original's answer may have been lost (503
-         * outcome_unknown) before it invalidated anything. */
-        if (!c->invalidated)
-            avail_invalidate(svc->avail, listing_id, breq.check_in, breq.check_out);
         render_reservation(resp, c->replayed ? 200 : 201, &c->res);
     }
     calendar_read_clear(&c->read);
@@ -792,6 +808,10 @@ handle_reservation(struct service *svc, uint64_t listing_id, uint64_t reservatio
     struct api_error e = {0};
     struct reservation_ctx c = {.listing_id = listing_id, .reservation_id = reservation_id};
     cal_status rc = run_on_shard(svc, listing_id, op, &c, &e);
+    /* A cancel reads its reservation before its COMMIT; without it, the
+     * listing key alone (a cached month of an older version is no hit). */
+    if (op == op_cancel && may_have_written(rc))
+        avail_invalidate(svc->avail, listing_id, c.res.check_in, c.res.check_out);
     if (rc == CAL_ENOTFOUND) {
         service_error(resp, 404, "reservation_not_found", "no such reservation on this listing");
         return;
@@ -800,8 +820,6 @@ handle_reservation(struct service *svc, uint64_t listing_id, uint64_t reservatio
         api_error_answer(resp, &e);
         return;
     }
-    if (op == op_cancel)
-        avail_invalidate(svc->avail, listing_id, c.res.check_in, c.res.check_out);
     render_reservation(resp, 200, &c.res);
 }
 
@@ -846,14 +864,18 @@ handle_calendar(struct service *svc, uint64_t listing_id, const struct api_reque
     c->listing_id = listing_id;
     c->req = &creq;
     c->if_match = if_match;
-    if (!request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e) ||
-        run_on_shard(svc, listing_id, op_calendar, c, &e) != CAL_OK) {
+    cal_status rc = CAL_EINVAL;
+    if (request_parse_calendar(req->body, req->body_len, date_today(), &creq, &e)) {
+        rc = run_on_shard(svc, listing_id, op_calendar, c, &e);
+        if (may_have_written(rc))
+            avail_invalidate(svc->avail, listing_id, creq.from, creq.to);
+    }
+    if (rc != CAL_OK) {
         if (e.http == 409)
             unavailable_answer(resp, c->booked, c->nbooked, false);
         else
             api_error_answer(resp, &e);
     } else {
-        avail_invalidate(svc->avail, listing_id, creq.from, creq.to);
         set_json(resp, 200,
                  json_pack("{s:I,s:I}", "listing_id", (json_int_t)listing_id, "version",
                            (json_int_t)c->version));

@@ -765,11 +765,12 @@ START_TEST(delete_many_reset_before_the_answer_is_an_error)
 }
 END_TEST
 
+/* The pid 'stack.sh up' recorded for the stack's process name. */
 static pid_t
-memcached_pid(void)
+stack_pid(const char *name)
 {
     char path[700];
-    snprintf(path, sizeof(path), "%s/run/memcached.pid", env.stack_dir);
+    snprintf(path, sizeof(path), "%s/run/%s.pid", env.stack_dir, name);
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "no %s", path);
     long pid = 0;
@@ -789,7 +790,7 @@ memcached_pid(void)
 START_TEST(a_late_answer_is_never_taken_for_a_later_request)
 {
     load_env();
-    pid_t mc = memcached_pid();
+    pid_t mc = stack_pid("memcached");
     struct cache_conf conf = {.timeout_ms = 50};
     char key[64], other[80], err[256];
     snprintf(key, sizeof(key), "cal:test:late:%llu", (unsigned long long)testenv_random48());
@@ -895,7 +896,7 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
                   live_bucket);
     cache_destroy(pool);
     struct avail *avail = make_avail(conf.servers);
-    pid_t mc = memcached_pid();
+    pid_t mc = stack_pid("memcached");
     bool stopped = proc_stop(mc);
     avail_invalidate(avail, live, 0, 0);
     /* From now on the down server's key is written again and again: its
@@ -947,7 +948,7 @@ START_TEST(the_overflow_drains_under_writes)
     /* memcached is stopped first: an overflow's flush comes at once, and
      * one that landed before the stop would clear it before the test. No
      * assertion until it runs again. */
-    pid_t mc = memcached_pid();
+    pid_t mc = stack_pid("memcached");
     bool stopped = proc_stop(mc);
     avail_hold_deletes(avail, true);
     for (uint64_t i = 0; i <= FULL; i++) /* one more than the set holds */
@@ -1013,7 +1014,7 @@ START_TEST(failed_invalidation_still_reads_own_write)
 {
     struct cached f;
     cache_version4(&f);
-    pid_t mc = memcached_pid();
+    pid_t mc = stack_pid("memcached");
     bool stopped = proc_stop(mc);
     avail_invalidate(f.avail, f.id, f.from, f.to);
     /* The delete thread's send times out (50 ms) and so do its retries:
@@ -1087,7 +1088,7 @@ START_TEST(retry_empties_a_crowded_bucket)
         if (avail_pending_bucket(key, strlen(key)) == bucket)
             ids[n++] = id;
     }
-    pid_t mc = memcached_pid();
+    pid_t mc = stack_pid("memcached");
     bool stopped = proc_stop(mc);
     for (size_t i = 0; i < N; i++)
         avail_invalidate(avail, ids[i], 0, 0); /* the listing key only */
@@ -1422,6 +1423,112 @@ START_TEST(a_replayed_booking_invalidates_its_nights)
 }
 END_TEST
 
+/* Every shard's binlog group commit wait as it was (this process). */
+static long long commit_wait_count[TESTENV_MAX_SHARDS], commit_wait_usec[TESTENV_MAX_SHARDS];
+
+/* Unchecked fixture: the waits are put back even when the test crashed, or
+ * every later commit of the shard would wait. */
+static void
+remember_commit_waits(void)
+{
+    char err[256];
+    load_env();
+    for (size_t i = 0; i < env.nshards; i++)
+        ck_assert_msg(testenv_get_global(&env, i, "binlog_commit_wait_count", &commit_wait_count[i],
+                                         err, sizeof(err)) == 0 &&
+                          testenv_get_global(&env, i, "binlog_commit_wait_usec",
+                                             &commit_wait_usec[i], err, sizeof(err)) == 0,
+                      "%s", err);
+}
+
+static void
+restore_commit_waits(void)
+{
+    for (size_t i = 0; i < env.nshards; i++)
+        if (testenv_set_global(&env, i, "binlog_commit_wait_count", commit_wait_count[i]) != 0 ||
+            testenv_set_global(&env, i, "binlog_commit_wait_usec", commit_wait_usec[i]) != 0)
+            fprintf(stderr, "check_cache: could not restore shard %zu's binlog commit wait\n", i);
+}
+
+/* The status of night `in` of listing id on its shard ("" when no row). */
+static void
+night_in_sql(size_t shard, uint64_t id, int32_t in, char *out, size_t outlen)
+{
+    char err[256];
+    struct db *d = testenv_connect_shard(&env, shard, err, sizeof(err));
+    ck_assert_msg(d != NULL, "%s", err);
+    struct db_val p[2] = {DB_INT_V((int64_t)id), DB_INT_V(in + DB_TO_DAYS_EPOCH)}, c[1];
+    struct db_stmt *st;
+    ck_assert_msg(
+        db_query(d, "SELECT status FROM nights WHERE listing_id = ? AND night = FROM_DAYS(?)", p, 2,
+                 &st, err, sizeof(err)) == CAL_OK,
+        "%s", err);
+    out[0] = '\0';
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        snprintf(out, outlen, "%s", c[0].type == DB_STR ? c[0].s : "");
+    db_close(d);
+}
+
+/* A host block whose COMMIT outlived calendard's read timeout answers 503
+ * outcome_unknown, and api.md tells the client to read it back: the block
+ * committed all the same (the server went on), so the daemon that answered
+ * must not read its cached calendar from before it. With the invalidator
+ * stopped, only calendard's own invalidation can take the keys away. */
+START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
+{
+    load_env();
+    char err[512];
+    struct testd d;
+    const struct testd_set sets[] = {{"shards", "read_timeout_ms", "3000"},
+                                     {"shards", "lock_wait_timeout_s", "1"}};
+    ck_assert_msg(testd_start(&d, &env, sets, 2, err, sizeof(err)), "%s", err);
+    pid_t inv = stack_pid("invalidator");
+    ck_assert(proc_stop(inv)); /* SIGCONT when this test ends, whatever happens */
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    uint64_t id = testenv_random48();
+    int32_t in = (int32_t)testenv_today() + 60;
+    char url[512], avail_url[600], cal_url[700], own_avail[800], body[256], d1[11], d2[11];
+    char keys[3][CACHEKEY_MAX], database[128], status[32];
+    cached_listing(h, id, in, url, avail_url, keys);
+    size_t shard = shard_of_listing(id, database, sizeof(database));
+    /* Every commit of the shard now waits 4.5 s: past the 3 s read timeout. */
+    ck_assert_int_eq(testenv_set_global(&env, shard, "binlog_commit_wait_count", 1000), 0);
+    ck_assert_int_eq(testenv_set_global(&env, shard, "binlog_commit_wait_usec", 4500000), 0);
+    testenv_format_date(in + 1, d1, sizeof(d1));
+    testenv_format_date(in + 2, d2, sizeof(d2));
+    snprintf(cal_url, sizeof(cal_url), "%s/v1/listings/%llu/calendar", d.url,
+             (unsigned long long)id);
+    snprintf(body, sizeof(body), "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}", d1, d2);
+    long code = request(h, "POST", cal_url, NULL, body, &r);
+    bool unknown = r.body != NULL && strstr(r.body, "outcome_unknown") != NULL;
+    http_response_deinit(&r);
+    restore_commit_waits();
+    ck_assert_msg(code == 503 && unknown, "the block answered %ld, not 503 outcome_unknown", code);
+    /* The server finishes the COMMIT once its wait ends. */
+    for (int i = 0; i < 100; i++) {
+        night_in_sql(shard, id, in + 1, status, sizeof(status));
+        if (strcmp(status, "blocked") == 0)
+            break;
+        usleep(100000);
+    }
+    ck_assert_msg(strcmp(status, "blocked") == 0, "the block never committed: '%s'", status);
+    snprintf(own_avail, sizeof(own_avail), "%s%s", d.url, avail_url + strlen(env.calendard_url));
+    ck_assert_int_eq(request(h, "GET", own_avail, NULL, NULL, &r), 200);
+    json_t *doc = http_response_json(&r);
+    json_t *nights = json_object_get(doc, "nights");
+    const char *st = json_string_value(json_object_get(json_array_get(nights, 1), "status"));
+    ck_assert_msg(st != NULL && strcmp(st, "blocked") == 0,
+                  "read back after the 503: night %s is %s (etag %s)", d1, st ? st : "?", r.etag);
+    json_decref(doc);
+    http_response_deinit(&r);
+    kill(inv, SIGCONT);
+    http_client_destroy(h);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
+}
+END_TEST
+
 /* The batch search answers from one multi-get plus one query per shard and
  * agrees with single reads: availability, price and not-found listings. */
 START_TEST(search_matches_single_reads)
@@ -1531,6 +1638,11 @@ main(void)
     UNIT_CASE(s, retry_empties_a_crowded_bucket);
     UNIT_CASE(s, writes_invalidate_cached_availability);
     UNIT_CASE(s, a_replayed_booking_invalidates_its_nights);
+    tc = tcase_create("a_write_of_unknown_outcome_invalidates_like_a_committed_one");
+    tcase_set_timeout(tc, UNIT_CASE_TIMEOUT_S);
+    tcase_add_unchecked_fixture(tc, remember_commit_waits, restore_commit_waits);
+    tcase_add_test(tc, a_write_of_unknown_outcome_invalidates_like_a_committed_one);
+    suite_add_tcase(s, tc);
     UNIT_CASE(s, search_matches_single_reads);
     UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
     return unit_run(s);

@@ -962,19 +962,11 @@ static int64_t stmt_limit;
 static int64_t
 shard0_global(const char *name)
 {
-    char err[256], sql[128];
-    struct db_stmt *st;
-    struct db_val c[1];
+    char err[256];
+    long long v = 0;
     ck_assert_msg(testenv_load(&env, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
-    struct db *d = testenv_connect_shard(&env, 0, err, sizeof(err));
-    ck_assert_msg(d != NULL, "%s", err);
-    snprintf(sql, sizeof(sql), "SELECT @@GLOBAL.%s", name);
-    ck_assert_msg(db_query(d, sql, NULL, 0, &st, err, sizeof(err)) == CAL_OK, "%s", err);
-    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
-    int64_t v = c[0].type == DB_INT ? c[0].i : atoll(c[0].s);
-    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
-        ;
-    db_close(d);
+    ck_assert_msg(testenv_get_global(&env, 0, name, &v, err, sizeof(err)) == 0, "%s: %s", name,
+                  err);
     return v;
 }
 

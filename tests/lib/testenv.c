@@ -198,6 +198,29 @@ testenv_connect_shard(const struct testenv *env, size_t idx, char *err, size_t e
 }
 
 int
+testenv_get_global(const struct testenv *env, size_t idx, const char *name, long long *value,
+                   char *err, size_t errlen)
+{
+    char sql[128];
+    struct db_stmt *st;
+    struct db_val c[1];
+    struct db *d = testenv_connect_shard(env, idx, err, errlen);
+    if (d == NULL)
+        return -1;
+    snprintf(sql, sizeof(sql), "SELECT @@GLOBAL.%s", name);
+    int rc = -1;
+    if (db_query(d, sql, NULL, 0, &st, err, errlen) == CAL_OK &&
+        db_fetch(st, c, 1, err, errlen) == 1) {
+        *value = c[0].type == DB_INT ? c[0].i : atoll(c[0].s);
+        rc = 0;
+        while (db_fetch(st, c, 1, err, errlen) > 0)
+            ;
+    }
+    db_close(d);
+    return rc;
+}
+
+int
 testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value)
 {
     char cmd[1024];

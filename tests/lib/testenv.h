@@ -45,6 +45,12 @@ struct db *testenv_connect_shard(const struct testenv *env, size_t idx, char *er
  * success; never aborts, so unchecked fixtures can use it. */
 int testenv_set_global(const struct testenv *env, size_t idx, const char *name, long long value);
 
+/* The value of the numeric global variable name on the server of shard idx,
+ * on a connection of its own, into *value. Returns 0, or -1 with err filled;
+ * never aborts, so unchecked fixtures can use it. */
+int testenv_get_global(const struct testenv *env, size_t idx, const char *name, long long *value,
+                       char *err, size_t errlen);
+
 /* Runs sql (statements separated by ';', one session, no default database)
  * on the server of shard idx as testenv_set_global() does: for what the SQL
  * users may not do (SET SESSION binlog_format, other databases). Results are
