@@ -131,7 +131,7 @@ cmd_bootstrap(struct admin_conf *conf, const char *schema, int argc, char **argv
                                          {"shard", required_argument, NULL, 's'},
                                          {NULL, 0, NULL, 0}};
     int c;
-    optind = 1;
+    optind = 0; /* glibc: 0 starts a new scan (1 would keep the state of main's) */
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'v') {
             char *end;
@@ -155,6 +155,14 @@ cmd_bootstrap(struct admin_conf *conf, const char *schema, int argc, char **argv
             return 2;
         }
     }
+    if (optind < argc) {
+        /* "--shard a b": b would be dropped, and a cluster of fewer shards made. */
+        fprintf(stderr,
+                "calendar-admin: bootstrap: unexpected argument '%s' (each shard needs"
+                " its own --shard)\n",
+                argv[optind]);
+        return 2;
+    }
     if (nvb == 0 || nshards == 0) {
         fprintf(stderr, "calendar-admin: bootstrap needs --vbuckets and at least one --shard\n");
         return 2;
@@ -170,10 +178,21 @@ cmd_bootstrap(struct admin_conf *conf, const char *schema, int argc, char **argv
     snprintf(dir, sizeof(dir), "%s/shard", schema);
     for (uint32_t i = 0; rc == 0 && i < nshards; i++) {
         struct db *db = connect_or_die(&shards[i], shards[i].database);
+        bool known = false;
         rc = migrate_one(db, dir, shards[i].database);
-        /* The fence rows first, so the catalog never names an owner that does not own. */
+        /* A shard id registered at another address refuses the run before
+         * any fence row is written. */
+        if (rc == 0 && catalog_shard_known(catalog, i, shards[i].host, shards[i].port,
+                                           shards[i].database, &known, err, sizeof(err)) != CAL_OK)
+            rc = 1;
+        /* The fence rows before the map (catalog_assign_vbuckets, last), so
+         * the catalog never names an owner that does not own; a shard new
+         * to a cluster bootstrapped already must own nothing. */
         if (rc == 0 && have == 0 &&
             catalog_assign_owner_rows(db, (uint32_t)nvb, nshards, i, err, sizeof(err)) != CAL_OK)
+            rc = 1;
+        if (rc == 0 && have != 0 && !known &&
+            catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK)
             rc = 1;
         if (rc == 0 && catalog_register_shard(catalog, i, shards[i].host, shards[i].port,
                                               shards[i].database, err, sizeof(err)) != CAL_OK)

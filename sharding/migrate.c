@@ -1,13 +1,16 @@
 /* Versioned schema migrations recorded in schema_migrations. */
 #include "sharding/migrate.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <libgen.h>
 #include <unistd.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -67,14 +70,26 @@ list_files(const char *dir, struct mfile *files, char *err, size_t errlen)
     }
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < MAX_FILES) {
+    while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
+        /* Any other file may lie beside them (a README); a migration whose
+         * name is off would be skipped for good, so it is refused. */
+        if (len < 4 || strcasecmp(e->d_name + len - 4, ".sql") != 0)
+            continue;
         char *end;
-        long v = strtol(e->d_name, &end, 10);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".sql") != 0 || end == e->d_name || *end != '_')
-            continue;
-        if (v <= 0 || len >= sizeof(files[n].name))
-            continue;
+        long v = isdigit((unsigned char)e->d_name[0]) ? strtol(e->d_name, &end, 10) : 0;
+        if (v <= 0 || v > INT_MAX || *end != '_' || strcmp(e->d_name + len - 4, ".sql") != 0 ||
+            len >= sizeof(files[0].name)) {
+            snprintf(err, errlen, "schema dir %s: %s is not a migration's name (NNN_name.sql)", dir,
+                     e->d_name);
+            closedir(d);
+            return -1;
+        }
+        if (n == MAX_FILES) {
+            snprintf(err, errlen, "schema dir %s: more than %d migrations", dir, MAX_FILES);
+            closedir(d);
+            return -1;
+        }
         files[n].version = (int)v;
         cal_strlcpy(files[n].name, e->d_name, sizeof(files[n].name));
         n++;

@@ -267,15 +267,23 @@ cmd_add_shard(struct cluster *c)
         db_close(db);
         return 1;
     }
-    db_close(db);
     for (size_t s = 0; s < c->map->nshards; s++) {
         const struct shard_info *si = &c->map->shards[s];
         if (strcmp(si->host, sc.host) == 0 && si->port == sc.port &&
             strcmp(si->db_name, sc.database) == 0) {
             printf("shard %u is %s already\n", si->shard_id, opt.shard);
+            db_close(db);
             return 0;
         }
     }
+    /* Fence rows left on it (another cluster's shard, a failed bootstrap)
+     * would make it a second owner of those vbuckets once registered. */
+    if (catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-rebalance: add-shard %s: %s\n", opt.shard, err);
+        db_close(db);
+        return 1;
+    }
+    db_close(db);
     /* Never the id of a removed shard that the journal, the metrics or the
      * logs still name. */
     long long next = catalog_count(c->catalog, SQL_NEXT_SHARD_ID, NULL, 0, err, sizeof(err));

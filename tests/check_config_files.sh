@@ -102,4 +102,8 @@ refused_conf admin-unknown-command "" "unknown command 'frob'" bin/calendar-admi
 # Nor a password on the command line (bootstrap's --shard).
 refused_conf admin-shard-password "" "--shard: want HOST:PORT/DB without a user or password" \
     bin/calendar-admin --config CONFIG bootstrap --vbuckets 8 --shard u:pw@127.0.0.1:1/db
+# Nor a second shard without its own --shard: it would be dropped, and a
+# cluster of fewer shards bootstrapped.
+refused_conf admin-shard-without-option "" "unexpected argument '127.0.0.1:2/s1'" \
+    bin/calendar-admin --config CONFIG bootstrap --vbuckets 8 --shard 127.0.0.1:1/s0 127.0.0.1:2/s1
 exit "$fail"

@@ -13,6 +13,7 @@
 
 #include "common/util.h"
 #include "sharding/cluster.h"
+#include "sharding/migrate.h"
 #include "sharding/move.h"
 #include "sharding/verify.h"
 #include "tests/lib/http.h"
@@ -1727,6 +1728,46 @@ START_TEST(stress_while_vbuckets_move)
 }
 END_TEST
 
+/* The spare shard, as the catalog's administrator (the stack's DSNs' user). */
+static struct db *
+connect_spare(const char *spare)
+{
+    char err[512];
+    struct db_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    ck_assert_msg(db_conf_parse_dsn(&conf, env.catalog_dsn, err, sizeof(err)) == CAL_OK, "%s", err);
+    ck_assert_msg(db_conf_parse_hostport(&conf, spare, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct db *db = db_connect(&conf, err, sizeof(err));
+    ck_assert_msg(db != NULL, "%s", err);
+    return db;
+}
+
+/* A shard that owns a vbucket already (left by a failed bootstrap, or of
+ * another cluster) would become its second owner once registered: add-shard
+ * refuses it and registers nothing. */
+START_TEST(a_shard_owning_vbuckets_is_not_added)
+{
+    setup();
+    char spare[256], out[16384], err[512];
+    env_value("SPARE_SHARD", spare, sizeof(spare));
+    ck_assert_msg(spare[0] != '\0', "stack.env has no SPARE_SHARD: start the stack with a spare");
+    struct db *db = connect_spare(spare);
+    int applied = 0;
+    ck_assert_msg(migrate_apply(db, "schema/shard", &applied, err, sizeof(err)) == CAL_OK, "%s",
+                  err);
+    ck_assert(db_exec(db, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (4095, 1)", err,
+                      sizeof(err)) == CAL_OK);
+    int rc = rebalance(out, sizeof(out), "add-shard", "--shard", spare, NULL, NULL, NULL);
+    ck_assert(db_exec(db, "DELETE FROM vbucket_owner WHERE vbucket = 4095", err, sizeof(err)) ==
+              CAL_OK);
+    db_close(db);
+    ck_assert_msg(rc == 1 && strstr(out, "the shard is not empty (it owns vbuckets)") != NULL,
+                  "add-shard exit %d:\n%.2000s", rc, out);
+    rc = rebalance(out, sizeof(out), "status", NULL, NULL, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0 && strstr(out, spare) == NULL, "the shard was registered:\n%.2000s", out);
+}
+END_TEST
+
 START_TEST(add_then_drain_spare_shard)
 {
     setup();
@@ -2222,6 +2263,7 @@ main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("spare_shard");
     tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_shard_owning_vbuckets_is_not_added);
     tcase_add_test(tc, add_then_drain_spare_shard);
     tcase_add_test(tc, a_stopped_drained_shard_stops_nothing);
     tcase_add_test(tc, the_tool_follows_a_shard_address_change);
