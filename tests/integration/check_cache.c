@@ -1265,6 +1265,21 @@ cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *
     read_until_cached(h, "GET", avail_url, NULL, keys, 3);
 }
 
+/* After cached_listing(): the PUT's own CDC event may still delete what the
+ * read cached. Lets it (up to 5 s; it may have come before the read), and
+ * its second delete [invalidator] redelete_ms (2 s) after it, then caches
+ * again: a delete landing after that would pass for one the test made. */
+static void
+settle_cached_listing(struct http_client *h, const char *avail_url, char (*keys)[CACHEKEY_MAX])
+{
+    struct cache *c = make_cache();
+    for (int i = 0; i < 50 && key_present(c, keys[0]); i++)
+        usleep(100000);
+    cache_destroy(c);
+    usleep(3000 * 1000);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+}
+
 /* Through calendard: a cached availability answer changes after a booking
  * and after a host block, with the version growing. */
 START_TEST(writes_invalidate_cached_availability)
@@ -1371,17 +1386,7 @@ START_TEST(a_replayed_booking_invalidates_its_nights)
     cached_listing(h, id, in, url, avail_url, keys);
     testenv_format_date(in, d1, sizeof(d1));
     testenv_format_date(out, d2, sizeof(d2));
-    /* The PUT's own CDC event may still delete what the read cached: let it
-     * (up to 5 s; it may have come before the read), and its second delete
-     * [invalidator] redelete_ms (2 s) after it, then cache again: a second
-     * delete landing after the caching below would fail the "still cached"
-     * check on a slow machine. */
-    struct cache *c = make_cache();
-    for (int i = 0; i < 50 && key_present(c, keys[0]); i++)
-        usleep(100000);
-    cache_destroy(c);
-    usleep(3000 * 1000);
-    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+    settle_cached_listing(h, avail_url, keys);
     char database[128], hash[17], sql[2048];
     size_t shard = shard_of_listing(id, database, sizeof(database));
     booking_request_hash(in, out, guest, hash);
@@ -1472,8 +1477,9 @@ night_in_sql(size_t shard, uint64_t id, int32_t in, char *out, size_t outlen)
 /* A host block whose COMMIT outlived calendard's read timeout answers 503
  * outcome_unknown, and api.md tells the client to read it back: the block
  * committed all the same (the server went on), so the daemon that answered
- * must not read its cached calendar from before it. With the invalidator
- * stopped, only calendard's own invalidation can take the keys away. */
+ * must not read its cached calendar from before it. With the shard's CDC
+ * relay stopped (the invalidator stays in its consumer group), only
+ * calendard's own invalidation can take the keys away. */
 START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
 {
     load_env();
@@ -1482,8 +1488,6 @@ START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
     const struct testd_set sets[] = {{"shards", "read_timeout_ms", "3000"},
                                      {"shards", "lock_wait_timeout_s", "1"}};
     ck_assert_msg(testd_start(&d, &env, sets, 2, err, sizeof(err)), "%s", err);
-    pid_t inv = stack_pid("invalidator");
-    ck_assert(proc_stop(inv)); /* SIGCONT when this test ends, whatever happens */
     struct http_client *h = http_client_create();
     struct http_response r;
     uint64_t id = testenv_random48();
@@ -1491,7 +1495,12 @@ START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
     char url[512], avail_url[600], cal_url[700], own_avail[800], body[256], d1[11], d2[11];
     char keys[3][CACHEKEY_MAX], database[128], status[32];
     cached_listing(h, id, in, url, avail_url, keys);
+    settle_cached_listing(h, avail_url, keys);
     size_t shard = shard_of_listing(id, database, sizeof(database));
+    char relay[32];
+    snprintf(relay, sizeof(relay), "cdc-relay-shard%zu", shard);
+    pid_t relay_pid = stack_pid(relay);
+    ck_assert(proc_stop(relay_pid)); /* SIGCONT when this test ends, whatever happens */
     /* Every commit of the shard now waits 4.5 s: past the 3 s read timeout. */
     ck_assert_int_eq(testenv_set_global(&env, shard, "binlog_commit_wait_count", 1000), 0);
     ck_assert_int_eq(testenv_set_global(&env, shard, "binlog_commit_wait_usec", 4500000), 0);
@@ -1522,7 +1531,7 @@ START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
                   "read back after the 503: night %s is %s (etag %s)", d1, st ? st : "?", r.etag);
     json_decref(doc);
     http_response_deinit(&r);
-    kill(inv, SIGCONT);
+    kill(relay_pid, SIGCONT);
     http_client_destroy(h);
     ck_assert_int_eq(testd_stop(&d, 30), 0);
     testd_cleanup(&d);
