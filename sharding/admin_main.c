@@ -106,6 +106,7 @@ cmd_migrate(struct admin_conf *conf, const char *schema)
         rc = 1;
     }
     snprintf(dir, sizeof(dir), "%s/shard", schema);
+    uint64_t max_id = 0;
     for (size_t i = 0; rc == 0 && i < map->nshards; i++) {
         struct db_conf sc = conf->shard;
         cal_strlcpy(sc.host, map->shards[i].host, sizeof(sc.host));
@@ -113,8 +114,24 @@ cmd_migrate(struct admin_conf *conf, const char *schema)
         cal_strlcpy(sc.database, map->shards[i].db_name, sizeof(sc.database));
         struct db *db = connect_or_die(&sc, sc.database);
         rc = migrate_one(db, dir, sc.database);
+        uint64_t max = 0;
+        if (rc == 0 && catalog_shard_max_id(db, &max, err, sizeof(err)) != CAL_OK) {
+            fprintf(stderr, "calendar-admin: %s: %s\n", sc.database, err);
+            rc = 1;
+        }
+        max_id = max > max_id ? max : max_id;
         db_close(db);
     }
+    /* Every shard's ids below the next block: those of releases that made
+     * them from the clock, which passed the table's first id in 2027. */
+    bool moved = false;
+    if (rc == 0 && catalog_ids_above(catalog, max_id, &moved, err, sizeof(err)) != CAL_OK) {
+        fprintf(stderr, "calendar-admin: catalog: %s\n", err);
+        rc = 1;
+    }
+    if (moved)
+        printf("reservation ids: the next block starts after %llu, the highest on the shards\n",
+               (unsigned long long)max_id);
     shardmap_destroy(map);
     db_close(catalog);
     return rc;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calendard/idblock.h"
+
 static const char SQL_GET_NVB[] = "SELECT value FROM cluster WHERE name = 'num_vbuckets'";
 static const char SQL_SET_NVB[] = "INSERT INTO cluster (name, value) VALUES ('num_vbuckets', ?)";
 static const char SQL_GET_SHARD[] = "SELECT host, port, db_name FROM shards WHERE shard_id = ?";
@@ -27,6 +29,12 @@ static const char SQL_ANY_LISTING[] = "SELECT COUNT(*) FROM (SELECT 1 FROM listi
 static const char SQL_OWNER_ROWS[] =
     "INSERT IGNORE INTO vbucket_owner (vbucket, epoch) "
     "SELECT seq, 1 FROM seq_0_to_65535 WHERE seq < ? AND seq % ? = ?";
+/* The highest reservation id a shard holds that calendard could have made
+ * (ids past IDBLOCK_MAX are none of its). */
+static const char SQL_MAX_ID[] =
+    "SELECT COALESCE(MAX(reservation_id), 0) FROM reservations WHERE reservation_id <= ?";
+static const char SQL_IDS_ABOVE[] =
+    "UPDATE id_blocks SET next_id = ? WHERE name = 'reservation' AND next_id < ?";
 static const char SQL_VB_ROWS[] = "INSERT IGNORE INTO vbuckets (vbucket, shard_id, epoch) "
                                   "SELECT seq, seq % ?, 1 FROM seq_0_to_65535 WHERE seq < ?";
 
@@ -199,4 +207,26 @@ catalog_assign_vbuckets(struct db *catalog, uint32_t num_vbuckets, uint32_t nsha
 {
     struct db_val p[2] = {DB_INT_V(nshards), DB_INT_V(num_vbuckets)};
     return db_query(catalog, SQL_VB_ROWS, p, 2, NULL, err, errlen);
+}
+
+cal_status
+catalog_shard_max_id(struct db *shard_db, uint64_t *max_id, char *err, size_t errlen)
+{
+    struct db_val p[1] = {DB_INT_V((int64_t)IDBLOCK_MAX)};
+    int64_t v = 0;
+    cal_status rc = query_ints(shard_db, SQL_MAX_ID, p, 1, &v, NULL, err, errlen);
+    *max_id = rc == CAL_OK && v > 0 ? (uint64_t)v : 0;
+    return rc;
+}
+
+cal_status
+catalog_ids_above(struct db *catalog, uint64_t max_id, bool *moved, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[2] = {DB_INT_V((int64_t)(max_id + 1)), DB_INT_V((int64_t)(max_id + 1))};
+    *moved = false;
+    cal_status rc = db_query(catalog, SQL_IDS_ABOVE, p, 2, &st, err, errlen);
+    if (rc == CAL_OK)
+        *moved = db_affected_rows(st) > 0;
+    return rc;
 }

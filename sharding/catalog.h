@@ -39,6 +39,16 @@ cal_status catalog_count_vbuckets(struct db *catalog, uint64_t *count, char *err
  * catalog would give them back), or owns none and holds listings. */
 cal_status catalog_assign_owner_rows(struct db *shard_db, uint32_t num_vbuckets, uint32_t nshards,
                                      uint32_t shard_index, char *err, size_t errlen);
+/* The highest reservation id on a shard that calendard could have made
+ * (up to IDBLOCK_MAX), 0 when none. */
+cal_status catalog_shard_max_id(struct db *shard_db, uint64_t *max_id, char *err, size_t errlen);
+
+/* Moves the catalog's next reservation id past max_id (*moved: it was not
+ * past already): ids an older release made from the clock, or a catalog
+ * restored from an old backup, are never handed out again. */
+cal_status catalog_ids_above(struct db *catalog, uint64_t max_id, bool *moved, char *err,
+                             size_t errlen);
+
 cal_status catalog_assign_vbuckets(struct db *catalog, uint32_t num_vbuckets, uint32_t nshards,
                                    char *err, size_t errlen);
 

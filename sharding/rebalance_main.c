@@ -622,13 +622,13 @@ cmd_verify(struct cluster *c)
         return exit_of(rc);
     }
     printf("verify: vbuckets=%llu compared=%llu missing=%llu extra=%llu different=%llu "
-           "fence_errors=%llu collisions=%llu stray=%llu moving=%llu\n",
+           "fence_errors=%llu collisions=%llu stray=%llu misrouted=%llu moving=%llu\n",
            (unsigned long long)rep.vbuckets, (unsigned long long)rep.compared,
            (unsigned long long)rep.missing, (unsigned long long)rep.extra,
            (unsigned long long)rep.different, (unsigned long long)rep.fence_errors,
            (unsigned long long)rep.collisions, (unsigned long long)rep.stray,
-           (unsigned long long)rep.moving);
-    if (rep.missing || rep.extra || rep.different || rep.fence_errors || rep.stray)
+           (unsigned long long)rep.misrouted, (unsigned long long)rep.moving);
+    if (rep.missing || rep.extra || rep.different || rep.fence_errors || rep.stray || rep.misrouted)
         return 3;
     return rep.moving ? EXIT_RETRY : 0;
 }

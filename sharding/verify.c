@@ -193,6 +193,41 @@ static const char SQL_HOLDS[] = "SELECT vbucket FROM listings UNION SELECT vbuck
                                 " UNION SELECT vbucket FROM reservations"
                                 " UNION SELECT vbucket FROM listing_refusals";
 
+/* Every (listing, vbucket) pair a shard's rows name. */
+static const char SQL_ROUTES[] = "SELECT listing_id, vbucket FROM listings"
+                                 " UNION SELECT DISTINCT listing_id, vbucket FROM nights"
+                                 " UNION SELECT DISTINCT listing_id, vbucket FROM reservations"
+                                 " UNION SELECT listing_id, vbucket FROM listing_refusals";
+#define MISROUTED_SHOWN 10 /* lines of detail per verify; the count has them all */
+
+/* Rows whose vbucket column is not their listing's (fmix64(id) % N): a move
+ * takes rows by that column, so such a listing's rows would go where its
+ * reads and writes never look. vbucket >= 0: only pairs naming it. */
+static cal_status
+count_misrouted(struct db *db, uint32_t shard_id, uint32_t nvb, int64_t vbucket,
+                struct verify_report *rep, FILE *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val col[2];
+    int r;
+    cal_status rc = db_query(db, SQL_ROUTES, NULL, 0, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    while ((r = db_fetch(st, col, 2, err, errlen)) > 0) {
+        uint64_t id = (uint64_t)col[0].i;
+        uint32_t want = shardmap_vbucket(id, nvb);
+        if (col[1].i == (int64_t)want ||
+            (vbucket >= 0 && col[1].i != vbucket && (int64_t)want != vbucket))
+            continue;
+        if (rep->misrouted++ < MISROUTED_SHOWN)
+            fprintf(out,
+                    "listing %llu: shard %u holds rows of it in vbucket %lld, its vbucket is %u"
+                    " (a move of either takes them where the listing is not looked for)\n",
+                    (unsigned long long)id, shard_id, (long long)col[1].i, want);
+    }
+    return r < 0 ? CAL_ERR : CAL_OK;
+}
+
 /* Reads a (vbucket, shard) pair per row of sql from the catalog into
  * by_vb[vbucket] = 1 + shard. */
 static cal_status
@@ -478,6 +513,7 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
             rc = CAL_ERR;
             break;
         }
+        rc = count_misrouted(db, map->shards[s].shard_id, nvb, vbucket, rep, out, err, errlen);
     }
     struct held *held = NULL;
     size_t nheld = 0, cap = 0;

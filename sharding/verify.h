@@ -26,6 +26,9 @@ struct verify_report {
                             * its move (an abandoned move's copy the target could not delete) */
     uint64_t moving;       /* vbuckets whose check found something while a move changed them
                             * (a rebalance running): not checked, their findings dropped */
+    uint64_t misrouted;    /* (listing, vbucket) pairs of rows whose vbucket column is not the
+                            * listing's (fmix64(id) % N), or is past N: written by hand or by a
+                            * loader that computed it otherwise (moves copy the column as is) */
 };
 
 /* vbucket < 0: every vbucket. Details of each problem go to out. The map

@@ -7,8 +7,9 @@
 --
 -- The first id is above every id calendard made before this table: ms since
 -- 2020-01-01 shifted left by 15 (until 2026-11-30) or 12 bits, both below
--- 7.24e15 until 2026-12-31. Ids stay below 2^53 (exact in any JSON client):
--- 1.75e15 ids are left.
+-- 7.24e15 until 2026-12-31 (calendar-admin migrate moves next_id past the
+-- highest id on the shards, for a release running later). Ids stay below
+-- 2^53 (exact in any JSON client): 1.75e15 ids are left.
 
 CREATE TABLE IF NOT EXISTS id_blocks (
   name     VARCHAR(32)     NOT NULL PRIMARY KEY,

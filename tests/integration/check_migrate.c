@@ -16,6 +16,15 @@
 
 static struct testenv env;
 
+/* Runs sql, whose one parameter is v. */
+static void
+exec_int(struct db *db, const char *sql, int64_t v)
+{
+    char err[256];
+    struct db_val p[1] = {DB_INT_V(v)};
+    ck_assert_msg(db_query(db, sql, p, 1, NULL, err, sizeof(err)) == CAL_OK, "%s", err);
+}
+
 static int64_t
 count(struct db *db, const char *sql, int64_t version)
 {
@@ -192,9 +201,13 @@ bootstrap(const char *conf, unsigned port, int a, int b, char *out, size_t outle
  * lost) with C as shard 1 must stop before C gets a fence row: a shard
  * unregistered that owns vbuckets becomes their second owner the day it
  * is added. */
-START_TEST(a_bootstrap_checks_the_registry_before_fencing)
+/* Creates the scratch databases, and an admin config for a cluster of them
+ * into conf (a mkstemp template; the caller unlinks it). Returns the port
+ * of shard 0's server, where they are. */
+static unsigned
+scratch_cluster(char *conf)
 {
-    char err[512], sql[2048], conf[] = "/tmp/check_migrate_admin.XXXXXX", out[4096];
+    char err[512], sql[2048];
     size_t off = 0;
     for (int i = 0; i < 4; i++)
         off += (size_t)snprintf(sql + off, sizeof(sql) - off,
@@ -215,18 +228,62 @@ START_TEST(a_bootstrap_checks_the_registry_before_fencing)
             "password_file = %s/secrets/admin.password\n",
             dc.port, scratch[0], env.stack_dir, env.stack_dir);
     fclose(f);
-    int rc = bootstrap(conf, dc.port, 1, 2, out, sizeof(out));
+    return dc.port;
+}
+
+/* scratch_cluster() bootstrapped with shards A and B (16 vbuckets); a
+ * session on their server. */
+static struct db *
+bootstrapped_scratch(char *conf, unsigned *port)
+{
+    char err[512], out[4096];
+    *port = scratch_cluster(conf);
+    int rc = bootstrap(conf, *port, 1, 2, out, sizeof(out));
     ck_assert_msg(rc == 0, "bootstrap A B: exit %d: %s", rc, out);
     struct db *db = testenv_connect_shard(&env, 0, err, sizeof(err));
     ck_assert_msg(db != NULL, "%s", err);
+    return db;
+}
+
+START_TEST(a_bootstrap_checks_the_registry_before_fencing)
+{
+    char err[512], sql[512], conf[] = "/tmp/check_migrate_admin.XXXXXX", out[4096];
+    unsigned port;
+    struct db *db = bootstrapped_scratch(conf, &port);
     snprintf(sql, sizeof(sql), "DELETE FROM `%s`.vbuckets", scratch[0]);
     ck_assert_msg(db_exec(db, sql, err, sizeof(err)) == CAL_OK, "%s", err);
-    rc = bootstrap(conf, dc.port, 1, 3, out, sizeof(out));
+    int rc = bootstrap(conf, port, 1, 3, out, sizeof(out));
     unlink(conf);
     ck_assert_msg(rc == 1 && strstr(out, "shard 1 is already registered with another address"),
                   "bootstrap A C: exit %d: %s", rc, out);
     snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM `%s`.vbucket_owner WHERE ? >= 0", scratch[3]);
     ck_assert_int_eq(count(db, sql, 0), 0);
+    db_close(db);
+}
+END_TEST
+
+/* A shard holding a reservation id past the catalog's next one (made from
+ * the clock by an older release: 7.25e15 and up from 2027-01-04): migrate
+ * moves the next id past it, so no block hands it out again. */
+START_TEST(migrate_moves_the_next_id_past_every_shard)
+{
+    char sql[1024], conf[] = "/tmp/check_migrate_admin.XXXXXX", out[4096];
+    unsigned port;
+    struct db *db = bootstrapped_scratch(conf, &port);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO `%s`.reservations (reservation_id, listing_id, vbucket, check_in,"
+             " check_out, guest_id, status, total_price, currency, idempotency_key, request_hash,"
+             " version) VALUES (7250000000000005 + ?, 1, 1, '2027-01-05', '2027-01-06', 1,"
+             " 'confirmed', 100, 'USD', 'old-release', '0', 1)",
+             scratch[2]);
+    exec_int(db, sql, 0);
+    char *argv[] = {"bin/calendar-admin", "--config", conf, "migrate", NULL};
+    int rc = proc_run(argv, out, sizeof(out), 60);
+    unlink(conf);
+    ck_assert_msg(rc == 0 && strstr(out, "the next block starts after 7250000000000005"),
+                  "migrate: exit %d: %s", rc, out);
+    snprintf(sql, sizeof(sql), "SELECT next_id FROM `%s`.id_blocks WHERE ? >= 0", scratch[0]);
+    ck_assert_int_eq(count(db, sql, 0), 7250000000000006);
     db_close(db);
 }
 END_TEST
@@ -281,6 +338,11 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_unchecked_fixture(tc, name_scratch, drop_scratch);
     tcase_add_test(tc, a_bootstrap_checks_the_registry_before_fencing);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("old_ids");
+    tcase_set_timeout(tc, 60);
+    tcase_add_unchecked_fixture(tc, name_scratch, drop_scratch);
+    tcase_add_test(tc, migrate_moves_the_next_id_past_every_shard);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
