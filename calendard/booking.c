@@ -67,6 +67,15 @@ night_price(const struct listing *listing, const struct night_row *row)
     return row != NULL && row->has_price ? row->price : listing->default_price;
 }
 
+/* A price no request can set (SQL from outside wrote it, the schema has no
+ * CHECK): the night is never sold at it, nor summed (a stay's total could
+ * overflow). */
+static bool
+price_valid(int64_t price)
+{
+    return price >= 0 && price <= BOOKING_MAX_PRICE;
+}
+
 /* Index rows by night offset so both planners are linear in the range. */
 static void
 index_rows(const struct night_row *rows, size_t nrows, int32_t from, int32_t to,
@@ -89,7 +98,12 @@ booking_plan_make(const struct listing *listing, const struct night_row *rows, s
     plan->nunavailable = plan->nexisting = plan->nmissing = 0;
     for (int32_t d = check_in; d < check_out; d++) {
         const struct night_row *row = by_night[d - check_in];
-        plan->total_price += night_price(listing, row);
+        int64_t price = night_price(listing, row);
+        if (!price_valid(price)) {
+            plan->unavailable[plan->nunavailable++] = d;
+            continue;
+        }
+        plan->total_price += price;
         if (row == NULL) {
             plan->missing[plan->nmissing++] = d;
         } else if (row->status != NIGHT_AVAILABLE) {
@@ -113,6 +127,11 @@ booking_expand(const struct listing *listing, const struct night_row *rows, size
         out[d - from].night = d;
         out[d - from].status = row ? row->status : NIGHT_AVAILABLE;
         out[d - from].price = night_price(listing, row);
+        if (!price_valid(out[d - from].price)) {
+            out[d - from].price = 0;
+            if (out[d - from].status == NIGHT_AVAILABLE)
+                out[d - from].status = NIGHT_BLOCKED;
+        }
     }
 }
 

@@ -901,9 +901,9 @@ op_availability(struct service *svc, struct db *db, const struct route *rt, void
                                errlen);
 }
 
-/* The availability answer. Written directly: dates, status names and the
- * validated currency code need no escaping, and this is the hottest answer of
- * the API. */
+/* The availability answer. Written directly: dates and status names need no
+ * escaping, and this is the hottest answer of the API. The currency is
+ * escaped all the same: SQL from outside may have written any text. */
 static void
 render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct calendar_read *read,
                     struct api_response *resp)
@@ -917,9 +917,9 @@ render_availability(uint64_t listing_id, int32_t from, int32_t to, const struct 
     jsonout_int(&j, (int64_t)listing_id);
     jsonout_lit(&j, ",\"version\":");
     jsonout_int(&j, (int64_t)l->version);
-    jsonout_lit(&j, ",\"currency\":\"");
-    jsonout_raw(&j, l->currency, strlen(l->currency));
-    jsonout_lit(&j, "\",\"nights\":[");
+    jsonout_lit(&j, ",\"currency\":");
+    jsonout_str(&j, l->currency, strlen(l->currency));
+    jsonout_lit(&j, ",\"nights\":[");
     for (int32_t i = 0; i < to - from; i++) {
         jsonout_lit(&j, i ? ",{\"date\":" : "{\"date\":");
         jsonout_date(&j, nights[i].night);
@@ -1181,8 +1181,9 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
     return rc;
 }
 
-/* One result of a search, written straight into j (ids, integers, fixed
- * words and a validated currency code: nothing to escape). */
+/* One result of a search, written straight into j (ids, integers and fixed
+ * words need no escaping; the currency, which SQL from outside may have
+ * written, is escaped). */
 static void
 search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_t out)
 {
@@ -1207,9 +1208,9 @@ search_result(struct jsonout *j, const struct avail_item *it, int32_t in, int32_
     jsonout_lit(j, reason == NULL ? ",\"available\":true" : ",\"available\":false");
     jsonout_lit(j, ",\"total_price\":");
     jsonout_int(j, plan.total_price);
-    jsonout_lit(j, ",\"currency\":\"");
-    jsonout_lit(j, l->currency);
-    jsonout_lit(j, "\",\"version\":");
+    jsonout_lit(j, ",\"currency\":");
+    jsonout_str(j, l->currency, strlen(l->currency));
+    jsonout_lit(j, ",\"version\":");
     jsonout_int(j, (int64_t)l->version);
     if (reason != NULL) {
         jsonout_lit(j, ",\"reason\":\"");

@@ -2964,6 +2964,55 @@ START_TEST(test_search_reason_is_the_bookings)
 }
 END_TEST
 
+/* Text and prices no request can set, written by SQL from outside (the
+ * schema has no CHECK): a currency with a quote and a backslash, a night
+ * price of 9e17. Reads and searches stay valid JSON with the currency as
+ * stored, the night is not sold, and no total overflows. */
+START_TEST(test_values_written_from_outside_stay_valid_json)
+{
+    struct http_response resp;
+    uint64_t id = create_listing_with(10000, 1, 30);
+    int64_t epoch;
+    struct db *db = shard((size_t)owner_shard(id, &epoch));
+    char err[256];
+    struct db_val p[] = {DB_INT_V((int64_t)id), DB_INT_V(today + FIRST_DAY + 2 + DB_TO_DAYS_EPOCH)};
+    ck_assert_msg(db_query(db, "UPDATE listings SET currency = 'U\"\\\\' WHERE listing_id = ?", p,
+                           1, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    ck_assert_msg(db_query(db,
+                           "INSERT INTO nights (listing_id, night, status, price, version, vbucket)"
+                           " SELECT listing_id, FROM_DAYS(?), 'available',"
+                           " 900000000000000000, 1, vbucket FROM listings WHERE listing_id = ?",
+                           (struct db_val[]){p[1], p[0]}, 2, NULL, err, sizeof(err)) == CAL_OK,
+                  "%s", err);
+    for (int round = 0; round < 2; round++) { /* from the shard, then the cache if it took it */
+        call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/availability?from=%s&to=%s", id,
+             day(FIRST_DAY), day(FIRST_DAY + 25));
+        json_t *root = expect_json(&resp, 200);
+        ck_assert_str_eq(jstr(root, "currency"), "U\"\\");
+        json_t *night = json_array_get(json_object_get(root, "nights"), 2);
+        ck_assert_str_eq(jstr(night, "status"), "blocked");
+        json_decref(root);
+        http_response_deinit(&resp);
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
+                 day(FIRST_DAY), day(FIRST_DAY + 25));
+        call(&resp, "POST", NULL, body, "/v1/availability/search");
+        root = expect_json(&resp, 200);
+        json_t *r = json_array_get(json_object_get(root, "results"), 0);
+        ck_assert_str_eq(jstr(r, "currency"), "U\"\\");
+        ck_assert_msg(json_is_false(json_object_get(r, "available")), "%s", resp.body);
+        ck_assert_int_ge(jint(r, "total_price"), 0);
+        json_decref(root);
+        http_response_deinit(&resp);
+    }
+    book_raw(&resp, id, "outside-price", FIRST_DAY + 2, FIRST_DAY + 3, 1);
+    expect_error(&resp, 409, "nights_unavailable");
+    http_response_deinit(&resp);
+}
+END_TEST
+
 static Suite *
 api_suite(void)
 {
@@ -2990,6 +3039,8 @@ api_suite(void)
         {"escaped_slash_and_nul_are_not_path_syntax",
          test_escaped_slash_and_nul_are_not_path_syntax, 30},
         {"search_reason_is_the_bookings", test_search_reason_is_the_bookings, 30},
+        {"values_written_from_outside_stay_valid_json",
+         test_values_written_from_outside_stay_valid_json, 30},
         {"booking_create_and_get", test_booking_create_and_get, 30},
         {"reservation_ids_come_from_the_catalog", test_reservation_ids_come_from_the_catalog, 30},
         {"booking_unknown_listing", test_booking_unknown_listing, 30},

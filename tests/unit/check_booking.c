@@ -82,6 +82,34 @@ START_TEST(expand_fills_defaults)
 }
 END_TEST
 
+/* Prices no request can set, written by SQL from outside: such a night is
+ * never sold, and a stay's total never overflows. */
+START_TEST(a_price_out_of_range_is_never_sold)
+{
+    struct listing l = make_listing();
+    l.default_price = 900000000000000000LL; /* 9e17: 20 nights of it overflow */
+    int32_t d = date_from_ymd(2030, 3, 1);
+    struct night_row rows[] = {
+        {.night = d + 1, .status = NIGHT_AVAILABLE, .has_price = true, .price = 500, .version = 4},
+        {.night = d + 2, .status = NIGHT_AVAILABLE, .has_price = true, .price = -5, .version = 4},
+    };
+    struct booking_plan *plan = malloc(sizeof(*plan));
+    booking_plan_make(&l, rows, 2, d, d + 20, plan);
+    ck_assert_uint_eq(plan->nunavailable, 19); /* every night but the one priced 500 */
+    ck_assert_uint_eq(plan->nexisting, 1);
+    ck_assert_int_eq(plan->total_price, 500);
+    free(plan);
+    struct night_state out[3];
+    booking_expand(&l, rows, 2, d, d + 3, out);
+    ck_assert_int_eq(out[0].status, NIGHT_BLOCKED);
+    ck_assert_int_eq(out[0].price, 0);
+    ck_assert_int_eq(out[1].status, NIGHT_AVAILABLE);
+    ck_assert_int_eq(out[1].price, 500);
+    ck_assert_int_eq(out[2].status, NIGHT_BLOCKED);
+    ck_assert_int_eq(out[2].price, 0);
+}
+END_TEST
+
 START_TEST(status_names_round_trip)
 {
     enum night_status ns;
@@ -166,6 +194,7 @@ main(void)
     UNIT_CASE(s, stay_rules);
     UNIT_CASE(s, plan_sorts_nights_into_missing_existing_unavailable);
     UNIT_CASE(s, expand_fills_defaults);
+    UNIT_CASE(s, a_price_out_of_range_is_never_sold);
     UNIT_CASE(s, status_names_round_trip);
     UNIT_CASE(s, request_hash_depends_on_every_field);
     UNIT_CASE(s, keys);
