@@ -144,7 +144,7 @@ struct pending {
 };
 
 /* Sets the month key of listing_id, then writes one of its nights on the
- * owning shard. false when either failed (the probe counts as neither a
+ * owning shard. false when either failed (counted in res.failed, neither a
  * sample nor a loss). */
 static bool
 launch(struct cdc_probe *probe, struct db *const *dbs, struct cache *cache, uint64_t listing_id,
@@ -205,8 +205,10 @@ static void
 probe_once(struct cdc_probe *probe, uint64_t listing_id)
 {
     struct pending pend;
-    if (!launch(probe, probe->db, probe->cache, listing_id, &pend))
+    if (!launch(probe, probe->db, probe->cache, listing_id, &pend)) {
+        probe->res.failed++;
         return;
+    }
     probe->res.probes++;
     while (poll_pending(probe, &pend, 1) > 0)
         poll_pause();
@@ -239,6 +241,9 @@ launch_main(void *arg)
         /* The poller may stop once the last probe is handed over. */
         bool last = atomic_fetch_sub(&probe->unlaunched, 1) == 1;
         if (!ok) {
+            pthread_mutex_lock(&probe->lock);
+            probe->res.failed++;
+            pthread_mutex_unlock(&probe->lock);
             if (last)
                 atomic_store(&probe->launched_all, true);
             continue;

@@ -27,6 +27,7 @@ struct cdc_probe_conf {
 struct cdc_probe_result {
     bool running; /* a probe of the run saw its key deleted */
     uint64_t probes, timeouts;
+    uint64_t failed;      /* launches whose memcached set or SQL write failed: no sample */
     uint64_t late;        /* started a whole interval behind the schedule (launchers busy) */
     struct bench_lat lat; /* commit returned -> key gone */
     /* From the invalidator's histogram delta over the probe's life; -1 = unknown. */

@@ -182,12 +182,12 @@ for c in $CONCS; do
     BOOK_REPS=$((BOOK_REPS + $(book_reps_at "$c")))
 done
 HIGH_RUNS=$((BOOK_REPS * 2))
-progress "seed: $LOW_COUNT low-contention listings, $((HIGH_RUNS * HIGH_COUNT)) high-contention, $READ_COUNT read-set, $((BOOK_REPS * 2 * CDC_PER_RUN + 1)) cdc probe listings (SQL multi-row INSERTs per shard)"
+progress "seed: $LOW_COUNT low-contention listings, $((HIGH_RUNS * HIGH_COUNT)) high-contention, $READ_COUNT read-set, $((BOOK_REPS * 4 * CDC_PER_RUN + 1)) cdc probe listings (SQL multi-row INSERTs per shard)"
 bench seed --first $LOW_FIRST --count $LOW_COUNT >>"$RUNS"
 bench seed --first $HIGH_FIRST --count $((HIGH_RUNS * HIGH_COUNT)) >>"$RUNS"
 bench seed --first $READ_FIRST --count "$READ_COUNT" --blocked 4 \
     --day $READ_DAY --horizon $READ_NIGHTS >>"$RUNS"
-bench seed --first $CDC_FIRST --count $((BOOK_REPS * 2 * CDC_PER_RUN + 1)) >>"$RUNS"
+bench seed --first $CDC_FIRST --count $((BOOK_REPS * 4 * CDC_PER_RUN + 1)) >>"$RUNS"
 
 # ------------------------------------------------------------------ bookings
 TOTAL=$((BOOK_REPS * 4 + ALL_REPS * 4 + $(wc -w <<<"$PACED_PCTS") * REPS * 2))
@@ -216,17 +216,20 @@ for c in $CONCS; do
                     day=1
                     [ "$target" = raw ] && day=400
                     args=(--first $LOW_FIRST --count $LOW_COUNT --day $day --horizon 365)
-                    # Both sides carry the probe's load (its SQL writes, its
-                    # memcached polls); its samples of both are pooled.
-                    if [ "$CDC_PROBE" = 1 ]; then
-                        args+=(--cdc-first $((CDC_FIRST + CDC_RUN * CDC_PER_RUN)) --cdc-count $CDC_PER_RUN)
-                        CDC_RUN=$((CDC_RUN + 1))
-                        [ -n "$INV_METRICS" ] && args+=(--invalidator-metrics "$INV_METRICS")
-                    fi
                 else
                     args=(--first $((HIGH_FIRST + HIGH_RUN * HIGH_COUNT)) --count $HIGH_COUNT
                         --day 1 --horizon $HIGH_HORIZON)
                     HIGH_RUN=$((HIGH_RUN + 1))
+                fi
+                # Every booking run carries the probe's load (its SQL writes,
+                # its memcached polls): calendard's and raw's, so that
+                # booking_ratio pairs like with like, and low's and high's,
+                # so that high/low does (until 2026-12-03 only the low runs
+                # had it, which flattered high/low); its samples are pooled.
+                if [ "$CDC_PROBE" = 1 ]; then
+                    args+=(--cdc-first $((CDC_FIRST + CDC_RUN * CDC_PER_RUN)) --cdc-count $CDC_PER_RUN)
+                    CDC_RUN=$((CDC_RUN + 1))
+                    [ -n "$INV_METRICS" ] && args+=(--invalidator-metrics "$INV_METRICS")
                 fi
                 run_one book --target "$target" --workload "$workload" --conc "$c" "${args[@]}"
                 # One probe that found no pipeline is enough: later runs skip the 2 s wait.
