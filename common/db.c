@@ -63,7 +63,11 @@ errno_is_connection(unsigned e)
     case ER_CONNECTION_KILLED:
     case ER_SERVER_SHUTDOWN:
     case ER_QUERY_INTERRUPTED:
-    case 4031: /* ER_CLIENT_INTERACTION_TIMEOUT */
+    /* max_statement_time (an operator's global or per-user limit, which the
+     * session setting below should rule out): the statement was cut short
+     * at any point, a compound statement's after its COMMIT too, so its
+     * outcome is unknown like a lost connection's. */
+    case ER_STATEMENT_TIMEOUT:
         return true;
     default:
         return e >= 2000 && e < 3000; /* any other client-side error */
@@ -263,10 +267,14 @@ db_connect(const struct db_conf *conf, char *err, size_t errlen)
     mysql_options(mysql, MYSQL_OPT_READ_TIMEOUT, &rt);
     mysql_options(mysql, MYSQL_OPT_WRITE_TIMEOUT, &wt);
     mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-    char init[160];
+    char init[256];
+    /* No statement time limit: one would cut a booking's compound statement
+     * short anywhere, even after its COMMIT; the read timeout and the lock
+     * wait bound a statement instead. */
     snprintf(init, sizeof(init),
              "SET SESSION tx_isolation='READ-COMMITTED', "
-             "SESSION innodb_lock_wait_timeout=%u, SESSION time_zone='+00:00'",
+             "SESSION innodb_lock_wait_timeout=%u, SESSION time_zone='+00:00', "
+             "SESSION max_statement_time=0",
              conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S);
     mysql_options(mysql, MYSQL_INIT_COMMAND, init);
     if (conf->tls) {

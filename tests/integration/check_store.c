@@ -1721,6 +1721,46 @@ START_TEST(a_connection_lost_in_the_commit_leaves_the_outcome_unknown)
 }
 END_TEST
 
+/* Unchecked teardown: no limit on statements again, even when the test
+ * crashed, or every later session of the shard would inherit it. */
+static void
+no_statement_time_limit(void)
+{
+    if (testenv_sql_admin(&env, 0, "SET GLOBAL max_statement_time = 0") != 0)
+        fprintf(stderr, "check_store: could not reset max_statement_time\n");
+}
+
+/* An operator's global max_statement_time would cut a booking's compound
+ * statement short anywhere, after its COMMIT too: calendard's sessions
+ * take none, and a statement cut short that way reads as an unknown
+ * outcome (a lost connection), not as an internal error. */
+START_TEST(a_global_statement_time_limit_does_not_reach_our_sessions)
+{
+    char err[256];
+    ck_assert_int_eq(testenv_sql_admin(&env, 0, "SET GLOBAL max_statement_time = 0.3"), 0);
+    struct db *d = testenv_connect_shard(&env, 0, err, sizeof(err));
+    no_statement_time_limit();
+    ck_assert_msg(d != NULL, "%s", err);
+    struct db_stmt *st;
+    struct db_val c[1];
+    ck_assert(db_query(d, "SELECT @@SESSION.max_statement_time * 1000", NULL, 0, &st, err,
+                       sizeof(err)) == CAL_OK);
+    ck_assert_int_eq(db_fetch(st, c, 1, err, sizeof(err)), 1);
+    long long ms = c[0].type == DB_INT ? c[0].i : atoll(c[0].s);
+    while (db_fetch(st, c, 1, err, sizeof(err)) > 0)
+        ;
+    ck_assert_msg(ms == 0, "a session of ours has max_statement_time %lld ms", ms);
+    /* Cut short on purpose: an unknown outcome, the connection dropped. */
+    ck_assert(db_exec(d, "SET SESSION max_statement_time = 0.1", err, sizeof(err)) == CAL_OK);
+    cal_status rc = db_exec(d,
+                            "SELECT COUNT(*) FROM seq_1_to_100000 a, seq_1_to_100000 b"
+                            " WHERE a.seq + b.seq = 3",
+                            err, sizeof(err));
+    ck_assert_msg(rc == CAL_EUNAVAIL && db_broken(d), "%s: %s", cal_status_name(rc), err);
+    db_close(d);
+}
+END_TEST
+
 static void
 fill_statement_slots(struct group_reads *g)
 {
@@ -1919,6 +1959,19 @@ START_TEST(under_load_bookings_queue_behind_one_transaction)
 }
 END_TEST
 
+/* A case that changes a server setting: remember and restore run in this
+ * process (unchecked), so the setting is put back even when test crashed. */
+static void
+server_setting_case(Suite *s, const char *name, SFun remember, SFun restore, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_unchecked_fixture(tc, remember, restore);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
 int
 main(void)
 {
@@ -1961,11 +2014,9 @@ main(void)
     tcase_add_test(limit, a_full_statement_count_gives_back_statements);
     tcase_add_test(limit, a_group_read_failing_on_its_leaders_connection_fails_only_the_leader);
     suite_add_tcase(s, limit);
-    TCase *wait = tcase_create("commit_wait");
-    tcase_add_unchecked_fixture(wait, remember_commit_wait, restore_commit_wait);
-    tcase_add_checked_fixture(wait, setup, teardown);
-    tcase_set_timeout(wait, 30);
-    tcase_add_test(wait, a_connection_lost_in_the_commit_leaves_the_outcome_unknown);
-    suite_add_tcase(s, wait);
+    server_setting_case(s, "commit_wait", remember_commit_wait, restore_commit_wait,
+                        a_connection_lost_in_the_commit_leaves_the_outcome_unknown);
+    server_setting_case(s, "statement_time", NULL, no_statement_time_limit,
+                        a_global_statement_time_limit_does_not_reach_our_sessions);
     return unit_run(s);
 }
