@@ -190,6 +190,9 @@ cont_when_gone(pid_t pid)
     pid_t guard = fork();
     if (guard == 0) {
         char c;
+        /* Out of the test's process group: Check kills the whole group
+         * (SIGKILL) once the test ended, or timed out. */
+        setsid();
         close(fds[1]);
         while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
         }

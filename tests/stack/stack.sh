@@ -247,13 +247,16 @@ recorded_names() {
 
 # Is a 'restart NAME' under way (its marker names a live process)?
 restarting() {
-    local pid
-    pid=$(cat "$RUN_DIR/$1.restarting" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid"
+    local pid start
+    read -r pid start <"$RUN_DIR/$1.restarting" 2>/dev/null || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid" && [ "$(proc_start_time "$pid")" = "$start" ]
 }
 
 stack_down() {
     local name
+    # A stop goes on to its end whatever stderr became (log() cannot fail,
+    # and a closed pipe must not kill the script either).
+    trap '' PIPE
     [ -d "$RUN_DIR" ] || return 0
     while IFS= read -r name; do
         stop_one "$name"
@@ -824,7 +827,7 @@ stack_restart() {
     cmd=$(cat "$RUN_DIR/$name.cmd")
     # A 'run' watching the stack leaves NAME alone while this restart (its
     # pid in the marker) is between the stop and the new pid files.
-    printf '%s\n' "$$" >"$RUN_DIR/$name.restarting"
+    printf '%s %s\n' "$$" "$(proc_start_time "$$")" >"$RUN_DIR/$name.restarting"
     stop_one "$name"
     size=$(log_size "$name")
     eval "start_bg \"\$name\" $cmd"
@@ -877,7 +880,10 @@ Ctrl-C stops the stack.
 EOF
     while :; do
         while IFS= read -r name; do
-            if ! owned_pid "$name" >/dev/null && ! restarting "$name"; then
+            # Looked at again after the marker: a restart that just ended
+            # wrote the new pid files before it removed its marker.
+            if ! owned_pid "$name" >/dev/null && ! restarting "$name" &&
+                ! owned_pid "$name" >/dev/null; then
                 log "$name exited unexpectedly"
                 show_logs "$name"
                 stack_down
