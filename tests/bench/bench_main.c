@@ -556,7 +556,7 @@ run_book(const struct options *o, const struct testenv *env, const struct bench_
         run.attempts = res.attempts;
         run.unavailable = res.unavailable;
         run.gave_up = res.gave_up;
-        run.errors = res.errors;
+        run.errors = res.errors + capped_error(res.capped);
         run.retries = res.retries;
         run.conflicts = res.conflicts;
     } else {
@@ -659,7 +659,7 @@ run_read(const struct options *o, const struct testenv *env, struct sampler *s)
         lat = res.lat;
         run.ok = res.answered;
         run.attempts = res.answered;
-        run.errors = res.errors;
+        run.errors = res.errors + capped_error(res.capped);
         hit_ratio = res.keys ? 1.0 - (double)res.misses / (double)res.keys : 0;
     } else {
         struct read_ctx r;

@@ -221,6 +221,8 @@ raw_booking_run(const struct raw_booking_conf *conf, struct raw_booking_result *
         bench_lat_deinit(&w->res.lat);
     }
     res->secs = conf->secs;
+    /* A worker that found the count past max_bookings stopped early. */
+    res->capped = atomic_load(&sh.started) > conf->max_bookings;
     pthread_barrier_destroy(&sh.ready);
     pthread_barrier_destroy(&sh.go);
     free(ws);

@@ -36,6 +36,7 @@ struct raw_booking_result {
     uint64_t retries;   /* conflict retries, whole window */
     uint64_t conflicts; /* transactions that hit a conflict */
     double secs;
+    bool capped;          /* max_bookings stopped the load before the window closed */
     struct bench_lat lat; /* latencies of committed bookings, retries included */
 };
 

@@ -192,6 +192,8 @@ raw_reads_run(const struct raw_reads_conf *conf, struct raw_reads_result *res, c
         bench_lat_deinit(&w->res.lat);
     }
     res->secs = conf->secs;
+    /* A worker that found the count past max_requests stopped early. */
+    res->capped = atomic_load(&sh.started) > conf->max_requests;
     free(ws);
     return rc;
 }

@@ -36,6 +36,7 @@ struct raw_reads_result {
     uint64_t errors;
     uint64_t keys, misses; /* keys asked and not found, in the window */
     double secs;
+    bool capped; /* max_requests stopped the load before the window closed */
     struct bench_lat lat;
 };
 
