@@ -129,7 +129,8 @@ usage(FILE *out)
             "or setup errors; 3 when the run was not verified (the cache could not be read\n"
             "after the SQL checks passed) or tested nothing: no booking was confirmed\n"
             "(calendard refused or failed them all), none was refused for a night another\n"
-            "held (no kept 409 in SQL: no two bookings competed),\n"
+            "booking held (no kept 409 in SQL that another booking overlaps, a host's block\n"
+            "does not count: no two bookings competed),\n"
             "cancels were sent and none was acknowledged, blocks (or set_prices) were sent\n"
             "and none was answered 200,\n"
             "or the stack env names memcached (MEMCACHED_SERVERS) and the cache check found\n"
@@ -357,12 +358,13 @@ prices_untested(const struct stress_verdict *verdict)
 }
 
 /* Did no two bookings ever compete for a night? A refusal kept in SQL (409
- * nights_unavailable) is a booking that lost a night to another; without
- * one, double_bookings = 0 says nothing (a window too wide, too few clients). */
+ * nights_unavailable) whose stay another booking overlaps is one that lost a
+ * night to it (one over a host's block alone is not); without one,
+ * double_bookings = 0 says nothing (a window too wide, too few clients). */
 static int
 competition_untested(const struct stress_stats *stats, const struct stress_verdict *verdict)
 {
-    return atomic_load(&stats->confirmed) > 0 && verdict->sql_refused == 0;
+    return atomic_load(&stats->confirmed) > 0 && verdict->sql_refused_competing == 0;
 }
 
 /* Did the run test anything? It confirmed a booking, refused one that
@@ -422,6 +424,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("prices_checked", verdict->prices_checked);
     SET_U("sql_reservations", verdict->sql_reservations);
     SET_U("sql_refused", verdict->sql_refused);
+    SET_U("sql_refused_competing", verdict->sql_refused_competing);
     SET_U("sql_confirmed", verdict->sql_confirmed);
     SET_U("sql_booked_nights", verdict->sql_booked_nights);
     SET_U("sql_blocked_nights", verdict->sql_blocked_nights);
@@ -647,8 +650,9 @@ main(int argc, char **argv)
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && competition_untested(&stats, &verdict)) {
         fprintf(stderr, "calendar-stress: no booking was refused for a night another held (no kept "
-                        "409 in SQL): no two bookings competed, double_bookings tested nothing; "
-                        "use fewer listings, a shorter --window or more clients\n");
+                        "409 in SQL that another booking overlaps): no two bookings competed, "
+                        "double_bookings tested nothing; use fewer listings, a shorter --window "
+                        "or more clients\n");
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && atomic_load(&stats.confirmed) == 0) {
         fprintf(stderr, "calendar-stress: no booking was confirmed: the run tested nothing\n");

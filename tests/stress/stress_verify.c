@@ -401,6 +401,36 @@ check_double_bookings(const struct rows *rows, struct stress_verdict *verdict)
     }
 }
 
+/* Kept refusals whose stay a booking of the listing overlaps (confirmed or
+ * cancelled since): proof that bookings competed for nights, where a
+ * refusal over a host's block alone would not be. rows->res is sorted by
+ * (listing, check_in). */
+static void
+count_competing_refusals(const struct rows *rows, struct stress_verdict *verdict)
+{
+    for (size_t i = 0, first = 0; i < rows->nres; i++) {
+        const struct sql_reservation *r = &rows->res[i];
+
+        if (i == 0 || r->listing_id != rows->res[i - 1].listing_id) {
+            first = i;
+        }
+        if (!r->refused) {
+            continue;
+        }
+        for (size_t j = first; j < rows->nres; j++) {
+            const struct sql_reservation *o = &rows->res[j];
+
+            if (o->listing_id != r->listing_id || o->check_in >= r->check_out) {
+                break;
+            }
+            if (!o->refused && o->check_out > r->check_in) {
+                verdict->sql_refused_competing++;
+                break;
+            }
+        }
+    }
+}
+
 static void
 check_nights(const struct rows *rows, struct sql_reservation **by_id,
              struct stress_verdict *verdict)
@@ -1241,6 +1271,7 @@ stress_verify_run(const struct testenv *env, const struct stress_conf *conf,
 
     check_double_bookings(&rows, verdict);
     check_held_nights(&rows, records, nrecords, verdict);
+    count_competing_refusals(&rows, verdict);
     check_nights(&rows, by_id, verdict);
     check_keys(&rows, by_key, records, nrecords, seen, verdict);
     check_blocks(&rows, by_id, claims, verdict);

@@ -44,7 +44,9 @@ struct stress_verdict {
     uint64_t prices_checked;   /* acknowledged bookings whose total_price was held to them */
     uint64_t sql_reservations; /* rows read, for the report */
     uint64_t sql_confirmed;
-    uint64_t sql_refused; /* kept refusals */
+    uint64_t sql_refused;           /* kept refusals */
+    uint64_t sql_refused_competing; /* ... whose stay another reservation (not a host block)
+                                     * of the listing overlaps: bookings that competed */
     uint64_t sql_booked_nights;
     uint64_t sql_blocked_nights;
     int64_t cache_mismatches; /* stale availability reads; -1: not checked */
