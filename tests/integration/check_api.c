@@ -2942,22 +2942,34 @@ END_TEST
 
 /* A search tells why a stay cannot be booked in the order a booking of it
  * is refused: too short for the listing's rules before nights taken. */
+/* A search of one listing over [today + from, today + to): its result, an
+ * object (*root holds the answer; the caller frees it). */
+static json_t *
+search_one(uint64_t id, int from, int to, json_t **root)
+{
+    struct http_response resp;
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
+             day(from), day(to));
+    call(&resp, "POST", NULL, body, "/v1/availability/search");
+    *root = expect_json(&resp, 200);
+    json_t *r = json_array_get(json_object_get(*root, "results"), 0);
+    ck_assert_msg(json_is_object(r), "%s", resp.body);
+    http_response_deinit(&resp);
+    return r;
+}
+
 START_TEST(test_search_reason_is_the_bookings)
 {
     struct http_response resp;
     uint64_t id = create_listing_with(10000, 3, 30);
     json_decref(book_ok(id, "reason-first", FIRST_DAY, FIRST_DAY + 3, 1, 30000));
-    char body[256];
-    snprintf(body, sizeof(body),
-             "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
-             day(FIRST_DAY + 1), day(FIRST_DAY + 3));
-    call(&resp, "POST", NULL, body, "/v1/availability/search");
-    json_t *root = expect_json(&resp, 200);
-    json_t *r = json_array_get(json_object_get(root, "results"), 0);
-    ck_assert_msg(r != NULL && json_is_false(json_object_get(r, "available")), "%s", resp.body);
+    json_t *root;
+    json_t *r = search_one(id, FIRST_DAY + 1, FIRST_DAY + 3, &root);
+    ck_assert(json_is_false(json_object_get(r, "available")));
     ck_assert_str_eq(jstr(r, "reason"), "stay_too_short");
     json_decref(root);
-    http_response_deinit(&resp);
     book_raw(&resp, id, "reason-second", FIRST_DAY + 1, FIRST_DAY + 3, 2);
     expect_error(&resp, 400, "stay_too_short");
     http_response_deinit(&resp);
@@ -2994,18 +3006,11 @@ START_TEST(test_values_written_from_outside_stay_valid_json)
         ck_assert_str_eq(jstr(night, "status"), "blocked");
         json_decref(root);
         http_response_deinit(&resp);
-        char body[256];
-        snprintf(body, sizeof(body),
-                 "{\"listing_ids\":[%" PRIu64 "],\"check_in\":\"%s\",\"check_out\":\"%s\"}", id,
-                 day(FIRST_DAY), day(FIRST_DAY + 25));
-        call(&resp, "POST", NULL, body, "/v1/availability/search");
-        root = expect_json(&resp, 200);
-        json_t *r = json_array_get(json_object_get(root, "results"), 0);
+        json_t *r = search_one(id, FIRST_DAY, FIRST_DAY + 25, &root);
         ck_assert_str_eq(jstr(r, "currency"), "U\"\\");
-        ck_assert_msg(json_is_false(json_object_get(r, "available")), "%s", resp.body);
+        ck_assert(json_is_false(json_object_get(r, "available")));
         ck_assert_int_ge(jint(r, "total_price"), 0);
         json_decref(root);
-        http_response_deinit(&resp);
     }
     book_raw(&resp, id, "outside-price", FIRST_DAY + 2, FIRST_DAY + 3, 1);
     expect_error(&resp, 409, "nights_unavailable");
