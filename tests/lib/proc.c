@@ -184,15 +184,22 @@ all_stopped(pid_t pid)
 static void
 cont_when_gone(pid_t pid)
 {
-    int fds[2];
+    int fds[2], ready[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         return;
+    if (pipe2(ready, O_CLOEXEC) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return;
+    }
     pid_t guard = fork();
     if (guard == 0) {
         char c;
         /* Out of the test's process group: Check kills the whole group
          * (SIGKILL) once the test ended, or timed out. */
         setsid();
+        close(ready[0]);
+        close(ready[1]); /* now out of the group: the caller may go on */
         close(fds[1]);
         while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
         }
@@ -200,9 +207,18 @@ cont_when_gone(pid_t pid)
         _exit(0);
     }
     close(fds[0]);
-    if (guard < 0)
+    close(ready[1]);
+    if (guard < 0) {
         close(fds[1]);
-    /* else fds[1] stays open until this process ends */
+    } else {
+        /* Wait until the guard has left the group (its end of ready
+         * closed): a group killed before that would take the guard too. */
+        char c;
+        while (read(ready[0], &c, 1) < 0 && errno == EINTR) {
+        }
+    }
+    close(ready[0]);
+    /* fds[1] stays open until this process ends */
 }
 
 bool
