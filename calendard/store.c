@@ -44,6 +44,7 @@ static const char SQL_BUMP_IF_VERSION[] =
     "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
     " WHERE listing_id = ? AND (? = 0 OR version = ?)";
 static const char SQL_LISTING_EXISTS[] = "SELECT 1 FROM listings WHERE listing_id = ?";
+static const char SQL_LISTING_VERSION[] = "SELECT version FROM listings WHERE listing_id = ?";
 static const char SQL_INSERT_RESERVATION[] =
     "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
     " guest_id, status, total_price, currency, idempotency_key, request_hash, version)"
@@ -1122,6 +1123,30 @@ fail:
     return rc;
 }
 
+/* CAL_OK when the listing is at version, CAL_EINVAL when it is not,
+ * CAL_ENOTFOUND when there is no listing. */
+static cal_status
+listing_at_version(struct db *db, uint64_t listing_id, uint64_t version, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[] = {DB_INT_V(listing_id)}, c[1];
+    cal_status rc = db_query(db, SQL_LISTING_VERSION, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, c, 1, err, errlen);
+    drain(st);
+    if (r < 0)
+        return db_fetch_status(st);
+    if (r == 0) {
+        snprintf(err, errlen, "no listing");
+        return CAL_ENOTFOUND;
+    }
+    if ((uint64_t)c[0].i == version)
+        return CAL_OK;
+    snprintf(err, errlen, "calendar version differs from If-Match");
+    return CAL_EINVAL;
+}
+
 cal_status
 store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                const struct calendar_request *req, uint64_t if_match, uint64_t *version,
@@ -1156,6 +1181,13 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
             goto fail;
         }
         if (*nbooked > 0) {
+            /* The precondition first (RFC 9110 13.2.2): a stale If-Match
+             * answers 412, whatever the block would have met. */
+            if (if_match != 0 &&
+                (rc = listing_at_version(db, listing_id, if_match, err, errlen)) != CAL_OK) {
+                *nbooked = 0;
+                goto fail;
+            }
             snprintf(err, errlen, "%zu nights of the range are booked", *nbooked);
             rc = CAL_EINVAL;
             goto fail;

@@ -127,7 +127,8 @@ cal_status store_cancel(struct db *db, uint32_t vbucket, uint64_t listing_id,
 /* Host change over [from, to). if_match 0 = unconditional. CAL_EINVAL when
  * refused: with the booked nights in booked[] (*nbooked > 0, at most
  * BOOKING_MAX_NIGHTS) when blocking a booked night, with *nbooked 0 when
- * if_match differs (precondition failed). */
+ * if_match differs (precondition failed; evaluated first, so a stale
+ * if_match over booked nights is the latter). */
 cal_status store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                           const struct calendar_request *req, uint64_t if_match, uint64_t *version,
                           int32_t *booked, size_t *nbooked, char *err, size_t errlen);

@@ -2219,6 +2219,24 @@ START_TEST(test_if_match)
              day(FIRST_DAY), day(FIRST_DAY + 1));
     json_decref(expect_json(&resp, 200));
     http_response_deinit(&resp);
+
+    /* Over a booked night the precondition is evaluated first: a stale
+     * ETag answers 412, the current one 409 naming the night. */
+    json_decref(book_ok(id, "if-match-booked", FIRST_DAY + 2, FIRST_DAY + 3, 7, 10000));
+    calendar(&resp, id, etag, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY + 1), day(FIRST_DAY + 3));
+    expect_error(&resp, 412, "version_mismatch");
+    http_response_deinit(&resp);
+    av = availability(id, FIRST_DAY, FIRST_DAY + 3);
+    snprintf(etag, sizeof(etag), "\"%" PRId64 "\"", jint(av, "version"));
+    json_decref(av);
+    calendar(&resp, id, etag, "{\"from\":\"%s\",\"to\":\"%s\",\"action\":\"block\"}",
+             day(FIRST_DAY + 1), day(FIRST_DAY + 3));
+    expect_unavailable(&resp, FIRST_DAY + 2, FIRST_DAY + 2);
+    http_response_deinit(&resp);
+    av = availability(id, FIRST_DAY, FIRST_DAY + 3);
+    expect_night(av, FIRST_DAY, FIRST_DAY + 1, "available", 10000);
+    json_decref(av);
 }
 END_TEST
 
