@@ -1266,14 +1266,15 @@ cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *
 }
 
 /* After cached_listing(): the PUT's own CDC event may still delete what the
- * read cached. Lets it (up to 5 s; it may have come before the read), and
+ * read cached. Lets it (up to 15 s: a consumer group's rebalance stalls CDC
+ * for seconds; it may also have come before the read), and
  * its second delete [invalidator] redelete_ms (2 s) after it, then caches
  * again: a delete landing after that would pass for one the test made. */
 static void
 settle_cached_listing(struct http_client *h, const char *avail_url, char (*keys)[CACHEKEY_MAX])
 {
     struct cache *c = make_cache();
-    for (int i = 0; i < 50 && key_present(c, keys[0]); i++)
+    for (int i = 0; i < 150 && key_present(c, keys[0]); i++)
         usleep(100000);
     cache_destroy(c);
     usleep(3000 * 1000);

@@ -1315,6 +1315,7 @@ main(void)
 {
     Suite *s = suite_create("invalidator");
     TCase *tc = tcase_create("stack_has_kafka_and_invalidator");
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, stack_has_kafka_and_invalidator);
     suite_add_tcase(s, tc);
     tc = tcase_create("relay_event_deletes_its_keys");

@@ -228,7 +228,8 @@ proc_stop(pid_t pid)
     if (kill(pid, SIGSTOP) != 0)
         return false;
     bool stopped = false;
-    for (int i = 0; i < 1000 && !(stopped = all_stopped(pid)); i++)
+    /* Every thread must reach T: up to 10 s on a loaded machine. */
+    for (int i = 0; i < 10000 && !(stopped = all_stopped(pid)); i++)
         usleep(1000);
     return stopped;
 }

@@ -154,10 +154,19 @@ bounds_case() {
     spid=$!
     stress_pid=$spid
     if [ "$when" = setup ]; then
-        sleep 1
         # To calendar-stress itself: timeout would pass it on, then KILL it
-        # 5 s later (-k), before the PUT under way has timed out.
-        kill -INT "$(ps -o pid= --ppid "$spid")"
+        # 5 s later (-k), before the PUT under way has timed out. Once it
+        # catches SIGINT (SigCgt bit 2; a sanitizer's start can take
+        # seconds), and a second on, into its setup.
+        cpid=""
+        for ((i = 0; i < 300; i++)); do
+            cpid=$(ps -o pid= --ppid "$spid" | tr -d ' ')
+            caught=$(awk '/^SigCgt:/ { print $2 }' "/proc/${cpid:-0}/status" 2>/dev/null)
+            [[ $caught =~ ^[0-9a-f]+$ ]] && ((0x$caught & 2)) && break
+            sleep 0.1
+        done
+        sleep 1
+        kill -INT "$cpid"
     else
         for ((i = 0; i < 300; i++)); do
             ! grep -q '^t=1s ' "$log" || break
