@@ -43,7 +43,6 @@ static const char SQL_BUMP_IF_RULES[] = "UPDATE listings SET version = LAST_INSE
 static const char SQL_BUMP_IF_VERSION[] =
     "UPDATE listings SET version = LAST_INSERT_ID(version + 1)"
     " WHERE listing_id = ? AND (? = 0 OR version = ?)";
-static const char SQL_LISTING_EXISTS[] = "SELECT 1 FROM listings WHERE listing_id = ?";
 static const char SQL_LISTING_VERSION[] = "SELECT version FROM listings WHERE listing_id = ?";
 static const char SQL_INSERT_RESERVATION[] =
     "INSERT INTO reservations (reservation_id, listing_id, vbucket, check_in, check_out,"
@@ -188,25 +187,60 @@ reservation_from_row(struct reservation *r, const struct db_val *c)
     return c[5].type == DB_STR && booking_reservation_status_parse(c[5].s, &r->status);
 }
 
+/* Runs sql on id and reads the first column of its first row into *out;
+ * *found says whether there was one. */
+static cal_status
+query_first(struct db *db, const char *sql, uint64_t id, struct db_val *out, bool *found, char *err,
+            size_t errlen)
+{
+    struct db_stmt *st;
+    struct db_val p[1] = {DB_INT_V(id)};
+    cal_status rc = db_query(db, sql, p, 1, &st, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    int r = db_fetch(st, out, 1, err, errlen);
+    drain(st);
+    if (r < 0)
+        return db_fetch_status(st);
+    *found = r > 0;
+    return CAL_OK;
+}
+
+/* CAL_OK when the listing is at version (0: none is), CAL_EINVAL when it
+ * is not (its what's version differs from If-Match), CAL_ENOTFOUND when
+ * there is no listing. */
+static cal_status
+if_match_check(struct db *db, uint64_t listing_id, uint64_t version, const char *what, char *err,
+               size_t errlen)
+{
+    struct db_val c[1];
+    bool found;
+    cal_status rc = query_first(db, SQL_LISTING_VERSION, listing_id, c, &found, err, errlen);
+    if (rc != CAL_OK)
+        return rc;
+    if (!found) {
+        snprintf(err, errlen, "no listing");
+        return CAL_ENOTFOUND;
+    }
+    if (version != 0 && (uint64_t)c[0].i == version)
+        return CAL_OK;
+    snprintf(err, errlen, "%s version differs from If-Match", what);
+    return CAL_EINVAL;
+}
+
 /* Takes the fence row in share mode: a move's exclusive lock waits for us,
  * and without the row this shard no longer owns the vbucket. */
 static cal_status
 lock_owner(struct db *db, uint32_t vbucket, char *err, size_t errlen)
 {
-    struct db_stmt *st;
-    struct db_val p[1] = {DB_INT_V(vbucket)}, c[1];
-    cal_status rc = db_query(db, SQL_OWNER_LOCK, p, 1, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, c, 1, err, errlen);
-    drain(st);
-    if (r < 0)
-        return db_fetch_status(st);
-    if (r == 0) {
+    struct db_val c[1];
+    bool found;
+    cal_status rc = query_first(db, SQL_OWNER_LOCK, vbucket, c, &found, err, errlen);
+    if (rc == CAL_OK && !found) {
         snprintf(err, errlen, "vbucket %u is not owned by this shard", vbucket);
         return CAL_EMOVED;
     }
-    return CAL_OK;
+    return rc;
 }
 
 static cal_status
@@ -282,7 +316,6 @@ store_replace_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
                       char *err, size_t errlen)
 {
     struct db_stmt *st;
-    struct db_val c[1];
     struct db_val p[7] = {DB_INT_V(set->default_price),
                           DB_CSTR_V(set->currency),
                           DB_INT_V(set->min_nights),
@@ -297,17 +330,7 @@ store_replace_listing(struct db *db, uint32_t vbucket, uint64_t listing_id,
         goto fail;
     /* The version always moves: a matched row is a changed row. */
     if (db_affected_rows(st) != 1) {
-        p[0] = DB_INT_V(listing_id);
-        if ((rc = db_query(db, SQL_LISTING_EXISTS, p, 1, &st, err, errlen)) != CAL_OK)
-            goto fail;
-        int r = db_fetch(st, c, 1, err, errlen);
-        if (r < 0) {
-            rc = db_fetch_status(st);
-            goto fail;
-        }
-        drain(st);
-        rc = r > 0 ? CAL_EINVAL : CAL_ENOTFOUND;
-        snprintf(err, errlen, r > 0 ? "listing version differs from If-Match" : "no listing");
+        rc = if_match_check(db, listing_id, 0, "listing", err, errlen);
         goto fail;
     }
     listing_set(out, listing_id, vbucket, db_insert_id(st), set);
@@ -1123,30 +1146,6 @@ fail:
     return rc;
 }
 
-/* CAL_OK when the listing is at version, CAL_EINVAL when it is not,
- * CAL_ENOTFOUND when there is no listing. */
-static cal_status
-listing_at_version(struct db *db, uint64_t listing_id, uint64_t version, char *err, size_t errlen)
-{
-    struct db_stmt *st;
-    struct db_val p[] = {DB_INT_V(listing_id)}, c[1];
-    cal_status rc = db_query(db, SQL_LISTING_VERSION, p, 1, &st, err, errlen);
-    if (rc != CAL_OK)
-        return rc;
-    int r = db_fetch(st, c, 1, err, errlen);
-    drain(st);
-    if (r < 0)
-        return db_fetch_status(st);
-    if (r == 0) {
-        snprintf(err, errlen, "no listing");
-        return CAL_ENOTFOUND;
-    }
-    if ((uint64_t)c[0].i == version)
-        return CAL_OK;
-    snprintf(err, errlen, "calendar version differs from If-Match");
-    return CAL_EINVAL;
-}
-
 cal_status
 store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
                const struct calendar_request *req, uint64_t if_match, uint64_t *version,
@@ -1183,8 +1182,8 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
         if (*nbooked > 0) {
             /* The precondition first (RFC 9110 13.2.2): a stale If-Match
              * answers 412, whatever the block would have met. */
-            if (if_match != 0 &&
-                (rc = listing_at_version(db, listing_id, if_match, err, errlen)) != CAL_OK) {
+            if (if_match != 0 && (rc = if_match_check(db, listing_id, if_match, "calendar", err,
+                                                      errlen)) != CAL_OK) {
                 *nbooked = 0;
                 goto fail;
             }
@@ -1217,16 +1216,7 @@ store_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id,
     if ((rc = db_query(db, SQL_BUMP_IF_VERSION, p, 3, &st, err, errlen)) != CAL_OK)
         goto fail;
     if (db_affected_rows(st) != 1) {
-        if ((rc = db_query(db, SQL_LISTING_EXISTS, p, 1, &st, err, errlen)) != CAL_OK)
-            goto fail;
-        int r = db_fetch(st, c, 1, err, errlen);
-        drain(st);
-        if (r < 0) {
-            rc = db_fetch_status(st);
-            goto fail;
-        }
-        rc = r > 0 ? CAL_EINVAL : CAL_ENOTFOUND;
-        snprintf(err, errlen, r > 0 ? "calendar version differs from If-Match" : "no listing");
+        rc = if_match_check(db, listing_id, 0, "calendar", err, errlen);
         goto fail;
     }
     *version = db_insert_id(st);
