@@ -20,6 +20,9 @@ BOUND_SHARD_MS=${FAULTS_BOUND_SHARD_MS:-10000}          # shard back -> breaker 
 BOUND_RELAY_MS=${FAULTS_BOUND_RELAY_MS:-30000}          # shard back -> relay streaming
 BOUND_FAILFAST_P99_MS=${FAULTS_BOUND_FAILFAST_P99_MS:-1000} # 503s of the dead shard (deadline 8 s)
 BOUND_CACHE_MS=${FAULTS_BOUND_CACHE_MS:-30000}          # fault over -> CDC marker visible
+# cdc-kill: the last restarts -> CDC marker visible, after the invalidator
+# replays its backlog from the broker (4.9-8.8 s measured, CPU-bound)
+BOUND_CDC_REPLAY_MS=${FAULTS_BOUND_CDC_REPLAY_MS:-60000}
 BOUND_HEALTHY_P99_MS=${FAULTS_BOUND_HEALTHY_P99_MS:-1000} # healthy clients under a flood
 IDLE_GRACE_MS=5000 # idle connections closed by idle_timeout_s + this
 
@@ -70,6 +73,7 @@ default 8), and the bounds in milliseconds:
   FAULTS_BOUND_RELAY_MS          30000  shard back -> its relay streaming again
   FAULTS_BOUND_FAILFAST_P99_MS    1000  p99 of the dead shard's 503s
   FAULTS_BOUND_CACHE_MS          30000  fault over -> a CDC marker visible in the cache
+  FAULTS_BOUND_CDC_REPLAY_MS     60000  cdc-kill: last restart -> a CDC marker visible
   FAULTS_BOUND_HEALTHY_P99_MS     1000  p99 of healthy clients under a flood (also the
                                         memcached scenario's read p99 during the stall)
 EOF
@@ -288,12 +292,13 @@ make_fixtures() {
 
 avail_path() { echo "/v1/listings/$1/availability?from=$2&to=$3"; }
 
-# marker_ms SHARD: changes the marker listing's default price with SQL on the
-# shard, behind calendard's back, after its availability is cached; prints the
-# ms until a read through calendard shows the new price (only the CDC relay
-# and the invalidator can make that happen), or -1 after BOUND_CACHE_MS.
+# marker_ms SHARD [BOUND_MS]: changes the marker listing's default price with
+# SQL on the shard, behind calendard's back, after its availability is cached;
+# prints the ms until a read through calendard shows the new price (only the
+# CDC relay and the invalidator can make that happen), or -1 after BOUND_MS
+# (default BOUND_CACHE_MS).
 marker_ms() {
-    local s=$1 id=${MARKER_ON[$1]} path price t0 deadline body
+    local s=$1 id=${MARKER_ON[$1]} bound=${2:-$BOUND_CACHE_MS} path price t0 deadline body
     path=$(avail_path "$id" "$MARK_FROM" "$MARK_TO")
     http_get "$path" >/dev/null || true
     http_get "$path" >/dev/null || true # the first read filled the cache
@@ -301,7 +306,7 @@ marker_ms() {
     t0=$(now_ms)
     sql "$s" "UPDATE calendar_shard$s.listings SET default_price=$price, version=version+1,
               rules_version=rules_version+1 WHERE listing_id=$id" || { echo -1; return; }
-    deadline=$((t0 + BOUND_CACHE_MS))
+    deadline=$((t0 + bound))
     while [ "$(now_ms)" -lt "$deadline" ]; do
         body=$(http_get "$path" || true)
         if [[ $body == *"\"price\":$price"* ]]; then
@@ -323,6 +328,22 @@ stress_start() {
         >"$WORK/$name.stress.json" 2>"$WORK/$name.stress.log" &
     STRESS_PID=$!
     BG_PIDS+=("$STRESS_PID")
+}
+
+# stress_loading NAME: waits (up to 60 s) until calendar-stress is past its
+# listing setup, which retries each PUT only 5 times, and into its load (its
+# first progress line), so a fault injected next hits the load.
+stress_loading() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^t=1s ' "$WORK/$1.stress.log" 2>/dev/null && return 0
+        kill -0 "$STRESS_PID" 2>/dev/null || {
+            fail "$1: calendar-stress ended before its load"
+            return 0
+        }
+        sleep 0.1
+    done
+    fail "$1: calendar-stress not into its load after 60 s"
 }
 
 # stress_wait NAME: waits; sets STRESS_JSON (the last stdout line) and STRESS_RC.
@@ -434,7 +455,7 @@ scenario_calendard_kill() {
     stress_start calendard-kill
     probe_start "$probe" --path "$(avail_path "${LISTING_ON[0]}" "$FAR_FROM" "$FAR_TO")" \
         --interval-ms 20 --duration-s $((STRESS_S + 60)) --timeout-ms 2000
-    sleep 3 # past calendar-stress's listing setup, which retries only 5 times
+    stress_loading calendard-kill
     for ((i = 0; i < CAL_KILLS; i++)); do
         signal_stack calendard KILL || fail "kill $i: calendard was not running"
         sleep 1 # clients see refused connections meanwhile
@@ -472,7 +493,7 @@ scenario_shard_restart() {
         --interval-ms 50 --duration-s $((STRESS_S + 200)) --timeout-ms 10000
     probe_start "$p1" --method POST --path "/v1/listings/${LISTING_ON[1]}/calendar" --body "$body" \
         --interval-ms 50 --duration-s $((STRESS_S + 200)) --timeout-ms 10000
-    sleep 3
+    stress_loading shard-restart
     size=$(stat -c %s "$DIR/logs/cdc-relay-shard1.log")
     t_kill=$(now_ms)
     cal_size=-1
@@ -582,7 +603,7 @@ scenario_memcached() {
     stress_start memcached
     probe_start "$probe" --path "$(avail_path "${LISTING_ON[1]}" "$FAR_FROM" "$FAR_TO")" \
         --interval-ms 20 --duration-s $((STRESS_S + 60)) --timeout-ms 5000
-    sleep 3
+    stress_loading memcached
     t_kill=$(now_ms)
     signal_stack memcached KILL || fail "memcached was not running"
     sleep "$MC_DOWN_S"
@@ -650,14 +671,14 @@ scenario_cdc_kill() {
             t_last=$(now_ms)
         fi
     done
-    m0=$(marker_ms 0)
-    m1=$(marker_ms 1)
+    m0=$(marker_ms 0 "$BOUND_CDC_REPLAY_MS")
+    m1=$(marker_ms 1 "$BOUND_CDC_REPLAY_MS")
     log "after the last restart: CDC marker of shard 0 visible in ${m0} ms, of shard 1 in ${m1} ms"
     stress_wait cdc-kill
     lag=$(curl -s --max-time 5 "$INV_METRICS_URL" |
         awk '/^calendar_invalidator_lag_messages/ { s += $NF } END { print s + 0 }')
-    require_le "CDC marker shard 0 (ms)" "$m0" "$BOUND_CACHE_MS"
-    require_le "CDC marker shard 1 (ms)" "$m1" "$BOUND_CACHE_MS"
+    require_le "CDC marker shard 0 (ms)" "$m0" "$BOUND_CDC_REPLAY_MS"
+    require_le "CDC marker shard 1 (ms)" "$m1" "$BOUND_CDC_REPLAY_MS"
     rec=$m0
     [ "$m1" -gt "$rec" ] && rec=$m1
     record cdc-kill "$kills" "$rec" \
@@ -751,19 +772,26 @@ trap 'log interrupted; exit 130' INT TERM
 SUITE_START=$(now_ms)
 log "starting the stack in $DIR"
 STACK_STARTED=1
-# --free-ports picks from 20000-60000, which overlaps the kernel's ephemeral
-# range: a port found free can be taken by an outgoing connection before the
-# server binds it. 'up' then stops what it started; try again, at most 3 times.
+# A start can fail for a reason that passes (another program took a port
+# between the check and the bind, a server slower than its readiness wait):
+# 'up' then stops what it started; try again from an empty directory (the
+# shards were bootstrapped with the failed attempt's ports), at most 3 times.
 for attempt in 1 2 3; do
     if timeout -k 10 300 "$STACK_SH" up --dir "$DIR" --free-ports >"$WORK/stack-up.log" 2>&1 9>&-; then
         break
     fi
     tail -n 8 "$WORK/stack-up.log" >&2
     [ "$attempt" -lt 3 ] || die "stack up failed 3 times (logs in $DIR/logs)"
-    log "stack up failed (attempt $attempt); starting again on other ports"
-    cp "$WORK/stack-up.log" "$WORK/stack-up.$attempt.log"
+    log "stack up failed (attempt $attempt); starting again in an empty $DIR"
     "$STACK_SH" down --dir "$DIR" >/dev/null 2>&1 9>&- || true
-    rm -f "$DIR/ports"
+    kept=$(mktemp -d)
+    cp "$WORK/stack-up.log" "$kept/stack-up.$attempt.log"
+    cp -a "$DIR/logs" "$kept/stack-logs.$attempt" 2>/dev/null || true
+    cp -a "$WORK/." "$kept/"
+    rm -rf "$DIR"
+    mkdir -p "$WORK"
+    cp -a "$kept/." "$WORK/"
+    rm -rf "$kept"
 done
 CAL_PORT=$(sed -n 's/^calendard=//p' "$DIR/ports")
 MC_PORT=$(sed -n 's/^memcached=//p' "$DIR/ports")
