@@ -219,6 +219,12 @@ INV_METRICS_URL=""
 
 http_get() { curl -s --max-time 5 "http://127.0.0.1:$CAL_PORT$1"; }
 
+# mc_has KEY: the stack's memcached holds KEY (one get, bounded).
+mc_has() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "get %s\r\n" "$2" >&3 &&
+        IFS= read -r line <&3 && [[ $line == VALUE* ]]' _ "$MC_PORT" "$1" 2>/dev/null
+}
+
 breaker_open() {
     http_get /metrics | sed -n "s/^calendard_shard_breaker_open{shard=\"$1\"} \([0-9]*\)$/\1/p"
 }
@@ -298,10 +304,20 @@ avail_path() { echo "/v1/listings/$1/availability?from=$2&to=$3"; }
 # CDC relay and the invalidator can make that happen), or -1 after BOUND_MS
 # (default BOUND_CACHE_MS).
 marker_ms() {
-    local s=$1 id=${MARKER_ON[$1]} bound=${2:-$BOUND_CACHE_MS} path price t0 deadline body
+    local s=$1 id=${MARKER_ON[$1]} bound=${2:-$BOUND_CACHE_MS} path price t0 deadline body i
     path=$(avail_path "$id" "$MARK_FROM" "$MARK_TO")
-    http_get "$path" >/dev/null || true
-    http_get "$path" >/dev/null || true # the first read filled the cache
+    # Cached before the change, or a read that finds the new price proves
+    # nothing of CDC (up to 10 s: a cache just back is retried after 1 s).
+    for ((i = 0; i < 100; i++)); do
+        http_get "$path" >/dev/null || true
+        mc_has "cal:v1:L:$id" && break
+        sleep 0.1
+    done
+    if ((i == 100)); then
+        log "marker listing $id of shard $s: its availability was never cached"
+        echo -1
+        return
+    fi
     price=$((20000 + RANDOM))
     t0=$(now_ms)
     sql "$s" "UPDATE calendar_shard$s.listings SET default_price=$price, version=version+1,
