@@ -396,9 +396,10 @@ fail() {
     log "FAIL: $*"
 }
 
-# require_le NAME VALUE BOUND: VALUE must be >= 0 and <= BOUND.
+# require_le NAME VALUE BOUND: VALUE must be a number >= 0 and <= BOUND (an
+# empty or -1 value, a measurement that never came, fails).
 require_le() {
-    if [ "$2" = -1 ] || [ "${2%.*}" -gt "$3" ]; then
+    if ! [[ $2 =~ ^[0-9]+(\.[0-9]+)?$ ]] || [ "${2%.*}" -gt "$3" ]; then
         fail "$1 = $2 (bound $3)"
     fi
 }
@@ -691,8 +692,9 @@ scenario_cdc_kill() {
     m1=$(marker_ms 1 "$BOUND_CDC_REPLAY_MS")
     log "after the last restart: CDC marker of shard 0 visible in ${m0} ms, of shard 1 in ${m1} ms"
     stress_wait cdc-kill
+    # Reported, not judged: an unreachable endpoint must not end the run.
     lag=$(curl -s --max-time 5 "$INV_METRICS_URL" |
-        awk '/^calendar_invalidator_lag_messages/ { s += $NF } END { print s + 0 }')
+        awk '/^calendar_invalidator_lag_messages/ { s += $NF } END { print s + 0 }') || lag=-1
     require_le "CDC marker shard 0 (ms)" "$m0" "$BOUND_CDC_REPLAY_MS"
     require_le "CDC marker shard 1 (ms)" "$m1" "$BOUND_CDC_REPLAY_MS"
     rec=$m0
@@ -717,12 +719,14 @@ scenario_slow_clients() {
     flood_pid=$!
     BG_PIDS+=("$flood_pid")
     sleep 2
-    big=$("$PROBE" --port "$CAL_PORT" oversize --kind header --bytes 40000 --path /healthz)
-    hdr=$("$PROBE" --port "$CAL_PORT" oversize --kind header --bytes 30000 --path /healthz)
+    # A probe that fails (exit 2: no connection) is a wrong answer below,
+    # not the end of the run (set -e).
+    big=$("$PROBE" --port "$CAL_PORT" oversize --kind header --bytes 40000 --path /healthz) || true
+    hdr=$("$PROBE" --port "$CAL_PORT" oversize --kind header --bytes 30000 --path /healthz) || true
     body=$("$PROBE" --port "$CAL_PORT" oversize --kind body --bytes 70000 \
-        --path "/v1/listings/${LISTING_ON[0]}/calendar")
+        --path "/v1/listings/${LISTING_ON[0]}/calendar") || true
     chunked=$("$PROBE" --port "$CAL_PORT" oversize --kind chunked --bytes 70000 \
-        --path "/v1/listings/${LISTING_ON[0]}/calendar")
+        --path "/v1/listings/${LISTING_ON[0]}/calendar") || true
     log "40000-byte header: $big; 30000-byte header: $hdr; 70000-byte body: $body; chunked: $chunked"
     [[ $big == 431\ * ]] || fail "a 40000-byte header was answered '$big', not 431"
     [[ $hdr == 200\ * ]] || fail "a 30000-byte header (under the 32 KiB limit) was answered '$hdr'"
