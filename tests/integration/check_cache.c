@@ -810,7 +810,7 @@ START_TEST(a_late_answer_is_never_taken_for_a_later_request)
     cal_status added = cache_add(slow, other, strlen(other), "x", 1, 60, err, sizeof(err));
     cal_status deleted = cache_delete(slow, other, strlen(other), err, sizeof(err));
     ck_assert_int_eq(kill(mc, SIGCONT), 0);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     ck_assert_msg(!found && got != CAL_OK && added != CAL_OK && deleted != CAL_OK,
                   "answered while memcached was stopped: get %d (found %d), add %d, delete %d",
                   (int)got, (int)found, (int)added, (int)deleted);
@@ -906,7 +906,7 @@ START_TEST(retry_goes_on_past_a_down_servers_keys)
         usleep(5000);
     }
     kill(mc, SIGCONT);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     for (int ms = 0; ms < 3000 && avail_pending_keys(avail) != 1; ms += 5) {
         avail_invalidate(avail, dead, 0, 0);
         usleep(5000);
@@ -958,7 +958,7 @@ START_TEST(the_overflow_drains_under_writes)
     usleep(4000 * 1000); /* every queued delete sent and failed */
     avail_on_flush(avail, write_during_flush, avail);
     kill(mc, SIGCONT);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     ck_assert_uint_eq(pending, FULL + 1); /* + 1: the overflow */
     uint64_t drain_deadline = cal_mono_us() + 30 * 1000000ULL;
     while (avail_pending_keys(avail) > 1000 && cal_mono_us() < drain_deadline)
@@ -1021,7 +1021,7 @@ START_TEST(failed_invalidation_still_reads_own_write)
      * nothing may count as deleted while memcached is stopped. */
     bool settled = avail_settle(f.avail, 300);
     kill(mc, SIGCONT);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     ck_assert_msg(!settled, "an invalidation counted as done while memcached was stopped");
     struct avail_item again = {.listing_id = f.id};
     lookup(f.avail, &again, f.from, f.to);
@@ -1094,7 +1094,7 @@ START_TEST(retry_empties_a_crowded_bucket)
         avail_invalidate(avail, ids[i], 0, 0); /* the listing key only */
     bool settled = avail_settle(avail, 300);
     kill(mc, SIGCONT);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     ck_assert_msg(!settled, "invalidations counted as done while memcached was stopped");
     ck_assert_msg(avail_settle(avail, 10000), "failed keys left in the pending set");
     avail_destroy(avail);

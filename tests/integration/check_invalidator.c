@@ -1210,7 +1210,7 @@ START_TEST(held_events_count_in_the_lag)
     cache_destroy(c);
     unlink(mc_log);
     rmdir(dir);
-    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 1 s", (long)mc);
+    ck_assert_msg(stopped, "memcached (pid %ld) did not stop in 10 s", (long)mc);
     ck_assert_msg(held == EVENTS, "lag %lld with %d events held while memcached was stopped", held,
                   EVENTS);
     ck_assert_msg(after == 0, "lag %lld 30 s after memcached answered again", after);

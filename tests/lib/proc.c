@@ -198,10 +198,13 @@ cont_when_gone(pid_t pid)
         /* Out of the test's process group: Check kills the whole group
          * (SIGKILL) once the test ended, or timed out. */
         setsid();
-        close(ready[0]);
-        close(ready[1]); /* now out of the group: the caller may go on */
-        close(fds[1]);
-        while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+        /* Every descriptor but fds[0] (as 3) closed: ready[1], so the
+         * caller goes on, now the guard is out of the group, and what it
+         * inherited of other threads' pipes, which they wait on. */
+        if (dup2(fds[0], 3) < 0)
+            _exit(1);
+        close_range(4, ~0U, 0);
+        while (read(3, &c, 1) < 0 && errno == EINTR) {
         }
         kill(pid, SIGCONT);
         _exit(0);

@@ -26,7 +26,7 @@ int proc_wait(pid_t pid, unsigned timeout_s);
  * within ms? Looked at every 100 ms. */
 bool proc_log_has_within(const char *path, const char *needle, unsigned ms);
 
-/* SIGSTOPs pid and waits up to 1 s until every thread of it is stopped
+/* SIGSTOPs pid and waits up to 10 s until every thread of it is stopped
  * (kill() returns before they are, and a thread still running can answer
  * a request meant to time out); false if they did not stop (the caller
  * sends SIGCONT before it asserts). Whatever the caller does, pid gets a

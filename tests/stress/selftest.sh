@@ -156,17 +156,23 @@ bounds_case() {
     if [ "$when" = setup ]; then
         # To calendar-stress itself: timeout would pass it on, then KILL it
         # 5 s later (-k), before the PUT under way has timed out. Once it
-        # catches SIGINT (SigCgt bit 2; a sanitizer's start can take
-        # seconds), and a second on, into its setup.
-        cpid=""
+        # catches SIGINT (mask 0x2 of SigCgt, in calendar-stress itself, not
+        # in timeout's child before its exec; a sanitizer's start can take
+        # seconds), and a second on, into its setup; the bound runs from then.
+        cpid="" caught=""
         for ((i = 0; i < 300; i++)); do
             cpid=$(ps -o pid= --ppid "$spid" | tr -d ' ')
-            caught=$(awk '/^SigCgt:/ { print $2 }' "/proc/${cpid:-0}/status" 2>/dev/null)
-            [[ $caught =~ ^[0-9a-f]+$ ]] && ((0x$caught & 2)) && break
+            if [ "$(cat "/proc/${cpid:-0}/comm" 2>/dev/null)" = calendar-stress ]; then
+                caught=$(awk '/^SigCgt:/ { print $2 }' "/proc/$cpid/status" 2>/dev/null)
+                [[ $caught =~ ^[0-9a-f]+$ ]] && ((0x$caught & 2)) && break
+            fi
+            caught=""
             sleep 0.1
         done
+        [ -n "$caught" ] || echo "selftest: $name: calendar-stress did not catch SIGINT within 30 s" >&2
+        t0=$SECONDS
         sleep 1
-        kill -INT "$cpid"
+        [ -z "$cpid" ] || kill -INT "$cpid"
     else
         for ((i = 0; i < 300; i++)); do
             ! grep -q '^t=1s ' "$log" || break
