@@ -207,7 +207,7 @@ query_first(struct db *db, const char *sql, uint64_t id, struct db_val *out, boo
 }
 
 /* CAL_OK when the listing is at version (0: none is), CAL_EINVAL when it
- * is not (its what's version differs from If-Match), CAL_ENOTFOUND when
+ * is not (err: "<what> version differs from If-Match"), CAL_ENOTFOUND when
  * there is no listing. */
 static cal_status
 if_match_check(struct db *db, uint64_t listing_id, uint64_t version, const char *what, char *err,

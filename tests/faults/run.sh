@@ -304,20 +304,19 @@ avail_path() { echo "/v1/listings/$1/availability?from=$2&to=$3"; }
 # CDC relay and the invalidator can make that happen), or -1 after BOUND_MS
 # (default BOUND_CACHE_MS).
 marker_ms() {
-    local s=$1 id=${MARKER_ON[$1]} bound=${2:-$BOUND_CACHE_MS} path price t0 deadline body i
+    local s=$1 id=${MARKER_ON[$1]} bound=${2:-$BOUND_CACHE_MS} path price t0 deadline body
     path=$(avail_path "$id" "$MARK_FROM" "$MARK_TO")
     # Cached before the change, or a read that finds the new price proves
     # nothing of CDC (up to 10 s: a cache just back is retried after 1 s).
-    for ((i = 0; i < 100; i++)); do
-        http_get "$path" >/dev/null || true
-        mc_has "cal:v1:L:$id" && break
+    deadline=$(($(now_ms) + 10000))
+    until http_get "$path" >/dev/null && mc_has "cal:v1:L:$id"; do
+        if [ "$(now_ms)" -ge "$deadline" ]; then
+            log "marker listing $id of shard $s: its availability was never cached"
+            echo -1
+            return
+        fi
         sleep 0.1
     done
-    if ((i == 100)); then
-        log "marker listing $id of shard $s: its availability was never cached"
-        echo -1
-        return
-    fi
     price=$((20000 + RANDOM))
     t0=$(now_ms)
     sql "$s" "UPDATE calendar_shard$s.listings SET default_price=$price, version=version+1,
@@ -801,9 +800,11 @@ for attempt in 1 2 3; do
         break
     fi
     tail -n 8 "$WORK/stack-up.log" >&2
-    [ "$attempt" -lt 3 ] || die "stack up failed 3 times (logs in $DIR/logs)"
+    [ "$attempt" -lt 3 ] || die "stack up failed 3 times (logs in $DIR/logs, $WORK/stack-logs.*)"
     log "stack up failed (attempt $attempt); starting again in an empty $DIR"
-    "$STACK_SH" down --dir "$DIR" >/dev/null 2>&1 9>&- || true
+    # Not wiped with a server left running: its pid file would go with it.
+    "$STACK_SH" down --dir "$DIR" >/dev/null 2>&1 9>&- ||
+        die "stack down failed after a failed start: $DIR kept (logs in $DIR/logs)"
     kept=$(mktemp -d)
     cp "$WORK/stack-up.log" "$kept/stack-up.$attempt.log"
     cp -a "$DIR/logs" "$kept/stack-logs.$attempt" 2>/dev/null || true
