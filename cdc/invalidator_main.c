@@ -46,6 +46,7 @@ static const struct conf_item conf_items[] = {
                   "how soon a new topic matching a regex is picked up"),
     CONF_INT_ITEM("kafka", "session_timeout_ms", C, session_timeout_ms, 1000, 3600000, "10000",
                   "a dead member's partitions move after this long (invalidations wait); "
+                  "heartbeats go every third of it, 3 s at most; "
                   "the brokers' group.max.session.timeout.ms must allow it"),
     CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
                   "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),

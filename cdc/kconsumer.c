@@ -425,6 +425,17 @@ parse_topics(const char *topics, char *err, size_t errlen)
 /* librdkafka refuses a session.timeout.ms above max.poll.interval.ms,
  * whose default this is. */
 #define DEFAULT_MAX_POLL_INTERVAL_MS 300000u
+/* librdkafka's default heartbeat.interval.ms. */
+#define DEFAULT_HEARTBEAT_MS 3000u
+
+unsigned
+kconsumer_heartbeat_ms(unsigned session_timeout_ms)
+{
+    if (session_timeout_ms == 0)
+        return 0;
+    return session_timeout_ms / 3 < DEFAULT_HEARTBEAT_MS ? session_timeout_ms / 3
+                                                         : DEFAULT_HEARTBEAT_MS;
+}
 
 /* The librdkafka configuration of conf, every value checked; NULL and err
  * filled when one is refused. Caller destroys it or hands it to rd_kafka_new. */
@@ -459,6 +470,10 @@ build_conf(const struct kconsumer_conf *conf, char *err, size_t errlen)
     if (ok && conf->session_timeout_ms > 0) {
         snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
         ok = set_conf(rconf, "session.timeout.ms", num, err, errlen);
+    }
+    if (ok && kconsumer_heartbeat_ms(conf->session_timeout_ms) > 0) {
+        snprintf(num, sizeof(num), "%u", kconsumer_heartbeat_ms(conf->session_timeout_ms));
+        ok = set_conf(rconf, "heartbeat.interval.ms", num, err, errlen);
     }
     /* The consume loop polls at least every 100 ms, so the poll interval
      * limit never matters; it only must not be below the session timeout. */

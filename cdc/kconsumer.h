@@ -65,6 +65,12 @@ struct kconsumer;
  * thread, no connection. */
 cal_status kconsumer_conf_check(const struct kconsumer_conf *conf, char *err, size_t errlen);
 
+/* The heartbeat interval for a session timeout (0: librdkafka's defaults).
+ * The coordinator expels a member it has not heard from for a session
+ * timeout, and librdkafka heartbeats every 3 s whatever that is: a third of
+ * it at most, as Kafka advises, so that two late heartbeats cost nothing. */
+unsigned kconsumer_heartbeat_ms(unsigned session_timeout_ms);
+
 /* Creates the consumer and subscribes. NULL and err filled on a bad config. */
 struct kconsumer *kconsumer_create(const struct kconsumer_conf *conf, char *err, size_t errlen);
 

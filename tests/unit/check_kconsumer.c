@@ -59,6 +59,26 @@ START_TEST(refused_values_fail_the_check)
 }
 END_TEST
 
+/* A third of the session timeout, at most librdkafka's default 3 s; and
+ * librdkafka takes the shortest one the config allows. */
+START_TEST(heartbeat_is_a_third_of_the_session_timeout)
+{
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(0), 0);
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(1000), 333);
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(6000), 2000);
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(9000), 3000);
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(10000), 3000);
+    ck_assert_uint_eq(kconsumer_heartbeat_ms(3600000), 3000);
+    char err[256];
+    struct kconsumer_conf c = valid_conf();
+    c.session_timeout_ms = 1000; /* the bottom of the config range */
+    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
+    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    kconsumer_destroy(kc);
+}
+END_TEST
+
 #define TOPIC "kc.gap"
 #define GROUP "check-kconsumer-gap"
 
@@ -115,7 +135,10 @@ consumer(const struct mock *m)
     cal_strlcpy(c.bootstrap_servers, m->bootstrap, sizeof(c.bootstrap_servers));
     cal_strlcpy(c.group_id, GROUP, sizeof(c.group_id));
     cal_strlcpy(c.topics, TOPIC, sizeof(c.topics));
-    c.session_timeout_ms = 4000; /* the mock delays a join by this less 1 s */
+    /* The mock answers a first JoinGroup after 3 s, and drops a waiting
+     * member whose session ran out first: librdkafka then waits out its
+     * rebalance timeout (5 min) for the answer. 6 s leaves 3 s for a stall. */
+    c.session_timeout_ms = 6000;
     char err[256];
     struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
     ck_assert_msg(kc != NULL, "%s", err);
@@ -128,24 +151,9 @@ next_msg(struct kconsumer *kc, struct kconsumer_msg *msg)
     char err[512] = "";
     uint64_t deadline = cal_mono_us() + 30000000;
     while (kconsumer_poll(kc, 100, msg, err, sizeof(err)) != CAL_OK)
-        ck_assert_msg(cal_mono_us() < deadline, "no message within 30 s (last poll: %s)", err);
-}
-
-/* The group reads and stores n messages, then leaves: offset n committed. */
-static void
-commit_first(const struct mock *m, int n)
-{
-    char err[256];
-    struct kconsumer *kc = consumer(m);
-    for (int i = 0; i < n; i++) {
-        struct kconsumer_msg msg = {0};
-        next_msg(kc, &msg);
-        ck_assert_int_eq(msg.offset, i);
-        ck_assert_int_eq(kconsumer_store(kc, &msg, err, sizeof(err)), CAL_OK);
-        kconsumer_release(kc, &msg);
-    }
-    ck_assert_msg(kconsumer_close(kc, err, sizeof(err)) == CAL_OK, "%s", err);
-    kconsumer_destroy(kc);
+        ck_assert_msg(cal_mono_us() < deadline,
+                      "no message within 30 s (joined %d, %zu partitions assigned, last poll: %s)",
+                      (int)kconsumer_joined(kc), kconsumer_assigned(kc), err);
 }
 
 /* The group's committed offset is set to offset, as if it had read that far
@@ -260,7 +268,7 @@ START_TEST(failed_lookup_at_assignment_is_retried)
     struct mock m;
     mock_start(&m);
     produce_n(&m, 5, 10);
-    commit_first(&m, 3);
+    commit_offset(&m, 3);
     produce_n(&m, 400, 16000); /* about 6.4 MB: the mock keeps about 5 */
     struct kconsumer *kc = consumer(&m);
     const int errs[] = {RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED};
@@ -288,7 +296,7 @@ START_TEST(unknown_committed_offset_counts_as_a_gap)
     struct mock m;
     mock_start(&m);
     produce_n(&m, 5, 10);
-    commit_first(&m, 3);
+    commit_offset(&m, 3);
     struct kconsumer *kc = consumer(&m);
     const int errs[] = {RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR__TIMED_OUT};
     kconsumer_fail_lookups(kc, errs, 2);
@@ -314,7 +322,8 @@ main(void)
     Suite *s = suite_create("kconsumer");
     UNIT_CASE(s, long_session_timeout_creates_a_consumer);
     UNIT_CASE(s, refused_values_fail_the_check);
-    /* Against the mock cluster: each group join takes it 3 s. */
+    UNIT_CASE(s, heartbeat_is_a_third_of_the_session_timeout);
+    /* Against the mock cluster: a group's first join takes it 3 s. */
     TCase *tc = tcase_create("failed_lookup_at_assignment_is_retried");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, failed_lookup_at_assignment_is_retried);
