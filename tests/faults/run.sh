@@ -20,8 +20,9 @@ BOUND_SHARD_MS=${FAULTS_BOUND_SHARD_MS:-10000}          # shard back -> breaker 
 BOUND_RELAY_MS=${FAULTS_BOUND_RELAY_MS:-30000}          # shard back -> relay streaming
 BOUND_FAILFAST_P99_MS=${FAULTS_BOUND_FAILFAST_P99_MS:-1000} # 503s of the dead shard (deadline 8 s)
 BOUND_CACHE_MS=${FAULTS_BOUND_CACHE_MS:-30000}          # fault over -> CDC marker visible
-# cdc-kill: the last restarts -> CDC marker visible, after the invalidator
-# replays its backlog from the broker (4.9-8.8 s measured, CPU-bound)
+# cdc-kill: a marker's SQL change (made once the restarts are over) -> the
+# marker visible in the cache, after the new invalidator replays its backlog
+# from the broker (4.9-8.8 s measured, CPU-bound)
 BOUND_CDC_REPLAY_MS=${FAULTS_BOUND_CDC_REPLAY_MS:-60000}
 BOUND_HEALTHY_P99_MS=${FAULTS_BOUND_HEALTHY_P99_MS:-1000} # healthy clients under a flood
 IDLE_GRACE_MS=5000 # idle connections closed by idle_timeout_s + this
@@ -73,7 +74,8 @@ default 8), and the bounds in milliseconds:
   FAULTS_BOUND_RELAY_MS          30000  shard back -> its relay streaming again
   FAULTS_BOUND_FAILFAST_P99_MS    1000  p99 of the dead shard's 503s
   FAULTS_BOUND_CACHE_MS          30000  fault over -> a CDC marker visible in the cache
-  FAULTS_BOUND_CDC_REPLAY_MS     60000  cdc-kill: last restart -> a CDC marker visible
+  FAULTS_BOUND_CDC_REPLAY_MS     60000  cdc-kill: a marker's SQL change (after the
+                                        restarts) -> the marker visible in the cache
   FAULTS_BOUND_HEALTHY_P99_MS     1000  p99 of healthy clients under a flood (also the
                                         memcached scenario's read p99 during the stall)
 EOF

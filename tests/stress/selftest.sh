@@ -136,6 +136,7 @@ unhang() { [ -z "$hung_pid" ] || kill -CONT "$hung_pid"; hung_pid=""; }
 # matching MESSAGE.
 bounds_case() {
     local name=$1 limit=$2 want=$3 message=$4 when=$5 pid log spid rc t0 elapsed line i
+    local cpid caught setup_problem=""
     if ! pid=$(calendard_pid); then
         echo "selftest: $name NOT tested: no calendard pid recorded in $stack_dir/run" >&2
         failed=1
@@ -169,7 +170,7 @@ bounds_case() {
             caught=""
             sleep 0.1
         done
-        [ -n "$caught" ] || echo "selftest: $name: calendar-stress did not catch SIGINT within 30 s" >&2
+        [ -n "$caught" ] || setup_problem="calendar-stress did not catch SIGINT within 30 s"
         t0=$SECONDS
         sleep 1
         [ -z "$cpid" ] || kill -INT "$cpid"
@@ -190,6 +191,7 @@ bounds_case() {
     rm -f "$log"
     line=$(grep -Em1 "$message" <<<"$out")
     problems=()
+    [ -z "$setup_problem" ] || problems+=("$setup_problem")
     case " $want " in
     *" $rc "*) ;;
     *) problems+=("calendar-stress exit $rc, want $want") ;;
