@@ -21,6 +21,7 @@ struct invalidator_main_conf {
     int fetch_wait_max_ms;
     int metadata_refresh_ms;
     int session_timeout_ms;
+    int max_poll_interval_ms;
     int cache_timeout_ms;
     int retry_base_ms;
     int retry_max_ms;
@@ -48,6 +49,10 @@ static const struct conf_item conf_items[] = {
                   "a dead member's partitions move after this long (invalidations wait); "
                   "heartbeats go every third of it, 3 s at most; "
                   "the brokers' group.max.session.timeout.ms must allow it"),
+    CONF_INT_ITEM("kafka", "max_poll_interval_ms", C, max_poll_interval_ms, 0, 86400000, "0",
+                  "the rebalance timeout: a JoinGroup left unanswered this long and 3 s is "
+                  "sent again (a member that stops polling this long leaves); 0: 5 min, or "
+                  "session_timeout_ms if longer; else at least session_timeout_ms"),
     CONF_STR_ITEM("kafka", "debug", C, inv.kafka.debug, "",
                   "librdkafka debug contexts, e.g. cgrp,consumer,fetch (logged at debug level)"),
     CONF_STR_CHECK_ITEM(
@@ -133,6 +138,7 @@ load_config(const char *path, struct invalidator_main_conf *conf)
         conf->inv.kafka.fetch_wait_max_ms = (unsigned)conf->fetch_wait_max_ms;
         conf->inv.kafka.metadata_refresh_ms = (unsigned)conf->metadata_refresh_ms;
         conf->inv.kafka.session_timeout_ms = (unsigned)conf->session_timeout_ms;
+        conf->inv.kafka.max_poll_interval_ms = (unsigned)conf->max_poll_interval_ms;
         if (kconsumer_conf_check(&conf->inv.kafka, detail, sizeof(detail)) != CAL_OK)
             bad = (snprintf(why, sizeof(why), "[kafka] %s", detail), why);
     }

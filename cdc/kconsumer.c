@@ -476,9 +476,19 @@ build_conf(const struct kconsumer_conf *conf, char *err, size_t errlen)
         ok = set_conf(rconf, "heartbeat.interval.ms", num, err, errlen);
     }
     /* The consume loop polls at least every 100 ms, so the poll interval
-     * limit never matters; it only must not be below the session timeout. */
-    if (ok && conf->session_timeout_ms > DEFAULT_MAX_POLL_INTERVAL_MS) {
-        snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
+     * limit itself hardly matters. It is also the rebalance timeout: how
+     * long librdkafka waits for a JoinGroup answer (plus 3 s). librdkafka
+     * wants it at least the session timeout; unset, it is raised to that. */
+    unsigned max_poll = conf->max_poll_interval_ms;
+    if (ok && max_poll > 0 && max_poll < conf->session_timeout_ms) {
+        snprintf(err, errlen, "kafka max_poll_interval_ms=%u is below session_timeout_ms=%u",
+                 max_poll, conf->session_timeout_ms);
+        ok = false;
+    }
+    if (max_poll == 0 && conf->session_timeout_ms > DEFAULT_MAX_POLL_INTERVAL_MS)
+        max_poll = conf->session_timeout_ms;
+    if (ok && max_poll > 0) {
+        snprintf(num, sizeof(num), "%u", max_poll);
         ok = set_conf(rconf, "max.poll.interval.ms", num, err, errlen);
     }
     if (ok && conf->debug[0] != '\0')

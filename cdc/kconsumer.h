@@ -19,7 +19,11 @@ struct kconsumer_conf {
     unsigned fetch_wait_max_ms;   /* broker waits this long for data to fill a fetch */
     unsigned metadata_refresh_ms; /* how soon a new topic matching a regex is found */
     unsigned session_timeout_ms;  /* 0: librdkafka's default */
-    char debug[128];              /* librdkafka debug contexts ("cgrp,fetch"); empty: none */
+    /* Also the rebalance timeout, and how long a JoinGroup may go unanswered
+     * (plus 3 s) before librdkafka asks again. 0: librdkafka's 5 min, or the
+     * session timeout if longer. Not below the session timeout. */
+    unsigned max_poll_interval_ms;
+    char debug[128]; /* librdkafka debug contexts ("cgrp,fetch"); empty: none */
 };
 
 /* One message; valid until kconsumer_release(), kconsumer_store() or

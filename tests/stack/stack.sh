@@ -14,6 +14,9 @@ NUM_VBUCKETS=${NUM_VBUCKETS:-4096}
 DB_READY_TIMEOUT=${DB_READY_TIMEOUT:-60}
 CALENDARD_READY_TIMEOUT=${CALENDARD_READY_TIMEOUT:-20}
 CDC_READY_TIMEOUT=${CDC_READY_TIMEOUT:-15}
+# The invalidator's join: 3-5 s, or 18 s more when the devbroker dropped it
+# (its max_poll_interval_ms below).
+INV_READY_TIMEOUT=${INV_READY_TIMEOUT:-60}
 CDC_TOPIC_PREFIX=calendar
 # One partition per topic by default: the devbroker (librdkafka's mock) serves
 # one message set per partition per fetch and finds it by walking the
@@ -630,6 +633,10 @@ write_invalidator_config() {
 bootstrap_servers = $KAFKA_BOOTSTRAP
 group_id = calendar-invalidator
 session_timeout_ms = 6000
+# The devbroker (librdkafka's mock) drops a joining member whose session ran
+# out while it waited (a stall of 1-3 s): its JoinGroup is asked again after
+# 18 s, not librdkafka's 5 min.
+max_poll_interval_ms = 15000
 fetch_wait_max_ms = $CDC_FETCH_WAIT_MS
 [cache]
 servers = 127.0.0.1:$MC_PORT
@@ -650,7 +657,7 @@ start_invalidator() {
         die "$ROOT/bin/calendar-cdc-invalidator not built (run make; STACK_NO_CDC=1 skips CDC)"
     write_invalidator_config
     start_bg invalidator "$ROOT/bin/calendar-cdc-invalidator" --config "$DIR/invalidator.ini"
-    wait_ready invalidator 30 \
+    wait_ready invalidator "$INV_READY_TIMEOUT" \
         curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$INV_METRICS_PORT/readyz" ||
         die "the invalidator did not join its consumer group"
 }
@@ -842,7 +849,8 @@ stack_restart() {
         ;;
     invalidator)
         port=$(sed -n 's/^invalidator=\([0-9][0-9]*\)$/\1/p' "$DIR/ports")
-        wait_ready "$name" 30 curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/readyz" ||
+        wait_ready "$name" "$INV_READY_TIMEOUT" \
+            curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/readyz" ||
             die "the invalidator did not join its consumer group"
         ;;
     memcached)

@@ -56,6 +56,12 @@ START_TEST(refused_values_fail_the_check)
     c = valid_conf();
     c.bootstrap_servers[0] = '\0';
     ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_EINVAL);
+    c = valid_conf();
+    c.max_poll_interval_ms = c.session_timeout_ms - 1;
+    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "max_poll_interval_ms"));
+    c.max_poll_interval_ms = c.session_timeout_ms;
+    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
 }
 END_TEST
 
@@ -316,6 +322,38 @@ START_TEST(unknown_committed_offset_counts_as_a_gap)
 }
 END_TEST
 
+/* The coordinator never answers the first JoinGroup (the mock drops a
+ * waiting member whose session ran out during a stall): librdkafka gives it
+ * up after max_poll_interval_ms and 3 s, and joins again. */
+START_TEST(unanswered_join_is_given_up)
+{
+    struct mock m;
+    mock_start(&m);
+    /* JoinGroup (ApiKey 11): answered after 120 s, with an error. */
+    ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         m.mc, 1, 11, 1, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS, 120000),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    struct kconsumer_conf c = valid_conf();
+    cal_strlcpy(c.bootstrap_servers, m.bootstrap, sizeof(c.bootstrap_servers));
+    cal_strlcpy(c.group_id, GROUP, sizeof(c.group_id));
+    cal_strlcpy(c.topics, TOPIC, sizeof(c.topics));
+    c.session_timeout_ms = 6000;
+    c.max_poll_interval_ms = 6000;
+    char err[256];
+    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    struct kconsumer_msg msg = {0};
+    uint64_t t0 = cal_mono_us();
+    while (kconsumer_assigned(kc) == 0) {
+        ck_assert_msg(cal_mono_us() - t0 < 40000000, "not assigned within 40 s");
+        if (kconsumer_poll(kc, 100, &msg, err, sizeof(err)) == CAL_OK)
+            kconsumer_release(kc, &msg);
+    }
+    kconsumer_destroy(kc);
+    mock_stop(&m);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -335,6 +373,10 @@ main(void)
     tc = tcase_create("committed_offset_past_the_log_is_a_gap");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, committed_offset_past_the_log_is_a_gap);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("unanswered_join_is_given_up");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, unanswered_join_is_given_up);
     suite_add_tcase(s, tc);
     tc = tcase_create("offsets_going_back_mid_stream_are_a_gap");
     tcase_set_timeout(tc, 60);
