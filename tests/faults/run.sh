@@ -504,8 +504,14 @@ scenario_shard_restart() {
     local p0=$WORK/shard-restart.s0.probe p1=$WORK/shard-restart.s1.probe
     local body t_kill t_gone t_open=-1 t_restart t_up t_closed=-1 relay_ms=-1 size i
     local s0 s0ok s1 ff_p99 ff_max ff_other first_ok open_ms closed_ms rec marker codes cal_size stale v
+    local saved=$STRESS_S
     body="{\"from\":\"$FAR_FROM\",\"to\":\"$FAR_TO\",\"action\":\"set_price\",\"price\":12345}"
+    # The load outlasts both phases (phase 1 about SHARD_DOWN_S + 5 s, phase
+    # 2 about 5 s): calendar-stress verifies against every shard right after
+    # its load, and must not meet shard 1 down in phase 2.
+    [ "$STRESS_S" -ge $((SHARD_DOWN_S + 20)) ] || STRESS_S=$((SHARD_DOWN_S + 20))
     stress_start shard-restart
+    STRESS_S=$saved
     # Writes always reach the shard (reads could come from the cache).
     probe_start "$p0" --method POST --path "/v1/listings/${LISTING_ON[0]}/calendar" --body "$body" \
         --interval-ms 50 --duration-s $((STRESS_S + 200)) --timeout-ms 10000
@@ -557,10 +563,14 @@ scenario_shard_restart() {
     pool_size=${pool_size:-32}
     burst=$(for id in "${POOL_IDS[@]:0:$pool_size}"; do echo "/v1/listings/$id/calendar"; done |
         "$PROBE" --port "$CAL_PORT" burst --method POST --body "$body" --rounds 3)
+    kill -0 "$STRESS_PID" 2>/dev/null ||
+        fail "calendar-stress finished before phase 2: its load must outlast both phases"
     signal_stack shard1 KILL || fail "shard1 was not running (phase 2)"
     cal_size=$(stat -c %s "$DIR/logs/calendard.log")
     restart shard1 || fail "stack.sh restart shard1 failed (phase 2)"
     t_up2=$(now_ms)
+    kill -0 "$STRESS_PID" 2>/dev/null ||
+        fail "calendar-stress finished while shard 1 was down (phase 2): its load must outlast it"
     # Wait until it closes even past the bound (at most 120 s), so that the
     # next scenario starts clean and the figure is real.
     for ((i = 0; i < 1200; i++)); do
