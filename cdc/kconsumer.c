@@ -425,6 +425,8 @@ parse_topics(const char *topics, char *err, size_t errlen)
 /* librdkafka refuses a session.timeout.ms above max.poll.interval.ms,
  * whose default this is. */
 #define DEFAULT_MAX_POLL_INTERVAL_MS 300000u
+/* librdkafka's default session.timeout.ms. */
+#define DEFAULT_SESSION_MS 45000u
 /* librdkafka's default heartbeat.interval.ms. */
 #define DEFAULT_HEARTBEAT_MS 3000u
 
@@ -480,9 +482,10 @@ build_conf(const struct kconsumer_conf *conf, char *err, size_t errlen)
      * long librdkafka waits for a JoinGroup answer (plus 3 s). librdkafka
      * wants it at least the session timeout; unset, it is raised to that. */
     unsigned max_poll = conf->max_poll_interval_ms;
-    if (ok && max_poll > 0 && max_poll < conf->session_timeout_ms) {
-        snprintf(err, errlen, "kafka max_poll_interval_ms=%u is below session_timeout_ms=%u",
-                 max_poll, conf->session_timeout_ms);
+    unsigned session = conf->session_timeout_ms ? conf->session_timeout_ms : DEFAULT_SESSION_MS;
+    if (ok && max_poll > 0 && max_poll < session) {
+        snprintf(err, errlen, "kafka max_poll_interval_ms=%u is below session_timeout_ms=%u%s",
+                 max_poll, session, conf->session_timeout_ms ? "" : " (librdkafka's default)");
         ok = false;
     }
     if (max_poll == 0 && conf->session_timeout_ms > DEFAULT_MAX_POLL_INTERVAL_MS)

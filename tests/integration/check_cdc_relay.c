@@ -665,7 +665,7 @@ enum { SEEN_MARKER = 1, SEEN_KEPT = 2 };
 typedef int (*see_fn)(struct kafka_test_msg *m, json_t *value, size_t table, void *arg);
 
 /* Reads the relayed topics of shard idx, each event through see, until the
- * marker arrived and then 1 s passed without a message (the relay sends in
+ * marker arrived and then 3 s passed without a message (the relay sends in
  * binlog order; other partitions may lag a little); what names the marker
  * when it never comes within 60 s. */
 static void

@@ -62,6 +62,10 @@ START_TEST(refused_values_fail_the_check)
     ck_assert_ptr_nonnull(strstr(err, "max_poll_interval_ms"));
     c.max_poll_interval_ms = c.session_timeout_ms;
     ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
+    c.session_timeout_ms = 0; /* librdkafka's 45 s: rd_kafka_new would refuse */
+    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_EINVAL);
+    c.max_poll_interval_ms = 45000;
+    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
 }
 END_TEST
 
@@ -145,6 +149,8 @@ consumer(const struct mock *m)
      * member whose session ran out first: librdkafka then waits out its
      * rebalance timeout (5 min) for the answer. 6 s leaves 3 s for a stall. */
     c.session_timeout_ms = 6000;
+    /* A join the mock dropped anyway is sent again after 13 s, not 5 min. */
+    c.max_poll_interval_ms = 10000;
     char err[256];
     struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
     ck_assert_msg(kc != NULL, "%s", err);
@@ -349,6 +355,13 @@ START_TEST(unanswered_join_is_given_up)
         if (kconsumer_poll(kc, 100, &msg, err, sizeof(err)) == CAL_OK)
             kconsumer_release(kc, &msg);
     }
+    /* Through the give-up: the delayed answer was the first JoinGroup's. */
+    size_t left = 1;
+    ck_assert_int_eq(rd_kafka_mock_broker_error_stack_cnt(m.mc, 1, 11, &left),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert_uint_eq(left, 0);
+    ck_assert_msg(cal_mono_us() - t0 >= 9000000, "assigned after %.1f s, before the give-up",
+                  (double)(cal_mono_us() - t0) / 1e6);
     kconsumer_destroy(kc);
     mock_stop(&m);
 }
