@@ -30,15 +30,22 @@ valid_conf(void)
     return c;
 }
 
-START_TEST(long_session_timeout_creates_a_consumer)
+/* A consumer of c, which must be valid. */
+static struct kconsumer *
+create_ok(const struct kconsumer_conf *c)
 {
     char err[256];
+    ck_assert_msg(kconsumer_conf_check(c, err, sizeof(err)) == CAL_OK, "%s", err);
+    struct kconsumer *kc = kconsumer_create(c, err, sizeof(err));
+    ck_assert_msg(kc != NULL, "%s", err);
+    return kc;
+}
+
+START_TEST(long_session_timeout_creates_a_consumer)
+{
     struct kconsumer_conf c = valid_conf();
     c.session_timeout_ms = 3600000; /* the top of the config range */
-    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
-    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
-    ck_assert_msg(kc != NULL, "%s", err);
-    kconsumer_destroy(kc);
+    kconsumer_destroy(create_ok(&c));
 }
 END_TEST
 
@@ -79,13 +86,9 @@ START_TEST(heartbeat_is_a_third_of_the_session_timeout)
     ck_assert_uint_eq(kconsumer_heartbeat_ms(9000), 3000);
     ck_assert_uint_eq(kconsumer_heartbeat_ms(10000), 3000);
     ck_assert_uint_eq(kconsumer_heartbeat_ms(3600000), 3000);
-    char err[256];
     struct kconsumer_conf c = valid_conf();
     c.session_timeout_ms = 1000; /* the bottom of the config range */
-    ck_assert_int_eq(kconsumer_conf_check(&c, err, sizeof(err)), CAL_OK);
-    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
-    ck_assert_msg(kc != NULL, "%s", err);
-    kconsumer_destroy(kc);
+    kconsumer_destroy(create_ok(&c));
 }
 END_TEST
 
@@ -138,8 +141,9 @@ produce_n(const struct mock *m, int n, size_t len)
     kafka_produce_destroy(kp);
 }
 
-static struct kconsumer *
-consumer(const struct mock *m)
+/* A consumer of GROUP on TOPIC at m's broker. */
+static struct kconsumer_conf
+mock_conf(const struct mock *m)
 {
     struct kconsumer_conf c = valid_conf();
     cal_strlcpy(c.bootstrap_servers, m->bootstrap, sizeof(c.bootstrap_servers));
@@ -151,10 +155,14 @@ consumer(const struct mock *m)
     c.session_timeout_ms = 6000;
     /* A join the mock dropped anyway is sent again after 13 s, not 5 min. */
     c.max_poll_interval_ms = 10000;
-    char err[256];
-    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
-    ck_assert_msg(kc != NULL, "%s", err);
-    return kc;
+    return c;
+}
+
+static struct kconsumer *
+consumer(const struct mock *m)
+{
+    struct kconsumer_conf c = mock_conf(m);
+    return create_ok(&c);
 }
 
 static void
@@ -339,15 +347,10 @@ START_TEST(unanswered_join_is_given_up)
     ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
                          m.mc, 1, 11, 1, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS, 120000),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
-    struct kconsumer_conf c = valid_conf();
-    cal_strlcpy(c.bootstrap_servers, m.bootstrap, sizeof(c.bootstrap_servers));
-    cal_strlcpy(c.group_id, GROUP, sizeof(c.group_id));
-    cal_strlcpy(c.topics, TOPIC, sizeof(c.topics));
-    c.session_timeout_ms = 6000;
-    c.max_poll_interval_ms = 6000;
+    struct kconsumer_conf c = mock_conf(&m);
+    c.max_poll_interval_ms = c.session_timeout_ms; /* given up after 6 + 3 s */
+    struct kconsumer *kc = create_ok(&c);
     char err[256];
-    struct kconsumer *kc = kconsumer_create(&c, err, sizeof(err));
-    ck_assert_msg(kc != NULL, "%s", err);
     struct kconsumer_msg msg = {0};
     uint64_t t0 = cal_mono_us();
     while (kconsumer_assigned(kc) == 0) {
