@@ -609,11 +609,48 @@ delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
  * other run deleted, and no later pass would copy them again (their
  * versions match). While the stale run's shard session lives it holds the
  * lock, and once that session is gone the run cannot write. */
+/* Who holds a named lock (name_sql: the lock's name, of one parameter,
+ * vbucket): its session id, where the session comes from, and how long it
+ * has been idle or busy. A run whose machine died or lost its network
+ * keeps its sessions, and their locks, until the server drops them
+ * (wait_timeout, 8 hours by default): the operator who knows that run is
+ * gone can KILL the session. Fills buf with "" when the lock is free by
+ * now or the server does not say. */
+static void
+lock_holder(struct db *db, const char *sql, uint32_t vbucket, const char *server, char *buf,
+            size_t size)
+{
+    struct db_val p[1] = {DB_INT_V(vbucket)}, col[4];
+    bool found = false;
+    char why[256];
+    buf[0] = '\0';
+    if (cluster_query_row(db, sql, p, 1, col, 4, &found, why, sizeof(why)) != CAL_OK || !found ||
+        col[0].type != DB_INT)
+        return;
+    long long id = (long long)col[0].i;
+    size_t off = (size_t)snprintf(buf, size, "; session %lld of %s", id, server);
+    if (off < size && col[1].type == DB_STR && col[2].type == DB_INT)
+        off += (size_t)snprintf(buf + off, size - off, ", from %s, %s for %lld s", col[1].s,
+                                col[3].type == DB_STR && strcmp(col[3].s, "Sleep") == 0 ? "idle"
+                                                                                        : "busy",
+                                (long long)col[2].i);
+    if (off < size)
+        snprintf(buf + off, size - off,
+                 ", holds it: if no calendar-rebalance runs there any more, KILL %lld on %s", id,
+                 server);
+}
+
+#define LOCK_HOLDER_SQL(name)                                                                      \
+    "SELECT l.id, p.HOST, p.TIME, p.COMMAND FROM (SELECT IS_USED_LOCK(" name ") AS id) l"          \
+    " LEFT JOIN information_schema.PROCESSLIST p ON p.ID = l.id"
+
 /* Named after the database too: a server may hold several shards. */
 static const char SQL_ROWS_LOCK[] =
     "SELECT GET_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?), ?)";
 static const char SQL_ROWS_UNLOCK[] =
     "SELECT RELEASE_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?))";
+static const char SQL_ROWS_LOCK_HOLDER[] =
+    LOCK_HOLDER_SQL("CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?)");
 
 static cal_status
 lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t errlen)
@@ -624,10 +661,13 @@ lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t 
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
+        char server[32], who[256];
+        snprintf(server, sizeof(server), "shard %u's server", shard_id);
+        lock_holder(db, SQL_ROWS_LOCK_HOLDER, vbucket, server, who, sizeof(who));
         snprintf(err, errlen,
                  "vbucket %u: another run still writes its rows on shard %u (a run that lost"
-                 " its move lock stops before its next step); try again",
-                 vbucket, shard_id);
+                 " its move lock stops before its next step%s); try again",
+                 vbucket, shard_id, who);
         return CAL_EAGAIN;
     }
     return CAL_OK;
@@ -929,6 +969,7 @@ static const char SQL_MOVE_LOCK[] =
 static const char SQL_MOVE_LOCK_HOLDER[] =
     "SELECT IS_USED_LOCK(CONCAT('calendar_move_', ?)), CONNECTION_ID()";
 static const char SQL_MOVE_UNLOCK[] = "SELECT RELEASE_LOCK(CONCAT('calendar_move_', ?))";
+static const char SQL_MOVE_LOCK_WHO[] = LOCK_HOLDER_SQL("CONCAT('calendar_move_', ?)");
 /* Beside the move lock, a session holds a lock named after its run: after a
  * catalog restart connection ids start again, and an id alone could name
  * another run's session. */
@@ -946,8 +987,10 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
-        snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance",
-                 m->vbucket);
+        char who[256];
+        lock_holder(c->catalog, SQL_MOVE_LOCK_WHO, m->vbucket, "the catalog", who, sizeof(who));
+        snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance%s",
+                 m->vbucket, who);
         return CAL_EAGAIN;
     }
     m->lock_session = col[1].type == DB_INT ? (uint64_t)col[1].i : 0;
@@ -1073,6 +1116,10 @@ run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts
         if (lrc != CAL_OK) {
             size_t len = strlen(err);
             snprintf(err + len, errlen - len, "; taking the lock again: %s", why);
+            /* Another run holds the lock, or the catalog is down: try
+             * again later (exit 4), as for a lock held at the start. */
+            if (move_status_retry(lrc))
+                rc = lrc;
             break;
         }
         log_info(lost ? "move lock taken again" : "move going on", "move=%llu vbucket=%u phase=%s",

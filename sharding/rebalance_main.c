@@ -206,14 +206,21 @@ cmd_status(struct cluster *c)
     }
     struct db_stmt *st;
     struct db_val col[6];
-    int open = 0;
+    int open = 0, r = -1;
     if (db_query(c->catalog, SQL_MOVES_OPEN, NULL, 0, &st, err, sizeof(err)) == CAL_OK) {
-        while (db_fetch(st, col, 6, err, sizeof(err)) > 0) {
+        while ((r = db_fetch(st, col, 6, err, sizeof(err))) > 0) {
             printf("move %lld: vbucket %lld shard %lld -> %lld phase=%s rows_copied=%lld\n",
                    (long long)col[0].i, (long long)col[1].i, (long long)col[2].i,
                    (long long)col[3].i, col[4].s ? col[4].s : "?", (long long)col[5].i);
             open++;
         }
+    }
+    /* "0 unfinished moves" is what an operator reads after a crash to
+     * know nothing is left to resume: never print it unread. */
+    if (r < 0) {
+        fprintf(stderr, "calendar-rebalance: status: the journal of moves could not be read: %s\n",
+                err);
+        return 1;
     }
     printf("%d unfinished move%s%s\n", open, open == 1 ? "" : "s",
            open ? " (run: calendar-rebalance resume)" : "");
@@ -250,6 +257,10 @@ static const char SQL_NEXT_SHARD_ID[] =
     "SELECT GREATEST(COALESCE((SELECT MAX(shard_id) FROM shards), -1),"
     " COALESCE((SELECT MAX(GREATEST(source_shard, target_shard)) FROM moves), -1)) + 1";
 
+static const char SQL_SHARD_TABLES[] =
+    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+    " AND TABLE_NAME IN ('vbucket_owner', 'listings')";
+
 static int
 cmd_add_shard(struct cluster *c)
 {
@@ -262,6 +273,16 @@ cmd_add_shard(struct cluster *c)
     struct db *db = db_connect(&sc, err, sizeof(err));
     int applied = 0;
     snprintf(dir, sizeof(dir), "%s/shard", opt.schema);
+    /* A database that has the shard tables already is checked before the
+     * schema is touched: a mistyped address of another cluster's shard is
+     * refused as it was found, not migrated first. */
+    long long tables =
+        db == NULL ? 0 : catalog_count(db, SQL_SHARD_TABLES, NULL, 0, err, sizeof(err));
+    if (tables < 0 || (tables > 0 && catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK)) {
+        fprintf(stderr, "calendar-rebalance: add-shard %s: %s\n", opt.shard, err);
+        db_close(db);
+        return 1;
+    }
     if (db == NULL || migrate_apply(db, dir, &applied, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         db_close(db);
@@ -563,9 +584,10 @@ cmd_plan(struct cluster *c, bool execute)
     char err[512];
     struct plan_move *moves;
     size_t n;
-    if (plan_load(c, &moves, &n, err, sizeof(err)) != CAL_OK) {
+    cal_status rc = plan_load(c, &moves, &n, err, sizeof(err));
+    if (rc != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: plan: %s\n", err);
-        return 1;
+        return exit_of(rc); /* 4 when a shard did not answer */
     }
     uint64_t listings = 0;
     for (size_t i = 0; i < n; i++) {
@@ -601,12 +623,22 @@ cmd_plan(struct cluster *c, bool execute)
         if (w[i].max_pause_ms > max_pause)
             max_pause = w[i].max_pause_ms;
     }
+    /* A worker whose catalog session broke takes no more moves: those it
+     * never started are not journaled, and only another rebalance (not
+     * resume) plans them again. */
+    size_t untried = n - done - (size_t)failed;
+    const char *hint = failed && untried ? " (failures above; run resume, then rebalance again)"
+                       : failed          ? " (failures above; run resume)"
+                       : untried         ? " (run rebalance again)"
+                                         : "";
     printf("rebalance: %u of %zu moves done in %.1fs, write pause per vbucket avg %.1f ms max "
            "%.1f ms%s\n",
            done, n, (double)(cal_mono_us() - t0) / 1e6, paused ? sum_pause / paused : 0.0,
-           max_pause, failed ? " (failures above; run resume)" : "");
+           max_pause, hint);
+    if (untried)
+        printf("rebalance: %zu planned moves not started\n", untried);
     free(moves);
-    return failed_for_good ? 1 : failed ? EXIT_RETRY : 0;
+    return failed_for_good ? 1 : failed || untried ? EXIT_RETRY : 0;
 }
 
 static int
