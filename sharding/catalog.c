@@ -25,6 +25,10 @@ static const char SQL_OWN_ROWS[] = "SELECT COUNT(*), COALESCE(MAX(epoch), 0) FRO
                                    "WHERE vbucket < ? AND vbucket % ? = ?";
 static const char SQL_ANY_OWNER_ROW[] =
     "SELECT COUNT(*) FROM (SELECT 1 FROM vbucket_owner LIMIT 1) o";
+static const char SQL_SHARD_TABLES[] =
+    "SELECT COUNT(CASE TABLE_NAME WHEN 'vbucket_owner' THEN 1 END),"
+    " COUNT(CASE TABLE_NAME WHEN 'listings' THEN 1 END) FROM information_schema.TABLES"
+    " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('vbucket_owner', 'listings')";
 static const char SQL_ANY_LISTING[] = "SELECT COUNT(*) FROM (SELECT 1 FROM listings LIMIT 1) l";
 static const char SQL_OWNER_ROWS[] =
     "INSERT IGNORE INTO vbucket_owner (vbucket, epoch) "
@@ -133,9 +137,14 @@ query_ints(struct db *db, const char *sql, const struct db_val *p, size_t np, in
 cal_status
 catalog_shard_is_empty(struct db *shard_db, char *err, size_t errlen)
 {
-    int64_t owners = 0, listings = 0;
-    cal_status rc = query_ints(shard_db, SQL_ANY_OWNER_ROW, NULL, 0, &owners, NULL, err, errlen);
-    if (rc == CAL_OK)
+    int64_t owners = 0, listings = 0, has_owners = 0, has_listings = 0;
+    /* A table not there yet (the schema is still to be applied, or was
+     * half applied) holds nothing. */
+    cal_status rc =
+        query_ints(shard_db, SQL_SHARD_TABLES, NULL, 0, &has_owners, &has_listings, err, errlen);
+    if (rc == CAL_OK && has_owners)
+        rc = query_ints(shard_db, SQL_ANY_OWNER_ROW, NULL, 0, &owners, NULL, err, errlen);
+    if (rc == CAL_OK && has_listings)
         rc = query_ints(shard_db, SQL_ANY_LISTING, NULL, 0, &listings, NULL, err, errlen);
     if (rc != CAL_OK)
         return rc;

@@ -25,7 +25,8 @@ cal_status catalog_register_shard(struct db *catalog, uint32_t shard_id, const c
                                   unsigned port, const char *db_name, char *err, size_t errlen);
 
 /* CAL_EINVAL (err says which) when the shard owns a vbucket (a
- * vbucket_owner row) or holds a listing: one joining a cluster must not. */
+ * vbucket_owner row) or holds a listing: one joining a cluster must not.
+ * A database without those tables (not migrated yet) is empty. */
 cal_status catalog_shard_is_empty(struct db *shard_db, char *err, size_t errlen);
 
 /* Number of vbuckets rows in the catalog. */

@@ -69,6 +69,7 @@ struct move_rec {
     uint64_t rows_copied;
     double freeze_ms;
     uint64_t start_us;
+    uint64_t reported_us;  /* the last progress line (report_due) */
     uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
     bool lost_lock;        /* stopped because its move lock could not be confirmed */
     uint64_t lock_session; /* CONNECTION_ID() of the catalog session that took the lock */
@@ -99,8 +100,9 @@ rows_free(struct rows *r)
 }
 
 static void
-report(const struct move_opts *o, const struct move_rec *m)
+report(const struct move_opts *o, struct move_rec *m)
 {
+    m->reported_us = cal_mono_us();
     if (o->progress == NULL)
         return;
     struct move_progress p = {.move_id = m->move_id,
@@ -125,6 +127,9 @@ crash_point(const struct move_opts *o, const char *phase)
 
 static const char SQL_JOURNAL_PHASE[] =
     "UPDATE moves SET phase = ?, rows_copied = ?, freeze_ms = ? WHERE move_id = ?";
+/* Only while the phase is the run's: never over another run's abandon. */
+static const char SQL_JOURNAL_ROWS[] =
+    "UPDATE moves SET rows_copied = ? WHERE move_id = ? AND phase = ?";
 
 static cal_status
 journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, size_t errlen)
@@ -134,6 +139,27 @@ journal(struct cluster *c, struct move_rec *m, const char *phase, char *err, siz
                           m->freeze_ms >= 0 ? DB_INT_V((int64_t)m->freeze_ms) : DB_NULL_V,
                           DB_INT_V(m->move_id)};
     return db_query(c->catalog, SQL_JOURNAL_PHASE, p, 4, NULL, err, errlen);
+}
+
+/* Between the chunks of a long copy or delete: a progress line, and the
+ * journal's rows_copied (which status shows), once the last line is older
+ * than the interval. m NULL: no move to report (a test's copy pass, an
+ * abandon). A journal write that fails is left to the next step's lock
+ * check. */
+static void
+report_due(struct cluster *c, const struct move_opts *o, struct move_rec *m)
+{
+    if (m == NULL)
+        return;
+    if (m->reported_us == 0)
+        m->reported_us = m->start_us; /* the run's first line is due an interval after its start */
+    uint64_t every_us = o->progress_every_us ? o->progress_every_us : MOVE_PROGRESS_EVERY_US;
+    if (cal_mono_us() - m->reported_us < every_us)
+        return;
+    char err[256];
+    struct db_val p[3] = {DB_INT_V(m->rows_copied), DB_INT_V(m->move_id), DB_CSTR_V(m->phase)};
+    (void)db_query(c->catalog, SQL_JOURNAL_ROWS, p, 3, NULL, err, sizeof(err));
+    report(o, m);
 }
 
 /* The vbucket's move lock (lock_vbucket) belongs to the catalog session,
@@ -489,9 +515,9 @@ check_keys(struct db *dst, const struct table_spec *t, const struct rows *rows, 
  * are read (see read_rows). crash_name: testing only, a crash point after
  * a chunk's first write that sent rows (NULL: none). */
 static cal_status
-copy_listings(struct db *src, struct db *dst, const uint64_t *ids, const bool *refused, size_t n,
-              uint64_t *copied, const struct move_opts *o, const char *crash_name, char *err,
-              size_t errlen)
+copy_listings(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
+              const uint64_t *ids, const bool *refused, size_t n, uint64_t *copied,
+              const struct move_opts *o, const char *crash_name, char *err, size_t errlen)
 {
     struct rows rows[NTABLES];
     cal_status rc = CAL_OK;
@@ -512,16 +538,20 @@ copy_listings(struct db *src, struct db *dst, const uint64_t *ids, const bool *r
         }
         for (size_t t = 0; t < NTABLES; t++)
             rows_clear(&rows[t]);
+        if (rc == CAL_OK)
+            report_due(c, o, m);
     }
     for (size_t t = 0; t < NTABLES; t++)
         rows_free(&rows[t]);
     return rc;
 }
 
-/* One catch-up pass: copies what changed; *nchanged says how much. */
+/* One catch-up pass: copies what changed; *nchanged says how much. m (and
+ * c) get progress lines in a long pass; NULL for none. */
 static cal_status
-catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, size_t *nchanged,
-         size_t limit, const struct move_opts *o, const char *crash_name, char *err, size_t errlen)
+catch_up(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst, uint32_t vbucket,
+         uint64_t *copied, size_t *nchanged, size_t limit, const struct move_opts *o,
+         const char *crash_name, char *err, size_t errlen)
 {
     struct versions sv = {0}, dv = {0};
     uint64_t *ids = NULL;
@@ -534,7 +564,7 @@ catch_up(struct db *src, struct db *dst, uint32_t vbucket, uint64_t *copied, siz
     if (rc == CAL_OK) {
         *nchanged = changed_listings(&sv, &dv, &ids, &refused);
         if (*nchanged <= limit)
-            rc = copy_listings(src, dst, ids, refused, *nchanged, copied, o, crash_name, err,
+            rc = copy_listings(c, m, src, dst, ids, refused, *nchanged, copied, o, crash_name, err,
                                errlen);
     }
     free(ids);
@@ -554,8 +584,8 @@ move_copy_pass(struct db *src, struct db *dst, uint32_t vbucket, const struct mo
 {
     static const struct move_opts none = {0};
     size_t nchanged;
-    return catch_up(src, dst, vbucket, copied, &nchanged, SIZE_MAX, opts ? opts : &none, NULL, err,
-                    errlen);
+    return catch_up(NULL, NULL, src, dst, vbucket, copied, &nchanged, SIZE_MAX, opts ? opts : &none,
+                    NULL, err, errlen);
 }
 
 static const char SQL_OWNS[] = "SELECT epoch FROM vbucket_owner WHERE vbucket = ?";
@@ -577,8 +607,10 @@ owns(struct db *db, const char *sql, uint32_t vbucket, bool *owned, char *err, s
     return cluster_query_row(db, sql, p, 1, c, 1, owned, err, errlen);
 }
 
+/* m (and c, o) get progress lines in a long delete; NULL for none. */
 static cal_status
-delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
+delete_vbucket_rows(struct cluster *c, const struct move_opts *o, struct move_rec *m, struct db *db,
+                    uint32_t vbucket, char *err, size_t errlen)
 {
     static const char *const sql[] = {
         "DELETE FROM nights WHERE vbucket = ? LIMIT 2000",
@@ -595,27 +627,19 @@ delete_vbucket_rows(struct db *db, uint32_t vbucket, char *err, size_t errlen)
                 return rc;
             if (db_affected_rows(st) == 0)
                 break;
+            report_due(c, o, m);
         }
     }
     return CAL_OK;
 }
 
-/* A vbucket's rows on one shard are written (copied, cleared) by one run at
- * a time: a named lock of the shard session the run writes them through.
- * The move lock alone does not do it: it is the catalog session's, and a
- * run whose catalog session died writes on until its next check, which
- * can be a whole copy pass later. Beside another run's clearing of the
- * target, its listings row (written last) could outlive the nights the
- * other run deleted, and no later pass would copy them again (their
- * versions match). While the stale run's shard session lives it holds the
- * lock, and once that session is gone the run cannot write. */
-/* Who holds a named lock (name_sql: the lock's name, of one parameter,
- * vbucket): its session id, where the session comes from, and how long it
- * has been idle or busy. A run whose machine died or lost its network
- * keeps its sessions, and their locks, until the server drops them
- * (wait_timeout, 8 hours by default): the operator who knows that run is
- * gone can KILL the session. Fills buf with "" when the lock is free by
- * now or the server does not say. */
+/* Who holds a named lock (sql: a LOCK_HOLDER_SQL of the lock's name, of
+ * one parameter, vbucket): its session id, where the session comes from,
+ * and how long it has been idle or busy. A run whose machine died or lost
+ * its network keeps its sessions, and their locks, until the server drops
+ * them (wait_timeout, 8 hours by default): the operator who knows that run
+ * is gone can KILL the session. Fills buf with "" when the lock is free by
+ * now, the server does not say, or the text does not fit whole. */
 static void
 lock_holder(struct db *db, const char *sql, uint32_t vbucket, const char *server, char *buf,
             size_t size)
@@ -628,22 +652,34 @@ lock_holder(struct db *db, const char *sql, uint32_t vbucket, const char *server
         col[0].type != DB_INT)
         return;
     long long id = (long long)col[0].i;
-    size_t off = (size_t)snprintf(buf, size, "; session %lld of %s", id, server);
-    if (off < size && col[1].type == DB_STR && col[2].type == DB_INT)
-        off += (size_t)snprintf(buf + off, size - off, ", from %s, %s for %lld s", col[1].s,
-                                col[3].type == DB_STR && strcmp(col[3].s, "Sleep") == 0 ? "idle"
-                                                                                        : "busy",
-                                (long long)col[2].i);
-    if (off < size)
-        snprintf(buf + off, size - off,
-                 ", holds it: if no calendar-rebalance runs there any more, KILL %lld on %s", id,
-                 server);
+    char from[128] = "";
+    if (col[1].type == DB_STR && col[2].type == DB_INT)
+        snprintf(from, sizeof(from), ", from %.64s, %s for %lld s", col[1].s,
+                 col[3].type == DB_STR && strcmp(col[3].s, "Sleep") == 0 ? "idle" : "busy",
+                 (long long)col[2].i);
+    /* Whole or not at all: a KILL whose id was cut would name another
+     * session. */
+    int n = snprintf(buf, size,
+                     "; session %lld of %s%s, holds it: if no calendar-rebalance runs there any"
+                     " more, KILL %lld on %s",
+                     id, server, from, id, server);
+    if (n < 0 || (size_t)n >= size)
+        buf[0] = '\0';
 }
 
 #define LOCK_HOLDER_SQL(name)                                                                      \
     "SELECT l.id, p.HOST, p.TIME, p.COMMAND FROM (SELECT IS_USED_LOCK(" name ") AS id) l"          \
     " LEFT JOIN information_schema.PROCESSLIST p ON p.ID = l.id"
 
+/* A vbucket's rows on one shard are written (copied, cleared) by one run at
+ * a time: a named lock of the shard session the run writes them through.
+ * The move lock alone does not do it: it is the catalog session's, and a
+ * run whose catalog session died writes on until its next check, which
+ * can be a whole copy pass later. Beside another run's clearing of the
+ * target, its listings row (written last) could outlive the nights the
+ * other run deleted, and no later pass would copy them again (their
+ * versions match). While the stale run's shard session lives it holds the
+ * lock, and once that session is gone the run cannot write. */
 /* Named after the database too: a server may hold several shards. */
 static const char SQL_ROWS_LOCK[] =
     "SELECT GET_LOCK(CONCAT('calendar_rows_', CRC32(DATABASE()), '_', ?), ?)";
@@ -661,7 +697,7 @@ lock_rows(struct db *db, uint32_t vbucket, uint32_t shard_id, char *err, size_t 
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
-        char server[32], who[256];
+        char server[32], who[384];
         snprintf(server, sizeof(server), "shard %u's server", shard_id);
         lock_holder(db, SQL_ROWS_LOCK_HOLDER, vbucket, server, who, sizeof(who));
         snprintf(err, errlen,
@@ -697,7 +733,7 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
     }
     /* Leftovers of an earlier, abandoned copy would never be overwritten. */
     if ((rc = check_move_lock(c, o, m, "copy-clear", err, errlen)) != CAL_OK ||
-        (rc = delete_vbucket_rows(dst, m->vbucket, err, errlen)) != CAL_OK)
+        (rc = delete_vbucket_rows(c, o, m, dst, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
     struct db_val p[2] = {DB_CSTR_V("moving"), DB_INT_V(m->vbucket)};
     if ((rc = db_query(c->catalog, SQL_VB_STATE, p, 2, NULL, err, errlen)) != CAL_OK)
@@ -706,8 +742,8 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
     for (int pass = 0; pass < CATCHUP_PASSES && nchanged > CUTOVER_DELTA_MAX / 2; pass++) {
         if ((rc = check_move_lock(c, o, m, "copy-pass", err, errlen)) != CAL_OK)
             return rc;
-        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
-                      errlen);
+        rc = catch_up(c, m, src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL,
+                      err, errlen);
         if (rc != CAL_OK)
             return rc;
         report(o, m);
@@ -750,8 +786,8 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
         if (rc != CAL_OK)
             goto fail;
         uint64_t granted_at = cal_mono_us();
-        rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, CUTOVER_DELTA_MAX, o,
-                      "cutover-chunk", err, errlen);
+        rc = catch_up(NULL, NULL, src, dst, m->vbucket, &m->rows_copied, &nchanged,
+                      CUTOVER_DELTA_MAX, o, "cutover-chunk", err, errlen);
         if (rc != CAL_OK)
             goto fail;
         /* Postponing helps only when there was something to copy: too much
@@ -764,8 +800,8 @@ phase_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct db *
             log_info("cutover postponed", "vbucket=%u changed_listings=%zu", m->vbucket, nchanged);
             if ((rc = check_move_lock(c, o, m, "cutover-catch-up", err, errlen)) != CAL_OK)
                 return rc;
-            rc = catch_up(src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL, err,
-                          errlen);
+            rc = catch_up(c, m, src, dst, m->vbucket, &m->rows_copied, &nchanged, SIZE_MAX, o, NULL,
+                          err, errlen);
             if (rc != CAL_OK)
                 return rc;
             cal_strlcpy(last,
@@ -885,7 +921,7 @@ phase_cleanup(struct cluster *c, struct move_rec *m, struct db *src, struct db *
     /* Again: the check reads the whole vbucket twice, a while. */
     if ((rc = check_move_lock(c, o, m, "cleanup-delete", err, errlen)) != CAL_OK)
         return rc;
-    if ((rc = delete_vbucket_rows(src, m->vbucket, err, errlen)) != CAL_OK)
+    if ((rc = delete_vbucket_rows(c, o, m, src, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
     if ((rc = journal(c, m, "done", err, errlen)) != CAL_OK)
         return rc;
@@ -987,7 +1023,7 @@ lock_vbucket(struct cluster *c, struct move_rec *m, unsigned wait_s, char *err, 
     if (rc != CAL_OK)
         return rc;
     if (!found || col[0].type != DB_INT || col[0].i != 1) {
-        char who[256];
+        char who[384];
         lock_holder(c->catalog, SQL_MOVE_LOCK_WHO, m->vbucket, "the catalog", who, sizeof(who));
         snprintf(err, errlen, "vbucket %u is being moved by another calendar-rebalance%s",
                  m->vbucket, who);
@@ -1105,6 +1141,7 @@ run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts
         if (!lost && rc != CAL_EUNKNOWN)
             break;
         char why[512];
+        bool lost_lock = m->lost_lock;
         m->lost_lock = false;
         log_warn(lost ? "move lock lost, taking it again"
                       : "a shard's answer was lost, going on from the journal",
@@ -1118,7 +1155,7 @@ run_move_relocking(struct cluster *c, struct move_rec *m, const struct move_opts
             snprintf(err + len, errlen - len, "; taking the lock again: %s", why);
             /* Another run holds the lock, or the catalog is down: try
              * again later (exit 4), as for a lock held at the start. */
-            if (move_status_retry(lrc))
+            if (move_status_retry(lrc) && (lost_lock || move_status_retry(rc)))
                 rc = lrc;
             break;
         }
@@ -1385,8 +1422,8 @@ abandon_locked(struct cluster *c, struct move_rec *m, struct move_abandoned *out
      * the next move to this target clears them first). */
     if (lock_rows(dst, m->vbucket, m->target, out->target_error, sizeof(out->target_error)) ==
         CAL_OK) {
-        if (delete_vbucket_rows(dst, m->vbucket, out->target_error, sizeof(out->target_error)) ==
-            CAL_OK)
+        if (delete_vbucket_rows(NULL, NULL, NULL, dst, m->vbucket, out->target_error,
+                                sizeof(out->target_error)) == CAL_OK)
             out->target_cleared = true;
         unlock_rows(dst, m->vbucket);
     }

@@ -33,10 +33,15 @@ struct move_progress {
     double freeze_ms; /* write pause of the vbucket; < 0 until cutover */
 };
 
+#define MOVE_PROGRESS_EVERY_US 5000000u
+
 struct move_opts {
     unsigned max_freeze_ms;  /* a cutover whose last delta would take longer catches up first */
     const char *crash_after; /* tests: SIGKILL ourselves after this phase is durable */
     void (*progress)(const struct move_progress *p);
+    /* A long copy pass or delete calls progress (and journals rows_copied)
+     * at least this often (microseconds); 0: MOVE_PROGRESS_EVERY_US. */
+    unsigned progress_every_us;
     /* Tests: called just before the run checks that it still holds the
      * vbucket's move lock, as it does before each write of the vbucket's
      * rows or fence, so that a test can take the lock away there. step names
@@ -88,7 +93,7 @@ struct move_abandoned {
     uint32_t source, target;
     char phase[17];         /* the phase it was in */
     bool target_cleared;    /* the target's copied rows are deleted */
-    char target_error[256]; /* else why not: unreachable, or the delete failed */
+    char target_error[512]; /* else why not: unreachable, or the delete failed */
 };
 
 /* Gives up vbucket's unfinished move while its source still owns the

@@ -131,8 +131,9 @@ usage(FILE *out)
             "\n"
             "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"
             "differences, 4 try again later (a vbucket held by another run, a cutover kept\n"
-            "busy by writes, a shard that did not answer, or verify saw vbuckets move:\n"
-            "run the command again, or resume a move that started).\n");
+            "busy by writes, a shard or the catalog that did not answer, planned moves a\n"
+            "rebalance did not start, or verify saw vbuckets move: run the command again,\n"
+            "or resume a move that started).\n");
 }
 
 /* Exit status of a failure that goes away by itself: another run holds the
@@ -257,10 +258,6 @@ static const char SQL_NEXT_SHARD_ID[] =
     "SELECT GREATEST(COALESCE((SELECT MAX(shard_id) FROM shards), -1),"
     " COALESCE((SELECT MAX(GREATEST(source_shard, target_shard)) FROM moves), -1)) + 1";
 
-static const char SQL_SHARD_TABLES[] =
-    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
-    " AND TABLE_NAME IN ('vbucket_owner', 'listings')";
-
 static int
 cmd_add_shard(struct cluster *c)
 {
@@ -270,15 +267,21 @@ cmd_add_shard(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: --shard: %s\n", err);
         return 2;
     }
+    for (size_t s = 0; s < c->map->nshards; s++) {
+        const struct shard_info *si = &c->map->shards[s];
+        if (strcmp(si->host, sc.host) == 0 && si->port == sc.port &&
+            strcmp(si->db_name, sc.database) == 0) {
+            printf("shard %u is %s already\n", si->shard_id, opt.shard);
+            return 0;
+        }
+    }
     struct db *db = db_connect(&sc, err, sizeof(err));
     int applied = 0;
     snprintf(dir, sizeof(dir), "%s/shard", opt.schema);
-    /* A database that has the shard tables already is checked before the
-     * schema is touched: a mistyped address of another cluster's shard is
-     * refused as it was found, not migrated first. */
-    long long tables =
-        db == NULL ? 0 : catalog_count(db, SQL_SHARD_TABLES, NULL, 0, err, sizeof(err));
-    if (tables < 0 || (tables > 0 && catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK)) {
+    /* Checked before the schema is touched too: a mistyped address of
+     * another cluster's shard is refused as it was found, not migrated
+     * first. */
+    if (db != NULL && catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: add-shard %s: %s\n", opt.shard, err);
         db_close(db);
         return 1;
@@ -287,15 +290,6 @@ cmd_add_shard(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         db_close(db);
         return 1;
-    }
-    for (size_t s = 0; s < c->map->nshards; s++) {
-        const struct shard_info *si = &c->map->shards[s];
-        if (strcmp(si->host, sc.host) == 0 && si->port == sc.port &&
-            strcmp(si->db_name, sc.database) == 0) {
-            printf("shard %u is %s already\n", si->shard_id, opt.shard);
-            db_close(db);
-            return 0;
-        }
     }
     /* Fence rows left on it (another cluster's shard, a failed bootstrap)
      * would make it a second owner of those vbuckets once registered. */
@@ -626,7 +620,7 @@ cmd_plan(struct cluster *c, bool execute)
     /* A worker whose catalog session broke takes no more moves: those it
      * never started are not journaled, and only another rebalance (not
      * resume) plans them again. */
-    size_t untried = n - done - (size_t)failed;
+    size_t untried = n - (next < n ? next : n); /* next: the moves the workers took */
     const char *hint = failed && untried ? " (failures above; run resume, then rebalance again)"
                        : failed          ? " (failures above; run resume)"
                        : untried         ? " (run rebalance again)"
