@@ -165,10 +165,31 @@ checkpoint_admit(struct gtid_pos *seen, const struct gtid *g, char *err, size_t 
     return CAL_OK;
 }
 
+/* mkdir -p, each directory made 0700. */
+static int
+make_dirs(const char *dir)
+{
+    char path[1024];
+    int n = snprintf(path, sizeof(path), "%s", dir);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = path + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 int
 checkpoint_lock_dir(const char *dir, char *err, size_t errlen)
 {
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (make_dirs(dir) != 0) {
         snprintf(err, errlen, "cannot create state_dir %s: %s", dir, strerror(errno));
         return -1;
     }

@@ -38,13 +38,13 @@ static const struct conf_item conf_items[] = {
     CONF_INT_ITEM("source", "heartbeat_ms", T, relay.source.heartbeat_ms, 100, 60000, "1000",
                   "the shard sends a heartbeat after this much idle time"),
     CONF_INT_ITEM("source", "connect_timeout_ms", T, relay.source.db.connect_timeout_ms, 100, 60000,
-                  "2000", "connect timeout"),
+                  "2000", "connect timeout (whole seconds, rounded up)"),
     CONF_INT_ITEM("source", "read_timeout_ms", T, relay.source.db.read_timeout_ms, 1000, 600000,
                   "5000",
                   "a stream silent this long (no event, no heartbeat) is reconnected; whole "
                   "seconds, rounded up, and at least 3 x heartbeat_ms"),
     CONF_INT_ITEM("source", "write_timeout_ms", T, relay.source.db.write_timeout_ms, 1000, 600000,
-                  "5000", "timeout of every write to the server"),
+                  "5000", "timeout of every write to the server (whole seconds, rounded up)"),
     CONF_BOOL_ITEM("source", "tls", T, relay.source.db.tls, "false", "require TLS to the shard"),
     CONF_BOOL_ITEM("source", "tls_verify", T, relay.source.db.tls_verify, "true",
                    "verify the server certificate against tls_ca when tls is on"),
@@ -70,7 +70,8 @@ static const struct conf_item conf_items[] = {
                   "compression.codec: none|gzip|snappy|lz4|zstd"),
 
     CONF_STR_ITEM("relay", "state_dir", T, relay.state_dir, "var/cdc",
-                  "directory of the checkpoint file (one directory per relay)"),
+                  "directory of the checkpoint file, one per relay (created with its parents;"
+                  " relative to the working directory)"),
     CONF_INT_ITEM("relay", "checkpoint_interval_ms", T, relay.checkpoint_interval_ms, 10, 60000,
                   "100", "write the checkpoint (fsync'd) at most this often ..."),
     CONF_INT_ITEM("relay", "checkpoint_events", T, relay.checkpoint_events, 1, 10000000, "1000",

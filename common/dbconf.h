@@ -19,7 +19,7 @@
                             "file holding the password (mode 0600); never put it on a command"     \
                             " line"),                                                              \
         CONF_INT_ITEM(sec, "connect_timeout_ms", T, f.connect_timeout_ms, 100, 60000, "2000",      \
-                      "connect timeout"),                                                          \
+                      "connect timeout (whole seconds, rounded up)"),                              \
         CONF_INT_ITEM(sec, "read_timeout_ms", T, f.read_timeout_ms, 1000, 600000, "5000",          \
                       "timeout of every read from the server (whole seconds, rounded up)"),        \
         CONF_INT_ITEM(sec, "write_timeout_ms", T, f.write_timeout_ms, 1000, 600000, "5000",        \

@@ -190,6 +190,40 @@ START_TEST(state_dir_lock_is_exclusive)
 }
 END_TEST
 
+/* A state_dir whose parents do not exist yet is made with them (as the
+ * default, var/cdc, is under a working directory without var/). */
+START_TEST(state_dir_is_made_with_its_parents)
+{
+    char dir[64], sub[160], mid[128], err[256];
+    tmpdir(dir, sizeof(dir));
+    snprintf(mid, sizeof(mid), "%s/var", dir);
+    snprintf(sub, sizeof(sub), "%s/cdc/", mid);
+    int fd = checkpoint_lock_dir(sub, err, sizeof(err));
+    ck_assert_msg(fd >= 0, "%s", err);
+    close(fd);
+    struct stat st;
+    ck_assert_int_eq(stat(mid, &st), 0);
+    ck_assert_int_eq(st.st_mode & 0777, 0700);
+    char lock[192];
+    snprintf(lock, sizeof(lock), "%slock", sub);
+    ck_assert_int_eq(unlink(lock), 0);
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(rmdir(mid), 0);
+    rmdir(dir);
+    /* A file where a parent should be: refused, saying so. */
+    tmpdir(dir, sizeof(dir));
+    snprintf(mid, sizeof(mid), "%s/file", dir);
+    FILE *f = fopen(mid, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(sub, sizeof(sub), "%s/relay", mid);
+    ck_assert_int_eq(checkpoint_lock_dir(sub, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "cannot create state_dir") != NULL, "%s", err);
+    unlink(mid);
+    rmdir(dir);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -199,5 +233,6 @@ main(void)
     UNIT_CASE(s, the_longest_position_round_trips);
     UNIT_CASE(s, a_33rd_domain_is_refused);
     UNIT_CASE(s, state_dir_lock_is_exclusive);
+    UNIT_CASE(s, state_dir_is_made_with_its_parents);
     return unit_run(s);
 }
