@@ -171,8 +171,8 @@ make_dirs(const char *dir)
 {
     char path[1024];
     int n = snprintf(path, sizeof(path), "%s", dir);
-    if (n < 0 || (size_t)n >= sizeof(path)) {
-        errno = ENAMETOOLONG;
+    if (n <= 0 || (size_t)n >= sizeof(path)) {
+        errno = n == 0 ? ENOENT : ENAMETOOLONG;
         return -1;
     }
     for (char *p = path + 1; *p != '\0'; p++) {

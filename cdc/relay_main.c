@@ -70,8 +70,8 @@ static const struct conf_item conf_items[] = {
                   "compression.codec: none|gzip|snappy|lz4|zstd"),
 
     CONF_STR_ITEM("relay", "state_dir", T, relay.state_dir, "var/cdc",
-                  "directory of the checkpoint file, one per relay (created with its parents;"
-                  " relative to the working directory)"),
+                  "directory of the checkpoint file, one per relay (created with its parents,"
+                  " mode 0700; relative to the working directory)"),
     CONF_INT_ITEM("relay", "checkpoint_interval_ms", T, relay.checkpoint_interval_ms, 10, 60000,
                   "100", "write the checkpoint (fsync'd) at most this often ..."),
     CONF_INT_ITEM("relay", "checkpoint_events", T, relay.checkpoint_events, 1, 10000000, "1000",

@@ -151,14 +151,14 @@ report_due(struct cluster *c, const struct move_opts *o, struct move_rec *m)
 {
     if (m == NULL)
         return;
-    if (m->reported_us == 0)
-        m->reported_us = m->start_us; /* the run's first line is due an interval after its start */
     uint64_t every_us = o->progress_every_us ? o->progress_every_us : MOVE_PROGRESS_EVERY_US;
     if (cal_mono_us() - m->reported_us < every_us)
         return;
     char err[256];
     struct db_val p[3] = {DB_INT_V(m->rows_copied), DB_INT_V(m->move_id), DB_CSTR_V(m->phase)};
-    (void)db_query(c->catalog, SQL_JOURNAL_ROWS, p, 3, NULL, err, sizeof(err));
+    if (db_query(c->catalog, SQL_JOURNAL_ROWS, p, 3, NULL, err, sizeof(err)) != CAL_OK)
+        log_warn("progress not journaled", "move=%llu vbucket=%u error=\"%s\"",
+                 (unsigned long long)m->move_id, m->vbucket, err);
     report(o, m);
 }
 
@@ -731,7 +731,10 @@ phase_copy(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst
         snprintf(err, errlen, "target shard %u already owns vbucket %u", m->target, m->vbucket);
         return CAL_EINVAL;
     }
-    /* Leftovers of an earlier, abandoned copy would never be overwritten. */
+    /* Leftovers of an earlier, abandoned copy would never be overwritten.
+     * The copy starts again from an empty target, and so does its count
+     * (a resumed copy read a partial one from the journal). */
+    m->rows_copied = 0;
     if ((rc = check_move_lock(c, o, m, "copy-clear", err, errlen)) != CAL_OK ||
         (rc = delete_vbucket_rows(c, o, m, dst, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
@@ -1296,7 +1299,8 @@ move_resume(struct cluster *c, const struct move_opts *o, unsigned *resumed, cha
     cal_status worst = CAL_OK;
     unsigned failed = 0;
     for (size_t i = 0; r >= 0 && i < n; i++) {
-        char e[512] = "";
+        char e[1024] = "";
+        recs[i].start_us = cal_mono_us(); /* its elapsed_s is its own, not the moves' before */
         if (o->before_lock_check != NULL)
             o->before_lock_check("resume-lock", recs[i].vbucket);
         cal_status mrc = lock_vbucket(c, &recs[i], 0, e, sizeof(e));

@@ -39,8 +39,9 @@ struct move_opts {
     unsigned max_freeze_ms;  /* a cutover whose last delta would take longer catches up first */
     const char *crash_after; /* tests: SIGKILL ourselves after this phase is durable */
     void (*progress)(const struct move_progress *p);
-    /* A long copy pass or delete calls progress (and journals rows_copied)
-     * at least this often (microseconds); 0: MOVE_PROGRESS_EVERY_US. */
+    /* Between the chunks of a copy pass or delete, progress is called
+     * (and rows_copied journaled) once this long passed since its last
+     * call (microseconds); 0: MOVE_PROGRESS_EVERY_US. */
     unsigned progress_every_us;
     /* Tests: called just before the run checks that it still holds the
      * vbucket's move lock, as it does before each write of the vbucket's

@@ -131,9 +131,9 @@ usage(FILE *out)
             "\n"
             "Exit status: 0 done, 1 failure (see the message), 2 usage, 3 verify found\n"
             "differences, 4 try again later (a vbucket held by another run, a cutover kept\n"
-            "busy by writes, a shard or the catalog that did not answer, planned moves a\n"
-            "rebalance did not start, or verify saw vbuckets move: run the command again,\n"
-            "or resume a move that started).\n");
+            "busy by writes, a shard that did not answer or the catalog during a move,\n"
+            "planned moves a rebalance did not start, or verify saw vbuckets move: run the\n"
+            "command again, or resume a move that started).\n");
 }
 
 /* Exit status of a failure that goes away by itself: another run holds the
@@ -164,7 +164,7 @@ progress(const struct move_progress *p)
 static int
 open_cluster(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     if (cluster_open(c, &conf.catalog, &conf.shard, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
         return -1;
@@ -182,7 +182,7 @@ static const char SQL_MOVES_OPEN[] =
 static int
 cmd_status(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     printf("%-6s %-9s %-28s %9s %9s %9s %13s\n", "shard", "state", "address", "vbuckets", "owned",
            "listings", "nights+resv");
     for (size_t s = 0; s < c->map->nshards; s++) {
@@ -336,7 +336,7 @@ static const char SQL_MOVES_TO[] =
 static int
 set_shard_state(struct cluster *c, const char *state, const char *then)
 {
-    char err[512] = "";
+    char err[1024] = "";
     struct db_stmt *st;
     struct db_val col[2];
     size_t found = 0, others_active = 0;
@@ -417,7 +417,7 @@ static const char SQL_SHARD_MOVES[] =
 static int
 cmd_remove_shard(struct cluster *c)
 {
-    char err[512] = "", state[17] = "";
+    char err[1024] = "", state[17] = "";
     if (named_shard(c) == NULL)
         return 2;
     struct db_val p[2] = {DB_INT_V(opt.shard_id), DB_INT_V(opt.shard_id)}, col[1];
@@ -491,7 +491,7 @@ check_vbucket(const struct cluster *c)
 static int
 cmd_move(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     if (check_vbucket(c) != 0)
         return 2;
     const struct shard_info *to = shardmap_shard(c->map, (uint32_t)opt.to);
@@ -533,7 +533,7 @@ run_worker(void *arg)
 {
     struct worker *w = arg;
     struct cluster c;
-    char err[512];
+    char err[1024];
     if (open_cluster(&c) != 0) {
         w->failed++;
         w->failed_for_good++;
@@ -575,7 +575,7 @@ run_worker(void *arg)
 static int
 cmd_plan(struct cluster *c, bool execute)
 {
-    char err[512];
+    char err[1024];
     struct plan_move *moves;
     size_t n;
     cal_status rc = plan_load(c, &moves, &n, err, sizeof(err));
@@ -638,7 +638,7 @@ cmd_plan(struct cluster *c, bool execute)
 static int
 cmd_verify(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     struct verify_report rep;
     if (check_vbucket(c) != 0)
         return 2;
@@ -662,7 +662,7 @@ cmd_verify(struct cluster *c)
 static int
 cmd_resume(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     unsigned resumed;
     struct move_opts mo = {
         .max_freeze_ms = opt.max_freeze_ms, .crash_after = opt.crash_after, .progress = progress};
@@ -678,7 +678,7 @@ cmd_resume(struct cluster *c)
 static int
 cmd_abandon(struct cluster *c)
 {
-    char err[512];
+    char err[1024];
     struct move_abandoned a;
     if (check_vbucket(c) != 0)
         return 2;
@@ -809,7 +809,7 @@ main(int argc, char **argv)
                                           {"crash-after", required_argument, NULL, 'K'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
-    char err[512];
+    char err[1024];
     int ch;
     long long v;
     migrate_default_dir(opt.schema, sizeof(opt.schema));
