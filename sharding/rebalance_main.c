@@ -278,9 +278,11 @@ cmd_add_shard(struct cluster *c)
     struct db *db = db_connect(&sc, err, sizeof(err));
     int applied = 0;
     snprintf(dir, sizeof(dir), "%s/shard", opt.schema);
-    /* Checked before the schema is touched too: a mistyped address of
-     * another cluster's shard is refused as it was found, not migrated
-     * first. */
+    /* Fence rows left on it (another cluster's shard, a failed bootstrap)
+     * would make it a second owner of those vbuckets once registered.
+     * Checked before the schema is touched: a mistyped address of another
+     * cluster's shard is refused as it was found, not migrated first; the
+     * migration then only creates what was not there (empty tables). */
     if (db != NULL && catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: add-shard %s: %s\n", opt.shard, err);
         db_close(db);
@@ -288,13 +290,6 @@ cmd_add_shard(struct cluster *c)
     }
     if (db == NULL || migrate_apply(db, dir, &applied, err, sizeof(err)) != CAL_OK) {
         fprintf(stderr, "calendar-rebalance: %s\n", err);
-        db_close(db);
-        return 1;
-    }
-    /* Fence rows left on it (another cluster's shard, a failed bootstrap)
-     * would make it a second owner of those vbuckets once registered. */
-    if (catalog_shard_is_empty(db, err, sizeof(err)) != CAL_OK) {
-        fprintf(stderr, "calendar-rebalance: add-shard %s: %s\n", opt.shard, err);
         db_close(db);
         return 1;
     }
