@@ -27,6 +27,7 @@ struct binlog {
     MYSQL *mysql;
     MARIADB_RPL *rpl;
     struct binlog_decoder dec;
+    bool names_fold_case;
 };
 
 /* A packet of the dump: an OK byte and an event, or the EOF packet (0xFE,
@@ -65,6 +66,39 @@ query_value(MYSQL *mysql, const char *sql, char *out, size_t size, char *err, si
     if (out != NULL && size > 0)
         cal_strlcpy(out, row != NULL && row[0] != NULL ? row[0] : "", size);
     mysql_free_result(res);
+    return true;
+}
+
+/* The database to relay must exist under the name its binlog events carry:
+ * a name that matches none (a typo, or another case on a server that keeps
+ * names case-sensitive) would pass every change as another database's and
+ * publish nothing. On a server with lower_case_table_names set, names are
+ * compared without case (*fold). */
+static bool
+check_database(MYSQL *mysql, const struct db_conf *dc, bool *fold, char *err, size_t errlen)
+{
+    char lctn[16], count[32];
+    char esc[2 * sizeof(dc->database) + 1];
+    char sql[sizeof(esc) + 128];
+    if (!query_value(mysql, "SELECT @@GLOBAL.lower_case_table_names", lctn, sizeof(lctn), err,
+                     errlen))
+        return false;
+    *fold = strcmp(lctn, "0") != 0;
+    mysql_real_escape_string(mysql, esc, dc->database, (unsigned long)strlen(dc->database));
+    /* information_schema compares names without case; BINARY keeps it. */
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE %sSCHEMA_NAME = '%s'",
+             *fold ? "" : "BINARY ", esc);
+    if (!query_value(mysql, sql, count, sizeof(count), err, errlen))
+        return false;
+    if (strcmp(count, "0") == 0) {
+        snprintf(err, errlen,
+                 "database %s does not exist on %s:%u%s, or %s cannot see it (it needs SELECT on "
+                 "it): nothing of it could be relayed",
+                 dc->database, dc->host, dc->port, *fold ? "" : " (names are case-sensitive there)",
+                 dc->user);
+        return false;
+    }
     return true;
 }
 
@@ -130,6 +164,8 @@ binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
                  dc->host, dc->port, format, image, metadata);
         goto fail;
     }
+    if (dc->database[0] != '\0' && !check_database(b->mysql, dc, &b->names_fold_case, err, errlen))
+        goto fail;
 
     char text[GTID_POS_TEXT_MAX];
     struct gtid_pos pos;
@@ -400,6 +436,12 @@ binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len, struct 
         break;
     }
     return CAL_OK;
+}
+
+bool
+binlog_names_fold_case(const struct binlog *b)
+{
+    return b->names_fold_case;
 }
 
 const char *

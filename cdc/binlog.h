@@ -14,7 +14,7 @@
 #include "common/status.h"
 
 struct binlog_conf {
-    struct db_conf db;     /* host, port, user, password (database unused here) */
+    struct db_conf db;     /* host, port, user, password; database: must exist there */
     uint32_t server_id;    /* the replica id this connection presents; unique per relay */
     unsigned heartbeat_ms; /* the primary sends a heartbeat when idle this long */
 };
@@ -77,8 +77,9 @@ struct binlog;
 /* Connects and starts a GTID-based binlog dump after position start (the
  * GTID position of the last transaction already processed). start NULL means
  * "from now": the server's @@gtid_binlog_pos, which is copied to
- * start_out. Needs the REPLICATION SLAVE privilege. Returns NULL and fills err
- * on failure; caller frees with binlog_close(). */
+ * start_out. Needs the REPLICATION SLAVE privilege, and SELECT on conf->db's
+ * database when it is set: a database the server does not show is refused.
+ * Returns NULL and fills err on failure; caller frees with binlog_close(). */
 struct binlog *binlog_open(const struct binlog_conf *conf, const struct gtid_pos *start,
                            struct gtid_pos *start_out, char *err, size_t errlen);
 
@@ -96,6 +97,10 @@ cal_status binlog_next(struct binlog *b, struct binlog_event *ev, char *err, siz
  * (LOG_EVENT_IGNORABLE_F). Pure. */
 cal_status binlog_decode(struct binlog_decoder *d, const uint8_t *data, size_t len,
                          struct binlog_event *ev, char *err, size_t errlen);
+
+/* Database and table names compare without case on this server
+ * (lower_case_table_names is not 0). */
+bool binlog_names_fold_case(const struct binlog *b);
 
 /* Current binlog file name ("" until the first rotate event). */
 const char *binlog_file(const struct binlog *b);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cdc/checkpoint.h"
@@ -79,6 +80,7 @@ struct relay {
     uint32_t last_event_ts;
     bool caught_up;
     struct gtid last_read;
+    bool names_fold_case; /* the shard's lower_case_table_names; the reader's own */
     uint64_t lat_sum_us, lat_max_us, lat_count;
 
     struct kproducer *kp;
@@ -352,10 +354,11 @@ clear_maps(struct relay *r)
 static bool
 wanted_table(const struct relay *r, const char *db, const char *table)
 {
-    if (strcmp(db, r->conf->source.db.database) != 0)
+    int (*cmp)(const char *, const char *) = r->names_fold_case ? strcasecmp : strcmp;
+    if (cmp(db, r->conf->source.db.database) != 0)
         return false;
     for (size_t i = 0; relay_tables[i] != NULL; i++)
-        if (strcmp(table, relay_tables[i]) == 0)
+        if (cmp(table, relay_tables[i]) == 0)
             return true;
     return false;
 }
@@ -747,6 +750,8 @@ on_incident(struct relay *r, struct binlog *b, const struct binlog_event *ev, st
     cal_status st = send_truncates(r, b, ev, t, 0, tables, sizeof(tables), err, errlen);
     if (st != CAL_OK)
         return st; /* t stays open: the rewind drops it */
+    /* Once closed, t is freed as soon as Kafka acknowledged it. */
+    const struct gtid gtid = t->gtid;
     if (cur == NULL)
         close_txn(r, b, t, ev);
     snprintf(msg, sizeof(msg), "%.*s", (int)ev->incident_msg_len,
@@ -756,9 +761,9 @@ on_incident(struct relay *r, struct binlog *b, const struct binlog_event *ev, st
         if (*c == '"' || *c == '\\')
             *c = '?';
     char after[64] = "-"; /* none read since this stream (re)connected */
-    if (t->gtid.server_id != 0 || t->gtid.seq != 0)
-        snprintf(after, sizeof(after), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, t->gtid.domain_id,
-                 t->gtid.server_id, t->gtid.seq);
+    if (gtid.server_id != 0 || gtid.seq != 0)
+        snprintf(after, sizeof(after), "%" PRIu32 "-%" PRIu32 "-%" PRIu64, gtid.domain_id,
+                 gtid.server_id, gtid.seq);
     log_warn("incident event: the shard's binlog may lack changes, truncate events sent",
              "db=%s tables=%s incident=%u message=\"%s\" after_gtid=%s file=%s pos=%" PRIu32,
              r->conf->source.db.database, tables, (unsigned)ev->incident, msg, after,
@@ -998,6 +1003,7 @@ relay_run(const struct relay_conf *conf, volatile sig_atomic_t *stop)
                           : backoff * 2;
             continue;
         }
+        r->names_fold_case = binlog_names_fold_case(b);
         if (!have_start) {
             /* The "from now" position must be durable before anything is
              * read, or a crash would restart "from now" again and skip. */

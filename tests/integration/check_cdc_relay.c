@@ -482,6 +482,34 @@ START_TEST(a_shard_without_row_metadata_is_refused)
 }
 END_TEST
 
+/* A [source] database the shard does not have (a typo, or another case
+ * on a server whose names are case-sensitive, as the stack's are) is
+ * refused at connect: the relay took every change for another database's
+ * and published nothing, without a word. The shard's own name is taken. */
+START_TEST(a_database_the_shard_lacks_is_refused)
+{
+    static const char *const wrong[] = {"calendar_shard0_typo", "CALENDAR_SHARD0"};
+    struct binlog_conf bc = {.server_id = 4243, .heartbeat_ms = 1000};
+    char err[512] = "";
+    struct gtid_pos start;
+    ck_assert(db_conf_parse_dsn(&bc.db, env.shard_dsns[SHARD], err, sizeof(err)) == CAL_OK);
+    ck_assert_str_eq(bc.db.database, SHARD_DB);
+    struct binlog *b = binlog_open(&bc, NULL, &start, err, sizeof(err));
+    ck_assert_msg(b != NULL, "%s", err);
+    ck_assert(!binlog_names_fold_case(b));
+    binlog_close(b);
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        cal_strlcpy(bc.db.database, wrong[i], sizeof(bc.db.database));
+        err[0] = '\0';
+        b = binlog_open(&bc, NULL, &start, err, sizeof(err));
+        binlog_close(b);
+        ck_assert_msg(b == NULL, "database %s was taken", wrong[i]);
+        ck_assert_msg(strstr(err, "does not exist") != NULL && strstr(err, wrong[i]) != NULL, "%s",
+                      err);
+    }
+}
+END_TEST
+
 /* The columns compressed_columns_are_decoded and
  * an_oversized_change_is_sent_cut_to_its_key add to nights. The unchecked
  * fixture drops them before and after those tests, in this process, so that
@@ -1632,6 +1660,10 @@ suite(void)
     tc = tcase_create("a_shard_without_row_metadata_is_refused");
     tcase_add_unchecked_fixture(tc, row_metadata_full, row_metadata_full);
     tcase_add_test(tc, a_shard_without_row_metadata_is_refused);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("a_database_the_shard_lacks_is_refused");
+    tcase_add_test(tc, a_database_the_shard_lacks_is_refused);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
     tc = tcase_create("an_oversized_change_is_sent_cut_to_its_key");
