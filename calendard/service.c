@@ -28,7 +28,13 @@ struct service {
     struct batcher *batchers[ROUTER_MAX_SHARDS]; /* by shard index, created on first use */
     struct idblock_catalog id_source;
     struct idblock *ids; /* reservation ids */
+    /* By shard index: when a read last found the shard's server read-only
+     * and reloaded the map (cal_mono_us). */
+    _Atomic uint64_t read_only_reload_us[ROUTER_MAX_SHARDS];
 };
+
+/* A read-only server reloads the map at most this often per shard. */
+#define READ_ONLY_RELOAD_US 250000
 
 /* One operation on the shard that owns a listing. Returns CAL_OK, or a
  * status run_on_shard() retries (CAL_ECONFLICT, CAL_EMOVED, CAL_EUNAVAIL) or
@@ -890,15 +896,43 @@ struct availability_ctx {
     struct calendar_read *read;
 };
 
+/* A read answered by a read-only server: one fenced for a move to another
+ * server (docs/operations.md), which the catalog may name already while
+ * this daemon's map does not; writes there may have been invalidated.
+ * Reloads the map (at most every READ_ONLY_RELOAD_US per shard) and says
+ * whether the route now names another server, to read there. If not, the
+ * answer stands but is not cached (avail_fill() skips it): a fill would
+ * keep the old server's data for the cache's TTL. */
+static bool
+read_only_rerouted(struct service *svc, const struct route *rt)
+{
+    _Atomic uint64_t *last = &svc->read_only_reload_us[rt->shard_index];
+    uint64_t now = cal_mono_us(), prev = atomic_load(last);
+    if (pool_retired(rt->pool))
+        return true;
+    if (now - prev < READ_ONLY_RELOAD_US || !atomic_compare_exchange_strong(last, &prev, now))
+        return false;
+    char e2[256];
+    if (router_refresh(svc->router, e2, sizeof(e2)) != CAL_OK)
+        log_warn("shard map reload failed", "error=\"%s\"", e2);
+    return pool_retired(rt->pool);
+}
+
 static cal_status
 op_availability(struct service *svc, struct db *db, const struct route *rt, void *ctx,
                 struct api_error *e, char *err, size_t errlen)
 {
     struct availability_ctx *c = ctx;
-    (void)svc;
     (void)e;
-    return store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, c->read, err,
-                               errlen);
+    cal_status rc =
+        store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, c->read, err, errlen);
+    /* Answered by a server replaced meanwhile: read again on the new one. */
+    if (rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN &&
+        (pool_retired(rt->pool) || (c->read->server_read_only && read_only_rerouted(svc, rt)))) {
+        snprintf(err, errlen, "shard %u moved to another server", rt->shard_id);
+        return CAL_EMOVED;
+    }
+    return rc;
 }
 
 /* The availability answer. Written directly: dates and status names need no
@@ -1128,8 +1162,13 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                 breaker_cancel(routes[t].breaker, probe);
             else
                 breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
-            if (rc == CAL_EUNAVAIL && moved_away) {
-                /* Lost with the old server. */
+            bool read_only = false;
+            for (size_t q = 0; rc == CAL_OK && q < k && !read_only; q++)
+                read_only = reads[q].server_read_only;
+            if ((rc == CAL_EUNAVAIL || rc == CAL_OK) &&
+                (moved_away || (read_only && read_only_rerouted(svc, &routes[t])))) {
+                /* Lost with the old server, or answered by it after it was
+                 * replaced: read on the new one. */
                 read_again(items, pick, k);
                 moved = true;
                 rc = CAL_OK;

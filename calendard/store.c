@@ -20,7 +20,8 @@ static const char SQL_GET_LISTING[] =
     " WHERE o.vbucket = ?";
 static const char SQL_READ_CALENDAR[] =
     "SELECT o.epoch, l.version, l.rules_version, l.default_price, l.currency, l.min_nights,"
-    " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version"
+    " l.max_nights, TO_DAYS(n.night) - 719528, n.status, n.reservation_id, n.price, n.version,"
+    " @@global.read_only"
     " FROM vbucket_owner o LEFT JOIN listings l ON l.listing_id = ?"
     " LEFT JOIN nights n ON n.listing_id = ? AND l.listing_id IS NOT NULL"
     "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?)"
@@ -340,6 +341,13 @@ fail:
     return rc;
 }
 
+/* A 0/1 column (a system variable's value may come as text). */
+static bool
+flag_set(const struct db_val *v)
+{
+    return (v->type == DB_INT && v->i != 0) || (v->type == DB_STR && v->s[0] == '1');
+}
+
 cal_status
 store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_t from, int32_t to,
                     struct calendar_read *out, char *err, size_t errlen)
@@ -347,16 +355,18 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
     struct db_stmt *st;
     struct db_val p[] = {DB_INT_V(listing_id), DB_INT_V(listing_id), DB_INT_V(from + E),
                          DB_INT_V(to + E), DB_INT_V(vbucket)};
-    struct db_val c[12];
+    struct db_val c[13];
     cal_status rc = db_query(db, SQL_READ_CALENDAR, p, CAL_ARRAY_LEN(p), &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r, rows = 0;
     out->nrows = 0;
     out->found = false;
+    out->server_read_only = false;
     rc = CAL_OK;
-    while ((r = db_fetch(st, c, 12, err, errlen)) > 0) {
+    while ((r = db_fetch(st, c, 13, err, errlen)) > 0) {
         if (rows++ == 0) {
+            out->server_read_only = flag_set(&c[12]);
             if (c[1].type == DB_NULL) {
                 rc = CAL_ENOTFOUND;
                 continue;
@@ -1234,7 +1244,7 @@ sql_read_many(char *buf, size_t size, size_t n)
         buf, size,
         "SELECT l.listing_id, o.epoch, l.vbucket, l.version, l.rules_version, l.default_price,"
         " l.currency, l.min_nights, l.max_nights, TO_DAYS(n.night) - 719528, n.status,"
-        " n.reservation_id, n.price, n.version"
+        " n.reservation_id, n.price, n.version, @@global.read_only"
         " FROM listings l LEFT JOIN vbucket_owner o ON o.vbucket = l.vbucket"
         " LEFT JOIN nights n ON n.listing_id = l.listing_id"
         "  AND n.night >= FROM_DAYS(?) AND n.night < FROM_DAYS(?) AND n.listing_id IN (");
@@ -1313,7 +1323,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
     struct db_val *p = cal_malloc((2 * n + 2) * sizeof(*p));
     const uint64_t **order = cal_malloc(n * sizeof(*order));
     struct db_stmt *st;
-    struct db_val c[14];
+    struct db_val c[15];
     cal_status rc;
     int r;
     *not_owned = 0;
@@ -1326,6 +1336,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
         order[i] = &ids[i];
         reads[i].found = false;
         reads[i].moved = false;
+        reads[i].server_read_only = false;
         reads[i].nrows = 0;
     }
     /* Rows come ordered by listing_id: find each listing's slots (an id
@@ -1336,7 +1347,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
     uint64_t current = 0;
     size_t lo = 0, hi = 0; /* order[lo..hi) are the current listing's slots */
     bool have = false;
-    while ((r = db_fetch(st, c, 14, err, errlen)) > 0) {
+    while ((r = db_fetch(st, c, 15, err, errlen)) > 0) {
         uint64_t id = (uint64_t)c[0].i;
         if (id != current || !have) {
             current = id;
@@ -1362,6 +1373,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
                 }
                 listing_from_row(&read->listing, c + 3, id, (uint32_t)c[2].i);
                 read->found = true;
+                read->server_read_only = flag_set(&c[14]);
             }
             if (!owned)
                 lo = hi = 0;

@@ -1539,6 +1539,71 @@ START_TEST(a_write_of_unknown_outcome_invalidates_like_a_committed_one)
 }
 END_TEST
 
+/* Unchecked teardown: every shard writable again, even after a failure. */
+static void
+all_writable(void)
+{
+    char err[256];
+    if (testenv_load(&env, NULL, err, sizeof(err)) != CAL_OK)
+        return;
+    for (size_t i = 0; i < env.nshards; i++)
+        testenv_set_global(&env, i, "read_only", 0);
+}
+
+/* A shard's server fenced read-only (an old primary whose replica is being
+ * promoted: the catalog may name the new server already, and its writes be
+ * invalidated, while this daemon's map names the old one) answers reads,
+ * single and search, but nothing it answered is cached: a fill would serve
+ * its data for the cache's TTL. Writable again, a read fills. */
+START_TEST(a_read_only_servers_answers_are_not_cached)
+{
+    load_env();
+    struct http_client *h = http_client_create();
+    struct http_response r;
+    uint64_t id = testenv_random48();
+    int32_t in = (int32_t)testenv_today() + 90;
+    char url[512], avail_url[600], search_url[512], body[256], from[11], to[11], db[65];
+    char keys[3][CACHEKEY_MAX];
+    testenv_format_date(in, from, sizeof(from));
+    testenv_format_date(in + 4, to, sizeof(to));
+    snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
+    ck_assert_int_eq(request(h, "PUT", url, NULL,
+                             "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
+                             "\"max_nights\":9}",
+                             &r),
+                     201);
+    http_response_deinit(&r);
+    snprintf(avail_url, sizeof(avail_url), "%s/availability?from=%s&to=%s", url, from, to);
+    snprintf(search_url, sizeof(search_url), "%s/v1/availability/search", env.calendard_url);
+    snprintf(body, sizeof(body),
+             "{\"listing_ids\":[%llu],\"check_in\":\"%s\",\"check_out\":\"%s\"}",
+             (unsigned long long)id, from, to);
+    cachekey_listing(id, keys[0]);
+    cachekey_month_of(id, in, keys[1]);
+    cachekey_month_of(id, in + 3, keys[2]);
+    size_t shard = shard_of_listing(id, db, sizeof(db));
+
+    ck_assert_int_eq(testenv_set_global(&env, shard, "read_only", 1), 0);
+    struct cache *c = make_cache();
+    for (int i = 0; i < 6; i++) {
+        const bool search = i % 2 == 1;
+        ck_assert_int_eq(request(h, search ? "POST" : "GET", search ? search_url : avail_url, NULL,
+                                 search ? body : NULL, &r),
+                         200);
+        ck_assert_msg(strstr(r.body, "\"available\"") != NULL, "%s", r.body);
+        http_response_deinit(&r);
+        for (size_t k = 0; k < 3; k++)
+            ck_assert_msg(!key_present(c, keys[k]), "%s cached from a read-only server (%s read)",
+                          keys[k], search ? "search" : "single");
+        usleep(200000);
+    }
+    cache_destroy(c);
+    ck_assert_int_eq(testenv_set_global(&env, shard, "read_only", 0), 0);
+    read_until_cached(h, "GET", avail_url, NULL, keys, 3);
+    http_client_destroy(h);
+}
+END_TEST
+
 /* The batch search answers from one multi-get plus one query per shard and
  * agrees with single reads: availability, price and not-found listings. */
 START_TEST(search_matches_single_reads)
@@ -1654,6 +1719,11 @@ main(void)
     tcase_add_test(tc, a_write_of_unknown_outcome_invalidates_like_a_committed_one);
     suite_add_tcase(s, tc);
     UNIT_CASE(s, search_matches_single_reads);
+    tc = tcase_create("a_read_only_servers_answers_are_not_cached");
+    tcase_set_timeout(tc, UNIT_CASE_TIMEOUT_S);
+    tcase_add_unchecked_fixture(tc, NULL, all_writable);
+    tcase_add_test(tc, a_read_only_servers_answers_are_not_cached);
+    suite_add_tcase(s, tc);
     UNIT_CASE(s, concurrent_bookings_of_one_listing_get_distinct_versions);
     return unit_run(s);
 }
