@@ -1240,12 +1240,12 @@ wait_uncached(char (*keys)[CACHEKEY_MAX], size_t n)
     cache_destroy(c);
 }
 
-/* A new listing id (500 USD, 1 to 9 nights) whose availability of
- * [in, in + 4) is cached: url[512] names the listing, avail_url[600] that
- * range, keys the listing's key and the range's months'. */
+/* Makes listing id (500 USD, 1 to 9 nights): url[512] names it, avail_url[600]
+ * its availability of [in, in + 4), keys the listing's key and the range's
+ * months'. */
 static void
-cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *avail_url,
-               char (*keys)[CACHEKEY_MAX])
+new_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *avail_url,
+            char (*keys)[CACHEKEY_MAX])
 {
     struct http_response r;
     char from[11], to[11];
@@ -1262,6 +1262,14 @@ cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *
     cachekey_listing(id, keys[0]);
     cachekey_month_of(id, in, keys[1]);
     cachekey_month_of(id, in + 3, keys[2]);
+}
+
+/* new_listing(), with its availability of [in, in + 4) cached. */
+static void
+cached_listing(struct http_client *h, uint64_t id, int32_t in, char *url, char *avail_url,
+               char (*keys)[CACHEKEY_MAX])
+{
+    new_listing(h, id, in, url, avail_url, keys);
     read_until_cached(h, "GET", avail_url, NULL, keys, 3);
 }
 
@@ -1566,21 +1574,11 @@ START_TEST(a_read_only_servers_answers_are_not_cached)
     char keys[3][CACHEKEY_MAX];
     testenv_format_date(in, from, sizeof(from));
     testenv_format_date(in + 4, to, sizeof(to));
-    snprintf(url, sizeof(url), "%s/v1/listings/%llu", env.calendard_url, (unsigned long long)id);
-    ck_assert_int_eq(request(h, "PUT", url, NULL,
-                             "{\"default_price\":500,\"currency\":\"USD\",\"min_nights\":1,"
-                             "\"max_nights\":9}",
-                             &r),
-                     201);
-    http_response_deinit(&r);
-    snprintf(avail_url, sizeof(avail_url), "%s/availability?from=%s&to=%s", url, from, to);
+    new_listing(h, id, in, url, avail_url, keys);
     snprintf(search_url, sizeof(search_url), "%s/v1/availability/search", env.calendard_url);
     snprintf(body, sizeof(body),
              "{\"listing_ids\":[%llu],\"check_in\":\"%s\",\"check_out\":\"%s\"}",
              (unsigned long long)id, from, to);
-    cachekey_listing(id, keys[0]);
-    cachekey_month_of(id, in, keys[1]);
-    cachekey_month_of(id, in + 3, keys[2]);
     size_t shard = shard_of_listing(id, db, sizeof(db));
 
     ck_assert_int_eq(testenv_set_global(&env, shard, "read_only", 1), 0);
