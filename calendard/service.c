@@ -343,6 +343,11 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         metrics_shard(rt.shard_index, SHARD_OPS);
         tries++;
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
+        /* A connection error always breaks the connection it came on: a
+         * lost or unknown outcome on an unbroken one is another request's
+         * (the leader of a group commit), counted against the shard once,
+         * by that request. */
+        bool others = (rc == CAL_EUNAVAIL || rc == CAL_EUNKNOWN) && !db_broken(db);
         pool_put(rt.pool, db);
         /* The shard moved to another server while this ran: what the old
          * one answered says nothing about the shard's health now. */
@@ -362,7 +367,7 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
             attempt--; /* not a try of its own */
             continue;
         }
-        if (moved_away)
+        if (moved_away || others)
             breaker_cancel(rt.breaker, probe);
         else
             breaker_record(rt.breaker, rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN, cal_mono_us());

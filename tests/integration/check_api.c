@@ -1531,6 +1531,20 @@ start_own_calendard(struct testd *d, int max_inflight)
     ck_assert_msg(testd_start(d, &env, sets, 4, err, sizeof(err)), "%s", err);
 }
 
+/* Starts booking i of listing id (night FIRST_DAY + 2i, its key
+ * "<prefix>-i") on d, on a thread of its own. */
+static void
+held_booking_start(struct held_booking *b, pthread_t *thread, const struct testd *d, uint64_t id,
+                   int i, const char *prefix)
+{
+    b->url = d->url;
+    snprintf(b->path, sizeof(b->path), "/v1/listings/%" PRIu64 "/reservations", id);
+    snprintf(b->body, sizeof(b->body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}",
+             day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1), i + 1);
+    snprintf(b->key, sizeof(b->key), "%s-%d", prefix, i);
+    ck_assert_int_eq(pthread_create(thread, NULL, held_booking_run, b), 0);
+}
+
 /* HELD bookings of a new listing held in flight on d by a lock on the
  * listing's row, and the proof that all arrived: with d's max_inflight
  * reached by them (and the requests the test holds besides), the next
@@ -1542,16 +1556,8 @@ hold_bookings(struct testd *d, struct held_booking *held, pthread_t *threads, st
     int idx;
 
     *locker = lock_listing(id, &idx);
-    for (int i = 0; i < HELD; i++) {
-        struct held_booking *b = &held[i];
-        b->url = d->url;
-        snprintf(b->path, sizeof(b->path), "/v1/listings/%" PRIu64 "/reservations", id);
-        snprintf(b->body, sizeof(b->body),
-                 "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":%d}",
-                 day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1), i + 1);
-        snprintf(b->key, sizeof(b->key), "held-%d", i);
-        ck_assert_int_eq(pthread_create(&threads[i], NULL, held_booking_run, b), 0);
-    }
+    for (int i = 0; i < HELD; i++)
+        held_booking_start(&held[i], &threads[i], d, id, i, "held");
     expect_refusal(d, "overloaded");
     return id;
 }
@@ -1718,6 +1724,117 @@ START_TEST(test_sigterm_answers_the_requests_running)
     expect_slow_search_whole(slow);
     db_close(locker);
     ck_assert_int_eq(testd_wait(&d, 30), 0);
+    testd_cleanup(&d);
+}
+END_TEST
+
+/* The id of a session of calendard's (cal_app) on shard idx whose
+ * statement has run for more than 300 ms, i.e. a booking (alone, or a
+ * group's compound statement) waiting for the test's lock; 0 for none. Read as the server's
+ * administrator: the test's SQL user does not see other users' sessions. */
+static long long
+waiting_block(int idx)
+{
+    char out[64];
+    ck_assert_int_eq(testenv_sql_admin_value(&env, (size_t)idx,
+                                             "SELECT ID FROM information_schema.PROCESSLIST"
+                                             " WHERE USER = 'cal_app'"
+                                             " AND COMMAND NOT IN ('Sleep', 'Killed')"
+                                             " AND TIME_MS > 300"
+                                             " ORDER BY ID LIMIT 1",
+                                             out, sizeof(out)),
+                     0);
+    return atoll(out);
+}
+
+/* The value of d's calendard_shard_breaker_open for shard idx. */
+static long long
+breaker_open(const struct testd *d, int idx)
+{
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    char err[512], name[96];
+    ck_assert_msg(http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err), "%s/metrics",
+                                d->url) == CAL_OK,
+                  "%s", err);
+    ck_assert_int_eq(resp.status, 200);
+    snprintf(name, sizeof(name), "calendard_shard_breaker_open{shard=\"%d\"}", idx);
+    long long v = metric_value(resp.body, name);
+    http_response_deinit(&resp);
+    http_client_destroy(client);
+    ck_assert_msg(v >= 0, "/metrics has no %s", name);
+    return v;
+}
+
+/* A group commit whose leader's connection is lost fails each of its
+ * bookings (503 outcome_unknown: the COMMIT was in the statement), but the
+ * shard's breaker counts one lost connection, not one per booking: one KILL
+ * of a batch of seven counted seven failures in a row, opened the breaker
+ * (five), and the whole shard answered 503 for its cooldown. One lane, and
+ * a lock wait longer than the test, so that the bookings queue behind the
+ * first while it waits for the test's lock. */
+START_TEST(test_a_lost_group_commit_counts_once_against_the_breaker)
+{
+    const struct testd_set sets[] = {{"shards", "batch_lanes", "1"},
+                                     {"shards", "lock_wait_timeout_s", "25"},
+                                     {"shards", "read_timeout_ms", "30000"},
+                                     {"routing", "request_deadline_ms", "40000"}};
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    char err[512];
+    int idx, kills = 0;
+    ck_assert_msg(testd_start(&d, &env, sets, CAL_ARRAY_LEN(sets), err, sizeof(err)), "%s", err);
+    uint64_t id = create_listing();
+    struct db *locker = lock_listing(id, &idx);
+    for (int i = 0; i < HELD; i++) {
+        held_booking_start(&held[i], &threads[i], &d, id, i, "lostgroup");
+        /* The first leads alone and waits for the lock; the rest queue. */
+        for (int w = 0; i == 0 && w < 200 && waiting_block(idx) == 0; w++)
+            cal_sleep_ms(50);
+    }
+    cal_sleep_ms(500);
+    /* Each batch is killed while it waits, until none has waited for 3 s. */
+    for (int idle = 0; idle < 60 && kills < HELD;) {
+        long long victim = waiting_block(idx);
+        if (victim != 0) {
+            char kill_sql[64];
+            snprintf(kill_sql, sizeof(kill_sql), "KILL CONNECTION %lld;", victim);
+            /* Counted when it was still there to kill. */
+            kills += testenv_sql_admin(&env, (size_t)idx, kill_sql) == 0;
+            idle = 0;
+            cal_sleep_ms(400); /* past TIME_MS of the next batch's wait */
+        } else {
+            idle++;
+            cal_sleep_ms(50);
+        }
+    }
+    for (int i = 0; i < HELD; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_msg(held[i].st == CAL_OK && held[i].resp.status == 503, "booking %d: %ld %s", i,
+                      held[i].resp.status, held[i].resp.body ? held[i].resp.body : held[i].err);
+        http_response_deinit(&held[i].resp);
+    }
+    /* Batched: fewer losses than the breaker's threshold (5), which the
+     * bookings' failures, counted one each, pass. */
+    fprintf(stderr, "lost group commit: %d connections killed for %d bookings\n", kills, HELD);
+    ck_assert_msg(kills >= 1 && kills < 5, "%d batches for %d bookings", kills, HELD);
+    ck_assert_int_eq(breaker_open(&d, idx), 0);
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    db_close(locker);
+    struct http_response resp;
+    struct http_client *client = http_client_create();
+    const char *headers[] = {"Idempotency-Key: lostgroup-after", NULL};
+    char body[256];
+    snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":9}",
+             day(FIRST_DAY + 40), day(FIRST_DAY + 41));
+    ck_assert_msg(http_requestf(client, "POST", headers, body, &resp, err, sizeof(err),
+                                "%s/v1/listings/%" PRIu64 "/reservations", d.url, id) == CAL_OK,
+                  "%s", err);
+    ck_assert_msg(resp.status == 201, "%ld %s", resp.status, resp.body);
+    http_response_deinit(&resp);
+    http_client_destroy(client);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
     testd_cleanup(&d);
 }
 END_TEST
@@ -3074,6 +3191,8 @@ api_suite(void)
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
         {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
         {"sigterm_answers_the_requests_running", test_sigterm_answers_the_requests_running, 60},
+        {"a_lost_group_commit_counts_once_against_the_breaker",
+         test_a_lost_group_commit_counts_once_against_the_breaker, 90},
         {"idempotent_replay", test_idempotent_replay, 30},
         {"refusal_is_kept_for_replays", test_refusal_is_kept_for_replays, 30},
         {"replay_after_check_in_passed", test_replay_after_check_in_passed, 30},

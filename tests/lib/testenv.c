@@ -265,6 +265,32 @@ testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql)
 }
 
 int
+testenv_sql_admin_value(const struct testenv *env, size_t idx, const char *sql, char *out,
+                        size_t outlen)
+{
+    char cmd[1024];
+    struct passwd *pw = getpwuid(getuid());
+    if (pw == NULL || idx >= env->nshards || outlen == 0 || strpbrk(sql, "\"\\$`") != NULL)
+        return -1;
+    int n = snprintf(cmd, sizeof(cmd),
+                     "mariadb --no-defaults --batch --skip-column-names "
+                     "--socket='%s/shard%zu/mysqld.sock' -u'%s' -e \"%s\"",
+                     env->stack_dir, idx, pw->pw_name, sql);
+    if (n < 0 || (size_t)n >= sizeof(cmd))
+        return -1;
+    FILE *p = popen(cmd, "r");
+    if (p == NULL)
+        return -1;
+    out[0] = '\0';
+    if (fgets(out, (int)outlen, p) != NULL)
+        out[strcspn(out, "\n")] = '\0';
+    char rest[256];
+    while (fgets(rest, sizeof(rest), p) != NULL)
+        ;
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+int
 testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name)
 {
     for (size_t i = 0; i < env->nshards; i++) {

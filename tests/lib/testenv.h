@@ -64,6 +64,13 @@ int testenv_sql_admin(const struct testenv *env, size_t idx, const char *sql);
 FILE *testenv_sql_admin_open(const struct testenv *env, size_t idx);
 int testenv_sql_admin_close(FILE *session);
 
+/* Runs one query as testenv_sql_admin() does and copies the first column of
+ * its first row into out ("" when it has none). sql must hold no double
+ * quote, backslash, '$' or backquote (it goes through the shell). Returns 0,
+ * or -1 when the query or the client failed. */
+int testenv_sql_admin_value(const struct testenv *env, size_t idx, const char *sql, char *out,
+                            size_t outlen);
+
 /* Index into env->shard_dsns of the DSN naming port and database db_name,
  * or -1. Used to turn a catalog shards row into a connection. */
 int testenv_find_shard(const struct testenv *env, unsigned port, const char *db_name);
