@@ -973,16 +973,28 @@ book_many(struct db *db, struct store_booking *b, size_t n)
         return;
     }
     /* Something in the batch failed: one savepoint per booking, so one
-     * booking's conflict never fails another; the COMMIT is still shared. */
+     * booking's conflict never fails another; the COMMIT is still shared.
+     * Once one of them waited out a lock, the rest are not tried (each
+     * could wait as long, one after the other, while the transaction
+     * holds the others' locks and fence rows): they are conflicts, which
+     * their requests retry within their deadlines. */
     if ((rc = db_begin(db, err, sizeof(err))) != CAL_OK)
         goto all_failed;
+    bool waited = false;
     for (size_t i = 0; i < n; i++) {
+        if (waited) {
+            b[i].rc = CAL_ECONFLICT;
+            snprintf(b[i].err, sizeof(b[i].err),
+                     "not tried: a booking before it in its group commit waited out a lock");
+            continue;
+        }
         if ((rc = db_exec(db, "SAVEPOINT b", err, sizeof(err))) != CAL_OK)
             goto all_failed;
         b[i].rc = lock_owner(db, b[i].listing->vbucket, b[i].err, sizeof(b[i].err));
         if (b[i].rc == CAL_OK)
             b[i].rc = book_statements(db, b[i].listing, b[i].plan, b[i].res, b[i].key, b[i].keylen,
                                       b[i].err, sizeof(b[i].err));
+        waited = b[i].rc != CAL_OK && db_lock_wait_timed_out(db);
         if (b[i].rc != CAL_OK &&
             (db_broken(db) || db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) != CAL_OK)) {
             /* A deadlock rolls the whole transaction back, savepoints and

@@ -728,3 +728,9 @@ db_last_errno(const struct db *db)
 {
     return db->last_errno;
 }
+
+bool
+db_lock_wait_timed_out(const struct db *db)
+{
+    return db->last_errno == ER_LOCK_WAIT_TIMEOUT;
+}

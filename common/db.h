@@ -142,6 +142,10 @@ unsigned db_cached_statements(const struct db *db);
 /* Server error number of the last statement's failure (0 if none). */
 unsigned db_last_errno(const struct db *db);
 
+/* The last statement failed waiting for a row lock
+ * (innodb_lock_wait_timeout). */
+bool db_lock_wait_timed_out(const struct db *db);
+
 /* Days since 1970-01-01 <-> MariaDB TO_DAYS()/FROM_DAYS() day numbers. */
 #define DB_TO_DAYS_EPOCH 719528
 
