@@ -861,7 +861,7 @@ avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from
     /* What a read-only server answered may be older than the shard (see
      * struct calendar_read): answered, never cached. */
     for (size_t i = 0; i < n; i++)
-        if (items[i].owned != 0 && items[i].read.found && !items[i].read.server_read_only)
+        if (items[i].owned != 0 && items[i].read.found && !items[i].read.maybe_stale)
             nowned += (size_t)__builtin_popcount(items[i].owned);
     if (!avail->enabled || nowned == 0)
         return;
@@ -873,7 +873,7 @@ avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from
     size_t *owner = cal_malloc(nowned * sizeof(*owner)), *slot = cal_malloc(nowned * sizeof(*slot));
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (items[i].owned == 0 || !items[i].read.found || items[i].read.server_read_only)
+        if (items[i].owned == 0 || !items[i].read.found || items[i].read.maybe_stale)
             continue;
         char ikeys[AVAIL_MAX_MONTHS + 1][CACHEKEY_MAX];
         size_t ilens[AVAIL_MAX_MONTHS + 1];

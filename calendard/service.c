@@ -912,7 +912,7 @@ static bool
 read_only_rerouted(struct service *svc, const struct route *rt)
 {
     _Atomic uint64_t *last = &svc->read_only_reload_us[rt->shard_index];
-    uint64_t now = cal_mono_us(), prev = atomic_load(last);
+    uint64_t prev = atomic_load(last), now = cal_mono_us(); /* in this order: now >= prev */
     if (pool_retired(rt->pool))
         return true;
     if (now - prev < READ_ONLY_RELOAD_US || !atomic_compare_exchange_strong(last, &prev, now))
@@ -933,7 +933,7 @@ op_availability(struct service *svc, struct db *db, const struct route *rt, void
         store_read_calendar(db, rt->vbucket, c->listing_id, c->from, c->to, c->read, err, errlen);
     /* Answered by a server replaced meanwhile: read again on the new one. */
     if (rc != CAL_EUNAVAIL && rc != CAL_EUNKNOWN &&
-        (pool_retired(rt->pool) || (c->read->server_read_only && read_only_rerouted(svc, rt)))) {
+        (pool_retired(rt->pool) || (c->read->maybe_stale && read_only_rerouted(svc, rt)))) {
         snprintf(err, errlen, "shard %u moved to another server", rt->shard_id);
         return CAL_EMOVED;
     }
@@ -1167,13 +1167,19 @@ read_misses(struct service *svc, struct avail_item *items, size_t n, int32_t fro
                 breaker_cancel(routes[t].breaker, probe);
             else
                 breaker_record(routes[t].breaker, rc != CAL_EUNAVAIL, cal_mono_us());
-            bool read_only = false;
-            for (size_t q = 0; rc == CAL_OK && q < k && !read_only; q++)
-                read_only = reads[q].server_read_only;
-            if ((rc == CAL_EUNAVAIL || rc == CAL_OK) &&
-                (moved_away || (read_only && read_only_rerouted(svc, &routes[t])))) {
+            bool stale = moved_away;
+            for (size_t q = 0; rc == CAL_OK && q < k && !stale; q++)
+                stale = reads[q].maybe_stale;
+            /* Answered by the old server of a shard that moved (or by one
+             * fenced read-only for that): read on the new one, or, on the
+             * last pass, answer without caching. */
+            bool reroute = rc == CAL_OK && stale && pass == 0 &&
+                           (moved_away || read_only_rerouted(svc, &routes[t]));
+            for (size_t q = 0; rc == CAL_OK && stale && !reroute && q < k; q++)
+                reads[q].maybe_stale = true;
+            if ((rc == CAL_EUNAVAIL && moved_away) || reroute) {
                 /* Lost with the old server, or answered by it after it was
-                 * replaced: read on the new one. */
+                 * replaced. */
                 read_again(items, pick, k);
                 moved = true;
                 rc = CAL_OK;

@@ -356,17 +356,16 @@ store_read_calendar(struct db *db, uint32_t vbucket, uint64_t listing_id, int32_
     struct db_val p[] = {DB_INT_V(listing_id), DB_INT_V(listing_id), DB_INT_V(from + E),
                          DB_INT_V(to + E), DB_INT_V(vbucket)};
     struct db_val c[13];
+    out->nrows = 0;
+    out->found = false;
+    out->maybe_stale = false;
     cal_status rc = db_query(db, SQL_READ_CALENDAR, p, CAL_ARRAY_LEN(p), &st, err, errlen);
     if (rc != CAL_OK)
         return rc;
     int r, rows = 0;
-    out->nrows = 0;
-    out->found = false;
-    out->server_read_only = false;
-    rc = CAL_OK;
     while ((r = db_fetch(st, c, 13, err, errlen)) > 0) {
         if (rows++ == 0) {
-            out->server_read_only = flag_set(&c[12]);
+            out->maybe_stale = flag_set(&c[12]);
             if (c[1].type == DB_NULL) {
                 rc = CAL_ENOTFOUND;
                 continue;
@@ -974,27 +973,21 @@ book_many(struct db *db, struct store_booking *b, size_t n)
     }
     /* Something in the batch failed: one savepoint per booking, so one
      * booking's conflict never fails another; the COMMIT is still shared.
-     * Once one of them waited out a lock, the rest are not tried (each
+     * Once one of them waited out a lock, the rest wait for none (each
      * could wait as long, one after the other, while the transaction
-     * holds the others' locks and fence rows): they are conflicts, which
-     * their requests retry within their deadlines. */
+     * holds the others' locks and fence rows): one that meets a held lock
+     * fails at once, a conflict its request retries. */
+    bool nowait = false;
     if ((rc = db_begin(db, err, sizeof(err))) != CAL_OK)
         goto all_failed;
-    bool waited = false;
     for (size_t i = 0; i < n; i++) {
-        if (waited) {
-            b[i].rc = CAL_ECONFLICT;
-            snprintf(b[i].err, sizeof(b[i].err),
-                     "not tried: a booking before it in its group commit waited out a lock");
-            continue;
-        }
         if ((rc = db_exec(db, "SAVEPOINT b", err, sizeof(err))) != CAL_OK)
             goto all_failed;
         b[i].rc = lock_owner(db, b[i].listing->vbucket, b[i].err, sizeof(b[i].err));
         if (b[i].rc == CAL_OK)
             b[i].rc = book_statements(db, b[i].listing, b[i].plan, b[i].res, b[i].key, b[i].keylen,
                                       b[i].err, sizeof(b[i].err));
-        waited = b[i].rc != CAL_OK && db_lock_wait_timed_out(db);
+        bool waited = b[i].rc != CAL_OK && db_lock_wait_timed_out(db);
         if (b[i].rc != CAL_OK &&
             (db_broken(db) || db_exec(db, "ROLLBACK TO SAVEPOINT b", err, sizeof(err)) != CAL_OK)) {
             /* A deadlock rolls the whole transaction back, savepoints and
@@ -1002,7 +995,14 @@ book_many(struct db *db, struct store_booking *b, size_t n)
             rc = db_broken(db) ? CAL_EUNAVAIL : CAL_ECONFLICT;
             goto all_failed;
         }
+        if (waited && !nowait) {
+            if ((rc = db_lock_waits(db, false, err, sizeof(err))) != CAL_OK)
+                goto all_failed;
+            nowait = true;
+        }
     }
+    if (nowait && (rc = db_lock_waits(db, true, err, sizeof(err))) != CAL_OK)
+        goto all_failed;
     rc = db_commit(db, err, sizeof(err));
     for (size_t i = 0; i < n; i++)
         if (b[i].rc == CAL_OK)
@@ -1010,6 +1010,9 @@ book_many(struct db *db, struct store_booking *b, size_t n)
     return;
 all_failed:
     db_rollback(db);
+    char e2[256];
+    if (nowait && !db_broken(db))
+        db_lock_waits(db, true, e2, sizeof(e2));
     for (size_t i = 0; i < n; i++) {
         b[i].rc = rc == CAL_OK ? CAL_ERR : rc;
         snprintf(b[i].err, sizeof(b[i].err), "%s", err);
@@ -1348,7 +1351,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
         order[i] = &ids[i];
         reads[i].found = false;
         reads[i].moved = false;
-        reads[i].server_read_only = false;
+        reads[i].maybe_stale = false;
         reads[i].nrows = 0;
     }
     /* Rows come ordered by listing_id: find each listing's slots (an id
@@ -1385,7 +1388,7 @@ store_read_many(struct db *db, const uint64_t *ids, const uint32_t *vbuckets, si
                 }
                 listing_from_row(&read->listing, c + 3, id, (uint32_t)c[2].i);
                 read->found = true;
-                read->server_read_only = flag_set(&c[14]);
+                read->maybe_stale = flag_set(&c[14]);
             }
             if (!owned)
                 lo = hi = 0;

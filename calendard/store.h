@@ -17,10 +17,11 @@ struct calendar_read {
     struct listing listing;
     bool found;
     bool moved; /* store_read_many: its vbucket is not owned by the shard read */
-    /* The server read was read-only (@@global.read_only): fenced for a
-     * move to another server, and perhaps already replaced, so what it
-     * answered may be older than the shard; calendard caches none of it. */
-    bool server_read_only;
+    /* The server read was read-only (@@global.read_only: fenced for a
+     * move to another server, and perhaps already replaced), or calendard
+     * found it replaced once it had answered: what it answered may be
+     * older than the shard. Answered, never cached. */
+    bool maybe_stale;
     size_t nrows, cap;
     struct night_row *rows;
 };

@@ -48,6 +48,7 @@ struct db {
     bool broken;
     bool in_txn;
     unsigned last_errno;
+    unsigned lock_wait_s; /* the session's innodb_lock_wait_timeout, as connected */
 };
 
 static bool
@@ -268,6 +269,8 @@ db_connect(const struct db_conf *conf, char *err, size_t errlen)
     mysql_options(mysql, MYSQL_OPT_WRITE_TIMEOUT, &wt);
     mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     char init[256];
+    unsigned lock_wait_s =
+        conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S;
     /* No statement time limit: one would cut a booking's compound statement
      * short anywhere, even after its COMMIT; the read timeout and the lock
      * wait bound a statement instead. */
@@ -275,7 +278,7 @@ db_connect(const struct db_conf *conf, char *err, size_t errlen)
              "SET SESSION tx_isolation='READ-COMMITTED', "
              "SESSION innodb_lock_wait_timeout=%u, SESSION time_zone='+00:00', "
              "SESSION max_statement_time=0",
-             conf->lock_wait_timeout_s ? conf->lock_wait_timeout_s : DB_LOCK_WAIT_DEFAULT_S);
+             lock_wait_s);
     mysql_options(mysql, MYSQL_INIT_COMMAND, init);
     if (conf->tls) {
         my_bool on = 1;
@@ -295,6 +298,7 @@ db_connect(const struct db_conf *conf, char *err, size_t errlen)
     }
     struct db *db = cal_calloc(1, sizeof(*db));
     db->mysql = mysql;
+    db->lock_wait_s = lock_wait_s;
     return db;
 }
 
@@ -733,4 +737,17 @@ bool
 db_lock_wait_timed_out(const struct db *db)
 {
     return db->last_errno == ER_LOCK_WAIT_TIMEOUT;
+}
+
+cal_status
+db_lock_waits(struct db *db, bool wait, char *err, size_t errlen)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SET SESSION innodb_lock_wait_timeout = %u",
+             wait ? db->lock_wait_s : 0);
+    cal_status rc = db_exec(db, sql, err, errlen);
+    /* Never back in a pool without its lock wait. */
+    if (rc != CAL_OK && wait)
+        db->broken = true;
+    return rc;
 }

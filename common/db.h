@@ -146,6 +146,12 @@ unsigned db_last_errno(const struct db *db);
  * (innodb_lock_wait_timeout). */
 bool db_lock_wait_timed_out(const struct db *db);
 
+/* The session's row lock waits: wait false, a statement that meets a held
+ * row lock fails at once (innodb_lock_wait_timeout 0: CAL_ECONFLICT, and
+ * db_lock_wait_timed_out()); true, the lock wait it connected with again.
+ * A connection whose lock wait cannot be set back is marked broken. */
+cal_status db_lock_waits(struct db *db, bool wait, char *err, size_t errlen);
+
 /* Days since 1970-01-01 <-> MariaDB TO_DAYS()/FROM_DAYS() day numbers. */
 #define DB_TO_DAYS_EPOCH 719528
 
