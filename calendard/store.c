@@ -995,10 +995,14 @@ book_many(struct db *db, struct store_booking *b, size_t n)
             rc = db_broken(db) ? CAL_EUNAVAIL : CAL_ECONFLICT;
             goto all_failed;
         }
-        if (waited && !nowait) {
-            if ((rc = db_lock_waits(db, false, err, sizeof(err))) != CAL_OK)
+        if (waited && !nowait && i + 1 < n) {
+            /* Best effort: without it the rest wait as before. */
+            if (db_lock_waits(db, false, err, sizeof(err)) == CAL_OK) {
+                nowait = true;
+            } else if (db_broken(db)) {
+                rc = CAL_EUNAVAIL;
                 goto all_failed;
-            nowait = true;
+            }
         }
     }
     if (nowait && (rc = db_lock_waits(db, true, err, sizeof(err))) != CAL_OK)
