@@ -858,8 +858,8 @@ avail_fill(struct avail *avail, struct avail_item *items, size_t n, int32_t from
     int32_t firsts[AVAIL_MAX_MONTHS];
     size_t nmonths = months_of(from, to, firsts), nk = nmonths + 1;
     size_t nowned = 0;
-    /* What a read-only server answered may be older than the shard (see
-     * struct calendar_read): answered, never cached. */
+    /* What a fenced or replaced server answered may be older than the
+     * shard (maybe_stale, struct calendar_read): answered, never cached. */
     for (size_t i = 0; i < n; i++)
         if (items[i].owned != 0 && items[i].read.found && !items[i].read.maybe_stale)
             nowned += (size_t)__builtin_popcount(items[i].owned);

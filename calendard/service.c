@@ -345,8 +345,8 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
         rc = op(svc, db, &rt, ctx, e, err, sizeof(err));
         /* A connection error always breaks the connection it came on: a
          * lost or unknown outcome on an unbroken one is another request's
-         * (the leader of a group commit), counted against the shard once,
-         * by that request. */
+         * (the leader of a group commit), counted against the shard at most
+         * once, by that request. */
         bool others = (rc == CAL_EUNAVAIL || rc == CAL_EUNKNOWN) && !db_broken(db);
         pool_put(rt.pool, db);
         /* The shard moved to another server while this ran: what the old
