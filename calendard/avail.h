@@ -20,6 +20,9 @@ struct avail_conf {
     struct cache_conf cache; /* servers empty: no cache, every read goes to the shards */
     unsigned ttl_s;          /* lifetime of a cached value (a safety net; deletes do the work) */
     unsigned lease_ttl_s;    /* lifetime of a lease whose owner died */
+    /* How long a write's cache deletes wait for others to share their
+     * round trip (its reads bypass the keys meanwhile); 0: sent at once. */
+    unsigned delete_linger_ms;
 };
 
 /* One listing of a lookup. */

@@ -77,6 +77,9 @@ const struct conf_item config_items[] = {
                   "lifetime of a cached value (invalidations delete sooner)"),
     CONF_INT_ITEM("cache", "lease_ttl_s", C, avail.lease_ttl_s, 1, 60, "2",
                   "lifetime of a fill lease whose reader died"),
+    CONF_INT_ITEM("cache", "delete_linger_ms", C, avail.delete_linger_ms, 0, 100, "5",
+                  "how long a write's cache deletes wait to share a round trip with the next "
+                  "writes' (its own reads bypass those keys meanwhile); 0 = at once"),
     CONF_STR_CHECK_ITEM("log", "level", C, log_level, "info", log_level_check,
                         "debug, info, warn or error"),
 };

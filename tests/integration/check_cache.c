@@ -1077,6 +1077,62 @@ START_TEST(unsent_invalidation_still_reads_own_write)
 }
 END_TEST
 
+/* delete_linger_ms: a write's deletes wait that long for later writes' to
+ * share their round trip, the keys pending (bypassed by this daemon's
+ * reads) meanwhile; a stop sends what lingers at once. */
+START_TEST(deletes_linger_then_share_a_round_trip)
+{
+    load_env();
+    enum { LINGER_MS = 600 };
+    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2, .delete_linger_ms = LINGER_MS};
+    char err[256];
+    snprintf(conf.cache.servers, sizeof(conf.cache.servers), "%s", env.memcached_servers);
+    conf.cache.timeout_ms = 200;
+    struct avail *avail = avail_create(&conf, err, sizeof(err));
+    ck_assert_msg(avail != NULL, "%s", err);
+    struct cache *c = make_cache();
+    uint64_t first = testenv_random48(), second = first + 1, third = first + 2;
+    char k1[CACHEKEY_MAX], k2[CACHEKEY_MAX], k3[CACHEKEY_MAX];
+    cachekey_listing(first, k1);
+    cachekey_listing(second, k2);
+    cachekey_listing(third, k3);
+    put(c, k1, "old");
+    put(c, k2, "old");
+    put(c, k3, "old");
+
+    uint64_t t0 = cal_mono_us();
+    avail_invalidate(avail, first, 0, 0); /* the listing key alone */
+    cal_sleep_ms(LINGER_MS / 4);
+    avail_invalidate(avail, second, 0, 0);
+    cal_sleep_ms(LINGER_MS / 4);
+    ck_assert_uint_eq(avail_pending_keys(avail), 2);
+    ck_assert_msg(key_present(c, k1) && key_present(c, k2), "a delete went before its linger");
+    /* Both go in the round the first key's linger opens, the second's
+     * own linger not waited for. */
+    bool gone = false;
+    uint64_t gone_us = 0;
+    while (!gone && cal_mono_us() - t0 < 5000000) {
+        gone = !key_present(c, k1);
+        if (gone)
+            gone_us = cal_mono_us() - t0;
+        else
+            cal_sleep_ms(2);
+    }
+    ck_assert_msg(gone, "the first delete never went");
+    ck_assert_msg(gone_us >= LINGER_MS * 1000, "the first delete went after %llu us, not %d ms",
+                  (unsigned long long)gone_us, LINGER_MS);
+    ck_assert_msg(!key_present(c, k2), "the second delete did not share the first's round trip");
+    ck_assert(avail_settle(avail, 5000));
+
+    /* A stop does not wait out the linger. */
+    avail_invalidate(avail, third, 0, 0);
+    ck_assert(key_present(c, k3));
+    avail_destroy(avail);
+    ck_assert_msg(!key_present(c, k3), "a lingering delete was not sent at the stop");
+    cache_destroy(c);
+}
+END_TEST
+
 /* A retry sends at most 256 keys of a bucket of the pending set at a time:
  * after memcached was stopped, a bucket holding more failed keys than that
  * must still be emptied once it answers again. */
@@ -1751,6 +1807,7 @@ main(void)
     UNIT_CASE(s, a_hung_cache_diverts_reads_at_any_timeout);
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, unsent_invalidation_still_reads_own_write);
+    UNIT_CASE(s, deletes_linger_then_share_a_round_trip);
     UNIT_CASE(s, fill_of_an_unsent_invalidation_is_dropped);
     UNIT_CASE(s, retry_empties_a_crowded_bucket);
     UNIT_CASE(s, writes_invalidate_cached_availability);
