@@ -464,7 +464,10 @@ deleter(void *arg)
                 break;
             continue;
         }
-        if (queued && lingering(avail))
+        /* During a retry pass the queue goes between its rounds as it
+         * comes: a linger there would delay every round of the pass. */
+        bool retry_due = (avail->failed || avail->overflow) && cal_mono_us() >= retry_at;
+        if (queued && !retry_due && lingering(avail))
             continue;
         /* The first failure schedules the retry; later ones do not move
          * it, or a stream of writes to a server that is down would keep it
