@@ -37,6 +37,10 @@ const struct conf_item config_items[] = {
     CONF_INT_ITEM("server", "worker_threads", C, http.worker_threads, 1, 4096, "128",
                   "threads for requests that may wait on a shard (writes, cache misses, "
                   "searches); cache-hit reads are answered by the event loops"),
+    CONF_INT_ITEM("server", "worker_spin_us", C, http.worker_spin_us, 0, 100000, "300",
+                  "a worker that finishes while no other is busy polls for the next request this"
+                  " long before it sleeps (at low load that request skips a thread wakeup); 0 ="
+                  " sleep at once"),
     CONF_INT_ITEM("server", "event_loops", C, http.event_loops, 1, 64, "2",
                   "event-loop threads serving the connections (about one per core)"),
     CONF_INT_ITEM("server", "max_search_listings", C, max_search_listings, 1, 30000, "1000",

@@ -21,6 +21,7 @@ struct http_conf {
     int idle_timeout_s;
     int worker_threads;        /* requests that may block on a shard run on these */
     int event_loops;           /* event-loop threads, each with its own listening socket */
+    int worker_spin_us;        /* how long the last busy worker polls the queue before sleeping */
     unsigned cache_timeout_ms; /* [cache] timeout_ms: a lookup near it diverts reads */
 };
 

@@ -49,6 +49,7 @@ void metrics_shard(unsigned shard_index, enum shard_event ev);
 /* A request answered 503 overloaded: the in-flight limit, or no shard
  * connection free in pool_wait_ms. */
 void metrics_overload(void);
+void metrics_worker_spin_take(void); /* a polling worker took a request: no wakeup */
 void metrics_cache(enum cache_event ev, unsigned count);
 void metrics_group_commit(unsigned bookings); /* one booking transaction of that many */
 void metrics_booking_read(unsigned bookings); /* one calendar read of that many bookings */

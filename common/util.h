@@ -19,6 +19,17 @@ char *cal_strndup(const char *s, size_t len);
 uint64_t cal_now_ms(void);  /* CLOCK_REALTIME, ms since epoch */
 uint64_t cal_mono_us(void); /* CLOCK_MONOTONIC, microseconds */
 
+/* A pause in a polling loop: the core's sibling runs meanwhile. */
+static inline void
+cal_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* A condition whose timed waits take CLOCK_MONOTONIC times, and such a
  * time ms milliseconds from now. */
 void cal_cond_init_monotonic(pthread_cond_t *cond);

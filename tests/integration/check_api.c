@@ -1680,6 +1680,55 @@ expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads, b
 
 /* Over [server] max_inflight calendard refuses at once with 503 overloaded
  * and Retry-After, and still answers the requests it holds. */
+/* Requests a worker took while still polling the queue, out of ten
+ * sequential reads of a reservation (each runs on a worker) on a calendard
+ * of the test's own with [server] worker_spin_us = spin. */
+static long long
+spin_takes_of_sequential_reads(const char *spin, uint64_t id)
+{
+    const struct testd_set sets[] = {{"server", "worker_spin_us", spin}};
+    struct testd d;
+    char err[512];
+    ck_assert_msg(testd_start(&d, &env, sets, CAL_ARRAY_LEN(sets), err, sizeof(err)), "%s", err);
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    long long takes[2];
+    for (int i = 0; i < 12; i++) {
+        bool metrics = i == 0 || i == 11;
+        cal_status st = metrics
+                            ? http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err),
+                                            "%s/metrics", d.url)
+                            : http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err),
+                                            "%s/v1/listings/%" PRIu64 "/reservations/1", d.url, id);
+        ck_assert_msg(st == CAL_OK, "%s", err);
+        if (metrics)
+            takes[i > 0] = metric_value(resp.body, "calendard_worker_spin_takes_total");
+        else
+            expect_error(&resp, 404, "reservation_not_found");
+        http_response_deinit(&resp);
+    }
+    http_client_destroy(client);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
+    ck_assert_msg(takes[0] >= 0 && takes[1] >= takes[0], "spin takes %lld then %lld", takes[0],
+                  takes[1]);
+    return takes[1] - takes[0];
+}
+
+/* [server] worker_spin_us: the worker that finished with no other busy
+ * polls the queue that long before it sleeps, and takes the next request
+ * itself when it comes meanwhile (no thread wakeup); 0 never polls. With
+ * 100 ms, the client's next request comes well within the poll. */
+START_TEST(test_an_idle_worker_polls_for_the_next_request)
+{
+    uint64_t id = create_listing();
+    long long polled = spin_takes_of_sequential_reads("100000", id);
+    long long never = spin_takes_of_sequential_reads("0", id);
+    ck_assert_msg(polled >= 5, "%lld of 10 reads taken by a polling worker", polled);
+    ck_assert_msg(never == 0, "%lld reads taken by a polling worker with worker_spin_us 0", never);
+}
+END_TEST
+
 START_TEST(test_overload_is_refused_with_retry_after)
 {
     struct testd d;
@@ -3276,6 +3325,8 @@ api_suite(void)
         {"endless_chunked_body_is_cut_off", test_endless_chunked_body_is_cut_off, 30},
         {"booking_conflict", test_booking_conflict, 30},
         {"lock_wait_is_a_conflict", test_lock_wait_is_a_conflict, 60},
+        {"an_idle_worker_polls_for_the_next_request",
+         test_an_idle_worker_polls_for_the_next_request, 60},
         {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
         {"sigterm_answers_the_requests_running", test_sigterm_answers_the_requests_running, 60},
         {"a_lost_group_commit_counts_once_against_the_breaker",
