@@ -86,6 +86,8 @@ struct http_server {
     unsigned nworkers, running; /* running: workers not yet exited (lock) */
     unsigned busy;              /* workers handling a request (lock) */
     bool spinning;              /* a worker polls the queue before it sleeps (lock) */
+    unsigned spin_misses;       /* polls in a row that found nothing (lock) */
+    unsigned spin_skips;        /* finishes left to go without a poll (lock) */
     atomic_uint queued;         /* requests in the queue: what the polling worker reads */
 };
 
@@ -259,26 +261,42 @@ http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswer
  * meanwhile) polls the queue for worker_spin_us before it sleeps: at low
  * load the next request comes within a few hundred microseconds, and taken
  * by a running thread it skips a wakeup, about a tenth of a booking's time
- * at one in flight on a 2-core VM. Only one polls, and none while others
- * are busy (the cores are better left to the shards then). */
+ * at one in flight on a 2-core VM. Only one polls, none starts while others
+ * are busy (the cores are better left to the shards then), and polls that
+ * find nothing back off: after n > 2 in a row, the next 2^(n-2) - 1
+ * finishes (at most 63) go to sleep at once, so sparse requests cost
+ * little CPU. Not after one or two: at one booking in flight on a 2-core
+ * VM a third of the polls miss (the next request came later), and backing
+ * off after each miss lost most of the takes. */
 static void
 spin_for_work(struct http_server *srv)
 {
     if (srv->conf.worker_spin_us <= 0 || srv->busy > 0 || srv->spinning || srv->qhead != NULL ||
         atomic_load(&srv->stopping))
         return;
+    if (srv->spin_skips > 0) {
+        srv->spin_skips--;
+        return;
+    }
     srv->spinning = true;
     pthread_mutex_unlock(&srv->lock);
     uint64_t end = cal_mono_us() + (uint64_t)srv->conf.worker_spin_us;
-    bool got = false;
-    while (!(got = atomic_load_explicit(&srv->queued, memory_order_acquire) > 0) &&
-           cal_mono_us() < end)
+    while (atomic_load_explicit(&srv->queued, memory_order_acquire) == 0 && cal_mono_us() < end)
         for (int i = 0; i < 32; i++)
             cal_cpu_relax();
     pthread_mutex_lock(&srv->lock);
     srv->spinning = false;
-    if (got && srv->qhead != NULL)
-        metrics_worker_spin_take();
+    /* A request there now was queued while this one polled: no worker was
+     * woken for it, this one takes it. */
+    if (srv->qhead != NULL) {
+        srv->spin_misses = 0;
+        metrics_worker_spin(true);
+    } else {
+        if (srv->spin_misses < 8)
+            srv->spin_misses++;
+        srv->spin_skips = srv->spin_misses > 2 ? (1u << (srv->spin_misses - 2)) - 1 : 0;
+        metrics_worker_spin(false);
+    }
 }
 
 static void *
@@ -288,7 +306,6 @@ worker_main(void *arg)
     struct http_server *srv = self->srv;
     pthread_mutex_lock(&srv->lock);
     for (;;) {
-        spin_for_work(srv);
         while (srv->qhead == NULL && !atomic_load(&srv->stopping)) {
             self->waiting = true;
             self->next = srv->idle;
@@ -314,6 +331,7 @@ worker_main(void *arg)
         wake_loop(lp);
         pthread_mutex_lock(&srv->lock);
         srv->busy--;
+        spin_for_work(srv);
     }
     srv->running--;
     pthread_mutex_unlock(&srv->lock);
@@ -495,8 +513,10 @@ loop_main(void *arg)
             pthread_mutex_lock(&srv->lock);
             bool workers_done = srv->running == 0;
             struct http_request *left = workers_done ? srv->qhead : NULL;
-            if (workers_done)
+            if (workers_done) {
                 srv->qhead = srv->qtail = NULL;
+                atomic_store(&srv->queued, 0);
+            }
             pthread_mutex_unlock(&srv->lock);
             while (left != NULL) { /* parked after the workers had gone */
                 struct http_request *next = left->next;

@@ -35,7 +35,7 @@ static atomic_ullong latency_buckets[EP_COUNT][NBUCKETS + 1];
 static atomic_ullong latency_sum_us[EP_COUNT];
 static atomic_ullong shard_events[METRICS_MAX_SHARDS][SHARD_EVENT_COUNT];
 static atomic_ullong overloads;
-static atomic_ullong spin_takes;
+static atomic_ullong spin_takes, spin_misses;
 static atomic_ullong group_commits, group_commit_bookings;
 static atomic_ullong booking_reads, booking_read_bookings;
 static atomic_ullong cache_events[CACHE_EVENT_COUNT];
@@ -81,9 +81,9 @@ metrics_overload(void)
 }
 
 void
-metrics_worker_spin_take(void)
+metrics_worker_spin(bool took)
 {
-    atomic_fetch_add_explicit(&spin_takes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(took ? &spin_takes : &spin_misses, 1, memory_order_relaxed);
 }
 
 void
@@ -196,8 +196,12 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
          "# HELP calendard_worker_spin_takes_total Requests taken by a worker still polling the"
          " queue after its last one ([server] worker_spin_us), without a thread wakeup.\n"
          "# TYPE calendard_worker_spin_takes_total counter\ncalendard_worker_spin_takes_total"
+         " %llu\n"
+         "# HELP calendard_worker_spin_misses_total Polls of the queue that found no request"
+         " (each cost up to worker_spin_us of CPU).\n"
+         "# TYPE calendard_worker_spin_misses_total counter\ncalendard_worker_spin_misses_total"
          " %llu\n",
-         load(&spin_takes));
+         load(&spin_takes), load(&spin_misses));
     emit(&b,
          "# HELP calendard_booking_transactions_total Booking transactions (group commits).\n"
          "# TYPE calendard_booking_transactions_total counter\n"

@@ -3,6 +3,7 @@
 #ifndef CAL_METRICS_H
 #define CAL_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,7 +50,9 @@ void metrics_shard(unsigned shard_index, enum shard_event ev);
 /* A request answered 503 overloaded: the in-flight limit, or no shard
  * connection free in pool_wait_ms. */
 void metrics_overload(void);
-void metrics_worker_spin_take(void); /* a polling worker took a request: no wakeup */
+/* A worker's poll of the queue before it slept: took a request (no
+ * wakeup), or found none. */
+void metrics_worker_spin(bool took);
 void metrics_cache(enum cache_event ev, unsigned count);
 void metrics_group_commit(unsigned bookings); /* one booking transaction of that many */
 void metrics_booking_read(unsigned bookings); /* one calendar read of that many bookings */

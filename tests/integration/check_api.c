@@ -1678,23 +1678,27 @@ expect_held_booked(uint64_t id, struct held_booking *held, pthread_t *threads, b
     expect_no_failures();
 }
 
-/* Over [server] max_inflight calendard refuses at once with 503 overloaded
- * and Retry-After, and still answers the requests it holds. */
-/* Requests a worker took while still polling the queue, out of ten
- * sequential reads of a reservation (each runs on a worker) on a calendard
- * of the test's own with [server] worker_spin_us = spin. */
-static long long
-spin_takes_of_sequential_reads(const char *spin, uint64_t id)
+/* The polls of the request queue ([server] worker_spin_us = spin) on a
+ * calendard of the test's own over ten reads of a reservation (each runs on
+ * a worker, and so does /metrics) sent one after another, gap_ms apart:
+ * takes[0] the polls that took the next request, takes[1] those that found
+ * none. */
+static void
+spins_over_sequential_reads(const char *spin, unsigned gap_ms, uint64_t id, long long out[2])
 {
     const struct testd_set sets[] = {{"server", "worker_spin_us", spin}};
+    static const char *const names[2] = {"calendard_worker_spin_takes_total",
+                                         "calendard_worker_spin_misses_total"};
     struct testd d;
     char err[512];
     ck_assert_msg(testd_start(&d, &env, sets, CAL_ARRAY_LEN(sets), err, sizeof(err)), "%s", err);
     struct http_client *client = http_client_create();
     struct http_response resp;
-    long long takes[2];
+    long long v[2][2];
     for (int i = 0; i < 12; i++) {
         bool metrics = i == 0 || i == 11;
+        if (i > 0 && gap_ms > 0)
+            cal_sleep_ms(gap_ms);
         cal_status st = metrics
                             ? http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err),
                                             "%s/metrics", d.url)
@@ -1702,7 +1706,8 @@ spin_takes_of_sequential_reads(const char *spin, uint64_t id)
                                             "%s/v1/listings/%" PRIu64 "/reservations/1", d.url, id);
         ck_assert_msg(st == CAL_OK, "%s", err);
         if (metrics)
-            takes[i > 0] = metric_value(resp.body, "calendard_worker_spin_takes_total");
+            for (int m = 0; m < 2; m++)
+                v[i > 0][m] = metric_value(resp.body, names[m]);
         else
             expect_error(&resp, 404, "reservation_not_found");
         http_response_deinit(&resp);
@@ -1710,25 +1715,39 @@ spin_takes_of_sequential_reads(const char *spin, uint64_t id)
     http_client_destroy(client);
     ck_assert_int_eq(testd_stop(&d, 30), 0);
     testd_cleanup(&d);
-    ck_assert_msg(takes[0] >= 0 && takes[1] >= takes[0], "spin takes %lld then %lld", takes[0],
-                  takes[1]);
-    return takes[1] - takes[0];
+    for (int m = 0; m < 2; m++) {
+        ck_assert_msg(v[0][m] >= 0 && v[1][m] >= v[0][m], "%s %lld then %lld", names[m], v[0][m],
+                      v[1][m]);
+        out[m] = v[1][m] - v[0][m];
+    }
 }
 
 /* [server] worker_spin_us: the worker that finished with no other busy
  * polls the queue that long before it sleeps, and takes the next request
  * itself when it comes meanwhile (no thread wakeup); 0 never polls. With
- * 100 ms, the client's next request comes well within the poll. */
+ * 100 ms, the client's next request comes well within the poll. Requests
+ * further apart than the poll find nothing, and the polls back off: of
+ * eleven finishes 150 ms apart, five poll (the first three, then after
+ * skipping 1, then 3, then 7 ...). */
 START_TEST(test_an_idle_worker_polls_for_the_next_request)
 {
     uint64_t id = create_listing();
-    long long polled = spin_takes_of_sequential_reads("100000", id);
-    long long never = spin_takes_of_sequential_reads("0", id);
-    ck_assert_msg(polled >= 5, "%lld of 10 reads taken by a polling worker", polled);
-    ck_assert_msg(never == 0, "%lld reads taken by a polling worker with worker_spin_us 0", never);
+    long long polled[2], never[2], sparse[2];
+    spins_over_sequential_reads("100000", 0, id, polled);
+    spins_over_sequential_reads("0", 0, id, never);
+    spins_over_sequential_reads("20000", 150, id, sparse);
+    ck_assert_msg(polled[0] >= 5, "%lld of 11 requests taken by a polling worker", polled[0]);
+    ck_assert_msg(never[0] == 0 && never[1] == 0,
+                  "worker_spin_us 0 polled: %lld takes, %lld misses", never[0], never[1]);
+    ck_assert_msg(sparse[0] == 0, "a 20 ms poll took a request sent 150 ms later");
+    ck_assert_msg(sparse[1] >= 3 && sparse[1] <= 6,
+                  "%lld polls found nothing over 11 requests 150 ms apart (back-off: 3..6)",
+                  sparse[1]);
 }
 END_TEST
 
+/* Over [server] max_inflight calendard refuses at once with 503 overloaded
+ * and Retry-After, and still answers the requests it holds. */
 START_TEST(test_overload_is_refused_with_retry_after)
 {
     struct testd d;
