@@ -437,10 +437,7 @@ lingering(struct avail *avail)
     uint64_t now = cal_mono_us();
     if (now >= due || avail->nqueued >= PENDING_SEND_BATCH)
         return false;
-    struct timespec ts = cal_mono_after_ms(0);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (due - now) * 1000;
-    ts.tv_sec += (time_t)(ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
+    struct timespec ts = cal_mono_after_us(due - now);
     pthread_cond_timedwait(&avail->work, &avail->pending_lock, &ts);
     return true;
 }

@@ -77,17 +77,23 @@ cal_cond_init_monotonic(pthread_cond_t *cond)
 }
 
 struct timespec
-cal_mono_after_ms(unsigned ms)
+cal_mono_after_us(uint64_t us)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += (time_t)(us / 1000000);
+    ts.tv_nsec += (long)(us % 1000000) * 1000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
     return ts;
+}
+
+struct timespec
+cal_mono_after_ms(unsigned ms)
+{
+    return cal_mono_after_us((uint64_t)ms * 1000);
 }
 
 void

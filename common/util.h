@@ -34,6 +34,7 @@ cal_cpu_relax(void)
  * time ms milliseconds from now. */
 void cal_cond_init_monotonic(pthread_cond_t *cond);
 struct timespec cal_mono_after_ms(unsigned ms);
+struct timespec cal_mono_after_us(uint64_t us);
 void cal_sleep_ms(unsigned ms);
 
 /* Thread-safe fast PRNG (per-thread xorshift seeded from getrandom). */

@@ -96,6 +96,14 @@ START_TEST(monotonic_deadlines)
         ck_assert_uint_ge(at, before + ms * 1000u);
         ck_assert_uint_le(at, cal_mono_us() + ms * 1000u);
     }
+    for (uint64_t us = 0; us < 3000000; us += 199999) { /* sub-millisecond deadlines too */
+        uint64_t before = cal_mono_us();
+        struct timespec ts = cal_mono_after_us(us);
+        ck_assert(ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000L);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000;
+        ck_assert_uint_ge(at, before + us);
+        ck_assert_uint_le(at, cal_mono_us() + us);
+    }
     struct timespec ts = cal_mono_after_ms(30);
     uint64_t t0 = cal_mono_us();
     pthread_mutex_lock(&mu);
