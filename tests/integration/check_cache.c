@@ -36,16 +36,23 @@ load_env(void)
     ck_assert_msg(env.memcached_servers[0] != '\0', "stack.env has no MEMCACHED_SERVERS");
 }
 
+/* An avail on servers whose deletes linger delete_linger_ms. */
 static struct avail *
-make_avail(const char *servers)
+make_avail_lingering(const char *servers, unsigned delete_linger_ms)
 {
-    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2};
+    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2, .delete_linger_ms = delete_linger_ms};
     char err[256];
     snprintf(conf.cache.servers, sizeof(conf.cache.servers), "%s", servers);
     conf.cache.timeout_ms = 50;
     struct avail *avail = avail_create(&conf, err, sizeof(err));
     ck_assert_msg(avail != NULL, "%s", err);
     return avail;
+}
+
+static struct avail *
+make_avail(const char *servers)
+{
+    return make_avail_lingering(servers, 0);
 }
 
 static struct cache *
@@ -1084,12 +1091,7 @@ START_TEST(deletes_linger_then_share_a_round_trip)
 {
     load_env();
     enum { LINGER_MS = 800 };
-    struct avail_conf conf = {.ttl_s = 60, .lease_ttl_s = 2, .delete_linger_ms = LINGER_MS};
-    char err[256];
-    snprintf(conf.cache.servers, sizeof(conf.cache.servers), "%s", env.memcached_servers);
-    conf.cache.timeout_ms = 200;
-    struct avail *avail = avail_create(&conf, err, sizeof(err));
-    ck_assert_msg(avail != NULL, "%s", err);
+    struct avail *avail = make_avail_lingering(env.memcached_servers, LINGER_MS);
     struct cache *c = make_cache();
     uint64_t first = testenv_random48(), second = first + 1, third = first + 2;
     char k1[CACHEKEY_MAX], k2[CACHEKEY_MAX], k3[CACHEKEY_MAX];
