@@ -1143,6 +1143,29 @@ START_TEST(deletes_linger_then_share_a_round_trip)
 }
 END_TEST
 
+/* A full round of queued deletes goes at once: a linger only waits for
+ * writes that would share a round trip, and a full one has no room. */
+START_TEST(a_full_round_of_deletes_does_not_linger)
+{
+    load_env();
+    enum { LINGER_MS = 2000, ROUND = 256 };
+    struct avail *avail = make_avail_lingering(env.memcached_servers, LINGER_MS);
+    uint64_t first = testenv_random48();
+    uint64_t t0 = cal_mono_us();
+    for (uint64_t i = 0; i < ROUND - 1; i++)
+        avail_invalidate(avail, first + i, 0, 0); /* the listing key alone */
+    ck_assert_msg(!avail_settle(avail, 300), "%d keys, less than a round, did not linger",
+                  ROUND - 1);
+    avail_invalidate(avail, first + ROUND - 1, 0, 0);
+    ck_assert_msg(avail_settle(avail, 600), "a full round of deletes waited (%zu keys pending)",
+                  avail_pending_keys(avail));
+    uint64_t took_us = cal_mono_us() - t0;
+    ck_assert_msg(took_us < LINGER_MS * 1000, "the round went after %llu us: it lingered",
+                  (unsigned long long)took_us);
+    avail_destroy(avail);
+}
+END_TEST
+
 /* A retry sends at most 256 keys of a bucket of the pending set at a time:
  * after memcached was stopped, a bucket holding more failed keys than that
  * must still be emptied once it answers again. */
@@ -1818,6 +1841,7 @@ main(void)
     UNIT_CASE(s, failed_invalidation_still_reads_own_write);
     UNIT_CASE(s, unsent_invalidation_still_reads_own_write);
     UNIT_CASE(s, deletes_linger_then_share_a_round_trip);
+    UNIT_CASE(s, a_full_round_of_deletes_does_not_linger);
     UNIT_CASE(s, fill_of_an_unsent_invalidation_is_dropped);
     UNIT_CASE(s, retry_empties_a_crowded_bucket);
     UNIT_CASE(s, writes_invalidate_cached_availability);
