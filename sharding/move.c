@@ -1242,8 +1242,14 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
                          .freeze_ms = -1,
                          .start_us = cal_mono_us()};
     if (m.source == target) {
-        snprintf(err, errlen, "vbucket %u is on shard %u already", vbucket, target);
-        return CAL_EINVAL;
+        /* Asked twice, or moved by another run since a plan: done. */
+        if (out != NULL)
+            *out = (struct move_progress){.vbucket = vbucket,
+                                          .source = target,
+                                          .target = target,
+                                          .phase = "none",
+                                          .freeze_ms = -1};
+        return CAL_OK;
     }
     if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
         return rc;

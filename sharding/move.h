@@ -56,8 +56,9 @@ struct move_opts {
     void (*after_versions)(uint32_t vbucket);
 };
 
-/* Moves vbucket to shard target. CAL_EINVAL when it is there already or a
- * move of it is unfinished (run move_resume). CAL_EDUP when the target
+/* Moves vbucket to shard target. CAL_OK with out->phase "none" when it is
+ * there already (nothing done); CAL_EINVAL when a move of it is unfinished
+ * (run move_resume). CAL_EDUP when the target
  * holds a reservation id of the vbucket for another listing: the copy never
  * overwrites that row, and the move stops before its cutover (nothing
  * changed owner; err names the id and both listings). out gets the final

@@ -90,7 +90,8 @@ usage(FILE *out)
             "  plan                           print the moves that would even the listings\n"
             "                                 across active shards and empty draining ones\n"
             "  move --vbucket N --to ID [--max-freeze-ms N]\n"
-            "                                 move one vbucket now\n"
+            "                                 move one vbucket now (on shard ID already:\n"
+            "                                 nothing to do, exit 0)\n"
             "  rebalance [--dry-run] [--parallel N] [--max-freeze-ms N]\n"
             "                                 plan, then execute the moves (--dry-run: plan only)\n"
             "  verify [--vbucket N]           check the fence and compare every row of a vbucket\n"
@@ -511,6 +512,9 @@ cmd_move(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: move: %s\n", err);
         return exit_of(rc);
     }
+    if (strcmp(res.phase, "none") == 0)
+        printf("vbucket %lld is on shard %lld already: nothing to move\n", (long long)opt.vbucket,
+               (long long)opt.to);
     return 0;
 }
 
