@@ -70,6 +70,7 @@ struct move_rec {
     double freeze_ms;
     uint64_t start_us;
     uint64_t reported_us;  /* the last progress line (report_due) */
+    uint64_t rows_checked; /* of the source's rows, by the cleanup's check of the copy */
     uint64_t frozen_at_us; /* when this process took the fence; 0 after a crash */
     bool lost_lock;        /* stopped because its move lock could not be confirmed */
     uint64_t lock_session; /* CONNECTION_ID() of the catalog session that took the lock */
@@ -111,6 +112,7 @@ report(const struct move_opts *o, struct move_rec *m)
                               .target = m->target,
                               .phase = m->phase,
                               .rows_copied = m->rows_copied,
+                              .rows_checked = m->rows_checked,
                               .elapsed_s = (double)(cal_mono_us() - m->start_us) / 1e6,
                               .freeze_ms = m->freeze_ms};
     o->progress(&p);
@@ -896,6 +898,21 @@ copy_and_cutover(struct cluster *c, struct move_rec *m, struct db *src, struct d
     return phase_target_and_catalog(c, m, dst, o, err, errlen);
 }
 
+struct check_progress {
+    struct cluster *c;
+    const struct move_opts *o;
+    struct move_rec *m;
+};
+
+/* verify_copy's after_table: a progress line when one is due. */
+static void
+copy_checked(void *arg, const struct verify_report *rep)
+{
+    struct check_progress *cp = arg;
+    cp->m->rows_checked = rep->checked;
+    report_due(cp->c, cp->o, cp->m);
+}
+
 /* The cleanup, the source's rows locked (lock_rows). */
 static cal_status
 phase_cleanup(struct cluster *c, struct move_rec *m, struct db *src, struct db *dst,
@@ -909,7 +926,9 @@ phase_cleanup(struct cluster *c, struct move_rec *m, struct db *src, struct db *
     struct verify_report vr;
     if ((rc = check_move_lock(c, o, m, "cleanup-verify", err, errlen)) != CAL_OK)
         return rc;
-    if ((rc = verify_copy(dst, src, m->vbucket, m->source, &vr, stderr, err, errlen)) != CAL_OK)
+    struct check_progress cp = {.c = c, .o = o, .m = m};
+    if ((rc = verify_copy(dst, src, m->vbucket, m->source, copy_checked, &cp, &vr, stderr, err,
+                          errlen)) != CAL_OK)
         return rc;
     if (vr.missing > 0 || vr.different > 0) {
         snprintf(err, errlen,
@@ -1262,6 +1281,7 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
         out->target = target;
         out->phase = rc == CAL_OK ? "done" : "failed";
         out->rows_copied = m.rows_copied;
+        out->rows_checked = m.rows_checked;
         out->elapsed_s = (double)(cal_mono_us() - m.start_us) / 1e6;
         out->freeze_ms = m.freeze_ms;
     }

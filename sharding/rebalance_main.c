@@ -155,6 +155,8 @@ progress(const struct move_progress *p)
     pthread_mutex_lock(&out_lock);
     printf("vbucket %u: shard %u -> %u phase=%s rows_copied=%llu elapsed=%.2fs", p->vbucket,
            p->source, p->target, p->phase, (unsigned long long)p->rows_copied, p->elapsed_s);
+    if (p->rows_checked > 0)
+        printf(" rows_checked=%llu", (unsigned long long)p->rows_checked);
     if (p->freeze_ms >= 0)
         printf(" write_pause_ms=%.1f", p->freeze_ms);
     printf("\n");

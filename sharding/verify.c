@@ -137,6 +137,7 @@ compare_table(struct db *owner, struct db *other, const struct vtable *t, uint32
     if (rc == CAL_OK) {
         /* Both sides come ordered by primary key; pk_cmp follows that order. */
         size_t i = 0, j = 0;
+        rep->checked += b.n;
         char other_name[32];
         while (rc == CAL_OK && (i < a.n || j < b.n)) {
             int cmp = i == a.n ? 1 : j == b.n ? -1 : pk_cmp(a.pk[i], b.pk[j]);
@@ -569,13 +570,17 @@ verify_run(struct cluster *c, int64_t vbucket, struct verify_report *rep, FILE *
 
 cal_status
 verify_copy(struct db *target, struct db *source, uint32_t vbucket, uint32_t source_id,
+            void (*after_table)(void *arg, const struct verify_report *rep), void *arg,
             struct verify_report *rep, FILE *out, char *err, size_t errlen)
 {
     cal_status rc = CAL_OK;
     memset(rep, 0, sizeof(*rep));
     rep->vbuckets = rep->compared = 1;
-    for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++)
+    for (size_t t = 0; t < sizeof(VTABLES) / sizeof(VTABLES[0]) && rc == CAL_OK; t++) {
         rc = compare_table(target, source, &VTABLES[t], vbucket, source_id, true, rep, out, err,
                            errlen);
+        if (rc == CAL_OK && after_table != NULL)
+            after_table(arg, rep);
+    }
     return rc;
 }

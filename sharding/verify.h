@@ -29,6 +29,7 @@ struct verify_report {
     uint64_t misrouted;    /* (listing, vbucket) pairs of rows whose vbucket column is not the
                             * listing's (fmix64(id) % N), or is past N: written by hand or by a
                             * loader that computed it otherwise (moves copy the column as is) */
+    uint64_t checked;      /* rows of the other shard (a move's source) compared row by row */
 };
 
 /* vbucket < 0: every vbucket. Details of each problem go to out. The map
@@ -43,8 +44,11 @@ cal_status verify_run(struct cluster *c, int64_t vbucket, struct verify_report *
  * on source (frozen since the cutover) must be on target (its owner now)
  * with the same values, or at a newer version (written since). Fills
  * rep->missing, rep->different and rep->collisions; rep->extra stays 0 (rows new on the
- * target are expected). Details of each problem go to out. */
+ * target are expected). Details of each problem go to out. after_table
+ * (NULL: none) is called with arg once each table is compared, rep->checked
+ * counting the source's rows so far: a large vbucket's check takes a while. */
 cal_status verify_copy(struct db *target, struct db *source, uint32_t vbucket, uint32_t source_id,
+                       void (*after_table)(void *arg, const struct verify_report *rep), void *arg,
                        struct verify_report *rep, FILE *out, char *err, size_t errlen);
 
 #endif

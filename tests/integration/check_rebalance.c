@@ -1343,14 +1343,16 @@ END_TEST
 
 /* Progress of a long copy: reported between its chunks (here after every
  * chunk: the interval is 1 us), with rows_copied growing and journaled,
- * so status shows a running copy. The vbucket gets 450 more listings on
- * its source, three chunks of the copy's first pass. */
+ * so status shows a running copy; and of the cleanup's check of the copy,
+ * after each table with the source's rows checked so far. The vbucket gets
+ * 450 more listings on its source, three chunks of the copy's first pass. */
 #define PROGRESS_MAX 64
 static struct {
     struct db *cat;
     size_t n;
     char phase[PROGRESS_MAX][17];
     uint64_t rows[PROGRESS_MAX];
+    uint64_t checked[PROGRESS_MAX];
     long long journaled[PROGRESS_MAX];
 } seen_progress;
 
@@ -1362,6 +1364,7 @@ note_progress(const struct move_progress *p)
         return;
     cal_strlcpy(seen_progress.phase[i], p->phase, sizeof(seen_progress.phase[i]));
     seen_progress.rows[i] = p->rows_copied;
+    seen_progress.checked[i] = p->rows_checked;
     /* Read without asserting: a failure here would leave the move open. */
     char err[256];
     struct db_stmt *st;
@@ -1430,11 +1433,27 @@ START_TEST(a_long_copy_reports_its_progress)
                       "line %zu journaled %lld:%s", i, seen_progress.journaled[i], lines);
     }
     ck_assert_msg(mid >= 2, "%zu lines within the copy:%s", mid, lines);
+    /* The check of the copy in cleanup: a line after each table, the rows
+     * checked growing to the source's whole vbucket (listings, then its
+     * listing's nights, then its reservation: counts that differ; the
+     * delete's lines after the check carry its total). */
+    size_t counts = 0;
+    uint64_t checked = 0;
+    for (size_t i = 0; i < seen_progress.n; i++) {
+        if (strcmp(seen_progress.phase[i], "cleanup") != 0 || seen_progress.checked[i] == 0)
+            continue;
+        ck_assert_msg(seen_progress.checked[i] >= checked, "rows checked went down");
+        counts += seen_progress.checked[i] > checked;
+        checked = seen_progress.checked[i];
+    }
+    ck_assert_msg(counts >= 3 && checked >= 450,
+                  "%zu counts of rows checked within the check, the last %llu", counts,
+                  (unsigned long long)checked);
     ck_assert_str_eq(seen_progress.phase[seen_progress.n - 1], "done");
     check_after_move(h, m.id, m.rid, m.key, m.target);
 
     /* Moved back at the default interval (5 s), a copy this short reports
-     * once per pass only: no line within it. */
+     * once per pass only: no line within it, nor within the check. */
     memset(&seen_progress, 0, sizeof(seen_progress));
     seen_progress.cat = cat;
     open_cluster(&c);
@@ -1447,6 +1466,10 @@ START_TEST(a_long_copy_reports_its_progress)
         ck_assert_msg(seen_progress.rows[copies] == 0 ||
                           seen_progress.rows[copies] == seen_progress.rows[seen_progress.n - 1],
                       "a line within a short copy at the default interval");
+    for (size_t i = 0; i < seen_progress.n; i++)
+        ck_assert_msg(strcmp(seen_progress.phase[i], "cleanup") != 0 ||
+                          seen_progress.checked[i] == 0,
+                      "a line within a short check at the default interval");
     ck_assert_str_eq(seen_progress.phase[seen_progress.n - 1], "done");
     ck_assert_int_eq(owner_of(m.v), m.from);
     ck_assert_int_eq(get_reservation(h, m.id, m.rid), 200);
