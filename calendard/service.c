@@ -304,13 +304,16 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     unsigned lost = 0, tries = 0;
     bool rerouted = false;
     for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
-        /* A hung shard costs one timeout per attempt: bound the whole request. */
-        if (attempt > 0 && cal_mono_us() > deadline)
-            break;
+        /* A hung shard costs one timeout per attempt: bound the whole
+         * request. No try starts after the deadline, nor a backoff that
+         * would end past it. */
         if (attempt > 0) {
+            unsigned ms = booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
+                                             svc->conf.backoff_max_ms, cal_rand64());
+            if (cal_mono_us() + (uint64_t)ms * 1000 > deadline)
+                break;
             metrics_shard(rt.shard_index, SHARD_RETRY);
-            cal_sleep_ms(booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
-                                            svc->conf.backoff_max_ms, cal_rand64()));
+            cal_sleep_ms(ms);
         }
         if ((rc = router_route(svc->router, listing_id, &rt, err, sizeof(err))) != CAL_OK)
             break;

@@ -610,10 +610,10 @@ START_TEST(no_block_goes_past_two_to_the_53)
 }
 END_TEST
 
-/* A calendard in this process, on the stack's catalog and shards; its
- * reservation ids come from catalog_for_ids. */
+/* A calendard in this process, on the stack's catalog and shards, with
+ * sc's retries and deadline; its reservation ids come from sc->catalog. */
 static struct service *
-service_on_stack(const struct db_conf *catalog_for_ids, struct router **r, struct avail **a)
+service_on_stack_retrying(const struct service_conf *sc, struct router **r, struct avail **a)
 {
     char err[256];
     struct router_conf rc = {.pool_size = 4,
@@ -624,6 +624,16 @@ service_on_stack(const struct db_conf *catalog_for_ids, struct router **r, struc
     ck_assert(db_conf_parse_dsn(&rc.catalog, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
     ck_assert(db_conf_parse_dsn(&rc.shard, env.shard_dsns[0], err, sizeof(err)) == CAL_OK);
     struct avail_conf ac = {.ttl_s = 60, .lease_ttl_s = 1}; /* no cache servers: no cache */
+    *r = router_create(&rc);
+    *a = avail_create(&ac, err, sizeof(err));
+    ck_assert_msg(*a != NULL, "%s", err);
+    return service_create(sc, *r, *a);
+}
+
+/* The same with 3 tries 1-10 ms apart, in 5 s at most. */
+static struct service *
+service_on_stack(const struct db_conf *catalog_for_ids, struct router **r, struct avail **a)
+{
     struct service_conf sc = {.max_attempts = 3,
                               .backoff_base_ms = 1,
                               .backoff_max_ms = 10,
@@ -632,10 +642,7 @@ service_on_stack(const struct db_conf *catalog_for_ids, struct router **r, struc
                               .batch_max = 32,
                               .batch_lanes = 4,
                               .catalog = *catalog_for_ids};
-    *r = router_create(&rc);
-    *a = avail_create(&ac, err, sizeof(err));
-    ck_assert_msg(*a != NULL, "%s", err);
-    return service_create(&sc, *r, *a);
+    return service_on_stack_retrying(&sc, r, a);
 }
 
 /* One request; returns the status, the body in body[size]. */
@@ -653,6 +660,21 @@ call_service(struct service *svc, const char *method, const char *path, const ch
     snprintf(body, size, "%.*s", (int)resp.body_len, resp.body ? resp.body : "");
     free(resp.body);
     return resp.status;
+}
+
+/* A new listing (1-30 nights at 100.00 USD), made through svc. */
+static uint64_t
+put_new_listing(struct service *svc)
+{
+    char path[128], body[2048];
+    uint64_t listing = testenv_random48();
+    snprintf(path, sizeof(path), "/v1/listings/%llu", (unsigned long long)listing);
+    int st = call_service(
+        svc, "PUT", path, NULL,
+        "{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}", body,
+        sizeof(body));
+    ck_assert_msg(st == 201, "%d %s", st, body);
+    return listing;
 }
 
 /* A loopback port nothing listens on (bound, then closed: free unless
@@ -782,13 +804,8 @@ START_TEST(without_a_reservation_id_only_a_new_booking_fails)
     struct service *ok = service_on_stack(&good, &r1, &a1);
     struct service *no_ids = service_on_stack(&down, &r2, &a2);
 
-    uint64_t listing = testenv_random48();
-    snprintf(path, sizeof(path), "/v1/listings/%llu", (unsigned long long)listing);
-    int st = call_service(
-        ok, "PUT", path, NULL,
-        "{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}", body,
-        sizeof(body));
-    ck_assert_msg(st == 201, "%d %s", st, body);
+    uint64_t listing = put_new_listing(ok);
+    int st;
     testenv_format_date(testenv_today() + 10, in, sizeof(in));
     testenv_format_date(testenv_today() + 12, out, sizeof(out));
     snprintf(json, sizeof(json), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", in,
@@ -834,6 +851,89 @@ START_TEST(without_a_reservation_id_only_a_new_booking_fails)
 }
 END_TEST
 
+/* The request deadline bounds retries: no try starts after it, and no
+ * backoff that would end past it is slept. Here every try is fenced off
+ * ("moved": the owner's fence row is gone while the catalog still names
+ * it), the deadline is 10 ms and a backoff up to 2 s: each booking gives
+ * up within a try of the deadline (400 ms allowed, for the sanitizers'
+ * builds). Before, the first backoff was slept whole (beyond 410 ms four
+ * times in five). */
+START_TEST(no_backoff_outlasts_the_request_deadline)
+{
+    enum { DEADLINE_MS = 10, BACKOFF_MS = 2000, TRIES = 3 };
+    char err[256], body[2048], path[128], json[256], in[16], out[16], key[32];
+    struct db_conf ids = {0};
+    ck_assert(db_conf_parse_dsn(&ids, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
+    struct service_conf sc = {.max_attempts = 50,
+                              .backoff_base_ms = BACKOFF_MS,
+                              .backoff_max_ms = BACKOFF_MS,
+                              .max_search_listings = 100,
+                              .deadline_ms = DEADLINE_MS,
+                              .batch_max = 32,
+                              .batch_lanes = 4,
+                              .catalog = ids};
+    struct router *r;
+    struct avail *a;
+    struct service *svc = service_on_stack_retrying(&sc, &r, &a);
+    uint64_t listing = put_new_listing(svc);
+    int st;
+    struct route rt;
+    ck_assert_msg(router_route(r, listing, &rt, err, sizeof(err)) == CAL_OK, "%s", err);
+
+    /* The owner's fence row, taken away: nothing is asserted until it is
+     * back, so a failure cannot leave the stack without it. */
+    struct db *owner = NULL;
+    long long epoch = -1;
+    struct db_val v[1] = {DB_INT_V(rt.vbucket)}, col[1];
+    for (size_t i = 0; i < env.nshards && owner == NULL; i++) {
+        struct db *db = testenv_connect_shard(&env, i, err, sizeof(err));
+        struct db_stmt *q;
+        if (db != NULL && db_query(db, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", v, 1,
+                                   &q, err, sizeof(err)) == CAL_OK) {
+            while (db_fetch(q, col, 1, err, sizeof(err)) > 0)
+                epoch = col[0].i;
+            if (epoch >= 0)
+                owner = db;
+        }
+        if (owner == NULL && db != NULL)
+            db_close(db);
+    }
+    ck_assert_msg(owner != NULL, "no shard holds vbucket %u's fence row", rt.vbucket);
+    bool removed = db_query(owner, "DELETE FROM vbucket_owner WHERE vbucket = ?", v, 1, NULL, err,
+                            sizeof(err)) == CAL_OK;
+    uint64_t took_us[TRIES];
+    int status[TRIES];
+    testenv_format_date(testenv_today() + 10, in, sizeof(in));
+    testenv_format_date(testenv_today() + 12, out, sizeof(out));
+    snprintf(json, sizeof(json), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", in,
+             out);
+    snprintf(path, sizeof(path), "/v1/listings/%llu/reservations", (unsigned long long)listing);
+    for (int i = 0; i < TRIES && removed; i++) {
+        snprintf(key, sizeof(key), "deadline-%d", i);
+        uint64_t t0 = cal_mono_us();
+        status[i] = call_service(svc, "POST", path, key, json, body, sizeof(body));
+        took_us[i] = cal_mono_us() - t0;
+    }
+    struct db_val back[2] = {DB_INT_V(rt.vbucket), DB_INT_V(epoch)};
+    bool restored =
+        !removed || db_query(owner, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)",
+                             back, 2, NULL, err, sizeof(err)) == CAL_OK;
+    db_close(owner);
+    ck_assert_msg(removed && restored, "vbucket %u's fence row: %s", rt.vbucket, err);
+    for (int i = 0; i < TRIES; i++) {
+        ck_assert_msg(status[i] == 503, "booking %d: %d", i, status[i]);
+        ck_assert_msg(took_us[i] < (DEADLINE_MS + 400) * 1000,
+                      "booking %d gave up after %llu us: a backoff outlasted the %d ms deadline", i,
+                      (unsigned long long)took_us[i], DEADLINE_MS);
+    }
+    st = call_service(svc, "POST", path, "deadline-ok", json, body, sizeof(body));
+    ck_assert_msg(st == 201, "with the fence row back: %d %s", st, body);
+    service_destroy(svc);
+    router_destroy(r);
+    avail_destroy(a);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -856,6 +956,7 @@ main(void)
     tcase_add_test(tc, reservation_id_blocks_of_two_daemons_are_disjoint);
     tcase_add_test(tc, no_block_goes_past_two_to_the_53);
     tcase_add_test(tc, without_a_reservation_id_only_a_new_booking_fails);
+    tcase_add_test(tc, no_backoff_outlasts_the_request_deadline);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
