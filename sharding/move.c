@@ -919,6 +919,7 @@ phase_cleanup(struct cluster *c, struct move_rec *m, struct db *src, struct db *
               const struct move_opts *o, char *err, size_t errlen)
 {
     cal_status rc;
+    m->rows_checked = 0; /* a cleanup run again checks again */
     report(o, m);
     /* The source's copy is the last evidence of what was moved: deleted
      * only once the target holds all of it (or newer). Refused, the
@@ -1261,7 +1262,18 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
                          .freeze_ms = -1,
                          .start_us = cal_mono_us()};
     if (m.source == target) {
-        /* Asked twice, or moved by another run since a plan: done. */
+        /* Asked twice, or moved by another run since a plan: done, unless
+         * that move is still to finish (its cleanup: resume). */
+        struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
+        bool open;
+        if ((rc = cluster_query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err,
+                                    errlen)) != CAL_OK)
+            return rc;
+        if (open) {
+            snprintf(err, errlen, "vbucket %u has an unfinished move to shard %u: run resume",
+                     vbucket, target);
+            return CAL_EINVAL;
+        }
         if (out != NULL)
             *out = (struct move_progress){.vbucket = vbucket,
                                           .source = target,

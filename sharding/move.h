@@ -29,8 +29,8 @@ struct move_progress {
     uint32_t target;
     const char *phase;
     uint64_t rows_copied;
-    uint64_t
-        rows_checked; /* of the source's rows, by the cleanup's check of the copy (0: none yet) */
+    /* Of the source's rows, by the cleanup's check of the copy (0: none yet). */
+    uint64_t rows_checked;
     double elapsed_s;
     double freeze_ms; /* write pause of the vbucket; < 0 until cutover */
 };

@@ -164,6 +164,18 @@ progress(const struct move_progress *p)
     pthread_mutex_unlock(&out_lock);
 }
 
+/* Says so when move_vbucket found the vbucket on its target already. */
+static void
+nothing_moved(const struct move_progress *p)
+{
+    if (strcmp(p->phase, "none") != 0)
+        return;
+    pthread_mutex_lock(&out_lock);
+    printf("vbucket %u is on shard %u already: nothing to move\n", p->vbucket, p->target);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+}
+
 static int
 open_cluster(struct cluster *c)
 {
@@ -514,9 +526,7 @@ cmd_move(struct cluster *c)
         fprintf(stderr, "calendar-rebalance: move: %s\n", err);
         return exit_of(rc);
     }
-    if (strcmp(res.phase, "none") == 0)
-        printf("vbucket %lld is on shard %lld already: nothing to move\n", (long long)opt.vbucket,
-               (long long)opt.to);
+    nothing_moved(&res);
     return 0;
 }
 
@@ -562,6 +572,7 @@ run_worker(void *arg)
             continue;
         }
         w->done++;
+        nothing_moved(&res);
         if (res.freeze_ms < 0)
             continue; /* not measured: another run made the cutover */
         w->paused++;

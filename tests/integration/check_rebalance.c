@@ -564,6 +564,11 @@ START_TEST(cleanup_keeps_the_source_until_the_target_holds_its_rows)
     ck_assert_msg(strstr(out, "source's rows are kept") != NULL, "%.2000s", out);
     ck_assert_int_eq(rows_on((size_t)m.from, "nights", m.id), 3);
     ck_assert_int_eq(rows_on((size_t)m.from, "reservations", m.id), 1);
+    /* Its vbucket is on the target now, but the move is not done: a move
+     * there again is no "nothing to move". */
+    rc = rebalance(out, sizeof(out), "move", "--vbucket", m.vb, "--to", m.to, NULL);
+    ck_assert_msg(rc == 1 && strstr(out, "unfinished move") != NULL,
+                  "move to the owner over a move in cleanup: exit %d:\n%.2000s", rc, out);
     /* A move stuck there does not keep resume from finishing the others:
      * one stopped after its cutover, its vbucket owned by no shard. */
     struct moving m2;
