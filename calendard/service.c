@@ -305,15 +305,18 @@ run_on_shard(struct service *svc, uint64_t listing_id, shard_op op, void *ctx, s
     bool rerouted = false;
     for (unsigned attempt = 0; attempt < svc->conf.max_attempts; attempt++) {
         /* A hung shard costs one timeout per attempt: bound the whole
-         * request. No try starts after the deadline, nor a backoff that
-         * would end past it. */
+         * request. No try starts after the deadline: a backoff is cut
+         * short to end by it. */
         if (attempt > 0) {
-            unsigned ms = booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
-                                             svc->conf.backoff_max_ms, cal_rand64());
-            if (cal_mono_us() + (uint64_t)ms * 1000 > deadline)
+            uint64_t now = cal_mono_us();
+            if (now > deadline)
                 break;
+            uint64_t ms = booking_backoff_ms(attempt - 1, svc->conf.backoff_base_ms,
+                                             svc->conf.backoff_max_ms, cal_rand64());
+            if (ms * 1000 > deadline - now)
+                ms = (deadline - now) / 1000;
             metrics_shard(rt.shard_index, SHARD_RETRY);
-            cal_sleep_ms(ms);
+            cal_sleep_ms((unsigned)ms);
         }
         if ((rc = router_route(svc->router, listing_id, &rt, err, sizeof(err))) != CAL_OK)
             break;

@@ -662,19 +662,18 @@ call_service(struct service *svc, const char *method, const char *path, const ch
     return resp.status;
 }
 
-/* A new listing (1-30 nights at 100.00 USD), made through svc. */
+/* Listing id (1-30 nights at 100.00 USD), made through svc; returns id. */
 static uint64_t
-put_new_listing(struct service *svc)
+put_listing(struct service *svc, uint64_t id)
 {
     char path[128], body[2048];
-    uint64_t listing = testenv_random48();
-    snprintf(path, sizeof(path), "/v1/listings/%llu", (unsigned long long)listing);
+    snprintf(path, sizeof(path), "/v1/listings/%llu", (unsigned long long)id);
     int st = call_service(
         svc, "PUT", path, NULL,
         "{\"default_price\":10000,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":30}", body,
         sizeof(body));
     ck_assert_msg(st == 201, "%d %s", st, body);
-    return listing;
+    return id;
 }
 
 /* A loopback port nothing listens on (bound, then closed: free unless
@@ -804,7 +803,7 @@ START_TEST(without_a_reservation_id_only_a_new_booking_fails)
     struct service *ok = service_on_stack(&good, &r1, &a1);
     struct service *no_ids = service_on_stack(&down, &r2, &a2);
 
-    uint64_t listing = put_new_listing(ok);
+    uint64_t listing = put_listing(ok, testenv_random48());
     int st;
     testenv_format_date(testenv_today() + 10, in, sizeof(in));
     testenv_format_date(testenv_today() + 12, out, sizeof(out));
@@ -851,8 +850,57 @@ START_TEST(without_a_reservation_id_only_a_new_booking_fails)
 }
 END_TEST
 
-/* The request deadline bounds retries: no try starts after it, and no
- * backoff that would end past it is slept. Here every try is fenced off
+/* The listing whose vbucket's fence row the deadline test takes away, and
+ * where that row is: found by the fixture before the test's fork, so that
+ * the teardown (in this process) puts the row back whatever the test did. */
+static struct {
+    uint64_t listing;
+    uint32_t vbucket;
+    long long epoch;
+    size_t shard; /* index in env.shard_dsns */
+} fenced;
+
+static void
+find_a_fence_row(void)
+{
+    char err[256];
+    remember_shards();
+    fenced.listing = testenv_random48();
+    fenced.vbucket = testenv_vbucket(fenced.listing);
+    fenced.epoch = -1;
+    struct db_val v[1] = {DB_INT_V(fenced.vbucket)}, col[1];
+    for (size_t i = 0; i < env.nshards && fenced.epoch < 0; i++) {
+        struct db *db = testenv_connect_shard(&env, i, err, sizeof(err));
+        struct db_stmt *q;
+        ck_assert_msg(db != NULL, "%s", err);
+        ck_assert_msg(db_query(db, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", v, 1, &q,
+                               err, sizeof(err)) == CAL_OK,
+                      "%s", err);
+        while (db_fetch(q, col, 1, err, sizeof(err)) > 0) {
+            fenced.epoch = col[0].i;
+            fenced.shard = i;
+        }
+        db_close(db);
+    }
+    ck_assert_msg(fenced.epoch >= 0, "no shard holds vbucket %u's fence row", fenced.vbucket);
+}
+
+static void
+put_the_fence_row_back(void)
+{
+    char err[256] = "";
+    struct db *db = testenv_connect_shard(&env, fenced.shard, err, sizeof(err));
+    struct db_val back[2] = {DB_INT_V(fenced.vbucket), DB_INT_V(fenced.epoch)};
+    if (db == NULL ||
+        db_query(db, "INSERT IGNORE INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)", back, 2,
+                 NULL, err, sizeof(err)) != CAL_OK)
+        fprintf(stderr, "check_router: vbucket %u's fence row not put back: %s\n", fenced.vbucket,
+                err);
+    db_close(db);
+}
+
+/* The request deadline bounds retries: no try starts after it, and a
+ * backoff is cut short to end by it. Here every try is fenced off
  * ("moved": the owner's fence row is gone while the catalog still names
  * it), the deadline is 10 ms and a backoff up to 2 s: each booking gives
  * up within a try of the deadline (400 ms allowed, for the sanitizers'
@@ -872,65 +920,46 @@ START_TEST(no_backoff_outlasts_the_request_deadline)
                               .batch_max = 32,
                               .batch_lanes = 4,
                               .catalog = ids};
-    struct router *r;
-    struct avail *a;
+    struct router *r, *r_ok;
+    struct avail *a, *a_ok;
     struct service *svc = service_on_stack_retrying(&sc, &r, &a);
-    uint64_t listing = put_new_listing(svc);
+    struct service *ok = service_on_stack(&ids, &r_ok, &a_ok); /* the usual retries */
+    put_listing(ok, fenced.listing);
     int st;
-    struct route rt;
-    ck_assert_msg(router_route(r, listing, &rt, err, sizeof(err)) == CAL_OK, "%s", err);
 
-    /* The owner's fence row, taken away: nothing is asserted until it is
-     * back, so a failure cannot leave the stack without it. */
-    struct db *owner = NULL;
-    long long epoch = -1;
-    struct db_val v[1] = {DB_INT_V(rt.vbucket)}, col[1];
-    for (size_t i = 0; i < env.nshards && owner == NULL; i++) {
-        struct db *db = testenv_connect_shard(&env, i, err, sizeof(err));
-        struct db_stmt *q;
-        if (db != NULL && db_query(db, "SELECT epoch FROM vbucket_owner WHERE vbucket = ?", v, 1,
-                                   &q, err, sizeof(err)) == CAL_OK) {
-            while (db_fetch(q, col, 1, err, sizeof(err)) > 0)
-                epoch = col[0].i;
-            if (epoch >= 0)
-                owner = db;
-        }
-        if (owner == NULL && db != NULL)
-            db_close(db);
-    }
-    ck_assert_msg(owner != NULL, "no shard holds vbucket %u's fence row", rt.vbucket);
-    bool removed = db_query(owner, "DELETE FROM vbucket_owner WHERE vbucket = ?", v, 1, NULL, err,
-                            sizeof(err)) == CAL_OK;
-    uint64_t took_us[TRIES];
-    int status[TRIES];
+    struct db *owner = testenv_connect_shard(&env, fenced.shard, err, sizeof(err));
+    ck_assert_msg(owner != NULL, "%s", err);
+    struct db_val v[1] = {DB_INT_V(fenced.vbucket)};
+    ck_assert_msg(db_query(owner, "DELETE FROM vbucket_owner WHERE vbucket = ?", v, 1, NULL, err,
+                           sizeof(err)) == CAL_OK,
+                  "%s", err);
     testenv_format_date(testenv_today() + 10, in, sizeof(in));
     testenv_format_date(testenv_today() + 12, out, sizeof(out));
     snprintf(json, sizeof(json), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":7}", in,
              out);
-    snprintf(path, sizeof(path), "/v1/listings/%llu/reservations", (unsigned long long)listing);
-    for (int i = 0; i < TRIES && removed; i++) {
+    snprintf(path, sizeof(path), "/v1/listings/%llu/reservations",
+             (unsigned long long)fenced.listing);
+    for (int i = 0; i < TRIES; i++) {
         snprintf(key, sizeof(key), "deadline-%d", i);
         uint64_t t0 = cal_mono_us();
-        status[i] = call_service(svc, "POST", path, key, json, body, sizeof(body));
-        took_us[i] = cal_mono_us() - t0;
-    }
-    struct db_val back[2] = {DB_INT_V(rt.vbucket), DB_INT_V(epoch)};
-    bool restored =
-        !removed || db_query(owner, "INSERT INTO vbucket_owner (vbucket, epoch) VALUES (?, ?)",
-                             back, 2, NULL, err, sizeof(err)) == CAL_OK;
-    db_close(owner);
-    ck_assert_msg(removed && restored, "vbucket %u's fence row: %s", rt.vbucket, err);
-    for (int i = 0; i < TRIES; i++) {
-        ck_assert_msg(status[i] == 503, "booking %d: %d", i, status[i]);
-        ck_assert_msg(took_us[i] < (DEADLINE_MS + 400) * 1000,
+        st = call_service(svc, "POST", path, key, json, body, sizeof(body));
+        uint64_t took_us = cal_mono_us() - t0;
+        ck_assert_msg(st == 503 && strstr(body, "vbucket_moving") != NULL, "booking %d: %d %s", i,
+                      st, body);
+        ck_assert_msg(took_us < (DEADLINE_MS + 400) * 1000,
                       "booking %d gave up after %llu us: a backoff outlasted the %d ms deadline", i,
-                      (unsigned long long)took_us[i], DEADLINE_MS);
+                      (unsigned long long)took_us, DEADLINE_MS);
     }
-    st = call_service(svc, "POST", path, "deadline-ok", json, body, sizeof(body));
+    db_close(owner);
+    put_the_fence_row_back();
+    st = call_service(ok, "POST", path, "deadline-ok", json, body, sizeof(body));
     ck_assert_msg(st == 201, "with the fence row back: %d %s", st, body);
     service_destroy(svc);
+    service_destroy(ok);
     router_destroy(r);
+    router_destroy(r_ok);
     avail_destroy(a);
+    avail_destroy(a_ok);
 }
 END_TEST
 
@@ -956,6 +985,10 @@ main(void)
     tcase_add_test(tc, reservation_id_blocks_of_two_daemons_are_disjoint);
     tcase_add_test(tc, no_block_goes_past_two_to_the_53);
     tcase_add_test(tc, without_a_reservation_id_only_a_new_booking_fails);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("deadline");
+    tcase_set_timeout(tc, 30);
+    tcase_add_unchecked_fixture(tc, find_a_fence_row, put_the_fence_row_back);
     tcase_add_test(tc, no_backoff_outlasts_the_request_deadline);
     suite_add_tcase(s, tc);
     return unit_run(s);
