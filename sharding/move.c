@@ -1011,6 +1011,23 @@ move_rec_from_row(struct move_rec *m, const struct db_val *col)
 
 static const char SQL_OPEN_MOVE_OF[] =
     "SELECT move_id FROM moves WHERE phase NOT IN ('done', 'abandoned') AND vbucket = ?";
+/* CAL_EINVAL, "run resume", when a move of vbucket is journaled and not
+ * finished (call it holding the vbucket's move lock: then no run is
+ * finishing it). */
+static cal_status
+refuse_open_move(struct cluster *c, uint32_t vbucket, char *err, size_t errlen)
+{
+    struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
+    bool open;
+    cal_status rc =
+        cluster_query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen);
+    if (rc == CAL_OK && open) {
+        snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", vbucket);
+        rc = CAL_EINVAL;
+    }
+    return rc;
+}
+
 /* Journaled only while the target is active, its catalog row share-locked
  * until the insert commits: drain-shard and remove-shard (which lock the row
  * for update) either come first and the move is refused, or come after and
@@ -1206,16 +1223,9 @@ start_move(struct cluster *c, struct move_rec *m, const struct move_opts *o, cha
     }
     struct db_stmt *st;
     struct db_val p[5] = {DB_INT_V(m->vbucket), DB_INT_V(m->source), DB_INT_V(m->target),
-                          DB_INT_V(m->old_epoch), DB_INT_V(m->target)},
-                  col[1];
-    bool open;
-    if ((rc = cluster_query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err, errlen)) !=
-        CAL_OK)
+                          DB_INT_V(m->old_epoch), DB_INT_V(m->target)};
+    if ((rc = refuse_open_move(c, m->vbucket, err, errlen)) != CAL_OK)
         return rc;
-    if (open) {
-        snprintf(err, errlen, "vbucket %u has an unfinished move: run resume", m->vbucket);
-        return CAL_EINVAL;
-    }
     /* A journaled move blocks every other move of the vbucket until it is
      * finished: journal only one that can start, with both shards reachable
      * and the target not owning the vbucket (phase_copy checks that again
@@ -1263,17 +1273,14 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
                          .start_us = cal_mono_us()};
     if (m.source == target) {
         /* Asked twice, or moved by another run since a plan: done, unless
-         * that move is still to finish (its cleanup: resume). */
-        struct db_val p[1] = {DB_INT_V(vbucket)}, col[1];
-        bool open;
-        if ((rc = cluster_query_row(c->catalog, SQL_OPEN_MOVE_OF, p, 1, col, 1, &open, err,
-                                    errlen)) != CAL_OK)
+         * a move of it is still to finish. Under its lock: a run finishing
+         * one now is another run's (try again), not one to resume. */
+        if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
             return rc;
-        if (open) {
-            snprintf(err, errlen, "vbucket %u has an unfinished move to shard %u: run resume",
-                     vbucket, target);
-            return CAL_EINVAL;
-        }
+        rc = refuse_open_move(c, vbucket, err, errlen);
+        unlock_vbucket(c, &m);
+        if (rc != CAL_OK)
+            return rc;
         if (out != NULL)
             *out = (struct move_progress){.vbucket = vbucket,
                                           .source = target,
