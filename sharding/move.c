@@ -1271,26 +1271,21 @@ move_vbucket(struct cluster *c, uint32_t vbucket, uint32_t target, const struct 
                          .old_epoch = c->map->epoch[vbucket],
                          .freeze_ms = -1,
                          .start_us = cal_mono_us()};
+    if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
+        return rc;
     if (m.source == target) {
         /* Asked twice, or moved by another run since a plan: done, unless
-         * a move of it is still to finish. Under its lock: a run finishing
-         * one now is another run's (try again), not one to resume. */
-        if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
-            return rc;
+         * a move of it is still to finish (under the lock: no other run's). */
         rc = refuse_open_move(c, vbucket, err, errlen);
         unlock_vbucket(c, &m);
-        if (rc != CAL_OK)
-            return rc;
-        if (out != NULL)
+        if (rc == CAL_OK && out != NULL)
             *out = (struct move_progress){.vbucket = vbucket,
                                           .source = target,
                                           .target = target,
                                           .phase = "none",
                                           .freeze_ms = -1};
-        return CAL_OK;
-    }
-    if ((rc = lock_vbucket(c, &m, 0, err, errlen)) != CAL_OK)
         return rc;
+    }
     rc = start_move(c, &m, o, err, errlen);
     unlock_vbucket(c, &m);
     if (out != NULL) {
