@@ -85,10 +85,10 @@ struct http_server {
     struct worker *idle;        /* waiting for work, the latest to finish on top (lock) */
     unsigned nworkers, running; /* running: workers not yet exited (lock) */
     unsigned busy;              /* workers handling a request (lock) */
-    bool spinning;              /* a worker polls the queue before it sleeps (lock) */
-    unsigned spin_misses;       /* polls in a row that found nothing (lock) */
-    unsigned spin_skips;        /* finishes left to go without a poll (lock) */
-    atomic_uint queued;         /* requests in the queue: what the polling worker reads */
+    bool spinning;        /* a worker polls (or is to poll) the queue before it sleeps (lock) */
+    unsigned spin_misses; /* polls in a row that found nothing (lock) */
+    unsigned spin_skips;  /* finishes left to go without a poll (lock) */
+    atomic_uint queued;   /* requests in the queue: what the polling worker reads */
 };
 
 /* A worker thread. Idle ones wait on their own condition, and a request
@@ -145,7 +145,8 @@ static void
 enqueue(struct http_server *srv, struct http_request *hr)
 {
     pthread_mutex_lock(&srv->lock);
-    /* A worker polling an empty queue takes the first request: no wakeup. */
+    /* A worker polling an empty queue (or to poll it) takes the first
+     * request: no wakeup. */
     bool polled = srv->spinning && srv->qhead == NULL;
     hr->next = NULL;
     if (srv->qtail != NULL)
@@ -257,28 +258,40 @@ http_lookup_stalled(uint64_t took_us, unsigned cache_timeout_ms, size_t unanswer
     return took_us > (uint64_t)timeout_ms * 800 && unanswered > 0;
 }
 
-/* The worker that finished while no other was busy (needs lock, dropped
- * meanwhile) polls the queue for worker_spin_us before it sleeps: at low
- * load the next request comes within a few hundred microseconds, and taken
- * by a running thread it skips a wakeup, about a tenth of a booking's time
- * at one in flight on a 2-core VM. Only one polls, none starts while others
- * are busy (the cores are better left to the shards then), and polls that
- * find nothing back off: after n > 2 in a row, the next 2^(n-2) - 1
- * finishes (at most 63) go to sleep at once, so sparse requests cost
- * little CPU. Not after one or two: at one booking in flight on a 2-core
- * VM a third of the polls miss (the next request came later), and backing
- * off after each miss lost most of the takes. */
+/* The worker that finishes while no other is busy polls the queue for
+ * worker_spin_us before it sleeps: at low load the next request comes
+ * within a few hundred microseconds, and taken by a running thread it skips
+ * a wakeup, about a tenth of a booking's time at one in flight on a 2-core
+ * VM. Only one polls, none starts while others are busy (the cores are
+ * better left to the shards then), and polls that find nothing back off:
+ * after n > 2 in a row, the next 2^(n-2) - 1 finishes (at most 63) go to
+ * sleep at once, so sparse requests cost little CPU. Not after one or two:
+ * at one booking in flight on a 2-core VM a third of the polls miss (the
+ * next request came later), and backing off after each miss lost most of
+ * the takes.
+ *
+ * The poll is claimed (spinning) before the answer goes out: the loop
+ * thread woken by it can run first, and the client's next request can be
+ * queued before the worker is back; claimed, that request waits for this
+ * worker instead of waking another. Returns whether this worker polls
+ * (needs lock). */
+static bool
+spin_claim(struct http_server *srv)
+{
+    if (srv->busy > 1 || srv->spinning || srv->qhead != NULL || atomic_load(&srv->stopping))
+        return false;
+    if (srv->spin_skips > 0) {
+        srv->spin_skips--;
+        return false;
+    }
+    srv->spinning = true;
+    return true;
+}
+
+/* The poll claimed by spin_claim (needs lock, dropped meanwhile). */
 static void
 spin_for_work(struct http_server *srv)
 {
-    if (srv->conf.worker_spin_us <= 0 || srv->busy > 0 || srv->spinning || srv->qhead != NULL ||
-        atomic_load(&srv->stopping))
-        return;
-    if (srv->spin_skips > 0) {
-        srv->spin_skips--;
-        return;
-    }
-    srv->spinning = true;
     pthread_mutex_unlock(&srv->lock);
     uint64_t end = cal_mono_us() + (uint64_t)srv->conf.worker_spin_us;
     while (atomic_load_explicit(&srv->queued, memory_order_acquire) == 0 && cal_mono_us() < end)
@@ -327,11 +340,18 @@ worker_main(void *arg)
         else
             service_handle(srv->svc, &hr->req, &hr->resp);
         struct loop *lp = hr->loop;
+        bool spin = false;
+        if (srv->conf.worker_spin_us > 0) {
+            pthread_mutex_lock(&srv->lock);
+            spin = spin_claim(srv);
+            pthread_mutex_unlock(&srv->lock);
+        }
         finish(hr); /* hr may be gone after this */
         wake_loop(lp);
         pthread_mutex_lock(&srv->lock);
         srv->busy--;
-        spin_for_work(srv);
+        if (spin)
+            spin_for_work(srv);
     }
     srv->running--;
     pthread_mutex_unlock(&srv->lock);

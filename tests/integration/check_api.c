@@ -1725,7 +1725,10 @@ spins_over_sequential_reads(const char *spin, unsigned gap_ms, uint64_t id, long
 /* [server] worker_spin_us: the worker that finished with no other busy
  * polls the queue that long before it sleeps, and takes the next request
  * itself when it comes meanwhile (no thread wakeup); 0 never polls. With
- * 100 ms, the client's next request comes well within the poll. Requests
+ * 100 ms, the client's next request comes well within the poll, and even
+ * when it is queued before the worker is back from answering (the poll is
+ * claimed before the answer goes out: without, 2 to 5 of 11 were taken on
+ * a 2-core VM with both cores busy, and the test failed in CI). Requests
  * further apart than the poll find nothing, and the polls back off: of
  * eleven finishes 150 ms apart, five poll (the first three, then after
  * skipping 1, then 3, then 7 ...). */
@@ -1736,7 +1739,11 @@ START_TEST(test_an_idle_worker_polls_for_the_next_request)
     spins_over_sequential_reads("100000", 0, id, polled);
     spins_over_sequential_reads("0", 0, id, never);
     spins_over_sequential_reads("20000", 150, id, sparse);
-    ck_assert_msg(polled[0] >= 5, "%lld of 11 requests taken by a polling worker", polled[0]);
+    printf("worker polls: 100 ms back to back %lld takes %lld misses; 0: %lld %lld; 20 ms, 150 ms "
+           "apart: %lld %lld\n",
+           polled[0], polled[1], never[0], never[1], sparse[0], sparse[1]);
+    ck_assert_msg(polled[0] >= 8, "%lld of 11 requests taken by a polling worker (%lld misses)",
+                  polled[0], polled[1]);
     ck_assert_msg(never[0] == 0 && never[1] == 0,
                   "worker_spin_us 0 polled: %lld takes, %lld misses", never[0], never[1]);
     ck_assert_msg(sparse[0] == 0, "a 20 ms poll took a request sent 150 ms later");
