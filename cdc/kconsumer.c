@@ -473,8 +473,9 @@ build_conf(const struct kconsumer_conf *conf, char *err, size_t errlen)
         snprintf(num, sizeof(num), "%u", conf->session_timeout_ms);
         ok = set_conf(rconf, "session.timeout.ms", num, err, errlen);
     }
-    if (ok && kconsumer_heartbeat_ms(conf->session_timeout_ms) > 0) {
-        snprintf(num, sizeof(num), "%u", kconsumer_heartbeat_ms(conf->session_timeout_ms));
+    unsigned heartbeat = kconsumer_heartbeat_ms(conf->session_timeout_ms);
+    if (ok && heartbeat > 0) {
+        snprintf(num, sizeof(num), "%u", heartbeat);
         ok = set_conf(rconf, "heartbeat.interval.ms", num, err, errlen);
     }
     /* The consume loop polls at least every 100 ms, so the poll interval
