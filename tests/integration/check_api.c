@@ -1727,7 +1727,7 @@ spins_over_sequential_reads(const char *spin, unsigned gap_ms, uint64_t id, long
  * itself when it comes meanwhile (no thread wakeup); 0 never polls. With
  * 100 ms, the client's next request comes well within the poll, and even
  * when it is queued before the worker is back from answering (the poll is
- * claimed before the answer goes out: without, 2 to 5 of 11 were taken on
+ * claimed before the answer goes out: without, 2 to 10 of 11 were taken on
  * a 2-core VM with both cores busy, and the test failed in CI). Requests
  * further apart than the poll find nothing, and the polls back off: of
  * eleven finishes 150 ms apart, five poll (the first three, then after
