@@ -915,12 +915,13 @@ put_the_fence_row_back(void)
  * backoff is cut short to end by it. Here every try is fenced off
  * ("moved": the owner's fence row is gone while the catalog still names
  * it), the deadline is 10 ms and a backoff up to 2 s: each booking gives
- * up within a try of the deadline (400 ms allowed, for the sanitizers'
- * builds). Before, the first backoff was slept whole (beyond 410 ms four
- * times in five). */
+ * up within a try of the deadline (1 s allowed: a try reloads the shard
+ * map, slow under the sanitizers on a busy VM). Before, the first backoff
+ * was slept whole (drawn from 0..2 s: past 1 s for one booking in two,
+ * for at least one of six in 63 runs of 64). */
 START_TEST(no_backoff_outlasts_the_request_deadline)
 {
-    enum { DEADLINE_MS = 10, BACKOFF_MS = 2000, TRIES = 3 };
+    enum { DEADLINE_MS = 10, BACKOFF_MS = 2000, TRIES = 6 };
     char err[256], body[2048], path[128], json[256], in[16], out[16], key[32];
     struct db_conf ids = {0};
     ck_assert(db_conf_parse_dsn(&ids, env.catalog_dsn, err, sizeof(err)) == CAL_OK);
@@ -961,7 +962,7 @@ START_TEST(no_backoff_outlasts_the_request_deadline)
         uint64_t took_us = cal_mono_us() - t0;
         ck_assert_msg(st == 503 && strstr(body, "vbucket_moving") != NULL, "booking %d: %d %s", i,
                       st, body);
-        ck_assert_msg(took_us < (DEADLINE_MS + 400) * 1000,
+        ck_assert_msg(took_us < 1000 * 1000,
                       "booking %d gave up after %llu us: a backoff outlasted the %d ms deadline", i,
                       (unsigned long long)took_us, DEADLINE_MS);
     }
