@@ -19,6 +19,7 @@
 #include "calendard/service.h"
 #include "common/db.h"
 #include "common/util.h"
+#include "sharding/shardmap.h"
 #include "tests/lib/testenv.h"
 #include "tests/lib/unit.h"
 
@@ -865,7 +866,8 @@ find_a_fence_row(void)
 {
     char err[256];
     remember_shards();
-    /* Its vbucket as the router computes it, with the catalog's count. */
+    /* Its vbucket as the router computes it (shardmap_vbucket), with the
+     * catalog's count. */
     struct db *cat = testenv_connect_catalog(&env, err, sizeof(err));
     ck_assert_msg(cat != NULL, "%s", err);
     struct db_stmt *q;
@@ -879,7 +881,7 @@ find_a_fence_row(void)
     db_close(cat);
     ck_assert_msg(nvb > 0, "no num_vbuckets in the catalog: %s", err);
     fenced.listing = testenv_random48();
-    fenced.vbucket = (uint32_t)(testenv_fmix64(fenced.listing) % (uint64_t)nvb);
+    fenced.vbucket = shardmap_vbucket(fenced.listing, (uint32_t)nvb);
     fenced.epoch = -1;
     struct db_val v[1] = {DB_INT_V(fenced.vbucket)};
     for (size_t i = 0; i < env.nshards && fenced.epoch < 0; i++) {
