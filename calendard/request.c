@@ -32,14 +32,16 @@ bool
 request_parse_id(const char *s, size_t len, uint64_t *id)
 {
     uint64_t v = 0;
-    if (len == 0 || len > 19)
+    /* One spelling per id: "007" is no other name for 7 (a second path, a
+     * second cache entry in front of the daemon), it is malformed. */
+    if (len == 0 || len > 19 || s[0] == '0')
         return false;
     for (size_t i = 0; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    if (v == 0 || v > (uint64_t)INT64_MAX)
+    if (v > (uint64_t)INT64_MAX) /* v > 0: its first digit is not 0 */
         return false;
     *id = v;
     return true;

@@ -1570,12 +1570,13 @@ service_handle(struct service *svc, const struct api_request *req, struct api_re
         return;
     if (!request_parse_id(seg[2].p, seg[2].len, &listing_id)) {
         service_error(resp, 400, "invalid_listing_id",
-                      "listing id must be a positive integer below 2^63");
+                      "listing id must be a positive integer below 2^63, "
+                      "with no leading zero");
         return;
     }
     if (n >= 5 && !request_parse_id(seg[4].p, seg[4].len, &reservation_id)) {
         service_error(resp, 400, "invalid_reservation_id",
-                      "reservation id must be a positive integer");
+                      "reservation id must be a positive integer, with no leading zero");
         return;
     }
     switch (resp->endpoint) {

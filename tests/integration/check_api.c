@@ -1038,7 +1038,7 @@ END_TEST
 START_TEST(test_invalid_listing_id)
 {
     static const char *const ids[] = {
-        "abc", "0", "-5", "12abc", "18446744073709551616", "99999999999999999999999"};
+        "abc", "0", "-5", "12abc", "18446744073709551616", "99999999999999999999999", "007", "00"};
     static const char body[] =
         "{\"default_price\":1,\"currency\":\"USD\",\"min_nights\":1,\"max_nights\":3}";
     struct http_response resp;
@@ -1112,6 +1112,33 @@ START_TEST(test_booking_create_and_get)
          rid + 1000003);
     expect_error(&resp, 404, "reservation_not_found");
     http_response_deinit(&resp);
+
+    /* A malformed reservation id is refused, read or cancel; the id with a
+     * leading zero is no other name for it, nor the listing's. */
+    {
+        char bad[4][32];
+        snprintf(bad[0], sizeof(bad[0]), "0%" PRId64, rid);
+        snprintf(bad[1], sizeof(bad[1]), "0");
+        snprintf(bad[2], sizeof(bad[2]), "-%" PRId64, rid);
+        snprintf(bad[3], sizeof(bad[3]), "%" PRId64 "x", rid);
+        for (size_t i = 0; i < 4; i++) {
+            call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%s", id, bad[i]);
+            expect_error(&resp, 400, "invalid_reservation_id");
+            http_response_deinit(&resp);
+            call(&resp, "POST", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%s/cancel", id,
+                 bad[i]);
+            expect_error(&resp, 400, "invalid_reservation_id");
+            http_response_deinit(&resp);
+        }
+        call(&resp, "GET", NULL, NULL, "/v1/listings/0%" PRIu64 "/reservations/%" PRId64, id, rid);
+        expect_error(&resp, 400, "invalid_listing_id");
+        http_response_deinit(&resp);
+        call(&resp, "GET", NULL, NULL, "/v1/listings/%" PRIu64 "/reservations/%" PRId64, id, rid);
+        g = expect_json(&resp, 200);
+        ck_assert_str_eq(jstr(g, "status"), "confirmed");
+        json_decref(g);
+        http_response_deinit(&resp);
+    }
 
     /* Checkout night stays free: the adjacent stay books. */
     json_decref(book_ok(id, "create-2", FIRST_DAY + 3, FIRST_DAY + 5, 43, 20000));

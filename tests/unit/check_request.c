@@ -266,6 +266,10 @@ START_TEST(ids_and_headers)
     ck_assert_uint_eq(id, 9223372036854775807ULL);
     ck_assert(!request_parse_id("9223372036854775808", 19, &id));
     ck_assert(!request_parse_id("0", 1, &id));
+    ck_assert(!request_parse_id("007", 3, &id)); /* not 7: one spelling per id */
+    ck_assert(!request_parse_id("00", 2, &id));
+    ck_assert(request_parse_id("700", 3, &id));
+    ck_assert_uint_eq(id, 700);
     ck_assert(!request_parse_id("-1", 2, &id));
     ck_assert(!request_parse_id("4 2", 3, &id));
     ck_assert(!request_parse_id("", 0, &id));
