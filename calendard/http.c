@@ -420,6 +420,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         return refuse(conn, hr, 503, "overloaded", "too many requests in flight");
     }
     hr->counted = true;
+    metrics_in_flight(1);
     hr->req = (struct api_request){
         .method = method,
         .path = url,
@@ -453,8 +454,10 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     if (hr != NULL) {
         lp->nopen--;
-        if (hr->counted)
+        if (hr->counted) {
             atomic_fetch_sub(&lp->srv->inflight, 1);
+            metrics_in_flight(-1);
+        }
         if (!hr->answered && atomic_load(&hr->ready))
             free(hr->resp.body);
         free(hr->body);

@@ -35,6 +35,7 @@ static atomic_ullong latency_buckets[EP_COUNT][NBUCKETS + 1];
 static atomic_ullong latency_sum_us[EP_COUNT];
 static atomic_ullong shard_events[METRICS_MAX_SHARDS][SHARD_EVENT_COUNT];
 static atomic_ullong overloads;
+static atomic_llong in_flight;
 static atomic_ullong spin_takes, spin_misses;
 static atomic_ullong group_commits, group_commit_bookings;
 static atomic_ullong booking_reads, booking_read_bookings;
@@ -78,6 +79,12 @@ void
 metrics_overload(void)
 {
     atomic_fetch_add_explicit(&overloads, 1, memory_order_relaxed);
+}
+
+void
+metrics_in_flight(int delta)
+{
+    atomic_fetch_add_explicit(&in_flight, delta, memory_order_relaxed);
 }
 
 void
@@ -192,6 +199,11 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
          "limit, or no shard connection free in pool_wait_ms.\n"
          "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
+    emit(&b,
+         "# HELP calendard_requests_in_flight Requests admitted and not yet answered, this"
+         " scrape included (a request whose client went away counts until it ends).\n"
+         "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight %lld\n",
+         (long long)atomic_load_explicit(&in_flight, memory_order_relaxed));
     emit(&b,
          "# HELP calendard_worker_spin_takes_total Requests taken by a worker still polling the"
          " queue after its last one ([server] worker_spin_us), without a thread wakeup.\n"

@@ -50,6 +50,8 @@ void metrics_shard(unsigned shard_index, enum shard_event ev);
 /* A request answered 503 overloaded: the in-flight limit, or no shard
  * connection free in pool_wait_ms. */
 void metrics_overload(void);
+/* A request admitted (+1), or answered or ended (-1). */
+void metrics_in_flight(int delta);
 /* A worker's poll of the queue before it slept: took a request (no
  * wakeup), or found none. */
 void metrics_worker_spin(bool took);

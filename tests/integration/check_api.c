@@ -1800,6 +1800,65 @@ START_TEST(test_overload_is_refused_with_retry_after)
 }
 END_TEST
 
+/* calendard_requests_in_flight on d's /metrics (this scrape included). */
+static long long
+in_flight(const struct testd *d)
+{
+    struct http_client *client = http_client_create();
+    struct http_response resp;
+    char err[512];
+    ck_assert_msg(http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err), "%s/metrics",
+                                d->url) == CAL_OK,
+                  "%s", err);
+    ck_assert_int_eq(resp.status, 200);
+    long long v = metric_value(resp.body, "calendard_requests_in_flight");
+    http_response_deinit(&resp);
+    http_client_destroy(client);
+    ck_assert_msg(v >= 0, "/metrics has no calendard_requests_in_flight");
+    return v;
+}
+
+/* Polls d's gauge until it reads want, for at most 10 s. */
+static void
+await_in_flight(const struct testd *d, long long want)
+{
+    long long v = -1;
+    for (int i = 0; i < 500; i++) {
+        v = in_flight(d);
+        if (v == want)
+            return;
+        cal_sleep_ms(20);
+    }
+    ck_abort_msg("calendard_requests_in_flight %lld after 10 s, want %lld", v, want);
+}
+
+/* The gauge counts the requests admitted and not yet answered, its own
+ * scrape included: HELD bookings waiting for a lock count until they are
+ * answered, and then none is left. */
+START_TEST(test_in_flight_gauge_counts_unanswered_requests)
+{
+    struct testd d;
+    struct held_booking held[HELD] = {0};
+    pthread_t threads[HELD];
+    char err[512];
+    int idx;
+
+    start_own_calendard(&d, 2 * HELD);
+    await_in_flight(&d, 1);
+    uint64_t id = create_listing();
+    struct db *locker = lock_listing(id, &idx);
+    for (int i = 0; i < HELD; i++)
+        held_booking_start(&held[i], &threads[i], &d, id, i, "gauge");
+    await_in_flight(&d, HELD + 1);
+    ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
+    expect_held_booked(id, held, threads, false);
+    await_in_flight(&d, 1);
+    db_close(locker);
+    ck_assert_int_eq(testd_stop(&d, 30), 0);
+    testd_cleanup(&d);
+}
+END_TEST
+
 /* SIGTERM while requests run (docs/api.md: "requests already running are
  * answered"): a request that arrives meanwhile gets 503 shutting_down with
  * Retry-After; every held booking is answered in full once its lock goes,
@@ -3381,6 +3440,8 @@ api_suite(void)
         {"an_idle_worker_polls_for_the_next_request",
          test_an_idle_worker_polls_for_the_next_request, 60},
         {"overload_is_refused_with_retry_after", test_overload_is_refused_with_retry_after, 60},
+        {"in_flight_gauge_counts_unanswered_requests",
+         test_in_flight_gauge_counts_unanswered_requests, 60},
         {"sigterm_answers_the_requests_running", test_sigterm_answers_the_requests_running, 60},
         {"a_lost_group_commit_counts_once_against_the_breaker",
          test_a_lost_group_commit_counts_once_against_the_breaker, 90},

@@ -22,9 +22,13 @@ struct fake_answers {
     const char *booking_body;
     unsigned cancel_status;
     const char *cancel_body;
+    /* GET /metrics: 0 not found; else the scrapes (-1: all) that see two
+     * requests in flight besides their own, and one, their own, after. */
+    int busy_scrapes;
 };
 
 static const struct fake_answers *answers;
+static int scrapes; /* GET /metrics answered (MHD's one polling thread) */
 
 static bool
 ends_with(const char *s, const char *suffix)
@@ -60,6 +64,13 @@ fake_request(void *cls, struct MHD_Connection *conn, const char *url, const char
     } else if (strcmp(method, "POST") == 0 && ends_with(url, "/cancel")) {
         status = answers->cancel_status;
         body = answers->cancel_body;
+    } else if (strcmp(method, "GET") == 0 && strcmp(url, "/metrics") == 0 &&
+               answers->busy_scrapes != 0) {
+        bool busy = answers->busy_scrapes < 0 || scrapes < answers->busy_scrapes;
+        scrapes++;
+        status = 200;
+        body = busy ? "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 3\n"
+                    : "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 1\n";
     } else if (strcmp(method, "POST") == 0 && ends_with(url, "/calendar")) {
         /* Nothing changed (a block the verifier would otherwise hold SQL to). */
         status = 409;
@@ -96,13 +107,15 @@ env_without_memcached(char *path, size_t len)
     fclose(out);
 }
 
-/* Runs calendar-stress against the fake answering as a says; returns its
- * exit status, its output in out. */
+/* Runs calendar-stress against the fake answering as a says (--settle
+ * settle_s, or its default when NULL); returns its exit status, its output
+ * in out. */
 static int
-run_against_fake(const struct fake_answers *a, char *out, size_t outlen)
+run_against_fake(const struct fake_answers *a, const char *settle_s, char *out, size_t outlen)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     answers = a;
+    scrapes = 0;
     struct MHD_Daemon *d =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
                          fake_request, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_END);
@@ -112,9 +125,20 @@ run_against_fake(const struct fake_answers *a, char *out, size_t outlen)
     char url[64], env_path[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)info->port);
     env_without_memcached(env_path, sizeof(env_path));
-    char *argv[] = {
-        "bin/calendar-stress", "--stack-env", env_path,     "--url", url, "--clients", "4",
-        "--listings",          "5",           "--duration", "2",     NULL};
+    char *argv[] = {"bin/calendar-stress",
+                    "--stack-env",
+                    env_path,
+                    "--url",
+                    url,
+                    "--clients",
+                    "4",
+                    "--listings",
+                    "5",
+                    "--duration",
+                    "2",
+                    settle_s ? "--settle" : NULL,
+                    (char *)settle_s,
+                    NULL};
     int rc = proc_run(argv, out, outlen, 60);
     unlink(env_path);
     MHD_stop_daemon(d);
@@ -137,7 +161,7 @@ tail_of(const char *s)
 static void
 expect_protocol_errors(const struct fake_answers *a, const char *needle, const char *also)
 {
-    int rc = run_against_fake(a, out, sizeof(out));
+    int rc = run_against_fake(a, NULL, out, sizeof(out));
     ck_assert_msg(rc == 1, "exit %d: %s", rc, tail_of(out));
     const char *p = strstr(out, "\"protocol_errors\":");
     ck_assert_msg(p != NULL, "no protocol_errors in: %s", tail_of(out));
@@ -149,7 +173,7 @@ expect_protocol_errors(const struct fake_answers *a, const char *needle, const c
 START_TEST(a_booking_answered_201_without_reservation_id_fails_the_run)
 {
     static const struct fake_answers a = {201, "{\"status\":\"confirmed\",\"version\":2}", 404,
-                                          "{}"};
+                                          "{}", 0};
     expect_protocol_errors(&a, "without a reservation_id and known status", NULL);
 }
 END_TEST
@@ -157,7 +181,7 @@ END_TEST
 START_TEST(a_booking_answered_422_fails_the_run)
 {
     static const struct fake_answers a = {
-        422, "{\"error\":{\"code\":\"stay_too_long\",\"message\":\"x\"}}", 404, "{}"};
+        422, "{\"error\":{\"code\":\"stay_too_long\",\"message\":\"x\"}}", 404, "{}", 0};
     expect_protocol_errors(&a, "protocol_errors: key ", " answered 422: ");
 }
 END_TEST
@@ -165,7 +189,7 @@ END_TEST
 START_TEST(a_booking_answered_201_without_total_price_fails_the_run)
 {
     static const struct fake_answers a = {
-        201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2}", 404, "{}"};
+        201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2}", 404, "{}", 0};
     expect_protocol_errors(&a, "without a positive total_price", NULL);
 }
 END_TEST
@@ -176,8 +200,46 @@ START_TEST(a_cancel_answered_404_fails_the_run)
 {
     static const struct fake_answers a = {
         201, "{\"reservation_id\":77,\"status\":\"confirmed\",\"version\":2,\"total_price\":20000}",
-        404, "{\"error\":{\"code\":\"not_found\",\"message\":\"x\"}}"};
+        404, "{\"error\":{\"code\":\"not_found\",\"message\":\"x\"}}", 0};
     expect_protocol_errors(&a, "protocol_errors: cancel of ", NULL);
+}
+END_TEST
+
+/* Every booking answered 503 overloaded, so nothing is booked and the
+ * verify has nothing against the run: it exits 3 (tested nothing, or not
+ * verified), and what decides is the wait for calendard's requests. */
+static const struct fake_answers overloaded_always = {
+    503, "{\"error\":{\"code\":\"overloaded\",\"message\":\"x\"}}", 404, "{}", 0};
+
+/* Requests in flight at calendard after the load: the verify waits until
+ * none is left (one the clients gave up on may still commit). */
+START_TEST(the_verify_waits_for_calendards_requests_in_flight)
+{
+    struct fake_answers a = overloaded_always;
+    a.busy_scrapes = 60; /* some 1.2 s of polls every 20 ms */
+    int rc = run_against_fake(&a, "30", out, sizeof(out));
+    ck_assert_msg(rc == 3, "exit %d: %s", rc, tail_of(out));
+    ck_assert_msg(strstr(out, "calendar-stress: calendard's requests in flight ended after") !=
+                      NULL,
+                  "%s", tail_of(out));
+    ck_assert_msg(strstr(out, "\"in_flight_at_verify\":0") != NULL, "%s", tail_of(out));
+    ck_assert_int_gt(scrapes, 60);
+}
+END_TEST
+
+/* Still in flight after --settle: the run is not verified (exit 3), and
+ * says why. */
+START_TEST(requests_still_in_flight_leave_the_run_unverified)
+{
+    struct fake_answers a = overloaded_always;
+    a.busy_scrapes = -1;
+    int rc = run_against_fake(&a, "1", out, sizeof(out));
+    ck_assert_msg(rc == 3, "exit %d: %s", rc, tail_of(out));
+    ck_assert_msg(strstr(out, "2 requests were still in flight at calendard when the verify "
+                              "began: the run is not verified") != NULL,
+                  "%s", tail_of(out));
+    ck_assert_msg(strstr(out, "\"in_flight_at_verify\":2") != NULL, "%s", tail_of(out));
+    ck_assert_msg(strstr(out, "\"ok\":false") != NULL, "%s", tail_of(out));
 }
 END_TEST
 
@@ -191,6 +253,8 @@ main(void)
     tcase_add_test(tc, a_booking_answered_201_without_total_price_fails_the_run);
     tcase_add_test(tc, a_booking_answered_422_fails_the_run);
     tcase_add_test(tc, a_cancel_answered_404_fails_the_run);
+    tcase_add_test(tc, the_verify_waits_for_calendards_requests_in_flight);
+    tcase_add_test(tc, requests_still_in_flight_leave_the_run_unverified);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

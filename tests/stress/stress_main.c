@@ -28,6 +28,9 @@
 #define SETUP_MIN_S 30             /* creating the listings may take --duration, at least this */
 #define CACHE_WAIT_MS 10000        /* the cache check, reads through calendard included */
 #define CACHE_INJECT_WAIT_MS 20000 /* --inject stale_cache: waiting for the lag, planting */
+#define SETTLE_DEFAULT_S 30        /* waiting for calendard's requests in flight to end */
+#define SETTLE_POLL_MS 20
+#define IN_FLIGHT_METRIC "calendard_requests_in_flight"
 
 struct options {
     unsigned clients;
@@ -39,6 +42,7 @@ struct options {
     const char *url;
     const char *stack_env;
     const char *inject;
+    unsigned settle_s;
 };
 
 static void
@@ -53,6 +57,14 @@ usage(FILE *out)
             "  --seed N         random seed of the operation mix (default: time)\n"
             "  --window D       nights in the booking window (default 14, 2..300)\n"
             "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
+            "  --settle S       after the load, wait up to S seconds (default 30, 0..600; 0:\n"
+            "                   no wait) until calendard has no request in flight, from any\n"
+            "                   client (its /metrics gauge " IN_FLIGHT_METRIC "):\n"
+            "                   a request the clients gave up on keeps running there and may\n"
+            "                   still commit; the verify must see it. Still some after S\n"
+            "                   seconds, or a signal meanwhile: the run is verified as it\n"
+            "                   stands and exits 3 if nothing broke (not verified). A\n"
+            "                   calendard without the gauge, or down: verified at once\n"
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt one key of this run (in SQL,\n"
             "                   memcached or the claims) before verifying; the run must\n"
@@ -127,7 +139,8 @@ usage(FILE *out)
             "it, or a cached value that still differs from the shards after 10 s of passes) is\n"
             "above zero (also when a later read failed: what was found stands); 2 on usage\n"
             "or setup errors; 3 when the run was not verified (the cache could not be read\n"
-            "after the SQL checks passed) or tested nothing: no booking was confirmed\n"
+            "after the SQL checks passed, or calendard still had requests in flight: see\n"
+            "--settle) or tested nothing: no booking was confirmed\n"
             "(calendard refused or failed them all), none was refused for a night another\n"
             "booking held (no kept 409 in SQL that another booking overlaps, a host's block\n"
             "does not count: no two bookings competed),\n"
@@ -161,17 +174,12 @@ static int
 parse_options(int argc, char **argv, struct options *opt)
 {
     static const struct option longopts[] = {
-        {"clients", required_argument, NULL, 'c'},
-        {"listings", required_argument, NULL, 'l'},
-        {"duration", required_argument, NULL, 'd'},
-        {"requests", required_argument, NULL, 'r'},
-        {"seed", required_argument, NULL, 's'},
-        {"window", required_argument, NULL, 'w'},
-        {"url", required_argument, NULL, 'u'},
-        {"stack-env", required_argument, NULL, 'e'},
-        {"inject", required_argument, NULL, 'i'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"clients", required_argument, NULL, 'c'},  {"listings", required_argument, NULL, 'l'},
+        {"duration", required_argument, NULL, 'd'}, {"requests", required_argument, NULL, 'r'},
+        {"seed", required_argument, NULL, 's'},     {"window", required_argument, NULL, 'w'},
+        {"url", required_argument, NULL, 'u'},      {"stack-env", required_argument, NULL, 'e'},
+        {"inject", required_argument, NULL, 'i'},   {"settle", required_argument, NULL, 'S'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     uint64_t v;
     int ch;
@@ -180,6 +188,7 @@ parse_options(int argc, char **argv, struct options *opt)
     opt->clients = 16;
     opt->listings = 50;
     opt->window = 14;
+    opt->settle_s = SETTLE_DEFAULT_S;
     opt->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -222,6 +231,12 @@ parse_options(int argc, char **argv, struct options *opt)
         case 'u':
             opt->url = optarg;
             break;
+        case 'S':
+            if (parse_u64("settle", optarg, 0, 600, &v) != 0) {
+                return -1;
+            }
+            opt->settle_s = (unsigned)v;
+            break;
         case 'e':
             opt->stack_env = optarg;
             break;
@@ -261,6 +276,90 @@ progress(const struct stress_stats *stats, double t)
             (uint64_t)atomic_load(&stats->conflicts), (uint64_t)atomic_load(&stats->cancelled),
             (uint64_t)atomic_load(&stats->replays), (uint64_t)atomic_load(&stats->drops),
             (uint64_t)atomic_load(&stats->errors));
+}
+
+/* calendard's requests in flight besides this scrape, from its /metrics;
+ * -1 with err set when it cannot tell (down, or no such gauge). */
+static long long
+requests_in_flight(struct http_client *http, const char *base, char *err, size_t errlen)
+{
+    static const char pat[] = "\n" IN_FLIGHT_METRIC " ";
+    struct http_response resp;
+    char url[512];
+    long long n = -1;
+
+    snprintf(url, sizeof(url), "%s/metrics", base);
+    if (http_request(http, "GET", url, NULL, NULL, 0, 2000, &resp, err, errlen) != CAL_OK) {
+        http_response_deinit(&resp);
+        return -1;
+    }
+    const char *at = resp.status == 200 && resp.body != NULL ? strstr(resp.body, pat) : NULL;
+    if (at != NULL) {
+        n = atoll(at + strlen(pat)) - 1;
+        n = n > 0 ? n : 0; /* the scrape is one; a calendard that counts it not, none */
+    } else {
+        snprintf(err, errlen, "/metrics answered %ld without " IN_FLIGHT_METRIC, resp.status);
+    }
+    http_response_deinit(&resp);
+    return n;
+}
+
+/* Waits up to settle_s until calendard has no request in flight: one the
+ * clients gave up on (a dropped reply, a timeout) keeps running there and
+ * may still commit, after a verify that would then not have seen it.
+ * Returns 0 when none is left, or calendard cannot tell (said on stderr);
+ * else how many still ran after settle_s, or when a stop signal came. */
+static long long
+settle(const char *base, unsigned settle_s)
+{
+    struct http_client *http;
+    double start = stress_load_now(), next = start + 1.0;
+    unsigned stops = stress_load_stops();
+    char err[256];
+    long long n, left = 0;
+
+    if (settle_s == 0 || (http = http_client_create()) == NULL) {
+        return 0;
+    }
+    for (;;) {
+        n = requests_in_flight(http, base, err, sizeof(err));
+        if (n < 0) {
+            fprintf(stderr,
+                    "calendar-stress: cannot tell calendard's requests in flight (%s): "
+                    "verifying at once\n",
+                    err);
+            break;
+        }
+        double now = stress_load_now();
+        if (n == 0) {
+            if (now - start >= 0.5) {
+                fprintf(stderr,
+                        "calendar-stress: calendard's requests in flight ended after %.1f s\n",
+                        now - start);
+            }
+            break;
+        }
+        if (now - start >= settle_s || stress_load_stops() != stops) {
+            fprintf(stderr,
+                    "calendar-stress: %lld requests still in flight at calendard after %.1f s "
+                    "(%s): one may commit after the verify\n",
+                    n, now - start,
+                    stress_load_stops() != stops ? "stopped by a signal" : "--settle");
+            left = n;
+            break;
+        }
+        if (now >= next) {
+            fprintf(stderr,
+                    "calendar-stress: waiting for calendard's %lld requests in flight (a request "
+                    "the clients gave up on may still commit)\n",
+                    n);
+            next += 1.0;
+        }
+        struct timespec ts = {0, SETTLE_POLL_MS * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    http_client_destroy(http);
+    return left;
 }
 
 /* Runs fn on every client thread and waits; returns -1 if a thread failed to start. */
@@ -378,10 +477,13 @@ tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
            verdict->cache_compared != 0;
 }
 
-/* unverified: the cache check was stopped before it could decide. */
+/* unverified: the cache check was stopped before it could decide, or a
+ * check could not read, or requests were still in flight (unsettled of
+ * them) when the verify began. */
 static void
 print_result(const struct stress_conf *conf, const struct stress_stats *stats,
-             const struct stress_verdict *verdict, double duration, int unverified)
+             const struct stress_verdict *verdict, double duration, int unverified,
+             long long unsettled)
 {
     json_t *out = json_object();
     uint64_t confirmed = atomic_load(&stats->confirmed);
@@ -403,6 +505,7 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("host_ops", atomic_load(&stats->host_ops));
     SET_U("reads", atomic_load(&stats->reads));
     SET_U("unresolved", atomic_load(&stats->unresolved));
+    SET_U("in_flight_at_verify", unsettled);
     SET_U("double_bookings", verdict->double_bookings);
     SET_U("lost_acknowledged", verdict->lost_acknowledged);
     SET_U("phantom_bookings", verdict->phantom_bookings);
@@ -481,7 +584,8 @@ main(int argc, char **argv)
     size_t cap, total = 0;
     double duration;
     int cache_unverified = 0;
-    int unverified = 0; /* the verifier or the cache check could not read all it needed */
+    int unverified = 0;      /* the verifier or the cache check could not read all it needed */
+    long long unsettled = 0; /* calendard's requests still in flight when the verify began */
     char err[2048];
     int rc = EXIT_USAGE;
 
@@ -565,6 +669,7 @@ main(int argc, char **argv)
     }
     duration = stress_load_now() - conf.start;
     progress(&stats, duration);
+    unsettled = settle(conf.url, opt.settle_s);
 
     for (unsigned i = 0; i < opt.clients; i++) {
         total += clients[i].nrecords;
@@ -643,9 +748,16 @@ main(int argc, char **argv)
             verdict.cache_compared = (int64_t)compared;
         }
     }
-    print_result(&conf, &stats, &verdict, duration, cache_unverified || unverified);
+    print_result(&conf, &stats, &verdict, duration, cache_unverified || unverified || unsettled,
+                 unsettled);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
-    if (rc == 0 && (cache_unverified || unverified)) {
+    if (rc == 0 && unsettled > 0) {
+        fprintf(stderr,
+                "calendar-stress: %lld requests were still in flight at calendard when the "
+                "verify began: the run is not verified\n",
+                unsettled);
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && (cache_unverified || unverified)) {
         fprintf(stderr, "calendar-stress: %s: the run is not verified\n",
                 unverified ? "the cache could not be read" : "the cache check was stopped");
         rc = EXIT_UNTESTED;
