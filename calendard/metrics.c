@@ -200,8 +200,8 @@ metrics_render(const uint32_t *shard_ids, const int *breaker_open, size_t nshard
          "# TYPE calendard_overload_total counter\ncalendard_overload_total %llu\n",
          load(&overloads));
     emit(&b,
-         "# HELP calendard_requests_in_flight Requests admitted and not yet answered, this"
-         " scrape included (a request whose client went away counts until it ends).\n"
+         "# HELP calendard_requests_in_flight Requests admitted whose answer is not yet sent,"
+         " this scrape included (a request whose client went away counts until it ends).\n"
          "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight %lld\n",
          (long long)atomic_load_explicit(&in_flight, memory_order_relaxed));
     emit(&b,

@@ -32,8 +32,8 @@ bool
 request_parse_id(const char *s, size_t len, uint64_t *id)
 {
     uint64_t v = 0;
-    /* One spelling per id: "007" is no other name for 7 (a second path, a
-     * second cache entry in front of the daemon), it is malformed. */
+    /* "007" is malformed, not another name for 7 (a second path to one
+     * resource, a second entry in a cache in front of the daemon). */
     if (len == 0 || len > 19 || s[0] == '0')
         return false;
     for (size_t i = 0; i < len; i++) {

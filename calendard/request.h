@@ -53,7 +53,8 @@ struct search_request {
 bool request_parse_search(const char *body, size_t len, size_t max, int32_t today,
                           struct search_request *out, struct api_error *e);
 
-/* A positive decimal id of at most 19 digits with no sign or spaces. */
+/* A positive decimal id of at most 19 digits, below 2^63, with no sign,
+ * spaces or leading zero. */
 bool request_parse_id(const char *s, size_t len, uint64_t *id);
 
 bool request_parse_listing(const char *body, size_t len, struct listing_settings *out,

@@ -1832,9 +1832,35 @@ await_in_flight(const struct testd *d, long long want)
     ck_abort_msg("calendard_requests_in_flight %lld after 10 s, want %lld", v, want);
 }
 
-/* The gauge counts the requests admitted and not yet answered, its own
- * scrape included: HELD bookings waiting for a lock count until they are
- * answered, and then none is left. */
+/* Sends booking i of listing id (night FIRST_DAY + 2i) to d on a socket of
+ * its own; returns the socket, its answer unread. */
+static int
+booking_send_raw(const struct testd *d, uint64_t id, int i)
+{
+    char body[256], head[512];
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)d->port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
+                  strerror(errno));
+    int n =
+        snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
+                 day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1));
+    int h = snprintf(head, sizeof(head),
+                     "POST /v1/listings/%" PRIu64 "/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Idempotency-Key: gauge-raw-%d\r\nContent-Length: %d\r\n\r\n",
+                     id, i, n);
+    write_all(fd, head, (size_t)h);
+    write_all(fd, body, (size_t)n);
+    return fd;
+}
+
+/* The gauge counts the requests admitted whose answer is not yet sent, its
+ * own scrape included: a request refused before admission (413) never; HELD
+ * bookings waiting for a lock, and one whose client went away meanwhile,
+ * until each has run (that one commits all the same); then none is left. */
 START_TEST(test_in_flight_gauge_counts_unanswered_requests)
 {
     struct testd d;
@@ -1845,14 +1871,43 @@ START_TEST(test_in_flight_gauge_counts_unanswered_requests)
 
     start_own_calendard(&d, 2 * HELD);
     await_in_flight(&d, 1);
+    {
+        /* Refused on its Content-Length, before admission. */
+        static const char head[] =
+            "POST /v1/listings/1/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Length: 2000000\r\n\r\n";
+        struct sockaddr_in addr = {.sin_family = AF_INET,
+                                   .sin_port = htons((uint16_t)d.port),
+                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        char got[64] = "";
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
+                      strerror(errno));
+        write_all(fd, head, strlen(head));
+        ck_assert_int_gt(read(fd, got, sizeof(got) - 1), 12);
+        ck_assert_msg(strncmp(got, "HTTP/1.1 413", 12) == 0, "%s", got);
+        close(fd);
+    }
+    await_in_flight(&d, 1);
     uint64_t id = create_listing();
     struct db *locker = lock_listing(id, &idx);
     for (int i = 0; i < HELD; i++)
         held_booking_start(&held[i], &threads[i], &d, id, i, "gauge");
     await_in_flight(&d, HELD + 1);
+    int fd = booking_send_raw(&d, id, HELD);
+    await_in_flight(&d, HELD + 2);
+    close(fd); /* its client is gone; it still waits for the lock */
+    cal_sleep_ms(300);
+    ck_assert_int_eq(in_flight(&d), HELD + 2);
     ck_assert_msg(db_commit(locker, err, sizeof(err)) == CAL_OK, "%s", err);
     expect_held_booked(id, held, threads, false);
     await_in_flight(&d, 1);
+    struct db_val p[] = {DB_INT_V(id)};
+    ck_assert_int_eq(count_all_shards("SELECT COUNT(*) FROM reservations WHERE listing_id = ? AND "
+                                      "status = 'confirmed'",
+                                      p, 1),
+                     HELD + 1);
     db_close(locker);
     ck_assert_int_eq(testd_stop(&d, 30), 0);
     testd_cleanup(&d);

@@ -22,8 +22,9 @@ struct fake_answers {
     const char *booking_body;
     unsigned cancel_status;
     const char *cancel_body;
-    /* GET /metrics: 0 not found; else the scrapes (-1: all) that see two
-     * requests in flight besides their own, and one, their own, after. */
+    /* GET /metrics: 0 not found; -2 503 overloaded; else the scrapes (-1:
+     * all) that see two requests in flight besides their own, and one, their
+     * own, after. */
     int busy_scrapes;
 };
 
@@ -66,11 +67,13 @@ fake_request(void *cls, struct MHD_Connection *conn, const char *url, const char
         body = answers->cancel_body;
     } else if (strcmp(method, "GET") == 0 && strcmp(url, "/metrics") == 0 &&
                answers->busy_scrapes != 0) {
-        bool busy = answers->busy_scrapes < 0 || scrapes < answers->busy_scrapes;
+        bool busy = answers->busy_scrapes == -1 || scrapes < answers->busy_scrapes;
         scrapes++;
-        status = 200;
-        body = busy ? "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 3\n"
-                    : "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 1\n";
+        status = answers->busy_scrapes == -2 ? 503 : 200;
+        body = status == 503 ? "{\"error\":{\"code\":\"overloaded\",\"message\":\"x\"}}"
+               : busy
+                   ? "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 3\n"
+                   : "# TYPE calendard_requests_in_flight gauge\ncalendard_requests_in_flight 1\n";
     } else if (strcmp(method, "POST") == 0 && ends_with(url, "/calendar")) {
         /* Nothing changed (a block the verifier would otherwise hold SQL to). */
         status = 409;
@@ -227,19 +230,39 @@ START_TEST(the_verify_waits_for_calendards_requests_in_flight)
 }
 END_TEST
 
-/* Still in flight after --settle: the run is not verified (exit 3), and
- * says why. */
-START_TEST(requests_still_in_flight_leave_the_run_unverified)
+/* A run against the fake whose /metrics answers as busy_scrapes says, with
+ * --settle 1, must exit 3 (not verified) with a line holding why and its
+ * JSON's in_flight_at_verify as json says. */
+static void
+expect_unverified(int busy_scrapes, const char *why, const char *json)
 {
     struct fake_answers a = overloaded_always;
-    a.busy_scrapes = -1;
+    a.busy_scrapes = busy_scrapes;
     int rc = run_against_fake(&a, "1", out, sizeof(out));
     ck_assert_msg(rc == 3, "exit %d: %s", rc, tail_of(out));
-    ck_assert_msg(strstr(out, "2 requests were still in flight at calendard when the verify "
-                              "began: the run is not verified") != NULL,
-                  "%s", tail_of(out));
-    ck_assert_msg(strstr(out, "\"in_flight_at_verify\":2") != NULL, "%s", tail_of(out));
+    ck_assert_msg(strstr(out, why) != NULL, "no \"%s\" in: %s", why, tail_of(out));
+    ck_assert_msg(strstr(out, json) != NULL, "no %s in: %s", json, tail_of(out));
     ck_assert_msg(strstr(out, "\"ok\":false") != NULL, "%s", tail_of(out));
+}
+
+/* Still in flight after --settle: the run is not verified, and says why. */
+START_TEST(requests_still_in_flight_leave_the_run_unverified)
+{
+    expect_unverified(-1,
+                      "2 requests were still in flight at calendard when the verify began: the "
+                      "run is not verified",
+                      "\"in_flight_at_verify\":2");
+}
+END_TEST
+
+/* A /metrics answered 503 to the end of --settle: the run cannot know
+ * what is in flight, so it is not verified. */
+START_TEST(an_unanswered_metrics_leaves_the_run_unverified)
+{
+    expect_unverified(-2,
+                      "calendard did not answer its /metrics when the verify began: the run is "
+                      "not verified",
+                      "\"in_flight_at_verify\":null");
 }
 END_TEST
 
@@ -255,6 +278,7 @@ main(void)
     tcase_add_test(tc, a_cancel_answered_404_fails_the_run);
     tcase_add_test(tc, the_verify_waits_for_calendards_requests_in_flight);
     tcase_add_test(tc, requests_still_in_flight_leave_the_run_unverified);
+    tcase_add_test(tc, an_unanswered_metrics_leaves_the_run_unverified);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #define CACHE_INJECT_WAIT_MS 20000 /* --inject stale_cache: waiting for the lag, planting */
 #define SETTLE_DEFAULT_S 30        /* waiting for calendard's requests in flight to end */
 #define SETTLE_POLL_MS 20
+#define SETTLE_QUIET_MS 100 /* none in flight for this long: the load's last requests were read */
 #define IN_FLIGHT_METRIC "calendard_requests_in_flight"
 
 struct options {
@@ -58,13 +60,15 @@ usage(FILE *out)
             "  --window D       nights in the booking window (default 14, 2..300)\n"
             "  --url URL        calendard base url (default CALENDARD_URL of the stack env)\n"
             "  --settle S       after the load, wait up to S seconds (default 30, 0..600; 0:\n"
-            "                   no wait) until calendard has no request in flight, from any\n"
-            "                   client (its /metrics gauge " IN_FLIGHT_METRIC "):\n"
-            "                   a request the clients gave up on keeps running there and may\n"
-            "                   still commit; the verify must see it. Still some after S\n"
-            "                   seconds, or a signal meanwhile: the run is verified as it\n"
-            "                   stands and exits 3 if nothing broke (not verified). A\n"
-            "                   calendard without the gauge, or down: verified at once\n"
+            "                   no wait) until calendard has had no request in flight, from\n"
+            "                   any client, for 100 ms (its /metrics gauge\n"
+            "                   " IN_FLIGHT_METRIC "): a request the clients gave up\n"
+            "                   on keeps running there and may still commit; the verify must\n"
+            "                   see it. Still some after S seconds, or /metrics unanswered\n"
+            "                   (a timeout, a 5xx), or a signal meanwhile: the run is\n"
+            "                   verified as it stands and exits 3 if nothing broke (not\n"
+            "                   verified). A calendard that is down (connection refused) or\n"
+            "                   has no such gauge: verified at once\n"
             "  --stack-env FILE stack description (default $STACK_ENV, then var/stack.env)\n"
             "  --inject FAULT   testing the verifier only: corrupt one key of this run (in SQL,\n"
             "                   memcached or the claims) before verifying; the run must\n"
@@ -278,60 +282,69 @@ progress(const struct stress_stats *stats, double t)
             (uint64_t)atomic_load(&stats->errors));
 }
 
+/* What requests_in_flight() may answer besides a count. */
+#define IN_FLIGHT_UNKNOWN (-1)    /* calendard is down, or has no such gauge: it cannot tell */
+#define IN_FLIGHT_UNANSWERED (-2) /* the scrape timed out or got a 5xx: calendard is busy */
+
 /* calendard's requests in flight besides this scrape, from its /metrics;
- * -1 with err set when it cannot tell (down, or no such gauge). */
+ * else IN_FLIGHT_UNKNOWN or IN_FLIGHT_UNANSWERED, with err set. */
 static long long
 requests_in_flight(struct http_client *http, const char *base, char *err, size_t errlen)
 {
     static const char pat[] = "\n" IN_FLIGHT_METRIC " ";
     struct http_response resp;
     char url[512];
-    long long n = -1;
+    long long n;
 
     snprintf(url, sizeof(url), "%s/metrics", base);
-    if (http_request(http, "GET", url, NULL, NULL, 0, 2000, &resp, err, errlen) != CAL_OK) {
-        http_response_deinit(&resp);
-        return -1;
-    }
-    const char *at = resp.status == 200 && resp.body != NULL ? strstr(resp.body, pat) : NULL;
-    if (at != NULL) {
+    cal_status st = http_request(http, "GET", url, NULL, NULL, 0, 2000, &resp, err, errlen);
+    const char *at =
+        st == CAL_OK && resp.status == 200 && resp.body != NULL ? strstr(resp.body, pat) : NULL;
+    if (st != CAL_OK) {
+        n = st == CAL_EUNAVAIL ? IN_FLIGHT_UNKNOWN : IN_FLIGHT_UNANSWERED;
+    } else if (at != NULL) {
         n = atoll(at + strlen(pat)) - 1;
         n = n > 0 ? n : 0; /* the scrape is one; a calendard that counts it not, none */
     } else {
-        snprintf(err, errlen, "/metrics answered %ld without " IN_FLIGHT_METRIC, resp.status);
+        snprintf(err, errlen, "/metrics answered %ld%s", resp.status,
+                 resp.status == 200 ? " without " IN_FLIGHT_METRIC : "");
+        n = resp.status >= 500 ? IN_FLIGHT_UNANSWERED : IN_FLIGHT_UNKNOWN;
     }
     http_response_deinit(&resp);
     return n;
 }
 
-/* Waits up to settle_s until calendard has no request in flight: one the
- * clients gave up on (a dropped reply, a timeout) keeps running there and
- * may still commit, after a verify that would then not have seen it.
- * Returns 0 when none is left, or calendard cannot tell (said on stderr);
- * else how many still ran after settle_s, or when a stop signal came. */
+/* Waits up to settle_s until calendard has had no request in flight for
+ * SETTLE_QUIET_MS: one the clients gave up on (a dropped reply, a timeout)
+ * keeps running there and may still commit, after a verify that would then
+ * not have seen it; one they sent just before may not have been read yet.
+ * Returns 0 when none is left; IN_FLIGHT_UNKNOWN when calendard cannot tell
+ * (said on stderr); else, after settle_s or a stop signal, how many still
+ * ran, or IN_FLIGHT_UNANSWERED when calendard did not answer then. */
 static long long
 settle(const char *base, unsigned settle_s)
 {
     struct http_client *http;
-    double start = stress_load_now(), next = start + 1.0;
+    double start = stress_load_now(), next = start + 1.0, quiet_since = -1;
     unsigned stops = stress_load_stops();
-    char err[256];
-    long long n, left = 0;
+    char err[256] = "";
+    long long n;
 
     if (settle_s == 0 || (http = http_client_create()) == NULL) {
-        return 0;
+        return settle_s == 0 ? 0 : IN_FLIGHT_UNKNOWN;
     }
     for (;;) {
         n = requests_in_flight(http, base, err, sizeof(err));
-        if (n < 0) {
+        double now = stress_load_now();
+        if (n == IN_FLIGHT_UNKNOWN) {
             fprintf(stderr,
                     "calendar-stress: cannot tell calendard's requests in flight (%s): "
                     "verifying at once\n",
                     err);
             break;
         }
-        double now = stress_load_now();
-        if (n == 0) {
+        quiet_since = n != 0 ? -1 : quiet_since >= 0 ? quiet_since : now;
+        if (quiet_since >= 0 && now - quiet_since >= SETTLE_QUIET_MS / 1000.0) {
             if (now - start >= 0.5) {
                 fprintf(stderr,
                         "calendar-stress: calendard's requests in flight ended after %.1f s\n",
@@ -339,27 +352,40 @@ settle(const char *base, unsigned settle_s)
             }
             break;
         }
-        if (now - start >= settle_s || stress_load_stops() != stops) {
-            fprintf(stderr,
-                    "calendar-stress: %lld requests still in flight at calendard after %.1f s "
-                    "(%s): one may commit after the verify\n",
-                    n, now - start,
-                    stress_load_stops() != stops ? "stopped by a signal" : "--settle");
-            left = n;
+        bool stopped = stress_load_stops() != stops;
+        if (now - start >= settle_s || stopped) {
+            if (n == 0) {
+                break; /* none now, if not for long */
+            }
+            if (n > 0) {
+                fprintf(stderr,
+                        "calendar-stress: %lld requests still in flight at calendard after %.1f "
+                        "s (%s): one may commit after the verify\n",
+                        n, now - start, stopped ? "stopped by a signal" : "--settle");
+            } else {
+                fprintf(stderr,
+                        "calendar-stress: calendard did not answer its /metrics after %.1f s "
+                        "(%s; %s): requests may still be in flight\n",
+                        now - start, err, stopped ? "stopped by a signal" : "--settle");
+            }
             break;
         }
         if (now >= next) {
-            fprintf(stderr,
-                    "calendar-stress: waiting for calendard's %lld requests in flight (a request "
-                    "the clients gave up on may still commit)\n",
-                    n);
+            if (n > 0) {
+                fprintf(stderr,
+                        "calendar-stress: waiting for calendard's %lld requests in flight (a "
+                        "request the clients gave up on may still commit)\n",
+                        n);
+            } else if (n == IN_FLIGHT_UNANSWERED) {
+                fprintf(stderr, "calendar-stress: waiting for calendard's /metrics (%s)\n", err);
+            }
             next += 1.0;
         }
         struct timespec ts = {0, SETTLE_POLL_MS * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     http_client_destroy(http);
-    return left;
+    return n;
 }
 
 /* Runs fn on every client thread and waits; returns -1 if a thread failed to start. */
@@ -478,12 +504,12 @@ tested(const struct stress_stats *stats, const struct stress_verdict *verdict)
 }
 
 /* unverified: the cache check was stopped before it could decide, or a
- * check could not read, or requests were still in flight (unsettled of
- * them) when the verify began. */
+ * check could not read, or requests were still in flight when the verify
+ * began (in_flight of them, < 0 when calendard could not tell). */
 static void
 print_result(const struct stress_conf *conf, const struct stress_stats *stats,
              const struct stress_verdict *verdict, double duration, int unverified,
-             long long unsettled)
+             long long in_flight)
 {
     json_t *out = json_object();
     uint64_t confirmed = atomic_load(&stats->confirmed);
@@ -505,7 +531,8 @@ print_result(const struct stress_conf *conf, const struct stress_stats *stats,
     SET_U("host_ops", atomic_load(&stats->host_ops));
     SET_U("reads", atomic_load(&stats->reads));
     SET_U("unresolved", atomic_load(&stats->unresolved));
-    SET_U("in_flight_at_verify", unsettled);
+    json_object_set_new(out, "in_flight_at_verify",
+                        in_flight >= 0 ? json_integer(in_flight) : json_null());
     SET_U("double_bookings", verdict->double_bookings);
     SET_U("lost_acknowledged", verdict->lost_acknowledged);
     SET_U("phantom_bookings", verdict->phantom_bookings);
@@ -585,7 +612,8 @@ main(int argc, char **argv)
     double duration;
     int cache_unverified = 0;
     int unverified = 0;      /* the verifier or the cache check could not read all it needed */
-    long long unsettled = 0; /* calendard's requests still in flight when the verify began */
+    long long in_flight = 0; /* calendard's, when the verify began: settle() */
+    int unsettled = 0;       /* some, or calendard did not answer then */
     char err[2048];
     int rc = EXIT_USAGE;
 
@@ -669,7 +697,8 @@ main(int argc, char **argv)
     }
     duration = stress_load_now() - conf.start;
     progress(&stats, duration);
-    unsettled = settle(conf.url, opt.settle_s);
+    in_flight = settle(conf.url, opt.settle_s);
+    unsettled = in_flight > 0 || in_flight == IN_FLIGHT_UNANSWERED;
 
     for (unsigned i = 0; i < opt.clients; i++) {
         total += clients[i].nrecords;
@@ -749,13 +778,17 @@ main(int argc, char **argv)
         }
     }
     print_result(&conf, &stats, &verdict, duration, cache_unverified || unverified || unsettled,
-                 unsettled);
+                 in_flight);
     rc = stress_verify_failed(&verdict) ? EXIT_BROKEN : 0;
-    if (rc == 0 && unsettled > 0) {
+    if (rc == 0 && in_flight > 0) {
         fprintf(stderr,
                 "calendar-stress: %lld requests were still in flight at calendard when the "
                 "verify began: the run is not verified\n",
-                unsettled);
+                in_flight);
+        rc = EXIT_UNTESTED;
+    } else if (rc == 0 && unsettled) {
+        fprintf(stderr, "calendar-stress: calendard did not answer its /metrics when the verify "
+                        "began: the run is not verified\n");
         rc = EXIT_UNTESTED;
     } else if (rc == 0 && (cache_unverified || unverified)) {
         fprintf(stderr, "calendar-stress: %s: the run is not verified\n",
