@@ -319,8 +319,9 @@ requests_in_flight(struct http_client *http, const char *base, char *err, size_t
  * keeps running there and may still commit, after a verify that would then
  * not have seen it; one they sent just before may not have been read yet.
  * Returns 0 when none is left; IN_FLIGHT_UNKNOWN when calendard cannot tell
- * (said on stderr); else, after settle_s or a stop signal, how many still
- * ran, or IN_FLIGHT_UNANSWERED when calendard did not answer then. */
+ * (said on stderr), or settle_s is 0 (not looked at); else, after settle_s
+ * or a stop signal, how many still ran, or IN_FLIGHT_UNANSWERED when
+ * calendard did not answer then. */
 static long long
 settle(const char *base, unsigned settle_s)
 {
@@ -331,7 +332,7 @@ settle(const char *base, unsigned settle_s)
     long long n;
 
     if (settle_s == 0 || (http = http_client_create()) == NULL) {
-        return settle_s == 0 ? 0 : IN_FLIGHT_UNKNOWN;
+        return IN_FLIGHT_UNKNOWN;
     }
     for (;;) {
         n = requests_in_flight(http, base, err, sizeof(err));
