@@ -1308,17 +1308,27 @@ START_TEST(test_booking_validation)
 }
 END_TEST
 
+/* A socket connected to 127.0.0.1:port. */
+static int
+connect_loopback(unsigned port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
+                  strerror(errno));
+    return fd;
+}
+
 /* A chunked body has no Content-Length to refuse early: one that never
  * ends must still lose its connection once it is well over the limit. */
 START_TEST(test_endless_chunked_body_is_cut_off)
 {
     unsigned port = 0;
     ck_assert_int_eq(sscanf(env.calendard_url, "http://127.0.0.1:%u", &port), 1);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int fd = connect_loopback(port);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     static const char head[] = "POST /v1/listings/1/reservations HTTP/1.1\r\nHost: t\r\n"
@@ -1800,9 +1810,9 @@ START_TEST(test_overload_is_refused_with_retry_after)
 }
 END_TEST
 
-/* calendard_requests_in_flight on d's /metrics (this scrape included). */
+/* The value of name on d's /metrics; fails the test when it has none. */
 static long long
-in_flight(const struct testd *d)
+own_metric(const struct testd *d, const char *name)
 {
     struct http_client *client = http_client_create();
     struct http_response resp;
@@ -1811,11 +1821,18 @@ in_flight(const struct testd *d)
                                 d->url) == CAL_OK,
                   "%s", err);
     ck_assert_int_eq(resp.status, 200);
-    long long v = metric_value(resp.body, "calendard_requests_in_flight");
+    long long v = metric_value(resp.body, name);
     http_response_deinit(&resp);
     http_client_destroy(client);
-    ck_assert_msg(v >= 0, "/metrics has no calendard_requests_in_flight");
+    ck_assert_msg(v >= 0, "/metrics has no %s", name);
     return v;
+}
+
+/* calendard_requests_in_flight on d's /metrics (this scrape included). */
+static long long
+in_flight(const struct testd *d)
+{
+    return own_metric(d, "calendard_requests_in_flight");
 }
 
 /* Polls d's gauge until it reads want, for at most 10 s. */
@@ -1838,13 +1855,7 @@ static int
 booking_send_raw(const struct testd *d, uint64_t id, int i)
 {
     char body[256], head[512];
-    struct sockaddr_in addr = {.sin_family = AF_INET,
-                               .sin_port = htons((uint16_t)d->port),
-                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
-                  strerror(errno));
+    int fd = connect_loopback(d->port);
     int n =
         snprintf(body, sizeof(body), "{\"check_in\":\"%s\",\"check_out\":\"%s\",\"guest_id\":1}",
                  day(FIRST_DAY + 2 * i), day(FIRST_DAY + 2 * i + 1));
@@ -1876,14 +1887,8 @@ START_TEST(test_in_flight_gauge_counts_unanswered_requests)
         static const char head[] =
             "POST /v1/listings/1/reservations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Content-Length: 2000000\r\n\r\n";
-        struct sockaddr_in addr = {.sin_family = AF_INET,
-                                   .sin_port = htons((uint16_t)d.port),
-                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         char got[64] = "";
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        ck_assert_int_ge(fd, 0);
-        ck_assert_msg(connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0, "connect: %s",
-                      strerror(errno));
+        int fd = connect_loopback(d.port);
         write_all(fd, head, strlen(head));
         ck_assert_int_gt(read(fd, got, sizeof(got) - 1), 12);
         ck_assert_msg(strncmp(got, "HTTP/1.1 413", 12) == 0, "%s", got);
@@ -1969,19 +1974,9 @@ waiting_block(int idx)
 static long long
 breaker_open(const struct testd *d, int idx)
 {
-    struct http_client *client = http_client_create();
-    struct http_response resp;
-    char err[512], name[96];
-    ck_assert_msg(http_requestf(client, "GET", NULL, NULL, &resp, err, sizeof(err), "%s/metrics",
-                                d->url) == CAL_OK,
-                  "%s", err);
-    ck_assert_int_eq(resp.status, 200);
+    char name[96];
     snprintf(name, sizeof(name), "calendard_shard_breaker_open{shard=\"%d\"}", idx);
-    long long v = metric_value(resp.body, name);
-    http_response_deinit(&resp);
-    http_client_destroy(client);
-    ck_assert_msg(v >= 0, "/metrics has no %s", name);
-    return v;
+    return own_metric(d, name);
 }
 
 /* A group commit whose leader's connection is lost fails each of its
